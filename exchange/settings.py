@@ -1,0 +1,112 @@
+"""The one settings object, read from the environment (``HIE_*``) and the data directory.
+
+Secrets have no defaults: each installation generates its own on first start and keeps them
+in ``<data dir>/secrets.json`` (mode 0600), unless the environment provides them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exchange.errors import ConfigurationError
+
+_CONSORTIUM = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    ledger_cipher_key: str  # base64 AES-256 key for events at rest
+    pseudonym_key: bytes  # HMAC key deriving regional patient ids from resident IDs
+    token_key: bytes  # Ed25519 private key seed (32 bytes) signing bearer tokens
+
+    def __repr__(self) -> str:
+        return "Secrets(<redacted>)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    consortium: str = "demo"
+    database_url: str | None = None
+    nats_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8780
+    batch_max_bytes: int = 256_000  # keep each ledger save under the large-save hang (DESIGN.md)
+    batch_max_messages: int = 200
+    secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None or self.nats_url is None
+
+    @property
+    def run_file(self) -> Path:
+        return self.data_dir / "run.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("HIE_DATA_DIR", ".hie")).resolve()
+    consortium = env.get("HIE_CONSORTIUM", "demo")
+    if not _CONSORTIUM.match(consortium):
+        raise ConfigurationError(
+            "HIE_CONSORTIUM must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)"
+        )
+    try:
+        port = int(env.get("HIE_HTTP_PORT", "8780"))
+    except ValueError:
+        raise ConfigurationError("HIE_HTTP_PORT must be a port number") from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Settings(
+        data_dir=data_dir,
+        consortium=consortium,
+        database_url=env.get("HIE_DATABASE_URL") or None,
+        nats_url=env.get("HIE_NATS_URL") or None,
+        http_host=env.get("HIE_HTTP_HOST", "127.0.0.1"),
+        http_port=port,
+        secrets=_load_secrets(data_dir, env),
+    )
+
+
+def _load_secrets(data_dir: Path, env: dict[str, str]) -> Secrets:
+    path = data_dir / "secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    else:
+        stored = {
+            "ledger_cipher_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "pseudonym_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "token_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh)
+
+    def pick(name: str) -> str:
+        value = env.get(f"HIE_{name.upper()}") or stored.get(name)
+        if not value:
+            raise ConfigurationError(f"secret {name} is missing: set HIE_{name.upper()}")
+        return value
+
+    try:
+        secrets_ = Secrets(
+            ledger_cipher_key=pick("ledger_cipher_key"),
+            pseudonym_key=base64.b64decode(pick("pseudonym_key"), validate=True),
+            token_key=base64.b64decode(pick("token_key"), validate=True),
+        )
+    except ValueError:
+        raise ConfigurationError("a secret in HIE_* or secrets.json is not valid base64") from None
+    if len(base64.b64decode(secrets_.ledger_cipher_key)) != 32 or len(secrets_.token_key) != 32:
+        raise ConfigurationError("ledger_cipher_key and token_key must be 32 bytes (base64)")
+    return secrets_
