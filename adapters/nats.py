@@ -1,0 +1,114 @@
+"""The submit client: publish signed envelopes to the exchange and wait for their receipts.
+
+A JetStream ack alone is not durability (DESIGN.md): a submission counts as delivered only
+when its receipt arrives, and the receipt follows the ledger commit. Receipts are read from
+the exchange's receipts stream, starting a little before this client's first publish, so a
+receipt published for an earlier send of the same id is found as well. Unanswered
+submissions are resent with the same id, which broker de-duplication and the ledger make safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from adapters.envelope import encode
+
+DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
+
+
+class SubmitError(Exception):
+    code = "submit.failed"
+
+
+class SubmitClient:
+    def __init__(self, nc: Client, consortium: str, institution: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.consortium = consortium
+        self.institution = institution
+
+    @property
+    def subject(self) -> str:
+        return f"hie.{self.consortium}.submit.{self.institution}"
+
+    async def submit(
+        self,
+        envelopes: Sequence[dict[str, Any]],
+        *,
+        wait: float = 30.0,
+        attempts: int = 3,
+        on_receipt: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Send each envelope and return its receipt, keyed by submission id.
+
+        Raises SubmitError naming how many submissions got no receipt after every attempt.
+        """
+        by_id = {e["submission_id"]: e for e in envelopes}
+        receipts: dict[str, dict[str, Any]] = {}
+        arrived = asyncio.Event()
+
+        async def on_msg(msg: Any) -> None:
+            try:
+                receipt = json.loads(msg.data)
+            except ValueError:
+                return
+            sid = receipt.get("submission_id")
+            if sid in by_id and sid not in receipts:
+                receipts[sid] = receipt
+                if on_receipt:
+                    on_receipt(receipt)
+                if len(receipts) == len(by_id):
+                    arrived.set()
+
+        since = datetime.now(UTC) - DUPLICATE_WINDOW - timedelta(seconds=30)
+        sub = await self.js.subscribe(
+            f"hie.{self.consortium}.receipt.{self.institution}",
+            cb=on_msg,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            config=ConsumerConfig(opt_start_time=since),
+        )
+        try:
+            for _ in range(attempts):
+                for sid, envelope in by_id.items():
+                    if sid not in receipts:
+                        await self._publish(envelope)
+                try:
+                    await asyncio.wait_for(arrived.wait(), wait)
+                    break
+                except TimeoutError:
+                    continue
+        finally:
+            await sub.unsubscribe()
+        missing = len(by_id) - len(receipts)
+        if missing:
+            raise SubmitError(
+                f"{missing} of {len(by_id)} submission(s) got no receipt after {attempts} "
+                f"attempt(s); run the same command again — nothing will be stored twice"
+            )
+        return receipts
+
+    async def _publish(self, envelope: dict[str, Any]) -> None:
+        headers = {"Nats-Msg-Id": envelope["submission_id"]}
+        for _ in range(5):
+            try:
+                # Bounded: a publish answered with an error can leave its future pending.
+                await asyncio.wait_for(
+                    self.js.publish(self.subject, encode(envelope), headers=headers, timeout=5),
+                    10,
+                )
+                return
+            except (TimeoutError, NatsError):
+                await asyncio.sleep(0.5)  # same id again: de-duplication makes this safe
+        raise SubmitError(
+            "the exchange did not acknowledge a publish: check the NATS URL and that this "
+            "institution's NATS user may publish to its own submit subject"
+        )

@@ -1,0 +1,255 @@
+"""The gateway: submissions off JetStream, checked, appended to the ledger, acknowledged.
+
+For each fetched batch: check every message (sender, signature, envelope, items); look up
+which are already in the ledger (a repeat gets its original receipt); append the new ones in
+commits of at most ``batch_max_bytes``; publish receipts (and dead letters for rejected
+ones); only then ack. A crash anywhere before the ack means redelivery, and the ledger's
+uniqueness makes the redelivery append nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from adapters.envelope import load_public_key, verify_signature
+from domain.problems import Problem
+from domain.submission import validate_envelope
+from exchange.ledger import IntegrityError, Ledger, Pending
+from exchange.nats import (
+    GATEWAY_CONSUMER,
+    deadletter_subject,
+    receipt_subject,
+    stream_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checked:
+    msg: Msg
+    institution: str
+    submission_id: str | None
+    pending: Pending | None = None
+    problems: list[Problem] = field(default_factory=list)
+    position: int | None = None
+    repeat: bool = False
+
+
+class Gateway:
+    def __init__(
+        self,
+        ledger: Ledger,
+        js: JetStreamContext,
+        consortium: str,
+        *,
+        executor: ThreadPoolExecutor,
+        batch_max_bytes: int = 256_000,
+        fetch_batch: int = 200,
+    ) -> None:
+        self.ledger = ledger
+        self.js = js
+        self.consortium = consortium
+        self.executor = executor
+        self.batch_max_bytes = batch_max_bytes
+        self.fetch_batch = fetch_batch
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self.accepted = 0
+        self.rejected = 0
+
+    async def _sync(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self.js.pull_subscribe_bind(
+            GATEWAY_CONSUMER, stream=stream_name(self.consortium, "SUBMIT")
+        )
+        log.info("gateway consuming %s", stream_name(self.consortium, "SUBMIT"))
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(self.fetch_batch, timeout=0.5)
+            except TimeoutError:
+                continue  # nothing waiting: an empty batch, not a failure
+            try:
+                await self.process(msgs)
+            except Exception:
+                # Infrastructure trouble (database, broker): nothing was acked, so the batch
+                # comes back; wait a moment rather than spin.
+                log.exception("gateway batch failed; %d message(s) will be redelivered", len(msgs))
+                for msg in msgs:
+                    await msg.nak(delay=2.0)
+                await asyncio.sleep(1.0)
+
+    async def process(self, msgs: Sequence[Msg]) -> list[Checked]:
+        received_at = datetime.now(UTC)
+        checked = [await self._check(msg, received_at) for msg in msgs]
+        await self._append(checked)
+        for item in checked:
+            await self._answer(item)
+        for item in checked:
+            await item.msg.ack_sync()
+        return checked
+
+    # Checking ---------------------------------------------------------------------------------
+
+    async def _public_key(self, code: str, *, refresh: bool = False) -> Ed25519PublicKey | None:
+        """The institution's registered key, cached; ``refresh`` re-reads it (key rotation)."""
+        if refresh or code not in self._keys:
+            institution = await self._sync(self.ledger.institution, code)
+            if institution is None:
+                return None
+            self._keys[code] = load_public_key(institution.public_key)
+        return self._keys[code]
+
+    async def _check(self, msg: Msg, received_at: datetime) -> Checked:
+        institution = msg.subject.rsplit(".", 1)[-1]
+        header_id = (msg.headers or {}).get("Nats-Msg-Id")
+        result = Checked(msg, institution, header_id)
+        try:
+            text = msg.data.decode("utf-8")
+            doc = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            result.problems = [Problem("envelope.not_json", "the submission is not UTF-8 JSON")]
+            return result
+        if not isinstance(doc, dict):
+            result.problems = [Problem("envelope.not_object", "the envelope must be a JSON object")]
+            return result
+        if isinstance(doc.get("submission_id"), str):
+            result.submission_id = doc["submission_id"]
+        if doc.get("institution") != institution:
+            result.problems.append(Problem(
+                "sender.mismatch", "the envelope's institution is not the one in the subject",
+                "institution"))
+        key = await self._public_key(institution)
+        if key is None:
+            result.problems.append(Problem(
+                "institution.unknown", "no institution is registered with the subject's code",
+                "institution"))
+        elif not verify_signature(doc, key) and not (
+            (fresh := await self._public_key(institution, refresh=True))
+            and verify_signature(doc, fresh)
+        ):
+            result.problems.append(Problem(
+                "signature.invalid", "the signature does not verify with the institution's "
+                "registered key over the RFC 8785 bytes of the envelope", "signature"))
+        if result.problems:
+            return result  # an unauthenticated envelope gets no further reading
+        valid, problems = validate_envelope(doc)
+        if valid is None:
+            result.problems = problems
+            return result
+        result.pending = Pending(valid, text, received_at)
+        return result
+
+    # Appending ------------------------------------------------------------------------------
+
+    async def _append(self, checked: list[Checked]) -> None:
+        todo: dict[UUID, Checked] = {}
+        for item in checked:
+            if item.pending is None:
+                continue
+            if item.pending.key in todo:
+                item.repeat = True  # the same submission twice in one fetch
+            else:
+                todo[item.pending.key] = item
+        if not todo:
+            return
+        held = await self._sync(self.ledger.positions_of, list(todo))
+        for key, position in held.items():
+            todo.pop(key).repeat = True
+        for chunk in self._chunks(list(todo.values())):
+            try:
+                appended = await self._sync(self.ledger.append, [c.pending for c in chunk])
+            except IntegrityError:
+                await self._append_one_by_one(chunk)
+                continue
+            for item in chunk:
+                assert item.pending is not None
+                item.position = appended.positions[item.pending.key]
+        # Repeats (in the ledger before, or twice in this fetch) answer with the original.
+        repeats = [c for c in checked if c.repeat and c.pending is not None]
+        if repeats:
+            positions = await self._sync(self.ledger.positions_of, [c.pending.key for c in repeats])
+            for item in repeats:
+                item.position = positions.get(item.pending.key)  # type: ignore[union-attr]
+
+    def _chunks(self, items: list[Checked]) -> list[list[Checked]]:
+        chunks: list[list[Checked]] = [[]]
+        size = 0
+        for item in items:
+            n = len(item.msg.data)
+            if chunks[-1] and size + n > self.batch_max_bytes:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(item)
+            size += n
+        return [c for c in chunks if c]
+
+    async def _append_one_by_one(self, chunk: list[Checked]) -> None:
+        for item in chunk:
+            pending = item.pending
+            assert pending is not None
+            try:
+                appended = await self._sync(self.ledger.append, [pending])
+                item.position = appended.positions[pending.key]
+                continue
+            except IntegrityError:
+                pass
+            if (await self._sync(self.ledger.positions_of, [pending.key])).get(pending.key):
+                item.repeat = True
+                continue
+            held = await self._sync(
+                self.ledger.ledger_recorder.held_source_records,
+                pending.valid.institution, [i.source_id for i in pending.valid.items],
+            )
+            item.problems = [
+                Problem("item.source_id_held", "the ledger already holds this source record from "
+                        "an earlier submission; send a correction instead", "source_id",
+                        i.index, i.source_id)
+                for i in pending.valid.items if i.source_id in held
+            ] or [Problem("ledger.conflict", "the ledger refused the submission; resend it")]
+            item.pending = None
+
+    # Answering ------------------------------------------------------------------------------
+
+    async def _answer(self, item: Checked) -> None:
+        accepted = item.pending is not None and item.position is not None
+        receipt: dict[str, Any] = {
+            "submission_id": item.submission_id,
+            "institution": item.institution,
+            "status": "accepted" if accepted else "rejected",
+            "received_at": datetime.now(UTC).isoformat(),
+        }
+        if accepted:
+            receipt["positions"] = [item.position]
+            receipt["repeat"] = item.repeat
+            self.accepted += not item.repeat
+        else:
+            receipt["problems"] = [p.as_dict() for p in item.problems]
+            self.rejected += 1
+            await self.js.publish(
+                deadletter_subject(self.consortium, item.institution),
+                item.msg.data,
+                headers={
+                    "Hie-Problems": json.dumps(receipt["problems"], ensure_ascii=True),
+                    "Hie-Submission-Id": str(item.submission_id),
+                },
+                timeout=10,
+            )
+        await self.js.publish(
+            receipt_subject(self.consortium, item.institution),
+            json.dumps(receipt, ensure_ascii=False).encode(),
+            timeout=10,
+        )

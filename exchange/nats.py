@@ -1,0 +1,102 @@
+"""NATS JetStream: connecting, and the streams and consumers the exchange owns.
+
+Subjects (DESIGN.md wire contract), with <c> the consortium and <i> an institution:
+``hie.<c>.submit.<i>`` → stream SUBMIT (work queue, consumed by the gateway);
+``hie.<c>.receipt.<i>`` → stream RECEIPTS (so a sender that was away still finds its receipt);
+``hie.<c>.deadletter.<i>`` → stream DEADLETTER (every rejected submission, kept with reasons).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 120.0
+GATEWAY_CONSUMER = "gateway"
+_DAY = 86_400.0
+
+
+def stream_name(consortium: str, what: str) -> str:
+    return f"HIE_{consortium.upper().replace('-', '_')}_{what}"
+
+
+def submit_subject(consortium: str, institution: str) -> str:
+    return f"hie.{consortium}.submit.{institution}"
+
+
+def receipt_subject(consortium: str, institution: str) -> str:
+    return f"hie.{consortium}.receipt.{institution}"
+
+
+def deadletter_subject(consortium: str, institution: str) -> str:
+    return f"hie.{consortium}.deadletter.{institution}"
+
+
+async def connect(url: str, name: str) -> Client:
+    async def on_error(exc: Exception) -> None:
+        # Permission violations arrive here, not at the publisher (DESIGN.md): say so.
+        log.error("NATS error on connection %s: %s", name, exc)
+
+    return await nats.connect(
+        url, name=name, error_cb=on_error, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+    )
+
+
+async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
+    """Create or update the exchange's streams and the gateway's durable consumer."""
+    configs = [
+        StreamConfig(
+            name=stream_name(consortium, "SUBMIT"),
+            subjects=[f"hie.{consortium}.submit.*"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_msg_size=8 * 1024 * 1024,
+            discard=DiscardPolicy.NEW,
+        ),
+        StreamConfig(
+            name=stream_name(consortium, "RECEIPTS"),
+            subjects=[f"hie.{consortium}.receipt.*"],
+            storage=StorageType.FILE,
+            max_age=30 * _DAY,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=stream_name(consortium, "DEADLETTER"),
+            subjects=[f"hie.{consortium}.deadletter.*"],
+            storage=StorageType.FILE,
+            max_age=365 * _DAY,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+    ]
+    for config in configs:
+        try:
+            await js.stream_info(config.name)  # type: ignore[arg-type]
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+    await js.add_consumer(
+        stream_name(consortium, "SUBMIT"),
+        ConsumerConfig(
+            durable_name=GATEWAY_CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30.0,
+            max_ack_pending=2000,
+            max_deliver=-1,
+            filter_subject=f"hie.{consortium}.submit.*",
+        ),
+    )
