@@ -77,6 +77,12 @@ class Gateway:
             GATEWAY_CONSUMER, stream=stream_name(self.consortium, "SUBMIT")
         )
         log.info("gateway consuming %s", stream_name(self.consortium, "SUBMIT"))
+        try:
+            await self._consume(sub, stop)
+        finally:
+            await sub.unsubscribe()
+
+    async def _consume(self, sub: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self.fetch_batch, timeout=0.5)

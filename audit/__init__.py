@@ -1,0 +1,1 @@
+"""The audit trail: every read decision and security event, append-only and hash-chained."""

@@ -1,0 +1,1 @@
+"""The consent decision point (pure) and the consent state it decides on."""

@@ -1,0 +1,198 @@
+"""Composition root: build every part from the settings, run them, stop them.
+
+``Runtime`` owns the servers it started (embedded PostgreSQL/NATS), the ledger, the asyncpg
+pool, the NATS connection, and the three loops: gateway, projection runner, HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import uvicorn
+from nats.aio.client import Client
+
+from audit.postgres import AuditStore
+from consent.postgres import ConsentState
+from exchange.embedded import EmbeddedNats, EmbeddedPostgres
+from exchange.errors import NotRunning
+from exchange.gateway import Gateway
+from exchange.http import ApiContext, create_app
+from exchange.ledger import Ledger
+from exchange.nats import connect, ensure_streams
+from exchange.settings import Settings
+from exchange.tokens import TokenIssuer
+from projections.postgres import PatientRecordProjection, PatientRecordReader, create_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Endpoints:
+    database_url: str
+    nats_url: str
+    http_url: str | None = None
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield  # the CLI owns signal handling and stops every part in order
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port; if it is taken, a free one (never assume a port is free)."""
+    for candidate in (port, 0):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+            return sock
+        except OSError:
+            sock.close()
+    raise OSError(f"could not bind an HTTP port on {host}")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    endpoints: Endpoints
+    ledger: Ledger
+    pool: asyncpg.Pool
+    nc: Client
+    executor: ThreadPoolExecutor
+    embedded: list[Any] = field(default_factory=list)
+
+    async def sync(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def gateway(self) -> Gateway:
+        return Gateway(self.ledger, self.nc.jetstream(), self.settings.consortium,
+                       executor=self.executor, batch_max_bytes=self.settings.batch_max_bytes)
+
+    def projection(self) -> PatientRecordProjection:
+        async def read(after: int, limit: int) -> Sequence[tuple[int, Any]]:
+            return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
+        return PatientRecordProjection(self.pool, read)
+
+    def api_context(self) -> ApiContext:
+        return ApiContext(tokens=TokenIssuer(self.settings.secrets.token_key),
+                          audit=AuditStore(self.pool), consent=ConsentState(self.pool),
+                          records=PatientRecordReader(self.pool))
+
+
+def start_embedded(settings: Settings) -> tuple[Endpoints, list[Any]]:
+    started: list[Any] = []
+    try:
+        db_url = settings.database_url
+        if db_url is None:
+            pg = EmbeddedPostgres(settings.data_dir / "postgres")
+            started.append(pg)
+            db_url = pg.start()
+        nats_url = settings.nats_url
+        if nats_url is None:
+            nats_srv = EmbeddedNats(settings.data_dir / "nats")
+            started.append(nats_srv)
+            nats_url = nats_srv.start()
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return Endpoints(db_url, nats_url), started
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
+                       *, name: str = "hie") -> AsyncIterator[Runtime]:
+    """Start (or connect to) the servers, prepare schemas and streams, and yield the parts."""
+    started: list[Any] = []
+    if endpoints is None:
+        endpoints, started = await asyncio.to_thread(start_embedded, settings)
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger")
+    ledger = pool = nc = None
+    try:
+        ledger = await asyncio.get_running_loop().run_in_executor(
+            executor, lambda: Ledger(endpoints.database_url, settings.secrets.ledger_cipher_key,
+                                     settings.secrets.pseudonym_key))
+        pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=10)
+        await create_schema(pool)
+        await AuditStore(pool).create_schema()
+        await ConsentState(pool).create_schema()
+        nc = await connect(endpoints.nats_url, name)
+        await ensure_streams(nc.jetstream(), settings.consortium)
+        yield Runtime(settings, endpoints, ledger, pool, nc, executor, started)
+    finally:
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()  # every publish was awaited; nothing is left to flush
+        if pool is not None:
+            await pool.close()
+        if ledger is not None:
+            ledger.close()
+        executor.shutdown(wait=True)
+        for server in reversed(started):
+            await asyncio.to_thread(server.stop)
+
+
+async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
+                gateway: bool = True, projection: bool = True,
+                on_http_ready: Any = None) -> None:
+    """Run the chosen loops until ``stop`` is set, then stop them in order."""
+    tasks: list[asyncio.Task[Any]] = []
+    server: _Server | None = None
+    if gateway:
+        tasks.append(asyncio.create_task(rt.gateway().run(stop), name="gateway"))
+    if projection:
+        tasks.append(asyncio.create_task(rt.projection().run(stop), name="projection"))
+    if http:
+        sock = bind_http(rt.settings.http_host, rt.settings.http_port)
+        host, port = sock.getsockname()[:2]
+        rt.endpoints.http_url = f"http://{host}:{port}"
+        config = uvicorn.Config(create_app(rt.api_context()), log_level="warning",
+                                lifespan="off", access_log=False)
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="http"))
+        while not server.started and not tasks[-1].done():
+            await asyncio.sleep(0.02)
+        if on_http_ready:
+            on_http_ready(rt.endpoints.http_url)
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def write_run_file(settings: Settings, endpoints: Endpoints) -> None:
+    doc = {"pid": os.getpid(), "database_url": endpoints.database_url,
+           "nats_url": endpoints.nats_url, "http_url": endpoints.http_url,
+           "consortium": settings.consortium}
+    fd = os.open(settings.run_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(doc, fh)
+
+
+def running_endpoints(settings: Settings) -> Endpoints:
+    """The servers to talk to: HIE_* URLs if set, else those of a running `hie up`."""
+    if settings.database_url and settings.nats_url:
+        return Endpoints(settings.database_url, settings.nats_url)
+    try:
+        doc = json.loads(settings.run_file.read_text())
+        os.kill(int(doc["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        raise NotRunning(
+            f"no running exchange found for data directory {settings.data_dir}: start one with "
+            "`hie up` (or `make demo`), or set HIE_DATABASE_URL and HIE_NATS_URL") from None
+    return Endpoints(settings.database_url or doc["database_url"],
+                     settings.nats_url or doc["nats_url"], doc.get("http_url"))

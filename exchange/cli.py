@@ -1,0 +1,206 @@
+"""`hie`: run the exchange, seed a demo county, submit records, issue tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from exchange.errors import ExchangeError
+from exchange.settings import Settings, load_settings
+
+log = logging.getLogger("hie")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: bool = True,
+              projection: bool = True) -> int:
+    from exchange.bootstrap import open_runtime, running_endpoints, serve, write_run_file
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    external = running_endpoints(settings) if not settings.embedded else None
+    if not (http or projection) and external is None:
+        # `hie gateway` joins a running exchange's servers rather than starting its own.
+        external = running_endpoints(settings)
+    print("starting the exchange (embedded PostgreSQL and NATS unless HIE_DATABASE_URL and "
+          "HIE_NATS_URL are set) ...", flush=True)
+    async with open_runtime(settings, external, name="hie-" + ("gateway" if not http else "up")) as rt:
+        ready = asyncio.Event()
+
+        def on_ready(url: str) -> None:
+            write_run_file(settings, rt.endpoints)
+            ready.set()
+
+        runner = asyncio.create_task(serve(rt, stop, http=http, gateway=gateway,
+                                           projection=projection, on_http_ready=on_ready))
+        if not http:
+            print("gateway running; Ctrl-C stops it", flush=True)
+        else:
+            await asyncio.wait([asyncio.create_task(ready.wait()), runner],
+                               return_when=asyncio.FIRST_COMPLETED)
+        if demo and not runner.done():
+            from exchange.demo import seed_demo
+
+            try:
+                print(await seed_demo(rt), flush=True)
+            except Exception:
+                stop.set()
+                await runner
+                raise
+        elif http and not runner.done():
+            print(f"exchange ready: {rt.endpoints.http_url}/fhir/metadata  (Ctrl-C stops it)",
+                  flush=True)
+        await runner
+    print("stopped", flush=True)
+    return 0
+
+
+async def _submit(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.envelope import build_envelope, load_private_key_pem
+    from adapters.fhir import read_fhir
+    from adapters.nats import SubmitClient
+    from exchange.bootstrap import running_endpoints
+    from exchange.nats import connect
+
+    key_path = Path(args.key) if args.key else settings.keys_dir / f"{args.institution}.pem"
+    try:
+        key = load_private_key_pem(key_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the institution's signing key {key_path}: {exc}", file=sys.stderr)
+        return 2
+    files = [p for arg in args.paths for p in (sorted(Path(arg).rglob("*.json"))
+                                               if Path(arg).is_dir() else [Path(arg)])]
+    envelopes, refused = [], 0
+    now = datetime.now(UTC)
+    for path in files:
+        report = read_fhir(path.read_bytes(), institution=args.institution)
+        for problem in report.problems:
+            refused += 1
+            print(f"{path.name}: not sent: {problem}")
+        for start in range(0, len(report.items), 500):
+            envelopes.append((path.name, build_envelope(
+                institution=args.institution, items=report.items[start:start + 500],
+                key=key, sent_at=now)))
+    if args.dry_run:
+        print(f"dry run: {len(envelopes)} submission(s) with "
+              f"{sum(len(e['events']) for _, e in envelopes)} item(s) would be sent; "
+              f"{refused} problem(s)")
+        return 1 if refused else 0
+    endpoints = running_endpoints(settings)
+    nc = await connect(endpoints.nats_url, f"hie-submit-{args.institution}")
+    try:
+        client = SubmitClient(nc, settings.consortium, args.institution)
+        done = 0
+
+        def progress(receipt: dict[str, Any]) -> None:
+            nonlocal done
+            done += 1
+            print(f"\r{done}/{len(envelopes)} receipts", end="", file=sys.stderr, flush=True)
+
+        receipts = await client.submit([e for _, e in envelopes], on_receipt=progress)
+        print(file=sys.stderr)
+    finally:
+        await nc.drain()
+    rejected = 0
+    for name, envelope in envelopes:
+        receipt = receipts[envelope["submission_id"]]
+        if receipt["status"] == "accepted":
+            again = " (already held: nothing stored twice)" if receipt.get("repeat") else ""
+            print(f"{name}: accepted at ledger position {receipt['positions'][0]}{again}")
+        else:
+            rejected += 1
+            for problem in receipt["problems"]:
+                print(f"{name}: rejected: {json.dumps(problem, ensure_ascii=False)}")
+    print(f"{len(envelopes) - rejected} accepted, {rejected} rejected, "
+          f"{refused} problem(s) found before sending")
+    return 1 if rejected or refused else 0
+
+
+async def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.tokens import TokenIssuer
+
+    issuer = TokenIssuer(settings.secrets.token_key)
+    token, ident = issuer.issue(person=args.person, institution=args.institution, role=args.role,
+                                now=datetime.now(UTC), ttl=timedelta(hours=args.hours))
+    await _audit_token(settings, ident)
+    print(token)
+    return 0
+
+
+async def _audit_token(settings: Settings, ident: Any) -> None:
+    """Token issue is audited; with no reachable audit log, no token is issued."""
+    import asyncpg
+
+    from audit.postgres import AuditStore
+    from exchange.bootstrap import running_endpoints
+
+    pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
+                                     max_size=1)
+    try:
+        store = AuditStore(pool)
+        await store.create_schema()
+        await store.append({"action": "token.issue", "person": ident.person, "role": ident.role,
+                            "institution": ident.institution, "token_id": ident.token_id,
+                            "decision": "permit", "reasons": [],
+                            "expires_at": ident.expires_at.isoformat()}, datetime.now(UTC))
+    finally:
+        await pool.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hie", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run the exchange (embedded servers unless HIE_*_URL are set)")
+    sub.add_parser("demo", help="run the exchange with a seeded demo county")
+    sub.add_parser("gateway", help="run only the gateway against a running exchange's servers")
+    s = sub.add_parser("submit", help="submit FHIR R4 files (or directories) through NATS")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--institution", required=True, help="the sending institution's code")
+    s.add_argument("--key", help="its Ed25519 private key (PEM); default <data dir>/keys/<code>.pem")
+    s.add_argument("--dry-run", action="store_true", help="report what would be sent, send nothing")
+    t = sub.add_parser("token", help="issue a signed bearer token")
+    t.add_argument("--person", required=True)
+    t.add_argument("--institution", required=True)
+    t.add_argument("--role", required=True, choices=["physician", "nurse", "patient",
+                                                     "regulator", "admin"])
+    t.add_argument("--hours", type=float, default=8.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings()
+        if args.command in ("up", "demo", "gateway"):
+            gateway_only = args.command == "gateway"
+            return asyncio.run(_up(settings, demo=args.command == "demo", http=not gateway_only,
+                                   projection=not gateway_only))
+        if args.command == "submit":
+            return asyncio.run(_submit(settings, args))
+        if args.command == "token":
+            return asyncio.run(_token(settings, args))
+    except ExchangeError as exc:
+        print(f"hie: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

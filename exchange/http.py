@@ -1,0 +1,289 @@
+"""The read API (Starlette): authenticate → consent decision → query → audit append → respond.
+
+Every request that touches a patient appends its decision (permit or deny) to the audit log
+before anything is sent; if that append fails, the request fails and no data leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from audit.postgres import AuditStore, AuditWriteError
+from consent.decision import (
+    AccessRequest,
+    Decision,
+    InvalidBreakGlass,
+    Reason,
+    check_break_glass,
+    decide,
+)
+from consent.postgres import ConsentState
+from exchange.fhir import (
+    FHIR_JSON,
+    RESOURCE_TYPES,
+    audit_event,
+    bundle,
+    capability_statement,
+    operation_outcome,
+)
+from exchange.tokens import Identity, TokenError, TokenIssuer
+from projections.postgres import PatientRecordReader
+from projections.render import dumps, render_patient
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class ApiContext:
+    tokens: TokenIssuer
+    audit: AuditStore
+    consent: ConsentState
+    records: PatientRecordReader
+    clock: Clock = lambda: datetime.now(UTC)  # noqa: E731
+
+
+class Refused(Exception):
+    """An answer other than 200: status, stable code, message, FHIR issue type."""
+
+    def __init__(self, status: int, code: str, message: str, issue_type: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.issue_type = status, code, message, issue_type
+
+
+def fhir_response(body: bytes | dict[str, Any], status: int = 200, request_id: str = "") -> Response:
+    content = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    return Response(content, status, media_type=FHIR_JSON, headers={"X-Request-Id": request_id})
+
+
+class Exchange:
+    """The route handlers, sharing one context."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    # The gate -----------------------------------------------------------------------------------
+
+    async def _audit(self, request: Request, request_id: str, *, action: str,
+                     ident: Identity | None, patient_id: UUID | None = None,
+                     purpose: str | None = None, decision: Decision | None = None,
+                     reasons: list[Reason] | None = None, disclosed: list[str] | None = None,
+                     extra: dict[str, Any] | None = None) -> None:
+        reasons = reasons if reasons is not None else (decision.reasons if decision else [])
+        record = {
+            "action": action, "request_id": request_id, "route": request.url.path,
+            "person": ident.person if ident else None, "role": ident.role if ident else None,
+            "institution": ident.institution if ident else None,
+            "token_id": ident.token_id if ident else None,
+            "patient_id": str(patient_id) if patient_id else None, "purpose": purpose,
+            "decision": "permit" if decision and decision.permit else "deny",
+            "reasons": [{"code": r.code, "message": r.message} for r in reasons],
+            "legal_basis": decision.legal_basis if decision else None,
+            "consent_id": str(decision.consent_id) if decision and decision.consent_id else None,
+            "break_glass": bool(decision and decision.break_glass),
+            "obligations": decision.obligations if decision else [],
+            "disclosed": disclosed or [],
+            "source": request.client.host if request.client else None,
+            **(extra or {}),
+        }
+        try:
+            await self.ctx.audit.append(record, self.ctx.clock())
+        except AuditWriteError:
+            log.exception("audit append failed; refusing request %s", request_id)
+            raise Refused(503, "audit.unavailable", "the audit log could not record this "
+                          "request, so no data is sent; try again shortly", "exception") from None
+
+    async def _authenticate(self, request: Request, request_id: str, action: str) -> Identity:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token:
+                raise TokenError("send Authorization: Bearer <token> (issue one with hie token)")
+            return self.ctx.tokens.verify(token.strip(), now=self.ctx.clock())
+        except TokenError as exc:
+            reason = Reason(exc.code, str(exc))
+            await self._audit(request, request_id, action=f"{action}.authenticate", ident=None,
+                              reasons=[reason])
+            raise Refused(401, exc.code, str(exc), "login") from None
+
+    async def _deny(self, request: Request, request_id: str, action: str, ident: Identity,
+                    status: int, reason: Reason, *, patient_id: UUID | None = None,
+                    purpose: str | None = None, issue_type: str = "forbidden") -> Refused:
+        await self._audit(request, request_id, action=action, ident=ident, patient_id=patient_id,
+                          purpose=purpose, reasons=[reason])
+        return Refused(status, reason.code, reason.message, issue_type)
+
+    def _purpose(self, request: Request) -> str | None:
+        value = request.headers.get("x-purpose-of-use", "").strip().upper()
+        return value or None
+
+    # Routes -------------------------------------------------------------------------------------
+
+    async def metadata(self, request: Request, request_id: str) -> Response:
+        return fhir_response(capability_statement(self.ctx.clock()), request_id=request_id)
+
+    async def patient_search(self, request: Request, request_id: str) -> Response:
+        ident = await self._authenticate(request, request_id, "lookup")
+        purpose = self._purpose(request)
+        if ident.role != "physician":
+            raise await self._deny(request, request_id, "lookup", ident, 403, Reason(
+                "role.not_permitted", f"the {ident.role} role cannot look patients up"))
+        if purpose not in ("TREAT", "ETREAT"):
+            raise await self._deny(request, request_id, "lookup", ident, 400, Reason(
+                "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT)"), issue_type="required")
+        system, sep, value = request.query_params.get("identifier", "").partition("|")
+        if not sep or not system or not value:
+            raise await self._deny(request, request_id, "lookup", ident, 400, Reason(
+                "search.identifier", "search as identifier=<system>|<value>"), purpose=purpose,
+                issue_type="invalid")
+        patient_id = await self.ctx.records.find_patient(system, value)
+        decision = Decision(True, [Reason("lookup.match" if patient_id else "lookup.no_match",
+                                          "identifier lookup")])
+        await self._audit(request, request_id, action="lookup", ident=ident, patient_id=patient_id,
+                          purpose=purpose, decision=decision,
+                          disclosed=[f"Patient/{patient_id}"] if patient_id else [])
+        entries = []
+        if patient_id:
+            # Minimum necessary: the id and the identifier the caller already holds.
+            found = {"resourceType": "Patient", "id": str(patient_id),
+                     "identifier": [{"system": system, "value": value}]}
+            entries.append((f"urn:uuid:{patient_id}", dumps(found)))
+        return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
+
+    def _patient_id(self, request: Request) -> UUID:
+        try:
+            return UUID(request.path_params["pid"])
+        except ValueError:
+            raise Refused(404, "patient.not_found", "no patient has this id", "not-found") from None
+
+    async def everything(self, request: Request, request_id: str) -> Response:
+        ident = await self._authenticate(request, request_id, "read")
+        patient_id = self._patient_id(request)
+        purpose = self._purpose(request)
+        if purpose is None:
+            raise await self._deny(request, request_id, "read", ident, 400, Reason(
+                "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)"),
+                patient_id=patient_id, issue_type="required")
+        patient = await self.ctx.records.patient(patient_id)
+        if patient is None:
+            raise await self._deny(request, request_id, "read", ident, 404, Reason(
+                "patient.not_found", "no patient has this id"), patient_id=patient_id,
+                purpose=purpose, issue_type="not-found")
+        decision = decide(
+            AccessRequest(ident.person, ident.role, ident.institution, patient_id, purpose,
+                          self.ctx.clock()),
+            await self.ctx.consent.consents(patient_id),
+            await self.ctx.consent.grants(patient_id, ident.person) if purpose == "ETREAT" else (),
+        )
+        if not decision.permit:
+            await self._audit(request, request_id, action="read", ident=ident,
+                              patient_id=patient_id, purpose=purpose, decision=decision)
+            raise Refused(403, decision.reasons[0].code,
+                          "; ".join(r.message for r in decision.reasons), "forbidden")
+        rows = await self.ctx.records.current_entries(patient_id)
+        demographics = json.loads(patient["demographics"]) if patient["demographics"] else None
+        patient_json = dumps(render_patient(
+            patient_id, identifiers=await self.ctx.records.identifiers(patient_id),
+            demographics=demographics, birth_date=patient["birth_date"].isoformat(),
+            sex=patient["sex"]))
+        entries = [(f"urn:uuid:{patient_id}", patient_json)] + [
+            (f"urn:uuid:{r['entry_id']}", r["resource"]) for r in rows]
+        disclosed = [f"Patient/{patient_id}"] + [
+            f"{RESOURCE_TYPES.get(r['kind'], r['kind'])}/{r['entry_id']}" for r in rows]
+        await self._audit(request, request_id, action="read", ident=ident, patient_id=patient_id,
+                          purpose=purpose, decision=decision, disclosed=disclosed)
+        return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
+
+    async def break_glass(self, request: Request, request_id: str) -> Response:
+        ident = await self._authenticate(request, request_id, "break-glass")
+        patient_id = self._patient_id(request)
+        if ident.role != "physician":
+            raise await self._deny(request, request_id, "break-glass", ident, 403, Reason(
+                "role.not_permitted", "only a physician may break the glass"),
+                patient_id=patient_id, purpose="ETREAT")
+        try:
+            body = await request.json()
+            code, text = check_break_glass(body.get("reason_code"), body.get("reason"))
+        except (ValueError, AttributeError, InvalidBreakGlass) as exc:
+            message = str(exc) if isinstance(exc, InvalidBreakGlass) else \
+                "send a JSON object with reason_code and reason"
+            raise await self._deny(request, request_id, "break-glass", ident, 400, Reason(
+                "break_glass.invalid", message), patient_id=patient_id, purpose="ETREAT",
+                issue_type="required") from None
+        if await self.ctx.records.patient(patient_id) is None:
+            raise await self._deny(request, request_id, "break-glass", ident, 404, Reason(
+                "patient.not_found", "no patient has this id"), patient_id=patient_id,
+                purpose="ETREAT", issue_type="not-found")
+        grant = await self.ctx.consent.grant_break_glass(
+            person=ident.person, institution=ident.institution, patient_id=patient_id,
+            reason_code=code, reason=text, now=self.ctx.clock())
+        decision = Decision(True, [Reason("break_glass.granted", BREAK_GLASS_TEXT)],
+                            legal_basis=f"break-glass:{grant.grant_id}", break_glass=True,
+                            obligations=["regulator-review", "notify-patient"])
+        await self._audit(request, request_id, action="break-glass", ident=ident,
+                          patient_id=patient_id, purpose="ETREAT", decision=decision,
+                          extra={"reason_code": code, "reason_text": text,
+                                 "expires_at": grant.expires_at.isoformat()})
+        return fhir_response(operation_outcome(
+            "break_glass.granted", f"emergency access granted until {grant.expires_at.isoformat()}; "
+            "read with X-Purpose-Of-Use: ETREAT; this access is flagged for review and the "
+            "patient will be told", issue_type="informational", severity="information"),
+            request_id=request_id)
+
+    async def audit_events(self, request: Request, request_id: str) -> Response:
+        ident = await self._authenticate(request, request_id, "audit-read")
+        if ident.role != "regulator":
+            raise await self._deny(request, request_id, "audit-read", ident, 403, Reason(
+                "role.not_permitted", "only a regulator reads the audit trail here"))
+        try:
+            patient_id = UUID(request.query_params.get("patient", ""))
+        except ValueError:
+            raise await self._deny(request, request_id, "audit-read", ident, 400, Reason(
+                "search.patient", "search as patient=<patient id>"), issue_type="invalid") from None
+        rows = await self.ctx.audit.for_patient(patient_id)
+        await self._audit(request, request_id, action="audit-read", ident=ident,
+                          patient_id=patient_id, purpose="HOPERAT",
+                          decision=Decision(True, [Reason("regulator.audit", "regulator audit read")]),
+                          disclosed=[f"AuditEvent/{seq}" for seq, _ in rows])
+        entries = [(f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'audit/{seq}')}",
+                    dumps(audit_event(seq, record))) for seq, record in rows]
+        return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
+
+
+BREAK_GLASS_TEXT = "break-glass grant issued"
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+def _wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            return await handler(request, request_id)
+        except Refused as refused:
+            return fhir_response(operation_outcome(refused.code, refused.message,
+                                                   issue_type=refused.issue_type),
+                                 refused.status, request_id)
+    return endpoint
+
+
+def create_app(ctx: ApiContext) -> Starlette:
+    ex = Exchange(ctx)
+    return Starlette(routes=[
+        Route("/fhir/metadata", _wrap(ex.metadata)),
+        Route("/fhir/Patient", _wrap(ex.patient_search)),
+        Route("/fhir/Patient/{pid}/$everything", _wrap(ex.everything)),
+        Route("/fhir/Patient/{pid}/$break-glass", _wrap(ex.break_glass), methods=["POST"]),
+        Route("/fhir/AuditEvent", _wrap(ex.audit_events)),
+    ])

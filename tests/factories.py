@@ -1,0 +1,88 @@
+"""Synthetic test data shared by the suites: resident IDs, canonical items, envelopes.
+
+Every resident is synthetic (valid GB 11643 numbers from make_resident_id, made-up names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from hypothesis import strategies as st
+
+from domain.resident_id import make_resident_id
+
+REGION = "341122"
+NOTICE = hashlib.sha256("测试告知书 v1".encode()).hexdigest()
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def resident(n: int, born: date = date(1958, 3, 14)) -> str:
+    """The n-th synthetic resident ID (valid check digit)."""
+    return make_resident_id(REGION, born + timedelta(days=n), n % 1000)
+
+
+def patient_item(rid: str, source_id: str, name: str = "李建国", mrn: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"patient": {"resident_id": rid}, "name": name, "gender": "male"}
+    if mrn:
+        payload["mrn"] = mrn
+    return {"source_id": source_id, "kind": "patient", "payload": payload}
+
+
+def encounter_item(rid: str, source_id: str) -> dict[str, Any]:
+    return {"source_id": source_id, "kind": "encounter", "payload": {
+        "patient": {"resident_id": rid}, "encounter_class": "outpatient", "status": "finished",
+        "start": T0.isoformat(), "end": (T0 + timedelta(minutes=20)).isoformat(),
+        "department": "全科"}}
+
+
+def condition_item(rid: str, source_id: str, code: str = "I10") -> dict[str, Any]:
+    return {"source_id": source_id, "kind": "condition", "payload": {
+        "patient": {"resident_id": rid},
+        "code": {"system": "http://hl7.org/fhir/sid/icd-10", "code": code,
+                 "version": "国家临床版2.0", "display": "原发性高血压"}}}
+
+
+def observation_item(rid: str, source_id: str, value: str = "148") -> dict[str, Any]:
+    return {"source_id": source_id, "kind": "observation", "payload": {
+        "patient": {"resident_id": rid}, "code": {"system": "http://loinc.org", "code": "8480-6",
+                                                  "display": "收缩压"},
+        "status": "final", "category": "vital-signs", "effective": T0.isoformat(),
+        "value_quantity": {"value": value, "unit": "mmHg", "code": "mm[Hg]"}}}
+
+
+def consent_item(rid: str, source_id: str, *, scope: list[str] | None = None,
+                 consent_type: str = "separate", purposes: list[str] | None = None) -> dict[str, Any]:
+    return {"source_id": source_id, "kind": "consent", "payload": {
+        "patient": {"resident_id": rid}, "consent_type": consent_type,
+        "scope": scope or ["*"], "purposes": purposes or ["TREAT"],
+        "valid_from": (T0 - timedelta(days=30)).isoformat(),
+        "valid_to": (T0 + timedelta(days=3650)).isoformat(), "notice_sha256": NOTICE}}
+
+
+def record_items(rid: str, prefix: str, *, consent: bool = False) -> list[dict[str, Any]]:
+    """A visit's worth of items for one resident from one institution."""
+    items = [patient_item(rid, f"{prefix}-pat", mrn=f"{prefix}-MRN"),
+             encounter_item(rid, f"{prefix}-enc"), condition_item(rid, f"{prefix}-dx"),
+             observation_item(rid, f"{prefix}-sbp")]
+    if consent:
+        items.append(consent_item(rid, f"{prefix}-consent"))
+    return items
+
+
+# Hypothesis strategies ------------------------------------------------------------------------
+
+resident_ids = st.builds(
+    make_resident_id,
+    st.sampled_from(["110105", "341122", "440300", "510104"]),
+    st.dates(min_value=date(1900, 1, 1), max_value=date(2025, 12, 31)),
+    st.integers(min_value=0, max_value=999),
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10),
+                                                                       children, max_size=4),
+    max_leaves=20,
+)

@@ -1,0 +1,96 @@
+"""Real servers for integration tests: embedded PostgreSQL and NATS JetStream, started once per
+test run (or the servers named by HIE_TEST_DATABASE_URL / HIE_TEST_NATS_URL). Each test gets
+its own database and its own consortium code, so its streams and tables are its own."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from adapters.envelope import new_private_key, public_key_b64
+from exchange.bootstrap import Endpoints, Runtime, open_runtime, serve
+from exchange.embedded import EmbeddedServers
+from exchange.settings import Secrets, Settings
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    db, nats = os.environ.get("HIE_TEST_DATABASE_URL"), os.environ.get("HIE_TEST_NATS_URL")
+    if db and nats:
+        yield db, nats
+        return
+    embedded = EmbeddedServers(tmp_path_factory.mktemp("servers"))
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture
+def database_url(servers: tuple[str, str]) -> Iterator[str]:
+    base = servers[0].rsplit("/", 1)[0]
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{base}/{name}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Settings:
+    return Settings(
+        data_dir=tmp_path, consortium=f"t{uuid.uuid4().hex[:8]}", database_url=database_url,
+        nats_url=servers[1], http_port=0,
+        secrets=Secrets(ledger_cipher_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+                        pseudonym_key=secrets.token_bytes(32), token_key=secrets.token_bytes(32)),
+    )
+
+
+class Running:
+    """An exchange running in this test's event loop, with helpers a test story needs."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.keys: dict[str, Any] = {}
+
+    @property
+    def url(self) -> str:
+        assert self.rt.endpoints.http_url
+        return self.rt.endpoints.http_url
+
+    async def register(self, code: str, level: str = "township_health_centre",
+                       name: str = "测试卫生院") -> Any:
+        key = new_private_key()
+        await self.rt.sync(self.rt.ledger.register_institution, code, name, level,
+                           public_key_b64(key))
+        self.keys[code] = key
+        return key
+
+    async def settle(self) -> None:
+        """Wait until the projection has applied everything in the ledger."""
+        await self.rt.projection().wait_for(await self.rt.sync(self.rt.ledger.max_position))
+
+
+@pytest.fixture
+async def exchange(settings: Settings) -> AsyncIterator[Running]:
+    endpoints = Endpoints(settings.database_url or "", settings.nats_url or "")
+    async with open_runtime(settings, endpoints) as rt:
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        task = asyncio.create_task(serve(rt, stop, on_http_ready=lambda _: ready.set()))
+        await asyncio.wait_for(ready.wait(), 30)
+        try:
+            yield Running(rt)
+        finally:
+            stop.set()
+            await task

@@ -1,0 +1,130 @@
+"""The walking skeleton as a story: two institutions submit through NATS; a county physician
+reads the combined record, is refused without consent, breaks the glass; the regulator finds
+every decision in the audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+
+from adapters.envelope import build_envelope
+from adapters.nats import SubmitClient
+from domain.identity import RESIDENT_ID_SYSTEM
+from exchange.tokens import TokenIssuer
+from tests.factories import record_items, resident
+from tests.integration.conftest import Running
+
+
+def token(running: Running, person: str, institution: str, role: str) -> dict[str, str]:
+    issuer = TokenIssuer(running.rt.settings.secrets.token_key)
+    value, _ = issuer.issue(person=person, institution=institution, role=role,
+                            now=datetime.now(UTC))
+    return {"Authorization": f"Bearer {value}"}
+
+
+async def submit(running: Running, institution: str, items: list[dict]) -> dict:
+    envelope = build_envelope(institution=institution, items=items,
+                              key=running.keys[institution], sent_at=datetime.now(UTC))
+    client = SubmitClient(running.rt.nc, running.rt.settings.consortium, institution)
+    return (await client.submit([envelope], wait=20))[envelope["submission_id"]]
+
+
+async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -> None:
+    # The consortium: a township health centre and the county hospital, each with its key.
+    await exchange.register("thc-east", "township_health_centre", "东城镇卫生院")
+    await exchange.register("county", "county_hospital", "县人民医院")
+    consented, unconsented = resident(1), resident(2)
+
+    # The township centre records a visit for both residents, and one resident's separate
+    # consent; the county hospital sends its own visit for the consented resident.
+    receipts = [
+        await submit(exchange, "thc-east", record_items(consented, "thc-1", consent=True)),
+        await submit(exchange, "thc-east", record_items(unconsented, "thc-2")),
+        await submit(exchange, "county", record_items(consented, "cty-1")),
+    ]
+    assert [r["status"] for r in receipts] == ["accepted"] * 3
+    assert all(r["positions"] and not r["repeat"] for r in receipts)
+    await exchange.settle()
+
+    doctor = token(exchange, "doctor-wang", "county", "physician")
+    treat = {**doctor, "X-Purpose-Of-Use": "TREAT"}
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        # The physician finds the patient by resident ID ...
+        found = await http.get("/fhir/Patient", headers=treat,
+                               params={"identifier": f"{RESIDENT_ID_SYSTEM}|{consented}"})
+        assert found.status_code == 200, found.text
+        patient_id = found.json()["entry"][0]["resource"]["id"]
+
+        # ... and reads one record combined from both institutions, each entry naming its sender.
+        record = await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=treat)
+        assert record.status_code == 200, record.text
+        assert record.headers["content-type"].startswith("application/fhir+json")
+        resources = [e["resource"] for e in record.json()["entry"]]
+        senders = {r["meta"]["source"] for r in resources if r["resourceType"] != "Patient"}
+        assert senders == {"urn:county-hie:institution:thc-east",
+                           "urn:county-hie:institution:county"}
+        kinds = sorted(r["resourceType"] for r in resources)
+        assert kinds == ["Condition", "Condition", "Encounter", "Encounter",
+                         "Observation", "Observation", "Patient"]
+        patient = resources[0]
+        assert patient["resourceType"] == "Patient" and patient["name"][0]["text"] == "李建国"
+        assert {i["system"] for i in patient["identifier"]} == {
+            RESIDENT_ID_SYSTEM, "urn:county-hie:mrn:thc-east", "urn:county-hie:mrn:county"}
+
+        # Without a consent the same physician is refused, with the reason.
+        other = await http.get("/fhir/Patient", headers=treat,
+                               params={"identifier": f"{RESIDENT_ID_SYSTEM}|{unconsented}"})
+        other_id = other.json()["entry"][0]["resource"]["id"]
+        refused = await http.get(f"/fhir/Patient/{other_id}/$everything", headers=treat)
+        assert refused.status_code == 403
+        issue = refused.json()["issue"][0]
+        assert issue["details"]["coding"][0]["code"] == "consent.none"
+        assert "entry" not in refused.json()
+
+        # ETREAT without a grant is refused too; a grant needs a written reason.
+        etreat = {**doctor, "X-Purpose-Of-Use": "ETREAT"}
+        assert (await http.get(f"/fhir/Patient/{other_id}/$everything", headers=etreat)
+                ).status_code == 403
+        no_reason = await http.post(f"/fhir/Patient/{other_id}/$break-glass", headers=doctor,
+                                    json={"reason_code": "unconscious"})
+        assert no_reason.status_code == 400
+        granted = await http.post(f"/fhir/Patient/{other_id}/$break-glass", headers=doctor,
+                                  json={"reason_code": "unconscious",
+                                        "reason": "送医时昏迷，需紧急查看既往病史与用药"})
+        assert granted.status_code == 200, granted.text
+        emergency = await http.get(f"/fhir/Patient/{other_id}/$everything", headers=etreat)
+        assert emergency.status_code == 200
+        assert len(emergency.json()["entry"]) == 4
+
+        # The regulator finds every decision about the unconsented patient in the audit,
+        # in order: lookup, TREAT denied, ETREAT denied, break-glass without a reason denied,
+        # glass broken, ETREAT permitted.
+        regulator = token(exchange, "inspector-zhao", "health-bureau", "regulator")
+        audit = await http.get("/fhir/AuditEvent", headers=regulator, params={"patient": other_id})
+        assert audit.status_code == 200, audit.text
+        events = [e["resource"] for e in audit.json()["entry"]]
+        summary = [(e["subtype"][0]["code"], e["outcome"],
+                    e.get("purposeOfEvent", [{}])[0].get("coding", [{}])[0].get("code"),
+                    bool(e.get("extension"))) for e in events]
+        assert summary == [
+            ("lookup", "0", "TREAT", False),
+            ("read", "4", "TREAT", False),
+            ("read", "4", "ETREAT", False),
+            ("break-glass", "4", "ETREAT", False),
+            ("break-glass", "0", "ETREAT", True),
+            ("read", "0", "ETREAT", True),
+        ]
+        assert all(e["agent"][0]["who"]["identifier"]["value"] == "doctor-wang" for e in events)
+
+        # A physician cannot read the audit; a regulator cannot read clinical data.
+        assert (await http.get("/fhir/AuditEvent", headers=doctor,
+                               params={"patient": other_id})).status_code == 403
+        reg_treat = {**regulator, "X-Purpose-Of-Use": "TREAT"}
+        assert (await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=reg_treat)
+                ).status_code == 403
+        # No token at all: 401, and that refusal is audited as well.
+        assert (await http.get(f"/fhir/Patient/{patient_id}/$everything")).status_code == 401
+
+    # The audit chain holds over everything recorded.
+    assert await exchange.rt.api_context().audit.verify() is None
