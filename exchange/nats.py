@@ -94,7 +94,7 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
         ConsumerConfig(
             durable_name=GATEWAY_CONSUMER,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30.0,
+            ack_wait=10.0,  # a crashed gateway's unacked batch comes back within seconds
             max_ack_pending=2000,
             max_deliver=-1,
             filter_subject=f"hie.{consortium}.submit.*",
