@@ -1,0 +1,93 @@
+"""Envelope validation and signatures: every problem names the item, the field and the rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+
+from adapters.envelope import (
+    build_envelope,
+    canonical_bytes,
+    content_submission_id,
+    load_public_key,
+    new_private_key,
+    public_key_b64,
+    verify_signature,
+)
+from domain.submission import validate_envelope
+from tests.factories import (
+    consent_item,
+    json_values,
+    observation_item,
+    record_items,
+    resident,
+)
+
+KEY = new_private_key()
+
+
+def sign(items: list, institution: str = "thc-1") -> dict:
+    return build_envelope(institution=institution, items=items, key=KEY,
+                          sent_at=datetime(2026, 11, 1, tzinfo=UTC))
+
+
+def test_a_good_envelope_validates_and_verifies() -> None:
+    env = sign(record_items(resident(1), "a", consent=True))
+    valid, problems = validate_envelope(env)
+    assert problems == [] and valid is not None
+    assert [i.kind for i in valid.items] == ["patient", "encounter", "condition", "observation",
+                                            "consent"]
+    assert verify_signature(env, load_public_key(public_key_b64(KEY)))
+
+
+def test_any_change_breaks_the_signature() -> None:
+    env = sign([observation_item(resident(1), "o")])
+    public = load_public_key(public_key_b64(KEY))
+    env["events"][0]["payload"]["value_quantity"]["value"] = "149"
+    assert not verify_signature(env, public)
+    assert not verify_signature({**sign([]), "signature": "not base64!"}, public)
+
+
+def test_canonical_bytes_ignore_key_order_and_the_signature() -> None:
+    a = {"b": 1, "a": "中", "signature": "x"}
+    assert canonical_bytes(a) == canonical_bytes({"a": "中", "b": 1}) == '{"a":"中","b":1}'.encode()
+
+
+def test_submission_ids_come_from_content() -> None:
+    items = record_items(resident(1), "a")
+    assert content_submission_id("thc-1", items) == content_submission_id("thc-1", list(items))
+    assert content_submission_id("thc-1", items) != content_submission_id("thc-2", items)
+
+
+def test_problems_name_item_field_and_rule_without_values() -> None:
+    bad = observation_item(resident(2), "o-1")
+    bad["payload"]["value_string"] = "高"  # two values at once
+    items = [
+        observation_item("11010519491231002Y", "o-0"),
+        bad,
+        {"source_id": "o-2", "kind": "prescription", "payload": {}},
+        observation_item(resident(3), "o-0"),  # repeats a source_id
+        consent_item(resident(4), "c-1", scope=["nowhere"]),
+    ]
+    _, problems = validate_envelope(sign(items), institutions={"thc-1"})
+    found = {(p.item, p.source_id, p.field, p.code) for p in problems}
+    assert (0, "o-0", "payload.patient.resident_id", "resident_id.check_character") in found
+    assert (1, "o-1", "payload", "observation.values") in found
+    assert (2, "o-2", "kind", "literal_error") in found
+    assert (3, "o-0", "source_id", "item.duplicate_source_id") in found
+    assert (4, "c-1", "payload.scope", "consent.scope_unknown") in found
+    assert all("11010519491231002Y" not in str(p) for p in problems)
+
+
+def test_envelope_level_problems() -> None:
+    _, problems = validate_envelope({"institution": "bad code!", "events": []})
+    assert {p.field for p in problems} >= {"submission_id", "institution", "sent_at", "events",
+                                           "signature"}
+    assert validate_envelope([1, 2])[1][0].code == "envelope.not_object"
+
+
+@given(json_values)
+def test_any_json_is_answered_with_problems_not_a_crash(doc: object) -> None:
+    valid, problems = validate_envelope(doc)
+    assert valid is None and problems
