@@ -275,6 +275,11 @@ def _wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return fhir_response(operation_outcome(refused.code, refused.message,
                                                    issue_type=refused.issue_type),
                                  refused.status, request_id)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return fhir_response(operation_outcome(
+                "internal", f"the exchange failed to answer; quote request id {request_id}",
+                issue_type="exception"), 500, request_id)
     return endpoint
 
 

@@ -128,3 +128,28 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
 
     # The audit chain holds over everything recorded.
     assert await exchange.rt.api_context().audit.verify() is None
+
+
+async def test_no_data_leaves_when_the_audit_cannot_record_the_read(exchange: Running) -> None:
+    await exchange.register("thc-east")
+    rid = resident(3)
+    assert (await submit(exchange, "thc-east", record_items(rid, "v", consent=True)))["status"] \
+        == "accepted"
+    await exchange.settle()
+    patient_id = exchange.rt.ledger.patient_id(rid)
+    treat = {**token(exchange, "doctor-wang", "thc-east", "physician"), "X-Purpose-Of-Use": "TREAT"}
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        path = f"/fhir/Patient/{patient_id}/$everything"
+        assert (await http.get(path, headers=treat)).status_code == 200
+        # The audit table becomes unwritable (as if its disk or its database failed) ...
+        await exchange.rt.pool.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
+        try:
+            failed = await http.get(path, headers=treat)
+        finally:
+            await exchange.rt.pool.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+        # ... so the read fails closed: no clinical data in the answer.
+        assert failed.status_code == 503
+        assert failed.json()["resourceType"] == "OperationOutcome"
+        assert "Observation" not in failed.text and "entry" not in failed.json()
+        # The audit is unchanged by the failed attempt and still holds together.
+        assert await exchange.rt.api_context().audit.verify() is None

@@ -1,0 +1,117 @@
+"""`hie demo`, `hie submit` and `hie token` as a new user drives them, on the embedded servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+import psutil
+
+from exchange.demo_data import demo_bundles, demo_residents
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
+
+
+def clean_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIE_")}
+    return {**env, "HIE_DATA_DIR": str(data_dir), "HIE_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def hie(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exchange.cli", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def read_until(stream: IO[str], marker: str, timeout: float = 180) -> str:
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    raise AssertionError("demo output ended early:\n" + "".join(lines))
+
+
+class Demo:
+    def __init__(self, data_dir: Path) -> None:
+        self.env = clean_env(data_dir)
+        self.proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "demo"], env=self.env,
+                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout
+        self.out = read_until(self.proc.stdout, "Ctrl-C stops everything")
+        self.url = re.search(r"demo is running at (\S+)", self.out).group(1)  # type: ignore[union-attr]
+        tokens = re.findall(r"token \(.*\):\n\s+(\S+)", self.out)
+        self.physician, self.regulator = tokens
+        self.patients = re.findall(r"Patient/([0-9a-f-]{36})/", self.out)
+        self.children = psutil.Process(self.proc.pid).children(recursive=True)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(60)
+
+
+def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp_path: Path) -> None:
+    # First run: the demo county is seeded through NATS and the API is up.
+    demo = Demo(tmp_path)
+    try:
+        assert re.search(r"(\d+) newly accepted, 0 already held, 0 rejected", demo.out)
+        consented, unconsented = demo.patients[0], demo.patients[1]
+        doctor = {"Authorization": f"Bearer {demo.physician}", "X-Purpose-Of-Use": "TREAT"}
+        with httpx.Client(base_url=demo.url) as http:
+            assert http.get("/fhir/metadata").json()["fhirVersion"] == "4.0.1"
+            record = http.get(f"/fhir/Patient/{consented}/$everything", headers=doctor)
+            assert record.status_code == 200
+            sources = {e["resource"]["meta"]["source"] for e in record.json()["entry"][1:]}
+            assert sources == {"urn:county-hie:institution:dongcheng-thc",
+                               "urn:county-hie:institution:county-hospital"}
+            assert http.get(f"/fhir/Patient/{unconsented}/$everything",
+                            headers=doctor).status_code == 403
+
+        # While it runs, a village clinic submits a FHIR file with `hie submit` ...
+        resident = demo_residents(count=8)[7]
+        bundle = tmp_path / "visit.json"
+        bundle.write_text(json.dumps(demo_bundles("taoyuan-vc", [resident])[0], ensure_ascii=False))
+        sent = hie("submit", str(bundle), "--institution", "taoyuan-vc", env=demo.env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "visit.json: accepted at ledger position" in sent.stdout
+        # ... sends it again (nothing is stored twice) ...
+        again = hie("submit", str(bundle), "--institution", "taoyuan-vc", env=demo.env)
+        assert again.returncode == 0 and "already held" in again.stdout
+        # ... and a Synthea bundle with no resident ID is refused before sending, with reasons.
+        synthea = next((SHARED / "fhir" / "synthea-fhir-data-pipes").glob("Ardith*.json"))
+        refused = hie("submit", str(synthea), "--institution", "taoyuan-vc", env=demo.env)
+        assert refused.returncode == 1
+        assert "fhir.no_resident_id" in refused.stdout
+
+        # A token issued from the command line works against the running exchange.
+        issued = hie("token", "--person", "inspector-2", "--institution", "bureau",
+                     "--role", "regulator", env=demo.env)
+        assert issued.returncode == 0, issued.stderr
+        with httpx.Client(base_url=demo.url) as http:
+            audit = http.get("/fhir/AuditEvent", params={"patient": unconsented},
+                             headers={"Authorization": f"Bearer {issued.stdout.strip()}"})
+            assert audit.status_code == 200
+            assert [e["resource"]["outcome"] for e in audit.json()["entry"]] == ["4"]
+    finally:
+        code = demo.stop()
+    # Ctrl-C stops every process the demo started.
+    assert code == 0
+    assert not [p for p in demo.children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    # Second run: the same data, nothing submitted twice.
+    second = Demo(tmp_path)
+    try:
+        assert re.search(r" 0 newly accepted, (\d+) already held, 0 rejected", second.out)
+        assert second.patients == demo.patients
+    finally:
+        assert second.stop() == 0
