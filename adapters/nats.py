@@ -53,6 +53,8 @@ class SubmitClient:
         """
         by_id = {e["submission_id"]: e for e in envelopes}
         receipts: dict[str, dict[str, Any]] = {}
+        if not by_id:
+            return receipts
         arrived = asyncio.Event()
 
         async def on_msg(msg: Any) -> None:

@@ -23,6 +23,7 @@ from adapters.envelope import (
 from adapters.fhir import read_fhir
 from adapters.nats import SubmitClient
 from domain.identity import RESIDENT_ID_SYSTEM
+from domain.submission import submission_key
 from exchange.bootstrap import Runtime
 from exchange.demo_data import DemoResident, demo_bundles, demo_residents
 from exchange.tokens import TokenIssuer
@@ -70,9 +71,12 @@ async def submit_records(rt: Runtime, institution: str, key: Any,
             items.append(consent_item(institution, residents[n], n))
         envelopes.append(build_envelope(institution=institution, items=items, key=key,
                                         sent_at=sent_at))
-    client = SubmitClient(rt.nc, rt.settings.consortium, institution)
-    receipts = await client.submit(envelopes)
-    return [receipts[e["submission_id"]] for e in envelopes]
+    # Submission ids come from content: what the ledger already holds is not sent again.
+    held = await rt.sync(rt.ledger.positions_of,
+                         [submission_key(institution, e["submission_id"]) for e in envelopes])
+    todo = [e for e in envelopes if submission_key(institution, e["submission_id"]) not in held]
+    receipts = await SubmitClient(rt.nc, rt.settings.consortium, institution).submit(todo)
+    return [receipts.get(e["submission_id"], {"status": "held"}) for e in envelopes]
 
 
 async def seed_demo(rt: Runtime) -> str:
@@ -93,8 +97,8 @@ async def seed_demo(rt: Runtime) -> str:
     receipts = township + county
     await rt.projection().wait_for(await rt.sync(rt.ledger.max_position))
     new = sum(1 for r in receipts if r["status"] == "accepted" and not r.get("repeat"))
-    repeats = sum(1 for r in receipts if r.get("repeat"))
-    rejected = [r for r in receipts if r["status"] != "accepted"]
+    repeats = sum(1 for r in receipts if r["status"] == "held" or r.get("repeat"))
+    rejected = [r for r in receipts if r["status"] == "rejected"]
     issuer = TokenIssuer(rt.settings.secrets.token_key)
     now = datetime.now(UTC)
     physician, _ = issuer.issue(person="demo-doctor-li", institution="county-hospital",
@@ -107,7 +111,7 @@ async def seed_demo(rt: Runtime) -> str:
     return f"""
 county-hie demo is running at {url}
   {len(INSTITUTIONS)} institutions; {len(residents)} residents; submissions through NATS:
-  {new} newly accepted, {repeats} already held (sent before), {len(rejected)} rejected
+  {new} newly accepted, {repeats} already held (not sent again), {len(rejected)} rejected
 
 physician token (demo-doctor-li, county-hospital, 8 h):
   {physician}

@@ -204,29 +204,37 @@ class Gateway:
         return [c for c in chunks if c]
 
     async def _append_one_by_one(self, chunk: list[Checked]) -> None:
+        """After a refused batch: find, submission by submission, what the ledger refuses."""
         for item in chunk:
             pending = item.pending
             assert pending is not None
-            try:
-                appended = await self._sync(self.ledger.append, [pending])
-                item.position = appended.positions[pending.key]
-                continue
-            except IntegrityError:
-                pass
-            if (await self._sync(self.ledger.positions_of, [pending.key])).get(pending.key):
-                item.repeat = True
-                continue
-            held = await self._sync(
-                self.ledger.ledger_recorder.held_source_records,
-                pending.valid.institution, [i.source_id for i in pending.valid.items],
-            )
-            item.problems = [
-                Problem("item.source_id_held", "the ledger already holds this source record from "
-                        "an earlier submission; send a correction instead", "source_id",
-                        i.index, i.source_id)
-                for i in pending.valid.items if i.source_id in held
-            ] or [Problem("ledger.conflict", "the ledger refused the submission; resend it")]
-            item.pending = None
+            for _ in range(3):
+                try:
+                    appended = await self._sync(self.ledger.append, [pending])
+                    item.position = appended.positions[pending.key]
+                    break
+                except IntegrityError:
+                    pass
+                if (await self._sync(self.ledger.positions_of, [pending.key])).get(pending.key):
+                    item.repeat = True
+                    break
+                held = await self._sync(
+                    self.ledger.ledger_recorder.held_source_records,
+                    pending.valid.institution, [i.source_id for i in pending.valid.items],
+                )
+                if held:
+                    item.problems = [
+                        Problem("item.source_id_held", "the ledger already holds this source "
+                                "record from an earlier submission; send a correction instead",
+                                "source_id", i.index, i.source_id)
+                        for i in pending.valid.items if i.source_id in held
+                    ]
+                    item.pending = None
+                    break
+                # Neither held: another writer moved a patient identity on. The ledger's
+                # identity cache was dropped with the failed save, so the next try reloads it.
+            else:
+                raise RuntimeError("the ledger kept refusing a submission it does not hold")
 
     # Answering ------------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
     # First run: the demo county is seeded through NATS and the API is up.
     demo = Demo(tmp_path)
     try:
-        assert re.search(r"(\d+) newly accepted, 0 already held, 0 rejected", demo.out)
+        assert re.search(r"(\d+) newly accepted, 0 already held \(not sent again\), 0 rejected", demo.out)
         consented, unconsented = demo.patients[0], demo.patients[1]
         doctor = {"Authorization": f"Bearer {demo.physician}", "X-Purpose-Of-Use": "TREAT"}
         with httpx.Client(base_url=demo.url) as http:
@@ -111,7 +111,7 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
     # Second run: the same data, nothing submitted twice.
     second = Demo(tmp_path)
     try:
-        assert re.search(r" 0 newly accepted, (\d+) already held, 0 rejected", second.out)
+        assert re.search(r" 0 newly accepted, (\d+) already held \(not sent again\), 0 rejected", second.out)
         assert second.patients == demo.patients
     finally:
         assert second.stop() == 0
