@@ -118,7 +118,9 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     for name, envelope in envelopes:
         receipt = receipts[envelope["submission_id"]]
         if receipt["status"] == "accepted":
-            again = " (already held: nothing stored twice)" if receipt.get("repeat") else ""
+            # A repeat, or the receipt of an earlier send found again: stored once, earlier.
+            earlier = receipt.get("repeat") or receipt.get("received_at", "") < now.isoformat()
+            again = " (already held: nothing stored twice)" if earlier else ""
             print(f"{name}: accepted at ledger position {receipt['positions'][0]}{again}")
         else:
             rejected += 1
