@@ -5,6 +5,8 @@ With no ``HIE_DATABASE_URL`` / ``HIE_NATS_URL``, the exchange runs ``postgres`` 
 processes under the data directory, each on a free loopback TCP port (never the standard
 ones, which may be taken). PostgreSQL listens on TCP only: a large save over a unix socket can
 hang (DESIGN.md). When run as root, PostgreSQL runs as an unprivileged system user.
+Each server runs in its own session, so a Ctrl-C in the terminal reaches only `hie`, which
+then closes its connections and stops the servers in order.
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ class EmbeddedPostgres:
                 [self._bin("postgres"), "-D", str(self.pgdata),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
                  "-c", "unix_socket_directories=", "-c", "max_connections=200"],
-                stdout=log, stderr=subprocess.STDOUT, **as_user,  # type: ignore[arg-type]
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                **as_user,  # type: ignore[arg-type]
             )
         _wait_for_port(self.port, self.proc, "embedded PostgreSQL", self.log)
         self._create_database()
@@ -217,7 +220,7 @@ class EmbeddedNats:
                 [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
                  "-sd", str(self.root / "jetstream"), "-P", str(self.pid_file),
                  "--server_name", "hie-embedded"],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         _wait_for_port(self.port, self.proc, "embedded nats-server", self.log)
         return self.url
