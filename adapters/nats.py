@@ -22,6 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from adapters.envelope import encode
 
 DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
+MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 
 
 class SubmitError(Exception):
@@ -99,12 +100,17 @@ class SubmitClient:
         return receipts
 
     async def _publish(self, envelope: dict[str, Any]) -> None:
+        body = encode(envelope)
+        if len(body) > MAX_SUBMISSION_BYTES:
+            raise SubmitError(
+                f"a submission of {len(body)} bytes is over the {MAX_SUBMISSION_BYTES}-byte limit: "
+                "send its items in several submissions")
         headers = {"Nats-Msg-Id": envelope["submission_id"]}
         for _ in range(5):
             try:
                 # Bounded: a publish answered with an error can leave its future pending.
                 await asyncio.wait_for(
-                    self.js.publish(self.subject, encode(envelope), headers=headers, timeout=5),
+                    self.js.publish(self.subject, body, headers=headers, timeout=5),
                     10,
                 )
                 return

@@ -163,18 +163,19 @@ class Gateway:
 
     async def _append(self, checked: list[Checked]) -> None:
         todo: dict[UUID, Checked] = {}
+        twins: list[tuple[Checked, Checked]] = []  # the same submission twice in one fetch
         for item in checked:
-            if item.pending is None:
-                continue
-            if item.pending.key in todo:
-                item.repeat = True  # the same submission twice in one fetch
-            else:
-                todo[item.pending.key] = item
+            if item.pending is not None:
+                if item.pending.key in todo:
+                    twins.append((item, todo[item.pending.key]))
+                else:
+                    todo[item.pending.key] = item
         if not todo:
             return
-        held = await self._sync(self.ledger.positions_of, list(todo))
-        for key, position in held.items():
-            todo.pop(key).repeat = True
+        # What the ledger already holds is answered with its original position.
+        for key, position in (await self._sync(self.ledger.positions_of, list(todo))).items():
+            held = todo.pop(key)
+            held.repeat, held.position = True, position
         for chunk in self._chunks(list(todo.values())):
             try:
                 appended = await self._sync(self.ledger.append, [c.pending for c in chunk])
@@ -184,12 +185,10 @@ class Gateway:
             for item in chunk:
                 assert item.pending is not None
                 item.position = appended.positions[item.pending.key]
-        # Repeats (in the ledger before, or twice in this fetch) answer with the original.
-        repeats = [c for c in checked if c.repeat and c.pending is not None]
-        if repeats:
-            positions = await self._sync(self.ledger.positions_of, [c.pending.key for c in repeats])
-            for item in repeats:
-                item.position = positions.get(item.pending.key)  # type: ignore[union-attr]
+        for twin, first in twins:
+            twin.repeat, twin.position = True, first.position
+            if first.pending is None:
+                twin.pending, twin.problems = None, first.problems
 
     def _chunks(self, items: list[Checked]) -> list[list[Checked]]:
         chunks: list[list[Checked]] = [[]]

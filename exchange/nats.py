@@ -26,6 +26,9 @@ from nats.js.errors import NotFoundError
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+# One ledger save must stay far below the size at which the recorder's pipelined save can hang
+# (DESIGN.md); NATS's default max_payload is 1 MiB as well.
+MAX_SUBMISSION_BYTES = 1024 * 1024
 GATEWAY_CONSUMER = "gateway"
 _DAY = 86_400.0
 
@@ -65,7 +68,7 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
-            max_msg_size=8 * 1024 * 1024,
+            max_msg_size=MAX_SUBMISSION_BYTES,
             discard=DiscardPolicy.NEW,
         ),
         StreamConfig(
