@@ -1,93 +1,256 @@
-"""The audit log's PostgreSQL store: append-only, hash-chained, appended before data leaves.
+"""The audit log's PostgreSQL store: an RFC 9162 Merkle log over append-only rows.
 
-Appends take a transaction-scoped advisory lock so that concurrent appenders chain in commit
-order. Triggers refuse UPDATE, DELETE and TRUNCATE: no API of the exchange can change a
-record, and an operator who disables the triggers still breaks the chain.
+Each record is one leaf (SHA-256 of 0x00 || its canonical JSON); each row also carries a hash
+chain link so that a verifier can name the first bad row, whatever was done to it. Appends
+are group-committed: many records, one transaction, one WAL flush. The store keeps every
+complete tree node (``audit_nodes``) so inclusion and consistency proofs are a few lookups,
+and the tree's right edge (``audit_tree``) so the root at the current size is O(log n).
+Triggers refuse UPDATE, DELETE and TRUNCATE on the log, its nodes and its signed heads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from audit.chain import GENESIS, first_broken, link_hash
+from audit.frontier import Frontier, fold, perfect_pieces
+from audit.merkle import SHA256, consistency_proof, inclusion_proof, verify_consistency
+from audit.search import Query
+
+GENESIS = b"\x00" * 32
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log (
-    seq bigint PRIMARY KEY,
-    recorded_at timestamptz NOT NULL,
-    patient_id uuid,
-    person text,
-    record jsonb NOT NULL,
-    record_text text NOT NULL,
-    prev_hash bytea NOT NULL,
-    hash bytea NOT NULL);
+    seq bigint PRIMARY KEY, recorded_at timestamptz NOT NULL, patient_id uuid, person text,
+    institution text, action text NOT NULL, decision text, purpose text,
+    break_glass boolean NOT NULL DEFAULT false, record_text text NOT NULL,
+    leaf_hash bytea NOT NULL, chain_hash bytea NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient_id, seq);
-CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;
-DROP TRIGGER IF EXISTS audit_log_no_update ON audit_log;
-CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
-DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log;
-CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+CREATE INDEX IF NOT EXISTS audit_log_person ON audit_log (person, recorded_at);
+CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (recorded_at);
+CREATE TABLE IF NOT EXISTS audit_nodes (
+    level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx));
+CREATE TABLE IF NOT EXISTS audit_tree (
+    id int PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, frontier bytea[] NOT NULL,
+    chain_head bytea NOT NULL);
+INSERT INTO audit_tree VALUES (1, 0, '{}', '\\x0000000000000000000000000000000000000000000000000000000000000000')
+    ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS audit_heads (
+    size bigint PRIMARY KEY, root bytea NOT NULL, note text NOT NULL,
+    signed_at timestamptz NOT NULL);
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
 """
+_PROTECTED = ("audit_log", "audit_nodes", "audit_heads")
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('hie-audit-append'))"
+
+
+def _triggers() -> str:
+    out = []
+    for table in _PROTECTED:
+        out.append(f"""
+DROP TRIGGER IF EXISTS {table}_no_change ON {table};
+CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+DROP TRIGGER IF EXISTS {table}_no_truncate ON {table};
+CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();""")
+    return "".join(out)
+
+
+def canonical_text(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_link(previous: bytes, text: str) -> bytes:
+    return hashlib.sha256(previous + text.encode()).digest()
 
 
 class AuditWriteError(Exception):
     code = "audit.write_failed"
 
 
+class AuditIntegrityError(Exception):
+    """The stored tree does not extend the last signed head: the exchange will not sign."""
+
+    code = "audit.inconsistent"
+
+
+@dataclass(frozen=True)
+class TreeState:
+    size: int
+    root: bytes
+
+
 class AuditStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.hasher = SHA256
 
     async def create_schema(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-audit-schema'))")
-            await conn.execute(SCHEMA)
+            await conn.execute(SCHEMA + _triggers())
+
+    # Appending --------------------------------------------------------------------------------
 
     async def append(self, record: dict[str, Any], recorded_at: datetime) -> int:
-        """Append one record durably and return its sequence number.
+        return (await self.append_many([(record, recorded_at)]))[0]
+
+    async def append_many(self, batch: Sequence[tuple[dict[str, Any], datetime]]) -> list[int]:
+        """Append records in ONE transaction; return their sequence numbers (leaf indices).
 
         Raises AuditWriteError on any failure: the caller must then send no data.
         """
-        record = {**record, "recorded_at": recorded_at.isoformat()}
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        stored = json.loads(text)
-        patient = record.get("patient_id")
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(_LOCK)
-                last = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                seq = (last["seq"] + 1) if last else 1
-                previous = bytes(last["hash"]) if last else GENESIS
+                tree = await conn.fetchrow(
+                    "SELECT size, frontier, chain_head FROM audit_tree WHERE id = 1 FOR UPDATE")
+                frontier = Frontier(tree["size"], [bytes(h) for h in tree["frontier"]])
+                chain = bytes(tree["chain_head"])
+                rows, nodes, seqs = [], [], []
+                for record, recorded_at in batch:
+                    seq = frontier.size
+                    text = canonical_text({**record, "seq": seq,
+                                           "recorded_at": recorded_at.isoformat()})
+                    leaf = self.hasher.leaf_hash(text.encode())
+                    chain = chain_link(chain, text)
+                    nodes += frontier.append(leaf, self.hasher)
+                    patient = record.get("patient_id")
+                    rows.append((seq, recorded_at, UUID(patient) if patient else None,
+                                 record.get("person"), record.get("institution"),
+                                 record["action"], record.get("decision"), record.get("purpose"),
+                                 bool(record.get("break_glass")), text, leaf, chain))
+                    seqs.append(seq)
+                await conn.copy_records_to_table(
+                    "audit_log", records=rows,
+                    columns=["seq", "recorded_at", "patient_id", "person", "institution",
+                             "action", "decision", "purpose", "break_glass", "record_text",
+                             "leaf_hash", "chain_hash"])
+                if nodes:
+                    await conn.copy_records_to_table("audit_nodes", records=nodes,
+                                                     columns=["level", "idx", "hash"])
                 await conn.execute(
-                    "INSERT INTO audit_log (seq, recorded_at, patient_id, person, record, "
-                    "record_text, prev_hash, hash) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)",
-                    seq, recorded_at, UUID(patient) if patient else None, record.get("person"),
-                    text, text, previous, link_hash(previous, stored))
-                return int(seq)
+                    "UPDATE audit_tree SET size = $1, frontier = $2, chain_head = $3 WHERE id = 1",
+                    frontier.size, frontier.hashes, chain)
+                return seqs
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             raise AuditWriteError("the audit record could not be written") from exc
 
-    async def for_patient(self, patient_id: UUID, limit: int = 1000) -> list[tuple[int, dict[str, Any]]]:
+    # The tree ---------------------------------------------------------------------------------
+
+    async def tree(self, conn: asyncpg.Connection | None = None) -> TreeState:
+        row = await (conn or self.pool).fetchrow(
+            "SELECT size, frontier FROM audit_tree WHERE id = 1")
+        frontier = Frontier(row["size"], [bytes(h) for h in row["frontier"]])
+        return TreeState(frontier.size, frontier.root(self.hasher))
+
+    async def _subtree_source(self, conn: asyncpg.Connection,
+                              ranges: Sequence[tuple[int, int]]) -> Callable[[int, int], bytes]:
+        """One query for every node the given leaf ranges need; a lookup for each range."""
+        pieces = {p for start, end in ranges for p in perfect_pieces(start, end)}
+        leaves = [idx for level, idx in pieces if level == 0]
+        inner = [(level, idx) for level, idx in pieces if level > 0]
+        known: dict[tuple[int, int], bytes] = {}
+        for r in await conn.fetch("SELECT seq, leaf_hash FROM audit_log WHERE seq = ANY($1)",
+                                  leaves):
+            known[(0, r["seq"])] = bytes(r["leaf_hash"])
+        if inner:
+            for r in await conn.fetch(
+                "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN "
+                "(SELECT * FROM unnest($1::smallint[], $2::bigint[]))",
+                [lv for lv, _ in inner], [i for _, i in inner]):
+                known[(r["level"], r["idx"])] = bytes(r["hash"])
+
+        def subtree(start: int, end: int) -> bytes:
+            return fold([known[p] for p in perfect_pieces(start, end)], self.hasher)
+        return subtree
+
+    async def _proof(self, conn: asyncpg.Connection, make: Callable[..., list[bytes]],
+                     *args: int) -> list[bytes]:
+        asked: list[tuple[int, int]] = []
+
+        def record(start: int, end: int) -> bytes:
+            asked.append((start, end))
+            return b"\x00" * self.hasher.size
+        make(*args, record)  # the shape of a proof does not depend on hash values
+        return make(*args, await self._subtree_source(conn, asked))
+
+    async def inclusion(self, seq: int, size: int) -> tuple[bytes, list[bytes]]:
+        """The leaf hash of record ``seq`` and its inclusion proof in the tree of ``size``."""
+        async with self.pool.acquire() as conn:
+            leaf = await conn.fetchval("SELECT leaf_hash FROM audit_log WHERE seq = $1", seq)
+            return bytes(leaf), await self._proof(conn, inclusion_proof, seq, size)
+
+    async def consistency(self, first: int, second: int) -> list[bytes]:
+        async with self.pool.acquire() as conn:
+            return await self._proof(conn, consistency_proof, first, second)
+
+    # Signed heads -----------------------------------------------------------------------------
+
+    async def last_head(self) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT size, root, note, signed_at FROM audit_heads ORDER BY size DESC LIMIT 1")
+
+    async def record_head(self, make_note: Callable[[int, bytes], str],
+                          signed_at: datetime) -> str | None:
+        """Sign the current tree if it grew, after proving it extends the last signed head."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-audit-head'))")
+            state = await self.tree(conn)
+            last = await conn.fetchrow(
+                "SELECT size, root FROM audit_heads ORDER BY size DESC LIMIT 1")
+            if state.size == 0 or (last is not None and last["size"] >= state.size):
+                return None
+            if last is not None:
+                proof = await self._proof(conn, consistency_proof, last["size"], state.size)
+                if not verify_consistency(self.hasher, last["size"], state.size, proof,
+                                          bytes(last["root"]), state.root):
+                    raise AuditIntegrityError(
+                        f"the audit tree at size {state.size} does not extend the signed head "
+                        f"at size {last['size']}; no head is signed: run `hie audit verify`")
+            note = make_note(state.size, state.root)
+            await conn.execute("INSERT INTO audit_heads VALUES ($1, $2, $3, $4)",
+                               state.size, state.root, note, signed_at)
+            return note
+
+    # Reading ----------------------------------------------------------------------------------
+
+    async def search(self, query: Query) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+        """(total matching, one page of (seq, record)) in log order."""
+        total = await self.pool.fetchval(
+            f"SELECT count(*) FROM audit_log WHERE {query.where}", *query.args)
+        n = len(query.args)
         rows = await self.pool.fetch(
-            "SELECT seq, record_text FROM audit_log WHERE patient_id = $1 ORDER BY seq LIMIT $2",
-            patient_id, limit)
+            f"SELECT seq, record_text FROM audit_log WHERE {query.where} "
+            f"ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}", *query.args, query.count, query.offset)
+        return int(total), [(r["seq"], json.loads(r["record_text"])) for r in rows]
+
+    async def records_of(self, *, person: str | None, token_id: str | None, start: datetime,
+                         end: datetime) -> list[dict[str, Any]]:
+        """What one person (or one token) was given in a window: the breach-scope question."""
+        rows = await self.pool.fetch(
+            "SELECT record_text FROM audit_log WHERE recorded_at >= $1 AND recorded_at < $2 "
+            "AND ($3::text IS NULL OR person = $3) "
+            "AND ($4::text IS NULL OR record_text::jsonb->>'token_id' = $4) ORDER BY seq",
+            start, end, person, token_id)
+        return [json.loads(r["record_text"]) for r in rows]
+
+    async def unreviewed_break_glass(self) -> list[tuple[int, dict[str, Any]]]:
+        rows = await self.pool.fetch(
+            "SELECT seq, record_text FROM audit_log WHERE action = 'break-glass' "
+            "AND decision = 'permit' AND seq NOT IN (SELECT (record_text::jsonb->>'reviewed_seq')"
+            "::bigint FROM audit_log WHERE action = 'break-glass.review') ORDER BY seq")
         return [(r["seq"], json.loads(r["record_text"])) for r in rows]
 
-    async def verify(self) -> int | None:
-        """The seq of the first record whose chain does not hold, or None if all hold."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = [
-                (r["seq"], json.loads(r["record_text"]), bytes(r["prev_hash"]), bytes(r["hash"]))
-                async for r in conn.cursor(
-                    "SELECT seq, record_text, prev_hash, hash FROM audit_log ORDER BY seq")
-            ]
-        return first_broken(rows)
+    async def record(self, seq: int) -> dict[str, Any] | None:
+        text = await self.pool.fetchval("SELECT record_text FROM audit_log WHERE seq = $1", seq)
+        return json.loads(text) if text else None

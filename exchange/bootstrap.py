@@ -22,7 +22,9 @@ import uvicorn
 from nats.aio.client import Client
 
 from audit.postgres import AuditStore
+from audit.writer import AuditWriter
 from consent.postgres import ConsentState
+from exchange.audit_log import HeadSigner, sign_heads
 from exchange.embedded import EmbeddedNats, EmbeddedPostgres
 from exchange.errors import NotRunning
 from exchange.gateway import Gateway
@@ -70,6 +72,7 @@ class Runtime:
     pool: asyncpg.Pool
     nc: Client
     executor: ThreadPoolExecutor
+    audit_writer: AuditWriter
     embedded: list[Any] = field(default_factory=list)
 
     async def sync(self, fn: Any, *args: Any) -> Any:
@@ -77,16 +80,21 @@ class Runtime:
 
     def gateway(self) -> Gateway:
         return Gateway(self.ledger, self.nc.jetstream(), self.settings.consortium,
-                       executor=self.executor, batch_max_bytes=self.settings.batch_max_bytes)
+                       executor=self.executor, batch_max_bytes=self.settings.batch_max_bytes,
+                       audit=self.audit_writer)
 
     def projection(self) -> PatientRecordProjection:
         async def read(after: int, limit: int) -> Sequence[tuple[int, Any]]:
             return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
         return PatientRecordProjection(self.pool, read)
 
+    def head_signer(self) -> HeadSigner:
+        return HeadSigner(self.settings.consortium, self.settings.secrets.audit_key)
+
     def api_context(self) -> ApiContext:
         return ApiContext(tokens=TokenIssuer(self.settings.secrets.token_key),
-                          audit=AuditStore(self.pool), consent=ConsentState(self.pool),
+                          audit=self.audit_writer.store, audit_writer=self.audit_writer,
+                          consent=ConsentState(self.pool), heads=self.head_signer(),
                           records=PatientRecordReader(self.pool))
 
 
@@ -118,19 +126,22 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     if endpoints is None:
         endpoints, started = await asyncio.to_thread(start_embedded, settings)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger")
-    ledger = pool = nc = None
+    ledger = pool = nc = writer = None
     try:
         ledger = await asyncio.get_running_loop().run_in_executor(
             executor, lambda: Ledger(endpoints.database_url, settings.secrets.ledger_cipher_key,
                                      settings.secrets.pseudonym_key))
         pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=10)
         await create_schema(pool)
-        await AuditStore(pool).create_schema()
+        writer = AuditWriter(AuditStore(pool))
+        await writer.store.create_schema()
         await ConsentState(pool).create_schema()
         nc = await connect(endpoints.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
-        yield Runtime(settings, endpoints, ledger, pool, nc, executor, started)
+        yield Runtime(settings, endpoints, ledger, pool, nc, executor, writer, started)
     finally:
+        if writer is not None:
+            await writer.close()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()  # every publish was awaited; nothing is left to flush
@@ -153,6 +164,10 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
         tasks.append(asyncio.create_task(rt.gateway().run(stop), name="gateway"))
     if projection:
         tasks.append(asyncio.create_task(rt.projection().run(stop), name="projection"))
+    if http:  # the process that serves reads also signs the audit log's heads
+        tasks.append(asyncio.create_task(sign_heads(
+            rt.audit_writer.store, rt.head_signer(), rt.nc.jetstream(), rt.settings.consortium,
+            rt.settings.audit_head_seconds, stop), name="audit-heads"))
     if http:
         sock = bind_http(rt.settings.http_host, rt.settings.http_port)
         host, port = sock.getsockname()[:2]

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from adapters.envelope import load_public_key, verify_signature
+from audit.writer import AuditWriter
 from domain.problems import Problem
 from domain.submission import validate_envelope
 from exchange.ledger import IntegrityError, Ledger, Pending
@@ -58,7 +59,9 @@ class Gateway:
         executor: ThreadPoolExecutor,
         batch_max_bytes: int = 256_000,
         fetch_batch: int = 200,
+        audit: AuditWriter | None = None,
     ) -> None:
+        self.audit = audit
         self.ledger = ledger
         self.js = js
         self.consortium = consortium
@@ -104,9 +107,24 @@ class Gateway:
         await self._append(checked)
         for item in checked:
             await self._answer(item)
+        if self.audit is not None:  # every submission, accepted or rejected, in the audit
+            now = datetime.now(UTC)
+            await asyncio.gather(*(self.audit.append(self._audit_record(c), now) for c in checked))
         for item in checked:
             await item.msg.ack_sync()
         return checked
+
+    @staticmethod
+    def _audit_record(item: Checked) -> dict[str, Any]:
+        accepted = item.pending is not None and item.position is not None
+        return {
+            "action": "submission", "institution": item.institution,
+            "submission_id": item.submission_id,
+            "decision": "accepted" if accepted else "rejected",
+            "position": item.position, "repeat": item.repeat,
+            "items": len(item.pending.valid.items) if item.pending else None,
+            "reasons": [{"code": p.code, "message": p.message} for p in item.problems],
+        }
 
     # Checking ---------------------------------------------------------------------------------
 

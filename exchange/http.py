@@ -21,6 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from audit.postgres import AuditStore, AuditWriteError
+from audit.writer import AuditWriter
+from exchange.audit_log import HeadSigner
 from consent.decision import (
     AccessRequest,
     Decision,
@@ -50,6 +52,8 @@ Clock = Callable[[], datetime]
 class ApiContext:
     tokens: TokenIssuer
     audit: AuditStore
+    audit_writer: AuditWriter  # group commit: what every request appends through
+    heads: HeadSigner
     consent: ConsentState
     records: PatientRecordReader
     clock: Clock = lambda: datetime.now(UTC)  # noqa: E731
@@ -76,7 +80,7 @@ class Exchange:
 
     # The gate -----------------------------------------------------------------------------------
 
-    async def _audit(self, request: Request, request_id: str, *, action: str,
+    async def record(self, request: Request, request_id: str, *, action: str,
                      ident: Identity | None, patient_id: UUID | None = None,
                      purpose: str | None = None, decision: Decision | None = None,
                      reasons: list[Reason] | None = None, disclosed: list[str] | None = None,
@@ -99,13 +103,13 @@ class Exchange:
             **(extra or {}),
         }
         try:
-            await self.ctx.audit.append(record, self.ctx.clock())
+            await self.ctx.audit_writer.append(record, self.ctx.clock())
         except AuditWriteError:
             log.exception("audit append failed; refusing request %s", request_id)
             raise Refused(503, "audit.unavailable", "the audit log could not record this "
                           "request, so no data is sent; try again shortly", "exception") from None
 
-    async def _authenticate(self, request: Request, request_id: str, action: str) -> Identity:
+    async def authenticate(self, request: Request, request_id: str, action: str) -> Identity:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         try:
@@ -114,14 +118,14 @@ class Exchange:
             return self.ctx.tokens.verify(token.strip(), now=self.ctx.clock())
         except TokenError as exc:
             reason = Reason(exc.code, str(exc))
-            await self._audit(request, request_id, action=f"{action}.authenticate", ident=None,
+            await self.record(request, request_id, action=f"{action}.authenticate", ident=None,
                               reasons=[reason])
             raise Refused(401, exc.code, str(exc), "login") from None
 
-    async def _deny(self, request: Request, request_id: str, action: str, ident: Identity,
+    async def deny(self, request: Request, request_id: str, action: str, ident: Identity,
                     status: int, reason: Reason, *, patient_id: UUID | None = None,
                     purpose: str | None = None, issue_type: str = "forbidden") -> Refused:
-        await self._audit(request, request_id, action=action, ident=ident, patient_id=patient_id,
+        await self.record(request, request_id, action=action, ident=ident, patient_id=patient_id,
                           purpose=purpose, reasons=[reason])
         return Refused(status, reason.code, reason.message, issue_type)
 
@@ -135,23 +139,23 @@ class Exchange:
         return fhir_response(capability_statement(self.ctx.clock()), request_id=request_id)
 
     async def patient_search(self, request: Request, request_id: str) -> Response:
-        ident = await self._authenticate(request, request_id, "lookup")
+        ident = await self.authenticate(request, request_id, "lookup")
         purpose = self._purpose(request)
         if ident.role != "physician":
-            raise await self._deny(request, request_id, "lookup", ident, 403, Reason(
+            raise await self.deny(request, request_id, "lookup", ident, 403, Reason(
                 "role.not_permitted", f"the {ident.role} role cannot look patients up"))
         if purpose not in ("TREAT", "ETREAT"):
-            raise await self._deny(request, request_id, "lookup", ident, 400, Reason(
+            raise await self.deny(request, request_id, "lookup", ident, 400, Reason(
                 "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT)"), issue_type="required")
         system, sep, value = request.query_params.get("identifier", "").partition("|")
         if not sep or not system or not value:
-            raise await self._deny(request, request_id, "lookup", ident, 400, Reason(
+            raise await self.deny(request, request_id, "lookup", ident, 400, Reason(
                 "search.identifier", "search as identifier=<system>|<value>"), purpose=purpose,
                 issue_type="invalid")
         patient_id = await self.ctx.records.find_patient(system, value)
         decision = Decision(True, [Reason("lookup.match" if patient_id else "lookup.no_match",
                                           "identifier lookup")])
-        await self._audit(request, request_id, action="lookup", ident=ident, patient_id=patient_id,
+        await self.record(request, request_id, action="lookup", ident=ident, patient_id=patient_id,
                           purpose=purpose, decision=decision,
                           disclosed=[f"Patient/{patient_id}"] if patient_id else [])
         entries = []
@@ -169,16 +173,16 @@ class Exchange:
             raise Refused(404, "patient.not_found", "no patient has this id", "not-found") from None
 
     async def everything(self, request: Request, request_id: str) -> Response:
-        ident = await self._authenticate(request, request_id, "read")
+        ident = await self.authenticate(request, request_id, "read")
         patient_id = self._patient_id(request)
         purpose = self._purpose(request)
         if purpose is None:
-            raise await self._deny(request, request_id, "read", ident, 400, Reason(
+            raise await self.deny(request, request_id, "read", ident, 400, Reason(
                 "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)"),
                 patient_id=patient_id, issue_type="required")
         patient = await self.ctx.records.patient(patient_id)
         if patient is None:
-            raise await self._deny(request, request_id, "read", ident, 404, Reason(
+            raise await self.deny(request, request_id, "read", ident, 404, Reason(
                 "patient.not_found", "no patient has this id"), patient_id=patient_id,
                 purpose=purpose, issue_type="not-found")
         decision = decide(
@@ -188,7 +192,7 @@ class Exchange:
             await self.ctx.consent.grants(patient_id, ident.person) if purpose == "ETREAT" else (),
         )
         if not decision.permit:
-            await self._audit(request, request_id, action="read", ident=ident,
+            await self.record(request, request_id, action="read", ident=ident,
                               patient_id=patient_id, purpose=purpose, decision=decision)
             raise Refused(403, decision.reasons[0].code,
                           "; ".join(r.message for r in decision.reasons), "forbidden")
@@ -202,15 +206,15 @@ class Exchange:
             (f"urn:uuid:{r['entry_id']}", r["resource"]) for r in rows]
         disclosed = [f"Patient/{patient_id}"] + [
             f"{RESOURCE_TYPES.get(r['kind'], r['kind'])}/{r['entry_id']}" for r in rows]
-        await self._audit(request, request_id, action="read", ident=ident, patient_id=patient_id,
+        await self.record(request, request_id, action="read", ident=ident, patient_id=patient_id,
                           purpose=purpose, decision=decision, disclosed=disclosed)
         return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
 
     async def break_glass(self, request: Request, request_id: str) -> Response:
-        ident = await self._authenticate(request, request_id, "break-glass")
+        ident = await self.authenticate(request, request_id, "break-glass")
         patient_id = self._patient_id(request)
         if ident.role != "physician":
-            raise await self._deny(request, request_id, "break-glass", ident, 403, Reason(
+            raise await self.deny(request, request_id, "break-glass", ident, 403, Reason(
                 "role.not_permitted", "only a physician may break the glass"),
                 patient_id=patient_id, purpose="ETREAT")
         try:
@@ -219,11 +223,11 @@ class Exchange:
         except (ValueError, AttributeError, InvalidBreakGlass) as exc:
             message = str(exc) if isinstance(exc, InvalidBreakGlass) else \
                 "send a JSON object with reason_code and reason"
-            raise await self._deny(request, request_id, "break-glass", ident, 400, Reason(
+            raise await self.deny(request, request_id, "break-glass", ident, 400, Reason(
                 "break_glass.invalid", message), patient_id=patient_id, purpose="ETREAT",
                 issue_type="required") from None
         if await self.ctx.records.patient(patient_id) is None:
-            raise await self._deny(request, request_id, "break-glass", ident, 404, Reason(
+            raise await self.deny(request, request_id, "break-glass", ident, 404, Reason(
                 "patient.not_found", "no patient has this id"), patient_id=patient_id,
                 purpose="ETREAT", issue_type="not-found")
         grant = await self.ctx.consent.grant_break_glass(
@@ -232,7 +236,7 @@ class Exchange:
         decision = Decision(True, [Reason("break_glass.granted", BREAK_GLASS_TEXT)],
                             legal_basis=f"break-glass:{grant.grant_id}", break_glass=True,
                             obligations=["regulator-review", "notify-patient"])
-        await self._audit(request, request_id, action="break-glass", ident=ident,
+        await self.record(request, request_id, action="break-glass", ident=ident,
                           patient_id=patient_id, purpose="ETREAT", decision=decision,
                           extra={"reason_code": code, "reason_text": text,
                                  "expires_at": grant.expires_at.isoformat()})
@@ -241,26 +245,6 @@ class Exchange:
             "read with X-Purpose-Of-Use: ETREAT; this access is flagged for review and the "
             "patient will be told", issue_type="informational", severity="information"),
             request_id=request_id)
-
-    async def audit_events(self, request: Request, request_id: str) -> Response:
-        ident = await self._authenticate(request, request_id, "audit-read")
-        if ident.role != "regulator":
-            raise await self._deny(request, request_id, "audit-read", ident, 403, Reason(
-                "role.not_permitted", "only a regulator reads the audit trail here"))
-        try:
-            patient_id = UUID(request.query_params.get("patient", ""))
-        except ValueError:
-            raise await self._deny(request, request_id, "audit-read", ident, 400, Reason(
-                "search.patient", "search as patient=<patient id>"), issue_type="invalid") from None
-        rows = await self.ctx.audit.for_patient(patient_id)
-        await self._audit(request, request_id, action="audit-read", ident=ident,
-                          patient_id=patient_id, purpose="HOPERAT",
-                          decision=Decision(True, [Reason("regulator.audit", "regulator audit read")]),
-                          disclosed=[f"AuditEvent/{seq}" for seq, _ in rows])
-        entries = [(f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'audit/{seq}')}",
-                    dumps(audit_event(seq, record))) for seq, record in rows]
-        return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
-
 
 BREAK_GLASS_TEXT = "break-glass grant issued"
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -284,11 +268,13 @@ def _wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 def create_app(ctx: ApiContext) -> Starlette:
+    from exchange.regulator import regulator_routes
+
     ex = Exchange(ctx)
     return Starlette(routes=[
         Route("/fhir/metadata", _wrap(ex.metadata)),
         Route("/fhir/Patient", _wrap(ex.patient_search)),
         Route("/fhir/Patient/{pid}/$everything", _wrap(ex.everything)),
         Route("/fhir/Patient/{pid}/$break-glass", _wrap(ex.break_glass), methods=["POST"]),
-        Route("/fhir/AuditEvent", _wrap(ex.audit_events)),
+        *regulator_routes(ex, _wrap),
     ])

@@ -78,6 +78,11 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
             max_age=30 * _DAY,
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
+        StreamConfig(  # signed audit tree heads, for witnesses and regulators to follow
+            name=stream_name(consortium, "AUDIT"),
+            subjects=[f"hie.{consortium}.audit.head"],
+            storage=StorageType.FILE,
+        ),
         StreamConfig(
             name=stream_name(consortium, "DEADLETTER"),
             subjects=[f"hie.{consortium}.deadletter.*"],

@@ -17,6 +17,8 @@ from pathlib import Path
 from exchange.errors import ConfigurationError
 
 _CONSORTIUM = re.compile(r"^[a-z0-9_-]{1,32}$")
+MIN_AUDIT_RETENTION_DAYS = 180
+_SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Secrets:
     ledger_cipher_key: str  # base64 AES-256 key for events at rest
     pseudonym_key: bytes  # HMAC key deriving regional patient ids from resident IDs
     token_key: bytes  # Ed25519 private key seed (32 bytes) signing bearer tokens
+    audit_key: bytes  # Ed25519 private key seed (32 bytes) signing audit tree heads
 
     def __repr__(self) -> str:
         return "Secrets(<redacted>)"
@@ -39,6 +42,8 @@ class Settings:
     http_port: int = 8780
     batch_max_bytes: int = 256_000  # keep each ledger save under the large-save hang (DESIGN.md)
     batch_max_messages: int = 200
+    audit_retention_days: int | None = None  # None: kept as long as the clinical record
+    audit_head_seconds: float = 5.0  # sign a tree head at least this often when it grew
     secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
 
     @property
@@ -66,6 +71,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         port = int(env.get("HIE_HTTP_PORT", "8780"))
     except ValueError:
         raise ConfigurationError("HIE_HTTP_PORT must be a port number") from None
+    retention = env.get("HIE_AUDIT_RETENTION_DAYS")
+    if retention is not None:
+        if not retention.isdigit() or int(retention) < MIN_AUDIT_RETENTION_DAYS:
+            raise ConfigurationError(
+                f"HIE_AUDIT_RETENTION_DAYS must be at least {MIN_AUDIT_RETENTION_DAYS}: the "
+                "Cybersecurity Law (Art. 21) requires network logs to be kept six months or more")
+    try:
+        head_seconds = float(env.get("HIE_AUDIT_HEAD_SECONDS", "5"))
+    except ValueError:
+        raise ConfigurationError("HIE_AUDIT_HEAD_SECONDS must be a number of seconds") from None
     data_dir.mkdir(parents=True, exist_ok=True)
     return Settings(
         data_dir=data_dir,
@@ -74,24 +89,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         nats_url=env.get("HIE_NATS_URL") or None,
         http_host=env.get("HIE_HTTP_HOST", "127.0.0.1"),
         http_port=port,
+        audit_retention_days=int(retention) if retention else None,
+        audit_head_seconds=head_seconds,
         secrets=_load_secrets(data_dir, env),
     )
 
 
 def _load_secrets(data_dir: Path, env: dict[str, str]) -> Secrets:
     path = data_dir / "secrets.json"
-    stored: dict[str, str] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
-    else:
-        stored = {
-            "ledger_cipher_key": base64.b64encode(secrets.token_bytes(32)).decode(),
-            "pseudonym_key": base64.b64encode(secrets.token_bytes(32)).decode(),
-            "token_key": base64.b64encode(secrets.token_bytes(32)).decode(),
-        }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [n for n in _SECRET_NAMES if n not in stored and not env.get(f"HIE_{n.upper()}")]
+    if missing:  # first start, or a secret added by a newer version: generate, never default
+        stored |= {n: base64.b64encode(secrets.token_bytes(32)).decode() for n in missing}
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(stored, fh)
+        os.replace(tmp, path)
 
     def pick(name: str) -> str:
         value = env.get(f"HIE_{name.upper()}") or stored.get(name)
@@ -104,9 +118,12 @@ def _load_secrets(data_dir: Path, env: dict[str, str]) -> Secrets:
             ledger_cipher_key=pick("ledger_cipher_key"),
             pseudonym_key=base64.b64decode(pick("pseudonym_key"), validate=True),
             token_key=base64.b64decode(pick("token_key"), validate=True),
+            audit_key=base64.b64decode(pick("audit_key"), validate=True),
         )
     except ValueError:
         raise ConfigurationError("a secret in HIE_* or secrets.json is not valid base64") from None
-    if len(base64.b64decode(secrets_.ledger_cipher_key)) != 32 or len(secrets_.token_key) != 32:
-        raise ConfigurationError("ledger_cipher_key and token_key must be 32 bytes (base64)")
+    if len(base64.b64decode(secrets_.ledger_cipher_key)) != 32 or any(
+            len(k) != 32 for k in (secrets_.token_key, secrets_.audit_key)):
+        raise ConfigurationError("ledger_cipher_key, token_key and audit_key must be 32 bytes "
+                                 "(base64)")
     return secrets_

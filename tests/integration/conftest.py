@@ -52,7 +52,8 @@ def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Set
         data_dir=tmp_path, consortium=f"t{uuid.uuid4().hex[:8]}", database_url=database_url,
         nats_url=servers[1], http_port=0,
         secrets=Secrets(ledger_cipher_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-                        pseudonym_key=secrets.token_bytes(32), token_key=secrets.token_bytes(32)),
+                        pseudonym_key=secrets.token_bytes(32), token_key=secrets.token_bytes(32),
+                        audit_key=secrets.token_bytes(32)),
     )
 
 

@@ -34,7 +34,8 @@ def gateway_process(settings: Settings) -> subprocess.Popen[bytes]:
            "HIE_DATABASE_URL": settings.database_url or "", "HIE_NATS_URL": settings.nats_url or "",
            "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
            "HIE_PSEUDONYM_KEY": base64.b64encode(settings.secrets.pseudonym_key).decode(),
-           "HIE_TOKEN_KEY": base64.b64encode(settings.secrets.token_key).decode()}
+           "HIE_TOKEN_KEY": base64.b64encode(settings.secrets.token_key).decode(),
+           "HIE_AUDIT_KEY": base64.b64encode(settings.secrets.audit_key).decode()}
     return subprocess.Popen([sys.executable, "-m", "exchange.cli", "gateway"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -1,0 +1,159 @@
+"""RFC 9162 (RFC 6962) Merkle tree hashing, proofs and their verification (pure).
+
+Hashing sits behind ``Hasher`` so an SM3 profile can be added beside SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+Subtree = Callable[[int, int], bytes]  # MTH of leaves [start, end)
+
+
+@dataclass(frozen=True)
+class Hasher:
+    name: str
+    digest: Callable[[bytes], bytes]
+    size: int
+
+    def leaf_hash(self, data: bytes) -> bytes:
+        return self.digest(b"\x00" + data)
+
+    def node_hash(self, left: bytes, right: bytes) -> bytes:
+        return self.digest(b"\x01" + left + right)
+
+    def empty_root(self) -> bytes:
+        return self.digest(b"")
+
+
+SHA256 = Hasher("sha256", lambda data: hashlib.sha256(data).digest(), 32)
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root(leaf_hashes: Sequence[bytes], hasher: Hasher = SHA256) -> bytes:
+    """MTH over leaf hashes, with a stack of perfect subtrees (O(n), no slicing)."""
+    stack: list[tuple[int, bytes]] = []
+    node = hasher.node_hash
+    for i, leaf in enumerate(leaf_hashes):
+        stack.append((0, leaf))
+        level = 0
+        while (i >> level) & 1:
+            _, right = stack.pop()
+            _, left = stack.pop()
+            level += 1
+            stack.append((level, node(left, right)))
+    if not stack:
+        return hasher.empty_root()
+    result = stack[-1][1]
+    for _, left in reversed(stack[:-1]):
+        result = node(left, result)
+    return result
+
+
+def subtree_of(leaf_hashes: Sequence[bytes], hasher: Hasher = SHA256) -> Subtree:
+    return lambda start, end: root(leaf_hashes[start:end], hasher)
+
+
+def inclusion_proof(index: int, size: int, subtree: Subtree) -> list[bytes]:
+    """PATH(index, D[0:size]) per RFC 9162 §2.1.3.1."""
+    if not 0 <= index < size:
+        raise ValueError("index must be inside the tree")
+    proof: list[bytes] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = _split(end - start)
+        if index - start < k:
+            proof.append(subtree(start + k, end))
+            end = start + k
+        else:
+            proof.append(subtree(start, start + k))
+            start = start + k
+    proof.reverse()
+    return proof
+
+
+def consistency_proof(old: int, new: int, subtree: Subtree) -> list[bytes]:
+    """PROOF(old, D[0:new]) per RFC 9162 §2.1.4.1."""
+    if not 0 < old <= new:
+        raise ValueError("need 0 < old <= new")
+    proof: list[bytes] = []
+    start, end, m, complete = 0, new, old, True
+    while True:
+        n = end - start
+        if m == n:
+            if not complete:
+                proof.append(subtree(start, end))
+            break
+        k = _split(n)
+        if m <= k:
+            proof.append(subtree(start + k, end))
+            end = start + k
+        else:
+            proof.append(subtree(start, start + k))
+            start, m, complete = start + k, m - k, False
+    proof.reverse()
+    return proof
+
+
+def verify_inclusion(hasher: Hasher, index: int, size: int, leaf_hash: bytes,
+                     proof: Sequence[bytes], root_hash: bytes) -> bool:
+    """RFC 9162 §2.1.3.2."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = hasher.node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = hasher.node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root_hash
+
+
+def verify_consistency(hasher: Hasher, size1: int, size2: int, proof: Sequence[bytes],
+                       root1: bytes, root2: bytes) -> bool:
+    """RFC 9162 §2.1.4.2."""
+    if size1 < 0 or size2 < size1:
+        return False
+    if size1 == size2:
+        return not proof and root1 == root2
+    if size1 == 0:
+        return not proof  # every tree extends the empty one
+    path = list(proof)
+    if not path:
+        return False
+    if size1 & (size1 - 1) == 0:  # a power of two: the old root is the first node
+        path.insert(0, root1)
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = hasher.node_hash(c, fr)
+            sr = hasher.node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = hasher.node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == root1 and sr == root2

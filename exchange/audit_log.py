@@ -1,0 +1,98 @@
+"""The exchange's side of the audit log: signing tree heads with its key, publishing them on
+``hie.<c>.audit.head``, and verifying the whole log (`hie audit verify`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.js import JetStreamContext
+
+from audit.checkpoint import Checkpoint, CheckpointError, sign_note, verify_note
+from audit.postgres import AuditStore
+from audit.verify import Finding, LogVerifier, Report
+
+log = logging.getLogger(__name__)
+
+
+def head_subject(consortium: str) -> str:
+    return f"hie.{consortium}.audit.head"
+
+
+class HeadSigner:
+    """Signs checkpoints as ``county-hie/<consortium>/audit`` with the exchange's audit key."""
+
+    def __init__(self, consortium: str, seed: bytes) -> None:
+        self.origin = f"county-hie/{consortium}/audit"
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_raw = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def note(self, size: int, root: bytes) -> str:
+        return sign_note(Checkpoint(self.origin, size, root), self.origin, self.public_raw,
+                         self._key.sign)
+
+    def verify(self, text: str) -> Checkpoint:
+        def check(message: bytes, signature: bytes) -> bool:
+            try:
+                self._key.public_key().verify(signature, message)
+            except InvalidSignature:
+                return False
+            return True
+        checkpoint = verify_note(text, self.origin, self.public_raw, check)
+        if checkpoint.origin != self.origin:
+            raise CheckpointError("the checkpoint names another log's origin")
+        return checkpoint
+
+
+async def sign_heads(store: AuditStore, signer: HeadSigner, js: JetStreamContext,
+                     consortium: str, interval: float, stop: asyncio.Event) -> None:
+    """Every ``interval`` seconds, sign and publish a head if the log grew."""
+    while not stop.is_set():
+        try:
+            note = await store.record_head(signer.note, datetime.now(UTC))
+            if note is not None:
+                await js.publish(head_subject(consortium), note.encode(), timeout=10)
+        except Exception:
+            log.exception("signing the audit tree head failed")
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            pass
+
+
+async def verify_log(pool: asyncpg.Pool, signer: HeadSigner) -> Report:
+    """Recompute the whole log from its rows and check it against every signed head."""
+    heads: dict[int, bytes] = {}
+    bad_heads: list[Finding] = []
+    for row in await pool.fetch("SELECT size, root, note FROM audit_heads ORDER BY size"):
+        try:
+            checkpoint = signer.verify(row["note"])
+        except CheckpointError as exc:
+            bad_heads.append(Finding("audit.head_signature",
+                                     f"the head at size {row['size']} does not verify: {exc}",
+                                     None))
+            continue
+        if checkpoint.size != row["size"] or checkpoint.root != bytes(row["root"]):
+            bad_heads.append(Finding("audit.head_signature",
+                                     f"the stored head at size {row['size']} differs from its "
+                                     "signed note", None))
+            continue
+        heads[checkpoint.size] = checkpoint.root
+    verifier = LogVerifier(heads)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        tree_size = await conn.fetchval("SELECT size FROM audit_tree WHERE id = 1")
+        async for row in conn.cursor(
+                "SELECT seq, record_text, leaf_hash, chain_hash FROM audit_log ORDER BY seq",
+                prefetch=20_000):
+            if not verifier.feed(row["seq"], row["record_text"], bytes(row["leaf_hash"]),
+                                 bytes(row["chain_hash"])):
+                break
+    report = verifier.finish(tree_size)
+    report.findings[:0] = bad_heads
+    return report
