@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,14 @@ async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: boo
     print("starting the exchange (embedded PostgreSQL and NATS unless HIE_DATABASE_URL and "
           "HIE_NATS_URL are set) ...", flush=True)
     async with open_runtime(settings, external, name="hie-" + ("gateway" if not http else "up")) as rt:
+        await rt.audit_writer.append({  # every start is a configuration event, audited
+            "action": "config.start", "decision": "permit", "reasons": [],
+            "role": "admin", "person": f"process:{os.getpid()}",
+            "settings": {"consortium": settings.consortium, "embedded": settings.embedded,
+                         "gateway": gateway, "http": http, "projection": projection,
+                         "audit_retention_days": settings.audit_retention_days,
+                         "audit_head_seconds": settings.audit_head_seconds}},
+            datetime.now(UTC))
         ready = asyncio.Event()
 
         def on_ready(url: str) -> None:
@@ -162,6 +171,30 @@ async def _audit_token(settings: Settings, ident: Any) -> None:
         await pool.close()
 
 
+async def _audit_verify(settings: Settings) -> int:
+    import asyncpg
+
+    from exchange.audit_log import HeadSigner, verify_log
+    from exchange.bootstrap import running_endpoints
+
+    pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
+                                     max_size=2)
+    try:
+        report = await verify_log(pool, HeadSigner(settings.consortium,
+                                                   settings.secrets.audit_key))
+    finally:
+        await pool.close()
+    if report.ok:
+        print(f"audit log intact: {report.records} records, {report.heads_checked} signed "
+              "head(s) match")
+        return 0
+    first = report.findings[0]
+    print(f"audit log NOT intact: {first.message} [{first.code}]")
+    if first.seq is not None:
+        print(f"first bad record: {first.seq}")
+    return 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hie", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -179,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--role", required=True, choices=["physician", "nurse", "patient",
                                                      "regulator", "admin"])
     t.add_argument("--hours", type=float, default=8.0)
+    a = sub.add_parser("audit", help="the audit log")
+    a.add_argument("what", choices=["verify"], help="verify: recompute the Merkle log from its "
+                   "rows, check every signed head, name the first bad record")
     return p
 
 
@@ -195,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_submit(settings, args))
         if args.command == "token":
             return asyncio.run(_token(settings, args))
+        if args.command == "audit":
+            return asyncio.run(_audit_verify(settings))
     except ExchangeError as exc:
         print(f"hie: {exc}", file=sys.stderr)
         return 2

@@ -83,8 +83,13 @@ async def seed_demo(rt: Runtime) -> str:
     """Register the demo county, submit its records through NATS, and say how to look."""
     keys = {code: _key(rt, code) for code, _, _ in INSTITUTIONS}
     for code, name, level in INSTITUTIONS:
-        await rt.sync(rt.ledger.register_institution, code, name, level,
-                      public_key_b64(keys[code]))
+        changed = await rt.sync(rt.ledger.register_institution, code, name, level,
+                                public_key_b64(keys[code]))
+        if changed:  # an admin action: audited
+            await rt.audit_writer.append({
+                "action": "admin.institution.register", "decision": "permit", "reasons": [],
+                "role": "admin", "person": "hie-demo", "institution": code, "level": level},
+                datetime.now(UTC))
     residents = demo_residents()
     # The township centre records every resident's consent except the last one's, so the demo
     # shows a refusal too; the county hospital sends its own records for the first four.

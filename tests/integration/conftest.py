@@ -50,7 +50,7 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
 def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Settings:
     return Settings(
         data_dir=tmp_path, consortium=f"t{uuid.uuid4().hex[:8]}", database_url=database_url,
-        nats_url=servers[1], http_port=0,
+        nats_url=servers[1], http_port=0, audit_head_seconds=0.2,
         secrets=Secrets(ledger_cipher_key=base64.b64encode(secrets.token_bytes(32)).decode(),
                         pseudonym_key=secrets.token_bytes(32), token_key=secrets.token_bytes(32),
                         audit_key=secrets.token_bytes(32)),

@@ -1,0 +1,84 @@
+"""`hie audit verify` against a tampered log: a changed byte, a deleted row, a reordered row
+and a truncated log are each caught, and the first bad record is named."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from exchange.bootstrap import Endpoints, Runtime, open_runtime
+from exchange.settings import Settings
+
+T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
+
+
+def verify_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HIE_DATA_DIR": str(settings.data_dir),
+           "HIE_CONSORTIUM": settings.consortium,
+           "HIE_DATABASE_URL": settings.database_url or "", "HIE_NATS_URL": settings.nats_url or "",
+           "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
+           "HIE_PSEUDONYM_KEY": base64.b64encode(settings.secrets.pseudonym_key).decode(),
+           "HIE_TOKEN_KEY": base64.b64encode(settings.secrets.token_key).decode(),
+           "HIE_AUDIT_KEY": base64.b64encode(settings.secrets.audit_key).decode()}
+    return subprocess.run([sys.executable, "-m", "exchange.cli", "audit", "verify"], env=env,
+                          text=True, capture_output=True, timeout=120)
+
+
+async def fill(rt: Runtime) -> None:
+    """260 reads audited; heads signed at sizes 200 and 250."""
+    signer = rt.head_signer()
+
+    async def reads(start: int, count: int) -> None:
+        await asyncio.gather(*(rt.audit_writer.append(
+            {"action": "read", "decision": "permit" if n % 3 else "deny", "person": f"doctor-{n % 7}",
+             "institution": "county", "purpose": "TREAT", "reasons": []},
+            T0 + timedelta(seconds=n)) for n in range(start, start + count)))
+    await reads(0, 200)
+    assert await rt.audit_writer.store.record_head(signer.note, T0) is not None
+    await reads(200, 50)
+    assert await rt.audit_writer.store.record_head(signer.note, T0) is not None
+    await reads(250, 10)
+
+
+TAMPERING = {
+    "changed byte": ("UPDATE audit_log SET record_text = replace(record_text, 'doctor-', "
+                     "'doctoR-') WHERE seq = 57", 57, "audit.record_changed"),
+    "deleted row": ("DELETE FROM audit_log WHERE seq = 120", 120, "audit.record_missing"),
+    "reordered rows": ("UPDATE audit_log a SET record_text = b.record_text, leaf_hash = b.leaf_hash,"
+                       " chain_hash = b.chain_hash FROM audit_log b WHERE (a.seq, b.seq) IN "
+                       "((80, 81), (81, 80))", 80, "audit.record_moved"),
+    "truncated below a signed head": ("DELETE FROM audit_log WHERE seq >= 230", 230,
+                                      "audit.truncated"),
+    "truncated after the last head": ("DELETE FROM audit_log WHERE seq >= 255", 255,
+                                      "audit.truncated"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+async def test_verify_names_the_first_bad_record(settings: Settings, case: str) -> None:
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        await fill(rt)
+        # Intact, the log verifies against both signed heads.
+        intact = await asyncio.to_thread(verify_cli, settings)
+        assert intact.returncode == 0, intact.stdout + intact.stderr
+        assert "260 records, 2 signed head(s) match" in intact.stdout
+        # The API cannot change the log: the triggers refuse it ...
+        with pytest.raises(Exception, match="append-only"):
+            await rt.pool.execute("DELETE FROM audit_log WHERE seq = 1")
+        # ... so an operator goes around them, straight at the table.
+        statement, seq, code = TAMPERING[case]
+        async with rt.pool.acquire() as conn:
+            await conn.execute("SET session_replication_role = replica")
+            await conn.execute(statement)
+            await conn.execute("SET session_replication_role = DEFAULT")
+    result = await asyncio.to_thread(verify_cli, settings)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"[{code}]" in result.stdout
+    assert f"first bad record: {seq}" in result.stdout
