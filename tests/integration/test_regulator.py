@@ -1,0 +1,153 @@
+"""A regulator's day over HTTP: who saw this patient, why and under what consent; a CSV for the
+file; the scope of a suspected breach; the break-glass review queue; and proof — from signed
+tree heads — that the answers come from a log that was neither changed nor cut."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.checkpoint import verify_note
+from audit.merkle import SHA256, verify_consistency, verify_inclusion
+from exchange.nats import stream_name
+from tests.factories import record_items, resident
+from tests.integration.conftest import Running
+from tests.integration.test_walking_skeleton import submit, token
+
+
+def b64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+async def test_regulator_questions_and_proofs(exchange: Running) -> None:
+    # A township centre sends two residents' records; one has a separate consent.
+    await exchange.register("thc-east")
+    consented, other = resident(11), resident(12)
+    await submit(exchange, "thc-east", record_items(consented, "a", consent=True))
+    await submit(exchange, "thc-east", record_items(other, "b"))
+    await exchange.settle()
+    pid, other_id = (exchange.rt.ledger.patient_id(r) for r in (consented, other))
+    start = datetime.now(UTC) - timedelta(minutes=1)
+
+    doctor = token(exchange, "doctor-liu", "thc-east", "physician")
+    regulator = token(exchange, "inspector-sun", "health-bureau", "regulator")
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        # Dr Liu reads the consented record twice, is refused the other, then breaks the glass.
+        treat = {**doctor, "X-Purpose-Of-Use": "TREAT"}
+        for _ in range(2):
+            assert (await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat)).is_success
+        assert (await http.get(f"/fhir/Patient/{other_id}/$everything",
+                               headers=treat)).status_code == 403
+        assert (await http.post(f"/fhir/Patient/{other_id}/$break-glass", headers=doctor,
+                                json={"reason_code": "life-threatening",
+                                      "reason": "急诊抢救，需核对过敏史"})).is_success
+        assert (await http.get(f"/fhir/Patient/{other_id}/$everything",
+                               headers={**doctor, "X-Purpose-Of-Use": "ETREAT"})).is_success
+
+        # Who saw the consented patient, and under which consent?
+        seen = (await http.get("/fhir/AuditEvent", headers=regulator,
+                               params={"patient": str(pid), "outcome": "0"})).json()
+        reads = [e["resource"] for e in seen["entry"]]
+        assert [e["subtype"][0]["code"] for e in reads] == ["read", "read"]
+        assert all(e["entity"][1]["what"]["reference"].startswith("Consent/") for e in reads)
+        # Refusals by agent and purpose; break-glass events; a bad parameter is named.
+        refused = (await http.get("/fhir/AuditEvent", headers=regulator, params={
+            "agent": "doctor-liu", "outcome": "4", "purpose": "TREAT"})).json()
+        assert refused["total"] == 1
+        glass = (await http.get("/fhir/AuditEvent", headers=regulator,
+                                params={"break-glass": "true"})).json()
+        assert [e["resource"]["subtype"][0]["code"] for e in glass["entry"]] == [
+            "break-glass", "read"]
+        dated = (await http.get("/fhir/AuditEvent", headers=regulator, params=[
+            ("date", f"ge{start.isoformat()}"), ("agent", "doctor-liu")])).json()
+        assert dated["total"] == 5
+        bad = await http.get("/fhir/AuditEvent", headers=regulator, params={"outcome": "2"})
+        assert bad.status_code == 400 and "outcome" in bad.text
+
+        # The same search as a CSV file.
+        exported = await http.get("/audit/export.csv", headers=regulator,
+                                  params={"agent": "doctor-liu"})
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert [r["decision"] for r in rows] == ["permit", "permit", "deny", "permit", "permit"]
+
+        # Breach scope: everything Dr Liu was given in the window, by patient and category.
+        scope = (await http.get("/audit/breach-scope", headers=regulator, params={
+            "agent": "doctor-liu", "start": start.isoformat(),
+            "end": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()})).json()
+        by_patient = {p["patient_id"]: p for p in scope["patients"]}
+        assert by_patient[str(pid)]["reads"] == 2
+        assert by_patient[str(pid)]["categories"] == ["Condition", "Encounter", "Observation",
+                                                      "Patient"]
+        assert by_patient[str(other_id)]["break_glass"] is True
+
+        # The break-glass review queue, and a review that clears it.
+        queue = (await http.get("/audit/break-glass-review", headers=regulator)).json()
+        [pending] = queue["pending"]
+        assert pending["patient_id"] == str(other_id) and pending["reason_code"] == "life-threatening"
+        reviewed = await http.post(f"/audit/break-glass-review/{pending['seq']}",
+                                   headers=regulator, json={"outcome": "justified",
+                                                            "comment": "抢救记录已核实"})
+        assert reviewed.is_success
+        assert (await http.get("/audit/break-glass-review", headers=regulator)).json() == {
+            "pending": []}
+
+        # A physician gets none of this.
+        assert (await http.get("/audit/export.csv", headers=doctor)).status_code == 403
+
+        # Proofs: the latest signed head, a record's inclusion in it, and that it extends an
+        # earlier head — all checked here with the exchange's public key only.
+        signer = exchange.rt.head_signer()
+        public = Ed25519PublicKey.from_public_bytes(signer.public_raw)
+
+        def verify(message: bytes, signature: bytes) -> bool:
+            try:
+                public.verify(signature, message)
+                return True
+            except Exception:
+                return False
+
+        async def signed_head() -> dict:
+            for _ in range(100):
+                head = await http.get("/audit/head", headers=regulator)
+                if head.status_code == 200:
+                    return head.json()
+                await asyncio.sleep(0.1)
+            raise AssertionError("no head was signed")
+        first = await signed_head()
+        first_cp = verify_note(first["checkpoint"], signer.origin, signer.public_raw, verify)
+        for _ in range(100):  # the head signer runs every 0.2 s in tests; the log keeps growing
+            second = (await http.get("/audit/head", headers=regulator)).json()
+            if second["size"] > first["size"]:
+                break
+            await asyncio.sleep(0.1)
+        second_cp = verify_note(second["checkpoint"], signer.origin, signer.public_raw, verify)
+        assert second_cp.size > first_cp.size
+
+        seq = reads[0]["id"]
+        inclusion = (await http.get("/audit/proof/inclusion", headers=regulator,
+                                    params={"seq": seq, "size": second_cp.size})).json()
+        leaf = SHA256.leaf_hash(inclusion["record"].encode())
+        assert leaf == b64(inclusion["leaf_hash"])
+        assert verify_inclusion(SHA256, int(seq), second_cp.size, leaf,
+                                [b64(h) for h in inclusion["proof"]], second_cp.root)
+        consistency = (await http.get("/audit/proof/consistency", headers=regulator, params={
+            "first": first_cp.size, "second": second_cp.size})).json()
+        proof = [b64(h) for h in consistency["proof"]]
+        assert verify_consistency(SHA256, first_cp.size, second_cp.size, proof,
+                                  first_cp.root, second_cp.root)
+        assert not verify_consistency(SHA256, first_cp.size, second_cp.size, proof,
+                                      first_cp.root, SHA256.leaf_hash(b"forged"))
+        beyond = await http.get("/audit/proof/inclusion", headers=regulator,
+                                params={"seq": 0, "size": second_cp.size + 10**6})
+        assert beyond.status_code == 400
+
+    # Every head was published on NATS for witnesses, in order.
+    js = exchange.rt.nc.jetstream()
+    info = await js.stream_info(stream_name(exchange.rt.settings.consortium, "AUDIT"))
+    assert info.state.messages >= 2
