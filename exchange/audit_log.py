@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -16,6 +18,8 @@ from nats.js import JetStreamContext
 from audit.checkpoint import Checkpoint, CheckpointError, sign_note, verify_note
 from audit.postgres import AuditStore
 from audit.verify import Finding, LogVerifier, Report
+from domain.submission import Submission
+from exchange.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +100,38 @@ async def verify_log(pool: asyncpg.Pool, signer: HeadSigner) -> Report:
     report = verifier.finish(tree_size)
     report.findings[:0] = bad_heads
     return report
+
+
+async def verify_ledger(pool: asyncpg.Pool, ledger: Ledger) -> list[Finding]:
+    """Every accepted submission in the ledger is anchored in the audit log with the same
+    content hash, and every anchored one is still in the ledger: none altered, none removed."""
+    anchored: dict[int, str] = {}
+    for row in await pool.fetch(
+            "SELECT record_text::jsonb AS r FROM audit_log WHERE action = 'submission' "
+            "AND decision = 'accepted'"):
+        record = json.loads(row["r"])
+        if not record.get("repeat") and record.get("envelope_sha256"):
+            anchored[int(record["position"])] = record["envelope_sha256"]
+    held: dict[int, str] = {}
+    position = 0
+    while True:
+        events = await asyncio.to_thread(ledger.read, position, 1000)
+        if not events:
+            break
+        for pos, event in events:
+            if isinstance(event, Submission.Accepted):
+                held[pos] = hashlib.sha256(event.envelope.encode()).hexdigest()
+        position = events[-1][0]
+    findings = []
+    for pos in sorted(set(anchored) | set(held)):
+        if pos not in held:
+            findings.append(Finding("ledger.event_missing", f"the submission anchored at ledger "
+                                    f"position {pos} is no longer in the ledger", None))
+        elif pos not in anchored:
+            findings.append(Finding("ledger.not_anchored", f"the submission at ledger position "
+                                    f"{pos} has no anchor in the audit log", None))
+        elif anchored[pos] != held[pos]:
+            findings.append(Finding("ledger.event_changed", f"the submission at ledger position "
+                                    f"{pos} differs from the content anchored in the audit log",
+                                    None))
+    return findings

@@ -174,24 +174,32 @@ async def _audit_token(settings: Settings, ident: Any) -> None:
 async def _audit_verify(settings: Settings) -> int:
     import asyncpg
 
-    from exchange.audit_log import HeadSigner, verify_log
+    from exchange.audit_log import HeadSigner, verify_ledger, verify_log
     from exchange.bootstrap import running_endpoints
+    from exchange.ledger import Ledger
 
-    pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
-                                     max_size=2)
+    database_url = running_endpoints(settings).database_url
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    ledger = await asyncio.to_thread(Ledger, database_url, settings.secrets.ledger_cipher_key,
+                                     settings.secrets.pseudonym_key)
     try:
         report = await verify_log(pool, HeadSigner(settings.consortium,
                                                    settings.secrets.audit_key))
+        if report.ok:  # the log holds together: now check the ledger against its anchors
+            report.findings += await verify_ledger(pool, ledger)
     finally:
         await pool.close()
+        ledger.close()
     if report.ok:
         print(f"audit log intact: {report.records} records, {report.heads_checked} signed "
-              "head(s) match")
+              "head(s) match; every ledger submission matches its anchor")
         return 0
     first = report.findings[0]
     print(f"audit log NOT intact: {first.message} [{first.code}]")
     if first.seq is not None:
         print(f"first bad record: {first.seq}")
+    for finding in report.findings[1:20]:
+        print(f"also: {finding.message} [{finding.code}]")
     return 1
 
 

@@ -10,6 +10,7 @@ uniqueness makes the redelivery append nothing twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -123,6 +124,9 @@ class Gateway:
             "decision": "accepted" if accepted else "rejected",
             "position": item.position, "repeat": item.repeat,
             "items": len(item.pending.valid.items) if item.pending else None,
+            # The ledger event's content enters the Merkle log: the clinical record is anchored.
+            "envelope_sha256": hashlib.sha256(item.pending.envelope_text.encode()).hexdigest()
+            if accepted and item.pending else None,
             "reasons": [{"code": p.code, "message": p.message} for p in item.problems],
         }
 

@@ -14,6 +14,7 @@ import pytest
 
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
 from exchange.settings import Settings
+from tests.integration.conftest import Running
 
 T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
 
@@ -82,3 +83,28 @@ async def test_verify_names_the_first_bad_record(settings: Settings, case: str) 
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"[{code}]" in result.stdout
     assert f"first bad record: {seq}" in result.stdout
+
+
+async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -> None:
+    from tests.factories import record_items, resident
+    from tests.integration.test_walking_skeleton import submit
+
+    # Three accepted submissions: each one's content hash is anchored in the audit log.
+    await exchange.register("thc-x")
+    receipts = [await submit(exchange, "thc-x", record_items(resident(n), f"x{n}"))
+                for n in range(3)]
+    a, b, c = (r["positions"][0] for r in receipts)
+    settings = exchange.rt.settings
+    intact = await asyncio.to_thread(verify_cli, settings)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+
+    async with exchange.rt.pool.acquire() as conn:
+        await conn.execute("SET session_replication_role = replica")
+        # One clinical event is swapped for another's (still decrypts), one is removed.
+        await conn.execute("UPDATE ledger_events SET state = (SELECT state FROM ledger_events "
+                           "WHERE notification_id = $1) WHERE notification_id = $2", a, b)
+        await conn.execute("DELETE FROM ledger_events WHERE notification_id = $1", c)
+    result = await asyncio.to_thread(verify_cli, settings)
+    assert result.returncode == 1
+    assert f"position {b} differs from the content anchored" in result.stdout
+    assert f"position {c} is no longer in the ledger [ledger.event_missing]" in result.stdout
