@@ -103,8 +103,8 @@ def consistency_proof(old: int, new: int, subtree: Subtree) -> list[bytes]:
 
 def verify_inclusion(hasher: Hasher, index: int, size: int, leaf_hash: bytes,
                      proof: Sequence[bytes], root_hash: bytes) -> bool:
-    """RFC 9162 §2.1.3.2."""
-    if not 0 <= index < size:
+    """RFC 9162 §2.1.3.2; a leaf hash of the wrong length never verifies."""
+    if not 0 <= index < size or len(leaf_hash) != hasher.size:
         return False
     fn, sn, r = index, size - 1, leaf_hash
     for p in proof:
@@ -125,13 +125,12 @@ def verify_inclusion(hasher: Hasher, index: int, size: int, leaf_hash: bytes,
 
 def verify_consistency(hasher: Hasher, size1: int, size2: int, proof: Sequence[bytes],
                        root1: bytes, root2: bytes) -> bool:
-    """RFC 9162 §2.1.4.2."""
-    if size1 < 0 or size2 < size1:
+    """RFC 9162 §2.1.4.2. Like transparency-dev/merkle, a proof from the empty tree is refused:
+    it would prove nothing."""
+    if size1 <= 0 or size2 < size1:
         return False
     if size1 == size2:
         return not proof and root1 == root2
-    if size1 == 0:
-        return not proof  # every tree extends the empty one
     path = list(proof)
     if not path:
         return False
