@@ -55,17 +55,24 @@ class HeadSigner:
 
 
 async def sign_heads(store: AuditStore, signer: HeadSigner, js: JetStreamContext,
-                     consortium: str, interval: float, stop: asyncio.Event) -> None:
-    """Every ``interval`` seconds, sign and publish a head if the log grew."""
+                     consortium: str, interval: float, stop: asyncio.Event,
+                     every_records: int = 1000) -> None:
+    """Sign and publish a head when the log grew by ``every_records`` or ``interval`` passed."""
+    loop = asyncio.get_running_loop()
+    last_size, last_time = -1, 0.0
     while not stop.is_set():
         try:
-            note = await store.record_head(signer.note, datetime.now(UTC))
-            if note is not None:
-                await js.publish(head_subject(consortium), note.encode(), timeout=10)
+            size = (await store.tree()).size
+            due = loop.time() - last_time >= interval or size - last_size >= every_records
+            if size != last_size and due:
+                note = await store.record_head(signer.note, datetime.now(UTC))
+                if note is not None:
+                    await js.publish(head_subject(consortium), note.encode(), timeout=10)
+                last_size, last_time = size, loop.time()
         except Exception:
             log.exception("signing the audit tree head failed")
         try:
-            await asyncio.wait_for(stop.wait(), interval)
+            await asyncio.wait_for(stop.wait(), min(interval, 0.5))
         except TimeoutError:
             pass
 

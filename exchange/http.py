@@ -99,6 +99,7 @@ class Exchange:
             "break_glass": bool(decision and decision.break_glass),
             "obligations": decision.obligations if decision else [],
             "disclosed": disclosed or [],
+            "categories": sorted({d.split("/")[0] for d in disclosed or [] if "/" in d}),
             "source": request.client.host if request.client else None,
             **(extra or {}),
         }

@@ -108,3 +108,22 @@ async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -
     assert result.returncode == 1
     assert f"position {b} differs from the content anchored" in result.stdout
     assert f"position {c} is no longer in the ledger [ledger.event_missing]" in result.stdout
+
+
+async def test_the_exchange_never_signs_a_head_that_does_not_extend_the_last(
+    settings: Settings,
+) -> None:
+    from audit.postgres import AuditIntegrityError
+
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        await fill(rt)  # heads at 200 and 250
+        # Someone rewrites an old leaf and every node above it, so the tree "looks" whole ...
+        async with rt.pool.acquire() as conn:
+            await conn.execute("SET session_replication_role = replica")
+            await conn.execute("UPDATE audit_nodes SET hash = sha256(hash) WHERE idx = 0")
+        await rt.audit_writer.append({"action": "read", "decision": "permit", "reasons": []}, T0)
+        # ... but it no longer extends the signed head, so no new head is signed.
+        with pytest.raises(AuditIntegrityError):
+            await rt.audit_writer.store.record_head(rt.head_signer().note, T0)
+        assert (await rt.audit_writer.store.last_head())["size"] == 250
