@@ -93,7 +93,7 @@ class Runtime:
 
     def api_context(self) -> ApiContext:
         return ApiContext(tokens=TokenIssuer(self.settings.secrets.token_key),
-                          audit=self.audit_writer.store, audit_writer=self.audit_writer,
+                          audit_writer=self.audit_writer,
                           consent=ConsentState(self.pool), heads=self.head_signer(),
                           records=PatientRecordReader(self.pool))
 

@@ -51,12 +51,15 @@ Clock = Callable[[], datetime]
 @dataclass
 class ApiContext:
     tokens: TokenIssuer
-    audit: AuditStore
     audit_writer: AuditWriter  # group commit: what every request appends through
     heads: HeadSigner
     consent: ConsentState
     records: PatientRecordReader
     clock: Clock = lambda: datetime.now(UTC)  # noqa: E731
+
+    @property
+    def audit(self) -> AuditStore:
+        return self.audit_writer.store
 
 
 class Refused(Exception):

@@ -19,7 +19,7 @@ from domain.clinical import (
     ObservationPayload,
     Quantity,
 )
-from domain.identity import RESIDENT_ID_SYSTEM, mrn_system
+from domain.identity import RESIDENT_ID_SYSTEM
 
 INSTITUTION_SYSTEM = "urn:county-hie:institution"
 SUBMITTED_BY = "urn:county-hie:fhir:StructureDefinition:submitted-by"
@@ -200,5 +200,3 @@ def render_patient(
         res["birthDate"] = demographics.get("birth_date") or birth_date
     return res
 
-
-__all__ = ["entry_id", "dumps", "mrn_system", "render", "render_patient"]
