@@ -170,15 +170,17 @@ class Exchange:
             entries.append((f"urn:uuid:{patient_id}", dumps(found)))
         return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
 
-    def _patient_id(self, request: Request) -> UUID:
+    async def _patient_id(self, request: Request, request_id: str, action: str,
+                          ident: Identity) -> UUID:
         try:
             return UUID(request.path_params["pid"])
         except ValueError:
-            raise Refused(404, "patient.not_found", "no patient has this id", "not-found") from None
+            raise await self.deny(request, request_id, action, ident, 404, Reason(
+                "patient.not_found", "no patient has this id"), issue_type="not-found") from None
 
     async def everything(self, request: Request, request_id: str) -> Response:
         ident = await self.authenticate(request, request_id, "read")
-        patient_id = self._patient_id(request)
+        patient_id = await self._patient_id(request, request_id, "read", ident)
         purpose = self._purpose(request)
         if purpose is None:
             raise await self.deny(request, request_id, "read", ident, 400, Reason(
@@ -216,7 +218,7 @@ class Exchange:
 
     async def break_glass(self, request: Request, request_id: str) -> Response:
         ident = await self.authenticate(request, request_id, "break-glass")
-        patient_id = self._patient_id(request)
+        patient_id = await self._patient_id(request, request_id, "break-glass", ident)
         if ident.role != "physician":
             raise await self.deny(request, request_id, "break-glass", ident, 403, Reason(
                 "role.not_permitted", "only a physician may break the glass"),

@@ -124,8 +124,15 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
         reg_treat = {**regulator, "X-Purpose-Of-Use": "TREAT"}
         assert (await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=reg_treat)
                 ).status_code == 403
-        # No token at all: 401, and that refusal is audited as well.
+        # No token at all: 401; a malformed patient id: 404. Both refusals are audited too.
         assert (await http.get(f"/fhir/Patient/{patient_id}/$everything")).status_code == 401
+        assert (await http.get("/fhir/Patient/not-an-id/$everything", headers=treat)
+                ).status_code == 404
+        refusals = await exchange.rt.pool.fetch(
+            "SELECT record_text::jsonb->>'action' AS action, record_text::jsonb->'reasons'->0->>'code'"
+            " AS code FROM audit_log WHERE seq > (SELECT max(seq) - 2 FROM audit_log) ORDER BY seq")
+        assert [(r["action"], r["code"]) for r in refusals] == [
+            ("read.authenticate", "token.invalid"), ("read", "patient.not_found")]
 
     # The audit chain holds over everything recorded.
     assert (await verify_log(exchange.rt.pool, exchange.rt.head_signer())).ok
