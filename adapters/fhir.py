@@ -24,7 +24,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 from pydantic import ValidationError
 
-from domain.clinical import Item, parse_payload
+from adapters.report import IngestReport, check_item
 from domain.errors import InvalidResidentId
 from domain.identity import RESIDENT_ID_SYSTEM, mrn_system
 from domain.problems import Problem, problems_from_validation
@@ -46,13 +46,6 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 _NAIVE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.]+")
 _NO_TZ = ("needs a full date and time with a timezone offset (for example "
           "2026-11-01T09:30:00+08:00); the exchange does not guess one")
-
-
-@dataclass
-class IngestReport:
-    items: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -125,12 +118,7 @@ def read_fhir(doc: dict[str, Any] | str | bytes, *, institution: str) -> IngestR
         payload = mapper(entry.resource, ctx)
         item = {"source_id": entry.source_id, "kind": kind, "payload": payload}
         if not ctx.problems:
-            try:  # the gateway's own checks, so nothing leaves here that it would refuse
-                Item.model_validate(item)
-                parse_payload(kind, payload)
-            except ValidationError as exc:
-                ctx.problems += problems_from_validation(
-                    exc, prefix=entry.path, source_id=entry.source_id)
+            ctx.problems += check_item(item, where=entry.path, source_id=entry.source_id)
         report.problems += ctx.problems
         if not ctx.problems:
             report.items.append(item)
@@ -283,8 +271,8 @@ def _patient(p: Patient, ctx: _Context) -> dict[str, Any]:
             c.system == V2_0203 and c.code == "MR" for c in i.type.coding or [])), None)
     # A partial birthDate (a year or a month) is left out rather than padded.
     born = p.birthDate.isoformat() if isinstance(p.birthDate, date) else None
-    return _compact({"patient": {"resident_id": rid}, "name": _name(p),
-                     "gender": p.gender or "unknown", "birth_date": born, "mrn": mrn})
+    return _compact({"patient": _compact({"resident_id": rid, "mrn": mrn}), "name": _name(p),
+                     "gender": p.gender or "unknown", "birth_date": born})
 
 
 def _encounter(e: Encounter, ctx: _Context) -> dict[str, Any]:

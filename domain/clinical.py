@@ -7,6 +7,9 @@ payloads keep codes with their system (and version where the sender gives one).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -17,8 +20,19 @@ from pydantic_core import PydanticCustomError
 from domain.errors import InvalidResidentId
 from domain.resident_id import parse_resident_id
 
-KINDS = ("patient", "encounter", "condition", "observation", "consent")
-Kind = Literal["patient", "encounter", "condition", "observation", "consent"]
+# Clinical entries: each becomes one entry of the shared record (versioned by its record id).
+ENTRY_KINDS = (
+    "encounter", "condition", "observation", "medication_request", "medication_dispense",
+    "procedure", "immunization", "allergy", "document",
+)
+# Identity and correction events: they change how entries are read, not the entries' content.
+CONTROL_KINDS = ("patient", "consent", "retract", "merge", "unmerge")
+KINDS = (*ENTRY_KINDS, *CONTROL_KINDS)
+Kind = Literal[
+    "encounter", "condition", "observation", "medication_request", "medication_dispense",
+    "procedure", "immunization", "allergy", "document",
+    "patient", "consent", "retract", "merge", "unmerge",
+]
 
 # HL7 v3 PurposeOfUse codes the exchange understands.
 PURPOSES = ("TREAT", "ETREAT", "HPAYMT", "HOPERAT", "PUBHLTH", "HRESCH", "PATRQT", "HLEGAL")
@@ -33,16 +47,36 @@ class _Model(BaseModel):
 
 
 class PatientRef(_Model):
-    resident_id: str
+    """Who an item is about, by any identifier the sender holds.
+
+    ``resident_id`` is the GB 11643 number; ``mrn`` is the SENDING institution's own medical
+    record number; ``health_card`` the resident health card (居民健康卡) number. At least one.
+    Without a resident ID the exchange resolves the others through the regional index, and a
+    patient it has never seen (a newborn, a foreigner) gets a temporary identity that a later
+    item naming both, or a merge, links to the resident.
+    """
+
+    resident_id: str | None = None
+    mrn: ShortText | None = None
+    health_card: Annotated[str, Field(pattern=r"^[0-9A-Za-z]{6,32}$")] | None = None
 
     @field_validator("resident_id")
     @classmethod
-    def _valid_resident_id(cls, value: str) -> str:
+    def _valid_resident_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             return parse_resident_id(value).value
         except InvalidResidentId as exc:
             # The message names the rule, never the number.
             raise PydanticCustomError(exc.code, exc.message) from None
+
+    @model_validator(mode="after")
+    def _some_identifier(self) -> PatientRef:
+        if self.resident_id is None and self.mrn is None and self.health_card is None:
+            raise PydanticCustomError(
+                "patient.no_identifier", "name the patient by resident_id, mrn or health_card")
+        return self
 
 
 class Coding(_Model):
@@ -80,16 +114,21 @@ class PatientPayload(_PatientItem):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     gender: Literal["male", "female", "other", "unknown"]
     birth_date: date | None = None
-    mrn: ShortText | None = None
 
 
 class EncounterPayload(_PatientItem):
+    """A visit. An admission (HL7 A01) is an inpatient encounter in progress; its discharge
+    (A03) is a new version of the same record, finished, with ``end`` and a disposition."""
+
     encounter_class: Literal["outpatient", "inpatient", "emergency"]
     status: Literal["planned", "arrived", "in-progress", "finished", "cancelled"]
     start: AwareDatetime
     end: AwareDatetime | None = None
     department: Text | None = None
     reason: list[Coding] = Field(default_factory=list, max_length=20)
+    admit_source: Text | None = None
+    discharge_disposition: Text | None = None
+    attending: Text | None = None
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> EncounterPayload:
@@ -114,7 +153,8 @@ class ConditionPayload(_PatientItem):
 class ObservationPayload(_PatientItem):
     code: Coding
     status: Literal["registered", "preliminary", "final", "amended", "corrected"]
-    category: Literal["vital-signs", "laboratory", "survey", "exam", "social-history"] | None
+    category: Literal["vital-signs", "laboratory", "survey", "exam", "social-history",
+                      "imaging", "procedure"] | None
     effective: AwareDatetime
     value_quantity: Quantity | None = None
     value_string: Text | None = None
@@ -151,21 +191,161 @@ class ConsentPayload(_PatientItem):
         return self
 
 
+class MedicationRequestPayload(_PatientItem):
+    medication: Coding
+    status: Literal["active", "on-hold", "cancelled", "completed", "stopped", "draft"]
+    intent: Literal["proposal", "plan", "order", "original-order", "instance-order"] = "order"
+    authored: AwareDatetime
+    dosage_text: Text | None = None
+    dose: Quantity | None = None
+    route: Coding | None = None
+    frequency: ShortText | None = None
+    quantity: Quantity | None = None
+    duration_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    requester: Text | None = None
+    encounter: ShortText | None = None
+
+
+class MedicationDispensePayload(_PatientItem):
+    medication: Coding
+    status: Literal["preparation", "in-progress", "on-hold", "completed", "declined", "stopped"]
+    handed_over: AwareDatetime | None = None
+    quantity: Quantity | None = None
+    days_supply: Annotated[int, Field(ge=0, le=3650)] | None = None
+    dosage_text: Text | None = None
+    prescription: ShortText | None = Field(default=None, description="record of the request")
+
+
+class ProcedurePayload(_PatientItem):
+    code: Coding
+    status: Literal["preparation", "in-progress", "not-done", "on-hold", "stopped", "completed"]
+    performed: AwareDatetime | None = None
+    body_site: Coding | None = None
+    performer: Text | None = None
+    encounter: ShortText | None = None
+
+
+class ImmunizationPayload(_PatientItem):
+    vaccine: Coding
+    status: Literal["completed", "not-done"]
+    occurrence: AwareDatetime
+    lot_number: ShortText | None = None
+    dose_number: Annotated[int, Field(ge=1, le=50)] | None = None
+    site: Coding | None = None
+    route: Coding | None = None
+    manufacturer: Text | None = None
+
+
+class AllergyPayload(_PatientItem):
+    substance: Coding
+    clinical_status: Literal["active", "inactive", "resolved"] = "active"
+    verification_status: Literal["unconfirmed", "confirmed", "refuted"] = "confirmed"
+    category: Literal["food", "medication", "environment", "biologic"] | None = None
+    criticality: Literal["low", "high", "unable-to-assess"] | None = None
+    reactions: list[Coding] = Field(default_factory=list, max_length=20)
+    recorded: AwareDatetime | None = None
+
+
+class DocumentPayload(_PatientItem):
+    """A clinical document (a discharge summary, a report) with the hash of its content.
+
+    ``data`` (base64) is optional: a large document may stay at the sender, named by its hash.
+    When it is sent, the hash must be that of the decoded bytes.
+    """
+
+    type: Coding
+    title: Text
+    created: AwareDatetime
+    content_type: Annotated[str, Field(pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=100)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(ge=0)]
+    data: Annotated[str, Field(max_length=700_000)] | None = None
+    author: Text | None = None
+    encounter: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _hash_matches(self) -> DocumentPayload:
+        if self.data is None:
+            return self
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except (ValueError, binascii.Error):
+            raise PydanticCustomError("document.data_not_base64", "data must be base64") from None
+        if hashlib.sha256(raw).hexdigest() != self.sha256 or len(raw) != self.size:
+            raise PydanticCustomError(
+                "document.hash_mismatch", "sha256 and size must be those of the decoded data")
+        return self
+
+
+class RetractPayload(_PatientItem):
+    """Entered in error: the record (one this institution sent) is no longer part of the
+    shared record. History keeps it for auditors."""
+
+    record: Annotated[str, Field(pattern=r"^[^\s]{1,200}$")]
+    reason: Text
+
+
+class MergePayload(_PatientItem):
+    """HL7 ADT^A40: ``merged`` (MRG) was the same person as ``patient`` (PID), who survives."""
+
+    merged: PatientRef
+
+
+class UnmergePayload(_PatientItem):
+    """Undo a merge: ``unmerged`` is again a person of their own."""
+
+    unmerged: PatientRef
+
+
 PAYLOAD_MODELS: dict[str, type[_PatientItem]] = {
     "patient": PatientPayload,
     "encounter": EncounterPayload,
     "condition": ConditionPayload,
     "observation": ObservationPayload,
     "consent": ConsentPayload,
+    "medication_request": MedicationRequestPayload,
+    "medication_dispense": MedicationDispensePayload,
+    "procedure": ProcedurePayload,
+    "immunization": ImmunizationPayload,
+    "allergy": AllergyPayload,
+    "document": DocumentPayload,
+    "retract": RetractPayload,
+    "merge": MergePayload,
+    "unmerge": UnmergePayload,
 }
+
+RecordId = Annotated[str, Field(pattern=r"^[^\s]{1,200}$")]
 
 
 class Item(_Model):
-    """One canonical clinical event as it stands in an envelope."""
+    """One canonical clinical event as it stands in an envelope.
 
-    source_id: Annotated[str, Field(pattern=r"^[^\s]{1,200}$")]
+    ``source_id`` names this event in the sending system (unique per institution, for good:
+    the ledger refuses it twice). ``record`` names the clinical record the event is a version
+    of (an admission and its discharge share the visit's record); it defaults to
+    ``source_id``. ``amends`` makes the event a correction of a record the institution sent
+    before: the ledger refuses it when it holds no such record.
+    """
+
+    source_id: RecordId
     kind: Kind
     payload: dict[str, Any]
+    record: RecordId | None = None
+    amends: RecordId | None = None
+
+    @property
+    def record_id(self) -> str:
+        return self.amends or self.record or self.source_id
+
+    @model_validator(mode="after")
+    def _one_record(self) -> Item:
+        if self.record and self.amends and self.record != self.amends:
+            raise PydanticCustomError(
+                "item.record_amends", "record and amends, when both given, must be the same")
+        if (self.record or self.amends) and self.kind not in ENTRY_KINDS:
+            raise PydanticCustomError(
+                "item.record_kind", "record and amends apply to clinical entries only")
+        return self
 
 
 def parse_payload(kind: str, payload: dict[str, Any]) -> _PatientItem:

@@ -17,7 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from domain.clinical import ConsentPayload, Item, _PatientItem, parse_payload
+from domain.clinical import ENTRY_KINDS, ConsentPayload, Item, _PatientItem, parse_payload
 from domain.problems import Problem, problems_from_validation
 
 MAX_ITEMS = 1000
@@ -40,6 +40,8 @@ class ValidItem:
     source_id: str
     kind: str
     payload: _PatientItem
+    record: str = ""  # the clinical record this item is a version of ("" for control kinds)
+    amends: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ def validate_envelope(
     problems: list[Problem] = []
     items: list[ValidItem] = []
     seen: set[str] = set()
+    records: set[str] = set()
     for index, raw in enumerate(env.events):
         source_id = raw.get("source_id") if isinstance(raw, dict) else None
         source_id = source_id if isinstance(source_id, str) else None
@@ -87,6 +90,15 @@ def validate_envelope(
             )
             continue
         seen.add(item.source_id)
+        if item.kind in ENTRY_KINDS:
+            if item.record_id in records:
+                problems.append(
+                    Problem("item.duplicate_record", "another item of this submission is a "
+                            "version of the same record; send one version per submission",
+                            "record", index, item.source_id)
+                )
+                continue
+            records.add(item.record_id)
         try:
             payload = parse_payload(item.kind, item.payload)
         except ValidationError as exc:
@@ -102,7 +114,9 @@ def validate_envelope(
                             f"{', '.join(sorted(unknown))}", "payload.scope", index, item.source_id)
                 )
                 continue
-        items.append(ValidItem(index, item.source_id, item.kind, payload))
+        items.append(ValidItem(
+            index, item.source_id, item.kind, payload,
+            item.record_id if item.kind in ENTRY_KINDS else "", item.amends is not None))
     if problems:
         return None, problems
     return ValidSubmission(env.submission_id, env.institution, env.sent_at, items), []

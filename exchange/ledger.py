@@ -187,8 +187,8 @@ class Ledger(Application[UUID]):
                     for item in pending.valid.items
                 ]
                 for item in pending.valid.items:
-                    mrn = getattr(item.payload, "mrn", None)
-                    if item.kind == "patient" and mrn:
+                    mrn = item.payload.patient.mrn
+                    if mrn:
                         ident = self._identity_for(item.payload.patient.resident_id, touched)
                         system = mrn_system(pending.valid.institution)
                         if not ident.has_identifier(system, mrn):

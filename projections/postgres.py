@@ -170,7 +170,7 @@ class PatientRecordProjection:
             if isinstance(payload, PatientPayload):
                 await conn.execute(
                     "UPDATE patients SET demographics = $2 WHERE patient_id = $1",
-                    pid, payload.model_dump_json(exclude={"patient", "mrn"}))
+                    pid, payload.model_dump_json(exclude={"patient"}))
                 continue
             resource = dumps(render(item.kind, payload, resource_id=rid, patient_id=pid,
                                     institution=institution, institution_name=name or institution))

@@ -24,9 +24,8 @@ def resident(n: int, born: date = date(1958, 3, 14)) -> str:
 
 
 def patient_item(rid: str, source_id: str, name: str = "李建国", mrn: str | None = None) -> dict[str, Any]:
-    payload: dict[str, Any] = {"patient": {"resident_id": rid}, "name": name, "gender": "male"}
-    if mrn:
-        payload["mrn"] = mrn
+    ref = {"resident_id": rid, **({"mrn": mrn} if mrn else {})}
+    payload: dict[str, Any] = {"patient": ref, "name": name, "gender": "male"}
     return {"source_id": source_id, "kind": "patient", "payload": payload}
 
 

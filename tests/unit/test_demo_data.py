@@ -47,7 +47,7 @@ def test_every_demo_bundle_maps_with_no_problems(institution: str) -> None:
             {resident.resident_id}
         patient = report.items[0]["payload"]
         assert (patient["name"], patient["gender"]) == (resident.name, resident.gender)
-        assert patient["mrn"]
+        assert patient["patient"]["mrn"]
         assert report.items[1]["payload"]["start"].endswith("+08:00")
 
 

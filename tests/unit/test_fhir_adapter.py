@@ -126,8 +126,8 @@ def test_a_transaction_bundle_maps_to_one_valid_item_per_resource() -> None:
     # The patient: resident ID, the CJK name with no space, this institution's MRN.
     pat = items["patient"]
     assert pat["source_id"] == "Patient/p1"
-    assert pat["payload"] == {"patient": {"resident_id": RID}, "name": NAME, "gender": "female",
-                              "birth_date": "1956-04-02", "mrn": "MR000123"}
+    assert pat["payload"] == {"patient": {"resident_id": RID, "mrn": "MR000123"}, "name": NAME,
+                              "gender": "female", "birth_date": "1956-04-02"}
 
     # The encounter: class, status, times with their offset, department and reason.
     enc = items["encounter"]["payload"]
