@@ -4,6 +4,7 @@ grants (operational state of the gate, kept in PostgreSQL)."""
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Sequence
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -28,10 +29,12 @@ class ConsentState:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-consent-schema'))")
             await conn.execute(SCHEMA)
 
-    async def consents(self, patient_id: UUID) -> list[ConsentRecord]:
+    async def consents(self, patient_id: UUID | Sequence[UUID]) -> list[ConsentRecord]:
+        """The consents given under this identity (or any of these merged identities)."""
+        ids = [patient_id] if isinstance(patient_id, UUID) else list(patient_id)
         rows = await self.pool.fetch(
             "SELECT consent_id, consent_type, scope, purposes, valid_from, valid_to "
-            "FROM consents WHERE patient_id = $1", patient_id)
+            "FROM consents WHERE patient_id = ANY($1)", ids)
         return [ConsentRecord(r["consent_id"], r["consent_type"], tuple(r["scope"]),
                               tuple(r["purposes"]), r["valid_from"], r["valid_to"]) for r in rows]
 

@@ -1,8 +1,15 @@
-"""Regional patient identity (the MPI's aggregate).
+"""Regional patient identity (the MPI's aggregate): identifiers, temporary identities, merges.
 
-A patient's regional id is derived from the resident ID with a keyed hash (HMAC-SHA256 with
+A resident's regional id is derived from the resident ID with a keyed hash (HMAC-SHA256 with
 the consortium's pseudonymisation key), so the raw ID number is never an aggregate id, a URL
 or a foreign key: it lives only inside the (encrypted) ledger events and the identifiers view.
+
+A patient the exchange first meets without a resident ID (a newborn, a foreigner) gets a
+*temporary* identity, derived the same way from the identifier it came with (an institution's
+MRN or a health card). When an item later names that identifier together with a resident ID,
+or an ADT^A40 merges them, the temporary identity is merged into the resident's. A merge moves
+nothing: each identity keeps its identifiers and its entries, and readers follow
+``merged_into`` to the surviving identity, so an unmerge gives back exactly what was there.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.resident_id import ResidentId
 
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"  # 居民身份证号 (China NHC identifier OID)
+HEALTH_CARD_SYSTEM = "urn:county-hie:health-card"  # 居民健康卡
 
 
 def mrn_system(institution: str) -> str:
@@ -23,22 +31,43 @@ def mrn_system(institution: str) -> str:
     return f"urn:county-hie:mrn:{institution}"
 
 
-def patient_id_for(resident_id: ResidentId, key: bytes) -> UUID:
-    """The regional patient id for a resident ID: stable, not reversible without the key."""
-    digest = hmac.new(key, b"resident-id:" + resident_id.value.encode(), hashlib.sha256).digest()
+def _keyed(key: bytes, text: str) -> UUID:
+    digest = hmac.new(key, text.encode(), hashlib.sha256).digest()
     return UUID(bytes=digest[:16], version=4)
 
 
+def patient_id_for(resident_id: ResidentId, key: bytes) -> UUID:
+    """The regional patient id for a resident ID: stable, not reversible without the key."""
+    return _keyed(key, "resident-id:" + resident_id.value)
+
+
+def temporary_id_for(system: str, value: str, key: bytes) -> UUID:
+    """The id of the temporary identity first met under (system, value)."""
+    return _keyed(key, f"temporary:{system}|{value}")
+
+
 class PatientIdentity(Aggregate):
-    """One resident across every institution: resident ID plus the identifiers linked to it."""
+    """One person across every institution: their identifiers, and where they were merged."""
 
     @event("Registered")
-    def __init__(self, id: UUID, resident_id: str, birth_date: str, sex: str) -> None:  # noqa: A002
-        # ``id`` is patient_id_for(resident_id, key): the library takes it as the aggregate id.
+    def __init__(
+        self,
+        id: UUID,  # noqa: A002 - the library takes it as the aggregate id
+        resident_id: str | None,
+        birth_date: str | None,
+        sex: str | None,
+    ) -> None:
+        # A temporary identity has no resident ID (and so no birth date or sex from it).
         self.resident_id = resident_id
         self.birth_date = birth_date
         self.sex = sex
         self.identifiers: list[tuple[str, str]] = []
+        self.merged_into: UUID | None = None
+        self.absorbed: list[UUID] = []
+
+    @property
+    def temporary(self) -> bool:
+        return self.resident_id is None
 
     def has_identifier(self, system: str, value: str) -> bool:
         return (system, value) in self.identifiers
@@ -46,3 +75,26 @@ class PatientIdentity(Aggregate):
     @event("IdentifierLinked")
     def link_identifier(self, system: str, value: str, institution: str) -> None:
         self.identifiers.append((system, value))
+
+    @event("Merged")
+    def merge_into(self, target: UUID, institution: str, source_id: str) -> None:
+        """This identity was the same person as ``target``, which survives."""
+        if self.merged_into is not None:
+            raise ValueError("an identity that is merged away cannot be merged again")
+        if target == self.id:
+            raise ValueError("an identity cannot be merged into itself")
+        self.merged_into = target
+
+    @event("Absorbed")
+    def absorb(self, source: UUID, institution: str, source_id: str) -> None:
+        self.absorbed.append(source)
+
+    @event("Unmerged")
+    def unmerge(self, institution: str, source_id: str) -> None:
+        if self.merged_into is None:
+            raise ValueError("only a merged identity can be unmerged")
+        self.merged_into = None
+
+    @event("Released")
+    def release(self, source: UUID, institution: str, source_id: str) -> None:
+        self.absorbed.remove(source)

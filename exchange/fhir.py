@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from projections.render import RESOURCE_TYPES
+
+__all__ = ["RESOURCE_TYPES", "bundle"]
+
 FHIR_JSON = "application/fhir+json"
-RESOURCE_TYPES = {"encounter": "Encounter", "condition": "Condition",
-                  "observation": "Observation", "consent": "Consent"}
 
 
 def bundle(entries: Sequence[tuple[str, str]], *, now: datetime,

@@ -28,7 +28,7 @@ from adapters.envelope import load_public_key, verify_signature
 from audit.writer import AuditWriter
 from domain.problems import Problem
 from domain.submission import validate_envelope
-from exchange.ledger import IntegrityError, Ledger, Pending
+from exchange.ledger import Appended, IntegrityError, Ledger, Pending
 from exchange.nats import (
     GATEWAY_CONSUMER,
     deadletter_subject,
@@ -204,13 +204,21 @@ class Gateway:
             except IntegrityError:
                 await self._append_one_by_one(chunk)
                 continue
-            for item in chunk:
-                assert item.pending is not None
-                item.position = appended.positions[item.pending.key]
+            self._settle(chunk, appended)
         for twin, first in twins:
             twin.repeat, twin.position = True, first.position
             if first.pending is None:
                 twin.pending, twin.problems = None, first.problems
+
+    @staticmethod
+    def _settle(chunk: list[Checked], appended: Appended) -> None:
+        for item in chunk:
+            assert item.pending is not None
+            if item.pending.key in appended.refused:
+                item.problems = appended.refused[item.pending.key]
+                item.pending = None
+            else:
+                item.position = appended.positions[item.pending.key]
 
     def _chunks(self, items: list[Checked]) -> list[list[Checked]]:
         chunks: list[list[Checked]] = [[]]
@@ -232,7 +240,7 @@ class Gateway:
             for _ in range(3):
                 try:
                     appended = await self._sync(self.ledger.append, [pending])
-                    item.position = appended.positions[pending.key]
+                    self._settle([item], appended)
                     break
                 except IntegrityError:
                     pass

@@ -186,15 +186,18 @@ class Exchange:
             raise await self.deny(request, request_id, "read", ident, 400, Reason(
                 "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)"),
                 patient_id=patient_id, issue_type="required")
-        patient = await self.ctx.records.patient(patient_id)
-        if patient is None:
+        at = await self._at(request, request_id, ident, patient_id, purpose)
+        asked, patient_id = patient_id, await self.ctx.records.root(patient_id, at)
+        if patient_id is None:
             raise await self.deny(request, request_id, "read", ident, 404, Reason(
-                "patient.not_found", "no patient has this id"), patient_id=patient_id,
+                "patient.not_found", "no patient has this id" + (
+                    " at that time" if at is not None else "")), patient_id=asked,
                 purpose=purpose, issue_type="not-found")
+        members = await self.ctx.records.members(patient_id, at)
         decision = decide(
             AccessRequest(ident.person, ident.role, ident.institution, patient_id, purpose,
                           self.ctx.clock()),
-            await self.ctx.consent.consents(patient_id),
+            await self.ctx.consent.consents(await self.ctx.records.members(patient_id)),
             await self.ctx.consent.grants(patient_id, ident.person) if purpose == "ETREAT" else (),
         )
         if not decision.permit:
@@ -202,19 +205,41 @@ class Exchange:
                               patient_id=patient_id, purpose=purpose, decision=decision)
             raise Refused(403, decision.reasons[0].code,
                           "; ".join(r.message for r in decision.reasons), "forbidden")
-        rows = await self.ctx.records.current_entries(patient_id)
-        demographics = json.loads(patient["demographics"]) if patient["demographics"] else None
+        rows = await self.ctx.records.entries(patient_id, members, at)
+        patient = await self.ctx.records.patient(patient_id)
+        assert patient is not None
         patient_json = dumps(render_patient(
-            patient_id, identifiers=await self.ctx.records.identifiers(patient_id),
-            demographics=demographics, birth_date=patient["birth_date"].isoformat(),
+            patient_id, identifiers=await self.ctx.records.identifiers(members),
+            demographics=await self.ctx.records.demographics(members),
+            birth_date=patient["birth_date"].isoformat() if patient["birth_date"] else None,
             sex=patient["sex"]))
         entries = [(f"urn:uuid:{patient_id}", patient_json)] + [
             (f"urn:uuid:{r['entry_id']}", r["resource"]) for r in rows]
         disclosed = [f"Patient/{patient_id}"] + [
             f"{RESOURCE_TYPES.get(r['kind'], r['kind'])}/{r['entry_id']}" for r in rows]
         await self.record(request, request_id, action="read", ident=ident, patient_id=patient_id,
-                          purpose=purpose, decision=decision, disclosed=disclosed)
+                          purpose=purpose, decision=decision, disclosed=disclosed,
+                          extra={"as_of_position": at} if at is not None else None)
         return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
+
+    async def _at(self, request: Request, request_id: str, ident: Identity, patient_id: UUID,
+                  purpose: str) -> int | None:
+        """``_at=``: a ledger position (digits) or an instant with its offset; None: now."""
+        raw = request.query_params.get("_at")
+        if raw is None:
+            return None
+        try:
+            if raw.isdigit():
+                return int(raw)
+            instant = datetime.fromisoformat(raw)
+            if instant.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            raise await self.deny(request, request_id, "read", ident, 400, Reason(
+                "search.at", "_at is a ledger position or an instant with its offset, e.g. "
+                "2026-11-01T09:30:00+08:00"), patient_id=patient_id, purpose=purpose,
+                issue_type="invalid") from None
+        return await self.ctx.records.position_at(instant)
 
     async def break_glass(self, request: Request, request_id: str) -> Response:
         ident = await self.authenticate(request, request_id, "break-glass")

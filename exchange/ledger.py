@@ -27,58 +27,98 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
+from domain.clinical import MergePayload, RetractPayload, UnmergePayload
 from domain.errors import UnknownInstitution
-from domain.identity import PatientIdentity, mrn_system, patient_id_for
+from domain.identity import PatientIdentity, patient_id_for
 from domain.institution import Institution
 from domain.resident_id import ResidentId
-from domain.submission import Submission, ValidSubmission, submission_key
+from domain.problems import Problem
+from domain.submission import Submission, ValidItem, ValidSubmission, submission_key
 from exchange.errors import ConfigurationError
+from exchange.mpi import Batch, IdentityIndex, Refused, ref_keys
 
 __all__ = ["AggregateNotFoundError", "IntegrityError", "Ledger", "LedgerRecorder", "Pending"]
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
-    """The library's recorder plus a unique (institution, source_id) index in the same commit."""
+    """The library's recorder plus two side tables written in the same commit.
+
+    ``ledger_source_records``: (institution, source_id) is unique, so the ledger refuses a
+    source record twice; it also names the clinical record each item is a version of, which
+    corrections (amends, retract) must point at. ``ledger_identifiers``: the regional index,
+    (system, value) → the identity it was first linked to.
+    """
 
     source_table = "ledger_source_records"
+    identifier_table = "ledger_identifiers"
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+        schema = Identifier(datastore.schema)
+        sources, identifiers = Identifier(self.source_table), Identifier(self.identifier_table)
+        self.sql_create_statements += [
+            SQL("CREATE TABLE IF NOT EXISTS {schema}.{table} ("
                 "institution text NOT NULL, source_id text NOT NULL, submission uuid NOT NULL, "
-                "PRIMARY KEY (institution, source_id))"
-            ).format(schema=Identifier(datastore.schema), table=Identifier(self.source_table))
-        )
+                "record text, PRIMARY KEY (institution, source_id))"
+                ).format(schema=schema, table=sources),
+            SQL("CREATE INDEX IF NOT EXISTS ledger_source_records_record ON {schema}.{table} "
+                "(institution, record)").format(schema=schema, table=sources),
+            SQL("CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                "system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL, "
+                "PRIMARY KEY (system, value))").format(schema=schema, table=identifiers),
+        ]
         self._insert_source = SQL(
-            "INSERT INTO {schema}.{table} (institution, source_id, submission) VALUES (%s, %s, %s)"
-        ).format(schema=Identifier(datastore.schema), table=Identifier(self.source_table))
+            "INSERT INTO {schema}.{table} (institution, source_id, submission, record) "
+            "VALUES (%s, %s, %s, %s)").format(schema=schema, table=sources)
+        self._insert_identifier = SQL(
+            "INSERT INTO {schema}.{table} (system, value, patient_id) VALUES (%s, %s, %s)"
+        ).format(schema=schema, table=identifiers)
 
     def _insert_events(self, curs: Any, stored_events: Any, **kwargs: Any) -> None:
-        records = kwargs.get("source_records")
-        if records:
+        if records := kwargs.get("source_records"):
             curs.executemany(self._insert_source, records)
+        if identifiers := kwargs.get("identifier_records"):
+            curs.executemany(self._insert_identifier, identifiers)
         super()._insert_events(curs, stored_events, **kwargs)
+
+    def _fetch(self, statement: Any, params: tuple[Any, ...]) -> list[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params)
+            return list(curs.fetchall())
+
+    def _sql(self, text: str, table: str) -> Any:
+        return SQL(text).format(schema=Identifier(self.datastore.schema), table=Identifier(table))
 
     def positions_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Ledger positions of the first event of each given aggregate that exists."""
-        statement = SQL(
+        rows = self._fetch(self._sql(
             "SELECT originator_id, notification_id FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) AND originator_version = 1"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(originator_ids),))
-            return {row["originator_id"]: row["notification_id"] for row in curs.fetchall()}
+            "WHERE originator_id = ANY(%s) AND originator_version = 1", self.events_table_name),
+            (list(originator_ids),))
+        return {row["originator_id"]: row["notification_id"] for row in rows}
 
     def held_source_records(self, institution: str, source_ids: Sequence[str]) -> dict[str, UUID]:
-        statement = SQL(
+        rows = self._fetch(self._sql(
             "SELECT source_id, submission FROM {schema}.{table} "
-            "WHERE institution = %s AND source_id = ANY(%s)"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.source_table))
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (institution, list(source_ids)))
-            return {row["source_id"]: row["submission"] for row in curs.fetchall()}
+            "WHERE institution = %s AND source_id = ANY(%s)", self.source_table),
+            (institution, list(source_ids)))
+        return {row["source_id"]: row["submission"] for row in rows}
+
+    def held_records(self, institution: str, records: Sequence[str]) -> set[str]:
+        """Which of these clinical records the institution has sent."""
+        rows = self._fetch(self._sql(
+            "SELECT DISTINCT record FROM {schema}.{table} "
+            "WHERE institution = %s AND record = ANY(%s)", self.source_table),
+            (institution, list(records)))
+        return {row["record"] for row in rows}
+
+    def identifiers(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], UUID]:
+        """The regional index rows for these (system, value) keys."""
+        rows = self._fetch(self._sql(
+            "SELECT system, value, patient_id FROM {schema}.{table} WHERE (system, value) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))", self.identifier_table),
+            ([k[0] for k in keys], [k[1] for k in keys]))
+        return {(row["system"], row["value"]): row["patient_id"] for row in rows}
 
 
 def ledger_env(database_url: str, cipher_key: str) -> dict[str, str]:
@@ -120,6 +160,7 @@ class Pending:
 @dataclass
 class Appended:
     positions: dict[UUID, int] = field(default_factory=dict)  # submission key -> ledger position
+    refused: dict[UUID, list[Problem]] = field(default_factory=dict)  # key -> why
 
 
 class Ledger(Application[UUID]):
@@ -130,7 +171,8 @@ class Ledger(Application[UUID]):
             warnings.simplefilter("ignore", DeprecationWarning)
             super().__init__(env=ledger_env(database_url, cipher_key))
         self._pseudonym_key = pseudonym_key
-        self._identities: dict[UUID, PatientIdentity] = {}
+        self.index = IdentityIndex(pseudonym_key, self._load_identity,
+                                   self.ledger_recorder.identifiers)
 
     @property
     def ledger_recorder(self) -> LedgerRecorder:
@@ -171,71 +213,95 @@ class Ledger(Application[UUID]):
     def patient_id(self, resident_id: str) -> UUID:
         return patient_id_for(ResidentId(resident_id), self._pseudonym_key)
 
+    def _load_identity(self, pid: UUID) -> PatientIdentity | None:
+        try:
+            loaded = self.repository.get(pid)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(loaded, PatientIdentity)
+        return loaded
+
     def append(self, batch: Sequence[Pending]) -> Appended:
         """Append a batch of submissions (with the identity events they imply) in ONE commit.
 
+        A submission the regional index or the record check refuses (an identifier naming
+        another patient, a correction of a record never sent) is left out with its problems.
         Raises IntegrityError if any submission or source record is already held; the caller
         then retries one submission at a time to find which.
         """
-        aggregates: list[Any] = []
-        source_records: list[tuple[str, str, UUID]] = []
-        touched: dict[UUID, PatientIdentity] = {}
-        try:
-            for pending in batch:
-                patient_ids = [
-                    str(self._identity_for(item.payload.patient.resident_id, touched).id)
-                    for item in pending.valid.items
-                ]
-                for item in pending.valid.items:
-                    mrn = item.payload.patient.mrn
-                    if mrn:
-                        ident = self._identity_for(item.payload.patient.resident_id, touched)
-                        system = mrn_system(pending.valid.institution)
-                        if not ident.has_identifier(system, mrn):
-                            ident.link_identifier(system, mrn, pending.valid.institution)
-                aggregates.append(
-                    Submission(
-                        institution=pending.valid.institution,
-                        submission_id=pending.valid.submission_id,
-                        envelope=pending.envelope_text,
-                        patient_ids=patient_ids,
-                        received_at=pending.received_at,
-                    )
-                )
-                source_records += [
-                    (pending.valid.institution, item.source_id, pending.key)
-                    for item in pending.valid.items
-                ]
-            aggregates += touched.values()
-            recordings = self.save(*aggregates, source_records=source_records)
-        except BaseException:
-            # Unsaved events may sit on cached identities: forget them all.
-            self._identities.clear()
-            raise
-        self._identities.update(touched)
-        keys = {p.key for p in batch}
-        return Appended(
-            {r.domain_event.originator_id: r.notification.id for r in recordings
-             if r.domain_event.originator_id in keys}
-        )
-
-    def _identity_for(self, resident_id: str, touched: dict[UUID, PatientIdentity]) -> PatientIdentity:
-        rid = ResidentId(resident_id)
-        pid = patient_id_for(rid, self._pseudonym_key)
-        if pid in touched:
-            return touched[pid]
-        ident = self._identities.get(pid)
-        if ident is None:
+        refused: dict[UUID, list[Problem]] = {}
+        corrections = self._held_corrections(batch)
+        while True:
+            todo = [p for p in batch if p.key not in refused]
+            if not todo:
+                return Appended({}, refused)
             try:
-                loaded = self.repository.get(pid)
-                assert isinstance(loaded, PatientIdentity)
-                ident = loaded
-            except AggregateNotFoundError:
-                ident = PatientIdentity(
-                    id=pid, resident_id=rid.value, birth_date=rid.birth_date.isoformat(), sex=rid.sex
-                )
-        touched[pid] = ident
-        return ident
+                work = self._plan(todo, corrections, refused)
+            except _Retry:
+                continue
+            try:
+                recordings = self.save(*work.aggregates, source_records=work.source_rows,
+                                       identifier_records=work.identifier_rows)
+            except BaseException:
+                self.index.forget()  # unsaved events may sit on cached identities
+                raise
+            self.index.committed(work.batch)
+            keys = {p.key for p in todo}
+            return Appended(
+                {r.domain_event.originator_id: r.notification.id for r in recordings
+                 if r.domain_event.originator_id in keys}, refused)
+
+    def _held_corrections(self, batch: Sequence[Pending]) -> dict[str, set[str]]:
+        """Per institution, the records this batch's corrections point at that it holds."""
+        wanted: dict[str, set[str]] = {}
+        for p in batch:
+            for item in p.valid.items:
+                if target := _correction_target(item):
+                    wanted.setdefault(p.valid.institution, set()).add(target)
+        return {inst: self.ledger_recorder.held_records(inst, sorted(records))
+                for inst, records in wanted.items()}
+
+    def _plan(self, todo: list[Pending], held: dict[str, set[str]],
+              refused: dict[UUID, list[Problem]]) -> _Work:
+        work = _Work(Batch({}, {}))
+        self.index.prefetch(k for p in todo for item in p.valid.items
+                            for k in ref_keys(item.payload.patient, p.valid.institution))
+        sent: dict[str, set[str]] = {}  # records sent earlier in this batch
+        for pending in todo:
+            inst = pending.valid.institution
+            try:
+                patient_ids = [self._identity_of(item, inst, work.batch, held, sent)
+                               for item in pending.valid.items]
+            except Refused as exc:
+                refused[pending.key] = exc.problems
+                self.index.forget()  # this plan's events are void; plan again without it
+                raise _Retry from None
+            sent.setdefault(inst, set()).update(i.record for i in pending.valid.items if i.record)
+            work.aggregates.append(Submission(
+                institution=inst, submission_id=pending.valid.submission_id,
+                envelope=pending.envelope_text, patient_ids=patient_ids,
+                received_at=pending.received_at))
+            work.source_rows += [(inst, item.source_id, pending.key, item.record or None)
+                                 for item in pending.valid.items]
+        work.aggregates += work.batch.touched.values()
+        work.identifier_rows = [(k[0], k[1], pid) for k, pid in work.batch.new_keys.items()]
+        return work
+
+    def _identity_of(self, item: ValidItem, institution: str, batch: Batch,
+                     held: dict[str, set[str]], sent: dict[str, set[str]]) -> str:
+        payload = item.payload
+        target = _correction_target(item)
+        if target and target not in held.get(institution, set()) | sent.get(institution, set()):
+            raise Refused([Problem(
+                "correction.unknown_record", "this institution has sent no record with this id; "
+                "a correction must point at a record sent before",
+                "payload.record" if item.kind == "retract" else "amends",
+                item.index, item.source_id)])
+        if isinstance(payload, MergePayload):
+            self.index.apply_merge(payload, institution, batch, item)
+        elif isinstance(payload, UnmergePayload):
+            self.index.apply_unmerge(payload, institution, batch, item)
+        return str(self.index.resolve(payload.patient, institution, batch, item=item).id)
 
     def positions_of(self, keys: Iterable[UUID]) -> dict[UUID, int]:
         return self.ledger_recorder.positions_of(list(keys))
@@ -249,3 +315,21 @@ class Ledger(Application[UUID]):
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+
+
+class _Retry(Exception):
+    """A submission was refused while planning: plan the batch again without it."""
+
+
+@dataclass
+class _Work:
+    batch: Batch
+    aggregates: list[Any] = field(default_factory=list)
+    source_rows: list[tuple[str, str, UUID, str | None]] = field(default_factory=list)
+    identifier_rows: list[tuple[str, str, UUID]] = field(default_factory=list)
+
+
+def _correction_target(item: ValidItem) -> str | None:
+    if isinstance(item.payload, RetractPayload):
+        return item.payload.record
+    return item.record if item.amends else None

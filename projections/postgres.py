@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from domain.clinical import ConsentPayload, PatientPayload
+from domain.clinical import ENTRY_KINDS, ConsentPayload, PatientPayload, RetractPayload
 from domain.identity import RESIDENT_ID_SYSTEM
 from domain.submission import validate_envelope
 from projections.render import dumps, entry_id, render
@@ -29,20 +31,31 @@ NAME = "patient_record"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projection_position (
     name text PRIMARY KEY, position bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_clock (
+    position bigint PRIMARY KEY, at timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_clock_at ON ledger_clock (at);
 CREATE TABLE IF NOT EXISTS institutions (
     code text PRIMARY KEY, name text NOT NULL, level text NOT NULL, position bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS patients (
-    patient_id uuid PRIMARY KEY, birth_date date NOT NULL, sex text NOT NULL,
-    demographics jsonb, position bigint NOT NULL);
+    patient_id uuid PRIMARY KEY, birth_date date, sex text, temporary boolean NOT NULL,
+    merged_into uuid, demographics jsonb, position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS patients_merged_into ON patients (merged_into);
+CREATE TABLE IF NOT EXISTS identity_merges (
+    source uuid NOT NULL, target uuid NOT NULL, valid_from bigint NOT NULL, valid_to bigint,
+    PRIMARY KEY (source, valid_from));
+CREATE INDEX IF NOT EXISTS identity_merges_target ON identity_merges (target);
 CREATE TABLE IF NOT EXISTS patient_identifiers (
     system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL,
     institution text, position bigint NOT NULL, PRIMARY KEY (system, value));
 CREATE INDEX IF NOT EXISTS patient_identifiers_patient ON patient_identifiers (patient_id);
 CREATE TABLE IF NOT EXISTS record_entries (
-    entry_id uuid PRIMARY KEY, patient_id uuid NOT NULL, institution text NOT NULL,
-    source_id text NOT NULL, kind text NOT NULL, submission_id text NOT NULL,
-    resource text NOT NULL, valid_from bigint NOT NULL, valid_to bigint);
+    entry_id uuid NOT NULL, patient_id uuid NOT NULL, institution text NOT NULL,
+    record text NOT NULL, source_id text NOT NULL, kind text NOT NULL,
+    submission_id text NOT NULL, resource text NOT NULL, valid_from bigint NOT NULL,
+    valid_to bigint, ended_by text, PRIMARY KEY (entry_id, valid_from));
 CREATE INDEX IF NOT EXISTS record_entries_patient ON record_entries (patient_id, valid_from);
+CREATE INDEX IF NOT EXISTS record_entries_current ON record_entries (entry_id)
+    WHERE valid_to IS NULL;
 CREATE TABLE IF NOT EXISTS consents (
     consent_id uuid PRIMARY KEY, patient_id uuid NOT NULL, institution text NOT NULL,
     consent_type text NOT NULL, scope text[] NOT NULL, purposes text[] NOT NULL,
@@ -51,7 +64,8 @@ CREATE TABLE IF NOT EXISTS consents (
 CREATE INDEX IF NOT EXISTS consents_patient ON consents (patient_id);
 """
 
-TABLES = ("institutions", "patients", "patient_identifiers", "record_entries", "consents")
+TABLES = ("ledger_clock", "institutions", "patients", "identity_merges", "patient_identifiers",
+          "record_entries", "consents")
 
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
 
@@ -73,6 +87,7 @@ class PatientRecordProjection:
         self.read = read
         self.batch = batch
         self._advanced = asyncio.Condition()
+        self._names: dict[str, str] = {}  # institution code -> name
 
     async def position(self) -> int:
         return int(await self.pool.fetchval(
@@ -89,8 +104,10 @@ class PatientRecordProjection:
                 "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME)
             if current != start:
                 return 0  # another runner moved on meanwhile; read again from there
+            changes = _Changes()
             for position, event in events:
-                await self._apply(conn, position, event)
+                await self._apply(conn, changes, position, event)
+            await changes.flush(conn)
             await conn.execute(
                 "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, events[-1][0])
         async with self._advanced:
@@ -131,91 +148,244 @@ class PatientRecordProjection:
 
     # Applying one ledger event ----------------------------------------------------------------
 
-    async def _apply(self, conn: asyncpg.Connection, position: int, event: Any) -> None:
+    async def _apply(self, conn: asyncpg.Connection, changes: _Changes, position: int,
+                     event: Any) -> None:
         kind = type(event).__qualname__
+        changes.clock.append((position, event.timestamp))
         if kind == "Institution.Registered":
             await conn.execute(
                 "INSERT INTO institutions (code, name, level, position) VALUES ($1, $2, $3, $4)",
                 event.code, event.name, event.level, position)
+            self._names[event.code] = event.name
         elif kind == "PatientIdentity.Registered":
-            await conn.execute(
-                "INSERT INTO patients (patient_id, birth_date, sex, position) "
-                "VALUES ($1, $2::text::date, $3, $4)",
-                event.originator_id, event.birth_date, event.sex, position)
-            await self._identifier(conn, RESIDENT_ID_SYSTEM, event.resident_id,
-                                   event.originator_id, None, position)
+            changes.op("INSERT INTO patients (patient_id, birth_date, sex, temporary, position) "
+                       "VALUES ($1, $2::text::date, $3, $4, $5)", event.originator_id,
+                       event.birth_date, event.sex, event.resident_id is None, position)
+            if event.resident_id is not None:
+                changes.op(_INSERT_IDENTIFIER, RESIDENT_ID_SYSTEM, event.resident_id,
+                           event.originator_id, None, position)
         elif kind == "PatientIdentity.IdentifierLinked":
-            await self._identifier(conn, event.system, event.value, event.originator_id,
-                                   event.institution, position)
+            changes.op(_INSERT_IDENTIFIER, event.system, event.value, event.originator_id,
+                       event.institution, position)
+        elif kind == "PatientIdentity.Merged":
+            changes.op("UPDATE patients SET merged_into = $2 WHERE patient_id = $1",
+                       event.originator_id, event.target)
+            changes.op("INSERT INTO identity_merges (source, target, valid_from) "
+                       "VALUES ($1, $2, $3)", event.originator_id, event.target, position)
+        elif kind == "PatientIdentity.Unmerged":
+            changes.op("UPDATE patients SET merged_into = NULL WHERE patient_id = $1",
+                       event.originator_id)
+            changes.op("UPDATE identity_merges SET valid_to = $2 "
+                       "WHERE source = $1 AND valid_to IS NULL", event.originator_id, position)
         elif kind == "Submission.Accepted":
-            await self._submission(conn, position, event)
+            await self._submission(conn, changes, position, event)
 
-    async def _identifier(self, conn: asyncpg.Connection, system: str, value: str,
-                          patient_id: UUID, institution: str | None, position: int) -> None:
-        await conn.execute(
-            "INSERT INTO patient_identifiers (system, value, patient_id, institution, position) "
-            "VALUES ($1, $2, $3, $4, $5)", system, value, patient_id, institution, position)
+    async def _institution_name(self, conn: asyncpg.Connection, code: str) -> str:
+        if code not in self._names:
+            self._names[code] = await conn.fetchval(
+                "SELECT name FROM institutions WHERE code = $1", code) or code
+        return self._names[code]
 
-    async def _submission(self, conn: asyncpg.Connection, position: int, event: Any) -> None:
+    async def _submission(self, conn: asyncpg.Connection, changes: _Changes, position: int,
+                          event: Any) -> None:
         valid, problems = validate_envelope(json.loads(event.envelope))
         if valid is None:  # accepted once, so this is a code change that broke replay
             raise RuntimeError(f"ledger event at position {position} no longer validates: "
                                f"{[p.code for p in problems]}")
         institution = valid.institution
-        name = await conn.fetchval("SELECT name FROM institutions WHERE code = $1", institution)
+        name = await self._institution_name(conn, institution)
         for item, patient_id in zip(valid.items, event.patient_ids, strict=True):
             pid = UUID(patient_id)
-            rid = entry_id(institution, item.source_id)
             payload = item.payload
             if isinstance(payload, PatientPayload):
-                await conn.execute(
-                    "UPDATE patients SET demographics = $2 WHERE patient_id = $1",
-                    pid, payload.model_dump_json(exclude={"patient"}))
-                continue
-            resource = dumps(render(item.kind, payload, resource_id=rid, patient_id=pid,
-                                    institution=institution, institution_name=name or institution))
-            if isinstance(payload, ConsentPayload):
-                await conn.execute(
+                changes.op("UPDATE patients SET demographics = $2 WHERE patient_id = $1",
+                           pid, payload.model_dump_json(exclude={"patient"}))
+            elif isinstance(payload, RetractPayload):
+                changes.end(entry_id(institution, payload.record), position, "retracted")
+            elif isinstance(payload, ConsentPayload):
+                rid = entry_id(institution, item.source_id)
+                resource = dumps(render(item.kind, payload, resource_id=rid, patient_id=pid,
+                                        institution=institution, institution_name=name))
+                changes.op(
                     "INSERT INTO consents (consent_id, patient_id, institution, consent_type, "
                     "scope, purposes, valid_from, valid_to, signed_by, resource, position) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     rid, pid, institution, payload.consent_type, list(payload.scope),
                     list(payload.purposes), payload.valid_from, payload.valid_to,
                     payload.signed_by, resource, position)
-                continue
+            elif item.kind in ENTRY_KINDS:
+                eid = entry_id(institution, item.record)
+                resource = render(item.kind, payload, resource_id=eid, patient_id=pid,
+                                  institution=institution, institution_name=name)
+                resource["meta"]["versionId"] = str(position)
+                changes.end(eid, position, "amended" if item.amends else "superseded")
+                changes.entries[eid] = [
+                    eid, pid, institution, item.record, item.source_id, item.kind,
+                    valid.submission_id, dumps(resource), position, None, None]
+            # merge / unmerge: their identity events carry the change
+
+
+_INSERT_IDENTIFIER = (
+    "INSERT INTO patient_identifiers (system, value, patient_id, institution, position) "
+    "VALUES ($1, $2, $3, $4, $5)")
+_ENTRY_COLUMNS = ("entry_id", "patient_id", "institution", "record", "source_id", "kind",
+                  "submission_id", "resource", "valid_from", "valid_to", "ended_by")
+
+
+@dataclass
+class _Changes:
+    """One batch's writes, gathered so that they go to PostgreSQL in a few round trips.
+
+    ``entries`` holds the new entry versions of this batch (the latest per entry id; earlier
+    versions of the same batch are in ``done`` with their end already set); ``ends`` the
+    versions from earlier batches that this batch ends.
+    """
+
+    ops: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    entries: dict[UUID, list[Any]] = field(default_factory=dict)
+    done: list[list[Any]] = field(default_factory=list)
+    ends: dict[UUID, tuple[int, str]] = field(default_factory=dict)
+    clock: list[tuple[int, Any]] = field(default_factory=list)
+
+    def op(self, sql: str, *args: Any) -> None:
+        self.ops.append((sql, args))
+
+    def end(self, eid: UUID, position: int, why: str) -> None:
+        row = self.entries.pop(eid, None)
+        if row is not None:  # a version written in this same batch
+            row[9], row[10] = position, why
+            self.done.append(row)
+        elif eid not in self.ends:
+            self.ends[eid] = (position, why)
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        i = 0
+        while i < len(self.ops):  # consecutive statements of one kind go as one executemany
+            j = i
+            while j < len(self.ops) and self.ops[j][0] == self.ops[i][0]:
+                j += 1
+            await conn.executemany(self.ops[i][0], [args for _, args in self.ops[i:j]])
+            i = j
+        if self.ends:
+            ids = list(self.ends)
             await conn.execute(
-                "INSERT INTO record_entries (entry_id, patient_id, institution, source_id, kind, "
-                "submission_id, resource, valid_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                rid, pid, institution, item.source_id, item.kind, valid.submission_id,
-                resource, position)
+                "UPDATE record_entries SET valid_to = v.pos, ended_by = v.why FROM "
+                "unnest($1::uuid[], $2::bigint[], $3::text[]) AS v(id, pos, why) "
+                "WHERE entry_id = v.id AND valid_to IS NULL",
+                ids, [self.ends[e][0] for e in ids], [self.ends[e][1] for e in ids])
+        rows = [tuple(r) for r in (*self.done, *self.entries.values())]
+        if rows:
+            await conn.copy_records_to_table("record_entries", records=rows,
+                                             columns=_ENTRY_COLUMNS)
+        if self.clock:
+            await conn.copy_records_to_table("ledger_clock", records=self.clock,
+                                             columns=("position", "at"))
 
 
 class PatientRecordReader:
-    """Read-side queries over the shared patient record."""
+    """Read-side queries over the shared patient record.
+
+    A patient is read through its *root*: the identity it is (or was, at an earlier ledger
+    position) merged into. The root's record is the entries of every identity merged into it.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     async def find_patient(self, system: str, value: str) -> UUID | None:
+        """The (current root) patient an identifier names."""
         found = await self.pool.fetchval(
             "SELECT patient_id FROM patient_identifiers WHERE system = $1 AND value = $2",
             system, value)
+        return await self.root(found) if isinstance(found, UUID) else None
+
+    async def position_at(self, instant: datetime) -> int:
+        """The last ledger position whose event happened at or before ``instant``."""
+        return int(await self.pool.fetchval(
+            "SELECT coalesce(max(position), 0) FROM ledger_clock WHERE at <= $1", instant))
+
+    async def root(self, patient_id: UUID, at: int | None = None) -> UUID | None:
+        """The identity ``patient_id`` is merged into (itself if none); None if unknown."""
+        if at is None:
+            sql = ("WITH RECURSIVE up(id, depth) AS (SELECT patient_id, 0 FROM patients "
+                   "WHERE patient_id = $1 UNION ALL SELECT p.merged_into, up.depth + 1 "
+                   "FROM patients p JOIN up ON p.patient_id = up.id "
+                   "WHERE p.merged_into IS NOT NULL AND up.depth < 64) "
+                   "SELECT id FROM up ORDER BY depth DESC LIMIT 1")
+            found = await self.pool.fetchval(sql, patient_id)
+        else:
+            sql = ("WITH RECURSIVE up(id, depth) AS (SELECT patient_id, 0 FROM patients "
+                   "WHERE patient_id = $1 AND position <= $2 UNION ALL "
+                   "SELECT g.target, up.depth + 1 FROM identity_merges g JOIN up "
+                   "ON g.source = up.id WHERE g.valid_from <= $2 "
+                   "AND (g.valid_to IS NULL OR g.valid_to > $2) AND up.depth < 64) "
+                   "SELECT id FROM up ORDER BY depth DESC LIMIT 1")
+            found = await self.pool.fetchval(sql, patient_id, at)
         return found if isinstance(found, UUID) else None
+
+    async def members(self, root: UUID, at: int | None = None) -> list[UUID]:
+        """The root and every identity merged into it (then, at ``at``)."""
+        if at is None:
+            sql = ("WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT p.patient_id "
+                   "FROM patients p JOIN m ON p.merged_into = m.id) SELECT id FROM m")
+            rows = await self.pool.fetch(sql, root)
+        else:
+            sql = ("WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT g.source "
+                   "FROM identity_merges g JOIN m ON g.target = m.id WHERE g.valid_from <= $2 "
+                   "AND (g.valid_to IS NULL OR g.valid_to > $2)) SELECT id FROM m")
+            rows = await self.pool.fetch(sql, root, at)
+        return [r["id"] for r in rows]
 
     async def patient(self, patient_id: UUID) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            "SELECT patient_id, birth_date, sex, demographics FROM patients WHERE patient_id = $1",
-            patient_id)
+            "SELECT patient_id, birth_date, sex, temporary, demographics, merged_into "
+            "FROM patients WHERE patient_id = $1", patient_id)
 
-    async def identifiers(self, patient_id: UUID) -> list[tuple[str, str]]:
+    async def demographics(self, members: Sequence[UUID]) -> dict[str, Any] | None:
+        """The latest demographics any of these identities was sent with."""
+        found = await self.pool.fetchval(
+            "SELECT demographics FROM patients WHERE patient_id = ANY($1) "
+            "AND demographics IS NOT NULL ORDER BY position DESC LIMIT 1", list(members))
+        return json.loads(found) if found else None
+
+    async def identifiers(self, members: UUID | Sequence[UUID]) -> list[tuple[str, str]]:
+        ids = [members] if isinstance(members, UUID) else list(members)
         rows = await self.pool.fetch(
-            "SELECT system, value FROM patient_identifiers WHERE patient_id = $1 ORDER BY position",
-            patient_id)
+            "SELECT system, value FROM patient_identifiers WHERE patient_id = ANY($1) "
+            "ORDER BY position", ids)
         return [(r["system"], r["value"]) for r in rows]
 
+    async def entries(self, root: UUID, members: Sequence[UUID],
+                      at: int | None = None) -> list[asyncpg.Record]:
+        """The entries current now (or at ledger position ``at``), each as
+        (entry_id, kind, institution, resource text) with its subject the root."""
+        if at is None:
+            rows = await self.pool.fetch(
+                "SELECT entry_id, kind, institution, patient_id, resource FROM record_entries "
+                "WHERE patient_id = ANY($1) AND valid_to IS NULL ORDER BY valid_from, entry_id",
+                list(members))
+        else:
+            rows = await self.pool.fetch(
+                "SELECT entry_id, kind, institution, patient_id, resource FROM record_entries "
+                "WHERE patient_id = ANY($1) AND valid_from <= $2 "
+                "AND (valid_to IS NULL OR valid_to > $2) ORDER BY valid_from, entry_id",
+                list(members), at)
+        return [_as_root(r, root) for r in rows]
+
     async def current_entries(self, patient_id: UUID) -> list[asyncpg.Record]:
-        """The entries current now: (entry_id, kind, institution, resource text)."""
+        return await self.entries(patient_id, [patient_id])
+
+    async def history(self, entry: UUID) -> list[asyncpg.Record]:
+        """Every version of one entry, oldest first, with how each ended (for auditors)."""
         return await self.pool.fetch(
-            "SELECT entry_id, kind, institution, resource FROM record_entries "
-            "WHERE patient_id = $1 AND valid_to IS NULL ORDER BY valid_from, entry_id",
-            patient_id)
+            "SELECT valid_from, valid_to, ended_by, source_id, resource FROM record_entries "
+            "WHERE entry_id = $1 ORDER BY valid_from", entry)
+
+
+def _as_root(row: asyncpg.Record, root: UUID) -> Any:
+    """An entry of a merged identity is shown as the surviving patient's."""
+    if row["patient_id"] == root:
+        return row
+    resource = row["resource"].replace(f'"Patient/{row["patient_id"]}"', f'"Patient/{root}"')
+    return {"entry_id": row["entry_id"], "kind": row["kind"], "institution": row["institution"],
+            "patient_id": root, "resource": resource}

@@ -12,7 +12,13 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from domain.clinical import (
+    AllergyPayload,
     Coding,
+    DocumentPayload,
+    ImmunizationPayload,
+    MedicationDispensePayload,
+    MedicationRequestPayload,
+    ProcedurePayload,
     ConditionPayload,
     ConsentPayload,
     EncounterPayload,
@@ -21,6 +27,12 @@ from domain.clinical import (
 )
 from domain.identity import RESIDENT_ID_SYSTEM
 
+RESOURCE_TYPES = {
+    "encounter": "Encounter", "condition": "Condition", "observation": "Observation",
+    "consent": "Consent", "medication_request": "MedicationRequest",
+    "medication_dispense": "MedicationDispense", "procedure": "Procedure",
+    "immunization": "Immunization", "allergy": "AllergyIntolerance", "document": "DocumentReference",
+}
 INSTITUTION_SYSTEM = "urn:county-hie:institution"
 SUBMITTED_BY = "urn:county-hie:fhir:StructureDefinition:submitted-by"
 _ENTRY_NS = uuid5(NAMESPACE_URL, "urn:county-hie:entry")
@@ -106,6 +118,17 @@ def render(
             res["serviceType"] = {"text": payload.department}
         if payload.reason:
             res["reasonCode"] = [_concept(c) for c in payload.reason]
+        hospitalization: dict[str, Any] = {}
+        if payload.admit_source:
+            hospitalization["admitSource"] = {"text": payload.admit_source}
+        if payload.discharge_disposition:
+            hospitalization["dischargeDisposition"] = {"text": payload.discharge_disposition}
+        if hospitalization:
+            res["hospitalization"] = hospitalization
+        if payload.attending:
+            res["participant"] = [{"type": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                "code": "ATND"}]}], "individual": {"display": payload.attending}}]
     elif isinstance(payload, ConditionPayload):
         res = {
             "resourceType": "Condition",
@@ -170,9 +193,135 @@ def render(
                     for code in payload.scope],
             },
         }
+    elif kind in _MORE:
+        res = _MORE[kind](payload, subject, encounter_ref)
     else:
         raise TypeError(f"no FHIR rendering for kind {kind}")
     return {"id": str(resource_id), "meta": meta, "extension": ext, **res}
+
+
+Ref = dict[str, Any]
+
+
+def _medication_request(p: MedicationRequestPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "MedicationRequest", "status": p.status, "intent": p.intent,
+        "medicationCodeableConcept": _concept(p.medication), "subject": subject,
+        **enc(p.encounter), "authoredOn": p.authored.isoformat()}
+    if p.requester:
+        res["requester"] = {"display": p.requester}
+    dosage: dict[str, Any] = {}
+    if p.dosage_text:
+        dosage["text"] = p.dosage_text
+    if p.frequency:
+        dosage["timing"] = {"code": {"text": p.frequency}}
+    if p.route:
+        dosage["route"] = _concept(p.route)
+    if p.dose:
+        dosage["doseAndRate"] = [{"doseQuantity": _quantity(p.dose)}]
+    if dosage:
+        res["dosageInstruction"] = [dosage]
+    supply: dict[str, Any] = {}
+    if p.quantity:
+        supply["quantity"] = _quantity(p.quantity)
+    if p.duration_days is not None:
+        supply["expectedSupplyDuration"] = {"value": p.duration_days, "unit": "d",
+                                            "system": "http://unitsofmeasure.org", "code": "d"}
+    if supply:
+        res["dispenseRequest"] = supply
+    return res
+
+
+def _medication_dispense(p: MedicationDispensePayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "MedicationDispense", "status": p.status,
+                           "medicationCodeableConcept": _concept(p.medication),
+                           "subject": subject}
+    if p.quantity:
+        res["quantity"] = _quantity(p.quantity)
+    if p.days_supply is not None:
+        res["daysSupply"] = {"value": p.days_supply, "unit": "d",
+                             "system": "http://unitsofmeasure.org", "code": "d"}
+    if p.handed_over:
+        res["whenHandedOver"] = p.handed_over.isoformat()
+    if p.dosage_text:
+        res["dosageInstruction"] = [{"text": p.dosage_text}]
+    return res
+
+
+def _procedure(p: ProcedurePayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "Procedure", "status": p.status,
+                           "code": _concept(p.code), "subject": subject, **enc(p.encounter)}
+    if p.performed:
+        res["performedDateTime"] = p.performed.isoformat()
+    if p.body_site:
+        res["bodySite"] = [_concept(p.body_site)]
+    if p.performer:
+        res["performer"] = [{"actor": {"display": p.performer}}]
+    return res
+
+
+def _immunization(p: ImmunizationPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "Immunization", "status": p.status,
+                           "vaccineCode": _concept(p.vaccine), "patient": subject,
+                           "occurrenceDateTime": p.occurrence.isoformat()}
+    if p.lot_number:
+        res["lotNumber"] = p.lot_number
+    if p.manufacturer:
+        res["manufacturer"] = {"display": p.manufacturer}
+    if p.site:
+        res["site"] = _concept(p.site)
+    if p.route:
+        res["route"] = _concept(p.route)
+    if p.dose_number is not None:
+        res["protocolApplied"] = [{"doseNumberPositiveInt": p.dose_number}]
+    return res
+
+
+def _allergy(p: AllergyPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "AllergyIntolerance",
+        "clinicalStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+            "code": p.clinical_status}]},
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+            "code": p.verification_status}]},
+        "code": _concept(p.substance), "patient": subject}
+    if p.category:
+        res["category"] = [p.category]
+    if p.criticality:
+        res["criticality"] = p.criticality
+    if p.recorded:
+        res["recordedDate"] = p.recorded.isoformat()
+    if p.reactions:
+        res["reaction"] = [{"manifestation": [_concept(c) for c in p.reactions]}]
+    return res
+
+
+def _document(p: DocumentPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    attachment: dict[str, Any] = {
+        "contentType": p.content_type, "title": p.title, "size": p.size,
+        "creation": p.created.isoformat(),
+        # FHIR's Attachment.hash is SHA-1; the SHA-256 the sender signed is kept as an extension.
+        "extension": [{"url": "urn:county-hie:fhir:StructureDefinition:sha256",
+                       "valueString": p.sha256}]}
+    if p.data is not None:
+        attachment["data"] = p.data
+    res: dict[str, Any] = {"resourceType": "DocumentReference", "status": "current",
+                           "type": _concept(p.type), "subject": subject,
+                           "date": p.created.isoformat(), "content": [{"attachment": attachment}]}
+    if p.author:
+        res["author"] = [{"display": p.author}]
+    if p.encounter:
+        res["context"] = {"encounter": [enc(p.encounter)["encounter"]]}
+    return res
+
+
+_MORE: dict[str, Any] = {
+    "medication_request": _medication_request, "medication_dispense": _medication_dispense,
+    "procedure": _procedure, "immunization": _immunization, "allergy": _allergy,
+    "document": _document,
+}
 
 
 def render_patient(

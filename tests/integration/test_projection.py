@@ -55,7 +55,8 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
             events = await rt.sync(rt.ledger.read, after, limit)
             if after > 0:  # the batch's real events apply, then one that cannot be read
                 poison = type("Accepted", (), {"__qualname__": "Submission.Accepted",
-                                               "envelope": "{}", "patient_ids": []})()
+                                               "envelope": "{}", "patient_ids": [],
+                                               "timestamp": datetime.now(UTC)})()
                 return [*events, (10**9, poison)]
             return events
         first = PatientRecordProjection(rt.pool, crashing_read, batch=7)

@@ -107,7 +107,7 @@ async def test_bad_submissions_are_rejected_with_reasons_and_kept(exchange: Runn
     assert receipts[1]["status"] == "rejected"
     by_item = {(p.get("item"), p["field"]): p["code"] for p in problems}
     assert by_item[(0, "payload.patient.resident_id")] == "resident_id.check_digit"
-    assert by_item[(2, "payload.patient.resident_id")] == "missing"
+    assert by_item[(2, "payload.patient")] == "patient.no_identifier"
     assert (2, "payload.code") in by_item and 1 not in {i for i, _ in by_item}
     # No receipt or problem repeats the patient's ID number.
     assert bad_id not in json.dumps(receipts)
@@ -132,7 +132,7 @@ async def test_bad_submissions_are_rejected_with_reasons_and_kept(exchange: Runn
                      for m in kept)
     assert reasons == sorted([
         ["signature.invalid"],  # forged
-        ["missing", "resident_id.check_digit"],  # invalid items
+        ["missing", "patient.no_identifier", "resident_id.check_digit"],  # invalid items
         ["sender.mismatch", "signature.invalid"],  # impostor: thc-c's envelope on thc-b's subject
         ["institution.unknown", "sender.mismatch"],  # unregistered subject
         ["envelope.not_json"],  # garbage
