@@ -87,8 +87,8 @@ def _entered_in_error(ctx: Context) -> bool:
             getattr(resource, "verificationStatus", None)) == "entered-in-error" else None
     if where is not None:
         ctx.bad("fhir.entered_in_error", "the resource is marked entered-in-error, which is not a "
-                "record to share: to withdraw the record sent before, send a retract item for "
-                f"record {ctx.entry.source_id} instead", where)
+                "record to share: to withdraw the record sent before, send a retract item whose "
+                "record is this resource's source_id instead", where)
     return where is not None
 
 

@@ -21,13 +21,11 @@ from pydantic import ValidationError
 
 from domain.clinical import PatientRef
 from domain.errors import InvalidResidentId
-from domain.identity import RESIDENT_ID_SYSTEM, mrn_system
+from domain.identity import HEALTH_CARD_SYSTEM, RESIDENT_ID_SYSTEM, mrn_system
 from domain.problems import Problem
 from domain.resident_id import parse_resident_id
 
-# The same value as domain.identity.HEALTH_CARD_SYSTEM (居民健康卡), which is being added there.
-HEALTH_CARD_SYSTEM = "urn:county-hie:health-card"
-# A consortium member named by its institution code (the form the exchange writes in meta.source).
+# A consortium member named by its institution code (as the exchange's FHIR output names one).
 INSTITUTION_SYSTEM = "urn:county-hie:institution"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 LOCAL_SYSTEM = "urn:county-hie:local:"
@@ -123,11 +121,13 @@ def _patient_ref(patient: Any, institution: str) -> tuple[dict[str, str] | None,
             return None, (exc.code, exc.message)
     own = mrn_system(institution)
     mrn = next((i.value for i in ids if i.system == own), None)
+    ambiguous = False
     if mrn is None:  # typed MR, unless its system says it is another member's MRN
         typed = {i.value for i in ids if i.type and any(
             c.system == V2_0203 and c.code == "MR" for c in i.type.coding or [])
             and not (i.system or "").startswith(mrn_system(""))}
-        mrn = typed.pop() if len(typed) == 1 else None  # several: which is ours is unknown
+        ambiguous = len(typed) > 1  # several: which is ours is unknown
+        mrn = typed.pop() if len(typed) == 1 else None
     if mrn is not None:
         ref["mrn"] = mrn
     card = next((i.value for i in ids if i.system == HEALTH_CARD_SYSTEM), None)
@@ -135,8 +135,10 @@ def _patient_ref(patient: Any, institution: str) -> tuple[dict[str, str] | None,
         ref["health_card"] = card
     if not ref:
         return None, ("fhir.no_patient_identifier", "no identifier the exchange can link: "
-                      f"looked for {LOOKED_FOR.format(mrn=own)}; it and what refers to it "
-                      "are not sent")
+                      f"looked for {LOOKED_FOR.format(mrn=own)}"
+                      + ("; several identifiers are typed MR: give this institution's the "
+                         f"system {own}" if ambiguous else "")
+                      + "; it and what refers to it are not sent")
     try:
         PatientRef.model_validate(ref)
     except ValidationError as exc:

@@ -175,7 +175,7 @@ def _observation(o: Observation, ctx: Context) -> Pairs:
     if parts and not {"value_quantity", "value_string", "value_coding"} & own.keys():
         # A panel (blood pressure) says nothing of its own: its components are the results.
         ctx.note(f"a panel with no value of its own: its {len(parts)} component(s) are sent as "
-                 f"{sid}#0 to #{len(parts) - 1}")
+                 f"observations of their own, source_id suffixed #0 to #{len(parts) - 1}")
         return pairs
     return [(sid, {**common, **own}), *pairs]
 

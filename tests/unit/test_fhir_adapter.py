@@ -244,8 +244,21 @@ def test_a_patient_with_no_linkable_identifier_is_refused_with_what_refers_to_it
     message = report.problems[0].message
     assert RESIDENT_ID_SYSTEM in message and mrn_system(INSTITUTION) in message
     assert "MR" in message and HEALTH_CARD in message
+    assert "several identifiers are typed MR" in message
     assert_no_patient_data(report)
     assert all("E12345678" not in str(p) for p in report.problems)
+
+
+def test_a_malformed_health_card_is_refused_like_a_wrong_resident_id() -> None:
+    doc = bundle(patient(identifier=[{"system": RESIDENT_ID_SYSTEM, "value": RID},
+                                     {"system": HEALTH_CARD, "value": "HC-12"}]), observation())
+    report = read_fhir(doc, institution=INSTITUTION)
+    assert report.items == []
+    assert [(p.code, p.field) for p in report.problems] == [
+        ("string_pattern_mismatch", "Bundle.entry[0].resource.identifier"),
+        ("fhir.subject_refused", "Bundle.entry[1].resource.subject")]
+    assert "health_card" in report.problems[0].message
+    assert all("HC-12" not in str(p) for p in report.problems)
 
 
 @pytest.mark.parametrize(("where", "resource", "field"), [
@@ -585,7 +598,8 @@ def test_blood_pressure_components_are_observations_of_their_own() -> None:
     assert diastolic["payload"]["effective"] == "2026-03-02T09:20:00+08:00"
     assert diastolic["payload"]["category"] == "laboratory"
     assert report.skipped == ["Bundle.entry[1].resource: a panel with no value of its own: its "
-                              "2 component(s) are sent as Observation/bp#0 to #1"]
+                              "2 component(s) are sent as observations of their own, source_id "
+                              "suffixed #0 to #1"]
     # A result with a value of its own and components is sent whole as well.
     both = read_fhir(bundle(patient(), encounter(), observation(
         component=[component("8480-6", 152)])), institution=INSTITUTION)
@@ -609,7 +623,8 @@ def test_entered_in_error_is_refused_with_a_pointer_to_retract(
     [problem] = report.problems
     assert (problem.code, problem.field) == ("fhir.entered_in_error",
                                              f"Bundle.entry[2].resource.{field}")
-    assert "retract" in problem.message and problem.source_id in problem.message
+    assert "retract" in problem.message
+    assert problem.source_id == f"{resource['resourceType']}/{resource['id']}"
     assert [i["kind"] for i in report.items] == ["patient"]
 
 
