@@ -1,0 +1,446 @@
+"""CSV exports of old clinic software → canonical submission items. A pure mapper: no IO.
+
+Village clinics (村卫生室) and township public-health (公卫) systems can often only export CSV.
+Each institution ships a mapping file (adapters/csv_mapping.py, samples/csv/) saying which
+columns hold which fields, the file's encoding and delimiter (Chinese exports are often
+GB18030), and how its local codes and units become ICD-10, LOINC, ATC, CVX and UCUM.
+
+Each section of the mapping that reads a file makes one item per row: ``source_id`` is the
+section name and the row's id columns (``visit:SF20260302001``), so a re-export of the same rows
+gives the same source_ids and the ledger keeps each once. Times without an offset are taken in
+the mapping's ``timezone`` (default Asia/Shanghai, +08:00); a date alone is midnight there.
+
+A row with any problem is left out whole (every section's item of it); the others still map.
+Problems name ``row N column <name>`` (row 1 is the header, as a spreadsheet counts) and never
+repeat a cell, which may be patient data. A column the mapping names but the header lacks
+refuses the file, in one problem naming the missing columns.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from fnmatch import fnmatchcase
+from pathlib import PurePath
+from typing import Any
+from urllib.parse import quote
+
+from adapters.csv_mapping import (
+    DEFAULT_GENDERS, UCUM, CodeEntry, ConditionSection, CsvMapping, EncounterSection, FileSpec,
+    ImmunizationSection, MappingError, MedicationRequestSection, ObservationSection,
+    PatientSection, Section, Source, load_mapping,
+)
+from adapters.report import IngestReport, check_item
+from domain.errors import InvalidResidentId
+from domain.problems import Problem
+from domain.resident_id import parse_resident_id
+
+__all__ = ["CsvMapping", "MappingError", "load_mapping", "read_csv"]
+
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_BETWEEN = re.compile(r"(\d+(?:\.\d+)?)\s*(?:-|~|～|—|–|至)\s*(\d+(?:\.\d+)?)")
+_BOUND = re.compile(r"(<=|>=|<|>|≤|≥|＜|＞)\s*(\d+(?:\.\d+)?)")
+_HEALTH_CARD = re.compile(r"[0-9A-Za-z]{6,32}")
+# Row id cells are percent-encoded apart from these, so ids with spaces or "|" stay one token
+# and a combination of columns ("|"-joined) can never collide with another.
+_ID_SAFE = "!$&'()*+,-./:;=?@[]^_`{}~"
+
+
+def read_csv(data: bytes, *, mapping: CsvMapping, institution: str,
+             filename: str = "") -> IngestReport:
+    """Map one export file by the institution's mapping; say what was refused and where.
+
+    ``filename`` picks the mapping's ``[files.<name>]`` table by its ``pattern``; without it,
+    the mapping must have only one.
+    """
+    report = IngestReport()
+    if institution != mapping.institution:
+        report.problems.append(Problem("csv.institution", f"the mapping is that of institution "
+                                       f"{mapping.institution}, not of {institution}", "mapping"))
+        return report
+    picked = _pick(mapping, filename, report)
+    text = _decode(data, *picked, report) if picked else None
+    if picked is None or text is None:
+        return report
+    spec_name, spec = picked
+    sections = [(n, s) for n, s in mapping.sections.items() if s.file == spec_name]
+    rows = _rows(text, spec, report)
+    if not rows:
+        report.problems.append(Problem("csv.empty", "the file has no header row", "file"))
+        return report
+    header = [h.strip() for h in rows[0]]
+    if not _header_ok(header, _needed(mapping, spec, sections), report):
+        return report
+    width, position = len(header), {h: i for i, h in enumerate(header)}
+    for n, cells in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue  # blank lines at the end of an export
+        if len(cells) != width:
+            report.problems.append(Problem("csv.row_width", f"the row has {len(cells)} cells, "
+                                           f"the header {width}", f"row {n}"))
+            continue
+        row = Row(n, {h: cells[i] for h, i in position.items()}, mapping)
+        patient = _patient(row, spec)
+        items = [item for name, s in sections if (item := _item(row, name, s, spec, patient))]
+        for item in items:
+            if not row.problems:
+                row.problems += check_item(item, where=f"row {n} [{item['source_id']}]",
+                                           source_id=item["source_id"])
+        report.problems += row.problems
+        report.items += [] if row.problems else items
+    if len(rows) == 1:
+        report.skipped.append("file: a header and no rows (nothing to map)")
+    return report
+
+
+def _pick(mapping: CsvMapping, filename: str,
+          report: IngestReport) -> tuple[str, FileSpec] | None:
+    if filename:
+        base = PurePath(filename.replace("\\", "/")).name.lower()
+        found = [(n, f) for n, f in mapping.files.items() if fnmatchcase(base, f.pattern.lower())]
+    else:
+        found = list(mapping.files.items()) if len(mapping.files) == 1 else []
+    if len(found) == 1 and any(s.file == found[0][0] for s in mapping.sections.values()):
+        return found[0]
+    why = ("the file name matches no [files.<name>] pattern of the mapping" if not found else
+           f"the file name matches more than one [files] pattern: {', '.join(n for n, _ in found)}"
+           if len(found) > 1 else f"no section reads [files.{found[0][0]}]") if filename else \
+        "give the file's name so the mapping can pick its [files.<name>] table"
+    report.problems.append(Problem("csv.no_mapping", why, "file"))
+    return None
+
+
+def _decode(data: bytes, name: str, spec: FileSpec, report: IngestReport) -> str | None:
+    utf8 = spec.encoding in ("utf-8", "utf-8-sig")
+    if data.startswith(codecs.BOM_UTF8) and not utf8:
+        report.problems.append(Problem("csv.encoding", "the file starts with a UTF-8 byte order "
+                                       f"mark but files.{name}.encoding is {spec.encoding}: "
+                                       "set it to utf-8-sig", "file"))
+        return None
+    try:  # UTF-8 with or without the BOM Excel writes
+        text = data.decode("utf-8-sig" if utf8 else spec.encoding)
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        report.problems.append(Problem("csv.encoding", f"the file is not {spec.encoding} text "
+                                       f"(line {line}): check files.{name}.encoding", "file"))
+        return None
+    return text.removeprefix("\ufeff")
+
+
+def _rows(text: str, spec: FileSpec, report: IngestReport) -> list[list[str]]:
+    rows: list[list[str]] = []
+    try:
+        rows.extend(csv.reader(io.StringIO(text, newline=""), delimiter=spec.delimiter))
+    except csv.Error:  # the reader's message may quote the text: not repeated
+        report.problems.append(Problem("csv.malformed", "the file cannot be read as CSV from this "
+                                       "row on (a quote left open, or a cell over 128 KiB): the "
+                                       "rows after it were not read", f"row {len(rows) + 1}"))
+    return rows
+
+
+def _needed(mapping: CsvMapping, spec: FileSpec, sections: list[tuple[str, Section]]) -> list[str]:
+    needed = [*spec.id, *(c for c in (spec.resident_id, spec.mrn, spec.health_card) if c)]
+    for _, s in sections:
+        needed += [*(s.id or []), *(c for src in s.sources().values() for c in src.columns)]
+        needed += _encounter_columns(mapping, s)
+    return list(dict.fromkeys(needed))
+
+
+def _encounter_columns(mapping: CsvMapping, s: Section) -> list[str]:
+    target = getattr(s, "encounter", None)
+    if target is None:
+        return []
+    visit = mapping.section(target)
+    return list(getattr(s, "encounter_id", None) or visit.id or mapping.files[visit.file].id)
+
+
+def _header_ok(header: list[str], needed: list[str], report: IngestReport) -> bool:
+    missing = [c for c in needed if c not in header]
+    twice = [c for c in needed if header.count(c) > 1]
+    if missing:
+        hint = " (none of them is: is the mapping's encoding or delimiter right?)" if \
+            len(missing) == len(needed) else ""
+        report.problems.append(Problem("csv.missing_columns", "the header lacks column(s) the "
+                                       f"mapping names: {', '.join(missing)}{hint}", "header"))
+    if twice:
+        report.problems.append(Problem("csv.duplicate_columns", "the header has these columns "
+                                       f"more than once: {', '.join(twice)}", "header"))
+    return not missing and not twice
+
+
+class Row:
+    """One data row's cells, and the problems found mapping it (named by row and column)."""
+
+    def __init__(self, n: int, cells: dict[str, str], mapping: CsvMapping) -> None:
+        self.n, self.cells, self.mapping = n, cells, mapping
+        self.problems: list[Problem] = []
+
+    def bad(self, code: str, message: str, src: Source | None, source_id: str | None = None,
+            ) -> None:
+        where = f"row {self.n} column {src.label}" if src and src.columns else f"row {self.n}"
+        problem = Problem(code, message, where, source_id=source_id)
+        if problem not in self.problems:  # sections sharing a column find its fault once
+            self.problems.append(problem)
+
+    def text(self, src: Source | None) -> str | None:
+        if src is None:
+            return None
+        if src.value is not None:
+            return src.value
+        return " ".join(v for c in src.columns if (v := self.cells[c].strip())) or None
+
+    def need(self, src: Source) -> str | None:
+        value = self.text(src)
+        if value is None:
+            self.bad("csv.empty", "the cell is empty: the mapping needs a value here", src)
+        return value
+
+    def when(self, src: Source | None, *, required: bool = False) -> str | None:
+        """A time as ISO-8601 with an offset: the cell's own, else the mapping's timezone."""
+        value = self.need(src) if required and src else self.text(src)
+        if value is None:
+            return None
+        for fmt in (*self.mapping.datetime_formats, *self.mapping.date_formats):
+            try:
+                parsed = datetime.strptime(value, fmt)
+            except ValueError:
+                continue
+            aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=self.mapping.zone)
+            return aware.isoformat()
+        self.bad("csv.datetime", "not a date/time in the mapping's datetime_formats or "
+                 "date_formats", src)
+        return None
+
+    def day(self, src: Source | None) -> str | None:
+        value = self.text(src)
+        if value is None:
+            return None
+        for fmt in self.mapping.date_formats:
+            try:
+                return datetime.strptime(value, fmt).date().isoformat()
+            except ValueError:
+                continue
+        self.bad("csv.date", "not a date in the mapping's date_formats", src)
+        return None
+
+    def number(self, src: Source | None) -> Decimal | None:
+        value = self.text(src)
+        if value is None:
+            return None
+        if _NUMBER.fullmatch(value):
+            try:
+                return Decimal(value)
+            except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
+                pass
+        self.bad("csv.number", "not a number", src)
+        return None
+
+    def integer(self, src: Source | None) -> int | None:
+        value = self.number(src)
+        if value is not None and value != value.to_integral_value():
+            self.bad("csv.integer", "not a whole number", src)
+            return None
+        return None if value is None else int(value)
+
+    def coded(self, src: Source | None, table_name: str,
+              required: bool = True) -> tuple[CodeEntry, dict[str, Any]] | None:
+        value = (self.need(src) if required else self.text(src)) if src else None
+        if value is None:
+            return None
+        table = self.mapping.codes[table_name]
+        entry = table.map.get(value)
+        if entry is None:  # the local code itself is clinical data: not repeated
+            self.bad("csv.code_unknown", f"the code is not in the mapping's [codes.{table_name}]",
+                     src)
+            return None
+        system = self.mapping.system(table, entry)
+        version = table.version if entry.system in (None, table.system) else None
+        return entry, _compact({"system": system, "code": entry.code, "display": entry.display,
+                                "version": version})
+
+    def quantity(self, value_src: Source | None, unit_src: Source | None,
+                 default_unit: str | None = None) -> dict[str, Any] | None:
+        value = self.number(value_src)
+        unit_text = self.text(unit_src)
+        ucum = default_unit
+        if unit_text is not None:
+            ucum = self.mapping.units.get(unit_text)
+            if ucum is None:
+                self.bad("csv.unit_unknown", "the unit is not in the mapping's [units]", unit_src)
+                return None
+            if default_unit is not None and ucum != default_unit:
+                self.bad("csv.unit_mismatch", f"the unit is not {default_unit}, the one the "
+                         "mapping's code table gives for this item", unit_src)
+                return None
+        if value is None:
+            return None
+        if ucum is None:
+            self.bad("csv.unit_missing", "a number needs a unit: map a unit column or give the "
+                     "code's unit in the mapping", value_src)
+            return None
+        return {"value": str(value), "unit": unit_text or ucum, "system": UCUM, "code": ucum}
+
+
+def _item(row: Row, name: str, s: Section, spec: FileSpec,
+          patient: dict[str, str]) -> dict[str, Any] | None:
+    if s.optional and row.text(getattr(s, s.main)) is None:
+        return None  # e.g. no fasting glucose taken at this visit
+    source_id = _row_id(row, name, s.id or spec.id)
+    before = len(row.problems)
+    payload = {"patient": patient, **MAPPERS[s.kind](row, s)}
+    if encounter := _encounter_ref(row, s):
+        payload["encounter"] = encounter
+    if len(row.problems) > before or source_id is None:
+        return None
+    return {"source_id": source_id, "kind": s.kind, "payload": _compact(payload)}
+
+
+def _row_id(row: Row, section: str, columns: list[str]) -> str | None:
+    parts = [row.cells[c].strip() for c in columns]
+    if not all(parts):
+        row.bad("csv.no_id", "the row id is empty: every row needs its id columns",
+                Source(tuple(columns)))
+        return None
+    source_id = f"{section}:" + "|".join(quote(p, safe=_ID_SAFE) for p in parts)
+    if len(source_id) > 200:
+        row.bad("csv.id_too_long", "the row id is too long for a source_id (200 characters)",
+                Source(tuple(columns)))
+        return None
+    return source_id
+
+
+def _patient(row: Row, spec: FileSpec) -> dict[str, str]:
+    ref: dict[str, str] = {}
+    if spec.resident_id and (rid := row.text(Source((spec.resident_id,)))):
+        try:
+            ref["resident_id"] = parse_resident_id(rid).value
+        except InvalidResidentId as exc:  # its message names the rule, never the number
+            row.bad(exc.code, exc.message, Source((spec.resident_id,)))
+    if spec.mrn and (mrn := row.text(Source((spec.mrn,)))):
+        if len(mrn) > 128:
+            row.bad("csv.mrn", "the patient number is longer than 128 characters",
+                    Source((spec.mrn,)))
+        ref["mrn"] = mrn
+    if spec.health_card and (card := row.text(Source((spec.health_card,)))):
+        if not _HEALTH_CARD.fullmatch(card):
+            row.bad("csv.health_card", "a health card number is 6-32 letters or digits",
+                    Source((spec.health_card,)))
+        ref["health_card"] = card
+    if not ref:
+        named = tuple(c for c in (spec.resident_id, spec.mrn, spec.health_card) if c)
+        row.bad("csv.no_patient", "the row names no patient: its patient columns are empty",
+                Source(named))
+    return ref
+
+
+def _encounter_ref(row: Row, s: Section) -> str | None:
+    target = getattr(s, "encounter", None)
+    if target is None:
+        return None
+    columns = _encounter_columns(row.mapping, s)
+    parts = [row.cells[c].strip() for c in columns]
+    # A prescription written outside a visit has no visit number: it maps without the link.
+    return f"{target}:" + "|".join(quote(p, safe=_ID_SAFE) for p in parts) if all(parts) \
+        else None
+
+
+def _patient_payload(row: Row, s: PatientSection) -> dict[str, Any]:
+    gender = "unknown"
+    if (value := row.text(s.gender)) is not None:
+        genders = {**DEFAULT_GENDERS, **s.gender_values}
+        if value not in genders:
+            row.bad("csv.gender", "not a gender the mapping knows: add it to gender_values",
+                    s.gender)
+        gender = genders.get(value, "unknown")
+    return {"name": row.need(s.name), "gender": gender, "birth_date": row.day(s.birth_date)}
+
+
+def _encounter(row: Row, s: EncounterSection) -> dict[str, Any]:
+    reason = row.coded(s.reason, s.codes, required=False) if s.codes else None
+    return {"encounter_class": s.encounter_class, "status": s.status,
+            "start": row.when(s.start, required=True), "end": row.when(s.end),
+            "department": row.text(s.department), "attending": row.text(s.attending),
+            "reason": [reason[1]] if reason else []}
+
+
+def _condition(row: Row, s: ConditionSection) -> dict[str, Any]:
+    coded = row.coded(s.code, s.codes)
+    return {"code": coded and coded[1], "clinical_status": s.clinical_status,
+            "verification_status": s.verification_status, "onset": row.day(s.onset),
+            "recorded": row.when(s.recorded)}
+
+
+def _observation(row: Row, s: ObservationSection) -> dict[str, Any]:
+    coded = row.coded(s.code, s.codes)
+    entry, coding = coded or (CodeEntry(code="-"), None)
+    raw = row.need(s.value)
+    payload = {"code": coding, "status": s.status,
+               "effective": row.when(s.effective, required=True),
+               "category": entry.category or s.category}
+    # A coded item with a unit is quantitative: "l20" there is a typing error, not words.
+    if raw is not None and (entry.unit or _NUMBER.fullmatch(raw)):
+        quantity = row.quantity(s.value, s.unit, entry.unit)
+        payload["value_quantity"] = quantity
+        if quantity is not None:
+            payload["reference_range"] = _range(row, s, entry, quantity)
+    else:  # "阴性", "+", "<0.1": a result in words, kept as written, as is its range
+        payload["value_string"] = raw
+        text = row.text(s.range)
+        payload["reference_range"] = {"text": text} if text else None
+    return payload
+
+
+def _range(row: Row, s: ObservationSection, entry: CodeEntry,
+           quantity: dict[str, Any]) -> dict[str, Any] | None:
+    low, high, text = row.number(s.low), row.number(s.high), row.text(s.range)
+    if text is not None and low is None and high is None:
+        if between := _BETWEEN.fullmatch(text):
+            low, high = Decimal(between[1]), Decimal(between[2])
+        elif bound := _BOUND.fullmatch(text):
+            if bound[1] in ("<", "<=", "≤", "＜"):
+                high = Decimal(bound[2])
+            else:
+                low = Decimal(bound[2])
+        else:  # "阴性" or the like: the range as the lab wrote it
+            return {"text": text}
+    if text is None and low is None and high is None:
+        low, high = entry.low, entry.high
+    if low is None and high is None:
+        return None
+    unit = {k: quantity[k] for k in ("unit", "system", "code")}
+    return _compact({"low": None if low is None else {"value": str(low), **unit},
+                     "high": None if high is None else {"value": str(high), **unit}})
+
+
+def _medication_request(row: Row, s: MedicationRequestSection) -> dict[str, Any]:
+    coded = row.coded(s.medication, s.codes)
+    return {"medication": coded and coded[1], "status": s.status, "intent": s.intent,
+            "authored": row.when(s.authored, required=True),
+            "dosage_text": row.text(s.dosage_text), "dose": row.quantity(s.dose, s.dose_unit),
+            "frequency": row.text(s.frequency),
+            "quantity": row.quantity(s.quantity, s.quantity_unit),
+            "duration_days": row.integer(s.duration_days), "requester": row.text(s.requester)}
+
+
+def _immunization(row: Row, s: ImmunizationSection) -> dict[str, Any]:
+    coded = row.coded(s.vaccine, s.codes)
+    return {"vaccine": coded and coded[1], "status": s.status,
+            "occurrence": row.when(s.occurrence, required=True),
+            "lot_number": row.text(s.lot_number), "dose_number": row.integer(s.dose_number),
+            "manufacturer": row.text(s.manufacturer)}
+
+
+MAPPERS: dict[str, Callable[[Row, Any], dict[str, Any]]] = {
+    "patient": _patient_payload, "encounter": _encounter, "condition": _condition,
+    "observation": _observation, "medication_request": _medication_request,
+    "immunization": _immunization,
+}
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
