@@ -77,6 +77,7 @@ def read_csv(data: bytes, *, mapping: CsvMapping, institution: str,
     if not _header_ok(header, _needed(mapping, spec, sections), report):
         return report
     width, position = len(header), {h: i for i, h in enumerate(header)}
+    seen: dict[str, tuple[int, dict[str, Any]]] = {}  # source_id → (row, item)
     for n, cells in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in cells):
             continue  # blank lines at the end of an export
@@ -91,11 +92,31 @@ def read_csv(data: bytes, *, mapping: CsvMapping, institution: str,
             if not row.problems:
                 row.problems += check_item(item, where=f"row {n} [{item['source_id']}]",
                                            source_id=item["source_id"])
+        if not row.problems and (items := _first_time(row, items, seen, report)):
+            seen.update((i["source_id"], (n, i)) for i in items)
         report.problems += row.problems
         report.items += [] if row.problems else items
     if len(rows) == 1:
         report.skipped.append("file: a header and no rows (nothing to map)")
     return report
+
+
+def _first_time(row: Row, items: list[dict[str, Any]],
+                seen: dict[str, tuple[int, dict[str, Any]]],
+                report: IngestReport) -> list[dict[str, Any]]:
+    """A row exported twice in one file is sent once; the same id with other content is a
+    problem, since which of the two is right is not known."""
+    earlier = [seen[i["source_id"]] for i in items if i["source_id"] in seen]
+    if not earlier:
+        return items
+    if all(item in [e for _, e in earlier] for item in items):
+        report.skipped.append(f"row {row.n}: the same as row {earlier[0][0]} (sent once)")
+    else:
+        section = row.mapping.section(items[0]["source_id"].split(":")[0])
+        columns = section.id or row.mapping.files[section.file].id
+        row.bad("csv.duplicate_id", f"the row id repeats row {earlier[0][0]}, with other "
+                "content: export each row once", Source(tuple(columns)))
+    return []
 
 
 def _pick(mapping: CsvMapping, filename: str,
@@ -105,12 +126,14 @@ def _pick(mapping: CsvMapping, filename: str,
         found = [(n, f) for n, f in mapping.files.items() if fnmatchcase(base, f.pattern.lower())]
     else:
         found = list(mapping.files.items()) if len(mapping.files) == 1 else []
-    if len(found) == 1 and any(s.file == found[0][0] for s in mapping.sections.values()):
+    if len(found) == 1:
         return found[0]
-    why = ("the file name matches no [files.<name>] pattern of the mapping" if not found else
-           f"the file name matches more than one [files] pattern: {', '.join(n for n, _ in found)}"
-           if len(found) > 1 else f"no section reads [files.{found[0][0]}]") if filename else \
-        "give the file's name so the mapping can pick its [files.<name>] table"
+    if not filename:
+        why = "give the file's name so the mapping can pick its [files.<name>] table"
+    elif not found:  # the name itself is not repeated: it may name a person
+        why = "the file name matches no [files.<name>] pattern of the mapping"
+    else:
+        why = f"the file name matches more than one [files] pattern: {', '.join(dict(found))}"
     report.problems.append(Problem("csv.no_mapping", why, "file"))
     return None
 
@@ -138,7 +161,7 @@ def _rows(text: str, spec: FileSpec, report: IngestReport) -> list[list[str]]:
         rows.extend(csv.reader(io.StringIO(text, newline=""), delimiter=spec.delimiter))
     except csv.Error:  # the reader's message may quote the text: not repeated
         report.problems.append(Problem("csv.malformed", "the file cannot be read as CSV from this "
-                                       "row on (a quote left open, or a cell over 128 KiB): the "
+                                       "row on (a quote left open, or a cell over 131072 characters): the "
                                        "rows after it were not read", f"row {len(rows) + 1}"))
     return rows
 

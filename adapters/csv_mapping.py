@@ -23,13 +23,13 @@ from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from domain.problems import Problem
 
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the consortium is in China: times without an offset
 # GB/T 2261.1 sex codes and their Chinese words; a section's gender_values add to these.
@@ -134,7 +134,7 @@ class CodeTable(_Strict):
 class _Section(_Strict):
     file: str
     id: Columns | None = None  # instead of the file's id columns
-    optional: bool = False  # a row whose main cell is blank gives no item of this section
+    optional: StrictBool = False  # a row whose main cell is blank gives no item of this section
 
     main: ClassVar[str] = ""  # the field whose blank cell makes an optional section give nothing
 
@@ -337,6 +337,9 @@ def _cross_checks(mapping: CsvMapping, sections: dict[str, Section]) -> Any:
                           "health card or name column: source_ids are shown in reports",
                           f"{at}.id" if s.id else f"files.{s.file}.id")
     for name, spec in mapping.files.items():
+        if not any(s.file == name for s in sections.values()):
+            yield Problem("csv.mapping.unread", "no section reads this file: add a section "
+                          f'with file = "{name}", or remove the table', f"files.{name}")
         if not (spec.resident_id or spec.mrn or spec.health_card):
             yield Problem("csv.mapping.patient", "name the patient's column: resident_id, mrn "
                           "or health_card", f"files.{name}")
