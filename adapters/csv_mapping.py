@@ -149,6 +149,7 @@ class PatientSection(_Section):
     birth_date: Src | None = None
     gender_values: dict[str, Literal["male", "female", "other", "unknown"]] = Field(
         default_factory=dict)
+    main: ClassVar[str] = "name"
 
 
 class EncounterSection(_Section):
