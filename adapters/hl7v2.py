@@ -1,0 +1,225 @@
+"""HL7 v2.3–2.8 messages → canonical submission items, with an ingest report. A pure mapper.
+
+Parser: python-hl7 (``hl7``), not hl7apy. Both are maintained; python-hl7 is the one STYLE.md
+names as a model of a pure parser. It is version-agnostic and tolerant: it splits every one of
+the 139 sample messages, and what it builds is the plain tree of segments, fields,
+repetitions, components and subcomponents, so that *this* module decides what a message must
+hold and refuses the rest precisely (``PV1-19``, ``OBX[2]-6``). hl7apy's version-aware
+validation refuses whole messages for segments the exchange never reads (a PRT in an ORU, a
+PRT in a VXU) with reasons a sender cannot act on ("Invalid message"). What is done here
+before the parser: strip a byte-order mark, decode (UTF-8, or the GB 18030 / Latin-1 that
+MSH-18 names), and make every segment separator (CRLF, LF) a CR; the parser then splits
+fields with the message's own encoding characters, and splits a file into messages (FHS/BHS
+batches or consecutive MSH).
+
+Mapped message types (MSH-9): ADT A01/A03/A04/A08, and A02/A05/A06/A07/A13 as versions of
+the same visit (patient, encounter, DG1 conditions, AL1 allergies), ADT A28/A31 (patient, allergies), ADT A40 (merge), ORU^R01 (the report and its
+results as observations), ORM^O01 and OML^O21 (each ordered test an observation with status
+"registered": FHIR's "exists, no result yet", and the report that later arrives in an ORU is a
+newer version of the same ``ord:<placer number>`` record; a procedure "in preparation" would
+be a different record from its results and wrong for a lab test), RDE^O11 (medication
+requests) and VXU^V04 (immunizations). Every other type is refused as
+``hl7.unsupported_type``.
+
+Times without an offset are read in ``tz`` (default Asia/Shanghai, +08:00: the consortium is in
+China); an offset in the message wins. A time must be given to the minute, except a birth date,
+an allergy's date and an immunization's date, which are dates (the latter two are taken as the
+start of that day in ``tz``). Source ids are ``<MSH-10>/<segment>/<n>`` (the n-th segment of
+that type): the same for a resent message, distinct across messages as long as the sender's
+control ids are. Problems name the field and never repeat a value from the message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import hl7
+
+from adapters.hl7v2_fields import Msg
+from adapters.hl7v2_orders import immunizations, orders, prescriptions, results
+from adapters.hl7v2_patient import (
+    VISIT_EVENTS, Item, Ref, allergies, conditions, encounter, key, merges, patient, patient_ref)
+from adapters.report import IngestReport, check_item
+from domain.problems import Problem
+
+VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1",
+            "2.8.2")
+# MSH-18 character sets read when the bytes are not UTF-8 (HL7 table 0211 and common forms).
+CHARSETS = {"GB18030-2000": "gb18030", "GB18030": "gb18030", "GBK": "gb18030",
+            "GB2312": "gb18030", "8859/1": "latin-1", "ISO-8859-1": "latin-1"}
+_TYPE_SHAPE = re.compile(r"[A-Z0-9]{3}(\^[A-Z0-9]{3})?")
+Mapper = Callable[[Msg, Ref], list[Item]]
+
+
+def _visit(event: str) -> Mapper:
+    def mapper(msg: Msg, ref: Ref) -> list[Item]:
+        return [*encounter(msg, msg.first("PV1"), ref, event), *conditions(msg, ref),
+                *allergies(msg, ref)]
+    return mapper
+
+
+# Per message type: its mapper and the segments it reads (any other is reported as skipped).
+ADT_VISIT = {"MSH", "PID", "PV1", "PV2", "DG1", "AL1"}
+MAPPERS: dict[str, tuple[Mapper, set[str]]] = {
+    **{f"ADT^{e}": (_visit(e), ADT_VISIT) for e in VISIT_EVENTS},
+    "ADT^A28": (allergies, {"MSH", "PID", "AL1"}),
+    "ADT^A31": (allergies, {"MSH", "PID", "AL1"}),
+    "ADT^A40": (lambda msg, ref: merges(msg), {"MSH", "PID", "MRG"}),
+    "ORU^R01": (results, {"MSH", "PID", "PV1", "ORC", "OBR", "OBX"}),
+    "ORM^O01": (lambda m, r: [*orders(m, r), *conditions(m, r)],
+                {"MSH", "PID", "PV1", "ORC", "OBR", "DG1"}),
+    "OML^O21": (lambda m, r: [*orders(m, r), *conditions(m, r)],
+                {"MSH", "PID", "PV1", "ORC", "OBR", "DG1"}),
+    "RDE^O11": (prescriptions, {"MSH", "PID", "PV1", "ORC", "RXE", "RXO", "RXR", "TQ1"}),
+    "VXU^V04": (immunizations, {"MSH", "PID", "ORC", "RXA", "RXR"}),
+}
+
+
+def read_hl7v2(data: bytes | str, *, institution: str, tz: str = "Asia/Shanghai") -> IngestReport:
+    """Map HL7 v2 messages (one, or a batch or file of them) to canonical items.
+
+    ``tz`` is the IANA zone of the sender's clocks, applied to every time given without an
+    offset. Each message maps on its own: a refused message (or item) leaves the others.
+    """
+    zone = ZoneInfo(tz)  # a wrong zone name is the caller's error: it raises
+    report = IngestReport()
+    text = _decode(data, report)
+    messages = _parse(text, report) if text is not None else []
+    control_ids: set[str] = set()
+    skipped: set[str] = set()
+    for number, message in enumerate(messages, 1):
+        msg = Msg(message, institution, zone, number)
+        items = _message(msg, control_ids)
+        for where, item in items:
+            found = check_item(item, where=where, source_id=item["source_id"])
+            if found:
+                msg.problems += found
+            else:
+                report.items.append(item)
+        report.problems += msg.problems
+        if msg.type in MAPPERS:
+            reads = MAPPERS[msg.type][1]
+            for seg in msg.segments:
+                line = f"{msg.type} {seg.kind}: segment not mapped"
+                if seg.kind not in reads and line not in skipped and _TYPE_SHAPE.fullmatch(
+                        seg.kind):
+                    skipped.add(line)
+                    report.skipped.append(line)
+        report.skipped += [n for n in msg.notes if n not in report.skipped]
+    return report
+
+
+def _decode(data: bytes | str, report: IngestReport) -> str | None:
+    if isinstance(data, str):
+        text = data
+    else:
+        raw = bytes(data).removeprefix(b"\xef\xbb\xbf")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            charset = _declared_charset(raw)
+            if charset is None:
+                report.problems.append(Problem(
+                    "hl7.encoding", "the message is not UTF-8 and MSH-18 names no character "
+                    "set the adapter reads (UNICODE UTF-8, GB 18030-2000, 8859/1)", "MSH-18"))
+                return None
+            text = raw.decode(charset, errors="replace")
+    text = _normalise(text)
+    if text[:3] not in ("MSH", "FHS", "BHS"):
+        report.problems.append(Problem(
+            "hl7.not_hl7", "not an HL7 v2 message: it must start with an MSH segment (or FHS/BHS "
+            "for a batch)", "MSH"))
+        return None
+    return text
+
+
+def _normalise(text: str) -> str:
+    """One segment separator (CR) whatever the sender used; no BOM or MLLP framing."""
+    text = text.removeprefix("\ufeff").replace("\r\n", "\r").replace("\n", "\r")
+    return text.strip(" \t\r\x0b\x0c\x1c\ufeff")
+
+
+def _declared_charset(raw: bytes) -> str | None:
+    """The Python codec for the character set MSH-18 names, read with the parser."""
+    first = _normalise(raw.decode("latin-1")).split("\r", 1)[0]
+    try:
+        msh = hl7.parse(first).segment("MSH")
+        named = str(msh[18]) if len(msh) > 18 else ""
+    except (hl7.HL7Exception, ValueError, IndexError, KeyError, AssertionError, TypeError):
+        return None
+    return CHARSETS.get(named.upper().replace(" ", "").split("^")[0])
+
+
+def _parse(text: str, report: IngestReport) -> list[Any]:
+    try:
+        parsed = hl7.parse_file(text)
+        return [message for batch in parsed for message in batch]
+    except (hl7.HL7Exception, ValueError, IndexError, KeyError, AssertionError, TypeError):
+        # The parser's messages quote the offending segment: they are not passed on.
+        report.problems.append(Problem(
+            "hl7.structure", "not readable as HL7 v2: each message must start with MSH (its "
+            "field separator and encoding characters), segments before the first MSH must be "
+            "FHS/BHS, and a file holds one FHS and no nested BHS", "MSH"))
+        return []
+
+
+def _message(msg: Msg, control_ids: set[str]) -> list[Item]:
+    if not _header(msg, control_ids):
+        return []
+    pid = msg.first("PID")
+    if pid is None:
+        msg.bad("hl7.no_pid", f"a {msg.type} message needs a PID segment naming its patient",
+                "PID")
+        return []
+    ref = patient_ref(msg, pid, 3, msg.source_id(pid))
+    if ref is None:
+        return []
+    mapper = MAPPERS[msg.type][0]
+    demographics = patient(msg, pid, ref) if msg.type != "ADT^A40" else []
+    return [*demographics, *mapper(msg, ref)]
+
+
+def _header(msg: Msg, control_ids: set[str]) -> bool:
+    """MSH: encoding characters, type, version and control id, or a problem saying which."""
+    msh = msg.segments[0] if msg.segments and msg.segments[0].kind == "MSH" else None
+    if msh is None:
+        msg.bad("hl7.structure", "a message must start with its MSH segment", "MSH")
+        return False
+    separator = "".join(map(str, msh.raw[1])) if len(msh.raw) > 1 else ""
+    encoding = "".join(map(str, msh.raw[2])) if len(msh.raw) > 2 else ""
+    chars = separator + encoding
+    if len(separator) != 1 or len(encoding) not in (4, 5) or len(set(chars)) != len(chars) \
+            or any(c.isalnum() or c.isspace() for c in chars):
+        msg.bad("hl7.encoding_characters", "MSH-1 and MSH-2 must be five distinct "
+                "punctuation characters, as in MSH|^~\\&", "MSH-2")
+        return False
+    kind, event = msg.value(msh, 9, 1), msg.value(msh, 9, 2)
+    if kind is None:
+        msg.bad("hl7.message_type", "MSH-9 (message type) is needed", "MSH-9")
+        return False
+    msg.type = f"{kind}^{event}" if event else kind
+    if msg.type not in MAPPERS:
+        named = msg.type if _TYPE_SHAPE.fullmatch(msg.type) else "this message type"
+        msg.bad("hl7.unsupported_type", f"{named} is not mapped; the adapter maps "
+                f"{', '.join(MAPPERS)}", "MSH-9")
+        return False
+    version = msg.value(msh, 12)
+    if version not in VERSIONS:
+        msg.bad("hl7.unsupported_version", "MSH-12 must give an HL7 version from 2.3 to 2.8"
+                if version else "MSH-12 (version) is needed", "MSH-12")
+        return False
+    control = msg.value(msh, 10)
+    if control is None or len(key(control)) > 150:
+        msg.bad("hl7.control_id", "MSH-10 (message control id) is needed, at most 150 "
+                "characters: the items' source ids derive from it", "MSH-10")
+        return False
+    msg.control_id = key(control)
+    if msg.control_id in control_ids:
+        msg.bad("hl7.duplicate_control_id", "MSH-10 repeats the control id of an earlier "
+                "message of this input; each message needs its own", "MSH-10")
+        return False
+    control_ids.add(msg.control_id)
+    return True
