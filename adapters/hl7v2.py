@@ -50,6 +50,8 @@ VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8",
 # MSH-18 character sets read when the bytes are not UTF-8 (HL7 table 0211 and common forms).
 CHARSETS = {"GB18030-2000": "gb18030", "GB18030": "gb18030", "GBK": "gb18030",
             "GB2312": "gb18030", "8859/1": "latin-1", "ISO-8859-1": "latin-1"}
+ENCODING_RULE = ("MSH-1 and MSH-2 must be five distinct punctuation characters, as in "
+                 "MSH|^~\\&")
 _TYPE_SHAPE = re.compile(r"[A-Z0-9]{3}(\^[A-Z0-9]{3})?")
 Mapper = Callable[[Msg, Ref], list[Item]]
 
@@ -139,7 +141,8 @@ def _decode(data: bytes | str, report: IngestReport) -> str | None:
 def _normalise(text: str) -> str:
     """One segment separator (CR) whatever the sender used; no BOM or MLLP framing."""
     text = text.removeprefix("\ufeff").replace("\r\n", "\r").replace("\n", "\r")
-    return text.strip(" \t\r\x0b\x0c\x1c\ufeff")
+    # Files concatenated into a batch bring their byte-order marks along: one per message.
+    return text.replace("\r\ufeff", "\r").strip(" \t\r\x0b\x0c\x1c\ufeff")
 
 
 def _declared_charset(raw: bytes) -> str | None:
@@ -159,11 +162,24 @@ def _parse(text: str, report: IngestReport) -> list[Any]:
         return [message for batch in parsed for message in batch]
     except (hl7.HL7Exception, ValueError, IndexError, KeyError, AssertionError, TypeError):
         # The parser's messages quote the offending segment: they are not passed on.
+        headers = [line for line in text.split("\r") if line[:3] in ("MSH", "FHS", "BHS")]
+        if any(not _encoding_ok(line[3:4], line[4:].split(line[3:4])[0] if line[3:4] else "")
+               for line in headers):
+            report.problems.append(Problem("hl7.encoding_characters", ENCODING_RULE, "MSH-2"))
+            return []
         report.problems.append(Problem(
             "hl7.structure", "not readable as HL7 v2: each message must start with MSH (its "
             "field separator and encoding characters), segments before the first MSH must be "
             "FHS/BHS, and a file holds one FHS and no nested BHS", "MSH"))
         return []
+
+
+def _encoding_ok(separator: str, encoding: str) -> bool:
+    """MSH-1 and MSH-2: distinct punctuation (a fifth, the v2.7 truncation character, may be
+    given)."""
+    chars = separator + encoding
+    return len(separator) == 1 and len(encoding) in (4, 5) and len(set(chars)) == len(chars) \
+        and not any(c.isalnum() or c.isspace() for c in chars)
 
 
 def _message(msg: Msg, control_ids: set[str]) -> list[Item]:
@@ -190,11 +206,8 @@ def _header(msg: Msg, control_ids: set[str]) -> bool:
         return False
     separator = "".join(map(str, msh.raw[1])) if len(msh.raw) > 1 else ""
     encoding = "".join(map(str, msh.raw[2])) if len(msh.raw) > 2 else ""
-    chars = separator + encoding
-    if len(separator) != 1 or len(encoding) not in (4, 5) or len(set(chars)) != len(chars) \
-            or any(c.isalnum() or c.isspace() for c in chars):
-        msg.bad("hl7.encoding_characters", "MSH-1 and MSH-2 must be five distinct "
-                "punctuation characters, as in MSH|^~\\&", "MSH-2")
+    if not _encoding_ok(separator, encoding):
+        msg.bad("hl7.encoding_characters", ENCODING_RULE, "MSH-2")
         return False
     kind, event = msg.value(msh, 9, 1), msg.value(msh, 9, 2)
     if kind is None:

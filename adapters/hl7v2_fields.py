@@ -130,6 +130,11 @@ class Msg:
         text = self.unescape(raw).strip()
         return None if text in ("", _NULL) else text
 
+    def given(self, seg: Segment | None, n: int) -> bool:
+        """Whether field n holds anything at all (in any repetition or component)."""
+        return seg is not None and any(s.strip() not in ("", _NULL) for r in seg.reps(n)
+                                       for c in r for s in c)
+
     def repeats(self, seg: Segment | None, n: int) -> int:
         return len(seg.reps(n)) if seg is not None else 0
 

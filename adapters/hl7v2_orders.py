@@ -142,8 +142,8 @@ def _observation(msg: Msg, seg: Segment, code_at: int, status: str, order: str |
 
 def _value(msg: Msg, obx: Segment, sid: str) -> dict[str, Any]:
     kind = (msg.value(obx, 2) or "").upper()
-    text = msg.value(obx, 5)
-    if text is None:
+    text = msg.value(obx, 5) or ""
+    if not msg.given(obx, 5):
         return {}
     if msg.repeats(obx, 5) > 1 and kind not in TEXT:
         msg.bad("hl7.value_repeats", "OBX-5 repeats: one observation holds one value; send "
@@ -171,10 +171,14 @@ def _value(msg: Msg, obx: Segment, sid: str) -> dict[str, Any]:
             out["reference_range"] = rng
         return out
     if kind in CODED:
-        return {"value_coding": msg.coding(obx, 5)}
+        coding = msg.coding(obx, 5)
+        label = msg.value(obx, 5, 2) or msg.value(obx, 5, 9)  # text only, no code
+        return {"value_coding": coding} if coding else \
+            {"value_string": label[:500]} if label else {}
     if kind in TEXT:
         reps = range(1, msg.repeats(obx, 5) + 1)
-        return {"value_string": "\n".join(v for r in reps if (v := msg.value(obx, 5, rep=r)))}
+        joined = "\n".join(v for r in reps if (v := msg.value(obx, 5, rep=r)))
+        return {"value_string": joined} if joined else {}
     if kind in TIMES:
         parsed = msg.parse_dtm(text, "day", obx.at(5), sid)
         return {"value_string": parsed.isoformat()} if parsed else {}

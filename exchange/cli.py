@@ -78,11 +78,12 @@ async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: boo
 
 
 async def _submit(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.envelope import build_envelope, load_private_key_pem
-    from adapters.fhir import read_fhir
+    from adapters.envelope import load_private_key_pem
     from adapters.nats import SubmitClient
     from exchange.bootstrap import running_endpoints
     from exchange.nats import connect
+    from exchange.submit import Journal, MappingError, Progress, Reader, expand, find_mapping
+    from exchange.submit import is_directory_bundle
 
     key_path = Path(args.key) if args.key else settings.keys_dir / f"{args.institution}.pem"
     try:
@@ -90,54 +91,81 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read the institution's signing key {key_path}: {exc}", file=sys.stderr)
         return 2
-    files = [p for arg in args.paths for p in (sorted(Path(arg).rglob("*.json"))
-                                               if Path(arg).is_dir() else [Path(arg)])]
-    envelopes, refused = [], 0
-    now = datetime.now(UTC)
+    files = expand(args.paths)
+    try:
+        mapping = find_mapping(files, args.institution, args.mapping)
+    except (OSError, MappingError) as exc:
+        for problem in getattr(exc, "problems", [exc]):
+            print(f"mapping file: {problem}", file=sys.stderr)
+        return 2
+    directories = [f for f in files if f.suffix.lower() == ".json"
+                   and is_directory_bundle(f.read_bytes())]
+    reader = Reader(args.institution, key, batch=args.batch, mapping=mapping,
+                    directories=[f.read_bytes() for f in directories])
+    journal = Journal(settings.data_dir / "submitted" / f"{args.institution}.ids")
+    files = [f for f in files if f not in directories]
+    for f in directories:
+        print(f"{f.name}: directory bundle (references resolved from it; nothing to send)")
+
+    # The validation report first: every file read, every refusal said, before anything is sent.
+    results, problems = [], 0
     for path in files:
-        report = read_fhir(path.read_bytes(), institution=args.institution)
-        for problem in report.problems:
-            refused += 1
+        result = reader.read(path)
+        for problem in result.report.problems:
+            problems += 1
             print(f"{path.name}: not sent: {problem}")
-        for start in range(0, len(report.items), 500):
-            envelopes.append((path.name, build_envelope(
-                institution=args.institution, items=report.items[start:start + 500],
-                key=key, sent_at=now)))
+        results.append(result)
+    total = sum(len(e["events"]) for r in results for e in r.envelopes)
     if args.dry_run:
-        print(f"dry run: {len(envelopes)} submission(s) with "
-              f"{sum(len(e['events']) for _, e in envelopes)} item(s) would be sent; "
-              f"{refused} problem(s)")
-        return 1 if refused else 0
+        print(f"dry run: {len(files)} file(s), "
+              f"{sum(len(r.envelopes) for r in results)} submission(s) with {total} item(s) "
+              f"would be sent; {problems} problem(s) found")
+        return 1 if problems else 0
+
     endpoints = running_endpoints(settings)
     nc = await connect(endpoints.nats_url, f"hie-submit-{args.institution}")
+    accepted = held = rejected = 0
+    progress = Progress(total)
     try:
         client = SubmitClient(nc, settings.consortium, args.institution)
-        done = 0
-
-        def progress(receipt: dict[str, Any]) -> None:
-            nonlocal done
-            done += 1
-            print(f"\r{done}/{len(envelopes)} receipts", end="", file=sys.stderr, flush=True)
-
-        receipts = await client.submit([e for _, e in envelopes], on_receipt=progress)
-        print(file=sys.stderr)
+        for result in results:
+            todo = [e for e in result.envelopes if e["submission_id"] not in journal.ids]
+            skipped = len(result.envelopes) - len(todo)
+            held += skipped
+            progress.advance(sum(len(e["events"]) for e in result.envelopes
+                                 if e["submission_id"] in journal.ids))
+            receipts = await client.submit(
+                todo, on_receipt=lambda r, by_id={e["submission_id"]: e for e in todo}:
+                progress.advance(len(by_id[r["submission_id"]]["events"])))
+            now_accepted = []
+            for envelope in todo:
+                receipt = receipts[envelope["submission_id"]]
+                if receipt["status"] == "accepted":
+                    now_accepted.append(envelope["submission_id"])
+                    if receipt.get("repeat"):
+                        held += 1
+                    else:
+                        accepted += 1
+                else:
+                    rejected += 1
+                    for problem in receipt["problems"]:
+                        print(f"\n{result.path.name}: rejected: "
+                              f"{json.dumps(problem, ensure_ascii=False)}")
+            journal.add(now_accepted)
+            if result.envelopes:
+                state = "accepted" if not any(
+                    receipts.get(e["submission_id"], {}).get("status") == "rejected"
+                    for e in todo) else "partly rejected"
+                note = " (already held: nothing stored twice)" if skipped or any(
+                    receipts[e["submission_id"]].get("repeat") for e in todo) else ""
+                print(f"\r{result.path.name}: {state}, {len(result.envelopes)} submission(s){note}",
+                      file=sys.stdout)
+        progress.finish()
     finally:
         await nc.drain()
-    rejected = 0
-    for name, envelope in envelopes:
-        receipt = receipts[envelope["submission_id"]]
-        if receipt["status"] == "accepted":
-            # A repeat, or the receipt of an earlier send found again: stored once, earlier.
-            earlier = receipt.get("repeat") or receipt.get("received_at", "") < now.isoformat()
-            again = " (already held: nothing stored twice)" if earlier else ""
-            print(f"{name}: accepted at ledger position {receipt['positions'][0]}{again}")
-        else:
-            rejected += 1
-            for problem in receipt["problems"]:
-                print(f"{name}: rejected: {json.dumps(problem, ensure_ascii=False)}")
-    print(f"{len(envelopes) - rejected} accepted, {rejected} rejected, "
-          f"{refused} problem(s) found before sending")
-    return 1 if rejected or refused else 0
+    print(f"{accepted} submission(s) newly accepted, {held} already held, {rejected} rejected; "
+          f"{problems} problem(s) found before sending")
+    return 1 if rejected or problems else 0
 
 
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
@@ -209,11 +237,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="run the exchange (embedded servers unless HIE_*_URL are set)")
     sub.add_parser("demo", help="run the exchange with a seeded demo county")
     sub.add_parser("gateway", help="run only the gateway against a running exchange's servers")
-    s = sub.add_parser("submit", help="submit FHIR R4 files (or directories) through NATS")
-    s.add_argument("paths", nargs="+")
+    s = sub.add_parser("submit", help="submit HL7 v2, FHIR R4 and CSV files (or directories) "
+                       "through NATS; exit 1 if anything was refused")
+    s.add_argument("paths", nargs="+", help="files or directories (walked recursively)")
     s.add_argument("--institution", required=True, help="the sending institution's code")
     s.add_argument("--key", help="its Ed25519 private key (PEM); default <data dir>/keys/<code>.pem")
-    s.add_argument("--dry-run", action="store_true", help="report what would be sent, send nothing")
+    s.add_argument("--mapping", help="the CSV mapping file (TOML); default "
+                   "<institution>.mapping.toml beside the exports")
+    s.add_argument("--batch", type=int, default=500, help="items per submission (default 500)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the validation report and what would be sent; send nothing")
     t = sub.add_parser("token", help="issue a signed bearer token")
     t.add_argument("--person", required=True)
     t.add_argument("--institution", required=True)

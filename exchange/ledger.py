@@ -14,7 +14,8 @@ eventsourcing is synchronous; callers on asyncio run these methods in a bounded 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
@@ -67,18 +68,23 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL, "
                 "PRIMARY KEY (system, value))").format(schema=schema, table=identifiers),
         ]
+        # One statement per table and save (not executemany): in pipeline mode, a refused
+        # duplicate then surfaces as an IntegrityError rather than "pipeline aborted".
         self._insert_source = SQL(
             "INSERT INTO {schema}.{table} (institution, source_id, submission, record) "
-            "VALUES (%s, %s, %s, %s)").format(schema=schema, table=sources)
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::text[])"
+        ).format(schema=schema, table=sources)
         self._insert_identifier = SQL(
-            "INSERT INTO {schema}.{table} (system, value, patient_id) VALUES (%s, %s, %s)"
+            "INSERT INTO {schema}.{table} (system, value, patient_id) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[])"
         ).format(schema=schema, table=identifiers)
+        datastore.get_connection = _unprepared(datastore.get_connection)  # type: ignore[method-assign]
 
     def _insert_events(self, curs: Any, stored_events: Any, **kwargs: Any) -> None:
         if records := kwargs.get("source_records"):
-            curs.executemany(self._insert_source, records)
+            curs.execute(self._insert_source, [list(column) for column in zip(*records)])
         if identifiers := kwargs.get("identifier_records"):
-            curs.executemany(self._insert_identifier, identifiers)
+            curs.execute(self._insert_identifier, [list(column) for column in zip(*identifiers)])
         super()._insert_events(curs, stored_events, **kwargs)
 
     def _fetch(self, statement: Any, params: tuple[Any, ...]) -> list[Any]:
@@ -119,6 +125,22 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "(SELECT * FROM unnest(%s::text[], %s::text[]))", self.identifier_table),
             ([k[0] for k in keys], [k[1] for k in keys]))
         return {(row["system"], row["value"]): row["patient_id"] for row in rows}
+
+
+def _unprepared(get_connection: Callable[[], Any]) -> Callable[[], Any]:
+    """Connections that never use server-side prepared statements.
+
+    psycopg 3.3 loses track of statements prepared inside a pipeline that then fails (a
+    refused duplicate does exactly that): the next use of that pooled connection fails with
+    "prepared statement … does not exist". Parsing each statement costs little here; the
+    time of an append goes elsewhere.
+    """
+    @contextmanager
+    def wrapped() -> Iterator[Any]:
+        with get_connection() as conn:
+            conn.prepare_threshold = None
+            yield conn
+    return wrapped
 
 
 def ledger_env(database_url: str, cipher_key: str) -> dict[str, str]:
@@ -238,12 +260,21 @@ class Ledger(Application[UUID]):
             try:
                 work = self._plan(todo, corrections, refused)
             except _Retry:
+                if self.positions_of(refused):  # a resend, refused now only because it is held
+                    raise IntegrityError("the ledger already holds a submission of the batch")
                 continue
             try:
                 recordings = self.save(*work.aggregates, source_records=work.source_rows,
                                        identifier_records=work.identifier_rows)
-            except BaseException:
+            except OperationalError as exc:
                 self.index.forget()  # unsaved events may sit on cached identities
+                if "pipeline aborted" in str(exc):
+                    # psycopg sometimes reports a refused duplicate inside the save's pipeline
+                    # only as the pipeline's abort: the caller's one-by-one retry finds which.
+                    raise IntegrityError(str(exc)) from exc
+                raise
+            except BaseException:
+                self.index.forget()
                 raise
             self.index.committed(work.batch)
             keys = {p.key for p in todo}

@@ -83,15 +83,16 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
         bundle.write_text(json.dumps(demo_bundles("taoyuan-vc", [resident])[0], ensure_ascii=False))
         sent = hie("submit", str(bundle), "--institution", "taoyuan-vc", env=demo.env)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        assert "visit.json: accepted at ledger position" in sent.stdout
+        assert "visit.json: accepted, 1 submission(s)" in sent.stdout
         # ... sends it again (nothing is stored twice) ...
         again = hie("submit", str(bundle), "--institution", "taoyuan-vc", env=demo.env)
         assert again.returncode == 0 and "already held" in again.stdout
-        # ... and a Synthea bundle with no resident ID is refused before sending, with reasons.
-        synthea = next((SHARED / "fhir" / "synthea-fhir-data-pipes").glob("Ardith*.json"))
-        refused = hie("submit", str(synthea), "--institution", "taoyuan-vc", env=demo.env)
-        assert refused.returncode == 1
-        assert "fhir.no_resident_id" in refused.stdout
+        # ... and a directory of HL7 v2 messages: what maps is accepted, the rest is refused
+        # with its reason before sending, and the exit status says something was refused.
+        hl7 = hie("submit", str(SHARED / "hl7v2" / "microsoft-fhir-converter"),
+                  "--institution", "taoyuan-vc", env=demo.env)
+        assert hl7.returncode == 1, hl7.stdout + hl7.stderr
+        assert "hl7.unsupported_type" in hl7.stdout and "ADT-A01-01.hl7: accepted" in hl7.stdout
 
         # A token issued from the command line works against the running exchange.
         issued = hie("token", "--person", "inspector-2", "--institution", "bureau",
