@@ -12,6 +12,7 @@ import binascii
 import hashlib
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -65,11 +66,10 @@ class PatientRef(_Model):
     def _valid_resident_id(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            return parse_resident_id(value).value
-        except InvalidResidentId as exc:
-            # The message names the rule, never the number.
-            raise PydanticCustomError(exc.code, exc.message) from None
+        checked = _checked_resident_id(value)
+        if isinstance(checked, tuple):  # the message names the rule, never the number
+            raise PydanticCustomError(*checked)
+        return checked
 
     @model_validator(mode="after")
     def _some_identifier(self) -> PatientRef:
@@ -77,6 +77,15 @@ class PatientRef(_Model):
             raise PydanticCustomError(
                 "patient.no_identifier", "name the patient by resident_id, mrn or health_card")
         return self
+
+
+@lru_cache(maxsize=65_536)
+def _checked_resident_id(value: str) -> str | tuple[str, str]:
+    """The normalised number, or (code, message): one patient's items repeat their number."""
+    try:
+        return parse_resident_id(value).value
+    except InvalidResidentId as exc:
+        return exc.code, exc.message
 
 
 class Coding(_Model):

@@ -11,13 +11,20 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Union
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from domain.clinical import ENTRY_KINDS, ConsentPayload, Item, _PatientItem, parse_payload
+from domain.clinical import (
+    ENTRY_KINDS,
+    PAYLOAD_MODELS,
+    ConsentPayload,
+    Item,
+    _PatientItem,
+    parse_payload,
+)
 from domain.problems import Problem, problems_from_validation
 
 MAX_ITEMS = 1000
@@ -32,6 +39,21 @@ class EnvelopeModel(BaseModel):
     sent_at: AwareDatetime
     events: list[Any] = Field(min_length=1, max_length=MAX_ITEMS)
     signature: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# The fast path: the same models, with each item's payload typed by its kind, so a whole
+# envelope is validated in one call into pydantic-core instead of two calls per item. It
+# accepts exactly what the item-by-item path accepts; anything it refuses goes through that
+# path, which names every problem.
+_TYPED_ITEMS = tuple(
+    create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[call-overload]
+                 payload=(model, ...))
+    for kind, model in PAYLOAD_MODELS.items())
+
+
+class _TypedEnvelope(EnvelopeModel):
+    events: list[Annotated[Union[_TYPED_ITEMS], Field(discriminator="kind")]] = Field(  # type: ignore[valid-type]  # noqa: UP007
+        min_length=1, max_length=MAX_ITEMS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +88,8 @@ def validate_envelope(
     """
     if not isinstance(doc, dict):
         return None, [Problem("envelope.not_object", "the envelope must be a JSON object")]
+    if (fast := _validate_typed(doc, institutions)) is not None:
+        return fast, []
     try:
         env = EnvelopeModel.model_validate(doc)
     except ValidationError as exc:
@@ -120,6 +144,34 @@ def validate_envelope(
     if problems:
         return None, problems
     return ValidSubmission(env.submission_id, env.institution, env.sent_at, items), []
+
+
+def _validate_typed(doc: dict[str, Any],
+                    institutions: Collection[str] | None) -> ValidSubmission | None:
+    """The whole envelope in one validation; None when anything needs the careful path."""
+    try:
+        env = _TypedEnvelope.model_validate(doc)
+    except ValidationError:
+        return None
+    items: list[ValidItem] = []
+    seen: set[str] = set()
+    records: set[str] = set()
+    for index, item in enumerate(env.events):
+        if item.source_id in seen:
+            return None
+        seen.add(item.source_id)
+        entry = item.kind in ENTRY_KINDS
+        if entry:
+            if item.record_id in records:
+                return None
+            records.add(item.record_id)
+        payload = item.payload
+        if isinstance(payload, ConsentPayload) and institutions is not None and any(
+                c != "*" and c not in institutions for c in payload.scope):
+            return None
+        items.append(ValidItem(index, item.source_id, item.kind, payload,
+                               item.record_id if entry else "", item.amends is not None))
+    return ValidSubmission(env.submission_id, env.institution, env.sent_at, items)
 
 
 class Submission(Aggregate):

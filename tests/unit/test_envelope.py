@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+import rfc8785
 from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.envelope import (
     build_envelope,
     canonical_bytes,
     content_submission_id,
+    jcs,
     load_public_key,
     new_private_key,
     public_key_b64,
@@ -91,3 +95,40 @@ def test_envelope_level_problems() -> None:
 def test_any_json_is_answered_with_problems_not_a_crash(doc: object) -> None:
     valid, problems = validate_envelope(doc)
     assert valid is None and problems
+
+
+# The fast canonical form against the reference implementation: the same bytes, or the same
+# refusal, for any JSON value, numbers and characters of every awkward kind included.
+awkward_text = st.text(st.characters(codec="utf-8") | st.sampled_from(
+    ["\ud800", "\udfff", "\ue000", "\uffff", "\U0001f600", "\x00", "\x1f", "\x7f", "\u2028",
+     '"', "\\", "/", "血"]), max_size=8)
+awkward_numbers = (st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+                   | st.sampled_from([1e21, 1e-7, -0.0, 0.1, 2**53, 2**53 + 1, 1e15, 123456789012345678]))
+awkward_json = st.recursive(
+    st.none() | st.booleans() | awkward_numbers | awkward_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(awkward_text, inner, max_size=4),
+    max_leaves=20)
+
+
+def reference(value: object) -> bytes | type[BaseException]:
+    try:
+        return rfc8785.dumps(value)
+    except Exception as exc:  # the reference's own refusal, compared by type
+        return type(exc)
+
+
+@given(awkward_json)
+def test_fast_canonical_bytes_are_the_reference_bytes(value: object) -> None:
+    expected = reference(value)
+    if isinstance(expected, bytes):
+        assert jcs(value) == expected
+    else:
+        with pytest.raises(expected):
+            jcs(value)
+
+
+def test_canonical_bytes_of_a_real_envelope_match_the_reference() -> None:
+    envelope = sign(record_items(resident(3), "k"))
+    body = {k: v for k, v in envelope.items() if k != "signature"}
+    assert canonical_bytes(envelope) == rfc8785.dumps(body)
+    assert b"\\u" not in canonical_bytes(envelope)  # Chinese text stays as UTF-8
