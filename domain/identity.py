@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from functools import lru_cache
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -31,6 +32,7 @@ def mrn_system(institution: str) -> str:
     return f"urn:county-hie:mrn:{institution}"
 
 
+@lru_cache(maxsize=65_536)  # a patient's items repeat the same number many times
 def _keyed(key: bytes, text: str) -> UUID:
     digest = hmac.new(key, text.encode(), hashlib.sha256).digest()
     return UUID(bytes=digest[:16], version=4)

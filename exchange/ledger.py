@@ -13,10 +13,12 @@ eventsourcing is synchronous; callers on asyncio run these methods in a bounded 
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -68,23 +70,28 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL, "
                 "PRIMARY KEY (system, value))").format(schema=schema, table=identifiers),
         ]
-        # One statement per table and save (not executemany): in pipeline mode, a refused
+        # Clinical state is compressed and encrypted already: PostgreSQL need not try again.
+        self.sql_create_statements.append(SQL(
+            "ALTER TABLE {schema}.{table} ALTER COLUMN state SET STORAGE EXTERNAL"
+        ).format(schema=schema, table=Identifier(events_table_name)))
+        # One statement per table and save, its rows as one JSON parameter: psycopg dumps
+        # a string far faster than arrays of many values, and in pipeline mode a refused
         # duplicate then surfaces as an IntegrityError rather than "pipeline aborted".
         self._insert_source = SQL(
             "INSERT INTO {schema}.{table} (institution, source_id, submission, record) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::text[])"
+            "SELECT r->>0, r->>1, (r->>2)::uuid, r->>3 FROM json_array_elements(%s::json) r"
         ).format(schema=schema, table=sources)
         self._insert_identifier = SQL(
             "INSERT INTO {schema}.{table} (system, value, patient_id) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[])"
+            "SELECT r->>0, r->>1, (r->>2)::uuid FROM json_array_elements(%s::json) r"
         ).format(schema=schema, table=identifiers)
         datastore.get_connection = _unprepared(datastore.get_connection)  # type: ignore[method-assign]
 
     def _insert_events(self, curs: Any, stored_events: Any, **kwargs: Any) -> None:
         if records := kwargs.get("source_records"):
-            curs.execute(self._insert_source, [list(column) for column in zip(*records)])
+            curs.execute(self._insert_source, [_rows_json(records)])
         if identifiers := kwargs.get("identifier_records"):
-            curs.execute(self._insert_identifier, [list(column) for column in zip(*identifiers)])
+            curs.execute(self._insert_identifier, [_rows_json(identifiers)])
         super()._insert_events(curs, stored_events, **kwargs)
 
     def _fetch(self, statement: Any, params: tuple[Any, ...]) -> list[Any]:
@@ -125,6 +132,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "(SELECT * FROM unnest(%s::text[], %s::text[]))", self.identifier_table),
             ([k[0] for k in keys], [k[1] for k in keys]))
         return {(row["system"], row["value"]): row["patient_id"] for row in rows}
+
+
+def _rows_json(rows: Sequence[tuple[Any, ...]]) -> str:
+    return json.dumps(rows, ensure_ascii=False, default=str)
 
 
 def _unprepared(get_connection: Callable[[], Any]) -> Callable[[], Any]:
@@ -174,7 +185,7 @@ class Pending:
     envelope_text: str
     received_at: datetime
 
-    @property
+    @cached_property
     def key(self) -> UUID:
         return submission_key(self.valid.institution, self.valid.submission_id)
 
@@ -194,7 +205,8 @@ class Ledger(Application[UUID]):
             super().__init__(env=ledger_env(database_url, cipher_key))
         self._pseudonym_key = pseudonym_key
         self.index = IdentityIndex(pseudonym_key, self._load_identity,
-                                   self.ledger_recorder.identifiers)
+                                   self.ledger_recorder.identifiers,
+                                   lambda ids: set(self.positions_of(ids)))
 
     @property
     def ledger_recorder(self) -> LedgerRecorder:
@@ -298,10 +310,11 @@ class Ledger(Application[UUID]):
         self.index.prefetch(k for p in todo for item in p.valid.items
                             for k in ref_keys(item.payload.patient, p.valid.institution))
         sent: dict[str, set[str]] = {}  # records sent earlier in this batch
+        memo: dict[tuple[str, str | None, str | None, str | None], str] = {}
         for pending in todo:
             inst = pending.valid.institution
             try:
-                patient_ids = [self._identity_of(item, inst, work.batch, held, sent)
+                patient_ids = [self._identity_of(item, inst, work.batch, held, sent, memo)
                                for item in pending.valid.items]
             except Refused as exc:
                 refused[pending.key] = exc.problems
@@ -314,12 +327,19 @@ class Ledger(Application[UUID]):
                 received_at=pending.received_at))
             work.source_rows += [(inst, item.source_id, pending.key, item.record or None)
                                  for item in pending.valid.items]
-        work.aggregates += work.batch.touched.values()
+        # Identities first: a patient's registration precedes, in ledger order, the
+        # submission that introduced them, so a projection that applies the submission's
+        # demographics finds the patient there, wherever its batches happen to end.
+        work.aggregates[:0] = work.batch.touched.values()
         work.identifier_rows = [(k[0], k[1], pid) for k, pid in work.batch.new_keys.items()]
         return work
 
     def _identity_of(self, item: ValidItem, institution: str, batch: Batch,
-                     held: dict[str, set[str]], sent: dict[str, set[str]]) -> str:
+                     held: dict[str, set[str]], sent: dict[str, set[str]],
+                     memo: dict[tuple[str, str | None, str | None, str | None], str]) -> str:
+        """The identity an item is about. A reference already resolved in this plan resolves
+        the same way again (its identifiers are linked by then) until a merge or an unmerge
+        changes who is who, so ``memo`` keeps the answers until one does."""
         payload = item.payload
         target = _correction_target(item)
         if target and target not in held.get(institution, set()) | sent.get(institution, set()):
@@ -329,10 +349,16 @@ class Ledger(Application[UUID]):
                 "payload.record" if item.kind == "retract" else "amends",
                 item.index, item.source_id)])
         if isinstance(payload, MergePayload):
+            memo.clear()
             self.index.apply_merge(payload, institution, batch, item)
         elif isinstance(payload, UnmergePayload):
+            memo.clear()
             self.index.apply_unmerge(payload, institution, batch, item)
-        return str(self.index.resolve(payload.patient, institution, batch, item=item).id)
+        ref = payload.patient
+        key = (institution, ref.resident_id, ref.mrn, ref.health_card)
+        if (known := memo.get(key)) is None:
+            known = memo[key] = str(self.index.resolve(ref, institution, batch, item=item).id)
+        return known
 
     def positions_of(self, keys: Iterable[UUID]) -> dict[UUID, int]:
         return self.ledger_recorder.positions_of(list(keys))

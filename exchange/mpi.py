@@ -71,8 +71,9 @@ class IdentityIndex:
     """Resolves references to identities, creating, linking and merging as the rules say.
 
     ``load(id)`` returns a stored identity or None; ``lookup(keys)`` returns the stored index
-    rows for the keys. Both are the ledger's. Loaded identities are cached (bounded); the
-    cache is dropped whenever a save fails, since its versions may then be ahead of the store.
+    rows for the keys; ``stored(ids)`` which of these identities the ledger holds. All three
+    are the ledger's. Loaded identities are cached (bounded); the cache is dropped whenever a
+    save fails, since its versions may then be ahead of the store.
     """
 
     def __init__(
@@ -80,14 +81,17 @@ class IdentityIndex:
         key: bytes,
         load: Callable[[UUID], PatientIdentity | None],
         lookup: Callable[[list[Key]], dict[Key, UUID]],
+        stored: Callable[[list[UUID]], set[UUID]] | None = None,
         *,
         cache_size: int = 20_000,
     ) -> None:
         self._key = key
         self._load = load
         self._lookup = lookup
+        self._stored = stored
         self._cache: OrderedDict[UUID, PatientIdentity] = OrderedDict()
         self._index: OrderedDict[Key, UUID | None] = OrderedDict()  # None: not in the index
+        self._absent: set[UUID] = set()  # identities the ledger did not hold when asked
         self._cache_size = cache_size
 
     # The cache ---------------------------------------------------------------------------
@@ -95,11 +99,13 @@ class IdentityIndex:
     def forget(self) -> None:
         self._cache.clear()
         self._index.clear()
+        self._absent.clear()
 
     def committed(self, batch: Batch) -> None:
         for pid, ident in batch.touched.items():
             self._cache[pid] = ident
             self._cache.move_to_end(pid)
+        self._absent.difference_update(batch.touched)
         for k, pid in batch.new_keys.items():
             self._index[k] = pid
         while len(self._cache) > self._cache_size:
@@ -108,16 +114,31 @@ class IdentityIndex:
             self._index.popitem(last=False)
 
     def prefetch(self, keys: Iterable[Key]) -> None:
-        missing = [k for k in set(keys) if k not in self._index and k[0] != RESIDENT_ID_SYSTEM]
+        """Ask the ledger in two queries what a batch's references need: the index rows of
+        its identifiers, and which of its residents' identities exist at all (a resident
+        seen for the first time then costs no load)."""
+        wanted = set(keys)
+        missing = [k for k in wanted if k not in self._index and k[0] != RESIDENT_ID_SYSTEM]
         if missing:
             found = self._lookup(missing)
             self._index.update({k: found.get(k) for k in missing})
+        if self._stored is None:
+            return
+        if len(self._absent) > self._cache_size:
+            self._absent.clear()
+        residents = {patient_id_for(ResidentId(k[1]), self._key) for k in wanted
+                     if k[0] == RESIDENT_ID_SYSTEM}
+        unknown = [pid for pid in residents if pid not in self._cache and pid not in self._absent]
+        if unknown:
+            self._absent.update(set(unknown) - self._stored(unknown))
 
     # Resolution --------------------------------------------------------------------------
 
     def _get(self, pid: UUID, batch: Batch) -> PatientIdentity | None:
         if pid in batch.touched:
             return batch.touched[pid]
+        if pid in self._absent:
+            return None
         ident = self._cache.get(pid) or self._load(pid)
         if ident is not None:
             batch.touched[pid] = ident

@@ -158,14 +158,14 @@ class PatientRecordProjection:
                 event.code, event.name, event.level, position)
             self._names[event.code] = event.name
         elif kind == "PatientIdentity.Registered":
-            changes.op("INSERT INTO patients (patient_id, birth_date, sex, temporary, position) "
+            changes.first("INSERT INTO patients (patient_id, birth_date, sex, temporary, position) "
                        "VALUES ($1, $2::text::date, $3, $4, $5)", event.originator_id,
                        event.birth_date, event.sex, event.resident_id is None, position)
             if event.resident_id is not None:
-                changes.op(_INSERT_IDENTIFIER, RESIDENT_ID_SYSTEM, event.resident_id,
-                           event.originator_id, None, position)
+                changes.first(_INSERT_IDENTIFIER, RESIDENT_ID_SYSTEM, event.resident_id,
+                              event.originator_id, None, position)
         elif kind == "PatientIdentity.IdentifierLinked":
-            changes.op(_INSERT_IDENTIFIER, event.system, event.value, event.originator_id,
+            changes.first(_INSERT_IDENTIFIER, event.system, event.value, event.originator_id,
                        event.institution, position)
         elif kind == "PatientIdentity.Merged":
             changes.op("UPDATE patients SET merged_into = $2 WHERE patient_id = $1",
@@ -236,16 +236,22 @@ _ENTRY_COLUMNS = ("entry_id", "patient_id", "institution", "record", "source_id"
 class _Changes:
     """One batch's writes, gathered so that they go to PostgreSQL in a few round trips.
 
+    ``inserts`` are new patients and identifiers: nothing earlier in a batch depends on them,
+    so they go first, each kind in one statement; ``ops`` are the rest, in ledger order.
     ``entries`` holds the new entry versions of this batch (the latest per entry id; earlier
     versions of the same batch are in ``done`` with their end already set); ``ends`` the
     versions from earlier batches that this batch ends.
     """
 
+    inserts: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     ops: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     entries: dict[UUID, list[Any]] = field(default_factory=dict)
     done: list[list[Any]] = field(default_factory=list)
     ends: dict[UUID, tuple[int, str]] = field(default_factory=dict)
     clock: list[tuple[int, Any]] = field(default_factory=list)
+
+    def first(self, sql: str, *args: Any) -> None:
+        self.inserts.append((sql, args))
 
     def op(self, sql: str, *args: Any) -> None:
         self.ops.append((sql, args))
@@ -259,6 +265,8 @@ class _Changes:
             self.ends[eid] = (position, why)
 
     async def flush(self, conn: asyncpg.Connection) -> None:
+        for sql in dict.fromkeys(sql for sql, _ in self.inserts):
+            await conn.executemany(sql, [args for s, args in self.inserts if s == sql])
         i = 0
         while i < len(self.ops):  # consecutive statements of one kind go as one executemany
             j = i

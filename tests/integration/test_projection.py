@@ -79,6 +79,9 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
             assert await conn.fetchval("SELECT count(*) FROM record_entries") == 16 * 3
             assert await conn.fetchval("SELECT count(*) FROM consents") == 8
             assert await conn.fetchval("SELECT count(*) FROM patients") == 16
+            # Each patient's demographics came with the submission that introduced them.
+            assert await conn.fetchval(
+                "SELECT count(*) FROM patients WHERE demographics IS NULL") == 0
 
         # Rebuilt from the ledger, the projection is the same, row for row.
         await second.rebuild()
