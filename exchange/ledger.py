@@ -39,6 +39,7 @@ from domain.problems import Problem
 from domain.submission import Submission, ValidItem, ValidSubmission, submission_key
 from exchange.errors import ConfigurationError
 from exchange.mpi import Batch, IdentityIndex, Refused, ref_keys
+from projections.postgres import LEDGER_CHANNEL
 
 __all__ = ["AggregateNotFoundError", "IntegrityError", "Ledger", "LedgerRecorder", "Pending"]
 
@@ -85,6 +86,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{table} (system, value, patient_id) "
             "SELECT r->>0, r->>1, (r->>2)::uuid FROM json_array_elements(%s::json) r"
         ).format(schema=schema, table=identifiers)
+        self._notify = SQL("NOTIFY {channel}").format(channel=Identifier(LEDGER_CHANNEL))
         datastore.get_connection = _unprepared(datastore.get_connection)  # type: ignore[method-assign]
 
     def _insert_events(self, curs: Any, stored_events: Any, **kwargs: Any) -> None:
@@ -93,6 +95,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
         if identifiers := kwargs.get("identifier_records"):
             curs.execute(self._insert_identifier, [_rows_json(identifiers)])
         super()._insert_events(curs, stored_events, **kwargs)
+        curs.execute(self._notify)  # delivered at commit: projections wake at once
 
     def _fetch(self, statement: Any, params: tuple[Any, ...]) -> list[Any]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -9,6 +9,7 @@ event twice. Every entry row keeps the ledger position at which it became curren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,9 @@ from projections.render import dumps, entry_id, render
 log = logging.getLogger(__name__)
 
 NAME = "patient_record"
+# The ledger NOTIFYs this channel in each commit that appends: a runner that has caught up
+# wakes on it rather than on its next poll (the poll stays, should the LISTEN connection die).
+LEDGER_CHANNEL = "hie_ledger"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projection_position (
@@ -116,16 +120,37 @@ class PatientRecordProjection:
 
     async def run(self, stop: asyncio.Event, idle: float = 0.05) -> None:
         """Follow the ledger until ``stop``; any failure restarts from the tracked position."""
-        while not stop.is_set():
-            try:
-                if await self.catch_up_once() == 0:
-                    try:
-                        await asyncio.wait_for(stop.wait(), idle)
-                    except TimeoutError:
-                        pass
-            except Exception:
-                log.exception("projection %s failed; restarting from its tracked position", NAME)
-                await asyncio.sleep(1.0)
+        appended = asyncio.Event()
+
+        def wake(*_: Any) -> None:
+            appended.set()
+
+        listener = await self._listen(wake)
+        try:
+            while not stop.is_set():
+                appended.clear()  # a commit during this round wakes the next one at once
+                try:
+                    if await self.catch_up_once() == 0:
+                        await _first(stop, appended, timeout=idle)
+                except Exception:
+                    log.exception("projection %s failed; restarting from its tracked position",
+                                  NAME)
+                    await asyncio.sleep(1.0)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(LEDGER_CHANNEL, wake)
+                with contextlib.suppress(Exception):
+                    await self.pool.release(listener)
+
+    async def _listen(self, wake: Callable[..., None]) -> asyncpg.Connection | None:
+        try:
+            conn = await self.pool.acquire()
+            await conn.add_listener(LEDGER_CHANNEL, wake)
+            return conn
+        except Exception:  # polling alone still follows the ledger
+            log.warning("projection %s cannot LISTEN; polling only", NAME)
+            return None
 
     async def wait_for(self, position: int, timeout: float = 30.0) -> None:
         """Wait until the projection has applied the ledger up to ``position``."""
@@ -288,6 +313,16 @@ class _Changes:
         if self.clock:
             await conn.copy_records_to_table("ledger_clock", records=self.clock,
                                              columns=("position", "at"))
+
+
+async def _first(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until any of the events is set, or the timeout passes."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 class PatientRecordReader:
