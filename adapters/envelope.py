@@ -97,7 +97,7 @@ def verify_signature(doc: dict[str, Any], public_key: Ed25519PublicKey) -> bool:
     try:
         signature = base64.b64decode(doc["signature"], validate=True)
         public_key.verify(signature, canonical_bytes(doc))
-    except (InvalidSignature, ValueError, KeyError, TypeError):
+    except (InvalidSignature, ValueError, KeyError, TypeError, RecursionError):
         return False
     return True
 

@@ -38,6 +38,16 @@ from exchange.nats import (
 
 log = logging.getLogger(__name__)
 
+# A message that fails alone this many times while the servers answer is set aside.
+POISON_DELIVERIES = 3
+
+
+async def _nak(msg: Msg, delay: float) -> None:
+    try:
+        await msg.nak(delay=delay)
+    except Exception:  # the server redelivers after ack_wait anyway
+        log.warning("could not nak a submission; it comes back after the ack wait")
+
 
 @dataclass
 class Checked:
@@ -59,8 +69,9 @@ class Gateway:
         *,
         executor: ThreadPoolExecutor,
         batch_max_bytes: int = 256_000,
-        fetch_batch: int = 200,
+        fetch_batch: int = 64,
         audit: AuditWriter | None = None,
+        retry_delay: float = 2.0,
     ) -> None:
         self.audit = audit
         self.ledger = ledger
@@ -68,7 +79,10 @@ class Gateway:
         self.consortium = consortium
         self.executor = executor
         self.batch_max_bytes = batch_max_bytes
+        # At most fetch_batch × 1 MiB of submissions in hand at once: memory stays bounded
+        # however many wait in the stream (the consumer's max_ack_pending bounds the rest).
         self.fetch_batch = fetch_batch
+        self.retry_delay = retry_delay
         self._keys: dict[str, Ed25519PublicKey] = {}
         self.accepted = 0
         self.rejected = 0
@@ -95,12 +109,57 @@ class Gateway:
             try:
                 await self.process(msgs)
             except Exception:
-                # Infrastructure trouble (database, broker): nothing was acked, so the batch
-                # comes back; wait a moment rather than spin.
-                log.exception("gateway batch failed; %d message(s) will be redelivered", len(msgs))
-                for msg in msgs:
-                    await msg.nak(delay=2.0)
-                await asyncio.sleep(1.0)
+                log.exception("gateway batch of %d failed; trying its messages one by one",
+                              len(msgs))
+                await self._one_by_one(msgs)
+
+    async def _one_by_one(self, msgs: Sequence[Msg]) -> None:
+        """After a failed batch: each message alone, so one poison message cannot hold the
+        others back. If the servers are unwell, nothing is rejected: everything comes back
+        later. If they are well and one message alone keeps failing, it is rejected (kept in
+        the dead-letter stream, answered with a receipt) after POISON_DELIVERIES tries."""
+        for i, msg in enumerate(msgs):
+            try:
+                await self.process([msg])
+                continue
+            except Exception:
+                log.exception("gateway failed on one submission")
+            if not await self._healthy():
+                for rest in msgs[i:]:
+                    await _nak(rest, self.retry_delay)
+                await asyncio.sleep(self.retry_delay / 2)
+                return
+            delivered = msg.metadata.num_delivered if msg.metadata else 1
+            if delivered < POISON_DELIVERIES:
+                await _nak(msg, self.retry_delay)
+                continue
+            try:
+                await self._reject_poison(msg, delivered)
+            except Exception:
+                log.exception("could not set a failing submission aside; it will come back")
+                await _nak(msg, self.retry_delay)
+
+    async def _healthy(self) -> bool:
+        """Whether the ledger's database and the broker answer."""
+        try:
+            await asyncio.wait_for(self._sync(self.ledger.max_position), 10)
+            await asyncio.wait_for(self.js._nc.flush(), 10)  # noqa: SLF001 - the connection
+        except Exception:
+            return False
+        return True
+
+    async def _reject_poison(self, msg: Msg, delivered: int) -> None:
+        item = Checked(msg, msg.subject.rsplit(".", 1)[-1],
+                       (msg.headers or {}).get("Nats-Msg-Id"))
+        item.problems = [Problem(
+            "gateway.internal_error", f"the exchange failed {delivered} times to process this "
+            "submission while its servers were well; it is kept in the dead-letter stream for "
+            "the exchange's operators, who have the details in their log. Nothing of it was "
+            "stored")]
+        await self._answer(item)
+        if self.audit is not None:
+            await self.audit.append(self._audit_record(item), datetime.now(UTC))
+        await msg.ack_sync()
 
     async def process(self, msgs: Sequence[Msg]) -> list[Checked]:
         received_at = datetime.now(UTC)
@@ -150,6 +209,10 @@ class Gateway:
             doc = json.loads(text)
         except (UnicodeDecodeError, ValueError):
             result.problems = [Problem("envelope.not_json", "the submission is not UTF-8 JSON")]
+            return result
+        except RecursionError:
+            result.problems = [Problem("envelope.too_deep", "the submission nests JSON arrays "
+                                       "or objects deeper than any envelope does")]
             return result
         if not isinstance(doc, dict):
             result.problems = [Problem("envelope.not_object", "the envelope must be a JSON object")]

@@ -5,7 +5,8 @@ canonical items with an ingest report; items go out in envelopes of at most ``ba
 cut the same way every run, so submission ids (derived from content) are the same every run.
 A journal of accepted submission ids in the data directory makes a second run send nothing
 it already had accepted; anything else sent twice is answered by the exchange as a repeat.
-Files are read one window at a time, so memory stays bounded on a directory of any size.
+Every file is read and checked before anything is sent (the report comes first), so the
+signed envelopes of one run are held in memory: split a very large export into several runs.
 """
 
 from __future__ import annotations
