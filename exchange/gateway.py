@@ -165,13 +165,16 @@ class Gateway:
         received_at = datetime.now(UTC)
         checked = [await self._check(msg, received_at) for msg in msgs]
         await self._append(checked)
-        for item in checked:
-            await self._answer(item)
+        # Receipts (and dead letters) published and the audit records committed, all at
+        # once; only then the acks, confirmed by one round trip for the whole batch.
+        answers = [self._answer(item) for item in checked]
         if self.audit is not None:  # every submission, accepted or rejected, in the audit
             now = datetime.now(UTC)
-            await asyncio.gather(*(self.audit.append(self._audit_record(c), now) for c in checked))
+            answers += [self.audit.append(self._audit_record(c), now) for c in checked]
+        await asyncio.gather(*answers)
         for item in checked:
-            await item.msg.ack_sync()
+            await item.msg.ack()
+        await self.js._nc.flush(timeout=10)  # noqa: SLF001 - the acks reached the server
         return checked
 
     @staticmethod

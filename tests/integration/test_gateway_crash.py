@@ -99,6 +99,12 @@ async def test_gateway_killed_mid_stream_loses_and_doubles_nothing(settings: Set
         second = gateway_process(settings)
         try:
             answered = await accepted_receipts(js, settings.consortium, set(ids), within=90)
+            # The batch the killed gateway held comes back once its ack wait (10 s) is over;
+            # the second gateway answers it as repeats, and the stream empties.
+            submit = stream_name(settings.consortium, "SUBMIT")
+            deadline = time.monotonic() + 60
+            while (await js.stream_info(submit)).state.messages and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
         finally:
             second.send_signal(signal.SIGINT)
             _, err = second.communicate(timeout=60)
