@@ -5,9 +5,9 @@ this machine's raw figures for the same events, measured in the same run.
     .venv/bin/python bench/ingest.py [--events 900000] [--institutions 4] [--gateways 2]
                                      [--per-submission 100] [--rate 5000] [--rate-seconds 20]
 
-The exchange runs as it does in production: `hie up` (gateway, projection, read API) plus
-``--gateways - 1`` more `hie gateway` processes, on the embedded PostgreSQL and NATS (or
-HIE_DATABASE_URL / HIE_NATS_URL). Each institution publishes from its own process. Envelopes
+The exchange runs as it does in production: `hie up` (projection, read API) with
+``--gateways`` gateway processes beside it (HIE_GATEWAY_PROCESSES; 0 runs the gateway inside
+`hie up`), on the embedded PostgreSQL and NATS (or HIE_DATABASE_URL / HIE_NATS_URL). Each institution publishes from its own process. Envelopes
 are built and signed before the clock starts. Phase 1 sends everything as fast as JetStream
 takes it; phase 2 offers a fixed rate and measures, per submission, the time from publish to
 visible in the projection. Every process's RSS is sampled throughout. Raw figures: the
@@ -432,7 +432,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         copy_rate = await raw_copy(db_url, sample_items)
         js_rates = await raw_jetstream(nats_url, sample_envs, args.per_submission)
 
-        # The exchange: `hie up` plus more gateways, each its own process.
+        # The exchange: `hie up` and its gateway processes.
+        env["HIE_GATEWAY_PROCESSES"] = str(args.gateways)
         procs.append(subprocess.Popen([HIE, "up"], env=env, cwd=work, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT))
         line = b""
@@ -440,12 +441,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             line = procs[0].stdout.readline()  # type: ignore[union-attr]
             if not line:
                 raise RuntimeError("hie up did not start")
-        for _ in range(args.gateways - 1):
-            procs.append(subprocess.Popen([HIE, "gateway"], env=env, cwd=work,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        await asyncio.sleep(1.0)
-        watched = {f"hie up (pid {procs[0].pid})": psutil.Process(procs[0].pid)}
-        watched |= {f"hie gateway (pid {p.pid})": psutil.Process(p.pid) for p in procs[1:]}
+        await asyncio.sleep(2.0)
+        up = psutil.Process(procs[0].pid)
+        watched = {f"hie up (pid {up.pid})": up}
+        watched |= {f"hie gateway (pid {c.pid})": c for c in up.children()
+                    if "gateway" in " ".join(c.cmdline())}
         if servers is not None:
             for name, server in (("postgres", servers.postgres), ("nats-server", servers.nats)):
                 if server.proc is not None:
@@ -515,7 +515,7 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=900_000)
     p.add_argument("--institutions", type=int, default=4)
-    p.add_argument("--gateways", type=int, default=2)
+    p.add_argument("--gateways", type=int, default=2, help="gateway processes beside hie up")
     p.add_argument("--per-submission", type=int, default=100)
     p.add_argument("--rate", type=int, default=5000)
     p.add_argument("--rate-seconds", type=float, default=20.0)

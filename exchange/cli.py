@@ -53,13 +53,21 @@ async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: boo
             write_run_file(settings, rt.endpoints)
             ready.set()
 
-        runner = asyncio.create_task(serve(rt, stop, http=http, gateway=gateway,
+        workers = settings.gateway_processes if http else 0
+        runner = asyncio.create_task(serve(rt, stop, http=http, gateway=gateway and not workers,
                                            projection=projection, on_http_ready=on_ready))
         if not http:
             print("gateway running; Ctrl-C stops it", flush=True)
         else:
             await asyncio.wait([asyncio.create_task(ready.wait()), runner],
                                return_when=asyncio.FIRST_COMPLETED)
+        supervisor = None
+        if workers and not runner.done():
+            from exchange.workers import GatewayWorkers
+
+            # The gateways find this exchange's servers through its run file (or HIE_*_URL).
+            supervisor = asyncio.create_task(GatewayWorkers(workers, dict(os.environ)).run(stop))
+            print(f"{workers} gateway process(es) started", flush=True)
         if demo and not runner.done():
             from exchange.demo import seed_demo
 
@@ -73,6 +81,8 @@ async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: boo
             print(f"exchange ready: {rt.endpoints.http_url}/fhir/metadata  (Ctrl-C stops it)",
                   flush=True)
         await runner
+        if supervisor is not None:
+            await supervisor
     print("stopped", flush=True)
     return 0
 

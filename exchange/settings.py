@@ -44,6 +44,9 @@ class Settings:
     batch_max_messages: int = 200
     audit_retention_days: int | None = None  # None: kept as long as the clinical record
     audit_head_seconds: float = 5.0  # sign a tree head at least this often when it grew
+    # 0: `hie up` runs the gateway in its own process; N: N `hie gateway` processes beside
+    # it (more cores for ingest; the projection and the read API keep `hie up` to themselves).
+    gateway_processes: int = 0
     secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
 
     @property
@@ -91,8 +94,19 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         http_port=port,
         audit_retention_days=int(retention) if retention else None,
         audit_head_seconds=head_seconds,
+        gateway_processes=_gateway_processes(env.get("HIE_GATEWAY_PROCESSES", "0")),
         secrets=_load_secrets(data_dir, env),
     )
+
+
+def _gateway_processes(raw: str) -> int:
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 16:
+        raise ConfigurationError("HIE_GATEWAY_PROCESSES must be a whole number from 0 to 16")
+    return n
 
 
 def _load_secrets(data_dir: Path, env: dict[str, str]) -> Secrets:

@@ -104,20 +104,30 @@ class PatientRecordProjection:
         events = await self.read(start, self.batch)
         if not events:
             return 0
+        changes = await self._prepare(events)
+        return len(events) if await self._write(start, events[-1][0], changes) else 0
+
+    async def _prepare(self, events: Sequence[tuple[int, Any]]) -> _Changes:
+        """A batch's rows, worked out before any transaction opens."""
+        changes = _Changes()
+        for position, event in events:
+            await self._apply(changes, position, event)
+        return changes
+
+    async def _write(self, start: int, end: int, changes: _Changes) -> bool:
+        """Write a batch prepared from ``start`` and move the position to ``end``, in one
+        transaction; False (nothing written) if the position is no longer ``start``."""
         async with self.pool.acquire() as conn, conn.transaction():
             current = await conn.fetchval(
                 "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME)
             if current != start:
-                return 0  # another runner moved on meanwhile; read again from there
-            changes = _Changes()
-            for position, event in events:
-                await self._apply(conn, changes, position, event)
+                return False  # another runner moved on meanwhile; read again from there
             await changes.flush(conn)
             await conn.execute(
-                "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, events[-1][0])
+                "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, end)
         async with self._advanced:
             self._advanced.notify_all()
-        return len(events)
+        return True
 
     async def run(self, stop: asyncio.Event, idle: float = 0.05) -> None:
         """Follow the ledger until ``stop``; any failure restarts from the tracked position."""
@@ -129,10 +139,8 @@ class PatientRecordProjection:
         listener = await self._listen(wake)
         try:
             while not stop.is_set():
-                appended.clear()  # a commit during this round wakes the next one at once
                 try:
-                    if await self.catch_up_once() == 0:
-                        await _first(stop, appended, timeout=idle)
+                    await self._follow(stop, appended, idle)
                 except Exception:
                     log.exception("projection %s failed; restarting from its tracked position",
                                   NAME)
@@ -143,6 +151,36 @@ class PatientRecordProjection:
                     await listener.remove_listener(LEDGER_CHANNEL, wake)
                 with contextlib.suppress(Exception):
                     await self.pool.release(listener)
+
+    async def _follow(self, stop: asyncio.Event, appended: asyncio.Event, idle: float) -> None:
+        """Catch up in a pipeline: the next batch is read and prepared while the last one is
+        being written (PostgreSQL works while Python does). Returns when a rival runner moved
+        the position, so the caller starts again from the tracked one."""
+        start = await self.position()
+        writing: asyncio.Task[bool] | None = None
+        try:
+            while not stop.is_set():
+                appended.clear()  # a commit during this round wakes the next one at once
+                events = await self.read(start, self.batch)
+                if not events:
+                    if writing is not None:
+                        done, writing = await writing, None
+                        if not done:
+                            return
+                        continue
+                    await _first(stop, appended, timeout=idle)
+                    continue
+                changes = await self._prepare(events)
+                if writing is not None and not await writing:
+                    return
+                writing = asyncio.create_task(self._write(start, events[-1][0], changes))
+                start = events[-1][0]
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                with contextlib.suppress(Exception):
+                    await writing
 
     async def _listen(self, wake: Callable[..., None]) -> asyncpg.Connection | None:
         try:
@@ -174,12 +212,11 @@ class PatientRecordProjection:
 
     # Applying one ledger event ----------------------------------------------------------------
 
-    async def _apply(self, conn: asyncpg.Connection, changes: _Changes, position: int,
-                     event: Any) -> None:
+    async def _apply(self, changes: _Changes, position: int, event: Any) -> None:
         kind = type(event).__qualname__
         changes.clock.append((position, event.timestamp))
         if kind == "Institution.Registered":
-            await conn.execute(
+            changes.first(
                 "INSERT INTO institutions (code, name, level, position) VALUES ($1, $2, $3, $4)",
                 event.code, event.name, event.level, position)
             self._names[event.code] = event.name
@@ -204,22 +241,21 @@ class PatientRecordProjection:
             changes.op("UPDATE identity_merges SET valid_to = $2 "
                        "WHERE source = $1 AND valid_to IS NULL", event.originator_id, position)
         elif kind == "Submission.Accepted":
-            await self._submission(conn, changes, position, event)
+            await self._submission(changes, position, event)
 
-    async def _institution_name(self, conn: asyncpg.Connection, code: str) -> str:
+    async def _institution_name(self, code: str) -> str:
         if code not in self._names:
-            self._names[code] = await conn.fetchval(
+            self._names[code] = await self.pool.fetchval(
                 "SELECT name FROM institutions WHERE code = $1", code) or code
         return self._names[code]
 
-    async def _submission(self, conn: asyncpg.Connection, changes: _Changes, position: int,
-                          event: Any) -> None:
+    async def _submission(self, changes: _Changes, position: int, event: Any) -> None:
         valid, problems = validate_envelope(_loads(event.envelope))
         if valid is None:  # accepted once, so this is a code change that broke replay
             raise RuntimeError(f"ledger event at position {position} no longer validates: "
                                f"{[p.code for p in problems]}")
         institution = valid.institution
-        name = await self._institution_name(conn, institution)
+        name = await self._institution_name(institution)
         uuids = {p: UUID(p) for p in set(event.patient_ids)}  # a patient's items share one
         for item, patient_id in zip(valid.items, event.patient_ids, strict=True):
             pid = uuids[patient_id]
