@@ -132,7 +132,11 @@ class EmbeddedPostgres:
             self.proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
                 [self._bin("postgres"), "-D", str(self.pgdata),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
-                 "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+                 "-c", "unix_socket_directories=", "-c", "max_connections=200",
+                 # Ingest writes steadily: room for the working set, and checkpoints spaced
+                 # out so they do not rewrite every page they touch (durability unchanged).
+                 "-c", "shared_buffers=256MB", "-c", "max_wal_size=4GB",
+                 "-c", "checkpoint_timeout=15min"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 **as_user,  # type: ignore[arg-type]
             )
