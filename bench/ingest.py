@@ -315,17 +315,20 @@ async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -
 
 async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
                      envelopes: dict[str, list[bytes]], rate: float, seconds: float,
-                     per_submission: int) -> list[float]:
-    """Offer ``rate`` events/s for ``seconds``; per submission, publish → visible seconds."""
+                     per_submission: int) -> tuple[list[float], list[float]]:
+    """Offer ``rate`` events/s for ``seconds``; per submission, publish → visible seconds,
+    and publish → receipt (the gateway's share of it)."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     published: dict[str, float] = {}
     positions: dict[str, int] = {}
+    receipted: dict[str, float] = {}
     got_all = asyncio.Event()
 
     async def on_receipt(msg: Any) -> None:
         receipt = json.loads(msg.data)
         if receipt.get("status") == "accepted" and receipt["submission_id"] in published:
+            receipted[receipt["submission_id"]] = time.monotonic()
             positions[receipt["submission_id"]] = receipt["positions"][0]
             if len(positions) == total:
                 got_all.set()
@@ -363,7 +366,8 @@ async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
     await asyncio.wait_for(done.wait(), 120)
     watcher.cancel()
     await nc.close()
-    return sorted(visible[s] - published[s] for s in visible)
+    return (sorted(visible[s] - published[s] for s in visible),
+            sorted(receipted[s] - published[s] for s in receipted))
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -475,7 +479,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
         # Phase 2: a fixed offered rate, lag per submission.
         print(f"phase 2: {args.rate:,} events/s offered for {args.rate_seconds} s ...", flush=True)
-        lags = await fixed_rate(nats_url, consortium, pool, rate_sets, args.rate,
+        lags, to_receipt = await fixed_rate(nats_url, consortium, pool, rate_sets, args.rate,
                                 args.rate_seconds, args.per_submission)
         stop.set()
         await sampler
@@ -493,6 +497,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "lag_offered_events_per_s": args.rate, "lag_submissions": len(lags),
             "lag_p50_s": round(statistics.median(lags), 4), "lag_p99_s": round(quantile(lags, 0.99), 4),
             "lag_max_s": round(lags[-1], 4),
+            "receipt_p50_s": round(statistics.median(to_receipt), 4),
+            "receipt_p99_s": round(quantile(to_receipt, 0.99), 4),
             "peak_rss_mb": round(exchange_peak, 1),
             "peak_rss_mb_by_process": {k: round(v, 1) for k, v in rss.peak.items()},
             "cpu_s_phase1_by_process": {k: round(v, 1) for k, v in cpu.items()},
@@ -538,7 +544,8 @@ if __name__ == "__main__":
           f"{figures['raw_jetstream_publish_events_per_s']:,} and fetch+ack "
           f"{figures['raw_jetstream_fetch_ack_events_per_s']:,} events/s")
     print(f"lag at {figures['lag_offered_events_per_s']:,} events/s offered: p50 "
-          f"{figures['lag_p50_s']} s, p99 {figures['lag_p99_s']} s")
+          f"{figures['lag_p50_s']} s, p99 {figures['lag_p99_s']} s (of which publish → receipt "
+          f"p50 {figures['receipt_p50_s']} s, p99 {figures['receipt_p99_s']} s)")
     print(f"peak RSS: {figures['peak_rss_mb_by_process']}")
     print(f"CPU seconds in phase 1: {figures['cpu_s_phase1_by_process']}")
     print(json.dumps(figures, ensure_ascii=False))
