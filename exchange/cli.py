@@ -92,8 +92,8 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.nats import SubmitClient
     from exchange.bootstrap import running_endpoints
     from exchange.nats import connect
-    from exchange.submit import Journal, MappingError, Progress, Reader, expand, find_mapping
-    from exchange.submit import is_directory_bundle
+    from exchange.submit import Journal, MappingError, Progress, Reader, describe, expand
+    from exchange.submit import find_mapping, is_directory_bundle
 
     key_path = Path(args.key) if args.key else settings.keys_dir / f"{args.institution}.pem"
     try:
@@ -127,6 +127,8 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
         results.append(result)
     total = sum(len(e["events"]) for r in results for e in r.envelopes)
     if args.dry_run:
+        for result in results:
+            print(describe(result))
         print(f"dry run: {len(files)} file(s), "
               f"{sum(len(r.envelopes) for r in results)} submission(s) with {total} item(s) "
               f"would be sent; {problems} problem(s) found")

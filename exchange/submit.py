@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -123,6 +124,20 @@ class Reader:
                                  sent_at=now)
 
 
+def describe(result: FileResult) -> str:
+    """One line of the validation report: what a file holds and what would go out."""
+    kinds = Counter(item["kind"] for item in result.report.items)
+    what = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "nothing to send"
+    line = (f"{result.path.name}: {result.fmt or 'unknown format'}; {len(result.report.items)} "
+            f"item(s) in {len(result.envelopes)} submission(s) ({what}); "
+            f"{len(result.report.problems)} problem(s)")
+    if result.report.skipped:
+        skipped = Counter(result.report.skipped)
+        line += "; left out: " + "; ".join(k + (f" (×{n})" if n > 1 else "")
+                                           for k, n in sorted(skipped.items()))
+    return line
+
+
 def is_directory_bundle(data: bytes) -> bool:
     try:
         doc = json.loads(data)
@@ -190,5 +205,5 @@ def _problem(code: str, message: str) -> Problem:
     return Problem(code, message)
 
 
-__all__ = ["FORMATS", "FileResult", "Journal", "MappingError", "Progress", "Reader", "detect",
-           "expand", "find_mapping", "is_directory_bundle"]
+__all__ = ["FORMATS", "FileResult", "Journal", "MappingError", "Progress", "Reader", "describe",
+           "detect", "expand", "find_mapping", "is_directory_bundle"]

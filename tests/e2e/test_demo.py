@@ -17,7 +17,8 @@ import psutil
 
 from exchange.demo_data import demo_bundles, demo_residents
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "testdata"
 
 
 def clean_env(data_dir: Path) -> dict[str, str]:
@@ -93,6 +94,22 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
                   "--institution", "taoyuan-vc", env=demo.env)
         assert hl7.returncode == 1, hl7.stdout + hl7.stderr
         assert "hl7.unsupported_type" in hl7.stdout and "ADT-A01-01.hl7: accepted" in hl7.stdout
+
+        # ... and the village clinic's CSV exports, its mapping file found beside them: the dry
+        # run reports file by file and sends nothing; then they are sent; a second run sends
+        # nothing again (the journal of accepted ids, and content-derived submission ids).
+        csv = str(ROOT / "samples" / "csv")
+        dry = hie("submit", csv, "--institution", "taoyuan-vc", "--dry-run", env=demo.env)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert "taoyuan-vc-labs.csv: csv; 40 item(s) in 1 submission(s) (observation 40)" \
+            in dry.stdout
+        assert "dry run: 5 file(s), 5 submission(s) with 224 item(s) would be sent" in dry.stdout
+        first = hie("submit", csv, "--institution", "taoyuan-vc", env=demo.env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "5 submission(s) newly accepted, 0 already held, 0 rejected" in first.stdout
+        assert "items/s" in first.stderr  # the progress line
+        second = hie("submit", csv, "--institution", "taoyuan-vc", env=demo.env)
+        assert "0 submission(s) newly accepted, 5 already held, 0 rejected" in second.stdout
 
         # A token issued from the command line works against the running exchange.
         issued = hie("token", "--person", "inspector-2", "--institution", "bureau",
