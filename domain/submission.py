@@ -90,6 +90,13 @@ def validate_envelope(
         return None, [Problem("envelope.not_object", "the envelope must be a JSON object")]
     if (fast := _validate_typed(doc, institutions)) is not None:
         return fast, []
+    return _validate_item_by_item(doc, institutions)
+
+
+def _validate_item_by_item(
+    doc: dict[str, Any], institutions: Collection[str] | None
+) -> tuple[ValidSubmission | None, list[Problem]]:
+    """The careful path: each item on its own, every problem named."""
     try:
         env = EnvelopeModel.model_validate(doc)
     except ValidationError as exc:

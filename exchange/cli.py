@@ -38,12 +38,15 @@ async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: boo
         external = running_endpoints(settings)
     print("starting the exchange (embedded PostgreSQL and NATS unless HIE_DATABASE_URL and "
           "HIE_NATS_URL are set) ...", flush=True)
+    workers = settings.gateway_processes if http else 0
+    gateway = gateway and not workers  # with gateway processes, `hie up` runs none itself
     async with open_runtime(settings, external, name="hie-" + ("gateway" if not http else "up")) as rt:
         await rt.audit_writer.append({  # every start is a configuration event, audited
             "action": "config.start", "decision": "permit", "reasons": [],
             "role": "admin", "person": f"process:{os.getpid()}",
             "settings": {"consortium": settings.consortium, "embedded": settings.embedded,
-                         "gateway": gateway, "http": http, "projection": projection,
+                         "gateway": gateway, "gateway_processes": workers, "http": http,
+                         "projection": projection,
                          "audit_retention_days": settings.audit_retention_days,
                          "audit_head_seconds": settings.audit_head_seconds}},
             datetime.now(UTC))
@@ -53,8 +56,7 @@ async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: boo
             write_run_file(settings, rt.endpoints)
             ready.set()
 
-        workers = settings.gateway_processes if http else 0
-        runner = asyncio.create_task(serve(rt, stop, http=http, gateway=gateway and not workers,
+        runner = asyncio.create_task(serve(rt, stop, http=http, gateway=gateway,
                                            projection=projection, on_http_ready=on_ready))
         if not http:
             print("gateway running; Ctrl-C stops it", flush=True)

@@ -89,3 +89,39 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
         while await second.catch_up_once():
             pass
         assert await snapshot(rt) == after_restart
+
+
+async def test_runners_wake_on_the_ledgers_commit_and_race_without_doubling(
+        settings: Settings) -> None:
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        key = new_private_key()
+        await rt.sync(rt.ledger.register_institution, "thc-p", "测试卫生院",
+                      "township_health_centre", public_key_b64(key))
+
+        async def read(after: int, limit: int) -> list[tuple[int, Any]]:
+            return await rt.sync(rt.ledger.read, after, limit)
+
+        # Two pipelined runners follow the same ledger, polling only once a minute: what
+        # moves them is the NOTIFY in each appending commit.
+        runners = [PatientRecordProjection(rt.pool, read, batch=b) for b in (2, 3)]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(r.run(stop, idle=60.0)) for r in runners]
+        try:
+            for n in range(0, 12, 3):
+                await append(rt, key, n, 3)
+                end = await rt.sync(rt.ledger.max_position)
+                await runners[n % 2].wait_for(end, timeout=10)  # far less than the poll
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        raced = await snapshot(rt)
+        async with rt.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM record_entries") == 12 * 3
+            assert await conn.fetchval("SELECT count(*) FROM patients") == 12
+
+        # And what they built together is what one runner builds from scratch.
+        await runners[0].rebuild()
+        while await runners[0].catch_up_once():
+            pass
+        assert await snapshot(rt) == raced

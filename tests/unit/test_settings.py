@@ -37,3 +37,12 @@ def test_bad_settings_say_what_to_fix(tmp_path: Path) -> None:
         load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_CONSORTIUM": "Bad Name!"})
     with pytest.raises(ConfigurationError, match="HIE_HTTP_PORT"):
         load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_HTTP_PORT": "eighty"})
+
+
+def test_gateway_processes_default_to_none_and_refuse_nonsense(tmp_path: Path) -> None:
+    assert load_settings({"HIE_DATA_DIR": str(tmp_path)}).gateway_processes == 0
+    two = load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_GATEWAY_PROCESSES": "2"})
+    assert two.gateway_processes == 2
+    for bad in ("-1", "17", "two", "1.5"):
+        with pytest.raises(ConfigurationError, match="HIE_GATEWAY_PROCESSES"):
+            load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_GATEWAY_PROCESSES": bad})
