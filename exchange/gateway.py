@@ -102,9 +102,8 @@ class Gateway:
 
     async def _consume(self, sub: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                msgs = await sub.fetch(self.fetch_batch, timeout=0.5)
-            except TimeoutError:
+            msgs = await self._fetch(sub)
+            if not msgs:
                 continue  # nothing waiting: an empty batch, not a failure
             try:
                 await self.process(msgs)
@@ -112,6 +111,26 @@ class Gateway:
                 log.exception("gateway batch of %d failed; trying its messages one by one",
                               len(msgs))
                 await self._one_by_one(msgs)
+
+    async def _fetch(self, sub: Any) -> list[Msg]:
+        """The next batch, as soon as there is one submission.
+
+        nats-py's fetch(n), once a waiting pull has brought one message, waits for the other
+        n - 1 until its timeout: an idle gateway would hold a lone submission back for up to
+        that long. So: wait for one; then, if the stream says more are pending, take those.
+        """
+        try:
+            first = await sub.fetch(1, timeout=0.5)
+        except TimeoutError:
+            return []
+        pending = first[0].metadata.num_pending if first[0].metadata else 0
+        if not pending or self.fetch_batch == 1:
+            return list(first)
+        try:
+            more = await sub.fetch(min(self.fetch_batch - 1, pending), timeout=0.05)
+        except TimeoutError:  # another gateway took them first
+            more = []
+        return [*first, *more]
 
     async def _one_by_one(self, msgs: Sequence[Msg]) -> None:
         """After a failed batch: each message alone, so one poison message cannot hold the
@@ -156,9 +175,9 @@ class Gateway:
             "submission while its servers were well; it is kept in the dead-letter stream for "
             "the exchange's operators, who have the details in their log. Nothing of it was "
             "stored")]
-        await self._answer(item)
-        if self.audit is not None:
+        if self.audit is not None:  # first: if the audit cannot record it, nothing is said
             await self.audit.append(self._audit_record(item), datetime.now(UTC))
+        await self._answer(item)
         await msg.ack_sync()
 
     async def process(self, msgs: Sequence[Msg]) -> list[Checked]:
