@@ -49,7 +49,6 @@ import psutil  # noqa: E402
 from adapters.envelope import (  # noqa: E402
     build_envelope,
     encode,
-    load_private_key_pem,
     new_private_key,
     private_key_pem,
     public_key_b64,

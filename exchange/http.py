@@ -35,7 +35,6 @@ from consent.postgres import ConsentState
 from exchange.fhir import (
     FHIR_JSON,
     RESOURCE_TYPES,
-    audit_event,
     bundle,
     capability_statement,
     operation_outcome,

@@ -190,7 +190,7 @@ def test_a_result_that_cannot_be_mapped_is_refused_alone(obx: str, code: str,
 def test_an_order_is_a_registered_observation_that_its_result_supersedes() -> None:
     order = read_hl7v2(message(
         "MSH|^~\\&|HIS|DCTHC|LIS|DCTHC|20260302083000||OML^O21^OML_O21|HIS-5501|P|2.5.1",
-        f"PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
+        "PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
         "ORC|NW|P456^HIS||||||||20260302083000",
         "OBR|1|P456^HIS||24331-1^血脂四项^LN|||20260302090000"), institution=INSTITUTION)
     assert order.problems == []
