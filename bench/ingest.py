@@ -7,13 +7,14 @@ this machine's raw figures for the same events, measured in the same run.
 
 The exchange runs as it does in production: `hie up` (projection, read API) with
 ``--gateways`` gateway processes beside it (HIE_GATEWAY_PROCESSES; 0 runs the gateway inside
-`hie up`), on the embedded PostgreSQL and NATS (or HIE_DATABASE_URL / HIE_NATS_URL). Each institution publishes from its own process. Envelopes
-are built and signed before the clock starts. Phase 1 sends everything as fast as JetStream
-takes it; phase 2, once PostgreSQL's autovacuum of the tables phase 1 filled is over (the
-wait is printed), offers a fixed rate and measures, per submission, the time from publish to
-receipt and to visible in the projection. Every process's RSS is sampled throughout. Raw figures: the
-ledger's library appending the same events one aggregate per event in batches of 100, asyncpg
-COPY of the same rows, JetStream publish and fetch+ack of the same envelopes.
+`hie up`), on the embedded PostgreSQL and NATS (or HIE_DATABASE_URL / HIE_NATS_URL). Each
+institution publishes from its own process. Envelopes are built and signed before the clock
+starts. Phase 1 sends everything as fast as JetStream takes it; phase 2, once PostgreSQL's
+autovacuum of the tables phase 1 filled is over (the wait is printed), offers a fixed rate
+and measures, per submission, the time from publish to receipt and to visible in the
+projection. Every process's RSS is sampled throughout. Raw figures: the ledger's library
+appending the same events one aggregate per event in batches of 100, asyncpg COPY of the
+same rows, JetStream publish and fetch+ack of the same envelopes.
 
 The last line is one JSON object.
 """
@@ -72,7 +73,8 @@ def resident_items(inst: str, n: int, count: int) -> list[dict[str, Any]]:
     rid = make_resident_id("341122", date(1950, 1, 1) + timedelta(days=n % 25000), n % 1000)
     ref = {"resident_id": rid, "mrn": f"{inst}-{n}"}
     items: list[dict[str, Any]] = [{"source_id": f"{inst}-pat-{n}", "kind": "patient", "payload": {
-        "patient": ref, "name": "张" + "伟芳秀英敏静丽强磊军"[n % 10], "gender": "female" if n % 2 else "male"}}]
+        "patient": ref, "name": "张" + "伟芳秀英敏静丽强磊军"[n % 10],
+        "gender": "female" if n % 2 else "male"}}]
     k = 0
     while len(items) < count:
         at = T0 + timedelta(days=k * 30, minutes=n % 600)
@@ -142,7 +144,8 @@ def read_envelopes(path: Path) -> list[bytes]:
 # Publishing --------------------------------------------------------------------------------
 
 
-async def publish_all(nats_url: str, subject: str, envelopes: list[bytes], window: int = 64) -> None:
+async def publish_all(nats_url: str, subject: str, envelopes: list[bytes],
+                      window: int = 64) -> None:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     sem = asyncio.Semaphore(window)
@@ -224,7 +227,8 @@ async def raw_copy(database_url: str, items: list[dict[str, Any]]) -> float:
         await conn.close()
 
 
-async def raw_jetstream(nats_url: str, envelopes: list[bytes], events_each: float) -> dict[str, float]:
+async def raw_jetstream(nats_url: str, envelopes: list[bytes],
+                        events_each: float) -> dict[str, float]:
     """Publish the envelopes to a scratch stream and fetch+ack them back: events/s each way."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -442,8 +446,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         rate_sets = {inst: [] for inst in institutions}
         for n, inst in enumerate(institutions):  # fresh residents for the fixed-rate phase
             path = work / f"{inst}.rate"
-            write_envelopes(path, inst, keys[inst], range(10**6 + n * 2000, 10**6 + n * 2000 + 2000),
-                            per_resident, args.per_submission)
+            first = 10**6 + n * 2000
+            write_envelopes(path, inst, keys[inst], range(first, first + 2000), per_resident,
+                            args.per_submission)
             rate_sets[inst] = read_envelopes(path)
 
         ledger = await asyncio.to_thread(Ledger, db_url, settings.secrets.ledger_cipher_key,
@@ -526,7 +531,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "raw_jetstream_fetch_ack_events_per_s": round(js_rates["fetch_ack_events_per_s"]),
             "lag_offered_events_per_s": args.rate, "autovacuum_waited_s": round(settled, 1),
             "lag_submissions": len(lags),
-            "lag_p50_s": round(statistics.median(lags), 4), "lag_p99_s": round(quantile(lags, 0.99), 4),
+            "lag_p50_s": round(statistics.median(lags), 4),
+            "lag_p99_s": round(quantile(lags, 0.99), 4),
             "lag_max_s": round(lags[-1], 4),
             "receipt_p50_s": round(statistics.median(to_receipt), 4),
             "receipt_p99_s": round(quantile(to_receipt, 0.99), 4),
