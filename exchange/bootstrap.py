@@ -79,7 +79,7 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def gateway(self) -> Gateway:
-        return Gateway(self.ledger, self.nc.jetstream(), self.settings.consortium,
+        return Gateway(self.ledger, self.nc, self.settings.consortium,
                        executor=self.executor, batch_max_bytes=self.settings.batch_max_bytes,
                        audit=self.audit_writer)
 

@@ -21,8 +21,8 @@ from typing import Any
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from adapters.envelope import load_public_key, verify_signature
 from audit.writer import AuditWriter
@@ -64,7 +64,7 @@ class Gateway:
     def __init__(
         self,
         ledger: Ledger,
-        js: JetStreamContext,
+        nc: Client,
         consortium: str,
         *,
         executor: ThreadPoolExecutor,
@@ -75,7 +75,8 @@ class Gateway:
     ) -> None:
         self.audit = audit
         self.ledger = ledger
-        self.js = js
+        self.nc = nc
+        self.js = nc.jetstream()
         self.consortium = consortium
         self.executor = executor
         self.batch_max_bytes = batch_max_bytes
@@ -162,7 +163,7 @@ class Gateway:
         """Whether the ledger's database and the broker answer."""
         try:
             await asyncio.wait_for(self._sync(self.ledger.max_position), 10)
-            await asyncio.wait_for(self.js._nc.flush(), 10)  # noqa: SLF001 - the connection
+            await asyncio.wait_for(self.nc.flush(), 10)
         except Exception:
             return False
         return True
@@ -193,7 +194,7 @@ class Gateway:
         await asyncio.gather(*answers)
         for item in checked:
             await item.msg.ack()
-        await self.js._nc.flush(timeout=10)  # noqa: SLF001 - the acks reached the server
+        await self.nc.flush(timeout=10)  # the acks reached the server
         return checked
 
     @staticmethod

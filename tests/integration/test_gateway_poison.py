@@ -51,7 +51,7 @@ async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settin
                      for n in range(11)]
         poison = envelopes[5]
         ledger = DefectiveLedger(rt.ledger, submission_key("thc-1", poison["submission_id"]))
-        gateway = Gateway(ledger, rt.nc.jetstream(), c, executor=rt.executor,  # type: ignore[arg-type]
+        gateway = Gateway(ledger, rt.nc, c, executor=rt.executor,  # type: ignore[arg-type]
                           audit=rt.audit_writer, retry_delay=0.2)
         receipts: dict[str, dict[str, Any]] = {}
         got = asyncio.Event()
