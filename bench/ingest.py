@@ -276,10 +276,11 @@ class Rss:
                 pass
 
 
-def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU of a process and its children (PostgreSQL's backends)."""
+def cpu_seconds(proc: psutil.Process, children: bool) -> float:
+    """User + system CPU of a process, with its children's if asked (PostgreSQL's backends;
+    not `hie up`'s gateways, which are counted on their own)."""
     total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in [proc, *(proc.children(recursive=True) if children else [])]:
         try:
             times = p.cpu_times()
             total += times.user + times.system
@@ -489,7 +490,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         stop = asyncio.Event()
         sampler = asyncio.create_task(rss.sample(stop))
         pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
-        cpu_before = {n: cpu_seconds(p) for n, p in watched.items()}
+        cpu_before = {n: cpu_seconds(p, n.startswith("server")) for n, p in watched.items()}
 
         # Phase 1: everything, as fast as it goes.
         print(f"phase 1: {events:,} events in {subs:,} submissions, full speed ...", flush=True)
@@ -506,7 +507,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for p in publishers:
             p.wait()
         elapsed = end - start
-        cpu = {n: cpu_seconds(p) - cpu_before[n] for n, p in watched.items() if p.is_running()}
+        cpu = {n: cpu_seconds(p, n.startswith("server")) - cpu_before[n]
+               for n, p in watched.items() if p.is_running()}
 
         # Phase 2: a fixed offered rate, lag per submission, once PostgreSQL's autovacuum of
         # the tables phase 1 just filled is over (measured here: it overlaps the first seconds
