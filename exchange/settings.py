@@ -41,7 +41,6 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8780
     batch_max_bytes: int = 256_000  # keep each ledger save under the large-save hang (DESIGN.md)
-    batch_max_messages: int = 200
     audit_retention_days: int | None = None  # None: kept as long as the clinical record
     audit_head_seconds: float = 5.0  # sign a tree head at least this often when it grew
     # 0: `hie up` runs the gateway in its own process; N: N `hie gateway` processes beside
