@@ -2,7 +2,7 @@
 end to end (published → in the ledger → visible in the patient-record projection), beside
 this machine's raw figures for the same events, measured in the same run.
 
-    .venv/bin/python bench/ingest.py [--events 900000] [--institutions 4] [--gateways 2]
+    .venv/bin/python bench/ingest.py [--events 1050000] [--institutions 4] [--gateways 2]
                                      [--per-submission 100] [--rate 5000] [--rate-seconds 20]
 
 The exchange runs as it does in production: `hie up` (projection, read API) with
@@ -558,7 +558,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=900_000)
+    p.add_argument("--events", type=int, default=1_050_000)
     p.add_argument("--institutions", type=int, default=4)
     p.add_argument("--gateways", type=int, default=2, help="gateway processes beside hie up")
     p.add_argument("--per-submission", type=int, default=100)
