@@ -30,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import secrets as pysecrets  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import struct  # noqa: E402
 import subprocess  # noqa: E402
@@ -417,8 +419,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         servers = EmbeddedServers(work / "servers")
         db_url, nats_url = servers.start()
     procs: list[subprocess.Popen[bytes]] = []
+    consortium = f"b{uuid.uuid4().hex[:8]}"
     try:
-        consortium = f"b{uuid.uuid4().hex[:8]}"
         base = db_url.rsplit("/", 1)[0]
         admin = await asyncpg.connect(f"{base}/postgres")
         await admin.execute(f'CREATE DATABASE "{consortium}"')
@@ -554,6 +556,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 p.kill()
         if servers is not None:
             servers.stop()
+        else:  # servers of the user's: leave them as they were found
+            await drop_what_the_run_made(db_url, nats_url, consortium)
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of data and signed envelopes
+
+
+async def drop_what_the_run_made(db_url: str, nats_url: str, consortium: str) -> None:
+    with contextlib.suppress(Exception):
+        admin = await asyncpg.connect(db_url.rsplit("/", 1)[0] + "/postgres")
+        await admin.execute(f'DROP DATABASE IF EXISTS "{consortium}" WITH (FORCE)')
+        await admin.close()
+    with contextlib.suppress(Exception):
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        for stream in await js.streams_info():
+            if stream.config.name.startswith(f"HIE_{consortium.upper()}_"):
+                await js.delete_stream(stream.config.name)
+        await nc.close()
 
 
 def parse() -> argparse.Namespace:
