@@ -446,7 +446,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                    range(n * residents, (n + 1) * residents), per_resident,
                                    args.per_submission)
             subs, events = subs + s, events + e
-        rate_sets = {inst: [] for inst in institutions}
+        rate_sets: dict[str, list[bytes]] = {inst: [] for inst in institutions}
         for n, inst in enumerate(institutions):  # fresh residents for the fixed-rate phase
             path = work / f"{inst}.rate"
             first = 10**6 + n * 2000
@@ -570,8 +570,9 @@ async def drop_what_the_run_made(db_url: str, nats_url: str, consortium: str) ->
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
         for stream in await js.streams_info():
-            if stream.config.name.startswith(f"HIE_{consortium.upper()}_"):
-                await js.delete_stream(stream.config.name)
+            name = stream.config.name or ""
+            if name.startswith(f"HIE_{consortium.upper()}_"):
+                await js.delete_stream(name)
         await nc.close()
 
 

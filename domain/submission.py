@@ -46,7 +46,7 @@ class EnvelopeModel(BaseModel):
 # accepts exactly what the item-by-item path accepts; anything it refuses goes through that
 # path, which names every problem.
 _TYPED_ITEMS = tuple(
-    create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[call-overload]
+    create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[call-overload,arg-type]
                  payload=(model, ...))
     for kind, model in PAYLOAD_MODELS.items())
 
@@ -163,7 +163,8 @@ def _validate_typed(doc: dict[str, Any],
     items: list[ValidItem] = []
     seen: set[str] = set()
     records: set[str] = set()
-    for index, item in enumerate(env.events):
+    typed: list[Any] = env.events  # the Item subclasses made above
+    for index, item in enumerate(typed):
         if item.source_id in seen:
             return None
         seen.add(item.source_id)

@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -187,7 +187,7 @@ class Gateway:
         await self._append(checked)
         # Receipts (and dead letters) published and the audit records committed, all at
         # once; only then the acks, confirmed by one round trip for the whole batch.
-        answers = [self._answer(item) for item in checked]
+        answers: list[Awaitable[Any]] = [self._answer(item) for item in checked]
         if self.audit is not None:  # every submission, accepted or rejected, in the audit
             now = datetime.now(UTC)
             answers += [self.audit.append(self._audit_record(c), now) for c in checked]

@@ -278,13 +278,13 @@ class PatientRecordProjection:
                     payload.signed_by, resource, position)
             elif item.kind in ENTRY_KINDS:
                 eid = entry_id(institution, item.record)
-                resource = render(item.kind, payload, resource_id=eid, patient_id=pid,
-                                  institution=institution, institution_name=name)
-                resource["meta"]["versionId"] = str(position)
+                fhir = render(item.kind, payload, resource_id=eid, patient_id=pid,
+                              institution=institution, institution_name=name)
+                fhir["meta"]["versionId"] = str(position)
                 changes.end(eid, position, "amended" if item.amends else "superseded")
                 changes.entries[eid] = [
                     eid, pid, institution, item.record, item.source_id, item.kind,
-                    valid.submission_id, dumps(resource), position, None, None]
+                    valid.submission_id, dumps(fhir), position, None, None]
             # merge / unmerge: their identity events carry the change
 
 
