@@ -117,10 +117,11 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
         for problem in getattr(exc, "problems", [exc]):
             print(f"mapping file: {problem}", file=sys.stderr)
         return 2
-    directories = [f for f in files if f.suffix.lower() == ".json"
-                   and is_directory_bundle(f.read_bytes())]
+    # Directory bundles (organisations, practitioners) resolve references; each is read once.
+    directories = {f: data for f in files if f.suffix.lower() == ".json"
+                   and is_directory_bundle(data := f.read_bytes())}
     reader = Reader(args.institution, key, batch=args.batch, mapping=mapping,
-                    directories=[f.read_bytes() for f in directories])
+                    directories=list(directories.values()))
     journal = Journal(settings.data_dir / "submitted" / f"{args.institution}.ids")
     files = [f for f in files if f not in directories]
     for f in directories:
