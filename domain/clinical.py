@@ -11,15 +11,25 @@ import base64
 import binascii
 import hashlib
 from datetime import date
-from decimal import Decimal
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from domain.errors import InvalidResidentId
-from domain.resident_id import parse_resident_id
+from domain.referral_items import ReferralActionPayload, ReferralPayload
+from domain.values import (  # noqa: F401  (re-exported: the item models build on them)
+    PURPOSES,
+    Coding,
+    InstitutionCode,
+    PatientRef,
+    Quantity,
+    ReferenceRange,
+    ShortText,
+    Text,
+    _checked_resident_id,
+    _Model,
+    _PatientItem,
+)
 
 # Clinical entries: each becomes one entry of the shared record (versioned by its record id).
 ENTRY_KINDS = (
@@ -28,95 +38,14 @@ ENTRY_KINDS = (
 )
 # Identity and correction events: they change how entries are read, not the entries' content.
 CONTROL_KINDS = ("patient", "consent", "retract", "merge", "unmerge")
-KINDS = (*ENTRY_KINDS, *CONTROL_KINDS)
+# Referrals (双向转诊): a request, then the actions that move it along (domain/referral.py).
+REFERRAL_KINDS = ("referral", "referral_action")
+KINDS = (*ENTRY_KINDS, *CONTROL_KINDS, *REFERRAL_KINDS)
 Kind = Literal[
     "encounter", "condition", "observation", "medication_request", "medication_dispense",
     "procedure", "immunization", "allergy", "document",
-    "patient", "consent", "retract", "merge", "unmerge",
+    "patient", "consent", "retract", "merge", "unmerge", "referral", "referral_action",
 ]
-
-# HL7 v3 PurposeOfUse codes the exchange understands.
-PURPOSES = ("TREAT", "ETREAT", "HPAYMT", "HOPERAT", "PUBHLTH", "HRESCH", "PATRQT", "HLEGAL")
-
-Text = Annotated[str, Field(min_length=1, max_length=500)]
-ShortText = Annotated[str, Field(min_length=1, max_length=128)]
-InstitutionCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PatientRef(_Model):
-    """Who an item is about, by any identifier the sender holds.
-
-    ``resident_id`` is the GB 11643 number; ``mrn`` is the SENDING institution's own medical
-    record number; ``health_card`` the resident health card (居民健康卡) number. At least one.
-    Without a resident ID the exchange resolves the others through the regional index, and a
-    patient it has never seen (a newborn, a foreigner) gets a temporary identity that a later
-    item naming both, or a merge, links to the resident.
-    """
-
-    resident_id: str | None = None
-    mrn: ShortText | None = None
-    health_card: Annotated[str, Field(pattern=r"^[0-9A-Za-z]{6,32}$")] | None = None
-
-    @field_validator("resident_id")
-    @classmethod
-    def _valid_resident_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        checked = _checked_resident_id(value)
-        if isinstance(checked, tuple):  # the message names the rule, never the number
-            raise PydanticCustomError(*checked)
-        return checked
-
-    @model_validator(mode="after")
-    def _some_identifier(self) -> PatientRef:
-        if self.resident_id is None and self.mrn is None and self.health_card is None:
-            raise PydanticCustomError(
-                "patient.no_identifier", "name the patient by resident_id, mrn or health_card")
-        return self
-
-
-@lru_cache(maxsize=65_536)
-def _checked_resident_id(value: str) -> str | tuple[str, str]:
-    """The normalised number, or (code, message): one patient's items repeat their number."""
-    try:
-        return parse_resident_id(value).value
-    except InvalidResidentId as exc:
-        return exc.code, exc.message
-
-
-class Coding(_Model):
-    system: ShortText
-    code: ShortText
-    display: Text | None = None
-    version: ShortText | None = None
-
-
-class Quantity(_Model):
-    value: Decimal
-    unit: ShortText
-    system: ShortText | None = "http://unitsofmeasure.org"
-    code: ShortText | None = None
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, value: Decimal) -> Decimal:
-        if not value.is_finite():
-            raise PydanticCustomError("quantity.not_finite", "quantity value must be a number")
-        return value
-
-
-class ReferenceRange(_Model):
-    low: Quantity | None = None
-    high: Quantity | None = None
-    text: Text | None = None
-
-
-class _PatientItem(_Model):
-    patient: PatientRef
 
 
 class PatientPayload(_PatientItem):
@@ -321,6 +250,8 @@ PAYLOAD_MODELS: dict[str, type[_PatientItem]] = {
     "retract": RetractPayload,
     "merge": MergePayload,
     "unmerge": UnmergePayload,
+    "referral": ReferralPayload,
+    "referral_action": ReferralActionPayload,
 }
 
 RecordId = Annotated[str, Field(pattern=r"^[^\s]{1,200}$")]

@@ -32,15 +32,17 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
-from domain.clinical import MergePayload, RetractPayload, UnmergePayload
+from domain.clinical import REFERRAL_KINDS, MergePayload, RetractPayload, UnmergePayload
 from domain.errors import UnknownInstitution
 from domain.identity import PatientIdentity, patient_id_for
 from domain.institution import Institution
 from domain.resident_id import ResidentId
 from domain.problems import Problem
+from domain.referral import Referral, ReferralPolicy, TransitionRefused
 from domain.submission import Submission, ValidItem, ValidSubmission, submission_key
 from exchange.errors import ConfigurationError
 from exchange.mpi import Batch, IdentityIndex, Refused, ref_keys
+from exchange.referrals import ReferralPlanner
 from projections.postgres import LEDGER_CHANNEL
 
 __all__ = ["AggregateNotFoundError", "IntegrityError", "Ledger", "LedgerRecorder", "Pending"]
@@ -212,7 +214,8 @@ class Appended:
 class Ledger(Application[UUID]):
     name = "ledger"
 
-    def __init__(self, database_url: str, cipher_key: str, pseudonym_key: bytes) -> None:
+    def __init__(self, database_url: str, cipher_key: str, pseudonym_key: bytes,
+                 referral_policy: ReferralPolicy | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             super().__init__(env=ledger_env(database_url, cipher_key))
@@ -220,6 +223,8 @@ class Ledger(Application[UUID]):
         self.index = IdentityIndex(pseudonym_key, self._load_identity,
                                    self.ledger_recorder.identifiers,
                                    lambda ids: set(self.positions_of(ids)))
+        self.referrals = ReferralPlanner(self.referral, self.institution, self.index,
+                                         referral_policy or ReferralPolicy())
 
     @property
     def ledger_recorder(self) -> LedgerRecorder:
@@ -329,6 +334,10 @@ class Ledger(Application[UUID]):
             try:
                 patient_ids = [self._identity_of(item, inst, work.batch, held, sent, memo)
                                for item in pending.valid.items]
+                for item, pid in zip(pending.valid.items, patient_ids, strict=True):
+                    if item.kind in REFERRAL_KINDS:
+                        self.referrals.plan(item, inst, pid, pending.received_at, work.batch,
+                                            work.referrals)
             except Refused as exc:
                 refused[pending.key] = exc.problems
                 self.index.forget()  # this plan's events are void; plan again without it
@@ -344,6 +353,7 @@ class Ledger(Application[UUID]):
         # submission that introduced them, so a projection that applies the submission's
         # demographics finds the patient there, wherever its batches happen to end.
         work.aggregates[:0] = work.batch.touched.values()
+        work.aggregates += work.referrals.values()
         work.identifier_rows = [(k[0], k[1], pid) for k, pid in work.batch.new_keys.items()]
         return work
 
@@ -373,6 +383,36 @@ class Ledger(Application[UUID]):
             known = memo[key] = str(self.index.resolve(ref, institution, batch, item=item).id)
         return known
 
+    # Referrals ------------------------------------------------------------------------------
+
+    def referral(self, rid: UUID) -> Referral | None:
+        try:
+            loaded = self.repository.get(rid)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(loaded, Referral)
+        return loaded
+
+    def referral_timer(self, rid: UUID, now: datetime) -> str | None:
+        """The scheduler's step: expire an open referral past its deadline, or flag an
+        overdue follow-up. Returns what was recorded, None when nothing was due (the
+        referral moved on meanwhile). A concurrent step by an institution makes the save
+        fail; the scheduler then simply tries again on its next round."""
+        referral = self.referral(rid)
+        if referral is None:
+            return None
+        try:
+            if referral.state == "back_referred":
+                referral.mark_overdue(now)
+                done = "overdue"
+            else:
+                referral.act("expire", None, {}, now, self.referrals.policy)
+                done = "expired"
+        except TransitionRefused:
+            return None
+        self.save(referral)
+        return done
+
     def positions_of(self, keys: Iterable[UUID]) -> dict[UUID, int]:
         return self.ledger_recorder.positions_of(list(keys))
 
@@ -397,6 +437,7 @@ class _Work:
     aggregates: list[Any] = field(default_factory=list)
     source_rows: list[tuple[str, str, UUID, str | None]] = field(default_factory=list)
     identifier_rows: list[tuple[str, str, UUID]] = field(default_factory=list)
+    referrals: dict[UUID, Referral] = field(default_factory=dict)
 
 
 def _correction_target(item: ValidItem) -> str | None:

@@ -162,6 +162,15 @@ class IdentityIndex:
             ident, seen = nxt, seen + 1
         return ident
 
+    def same_person(self, a: UUID, b: UUID, batch: Batch) -> bool:
+        """Whether two identities are one person now (following merges on both sides)."""
+        if a == b:
+            return True
+        first, second = self._get(a, batch), self._get(b, batch)
+        if first is None or second is None:
+            return False
+        return self.root(first, batch).id == self.root(second, batch).id
+
     def resolve(self, ref: PatientRef, institution: str, batch: Batch, *, item: ValidItem,
                 field: str = "payload.patient", create: bool = True) -> PatientIdentity:
         """The identity (not following merges) that ``ref`` names; links what it newly says."""
