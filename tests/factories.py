@@ -1,4 +1,4 @@
-"""Synthetic test data shared by the suites: resident IDs, canonical items, envelopes.
+"""Synthetic test data shared by the suites: resident IDs, canonical items, envelopes, referrals.
 
 Every resident is synthetic (valid GB 11643 numbers from make_resident_id, made-up names).
 """
@@ -11,6 +11,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from domain.referral import URGENCIES
+from domain.referral_items import ACTIONS
 from domain.resident_id import make_resident_id
 
 REGION = "341122"
@@ -85,3 +87,18 @@ json_values = st.recursive(
                                                                        children, max_size=4),
     max_leaves=20,
 )
+
+# A referral command: (action, acting party, time since the previous command). The parties are
+# roles, mapped to institution codes by REFERRAL_PARTIES; "mark_overdue" ignores its party.
+REFERRAL_SENDER, REFERRAL_RECEIVER = "THC-01", "CH-01"
+REFERRAL_PARTIES: dict[str, str | None] = {
+    "sender": REFERRAL_SENDER, "receiver": REFERRAL_RECEIVER, "third": "THC-02", "exchange": None}
+referral_urgencies = st.sampled_from(URGENCIES)
+# The policy's default spans are drawn often, so that commands land exactly on a deadline.
+referral_offsets = st.one_of(
+    st.sampled_from([timedelta(0), timedelta(hours=2), timedelta(hours=24), timedelta(hours=72),
+                     timedelta(days=7), timedelta(days=14), timedelta(days=30)]),
+    st.integers(min_value=0, max_value=20 * 24 * 60).map(lambda m: timedelta(minutes=m)),
+)
+referral_command = st.tuples(st.sampled_from([*ACTIONS, "expire", "mark_overdue"]),
+                             st.sampled_from(list(REFERRAL_PARTIES)), referral_offsets)
