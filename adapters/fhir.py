@@ -1,11 +1,12 @@
 """FHIR R4 → canonical submission items, with an ingest report. A pure mapper: no IO.
 
 Resources are parsed with the fhir.resources R4B models (R4B keeps R4's shape for the resources
-mapped here) and mapped by adapters/fhir_resources.py. Each clinical item names its patient by
-the same PatientRef as its Patient's item: the resident ID, this institution's MRN and the
-health card, whichever the Patient has (the exchange gives a patient without a resident ID a
-temporary identity). References resolve inside the document, in directory bundles given with it,
-and (Organizations) against the registered institutions; see adapters/fhir_context.py.
+mapped here) and mapped by adapters/fhir_resources.py (referrals: adapters/fhir_referrals.py).
+Each clinical item names its patient by the same PatientRef as its Patient's item: the resident
+ID, this institution's MRN and the health card, whichever the Patient has (the exchange gives a
+patient without a resident ID a temporary identity). References resolve inside the document,
+in directory bundles given with it, and (Organizations) against the registered institutions;
+see adapters/fhir_context.py.
 
 Every item is checked against the canonical models before it is returned, so what leaves here
 is what the gateway accepts. A resource with any problem is left out whole; problems name the

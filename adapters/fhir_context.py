@@ -11,6 +11,7 @@ of any directory bundles given with it; for Organizations, against the registere
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +38,7 @@ LOOKED_FOR = (f"an identifier with system {RESIDENT_ID_SYSTEM} (resident ID), th
 
 
 _NOT_HERE = "refers to no resource in this document"
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 
 @dataclass
@@ -252,8 +254,8 @@ class Context:
     def _by_identifier(self, rtype: str, wanted: list[tuple[str | None, str, bool]],
                        types: tuple[str, ...], what: str) -> tuple[Target | None, str | None]:
         if rtype not in types:
-            return None, f"is a {what} to a {rtype or 'resource'}, where a " \
-                f"{' or '.join(types)} is expected"
+            return None, (f"is a {what} to a {rtype or 'resource'}, where a "
+                          f"{' or '.join(types)} is expected")
         found = self.index.matching(rtype, wanted)
         if len(found) > 1:
             return None, f"is a {what} that matches more than one {rtype} in this document"
@@ -299,7 +301,8 @@ class Context:
 
     def patient(self, where: str = "subject") -> dict[str, str] | None:
         """The PatientRef of the resource's subject (the same as its Patient item's)."""
-        ref, what = getattr(self.entry.resource, where), self.entry.rtype
+        attribute = "for_fhir" if where == "for" else where  # a Task's patient: Task.for
+        ref, what = getattr(self.entry.resource, attribute), self.entry.rtype
         target, why = self.follow(ref, ("Patient",))
         if target is not None and target.entry is not None:  # directories hold no Patients
             found, fault = self.index.patient_ref(target.entry)
@@ -355,8 +358,11 @@ def _name_of(entry: Entry, index: Index) -> str | None:
             return str(human["text"]).strip()
         parts = [p for key in ("prefix", "given") for p in (human.get(key) or [])
                  if isinstance(p, str)]
-        family = human.get("family")
-        text = " ".join([*parts, family if isinstance(family, str) else ""]).strip()
+        family = human.get("family") if isinstance(human.get("family"), str) else ""
+        given = [p for p in human.get("given") or [] if isinstance(p, str)]
+        if _CJK.search(family + "".join(given)):  # 李 + 建国 → 李建国: no space in a CJK name
+            return (family + "".join(given)).strip() or None
+        text = " ".join([*parts, family]).strip()
         return text or None
     practitioner = raw.get("practitioner")
     if entry.rtype == "PractitionerRole" and isinstance(practitioner, dict):

@@ -31,6 +31,7 @@ from fhir.resources.R4B.procedure import Procedure
 from pydantic import ValidationError
 
 from adapters.fhir_context import Context
+from adapters.fhir_referrals import REFERRAL_MAPPERS
 
 Pairs = list[tuple[str, dict[str, Any]]]
 
@@ -371,4 +372,5 @@ MAPPERS: dict[str, tuple[str, Mapper, Any]] = {
     "AllergyIntolerance": ("allergy", _allergy, AllergyIntolerance),
     "DocumentReference": ("document", _document_reference, DocumentReference),
     "DiagnosticReport": ("document", _diagnostic_report, DiagnosticReport),
+    **REFERRAL_MAPPERS,  # ServiceRequest (a referral) and Task (a step of one)
 }

@@ -18,8 +18,8 @@ results as observations), ORM^O01 and OML^O21 (each ordered test an observation 
 "registered": FHIR's "exists, no result yet", and the report that later arrives in an ORU is a
 newer version of the same ``ord:<placer number>`` record; a procedure "in preparation" would
 be a different record from its results and wrong for a lab test), RDE^O11 (medication
-requests) and VXU^V04 (immunizations). Every other type is refused as
-``hl7.unsupported_type``.
+requests), VXU^V04 (immunizations), and REF^I12 / REF^I14 (a referral and its cancellation:
+adapters/hl7v2_referrals.py). Every other type is refused as ``hl7.unsupported_type``.
 
 Times without an offset are read in ``tz`` (default Asia/Shanghai, +08:00: the consortium is in
 China); an offset in the message wins. A time must be given to the minute, except a birth date,
@@ -32,7 +32,7 @@ control ids are. Problems name the field and never repeat a value from the messa
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,7 +41,18 @@ import hl7
 from adapters.hl7v2_fields import Msg
 from adapters.hl7v2_orders import immunizations, orders, prescriptions, results
 from adapters.hl7v2_patient import (
-    VISIT_EVENTS, Item, Ref, allergies, conditions, encounter, key, merges, patient, patient_ref)
+    VISIT_EVENTS,
+    Item,
+    Ref,
+    allergies,
+    conditions,
+    encounter,
+    key,
+    merges,
+    patient,
+    patient_ref,
+)
+from adapters.hl7v2_referrals import cancellation, facilities_checked, referral
 from adapters.report import IngestReport, check_item
 from domain.problems import Problem
 
@@ -77,23 +88,29 @@ MAPPERS: dict[str, tuple[Mapper, set[str]]] = {
                 {"MSH", "PID", "PV1", "ORC", "OBR", "DG1"}),
     "RDE^O11": (prescriptions, {"MSH", "PID", "PV1", "ORC", "RXE", "RXO", "RXR", "TQ1"}),
     "VXU^V04": (immunizations, {"MSH", "PID", "ORC", "RXA", "RXR"}),
+    "REF^I12": (referral, {"MSH", "PID", "RF1", "PRD", "DG1", "PR1", "NTE", "PV1"}),
+    "REF^I14": (cancellation, {"MSH", "PID", "RF1", "PRD", "NTE"}),
 }
 
 
-def read_hl7v2(data: bytes | str, *, institution: str, tz: str = "Asia/Shanghai") -> IngestReport:
+def read_hl7v2(data: bytes | str, *, institution: str, tz: str = "Asia/Shanghai",
+               facilities: Mapping[str, str] | None = None) -> IngestReport:
     """Map HL7 v2 messages (one, or a batch or file of them) to canonical items.
 
     ``tz`` is the IANA zone of the sender's clocks, applied to every time given without an
-    offset. Each message maps on its own: a refused message (or item) leaves the others.
+    offset. ``facilities`` maps an HL7 facility (the namespace or universal id of MSH-6) to the
+    consortium institution code a referral goes to. Each message maps on its own: a refused
+    message (or item) leaves the others.
     """
     zone = ZoneInfo(tz)  # a wrong zone name is the caller's error: it raises
+    known = facilities_checked(facilities)  # so is a facility mapped to no institution code
     report = IngestReport()
     text = _decode(data, report)
     messages = _parse(text, report) if text is not None else []
     control_ids: set[str] = set()
     skipped: set[str] = set()
     for number, message in enumerate(messages, 1):
-        msg = Msg(message, institution, zone, number)
+        msg = Msg(message, institution, zone, number, facilities=known)
         items = _message(msg, control_ids)
         for where, item in items:
             found = check_item(item, where=where, source_id=item["source_id"])

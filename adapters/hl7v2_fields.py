@@ -43,7 +43,7 @@ _DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _NULL = '""'  # HL7's explicit null: present and empty
 # Segment types that occur once in a message: named without an ordinal (PID-3, not PID[1]-3).
-_SINGLE = {"MSH", "EVN", "PID", "PD1", "PV1", "PV2", "MRG"}
+_SINGLE = {"MSH", "EVN", "PID", "PD1", "PV1", "PV2", "MRG", "RF1"}
 
 NEEDS = {"minute": (12, "a date and time to the minute (YYYYMMDDHHMM)"),
          "day": (8, "a full date (YYYYMMDD)")}
@@ -90,6 +90,7 @@ class Msg:
     institution: str
     tz: tzinfo
     number: int  # 1-based position of the message in the input
+    facilities: dict[str, str] = field(default_factory=dict)  # HL7 facility → institution
     control_id: str = ""
     type: str = ""  # e.g. "ADT^A01"
     segments: list[Segment] = field(default_factory=list)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from adapters.hl7v2_fields import Msg, Segment
 from domain.errors import InvalidResidentId
 from domain.resident_id import parse_resident_id
-
-from adapters.hl7v2_fields import Msg, Segment
 
 Item = tuple[str, dict[str, Any]]
 Ref = dict[str, str]

@@ -362,6 +362,71 @@ def test_sample_scheduling_message_is_refused_as_unsupported() -> None:
     assert "SIU^S12" in problem.message
 
 
+def test_sample_referral_maps_to_a_referral_item() -> None:
+    # REF^I12: a referral from GHH to RHH, whose HL7 facility the consortium knows by a code.
+    report = read_hl7v2((SAMPLES / "REF-I12-01.hl7").read_bytes(), institution=INSTITUTION,
+                        facilities={"RHHFacility": "county-hosp"})
+    assert report.problems == []
+    kinds = by_kind(report)
+    # The patient as the other mappers send it: by MRN (US data, no resident ID).
+    [pat] = kinds["patient"]
+    assert pat["payload"]["patient"] == {"mrn": "PATID1234"}
+    # The referral is named by its originating referral identifier (RF1-6).
+    [ref] = kinds["referral"]
+    assert ref["source_id"] == "226839"
+    payload = ref["payload"]
+    assert payload["patient"] == {"mrn": "PATID1234"}
+    # MSH-6 (receiving facility) through the facilities map; RF1-2 R is routine.
+    assert (payload["to_institution"], payload["urgency"]) == ("county-hosp", "routine")
+    # The referring provider (PRD RP), and the departments of both providers' locations.
+    assert payload["referring_doctor"] == "ROBERT POWELL"
+    assert (payload["from_department"], payload["to_department"]) == ("GENERAL FACILITY",
+                                                                     "GI FACILITY")
+    # The reason: RF1-24's text, qualified by RF1-3 (type) and RF1-10 (reason).
+    assert payload["reason"] == ("Referral to Specialist (referral type: Medical; referral "
+                                 "reason: Provider Ordered)")
+    # The impression is DG1's ICD-10 code; the treatment so far is PR1's procedure.
+    assert payload["impression"] == [{"system": ICD10, "code": "K63.3",
+                                      "display": "Ulcer of Intestine"}]
+    assert payload["treatment"] == "Biopsy of colon, which was part of colonoscopy (2021-09-07)"
+    # The message's own note (not the notes on its lab results) is the history.
+    assert payload["history"] == "Lab test"
+    # RF1-7 gives only a date: the message time (MSH-7, with its offset) is the request time.
+    assert payload["requested_at"] == "2022-01-25T16:20:00+00:00"
+    # Insurance, guarantor and the lab results are not part of a referral: said, not refused.
+    assert "REF^I12 IN1: segment not mapped" in report.skipped
+    assert "REF^I12 OBX: segment not mapped" in report.skipped
+    for item in report.items:
+        assert check_item(item, where="item", source_id=item["source_id"]) == []
+
+
+def test_sample_referral_without_a_facility_map_goes_to_the_facility_code() -> None:
+    # Without a map, MSH-6's namespace id is taken as the institution code (it is one).
+    [ref] = by_kind(sample("REF-I12-02.hl7"))["referral"]
+    assert ref["payload"]["to_institution"] == "RHHFacility"
+    assert ref["payload"]["requested_at"] == "2022-01-25T16:20:00+02:15"
+    # The universal id of MSH-6 may be mapped too.
+    mapped = read_hl7v2((SAMPLES / "REF-I12-02.hl7").read_bytes(), institution=INSTITUTION,
+                        facilities={"2.16.840.1.1122848.1.32": "county-hosp"})
+    assert by_kind(mapped)["referral"][0]["payload"]["to_institution"] == "county-hosp"
+
+
+@pytest.mark.parametrize("name, at", [("REF-I14-01.hl7", "2022-01-25T16:20:00+00:00"),
+                                      ("REF-I14-02.hl7", "2021-01-15T16:20:00+02:15")])
+def test_sample_referral_cancellation_is_a_cancel_action(name: str, at: str) -> None:
+    report = sample(name)
+    assert report.problems == []
+    [cancel] = by_kind(report)["referral_action"]
+    # Named after the referral it cancels, which it names by this institution and RF1-6.
+    assert cancel["source_id"] == "226839/cancel"
+    assert cancel["payload"]["referral"] == f"{INSTITUTION}/226839"
+    assert cancel["payload"]["action"] == "cancel"
+    assert cancel["payload"]["at"] == at
+    assert cancel["payload"]["reason"] == "cancelled by the referring institution (REF^I14)"
+    assert cancel["payload"]["by"] == "ROBERT POWELL"
+    assert check_item(cancel, where="item", source_id=cancel["source_id"]) == []
+
+
 def test_sample_counts() -> None:
     # The measure the README quotes: how many samples map and why the others are refused.
     mapped, refused = 0, Counter[str]()
