@@ -120,3 +120,59 @@ class SubmitClient:
             "the exchange did not acknowledge a publish: check the NATS URL and that this "
             "institution's NATS user may publish to its own submit subject"
         )
+
+
+class NotificationClient:
+    """An institution's notifications (``hie.<c>.notify.<i>``), through its durable consumer.
+
+    The exchange keeps the consumer ``notify-<i>``: what arrived while the institution was
+    offline waits there, in ledger order, until it is fetched and acknowledged.
+    """
+
+    def __init__(self, nc: Client, consortium: str, institution: str) -> None:
+        self.js = nc.jetstream()
+        self.stream = f"HIE_{consortium.upper().replace('-', '_')}_NOTIFY"
+        self.durable = f"notify-{institution}"
+        self._sub: Any = None
+
+    async def fetch(self, batch: int = 100, timeout: float = 1.0,
+                    handle: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+        """The next notifications (at most ``batch``); an empty list when none is waiting
+        (or none was ever sent to this institution). Each is acknowledged only after
+        ``handle`` (if given) returned for it: one that raises comes back later."""
+        if self._sub is None:
+            try:
+                self._sub = await self.js.pull_subscribe_bind(self.durable, stream=self.stream)
+            except NatsError:
+                return []
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except TimeoutError:
+            return []
+        except NatsError:  # the consumer does not exist yet: nothing was ever sent here
+            await self.close()
+            await asyncio.sleep(min(timeout, 0.5))
+            return []
+        out = []
+        for msg in msgs:
+            try:
+                note = json.loads(msg.data)
+            except ValueError:
+                await msg.ack()  # not a notification: acknowledged so it blocks nothing
+                continue
+            if handle is not None:
+                try:
+                    result = handle(note)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:
+                    await msg.nak(delay=5)
+                    raise
+            out.append(note)
+            await msg.ack()
+        return out
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None

@@ -6,6 +6,11 @@ Walking-skeleton rules (REGULATIONS.md has the full set, to come):
 - purpose TREAT needs a *separate* consent (单独同意, PIPL Art. 29) that is valid at the
   moment of the request, names TREAT, and covers the requesting institution (PIPL Art. 23);
   a general consent never stands in for it;
+- and, besides consent, a *care relationship* between the requesting institution and the
+  patient at the moment of the request (医疗机构病历管理规定 Art. 15-16: only those treating
+  the patient read the record): an encounter (or another entry: it saw the patient) it
+  recorded, or a referral it accepted (from acceptance until the consortium's set time after
+  completion);
 - purpose ETREAT (break-glass, PIPL Art. 13) needs an unexpired break-glass grant this
   physician obtained for this patient with a reason; the read is flagged, and the patient is
   told afterwards.
@@ -48,6 +53,23 @@ class ConsentRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class CareRelationship:
+    """Why an institution treats the patient: "encounter:<entry id>", "record:<entry id>" or
+    "referral:<id>",
+    valid in [valid_from, valid_to) (open-ended while valid_to is None)."""
+
+    basis: str
+    institution: str
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+    def holds(self, institution: str, at: datetime) -> bool:
+        return (self.institution == institution
+                and (self.valid_from is None or self.valid_from <= at)
+                and (self.valid_to is None or at < self.valid_to))
+
+
+@dataclass(frozen=True, slots=True)
 class BreakGlassGrant:
     grant_id: UUID
     person: str
@@ -67,6 +89,7 @@ class Decision:
     permit: bool
     reasons: list[Reason]
     legal_basis: str | None = None  # "consent:<id>" or "break-glass:<grant id>"
+    care_basis: str | None = None  # the care relationship the read relied on
     consent_id: UUID | None = None
     break_glass: bool = False
     obligations: list[str] = field(default_factory=list)
@@ -99,6 +122,7 @@ def decide(
     request: AccessRequest,
     consents: Sequence[ConsentRecord],
     grants: Sequence[BreakGlassGrant] = (),
+    care: Sequence[CareRelationship] = (),
 ) -> Decision:
     if request.role != "physician":
         return Decision(False, [Reason("role.not_permitted",
@@ -135,8 +159,15 @@ def decide(
     if purposeful and not covering:
         reasons.append(Reason("consent.scope",
                               "no consent covers the requesting institution"))
-    if covering:
+    relationships = [c for c in care if c.holds(request.institution, request.at)]
+    if not relationships:
+        reasons.append(Reason("care.none", "the requesting institution has no care "
+                              "relationship with the patient now (no encounter it recorded, "
+                              "no referral it accepted that is still open or recent)"))
+    if covering and relationships:
         chosen = max(covering, key=lambda c: c.valid_from)
-        return Decision(True, [Reason("consent.permit", "a separate consent covers this read")],
-                        legal_basis=f"consent:{chosen.consent_id}", consent_id=chosen.consent_id)
+        return Decision(True, [Reason("consent.permit", "a separate consent covers this read"),
+                               Reason("care.relationship", relationships[0].basis)],
+                        legal_basis=f"consent:{chosen.consent_id}", consent_id=chosen.consent_id,
+                        care_basis=relationships[0].basis)
     return Decision(False, reasons)

@@ -31,9 +31,12 @@ from exchange.gateway import Gateway
 from exchange.http import ApiContext, create_app
 from exchange.ledger import Ledger
 from exchange.nats import connect, ensure_streams
+from exchange.notifier import Notifier
+from exchange.scheduler import ReferralScheduler
 from exchange.settings import Settings
 from exchange.tokens import TokenIssuer
 from projections.postgres import PatientRecordProjection, PatientRecordReader, create_schema
+from projections.referral_reader import ReferralReader
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,13 @@ class Runtime:
             return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
         return PatientRecordProjection(self.pool, read)
 
+    def scheduler(self) -> ReferralScheduler:
+        return ReferralScheduler(self.ledger, ReferralReader(self.pool), self.executor,
+                                 interval=self.settings.scheduler_seconds)
+
+    def notifier(self) -> Notifier:
+        return Notifier(self.pool, self.nc.jetstream(), self.settings.consortium)
+
     def head_signer(self) -> HeadSigner:
         return HeadSigner(self.settings.consortium, self.settings.secrets.audit_key)
 
@@ -95,7 +105,8 @@ class Runtime:
         return ApiContext(tokens=TokenIssuer(self.settings.secrets.token_key),
                           audit_writer=self.audit_writer,
                           consent=ConsentState(self.pool), heads=self.head_signer(),
-                          records=PatientRecordReader(self.pool))
+                          records=PatientRecordReader(self.pool),
+                          referrals=ReferralReader(self.pool))
 
 
 def start_embedded(settings: Settings) -> tuple[Endpoints, list[Any]]:
@@ -130,7 +141,7 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     try:
         ledger = await asyncio.get_running_loop().run_in_executor(
             executor, lambda: Ledger(endpoints.database_url, settings.secrets.ledger_cipher_key,
-                                     settings.secrets.pseudonym_key))
+                                     settings.secrets.pseudonym_key, settings.referral_policy))
         pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=10)
         await create_schema(pool)
         writer = AuditWriter(AuditStore(pool))
@@ -162,8 +173,10 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
     server: _Server | None = None
     if gateway:
         tasks.append(asyncio.create_task(rt.gateway().run(stop), name="gateway"))
-    if projection:
+    if projection:  # the process that follows the ledger also keeps its timers and tells
         tasks.append(asyncio.create_task(rt.projection().run(stop), name="projection"))
+        tasks.append(asyncio.create_task(rt.scheduler().run(stop), name="referral-scheduler"))
+        tasks.append(asyncio.create_task(rt.notifier().run(stop), name="notifier"))
     if http:  # the process that serves reads also signs the audit log's heads
         tasks.append(asyncio.create_task(sign_heads(
             rt.audit_writer.store, rt.head_signer(), rt.nc.jetstream(), rt.settings.consortium,

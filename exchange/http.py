@@ -25,6 +25,7 @@ from audit.writer import AuditWriter
 from exchange.audit_log import HeadSigner
 from consent.decision import (
     AccessRequest,
+    CareRelationship,
     Decision,
     InvalidBreakGlass,
     Reason,
@@ -41,6 +42,7 @@ from exchange.fhir import (
 )
 from exchange.tokens import Identity, TokenError, TokenIssuer
 from projections.postgres import PatientRecordReader
+from projections.referral_reader import ReferralReader
 from projections.render import dumps, render_patient
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class ApiContext:
     heads: HeadSigner
     consent: ConsentState
     records: PatientRecordReader
+    referrals: ReferralReader
     clock: Clock = lambda: datetime.now(UTC)  # noqa: E731
 
     @property
@@ -99,6 +102,7 @@ class Exchange:
             "legal_basis": decision.legal_basis if decision else None,
             "consent_id": str(decision.consent_id) if decision and decision.consent_id else None,
             "break_glass": bool(decision and decision.break_glass),
+            "care_basis": decision.care_basis if decision else None,
             "obligations": decision.obligations if decision else [],
             "disclosed": disclosed or [],
             "categories": sorted({d.split("/")[0] for d in disclosed or [] if "/" in d}),
@@ -193,11 +197,13 @@ class Exchange:
                     " at that time" if at is not None else "")), patient_id=asked,
                 purpose=purpose, issue_type="not-found")
         members = await self.ctx.records.members(patient_id, at)
+        now_members = await self.ctx.records.members(patient_id)
         decision = decide(
             AccessRequest(ident.person, ident.role, ident.institution, patient_id, purpose,
                           self.ctx.clock()),
-            await self.ctx.consent.consents(await self.ctx.records.members(patient_id)),
+            await self.ctx.consent.consents(now_members),
             await self.ctx.consent.grants(patient_id, ident.person) if purpose == "ETREAT" else (),
+            await self.care(now_members, ident.institution) if purpose == "TREAT" else (),
         )
         if not decision.permit:
             await self.record(request, request_id, action="read", ident=ident,
@@ -220,6 +226,17 @@ class Exchange:
                           purpose=purpose, decision=decision, disclosed=disclosed,
                           extra={"as_of_position": at} if at is not None else None)
         return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
+
+    async def care(self, members: list[UUID], institution: str) -> list[CareRelationship]:
+        """The institution's care relationships with the patient: encounters (or other
+        entries) it recorded, and referrals it accepted (while they hold)."""
+        found = [CareRelationship(f"{'encounter' if kind == 'encounter' else 'record'}:{eid}",
+                                  institution)
+                 for kind, eid in await self.ctx.records.treated_by(members, institution)]
+        found += [CareRelationship(f"referral:{r['referral_id']}", institution, r["care_from"],
+                                   r["care_until"])
+                  for r in await self.ctx.referrals.care(members, institution, self.ctx.clock())]
+        return found
 
     async def _at(self, request: Request, request_id: str, ident: Identity, patient_id: UUID,
                   purpose: str) -> int | None:
@@ -298,6 +315,7 @@ def _wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 def create_app(ctx: ApiContext) -> Starlette:
+    from exchange.referral_http import referral_routes
     from exchange.regulator import regulator_routes
 
     ex = Exchange(ctx)
@@ -307,4 +325,5 @@ def create_app(ctx: ApiContext) -> Starlette:
         Route("/fhir/Patient/{pid}/$everything", _wrap(ex.everything)),
         Route("/fhir/Patient/{pid}/$break-glass", _wrap(ex.break_glass), methods=["POST"]),
         *regulator_routes(ex, _wrap),
+        *referral_routes(ex, ctx.referrals, _wrap),
     ])

@@ -3,7 +3,9 @@
 Subjects (DESIGN.md wire contract), with <c> the consortium and <i> an institution:
 ``hie.<c>.submit.<i>`` → stream SUBMIT (work queue, consumed by the gateway);
 ``hie.<c>.receipt.<i>`` → stream RECEIPTS (so a sender that was away still finds its receipt);
-``hie.<c>.deadletter.<i>`` → stream DEADLETTER (every rejected submission, kept with reasons).
+``hie.<c>.deadletter.<i>`` → stream DEADLETTER (every rejected submission, kept with reasons);
+``hie.<c>.notify.<i>`` → stream NOTIFY (referral steps; one durable consumer per institution,
+``notify-<i>``, so an institution that was offline gets what it missed, in order).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ DUPLICATE_WINDOW_S = 120.0
 MAX_SUBMISSION_BYTES = 1024 * 1024
 GATEWAY_CONSUMER = "gateway"
 _DAY = 86_400.0
+NOTIFY_DAYS = 90  # how long a notification waits for an institution that stays offline
 
 
 def stream_name(consortium: str, what: str) -> str:
@@ -47,6 +50,25 @@ def receipt_subject(consortium: str, institution: str) -> str:
 
 def deadletter_subject(consortium: str, institution: str) -> str:
     return f"hie.{consortium}.deadletter.{institution}"
+
+
+def notify_subject(consortium: str, institution: str) -> str:
+    return f"hie.{consortium}.notify.{institution}"
+
+
+def notify_consumer(institution: str) -> str:
+    return f"notify-{institution}"
+
+
+async def ensure_notify_consumer(js: JetStreamContext, consortium: str, institution: str) -> None:
+    """The institution's durable consumer of its notifications (kept while it is away)."""
+    await js.add_consumer(stream_name(consortium, "NOTIFY"), ConsumerConfig(
+        durable_name=notify_consumer(institution),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        max_deliver=-1,
+        filter_subject=notify_subject(consortium, institution),
+    ))
 
 
 async def connect(url: str, name: str) -> Client:
@@ -88,6 +110,13 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
             subjects=[f"hie.{consortium}.deadletter.*"],
             storage=StorageType.FILE,
             max_age=365 * _DAY,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=stream_name(consortium, "NOTIFY"),
+            subjects=[f"hie.{consortium}.notify.*"],
+            storage=StorageType.FILE,
+            max_age=NOTIFY_DAYS * _DAY,
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
     ]

@@ -11,9 +11,12 @@ import json
 import os
 import re
 import secrets
+import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+from domain.referral import URGENCIES, ReferralPolicy
 from exchange.errors import ConfigurationError
 
 _CONSORTIUM = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -46,6 +49,8 @@ class Settings:
     # 0: `hie up` runs the gateway in its own process; N: N `hie gateway` processes beside
     # it (more cores for ingest; the projection and the read API keep `hie up` to themselves).
     gateway_processes: int = 0
+    referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)
+    scheduler_seconds: float = 30.0  # the longest the referral scheduler sleeps
     secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
 
     @property
@@ -94,8 +99,73 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         audit_retention_days=int(retention) if retention else None,
         audit_head_seconds=head_seconds,
         gateway_processes=_gateway_processes(env.get("HIE_GATEWAY_PROCESSES", "0")),
+        referral_policy=load_policy(Path(env["HIE_POLICY_FILE"]) if env.get("HIE_POLICY_FILE")
+                                    else data_dir / "policy.toml"),
+        scheduler_seconds=_positive(env.get("HIE_SCHEDULER_SECONDS", "30"),
+                                    "HIE_SCHEDULER_SECONDS"),
         secrets=_load_secrets(data_dir, env),
     )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(raw: object, where: str) -> timedelta:
+    """'45s', '30m', '2h', '14d' → a timedelta; anything else fails naming ``where``."""
+    match = _DURATION.match(raw) if isinstance(raw, str) else None
+    if match is None or float(match[1]) <= 0:
+        raise ConfigurationError(f"{where} must be a positive duration such as '2h' or '14d'")
+    return timedelta(**{_UNITS[match[2]]: float(match[1])})
+
+
+def load_policy(path: Path) -> ReferralPolicy:
+    """The consortium's referral deadlines from ``[referral]`` of a TOML file (defaults if
+    the file does not exist). Example::
+
+        [referral]
+        accept_within = { emergency = "2h", urgent = "24h", routine = "72h" }
+        arrive_within = "7d"
+        follow_up_within = "14d"
+        care_after_completion = "30d"
+    """
+    if not path.exists():
+        return ReferralPolicy()
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path.name} is not valid TOML: {exc}") from None
+    section = doc.get("referral", {})
+    unknown = set(section) - {"accept_within", "arrive_within", "follow_up_within",
+                              "care_after_completion"}
+    if unknown:
+        raise ConfigurationError(f"{path.name} [referral] has unknown keys: {sorted(unknown)}")
+    defaults = ReferralPolicy()
+    accept = dict(defaults.accept_within)
+    given = section.get("accept_within", {})
+    if not isinstance(given, dict) or set(given) - set(URGENCIES):
+        raise ConfigurationError(f"{path.name} [referral] accept_within maps "
+                                 f"{', '.join(URGENCIES)} to durations")
+    accept |= {u: parse_duration(v, f"[referral] accept_within.{u}") for u, v in given.items()}
+
+    def span(name: str) -> timedelta:
+        if name not in section:
+            return getattr(defaults, name)  # type: ignore[no-any-return]
+        return parse_duration(section[name], f"[referral] {name}")
+
+    return ReferralPolicy(accept_within=accept, arrive_within=span("arrive_within"),
+                          follow_up_within=span("follow_up_within"),
+                          care_after_completion=span("care_after_completion"))
+
+
+def _positive(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds")
+    return value
 
 
 def _gateway_processes(raw: str) -> int:

@@ -24,6 +24,7 @@ import orjson
 from domain.clinical import ENTRY_KINDS, ConsentPayload, PatientPayload, RetractPayload
 from domain.identity import RESIDENT_ID_SYSTEM
 from domain.submission import validate_envelope
+from projections import referrals
 from projections.render import dumps, entry_id, render
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,10 @@ CREATE TABLE IF NOT EXISTS consents (
     valid_from timestamptz NOT NULL, valid_to timestamptz, signed_by text NOT NULL,
     resource text NOT NULL, position bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS consents_patient ON consents (patient_id);
-"""
+""" + referrals.SCHEMA
 
 TABLES = ("ledger_clock", "institutions", "patients", "identity_merges", "patient_identifiers",
-          "record_entries", "consents")
+          "record_entries", "consents", *referrals.TABLES)
 
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
 
@@ -242,6 +243,8 @@ class PatientRecordProjection:
                        "WHERE source = $1 AND valid_to IS NULL", event.originator_id, position)
         elif kind == "Submission.Accepted":
             await self._submission(changes, position, event)
+        elif kind.startswith("Referral."):
+            referrals.apply(changes, position, event, kind)
 
     async def _institution_name(self, code: str) -> str:
         if code not in self._names:
@@ -461,6 +464,18 @@ class PatientRecordReader:
                 "AND (valid_to IS NULL OR valid_to > $2) ORDER BY valid_from, entry_id",
                 list(members), at)
         return [_as_root(r, root) for r in rows]
+
+    async def treated_by(self, members: Sequence[UUID], institution: str,
+                         limit: int = 3) -> list[tuple[str, UUID]]:
+        """(kind, entry id) of current entries ``institution`` recorded for these identities,
+        encounters first: the institution has seen the patient. (A village clinic's export
+        often holds vital signs and prescriptions without a visit record.)"""
+        rows = await self.pool.fetch(
+            "SELECT kind, entry_id FROM record_entries WHERE patient_id = ANY($1) "
+            "AND valid_to IS NULL AND institution = $2 "
+            "ORDER BY (kind = 'encounter') DESC, valid_from DESC LIMIT $3",
+            list(members), institution, limit)
+        return [(r["kind"], r["entry_id"]) for r in rows]
 
     async def current_entries(self, patient_id: UUID) -> list[asyncpg.Record]:
         return await self.entries(patient_id, [patient_id])

@@ -5,6 +5,7 @@ its own database and its own consortium code, so its streams and tables are its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import os
 import secrets
@@ -82,8 +83,9 @@ class Running:
         await self.rt.projection().wait_for(await self.rt.sync(self.rt.ledger.max_position))
 
 
-@pytest.fixture
-async def exchange(settings: Settings) -> AsyncIterator[Running]:
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """An exchange on ``settings``, serving every loop, until the block ends."""
     endpoints = Endpoints(settings.database_url or "", settings.nats_url or "")
     async with open_runtime(settings, endpoints) as rt:
         stop = asyncio.Event()
@@ -95,3 +97,9 @@ async def exchange(settings: Settings) -> AsyncIterator[Running]:
         finally:
             stop.set()
             await task
+
+
+@pytest.fixture
+async def exchange(settings: Settings) -> AsyncIterator[Running]:
+    async with running(settings) as ex:
+        yield ex

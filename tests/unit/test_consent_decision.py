@@ -10,11 +10,12 @@ import pytest
 from consent.decision import (
     AccessRequest,
     BreakGlassGrant,
+    CareRelationship,
     ConsentRecord,
     InvalidBreakGlass,
     check_break_glass,
-    decide,
 )
+from consent.decision import decide as _decide
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
 PATIENT = uuid4()
@@ -29,6 +30,16 @@ def consent(kind: str = "separate", scope: tuple[str, ...] = ("*",),
             purposes: tuple[str, ...] = ("TREAT",), days: int = 365) -> ConsentRecord:
     return ConsentRecord(uuid4(), kind, scope, purposes, NOW - timedelta(days=1),
                          NOW + timedelta(days=days))
+
+
+# The requesting institution treats the patient (an encounter it recorded).
+CARE = [CareRelationship("encounter:e-1", "county")]
+
+
+def decide(req: AccessRequest, consents: list[ConsentRecord],
+           grants: list[BreakGlassGrant] | tuple[()] = (),
+           care: list[CareRelationship] | None = None):  # type: ignore[no-untyped-def]
+    return _decide(req, consents, grants, CARE if care is None else care)
 
 
 def codes(decision) -> list[str]:  # type: ignore[no-untyped-def]
@@ -77,3 +88,25 @@ def test_a_break_glass_reason_must_be_coded_and_written() -> None:
         check_break_glass("curious", "I would like to look at this record")
     with pytest.raises(InvalidBreakGlass):
         check_break_glass("unconscious", "short")
+
+
+def test_consent_alone_is_not_enough_without_a_care_relationship() -> None:
+    decision = decide(request(), [consent()], care=[])
+    assert not decision.permit and codes(decision) == ["care.none"]
+    # Another institution's relationship does not count for this one.
+    assert codes(decide(request(), [consent()], care=[
+        CareRelationship("encounter:e-2", "thc-1")])) == ["care.none"]
+
+
+def test_an_accepted_referral_is_a_care_relationship_only_while_it_holds() -> None:
+    referral = CareRelationship("referral:r-1", "county", NOW - timedelta(days=3),
+                                NOW + timedelta(days=1))
+    permitted = decide(request(), [consent()], care=[referral])
+    assert permitted.permit and permitted.care_basis == "referral:r-1"
+    assert codes(decide(request(at=NOW + timedelta(days=1)), [consent()],
+                        care=[referral])) == ["care.none"]
+    assert codes(decide(request(at=NOW - timedelta(hours=80)), [consent()],
+                        care=[referral])) == ["consent.none", "care.none"]
+    # Still open (valid_to None): it holds.
+    open_ended = CareRelationship("referral:r-2", "county", NOW - timedelta(hours=1))
+    assert decide(request(), [consent()], care=[open_ended]).permit
