@@ -42,6 +42,8 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("completed", "back_refer"): ("back_referred", RECEIVER),
     ("back_referred", "follow_up"): ("followed_up", SENDER),
 }
+# Actions the receiver can no longer take once the open state's deadline has passed.
+LATE_REFUSED = ("accept", "arrive")
 # Not a change of state: the exchange flags a follow-up that is overdue, once.
 OVERDUE = "mark_overdue"
 URGENCIES = ("emergency", "urgent", "routine")
@@ -129,7 +131,12 @@ class Referral(Aggregate):
         return None
 
     def check(self, action: str, institution: str | None) -> str:
-        """The state an action leads to, or TransitionRefused saying why not."""
+        """The state an action leads to, or TransitionRefused saying why not. An institution
+        that takes no part learns nothing of the referral's state."""
+        party = self.party(institution)
+        if party is None:
+            raise TransitionRefused("this institution takes no part in the referral: only "
+                                    "its sender and receiver act on it", code="referral.not_party")
         step = TRANSITIONS.get((self.state, action))
         if step is None:
             can = allowed(self.state)
@@ -137,11 +144,9 @@ class Referral(Aggregate):
                 f"the referral is {self.state}; {action} is not allowed there"
                 + (f"; allowed: {', '.join(can)}" if can else "; it is closed"),
                 code="referral.transition")
-        party = self.party(institution)
         if party != step[1]:
             raise TransitionRefused(
-                f"the referral is {self.state}; only the {step[1]} may {action} it"
-                + ("" if party else ", and this institution takes no part in it"),
+                f"the referral is {self.state}; only the {step[1]} may {action} it",
                 code="referral.not_party")
         return step[0]
 
@@ -152,6 +157,13 @@ class Referral(Aggregate):
         if action == "expire" and (self.deadline is None or received_at < self.deadline):
             raise TransitionRefused("the referral's deadline has not passed",
                                     code="referral.not_due")
+        if action in LATE_REFUSED and self.deadline is not None and received_at >= self.deadline:
+            # Past the deadline the referral is expiring (the scheduler records it at once):
+            # the receiver cannot take it on any more; the sender may still cancel.
+            raise TransitionRefused(
+                f"the referral is {self.state} but its deadline passed at "
+                f"{self.deadline.isoformat()}; it expires; the sender may refer again",
+                code="referral.deadline_passed")
         deadline: datetime | None = None
         if state == "accepted":
             deadline = received_at + policy.arrive_within
@@ -164,8 +176,11 @@ class Referral(Aggregate):
                         received_at=received_at, deadline=deadline, care_until=care_until)
 
     def mark_overdue(self, now: datetime) -> None:
-        if self.state != "back_referred" or self.overdue:
+        if self.state != "back_referred":
             raise TransitionRefused(f"the referral is {self.state}; no follow-up is pending",
+                                    code="referral.transition")
+        if self.overdue:
+            raise TransitionRefused("the follow-up is already flagged overdue",
                                     code="referral.transition")
         if self.follow_up_due is None or now < self.follow_up_due:
             raise TransitionRefused("the follow-up is not due yet", code="referral.not_due")

@@ -120,8 +120,12 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     # Directory bundles (organisations, practitioners) resolve references; each is read once.
     directories = {f: data for f in files if f.suffix.lower() == ".json"
                    and is_directory_bundle(data := f.read_bytes())}
+    facilities = dict(f.split("=", 1) for f in args.facility if "=" in f)
+    if len(facilities) != len(args.facility):
+        print("--facility takes HL7_FACILITY=institution-code", file=sys.stderr)
+        return 2
     reader = Reader(args.institution, key, batch=args.batch, mapping=mapping,
-                    directories=list(directories.values()))
+                    directories=list(directories.values()), facilities=facilities)
     journal = Journal(settings.data_dir / "submitted" / f"{args.institution}.ids")
     files = [f for f in files if f not in directories]
     for f in directories:
@@ -267,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--mapping", help="the CSV mapping file (TOML); default "
                    "<institution>.mapping.toml beside the exports")
     s.add_argument("--batch", type=int, default=500, help="items per submission (default 500)")
+    s.add_argument("--facility", action="append", default=[], metavar="HL7_FACILITY=CODE",
+                   help="an HL7 receiving facility (MSH-6) and the consortium institution it "
+                        "is, for referrals (REF^I12); repeatable")
     s.add_argument("--dry-run", action="store_true",
                    help="print the validation report and what would be sent; send nothing")
     t = sub.add_parser("token", help="issue a signed bearer token")

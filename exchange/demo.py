@@ -26,6 +26,7 @@ from domain.identity import RESIDENT_ID_SYSTEM
 from domain.submission import submission_key
 from exchange.bootstrap import Runtime
 from exchange.demo_data import DemoResident, demo_bundles, demo_residents
+from exchange.demo_referrals import seed_referrals
 from exchange.tokens import TokenIssuer
 
 INSTITUTIONS = [
@@ -99,7 +100,8 @@ async def seed_demo(rt: Runtime) -> str:
                                      residents[-1:], consents=False)
     county = await submit_records(rt, "county-hospital", keys["county-hospital"],
                                   residents[:4], consents=False)
-    receipts = township + county
+    # Referrals: one up to the county and back (follow-up due), one waiting at the township.
+    receipts = township + county + await seed_referrals(rt, keys, residents)
     await rt.projection().wait_for(await rt.sync(rt.ledger.max_position))
     new = sum(1 for r in receipts if r["status"] == "accepted" and not r.get("repeat"))
     repeats = sum(1 for r in receipts if r["status"] == "held" or r.get("repeat"))
@@ -110,6 +112,8 @@ async def seed_demo(rt: Runtime) -> str:
                                 role="physician", now=now)
     regulator, _ = issuer.issue(person="demo-regulator-zhao", institution="county-health-bureau",
                                 role="regulator", now=now)
+    township_md, _ = issuer.issue(person="demo-doctor-wang", institution="dongcheng-thc",
+                                  role="physician", now=now)
     first = rt.ledger.patient_id(residents[0].resident_id)
     last = rt.ledger.patient_id(residents[-1].resident_id)
     url = rt.endpoints.http_url
@@ -122,6 +126,8 @@ physician token (demo-doctor-li, county-hospital, 8 h):
   {physician}
 regulator token (demo-regulator-zhao, 8 h):
   {regulator}
+township physician token (demo-doctor-wang, dongcheng-thc, 8 h):
+  {township_md}
 
 try:
   curl -s {url}/fhir/metadata
@@ -135,5 +141,12 @@ try:
        -d '{{"reason_code":"unconscious","reason":"brought in unconscious after a fall"}}' \\
        {url}/fhir/Patient/{last}/\\$break-glass       # then read it with X-Purpose-Of-Use: ETREAT
   curl -s -H "Authorization: Bearer $REGULATOR" "{url}/fhir/AuditEvent?patient={first}"
-(set PHYSICIAN and REGULATOR to the tokens above). Ctrl-C stops everything.
+  curl -s -H "Authorization: Bearer $TOWNSHIP" -H "X-Purpose-Of-Use: TREAT" \
+       {url}/referrals/outbox                        # referred up and back: follow-up due
+  curl -s -H "Authorization: Bearer $TOWNSHIP" -H "X-Purpose-Of-Use: TREAT" \
+       {url}/referrals/inbox                         # a village clinic's referral, waiting
+  curl -s -H "Authorization: Bearer $PHYSICIAN" -H "X-Purpose-Of-Use: TREAT" \
+       "{url}/fhir/ServiceRequest?patient={first}"   # the referral as FHIR; Task?focus= its history
+  curl -s -H "Authorization: Bearer $REGULATOR" {url}/referrals/statistics
+(set PHYSICIAN, REGULATOR and TOWNSHIP to the tokens above). Ctrl-C stops everything.
 """

@@ -77,6 +77,7 @@ class Reader:
     batch: int = 500
     mapping: CsvMapping | None = None
     directories: list[bytes] = field(default_factory=list)
+    facilities: dict[str, str] = field(default_factory=dict)  # HL7 facility -> institution
 
     def read(self, path: Path) -> FileResult:
         try:
@@ -88,7 +89,8 @@ class Reader:
             return FileResult(path, None, report)
         fmt = detect(path, data[:64])
         if fmt == "hl7v2":
-            report = read_hl7v2(data, institution=self.institution)
+            report = read_hl7v2(data, institution=self.institution,
+                                facilities=self.facilities or None)
         elif fmt == "fhir":
             report = read_fhir(data, institution=self.institution, directories=self.directories)
         elif fmt == "csv":

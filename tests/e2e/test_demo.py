@@ -52,7 +52,7 @@ class Demo:
         self.out = read_until(self.proc.stdout, "Ctrl-C stops everything")
         self.url = re.search(r"demo is running at (\S+)", self.out).group(1)  # type: ignore[union-attr]
         tokens = re.findall(r"token \(.*\):\n\s+(\S+)", self.out)
-        self.physician, self.regulator = tokens
+        self.physician, self.regulator, self.township = tokens
         self.patients = re.findall(r"Patient/([0-9a-f-]{36})/", self.out)
         self.children = psutil.Process(self.proc.pid).children(recursive=True)
 
@@ -77,6 +77,19 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
                                "urn:county-hie:institution:county-hospital"}
             assert http.get(f"/fhir/Patient/{unconsented}/$everything",
                             headers=doctor).status_code == 403
+            # The demo's referrals: the township's outbox holds one referred up and back,
+            # its follow-up due; its inbox a village clinic's referral, waiting.
+            township = {"Authorization": f"Bearer {demo.township}", "X-Purpose-Of-Use": "TREAT"}
+            outbox = http.get("/referrals/outbox", headers=township).json()["referrals"]
+            assert [(r["status"], r["to_institution"], r["patient_id"]) for r in outbox] == [
+                ("back_referred", "county-hospital", consented)]
+            assert outbox[0]["follow_up_due"] and not outbox[0]["follow_up_overdue"]
+            inbox = http.get("/referrals/inbox", headers=township).json()["referrals"]
+            assert [(r["status"], r["from_institution"]) for r in inbox] == [
+                ("requested", "taoyuan-vc")]
+            requests = http.get("/fhir/ServiceRequest", params={"patient": consented},
+                                headers=doctor).json()
+            assert [e["resource"]["status"] for e in requests["entry"]] == ["active"]
 
         # While it runs, a village clinic submits a FHIR file with `hie submit` ...
         resident = demo_residents(count=8)[7]
@@ -90,10 +103,13 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
         assert again.returncode == 0 and "already held" in again.stdout
         # ... and a directory of HL7 v2 messages: what maps is accepted, the rest is refused
         # with its reason before sending, and the exit status says something was refused.
+        # Its referral messages (REF^I12) name the county hospital by an HL7 facility.
         hl7 = hie("submit", str(SHARED / "hl7v2" / "microsoft-fhir-converter"),
-                  "--institution", "taoyuan-vc", env=demo.env)
+                  "--institution", "taoyuan-vc", "--facility", "RHHFacility=county-hospital",
+                  env=demo.env)
         assert hl7.returncode == 1, hl7.stdout + hl7.stderr
         assert "hl7.unsupported_type" in hl7.stdout and "ADT-A01-01.hl7: accepted" in hl7.stdout
+        assert "REF-I12-01.hl7: accepted" in hl7.stdout, hl7.stdout
 
         # ... and the village clinic's CSV exports, its mapping file found beside them: the dry
         # run reports file by file and sends nothing; then they are sent; a second run sends

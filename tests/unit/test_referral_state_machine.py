@@ -148,6 +148,11 @@ def test_every_action_in_every_state_by_every_party(state: str, action: str, rol
     # Anyone else, or any action the state does not allow, is refused and changes nothing.
     exc = refusal(lambda: act(referral, action, role, at))
     assert (referral.state, referral.version) == (state, version)
+    if role == "third":
+        # An institution outside the referral learns nothing of it, not even its state.
+        assert exc.code == "referral.not_party" and "takes no part" in exc.message
+        assert state not in exc.message
+        return
     assert f"the referral is {state};" in exc.message
     if step is None:
         assert exc.code == "referral.transition"
@@ -158,7 +163,6 @@ def test_every_action_in_every_state_by_every_party(state: str, action: str, rol
     else:
         assert exc.code == "referral.not_party"
         assert f"only the {step[1]} may {action} it" in exc.message
-        assert ("takes no part" in exc.message) == (role == "third")
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -353,6 +357,8 @@ class Model:
                 return "referral.transition"
             assert self.follow_up_due is not None
             return "referral.not_due" if now < self.follow_up_due else None
+        if role == "third":
+            return "referral.not_party"
         step = EXPECTED.get((self.state, action))
         if step is None:
             return "referral.transition"
@@ -362,6 +368,9 @@ class Model:
             assert self.deadline is not None  # requested and accepted always have one
             if now < self.deadline:
                 return "referral.not_due"
+        if action in ("accept", "arrive") and self.deadline is not None \
+                and now >= self.deadline:
+            return "referral.deadline_passed"
         return None
 
     def apply(self, action: str, now: datetime) -> None:
@@ -471,3 +480,24 @@ class ReferralLifecycle(RuleBasedStateMachine):
 ReferralLifecycle.TestCase.settings = settings(max_examples=200, stateful_step_count=30,
                                                deadline=None)
 TestReferralLifecycle = ReferralLifecycle.TestCase
+
+
+@pytest.mark.parametrize("state", ["requested", "accepted"])
+def test_past_its_deadline_the_receiver_cannot_take_an_open_referral_on(state: str) -> None:
+    referral = reach(state)
+    assert referral.deadline is not None
+    action = "accept" if state == "requested" else "arrive"
+    # A moment before the deadline it could; at the deadline it is refused, naming why.
+    exc = refusal(lambda: act(referral, action, "receiver", referral.deadline))
+    assert exc.code == "referral.deadline_passed" and "deadline passed" in exc.message
+    assert referral.state == state
+    # The sender may still cancel it (and the exchange expire it).
+    act(referral, "cancel", "sender", referral.deadline + timedelta(minutes=1))
+    assert referral.state == "cancelled"
+
+
+def test_a_second_overdue_flag_says_it_is_already_flagged() -> None:
+    referral = reach("back_referred")
+    referral.mark_overdue(LATE)
+    exc = refusal(lambda: referral.mark_overdue(LATE))
+    assert exc.code == "referral.transition" and "already flagged" in exc.message
