@@ -257,6 +257,55 @@ async def _audit_verify(settings: Settings) -> int:
     return 1
 
 
+async def _notifications(settings: Settings, args: argparse.Namespace) -> int:
+    """Print an institution's notifications (JSON lines), acknowledging each once printed:
+    what arrived while it was offline comes first, in order."""
+    from adapters.nats import NotificationClient
+    from exchange.bootstrap import running_endpoints
+    from exchange.nats import connect
+
+    nc = await connect(running_endpoints(settings).nats_url, f"hie-notifications-{args.institution}")
+    client = NotificationClient(nc, settings.consortium, args.institution)
+    shown = 0
+    try:
+        while True:
+            got = await client.fetch(batch=100, timeout=1.0, handle=lambda note: print(
+                json.dumps(note, ensure_ascii=False), flush=True))
+            shown += len(got)
+            if not got and not args.follow:
+                break
+    finally:
+        await client.close()
+        await nc.close()
+    print(f"{shown} notification(s) for {args.institution}", file=sys.stderr)
+    return 0
+
+
+async def _rebuild(settings: Settings) -> int:
+    """Empty the read models; the running exchange replays the whole ledger into them."""
+    import asyncpg
+
+    from audit.postgres import AuditStore
+    from exchange.bootstrap import running_endpoints
+    from projections.postgres import PatientRecordProjection
+
+    pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
+                                     max_size=2)
+    try:
+        await AuditStore(pool).append({"action": "admin.projections.rebuild", "role": "admin",
+                                       "decision": "permit", "reasons": []}, datetime.now(UTC))
+        await PatientRecordProjection(pool, _no_read).rebuild()
+    finally:
+        await pool.close()
+    print("read models emptied; the running exchange is replaying the ledger into them "
+          "(reads show less until it has caught up)")
+    return 0
+
+
+async def _no_read(after: int, limit: int) -> list[Any]:
+    return []
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hie", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -285,6 +334,13 @@ def parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("what", choices=["verify"], help="verify: recompute the Merkle log from its "
                    "rows, check every signed head, name the first bad record")
+    n = sub.add_parser("notifications", help="print an institution's notifications (referral "
+                       "steps), acknowledging them; what it missed while away comes first")
+    n.add_argument("--institution", required=True)
+    n.add_argument("--follow", action="store_true", help="keep waiting for more")
+    r = sub.add_parser("projections", help="the read models")
+    r.add_argument("what", choices=["rebuild"], help="rebuild: empty them; the running "
+                   "exchange replays the ledger into them")
     return p
 
 
@@ -303,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_token(settings, args))
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings))
+        if args.command == "notifications":
+            return asyncio.run(_notifications(settings, args))
+        if args.command == "projections":
+            return asyncio.run(_rebuild(settings))
     except ExchangeError as exc:
         print(f"hie: {exc}", file=sys.stderr)
         return 2

@@ -31,11 +31,13 @@ def _json(value: Any) -> Any:
 
 
 def _concept(codings: list[dict[str, Any]], text: str | None = None) -> dict[str, Any]:
-    concept: dict[str, Any] = {"coding": [
-        {k: c[k] for k in ("system", "version", "code", "display") if c.get(k)} for c in codings]}
+    concept: dict[str, Any] = {}
+    if codings:  # FHIR JSON has no empty arrays: an impression-less reason is text only
+        concept["coding"] = [{k: c[k] for k in ("system", "version", "code", "display")
+                              if c.get(k)} for c in codings]
     if text:
         concept["text"] = text
-    return concept if concept["coding"] or text else {}
+    return concept
 
 
 def service_request(row: Any, now: datetime) -> dict[str, Any]:

@@ -170,6 +170,8 @@ class PatientRecordProjection:
                             return
                         continue
                     await _first(stop, appended, timeout=idle)
+                    if not appended.is_set() and await self.position() != start:
+                        return  # rebuilt (or moved by a rival) while idle: start from there
                     continue
                 changes = await self._prepare(events)
                 if writing is not None and not await writing:

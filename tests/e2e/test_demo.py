@@ -127,6 +127,27 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
         second = hie("submit", csv, "--institution", "taoyuan-vc", env=demo.env)
         assert "0 submission(s) newly accepted, 5 already held, 0 rejected" in second.stdout
 
+        # The township centre collects its notifications: the steps of its referral up and
+        # back, and the village clinic's referral to it, in order; then nothing more.
+        told = hie("notifications", "--institution", "dongcheng-thc", env=demo.env)
+        assert told.returncode == 0, told.stderr
+        events = [(n["referral"], n["event"]) for n in map(json.loads, told.stdout.splitlines())]
+        assert events == [("dongcheng-thc/DEMO-REF-1", e) for e in (
+            "accept", "arrive", "complete", "back_refer")] + [("taoyuan-vc/DEMO-REF-2", "request")]
+        assert hie("notifications", "--institution", "dongcheng-thc", env=demo.env).stdout == ""
+
+        # The read models are rebuilt from the ledger while the exchange runs.
+        rebuilt = hie("projections", "rebuild", env=demo.env)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        with httpx.Client(base_url=demo.url) as http:
+            for _ in range(100):
+                again_record = http.get(f"/fhir/Patient/{consented}/$everything", headers=doctor)
+                if again_record.status_code == 200 and len(again_record.json()["entry"]) == len(
+                        record.json()["entry"]):
+                    break
+                time.sleep(0.1)
+            assert again_record.json()["entry"] == record.json()["entry"]
+
         # A token issued from the command line works against the running exchange.
         issued = hie("token", "--person", "inspector-2", "--institution", "bureau",
                      "--role", "regulator", env=demo.env)
