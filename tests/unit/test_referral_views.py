@@ -47,6 +47,17 @@ BACK_REFERRAL: dict[str, Any] = {
     "results": "头颅MRI示左侧基底节区急性梗死灶", "treatment": "溶栓后康复治疗",
     "follow_up_plan": "两周内社区随访血压，继续抗血小板治疗"}
 POLICY = "policy.toml"
+# The value sets of FHIR R4's required bindings, which the fhir.resources models do not check.
+REQUEST_STATUS = {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error",
+                  "unknown"}
+REQUEST_INTENT = {"proposal", "plan", "directive", "order", "original-order", "reflex-order",
+                  "filler-order", "instance-order", "option"}
+REQUEST_PRIORITY = {"routine", "urgent", "asap", "stat"}
+TASK_STATUS_CODES = {"draft", "requested", "received", "accepted", "rejected", "ready",
+                     "cancelled", "in-progress", "on-hold", "failed", "completed",
+                     "entered-in-error"}
+TASK_INTENT = {"unknown", "proposal", "plan", "order", "original-order", "reflex-order",
+               "filler-order", "instance-order", "option"}
 
 
 # The policy file -------------------------------------------------------------------------------
@@ -298,6 +309,8 @@ def assert_fhir_json(value: Any, where: str = "$") -> None:
 def test_the_status_tables_cover_every_referral_state_exactly() -> None:
     assert set(SERVICE_REQUEST_STATUS) == set(STATES)
     assert set(TASK_STATUS) == set(STATES)
+    assert set(SERVICE_REQUEST_STATUS.values()) <= REQUEST_STATUS
+    assert set(TASK_STATUS.values()) <= TASK_STATUS_CODES
 
 
 @pytest.mark.parametrize(("state", "request_status", "task_status"), [
@@ -472,7 +485,8 @@ def test_every_service_request_is_valid_fhir_r4(state: str) -> None:
         resource = service_request(row | {"content": content}, T0 + timedelta(days=22))
         assert_fhir_json(resource)
         model = ServiceRequest.model_validate(resource)
-        assert model.status == SERVICE_REQUEST_STATUS[state]
+        assert model.status in REQUEST_STATUS and model.intent in REQUEST_INTENT
+        assert model.priority in REQUEST_PRIORITY
         assert model.reasonCode[0].text == REASON
 
 
@@ -496,5 +510,5 @@ def test_every_task_is_valid_fhir_r4(action: str, status: str, institution: str 
                           reported_at=reported), PATIENT)
     assert_fhir_json(step)
     model = Task.model_validate(step)
-    assert model.status == step["status"]
+    assert model.status in TASK_STATUS_CODES and model.intent in TASK_INTENT
     assert model.for_fhir is not None and model.for_fhir.reference == f"Patient/{PATIENT}"
