@@ -84,10 +84,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             raise ConfigurationError(
                 f"HIE_AUDIT_RETENTION_DAYS must be at least {MIN_AUDIT_RETENTION_DAYS}: the "
                 "Cybersecurity Law (Art. 21) requires network logs to be kept six months or more")
-    try:
-        head_seconds = float(env.get("HIE_AUDIT_HEAD_SECONDS", "5"))
-    except ValueError:
-        raise ConfigurationError("HIE_AUDIT_HEAD_SECONDS must be a number of seconds") from None
+    head_seconds = _positive(env.get("HIE_AUDIT_HEAD_SECONDS", "5"), "HIE_AUDIT_HEAD_SECONDS")
     data_dir.mkdir(parents=True, exist_ok=True)
     return Settings(
         data_dir=data_dir,
@@ -99,8 +96,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         audit_retention_days=int(retention) if retention else None,
         audit_head_seconds=head_seconds,
         gateway_processes=_gateway_processes(env.get("HIE_GATEWAY_PROCESSES", "0")),
-        referral_policy=load_policy(Path(env["HIE_POLICY_FILE"]) if env.get("HIE_POLICY_FILE")
-                                    else data_dir / "policy.toml"),
+        referral_policy=load_policy(Path(env["HIE_POLICY_FILE"]), explicit=True)
+        if env.get("HIE_POLICY_FILE") else load_policy(data_dir / "policy.toml"),
         scheduler_seconds=_positive(env.get("HIE_SCHEDULER_SECONDS", "30"),
                                     "HIE_SCHEDULER_SECONDS"),
         secrets=_load_secrets(data_dir, env),
@@ -114,12 +111,16 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 def parse_duration(raw: object, where: str) -> timedelta:
     """'45s', '30m', '2h', '14d' → a timedelta; anything else fails naming ``where``."""
     match = _DURATION.match(raw) if isinstance(raw, str) else None
-    if match is None or float(match[1]) <= 0:
-        raise ConfigurationError(f"{where} must be a positive duration such as '2h' or '14d'")
-    return timedelta(**{_UNITS[match[2]]: float(match[1])})
+    try:
+        if match is None or float(match[1]) <= 0:
+            raise ValueError
+        return timedelta(**{_UNITS[match[2]]: float(match[1])})
+    except (ValueError, OverflowError):
+        raise ConfigurationError(
+            f"{where} must be a positive duration such as '2h' or '14d'") from None
 
 
-def load_policy(path: Path) -> ReferralPolicy:
+def load_policy(path: Path, *, explicit: bool = False) -> ReferralPolicy:
     """The consortium's referral deadlines from ``[referral]`` of a TOML file (defaults if
     the file does not exist). Example::
 
@@ -130,12 +131,16 @@ def load_policy(path: Path) -> ReferralPolicy:
         care_after_completion = "30d"
     """
     if not path.exists():
+        if explicit:
+            raise ConfigurationError(f"HIE_POLICY_FILE names {path.name}, which does not exist")
         return ReferralPolicy()
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{path.name} is not valid TOML: {exc}") from None
     section = doc.get("referral", {})
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{path.name}: [referral] must be a table")
     unknown = set(section) - {"accept_within", "arrive_within", "follow_up_within",
                               "care_after_completion"}
     if unknown:
@@ -144,8 +149,10 @@ def load_policy(path: Path) -> ReferralPolicy:
     accept = dict(defaults.accept_within)
     given = section.get("accept_within", {})
     if not isinstance(given, dict) or set(given) - set(URGENCIES):
+        extra = sorted(set(given) - set(URGENCIES)) if isinstance(given, dict) else []
         raise ConfigurationError(f"{path.name} [referral] accept_within maps "
-                                 f"{', '.join(URGENCIES)} to durations")
+                                 f"{', '.join(URGENCIES)} to durations"
+                                 + (f"; unknown: {', '.join(extra)}" if extra else ""))
     accept |= {u: parse_duration(v, f"[referral] accept_within.{u}") for u, v in given.items()}
 
     def span(name: str) -> timedelta:
@@ -163,7 +170,7 @@ def _positive(raw: str, name: str) -> float:
         value = float(raw)
     except ValueError:
         value = -1
-    if value <= 0:
+    if not 0 < value < 86_400:  # also refuses nan and inf
         raise ConfigurationError(f"{name} must be a positive number of seconds")
     return value
 

@@ -512,3 +512,31 @@ def test_every_task_is_valid_fhir_r4(action: str, status: str, institution: str 
     model = Task.model_validate(step)
     assert model.status in TASK_STATUS_CODES and model.intent in TASK_INTENT
     assert model.for_fhir is not None and model.for_fhir.reference == f"Patient/{PATIENT}"
+
+
+@pytest.mark.parametrize("text", ["referral = 5\n", 'referral = "2h"\n'])
+def test_a_referral_key_that_is_not_a_table_is_a_configuration_error(tmp_path: Path,
+                                                                     text: str) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match="must be a table"):
+        load_policy(path)
+
+
+def test_an_enormous_duration_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="positive duration"):
+        parse_duration("99999999999d", "[referral] arrive_within")
+
+
+def test_a_named_policy_file_that_does_not_exist_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_settings({"HIE_DATA_DIR": str(tmp_path),
+                       "HIE_POLICY_FILE": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize("name", ["HIE_SCHEDULER_SECONDS", "HIE_AUDIT_HEAD_SECONDS"])
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-3"])
+def test_seconds_settings_refuse_nan_infinity_and_non_positive(tmp_path: Path, name: str,
+                                                              value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings({"HIE_DATA_DIR": str(tmp_path), name: value})
