@@ -25,6 +25,10 @@ Direction = Literal["upward", "downward"]
 Action = Literal["accept", "reject", "arrive", "complete", "back_refer", "follow_up", "cancel"]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 REFERENCE_PATTERN = r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,200}$"
+# Why a referral was rejected, coded so that the county's statistics count reasons without
+# repeating free text (which may hold clinical detail).
+RejectionCode = Literal["no_capacity", "not_indicated", "needs_other_institution",
+                        "incomplete_information", "patient_declined", "other"]
 
 
 class ReferralPayload(_PatientItem):
@@ -50,7 +54,8 @@ class ReferralPayload(_PatientItem):
 class ReferralActionPayload(_PatientItem):
     """One step of a referral, taken by the institution that signs the submission.
 
-    ``reject`` and ``cancel`` need a ``reason``; ``back_refer`` needs a ``diagnosis`` and a
+    ``reject`` and ``cancel`` need a ``reason`` (a rejection may add a ``reason_code``; the
+    statistics count those, "other" when none is given); ``back_refer`` needs a ``diagnosis`` and a
     ``follow_up_plan``. ``at`` is when it happened at the institution (the exchange also keeps
     when it received it, which is what its deadlines count from).
     """
@@ -60,6 +65,7 @@ class ReferralActionPayload(_PatientItem):
     at: AwareDatetime
     by: Text | None = None
     reason: LongText | None = None
+    reason_code: RejectionCode | None = None
     department: Text | None = None
     appointment: AwareDatetime | None = None
     diagnosis: list[Coding] = Field(default_factory=list, max_length=20)

@@ -96,5 +96,9 @@ def capability_statement(now: datetime) -> dict[str, Any]:
             "description": "Bearer tokens issued by the exchange; X-Purpose-Of-Use on every "
                            "clinical read (TREAT, or ETREAT after a $break-glass grant)"},
             "resource": [resource("Patient", search=["identifier"], ops=["everything"]),
+                         resource("ServiceRequest", search=[
+                             "patient", "institution", "status", "referral-status", "date",
+                             "_count", "_offset"]),
+                         resource("Task", search=["focus"]),
                          resource("AuditEvent", search=["patient"])]}],
     }

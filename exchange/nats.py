@@ -117,7 +117,7 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
             subjects=[f"hie.{consortium}.notify.*"],
             storage=StorageType.FILE,
             max_age=NOTIFY_DAYS * _DAY,
-            duplicate_window=DUPLICATE_WINDOW_S,
+            duplicate_window=_DAY,  # few messages: repeats after a notifier restart are dropped
         ),
     ]
     for config in configs:

@@ -99,10 +99,9 @@ class Notifier:
                     notify_subject(self.consortium, institution), body, timeout=10,
                     headers={"Nats-Msg-Id": f"{row['position']}-{institution}"})
                 self.sent += 1
-        if rows:
             await self.pool.execute(
                 "UPDATE projection_position SET position = $2 WHERE name = $1", NAME,
-                rows[-1]["position"])
+                row["position"])
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:

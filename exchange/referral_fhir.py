@@ -20,6 +20,9 @@ TASK_STATUS = {
     "arrived": "in-progress", "completed": "completed", "back_referred": "completed",
     "followed_up": "completed", "cancelled": "cancelled", "expired": "failed"}
 PRIORITY = {"emergency": "stat", "urgent": "urgent", "routine": "routine"}
+# The clinical content was left out: this institution sees where the referral stands only.
+REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+            "code": "REDACTED", "display": "redacted"}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -40,8 +43,24 @@ def _concept(codings: list[dict[str, Any]], text: str | None = None) -> dict[str
     return concept
 
 
-def service_request(row: Any, now: datetime) -> dict[str, Any]:
-    content = _json(row["content"])
+def content_visible(row: Any, institution: str, now: datetime) -> bool:
+    """Whether an institution sees a referral's clinical content, not only where it stands:
+    the sender always (it wrote it, and gets the patient back); the receiver while it is
+    deciding and while its care relationship holds (not after rejecting it, nor once the
+    relationship has ended)."""
+    if institution == row["from_institution"]:
+        return True
+    if institution != row["to_institution"]:
+        return False
+    if row["status"] == "requested":
+        return True
+    care_from, care_until = row["care_from"], row["care_until"]
+    return care_from is not None and care_from <= now and (care_until is None or now < care_until)
+
+
+def service_request(row: Any, now: datetime, *, content_shown: bool = True) -> dict[str, Any]:
+    content = _json(row["content"]) if content_shown else {
+        k: v for k, v in _json(row["content"]).items() if k == "requested_at"}
     rid = str(row["referral_id"])
     notes = [{"text": f"{label}: {content[key]}"} for key, label in
              (("history", "History"), ("treatment", "Treatment so far")) if content.get(key)]
@@ -71,11 +90,14 @@ def service_request(row: Any, now: datetime) -> dict[str, Any]:
         "subject": {"reference": f"Patient/{row['patient_id']}"},
         "authoredOn": content.get("requested_at"),
         "requester": {"reference": f"Organization/{row['from_institution']}",
-                      "display": content.get("referring_doctor")},
+                      **({"display": content["referring_doctor"]}
+                         if content.get("referring_doctor") else {})},
         "performer": [{"reference": f"Organization/{row['to_institution']}"}],
-        "reasonCode": [c for c in [_concept(content.get("impression") or [],
-                                            content.get("reason"))] if c],
     }
+    if reason := _concept(content.get("impression") or [], content.get("reason")):
+        resource["reasonCode"] = [reason]
+    if not content_shown:
+        resource["meta"]["security"] = [REDACTED]
     if content.get("to_department"):
         resource["performerType"] = {"text": content["to_department"]}
     if notes:
@@ -83,8 +105,8 @@ def service_request(row: Any, now: datetime) -> dict[str, Any]:
     return resource
 
 
-def task(row: Any, patient_id: Any) -> dict[str, Any]:
-    details = _json(row["details"]) or {}
+def task(row: Any, patient_id: Any, *, content_shown: bool = True) -> dict[str, Any]:
+    details = (_json(row["details"]) or {}) if content_shown else {}
     rid = str(row["referral_id"])
     overdue = row["action"] == "mark_overdue"
     resource: dict[str, Any] = {
@@ -101,6 +123,8 @@ def task(row: Any, patient_id: Any) -> dict[str, Any]:
         "owner": ({"reference": f"Organization/{row['institution']}"} if row["institution"]
                   else {"display": "the exchange's referral scheduler"}),
     }
+    if not content_shown:
+        resource["meta"]["security"] = [REDACTED]
     if row["reported_at"] is not None:
         resource["executionPeriod"] = {"start": _iso(row["reported_at"])}
     if details.get("reason"):

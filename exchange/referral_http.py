@@ -23,7 +23,13 @@ from consent.decision import Decision, Reason
 from domain.referral import STATES
 from exchange.fhir import bundle
 from exchange.http import Exchange, Handler, Refused, fhir_response
-from exchange.referral_fhir import SERVICE_REQUEST_STATUS, box_row, service_request, task
+from exchange.referral_fhir import (
+    SERVICE_REQUEST_STATUS,
+    box_row,
+    content_visible,
+    service_request,
+    task,
+)
 from exchange.regulator import json_response
 from exchange.tokens import Identity
 from projections.referral_reader import ReferralReader
@@ -84,13 +90,15 @@ class ReferralRoutes:
                                           "patient is a patient id") from None
             root = await self.ex.ctx.records.root(asked)
             kwargs["patients"] = await self.ex.ctx.records.members(root) if root else [asked]
-        rows = await self.reader.search(party=ident.institution, **kwargs)
+        total, rows = await self.reader.search(party=ident.institution, **kwargs)
         now = self.ex.ctx.clock()
-        resources = [service_request(r, now) for r in rows]
+        resources = [service_request(r, now, content_shown=content_visible(
+            r, ident.institution, now)) for r in rows]
         disclosed = [f"ServiceRequest/{r['id']}" for r in resources]
         await self._disclose(request, request_id, action, ident, rows, disclosed)
         entries = [(f"urn:uuid:{r['id']}", dumps(r)) for r in resources]
-        return fhir_response(bundle(entries, now=now), request_id=request_id)
+        return fhir_response(bundle(entries, now=now, extra=_paging(
+            request, total, kwargs["offset"], len(rows))), request_id=request_id)
 
     async def _referral(self, request: Request, request_id: str, action: str,
                         ident: Identity, raw: str) -> Any:
@@ -112,7 +120,9 @@ class ReferralRoutes:
         ident = await self._physician(request, request_id, action)
         row = await self._referral(request, request_id, action, ident,
                                    request.path_params["rid"])
-        resource = service_request(row, self.ex.ctx.clock())
+        now = self.ex.ctx.clock()
+        resource = service_request(row, now, content_shown=content_visible(
+            row, ident.institution, now))
         await self._disclose(request, request_id, action, ident, [row],
                              [f"ServiceRequest/{resource['id']}"])
         return fhir_response(resource, request_id=request_id)
@@ -127,8 +137,9 @@ class ReferralRoutes:
                                       "search Task by focus=ServiceRequest/<id>")
         row = await self._referral(request, request_id, action, ident,
                                    focus.removeprefix("ServiceRequest/"))
-        steps = [task(s, row["patient_id"]) for s in await self.reader.history(
-            row["referral_id"])]
+        shown = content_visible(row, ident.institution, self.ex.ctx.clock())
+        steps = [task(s, row["patient_id"], content_shown=shown)
+                 for s in await self.reader.history(row["referral_id"])]
         await self._disclose(request, request_id, action, ident, [row],
                              [f"Task/{t['id']}" for t in steps])
         entries = [(f"urn:uuid:{t['id']}", dumps(t)) for t in steps]
@@ -148,11 +159,12 @@ class ReferralRoutes:
         except ValueError as exc:
             raise await self._invalid(request, request_id, action, ident, "search.invalid",
                                       str(exc)) from None
-        rows = await self.reader.search(party=ident.institution, box=box, **kwargs)
+        total, rows = await self.reader.search(party=ident.institution, box=box, **kwargs)
         now = self.ex.ctx.clock()
         await self._disclose(request, request_id, action, ident, rows,
                              [f"ServiceRequest/{r['referral_id']}" for r in rows])
-        return json_response({"institution": ident.institution, "box": box,
+        return json_response({"institution": ident.institution, "box": box, "total": total,
+                              "offset": kwargs["offset"],
                               "referrals": [box_row(r, now) for r in rows]}, request_id)
 
     async def statistics(self, request: Request, request_id: str) -> Response:
@@ -192,44 +204,67 @@ def _day(raw: str | None) -> datetime | None:
     return value
 
 
+FHIR_STATUSES = ("draft", "active", "on-hold", "revoked", "completed", "entered-in-error",
+                 "unknown")
+
+
+def _tokens(raw: str, known: tuple[str, ...], name: str) -> list[str]:
+    values = [v for v in raw.split(",") if v]
+    unknown = [v for v in values if v not in known]
+    if unknown or not values:
+        raise ValueError(f"{name} is one or more of {', '.join(known)}")
+    return values
+
+
 def _filters(q: Any) -> dict[str, Any]:
-    """status, institution, date (ge/gt/le/lt/eq prefixes), _count → search arguments."""
+    """status (FHIR), referral-status (the loop's states), institution, date (ge/gt/le/lt/eq
+    prefixes; a date means that whole day in China time), _count, _offset → search arguments."""
     out: dict[str, Any] = {}
-    if status := q.get("status"):
-        statuses = [s for v in status.split(",") for s in (
-            [v] if v in STATES else [k for k, f in SERVICE_REQUEST_STATUS.items() if f == v])]
-        if not statuses:
-            raise ValueError(f"status is one of {', '.join(STATES)} (or active, completed, "
-                             "revoked)")
-        out["statuses"] = statuses
+    statuses: set[str] | None = None
+    if raw := q.get("status"):
+        wanted = _tokens(raw, FHIR_STATUSES, "status")
+        statuses = {k for k, f in SERVICE_REQUEST_STATUS.items() if f in wanted}
+    if raw := q.get("referral-status"):
+        states = set(_tokens(raw, STATES, "referral-status"))
+        statuses = states if statuses is None else statuses & states
+    if statuses is not None:
+        out["statuses"] = sorted(statuses)
     if institution := q.get("institution"):
         out["institution"] = institution.removeprefix("Organization/")
     for raw in q.getlist("date") if hasattr(q, "getlist") else []:
         prefix, value = (raw[:2], raw[2:]) if raw[:2] in ("ge", "gt", "le", "lt", "eq") \
             else ("eq", raw)
         try:
-            instant = _day(value)
+            start = _day(value)
         except ValueError:
-            raise ValueError("date is [ge|gt|le|lt|eq]<date or instant>") from None
-        assert instant is not None
-        span = _next_day(instant) if len(value) == 10 else instant
+            raise ValueError("date is [ge|gt|le|lt|eq]<date or instant with offset>") from None
+        assert start is not None
+        # The value names an interval: a whole day, or one instant.
+        end = start + (timedelta(days=1) if len(value) == 10 else timedelta(microseconds=1))
         if prefix in ("ge", "eq"):
-            out["since"] = instant
-        if prefix == "gt":
-            out["since"] = span
-        if prefix in ("lt",):
-            out["until"] = instant
-        if prefix in ("le", "eq"):
-            out["until"] = span
-    count = q.get("_count", "100")
+            out["since"] = start
+        elif prefix == "gt":
+            out["since"] = end
+        if prefix == "lt":
+            out["until"] = start
+        elif prefix in ("le", "eq"):
+            out["until"] = end
+    count, offset = q.get("_count", "100"), q.get("_offset", "0")
     if not count.isdigit() or not 0 < int(count) <= MAX_COUNT:
         raise ValueError(f"_count is a number from 1 to {MAX_COUNT}")
-    out["limit"] = int(count)
+    if not offset.isdigit():
+        raise ValueError("_offset is a number of results to skip")
+    out["limit"], out["offset"] = int(count), int(offset)
     return out
 
 
-def _next_day(instant: datetime) -> datetime:
-    return instant + timedelta(days=1)
+def _paging(request: Request, total: int, offset: int, shown: int) -> dict[str, Any]:
+    """Bundle.total (every match) and the self/next links of a page."""
+    links = [{"relation": "self", "url": str(request.url)}]
+    if offset + shown < total:
+        links.append({"relation": "next", "url": str(request.url.include_query_params(
+            _offset=offset + shown))})
+    return {"total": total, "link": links}
 
 
 def referral_routes(ex: Exchange, reader: ReferralReader,

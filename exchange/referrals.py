@@ -89,9 +89,11 @@ class ReferralPlanner:
                 referrals: dict[UUID, Referral]) -> None:
         rid = referral_id(payload.referral)
         referral = referrals.get(rid) or self._load(rid)
-        if referral is None:
-            raise _refused("referral.unknown", "no referral has this reference; it is "
-                           "<sending institution>/<source_id of the request>",
+        if referral is None or referral.party(institution) is None:
+            # The same answer for a referral that does not exist and one this institution
+            # takes no part in: outsiders learn nothing, not even who it is about.
+            raise _refused("referral.unknown", "no referral with this reference involves this "
+                           "institution; it is <sending institution>/<source_id of the request>",
                            "payload.referral", item)
         if not self._index.same_person(referral.patient_id, patient_id, batch):
             raise _refused("referral.patient_mismatch", "the patient named is not the "

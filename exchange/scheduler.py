@@ -56,14 +56,18 @@ class ReferralScheduler:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.tick()
+                done = await self.tick()
                 upcoming = await self.reader.next_deadline()
             except Exception:
                 log.exception("referral scheduler round failed; trying again")
-                upcoming = None
+                done, upcoming = 0, None
             wait = self.interval
             if upcoming is not None:
-                wait = min(wait, max(0.05, (upcoming - self.clock()).total_seconds() + 0.01))
+                until = (upcoming - self.clock()).total_seconds()
+                # A deadline already past that recorded nothing: the view has not caught up
+                # with the ledger (or the step lost a race). Wait a round, do not spin.
+                if until > 0 or done:
+                    wait = min(wait, max(0.05, until + 0.01))
             try:
                 await asyncio.wait_for(stop.wait(), wait)
             except TimeoutError:

@@ -36,8 +36,10 @@ class ReferralReader:
     async def search(self, *, party: str, patients: Sequence[UUID] | None = None,
                      institution: str | None = None, statuses: Sequence[str] | None = None,
                      since: datetime | None = None, until: datetime | None = None,
-                     box: str | None = None, limit: int = 100) -> list[asyncpg.Record]:
-        """Referrals ``party`` takes part in (as sender or receiver), newest first.
+                     box: str | None = None, limit: int = 100,
+                     offset: int = 0) -> tuple[int, list[asyncpg.Record]]:
+        """(how many match, one page of them): referrals ``party`` takes part in (as sender
+        or receiver), newest first.
 
         ``box``: "inbox" (addressed to ``party``) or "outbox" (sent by it); ``institution``
         the other side (or either side); ``since``/``until`` bound the request time.
@@ -63,10 +65,15 @@ class ReferralReader:
             add("requested_at >= ?", since)
         if until is not None:
             add("requested_at < ?", until)
-        args.append(limit)
-        return await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM referrals WHERE {' AND '.join(where)} "
-            f"ORDER BY requested_at DESC, referral_id LIMIT ${len(args)}", *args)
+        condition = " AND ".join(where)
+        async with self.pool.acquire() as conn:
+            total = await conn.fetchval(f"SELECT count(*) FROM referrals WHERE {condition}",
+                                        *args)
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM referrals WHERE {condition} "
+                f"ORDER BY requested_at DESC, referral_id LIMIT ${len(args) + 1} "
+                f"OFFSET ${len(args) + 2}", *args, limit, offset)
+        return int(total), rows
 
     async def due(self, now: datetime, limit: int = 200) -> list[UUID]:
         """Referrals whose deadline has passed: open ones to expire, follow-ups to flag."""
@@ -98,7 +105,7 @@ class ReferralReader:
         return await self.pool.fetch(
             "SELECT e.position, e.version, e.action, e.status, e.institution AS actor, e.at, "
             "r.referral_id, r.reference, r.patient_id, r.direction, r.from_institution, "
-            "r.to_institution, r.urgency, r.deadline, r.follow_up_due, r.overdue "
+            "r.to_institution, r.urgency, e.deadline, e.follow_up_due, e.overdue "
             "FROM referral_events e JOIN referrals r USING (referral_id) "
             "WHERE e.position > $1 ORDER BY e.position LIMIT $2", position, limit)
 
@@ -125,10 +132,13 @@ class ReferralReader:
                 f"GROUP BY ROLLUP (to_institution) ORDER BY to_institution NULLS FIRST",
                 since, until)
             rejections = await conn.fetch(
-                f"SELECT rejection_reason AS reason, count(*) AS n FROM referrals {window} "
+                f"SELECT rejection_code AS reason_code, count(*) AS n FROM referrals {window} "
                 f"AND status = 'rejected' GROUP BY 1 ORDER BY 2 DESC, 1", since, until)
+            # Rates count the follow-ups that are due (or done): one not yet due is no failure.
             follow = await conn.fetchrow(
                 f"SELECT count(*) AS back_referred, "
+                f"count(*) FILTER (WHERE followed_up_at IS NOT NULL OR follow_up_due <= $3) "
+                f"AS due, "
                 f"count(*) FILTER (WHERE followed_up_at IS NOT NULL) AS followed_up, "
                 f"count(*) FILTER (WHERE followed_up_at <= follow_up_due) AS on_time, "
                 f"count(*) FILTER (WHERE followed_up_at IS NULL AND follow_up_due <= $3) "
@@ -137,7 +147,7 @@ class ReferralReader:
             statuses = await conn.fetch(
                 f"SELECT status, count(*) AS n FROM referrals {window} GROUP BY 1 ORDER BY 1",
                 since, until)
-        back = follow["back_referred"] if follow else 0
+        due = follow["due"] if follow else 0
         return {
             "by_month": [dict(r) for r in monthly],
             "by_status": {r["status"]: r["n"] for r in statuses},
@@ -147,12 +157,13 @@ class ReferralReader:
                 for r in accept],
             "rejection_reasons": [dict(r) for r in rejections],
             "follow_up": {
-                "back_referred": back,
+                "back_referred": follow["back_referred"] if follow else 0,
+                "due": due,
                 "followed_up": follow["followed_up"] if follow else 0,
                 "on_time": follow["on_time"] if follow else 0,
                 "overdue_open": follow["overdue_open"] if follow else 0,
-                "completion_rate": round(follow["followed_up"] / back, 4) if back else None,
-                "on_time_rate": round(follow["on_time"] / back, 4) if back else None,
+                "completion_rate": round(follow["followed_up"] / due, 4) if due else None,
+                "on_time_rate": round(follow["on_time"] / due, 4) if due else None,
             },
         }
 

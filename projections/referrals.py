@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS referrals (
     urgency text NOT NULL, status text NOT NULL, content jsonb NOT NULL,
     requested_at timestamptz NOT NULL, decided_at timestamptz, accepted_at timestamptz,
     arrived_at timestamptz, completed_at timestamptz, back_referred_at timestamptz,
-    followed_up_at timestamptz, closed_at timestamptz, rejection_reason text,
+    followed_up_at timestamptz, closed_at timestamptz, rejection_reason text, rejection_code text,
     back_referral jsonb, deadline timestamptz, follow_up_due timestamptz,
     overdue boolean NOT NULL DEFAULT false, care_from timestamptz, care_until timestamptz,
     position bigint NOT NULL, updated bigint NOT NULL);
@@ -32,7 +32,9 @@ CREATE INDEX IF NOT EXISTS referrals_follow_up ON referrals (follow_up_due)
 CREATE TABLE IF NOT EXISTS referral_events (
     referral_id uuid NOT NULL, version integer NOT NULL, action text NOT NULL,
     status text NOT NULL, institution text, at timestamptz NOT NULL, reported_at timestamptz,
-    details jsonb NOT NULL, position bigint NOT NULL, PRIMARY KEY (referral_id, version));
+    details jsonb NOT NULL, position bigint NOT NULL, deadline timestamptz,
+    follow_up_due timestamptz, overdue boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (referral_id, version));
 CREATE INDEX IF NOT EXISTS referral_events_position ON referral_events (position);
 """
 TABLES = ("referrals", "referral_events")
@@ -41,8 +43,12 @@ TABLES = ("referrals", "referral_events")
 _STAMP = {"accepted": "accepted_at", "rejected": "decided_at", "arrived": "arrived_at",
           "completed": "completed_at", "back_referred": "back_referred_at",
           "followed_up": "followed_up_at", "cancelled": "closed_at", "expired": "closed_at"}
+# Each step keeps the referral's deadlines as they stood right after it (the row was just
+# updated by the step's own statement): notifications sent late still say what was true then.
 _HISTORY = ("INSERT INTO referral_events (referral_id, version, action, status, institution, at, "
-            "reported_at, details, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            "reported_at, details, position, deadline, follow_up_due, overdue) "
+            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, deadline, follow_up_due, overdue "
+            "FROM referrals WHERE referral_id = $1")
 
 
 def apply(changes: Any, position: int, event: Any, kind: str) -> None:
@@ -68,8 +74,8 @@ def apply(changes: Any, position: int, event: Any, kind: str) -> None:
         if state == "accepted":
             sets += ["decided_at = $3", "care_from = $3"]
         if state == "rejected":
-            args.append(details.get("reason"))
-            sets.append(f"rejection_reason = ${len(args)}")
+            args += [details.get("reason"), details.get("reason_code") or "other"]
+            sets += [f"rejection_reason = ${len(args) - 1}", f"rejection_code = ${len(args)}"]
         if state == "back_referred":
             args.append(json.dumps(details, ensure_ascii=False))
             sets.append(f"back_referral = ${len(args)}")

@@ -163,7 +163,7 @@ async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> 
         # The township sees the referral (ServiceRequest) and its history (Task), then follows
         # up within the 14 days: the loop closes.
         found = await http.get("/fhir/ServiceRequest", headers=thc_md,
-                               params={"patient": pid, "status": "back_referred"})
+                               params={"patient": pid, "referral-status": "back_referred"})
         assert found.status_code == 200, found.text
         [sr] = [e["resource"] for e in found.json()["entry"]]
         assert sr["status"] == "active" and sr["priority"] == "routine"
@@ -226,9 +226,12 @@ async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: R
     # Only the receiver accepts; the sender is told who may.
     problem = await refused(exchange, "thc-east", [step(rid, "X1", ref, "accept")])
     assert problem["code"] == "referral.not_party" and "only the receiver" in problem["message"]
-    # A third institution takes no part.
+    # A third institution takes no part: it is told only that no such referral involves it
+    # (the same answer whichever patient it names), learning nothing of the referral.
     problem = await refused(exchange, "vc-peach", [step(rid, "X2", ref, "accept")])
-    assert problem["code"] == "referral.not_party" and "takes no part" in problem["message"]
+    assert problem["code"] == "referral.unknown"
+    assert await refused(exchange, "vc-peach", [step(other, "X2b", ref, "accept")]) == {
+        **problem, "source_id": "X2b"}
     # Steps out of order name the state and what is allowed there.
     problem = await refused(exchange, "county", [step(rid, "X3", ref, "complete")])
     assert problem["code"] == "referral.transition"
@@ -248,7 +251,8 @@ async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: R
     # A rejection needs its reason (checked with the item), and then closes the referral.
     problem = await refused(exchange, "county", [step(rid, "X6", ref, "reject")])
     assert problem["code"] == "referral.reason_missing"
-    await accepted(exchange, "county", [step(rid, "X7", ref, "reject", reason="本院床位已满")])
+    await accepted(exchange, "county", [step(rid, "X7", ref, "reject", reason="本院床位已满",
+                                             reason_code="no_capacity")])
     problem = await refused(exchange, "thc-east", [step(rid, "X8", ref, "cancel",
                                                         reason="患者改变主意")])
     assert problem["code"] == "referral.transition" and "it is closed" in problem["message"]
@@ -261,6 +265,23 @@ async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: R
     rejections = (await exchange.rt.pool.fetch(
         "SELECT rejection_reason FROM referrals WHERE reference = $1", ref))
     assert rejections[0]["rejection_reason"] == "本院床位已满"
+    county_md = {**token(exchange, "dr-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        # The statistics count the coded reason, never the free text.
+        stats = await http.get("/referrals/statistics", headers=county_md)
+        assert stats.json()["rejection_reasons"] == [{"reason_code": "no_capacity", "n": 1}]
+        assert "床位" not in stats.text
+        # Having rejected it, the county sees where the referral stands, not its content.
+        [entry] = (await http.get("/fhir/ServiceRequest", headers=county_md)).json()["entry"]
+        seen = entry["resource"]
+        assert seen["extension"][0]["valueCode"] == "rejected"
+        assert seen["meta"]["security"][0]["code"] == "REDACTED"
+        assert "reasonCode" not in seen and "note" not in seen
+        # The sender still sees all of it.
+        thc_md = {**token(exchange, "dr-zhang", "thc-east", "physician"),
+                  "X-Purpose-Of-Use": "TREAT"}
+        [mine] = (await http.get("/fhir/ServiceRequest", headers=thc_md)).json()["entry"]
+        assert mine["resource"]["reasonCode"][0]["coding"][0]["code"] == "I10"
 
 
 async def test_an_unanswered_emergency_referral_expires_and_both_are_told(fast: Running) -> None:
@@ -393,13 +414,27 @@ async def test_lookup_by_resident_id_finds_the_referred_patient(exchange: Runnin
                                params={"identifier": f"{RESIDENT_ID_SYSTEM}|{rid}"})
         pid = found.json()["entry"][0]["resource"]["id"]
         listed = await http.get("/fhir/ServiceRequest", headers=county_md,
-                                params={"patient": pid, "status": "requested",
+                                params={"patient": pid, "referral-status": "requested",
                                         "date": "ge2020-01-01"})
         assert [e["resource"]["identifier"][0]["value"] for e in listed.json()["entry"]] == [
             "thc-east/REF-L"]
         none = await http.get("/fhir/ServiceRequest", headers=county_md,
-                              params={"status": "followed_up"})
+                              params={"referral-status": "followed_up"})
         assert none.json()["total"] == 0
-        bad = await http.get("/fhir/ServiceRequest", headers=county_md,
-                             params={"status": "bogus"})
-        assert bad.status_code == 400
+        for bad_status in ({"status": "bogus"}, {"status": "active,bogus"},
+                           {"referral-status": "completed,nope"}):
+            bad = await http.get("/fhir/ServiceRequest", headers=county_md, params=bad_status)
+            assert bad.status_code == 400, bad_status
+        # FHIR's status and the loop's state are separate parameters.
+        active = await http.get("/fhir/ServiceRequest", headers=county_md,
+                                params={"status": "active"})
+        assert active.json()["total"] == 1
+        assert (await http.get("/fhir/ServiceRequest", headers=county_md,
+                               params={"status": "completed"})).json()["total"] == 0
+        # Date prefixes on instants: the request time is inside [ge t, le t], outside gt t.
+        requested = (await http.get("/referrals/inbox", headers=county_md)).json()[
+            "referrals"][0]["requested_at"]
+        for prefix, hits in (("ge", 1), ("le", 1), ("eq", 1), ("gt", 0), ("lt", 0)):
+            got = await http.get("/fhir/ServiceRequest", headers=county_md,
+                                 params={"date": prefix + requested})
+            assert got.json()["total"] == hits, prefix
