@@ -1,27 +1,36 @@
-"""The policy decision point: a pure function from a request and the consent state to a
-decision with its reasons, its legal basis and its obligations.
+"""The policy decision point: a pure function from (request, what the ledger said about the
+patient as of a position, policy) to a decision with its reasons, its legal basis, the data
+categories it lets through and its obligations.
 
-Walking-skeleton rules (REGULATIONS.md has the full set, to come):
-- clinical records are read by physicians only;
-- purpose TREAT needs a *separate* consent (单独同意, PIPL Art. 29) that is valid at the
-  moment of the request, names TREAT, and covers the requesting institution (PIPL Art. 23);
-  a general consent never stands in for it;
-- and, besides consent, a *care relationship* between the requesting institution and the
-  patient at the moment of the request (医疗机构病历管理规定 Art. 15-16: only those treating
-  the patient read the record): an encounter (or another entry: it saw the patient) it
-  recorded, or a referral it accepted (from acceptance until the consortium's set time after
-  completion);
-- purpose ETREAT (break-glass, PIPL Art. 13) needs an unexpired break-glass grant this
-  physician obtained for this patient with a reason; the read is flagged, and the patient is
-  told afterwards.
+The rules (REGULATIONS.md), in the order they are applied:
+1. A patient reads their own record (PIPL Art. 45), nobody else's. Regulators and admins read
+   no clinical data; only the policy's clinical roles (physician, nurse) read for care.
+2. A sealed record (病历封存) is read only by the persons its seal names; anyone else is
+   refused and an alert is raised — whatever the purpose.
+3. ETREAT (break-glass, PIPL Art. 13/18) needs an unexpired grant this person obtained for
+   this patient with a reason; the read is flagged, reviewed and told to the patient.
+4. Every other purpose is one the policy's purpose × category matrix knows (minimum
+   necessary, PIPL Art. 5-6). TREAT needs a care relationship besides consent (an entry the
+   institution recorded recently, an accepted referral, a family-doctor contract; 医疗机构病历
+   管理规定 Art. 15-16).
+5. A *separate* consent (单独同意, PIPL Art. 29) valid at the moment, not withdrawn as of the
+   ledger position (Art. 15), naming the purpose (Art. 14) and covering the requesting
+   institution (Art. 23), signed by the patient aged 14 or more or by a recorded guardian
+   (Art. 31). A general consent never stands in for it.
+6. The categories let through are the purpose's, within those the consents cover; a sensitive
+   category (HIV, psychiatric, reproductive, genetic) only when a consent names it. With only a
+   referral as care relationship, the referral's minimum: summary, diagnoses, medications,
+   allergies and recent results.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
+
+from domain.categories import CATEGORIES, GENERAL, SENSITIVE
 
 BREAK_GLASS_REASONS = {
     "unconscious": "patient unable to consent (unconscious or incapacitated)",
@@ -30,6 +39,37 @@ BREAK_GLASS_REASONS = {
 }
 BREAK_GLASS_TTL = timedelta(hours=4)
 MIN_REASON_TEXT = 10
+ADULT_AGE = 14  # PIPL Art. 31: under 14, a guardian consents
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """The consortium's access policy (configuration; these are the defaults)."""
+
+    clinical_roles: tuple[str, ...] = ("physician", "nurse")
+    # Purpose → the general categories it may see (sensitive ones only when named by consent).
+    purposes: dict[str, frozenset[str]] = field(default_factory=lambda: {
+        "TREAT": frozenset(GENERAL),
+        "HRESCH": frozenset({"diagnosis", "lab", "vital", "medication", "immunization",
+                             "procedure", "allergy"}),
+    })
+    break_glass_categories: frozenset[str] = frozenset(GENERAL)
+    # What an institution whose only care relationship is a referral sees.
+    referral_categories: frozenset[str] = frozenset({
+        "demographics", "encounter", "diagnosis", "medication", "allergy", "lab", "vital"})
+    recent_results: timedelta = timedelta(days=180)  # "recent results" for a referral
+    care_after_record: timedelta = timedelta(days=365)  # an entry recorded keeps care this long
+    needs_care: frozenset[str] = frozenset({"TREAT"})
+
+    def __post_init__(self) -> None:
+        for purpose, cats in self.purposes.items():
+            unknown = set(cats) - set(GENERAL)
+            if unknown:
+                raise ValueError(f"policy purpose {purpose} names unknown or sensitive "
+                                 f"categories {sorted(unknown)}; sensitive ones need consent")
+
+
+DEFAULT_POLICY = AccessPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +80,8 @@ class AccessRequest:
     patient_id: UUID
     purpose: str
     at: datetime
+    position: int | None = None  # the ledger position the facts are taken as of
+    own_record: bool = False  # a patient token whose patient this is
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +92,52 @@ class ConsentRecord:
     purposes: tuple[str, ...]
     valid_from: datetime
     valid_to: datetime | None
+    categories: tuple[str, ...] | None = None  # None: every general category
+    signed_by: str = "patient"
+    guardian: str | None = None  # the signing guardian's resident ID
+    position: int = 0
+    withdrawn_position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianRecord:
+    guardian: str
+    valid_from: datetime
+    valid_to: datetime | None
+    position: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class CareRelationship:
-    """Why an institution treats the patient: "encounter:<entry id>", "record:<entry id>" or
-    "referral:<id>",
-    valid in [valid_from, valid_to) (open-ended while valid_to is None)."""
+    """Why an institution treats the patient: "encounter:<entry id>", "record:<entry id>",
+    "contract:<position>" or "referral:<id>", valid in [valid_from, valid_to)."""
 
     basis: str
     institution: str
     valid_from: datetime | None = None
     valid_to: datetime | None = None
 
+    @property
+    def kind(self) -> str:
+        return self.basis.split(":", 1)[0]
+
     def holds(self, institution: str, at: datetime) -> bool:
         return (self.institution == institution
                 and (self.valid_from is None or self.valid_from <= at)
                 and (self.valid_to is None or at < self.valid_to))
+
+
+@dataclass(frozen=True, slots=True)
+class SealRecord:
+    readers: tuple[str, ...]
+    position: int
+    unsealed_position: int | None = None
+
+    def active(self, position: int | None) -> bool:
+        if position is None:
+            return self.unsealed_position is None
+        return self.position <= position and (self.unsealed_position is None
+                                              or self.unsealed_position > position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +147,18 @@ class BreakGlassGrant:
     patient_id: UUID
     reason_code: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the ledger (and the gate's own grants) said about the patient as of a position."""
+
+    birth_date: date | None = None
+    consents: Sequence[ConsentRecord] = ()
+    guardians: Sequence[GuardianRecord] = ()
+    care: Sequence[CareRelationship] = ()
+    seals: Sequence[SealRecord] = ()
+    grants: Sequence[BreakGlassGrant] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +171,20 @@ class Reason:
 class Decision:
     permit: bool
     reasons: list[Reason]
-    legal_basis: str | None = None  # "consent:<id>" or "break-glass:<grant id>"
-    care_basis: str | None = None  # the care relationship the read relied on
+    legal_basis: str | None = None  # "consent:<id>[,…]", "break-glass:<id>", "data-subject"
     consent_id: UUID | None = None
     break_glass: bool = False
     obligations: list[str] = field(default_factory=list)
+    care_basis: str | None = None  # the care relationship the read relied on
+    categories: tuple[str, ...] = ()  # what may be disclosed
+    results_since: datetime | None = None  # lab and vital results only from then (referral)
+    alert: str | None = None  # raised for the regulator (a sealed record read by another)
+
+    @property
+    def withheld(self) -> tuple[str, ...]:
+        """Categories this decision does not disclose: a statement about the decision, the
+        same whatever the record holds (it never says what the record contains)."""
+        return tuple(c for c in CATEGORIES if c not in self.categories)
 
 
 class InvalidBreakGlass(ValueError):
@@ -110,64 +202,139 @@ def check_break_glass(reason_code: object, reason_text: object) -> tuple[str, st
     return str(reason_code), reason_text.strip()
 
 
-def _covers(consent: ConsentRecord, request: AccessRequest) -> bool:
-    return "*" in consent.scope or request.institution in consent.scope
+def age_on(birth: date, day: date) -> int:
+    """Whole years: one turns 14 on the 14th birthday (29 February: on 1 March)."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
-def _valid_at(consent: ConsentRecord, at: datetime) -> bool:
-    return consent.valid_from <= at and (consent.valid_to is None or at < consent.valid_to)
+def _deny(*reasons: Reason, alert: str | None = None,
+          obligations: list[str] | None = None) -> Decision:
+    return Decision(False, list(reasons), alert=alert, obligations=obligations or [])
 
 
-def decide(
-    request: AccessRequest,
-    consents: Sequence[ConsentRecord],
-    grants: Sequence[BreakGlassGrant] = (),
-    care: Sequence[CareRelationship] = (),
-) -> Decision:
-    if request.role != "physician":
-        return Decision(False, [Reason("role.not_permitted",
-                                       f"the {request.role} role does not read clinical records")])
+def decide(request: AccessRequest, facts: Facts,
+           policy: AccessPolicy = DEFAULT_POLICY) -> Decision:
+    if request.role == "patient":
+        if not request.own_record:
+            return _deny(Reason("role.not_own_record", "a patient reads their own record only"))
+        return Decision(True, [Reason("data_subject.permit", "the patient reads their own "
+                                      "record (PIPL Art. 45)")], legal_basis="data-subject",
+                        categories=CATEGORIES)
+    if request.role not in policy.clinical_roles:
+        return _deny(Reason("role.not_permitted",
+                            f"the {request.role} role does not read clinical records"))
+    if any(s.active(request.position) and request.person not in s.readers for s in facts.seals):
+        return _deny(Reason("record.sealed", "the record is sealed; only the persons the seal "
+                            "names may read it; this attempt is reported"),
+                     alert="sealed-record", obligations=["alert-regulator"])
     if request.purpose == "ETREAT":
-        live = [g for g in grants if g.person == request.person
-                and g.patient_id == request.patient_id and request.at < g.expires_at]
-        if not live:
-            return Decision(False, [Reason(
-                "break_glass.no_grant",
-                "ETREAT needs a break-glass grant for this patient: POST $break-glass with a "
-                "reason_code and a written reason first")])
-        grant = max(live, key=lambda g: g.expires_at)
-        return Decision(
-            True, [Reason("break_glass.granted", "emergency access under a break-glass grant")],
-            legal_basis=f"break-glass:{grant.grant_id}", break_glass=True,
-            obligations=["flag-break-glass", "regulator-review", "notify-patient"])
-    if request.purpose != "TREAT":
-        return Decision(False, [Reason("purpose.not_supported",
-                                       "clinical reads accept purpose TREAT or ETREAT")])
+        return _break_glass(request, facts, policy)
+    if request.purpose not in policy.purposes:
+        return _deny(Reason("purpose.not_supported", f"clinical reads accept purpose "
+                            f"{', '.join(['ETREAT', *policy.purposes])}"))
+    return _consented(request, facts, policy)
+
+
+def _break_glass(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:
+    live = [g for g in facts.grants if g.person == request.person
+            and g.patient_id == request.patient_id and request.at < g.expires_at]
+    if not live:
+        return _deny(Reason("break_glass.no_grant", "ETREAT needs a break-glass grant for this "
+                            "patient: POST $break-glass with a reason_code and a written "
+                            "reason first"))
+    grant = max(live, key=lambda g: g.expires_at)
+    return Decision(
+        True, [Reason("break_glass.granted", "emergency access under a break-glass grant")],
+        legal_basis=f"break-glass:{grant.grant_id}", break_glass=True,
+        obligations=["flag-break-glass", "regulator-review", "notify-patient"],
+        categories=tuple(c for c in CATEGORIES if c in policy.break_glass_categories))
+
+
+def _signer_valid(consent: ConsentRecord, request: AccessRequest, facts: Facts) -> str | None:
+    """None if the consent's signer could consent for the patient; else a reason code."""
+    if consent.signed_by == "guardian":
+        recorded = any(g.guardian == consent.guardian and g.valid_from <= request.at
+                       and (g.valid_to is None or request.at < g.valid_to)
+                       and (request.position is None or g.position <= request.position)
+                       for g in facts.guardians)
+        return None if recorded else "consent.guardian_not_recorded"
+    if facts.birth_date is not None and age_on(facts.birth_date, request.at.date()) < ADULT_AGE:
+        return "consent.signer_under_14"
+    return None
+
+
+_MESSAGES = {
+    "consent.none": "the patient has no consent valid at this time",
+    "consent.withdrawn": "the patient withdrew the consent that would cover this read",
+    "consent.general_only": "only a general consent is on record; health data needs a "
+                            "separate consent (PIPL Art. 29)",
+    "consent.signer_under_14": "the patient was under 14 and signed the consent themself; a "
+                               "recorded guardian must consent (PIPL Art. 31)",
+    "consent.guardian_not_recorded": "the consent is signed by someone not recorded as the "
+                                     "patient's guardian",
+    "consent.purpose": "no separate consent names this purpose",
+    "consent.scope": "no consent covers the requesting institution",
+    "care.none": "the requesting institution has no care relationship with the patient now "
+                 "(no recent entry it recorded, no referral it accepted that still holds, no "
+                 "family-doctor contract)",
+}
+
+
+def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:
+    pos = request.position
+    recorded = [c for c in facts.consents if pos is None or c.position <= pos]
+    valid = [c for c in recorded if c.valid_from <= request.at
+             and (c.valid_to is None or request.at < c.valid_to)]
+    live = [c for c in valid if c.withdrawn_position is None
+            or (pos is not None and c.withdrawn_position > pos)]
+    stages = [
+        ("consent.none", valid),
+        ("consent.withdrawn", live),
+        ("consent.general_only", [c for c in live if c.consent_type == "separate"]),
+    ]
+    separate = stages[-1][1]
+    signed = [c for c in separate if _signer_valid(c, request, facts) is None]
+    if separate and not signed:
+        stages.append((_signer_valid(separate[0], request, facts) or "consent.none", signed))
+    purposeful = [c for c in signed if request.purpose in c.purposes]
+    stages.append(("consent.purpose", purposeful))
+    covering = [c for c in purposeful if "*" in c.scope or request.institution in c.scope]
+    stages.append(("consent.scope", covering))
     reasons: list[Reason] = []
-    valid = [c for c in consents if _valid_at(c, request.at)]
-    if not valid:
-        reasons.append(Reason("consent.none", "the patient has no consent valid at this time"))
-    separate = [c for c in valid if c.consent_type == "separate"]
-    if valid and not separate:
-        reasons.append(Reason("consent.general_only",
-                              "only a general consent is on record; health data needs a "
-                              "separate consent (PIPL Art. 29)"))
-    purposeful = [c for c in separate if request.purpose in c.purposes]
-    if separate and not purposeful:
-        reasons.append(Reason("consent.purpose", "no separate consent names this purpose"))
-    covering = [c for c in purposeful if _covers(c, request)]
-    if purposeful and not covering:
-        reasons.append(Reason("consent.scope",
-                              "no consent covers the requesting institution"))
-    relationships = [c for c in care if c.holds(request.institution, request.at)]
-    if not relationships:
-        reasons.append(Reason("care.none", "the requesting institution has no care "
-                              "relationship with the patient now (no encounter it recorded, "
-                              "no referral it accepted that is still open or recent)"))
-    if covering and relationships:
-        chosen = max(covering, key=lambda c: c.valid_from)
-        return Decision(True, [Reason("consent.permit", "a separate consent covers this read"),
-                               Reason("care.relationship", relationships[0].basis)],
-                        legal_basis=f"consent:{chosen.consent_id}", consent_id=chosen.consent_id,
-                        care_basis=relationships[0].basis)
-    return Decision(False, reasons)
+    for code, survivors in stages:  # the first rule nothing passed is the reason
+        if not survivors:
+            reasons.append(Reason(code, _MESSAGES[code]))
+            break
+    care = [c for c in facts.care if c.holds(request.institution, request.at)]
+    if request.purpose in policy.needs_care and not care:
+        reasons.append(Reason("care.none", _MESSAGES["care.none"]))
+    if reasons:
+        return _deny(*reasons)
+    allowed = policy.purposes[request.purpose]
+    granted: set[str] = set()
+    for c in covering:
+        named = set(c.categories) if c.categories is not None else set(GENERAL)
+        granted |= (named & allowed) | (named & set(SENSITIVE))
+    results_since = None
+    chosen_care = _best_care(care)
+    if chosen_care is not None and all(c.kind == "referral" for c in care):
+        granted &= policy.referral_categories | set(SENSITIVE)
+        results_since = request.at - policy.recent_results
+    categories = tuple(c for c in CATEGORIES if c in granted)
+    if not categories:
+        return _deny(Reason("consent.categories", "the consents cover no category this purpose "
+                            "may see"))
+    ordered = sorted(covering, key=lambda c: (c.valid_from, str(c.consent_id)), reverse=True)
+    basis = "consent:" + ",".join(str(c.consent_id) for c in ordered)
+    reasons = [Reason("consent.permit", "a separate consent covers this read")]
+    if chosen_care is not None:
+        reasons.append(Reason("care.relationship", chosen_care.basis))
+    return Decision(True, reasons, legal_basis=basis, consent_id=ordered[0].consent_id,
+                    care_basis=chosen_care.basis if chosen_care else None,
+                    categories=categories, results_since=results_since)
+
+
+def _best_care(care: Sequence[CareRelationship]) -> CareRelationship | None:
+    """The relationship to cite: the institution's own care before a referral's."""
+    rank = {"encounter": 0, "contract": 1, "record": 2, "referral": 3}
+    return min(care, key=lambda c: (rank.get(c.kind, 9), c.basis)) if care else None

@@ -50,7 +50,8 @@ _BASE = {
 _OBSERVATION_BASE = {"laboratory": "lab", "vital-signs": "vital"}
 # Not clinical entries: who may see a consent, a correction, a merge or a referral is decided
 # by other rules. A referral's impression and diagnosis codes can be checked with sensitive_of.
-CONTROL_KINDS = ("consent", "retract", "merge", "unmerge", "referral", "referral_action")
+CONTROL_KINDS = ("consent", "retract", "merge", "unmerge", "referral", "referral_action",
+                 "consent_withdrawal", "guardian", "care_contract", "seal", "unseal")
 
 # The codings of each kind that say something clinical (administration route and site do not);
 # (attribute, holds a list).

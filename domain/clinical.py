@@ -16,6 +16,14 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from domain.categories import CATEGORIES
+from domain.consent_items import (
+    CareContractPayload,
+    ConsentWithdrawalPayload,
+    GuardianPayload,
+    SealPayload,
+    UnsealPayload,
+)
 from domain.referral_items import ReferralActionPayload, ReferralPayload
 from domain.values import (  # noqa: F401  (re-exported: the item models build on them)
     PURPOSES,
@@ -37,7 +45,8 @@ ENTRY_KINDS = (
     "procedure", "immunization", "allergy", "document",
 )
 # Identity and correction events: they change how entries are read, not the entries' content.
-CONTROL_KINDS = ("patient", "consent", "retract", "merge", "unmerge")
+CONTROL_KINDS = ("patient", "consent", "retract", "merge", "unmerge", "consent_withdrawal",
+                 "guardian", "care_contract", "seal", "unseal")
 # Referrals (双向转诊): a request, then the actions that move it along (domain/referral.py).
 REFERRAL_KINDS = ("referral", "referral_action")
 KINDS = (*ENTRY_KINDS, *CONTROL_KINDS, *REFERRAL_KINDS)
@@ -45,6 +54,7 @@ Kind = Literal[
     "encounter", "condition", "observation", "medication_request", "medication_dispense",
     "procedure", "immunization", "allergy", "document",
     "patient", "consent", "retract", "merge", "unmerge", "referral", "referral_action",
+    "consent_withdrawal", "guardian", "care_contract", "seal", "unseal",
 ]
 
 
@@ -112,20 +122,35 @@ class ObservationPayload(_PatientItem):
 
 
 class ConsentPayload(_PatientItem):
-    """A consent the patient (or guardian) signed at the recording institution."""
+    """A consent the patient (or guardian) signed at the recording institution.
+
+    ``categories`` are the data categories it lets the named institutions see (absent: every
+    general category); a sensitive category (HIV, psychiatric, reproductive, genetic) is
+    shared only if named here. A consent ``signed_by`` a guardian names the guardian, who must
+    be recorded as such (a ``guardian`` item) when the consent is relied on.
+    """
 
     consent_type: Literal["separate", "general"]
     scope: list[InstitutionCode | Literal["*"]] = Field(min_length=1, max_length=100)
     purposes: list[Literal[PURPOSES]] = Field(min_length=1)  # type: ignore[valid-type]
+    categories: list[Literal[CATEGORIES]] | None = Field(default=None, min_length=1)  # type: ignore[valid-type]
     valid_from: AwareDatetime
     valid_to: AwareDatetime | None = None
     notice_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     signed_by: Literal["patient", "guardian"] = "patient"
+    guardian: PatientRef | None = None
 
     @model_validator(mode="after")
     def _period(self) -> ConsentPayload:
         if self.valid_to is not None and self.valid_to <= self.valid_from:
             raise PydanticCustomError("consent.period", "valid_to must be after valid_from")
+        if self.signed_by == "guardian" and (self.guardian is None
+                                             or self.guardian.resident_id is None):
+            raise PydanticCustomError("consent.guardian", "a consent signed by a guardian "
+                                      "names the guardian by resident_id")
+        if self.signed_by == "patient" and self.guardian is not None:
+            raise PydanticCustomError("consent.guardian", "a guardian is named only on a "
+                                      "consent signed_by guardian")
         return self
 
 
@@ -252,6 +277,11 @@ PAYLOAD_MODELS: dict[str, type[_PatientItem]] = {
     "unmerge": UnmergePayload,
     "referral": ReferralPayload,
     "referral_action": ReferralActionPayload,
+    "consent_withdrawal": ConsentWithdrawalPayload,
+    "guardian": GuardianPayload,
+    "care_contract": CareContractPayload,
+    "seal": SealPayload,
+    "unseal": UnsealPayload,
 }
 
 RecordId = Annotated[str, Field(pattern=r"^[^\s]{1,200}$")]

@@ -22,6 +22,8 @@ class Level(str, Enum):
     COUNTY_HOSPITAL = "county_hospital"
     TOWNSHIP_HEALTH_CENTRE = "township_health_centre"
     VILLAGE_CLINIC = "village_clinic"
+    # The exchange's own patient portal: it records what patients give over HTTP (consents).
+    PATIENT_PORTAL = "patient_portal"
 
 
 class InvalidInstitution(DomainError):

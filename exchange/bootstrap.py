@@ -32,6 +32,7 @@ from exchange.http import ApiContext, create_app
 from exchange.ledger import Ledger
 from exchange.nats import connect, ensure_streams
 from exchange.notifier import Notifier
+from exchange.portal import Portal
 from exchange.scheduler import ReferralScheduler
 from exchange.settings import Settings
 from exchange.tokens import TokenIssuer
@@ -101,12 +102,25 @@ class Runtime:
     def head_signer(self) -> HeadSigner:
         return HeadSigner(self.settings.consortium, self.settings.secrets.audit_key)
 
-    def api_context(self) -> ApiContext:
+    @property
+    def records(self) -> PatientRecordReader:
+        return PatientRecordReader(self.pool)
+
+    async def projection_wait(self, position: int) -> None:
+        await self.projection().wait_for(position)
+
+    def portal(self) -> Portal | None:
+        seed = self.settings.secrets.portal_key
+        return Portal(self, seed) if seed else None
+
+    def api_context(self, portal: Portal | None = None) -> ApiContext:
+        policy = self.settings.access_policy
         return ApiContext(tokens=TokenIssuer(self.settings.secrets.token_key),
                           audit_writer=self.audit_writer,
-                          consent=ConsentState(self.pool), heads=self.head_signer(),
-                          records=PatientRecordReader(self.pool),
-                          referrals=ReferralReader(self.pool))
+                          consent=ConsentState(self.pool,
+                                               care_after_record=policy.care_after_record),
+                          heads=self.head_signer(), records=self.records,
+                          referrals=ReferralReader(self.pool), policy=policy, portal=portal)
 
 
 def start_embedded(settings: Settings) -> tuple[Endpoints, list[Any]]:
@@ -182,10 +196,13 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
             rt.audit_writer.store, rt.head_signer(), rt.nc.jetstream(), rt.settings.consortium,
             rt.settings.audit_head_seconds, stop), name="audit-heads"))
     if http:
+        portal = rt.portal()
+        if portal is not None:
+            await portal.ensure_registered()
         sock = bind_http(rt.settings.http_host, rt.settings.http_port)
         host, port = sock.getsockname()[:2]
         rt.endpoints.http_url = f"http://{host}:{port}"
-        config = uvicorn.Config(create_app(rt.api_context()), log_level="warning",
+        config = uvicorn.Config(create_app(rt.api_context(portal)), log_level="warning",
                                 lifespan="off", access_log=False)
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="http"))

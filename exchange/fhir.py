@@ -16,12 +16,16 @@ FHIR_JSON = "application/fhir+json"
 
 
 def bundle(entries: Sequence[tuple[str, str]], *, now: datetime,
-           extra: dict[str, Any] | None = None) -> bytes:
-    """A searchset Bundle from (fullUrl, resource JSON text) pairs, joined without re-parsing."""
+           extra: dict[str, Any] | None = None, outcome: dict[str, Any] | None = None) -> bytes:
+    """A searchset Bundle from (fullUrl, resource JSON text) pairs, joined without re-parsing;
+    ``outcome`` (an OperationOutcome) is added as the Bundle's search-mode "outcome" entry."""
     head = {"resourceType": "Bundle", "type": "searchset", "timestamp": now.isoformat(),
             "total": len(entries), **(extra or {})}
     parts = [f'{{"fullUrl":{json.dumps(url)},"resource":{text},"search":{{"mode":"match"}}}}'
              for url, text in entries]
+    if outcome is not None:
+        parts.append(f'{{"resource":{json.dumps(outcome, ensure_ascii=False)},'
+                     f'"search":{{"mode":"outcome"}}}}')
     return (json.dumps(head, ensure_ascii=False)[:-1] + ',"entry":[' + ",".join(parts)
             + "]}").encode()
 

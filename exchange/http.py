@@ -24,13 +24,12 @@ from audit.postgres import AuditStore, AuditWriteError
 from audit.writer import AuditWriter
 from exchange.audit_log import HeadSigner
 from consent.decision import (
-    AccessRequest,
-    CareRelationship,
+    DEFAULT_POLICY,
+    AccessPolicy,
     Decision,
     InvalidBreakGlass,
     Reason,
     check_break_glass,
-    decide,
 )
 from consent.postgres import ConsentState
 from exchange.fhir import (
@@ -57,6 +56,8 @@ class ApiContext:
     consent: ConsentState
     records: PatientRecordReader
     referrals: ReferralReader
+    policy: AccessPolicy = DEFAULT_POLICY
+    portal: Any = None  # exchange.portal.Portal: consents a patient gives over HTTP
     clock: Clock = lambda: datetime.now(UTC)  # noqa: E731
 
     @property
@@ -89,7 +90,8 @@ class Exchange:
                      ident: Identity | None, patient_id: UUID | None = None,
                      purpose: str | None = None, decision: Decision | None = None,
                      reasons: list[Reason] | None = None, disclosed: list[str] | None = None,
-                     extra: dict[str, Any] | None = None) -> None:
+                     extra: dict[str, Any] | None = None,
+                     categories: list[str] | tuple[str, ...] | None = None) -> None:
         reasons = reasons if reasons is not None else (decision.reasons if decision else [])
         record = {
             "action": action, "request_id": request_id, "route": request.url.path,
@@ -105,7 +107,12 @@ class Exchange:
             "care_basis": decision.care_basis if decision else None,
             "obligations": decision.obligations if decision else [],
             "disclosed": disclosed or [],
-            "categories": sorted({d.split("/")[0] for d in disclosed or [] if "/" in d}),
+            "resource_types": sorted({d.split("/")[0] for d in disclosed or [] if "/" in d}),
+            # The data categories the response held (breach scope: what was touched), and
+            # those the decision let through.
+            "categories": sorted(categories or []),
+            "permitted": list(decision.categories) if decision and decision.permit else [],
+            "alert": decision.alert if decision else None,
             "source": request.client.host if request.client else None,
             **(extra or {}),
         }
@@ -181,82 +188,6 @@ class Exchange:
             raise await self.deny(request, request_id, action, ident, 404, Reason(
                 "patient.not_found", "no patient has this id"), issue_type="not-found") from None
 
-    async def everything(self, request: Request, request_id: str) -> Response:
-        ident = await self.authenticate(request, request_id, "read")
-        patient_id = await self._patient_id(request, request_id, "read", ident)
-        purpose = self._purpose(request)
-        if purpose is None:
-            raise await self.deny(request, request_id, "read", ident, 400, Reason(
-                "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)"),
-                patient_id=patient_id, issue_type="required")
-        at = await self._at(request, request_id, ident, patient_id, purpose)
-        asked, patient_id = patient_id, await self.ctx.records.root(patient_id, at)
-        if patient_id is None:
-            raise await self.deny(request, request_id, "read", ident, 404, Reason(
-                "patient.not_found", "no patient has this id" + (
-                    " at that time" if at is not None else "")), patient_id=asked,
-                purpose=purpose, issue_type="not-found")
-        members = await self.ctx.records.members(patient_id, at)
-        now_members = await self.ctx.records.members(patient_id)
-        decision = decide(
-            AccessRequest(ident.person, ident.role, ident.institution, patient_id, purpose,
-                          self.ctx.clock()),
-            await self.ctx.consent.consents(now_members),
-            await self.ctx.consent.grants(patient_id, ident.person) if purpose == "ETREAT" else (),
-            await self.care(now_members, ident.institution) if purpose == "TREAT" else (),
-        )
-        if not decision.permit:
-            await self.record(request, request_id, action="read", ident=ident,
-                              patient_id=patient_id, purpose=purpose, decision=decision)
-            raise Refused(403, decision.reasons[0].code,
-                          "; ".join(r.message for r in decision.reasons), "forbidden")
-        rows = await self.ctx.records.entries(patient_id, members, at)
-        patient = await self.ctx.records.patient(patient_id)
-        assert patient is not None
-        patient_json = dumps(render_patient(
-            patient_id, identifiers=await self.ctx.records.identifiers(members),
-            demographics=await self.ctx.records.demographics(members),
-            birth_date=patient["birth_date"].isoformat() if patient["birth_date"] else None,
-            sex=patient["sex"]))
-        entries = [(f"urn:uuid:{patient_id}", patient_json)] + [
-            (f"urn:uuid:{r['entry_id']}", r["resource"]) for r in rows]
-        disclosed = [f"Patient/{patient_id}"] + [
-            f"{RESOURCE_TYPES.get(r['kind'], r['kind'])}/{r['entry_id']}" for r in rows]
-        await self.record(request, request_id, action="read", ident=ident, patient_id=patient_id,
-                          purpose=purpose, decision=decision, disclosed=disclosed,
-                          extra={"as_of_position": at} if at is not None else None)
-        return fhir_response(bundle(entries, now=self.ctx.clock()), request_id=request_id)
-
-    async def care(self, members: list[UUID], institution: str) -> list[CareRelationship]:
-        """The institution's care relationships with the patient: encounters (or other
-        entries) it recorded, and referrals it accepted (while they hold)."""
-        found = [CareRelationship(f"{'encounter' if kind == 'encounter' else 'record'}:{eid}",
-                                  institution)
-                 for kind, eid in await self.ctx.records.treated_by(members, institution)]
-        found += [CareRelationship(f"referral:{r['referral_id']}", institution, r["care_from"],
-                                   r["care_until"])
-                  for r in await self.ctx.referrals.care(members, institution, self.ctx.clock())]
-        return found
-
-    async def _at(self, request: Request, request_id: str, ident: Identity, patient_id: UUID,
-                  purpose: str) -> int | None:
-        """``_at=``: a ledger position (digits) or an instant with its offset; None: now."""
-        raw = request.query_params.get("_at")
-        if raw is None:
-            return None
-        try:
-            if raw.isdigit():
-                return int(raw)
-            instant = datetime.fromisoformat(raw)
-            if instant.tzinfo is None:
-                raise ValueError
-        except ValueError:
-            raise await self.deny(request, request_id, "read", ident, 400, Reason(
-                "search.at", "_at is a ledger position or an instant with its offset, e.g. "
-                "2026-11-01T09:30:00+08:00"), patient_id=patient_id, purpose=purpose,
-                issue_type="invalid") from None
-        return await self.ctx.records.position_at(instant)
-
     async def break_glass(self, request: Request, request_id: str) -> Response:
         ident = await self.authenticate(request, request_id, "break-glass")
         patient_id = await self._patient_id(request, request_id, "break-glass", ident)
@@ -315,6 +246,7 @@ def _wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 def create_app(ctx: ApiContext) -> Starlette:
+    from exchange.record_http import record_routes
     from exchange.referral_http import referral_routes
     from exchange.regulator import regulator_routes
 
@@ -322,7 +254,7 @@ def create_app(ctx: ApiContext) -> Starlette:
     return Starlette(routes=[
         Route("/fhir/metadata", _wrap(ex.metadata)),
         Route("/fhir/Patient", _wrap(ex.patient_search)),
-        Route("/fhir/Patient/{pid}/$everything", _wrap(ex.everything)),
+        *record_routes(ex, _wrap),
         Route("/fhir/Patient/{pid}/$break-glass", _wrap(ex.break_glass), methods=["POST"]),
         *regulator_routes(ex, _wrap),
         *referral_routes(ex, ctx.referrals, _wrap),

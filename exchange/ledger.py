@@ -32,7 +32,14 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
-from domain.clinical import REFERRAL_KINDS, MergePayload, RetractPayload, UnmergePayload
+from domain.clinical import (
+    REFERRAL_KINDS,
+    ConsentPayload,
+    MergePayload,
+    RetractPayload,
+    UnmergePayload,
+)
+from domain.consent_items import ConsentWithdrawalPayload
 from domain.errors import UnknownInstitution
 from domain.identity import PatientIdentity, patient_id_for
 from domain.institution import Institution
@@ -283,12 +290,13 @@ class Ledger(Application[UUID]):
         """
         refused: dict[UUID, list[Problem]] = {}
         corrections = self._held_corrections(batch)
+        consents = self._held_consents(batch)
         while True:
             todo = [p for p in batch if p.key not in refused]
             if not todo:
                 return Appended({}, refused)
             try:
-                work = self._plan(todo, corrections, refused)
+                work = self._plan(todo, corrections, refused, consents)
             except _Retry:
                 if self.positions_of(refused):  # a resend, refused now only because it is held
                     raise IntegrityError("the ledger already holds a submission of the batch")
@@ -322,9 +330,22 @@ class Ledger(Application[UUID]):
         return {inst: self.ledger_recorder.held_records(inst, sorted(records))
                 for inst, records in wanted.items()}
 
+    def _held_consents(self, batch: Sequence[Pending]) -> set[tuple[str, str]]:
+        """The consents this batch's withdrawals name that the ledger holds."""
+        wanted: dict[str, list[str]] = {}
+        for p in batch:
+            for item in p.valid.items:
+                if isinstance(item.payload, ConsentWithdrawalPayload):
+                    inst, _, sid = item.payload.consent.partition("/")
+                    wanted.setdefault(inst, []).append(sid)
+        return {(inst, sid) for inst, sids in wanted.items()
+                for sid in self.ledger_recorder.held_source_records(inst, sids)}
+
     def _plan(self, todo: list[Pending], held: dict[str, set[str]],
-              refused: dict[UUID, list[Problem]]) -> _Work:
+              refused: dict[UUID, list[Problem]],
+              consents: set[tuple[str, str]] | None = None) -> _Work:
         work = _Work(Batch({}, {}))
+        consents = set(consents or ())
         self.index.prefetch(k for p in todo for item in p.valid.items
                             for k in ref_keys(item.payload.patient, p.valid.institution))
         sent: dict[str, set[str]] = {}  # records sent earlier in this batch
@@ -338,6 +359,10 @@ class Ledger(Application[UUID]):
                     if item.kind in REFERRAL_KINDS:
                         self.referrals.plan(item, inst, pid, pending.received_at, work.batch,
                                             work.referrals)
+                    elif isinstance(item.payload, ConsentWithdrawalPayload):
+                        _check_withdrawal(item, item.payload, consents)
+                    elif isinstance(item.payload, ConsentPayload):
+                        consents.add((inst, item.source_id))
             except Refused as exc:
                 refused[pending.key] = exc.problems
                 self.index.forget()  # this plan's events are void; plan again without it
@@ -438,6 +463,16 @@ class _Work:
     source_rows: list[tuple[str, str, UUID, str | None]] = field(default_factory=list)
     identifier_rows: list[tuple[str, str, UUID]] = field(default_factory=list)
     referrals: dict[UUID, Referral] = field(default_factory=dict)
+
+
+def _check_withdrawal(item: ValidItem, payload: ConsentWithdrawalPayload,
+                      consents: set[tuple[str, str]]) -> None:
+    inst, _, sid = payload.consent.partition("/")
+    if (inst, sid) not in consents:
+        raise Refused([Problem(
+            "consent.unknown", "no consent with this reference is recorded; it is "
+            "<recording institution>/<source_id of the consent>", "payload.consent",
+            item.index, item.source_id)])
 
 
 def _correction_target(item: ValidItem) -> str | None:

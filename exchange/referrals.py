@@ -25,7 +25,10 @@ _RANK = {Level.VILLAGE_CLINIC.value: 0, Level.TOWNSHIP_HEALTH_CENTRE.value: 1,
 
 
 def direction_between(sender: Institution, receiver: Institution) -> str | None:
-    """上转 upward to a higher level, 下转 downward to a lower one; None between equals."""
+    """上转 upward to a higher level, 下转 downward to a lower one; None between equals (or
+    when either is not a care institution, such as the patient portal)."""
+    if sender.level not in _RANK or receiver.level not in _RANK:
+        return None
     a, b = _RANK[sender.level], _RANK[receiver.level]
     return "upward" if b > a else "downward" if b < a else None
 

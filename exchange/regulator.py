@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -66,12 +67,25 @@ class Regulator:
         return parse_search(params, with_paging=with_paging)
 
     async def audit_events(self, request: Request, request_id: str) -> Response:
-        ident = await self._regulator(request, request_id, "audit-read")
+        """AuditEvent search: a regulator's; or a patient's, about themself only (PIPL Art. 45:
+        who accessed my record)."""
+        ident = await self.ex.authenticate(request, request_id, "audit-read")
+        if ident.role == "patient":
+            asked = request.query_params.get("patient", "").removeprefix("Patient/")
+            if asked and asked != ident.person:
+                raise await self.ex.deny(request, request_id, "audit-read", ident, 403, Reason(
+                    "role.not_own_record", "a patient reads the audit of their own record"))
+        elif ident.role != "regulator":
+            raise await self.ex.deny(request, request_id, "audit-read", ident, 403, Reason(
+                "role.not_permitted", "only a regulator reads the audit trail"))
         try:
             query = self._query(request)
-        except SearchError as exc:
+            if ident.role == "patient":  # only rows about this patient, whatever else is asked
+                query.add("patient_id = {}", UUID(ident.person))
+        except (SearchError, ValueError) as exc:
+            code = exc.code if isinstance(exc, SearchError) else "search.invalid"
             raise await self.ex.deny(request, request_id, "audit-read", ident, 400,
-                                     Reason(exc.code, str(exc)), issue_type="invalid") from None
+                                     Reason(code, str(exc)), issue_type="invalid") from None
         total, rows = await self.ex.ctx.audit.search(query)
         await self._granted(request, request_id, "audit-read", ident,
                             [f"AuditEvent/{seq}" for seq, _ in rows],
@@ -132,10 +146,14 @@ class Regulator:
                 "patient_id": r["patient_id"], "reads": 0, "categories": set(),
                 "first": r["recorded_at"], "last": r["recorded_at"], "break_glass": False})
             entry["reads"] += 1
-            entry["categories"] |= {d.split("/")[0] for d in r["disclosed"]}
+            entry["categories"] |= set(r.get("categories") or [])
+            entry.setdefault("resource_types", set()).update(
+                d.split("/")[0] for d in r["disclosed"])
             entry["last"] = r["recorded_at"]
             entry["break_glass"] |= bool(r.get("break_glass"))
-        result = [{**v, "categories": sorted(v["categories"])} for v in patients.values()]
+        result = [{**v, "categories": sorted(v["categories"]),
+                   "resource_types": sorted(v.get("resource_types", ()))}
+                  for v in patients.values()]
         await self._granted(request, request_id, "breach-scope", ident,
                             [f"{len(records)} records"], agent=p.get("agent"),
                             token=p.get("token"), start=p["start"], end=p["end"])

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from consent.decision import DEFAULT_POLICY, AccessPolicy
 from domain.referral import URGENCIES, ReferralPolicy
 from exchange.errors import ConfigurationError
 
 _CONSORTIUM = re.compile(r"^[a-z0-9_-]{1,32}$")
 MIN_AUDIT_RETENTION_DAYS = 180
-_SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key")
+_SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key", "portal_key")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Secrets:
     pseudonym_key: bytes  # HMAC key deriving regional patient ids from resident IDs
     token_key: bytes  # Ed25519 private key seed (32 bytes) signing bearer tokens
     audit_key: bytes  # Ed25519 private key seed (32 bytes) signing audit tree heads
+    # Ed25519 seed signing the consents patients give over HTTP (the patient portal's
+    # submissions); None: patients cannot give consent over HTTP.
+    portal_key: bytes | None = None
 
     def __repr__(self) -> str:
         return "Secrets(<redacted>)"
@@ -50,6 +54,7 @@ class Settings:
     # it (more cores for ingest; the projection and the read API keep `hie up` to themselves).
     gateway_processes: int = 0
     referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)
+    access_policy: AccessPolicy = DEFAULT_POLICY
     scheduler_seconds: float = 30.0  # the longest the referral scheduler sleeps
     secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -209,11 +214,13 @@ def _load_secrets(data_dir: Path, env: dict[str, str]) -> Secrets:
             pseudonym_key=base64.b64decode(pick("pseudonym_key"), validate=True),
             token_key=base64.b64decode(pick("token_key"), validate=True),
             audit_key=base64.b64decode(pick("audit_key"), validate=True),
+            portal_key=base64.b64decode(pick("portal_key"), validate=True),
         )
     except ValueError:
         raise ConfigurationError("a secret in HIE_* or secrets.json is not valid base64") from None
     if len(base64.b64decode(secrets_.ledger_cipher_key)) != 32 or any(
-            len(k) != 32 for k in (secrets_.token_key, secrets_.audit_key)):
-        raise ConfigurationError("ledger_cipher_key, token_key and audit_key must be 32 bytes "
-                                 "(base64)")
+            len(k or b"") != 32 for k in (secrets_.token_key, secrets_.audit_key,
+                                          secrets_.portal_key)):
+        raise ConfigurationError("ledger_cipher_key, token_key, audit_key and portal_key must "
+                                 "be 32 bytes (base64)")
     return secrets_

@@ -21,7 +21,15 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from domain.categories import categories_of
 from domain.clinical import ENTRY_KINDS, ConsentPayload, PatientPayload, RetractPayload
+from domain.consent_items import (
+    CareContractPayload,
+    ConsentWithdrawalPayload,
+    GuardianPayload,
+    SealPayload,
+    UnsealPayload,
+)
 from domain.identity import RESIDENT_ID_SYSTEM
 from domain.submission import validate_envelope
 from projections import referrals
@@ -68,10 +76,31 @@ CREATE TABLE IF NOT EXISTS consents (
     valid_from timestamptz NOT NULL, valid_to timestamptz, signed_by text NOT NULL,
     resource text NOT NULL, position bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS consents_patient ON consents (patient_id);
+ALTER TABLE record_entries ADD COLUMN IF NOT EXISTS categories text[];
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS categories text[];
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS guardian text;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS source_id text;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS withdrawn_position bigint;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
+CREATE TABLE IF NOT EXISTS guardians (
+    patient_id uuid NOT NULL, guardian text NOT NULL, relationship text NOT NULL,
+    institution text NOT NULL, valid_from timestamptz NOT NULL, valid_to timestamptz,
+    position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS guardians_patient ON guardians (patient_id);
+CREATE TABLE IF NOT EXISTS care_contracts (
+    patient_id uuid NOT NULL, institution text NOT NULL, doctor text NOT NULL,
+    valid_from timestamptz NOT NULL, valid_to timestamptz NOT NULL, position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS care_contracts_patient ON care_contracts (patient_id);
+CREATE TABLE IF NOT EXISTS seals (
+    patient_id uuid NOT NULL, institution text NOT NULL, readers text[] NOT NULL,
+    reason text NOT NULL, sealed_at timestamptz NOT NULL, position bigint NOT NULL,
+    unsealed_position bigint, unsealed_at timestamptz);
+CREATE INDEX IF NOT EXISTS seals_patient ON seals (patient_id);
 """ + referrals.SCHEMA
 
 TABLES = ("ledger_clock", "institutions", "patients", "identity_merges", "patient_identifiers",
-          "record_entries", "consents", *referrals.TABLES)
+          "record_entries", "consents", "guardians", "care_contracts", "seals",
+          *referrals.TABLES)
 
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
 
@@ -276,20 +305,51 @@ class PatientRecordProjection:
                                         institution=institution, institution_name=name))
                 changes.op(
                     "INSERT INTO consents (consent_id, patient_id, institution, consent_type, "
-                    "scope, purposes, valid_from, valid_to, signed_by, resource, position) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    "scope, purposes, valid_from, valid_to, signed_by, resource, position, "
+                    "categories, guardian, source_id) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                     rid, pid, institution, payload.consent_type, list(payload.scope),
                     list(payload.purposes), payload.valid_from, payload.valid_to,
-                    payload.signed_by, resource, position)
+                    payload.signed_by, resource, position,
+                    list(payload.categories) if payload.categories else None,
+                    payload.guardian.resident_id if payload.guardian else None, item.source_id)
             elif item.kind in ENTRY_KINDS:
                 eid = entry_id(institution, item.record)
+                categories = categories_of(item.kind, payload)
                 fhir = render(item.kind, payload, resource_id=eid, patient_id=pid,
                               institution=institution, institution_name=name)
                 fhir["meta"]["versionId"] = str(position)
+                fhir["meta"]["security"] = [{"system": CATEGORY_SYSTEM, "code": c}
+                                            for c in categories]
                 changes.end(eid, position, "amended" if item.amends else "superseded")
                 changes.entries[eid] = [
                     eid, pid, institution, item.record, item.source_id, item.kind,
-                    valid.submission_id, dumps(fhir), position, None, None]
+                    valid.submission_id, dumps(fhir), position, None, None, list(categories)]
+            elif isinstance(payload, ConsentWithdrawalPayload):
+                owner, _, sid = payload.consent.partition("/")
+                changes.op("UPDATE consents SET withdrawn_position = $2, withdrawn_at = $3 "
+                           "WHERE consent_id = $1 AND withdrawn_position IS NULL",
+                           entry_id(owner, sid), position, event.timestamp)
+            elif isinstance(payload, GuardianPayload):
+                changes.op("INSERT INTO guardians (patient_id, guardian, relationship, "
+                           "institution, valid_from, valid_to, position) VALUES "
+                           "($1, $2, $3, $4, $5, $6, $7)", pid, payload.guardian.resident_id,
+                           payload.relationship, institution, payload.valid_from,
+                           payload.valid_to, position)
+            elif isinstance(payload, CareContractPayload):
+                changes.op("INSERT INTO care_contracts (patient_id, institution, doctor, "
+                           "valid_from, valid_to, position) VALUES ($1, $2, $3, $4, $5, $6)",
+                           pid, institution, payload.doctor, payload.valid_from,
+                           payload.valid_to, position)
+            elif isinstance(payload, SealPayload):
+                changes.op("INSERT INTO seals (patient_id, institution, readers, reason, "
+                           "sealed_at, position) VALUES ($1, $2, $3, $4, $5, $6)", pid,
+                           institution, list(payload.readers), payload.reason,
+                           event.timestamp, position)
+            elif isinstance(payload, UnsealPayload):
+                changes.op("UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
+                           "WHERE patient_id = $1 AND unsealed_position IS NULL", pid,
+                           position, event.timestamp)
             # merge / unmerge: their identity events carry the change
 
 
@@ -297,7 +357,10 @@ _INSERT_IDENTIFIER = (
     "INSERT INTO patient_identifiers (system, value, patient_id, institution, position) "
     "VALUES ($1, $2, $3, $4, $5)")
 _ENTRY_COLUMNS = ("entry_id", "patient_id", "institution", "record", "source_id", "kind",
-                  "submission_id", "resource", "valid_from", "valid_to", "ended_by")
+                  "submission_id", "resource", "valid_from", "valid_to", "ended_by",
+                  "categories")
+# Each entry's data categories (domain/categories.py), also in its resource's meta.security.
+CATEGORY_SYSTEM = "urn:county-hie:data-category"
 
 
 @dataclass
@@ -450,34 +513,42 @@ class PatientRecordReader:
             "ORDER BY position", ids)
         return [(r["system"], r["value"]) for r in rows]
 
-    async def entries(self, root: UUID, members: Sequence[UUID],
-                      at: int | None = None) -> list[asyncpg.Record]:
+    async def entries(self, root: UUID, members: Sequence[UUID], at: int | None = None, *,
+                      categories: Sequence[str] | None = None,
+                      results_since: datetime | None = None) -> list[Any]:
         """The entries current now (or at ledger position ``at``), each as
-        (entry_id, kind, institution, resource text) with its subject the root."""
+        (entry_id, kind, institution, resource text) with its subject the root.
+
+        ``categories``: only entries ALL of whose categories are among these (an entry with
+        a category not allowed is withheld whole). ``results_since``: lab and vital results
+        only if recorded since then."""
+        where = ["patient_id = ANY($1)"]
+        args: list[Any] = [list(members)]
         if at is None:
-            rows = await self.pool.fetch(
-                "SELECT entry_id, kind, institution, patient_id, resource FROM record_entries "
-                "WHERE patient_id = ANY($1) AND valid_to IS NULL ORDER BY valid_from, entry_id",
-                list(members))
+            where.append("valid_to IS NULL")
         else:
-            rows = await self.pool.fetch(
-                "SELECT entry_id, kind, institution, patient_id, resource FROM record_entries "
-                "WHERE patient_id = ANY($1) AND valid_from <= $2 "
-                "AND (valid_to IS NULL OR valid_to > $2) ORDER BY valid_from, entry_id",
-                list(members), at)
+            args.append(at)
+            where.append(f"valid_from <= ${len(args)} AND (valid_to IS NULL OR valid_to > "
+                         f"${len(args)})")
+        if categories is not None:
+            args.append(list(categories))
+            where.append(f"categories <@ ${len(args)}::text[]")
+        if results_since is not None:
+            args.append(results_since)
+            where.append(f"(NOT categories && ARRAY['lab','vital'] OR (SELECT c.at FROM "
+                         f"ledger_clock c WHERE c.position = valid_from) >= ${len(args)})")
+        rows = await self.pool.fetch(
+            "SELECT entry_id, kind, institution, patient_id, resource, categories "
+            f"FROM record_entries WHERE {' AND '.join(where)} ORDER BY valid_from, entry_id",
+            *args)
         return [_as_root(r, root) for r in rows]
 
-    async def treated_by(self, members: Sequence[UUID], institution: str,
-                         limit: int = 3) -> list[tuple[str, UUID]]:
-        """(kind, entry id) of current entries ``institution`` recorded for these identities,
-        encounters first: the institution has seen the patient. (A village clinic's export
-        often holds vital signs and prescriptions without a visit record.)"""
-        rows = await self.pool.fetch(
-            "SELECT kind, entry_id FROM record_entries WHERE patient_id = ANY($1) "
-            "AND valid_to IS NULL AND institution = $2 "
-            "ORDER BY (kind = 'encounter') DESC, valid_from DESC LIMIT $3",
-            list(members), institution, limit)
-        return [(r["kind"], r["entry_id"]) for r in rows]
+    async def resident_id(self, members: Sequence[UUID]) -> str | None:
+        """The patient's resident ID (for an item the exchange signs on their behalf)."""
+        found = await self.pool.fetchval(
+            "SELECT value FROM patient_identifiers WHERE patient_id = ANY($1) AND system = $2 "
+            "LIMIT 1", list(members), RESIDENT_ID_SYSTEM)
+        return found if isinstance(found, str) else None
 
     async def current_entries(self, patient_id: UUID) -> list[asyncpg.Record]:
         return await self.entries(patient_id, [patient_id])
@@ -495,4 +566,4 @@ def _as_root(row: asyncpg.Record, root: UUID) -> Any:
         return row
     resource = row["resource"].replace(f'"Patient/{row["patient_id"]}"', f'"Patient/{root}"')
     return {"entry_id": row["entry_id"], "kind": row["kind"], "institution": row["institution"],
-            "patient_id": root, "resource": resource}
+            "patient_id": root, "resource": resource, "categories": row["categories"]}

@@ -193,6 +193,9 @@ def render(
                     "code": "IRCP"}]},
                     "reference": {"identifier": {"system": INSTITUTION_SYSTEM, "value": code}}}
                     for code in payload.scope],
+                **({"securityLabel": [{"system": "urn:county-hie:data-category", "code": c}
+                                      for c in payload.categories]}
+                   if payload.categories else {}),
             },
         }
     elif kind in _MORE:

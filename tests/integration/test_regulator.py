@@ -82,8 +82,10 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
             "end": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()})).json()
         by_patient = {p["patient_id"]: p for p in scope["patients"]}
         assert by_patient[str(pid)]["reads"] == 2
-        assert by_patient[str(pid)]["categories"] == ["Condition", "Encounter", "Observation",
-                                                      "Patient"]
+        assert by_patient[str(pid)]["categories"] == ["demographics", "diagnosis", "encounter",
+                                                      "vital"]
+        assert by_patient[str(pid)]["resource_types"] == ["Condition", "Encounter",
+                                                          "Observation", "Patient"]
         assert by_patient[str(other_id)]["break_glass"] is True
 
         # The break-glass review queue, and a review that clears it.

@@ -61,7 +61,8 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
         record = await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=treat)
         assert record.status_code == 200, record.text
         assert record.headers["content-type"].startswith("application/fhir+json")
-        resources = [e["resource"] for e in record.json()["entry"]]
+        resources = [e["resource"] for e in record.json()["entry"]
+                     if e["search"]["mode"] == "match"]
         senders = {r["meta"]["source"] for r in resources if r["resourceType"] != "Patient"}
         assert senders == {"urn:county-hie:institution:thc-east",
                            "urn:county-hie:institution:county"}
@@ -96,7 +97,11 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
         assert granted.status_code == 200, granted.text
         emergency = await http.get(f"/fhir/Patient/{other_id}/$everything", headers=etreat)
         assert emergency.status_code == 200
-        assert len(emergency.json()["entry"]) == 4
+        found = emergency.json()["entry"]
+        assert len([e for e in found if e["search"]["mode"] == "match"]) == 4
+        # The response says what the decision does not disclose (the sensitive classes).
+        [note] = [e["resource"] for e in found if e["search"]["mode"] == "outcome"]
+        assert note["issue"][0]["code"] == "suppressed" and "hiv" in note["issue"][0]["diagnostics"]
 
         # The regulator finds every decision about the unconsented patient in the audit,
         # in order: lookup, TREAT denied, ETREAT denied, break-glass without a reason denied,

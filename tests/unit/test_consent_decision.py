@@ -1,112 +1,258 @@
-"""The decision point: separate consent, scope, purpose, validity, break-glass, roles."""
+"""The decision point, rule by rule (REGULATIONS.md consent rows), on plain facts."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consent.decision import (
+    DEFAULT_POLICY,
+    AccessPolicy,
     AccessRequest,
     BreakGlassGrant,
     CareRelationship,
     ConsentRecord,
+    Facts,
+    GuardianRecord,
     InvalidBreakGlass,
+    SealRecord,
+    age_on,
     check_break_glass,
+    decide,
 )
-from consent.decision import decide as _decide
+from domain.categories import CATEGORIES, GENERAL, SENSITIVE
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
 PATIENT = uuid4()
+ADULT = date(1970, 5, 1)
+# The requesting institution treats the patient (an encounter it recorded).
+CARE = (CareRelationship("encounter:e-1", "county", NOW - timedelta(days=10),
+                         NOW + timedelta(days=355)),)
 
 
 def request(purpose: str = "TREAT", role: str = "physician", institution: str = "county",
-            person: str = "doctor-1", at: datetime = NOW) -> AccessRequest:
-    return AccessRequest(person, role, institution, PATIENT, purpose, at)
+            person: str = "doctor-1", at: datetime = NOW, position: int | None = 100,
+            own: bool = False) -> AccessRequest:
+    return AccessRequest(person, role, institution, PATIENT, purpose, at, position, own)
 
 
 def consent(kind: str = "separate", scope: tuple[str, ...] = ("*",),
-            purposes: tuple[str, ...] = ("TREAT",), days: int = 365) -> ConsentRecord:
+            purposes: tuple[str, ...] = ("TREAT",), days: int = 365,
+            categories: tuple[str, ...] | None = None, signed_by: str = "patient",
+            guardian: str | None = None, position: int = 10,
+            withdrawn: int | None = None) -> ConsentRecord:
     return ConsentRecord(uuid4(), kind, scope, purposes, NOW - timedelta(days=1),
-                         NOW + timedelta(days=days))
+                         NOW + timedelta(days=days), categories, signed_by, guardian, position,
+                         withdrawn)
 
 
-# The requesting institution treats the patient (an encounter it recorded).
-CARE = [CareRelationship("encounter:e-1", "county")]
-
-
-def decide(req: AccessRequest, consents: list[ConsentRecord],
-           grants: list[BreakGlassGrant] | tuple[()] = (),
-           care: list[CareRelationship] | None = None):  # type: ignore[no-untyped-def]
-    return _decide(req, consents, grants, CARE if care is None else care)
+def facts(*consents: ConsentRecord, care: tuple[CareRelationship, ...] = CARE,
+          birth: date | None = ADULT, **more: object) -> Facts:
+    return Facts(birth_date=birth, consents=consents, care=care, **more)  # type: ignore[arg-type]
 
 
 def codes(decision) -> list[str]:  # type: ignore[no-untyped-def]
     return [r.code for r in decision.reasons]
 
 
+# PIPL Art. 28-29: separate consent ---------------------------------------------------------
+
 def test_a_separate_consent_covering_the_institution_permits_and_is_the_legal_basis() -> None:
     c = consent(scope=("county", "thc-1"))
-    decision = decide(request(), [c])
+    decision = decide(request(), facts(c))
     assert decision.permit and decision.consent_id == c.consent_id
     assert decision.legal_basis == f"consent:{c.consent_id}"
+    assert decision.care_basis == "encounter:e-1"
+    # Without naming them, the general categories only: the sensitive ones are withheld.
+    assert decision.categories == GENERAL and decision.withheld == SENSITIVE
 
 
 def test_a_general_consent_never_stands_in_for_a_separate_one() -> None:
-    decision = decide(request(), [consent(kind="general")])
+    decision = decide(request(), facts(consent(kind="general")))
     assert not decision.permit and codes(decision) == ["consent.general_only"]
 
 
+# PIPL Art. 23, 14, 30: scope, purpose, validity ------------------------------------------
+
 def test_scope_purpose_and_validity() -> None:
-    assert codes(decide(request(), [consent(scope=("thc-1",))])) == ["consent.scope"]
-    assert codes(decide(request(), [consent(purposes=("HRESCH",))])) == ["consent.purpose"]
-    expired = consent(days=-1)
-    assert codes(decide(request(), [expired])) == ["consent.none"]
-    assert codes(decide(request(purpose="HRESCH"), [consent()])) == ["purpose.not_supported"]
+    assert codes(decide(request(), facts(consent(scope=("thc-1",))))) == ["consent.scope"]
+    assert codes(decide(request(), facts(consent(purposes=("HRESCH",))))) == ["consent.purpose"]
+    # A research read under a treatment consent is refused, with the reason.
+    assert codes(decide(request("HRESCH"), facts(consent()))) == ["consent.purpose"]
+    expired = replace(consent(), valid_to=NOW - timedelta(seconds=1))
+    assert codes(decide(request(), facts(expired))) == ["consent.none"]
+    assert codes(decide(request("HPAYMT"), facts(consent()))) == ["purpose.not_supported"]
 
 
-def test_only_physicians_read_clinical_records() -> None:
-    for role in ("regulator", "admin", "nurse"):
-        assert codes(decide(request(role=role), [consent()])) == ["role.not_permitted"]
+def test_research_under_a_research_consent_sees_only_the_research_categories() -> None:
+    decision = decide(request("HRESCH"), facts(consent(purposes=("HRESCH",)), care=()))
+    assert decision.permit  # research needs no care relationship
+    assert set(decision.categories) == set(DEFAULT_POLICY.purposes["HRESCH"])
+    assert "demographics" in decision.withheld and "document" in decision.withheld
 
 
-def test_break_glass_needs_a_live_grant_of_this_physician_for_this_patient() -> None:
-    grant = BreakGlassGrant(uuid4(), "doctor-1", PATIENT, "unconscious", NOW + timedelta(hours=4))
-    assert decide(request("ETREAT"), [], [grant]).break_glass
-    assert decide(request("ETREAT"), [], [grant]).obligations == [
-        "flag-break-glass", "regulator-review", "notify-patient"]
-    assert codes(decide(request("ETREAT"), [], [])) == ["break_glass.no_grant"]
-    assert not decide(request("ETREAT", person="doctor-2"), [], [grant]).permit
-    later = NOW + timedelta(hours=4)
-    assert not decide(request("ETREAT", at=later), [], [grant]).permit
+# PIPL Art. 15: withdrawal counts from its ledger position --------------------------------
+
+def test_a_withdrawal_denies_from_its_position_and_not_before() -> None:
+    c = consent(position=10, withdrawn=50)
+    assert decide(request(position=49), facts(c)).permit
+    assert codes(decide(request(position=50), facts(c))) == ["consent.withdrawn"]
+    assert codes(decide(request(position=None), facts(c))) == ["consent.withdrawn"]
+    # A consent recorded after the position did not exist yet then.
+    assert codes(decide(request(position=9), facts(c))) == ["consent.none"]
 
 
-def test_a_break_glass_reason_must_be_coded_and_written() -> None:
-    assert check_break_glass("unconscious", "  送医时昏迷，需查看既往史  ")[1] == "送医时昏迷，需查看既往史"
-    with pytest.raises(InvalidBreakGlass):
-        check_break_glass("curious", "I would like to look at this record")
-    with pytest.raises(InvalidBreakGlass):
-        check_break_glass("unconscious", "short")
+@given(recorded=st.integers(0, 100), withdrawn=st.integers(0, 200), asked=st.integers(0, 300))
+def test_property_a_withdrawal_denies_every_read_after_its_position(
+        recorded: int, withdrawn: int, asked: int) -> None:
+    c = consent(position=recorded, withdrawn=max(withdrawn, recorded + 1))
+    permitted = decide(request(position=asked), facts(c)).permit
+    assert permitted == (recorded <= asked < c.withdrawn_position)  # type: ignore[operator]
 
+
+# PIPL Art. 28, 31: children under 14 -----------------------------------------------------
+
+def test_a_child_under_14_cannot_consent_alone_and_the_birthday_is_the_boundary() -> None:
+    birth = date(2012, 11, 24)  # 14 tomorrow
+    own = consent()
+    assert codes(decide(request(), facts(own, birth=birth))) == ["consent.signer_under_14"]
+    on_birthday = request(at=NOW + timedelta(days=1))
+    assert decide(on_birthday, facts(own, birth=birth)).permit
+
+
+def test_a_recorded_guardians_consent_is_valid_and_an_unrecorded_ones_is_not() -> None:
+    birth = date(2015, 3, 1)
+    by_mother = consent(signed_by="guardian", guardian="110105198001010029")
+    mother = GuardianRecord("110105198001010029", NOW - timedelta(days=3650), None, 5)
+    assert decide(request(), facts(by_mother, birth=birth, guardians=(mother,))).permit
+    stranger = replace(by_mother, guardian="110105198001010037")
+    assert codes(decide(request(), facts(stranger, birth=birth, guardians=(mother,)))) == [
+        "consent.guardian_not_recorded"]
+    # A guardian recorded after the position did not count then.
+    later = replace(mother, position=200)
+    assert codes(decide(request(), facts(by_mother, birth=birth, guardians=(later,)))) == [
+        "consent.guardian_not_recorded"]
+
+
+def test_age_on_counts_whole_years_and_leap_day_birthdays() -> None:
+    assert age_on(date(2012, 11, 24), date(2026, 11, 23)) == 13
+    assert age_on(date(2012, 11, 24), date(2026, 11, 24)) == 14
+    assert age_on(date(2012, 2, 29), date(2026, 2, 28)) == 13
+    assert age_on(date(2012, 2, 29), date(2026, 3, 1)) == 14
+
+
+# PIPL Art. 5-6: minimum necessary; sensitive categories only by name ---------------------
+
+def test_sensitive_categories_only_when_a_consent_names_them() -> None:
+    named = consent(categories=("diagnosis", "medication", "hiv"))
+    decision = decide(request(), facts(named))
+    assert decision.categories == ("diagnosis", "medication", "hiv")
+    assert "psychiatric" in decision.withheld and "lab" in decision.withheld
+
+
+def test_a_referral_as_the_only_care_sees_the_referral_minimum_and_recent_results() -> None:
+    referral = CareRelationship("referral:r-1", "county", NOW - timedelta(days=1), None)
+    decision = decide(request(), facts(consent(), care=(referral,)))
+    assert decision.permit and decision.care_basis == "referral:r-1"
+    assert set(decision.categories) == set(DEFAULT_POLICY.referral_categories)
+    assert decision.results_since == NOW - DEFAULT_POLICY.recent_results
+    # With its own encounter as well, the institution's own care decides.
+    both = decide(request(), facts(consent(), care=(referral, *CARE)))
+    assert both.categories == GENERAL and both.results_since is None
+
+
+@given(consented=st.none() | st.lists(st.sampled_from(CATEGORIES), min_size=1, unique=True),
+       purpose=st.sampled_from(["TREAT", "HRESCH", "ETREAT"]),
+       referral_only=st.booleans())
+def test_property_the_decision_never_lets_through_a_category_outside_consent_and_purpose(
+        consented: list[str] | None, purpose: str, referral_only: bool) -> None:
+    care = (CareRelationship("referral:r", "county", NOW - timedelta(days=1)),) \
+        if referral_only else CARE
+    c = consent(purposes=("TREAT", "HRESCH"),
+                categories=tuple(consented) if consented else None)
+    decision = decide(request(purpose), facts(c, care=care))
+    if not decision.permit or purpose == "ETREAT":
+        return
+    named = set(consented) if consented else set(GENERAL)
+    allowed = set(DEFAULT_POLICY.purposes[purpose]) | set(SENSITIVE)
+    assert set(decision.categories) <= named & allowed
+    assert not set(decision.categories) & set(decision.withheld)
+    assert set(decision.categories) | set(decision.withheld) == set(CATEGORIES)
+
+
+# 医疗机构病历管理规定: care relationship; NHC notice: grants expire, sealed records ---------
 
 def test_consent_alone_is_not_enough_without_a_care_relationship() -> None:
-    decision = decide(request(), [consent()], care=[])
-    assert not decision.permit and codes(decision) == ["care.none"]
-    # Another institution's relationship does not count for this one.
-    assert codes(decide(request(), [consent()], care=[
-        CareRelationship("encounter:e-2", "thc-1")])) == ["care.none"]
+    assert codes(decide(request(), facts(consent(), care=()))) == ["care.none"]
+    other = CareRelationship("encounter:e-2", "thc-1")
+    assert codes(decide(request(), facts(consent(), care=(other,)))) == ["care.none"]
 
 
-def test_an_accepted_referral_is_a_care_relationship_only_while_it_holds() -> None:
-    referral = CareRelationship("referral:r-1", "county", NOW - timedelta(days=3),
-                                NOW + timedelta(days=1))
-    permitted = decide(request(), [consent()], care=[referral])
-    assert permitted.permit and permitted.care_basis == "referral:r-1"
-    assert codes(decide(request(at=NOW + timedelta(days=1)), [consent()],
-                        care=[referral])) == ["care.none"]
-    assert codes(decide(request(at=NOW - timedelta(hours=80)), [consent()],
-                        care=[referral])) == ["consent.none", "care.none"]
-    # Still open (valid_to None): it holds.
-    open_ended = CareRelationship("referral:r-2", "county", NOW - timedelta(hours=1))
-    assert decide(request(), [consent()], care=[open_ended]).permit
+def test_care_relationships_expire() -> None:
+    old = CareRelationship("record:e-3", "county", NOW - timedelta(days=400),
+                           NOW - timedelta(days=35))
+    assert codes(decide(request(), facts(consent(), care=(old,)))) == ["care.none"]
+    contract = CareRelationship("contract:7", "county", NOW - timedelta(days=30),
+                                NOW + timedelta(days=335))
+    assert decide(request(), facts(consent(), care=(contract,))).care_basis == "contract:7"
+
+
+def test_a_sealed_record_is_read_only_by_its_named_readers_and_others_raise_an_alert() -> None:
+    seal = SealRecord(("records-officer-1",), position=60)
+    refused = decide(request(position=70), facts(consent(), seals=(seal,)))
+    assert codes(refused) == ["record.sealed"] and refused.alert == "sealed-record"
+    assert decide(request(person="records-officer-1", position=70),
+                  facts(consent(), seals=(seal,))).permit
+    # Before the seal, and after it is lifted, others read again.
+    assert decide(request(position=59), facts(consent(), seals=(seal,))).permit
+    lifted = replace(seal, unsealed_position=80)
+    assert decide(request(position=80), facts(consent(), seals=(lifted,))).permit
+    # Break-glass does not open a sealed record either.
+    grant = BreakGlassGrant(uuid4(), "doctor-1", PATIENT, "unconscious", NOW + timedelta(hours=1))
+    assert codes(decide(request("ETREAT", position=70),
+                        facts(seals=(seal,), grants=(grant,)))) == ["record.sealed"]
+
+
+# Roles; PIPL Art. 13/18 break-glass; Art. 45 the patient's own record --------------------
+
+def test_only_clinical_roles_read_clinical_records() -> None:
+    for role in ("regulator", "admin"):
+        assert codes(decide(request(role=role), facts(consent()))) == ["role.not_permitted"]
+    assert decide(request(role="nurse"), facts(consent())).permit
+
+
+def test_a_patient_reads_their_own_record_whole_and_no_one_elses() -> None:
+    own = decide(request("PATRQT", role="patient", own=True), facts())
+    assert own.permit and own.categories == CATEGORIES and own.legal_basis == "data-subject"
+    assert codes(decide(request("PATRQT", role="patient"), facts())) == ["role.not_own_record"]
+
+
+def test_break_glass_needs_a_live_grant_of_this_person_for_this_patient() -> None:
+    grant = BreakGlassGrant(uuid4(), "doctor-1", PATIENT, "unconscious", NOW + timedelta(hours=1))
+    granted = decide(request("ETREAT"), facts(grants=(grant,), care=()))
+    assert granted.break_glass and granted.permit
+    assert granted.obligations == ["flag-break-glass", "regulator-review", "notify-patient"]
+    assert granted.categories == GENERAL  # sensitive classes stay withheld
+    assert codes(decide(request("ETREAT"), facts())) == ["break_glass.no_grant"]
+    assert not decide(request("ETREAT", person="doctor-2"), facts(grants=(grant,))).permit
+    later = NOW + timedelta(hours=2)
+    assert not decide(request("ETREAT", at=later), facts(grants=(grant,))).permit
+
+
+def test_break_glass_reasons_are_checked() -> None:
+    with pytest.raises(InvalidBreakGlass):
+        check_break_glass("because", "送医时昏迷，需紧急查看既往病史")
+    with pytest.raises(InvalidBreakGlass):
+        check_break_glass("unconscious", "急")
+    assert check_break_glass("unconscious", " 送医时昏迷，需紧急查看既往病史 ") == (
+        "unconscious", "送医时昏迷，需紧急查看既往病史")
+
+
+def test_a_policy_cannot_let_a_purpose_see_sensitive_categories_without_consent() -> None:
+    with pytest.raises(ValueError, match="sensitive"):
+        AccessPolicy(purposes={"TREAT": frozenset({"hiv"})})

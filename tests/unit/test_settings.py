@@ -26,7 +26,7 @@ def test_secrets_are_generated_once_private_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "secrets.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert set(json.loads(path.read_text())) == {"ledger_cipher_key", "pseudonym_key",
-                                                 "token_key", "audit_key"}
+                                                 "token_key", "audit_key", "portal_key"}
     assert "redacted" in repr(first.secrets)
     other = load_settings({"HIE_DATA_DIR": str(tmp_path / "other")})
     assert other.secrets.token_key != first.secrets.token_key

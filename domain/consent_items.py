@@ -1,0 +1,75 @@
+"""Items that change who may read a patient's record, besides consents themselves.
+
+- ``consent_withdrawal``: the patient withdraws a consent (PIPL Art. 15), at any institution;
+  it counts from its ledger position on.
+- ``guardian``: a recorded guardian (监护人) of a child, whose consent stands for a child under
+  14 (PIPL Art. 31).
+- ``care_contract``: a family-doctor contract (家庭医生签约): the signing institution treats
+  the patient for the contract's period (a care relationship).
+- ``seal`` / ``unseal``: the record is sealed at once (病历封存) and readable only by the named
+  persons until it is unsealed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from domain.values import PatientRef, ShortText, Text, _PatientItem
+
+CONSENT_REFERENCE = r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,200}$"
+
+
+class ConsentWithdrawalPayload(_PatientItem):
+    """``consent`` names the consent as ``<recording institution>/<its source_id>``."""
+
+    consent: Annotated[str, Field(pattern=CONSENT_REFERENCE)]
+    at: AwareDatetime
+    reason: Text | None = None
+
+
+class GuardianPayload(_PatientItem):
+    """``guardian`` is the guardian's identity (a resident ID: the consent names it too)."""
+
+    guardian: PatientRef
+    relationship: Literal["parent", "grandparent", "sibling", "legal_guardian", "other"]
+    valid_from: AwareDatetime
+    valid_to: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _named_by_resident_id(self) -> GuardianPayload:
+        if self.guardian.resident_id is None:
+            raise PydanticCustomError("guardian.resident_id",
+                                      "name the guardian by resident_id")
+        return self
+
+
+class CareContractPayload(_PatientItem):
+    """A family-doctor contract with the signing institution."""
+
+    doctor: Text
+    team: Text | None = None
+    valid_from: AwareDatetime
+    valid_to: AwareDatetime
+
+    @model_validator(mode="after")
+    def _period(self) -> CareContractPayload:
+        if self.valid_to <= self.valid_from:
+            raise PydanticCustomError("care_contract.period", "valid_to must be after valid_from")
+        return self
+
+
+class SealPayload(_PatientItem):
+    """Seal the patient's record: only ``readers`` (persons, as their tokens name them) may
+    read it until it is unsealed; every other read is refused and raises an alert."""
+
+    readers: list[ShortText] = Field(min_length=1, max_length=50)
+    reason: Text
+    at: AwareDatetime
+
+
+class UnsealPayload(_PatientItem):
+    reason: Text
+    at: AwareDatetime

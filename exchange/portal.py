@@ -1,0 +1,111 @@
+"""The patient portal: consents a patient gives, or withdraws, with their own token.
+
+Writes enter the exchange only as signed submissions, so the portal is an institution of its
+own (``patient-portal``, level patient_portal) whose key the exchange holds: it turns the
+patient's request into a consent (or consent_withdrawal) item, signs the envelope, sends it
+through NATS like any institution and waits for the receipt. The ledger then holds the
+patient's own act exactly as it holds a clinic's record of a signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.envelope import build_envelope, public_key_b64
+from adapters.nats import SubmitClient, SubmitError
+from domain.problems import Problem
+from projections.render import entry_id
+
+CODE = "patient-portal"
+NAME = "患者服务门户 (patient portal)"
+LEVEL = "patient_portal"
+
+
+@dataclass
+class PortalOutcome:
+    accepted: bool
+    problems: list[Problem] = field(default_factory=list)
+    submission_id: str | None = None
+    position: int | None = None
+    consent_id: str | None = None
+
+
+class Portal:
+    def __init__(self, rt: Any, seed: bytes) -> None:
+        self.rt = rt
+        self.key = Ed25519PrivateKey.from_private_bytes(seed)
+
+    async def ensure_registered(self) -> None:
+        await self.rt.sync(self.rt.ledger.register_institution, CODE, NAME, LEVEL,
+                           public_key_b64(self.key))
+
+    async def record(self, patient_id: UUID, body: dict[str, Any], *,
+                     now: datetime) -> PortalOutcome:
+        records = self.rt.records
+        root = await records.root(patient_id)
+        members = await records.members(root) if root else []
+        resident_id = await records.resident_id(members) if members else None
+        if resident_id is None:
+            return PortalOutcome(False, [Problem(
+                "patient.no_resident_id", "the exchange holds no resident ID for this patient; "
+                "give the consent at a clinic")])
+        if "withdraw" in body:
+            item = await self._withdrawal(members, resident_id, body, now)
+            if isinstance(item, PortalOutcome):
+                return item
+        else:
+            item = self._consent(resident_id, body, now)
+        envelope = build_envelope(institution=CODE, items=[item], key=self.key, sent_at=now)
+        client = SubmitClient(self.rt.nc, self.rt.settings.consortium, CODE)
+        try:
+            receipt = (await client.submit([envelope], wait=20))[envelope["submission_id"]]
+        except SubmitError as exc:
+            return PortalOutcome(False, [Problem("portal.unanswered", str(exc))])
+        if receipt["status"] != "accepted":
+            return PortalOutcome(False, [Problem(p["code"], p["message"], p.get("field", ""))
+                                         for p in receipt.get("problems", [])],
+                                 envelope["submission_id"])
+        position = receipt["positions"][0]
+        await self.rt.projection_wait(position)
+        return PortalOutcome(True, [], envelope["submission_id"], position,
+                             str(entry_id(CODE, item["source_id"])))
+
+    def _consent(self, resident_id: str, body: dict[str, Any], now: datetime) -> dict[str, Any]:
+        notice = body.get("notice_sha256") or hashlib.sha256(
+            str(body.get("notice", "")).encode()).hexdigest()
+        payload = {
+            "patient": {"resident_id": resident_id}, "consent_type": "separate",
+            "scope": body.get("scope", ["*"]), "purposes": body.get("purposes", ["TREAT"]),
+            "valid_from": now.isoformat(),
+            "valid_to": body.get("valid_to") or (now + timedelta(days=365 * 3)).isoformat(),
+            "notice_sha256": notice, "signed_by": "patient",
+        }
+        if body.get("categories") is not None:
+            payload["categories"] = body["categories"]
+        return {"source_id": f"portal-consent-{now.timestamp():.6f}", "kind": "consent",
+                "payload": payload}
+
+    async def _withdrawal(self, members: list[UUID], resident_id: str, body: dict[str, Any],
+                          now: datetime) -> dict[str, Any] | PortalOutcome:
+        try:
+            consent_id = UUID(str(body["withdraw"]).removeprefix("Consent/"))
+        except ValueError:
+            return PortalOutcome(False, [Problem("consent.withdraw", "withdraw names a "
+                                                 "Consent id", "withdraw")])
+        row = await self.rt.pool.fetchrow(
+            "SELECT institution, source_id FROM consents WHERE consent_id = $1 "
+            "AND patient_id = ANY($2)", consent_id, members)
+        if row is None:
+            return PortalOutcome(False, [Problem("consent.unknown", "none of your consents has "
+                                                 "this id", "withdraw")])
+        return {"source_id": f"portal-withdrawal-{now.timestamp():.6f}",
+                "kind": "consent_withdrawal", "payload": {
+                    "patient": {"resident_id": resident_id},
+                    "consent": f"{row['institution']}/{row['source_id']}",
+                    "at": now.isoformat(), "reason": "withdrawn by the patient"}}

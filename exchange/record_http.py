@@ -1,0 +1,211 @@
+"""The patient record over HTTP: ``$everything`` (clinicians and the patient), the consent
+state (``Consent``), and the consents a patient gives or withdraws with their own token.
+
+Each read takes the facts of the decision as of the projection's ledger position, decides,
+records the request, the position and the decision in the audit log, and only then sends
+what the decision lets through. What is withheld is said as a statement about the decision
+(the categories it does not disclose), never as a count or a hint of what the record holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from consent.decision import AccessRequest, Decision, Reason, decide
+from exchange.fhir import RESOURCE_TYPES, bundle, operation_outcome
+from exchange.http import Exchange, Handler, Refused, fhir_response
+from exchange.tokens import Identity
+from projections.render import dumps, render_patient
+
+
+def withheld_outcome(decision: Decision) -> dict[str, Any] | None:
+    """The Bundle's note of what this decision does not disclose (the same for any record)."""
+    if not decision.withheld and decision.results_since is None:
+        return None
+    text = ("not disclosed under this decision, whether or not the record holds any: "
+            + ", ".join(decision.withheld)) if decision.withheld else ""
+    if decision.results_since is not None:
+        text += ("; " if text else "") + ("lab and vital results recorded before "
+                                           f"{decision.results_since.date().isoformat()}")
+    outcome = operation_outcome("disclosure.limited", text, issue_type="suppressed",
+                                severity="information")
+    outcome["issue"][0]["diagnostics"] = "categories: " + ",".join(decision.withheld)
+    return outcome
+
+
+class RecordRoutes:
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+
+    async def decide_for(self, ident: Identity, root: UUID, members: list[UUID],
+                         purpose: str) -> tuple[int, Decision]:
+        """Take the facts as of the projection's position and decide; returns both."""
+        ctx = self.ex.ctx
+        now = ctx.clock()
+        position, facts = await ctx.consent.facts(
+            members, root, institution=ident.institution, person=ident.person, at=now)
+        own = ident.role == "patient" and ident.person in {str(m) for m in members}
+        request = AccessRequest(ident.person, ident.role, ident.institution, root, purpose,
+                                now, position, own)
+        return position, decide(request, facts, ctx.policy)
+
+    async def everything(self, request: Request, request_id: str) -> Response:
+        ex = self.ex
+        ident = await ex.authenticate(request, request_id, "read")
+        patient_id = await ex._patient_id(request, request_id, "read", ident)
+        purpose = ex._purpose(request) or ("PATRQT" if ident.role == "patient" else None)
+        if purpose is None:
+            raise await ex.deny(request, request_id, "read", ident, 400, Reason(
+                "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)"),
+                patient_id=patient_id, issue_type="required")
+        at = await self._at(request, request_id, ident, patient_id, purpose)
+        asked, root = patient_id, await ex.ctx.records.root(patient_id, at)
+        if root is None:
+            raise await ex.deny(request, request_id, "read", ident, 404, Reason(
+                "patient.not_found", "no patient has this id" + (
+                    " at that time" if at is not None else "")), patient_id=asked,
+                purpose=purpose, issue_type="not-found")
+        members_now = await ex.ctx.records.members(root)
+        position, decision = await self.decide_for(ident, root, members_now, purpose)
+        facts_at = {"as_of_position": position, **({"record_at_position": at} if at else {})}
+        if not decision.permit:
+            await ex.record(request, request_id, action="read", ident=ident, patient_id=root,
+                            purpose=purpose, decision=decision, extra=facts_at)
+            raise Refused(403, decision.reasons[0].code,
+                          "; ".join(r.message for r in decision.reasons), "forbidden")
+        members = members_now if at is None else await ex.ctx.records.members(root, at)
+        rows = await ex.ctx.records.entries(root, members, at, categories=decision.categories,
+                                            results_since=decision.results_since)
+        entries = [(f"urn:uuid:{r['entry_id']}", r["resource"]) for r in rows]
+        disclosed = [f"{RESOURCE_TYPES.get(r['kind'], r['kind'])}/{r['entry_id']}" for r in rows]
+        touched = {c for r in rows for c in r["categories"] or ()}
+        if "demographics" in decision.categories:
+            entries.insert(0, (f"urn:uuid:{root}", await self._patient(root, members)))
+            disclosed.insert(0, f"Patient/{root}")
+            touched.add("demographics")
+        await ex.record(request, request_id, action="read", ident=ident, patient_id=root,
+                        purpose=purpose, decision=decision, disclosed=disclosed, extra=facts_at,
+                        categories=sorted(touched))
+        return fhir_response(bundle(entries, now=ex.ctx.clock(),
+                                    outcome=withheld_outcome(decision)), request_id=request_id)
+
+    async def _patient(self, root: UUID, members: list[UUID]) -> str:
+        records = self.ex.ctx.records
+        patient = await records.patient(root)
+        assert patient is not None
+        return dumps(render_patient(
+            root, identifiers=await records.identifiers(members),
+            demographics=await records.demographics(members),
+            birth_date=patient["birth_date"].isoformat() if patient["birth_date"] else None,
+            sex=patient["sex"]))
+
+    async def _at(self, request: Request, request_id: str, ident: Identity, patient_id: UUID,
+                  purpose: str) -> int | None:
+        """``_at=``: a ledger position (digits) or an instant with its offset; None: now."""
+        raw = request.query_params.get("_at")
+        if raw is None:
+            return None
+        try:
+            if raw.isdigit():
+                return int(raw)
+            instant = datetime.fromisoformat(raw)
+            if instant.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            raise await self.ex.deny(request, request_id, "read", ident, 400, Reason(
+                "search.at", "_at is a ledger position or an instant with its offset, e.g. "
+                "2026-11-01T09:30:00+08:00"), patient_id=patient_id, purpose=purpose,
+                issue_type="invalid") from None
+        return await self.ex.ctx.records.position_at(instant)
+
+    async def consents(self, request: Request, request_id: str) -> Response:
+        """``Consent?patient=<id>``: the patient's consents (a clinician treating them with
+        TREAT, or the patient), each with its withdrawal if any."""
+        ex = self.ex
+        action = "consent-read"
+        ident = await ex.authenticate(request, request_id, action)
+        raw = request.query_params.get("patient", "").removeprefix("Patient/")
+        try:
+            asked = UUID(raw)
+        except ValueError:
+            raise await ex.deny(request, request_id, action, ident, 400, Reason(
+                "search.patient", "search Consent by patient=<patient id>"),
+                issue_type="invalid") from None
+        root = await ex.ctx.records.root(asked)
+        members = await ex.ctx.records.members(root) if root else [asked]
+        own = ident.role == "patient" and ident.person in {str(m) for m in members}
+        clinician = ident.role in ex.ctx.policy.clinical_roles and ex._purpose(request) == "TREAT"
+        if root is None or not (own or clinician):
+            raise await ex.deny(request, request_id, action, ident, 403 if root else 404, Reason(
+                "consent.not_permitted" if root else "patient.not_found",
+                "the patient and clinicians treating them (X-Purpose-Of-Use: TREAT) read the "
+                "consents" if root else "no patient has this id"), patient_id=root or asked,
+                issue_type="forbidden" if root else "not-found")
+        rows = await ex.ctx.consent.consents(members)
+        decision = Decision(True, [Reason("consent.state", "the data subject, or a clinician "
+                                          "who needs the basis of a decision")],
+                            legal_basis="data-subject" if own else "care")
+        await ex.record(request, request_id, action=action, ident=ident, patient_id=root,
+                        purpose="PATRQT" if own else "TREAT", decision=decision,
+                        disclosed=[f"Consent/{r['consent_id']}" for r in rows], categories=[])
+        entries = [(f"urn:uuid:{r['consent_id']}", _with_withdrawal(r)) for r in rows]
+        return fhir_response(bundle(entries, now=ex.ctx.clock()), request_id=request_id)
+
+    async def give_consent(self, request: Request, request_id: str) -> Response:
+        """A patient gives a consent (or, with ``withdraw``, withdraws one) with their token:
+        the exchange records it as a signed submission of its patient portal."""
+        ex = self.ex
+        action = "consent-give"
+        ident = await ex.authenticate(request, request_id, action)
+        if ident.role != "patient" or ex.ctx.portal is None:
+            raise await ex.deny(request, request_id, action, ident, 403, Reason(
+                "role.not_permitted", "a patient gives or withdraws consent with their own "
+                "token; an institution records a signed consent as a submission"))
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            raise await ex.deny(request, request_id, action, ident, 400, Reason(
+                "consent.body", "send a JSON object"), issue_type="invalid") from None
+        pid = UUID(ident.person)
+        outcome = await ex.ctx.portal.record(pid, body, now=ex.ctx.clock())
+        decision = Decision(outcome.accepted, [Reason(p.code, p.message) for p in
+                                               outcome.problems] or [Reason(
+            "consent.recorded", "recorded in the ledger")], legal_basis="data-subject")
+        await ex.record(request, request_id, action=action, ident=ident, patient_id=pid,
+                        purpose="PATRQT", decision=decision, categories=[],
+                        extra={"submission_id": outcome.submission_id,
+                               "position": outcome.position})
+        if not outcome.accepted:
+            problems = outcome.problems
+            raise Refused(422, problems[0].code if problems else "consent.refused",
+                          "; ".join(str(p) for p in problems) or "refused", "invalid")
+        return fhir_response({"resourceType": "OperationOutcome", "issue": [{
+            "severity": "information", "code": "informational",
+            "details": {"text": f"recorded at ledger position {outcome.position}"}}],
+            "id": outcome.consent_id}, 201, request_id)
+
+
+def _with_withdrawal(row: Any) -> str:
+    text: str = row["resource"]
+    if row["withdrawn_at"] is None:
+        return text
+    # A withdrawn consent is inactive from its withdrawal on (FHIR Consent.status).
+    return text.replace('"status":"active"', '"status":"inactive"', 1)
+
+
+def record_routes(ex: Exchange, wrap: Callable[[Handler], Any]) -> list[Route]:
+    r = RecordRoutes(ex)
+    return [
+        Route("/fhir/Patient/{pid}/$everything", wrap(r.everything)),
+        Route("/fhir/Consent", wrap(r.consents)),
+        Route("/fhir/Consent", wrap(r.give_consent), methods=["POST"]),
+    ]
