@@ -19,6 +19,7 @@ from exchange.errors import ExchangeError
 from exchange.settings import Settings, load_settings
 
 log = logging.getLogger("hie")
+_HOURS = 8.0  # a token's default lifetime
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -195,21 +196,127 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
+    """`hie token ...` issues a token; `hie token revoke ...` revokes one, or a person's."""
+    if args.action == "revoke":
+        return await _revoke(settings, args)
     from exchange.tokens import TokenIssuer
 
+    if args.role is None:
+        return _usage("hie token: --role is required (or `hie token revoke ...`)")
+    if args.token_id is not None or args.reason is not None:
+        return _usage("hie token: --token-id and --reason belong to `hie token revoke`")
+    if args.role == "patient":
+        # A patient's token names the patient's regional id, never the resident ID itself.
+        if args.patient is None or args.person is not None or args.institution is not None:
+            return _usage("hie token: the patient role takes --patient RESIDENT_ID (and no "
+                          "--person or --institution)")
+        person, institution = _patient_person(settings, args.patient), "patient"
+        if person is None:
+            return 2
+    else:
+        if args.patient is not None:
+            return _usage("hie token: --patient is only for --role patient")
+        if not args.person or not args.institution:
+            return _usage("hie token: --person and --institution are required")
+        person, institution = args.person, args.institution
     issuer = TokenIssuer(settings.secrets.token_key)
-    token, ident = issuer.issue(person=args.person, institution=args.institution, role=args.role,
+    token, ident = issuer.issue(person=person, institution=institution, role=args.role,
                                 now=datetime.now(UTC), ttl=timedelta(hours=args.hours))
-    await _audit_token(settings, ident)
+    if not await _audit_admin(settings, {
+            "action": "token.issue", "person": ident.person, "role": ident.role,
+            "institution": ident.institution, "token_id": ident.token_id,
+            "expires_at": ident.expires_at.isoformat()}):
+        return 1
+    if args.role == "patient":
+        print(f"the patient's regional id: {ident.person}", file=sys.stderr)
     print(token)
     return 0
 
 
-async def _audit_token(settings: Settings, ident: Any) -> None:
+async def _revoke(settings: Settings, args: argparse.Namespace) -> int:
+    """Revoke one token, or every token a person holds now; committed only once audited."""
+    import asyncpg
+
+    from audit.postgres import AuditStore, AuditWriteError
+    from exchange.bootstrap import running_endpoints
+    from exchange.revocations import Revocations
+
+    if args.role is not None or args.institution is not None or args.hours != _HOURS:
+        return _usage("hie token revoke: takes --token-id ID, --person P or --patient "
+                      "RESIDENT_ID, and optionally --reason TEXT")
+    if sum(x is not None for x in (args.token_id, args.person, args.patient)) != 1:
+        return _usage("hie token revoke: name exactly one of --token-id, --person, --patient")
+    person = args.person
+    if args.patient is not None and (person := _patient_person(settings, args.patient)) is None:
+        return 2
+    now = datetime.now(UTC)
+    record: dict[str, Any] = {
+        "action": "token.revoke", "role": "admin", "decision": "permit", "reasons": [],
+        "token_id": args.token_id, "person": person, "reason": args.reason,
+        "institution": "patient" if args.patient else None,
+        "revoked_before": now.isoformat() if person else None}
+    pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
+                                     max_size=2)
+    try:
+        revocations, store = Revocations(pool), AuditStore(pool)
+        await revocations.create_schema()
+        await store.create_schema()
+        async with pool.acquire() as conn, conn.transaction():
+            if args.token_id is not None:
+                record["already_revoked"] = not await revocations.revoke_token(
+                    args.token_id, at=now, reason=args.reason, conn=conn)
+            else:
+                await revocations.revoke_person(person, before=now, conn=conn)
+            # The audit append commits on its own connection; the revocation commits only
+            # after it, so no revocation takes effect without its audit record.
+            await store.append(record | {"operator": _operator()}, now)
+    except AuditWriteError:
+        print("hie token revoke: the audit log could not record the revocation, so nothing "
+              "was revoked; try again", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    what = f"token {args.token_id}" if args.token_id else "every token issued until now to " + (
+        "this patient" if args.patient else f"person {person}")
+    print(f"revoked {what}; running exchanges refuse it within seconds")
+    return 0
+
+
+def _patient_person(settings: Settings, resident_id: str) -> str | None:
+    """The patient's regional id (the token's person) from a resident ID; None if invalid."""
+    from domain.errors import InvalidResidentId
+    from domain.identity import patient_id_for
+    from domain.resident_id import parse_resident_id
+
+    if resident_id == "-":  # from standard input: out of the shell history and process list
+        resident_id = sys.stdin.readline().strip()
+    try:
+        return str(patient_id_for(parse_resident_id(resident_id), settings.secrets.pseudonym_key))
+    except InvalidResidentId as exc:  # the message never repeats the number
+        print(f"hie token: --patient: {exc.message}", file=sys.stderr)
+        return None
+
+
+def _usage(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _operator() -> str:
+    """Who ran the command, as far as this machine knows: its login name."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid:{os.getuid()}"
+
+
+async def _audit_admin(settings: Settings, record: dict[str, Any]) -> bool:
     """Token issue is audited; with no reachable audit log, no token is issued."""
     import asyncpg
 
-    from audit.postgres import AuditStore
+    from audit.postgres import AuditStore, AuditWriteError
     from exchange.bootstrap import running_endpoints
 
     pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
@@ -217,12 +324,15 @@ async def _audit_token(settings: Settings, ident: Any) -> None:
     try:
         store = AuditStore(pool)
         await store.create_schema()
-        await store.append({"action": "token.issue", "person": ident.person, "role": ident.role,
-                            "institution": ident.institution, "token_id": ident.token_id,
-                            "decision": "permit", "reasons": [],
-                            "expires_at": ident.expires_at.isoformat()}, datetime.now(UTC))
+        await store.append(record | {"decision": "permit", "reasons": [],
+                                     "operator": _operator()}, datetime.now(UTC))
+    except AuditWriteError:
+        print("hie token: the audit log could not record the token, so none was issued; try "
+              "again", file=sys.stderr)
+        return False
     finally:
         await pool.close()
+    return True
 
 
 async def _audit_verify(settings: Settings) -> int:
@@ -325,12 +435,23 @@ def parser() -> argparse.ArgumentParser:
                         "is, for referrals (REF^I12); repeatable")
     s.add_argument("--dry-run", action="store_true",
                    help="print the validation report and what would be sent; send nothing")
-    t = sub.add_parser("token", help="issue a signed bearer token")
-    t.add_argument("--person", required=True)
-    t.add_argument("--institution", required=True)
-    t.add_argument("--role", required=True, choices=["physician", "nurse", "patient",
-                                                     "regulator", "admin"])
-    t.add_argument("--hours", type=float, default=8.0)
+    t = sub.add_parser("token", help="issue a signed bearer token, or revoke tokens "
+                       "(hie token revoke)", description="Issue: hie token --person P "
+                       "--institution I --role R [--hours H], or hie token --role patient "
+                       "--patient RESIDENT_ID. Revoke: hie token revoke --token-id ID | "
+                       "--person P | --patient RESIDENT_ID [--reason TEXT].")
+    t.add_argument("action", nargs="?", choices=["revoke"],
+                   help="revoke: revoke one token, or every token a person holds now")
+    t.add_argument("--person", help="the person the token names (or whose tokens to revoke)")
+    t.add_argument("--institution")
+    t.add_argument("--role", choices=["physician", "nurse", "patient", "regulator", "admin"])
+    t.add_argument("--patient", metavar="RESIDENT_ID", help="for the patient role: the "
+                   "patient's resident ID ('-': read it from standard input); the token names "
+                   "their regional id")
+    t.add_argument("--hours", type=float, default=_HOURS)
+    t.add_argument("--token-id", help="revoke: the token's id (from the audit log; a hospital "
+                   "login's token is <institution>:<jti>)")
+    t.add_argument("--reason", help="revoke: why (kept in the audit log)")
     a = sub.add_parser("audit", help="the audit log")
     a.add_argument("what", choices=["verify"], help="verify: recompute the Merkle log from its "
                    "rows, check every signed head, name the first bad record")

@@ -1,7 +1,8 @@
 """Bearer tokens: signed (Ed25519), expiring, bound to a person, an institution and a role.
 
 Format: ``hie1.<base64url claims JSON>.<base64url signature>``. The exchange issues them
-(`hie token`); a hospital's own login could issue the same claims with its own key later.
+(`hie token`); a member hospital's own login issues its own (``exchange.hospital_login``), and
+``exchange.auth`` puts both behind one interface.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ _PREFIX = "hie1"
 
 
 class TokenError(Exception):
+    """A bearer token refused; ``code`` is stable (``token.invalid``, ``token.expired``, ...)."""
+
     code = "token.invalid"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,9 @@ class Identity:
     role: str
     expires_at: datetime
     token_id: str
+    # When the token was issued (to the second). None only for identities built without a
+    # token; a person-wide revocation refuses those too (see exchange.revocations).
+    issued_at: datetime | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -54,9 +65,11 @@ class TokenIssuer:
             raise TokenError("a token names a person and an institution")
         if ttl <= timedelta(0) or ttl > MAX_TTL:
             raise TokenError("a token lives between 1 second and 12 hours")
-        ident = Identity(person, institution, role, now + ttl, secrets.token_hex(8))
+        iat = int(now.timestamp())  # the claim keeps whole seconds; so does the identity
+        ident = Identity(person, institution, role, now + ttl, secrets.token_hex(8),
+                         datetime.fromtimestamp(iat, now.tzinfo))
         claims = {"sub": person, "inst": institution, "role": role,
-                  "iat": int(now.timestamp()), "exp": int(ident.expires_at.timestamp()),
+                  "iat": iat, "exp": int(ident.expires_at.timestamp()),
                   "jti": ident.token_id}
         body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
         signature = _b64(self._key.sign(f"{_PREFIX}.{body}".encode()))
@@ -70,12 +83,13 @@ class TokenIssuer:
             self._public.verify(_unb64(signature), f"{prefix}.{body}".encode())
             claims = json.loads(_unb64(body))
             ident = Identity(claims["sub"], claims["inst"], claims["role"],
-                             datetime.fromtimestamp(claims["exp"], now.tzinfo), claims["jti"])
-        except (ValueError, KeyError, TypeError, InvalidSignature):
+                             datetime.fromtimestamp(claims["exp"], now.tzinfo), claims["jti"],
+                             datetime.fromtimestamp(claims["iat"], now.tzinfo))
+        except (ValueError, KeyError, TypeError, OverflowError, InvalidSignature):
             raise TokenError("the bearer token is not one this exchange issued") from None
         if ident.role not in ROLES:
-            raise TokenError("the bearer token names an unknown role")
+            raise TokenError("the bearer token names an unknown role", code="token.unknown_role")
         if now >= ident.expires_at:
             raise TokenError("the bearer token has expired; ask for a new one (hie token)",
-                             ) from None
+                             code="token.expired")
         return ident

@@ -1,0 +1,92 @@
+"""Who is asking: one small interface in front of every way a caller can prove it.
+
+    Authenticator           recognises(token) and authenticate(token, now=) -> Identity
+    ├── ExchangeTokens      the exchange's own ``hie1.`` tokens (`hie token`)
+    ├── HospitalLogin       a member hospital's own login, with its second factor
+    │                       (exchange.hospital_login: JWS compact, EdDSA or ES256)
+    ├── ChainAuthenticator  picks one of the above by the token's shape
+    └── RevokingAuthenticator  any of them, refusing revoked tokens (exchange.revocations)
+
+Every refusal is a ``TokenError`` with a stable ``code``: ``token.invalid``,
+``token.expired``, ``token.malformed``, ``token.unknown_issuer``, ``token.bad_algorithm``,
+``token.bad_signature``, ``token.wrong_audience``, ``token.wrong_institution``,
+``token.role_not_allowed``, ``token.no_second_factor``, ``token.too_long_lived``,
+``token.not_yet_valid``, ``token.unrecognised``, ``token.revoked``,
+``token.revocation_unavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from exchange.hospital_login import HospitalLogin, load_hospital_logins
+from exchange.revocations import RevocationUnavailable, Revocations
+from exchange.tokens import Identity, TokenError, TokenIssuer
+
+__all__ = ["Authenticator", "ChainAuthenticator", "ExchangeTokens", "HospitalLogin", "Identity",
+           "RevocationCheck", "RevocationUnavailable", "Revocations", "RevokingAuthenticator",
+           "TokenError", "load_hospital_logins"]
+
+
+class Authenticator(Protocol):
+    def recognises(self, token: str) -> bool:
+        """Whether the token has this authenticator's shape (cheap; no signature check)."""
+        ...
+
+    async def authenticate(self, token: str, *, now: datetime) -> Identity:
+        """The identity the token proves, or TokenError (with a stable ``code``)."""
+        ...
+
+
+class RevocationCheck(Protocol):
+    def is_revoked(self, identity: Identity) -> bool: ...
+
+
+class ExchangeTokens:
+    """The exchange's own tokens: ``hie1.<claims>.<signature>``."""
+
+    def __init__(self, issuer: TokenIssuer) -> None:
+        self.issuer = issuer
+
+    def recognises(self, token: str) -> bool:
+        return token.startswith("hie1.")
+
+    async def authenticate(self, token: str, *, now: datetime) -> Identity:
+        return self.issuer.verify(token, now=now)
+
+
+class ChainAuthenticator:
+    """The first member that recognises the token's shape decides; no other is tried, so a
+    token refused by one is never accepted by another."""
+
+    def __init__(self, members: Sequence[Authenticator]) -> None:
+        self.members = tuple(members)
+
+    def recognises(self, token: str) -> bool:
+        return any(m.recognises(token) for m in self.members)
+
+    async def authenticate(self, token: str, *, now: datetime) -> Identity:
+        for member in self.members:
+            if member.recognises(token):
+                return await member.authenticate(token, now=now)
+        raise TokenError("the bearer token is neither the exchange's own (hie token) nor a "
+                         "configured hospital login's", code="token.unrecognised")
+
+
+class RevokingAuthenticator:
+    """Refuses a token that was revoked, or whose person was cut off after it was issued."""
+
+    def __init__(self, inner: Authenticator, revocations: RevocationCheck) -> None:
+        self.inner, self.revocations = inner, revocations
+
+    def recognises(self, token: str) -> bool:
+        return self.inner.recognises(token)
+
+    async def authenticate(self, token: str, *, now: datetime) -> Identity:
+        identity = await self.inner.authenticate(token, now=now)
+        if self.revocations.is_revoked(identity):
+            raise TokenError("this bearer token has been revoked; sign in again or ask for a "
+                             "new one", code="token.revoked")
+        return identity
