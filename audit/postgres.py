@@ -244,6 +244,14 @@ class AuditStore:
             start, end, person, token_id)
         return [json.loads(r["record_text"]) for r in rows]
 
+    async def alerts(self, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
+        """Records that raised an alert, newest first."""
+        rows = await self.pool.fetch(
+            "SELECT seq, recorded_at, record_text FROM audit_log "
+            "WHERE record_text::jsonb->>'alert' IS NOT NULL ORDER BY seq DESC LIMIT $1", limit)
+        return [(r["seq"], {**json.loads(r["record_text"]),
+                            "recorded_at": r["recorded_at"].isoformat()}) for r in rows]
+
     async def unreviewed_break_glass(self) -> list[tuple[int, dict[str, Any]]]:
         rows = await self.pool.fetch(
             "SELECT seq, record_text FROM audit_log WHERE action = 'break-glass' "

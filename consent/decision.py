@@ -294,8 +294,9 @@ def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> De
     ]
     separate = stages[-1][1]
     signed = [c for c in separate if _signer_valid(c, request, facts) is None]
-    if separate and not signed:
-        stages.append((_signer_valid(separate[0], request, facts) or "consent.none", signed))
+    if separate and not signed:  # the reason of the latest consent recorded
+        latest = max(separate, key=lambda c: c.position)
+        stages.append((_signer_valid(latest, request, facts) or "consent.none", signed))
     purposeful = [c for c in signed if request.purpose in c.purposes]
     stages.append(("consent.purpose", purposeful))
     covering = [c for c in purposeful if "*" in c.scope or request.institution in c.scope]
@@ -305,6 +306,11 @@ def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> De
         if not survivors:
             reasons.append(Reason(code, _MESSAGES[code]))
             break
+    if not covering and any(c.consent_type == "separate" and request.purpose in c.purposes
+                            and ("*" in c.scope or request.institution in c.scope)
+                            for c in valid if c not in live):
+        # A consent that would cover this read was withdrawn: that is the reason to give.
+        reasons = [Reason("consent.withdrawn", _MESSAGES["consent.withdrawn"])]
     care = [c for c in facts.care if c.holds(request.institution, request.at)]
     if request.purpose in policy.needs_care and not care:
         reasons.append(Reason("care.none", _MESSAGES["care.none"]))

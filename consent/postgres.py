@@ -4,7 +4,8 @@
 Everything the ledger says is taken *as of a ledger position* (the projection's, at the time
 of a request; a recorded one, to decide a past request again): consents recorded by then and
 not withdrawn by then, guardians and contracts recorded by then, seals in force then, entries
-current then. Times (validity periods, care windows) are compared with the request's instant.
+current then, referrals accepted (and closed) by then. Times (validity periods, care windows)
+are compared with the request's instant.
 """
 
 from __future__ import annotations
@@ -58,9 +59,14 @@ SELECT (SELECT p FROM pos) AS position,
   (SELECT coalesce(json_agg(json_build_array(position, valid_from, valid_to)), '[]')
    FROM care_contracts WHERE patient_id = ANY($1) AND institution = $3
      AND position <= (SELECT p FROM pos)) AS contracts,
-  (SELECT coalesce(json_agg(json_build_array(referral_id, care_from, care_until)), '[]')
-   FROM referrals WHERE patient_id = ANY($1) AND to_institution = $3
-     AND care_from IS NOT NULL AND care_from <= $7) AS referrals,
+  (SELECT coalesce(json_agg(json_build_array(r.referral_id, r.care_from,
+      CASE WHEN (SELECT max(e.position) FROM referral_events e WHERE e.referral_id = r.referral_id
+                 AND e.action IN ('complete', 'cancel', 'expire')) <= (SELECT p FROM pos)
+           THEN r.care_until END)), '[]')
+   FROM referrals r WHERE r.patient_id = ANY($1) AND r.to_institution = $3
+     AND r.care_from IS NOT NULL AND EXISTS (SELECT 1 FROM referral_events e
+       WHERE e.referral_id = r.referral_id AND e.action = 'accept'
+         AND e.position <= (SELECT p FROM pos))) AS referrals,
   (SELECT coalesce(json_agg(json_build_array(grant_id, person, patient_id, reason_code,
       expires_at)), '[]')
    FROM break_glass_grants WHERE patient_id = $2 AND person = $6

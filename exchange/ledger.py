@@ -330,6 +330,13 @@ class Ledger(Application[UUID]):
         return {inst: self.ledger_recorder.held_records(inst, sorted(records))
                 for inst, records in wanted.items()}
 
+    def _check_scope(self, item: ValidItem, payload: ConsentPayload) -> None:
+        unknown = sorted(c for c in set(payload.scope) if c != "*" and self.institution(c) is None)
+        if unknown:
+            raise Refused([Problem(
+                "consent.scope_unknown", f"scope names unregistered institution(s) "
+                f"{', '.join(unknown)}", "payload.scope", item.index, item.source_id)])
+
     def _held_consents(self, batch: Sequence[Pending]) -> set[tuple[str, str]]:
         """The consents this batch's withdrawals name that the ledger holds."""
         wanted: dict[str, list[str]] = {}
@@ -362,6 +369,7 @@ class Ledger(Application[UUID]):
                     elif isinstance(item.payload, ConsentWithdrawalPayload):
                         _check_withdrawal(item, item.payload, consents)
                     elif isinstance(item.payload, ConsentPayload):
+                        self._check_scope(item, item.payload)
                         consents.add((inst, item.source_id))
             except Refused as exc:
                 refused[pending.key] = exc.problems

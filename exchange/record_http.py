@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from consent.decision import AccessRequest, Decision, Reason, decide
+from exchange.redecide import facts_for
 from exchange.fhir import RESOURCE_TYPES, bundle, operation_outcome
 from exchange.http import Exchange, Handler, Refused, fhir_response
 from exchange.tokens import Identity
@@ -45,16 +46,13 @@ class RecordRoutes:
         self.ex = ex
 
     async def decide_for(self, ident: Identity, root: UUID, members: list[UUID],
-                         purpose: str) -> tuple[int, Decision]:
-        """Take the facts as of the projection's position and decide; returns both."""
+                         purpose: str) -> tuple[AccessRequest, Decision]:
+        """Take the facts as of the projection's position and decide."""
         ctx = self.ex.ctx
-        now = ctx.clock()
-        position, facts = await ctx.consent.facts(
-            members, root, institution=ident.institution, person=ident.person, at=now)
-        own = ident.role == "patient" and ident.person in {str(m) for m in members}
-        request = AccessRequest(ident.person, ident.role, ident.institution, root, purpose,
-                                now, position, own)
-        return position, decide(request, facts, ctx.policy)
+        request, facts = await facts_for(ctx.consent, ident.person, ident.role,
+                                         ident.institution, root, members, purpose,
+                                         ctx.clock())
+        return request, decide(request, facts, ctx.policy)
 
     async def everything(self, request: Request, request_id: str) -> Response:
         ex = self.ex
@@ -73,8 +71,11 @@ class RecordRoutes:
                     " at that time" if at is not None else "")), patient_id=asked,
                 purpose=purpose, issue_type="not-found")
         members_now = await ex.ctx.records.members(root)
-        position, decision = await self.decide_for(ident, root, members_now, purpose)
-        facts_at = {"as_of_position": position, **({"record_at_position": at} if at else {})}
+        asked_for, decision = await self.decide_for(ident, root, members_now, purpose)
+        # Enough to decide this request again from the ledger as it stood (exchange/redecide).
+        facts_at = {"as_of_position": asked_for.position,
+                    "decided_at": asked_for.at.isoformat(),
+                    **({"record_at_position": at} if at else {})}
         if not decision.permit:
             await ex.record(request, request_id, action="read", ident=ident, patient_id=root,
                             purpose=purpose, decision=decision, extra=facts_at)

@@ -25,6 +25,7 @@ from audit.search import SearchError, parse_search
 from consent.decision import Decision, Reason
 from exchange.fhir import audit_event, bundle
 from exchange.http import Exchange, Refused, fhir_response
+from exchange.redecide import recorded_summary, redecide, summary
 from exchange.tokens import Identity
 from projections.render import dumps
 
@@ -195,6 +196,35 @@ class Regulator:
                              extra={"reviewed_seq": seq, "outcome": outcome})
         return json_response({"reviewed_seq": seq, "outcome": outcome}, request_id)
 
+    async def redecide(self, request: Request, request_id: str) -> Response:
+        """``/audit/redecide?seq=``: decide a recorded read again from the ledger as it stood
+        then; the answer shows the recorded and the recomputed decision side by side."""
+        ident = await self._regulator(request, request_id, "audit-redecide")
+        raw = request.query_params.get("seq", "")
+        record = await self.ex.ctx.audit.record(int(raw)) if raw.isdigit() else None
+        again = await redecide(record, self.ex.ctx.consent, self.ex.ctx.records,
+                               self.ex.ctx.policy) if record else None
+        if record is None or again is None:
+            raise await self.ex.deny(request, request_id, "audit-redecide", ident, 404, Reason(
+                "redecide.not_a_read", "give seq= of a recorded read of a patient's record"),
+                issue_type="not-found")
+        await self._granted(request, request_id, "audit-redecide", ident, [f"AuditEvent/{raw}"])
+        recorded, recomputed = recorded_summary(record), summary(again)
+        return json_response({"seq": int(raw), "recorded": recorded, "recomputed": recomputed,
+                              "same": recorded == recomputed}, request_id)
+
+    async def alerts(self, request: Request, request_id: str) -> Response:
+        """Refused reads that raised an alert (a sealed record read by someone not named)."""
+        ident = await self._regulator(request, request_id, "audit-alerts")
+        rows = await self.ex.ctx.audit.alerts()
+        await self._granted(request, request_id, "audit-alerts", ident,
+                            [f"AuditEvent/{seq}" for seq, _ in rows])
+        return json_response({"alerts": [
+            {"seq": seq, "recorded_at": r["recorded_at"], "alert": r.get("alert"),
+             "person": r.get("person"), "institution": r.get("institution"),
+             "patient_id": r.get("patient_id"), "reasons": r.get("reasons")}
+            for seq, r in rows]}, request_id)
+
     # Signed heads and proofs ----------------------------------------------------------------
 
     async def head(self, request: Request, request_id: str) -> Response:
@@ -260,6 +290,8 @@ def regulator_routes(ex: Exchange, wrap: Callable[[Handler], Any]) -> list[Route
         Route("/audit/breach-scope", wrap(reg.breach_scope)),
         Route("/audit/break-glass-review", wrap(reg.review_queue)),
         Route("/audit/break-glass-review/{seq:int}", wrap(reg.review), methods=["POST"]),
+        Route("/audit/redecide", wrap(reg.redecide)),
+        Route("/audit/alerts", wrap(reg.alerts)),
         Route("/audit/head", wrap(reg.head)),
         Route("/audit/proof/inclusion", wrap(reg.inclusion)),
         Route("/audit/proof/consistency", wrap(reg.consistency)),

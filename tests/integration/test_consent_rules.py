@@ -1,0 +1,254 @@
+"""Each consent row of REGULATIONS.md as a scenario on the real servers: consents arrive as
+submissions (and from the patient's own token), reads go through HTTP, and the audit log
+holds every decision with its basis — which a regulator can have decided again."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from domain.resident_id import make_resident_id
+from tests.factories import T0, consent_item, observation_item, record_items, resident
+from tests.integration.conftest import Running
+from tests.integration.test_referrals import accepted, consortium
+from tests.integration.test_walking_skeleton import token
+
+
+def treat(running: Running, person: str = "dr-li", institution: str = "county",
+          purpose: str = "TREAT", role: str = "physician") -> dict[str, str]:
+    return {**token(running, person, institution, role), "X-Purpose-Of-Use": purpose}
+
+
+def match(response: httpx.Response) -> list[dict[str, Any]]:
+    return [e["resource"] for e in response.json()["entry"] if e["search"]["mode"] == "match"]
+
+
+def code(response: httpx.Response) -> str:
+    return response.json()["issue"][0]["details"]["coding"][0]["code"]  # type: ignore[no-any-return]
+
+
+async def patient_of(running: Running, rid: str) -> str:
+    return str(running.rt.ledger.patient_id(rid))
+
+
+def hiv_test(rid: str, source_id: str) -> dict[str, Any]:
+    item = observation_item(rid, source_id)
+    item["payload"] |= {"code": {"system": "http://loinc.org", "code": "7917-8",
+                                 "display": "HIV 1+2 抗体"}, "category": "laboratory",
+                        "value_quantity": None, "value_string": "阴性"}
+    return item
+
+
+def depression(rid: str, source_id: str) -> dict[str, Any]:
+    return {"source_id": source_id, "kind": "condition", "payload": {
+        "patient": {"resident_id": rid}, "code": {
+            "system": "http://hl7.org/fhir/sid/icd-10", "code": "F32.9", "display": "抑郁发作"}}}
+
+
+async def redecided(running: Running, http: httpx.AsyncClient, request_id: str) -> dict:
+    seq = await running.rt.pool.fetchval(
+        "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1", request_id)
+    regulator = token(running, "reg-1", "bureau", "regulator")
+    answer = await http.get("/audit/redecide", params={"seq": seq}, headers=regulator)
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) -> None:
+    await consortium(exchange)
+    rid = resident(81)
+    pid = await patient_of(exchange, rid)
+    # The township recorded a visit and only a GENERAL consent; the county treats them too.
+    await accepted(exchange, "thc-east", [*record_items(rid, "thc-81"),
+                                          consent_item(rid, "c-general", consent_type="general")])
+    await accepted(exchange, "county", record_items(rid, "cty-81")[1:])
+    await exchange.settle()
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        # PIPL Art. 29: a general consent never stands in for a separate one.
+        general = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert general.status_code == 403 and code(general) == "consent.general_only"
+        # Art. 23: a separate consent for the township only does not cover the county.
+        await accepted(exchange, "thc-east", [consent_item(rid, "c-thc", scope=["thc-east"])])
+        await exchange.settle()
+        outside = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert outside.status_code == 403 and code(outside) == "consent.scope"
+        # The scope widens: permitted, and the audit row names the consent.
+        await accepted(exchange, "thc-east", [consent_item(rid, "c-both",
+                                                           scope=["thc-east", "county"])])
+        await exchange.settle()
+        inside = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert inside.status_code == 200
+        record = await exchange.rt.pool.fetchval(
+            "SELECT record_text::jsonb FROM audit_log WHERE record_text::jsonb->>'request_id' "
+            "= $1", inside.headers["x-request-id"])
+        consent_id = await exchange.rt.pool.fetchval(
+            "SELECT consent_id FROM consents WHERE source_id = 'c-both'")
+        assert f"consent:{consent_id}" in record
+        # Art. 14/30: research under a treatment consent is refused, with the reason.
+        research = await http.get(f"/fhir/Patient/{pid}/$everything",
+                                  headers=treat(exchange, purpose="HRESCH"))
+        assert research.status_code == 403 and code(research) == "consent.purpose"
+        # Art. 15: the patient withdraws it with their own token; the next read is refused.
+        patient = token(exchange, pid, "patient", "patient")
+        withdrawn = await http.post("/fhir/Consent", headers=patient,
+                                    json={"withdraw": str(consent_id)})
+        assert withdrawn.status_code == 201, withdrawn.text
+        after = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert after.status_code == 403 and code(after) == "consent.withdrawn"
+        # Decided again from the ledger as it stood, each read gets its recorded decision.
+        for answer in (general, outside, inside, research, after):
+            again = await redecided(exchange, http, answer.headers["x-request-id"])
+            assert again["same"], again
+        # The past audit rows stay; the patient sees the consent as inactive now.
+        consents = await http.get("/fhir/Consent", params={"patient": pid}, headers=patient)
+        statuses = {r["id"]: r["status"] for r in match(consents)}
+        assert statuses[str(consent_id)] == "inactive"
+
+
+async def test_a_child_under_14_needs_a_recorded_guardian(exchange: Running) -> None:
+    await consortium(exchange)
+    today = datetime.now(UTC).date()
+    child = make_resident_id("341122", date(today.year - 13, today.month, 1), 5)
+    mother = resident(82)
+    pid = await patient_of(exchange, child)
+    await accepted(exchange, "county", record_items(child, "cty-82")[1:])
+    # The child signed the consent themself: not valid (PIPL Art. 31).
+    await accepted(exchange, "thc-east", [consent_item(child, "c-own")])
+    await exchange.settle()
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        own = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert own.status_code == 403 and code(own) == "consent.signer_under_14"
+        # The mother signs, but she is not recorded as guardian yet: still refused.
+        by_mother = consent_item(child, "c-mother")
+        by_mother["payload"] |= {"signed_by": "guardian", "guardian": {"resident_id": mother}}
+        await accepted(exchange, "thc-east", [by_mother])
+        await exchange.settle()
+        unrecorded = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert code(unrecorded) == "consent.guardian_not_recorded"
+        # Recorded as guardian: her consent stands for the child.
+        await accepted(exchange, "thc-east", [{"source_id": "g-1", "kind": "guardian", "payload": {
+            "patient": {"resident_id": child}, "guardian": {"resident_id": mother},
+            "relationship": "parent", "valid_from": (T0 - timedelta(days=4000)).isoformat()}}])
+        await exchange.settle()
+        valid = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert valid.status_code == 200, valid.text
+
+
+async def test_minimum_necessary_sensitive_categories_only_by_name(exchange: Running) -> None:
+    await consortium(exchange)
+    rid = resident(83)
+    pid = await patient_of(exchange, rid)
+    await accepted(exchange, "county", [*record_items(rid, "cty-83")[1:],
+                                        hiv_test(rid, "hiv-1"), depression(rid, "dep-1")])
+    await accepted(exchange, "thc-east", [consent_item(rid, "c-plain")])
+    await exchange.settle()
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        plain = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert plain.status_code == 200
+        shown = match(plain)
+        labels = {s["code"] for r in shown for s in r.get("meta", {}).get("security", [])}
+        assert not labels & {"hiv", "psychiatric"}
+        assert "7917-8" not in plain.text and "F32.9" not in plain.text
+        # The response says what this decision withholds, the same whatever the record holds.
+        [note] = [e["resource"] for e in plain.json()["entry"] if e["search"]["mode"] == "outcome"]
+        withheld = note["issue"][0]["diagnostics"]
+        assert "hiv" in withheld and "psychiatric" in withheld and "genetic" in withheld
+        assert plain.json()["total"] == len(shown)  # counts what is returned, nothing more
+        # A consent naming HIV results lets them through; psychiatric stays withheld.
+        named = consent_item(rid, "c-hiv")
+        named["payload"]["categories"] = ["demographics", "diagnosis", "lab", "vital",
+                                          "encounter", "hiv"]
+        await accepted(exchange, "thc-east", [named])
+        await exchange.settle()
+        wider = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert "7917-8" in wider.text and "F32.9" not in wider.text
+        # The patient reads their own record whole, sensitive parts included (PIPL Art. 45).
+        patient = token(exchange, pid, "patient", "patient")
+        mine = await http.get(f"/fhir/Patient/{pid}/$everything", headers=patient)
+        assert mine.status_code == 200 and "7917-8" in mine.text and "F32.9" in mine.text
+        # ... and who accessed it.
+        audit = await http.get("/fhir/AuditEvent", headers=patient)
+        agents = {e["resource"]["agent"][0]["who"]["identifier"]["value"]
+                  for e in audit.json()["entry"]}
+        assert "dr-li" in agents
+
+
+async def test_care_relationship_and_a_family_doctor_contract(exchange: Running) -> None:
+    await consortium(exchange)
+    rid = resident(84)
+    pid = await patient_of(exchange, rid)
+    await accepted(exchange, "thc-east", [*record_items(rid, "thc-84", consent=True)])
+    await exchange.settle()
+    village = treat(exchange, "dr-zhao", "vc-peach")
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        # A clinician whose institution does not treat the patient is refused.
+        none = await http.get(f"/fhir/Patient/{pid}/$everything", headers=village)
+        assert none.status_code == 403 and code(none) == "care.none"
+        # The village clinic signs a family-doctor contract: now it treats the patient.
+        now = datetime.now(UTC)
+        await accepted(exchange, "vc-peach", [{"source_id": "fd-1", "kind": "care_contract",
+                                               "payload": {
+            "patient": {"resident_id": rid}, "doctor": "赵医生",
+            "valid_from": (now - timedelta(days=1)).isoformat(),
+            "valid_to": (now + timedelta(days=365)).isoformat()}}])
+        await exchange.settle()
+        contracted = await http.get(f"/fhir/Patient/{pid}/$everything", headers=village)
+        assert contracted.status_code == 200, contracted.text
+
+
+async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running) -> None:
+    await consortium(exchange)
+    rid = resident(85)
+    pid = await patient_of(exchange, rid)
+    await accepted(exchange, "county", [*record_items(rid, "cty-85", consent=True)])
+    await exchange.settle()
+    now = datetime.now(UTC).isoformat()
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        assert (await http.get(f"/fhir/Patient/{pid}/$everything",
+                               headers=treat(exchange))).status_code == 200
+        # The county seals the record at once (病历封存): only its records officer reads it.
+        await accepted(exchange, "county", [{"source_id": "seal-1", "kind": "seal", "payload": {
+            "patient": {"resident_id": rid}, "readers": ["officer-wu"],
+            "reason": "医疗纠纷封存", "at": now}}])
+        await exchange.settle()
+        sealed = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert sealed.status_code == 403 and code(sealed) == "record.sealed"
+        officer = await http.get(f"/fhir/Patient/{pid}/$everything",
+                                 headers=treat(exchange, "officer-wu"))
+        assert officer.status_code == 200
+        # The refused attempt is an alert for the regulator.
+        regulator = token(exchange, "reg-1", "bureau", "regulator")
+        alerts = (await http.get("/audit/alerts", headers=regulator)).json()["alerts"]
+        assert [(a["alert"], a["person"]) for a in alerts] == [("sealed-record", "dr-li")]
+        # Unsealed, the treating physician reads again.
+        await accepted(exchange, "county", [{"source_id": "unseal-1", "kind": "unseal",
+                                             "payload": {"patient": {"resident_id": rid},
+                                                         "reason": "纠纷已处理", "at": now}}])
+        await exchange.settle()
+        assert (await http.get(f"/fhir/Patient/{pid}/$everything",
+                               headers=treat(exchange))).status_code == 200
+
+
+async def test_a_patient_gives_consent_with_their_own_token(exchange: Running) -> None:
+    await consortium(exchange)
+    rid = resident(86)
+    pid = await patient_of(exchange, rid)
+    await accepted(exchange, "county", record_items(rid, "cty-86")[1:])
+    await exchange.settle()
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        assert code(await http.get(f"/fhir/Patient/{pid}/$everything",
+                                   headers=treat(exchange))) == "consent.none"
+        patient = token(exchange, pid, "patient", "patient")
+        given = await http.post("/fhir/Consent", headers=patient, json={
+            "scope": ["county"], "purposes": ["TREAT"], "notice": "县医共体信息共享告知书 v1"})
+        assert given.status_code == 201, given.text
+        assert (await http.get(f"/fhir/Patient/{pid}/$everything",
+                               headers=treat(exchange))).status_code == 200
+        # A consent naming an institution the consortium does not have is refused, with why.
+        bad = await http.post("/fhir/Consent", headers=patient, json={"scope": ["nowhere"]})
+        assert bad.status_code == 422
+        # Someone else's token cannot give the patient's consent.
+        clinician = token(exchange, "dr-li", "county", "physician")
+        assert (await http.post("/fhir/Consent", headers=clinician, json={})).status_code == 403

@@ -1,0 +1,110 @@
+"""Every route of the app, every role: only the roles a route names get anything, nothing
+clinical leaves without a permit, and every request — refused ones too — is in the audit log
+before its answer. A route added without a line here fails the first test."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from exchange.http import create_app
+from tests.factories import record_items, resident
+from tests.integration.conftest import Running
+from tests.integration.test_referrals import accepted, consortium, referral
+from tests.integration.test_walking_skeleton import token
+
+ROLES = ("physician", "nurse", "patient", "regulator", "admin")
+# (method, path) -> (the roles it serves, whether it can return clinical data)
+GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
+    ("GET", "/fhir/metadata"): (("anyone",), False),
+    ("GET", "/fhir/Patient"): (("physician",), False),  # the id only: lookup
+    ("GET", "/fhir/Patient/{pid}/$everything"): (("physician", "nurse", "patient"), True),
+    ("POST", "/fhir/Patient/{pid}/$break-glass"): (("physician",), False),
+    ("GET", "/fhir/Consent"): (("physician", "nurse", "patient"), False),
+    ("POST", "/fhir/Consent"): (("patient",), False),
+    ("GET", "/fhir/AuditEvent"): (("regulator", "patient"), False),
+    ("GET", "/audit/export.csv"): (("regulator",), False),
+    ("GET", "/audit/breach-scope"): (("regulator",), False),
+    ("GET", "/audit/break-glass-review"): (("regulator",), False),
+    ("POST", "/audit/break-glass-review/{seq:int}"): (("regulator",), False),
+    ("GET", "/audit/redecide"): (("regulator",), False),
+    ("GET", "/audit/alerts"): (("regulator",), False),
+    ("GET", "/audit/head"): (("regulator",), False),
+    ("GET", "/audit/proof/inclusion"): (("regulator",), False),
+    ("GET", "/audit/proof/consistency"): (("regulator",), False),
+    ("GET", "/fhir/ServiceRequest"): (("physician",), True),
+    ("GET", "/fhir/ServiceRequest/{rid}"): (("physician",), True),
+    ("GET", "/fhir/Task"): (("physician",), True),
+    ("GET", "/referrals/inbox"): (("physician",), False),
+    ("GET", "/referrals/outbox"): (("physician",), False),
+    ("GET", "/referrals/statistics"): (("physician", "regulator", "admin"), False),
+}
+# What would show clinical data of the test patient in an answer.
+MARKERS = ("Observation", "Condition", "Encounter", "李建国", "原发性高血压", "血压控制不佳")
+
+
+def app_routes(app: Any) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.routes:
+        assert isinstance(route, Route)
+        for method in route.methods or ():
+            if method != "HEAD":
+                found.add((method, route.path))
+    return found
+
+
+def test_every_route_of_the_app_is_listed_with_its_gate() -> None:
+    # Built without a running exchange: the routes are all that is looked at.
+    app = create_app(SimpleNamespace(referrals=None))  # type: ignore[arg-type]
+    assert app_routes(app) == set(GATES)
+
+
+def url_for(path: str, ids: dict[str, str]) -> str:
+    return (path.replace("{pid}", ids["pid"]).replace("{rid}", ids["rid"])
+            .replace("{seq:int}", "1"))
+
+
+async def audited(running: Running, request_id: str) -> bool:
+    return bool(await running.rt.pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
+        request_id))
+
+
+@pytest.mark.parametrize("role", [*ROLES, None], ids=[*ROLES, "no-token"])
+async def test_only_the_roles_a_route_serves_get_through_and_every_request_is_audited(
+        exchange: Running, role: str | None) -> None:
+    await consortium(exchange)
+    rid = resident(71)
+    await accepted(exchange, "thc-east", [*record_items(rid, "thc-71", consent=True),
+                                          referral(rid, "REF-G")])
+    await exchange.settle()
+    pid = str(await exchange.rt.pool.fetchval("SELECT patient_id FROM referrals"))
+    ids = {"pid": pid, "rid": str(await exchange.rt.pool.fetchval(
+        "SELECT referral_id FROM referrals"))}
+    # An outsider in each role: a person of another institution (or another patient).
+    headers = {"X-Purpose-Of-Use": "TREAT"}
+    if role is not None:
+        person = "00000000-0000-4000-8000-000000000000" if role == "patient" else "outsider"
+        headers |= token(exchange, person, "vc-peach", role)
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        for (method, path), (roles, clinical) in GATES.items():
+            url = url_for(path, ids)
+            answer = await http.request(method, url, headers=headers, json={} if method ==
+                                        "POST" else None, params={"patient": pid})
+            where = f"{method} {path} as {role}"
+            if "anyone" in roles:
+                assert answer.status_code == 200, where
+                continue
+            # Whatever the answer, the request is in the audit log (refusals included).
+            assert await audited(exchange, answer.headers["x-request-id"]), where
+            if role is None:
+                assert answer.status_code == 401, where
+            elif role not in roles:
+                assert answer.status_code in (403, 404), where
+            if answer.status_code != 200 or clinical:
+                # An outsider gets nothing of the patient's record, whatever the route.
+                assert not any(m in answer.text for m in MARKERS), where
