@@ -35,6 +35,13 @@ from exchange.notifier import Notifier
 from exchange.portal import Portal
 from exchange.scheduler import ReferralScheduler
 from exchange.settings import Settings
+from exchange.auth import (
+    ChainAuthenticator,
+    ExchangeTokens,
+    Revocations,
+    RevokingAuthenticator,
+    load_hospital_logins,
+)
 from exchange.tokens import TokenIssuer
 from projections.postgres import PatientRecordProjection, PatientRecordReader, create_schema
 from projections.referral_reader import ReferralReader
@@ -78,6 +85,8 @@ class Runtime:
     executor: ThreadPoolExecutor
     audit_writer: AuditWriter
     embedded: list[Any] = field(default_factory=list)
+    logins: Any = None  # exchange.hospital_login.HospitalLogin: members' own sign-in
+    revocations: Revocations | None = None
 
     async def sync(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -115,7 +124,12 @@ class Runtime:
 
     def api_context(self, portal: Portal | None = None) -> ApiContext:
         policy = self.settings.access_policy
-        return ApiContext(tokens=TokenIssuer(self.settings.secrets.token_key),
+        assert self.revocations is not None
+        members: list[Any] = [ExchangeTokens(TokenIssuer(self.settings.secrets.token_key))]
+        if self.logins is not None:
+            members.append(self.logins)
+        return ApiContext(tokens=RevokingAuthenticator(ChainAuthenticator(members),
+                                                       self.revocations),
                           audit_writer=self.audit_writer,
                           consent=ConsentState(self.pool,
                                                care_after_record=policy.care_after_record),
@@ -150,6 +164,9 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     started: list[Any] = []
     if endpoints is None:
         endpoints, started = await asyncio.to_thread(start_embedded, settings)
+    # A broken logins.toml stops the start before anything runs.
+    logins = load_hospital_logins(settings.data_dir, consortium=settings.consortium,
+                                  env=os.environ)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger")
     ledger = pool = nc = writer = None
     try:
@@ -161,9 +178,12 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
         writer = AuditWriter(AuditStore(pool))
         await writer.store.create_schema()
         await ConsentState(pool).create_schema()
+        revocations = Revocations(pool)
+        await revocations.create_schema()
         nc = await connect(endpoints.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
-        yield Runtime(settings, endpoints, ledger, pool, nc, executor, writer, started)
+        yield Runtime(settings, endpoints, ledger, pool, nc, executor, writer, started,
+                      logins=logins, revocations=revocations)
     finally:
         if writer is not None:
             await writer.close()
@@ -196,6 +216,8 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
             rt.audit_writer.store, rt.head_signer(), rt.nc.jetstream(), rt.settings.consortium,
             rt.settings.audit_head_seconds, stop), name="audit-heads"))
     if http:
+        assert rt.revocations is not None
+        await rt.revocations.start()  # loads once (raises if it cannot), then follows
         portal = rt.portal()
         if portal is not None:
             await portal.ensure_registered()
@@ -217,6 +239,8 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
         if server is not None:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+        if http and rt.revocations is not None:  # before the pool closes: it holds a listener
+            await rt.revocations.close()
 
 
 def write_run_file(settings: Settings, endpoints: Endpoints) -> None:

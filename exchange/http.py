@@ -39,7 +39,8 @@ from exchange.fhir import (
     capability_statement,
     operation_outcome,
 )
-from exchange.tokens import Identity, TokenError, TokenIssuer
+from exchange.auth import Authenticator
+from exchange.tokens import Identity, TokenError
 from projections.postgres import PatientRecordReader
 from projections.referral_reader import ReferralReader
 from projections.render import dumps, render_patient
@@ -50,7 +51,7 @@ Clock = Callable[[], datetime]
 
 @dataclass
 class ApiContext:
-    tokens: TokenIssuer
+    tokens: Authenticator
     audit_writer: AuditWriter  # group commit: what every request appends through
     heads: HeadSigner
     consent: ConsentState
@@ -129,11 +130,16 @@ class Exchange:
         try:
             if scheme.lower() != "bearer" or not token:
                 raise TokenError("send Authorization: Bearer <token> (issue one with hie token)")
-            return self.ctx.tokens.verify(token.strip(), now=self.ctx.clock())
+            ident = await self.ctx.tokens.authenticate(token.strip(), now=self.ctx.clock())
+            if ident.role == "patient" and not _is_uuid(ident.person):
+                raise TokenError("a patient token names the patient by regional id")
+            return ident
         except TokenError as exc:
             reason = Reason(exc.code, str(exc))
             await self.record(request, request_id, action=f"{action}.authenticate", ident=None,
                               reasons=[reason])
+            if exc.code == "token.revocation_unavailable":  # ours, not the caller's fault
+                raise Refused(503, exc.code, str(exc), "transient") from None
             raise Refused(401, exc.code, str(exc), "login") from None
 
     async def deny(self, request: Request, request_id: str, action: str, ident: Identity,
@@ -225,6 +231,14 @@ class Exchange:
             request_id=request_id)
 
 BREAK_GLASS_TEXT = "break-glass grant issued"
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
 Handler = Callable[[Request, str], Awaitable[Response]]
 
 

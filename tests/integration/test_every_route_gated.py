@@ -4,6 +4,8 @@ before its answer. A route added without a line here fails the first test."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -108,3 +110,23 @@ async def test_only_the_roles_a_route_serves_get_through_and_every_request_is_au
             if answer.status_code != 200 or clinical:
                 # An outsider gets nothing of the patient's record, whatever the route.
                 assert not any(m in answer.text for m in MARKERS), where
+
+
+async def test_a_revoked_token_is_refused_at_once_and_the_refusal_audited(
+        exchange: Running) -> None:
+    headers = token(exchange, "dr-gone", "county", "physician")
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        assert (await http.get("/referrals/inbox", headers={
+            **headers, "X-Purpose-Of-Use": "TREAT"})).status_code == 200
+        # The person is cut off (as `hie token revoke --person` does).
+        assert exchange.rt.revocations is not None
+        await exchange.rt.revocations.revoke_person("dr-gone", before=datetime.now(UTC))
+        for _ in range(50):
+            refused = await http.get("/referrals/inbox", headers={
+                **headers, "X-Purpose-Of-Use": "TREAT"})
+            if refused.status_code == 401:
+                break
+            await asyncio.sleep(0.1)
+        assert refused.status_code == 401
+        assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "token.revoked"
+        assert await audited(exchange, refused.headers["x-request-id"])

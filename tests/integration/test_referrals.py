@@ -207,7 +207,7 @@ async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> 
         # A regulator reads the statistics too (no patient in them); a patient does not.
         regulator = token(exchange, "reg-1", "county", "regulator")
         assert (await http.get("/referrals/statistics", headers=regulator)).status_code == 200
-        patient = token(exchange, "p-1", "county", "patient")
+        patient = token(exchange, "00000000-0000-4000-8000-000000000001", "patient", "patient")
         assert (await http.get("/referrals/statistics", headers=patient)).status_code == 403
 
     # Replay: rebuilt from the ledger alone, the referral views are the same, row for row.
