@@ -91,6 +91,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                 "Cybersecurity Law (Art. 21) requires network logs to be kept six months or more")
     head_seconds = _positive(env.get("HIE_AUDIT_HEAD_SECONDS", "5"), "HIE_AUDIT_HEAD_SECONDS")
     data_dir.mkdir(parents=True, exist_ok=True)
+    explicit_policy = bool(env.get("HIE_POLICY_FILE"))
+    policy_path = Path(env["HIE_POLICY_FILE"]) if explicit_policy else data_dir / "policy.toml"
     return Settings(
         data_dir=data_dir,
         consortium=consortium,
@@ -101,8 +103,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         audit_retention_days=int(retention) if retention else None,
         audit_head_seconds=head_seconds,
         gateway_processes=_gateway_processes(env.get("HIE_GATEWAY_PROCESSES", "0")),
-        referral_policy=load_policy(Path(env["HIE_POLICY_FILE"]), explicit=True)
-        if env.get("HIE_POLICY_FILE") else load_policy(data_dir / "policy.toml"),
+        referral_policy=load_policy(policy_path, explicit=explicit_policy),
+        access_policy=load_access_policy(policy_path),
         scheduler_seconds=_positive(env.get("HIE_SCHEDULER_SECONDS", "30"),
                                     "HIE_SCHEDULER_SECONDS"),
         secrets=_load_secrets(data_dir, env),
@@ -168,6 +170,67 @@ def load_policy(path: Path, *, explicit: bool = False) -> ReferralPolicy:
     return ReferralPolicy(accept_within=accept, arrive_within=span("arrive_within"),
                           follow_up_within=span("follow_up_within"),
                           care_after_completion=span("care_after_completion"))
+
+
+_ACCESS_KEYS = {"clinical_roles", "purposes", "break_glass_categories", "referral_categories",
+                "recent_results", "care_after_record"}
+
+
+def load_access_policy(path: Path) -> AccessPolicy:
+    """The consortium's access policy from ``[access]`` of the policy file (defaults when
+    absent). Example::
+
+        [access]
+        clinical_roles = ["physician", "nurse"]
+        referral_categories = ["demographics", "encounter", "diagnosis", "medication",
+                               "allergy", "lab", "vital"]
+        recent_results = "180d"      # what a referral's receiver sees of lab and vital results
+        care_after_record = "365d"   # an entry an institution recorded keeps its care this long
+        [access.purposes]            # purpose -> general categories (sensitive: by consent only)
+        TREAT = ["demographics", "encounter", "diagnosis", "medication", "allergy", "lab",
+                 "vital", "procedure", "immunization", "document", "observation"]
+        HRESCH = ["diagnosis", "lab", "vital", "medication", "immunization", "procedure"]
+    """
+    if not path.exists():
+        return DEFAULT_POLICY
+    try:
+        section = tomllib.loads(path.read_text(encoding="utf-8")).get("access", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path.name} is not valid TOML: {exc}") from None
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{path.name}: [access] must be a table")
+    if unknown := set(section) - _ACCESS_KEYS:
+        raise ConfigurationError(f"{path.name} [access] has unknown keys: {sorted(unknown)}")
+
+    def names(value: object, where: str) -> frozenset[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigurationError(f"{path.name} [access] {where} is a list of names")
+        return frozenset(value)
+
+    d = DEFAULT_POLICY
+    try:
+        purposes = d.purposes
+        if "purposes" in section:
+            if not isinstance(section["purposes"], dict):
+                raise ConfigurationError(f"{path.name} [access.purposes] maps purposes to lists")
+            purposes = {k: names(v, f"purposes.{k}") for k, v in section["purposes"].items()}
+        return AccessPolicy(
+            clinical_roles=tuple(sorted(names(section["clinical_roles"], "clinical_roles")))
+            if "clinical_roles" in section else d.clinical_roles,
+            purposes=purposes,
+            break_glass_categories=names(section["break_glass_categories"],
+                                         "break_glass_categories")
+            if "break_glass_categories" in section else d.break_glass_categories,
+            referral_categories=names(section["referral_categories"], "referral_categories")
+            if "referral_categories" in section else d.referral_categories,
+            recent_results=parse_duration(section["recent_results"], "[access] recent_results")
+            if "recent_results" in section else d.recent_results,
+            care_after_record=parse_duration(section["care_after_record"],
+                                             "[access] care_after_record")
+            if "care_after_record" in section else d.care_after_record,
+        )
+    except ValueError as exc:  # the policy's own checks (unknown or sensitive categories)
+        raise ConfigurationError(f"{path.name} [access]: {exc}") from None
 
 
 def _positive(raw: str, name: str) -> float:

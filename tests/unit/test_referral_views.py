@@ -540,3 +540,23 @@ def test_seconds_settings_refuse_nan_infinity_and_non_positive(tmp_path: Path, n
                                                               value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
         load_settings({"HIE_DATA_DIR": str(tmp_path), name: value})
+
+
+def test_the_access_policy_comes_from_the_policy_file(tmp_path: Path) -> None:
+    from consent.decision import DEFAULT_POLICY
+    from exchange.settings import load_access_policy
+
+    path = tmp_path / "policy.toml"
+    assert load_access_policy(path) is DEFAULT_POLICY
+    path.write_text('[access]\nrecent_results = "30d"\nclinical_roles = ["physician"]\n'
+                    '[access.purposes]\nTREAT = ["diagnosis", "medication"]\n')
+    policy = load_access_policy(path)
+    assert policy.recent_results == timedelta(days=30) and policy.clinical_roles == ("physician",)
+    assert policy.purposes == {"TREAT": frozenset({"diagnosis", "medication"})}
+    # A purpose may not be given a sensitive category: only a consent names those.
+    path.write_text('[access.purposes]\nTREAT = ["hiv"]\n')
+    with pytest.raises(ConfigurationError, match="sensitive"):
+        load_access_policy(path)
+    path.write_text('[access]\nwho = 1\n')
+    with pytest.raises(ConfigurationError, match="unknown keys"):
+        load_access_policy(path)
