@@ -51,6 +51,33 @@ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
 _PROTECTED = ("audit_log", "audit_nodes", "audit_heads")
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('hie-audit-append'))"
 
+# One round trip per append: the caller computes the leaves, nodes and new frontier from the
+# tree state it last saw; the function takes the lock, checks that the tree is still that size
+# (another process may have appended), writes everything and commits with the call. False:
+# the tree moved on; the caller reloads the state and computes again.
+_APPEND_FUNCTION = """
+CREATE OR REPLACE FUNCTION audit_append(
+    expected bigint, seqs bigint[], ats timestamptz[], patients uuid[], persons text[],
+    institutions text[], actions text[], decisions text[], purposes text[], glass boolean[],
+    texts text[], leaves bytea[], chains bytea[], levels smallint[], idxs bigint[],
+    hashes bytea[], new_size bigint, new_frontier bytea[], new_chain bytea)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('hie-audit-append'));
+    IF (SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE) <> expected THEN
+        RETURN false;
+    END IF;
+    INSERT INTO audit_log (seq, recorded_at, patient_id, person, institution, action,
+                           decision, purpose, break_glass, record_text, leaf_hash, chain_hash)
+        SELECT * FROM unnest(seqs, ats, patients, persons, institutions, actions, decisions,
+                             purposes, glass, texts, leaves, chains);
+    INSERT INTO audit_nodes (level, idx, hash) SELECT * FROM unnest(levels, idxs, hashes);
+    UPDATE audit_tree SET size = new_size, frontier = new_frontier, chain_head = new_chain
+        WHERE id = 1;
+    RETURN true;
+END $$;
+"""
+
 
 def _triggers() -> str:
     out = []
@@ -73,6 +100,10 @@ def chain_link(previous: bytes, text: str) -> bytes:
     return hashlib.sha256(previous + text.encode()).digest()
 
 
+_APPEND_CALL = ("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                "$14, $15, $16, $17, $18, $19)")
+
+
 class AuditWriteError(Exception):
     code = "audit.write_failed"
 
@@ -93,11 +124,12 @@ class AuditStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.hasher = SHA256
+        self._state: tuple[Frontier, bytes] | None = None  # the tree as last appended to
 
     async def create_schema(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-audit-schema'))")
-            await conn.execute(SCHEMA + _triggers())
+            await conn.execute(SCHEMA + _triggers() + _APPEND_FUNCTION)
 
     # Appending --------------------------------------------------------------------------------
 
@@ -107,43 +139,53 @@ class AuditStore:
     async def append_many(self, batch: Sequence[tuple[dict[str, Any], datetime]]) -> list[int]:
         """Append records in ONE transaction; return their sequence numbers (leaf indices).
 
-        Raises AuditWriteError on any failure: the caller must then send no data.
+        One round trip when the tree is as this store last saw it (the usual case: the
+        read API is the main appender); otherwise the state is read again and the append
+        computed again. Raises AuditWriteError on any failure: the caller must then send
+        no data.
         """
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(_LOCK)
-                tree = await conn.fetchrow(
-                    "SELECT size, frontier, chain_head FROM audit_tree WHERE id = 1 FOR UPDATE")
-                frontier = Frontier(tree["size"], [bytes(h) for h in tree["frontier"]])
-                chain = bytes(tree["chain_head"])
-                rows, nodes, seqs = [], [], []
-                for record, recorded_at in batch:
-                    seq = frontier.size
-                    text = canonical_text({**record, "seq": seq,
-                                           "recorded_at": recorded_at.isoformat()})
-                    leaf = self.hasher.leaf_hash(text.encode())
-                    chain = chain_link(chain, text)
-                    nodes += frontier.append(leaf, self.hasher)
-                    patient = record.get("patient_id")
-                    rows.append((seq, recorded_at, UUID(patient) if patient else None,
-                                 record.get("person"), record.get("institution"),
-                                 record["action"], record.get("decision"), record.get("purpose"),
-                                 bool(record.get("break_glass")), text, leaf, chain))
-                    seqs.append(seq)
-                await conn.copy_records_to_table(
-                    "audit_log", records=rows,
-                    columns=["seq", "recorded_at", "patient_id", "person", "institution",
-                             "action", "decision", "purpose", "break_glass", "record_text",
-                             "leaf_hash", "chain_hash"])
-                if nodes:
-                    await conn.copy_records_to_table("audit_nodes", records=nodes,
-                                                     columns=["level", "idx", "hash"])
-                await conn.execute(
-                    "UPDATE audit_tree SET size = $1, frontier = $2, chain_head = $3 WHERE id = 1",
-                    frontier.size, frontier.hashes, chain)
-                return seqs
+            for _ in range(20):
+                state = self._state or await self._load_state()
+                args, seqs, after = self._compute(batch, *state)
+                if await self.pool.fetchval(_APPEND_CALL, *args):
+                    self._state = after
+                    return seqs
+                self._state = None  # another process appended: read the tree again
+            raise AuditWriteError("the audit log kept moving under this writer")
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            self._state = None
             raise AuditWriteError("the audit record could not be written") from exc
+
+    async def _load_state(self) -> tuple[Frontier, bytes]:
+        tree = await self.pool.fetchrow(
+            "SELECT size, frontier, chain_head FROM audit_tree WHERE id = 1")
+        return Frontier(tree["size"], [bytes(h) for h in tree["frontier"]]), \
+            bytes(tree["chain_head"])
+
+    def _compute(self, batch: Sequence[tuple[dict[str, Any], datetime]], frontier: Frontier,
+                 chain: bytes) -> tuple[list[Any], list[int], tuple[Frontier, bytes]]:
+        frontier = Frontier(frontier.size, list(frontier.hashes))
+        expected = frontier.size
+        cols: list[list[Any]] = [[] for _ in range(12)]
+        nodes: list[tuple[int, int, bytes]] = []
+        seqs = []
+        for record, recorded_at in batch:
+            seq = frontier.size
+            text = canonical_text({**record, "seq": seq, "recorded_at": recorded_at.isoformat()})
+            leaf = self.hasher.leaf_hash(text.encode())
+            chain = chain_link(chain, text)
+            nodes += frontier.append(leaf, self.hasher)
+            patient = record.get("patient_id")
+            row = (seq, recorded_at, UUID(patient) if patient else None, record.get("person"),
+                   record.get("institution"), record["action"], record.get("decision"),
+                   record.get("purpose"), bool(record.get("break_glass")), text, leaf, chain)
+            for col, value in zip(cols, row, strict=True):
+                col.append(value)
+            seqs.append(seq)
+        args = [expected, *cols, [n[0] for n in nodes], [n[1] for n in nodes],
+                [n[2] for n in nodes], frontier.size, frontier.hashes, chain]
+        return args, seqs, (frontier, chain)
 
     # The tree ---------------------------------------------------------------------------------
 

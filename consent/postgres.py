@@ -11,6 +11,7 @@ are compared with the request's instant.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -36,42 +37,79 @@ CREATE TABLE IF NOT EXISTS break_glass_grants (
 CREATE INDEX IF NOT EXISTS break_glass_grants_patient ON break_glass_grants (patient_id, person);
 """
 
-# $1 members, $2 root, $3 institution, $4 position (null: the projection's), $5 earliest
-# recording time of an entry that still gives care, $6 person (for grants), $7 the instant.
-_FACTS = """
-WITH pos AS (SELECT coalesce($4::bigint, (SELECT position FROM projection_position
-                                          WHERE name = 'patient_record')) AS p)
-SELECT (SELECT p FROM pos) AS position,
-  (SELECT birth_date FROM patients WHERE patient_id = $2) AS birth_date,
+# The facts of one decision. {members}, {root}: the identities and the surviving one;
+# {inst}: the requesting institution; {pos}: the ledger position (null: the projection's);
+# {since}: the earliest recording time of an entry that still gives care; {person}: the
+# requesting person (for grants); {at}: the instant.
+_FACTS_COLUMNS = """
+  (SELECT p FROM pos) AS position,
+  (SELECT birth_date FROM patients WHERE patient_id = {root}) AS birth_date,
   (SELECT coalesce(json_agg(json_build_array(consent_id, consent_type, scope, purposes,
       valid_from, valid_to, categories, signed_by, guardian, position, withdrawn_position)), '[]')
-   FROM consents WHERE patient_id = ANY($1)) AS consents,
+   FROM consents WHERE patient_id = ANY({members})) AS consents,
   (SELECT coalesce(json_agg(json_build_array(guardian, valid_from, valid_to, position)), '[]')
-   FROM guardians WHERE patient_id = ANY($1)) AS guardians,
+   FROM guardians WHERE patient_id = ANY({members})) AS guardians,
   (SELECT coalesce(json_agg(json_build_array(readers, position, unsealed_position)), '[]')
-   FROM seals WHERE patient_id = ANY($1)) AS seals,
+   FROM seals WHERE patient_id = ANY({members})) AS seals,
   (SELECT coalesce(json_agg(json_build_array(kind, entry_id, at)), '[]') FROM (
      SELECT e.kind, e.entry_id, c.at FROM record_entries e
      JOIN ledger_clock c ON c.position = e.valid_from
-     WHERE e.patient_id = ANY($1) AND e.institution = $3 AND e.valid_from <= (SELECT p FROM pos)
-       AND (e.valid_to IS NULL OR e.valid_to > (SELECT p FROM pos)) AND c.at >= $5
+     WHERE e.patient_id = ANY({members}) AND e.institution = {inst}
+       AND e.valid_from <= (SELECT p FROM pos)
+       AND (e.valid_to IS NULL OR e.valid_to > (SELECT p FROM pos)) AND c.at >= {since}
      ORDER BY (e.kind = 'encounter') DESC, e.valid_from DESC LIMIT 2) x) AS records,
   (SELECT coalesce(json_agg(json_build_array(position, valid_from, valid_to)), '[]')
-   FROM care_contracts WHERE patient_id = ANY($1) AND institution = $3
+   FROM care_contracts WHERE patient_id = ANY({members}) AND institution = {inst}
      AND position <= (SELECT p FROM pos)) AS contracts,
   (SELECT coalesce(json_agg(json_build_array(r.referral_id, r.care_from,
       CASE WHEN (SELECT max(e.position) FROM referral_events e WHERE e.referral_id = r.referral_id
                  AND e.action IN ('complete', 'cancel', 'expire')) <= (SELECT p FROM pos)
            THEN r.care_until END)), '[]')
-   FROM referrals r WHERE r.patient_id = ANY($1) AND r.to_institution = $3
+   FROM referrals r WHERE r.patient_id = ANY({members}) AND r.to_institution = {inst}
      AND r.care_from IS NOT NULL AND EXISTS (SELECT 1 FROM referral_events e
        WHERE e.referral_id = r.referral_id AND e.action = 'accept'
          AND e.position <= (SELECT p FROM pos))) AS referrals,
   (SELECT coalesce(json_agg(json_build_array(grant_id, person, patient_id, reason_code,
       expires_at)), '[]')
-   FROM break_glass_grants WHERE patient_id = $2 AND person = $6
-     AND granted_at <= $7) AS grants
+   FROM break_glass_grants WHERE patient_id = {root} AND person = {person}
+     AND granted_at <= {at}) AS grants
 """
+_POS = ("pos AS (SELECT coalesce({pos}::bigint, (SELECT position FROM projection_position "
+        "WHERE name = 'patient_record')) AS p)")
+_FACTS = ("WITH " + _POS.format(pos="$4") + " SELECT " + _FACTS_COLUMNS.format(
+    members="$1", root="$2", inst="$3", since="$5", person="$6", at="$7"))
+# One round trip for a read of the record now: the surviving identity of the id asked for,
+# every identity merged into it, the patient's demographics and identifiers, and the facts.
+_GATE = ("""WITH RECURSIVE up(id, depth) AS (
+    SELECT patient_id, 0 FROM patients WHERE patient_id = $1
+    UNION ALL SELECT p.merged_into, up.depth + 1 FROM patients p JOIN up ON p.patient_id = up.id
+    WHERE p.merged_into IS NOT NULL AND up.depth < 64),
+  root AS (SELECT id FROM up ORDER BY depth DESC LIMIT 1),
+  m(id) AS (SELECT id FROM root UNION SELECT p.patient_id FROM patients p JOIN m
+            ON p.merged_into = m.id),
+  mem AS (SELECT array_agg(id) AS ids FROM m), """ + _POS.format(pos="NULL") + """
+SELECT (SELECT id FROM root) AS root, (SELECT ids FROM mem) AS members,
+  (SELECT sex FROM patients WHERE patient_id = (SELECT id FROM root)) AS sex,
+  (SELECT demographics FROM patients WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])
+     AND demographics IS NOT NULL ORDER BY position DESC LIMIT 1) AS demographics,
+  (SELECT coalesce(json_agg(json_build_array(system, value) ORDER BY position), '[]')
+     FROM patient_identifiers WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])) AS identifiers,
+""" + _FACTS_COLUMNS.format(members="(SELECT ids FROM mem)::uuid[]", root="(SELECT id FROM root)",
+                            inst="$2", since="$3", person="$4", at="$5"))
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """What a read of the record now needs besides its entries, from the gate's one query."""
+
+    root: UUID
+    members: list[UUID]
+    position: int
+    facts: Facts
+    birth_date: date | None
+    sex: str | None
+    demographics: dict[str, Any] | None
+    identifiers: list[tuple[str, str]]
 
 
 def _t(value: str | None) -> datetime | None:
@@ -97,6 +135,19 @@ class ConsentState:
                                        at - self.care_after_record, person, at)
         assert row is not None
         return int(row["position"] or 0), _facts(row, institution, self.care_after_record)
+
+    async def view(self, asked: UUID, *, institution: str, person: str,
+                   at: datetime) -> RecordView | None:
+        """The record's gate view for a read now (None: no patient has this id)."""
+        row = await self.pool.fetchrow(_GATE, asked, institution, at - self.care_after_record,
+                                       person, at)
+        if row is None or row["root"] is None:
+            return None
+        return RecordView(row["root"], list(row["members"]), int(row["position"] or 0),
+                          _facts(row, institution, self.care_after_record), row["birth_date"],
+                          row["sex"], orjson.loads(row["demographics"])
+                          if row["demographics"] else None,
+                          [tuple(i) for i in orjson.loads(row["identifiers"])])  # type: ignore[misc]
 
     async def consents(self, patient_id: UUID | Sequence[UUID]) -> list[asyncpg.Record]:
         """The consents recorded for these identities, with their rendered resources."""

@@ -65,7 +65,9 @@ class _Server(uvicorn.Server):
 def bind_http(host: str, port: int) -> socket.socket:
     """Bind the HTTP port; if it is taken, a free one (never assume a port is free)."""
     for candidate in (port, 0):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio then turns Nagle off on accepted connections (without
+        # it, small answers on a keep-alive connection waited ~40 ms for a delayed ACK).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, candidate))
@@ -85,6 +87,9 @@ class Runtime:
     executor: ThreadPoolExecutor
     audit_writer: AuditWriter
     embedded: list[Any] = field(default_factory=list)
+    # The read API's own connections: no LISTEN, no session state, so nothing to reset when
+    # one goes back to the pool (asyncpg's reset is a round trip per query otherwise).
+    read_pool: asyncpg.Pool | None = None
     logins: Any = None  # exchange.hospital_login.HospitalLogin: members' own sign-in
     revocations: Revocations | None = None
 
@@ -128,13 +133,18 @@ class Runtime:
         members: list[Any] = [ExchangeTokens(TokenIssuer(self.settings.secrets.token_key))]
         if self.logins is not None:
             members.append(self.logins)
+        reads = self.read_pool or self.pool
         return ApiContext(tokens=RevokingAuthenticator(ChainAuthenticator(members),
                                                        self.revocations),
                           audit_writer=self.audit_writer,
-                          consent=ConsentState(self.pool,
+                          consent=ConsentState(reads,
                                                care_after_record=policy.care_after_record),
-                          heads=self.head_signer(), records=self.records,
-                          referrals=ReferralReader(self.pool), policy=policy, portal=portal)
+                          heads=self.head_signer(), records=PatientRecordReader(reads),
+                          referrals=ReferralReader(reads), policy=policy, portal=portal)
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Read connections keep no session state (see Runtime.read_pool)."""
 
 
 def start_embedded(settings: Settings) -> tuple[Endpoints, list[Any]]:
@@ -168,14 +178,16 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     logins = load_hospital_logins(settings.data_dir, consortium=settings.consortium,
                                   env=os.environ)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger")
-    ledger = pool = nc = writer = None
+    ledger = pool = read_pool = nc = writer = None
     try:
         ledger = await asyncio.get_running_loop().run_in_executor(
             executor, lambda: Ledger(endpoints.database_url, settings.secrets.ledger_cipher_key,
                                      settings.secrets.pseudonym_key, settings.referral_policy))
         pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=10)
+        read_pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=12,
+                                              reset=_no_reset)
         await create_schema(pool)
-        writer = AuditWriter(AuditStore(pool))
+        writer = AuditWriter(AuditStore(read_pool))
         await writer.store.create_schema()
         await ConsentState(pool).create_schema()
         revocations = Revocations(pool)
@@ -183,7 +195,7 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
         nc = await connect(endpoints.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
         yield Runtime(settings, endpoints, ledger, pool, nc, executor, writer, started,
-                      logins=logins, revocations=revocations)
+                      logins=logins, revocations=revocations, read_pool=read_pool)
     finally:
         if writer is not None:
             await writer.close()
@@ -192,6 +204,8 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
                 await nc.close()  # every publish was awaited; nothing is left to flush
         if pool is not None:
             await pool.close()
+        if read_pool is not None:
+            await read_pool.close()
         if ledger is not None:
             ledger.close()
         executor.shutdown(wait=True)

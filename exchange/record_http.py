@@ -19,7 +19,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from consent.decision import AccessRequest, Decision, Reason, decide
-from exchange.redecide import facts_for
 from exchange.fhir import RESOURCE_TYPES, bundle, operation_outcome
 from exchange.http import Exchange, Handler, Refused, fhir_response
 from exchange.tokens import Identity
@@ -45,15 +44,6 @@ class RecordRoutes:
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex
 
-    async def decide_for(self, ident: Identity, root: UUID, members: list[UUID],
-                         purpose: str) -> tuple[AccessRequest, Decision]:
-        """Take the facts as of the projection's position and decide."""
-        ctx = self.ex.ctx
-        request, facts = await facts_for(ctx.consent, ident.person, ident.role,
-                                         ident.institution, root, members, purpose,
-                                         ctx.clock())
-        return request, decide(request, facts, ctx.policy)
-
     async def everything(self, request: Request, request_id: str) -> Response:
         ex = self.ex
         ident = await ex.authenticate(request, request_id, "read")
@@ -64,48 +54,51 @@ class RecordRoutes:
                 "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)"),
                 patient_id=patient_id, issue_type="required")
         at = await self._at(request, request_id, ident, patient_id, purpose)
-        asked, root = patient_id, await ex.ctx.records.root(patient_id, at)
-        if root is None:
+        now = ex.ctx.clock()
+        # One query: who the id is now, the identities merged into it, and the decision's
+        # facts as of the projection's position.
+        view = await ex.ctx.consent.view(patient_id, institution=ident.institution,
+                                         person=ident.person, at=now)
+        shown_root = view.root if view and at is None else (
+            await ex.ctx.records.root(patient_id, at) if view else None)
+        if view is None or shown_root is None:
             raise await ex.deny(request, request_id, "read", ident, 404, Reason(
                 "patient.not_found", "no patient has this id" + (
-                    " at that time" if at is not None else "")), patient_id=asked,
+                    " at that time" if at is not None else "")), patient_id=patient_id,
                 purpose=purpose, issue_type="not-found")
-        members_now = await ex.ctx.records.members(root)
-        asked_for, decision = await self.decide_for(ident, root, members_now, purpose)
+        own = ident.role == "patient" and ident.person in {str(m) for m in view.members}
+        asked_for = AccessRequest(ident.person, ident.role, ident.institution, view.root,
+                                  purpose, now, view.position, own)
+        decision = decide(asked_for, view.facts, ex.ctx.policy)
         # Enough to decide this request again from the ledger as it stood (exchange/redecide).
-        facts_at = {"as_of_position": asked_for.position,
-                    "decided_at": asked_for.at.isoformat(),
+        facts_at = {"as_of_position": view.position, "decided_at": now.isoformat(),
                     **({"record_at_position": at} if at else {})}
         if not decision.permit:
-            await ex.record(request, request_id, action="read", ident=ident, patient_id=root,
-                            purpose=purpose, decision=decision, extra=facts_at)
+            await ex.record(request, request_id, action="read", ident=ident,
+                            patient_id=view.root, purpose=purpose, decision=decision,
+                            extra=facts_at)
             raise Refused(403, decision.reasons[0].code,
                           "; ".join(r.message for r in decision.reasons), "forbidden")
-        members = members_now if at is None else await ex.ctx.records.members(root, at)
-        rows = await ex.ctx.records.entries(root, members, at, categories=decision.categories,
+        members = view.members if at is None else await ex.ctx.records.members(shown_root, at)
+        rows = await ex.ctx.records.entries(shown_root, members, at,
+                                            categories=decision.categories,
                                             results_since=decision.results_since)
         entries = [(f"urn:uuid:{r['entry_id']}", r["resource"]) for r in rows]
         disclosed = [f"{RESOURCE_TYPES.get(r['kind'], r['kind'])}/{r['entry_id']}" for r in rows]
         touched = {c for r in rows for c in r["categories"] or ()}
         if "demographics" in decision.categories:
-            entries.insert(0, (f"urn:uuid:{root}", await self._patient(root, members)))
-            disclosed.insert(0, f"Patient/{root}")
+            patient = dumps(render_patient(
+                shown_root, identifiers=view.identifiers, demographics=view.demographics,
+                birth_date=view.birth_date.isoformat() if view.birth_date else None,
+                sex=view.sex))
+            entries.insert(0, (f"urn:uuid:{shown_root}", patient))
+            disclosed.insert(0, f"Patient/{shown_root}")
             touched.add("demographics")
-        await ex.record(request, request_id, action="read", ident=ident, patient_id=root,
+        await ex.record(request, request_id, action="read", ident=ident, patient_id=view.root,
                         purpose=purpose, decision=decision, disclosed=disclosed, extra=facts_at,
                         categories=sorted(touched))
-        return fhir_response(bundle(entries, now=ex.ctx.clock(),
-                                    outcome=withheld_outcome(decision)), request_id=request_id)
-
-    async def _patient(self, root: UUID, members: list[UUID]) -> str:
-        records = self.ex.ctx.records
-        patient = await records.patient(root)
-        assert patient is not None
-        return dumps(render_patient(
-            root, identifiers=await records.identifiers(members),
-            demographics=await records.demographics(members),
-            birth_date=patient["birth_date"].isoformat() if patient["birth_date"] else None,
-            sex=patient["sex"]))
+        return fhir_response(bundle(entries, now=now, outcome=withheld_outcome(decision)),
+                             request_id=request_id)
 
     async def _at(self, request: Request, request_id: str, ident: Identity, patient_id: UUID,
                   purpose: str) -> int | None:
