@@ -17,6 +17,7 @@ Every refusal is a ``TokenError`` with a stable ``code``: ``token.invalid``,
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
@@ -47,14 +48,27 @@ class RevocationCheck(Protocol):
 class ExchangeTokens:
     """The exchange's own tokens: ``hie1.<claims>.<signature>``."""
 
-    def __init__(self, issuer: TokenIssuer) -> None:
+    def __init__(self, issuer: TokenIssuer, *, remembered: int = 4096) -> None:
         self.issuer = issuer
+        # A token whose signature verified once is the same bytes next time: only its expiry
+        # needs checking again (an Ed25519 verify is most of authentication's cost).
+        self._verified: OrderedDict[str, Identity] = OrderedDict()
+        self._remembered = remembered
 
     def recognises(self, token: str) -> bool:
         return token.startswith("hie1.")
 
     async def authenticate(self, token: str, *, now: datetime) -> Identity:
-        return self.issuer.verify(token, now=now)
+        ident = self._verified.get(token)
+        if ident is None:
+            ident = self.issuer.verify(token, now=now)
+            self._verified[token] = ident
+            if len(self._verified) > self._remembered:
+                self._verified.popitem(last=False)
+        elif now >= ident.expires_at:
+            del self._verified[token]
+            raise TokenError("the bearer token has expired; ask for a new one (hie token)")
+        return ident
 
 
 class ChainAuthenticator:

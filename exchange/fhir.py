@@ -30,6 +30,25 @@ def bundle(entries: Sequence[tuple[str, str]], *, now: datetime,
             + "]}").encode()
 
 
+def bundle_of(entries: str, count: int, *, now: datetime, first: tuple[str, str] | None = None,
+              outcome: dict[str, Any] | None = None) -> bytes:
+    """A searchset Bundle around entries already joined as JSON (``count`` of them), with an
+    optional first entry (fullUrl, resource text) and an ``outcome`` entry."""
+    head = {"resourceType": "Bundle", "type": "searchset", "timestamp": now.isoformat(),
+            "total": count + (first is not None)}
+    parts = []
+    if first is not None:
+        parts.append(f'{{"fullUrl":{json.dumps(first[0])},"resource":{first[1]},'
+                     f'"search":{{"mode":"match"}}}}')
+    if entries:
+        parts.append(entries)
+    if outcome is not None:
+        parts.append(f'{{"resource":{json.dumps(outcome, ensure_ascii=False)},'
+                     f'"search":{{"mode":"outcome"}}}}')
+    return (json.dumps(head, ensure_ascii=False)[:-1] + ',"entry":[' + ",".join(parts)
+            + "]}").encode()
+
+
 def operation_outcome(code: str, message: str, *, issue_type: str,
                       severity: str = "error") -> dict[str, Any]:
     return {"resourceType": "OperationOutcome", "issue": [{

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from consent.decision import AccessRequest, Decision, Reason, decide
-from exchange.fhir import RESOURCE_TYPES, bundle, operation_outcome
+from exchange.fhir import bundle, bundle_of, operation_outcome
 from exchange.http import Exchange, Handler, Refused, fhir_response
 from exchange.tokens import Identity
 from projections.render import dumps, render_patient
@@ -80,24 +80,23 @@ class RecordRoutes:
             raise Refused(403, decision.reasons[0].code,
                           "; ".join(r.message for r in decision.reasons), "forbidden")
         members = view.members if at is None else await ex.ctx.records.members(shown_root, at)
-        rows = await ex.ctx.records.entries(shown_root, members, at,
-                                            categories=decision.categories,
-                                            results_since=decision.results_since)
-        entries = [(f"urn:uuid:{r['entry_id']}", r["resource"]) for r in rows]
-        disclosed = [f"{RESOURCE_TYPES.get(r['kind'], r['kind'])}/{r['entry_id']}" for r in rows]
-        touched = {c for r in rows for c in r["categories"] or ()}
+        page = await ex.ctx.records.bundle_entries(shown_root, members, at,
+                                                   categories=decision.categories,
+                                                   results_since=decision.results_since)
+        disclosed, touched = page.disclosed, set(page.categories)
+        first = None
         if "demographics" in decision.categories:
-            patient = dumps(render_patient(
+            first = (f"urn:uuid:{shown_root}", dumps(render_patient(
                 shown_root, identifiers=view.identifiers, demographics=view.demographics,
                 birth_date=view.birth_date.isoformat() if view.birth_date else None,
-                sex=view.sex))
-            entries.insert(0, (f"urn:uuid:{shown_root}", patient))
-            disclosed.insert(0, f"Patient/{shown_root}")
+                sex=view.sex)))
+            disclosed = [f"Patient/{shown_root}", *disclosed]
             touched.add("demographics")
         await ex.record(request, request_id, action="read", ident=ident, patient_id=view.root,
                         purpose=purpose, decision=decision, disclosed=disclosed, extra=facts_at,
                         categories=sorted(touched))
-        return fhir_response(bundle(entries, now=now, outcome=withheld_outcome(decision)),
+        return fhir_response(bundle_of(page.entries, page.count, now=now, first=first,
+                                       outcome=withheld_outcome(decision)),
                              request_id=request_id)
 
     async def _at(self, request: Request, request_id: str, ident: Identity, patient_id: UUID,

@@ -357,3 +357,21 @@ def test_exchange_token_refusals_have_codes() -> None:
     with pytest.raises(TokenError) as caught:
         TokenIssuer(secrets.token_bytes(32)).verify(token, now=NOW)
     assert caught.value.code == "token.invalid"
+
+
+async def test_a_remembered_token_is_still_refused_once_it_expires() -> None:
+    from exchange.auth import ExchangeTokens
+
+    issuer = TokenIssuer(bytes(range(32)))
+    now = datetime(2026, 11, 29, 9, tzinfo=UTC)
+    token, _ = issuer.issue(person="dr-li", institution="county", role="physician", now=now,
+                            ttl=timedelta(minutes=5))
+    tokens = ExchangeTokens(issuer)
+    assert (await tokens.authenticate(token, now=now)).person == "dr-li"
+    assert (await tokens.authenticate(token, now=now + timedelta(minutes=4))).person == "dr-li"
+    with pytest.raises(TokenError, match="expired"):
+        await tokens.authenticate(token, now=now + timedelta(minutes=5))
+    # A token altered by one character is verified afresh, not taken from memory.
+    with pytest.raises(TokenError):
+        await tokens.authenticate(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1],
+                                  now=now)
