@@ -185,7 +185,7 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
                                      settings.secrets.pseudonym_key, settings.referral_policy))
         pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=10)
         read_pool = await asyncpg.create_pool(
-            endpoints.database_url, min_size=2, max_size=12, reset=_no_reset,
+            endpoints.database_url, min_size=2, max_size=24, reset=_no_reset,
             # The read queries are index lookups by patient: a generic plan serves every call,
             # and replanning the gate's query each time cost more than running it.
             server_settings={"plan_cache_mode": "force_generic_plan"})

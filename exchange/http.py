@@ -6,6 +6,7 @@ before anything is sent; if that append fails, the request fails and no data lea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -74,6 +75,24 @@ class Refused(Exception):
         self.status, self.code, self.message, self.issue_type = status, code, message, issue_type
 
 
+LISTED = 20  # up to this many disclosed resources are listed; beyond, counted and digested
+
+
+def disclosure(disclosed: list[str]) -> dict[str, Any]:
+    """What an audit record says was disclosed. A handful of resources are listed; a whole
+    record (hundreds) is counted, typed and digested (SHA-256 of the sorted "Type/id" lines):
+    the list itself follows from the ledger as of the record's position and decision
+    (``/audit/disclosed?seq=`` rebuilds and checks it), and a record under ~2 kB costs the
+    database a fraction of one carrying kilobytes of ids on every read."""
+    types = sorted({d.split("/")[0] for d in disclosed if "/" in d})
+    if len(disclosed) <= LISTED:
+        return {"disclosed": disclosed, "resource_types": types,
+                "disclosed_count": len(disclosed)}
+    digest = hashlib.sha256("\n".join(sorted(disclosed)).encode()).hexdigest()
+    return {"disclosed": [], "disclosed_count": len(disclosed), "resource_types": types,
+            "disclosed_sha256": digest}
+
+
 def fhir_response(body: bytes | dict[str, Any], status: int = 200, request_id: str = "") -> Response:
     content = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
     return Response(content, status, media_type=FHIR_JSON, headers={"X-Request-Id": request_id})
@@ -107,8 +126,7 @@ class Exchange:
             "break_glass": bool(decision and decision.break_glass),
             "care_basis": decision.care_basis if decision else None,
             "obligations": decision.obligations if decision else [],
-            "disclosed": disclosed or [],
-            "resource_types": sorted({d.split("/")[0] for d in disclosed or [] if "/" in d}),
+            **disclosure(disclosed or []),
             # The data categories the response held (breach scope: what was touched), and
             # those the decision let through.
             "categories": sorted(categories or []),

@@ -72,7 +72,9 @@ class RecordRoutes:
         decision = decide(asked_for, view.facts, ex.ctx.policy)
         # Enough to decide this request again from the ledger as it stood (exchange/redecide).
         facts_at = {"as_of_position": view.position, "decided_at": now.isoformat(),
-                    **({"record_at_position": at} if at else {})}
+                    **({"record_at_position": at} if at else {}),
+                    **({"results_since": decision.results_since.isoformat()}
+                       if decision.results_since else {})}
         if not decision.permit:
             await ex.record(request, request_id, action="read", ident=ident,
                             patient_id=view.root, purpose=purpose, decision=decision,

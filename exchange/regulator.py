@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import uuid
@@ -25,7 +26,7 @@ from audit.search import SearchError, parse_search
 from consent.decision import Decision, Reason
 from exchange.fhir import audit_event, bundle
 from exchange.http import Exchange, Refused, fhir_response
-from exchange.redecide import recorded_summary, redecide, summary
+from exchange.redecide import rebuild_disclosed, recorded_summary, redecide, summary
 from exchange.tokens import Identity
 from projections.render import dumps
 
@@ -116,7 +117,8 @@ class Regulator:
                              r.get("patient_id"), r.get("purpose"), r.get("legal_basis"),
                              r.get("consent_id"), r.get("break_glass"),
                              ";".join(x["code"] for x in r.get("reasons", [])),
-                             len(r.get("disclosed", [])), r.get("request_id"), r.get("source")])
+                             r.get("disclosed_count", len(r.get("disclosed", []))),
+                             r.get("request_id"), r.get("source")])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                         headers={"X-Request-Id": request_id,
                                  "Content-Disposition": 'attachment; filename="audit.csv"'})
@@ -141,15 +143,16 @@ class Regulator:
                                                      token_id=p.get("token"), start=start, end=end)
         patients: dict[str, dict[str, Any]] = {}
         for r in records:
-            if r.get("decision") != "permit" or not r.get("patient_id") or not r.get("disclosed"):
+            if r.get("decision") != "permit" or not r.get("patient_id") or not (
+                    r.get("disclosed") or r.get("disclosed_count")):
                 continue
             entry = patients.setdefault(r["patient_id"], {
                 "patient_id": r["patient_id"], "reads": 0, "categories": set(),
                 "first": r["recorded_at"], "last": r["recorded_at"], "break_glass": False})
             entry["reads"] += 1
             entry["categories"] |= set(r.get("categories") or [])
-            entry.setdefault("resource_types", set()).update(
-                d.split("/")[0] for d in r["disclosed"])
+            entry.setdefault("resource_types", set()).update(r.get("resource_types") or [
+                d.split("/")[0] for d in r.get("disclosed", [])])
             entry["last"] = r["recorded_at"]
             entry["break_glass"] |= bool(r.get("break_glass"))
         result = [{**v, "categories": sorted(v["categories"]),
@@ -212,6 +215,26 @@ class Regulator:
         recorded, recomputed = recorded_summary(record), summary(again)
         return json_response({"seq": int(raw), "recorded": recorded, "recomputed": recomputed,
                               "same": recorded == recomputed}, request_id)
+
+    async def disclosed(self, request: Request, request_id: str) -> Response:
+        """``/audit/disclosed?seq=``: the resources a recorded read disclosed, rebuilt from the
+        ledger as of its position under its decision, checked against the record's digest."""
+        ident = await self._regulator(request, request_id, "audit-disclosed")
+        raw = request.query_params.get("seq", "")
+        record = await self.ex.ctx.audit.record(int(raw)) if raw.isdigit() else None
+        if not record or record.get("action") != "read" or record.get("decision") != "permit" \
+                or "as_of_position" not in record:
+            raise await self.ex.deny(request, request_id, "audit-disclosed", ident, 404, Reason(
+                "disclosed.not_a_read", "give seq= of a permitted read of a patient's record"),
+                issue_type="not-found")
+        rebuilt = await rebuild_disclosed(record, self.ex.ctx.records)
+        listed = record.get("disclosed") or []
+        same = (sorted(rebuilt) == sorted(listed)) if listed else (
+            hashlib.sha256("\n".join(sorted(rebuilt)).encode()).hexdigest()
+            == record.get("disclosed_sha256"))
+        await self._granted(request, request_id, "audit-disclosed", ident, [f"AuditEvent/{raw}"])
+        return json_response({"seq": int(raw), "disclosed": rebuilt, "count": len(rebuilt),
+                              "matches_record": same}, request_id)
 
     async def alerts(self, request: Request, request_id: str) -> Response:
         """Refused reads that raised an alert (a sealed record read by someone not named)."""
@@ -292,6 +315,7 @@ def regulator_routes(ex: Exchange, wrap: Callable[[Handler], Any]) -> list[Route
         Route("/audit/break-glass-review/{seq:int}", wrap(reg.review), methods=["POST"]),
         Route("/audit/redecide", wrap(reg.redecide)),
         Route("/audit/alerts", wrap(reg.alerts)),
+        Route("/audit/disclosed", wrap(reg.disclosed)),
         Route("/audit/head", wrap(reg.head)),
         Route("/audit/proof/inclusion", wrap(reg.inclusion)),
         Route("/audit/proof/consistency", wrap(reg.consistency)),

@@ -35,6 +35,7 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("POST", "/audit/break-glass-review/{seq:int}"): (("regulator",), False),
     ("GET", "/audit/redecide"): (("regulator",), False),
     ("GET", "/audit/alerts"): (("regulator",), False),
+    ("GET", "/audit/disclosed"): (("regulator",), False),
     ("GET", "/audit/head"): (("regulator",), False),
     ("GET", "/audit/proof/inclusion"): (("regulator",), False),
     ("GET", "/audit/proof/consistency"): (("regulator",), False),
