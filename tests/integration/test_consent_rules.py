@@ -57,6 +57,18 @@ async def redecided(running: Running, http: httpx.AsyncClient, request_id: str) 
     return answer.json()  # type: ignore[no-any-return]
 
 
+async def disclosed(running: Running, http: httpx.AsyncClient,
+                    answer: httpx.Response) -> dict:
+    """What /audit/disclosed says of the read that gave ``answer``."""
+    seq = await running.rt.pool.fetchval(
+        "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
+        answer.headers["x-request-id"])
+    regulator = token(running, "reg-1", "bureau", "regulator")
+    rebuilt = await http.get("/audit/disclosed", params={"seq": seq}, headers=regulator)
+    assert rebuilt.status_code == 200, rebuilt.text
+    return rebuilt.json()  # type: ignore[no-any-return]
+
+
 async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) -> None:
     await consortium(exchange)
     rid = resident(81)
@@ -103,12 +115,7 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
             again = await redecided(exchange, http, answer.headers["x-request-id"])
             assert again["same"], again
         # What the permitted read disclosed is rebuilt from the ledger and matches the record.
-        seq = await exchange.rt.pool.fetchval(
-            "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
-            inside.headers["x-request-id"])
-        regulator = token(exchange, "reg-1", "bureau", "regulator")
-        rebuilt = (await http.get("/audit/disclosed", params={"seq": seq},
-                                  headers=regulator)).json()
+        rebuilt = await disclosed(exchange, http, inside)
         assert rebuilt["matches_record"] and rebuilt["count"] == len(match(inside))
         # The past audit rows stay; the patient sees the consent as inactive now.
         consents = await http.get("/fhir/Consent", params={"patient": pid}, headers=patient)
@@ -282,13 +289,10 @@ async def test_a_large_disclosure_is_digested_in_the_audit_and_rebuilt_from_the_
         assert record["disclosed"] == [] and record["disclosed_count"] == 34
         assert record["resource_types"] == ["Condition", "Encounter", "Observation", "Patient"]
         # ... and the list itself rebuilt from the ledger matches the digest.
-        seq = await exchange.rt.pool.fetchval(
-            "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
-            read.headers["x-request-id"])
-        regulator = token(exchange, "reg-1", "bureau", "regulator")
-        rebuilt = (await http.get("/audit/disclosed", params={"seq": seq},
-                                  headers=regulator)).json()
+        rebuilt = await disclosed(exchange, http, read)
         assert rebuilt["matches_record"] and rebuilt["count"] == 34
+        seq = rebuilt["seq"]
+        regulator = token(exchange, "reg-1", "bureau", "regulator")
         # A changed digest would not match: the check is real.
         await exchange.rt.pool.execute(
             "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
