@@ -30,23 +30,24 @@ def bundle(entries: Sequence[tuple[str, str]], *, now: datetime,
             + "]}").encode()
 
 
-def bundle_of(entries: str, count: int, *, now: datetime, first: tuple[str, str] | None = None,
+def bundle_of(entries: bytes, count: int, *, now: datetime, first: tuple[str, str] | None = None,
               outcome: dict[str, Any] | None = None) -> bytes:
-    """A searchset Bundle around entries already joined as JSON (``count`` of them), with an
-    optional first entry (fullUrl, resource text) and an ``outcome`` entry."""
+    """A searchset Bundle around entries already joined as UTF-8 JSON (``count`` of them),
+    with an optional first entry (fullUrl, resource text) and an ``outcome`` entry; the
+    entries' bytes are copied once."""
     head = {"resourceType": "Bundle", "type": "searchset", "timestamp": now.isoformat(),
             "total": count + (first is not None)}
-    parts = []
+    parts: list[bytes] = []
     if first is not None:
         parts.append(f'{{"fullUrl":{json.dumps(first[0])},"resource":{first[1]},'
-                     f'"search":{{"mode":"match"}}}}')
+                     f'"search":{{"mode":"match"}}}}'.encode())
     if entries:
         parts.append(entries)
     if outcome is not None:
         parts.append(f'{{"resource":{json.dumps(outcome, ensure_ascii=False)},'
-                     f'"search":{{"mode":"outcome"}}}}')
-    return (json.dumps(head, ensure_ascii=False)[:-1] + ',"entry":[' + ",".join(parts)
-            + "]}").encode()
+                     f'"search":{{"mode":"outcome"}}}}'.encode())
+    return b"".join([json.dumps(head, ensure_ascii=False)[:-1].encode(), b',"entry":[',
+                     b",".join(parts), b"]}"])
 
 
 def operation_outcome(code: str, message: str, *, issue_type: str,

@@ -88,9 +88,12 @@ def disclosure(disclosed: list[str]) -> dict[str, Any]:
     if len(disclosed) <= LISTED:
         return {"disclosed": disclosed, "resource_types": types,
                 "disclosed_count": len(disclosed)}
-    digest = hashlib.sha256("\n".join(sorted(disclosed)).encode()).hexdigest()
     return {"disclosed": [], "disclosed_count": len(disclosed), "resource_types": types,
-            "disclosed_sha256": digest}
+            "disclosed_sha256": disclosed_digest(disclosed)}
+
+
+def disclosed_digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
 def fhir_response(body: bytes | dict[str, Any], status: int = 200, request_id: str = "") -> Response:
@@ -111,7 +114,8 @@ class Exchange:
                      purpose: str | None = None, decision: Decision | None = None,
                      reasons: list[Reason] | None = None, disclosed: list[str] | None = None,
                      extra: dict[str, Any] | None = None,
-                     categories: list[str] | tuple[str, ...] | None = None) -> None:
+                     categories: list[str] | tuple[str, ...] | None = None,
+                     disclosure_summary: dict[str, Any] | None = None) -> None:
         reasons = reasons if reasons is not None else (decision.reasons if decision else [])
         record = {
             "action": action, "request_id": request_id, "route": request.url.path,
@@ -126,7 +130,7 @@ class Exchange:
             "break_glass": bool(decision and decision.break_glass),
             "care_basis": decision.care_basis if decision else None,
             "obligations": decision.obligations if decision else [],
-            **disclosure(disclosed or []),
+            **(disclosure_summary or disclosure(disclosed or [])),
             # The data categories the response held (breach scope: what was touched), and
             # those the decision let through.
             "categories": sorted(categories or []),

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from consent.decision import AccessRequest, Decision, Reason, decide
 from exchange.fhir import bundle, bundle_of, operation_outcome
-from exchange.http import Exchange, Handler, Refused, fhir_response
+from exchange.http import LISTED, Exchange, Handler, Refused, fhir_response
 from exchange.tokens import Identity
 from projections.render import dumps, render_patient
 
@@ -82,21 +82,25 @@ class RecordRoutes:
             raise Refused(403, decision.reasons[0].code,
                           "; ".join(r.message for r in decision.reasons), "forbidden")
         members = view.members if at is None else await ex.ctx.records.members(shown_root, at)
-        page = await ex.ctx.records.bundle_entries(shown_root, members, at,
-                                                   categories=decision.categories,
-                                                   results_since=decision.results_since)
-        disclosed, touched = page.disclosed, set(page.categories)
-        first = None
+        first_line = first = None
         if "demographics" in decision.categories:
+            first_line = f"Patient/{shown_root}"
             first = (f"urn:uuid:{shown_root}", dumps(render_patient(
                 shown_root, identifiers=view.identifiers, demographics=view.demographics,
                 birth_date=view.birth_date.isoformat() if view.birth_date else None,
                 sex=view.sex)))
-            disclosed = [f"Patient/{shown_root}", *disclosed]
-            touched.add("demographics")
+        page = await ex.ctx.records.bundle_entries(
+            shown_root, members, at, categories=decision.categories,
+            results_since=decision.results_since, first=first_line, listed=LISTED)
+        count = page.count + (first is not None)
+        summary: dict[str, Any] = {"disclosed": page.lines or [], "disclosed_count": count,
+                                   "resource_types": page.types}
+        if page.lines is None:
+            summary["disclosed_sha256"] = page.digest
+        touched = set(page.categories) | ({"demographics"} if first else set())
         await ex.record(request, request_id, action="read", ident=ident, patient_id=view.root,
-                        purpose=purpose, decision=decision, disclosed=disclosed, extra=facts_at,
-                        categories=sorted(touched))
+                        purpose=purpose, decision=decision, extra=facts_at,
+                        categories=sorted(touched), disclosure_summary=summary)
         return fhir_response(bundle_of(page.entries, page.count, now=now, first=first,
                                        outcome=withheld_outcome(decision)),
                              request_id=request_id)

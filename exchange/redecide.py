@@ -60,14 +60,16 @@ def recorded_summary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 async def rebuild_disclosed(record: dict[str, Any], records: PatientRecordReader) -> list[str]:
-    """The "Type/id" of every resource a permitted read disclosed, from the ledger as of the
-    record's position, under the categories (and results window) its decision let through."""
+    """The "Type/id" of every resource a permitted read disclosed (sorted), from the ledger
+    as of the record's position, under the categories (and results window) its decision let
+    through."""
     root = UUID(record["patient_id"])
     position = int(record.get("record_at_position") or record["as_of_position"])
     members = await records.members(root, position)
     since = record.get("results_since")
+    permitted = record.get("permitted") or []
     page = await records.bundle_entries(
-        root, members, position, categories=record.get("permitted") or [],
-        results_since=datetime.fromisoformat(since) if since else None)
-    patient = [f"Patient/{root}"] if "demographics" in (record.get("permitted") or []) else []
-    return patient + page.disclosed
+        root, members, position, categories=permitted,
+        results_since=datetime.fromisoformat(since) if since else None,
+        first=f"Patient/{root}" if "demographics" in permitted else None, listed=10**9)
+    return page.lines or []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 import json
 import uuid
@@ -25,7 +24,7 @@ from starlette.routing import Route
 from audit.search import SearchError, parse_search
 from consent.decision import Decision, Reason
 from exchange.fhir import audit_event, bundle
-from exchange.http import Exchange, Refused, fhir_response
+from exchange.http import Exchange, Refused, disclosed_digest, fhir_response
 from exchange.redecide import rebuild_disclosed, recorded_summary, redecide, summary
 from exchange.tokens import Identity
 from projections.render import dumps
@@ -230,8 +229,7 @@ class Regulator:
         rebuilt = await rebuild_disclosed(record, self.ex.ctx.records)
         listed = record.get("disclosed") or []
         same = (sorted(rebuilt) == sorted(listed)) if listed else (
-            hashlib.sha256("\n".join(sorted(rebuilt)).encode()).hexdigest()
-            == record.get("disclosed_sha256"))
+            disclosed_digest(rebuilt) == record.get("disclosed_sha256"))
         await self._granted(request, request_id, "audit-disclosed", ident, [f"AuditEvent/{raw}"])
         return json_response({"seq": int(raw), "disclosed": rebuilt, "count": len(rebuilt),
                               "matches_record": same}, request_id)

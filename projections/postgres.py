@@ -530,29 +530,38 @@ class PatientRecordReader:
 
     async def bundle_entries(self, root: UUID, members: Sequence[UUID], at: int | None = None,
                              *, categories: Sequence[str] | None = None,
-                             results_since: datetime | None = None) -> EntriesPage:
-        """The same entries as ``entries``, already joined as Bundle entries by PostgreSQL
-        (its string functions do in C what per-row Python cost most of a read's time), with
-        what the audit needs: their ``Type/id`` and the data categories they hold."""
+                             results_since: datetime | None = None,
+                             first: str | None = None, listed: int = 20) -> EntriesPage:
+        """The same entries as ``entries``, already joined as Bundle entries (UTF-8 bytes) by
+        PostgreSQL — its string functions do in C what per-row Python cost most of a read's
+        time — with what the audit needs: how many, of which types and data categories, and
+        the SHA-256 of their sorted "Type/id" lines (with ``first``, a line for a resource
+        added in front); the lines themselves when there are at most ``listed``."""
         where, args = _entry_filter(members, at, categories, results_since)
-        args.append(root)
-        r = f"${len(args)}"
+        args += [root, first, listed]
+        r, f, k = (f"${len(args) - 2}", f"${len(args) - 1}", f"${len(args)}")
         row = await self.pool.fetchrow(
-            f"WITH e AS (SELECT entry_id, kind, patient_id, resource, categories, valid_from "
-            f"FROM record_entries WHERE {where}) SELECT "
-            f"(SELECT count(*) FROM e) AS n, "
-            f"(SELECT string_agg('{{\"fullUrl\":\"urn:uuid:' || entry_id || '\",\"resource\":' "
-            f"|| CASE WHEN patient_id = {r}::uuid THEN resource ELSE replace(resource, "
-            f"'\"Patient/' || patient_id || '\"', '\"Patient/' || {r}::uuid || '\"') END "
-            f"|| ',\"search\":{{\"mode\":\"match\"}}}}', ',' ORDER BY valid_from, entry_id) "
-            f"FROM e) AS entries, "
-            f"(SELECT array_agg({_TYPE_OF_KIND} || '/' || entry_id ORDER BY valid_from, entry_id) "
-            f"FROM e) AS disclosed, "
+            f"WITH e AS (SELECT entry_id, kind, patient_id, resource, categories, valid_from, "
+            f"{_TYPE_OF_KIND} || '/' || entry_id AS line "
+            f"FROM record_entries WHERE {where}), "
+            f"l AS (SELECT line FROM e UNION ALL SELECT {f}::text WHERE {f}::text IS NOT NULL) "
+            f"SELECT (SELECT count(*) FROM e) AS n, "
+            f"(SELECT convert_to(string_agg('{{\"fullUrl\":\"urn:uuid:' || entry_id || "
+            f"'\",\"resource\":' || CASE WHEN patient_id = {r}::uuid THEN resource ELSE "
+            f"replace(resource, '\"Patient/' || patient_id || '\"', '\"Patient/' || {r}::uuid "
+            f"|| '\"') END || ',\"search\":{{\"mode\":\"match\"}}}}', ',' "
+            f"ORDER BY valid_from, entry_id), 'UTF8') FROM e) AS entries, "
+            f"(SELECT encode(sha256(convert_to(string_agg(line, E'\\n' ORDER BY line COLLATE "
+            f"\"C\"), 'UTF8')), 'hex') FROM l) AS digest, "
+            f"(SELECT CASE WHEN count(*) <= {k}::int THEN array_agg(line ORDER BY line COLLATE "
+            f"\"C\") END FROM l) AS lines, "
+            f"(SELECT array_agg(DISTINCT split_part(line, '/', 1)) FROM l) AS types, "
             f"(SELECT array_agg(DISTINCT c) FROM e, unnest(e.categories) c) AS touched",
             *args)
         assert row is not None
-        return EntriesPage(int(row["n"]), row["entries"] or "", list(row["disclosed"] or []),
-                           list(row["touched"] or []))
+        return EntriesPage(int(row["n"]), bytes(row["entries"] or b""), row["digest"],
+                           list(row["lines"]) if row["lines"] is not None else None,
+                           sorted(row["types"] or []), list(row["touched"] or []))
 
     async def resident_id(self, members: Sequence[UUID]) -> str | None:
         """The patient's resident ID (for an item the exchange signs on their behalf)."""
@@ -574,8 +583,10 @@ class PatientRecordReader:
 @dataclass(frozen=True)
 class EntriesPage:
     count: int
-    entries: str  # Bundle entries, comma-joined JSON
-    disclosed: list[str]  # Type/id of each
+    entries: bytes  # Bundle entries, comma-joined JSON
+    digest: str | None  # SHA-256 (hex) of the sorted "Type/id" lines, the first one included
+    lines: list[str] | None  # those lines, sorted, when there are few
+    types: list[str]  # resource types disclosed
     categories: list[str]  # the data categories they hold
 
 
