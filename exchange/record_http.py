@@ -95,7 +95,7 @@ class RecordRoutes:
         count = page.count + (first is not None)
         summary: dict[str, Any] = {"disclosed": page.lines or [], "disclosed_count": count,
                                    "resource_types": page.types}
-        if page.lines is None:
+        if count > LISTED:  # counted, typed and digested (exchange/http.py disclosure)
             summary["disclosed_sha256"] = page.digest
         touched = set(page.categories) | ({"demographics"} if first else set())
         await ex.record(request, request_id, action="read", ident=ident, patient_id=view.root,
