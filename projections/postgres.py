@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
-from domain.categories import categories_of
+from domain.categories import CATEGORIES, categories_of
 from domain.clinical import ENTRY_KINDS, ConsentPayload, PatientPayload, RetractPayload
 from domain.consent_items import (
     CareContractPayload,
@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS consents (
     valid_from timestamptz NOT NULL, valid_to timestamptz, signed_by text NOT NULL,
     resource text NOT NULL, position bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS consents_patient ON consents (patient_id);
-ALTER TABLE record_entries ADD COLUMN IF NOT EXISTS categories text[];
+ALTER TABLE record_entries ADD COLUMN IF NOT EXISTS category_mask integer;
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS categories text[];
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS guardian text;
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS source_id text;
@@ -324,7 +324,7 @@ class PatientRecordProjection:
                 changes.end(eid, position, "amended" if item.amends else "superseded")
                 changes.entries[eid] = [
                     eid, pid, institution, item.record, item.source_id, item.kind,
-                    valid.submission_id, dumps(fhir), position, None, None, list(categories)]
+                    valid.submission_id, dumps(fhir), position, None, None, mask_of(categories)]
             elif isinstance(payload, ConsentWithdrawalPayload):
                 owner, _, sid = payload.consent.partition("/")
                 changes.op("UPDATE consents SET withdrawn_position = $2, withdrawn_at = $3 "
@@ -358,8 +358,9 @@ _INSERT_IDENTIFIER = (
     "VALUES ($1, $2, $3, $4, $5)")
 _ENTRY_COLUMNS = ("entry_id", "patient_id", "institution", "record", "source_id", "kind",
                   "submission_id", "resource", "valid_from", "valid_to", "ended_by",
-                  "categories")
-# Each entry's data categories (domain/categories.py), also in its resource's meta.security.
+                  "category_mask")
+# Each entry's data categories (domain/categories.py), also in its resource's meta.security;
+# stored as bits (CATEGORIES order): a filter is one AND, and rows stay small.
 CATEGORY_SYSTEM = "urn:county-hie:data-category"
 
 
@@ -524,7 +525,7 @@ class PatientRecordReader:
         only if recorded since then."""
         where, args = _entry_filter(members, at, categories, results_since)
         rows = await self.pool.fetch(
-            "SELECT entry_id, kind, institution, patient_id, resource, categories "
+            "SELECT entry_id, kind, institution, patient_id, resource, category_mask "
             f"FROM record_entries WHERE {where} ORDER BY valid_from, entry_id", *args)
         return [_as_root(r, root) for r in rows]
 
@@ -541,7 +542,7 @@ class PatientRecordReader:
         args += [root, first, listed]
         r, f, k = (f"${len(args) - 2}", f"${len(args) - 1}", f"${len(args)}")
         row = await self.pool.fetchrow(
-            f"WITH e AS (SELECT entry_id, kind, patient_id, resource, categories, valid_from, "
+            f"WITH e AS (SELECT entry_id, kind, patient_id, resource, category_mask, valid_from, "
             f"{_TYPE_OF_KIND} || '/' || entry_id AS line "
             f"FROM record_entries WHERE {where}), "
             f"l AS (SELECT line FROM e UNION ALL SELECT {f}::text WHERE {f}::text IS NOT NULL) "
@@ -556,12 +557,12 @@ class PatientRecordReader:
             f"(SELECT CASE WHEN count(*) <= {k}::int THEN array_agg(line ORDER BY line COLLATE "
             f"\"C\") END FROM l) AS lines, "
             f"(SELECT array_agg(DISTINCT split_part(line, '/', 1)) FROM l) AS types, "
-            f"(SELECT array_agg(DISTINCT c) FROM e, unnest(e.categories) c) AS touched",
+            f"(SELECT bit_or(category_mask) FROM e) AS touched",
             *args)
         assert row is not None
         return EntriesPage(int(row["n"]), bytes(row["entries"] or b""), row["digest"],
                            list(row["lines"]) if row["lines"] is not None else None,
-                           sorted(row["types"] or []), list(row["touched"] or []))
+                           sorted(row["types"] or []), categories_in(row["touched"] or 0))
 
     async def resident_id(self, members: Sequence[UUID]) -> str | None:
         """The patient's resident ID (for an item the exchange signs on their behalf)."""
@@ -578,6 +579,22 @@ class PatientRecordReader:
         return await self.pool.fetch(
             "SELECT valid_from, valid_to, ended_by, source_id, resource FROM record_entries "
             "WHERE entry_id = $1 ORDER BY valid_from", entry)
+
+
+_BIT = {c: 1 << i for i, c in enumerate(CATEGORIES)}
+_ALL_BITS = (1 << len(CATEGORIES)) - 1
+_RESULT_BITS = _BIT["lab"] | _BIT["vital"]
+
+
+def mask_of(categories: Sequence[str]) -> int:
+    mask = 0
+    for c in categories:
+        mask |= _BIT[c]
+    return mask
+
+
+def categories_in(mask: int) -> list[str]:
+    return [c for c in CATEGORIES if mask & _BIT[c]]
 
 
 @dataclass(frozen=True)
@@ -604,12 +621,12 @@ def _entry_filter(members: Sequence[UUID], at: int | None, categories: Sequence[
         args.append(at)
         where.append(f"valid_from <= ${len(args)} AND (valid_to IS NULL OR valid_to > "
                      f"${len(args)})")
-    if categories is not None:
-        args.append(list(categories))
-        where.append(f"categories <@ ${len(args)}::text[]")
+    if categories is not None:  # every category of the entry among those allowed
+        args.append(_ALL_BITS & ~mask_of(categories))
+        where.append(f"category_mask & ${len(args)}::int = 0")
     if results_since is not None:
         args.append(results_since)
-        where.append(f"(NOT categories && ARRAY['lab','vital'] OR (SELECT c.at FROM "
+        where.append(f"(category_mask & {_RESULT_BITS} = 0 OR (SELECT c.at FROM "
                      f"ledger_clock c WHERE c.position = valid_from) >= ${len(args)})")
     return " AND ".join(where), args
 
@@ -620,4 +637,4 @@ def _as_root(row: asyncpg.Record, root: UUID) -> Any:
         return row
     resource = row["resource"].replace(f'"Patient/{row["patient_id"]}"', f'"Patient/{root}"')
     return {"entry_id": row["entry_id"], "kind": row["kind"], "institution": row["institution"],
-            "patient_id": root, "resource": resource, "categories": row["categories"]}
+            "patient_id": root, "resource": resource, "category_mask": row["category_mask"]}
