@@ -62,6 +62,11 @@ class AccessPolicy:
     needs_care: frozenset[str] = frozenset({"TREAT"})
 
     def __post_init__(self) -> None:
+        if set(self.clinical_roles) - {"physician", "nurse"}:
+            raise ValueError("clinical_roles are physician and/or nurse: regulators and "
+                             "admins never read clinical data")
+        if set(self.break_glass_categories) - set(GENERAL):
+            raise ValueError("break_glass_categories names unknown or sensitive categories")
         for purpose, cats in self.purposes.items():
             unknown = set(cats) - set(GENERAL)
             if unknown:
@@ -223,7 +228,8 @@ def decide(request: AccessRequest, facts: Facts,
     if request.role not in policy.clinical_roles:
         return _deny(Reason("role.not_permitted",
                             f"the {request.role} role does not read clinical records"))
-    if any(s.active(request.position) and request.person not in s.readers for s in facts.seals):
+    reader = f"{request.institution}/{request.person}"
+    if any(s.active(request.position) and reader not in s.readers for s in facts.seals):
         return _deny(Reason("record.sealed", "the record is sealed; only the persons the seal "
                             "names may read it; this attempt is reported"),
                      alert="sealed-record", obligations=["alert-regulator"])
@@ -258,7 +264,11 @@ def _signer_valid(consent: ConsentRecord, request: AccessRequest, facts: Facts) 
                        and (request.position is None or g.position <= request.position)
                        for g in facts.guardians)
         return None if recorded else "consent.guardian_not_recorded"
-    if facts.birth_date is not None and age_on(facts.birth_date, request.at.date()) < ADULT_AGE:
+    if facts.birth_date is None:
+        return "consent.age_unknown"
+    # The signer's age when the consent began: a child's own consent does not become valid
+    # on their 14th birthday.
+    if age_on(facts.birth_date, consent.valid_from.date()) < ADULT_AGE:
         return "consent.signer_under_14"
     return None
 
@@ -272,6 +282,8 @@ _MESSAGES = {
                                "recorded guardian must consent (PIPL Art. 31)",
     "consent.guardian_not_recorded": "the consent is signed by someone not recorded as the "
                                      "patient's guardian",
+    "consent.age_unknown": "the patient's age is not known (no resident ID): only a recorded "
+                           "guardian's consent can be relied on",
     "consent.purpose": "no separate consent names this purpose",
     "consent.scope": "no consent covers the requesting institution",
     "care.none": "the requesting institution has no care relationship with the patient now "

@@ -43,7 +43,8 @@ CREATE INDEX IF NOT EXISTS break_glass_grants_patient ON break_glass_grants (pat
 # requesting person (for grants); {at}: the instant.
 _FACTS_COLUMNS = """
   (SELECT p FROM pos) AS position,
-  (SELECT birth_date FROM patients WHERE patient_id = {root}) AS birth_date,
+  (SELECT birth_date FROM patients WHERE patient_id = ANY({members}) AND birth_date IS NOT NULL
+   ORDER BY (patient_id = {root}) DESC LIMIT 1) AS birth_date,
   (SELECT coalesce(json_agg(json_build_array(consent_id, consent_type, scope, purposes,
       valid_from, valid_to, categories, signed_by, guardian, position, withdrawn_position)), '[]')
    FROM consents WHERE patient_id = ANY({members})) AS consents,
@@ -72,7 +73,7 @@ _FACTS_COLUMNS = """
   (SELECT coalesce(json_agg(json_build_array(grant_id, person, patient_id, reason_code,
       expires_at)), '[]')
    FROM break_glass_grants WHERE patient_id = {root} AND person = {person}
-     AND granted_at <= {at}) AS grants
+     AND institution = {inst} AND granted_at <= {at}) AS grants
 """
 _POS = ("pos AS (SELECT coalesce({pos}::bigint, (SELECT position FROM projection_position "
         "WHERE name = 'patient_record')) AS p)")

@@ -62,10 +62,13 @@ class CareContractPayload(_PatientItem):
 
 
 class SealPayload(_PatientItem):
-    """Seal the patient's record: only ``readers`` (persons, as their tokens name them) may
-    read it until it is unsealed; every other read is refused and raises an alert."""
+    """Seal the patient's record: only ``readers`` may read it until the sealing institution
+    unseals it; every other read is refused and raises an alert. A reader is
+    ``<institution>/<person>`` as their token names them: a person id alone could be any
+    institution's."""
 
-    readers: list[ShortText] = Field(min_length=1, max_length=50)
+    readers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,128}$")]] = \
+        Field(min_length=1, max_length=50)
     reason: Text
     at: AwareDatetime
 

@@ -232,10 +232,12 @@ class Exchange:
             raise await self.deny(request, request_id, "break-glass", ident, 400, Reason(
                 "break_glass.invalid", message), patient_id=patient_id, purpose="ETREAT",
                 issue_type="required") from None
-        if await self.ctx.records.patient(patient_id) is None:
+        root = await self.ctx.records.root(patient_id)
+        if root is None:
             raise await self.deny(request, request_id, "break-glass", ident, 404, Reason(
                 "patient.not_found", "no patient has this id"), patient_id=patient_id,
                 purpose="ETREAT", issue_type="not-found")
+        patient_id = root  # the grant is for the person, whichever of their ids was asked
         grant = await self.ctx.consent.grant_break_glass(
             person=ident.person, institution=ident.institution, patient_id=patient_id,
             reason_code=code, reason=text, now=self.ctx.clock())

@@ -330,6 +330,18 @@ class Ledger(Application[UUID]):
         return {inst: self.ledger_recorder.held_records(inst, sorted(records))
                 for inst, records in wanted.items()}
 
+    def _check_withdrawal(self, item: ValidItem, payload: ConsentWithdrawalPayload, pid: str,
+                          consents: dict[tuple[str, str], str], batch: Batch) -> None:
+        """A withdrawal names a consent the ledger holds, given for this same patient (any
+        institution may record it: withdrawing is easy, PIPL Art. 15)."""
+        inst, _, sid = payload.consent.partition("/")
+        owner = consents.get((inst, sid))
+        if owner is None or not self.index.same_person(UUID(owner), UUID(pid), batch):
+            raise Refused([Problem(
+                "consent.unknown", "this patient has no consent with this reference; it is "
+                "<recording institution>/<source_id of the consent>", "payload.consent",
+                item.index, item.source_id)])
+
     def _check_scope(self, item: ValidItem, payload: ConsentPayload) -> None:
         unknown = sorted(c for c in set(payload.scope) if c != "*" and self.institution(c) is None)
         if unknown:
@@ -337,22 +349,30 @@ class Ledger(Application[UUID]):
                 "consent.scope_unknown", f"scope names unregistered institution(s) "
                 f"{', '.join(unknown)}", "payload.scope", item.index, item.source_id)])
 
-    def _held_consents(self, batch: Sequence[Pending]) -> set[tuple[str, str]]:
-        """The consents this batch's withdrawals name that the ledger holds."""
+    def _held_consents(self, batch: Sequence[Pending]) -> dict[tuple[str, str], str]:
+        """The consents this batch's withdrawals name that the ledger holds, each with the
+        identity it was given for (read from the submission that carried it)."""
         wanted: dict[str, list[str]] = {}
         for p in batch:
             for item in p.valid.items:
                 if isinstance(item.payload, ConsentWithdrawalPayload):
                     inst, _, sid = item.payload.consent.partition("/")
                     wanted.setdefault(inst, []).append(sid)
-        return {(inst, sid) for inst, sids in wanted.items()
-                for sid in self.ledger_recorder.held_source_records(inst, sids)}
+        found: dict[tuple[str, str], str] = {}
+        for inst, sids in wanted.items():
+            for sid, submission in self.ledger_recorder.held_source_records(inst, sids).items():
+                carried = self.repository.get(submission)
+                items = json.loads(carried.envelope)["events"]
+                index = next(i for i, it in enumerate(items) if it["source_id"] == sid)
+                if items[index]["kind"] == "consent":
+                    found[(inst, sid)] = carried.patient_ids[index]
+        return found
 
     def _plan(self, todo: list[Pending], held: dict[str, set[str]],
               refused: dict[UUID, list[Problem]],
-              consents: set[tuple[str, str]] | None = None) -> _Work:
+              consents: dict[tuple[str, str], str] | None = None) -> _Work:
         work = _Work(Batch({}, {}))
-        consents = set(consents or ())
+        consents = dict(consents or {})
         self.index.prefetch(k for p in todo for item in p.valid.items
                             for k in ref_keys(item.payload.patient, p.valid.institution))
         sent: dict[str, set[str]] = {}  # records sent earlier in this batch
@@ -367,10 +387,10 @@ class Ledger(Application[UUID]):
                         self.referrals.plan(item, inst, pid, pending.received_at, work.batch,
                                             work.referrals)
                     elif isinstance(item.payload, ConsentWithdrawalPayload):
-                        _check_withdrawal(item, item.payload, consents)
+                        self._check_withdrawal(item, item.payload, pid, consents, work.batch)
                     elif isinstance(item.payload, ConsentPayload):
                         self._check_scope(item, item.payload)
-                        consents.add((inst, item.source_id))
+                        consents[(inst, item.source_id)] = pid
             except Refused as exc:
                 refused[pending.key] = exc.problems
                 self.index.forget()  # this plan's events are void; plan again without it
@@ -471,16 +491,6 @@ class _Work:
     source_rows: list[tuple[str, str, UUID, str | None]] = field(default_factory=list)
     identifier_rows: list[tuple[str, str, UUID]] = field(default_factory=list)
     referrals: dict[UUID, Referral] = field(default_factory=dict)
-
-
-def _check_withdrawal(item: ValidItem, payload: ConsentWithdrawalPayload,
-                      consents: set[tuple[str, str]]) -> None:
-    inst, _, sid = payload.consent.partition("/")
-    if (inst, sid) not in consents:
-        raise Refused([Problem(
-            "consent.unknown", "no consent with this reference is recorded; it is "
-            "<recording institution>/<source_id of the consent>", "payload.consent",
-            item.index, item.source_id)])
 
 
 def _correction_target(item: ValidItem) -> str | None:

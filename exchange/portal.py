@@ -60,6 +60,14 @@ class Portal:
             if isinstance(item, PortalOutcome):
                 return item
         else:
+            missing = [k for k in ("scope", "purposes") if not body.get(k)]
+            if not (body.get("notice_sha256") or len(str(body.get("notice", "")).strip()) >= 10):
+                missing.append("notice")
+            if missing:
+                return PortalOutcome(False, [Problem(
+                    "consent.incomplete", "a separate consent names its scope and purposes and "
+                    "the notice the patient was shown (notice text, or notice_sha256): missing "
+                    + ", ".join(missing), missing[0])])
             item = self._consent(resident_id, body, now)
         envelope = build_envelope(institution=CODE, items=[item], key=self.key, sent_at=now)
         client = SubmitClient(self.rt.nc, self.rt.settings.consortium, CODE)
@@ -81,7 +89,7 @@ class Portal:
             str(body.get("notice", "")).encode()).hexdigest()
         payload = {
             "patient": {"resident_id": resident_id}, "consent_type": "separate",
-            "scope": body.get("scope", ["*"]), "purposes": body.get("purposes", ["TREAT"]),
+            "scope": body["scope"], "purposes": body["purposes"],
             "valid_from": now.isoformat(),
             "valid_to": body.get("valid_to") or (now + timedelta(days=365 * 3)).isoformat(),
             "notice_sha256": notice, "signed_by": "patient",

@@ -9,6 +9,7 @@ what the decision lets through. What is withheld is said as a statement about th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ from exchange.fhir import bundle, bundle_of, operation_outcome
 from exchange.http import LISTED, Exchange, Handler, Refused, fhir_response
 from exchange.tokens import Identity
 from projections.render import dumps, render_patient
+
+log = logging.getLogger(__name__)
 
 
 def withheld_outcome(decision: Decision) -> dict[str, Any] | None:
@@ -59,9 +62,8 @@ class RecordRoutes:
         # facts as of the projection's position.
         view = await ex.ctx.consent.view(patient_id, institution=ident.institution,
                                          person=ident.person, at=now)
-        shown_root = view.root if view and at is None else (
-            await ex.ctx.records.root(patient_id, at) if view else None)
-        if view is None or shown_root is None:
+        then = await ex.ctx.records.root(patient_id, at) if view and at is not None else None
+        if view is None or (at is not None and then is None):
             raise await ex.deny(request, request_id, "read", ident, 404, Reason(
                 "patient.not_found", "no patient has this id" + (
                     " at that time" if at is not None else "")), patient_id=patient_id,
@@ -72,7 +74,7 @@ class RecordRoutes:
         decision = decide(asked_for, view.facts, ex.ctx.policy)
         # Enough to decide this request again from the ledger as it stood (exchange/redecide).
         facts_at = {"as_of_position": view.position, "decided_at": now.isoformat(),
-                    **({"record_at_position": at} if at else {}),
+                    **({"record_at_position": at} if at is not None else {}),
                     **({"results_since": decision.results_since.isoformat()}
                        if decision.results_since else {})}
         if not decision.permit:
@@ -81,7 +83,14 @@ class RecordRoutes:
                             extra=facts_at)
             raise Refused(403, decision.reasons[0].code,
                           "; ".join(r.message for r in decision.reasons), "forbidden")
-        members = view.members if at is None else await ex.ctx.records.members(shown_root, at)
+        shown_root = view.root
+        members = view.members
+        if at is not None and then is not None:
+            # The record as it stood, but only of the identities decided on now: an identity
+            # merged then and unmerged since is another person, whose consent was not asked.
+            members = [m for m in await ex.ctx.records.members(then, at) if m in view.members]
+        # The entries as of the position the decision was taken at: nothing newer leaves.
+        as_of = at if at is not None else view.position
         first_line = first = None
         if "demographics" in decision.categories:
             first_line = f"Patient/{shown_root}"
@@ -90,7 +99,7 @@ class RecordRoutes:
                 birth_date=view.birth_date.isoformat() if view.birth_date else None,
                 sex=view.sex)))
         page = await ex.ctx.records.bundle_entries(
-            shown_root, members, at, categories=decision.categories,
+            shown_root, members, as_of, categories=decision.categories,
             results_since=decision.results_since, first=first_line, listed=LISTED)
         count = page.count + (first is not None)
         summary: dict[str, Any] = {"disclosed": page.lines or [], "disclosed_count": count,
@@ -137,14 +146,23 @@ class RecordRoutes:
             raise await ex.deny(request, request_id, action, ident, 400, Reason(
                 "search.patient", "search Consent by patient=<patient id>"),
                 issue_type="invalid") from None
-        root = await ex.ctx.records.root(asked)
-        members = await ex.ctx.records.members(root) if root else [asked]
+        now = ex.ctx.clock()
+        view = await ex.ctx.consent.view(asked, institution=ident.institution,
+                                         person=ident.person, at=now)
+        root = view.root if view else None
+        members = view.members if view else [asked]
         own = ident.role == "patient" and ident.person in {str(m) for m in members}
-        clinician = ident.role in ex.ctx.policy.clinical_roles and ex._purpose(request) == "TREAT"
+        # A clinician reads them only while treating the patient, and not a sealed record.
+        reader = f"{ident.institution}/{ident.person}"
+        clinician = (view is not None and ident.role in ex.ctx.policy.clinical_roles
+                     and ex._purpose(request) == "TREAT"
+                     and any(c.holds(ident.institution, now) for c in view.facts.care)
+                     and not any(s.active(view.position) and reader not in s.readers
+                                 for s in view.facts.seals))
         if root is None or not (own or clinician):
             raise await ex.deny(request, request_id, action, ident, 403 if root else 404, Reason(
                 "consent.not_permitted" if root else "patient.not_found",
-                "the patient and clinicians treating them (X-Purpose-Of-Use: TREAT) read the "
+                "the patient, and clinicians treating them (X-Purpose-Of-Use: TREAT), read the "
                 "consents" if root else "no patient has this id"), patient_id=root or asked,
                 issue_type="forbidden" if root else "not-found")
         rows = await ex.ctx.consent.consents(members)
@@ -175,7 +193,14 @@ class RecordRoutes:
             raise await ex.deny(request, request_id, action, ident, 400, Reason(
                 "consent.body", "send a JSON object"), issue_type="invalid") from None
         pid = UUID(ident.person)
-        outcome = await ex.ctx.portal.record(pid, body, now=ex.ctx.clock())
+        try:
+            outcome = await ex.ctx.portal.record(pid, body, now=ex.ctx.clock())
+        except Exception:
+            log.exception("the patient portal failed on request %s", request_id)
+            raise await ex.deny(request, request_id, action, ident, 503, Reason(
+                "portal.unavailable", "the consent could not be confirmed; look at your "
+                "consents before trying again"), patient_id=pid, purpose="PATRQT",
+                issue_type="transient") from None
         decision = Decision(outcome.accepted, [Reason(p.code, p.message) for p in
                                                outcome.problems] or [Reason(
             "consent.recorded", "recorded in the ledger")], legal_basis="data-subject")

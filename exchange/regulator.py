@@ -82,7 +82,9 @@ class Regulator:
         try:
             query = self._query(request)
             if ident.role == "patient":  # only rows about this patient, whatever else is asked
-                query.add("patient_id = {}", UUID(ident.person))
+                root = await self.ex.ctx.records.root(UUID(ident.person))
+                members = await self.ex.ctx.records.members(root) if root else []
+                query.add("patient_id = ANY({})", [UUID(ident.person), *members])
         except (SearchError, ValueError) as exc:
             code = exc.code if isinstance(exc, SearchError) else "search.invalid"
             raise await self.ex.deny(request, request_id, "audit-read", ident, 400,
@@ -228,8 +230,10 @@ class Regulator:
                 issue_type="not-found")
         rebuilt = await rebuild_disclosed(record, self.ex.ctx.records)
         listed = record.get("disclosed") or []
-        same = (sorted(rebuilt) == sorted(listed)) if listed else (
-            disclosed_digest(rebuilt) == record.get("disclosed_sha256"))
+        if record.get("disclosed_sha256"):
+            same = disclosed_digest(rebuilt) == record["disclosed_sha256"]
+        else:
+            same = sorted(rebuilt) == sorted(listed)
         await self._granted(request, request_id, "audit-disclosed", ident, [f"AuditEvent/{raw}"])
         return json_response({"seq": int(raw), "disclosed": rebuilt, "count": len(rebuilt),
                               "matches_record": same}, request_id)

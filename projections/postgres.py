@@ -347,9 +347,11 @@ class PatientRecordProjection:
                            institution, list(payload.readers), payload.reason,
                            event.timestamp, position)
             elif isinstance(payload, UnsealPayload):
+                # An institution lifts its own seals only.
                 changes.op("UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
-                           "WHERE patient_id = $1 AND unsealed_position IS NULL", pid,
-                           position, event.timestamp)
+                           "WHERE patient_id = $1 AND institution = $4 "
+                           "AND unsealed_position IS NULL", pid, position, event.timestamp,
+                           institution)
             # merge / unmerge: their identity events carry the change
 
 

@@ -14,7 +14,7 @@ from domain.resident_id import make_resident_id
 from tests.factories import T0, consent_item, observation_item, record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.test_referrals import accepted, consortium
-from tests.integration.test_walking_skeleton import token
+from tests.integration.test_walking_skeleton import submit, token
 
 
 def treat(running: Running, person: str = "dr-li", institution: str = "county",
@@ -103,6 +103,14 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
         research = await http.get(f"/fhir/Patient/{pid}/$everything",
                                   headers=treat(exchange, purpose="HRESCH"))
         assert research.status_code == 403 and code(research) == "consent.purpose"
+        # Nobody withdraws a consent for another patient, whatever institution records it.
+        someone = resident(88)
+        await accepted(exchange, "vc-peach", record_items(someone, "vc-88")[1:2])
+        problem = (await submit(exchange, "vc-peach", [{
+            "source_id": "w-wrong", "kind": "consent_withdrawal", "payload": {
+                "patient": {"resident_id": someone}, "consent": "thc-east/c-both",
+                "at": datetime.now(UTC).isoformat()}}]))["problems"][0]
+        assert problem["code"] == "consent.unknown"
         # Art. 15: the patient withdraws it with their own token; the next read is refused.
         patient = token(exchange, pid, "patient", "patient")
         withdrawn = await http.post("/fhir/Consent", headers=patient,
@@ -226,7 +234,7 @@ async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running
                                headers=treat(exchange))).status_code == 200
         # The county seals the record at once (病历封存): only its records officer reads it.
         await accepted(exchange, "county", [{"source_id": "seal-1", "kind": "seal", "payload": {
-            "patient": {"resident_id": rid}, "readers": ["officer-wu"],
+            "patient": {"resident_id": rid}, "readers": ["county/officer-wu"],
             "reason": "医疗纠纷封存", "at": now}}])
         await exchange.settle()
         sealed = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
@@ -234,10 +242,23 @@ async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running
         officer = await http.get(f"/fhir/Patient/{pid}/$everything",
                                  headers=treat(exchange, "officer-wu"))
         assert officer.status_code == 200
+        # A person of the same id at another institution is not the officer the seal names.
+        namesake = await http.get(f"/fhir/Patient/{pid}/$everything",
+                                  headers=treat(exchange, "officer-wu", "thc-east"))
+        assert namesake.status_code == 403 and code(namesake) == "record.sealed"
+        # Another institution cannot lift the county's seal.
+        await accepted(exchange, "thc-east", [{"source_id": "unseal-x", "kind": "unseal",
+                                               "payload": {"patient": {"resident_id": rid},
+                                                           "reason": "误操作", "at": now}}])
+        await exchange.settle()
+        assert code(await http.get(f"/fhir/Patient/{pid}/$everything",
+                                   headers=treat(exchange))) == "record.sealed"
         # The refused attempt is an alert for the regulator.
         regulator = token(exchange, "reg-1", "bureau", "regulator")
         alerts = (await http.get("/audit/alerts", headers=regulator)).json()["alerts"]
-        assert [(a["alert"], a["person"]) for a in alerts] == [("sealed-record", "dr-li")]
+        assert sorted((a["alert"], a["person"], a["institution"]) for a in alerts) == [
+            ("sealed-record", "dr-li", "county"), ("sealed-record", "dr-li", "county"),
+            ("sealed-record", "officer-wu", "thc-east")]
         # Unsealed, the treating physician reads again.
         await accepted(exchange, "county", [{"source_id": "unseal-1", "kind": "unseal",
                                              "payload": {"patient": {"resident_id": rid},
@@ -302,3 +323,33 @@ async def test_a_large_disclosure_is_digested_in_the_audit_and_rebuilt_from_the_
         tampered = (await http.get("/audit/disclosed", params={"seq": seq},
                                    headers=regulator)).json()
         assert not tampered["matches_record"]
+
+
+async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(
+        exchange: Running) -> None:
+    await consortium(exchange)
+    a, b = resident(89), resident(90)
+    pid_a = await patient_of(exchange, a)
+    # A consents and is treated by the county; B is a different resident with records too.
+    await accepted(exchange, "county", [*record_items(a, "cty-89", consent=True)])
+    await accepted(exchange, "county", [observation_item(b, "b-only", value="199")])
+    # B is merged into A by mistake, then unmerged.
+    merge = {"source_id": "a40-x", "kind": "merge", "payload": {
+        "patient": {"resident_id": a}, "merged": {"resident_id": b}}}
+    await accepted(exchange, "county", [merge])
+    await exchange.settle()
+    merged_at = await exchange.rt.pool.fetchval("SELECT max(position) FROM ledger_clock")
+    await accepted(exchange, "county", [{"source_id": "a37-x", "kind": "unmerge", "payload": {
+        "patient": {"resident_id": a}, "unmerged": {"resident_id": b}}}])
+    await exchange.settle()
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        # A's record as it stood while merged holds only A's own entries: B never consented.
+        then = await http.get(f"/fhir/Patient/{pid_a}/$everything", headers=treat(exchange),
+                              params={"_at": str(merged_at)})
+        assert then.status_code == 200, then.text
+        assert "199" not in then.text
+        # And B's id, read as of then, does not open A's record either.
+        pid_b = await patient_of(exchange, b)
+        b_then = await http.get(f"/fhir/Patient/{pid_b}/$everything", headers=treat(exchange),
+                                params={"_at": str(merged_at)})
+        assert b_then.status_code == 403  # B has no consent of their own

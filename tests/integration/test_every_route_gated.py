@@ -26,7 +26,7 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/fhir/Patient"): (("physician",), False),  # the id only: lookup
     ("GET", "/fhir/Patient/{pid}/$everything"): (("physician", "nurse", "patient"), True),
     ("POST", "/fhir/Patient/{pid}/$break-glass"): (("physician",), False),
-    ("GET", "/fhir/Consent"): (("physician", "nurse", "patient"), False),
+    ("GET", "/fhir/Consent"): (("physician", "nurse", "patient"), True),
     ("POST", "/fhir/Consent"): (("patient",), False),
     ("GET", "/fhir/AuditEvent"): (("regulator", "patient"), False),
     ("GET", "/audit/export.csv"): (("regulator",), False),
@@ -47,7 +47,8 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/referrals/statistics"): (("physician", "regulator", "admin"), False),
 }
 # What would show clinical data of the test patient in an answer.
-MARKERS = ("Observation", "Condition", "Encounter", "李建国", "原发性高血压", "血压控制不佳")
+MARKERS = ("Observation", "Condition", "Encounter", '"resourceType":"Consent"', "李建国",
+           "原发性高血压", "血压控制不佳")
 
 
 def app_routes(app: Any) -> set[tuple[str, str]]:

@@ -118,11 +118,17 @@ def test_property_a_withdrawal_denies_every_read_after_its_position(
 # PIPL Art. 28, 31: children under 14 -----------------------------------------------------
 
 def test_a_child_under_14_cannot_consent_alone_and_the_birthday_is_the_boundary() -> None:
-    birth = date(2012, 11, 24)  # 14 tomorrow
-    own = consent()
-    assert codes(decide(request(), facts(own, birth=birth))) == ["consent.signer_under_14"]
-    on_birthday = request(at=NOW + timedelta(days=1))
-    assert decide(on_birthday, facts(own, birth=birth)).permit
+    birth = date(2012, 11, 22)  # 14 today: NOW is 2026-11-23
+    # Signed the day before the 14th birthday: invalid, and it stays invalid afterwards.
+    before = replace(consent(), valid_from=datetime(2026, 11, 21, 12, tzinfo=UTC))
+    assert codes(decide(request(), facts(before, birth=birth))) == ["consent.signer_under_14"]
+    # Signed on the birthday itself: valid.
+    on_day = replace(consent(), valid_from=datetime(2026, 11, 22, 8, tzinfo=UTC))
+    assert decide(request(), facts(on_day, birth=birth)).permit
+
+
+def test_an_unknown_age_needs_a_guardians_consent() -> None:
+    assert codes(decide(request(), facts(consent(), birth=None))) == ["consent.age_unknown"]
 
 
 def test_a_recorded_guardians_consent_is_valid_and_an_unrecorded_ones_is_not() -> None:
@@ -203,11 +209,14 @@ def test_care_relationships_expire() -> None:
 
 
 def test_a_sealed_record_is_read_only_by_its_named_readers_and_others_raise_an_alert() -> None:
-    seal = SealRecord(("records-officer-1",), position=60)
+    seal = SealRecord(("county/records-officer-1",), position=60)
     refused = decide(request(position=70), facts(consent(), seals=(seal,)))
     assert codes(refused) == ["record.sealed"] and refused.alert == "sealed-record"
     assert decide(request(person="records-officer-1", position=70),
                   facts(consent(), seals=(seal,))).permit
+    # The same person id at another institution is not the reader the seal names.
+    assert codes(decide(request(person="records-officer-1", institution="thc-1", position=70),
+                        facts(consent(scope=("*",)), seals=(seal,)))) == ["record.sealed"]
     # Before the seal, and after it is lifted, others read again.
     assert decide(request(position=59), facts(consent(), seals=(seal,))).permit
     lifted = replace(seal, unsealed_position=80)
@@ -256,3 +265,7 @@ def test_break_glass_reasons_are_checked() -> None:
 def test_a_policy_cannot_let_a_purpose_see_sensitive_categories_without_consent() -> None:
     with pytest.raises(ValueError, match="sensitive"):
         AccessPolicy(purposes={"TREAT": frozenset({"hiv"})})
+    with pytest.raises(ValueError, match="sensitive"):
+        AccessPolicy(break_glass_categories=frozenset({"hiv"}))
+    with pytest.raises(ValueError, match="regulators"):
+        AccessPolicy(clinical_roles=("physician", "regulator"))
