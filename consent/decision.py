@@ -25,6 +25,8 @@ The rules (REGULATIONS.md), in the order they are applied:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -60,6 +62,18 @@ class AccessPolicy:
     recent_results: timedelta = timedelta(days=180)  # "recent results" for a referral
     care_after_record: timedelta = timedelta(days=365)  # an entry recorded keeps care this long
     needs_care: frozenset[str] = frozenset({"TREAT"})
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the policy's canonical form: recorded with each read, so a decision can
+        be judged again under the policy it was made under."""
+        doc = {"clinical_roles": sorted(self.clinical_roles),
+               "purposes": {k: sorted(v) for k, v in sorted(self.purposes.items())},
+               "break_glass_categories": sorted(self.break_glass_categories),
+               "referral_categories": sorted(self.referral_categories),
+               "recent_results": self.recent_results.total_seconds(),
+               "care_after_record": self.care_after_record.total_seconds(),
+               "needs_care": sorted(self.needs_care)}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def __post_init__(self) -> None:
         if set(self.clinical_roles) - {"physician", "nurse"}:

@@ -74,6 +74,7 @@ class RecordRoutes:
         decision = decide(asked_for, view.facts, ex.ctx.policy)
         # Enough to decide this request again from the ledger as it stood (exchange/redecide).
         facts_at = {"as_of_position": view.position, "decided_at": now.isoformat(),
+                    "policy": ex.ctx.policy.fingerprint(),
                     **({"record_at_position": at} if at is not None else {}),
                     **({"results_since": decision.results_since.isoformat()}
                        if decision.results_since else {})}

@@ -214,8 +214,11 @@ class Regulator:
                 issue_type="not-found")
         await self._granted(request, request_id, "audit-redecide", ident, [f"AuditEvent/{raw}"])
         recorded, recomputed = recorded_summary(record), summary(again)
+        # Decided again under today's policy: say whether it is the one the read was under.
+        policy_same = record.get("policy") == self.ex.ctx.policy.fingerprint()
         return json_response({"seq": int(raw), "recorded": recorded, "recomputed": recomputed,
-                              "same": recorded == recomputed}, request_id)
+                              "same": recorded == recomputed, "policy_same": policy_same},
+                             request_id)
 
     async def disclosed(self, request: Request, request_id: str) -> Response:
         """``/audit/disclosed?seq=``: the resources a recorded read disclosed, rebuilt from the

@@ -269,3 +269,10 @@ def test_a_policy_cannot_let_a_purpose_see_sensitive_categories_without_consent(
         AccessPolicy(break_glass_categories=frozenset({"hiv"}))
     with pytest.raises(ValueError, match="regulators"):
         AccessPolicy(clinical_roles=("physician", "regulator"))
+
+
+def test_the_policy_fingerprint_is_stable_and_changes_with_the_policy() -> None:
+    same = AccessPolicy()
+    assert same.fingerprint() == DEFAULT_POLICY.fingerprint()
+    assert AccessPolicy(recent_results=timedelta(days=30)).fingerprint() != same.fingerprint()
+    assert AccessPolicy(clinical_roles=("physician",)).fingerprint() != same.fingerprint()
