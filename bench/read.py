@@ -65,6 +65,7 @@ import nats  # noqa: E402
 import psutil  # noqa: E402
 
 from adapters.envelope import build_envelope, new_private_key, public_key_b64  # noqa: E402
+from bench.ingest import drop_what_the_run_made  # noqa: E402
 from adapters.nats import SubmitClient  # noqa: E402
 from domain.resident_id import make_resident_id  # noqa: E402
 
@@ -622,21 +623,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "cores": os.cpu_count(),
     }
     return figures
-
-
-async def drop_what_the_run_made(db_url: str, nats_url: str, consortium: str) -> None:
-    with contextlib.suppress(Exception):
-        admin = await asyncpg.connect(db_url.rsplit("/", 1)[0] + "/postgres")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{consortium}" WITH (FORCE)')
-        await admin.close()
-    with contextlib.suppress(Exception):
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        for stream in await js.streams_info():
-            name = stream.config.name or ""
-            if name.startswith(f"HIE_{consortium.upper()}_"):
-                await js.delete_stream(name)
-        await nc.close()
 
 
 def connection_counts(text: str) -> list[int]:

@@ -502,20 +502,6 @@ class PatientRecordReader:
             "SELECT patient_id, birth_date, sex, temporary, demographics, merged_into "
             "FROM patients WHERE patient_id = $1", patient_id)
 
-    async def demographics(self, members: Sequence[UUID]) -> dict[str, Any] | None:
-        """The latest demographics any of these identities was sent with."""
-        found = await self.pool.fetchval(
-            "SELECT demographics FROM patients WHERE patient_id = ANY($1) "
-            "AND demographics IS NOT NULL ORDER BY position DESC LIMIT 1", list(members))
-        return json.loads(found) if found else None
-
-    async def identifiers(self, members: UUID | Sequence[UUID]) -> list[tuple[str, str]]:
-        ids = [members] if isinstance(members, UUID) else list(members)
-        rows = await self.pool.fetch(
-            "SELECT system, value FROM patient_identifiers WHERE patient_id = ANY($1) "
-            "ORDER BY position", ids)
-        return [(r["system"], r["value"]) for r in rows]
-
     async def entries(self, root: UUID, members: Sequence[UUID], at: int | None = None, *,
                       categories: Sequence[str] | None = None,
                       results_since: datetime | None = None) -> list[Any]:
@@ -572,9 +558,6 @@ class PatientRecordReader:
             "SELECT value FROM patient_identifiers WHERE patient_id = ANY($1) AND system = $2 "
             "LIMIT 1", list(members), RESIDENT_ID_SYSTEM)
         return found if isinstance(found, str) else None
-
-    async def current_entries(self, patient_id: UUID) -> list[asyncpg.Record]:
-        return await self.entries(patient_id, [patient_id])
 
     async def history(self, entry: UUID) -> list[asyncpg.Record]:
         """Every version of one entry, oldest first, with how each ended (for auditors)."""

@@ -91,15 +91,6 @@ class ReferralReader:
             "AND NOT overdue) x", list(OPEN_STATES))
         return found if isinstance(found, datetime) else None
 
-    async def care(self, patients: Sequence[UUID], institution: str,
-                   at: datetime) -> list[asyncpg.Record]:
-        """Accepted referrals that let ``institution`` read these patients' record at ``at``:
-        from acceptance until the configured time after completion (or until it closed)."""
-        return await self.pool.fetch(
-            "SELECT referral_id, reference, care_from, care_until FROM referrals "
-            "WHERE patient_id = ANY($1) AND to_institution = $2 AND care_from <= $3 "
-            "AND (care_until IS NULL OR care_until > $3)", list(patients), institution, at)
-
     async def events_after(self, position: int, limit: int = 200) -> list[asyncpg.Record]:
         """Referral steps after a ledger position, in ledger order, with their referral."""
         return await self.pool.fetch(
