@@ -31,9 +31,21 @@ from typing import Any
 from urllib.parse import quote
 
 from adapters.csv_mapping import (
-    DEFAULT_GENDERS, UCUM, CodeEntry, ConditionSection, CsvMapping, EncounterSection, FileSpec,
-    ImmunizationSection, MappingError, MedicationRequestSection, ObservationSection,
-    PatientSection, Section, Source, load_mapping,
+    DEFAULT_GENDERS,
+    UCUM,
+    CodeEntry,
+    ConditionSection,
+    CsvMapping,
+    EncounterSection,
+    FileSpec,
+    ImmunizationSection,
+    MappingError,
+    MedicationRequestSection,
+    ObservationSection,
+    PatientSection,
+    Section,
+    Source,
+    load_mapping,
 )
 from adapters.report import IngestReport, check_item
 from domain.errors import InvalidResidentId

@@ -24,10 +24,17 @@ from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from domain.errors import AdapterError
 from domain.problems import Problem
 
 UCUM = "http://unitsofmeasure.org"
@@ -38,7 +45,7 @@ DEFAULT_GENDERS = {"男": "male", "女": "female", "1": "male", "2": "female", "
 _NAME = r"^[A-Za-z0-9_-]{1,40}$"  # section names start every source_id: keep them plain
 
 
-class MappingError(ValueError):
+class MappingError(AdapterError, ValueError):
     """The mapping file is wrong. ``problems`` name each wrong key (``field``) and the rule."""
 
     code = "csv.mapping"

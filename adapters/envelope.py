@@ -20,7 +20,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-
 # Integers of up to 15 digits print the same in JavaScript as in Python; longer ones, and
 # every float, take the reference implementation.
 _SAFE_INT = 10**15

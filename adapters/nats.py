@@ -20,12 +20,13 @@ from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from adapters.envelope import encode
+from domain.errors import AdapterError
 
 DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
 MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 
 
-class SubmitError(Exception):
+class SubmitError(AdapterError):
     code = "submit.failed"
 
 

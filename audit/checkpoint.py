@@ -14,14 +14,15 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from domain.errors import AuditError
+
 ED25519 = b"\x01"
 _DASH = "\u2014 "
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AuditError, ValueError):
     def __init__(self, message: str, code: str = "checkpoint.invalid") -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True)

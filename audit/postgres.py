@@ -23,6 +23,7 @@ import asyncpg
 from audit.frontier import Frontier, fold, perfect_pieces
 from audit.merkle import SHA256, consistency_proof, inclusion_proof, verify_consistency
 from audit.search import Query
+from domain.errors import AuditError
 
 GENESIS = b"\x00" * 32
 
@@ -107,11 +108,11 @@ _APPEND_CALL = ("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $1
                 "$14, $15, $16, $17, $18, $19)")
 
 
-class AuditWriteError(Exception):
+class AuditWriteError(AuditError):
     code = "audit.write_failed"
 
 
-class AuditIntegrityError(Exception):
+class AuditIntegrityError(AuditError):
     """The stored tree does not extend the last signed head: the exchange will not sign."""
 
     code = "audit.inconsistent"

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from uuid import UUID
 
+from domain.errors import AuditError
+
 MAX_COUNT = 1000
 _PREFIXES = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "eq": "="}
 _OUTCOMES = {"0": ("permit", "accepted"), "4": ("deny", "rejected")}
@@ -20,10 +22,9 @@ KNOWN = {"patient", "agent", "institution", "date", "outcome", "purpose", "subty
          "break-glass", "_count", "_offset"}
 
 
-class SearchError(ValueError):
+class SearchError(AuditError, ValueError):
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass

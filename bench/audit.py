@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
-from exchange.audit_log import HeadSigner, verify_log
-from exchange.embedded import EmbeddedPostgres
+from exchange.servers.audit_heads import HeadSigner, verify_log
+from exchange.servers.embedded import EmbeddedPostgres
 
 
 def record(n: int) -> dict[str, object]:

@@ -188,7 +188,7 @@ def raw_ledger_limit(database_url: str, items: list[dict[str, Any]]) -> float:
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate
 
-    from exchange.ledger import ledger_env
+    from exchange.ingest.ledger import ledger_env
 
     class Fact(Aggregate):
         def __init__(self, item: dict[str, Any]) -> None:
@@ -408,8 +408,8 @@ def quantile(sorted_values: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from exchange.embedded import EmbeddedServers
-    from exchange.ledger import Ledger
+    from exchange.servers.embedded import EmbeddedServers
+    from exchange.ingest.ledger import Ledger
     from exchange.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="hie-bench-"))

@@ -432,10 +432,10 @@ def per_request_ms(cpu: float, result: dict[str, Any]) -> float | None:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from exchange.embedded import EmbeddedServers
-    from exchange.ledger import Ledger
+    from exchange.servers.embedded import EmbeddedServers
+    from exchange.ingest.ledger import Ledger
     from exchange.settings import load_settings
-    from exchange.tokens import TokenIssuer
+    from exchange.auth.tokens import TokenIssuer
 
     task = asyncio.current_task()
     assert task is not None

@@ -33,6 +33,7 @@ from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from domain.categories import CATEGORIES, GENERAL, SENSITIVE
+from domain.errors import ConsentError
 
 BREAK_GLASS_REASONS = {
     "unconscious": "patient unable to consent (unconscious or incapacitated)",
@@ -206,7 +207,7 @@ class Decision:
         return tuple(c for c in CATEGORIES if c not in self.categories)
 
 
-class InvalidBreakGlass(ValueError):
+class InvalidBreakGlass(ConsentError, ValueError):
     code = "break_glass.invalid"
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from domain.values import PatientRef, ShortText, Text, _PatientItem
+from domain.values import PatientRef, Text, _PatientItem
 
 CONSENT_REFERENCE = r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,200}$"
 

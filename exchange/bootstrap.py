@@ -24,25 +24,26 @@ from nats.aio.client import Client
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
 from consent.postgres import ConsentState
-from exchange.audit_log import HeadSigner, sign_heads
-from exchange.embedded import EmbeddedNats, EmbeddedPostgres
-from exchange.errors import NotRunning
-from exchange.gateway import Gateway
-from exchange.http import ApiContext, create_app
-from exchange.ledger import Ledger
-from exchange.nats import connect, ensure_streams
-from exchange.notifier import Notifier
-from exchange.portal import Portal
-from exchange.scheduler import ReferralScheduler
-from exchange.settings import Settings
-from exchange.auth import (
+from exchange.api.app import create_app
+from exchange.api.gate import ApiContext
+from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
     Revocations,
     RevokingAuthenticator,
     load_hospital_logins,
 )
-from exchange.tokens import TokenIssuer
+from exchange.auth.tokens import TokenIssuer
+from exchange.errors import NotRunning
+from exchange.ingest.gateway import Gateway
+from exchange.ingest.ledger import Ledger
+from exchange.ingest.notifier import Notifier
+from exchange.ingest.portal import Portal
+from exchange.ingest.scheduler import ReferralScheduler
+from exchange.servers.audit_heads import HeadSigner, sign_heads
+from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
+from exchange.servers.nats import connect, ensure_streams
+from exchange.settings import Settings
 from projections.postgres import PatientRecordProjection, PatientRecordReader, create_schema
 from projections.referral_reader import ReferralReader
 
@@ -90,7 +91,7 @@ class Runtime:
     # The read API's own connections: no LISTEN, no session state, so nothing to reset when
     # one goes back to the pool (asyncpg's reset is a round trip per query otherwise).
     read_pool: asyncpg.Pool | None = None
-    logins: Any = None  # exchange.hospital_login.HospitalLogin: members' own sign-in
+    logins: Any = None  # exchange.auth.hospital_login.HospitalLogin: members' own sign-in
     revocations: Revocations | None = None
 
     async def sync(self, fn: Any, *args: Any) -> Any:

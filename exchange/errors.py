@@ -1,15 +1,14 @@
-"""The exchange's errors.
-
-    ExchangeError               base; every error has a stable ``code``
-    ├── ConfigurationError      settings that cannot work; the message says which and how to fix
-    ├── EmbeddedServerError     an embedded PostgreSQL or NATS server did not start
-    └── NotRunning              a CLI command needs a running exchange and found none
+"""The exchange's errors: the ``ExchangeError`` branch of the one tree drawn in
+``domain/errors.py`` (``TokenError`` lives in ``exchange.auth.tokens``, ``Refused`` in
+``exchange.api.responses``).
 """
 
 from __future__ import annotations
 
+from domain.errors import HieError
 
-class ExchangeError(Exception):
+
+class ExchangeError(HieError):
     code = "exchange"
 
 

@@ -15,7 +15,7 @@ from typing import IO
 import httpx
 import psutil
 
-from exchange.demo_data import demo_bundles, demo_residents
+from exchange.demo.data import demo_bundles, demo_residents
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "testdata"

@@ -19,7 +19,7 @@ import pytest
 
 from adapters.envelope import new_private_key, public_key_b64
 from exchange.bootstrap import Endpoints, Runtime, open_runtime, serve
-from exchange.embedded import EmbeddedServers
+from exchange.servers.embedded import EmbeddedServers
 from exchange.settings import Secrets, Settings
 
 

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain.identity import patient_id_for
 from domain.resident_id import ResidentId
-from exchange import cli
-from exchange.auth import (
+from exchange.cli import main as cli
+from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
     HospitalLogin,
@@ -30,9 +30,9 @@ from exchange.auth import (
     RevokingAuthenticator,
     TokenError,
 )
-from exchange.hospital_login import InstitutionLogin
+from exchange.auth.hospital_login import InstitutionLogin
 from exchange.settings import Settings
-from exchange.tokens import TokenIssuer
+from exchange.auth.tokens import TokenIssuer
 
 T = datetime.now(UTC).replace(microsecond=0)  # the moment of the revocations in these stories
 HOSPITAL_KEY = Ed25519PrivateKey.generate()

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from exchange.http import create_app
+from exchange.api.app import create_app
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.test_referrals import accepted, consortium, referral

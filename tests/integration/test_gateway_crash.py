@@ -21,7 +21,7 @@ from nats.js.api import DeliverPolicy
 from adapters.envelope import build_envelope, encode, new_private_key, public_key_b64
 from domain.submission import Submission
 from exchange.bootstrap import Endpoints, open_runtime
-from exchange.nats import stream_name
+from exchange.servers.nats import stream_name
 from exchange.settings import Settings
 from tests.factories import encounter_item, observation_item, resident
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from adapters.envelope import build_envelope, encode
 from exchange.bootstrap import Endpoints, open_runtime
-from exchange.gateway import POISON_DELIVERIES, Gateway
-from exchange.nats import deadletter_subject, receipt_subject, stream_name, submit_subject
+from exchange.ingest.gateway import POISON_DELIVERIES, Gateway
+from exchange.servers.nats import deadletter_subject, receipt_subject, stream_name, submit_subject
 from exchange.settings import Settings
 from domain.submission import submission_key
 from tests.factories import json_values, observation_item, resident

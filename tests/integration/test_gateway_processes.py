@@ -19,8 +19,8 @@ import nats
 import psutil
 
 from adapters.envelope import build_envelope, encode, new_private_key, public_key_b64
-from exchange.ledger import Ledger
-from exchange.nats import receipt_subject, submit_subject
+from exchange.ingest.ledger import Ledger
+from exchange.servers.nats import receipt_subject, submit_subject
 from exchange.settings import Settings, load_settings
 from tests.factories import observation_item, resident
 

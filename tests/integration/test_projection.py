@@ -13,7 +13,7 @@ import pytest
 from adapters.envelope import build_envelope, new_private_key, public_key_b64
 from domain.submission import validate_envelope
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
-from exchange.ledger import Pending
+from exchange.ingest.ledger import Pending
 from exchange.settings import Settings
 from projections.postgres import TABLES, PatientRecordProjection
 from tests.factories import record_items, resident

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from adapters.envelope import build_envelope, new_private_key, public_key_b64
 from domain.submission import validate_envelope
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
-from exchange.ledger import IntegrityError, Pending
+from exchange.ingest.ledger import IntegrityError, Pending
 from exchange.settings import Settings
 from projections.postgres import PatientRecordProjection
 from tests.factories import observation_item, resident

@@ -17,7 +17,7 @@ from adapters.nats import NotificationClient
 from domain.identity import RESIDENT_ID_SYSTEM
 from domain.referral import ReferralPolicy
 from exchange.bootstrap import Endpoints, open_runtime, serve
-from exchange.nats import NOTIFY_DAYS, stream_name
+from exchange.servers.nats import NOTIFY_DAYS, stream_name
 from exchange.settings import Settings
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running, running

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.checkpoint import verify_note
 from audit.merkle import SHA256, verify_consistency, verify_inclusion
-from exchange.nats import stream_name
+from exchange.servers.nats import stream_name
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.test_walking_skeleton import submit, token

@@ -11,7 +11,7 @@ from typing import Any
 from adapters.envelope import build_envelope, encode, new_private_key
 from adapters.nats import SubmitClient
 from domain.submission import Submission
-from exchange.nats import stream_name
+from exchange.servers.nats import stream_name
 from tests.factories import observation_item, patient_item, record_items, resident
 from tests.integration.conftest import Running
 

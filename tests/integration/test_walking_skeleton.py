@@ -11,8 +11,8 @@ import httpx
 from adapters.envelope import build_envelope
 from adapters.nats import SubmitClient
 from domain.identity import RESIDENT_ID_SYSTEM
-from exchange.audit_log import verify_log
-from exchange.tokens import TokenIssuer
+from exchange.servers.audit_heads import verify_log
+from exchange.auth.tokens import TokenIssuer
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.auth import (
+from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
     HospitalLogin,
@@ -29,13 +29,13 @@ from exchange.auth import (
     TokenError,
 )
 from exchange.errors import ConfigurationError
-from exchange.hospital_login import (
+from exchange.auth.hospital_login import (
     InstitutionLogin,
     load_hospital_logins,
     parse_logins,
     verify_hospital_token,
 )
-from exchange.tokens import TokenIssuer
+from exchange.auth.tokens import TokenIssuer
 
 NOW = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 AUDIENCE = "hie:test"
@@ -360,7 +360,7 @@ def test_exchange_token_refusals_have_codes() -> None:
 
 
 async def test_a_remembered_token_is_still_refused_once_it_expires() -> None:
-    from exchange.auth import ExchangeTokens
+    from exchange.auth.chain import ExchangeTokens
 
     issuer = TokenIssuer(bytes(range(32)))
     now = datetime(2026, 11, 29, 9, tzinfo=UTC)

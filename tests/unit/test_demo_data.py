@@ -10,7 +10,7 @@ import pytest
 from adapters.fhir import read_fhir
 from domain.identity import RESIDENT_ID_SYSTEM
 from domain.resident_id import parse_resident_id
-from exchange.demo_data import demo_bundles, demo_residents
+from exchange.demo.data import demo_bundles, demo_residents
 
 INSTITUTIONS = ["county-hospital", "dongcheng-thc", "xishan-thc", "taoyuan-vc"]
 

@@ -16,8 +16,8 @@ from fhir.resources.R4B.task import Task
 
 from domain.referral import STATES, ReferralPolicy, referral_id
 from exchange.errors import ConfigurationError
-from exchange.notifier import message, recipients
-from exchange.referral_fhir import (
+from exchange.ingest.notifier import message, recipients
+from exchange.api.referral_fhir import (
     SERVICE_REQUEST_STATUS,
     TASK_STATUS,
     box_row,

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from adapters.envelope import new_private_key, verify_signature
-from exchange.submit import (
+from exchange.cli.submit import (
     MAX_ENVELOPE_BYTES,
     Journal,
     Progress,
@@ -20,7 +20,7 @@ from exchange.submit import (
     find_mapping,
     is_directory_bundle,
 )
-from exchange.demo_data import demo_bundles, demo_residents
+from exchange.demo.data import demo_bundles, demo_residents
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "csv"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from exchange.tokens import TokenError, TokenIssuer
+from exchange.auth.tokens import TokenError, TokenIssuer
 
 NOW = datetime(2026, 11, 23, 8, tzinfo=UTC)
 

@@ -18,7 +18,7 @@ from adapters.csv_mapping import load_mapping
 from adapters.fhir import read_fhir
 from adapters.hl7v2 import read_hl7v2
 from domain.submission import _validate_item_by_item, _validate_typed, validate_envelope
-from exchange.demo_data import demo_bundles, demo_residents
+from exchange.demo.data import demo_bundles, demo_residents
 from tests.factories import json_values, record_items, resident
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,9 +20,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from consent.decision import AccessRequest, Decision, Reason, decide
-from exchange.fhir import bundle, bundle_of, operation_outcome
-from exchange.http import LISTED, Exchange, Handler, Refused, fhir_response
-from exchange.tokens import Identity
+from exchange.api.fhir import bundle, bundle_of, operation_outcome
+from exchange.api.gate import Exchange
+from exchange.api.responses import LISTED, Handler, Refused, fhir_response
+from exchange.auth.tokens import Identity
 from projections.render import dumps, render_patient
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ class RecordRoutes:
     async def everything(self, request: Request, request_id: str) -> Response:
         ex = self.ex
         ident = await ex.authenticate(request, request_id, "read")
-        patient_id = await ex._patient_id(request, request_id, "read", ident)
-        purpose = ex._purpose(request) or ("PATRQT" if ident.role == "patient" else None)
+        patient_id = await ex.patient_id(request, request_id, "read", ident)
+        purpose = ex.purpose(request) or ("PATRQT" if ident.role == "patient" else None)
         if purpose is None:
             raise await ex.deny(request, request_id, "read", ident, 400, Reason(
                 "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)"),
@@ -105,7 +106,7 @@ class RecordRoutes:
         count = page.count + (first is not None)
         summary: dict[str, Any] = {"disclosed": page.lines or [], "disclosed_count": count,
                                    "resource_types": page.types}
-        if count > LISTED:  # counted, typed and digested (exchange/http.py disclosure)
+        if count > LISTED:  # counted, typed and digested (exchange/api/responses.py disclosure)
             summary["disclosed_sha256"] = page.digest
         touched = set(page.categories) | ({"demographics"} if first else set())
         await ex.record(request, request_id, action="read", ident=ident, patient_id=view.root,
@@ -156,7 +157,7 @@ class RecordRoutes:
         # A clinician reads them only while treating the patient, and not a sealed record.
         reader = f"{ident.institution}/{ident.person}"
         clinician = (view is not None and ident.role in ex.ctx.policy.clinical_roles
-                     and ex._purpose(request) == "TREAT"
+                     and ex.purpose(request) == "TREAT"
                      and any(c.holds(ident.institution, now) for c in view.facts.care)
                      and not any(s.active(view.position) and reader not in s.readers
                                  for s in view.facts.seals))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import logging
@@ -73,13 +72,13 @@ async def _up(settings: Settings, *, demo: bool, http: bool = True, gateway: boo
                                return_when=asyncio.FIRST_COMPLETED)
         supervisor = None
         if workers and not runner.done():
-            from exchange.workers import GatewayWorkers
+            from exchange.ingest.workers import GatewayWorkers
 
             # The gateways find this exchange's servers through its run file (or HIE_*_URL).
             supervisor = asyncio.create_task(GatewayWorkers(workers, dict(os.environ)).run(stop))
             print(f"{workers} gateway process(es) started", flush=True)
         if demo and not runner.done():
-            from exchange.demo import seed_demo
+            from exchange.demo.seed import seed_demo
 
             try:
                 print(await seed_demo(rt), flush=True)
@@ -101,9 +100,17 @@ async def _submit(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.envelope import load_private_key_pem
     from adapters.nats import SubmitClient
     from exchange.bootstrap import running_endpoints
-    from exchange.nats import connect
-    from exchange.submit import Journal, MappingError, Progress, Reader, describe, expand
-    from exchange.submit import find_mapping, is_directory_bundle
+    from exchange.cli.submit import (
+        Journal,
+        MappingError,
+        Progress,
+        Reader,
+        describe,
+        expand,
+        find_mapping,
+        is_directory_bundle,
+    )
+    from exchange.servers.nats import connect
 
     key_path = Path(args.key) if args.key else settings.keys_dir / f"{args.institution}.pem"
     try:
@@ -199,7 +206,7 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
     """`hie token ...` issues a token; `hie token revoke ...` revokes one, or a person's."""
     if args.action == "revoke":
         return await _revoke(settings, args)
-    from exchange.tokens import TokenIssuer
+    from exchange.auth.tokens import TokenIssuer
 
     if args.role is None:
         return _usage("hie token: --role is required (or `hie token revoke ...`)")
@@ -238,8 +245,8 @@ async def _revoke(settings: Settings, args: argparse.Namespace) -> int:
     import asyncpg
 
     from audit.postgres import AuditStore, AuditWriteError
+    from exchange.auth.revocations import Revocations
     from exchange.bootstrap import running_endpoints
-    from exchange.revocations import Revocations
 
     if args.role is not None or args.institution is not None or args.hours != _HOURS:
         return _usage("hie token revoke: takes --token-id ID, --person P or --patient "
@@ -338,9 +345,9 @@ async def _audit_admin(settings: Settings, record: dict[str, Any]) -> bool:
 async def _audit_verify(settings: Settings) -> int:
     import asyncpg
 
-    from exchange.audit_log import HeadSigner, verify_ledger, verify_log
     from exchange.bootstrap import running_endpoints
-    from exchange.ledger import Ledger
+    from exchange.ingest.ledger import Ledger
+    from exchange.servers.audit_heads import HeadSigner, verify_ledger, verify_log
 
     database_url = running_endpoints(settings).database_url
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
@@ -372,7 +379,7 @@ async def _notifications(settings: Settings, args: argparse.Namespace) -> int:
     what arrived while it was offline comes first, in order."""
     from adapters.nats import NotificationClient
     from exchange.bootstrap import running_endpoints
-    from exchange.nats import connect
+    from exchange.servers.nats import connect
 
     nc = await connect(running_endpoints(settings).nats_url, f"hie-notifications-{args.institution}")
     client = NotificationClient(nc, settings.consortium, args.institution)
@@ -502,7 +509,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     return 2
 
-
-if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())

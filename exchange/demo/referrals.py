@@ -14,7 +14,7 @@ from adapters.envelope import build_envelope
 from adapters.nats import SubmitClient
 from domain.submission import submission_key
 from exchange.bootstrap import Runtime
-from exchange.demo_data import DemoResident
+from exchange.demo.data import DemoResident
 
 SENT_AT = datetime(2026, 11, 2, tzinfo=UTC)
 ICD10 = "http://hl7.org/fhir/sid/icd-10"

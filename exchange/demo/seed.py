@@ -24,10 +24,10 @@ from adapters.fhir import read_fhir
 from adapters.nats import SubmitClient
 from domain.identity import RESIDENT_ID_SYSTEM
 from domain.submission import submission_key
+from exchange.auth.tokens import TokenIssuer
 from exchange.bootstrap import Runtime
-from exchange.demo_data import DemoResident, demo_bundles, demo_residents
-from exchange.demo_referrals import seed_referrals
-from exchange.tokens import TokenIssuer
+from exchange.demo.data import DemoResident, demo_bundles, demo_residents
+from exchange.demo.referrals import seed_referrals
 
 INSTITUTIONS = [
     ("county-hospital", "青溪县人民医院", "county_hospital"),

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from exchange.tokens import MAX_TTL, Identity, TokenError
+from exchange.auth.tokens import MAX_TTL, Identity, TokenError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from exchange.ledger import Ledger
+from exchange.ingest.ledger import Ledger
 from projections.referral_reader import ReferralReader
 
 log = logging.getLogger(__name__)

@@ -21,17 +21,17 @@ from starlette.routing import Route
 
 from consent.decision import Decision, Reason
 from domain.referral import STATES
-from exchange.fhir import bundle
-from exchange.http import Exchange, Handler, Refused, fhir_response
-from exchange.referral_fhir import (
+from exchange.api.fhir import bundle
+from exchange.api.gate import Exchange
+from exchange.api.referral_fhir import (
     SERVICE_REQUEST_STATUS,
     box_row,
     content_visible,
     service_request,
     task,
 )
-from exchange.regulator import json_response
-from exchange.tokens import Identity
+from exchange.api.responses import Handler, Refused, fhir_response, json_response
+from exchange.auth.tokens import Identity
 from projections.referral_reader import ReferralReader
 from projections.render import dumps
 
@@ -48,7 +48,7 @@ class ReferralRoutes:
         if ident.role != "physician":
             raise await self.ex.deny(request, request_id, action, ident, 403, Reason(
                 "role.not_permitted", f"the {ident.role} role does not read referrals"))
-        purpose = self.ex._purpose(request)
+        purpose = self.ex.purpose(request)
         if purpose != "TREAT":
             raise await self.ex.deny(request, request_id, action, ident, 400, Reason(
                 "purpose.missing", "send X-Purpose-Of-Use: TREAT"), purpose=purpose,

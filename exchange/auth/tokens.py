@@ -1,8 +1,8 @@
 """Bearer tokens: signed (Ed25519), expiring, bound to a person, an institution and a role.
 
 Format: ``hie1.<base64url claims JSON>.<base64url signature>``. The exchange issues them
-(`hie token`); a member hospital's own login issues its own (``exchange.hospital_login``), and
-``exchange.auth`` puts both behind one interface.
+(`hie token`); a member hospital's own login issues its own (``exchange.auth.hospital_login``), and
+``exchange.auth.chain`` puts both behind one interface.
 """
 
 from __future__ import annotations
@@ -16,20 +16,17 @@ from datetime import datetime, timedelta
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from exchange.errors import ExchangeError
+
 ROLES = ("physician", "nurse", "patient", "regulator", "admin")
 MAX_TTL = timedelta(hours=12)
 _PREFIX = "hie1"
 
 
-class TokenError(Exception):
+class TokenError(ExchangeError):
     """A bearer token refused; ``code`` is stable (``token.invalid``, ``token.expired``, ...)."""
 
     code = "token.invalid"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +37,7 @@ class Identity:
     expires_at: datetime
     token_id: str
     # When the token was issued (to the second). None only for identities built without a
-    # token; a person-wide revocation refuses those too (see exchange.revocations).
+    # token; a person-wide revocation refuses those too (see exchange.auth.revocations).
     issued_at: datetime | None = None
 
 

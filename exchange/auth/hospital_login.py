@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from exchange.auth.tokens import MAX_TTL, ROLES, Identity, TokenError
 from exchange.errors import ConfigurationError
-from exchange.tokens import MAX_TTL, ROLES, Identity, TokenError
 
 # RFC 8176 methods that are a factor beyond a password: something held or something one is,
 # or the login's own statement that several factors were used ("mfa", "mca").

@@ -22,7 +22,7 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from domain.referral import EXCHANGE, RECEIVER, SENDER
-from exchange.nats import ensure_notify_consumer, notify_subject
+from exchange.servers.nats import ensure_notify_consumer, notify_subject
 from projections.referral_reader import ReferralReader
 
 log = logging.getLogger(__name__)

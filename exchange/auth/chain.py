@@ -3,9 +3,9 @@
     Authenticator           recognises(token) and authenticate(token, now=) -> Identity
     ├── ExchangeTokens      the exchange's own ``hie1.`` tokens (`hie token`)
     ├── HospitalLogin       a member hospital's own login, with its second factor
-    │                       (exchange.hospital_login: JWS compact, EdDSA or ES256)
+    │                       (exchange.auth.hospital_login: JWS compact, EdDSA or ES256)
     ├── ChainAuthenticator  picks one of the above by the token's shape
-    └── RevokingAuthenticator  any of them, refusing revoked tokens (exchange.revocations)
+    └── RevokingAuthenticator  any of them, refusing revoked tokens (exchange.auth.revocations)
 
 Every refusal is a ``TokenError`` with a stable ``code``: ``token.invalid``,
 ``token.expired``, ``token.malformed``, ``token.unknown_issuer``, ``token.bad_algorithm``,
@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from exchange.hospital_login import HospitalLogin, load_hospital_logins
-from exchange.revocations import RevocationUnavailable, Revocations
-from exchange.tokens import Identity, TokenError, TokenIssuer
+from exchange.auth.hospital_login import HospitalLogin, load_hospital_logins
+from exchange.auth.revocations import Revocations, RevocationUnavailable
+from exchange.auth.tokens import Identity, TokenError, TokenIssuer
 
 __all__ = ["Authenticator", "ChainAuthenticator", "ExchangeTokens", "HospitalLogin", "Identity",
            "RevocationCheck", "RevocationUnavailable", "Revocations", "RevokingAuthenticator",

@@ -19,8 +19,8 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
@@ -43,13 +43,13 @@ from domain.consent_items import ConsentWithdrawalPayload
 from domain.errors import UnknownInstitution
 from domain.identity import PatientIdentity, patient_id_for
 from domain.institution import Institution
-from domain.resident_id import ResidentId
 from domain.problems import Problem
 from domain.referral import Referral, ReferralPolicy, TransitionRefused
+from domain.resident_id import ResidentId
 from domain.submission import Submission, ValidItem, ValidSubmission, submission_key
 from exchange.errors import ConfigurationError
-from exchange.mpi import Batch, IdentityIndex, Refused, ref_keys
-from exchange.referrals import ReferralPlanner
+from exchange.ingest.mpi import Batch, IdentityIndex, Refused, ref_keys
+from exchange.ingest.referrals import ReferralPlanner
 from projections.postgres import LEDGER_CHANNEL
 
 __all__ = ["AggregateNotFoundError", "IntegrityError", "Ledger", "LedgerRecorder", "Pending"]
@@ -176,7 +176,7 @@ def ledger_env(database_url: str, cipher_key: str) -> dict[str, str]:
         )
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "APPLICATION_RECORDER_TOPIC": "exchange.ledger:LedgerRecorder",
+        "APPLICATION_RECORDER_TOPIC": "exchange.ingest.ledger:LedgerRecorder",
         "POSTGRES_DBNAME": parts.path.strip("/"),
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
@@ -187,7 +187,7 @@ def ledger_env(database_url: str, cipher_key: str) -> dict[str, str]:
         "CREATE_TABLE": "y",
         "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
         "CIPHER_KEY": cipher_key,
-        "COMPRESSOR_TOPIC": "exchange.ledger:FastZlibCompressor",
+        "COMPRESSOR_TOPIC": "exchange.ingest.ledger:FastZlibCompressor",
     }
 
 

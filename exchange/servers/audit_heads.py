@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import asyncpg
 from cryptography.exceptions import InvalidSignature
@@ -19,9 +20,14 @@ from audit.checkpoint import Checkpoint, CheckpointError, sign_note, verify_note
 from audit.postgres import AuditStore
 from audit.verify import Finding, LogVerifier, Report
 from domain.submission import Submission
-from exchange.ledger import Ledger
 
 log = logging.getLogger(__name__)
+
+
+class LedgerReader(Protocol):
+    """What the check of the ledger's anchors needs of the ledger: its events in order."""
+
+    def read(self, after: int, limit: int) -> list[tuple[int, Any]]: ...
 
 
 def head_subject(consortium: str) -> str:
@@ -109,7 +115,7 @@ async def verify_log(pool: asyncpg.Pool, signer: HeadSigner) -> Report:
     return report
 
 
-async def verify_ledger(pool: asyncpg.Pool, ledger: Ledger) -> list[Finding]:
+async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Finding]:
     """Every accepted submission in the ledger is anchored in the audit log with the same
     content hash, and every anchored one is still in the ledger: none altered, none removed."""
     anchored: dict[int, str] = {}

@@ -18,7 +18,7 @@ from domain.problems import Problem
 from domain.referral import Referral, ReferralPolicy, TransitionRefused, reference_for, referral_id
 from domain.referral_items import ReferralActionPayload, ReferralPayload
 from domain.submission import ValidItem
-from exchange.mpi import Batch, IdentityIndex, Refused
+from exchange.ingest.mpi import Batch, IdentityIndex, Refused
 
 _RANK = {Level.VILLAGE_CLINIC.value: 0, Level.TOWNSHIP_HEALTH_CENTRE.value: 1,
          Level.COUNTY_HOSPITAL.value: 2}

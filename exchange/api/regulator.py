@@ -12,7 +12,7 @@ import io
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -23,13 +23,13 @@ from starlette.routing import Route
 
 from audit.search import SearchError, parse_search
 from consent.decision import Decision, Reason
-from exchange.fhir import audit_event, bundle
-from exchange.http import Exchange, Refused, disclosed_digest, fhir_response
-from exchange.redecide import rebuild_disclosed, recorded_summary, redecide, summary
-from exchange.tokens import Identity
+from exchange.api.fhir import audit_event, bundle
+from exchange.api.gate import Exchange
+from exchange.api.redecide import rebuild_disclosed, recorded_summary, redecide, summary
+from exchange.api.responses import Handler, Refused, disclosed_digest, fhir_response, json_response
+from exchange.auth.tokens import Identity
 from projections.render import dumps
 
-Handler = Callable[[Request, str], Awaitable[Response]]
 CSV_COLUMNS = ("seq", "recorded_at", "action", "decision", "person", "role", "institution",
                "patient_id", "purpose", "legal_basis", "consent_id", "break_glass", "reasons",
                "disclosed", "request_id", "source")
@@ -37,11 +37,6 @@ CSV_COLUMNS = ("seq", "recorded_at", "action", "decision", "person", "role", "in
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def json_response(doc: Any, request_id: str, status: int = 200) -> Response:
-    return Response(json.dumps(doc, ensure_ascii=False), status, media_type="application/json",
-                    headers={"X-Request-Id": request_id})
 
 
 class Regulator:

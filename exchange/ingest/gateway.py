@@ -28,8 +28,8 @@ from adapters.envelope import load_public_key, verify_signature
 from audit.writer import AuditWriter
 from domain.problems import Problem
 from domain.submission import validate_envelope
-from exchange.ledger import Appended, IntegrityError, Ledger, Pending
-from exchange.nats import (
+from exchange.ingest.ledger import Appended, IntegrityError, Ledger, Pending
+from exchange.servers.nats import (
     GATEWAY_CONSUMER,
     deadletter_subject,
     receipt_subject,
