@@ -1,7 +1,10 @@
 """The one settings object, read from the environment (``HIE_*``) and the data directory.
 
-Secrets have no defaults: each installation generates its own on first start and keeps them
-in ``<data dir>/secrets.json`` (mode 0600), unless the environment provides them.
+``Environment`` (pydantic-settings) reads and checks the ``HIE_*`` variables; a refused value
+is a ``ConfigurationError`` naming the variable and what it must be. ``Settings`` is what the
+exchange runs with: those values, the policy file's rules (``[referral]``, ``[access]``) and
+the secrets. Secrets have no defaults: each installation generates its own on first start
+and keeps them in ``<data dir>/secrets.json`` (mode 0600), unless the environment gives them.
 """
 
 from __future__ import annotations
@@ -12,17 +15,90 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+
+from pydantic import AliasGenerator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from consent.decision import DEFAULT_POLICY, AccessPolicy
 from domain.referral import URGENCIES, ReferralPolicy
 from exchange.errors import ConfigurationError
 
-_CONSORTIUM = re.compile(r"^[a-z0-9_-]{1,32}$")
 MIN_AUDIT_RETENTION_DAYS = 180
 _SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key", "portal_key")
+_SECONDS = "must be a positive number of seconds (below a day)"
+_SECRET = "must be 32 bytes, base64-encoded (or unset: generated into secrets.json)"
+
+
+class Environment(BaseSettings):
+    """The ``HIE_*`` environment variables, each checked as it is read; a field's description
+    completes the sentence that names it when its value is refused."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", frozen=True, hide_input_in_errors=True,
+        alias_generator=AliasGenerator(validation_alias=lambda name: f"HIE_{name.upper()}"))
+
+    data_dir: Path = Field(Path(".hie"), description="must name a directory")
+    consortium: str = Field(
+        "demo", pattern=r"^[a-z0-9_-]{1,32}$",
+        description="must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)")
+    database_url: str | None = Field(None, description="must be a PostgreSQL URL")
+    nats_url: str | None = Field(None, description="must be a NATS URL")
+    http_host: str = Field("127.0.0.1", description="must be a host name or address")
+    http_port: int = Field(8780, ge=0, le=65_535, description="must be a port number")
+    audit_retention_days: int | None = Field(
+        None, ge=MIN_AUDIT_RETENTION_DAYS,
+        description=f"must be at least {MIN_AUDIT_RETENTION_DAYS}: the Cybersecurity Law "
+                    "(Art. 21) requires network logs to be kept six months or more")
+    audit_head_seconds: float = Field(5.0, gt=0, lt=86_400, allow_inf_nan=False,
+                                      description=_SECONDS)
+    gateway_processes: int = Field(0, ge=0, le=16,
+                                   description="must be a whole number from 0 to 16")
+    scheduler_seconds: float = Field(30.0, gt=0, lt=86_400, allow_inf_nan=False,
+                                     description=_SECONDS)
+    policy_file: Path | None = Field(None, description="must name the policy file (TOML)")
+    # Secrets: given here, or generated into <data dir>/secrets.json; never a default value.
+    ledger_cipher_key: SecretStr | None = Field(None, description=_SECRET)
+    pseudonym_key: SecretStr | None = Field(None, description=_SECRET)
+    token_key: SecretStr | None = Field(None, description=_SECRET)
+    audit_key: SecretStr | None = Field(None, description=_SECRET)
+    portal_key: SecretStr | None = Field(None, description=_SECRET)
+
+    @field_validator("database_url", "nats_url", "policy_file", *_SECRET_NAMES, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None
+
+    @field_validator("audit_retention_days", mode="before")
+    @classmethod
+    def _whole_days(cls, value: object) -> object:
+        if isinstance(value, str) and not value.isdigit():
+            raise ValueError("not a whole number of days")
+        return value
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> Environment:
+        """The settings in ``env`` (the process environment, or a mapping a test gives)."""
+        try:
+            return cls(_build_sources=((_MappingSource(cls, env),), {}))
+        except ValidationError as exc:
+            alias = str(exc.errors()[0]["loc"][0])
+            field = cls.model_fields[alias.removeprefix("HIE_").lower()]
+            raise ConfigurationError(f"{alias} {field.description}") from None
+
+
+class _MappingSource(EnvSettingsSource):
+    """The library's environment source over a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._given = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k: v for k, v in self._given.items() if k.startswith("HIE_")}
 
 
 @dataclass(frozen=True)
@@ -41,6 +117,9 @@ class Secrets:
 
 @dataclass(frozen=True)
 class Settings:
+    """What the exchange runs with: the environment's values, the policy file's rules and
+    the installation's secrets."""
+
     data_dir: Path
     consortium: str = "demo"
     database_url: str | None = None
@@ -71,43 +150,26 @@ class Settings:
         return self.data_dir / "keys"
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ if env is None else env)
-    data_dir = Path(env.get("HIE_DATA_DIR", ".hie")).resolve()
-    consortium = env.get("HIE_CONSORTIUM", "demo")
-    if not _CONSORTIUM.match(consortium):
-        raise ConfigurationError(
-            "HIE_CONSORTIUM must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)"
-        )
-    try:
-        port = int(env.get("HIE_HTTP_PORT", "8780"))
-    except ValueError:
-        raise ConfigurationError("HIE_HTTP_PORT must be a port number") from None
-    retention = env.get("HIE_AUDIT_RETENTION_DAYS")
-    if retention is not None:
-        if not retention.isdigit() or int(retention) < MIN_AUDIT_RETENTION_DAYS:
-            raise ConfigurationError(
-                f"HIE_AUDIT_RETENTION_DAYS must be at least {MIN_AUDIT_RETENTION_DAYS}: the "
-                "Cybersecurity Law (Art. 21) requires network logs to be kept six months or more")
-    head_seconds = _positive(env.get("HIE_AUDIT_HEAD_SECONDS", "5"), "HIE_AUDIT_HEAD_SECONDS")
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings from ``env`` (default: the process environment) and the data directory."""
+    given = Environment.read(os.environ if env is None else env)
+    data_dir = given.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    explicit_policy = bool(env.get("HIE_POLICY_FILE"))
-    policy_path = Path(env["HIE_POLICY_FILE"]) if explicit_policy else data_dir / "policy.toml"
+    policy_path = given.policy_file or data_dir / "policy.toml"
     return Settings(
         data_dir=data_dir,
-        consortium=consortium,
-        database_url=env.get("HIE_DATABASE_URL") or None,
-        nats_url=env.get("HIE_NATS_URL") or None,
-        http_host=env.get("HIE_HTTP_HOST", "127.0.0.1"),
-        http_port=port,
-        audit_retention_days=int(retention) if retention else None,
-        audit_head_seconds=head_seconds,
-        gateway_processes=_gateway_processes(env.get("HIE_GATEWAY_PROCESSES", "0")),
-        referral_policy=load_policy(policy_path, explicit=explicit_policy),
+        consortium=given.consortium,
+        database_url=given.database_url,
+        nats_url=given.nats_url,
+        http_host=given.http_host,
+        http_port=given.http_port,
+        audit_retention_days=given.audit_retention_days,
+        audit_head_seconds=given.audit_head_seconds,
+        gateway_processes=given.gateway_processes,
+        referral_policy=load_policy(policy_path, explicit=given.policy_file is not None),
         access_policy=load_access_policy(policy_path),
-        scheduler_seconds=_positive(env.get("HIE_SCHEDULER_SECONDS", "30"),
-                                    "HIE_SCHEDULER_SECONDS"),
-        secrets=_load_secrets(data_dir, env),
+        scheduler_seconds=given.scheduler_seconds,
+        secrets=_load_secrets(data_dir, given),
     )
 
 
@@ -233,57 +295,28 @@ def load_access_policy(path: Path) -> AccessPolicy:
         raise ConfigurationError(f"{path.name} [access]: {exc}") from None
 
 
-def _positive(raw: str, name: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1
-    if not 0 < value < 86_400:  # also refuses nan and inf
-        raise ConfigurationError(f"{name} must be a positive number of seconds")
-    return value
-
-
-def _gateway_processes(raw: str) -> int:
-    try:
-        n = int(raw)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 16:
-        raise ConfigurationError("HIE_GATEWAY_PROCESSES must be a whole number from 0 to 16")
-    return n
-
-
-def _load_secrets(data_dir: Path, env: dict[str, str]) -> Secrets:
+def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
+    """The secrets the environment gives, else those kept in ``secrets.json``; one missing
+    from both is generated there (first start, or a secret a newer version added)."""
+    from_env = {n: v.get_secret_value() for n in _SECRET_NAMES
+                if (v := getattr(given, n)) is not None}
     path = data_dir / "secrets.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    missing = [n for n in _SECRET_NAMES if n not in stored and not env.get(f"HIE_{n.upper()}")]
-    if missing:  # first start, or a secret added by a newer version: generate, never default
+    if missing := [n for n in _SECRET_NAMES if n not in stored and n not in from_env]:
         stored |= {n: base64.b64encode(secrets.token_bytes(32)).decode() for n in missing}
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(stored, fh)
         os.replace(tmp, path)
-
-    def pick(name: str) -> str:
-        value = env.get(f"HIE_{name.upper()}") or stored.get(name)
-        if not value:
-            raise ConfigurationError(f"secret {name} is missing: set HIE_{name.upper()}")
-        return value
-
+    chosen = stored | from_env
     try:
-        secrets_ = Secrets(
-            ledger_cipher_key=pick("ledger_cipher_key"),
-            pseudonym_key=base64.b64decode(pick("pseudonym_key"), validate=True),
-            token_key=base64.b64decode(pick("token_key"), validate=True),
-            audit_key=base64.b64decode(pick("audit_key"), validate=True),
-            portal_key=base64.b64decode(pick("portal_key"), validate=True),
-        )
+        keys = {n: base64.b64decode(chosen[n], validate=True) for n in _SECRET_NAMES}
     except ValueError:
         raise ConfigurationError("a secret in HIE_* or secrets.json is not valid base64") from None
-    if len(base64.b64decode(secrets_.ledger_cipher_key)) != 32 or any(
-            len(k or b"") != 32 for k in (secrets_.token_key, secrets_.audit_key,
-                                          secrets_.portal_key)):
+    if any(len(keys[n]) != 32 for n in _SECRET_NAMES if n != "pseudonym_key"):
         raise ConfigurationError("ledger_cipher_key, token_key, audit_key and portal_key must "
                                  "be 32 bytes (base64)")
-    return secrets_
+    return Secrets(ledger_cipher_key=chosen["ledger_cipher_key"],
+                   pseudonym_key=keys["pseudonym_key"], token_key=keys["token_key"],
+                   audit_key=keys["audit_key"], portal_key=keys["portal_key"])

@@ -1,211 +1,154 @@
-"""`hie submit`: files or directories of HL7 v2, FHIR R4 and CSV, signed and sent in batches.
-
-Each file's format is detected (content first, then the name); its adapter maps it to
-canonical items with an ingest report; items go out in envelopes of at most ``batch`` items,
-cut the same way every run, so submission ids (derived from content) are the same every run.
-A journal of accepted submission ids in the data directory makes a second run send nothing
-it already had accepted; anything else sent twice is answered by the exchange as a repeat.
-Every file is read and checked before anything is sent (the report comes first), so the
-signed envelopes of one run are held in memory: split a very large export into several runs.
-"""
+"""`hie submit`: send HL7 v2, FHIR R4 and CSV files (or directories) through NATS, signed by
+the institution; the validation report first, then a progress line, a line per file and the
+receipts summary. Exit 1 if anything was refused."""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from adapters.csv_export import read_csv
-from adapters.csv_mapping import CsvMapping, MappingError, load_mapping
-from adapters.envelope import build_envelope
-from adapters.fhir import read_fhir
-from adapters.hl7v2 import read_hl7v2
-from adapters.report import IngestReport
-from domain.problems import Problem
+import click
 
-FORMATS = ("hl7v2", "fhir", "csv")
-# Bundles holding only these are directories: they resolve references, nothing is sent.
-DIRECTORY_TYPES = {"Organization", "Practitioner", "PractitionerRole", "Location", "Medication"}
-MAX_ENVELOPE_BYTES = 900_000  # under the exchange's 1 MiB message limit
+from exchange.cli.common import run
+from exchange.settings import Settings
 
 
-def detect(path: Path, head: bytes) -> str | None:
-    """The format of a file from its first bytes (and, failing that, its name)."""
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text[:3] in (b"MSH", b"FHS", b"BHS"):
-        return "hl7v2"
-    if text[:1] in (b"{", b"["):
-        return "fhir"
-    suffix = path.suffix.lower()
-    return {".hl7": "hl7v2", ".txt": None, ".json": "fhir", ".csv": "csv"}.get(suffix)
-
-
-def expand(paths: Sequence[str]) -> list[Path]:
-    """The files named, with directories walked in a stable order (hidden files left out)."""
-    out: list[Path] = []
-    for arg in paths:
-        p = Path(arg)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file()
-                          and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                          and not f.name.endswith((".toml", ".md")) and f.name != "LICENSE")
-        else:
-            out.append(p)
-    return out
-
-
-@dataclass
-class FileResult:
-    path: Path
-    fmt: str | None
-    report: IngestReport
-    envelopes: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Reader:
-    """Reads files into envelopes for one institution."""
-
+@dataclass(frozen=True)
+class SubmitOptions:
+    paths: tuple[str, ...]
     institution: str
-    key: Any
-    batch: int = 500
-    mapping: CsvMapping | None = None
-    directories: list[bytes] = field(default_factory=list)
-    facilities: dict[str, str] = field(default_factory=dict)  # HL7 facility -> institution
-
-    def read(self, path: Path) -> FileResult:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            report = IngestReport()
-            report.problems.append(_problem("file.unreadable", f"cannot read the file: "
-                                            f"{exc.strerror or exc}"))
-            return FileResult(path, None, report)
-        fmt = detect(path, data[:64])
-        if fmt == "hl7v2":
-            report = read_hl7v2(data, institution=self.institution,
-                                facilities=self.facilities or None)
-        elif fmt == "fhir":
-            report = read_fhir(data, institution=self.institution, directories=self.directories)
-        elif fmt == "csv":
-            if self.mapping is None:
-                report = IngestReport()
-                report.problems.append(_problem(
-                    "csv.no_mapping", "a CSV export needs the institution's mapping file: "
-                    "pass --mapping FILE (or put <institution>.mapping.toml beside the export)"))
-            else:
-                report = read_csv(data, mapping=self.mapping, institution=self.institution,
-                                  filename=path.name)
-        else:
-            report = IngestReport()
-            report.problems.append(_problem(
-                "file.format", "not HL7 v2 (MSH…), FHIR JSON or a .csv export"))
-        return FileResult(path, fmt, report, list(self.envelopes(report.items)))
-
-    def envelopes(self, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Items cut into envelopes the same way every run (so their ids repeat)."""
-        now = datetime.now(UTC)
-        chunk: list[dict[str, Any]] = []
-        size = 0
-        for item in items:
-            n = len(json.dumps(item, ensure_ascii=False).encode())
-            if chunk and (len(chunk) >= self.batch or size + n > MAX_ENVELOPE_BYTES):
-                yield build_envelope(institution=self.institution, items=chunk, key=self.key,
-                                     sent_at=now)
-                chunk, size = [], 0
-            chunk.append(item)
-            size += n
-        if chunk:
-            yield build_envelope(institution=self.institution, items=chunk, key=self.key,
-                                 sent_at=now)
+    key: str | None
+    mapping: str | None
+    batch: int
+    facility: tuple[str, ...]
+    dry_run: bool
 
 
-def describe(result: FileResult) -> str:
-    """One line of the validation report: what a file holds and what would go out."""
-    kinds = Counter(item["kind"] for item in result.report.items)
-    what = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "nothing to send"
-    line = (f"{result.path.name}: {result.fmt or 'unknown format'}; {len(result.report.items)} "
-            f"item(s) in {len(result.envelopes)} submission(s) ({what}); "
-            f"{len(result.report.problems)} problem(s)")
-    if result.report.skipped:
-        skipped = Counter(result.report.skipped)
-        line += "; left out: " + "; ".join(k + (f" (×{n})" if n > 1 else "")
-                                           for k, n in sorted(skipped.items()))
-    return line
+@click.command("submit")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--institution", required=True, help="the sending institution's code")
+@click.option("--key", help="its Ed25519 private key (PEM); default <data dir>/keys/<code>.pem")
+@click.option("--mapping", help="the CSV mapping file (TOML); default "
+              "<institution>.mapping.toml beside the exports")
+@click.option("--batch", type=int, default=500, show_default=True, help="items per submission")
+@click.option("--facility", multiple=True, metavar="HL7_FACILITY=CODE",
+              help="an HL7 receiving facility (MSH-6) and the consortium institution it is, "
+                   "for referrals (REF^I12); repeatable")
+@click.option("--dry-run", is_flag=True,
+              help="print the validation report and what would be sent; send nothing")
+@click.pass_context
+def submit_command(ctx: click.Context, **options: Any) -> None:
+    """submit HL7 v2, FHIR R4 and CSV files (or directories, walked recursively) through
+    NATS; exit 1 if anything was refused"""
+    run(ctx, lambda settings: submit(settings, SubmitOptions(**options)))
 
 
-def is_directory_bundle(data: bytes) -> bool:
+async def submit(settings: Settings, args: SubmitOptions) -> int:
+    from adapters.envelope import load_private_key_pem
+    from exchange.cli.submit_files import (
+        Journal,
+        MappingError,
+        Reader,
+        describe,
+        expand,
+        find_mapping,
+        is_directory_bundle,
+    )
+
+    key_path = Path(args.key) if args.key else settings.keys_dir / f"{args.institution}.pem"
     try:
-        doc = json.loads(data)
-    except ValueError:
-        return False
-    entries = doc.get("entry") if isinstance(doc, dict) else None
-    types = {e.get("resource", {}).get("resourceType") for e in entries or []
-             if isinstance(e, dict) and isinstance(e.get("resource"), dict)}
-    return bool(types) and types <= DIRECTORY_TYPES
+        key = load_private_key_pem(key_path.read_bytes())
+    except (OSError, ValueError) as exc:
+        click.echo(f"cannot read the institution's signing key {key_path}: {exc}", err=True)
+        return 2
+    files = expand(args.paths)
+    try:
+        mapping = find_mapping(files, args.institution, args.mapping)
+    except (OSError, MappingError) as exc:
+        for problem in getattr(exc, "problems", [exc]):
+            click.echo(f"mapping file: {problem}", err=True)
+        return 2
+    # Directory bundles (organisations, practitioners) resolve references; each is read once.
+    directories = {f: data for f in files if f.suffix.lower() == ".json"
+                   and is_directory_bundle(data := f.read_bytes())}
+    facilities = dict(f.split("=", 1) for f in args.facility if "=" in f)
+    if len(facilities) != len(args.facility):
+        click.echo("--facility takes HL7_FACILITY=institution-code", err=True)
+        return 2
+    reader = Reader(args.institution, key, batch=args.batch, mapping=mapping,
+                    directories=list(directories.values()), facilities=facilities)
+    journal = Journal(settings.data_dir / "submitted" / f"{args.institution}.ids")
+    files = [f for f in files if f not in directories]
+    for f in directories:
+        print(f"{f.name}: directory bundle (references resolved from it; nothing to send)")
+
+    # The validation report first: every file read, every refusal said, before anything is sent.
+    results, problems = [], 0
+    for path in files:
+        result = reader.read(path)
+        for problem in result.report.problems:
+            problems += 1
+            print(f"{path.name}: not sent: {problem}")
+        results.append(result)
+    total = sum(len(e["events"]) for r in results for e in r.envelopes)
+    if args.dry_run:
+        for result in results:
+            print(describe(result))
+        print(f"dry run: {len(files)} file(s), "
+              f"{sum(len(r.envelopes) for r in results)} submission(s) with {total} item(s) "
+              f"would be sent; {problems} problem(s) found")
+        return 1 if problems else 0
+    sent = await _send(settings, args.institution, results, journal, total)
+    accepted, held, rejected = sent
+    print(f"{accepted} submission(s) newly accepted, {held} already held, {rejected} rejected; "
+          f"{problems} problem(s) found before sending")
+    return 1 if rejected or problems else 0
 
 
-def find_mapping(paths: Sequence[Path], institution: str, given: str | None) -> CsvMapping | None:
-    """The CSV mapping: the one given, or ``<institution>.mapping.toml`` beside an export."""
-    candidates = [Path(given)] if given else sorted(
-        {p.parent / f"{institution}.mapping.toml" for p in paths if p.suffix.lower() == ".csv"})
-    for candidate in candidates:
-        if candidate.is_file():
-            return load_mapping(candidate.read_text(encoding="utf-8"))
-    return None
+async def _send(settings: Settings, institution: str, results: list[Any], journal: Any,
+                total: int) -> tuple[int, int, int]:
+    """Send what the journal does not hold yet, file by file, with a progress line; the
+    journal keeps each accepted id. Returns (newly accepted, already held, rejected)."""
+    from adapters.nats import SubmitClient
+    from exchange.cli.connect import messaging
+    from exchange.cli.progress import Progress
 
-
-class Journal:
-    """Submission ids the exchange has accepted, kept per institution in the data directory."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.ids: set[str] = set()
-        if path.exists():
-            self.ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
-
-    def add(self, ids: Sequence[str]) -> None:
-        new = [i for i in ids if i not in self.ids]
-        if new:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:
-                f.write("".join(f"{i}\n" for i in new))
-            self.ids.update(new)
-
-
-class Progress:
-    """One line on stderr: a bar, items done of all, and the rate."""
-
-    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
-        self.total, self.done, self.out = total, 0, out
-        self.started = self.shown = time.monotonic()
-
-    def advance(self, n: int, *, force: bool = False) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not force and now - self.shown < 0.2:
-            return
-        self.shown = now
-        rate = self.done / max(now - self.started, 1e-6)
-        filled = int(30 * self.done / max(self.total, 1))
-        self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} items"
-                       f"  {rate:,.0f} items/s")
-        self.out.flush()
-
-    def finish(self) -> None:
-        self.advance(0, force=True)
-        self.out.write("\n")
-
-
-def _problem(code: str, message: str) -> Problem:
-    return Problem(code, message)
-
-
-__all__ = ["FORMATS", "FileResult", "Journal", "MappingError", "Progress", "Reader", "describe",
-           "detect", "expand", "find_mapping", "is_directory_bundle"]
+    accepted = held = rejected = 0
+    async with messaging(settings, f"hie-submit-{institution}") as nc:
+        client = SubmitClient(nc, settings.consortium, institution)
+        with Progress(total) as progress:
+            for result in results:
+                todo = [e for e in result.envelopes if e["submission_id"] not in journal.ids]
+                skipped = len(result.envelopes) - len(todo)
+                held += skipped
+                progress.advance(sum(len(e["events"]) for e in result.envelopes
+                                     if e["submission_id"] in journal.ids))
+                receipts = await client.submit(
+                    todo, on_receipt=lambda r, by_id={e["submission_id"]: e for e in todo}:
+                    progress.advance(len(by_id[r["submission_id"]]["events"])))
+                now_accepted = []
+                for envelope in todo:
+                    receipt = receipts[envelope["submission_id"]]
+                    if receipt["status"] == "accepted":
+                        now_accepted.append(envelope["submission_id"])
+                        if receipt.get("repeat"):
+                            held += 1
+                        else:
+                            accepted += 1
+                    else:
+                        rejected += 1
+                        for problem in receipt["problems"]:
+                            print(f"\n{result.path.name}: rejected: "
+                                  f"{json.dumps(problem, ensure_ascii=False)}")
+                journal.add(now_accepted)
+                if result.envelopes:
+                    state = "accepted" if not any(
+                        receipts.get(e["submission_id"], {}).get("status") == "rejected"
+                        for e in todo) else "partly rejected"
+                    note = " (already held: nothing stored twice)" if skipped or any(
+                        receipts[e["submission_id"]].get("repeat") for e in todo) else ""
+                    print(f"\r{result.path.name}: {state}, {len(result.envelopes)} "
+                          f"submission(s){note}")
+    return accepted, held, rejected

@@ -3,7 +3,6 @@ by a running exchange within moments; audited by `hie token revoke`, or not done
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -15,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain.identity import patient_id_for
 from domain.resident_id import ResidentId
-from exchange.cli import main as cli
 from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
@@ -33,6 +32,7 @@ from exchange.auth.chain import (
 from exchange.auth.hospital_login import InstitutionLogin
 from exchange.settings import Settings
 from exchange.auth.tokens import TokenIssuer
+from exchange.cli.main import hie
 
 T = datetime.now(UTC).replace(microsecond=0)  # the moment of the revocations in these stories
 HOSPITAL_KEY = Ed25519PrivateKey.generate()
@@ -175,16 +175,16 @@ async def test_old_revocations_are_not_held_in_memory(watching: Revocations) -> 
 # The command line ----------------------------------------------------------------------------
 
 
-def args(*argv: str) -> argparse.Namespace:
-    return cli.parser().parse_args(["token", *argv])
+async def hie_token(settings: Settings, *argv: str) -> Result:
+    """`hie token ARGV...` with these settings (in a thread: the command runs its own loop)."""
+    return await asyncio.to_thread(CliRunner().invoke, hie, ["token", *argv], obj=settings)
 
 
 async def test_hie_token_revoke_is_audited_or_not_done(settings: Settings,
-                                                       pool: asyncpg.Pool,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                                       pool: asyncpg.Pool) -> None:
     # `hie token revoke --token-id` records the revocation and the admin action together.
-    assert await cli._token(settings, args("revoke", "--token-id", "abc123",
-                                           "--reason", "device lost")) == 0
+    assert (await hie_token(settings, "revoke", "--token-id", "abc123",
+                            "--reason", "device lost")).exit_code == 0
     assert await pool.fetchval("SELECT reason FROM revoked_tokens WHERE token_id = 'abc123'") \
         == "device lost"
     record = json.loads(await pool.fetchval(
@@ -192,28 +192,27 @@ async def test_hie_token_revoke_is_audited_or_not_done(settings: Settings,
     assert record["token_id"] == "abc123" and record["reason"] == "device lost"
     assert record["operator"]
     # `--person` cuts off every token the person holds now.
-    assert await cli._token(settings, args("revoke", "--person", "doctor-wu")) == 0
+    assert (await hie_token(settings, "revoke", "--person", "doctor-wu")).exit_code == 0
     assert await pool.fetchval("SELECT count(*) FROM revoked_persons WHERE person = "
                                "'doctor-wu'") == 1
     # When the audit log cannot record it, nothing is revoked.
     await pool.execute("ALTER TABLE audit_log ADD CONSTRAINT no_more_revokes "
                        "CHECK (action <> 'token.revoke') NOT VALID")
-    assert await cli._token(settings, args("revoke", "--token-id", "def456")) == 1
-    assert "nothing was revoked" in capsys.readouterr().err
+    refused = await hie_token(settings, "revoke", "--token-id", "def456")
+    assert refused.exit_code == 1 and "nothing was revoked" in refused.stderr
     assert await pool.fetchval("SELECT count(*) FROM revoked_tokens WHERE token_id = "
                                "'def456'") == 0
 
 
-async def test_hie_token_for_a_patient_names_the_regional_id(
-        settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_hie_token_for_a_patient_names_the_regional_id(settings: Settings) -> None:
     # A patient's token is bound to the regional id, and to no institution but "patient".
-    assert await cli._token(settings, args("--role", "patient", "--patient", RESIDENT)) == 0
-    out = capsys.readouterr()
-    ident = TokenIssuer(settings.secrets.token_key).verify(out.out.strip(),
+    out = await hie_token(settings, "--role", "patient", "--patient", RESIDENT)
+    assert out.exit_code == 0, out.stderr
+    ident = TokenIssuer(settings.secrets.token_key).verify(out.stdout.strip(),
                                                            now=datetime.now(UTC))
     expected = str(patient_id_for(ResidentId(RESIDENT), settings.secrets.pseudonym_key))
     assert (ident.person, ident.institution, ident.role) == (expected, "patient", "patient")
-    assert RESIDENT not in out.out + out.err
+    assert RESIDENT not in out.stdout + out.stderr
     # The patient role needs --patient; --patient needs the patient role; a bad ID is refused.
     for argv in (["--role", "patient", "--person", "x", "--institution", "patient"],
                  ["--role", "physician", "--patient", RESIDENT, "--person", "x",
@@ -221,8 +220,9 @@ async def test_hie_token_for_a_patient_names_the_regional_id(
                  ["--role", "patient", "--patient", "340524198001010013"],
                  ["revoke", "--token-id", "a", "--person", "b"],
                  ["revoke", "--role", "admin", "--person", "b"]):
-        assert await cli._token(settings, args(*argv)) == 2, argv
-    assert "340524198001010013" not in capsys.readouterr().err
+        refused = await hie_token(settings, *argv)
+        assert refused.exit_code == 2, argv
+        assert "340524198001010013" not in refused.stderr
     # The other roles work as before.
-    assert await cli._token(settings, args("--person", "inspector-2", "--institution", "bureau",
-                                           "--role", "regulator")) == 0
+    assert (await hie_token(settings, "--person", "inspector-2", "--institution", "bureau",
+                            "--role", "regulator")).exit_code == 0
