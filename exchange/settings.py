@@ -12,20 +12,24 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import secrets
-import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasGenerator, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consent.decision import DEFAULT_POLICY, AccessPolicy
-from domain.referral import URGENCIES, ReferralPolicy
+from domain.referral import ReferralPolicy
 from exchange.errors import ConfigurationError
+from exchange.policy_file import load_access_policy, load_policy, parse_duration
+
+__all__ = ["Environment", "Secrets", "Settings", "load_access_policy", "load_policy",
+           "load_settings", "parse_duration"]
 
 MIN_AUDIT_RETENTION_DAYS = 180
 _SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key", "portal_key")
@@ -41,31 +45,31 @@ class Environment(BaseSettings):
         case_sensitive=True, extra="ignore", frozen=True, hide_input_in_errors=True,
         alias_generator=AliasGenerator(validation_alias=lambda name: f"HIE_{name.upper()}"))
 
-    data_dir: Path = Field(Path(".hie"), description="must name a directory")
+    data_dir: Path = Field(default=Path(".hie"), description="must name a directory")
     consortium: str = Field(
-        "demo", pattern=r"^[a-z0-9_-]{1,32}$",
+        default="demo", pattern=r"^[a-z0-9_-]{1,32}$",
         description="must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)")
-    database_url: str | None = Field(None, description="must be a PostgreSQL URL")
-    nats_url: str | None = Field(None, description="must be a NATS URL")
-    http_host: str = Field("127.0.0.1", description="must be a host name or address")
-    http_port: int = Field(8780, ge=0, le=65_535, description="must be a port number")
+    database_url: str | None = Field(default=None, description="must be a PostgreSQL URL")
+    nats_url: str | None = Field(default=None, description="must be a NATS URL")
+    http_host: str = Field(default="127.0.0.1", description="must be a host name or address")
+    http_port: int = Field(default=8780, ge=0, le=65_535, description="must be a port number")
     audit_retention_days: int | None = Field(
-        None, ge=MIN_AUDIT_RETENTION_DAYS,
+        default=None, ge=MIN_AUDIT_RETENTION_DAYS,
         description=f"must be at least {MIN_AUDIT_RETENTION_DAYS}: the Cybersecurity Law "
                     "(Art. 21) requires network logs to be kept six months or more")
-    audit_head_seconds: float = Field(5.0, gt=0, lt=86_400, allow_inf_nan=False,
+    audit_head_seconds: float = Field(default=5.0, gt=0, lt=86_400, allow_inf_nan=False,
                                       description=_SECONDS)
-    gateway_processes: int = Field(0, ge=0, le=16,
+    gateway_processes: int = Field(default=0, ge=0, le=16,
                                    description="must be a whole number from 0 to 16")
-    scheduler_seconds: float = Field(30.0, gt=0, lt=86_400, allow_inf_nan=False,
+    scheduler_seconds: float = Field(default=30.0, gt=0, lt=86_400, allow_inf_nan=False,
                                      description=_SECONDS)
-    policy_file: Path | None = Field(None, description="must name the policy file (TOML)")
+    policy_file: Path | None = Field(default=None, description="must name the policy file (TOML)")
     # Secrets: given here, or generated into <data dir>/secrets.json; never a default value.
-    ledger_cipher_key: SecretStr | None = Field(None, description=_SECRET)
-    pseudonym_key: SecretStr | None = Field(None, description=_SECRET)
-    token_key: SecretStr | None = Field(None, description=_SECRET)
-    audit_key: SecretStr | None = Field(None, description=_SECRET)
-    portal_key: SecretStr | None = Field(None, description=_SECRET)
+    ledger_cipher_key: SecretStr | None = Field(default=None, description=_SECRET)
+    pseudonym_key: SecretStr | None = Field(default=None, description=_SECRET)
+    token_key: SecretStr | None = Field(default=None, description=_SECRET)
+    audit_key: SecretStr | None = Field(default=None, description=_SECRET)
+    portal_key: SecretStr | None = Field(default=None, description=_SECRET)
 
     @field_validator("database_url", "nats_url", "policy_file", *_SECRET_NAMES, mode="before")
     @classmethod
@@ -80,25 +84,45 @@ class Environment(BaseSettings):
         return value
 
     @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (_MappingSource(settings_cls, _GIVEN.get(os.environ)),)
+
+    @classmethod
     def read(cls, env: Mapping[str, str]) -> Environment:
         """The settings in ``env`` (the process environment, or a mapping a test gives)."""
+        given = _GIVEN.set(env)
         try:
-            return cls(_build_sources=((_MappingSource(cls, env),), {}))
+            return cls()
         except ValidationError as exc:
             alias = str(exc.errors()[0]["loc"][0])
             field = cls.model_fields[alias.removeprefix("HIE_").lower()]
             raise ConfigurationError(f"{alias} {field.description}") from None
+        finally:
+            _GIVEN.reset(given)
 
 
-class _MappingSource(EnvSettingsSource):
-    """The library's environment source over a given mapping instead of ``os.environ``."""
+# The variables `Environment.read` was given (unset: the process environment).
+_GIVEN: ContextVar[Mapping[str, str]] = ContextVar("hie_environment")
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """``HIE_<FIELD>`` variables from a mapping, by exact (upper-case) name."""
 
     def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
-        self._given = env
         super().__init__(settings_cls)
+        self._env = env
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {k: v for k, v in self._given.items() if k.startswith("HIE_")}
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = f"HIE_{field_name.upper()}"
+        return self._env.get(name), name, False
+
+    def __call__(self) -> dict[str, Any]:
+        names = (f"HIE_{name.upper()}" for name in self.settings_cls.model_fields)
+        return {name: self._env[name] for name in names if name in self._env}
 
 
 @dataclass(frozen=True)
@@ -171,128 +195,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scheduler_seconds=given.scheduler_seconds,
         secrets=_load_secrets(data_dir, given),
     )
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_duration(raw: object, where: str) -> timedelta:
-    """'45s', '30m', '2h', '14d' → a timedelta; anything else fails naming ``where``."""
-    match = _DURATION.match(raw) if isinstance(raw, str) else None
-    try:
-        if match is None or float(match[1]) <= 0:
-            raise ValueError
-        return timedelta(**{_UNITS[match[2]]: float(match[1])})
-    except (ValueError, OverflowError):
-        raise ConfigurationError(
-            f"{where} must be a positive duration such as '2h' or '14d'") from None
-
-
-def load_policy(path: Path, *, explicit: bool = False) -> ReferralPolicy:
-    """The consortium's referral deadlines from ``[referral]`` of a TOML file (defaults if
-    the file does not exist). Example::
-
-        [referral]
-        accept_within = { emergency = "2h", urgent = "24h", routine = "72h" }
-        arrive_within = "7d"
-        follow_up_within = "14d"
-        care_after_completion = "30d"
-    """
-    if not path.exists():
-        if explicit:
-            raise ConfigurationError(f"HIE_POLICY_FILE names {path.name}, which does not exist")
-        return ReferralPolicy()
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path.name} is not valid TOML: {exc}") from None
-    section = doc.get("referral", {})
-    if not isinstance(section, dict):
-        raise ConfigurationError(f"{path.name}: [referral] must be a table")
-    unknown = set(section) - {"accept_within", "arrive_within", "follow_up_within",
-                              "care_after_completion"}
-    if unknown:
-        raise ConfigurationError(f"{path.name} [referral] has unknown keys: {sorted(unknown)}")
-    defaults = ReferralPolicy()
-    accept = dict(defaults.accept_within)
-    given = section.get("accept_within", {})
-    if not isinstance(given, dict) or set(given) - set(URGENCIES):
-        extra = sorted(set(given) - set(URGENCIES)) if isinstance(given, dict) else []
-        raise ConfigurationError(f"{path.name} [referral] accept_within maps "
-                                 f"{', '.join(URGENCIES)} to durations"
-                                 + (f"; unknown: {', '.join(extra)}" if extra else ""))
-    accept |= {u: parse_duration(v, f"[referral] accept_within.{u}") for u, v in given.items()}
-
-    def span(name: str) -> timedelta:
-        if name not in section:
-            return getattr(defaults, name)  # type: ignore[no-any-return]
-        return parse_duration(section[name], f"[referral] {name}")
-
-    return ReferralPolicy(accept_within=accept, arrive_within=span("arrive_within"),
-                          follow_up_within=span("follow_up_within"),
-                          care_after_completion=span("care_after_completion"))
-
-
-_ACCESS_KEYS = {"clinical_roles", "purposes", "break_glass_categories", "referral_categories",
-                "recent_results", "care_after_record"}
-
-
-def load_access_policy(path: Path) -> AccessPolicy:
-    """The consortium's access policy from ``[access]`` of the policy file (defaults when
-    absent). Example::
-
-        [access]
-        clinical_roles = ["physician", "nurse"]
-        referral_categories = ["demographics", "encounter", "diagnosis", "medication",
-                               "allergy", "lab", "vital"]
-        recent_results = "180d"      # what a referral's receiver sees of lab and vital results
-        care_after_record = "365d"   # an entry an institution recorded keeps its care this long
-        [access.purposes]            # purpose -> general categories (sensitive: by consent only)
-        TREAT = ["demographics", "encounter", "diagnosis", "medication", "allergy", "lab",
-                 "vital", "procedure", "immunization", "document", "observation"]
-        HRESCH = ["diagnosis", "lab", "vital", "medication", "immunization", "procedure"]
-    """
-    if not path.exists():
-        return DEFAULT_POLICY
-    try:
-        section = tomllib.loads(path.read_text(encoding="utf-8")).get("access", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path.name} is not valid TOML: {exc}") from None
-    if not isinstance(section, dict):
-        raise ConfigurationError(f"{path.name}: [access] must be a table")
-    if unknown := set(section) - _ACCESS_KEYS:
-        raise ConfigurationError(f"{path.name} [access] has unknown keys: {sorted(unknown)}")
-
-    def names(value: object, where: str) -> frozenset[str]:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigurationError(f"{path.name} [access] {where} is a list of names")
-        return frozenset(value)
-
-    d = DEFAULT_POLICY
-    try:
-        purposes = d.purposes
-        if "purposes" in section:
-            if not isinstance(section["purposes"], dict):
-                raise ConfigurationError(f"{path.name} [access.purposes] maps purposes to lists")
-            purposes = {k: names(v, f"purposes.{k}") for k, v in section["purposes"].items()}
-        return AccessPolicy(
-            clinical_roles=tuple(sorted(names(section["clinical_roles"], "clinical_roles")))
-            if "clinical_roles" in section else d.clinical_roles,
-            purposes=purposes,
-            break_glass_categories=names(section["break_glass_categories"],
-                                         "break_glass_categories")
-            if "break_glass_categories" in section else d.break_glass_categories,
-            referral_categories=names(section["referral_categories"], "referral_categories")
-            if "referral_categories" in section else d.referral_categories,
-            recent_results=parse_duration(section["recent_results"], "[access] recent_results")
-            if "recent_results" in section else d.recent_results,
-            care_after_record=parse_duration(section["care_after_record"],
-                                             "[access] care_after_record")
-            if "care_after_record" in section else d.care_after_record,
-        )
-    except ValueError as exc:  # the policy's own checks (unknown or sensitive categories)
-        raise ConfigurationError(f"{path.name} [access]: {exc}") from None
 
 
 def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
