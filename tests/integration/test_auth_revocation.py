@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain.identity import patient_id_for
 from domain.resident_id import ResidentId
+from exchange.cli.main import hie
 from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
@@ -32,7 +33,6 @@ from exchange.auth.chain import (
 from exchange.auth.hospital_login import InstitutionLogin
 from exchange.settings import Settings
 from exchange.auth.tokens import TokenIssuer
-from exchange.cli.main import hie
 
 T = datetime.now(UTC).replace(microsecond=0)  # the moment of the revocations in these stories
 HOSPITAL_KEY = Ed25519PrivateKey.generate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from pathlib import Path
@@ -46,3 +47,54 @@ def test_gateway_processes_default_to_none_and_refuse_nonsense(tmp_path: Path) -
     for bad in ("-1", "17", "two", "1.5"):
         with pytest.raises(ConfigurationError, match="HIE_GATEWAY_PROCESSES"):
             load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_GATEWAY_PROCESSES": bad})
+
+
+@pytest.mark.parametrize(("name", "value", "fix"), [
+    ("HIE_CONSORTIUM", "Demo", "1-32 lower-case letters"),
+    ("HIE_CONSORTIUM", "x" * 33, "1-32 lower-case letters"),
+    ("HIE_HTTP_PORT", "", "a port number"),
+    ("HIE_HTTP_PORT", "70000", "a port number"),
+    ("HIE_AUDIT_RETENTION_DAYS", "200.5", "at least 180"),
+    ("HIE_AUDIT_RETENTION_DAYS", "", "at least 180"),
+    ("HIE_AUDIT_HEAD_SECONDS", "86400", "a positive number of seconds"),
+    ("HIE_SCHEDULER_SECONDS", "-inf", "a positive number of seconds"),
+    ("HIE_GATEWAY_PROCESSES", "true", "a whole number from 0 to 16"),
+])
+def test_each_refused_variable_is_named_with_what_it_must_be(tmp_path: Path, name: str,
+                                                              value: str, fix: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings({"HIE_DATA_DIR": str(tmp_path), name: value})
+    assert refused.value.message.startswith(f"{name} must be")
+    assert fix in refused.value.message and refused.value.code == "config.invalid"
+
+
+def test_secrets_from_the_environment_win_and_are_not_written(tmp_path: Path) -> None:
+    key = base64.b64encode(bytes(range(32))).decode()
+    given = load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_TOKEN_KEY": key})
+    assert given.secrets.token_key == bytes(range(32))
+    assert "token_key" not in json.loads((tmp_path / "secrets.json").read_text())
+    # A key of the wrong size is refused without repeating it.
+    short = base64.b64encode(b"secret-but-short").decode()
+    with pytest.raises(ConfigurationError, match="32 bytes") as refused:
+        load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_AUDIT_KEY": short})
+    assert short not in str(refused.value)
+
+
+def test_only_the_exact_upper_case_names_are_read_and_empty_urls_mean_embedded(
+        tmp_path: Path) -> None:
+    settings = load_settings({"HIE_DATA_DIR": str(tmp_path), "hie_consortium": "Bad Name!",
+                              "HIE_DATABASE_URL": "", "HIE_NATS_URL": "",
+                              "HIE_SOMETHING_ELSE": "x"})
+    assert settings.consortium == "demo" and settings.embedded
+    assert settings.database_url is None and settings.nats_url is None
+
+
+def test_without_a_mapping_the_process_environment_is_read(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIE_DATA_DIR", str(tmp_path / "here"))
+    monkeypatch.setenv("HIE_CONSORTIUM", "county-7")
+    monkeypatch.setenv("HIE_SCHEDULER_SECONDS", "12.5")
+    settings = load_settings()
+    assert (settings.data_dir, settings.consortium, settings.scheduler_seconds) == (
+        tmp_path / "here", "county-7", 12.5)
+    assert (tmp_path / "here" / "secrets.json").exists()
