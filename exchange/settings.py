@@ -34,7 +34,7 @@ __all__ = ["Environment", "Secrets", "Settings", "load_access_policy", "load_pol
 MIN_AUDIT_RETENTION_DAYS = 180
 _SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key", "portal_key")
 _SECONDS = "must be a positive number of seconds (below a day)"
-_SECRET = "must be 32 bytes, base64-encoded (or unset: generated into secrets.json)"
+_SECRET = "must be base64-encoded bytes (or unset: generated into secrets.json)"
 
 
 class Environment(BaseSettings):
@@ -211,14 +211,17 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
         with os.fdopen(fd, "w") as fh:
             json.dump(stored, fh)
         os.replace(tmp, path)
-    chosen = stored | from_env
-    try:
-        keys = {n: base64.b64decode(chosen[n], validate=True) for n in _SECRET_NAMES}
-    except ValueError:
-        raise ConfigurationError("a secret in HIE_* or secrets.json is not valid base64") from None
-    if any(len(keys[n]) != 32 for n in _SECRET_NAMES if n != "pseudonym_key"):
-        raise ConfigurationError("ledger_cipher_key, token_key, audit_key and portal_key must "
-                                 "be 32 bytes (base64)")
+    chosen, keys = stored | from_env, {}
+    for name in _SECRET_NAMES:
+        where = f"HIE_{name.upper()}" if name in from_env else f"{name} in secrets.json"
+        try:
+            keys[name] = base64.b64decode(chosen[name], validate=True)
+        except ValueError:
+            raise ConfigurationError(f"a secret in HIE_* or secrets.json is not valid base64: "
+                                     f"{where}") from None
+        if name != "pseudonym_key" and len(keys[name]) != 32:
+            raise ConfigurationError(f"ledger_cipher_key, token_key, audit_key and portal_key "
+                                     f"must be 32 bytes (base64): {where} is not")
     return Secrets(ledger_cipher_key=chosen["ledger_cipher_key"],
                    pseudonym_key=keys["pseudonym_key"], token_key=keys["token_key"],
                    audit_key=keys["audit_key"], portal_key=keys["portal_key"])

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from exchange.cli.common import run
 from exchange.settings import Settings
+
+if TYPE_CHECKING:
+    from exchange.cli.submit_files import FileResult, Journal
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,8 @@ async def submit(settings: Settings, args: SubmitOptions) -> int:
     return 1 if rejected or problems else 0
 
 
-async def _send(settings: Settings, institution: str, results: list[Any], journal: Any,
-                total: int) -> tuple[int, int, int]:
+async def _send(settings: Settings, institution: str, results: list[FileResult],
+                journal: Journal, total: int) -> tuple[int, int, int]:
     """Send what the journal does not hold yet, file by file, with a progress line; the
     journal keeps each accepted id. Returns (newly accepted, already held, rejected)."""
     from adapters.nats import SubmitClient
@@ -125,9 +128,12 @@ async def _send(settings: Settings, institution: str, results: list[Any], journa
                 held += skipped
                 progress.advance(sum(len(e["events"]) for e in result.envelopes
                                      if e["submission_id"] in journal.ids))
-                receipts = await client.submit(
-                    todo, on_receipt=lambda r, by_id={e["submission_id"]: e for e in todo}:
-                    progress.advance(len(by_id[r["submission_id"]]["events"])))
+                by_id = {e["submission_id"]: e for e in todo}
+
+                def on_receipt(receipt: dict[str, Any], by_id: dict[str, Any] = by_id) -> None:
+                    progress.advance(len(by_id[receipt["submission_id"]]["events"]))
+
+                receipts = await client.submit(todo, on_receipt=on_receipt)
                 now_accepted = []
                 for envelope in todo:
                     receipt = receipts[envelope["submission_id"]]
