@@ -96,6 +96,28 @@ CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
     return "".join(out)
 
 
+_COMMENTS = """
+COMMENT ON TABLE audit_log IS 'The audit log, one row per record, append-only (triggers refuse
+UPDATE, DELETE and TRUNCATE): leaf_hash is its RFC 9162 leaf, chain_hash links it to the row
+before. Check with hie audit verify.';
+COMMENT ON TABLE audit_nodes IS 'Every complete Merkle subtree hash of audit_log by (level,
+idx), append-only: proofs are a few lookups.';
+COMMENT ON TABLE audit_tree IS 'One row: the tree size, its right edge (frontier) and the hash
+chain head, moved only by audit_append().';
+COMMENT ON TABLE audit_heads IS 'Signed tree heads (C2SP tlog-checkpoint notes), append-only;
+each extends the one before.';
+"""
+
+# The schema in versioned steps (exchange.servers.migrations runs them): step N is version N.
+# Never edit, reorder or remove a released step; a change is a new step at the end.
+BASELINE_TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads")
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("baseline: log, Merkle nodes, tree, signed heads, append-only triggers, append function",
+     SCHEMA + _triggers() + _APPEND_FUNCTION),
+    ("comments on what each audit table holds", _COMMENTS),
+)
+
+
 def canonical_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -129,11 +151,6 @@ class AuditStore:
         self.pool = pool
         self.hasher = SHA256
         self._state: tuple[Frontier, bytes] | None = None  # the tree as last appended to
-
-    async def create_schema(self) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-audit-schema'))")
-            await conn.execute(SCHEMA + _triggers() + _APPEND_FUNCTION)
 
     # Appending --------------------------------------------------------------------------------
 
