@@ -5,7 +5,8 @@ chain link so that a verifier can name the first bad row, whatever was done to i
 are group-committed: many records, one transaction, one WAL flush. The store keeps every
 complete tree node (``audit_nodes``) so inclusion and consistency proofs are a few lookups,
 and the tree's right edge (``audit_tree``) so the root at the current size is O(log n).
-Triggers refuse UPDATE, DELETE and TRUNCATE on the log, its nodes and its signed heads.
+Triggers refuse UPDATE, DELETE and TRUNCATE on the log, its nodes and its signed heads. The
+tables are made by the versioned steps in ``MIGRATIONS`` (run by exchange.servers.migrations).
 """
 
 from __future__ import annotations

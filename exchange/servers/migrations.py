@@ -28,7 +28,8 @@ Writing the next change (the audit component's version 2 is an example):
   ``tests/unit/test_migrations.py``): a correction is a further step;
 - a step runs exactly once, so it need not be idempotent, but it must be correct on every
   database at the previous version, data included (add a column with a default, backfill,
-  then constrain — in one step or several);
+  then constrain — in one step or several); it runs inside a transaction, so nothing that
+  refuses one (``CREATE INDEX CONCURRENTLY``);
 - processes of older code must not start against a migrated database: they would run their
   unversioned baseline again (the version table cannot stop code that predates it).
 """
@@ -175,7 +176,8 @@ async def _migrate_locked(conn: asyncpg.Connection,
     plans = [(c, pending(c, recorded.get(c.name, {}))) for c in components]  # all, then apply
     applied: list[Applied] = []
     for component, steps in plans:
-        adopted = not recorded.get(component.name) and await _tables_exist(conn, component)
+        adopted = bool(steps) and not recorded.get(component.name) \
+            and await _tables_exist(conn, component)
         for step in steps:
             is_adopted = adopted and step.version == 1
             async with conn.transaction():
