@@ -246,7 +246,7 @@ async def _revoke(settings: Settings, args: argparse.Namespace) -> int:
 
     from audit.postgres import AuditStore, AuditWriteError
     from exchange.auth.revocations import Revocations
-    from exchange.bootstrap import running_endpoints
+    from exchange.bootstrap import migrate_stored_tables, running_endpoints
 
     if args.role is not None or args.institution is not None or args.hours != _HOURS:
         return _usage("hie token revoke: takes --token-id ID, --person P or --patient "
@@ -266,8 +266,7 @@ async def _revoke(settings: Settings, args: argparse.Namespace) -> int:
                                      max_size=2)
     try:
         revocations, store = Revocations(pool), AuditStore(pool)
-        await revocations.create_schema()
-        await store.create_schema()
+        await migrate_stored_tables(pool)
         async with pool.acquire() as conn, conn.transaction():
             if args.token_id is not None:
                 record["already_revoked"] = not await revocations.revoke_token(
@@ -324,13 +323,13 @@ async def _audit_admin(settings: Settings, record: dict[str, Any]) -> bool:
     import asyncpg
 
     from audit.postgres import AuditStore, AuditWriteError
-    from exchange.bootstrap import running_endpoints
+    from exchange.bootstrap import migrate_stored_tables, running_endpoints
 
     pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
                                      max_size=1)
     try:
         store = AuditStore(pool)
-        await store.create_schema()
+        await migrate_stored_tables(pool)
         await store.append(record | {"decision": "permit", "reasons": [],
                                      "operator": _operator()}, datetime.now(UTC))
     except AuditWriteError:
