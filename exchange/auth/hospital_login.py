@@ -200,9 +200,9 @@ def _public_key(pem: object, where: str, base: Path) -> _PublicKey:
         if isinstance(pem, dict) and isinstance(pem.get("file"), str):
             pem = (base / pem["file"]).read_text()
         if not isinstance(pem, str):
-            raise ValueError("a PEM string or {file = \"...\"}")
+            raise TypeError("a PEM string or {file = \"...\"}")
         key = serialization.load_pem_public_key(pem.encode())
-    except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+    except (OSError, TypeError, ValueError, UnsupportedAlgorithm) as exc:
         raise ConfigurationError(f"{where}: not a readable PEM public key ({exc})") from None
     if isinstance(key, Ed25519PublicKey) or (
             isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):

@@ -4,7 +4,7 @@ is signed and checked here, so algorithm handling lives in one place.
 Rules kept for every token (RFC 8725, JWT best current practice):
 - the key decides the algorithm: ``decode`` is given the key and the one algorithm that key
   has, never the header's choice, so ``none``, ``HS256`` keyed with a public key or an ES256
-  claim for an Ed25519 key are refused by the library before any claim is read;
+  claim for an Ed25519 key are refused by the library before any claim is believed;
 - keys offered in the header (``jwk``, ``jku``, ``x5c``) are never used: the caller passes the
   key;
 - time claims are the caller's to check against the clock it is given (PyJWT would read the
@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 if TYPE_CHECKING:
     from jwt.types import Options
 
-__all__ = ["AudienceMismatch", "JoseError", "PublicKey", "SignatureMismatch", "algorithm_of", "decode", "encode",
-           "key_id", "unverified_header"]
+__all__ = ["AudienceMismatch", "JoseError", "PublicKey", "SignatureMismatch", "algorithm_of",
+           "decode", "encode", "is_type", "key_id", "unverified_header"]
 
 PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -38,7 +38,6 @@ PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 JoseError = jwt.InvalidTokenError
 SignatureMismatch = jwt.InvalidSignatureError  # the signature does not verify with the key
 AudienceMismatch = jwt.InvalidAudienceError  # verified, but not for this audience (or none)
-
 
 
 def algorithm_of(key: PublicKey | PrivateKey) -> str:
@@ -65,22 +64,32 @@ def encode(claims: Mapping[str, Any], key: PrivateKey, *, headers: Mapping[str, 
 
 
 def decode(token: str, key: PublicKey, *, audience: str | None = None,
-           issuer: str | None = None, require: Sequence[str] = ()) -> dict[str, Any]:
+           issuer: str | None = None, require: Sequence[str] = (),
+           token_type: str | None = None) -> dict[str, Any]:
     """The verified claims of ``token`` (signature, algorithm pinned to ``key``, and ``aud`` /
-    ``iss`` when given), or ``JoseError``. A token carrying ``aud`` is refused when no audience
-    is expected."""
+    ``iss`` / the header's ``typ`` when given), or ``JoseError``. A token carrying ``aud`` is
+    refused when no audience is expected."""
     options: Options = {
         "verify_exp": False, "verify_nbf": False, "verify_iat": False,  # checked against `now`
         "verify_sub": False, "verify_jti": False,  # their format is checked with the others
         "require": list(require)}
     try:
-        claims: dict[str, Any] = jwt.decode(token, key, algorithms=[algorithm_of(key)],
-                                            audience=audience, issuer=issuer, options=options)
+        decoded = jwt.decode_complete(token, key, algorithms=[algorithm_of(key)],
+                                      audience=audience, issuer=issuer, options=options)
     except jwt.MissingRequiredClaimError as exc:
         if exc.claim == "aud" and audience is not None:
             raise AudienceMismatch("the token names no audience") from None
         raise
+    if token_type is not None and not is_type(decoded["header"], token_type):
+        raise JoseError(f"the token's type (typ) is not {token_type}")
+    claims: dict[str, Any] = decoded["payload"]
     return claims
+
+
+def is_type(header: Mapping[str, Any], token_type: str) -> bool:
+    """Whether the header's ``typ`` names ``token_type`` (compared as a media type is)."""
+    typ = header.get("typ")
+    return isinstance(typ, str) and typ.lower() == token_type.lower()
 
 
 def unverified_header(token: str) -> dict[str, Any] | None:

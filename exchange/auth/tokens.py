@@ -56,19 +56,18 @@ def is_own_token(token: str) -> bool:
     if token.startswith(OLD_PREFIX):
         return True
     header = jose.unverified_header(token) if len(token) <= MAX_LENGTH else None
-    typ = header.get("typ") if header else None
-    return isinstance(typ, str) and typ.lower() == TOKEN_TYPE
+    return header is not None and jose.is_type(header, TOKEN_TYPE)
 
 
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError("not text")
+        raise TypeError("not text")
     return value
 
 
 def _seconds(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("not whole seconds")
+        raise TypeError("not whole seconds")
     return value
 
 
@@ -100,15 +99,15 @@ class TokenIssuer:
                              "is no longer accepted: get a new one with hie token",
                              code="token.old_format")
         try:
-            if len(token) > MAX_LENGTH or not is_own_token(token):
-                raise ValueError("not this exchange's token type")
-            claims = jose.decode(token, self._public, require=_CLAIMS)
+            if len(token) > MAX_LENGTH:
+                raise ValueError("too long to be this exchange's token")
+            claims = jose.decode(token, self._public, require=_CLAIMS, token_type=TOKEN_TYPE)
             ident = Identity(_text(claims["sub"]), _text(claims["inst"]),
                              _text(claims["role"]),
                              datetime.fromtimestamp(_seconds(claims["exp"]), now.tzinfo),
                              _text(claims["jti"]),
                              datetime.fromtimestamp(_seconds(claims["iat"]), now.tzinfo))
-        except (jose.JoseError, ValueError, OverflowError, OSError):
+        except (jose.JoseError, TypeError, ValueError, OverflowError, OSError):
             raise TokenError(_NOT_OURS) from None
         if ident.role not in ROLES:
             raise TokenError("the bearer token names an unknown role", code="token.unknown_role")

@@ -187,6 +187,10 @@ def test_a_key_in_the_header_is_never_used() -> None:
 def test_wrong_audience_and_roles_the_login_may_not_issue_are_refused() -> None:
     refused(jws(claims(aud="hospital-his")), "token.wrong_audience")
     refused(jws(claims(aud=None)), "token.wrong_audience")
+    refused(jws(claims(aud=[])), "token.wrong_audience")
+    # RFC 7519 §4.1.3: an array of strings; anything else is not an audience at all.
+    refused(jws(claims(aud=[AUDIENCE, 7])), "token.wrong_audience")
+    refused(jws(claims(aud={"aud": AUDIENCE})), "token.wrong_audience")
     refused(jws(claims(role="admin")), "token.role_not_allowed")
     refused(jws(claims(role="patient")), "token.role_not_allowed")
     refused(jws(claims(role=["physician"])), "token.role_not_allowed")
