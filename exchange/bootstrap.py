@@ -32,6 +32,7 @@ from exchange.auth import revocations as revocation_tables
 from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
+    HospitalLogin,
     Revocations,
     RevokingAuthenticator,
     load_hospital_logins,
@@ -110,7 +111,7 @@ class Runtime:
     # The read API's own connections: no LISTEN, no session state, so nothing to reset when
     # one goes back to the pool (asyncpg's reset is a round trip per query otherwise).
     read_pool: asyncpg.Pool | None = None
-    logins: Any = None  # exchange.auth.hospital_login.HospitalLogin: members' own sign-in
+    logins: HospitalLogin | None = None  # members' own sign-in (logins.toml)
     revocations: Revocations | None = None
 
     async def sync(self, fn: Any, *args: Any) -> Any:
