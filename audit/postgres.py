@@ -5,7 +5,8 @@ chain link so that a verifier can name the first bad row, whatever was done to i
 are group-committed: many records, one transaction, one WAL flush. The store keeps every
 complete tree node (``audit_nodes``) so inclusion and consistency proofs are a few lookups,
 and the tree's right edge (``audit_tree``) so the root at the current size is O(log n).
-Triggers refuse UPDATE, DELETE and TRUNCATE on the log, its nodes and its signed heads.
+Triggers refuse UPDATE, DELETE and TRUNCATE on the log, its nodes and its signed heads. The
+tables are made by the versioned steps in ``MIGRATIONS`` (run by exchange.servers.migrations).
 """
 
 from __future__ import annotations
@@ -96,6 +97,28 @@ CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
     return "".join(out)
 
 
+_COMMENTS = """
+COMMENT ON TABLE audit_log IS 'The audit log, one row per record, append-only (triggers refuse
+UPDATE, DELETE and TRUNCATE): leaf_hash is its RFC 9162 leaf, chain_hash links it to the row
+before. Check with hie audit verify.';
+COMMENT ON TABLE audit_nodes IS 'Every complete Merkle subtree hash of audit_log by (level,
+idx), append-only: proofs are a few lookups.';
+COMMENT ON TABLE audit_tree IS 'One row: the tree size, its right edge (frontier) and the hash
+chain head, moved only by audit_append().';
+COMMENT ON TABLE audit_heads IS 'Signed tree heads (C2SP tlog-checkpoint notes), append-only;
+each extends the one before.';
+"""
+
+# The schema in versioned steps (exchange.servers.migrations runs them): step N is version N.
+# Never edit, reorder or remove a released step; a change is a new step at the end.
+BASELINE_TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads")
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("baseline: log, Merkle nodes, tree, signed heads, append-only triggers, append function",
+     SCHEMA + _triggers() + _APPEND_FUNCTION),
+    ("comments on what each audit table holds", _COMMENTS),
+)
+
+
 def canonical_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -129,11 +152,6 @@ class AuditStore:
         self.pool = pool
         self.hasher = SHA256
         self._state: tuple[Frontier, bytes] | None = None  # the tree as last appended to
-
-    async def create_schema(self) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-audit-schema'))")
-            await conn.execute(SCHEMA + _triggers() + _APPEND_FUNCTION)
 
     # Appending --------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
+from exchange.bootstrap import migrate_stored_tables
 from exchange.servers.audit_heads import HeadSigner, verify_log
 from exchange.servers.embedded import EmbeddedPostgres
 
@@ -124,8 +125,10 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     try:
         pool = await asyncpg.create_pool(url, min_size=2, max_size=8)
         await pool.execute("DROP TABLE IF EXISTS audit_log, audit_nodes, audit_tree, audit_heads")
+        if await pool.fetchval("SELECT to_regclass('schema_versions') IS NOT NULL"):
+            await pool.execute("DELETE FROM schema_versions WHERE component = 'audit'")
+        await migrate_stored_tables(pool)
         store = AuditStore(pool)
-        await store.create_schema()
         writer = AuditWriter(store)
         out: dict[str, float] = raw_rates(json.dumps(record(1)).encode())
         print(f"raw: sha256 {out['raw_sha256_per_s']:,.0f}/s, ed25519 verify "

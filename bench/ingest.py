@@ -16,6 +16,10 @@ projection. Every process's RSS is sampled throughout. Raw figures: the ledger's
 appending the same events one aggregate per event in batches of 100, asyncpg COPY of the
 same rows, JetStream publish and fetch+ack of the same envelopes.
 
+The parts live beside this script: the synthetic county in ``bench/ingest_county.py``, the
+raw figures in ``bench/ingest_raw.py``, the load and what it watches in
+``bench/ingest_load.py``, the figures and the printed summary in ``bench/ingest_report.py``.
+
 The last line is one JSON object.
 """
 
@@ -30,381 +34,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import re  # noqa: E402
-import secrets as pysecrets  # noqa: E402
 import shutil  # noqa: E402
-import statistics  # noqa: E402
-import struct  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from datetime import UTC, date, datetime, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
 
 import asyncpg  # noqa: E402
 import nats  # noqa: E402
 import psutil  # noqa: E402
 
-from adapters.envelope import (  # noqa: E402
-    build_envelope,
-    encode,
-    new_private_key,
-    private_key_pem,
-    public_key_b64,
+from adapters.envelope import new_private_key, private_key_pem, public_key_b64  # noqa: E402
+from bench.cleanup import drop_what_the_run_made  # noqa: E402
+from bench.ingest_county import read_envelopes, write_envelopes  # noqa: E402
+from bench.ingest_load import (  # noqa: E402
+    Receipts,
+    Rss,
+    autovacuum_done,
+    cpu_seconds,
+    fixed_rate,
+    publisher_main,
+    wait_visible,
 )
-from domain.resident_id import make_resident_id  # noqa: E402
+from bench.ingest_raw import raw_copy, raw_jetstream, raw_ledger_limit  # noqa: E402
+from bench.ingest_report import build_figures, print_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HIE = str(Path(sys.executable).with_name("hie"))
-T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
-LOINC = [("8480-6", "收缩压", "mmHg", "mm[Hg]", 120), ("8462-4", "舒张压", "mmHg", "mm[Hg]", 80),
-         ("2345-7", "葡萄糖", "mmol/L", "mmol/L", 6), ("718-7", "血红蛋白", "g/L", "g/L", 130)]
-ICD = [("I10", "原发性高血压"), ("E11.9", "2型糖尿病"), ("J06.9", "急性上呼吸道感染")]
-
-
-# Synthetic county --------------------------------------------------------------------------
-
-
-def resident_items(inst: str, n: int, count: int) -> list[dict[str, Any]]:
-    """``count`` items for resident n at one institution: registration, visits, diagnoses,
-    results. Values are synthetic; the resident ID is a valid, made-up GB 11643 number."""
-    rid = make_resident_id("341122", date(1950, 1, 1) + timedelta(days=n % 25000), n % 1000)
-    ref = {"resident_id": rid, "mrn": f"{inst}-{n}"}
-    items: list[dict[str, Any]] = [{"source_id": f"{inst}-pat-{n}", "kind": "patient", "payload": {
-        "patient": ref, "name": "张" + "伟芳秀英敏静丽强磊军"[n % 10],
-        "gender": "female" if n % 2 else "male"}}]
-    k = 0
-    while len(items) < count:
-        at = T0 + timedelta(days=k * 30, minutes=n % 600)
-        if k % 10 == 0:
-            items.append({"source_id": f"{inst}-enc-{n}-{k}", "kind": "encounter", "payload": {
-                "patient": ref, "encounter_class": "outpatient", "status": "finished",
-                "start": at.isoformat(), "end": (at + timedelta(minutes=15)).isoformat(),
-                "department": "全科"}})
-        elif k % 10 == 1:
-            code, display = ICD[(n + k) % len(ICD)]
-            items.append({"source_id": f"{inst}-dx-{n}-{k}", "kind": "condition", "payload": {
-                "patient": ref, "code": {"system": "http://hl7.org/fhir/sid/icd-10",
-                                         "version": "国家临床版2.0", "code": code,
-                                         "display": display}}})
-        else:
-            code, display, unit, ucum, base = LOINC[(n + k) % len(LOINC)]
-            items.append({"source_id": f"{inst}-obs-{n}-{k}", "kind": "observation", "payload": {
-                "patient": ref, "code": {"system": "http://loinc.org", "code": code,
-                                         "display": display},
-                "status": "final", "category": "laboratory", "effective": at.isoformat(),
-                "value_quantity": {"value": str(base + (n * 7 + k) % 40), "unit": unit,
-                                   "code": ucum}}})
-        k += 1
-    return items
-
-
-def write_envelopes(path: Path, inst: str, key: Any, residents: range, per_resident: int,
-                    per_submission: int) -> tuple[int, int]:
-    """Signed envelopes, length-prefixed, into one file; returns (submissions, events)."""
-    subs = events = 0
-    sent_at = datetime.now(UTC)
-    with path.open("wb") as out:
-        pending: list[dict[str, Any]] = []
-        for n in residents:
-            pending += resident_items(inst, n, per_resident)
-            while len(pending) >= per_submission:
-                chunk, pending = pending[:per_submission], pending[per_submission:]
-                data = encode(build_envelope(institution=inst, items=chunk, key=key,
-                                             sent_at=sent_at))
-                out.write(struct.pack(">I", len(data)) + data)
-                subs, events = subs + 1, events + len(chunk)
-        if pending:
-            data = encode(build_envelope(institution=inst, items=pending, key=key, sent_at=sent_at))
-            out.write(struct.pack(">I", len(data)) + data)
-            subs, events = subs + 1, events + len(pending)
-    return subs, events
-
-
-def submission_id(data: bytes) -> str:
-    """The id an encoded envelope opens with (no parse of the whole: the load generator
-    should cost the machine as little as it can)."""
-    found = re.match(rb'\{"submission_id":"([^"]+)"', data)
-    assert found, "an envelope encoded by adapters.envelope.encode opens with its id"
-    return found.group(1).decode()
-
-
-def read_envelopes(path: Path) -> list[bytes]:
-    blob = path.read_bytes()
-    out, i = [], 0
-    while i < len(blob):
-        (n,) = struct.unpack_from(">I", blob, i)
-        out.append(blob[i + 4:i + 4 + n])
-        i += 4 + n
-    return out
-
-
-# Publishing --------------------------------------------------------------------------------
-
-
-async def publish_all(nats_url: str, subject: str, envelopes: list[bytes],
-                      window: int = 64) -> None:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    sem = asyncio.Semaphore(window)
-
-    async def one(data: bytes) -> None:
-        sid = submission_id(data)
-        try:
-            for _ in range(20):  # bounded: a lost ack is retried with the same id (de-duplicated)
-                try:
-                    await js.publish(subject, data, headers={"Nats-Msg-Id": sid}, timeout=30)
-                    return
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-            raise RuntimeError("publish kept timing out")
-        finally:
-            sem.release()
-
-    tasks = []
-    for data in envelopes:
-        await sem.acquire()
-        tasks.append(asyncio.create_task(one(data)))
-    await asyncio.gather(*tasks)
-    await nc.drain()
-
-
-def publisher_main(args: argparse.Namespace) -> None:
-    """A child process: one institution publishing its file as fast as JetStream takes it."""
-    envelopes = read_envelopes(Path(args.publisher))
-    asyncio.run(publish_all(args.nats_url, args.subject, envelopes))
-
-
-# Raw figures of this machine ---------------------------------------------------------------
-
-
-def raw_ledger_limit(database_url: str, items: list[dict[str, Any]]) -> float:
-    """The ledger's library on the same PostgreSQL, one aggregate per event, batches of 100,
-    with the exchange's cipher and compressor: events/s."""
-    from eventsourcing.application import Application
-    from eventsourcing.domain import Aggregate
-
-    from exchange.ingest.ledger import ledger_env
-
-    class Fact(Aggregate):
-        def __init__(self, item: dict[str, Any]) -> None:
-            self.item = item
-
-    class RawLedger(Application[Any]):
-        name = "rawledger"
-
-    env = ledger_env(database_url, base64_key())
-    env["APPLICATION_RECORDER_TOPIC"] = "eventsourcing.postgres:PostgresApplicationRecorder"
-    app = RawLedger(env=env)
-    try:
-        t = time.perf_counter()
-        for i in range(0, len(items), 100):
-            app.save(*[Fact(item) for item in items[i:i + 100]])
-        return len(items) / (time.perf_counter() - t)
-    finally:
-        app.close()
-
-
-def base64_key() -> str:
-    import base64
-    return base64.b64encode(pysecrets.token_bytes(32)).decode()
-
-
-async def raw_copy(database_url: str, items: list[dict[str, Any]]) -> float:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute("CREATE TABLE raw_copy (id uuid, source_id text, item text)")
-        rows = [(uuid.uuid4(), i["source_id"], json.dumps(i, ensure_ascii=False)) for i in items]
-        t = time.perf_counter()
-        for i in range(0, len(rows), 1000):
-            async with conn.transaction():
-                await conn.copy_records_to_table("raw_copy", records=rows[i:i + 1000])
-        return len(rows) / (time.perf_counter() - t)
-    finally:
-        await conn.execute("DROP TABLE IF EXISTS raw_copy")
-        await conn.close()
-
-
-async def raw_jetstream(nats_url: str, envelopes: list[bytes],
-                        events_each: float) -> dict[str, float]:
-    """Publish the envelopes to a scratch stream and fetch+ack them back: events/s each way."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    name = f"RAW_{uuid.uuid4().hex[:8].upper()}"
-    await js.add_stream(name=name, subjects=[f"raw.{name}"])
-    try:
-        t = time.perf_counter()
-        acks = [await js.publish_async(f"raw.{name}", data, wait_stall=5) for data in envelopes]
-        await asyncio.wait_for(asyncio.gather(*acks), 120)
-        published = len(envelopes) / (time.perf_counter() - t)
-        sub = await js.pull_subscribe(f"raw.{name}", durable="raw")
-        t, got = time.perf_counter(), 0
-        while got < len(envelopes):
-            for msg in await sub.fetch(200, timeout=5):
-                await msg.ack()
-                got += 1
-        fetched = got / (time.perf_counter() - t)
-        return {"publish_events_per_s": published * events_each,
-                "fetch_ack_events_per_s": fetched * events_each}
-    finally:
-        await js.delete_stream(name)
-        await nc.close()
-
-
-# The exchange under load -------------------------------------------------------------------
-
-
-class Rss:
-    """Peak RSS per process of the exchange (and, for the record, the servers)."""
-
-    def __init__(self, procs: dict[str, psutil.Process]) -> None:
-        self.procs = procs
-        self.peak: dict[str, float] = dict.fromkeys(procs, 0.0)
-
-    async def sample(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            for name, proc in self.procs.items():
-                try:
-                    self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-            try:
-                await asyncio.wait_for(stop.wait(), 0.25)
-            except TimeoutError:
-                pass
-
-
-def cpu_seconds(proc: psutil.Process, children: bool) -> float:
-    """User + system CPU of a process, with its children's if asked (PostgreSQL's backends;
-    not `hie up`'s gateways, which are counted on their own)."""
-    total = 0.0
-    for p in [proc, *(proc.children(recursive=True) if children else [])]:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
-
-
-class Receipts:
-    """Counts the receipts of phase 1 (a core NATS subscription: cheap, and it asks the
-    database nothing while the exchange works)."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.other: list[dict[str, Any]] = []
-        self.all_in = asyncio.Event()
-        self.expected = 0
-
-    async def on_msg(self, msg: Any) -> None:
-        receipt = json.loads(msg.data)
-        if receipt.get("status") == "accepted" and not receipt.get("repeat"):
-            self.accepted += 1
-        elif receipt.get("status") != "accepted":
-            self.other.append(receipt)
-        if self.accepted >= self.expected:
-            self.all_in.set()
-
-
-async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -> float:
-    """Wait until every submission is accepted into the ledger and the projection has
-    applied the ledger up to its last position."""
-    try:
-        await asyncio.wait_for(receipts.all_in.wait(), timeout)
-    except TimeoutError:
-        raise RuntimeError(f"only {receipts.accepted} submissions were accepted in time; "
-                           f"other receipts: {receipts.other[:3]}") from None
-    end = await pool.fetchval("SELECT max(notification_id) FROM ledger_events")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await pool.fetchval("SELECT position FROM projection_position "
-                               "WHERE name = 'patient_record'") >= end:
-            return time.monotonic()
-        await asyncio.sleep(0.005)
-    raise RuntimeError("the projection did not catch up in time")
-
-
-async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
-                     envelopes: dict[str, list[bytes]], rate: float, seconds: float,
-                     per_submission: int) -> tuple[list[float], list[float]]:
-    """Offer ``rate`` events/s for ``seconds``; per submission, publish → visible seconds,
-    and publish → receipt (the gateway's share of it)."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    published: dict[str, float] = {}
-    positions: dict[str, int] = {}
-    receipted: dict[str, float] = {}
-    got_all = asyncio.Event()
-
-    async def on_receipt(msg: Any) -> None:
-        receipt = json.loads(msg.data)
-        if receipt.get("status") == "accepted" and receipt["submission_id"] in published:
-            receipted[receipt["submission_id"]] = time.monotonic()
-            positions[receipt["submission_id"]] = receipt["positions"][0]
-            if len(positions) == total:
-                got_all.set()
-
-    await nc.subscribe(f"hie.{consortium}.receipt.*", cb=on_receipt)
-    order = [(inst, data) for group in zip(*envelopes.values(), strict=False)
-             for inst, data in zip(envelopes, group, strict=True)]
-    total = min(len(order), int(rate * seconds / per_submission))
-    order = order[:total]
-    visible: dict[str, float] = {}
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        while not done.is_set():
-            at = await pool.fetchval("SELECT position FROM projection_position "
-                                     "WHERE name = 'patient_record'")
-            now = time.monotonic()
-            for sid, pos in list(positions.items()):
-                if sid not in visible and pos <= at:
-                    visible[sid] = now
-            if len(visible) == total:
-                done.set()
-            await asyncio.sleep(0.002)
-
-    watcher = asyncio.create_task(watch())
-    interval = per_submission / rate
-    start = time.monotonic()
-    for i, (inst, data) in enumerate(order):
-        await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
-        sid = submission_id(data)
-        published[sid] = time.monotonic()
-        await js.publish(f"hie.{consortium}.submit.{inst}", data,
-                         headers={"Nats-Msg-Id": sid}, timeout=30)
-    await asyncio.wait_for(got_all.wait(), 120)
-    await asyncio.wait_for(done.wait(), 120)
-    watcher.cancel()
-    await nc.close()
-    return (sorted(visible[s] - published[s] for s in visible),
-            sorted(receipted[s] - published[s] for s in receipted))
-
-
-async def autovacuum_done(pool: asyncpg.Pool, timeout: float) -> float:
-    """Wait until no autovacuum worker has been busy on this database for two seconds;
-    return how long that took."""
-    start = quiet_since = time.monotonic()
-    while time.monotonic() - start < timeout:
-        busy = await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
-            "AND datname = current_database()")
-        now = time.monotonic()
-        if busy:
-            quiet_since = now
-        elif now - quiet_since >= 2.0:
-            return quiet_since - start
-        await asyncio.sleep(0.25)
-    return time.monotonic() - start
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -523,29 +182,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         await sampler
         await pool.close()
-        exchange_peak = max(v for k, v in rss.peak.items() if k.startswith("hie"))
-        result = {
-            "events": events, "submissions": subs, "institutions": len(institutions),
-            "gateways": args.gateways, "elapsed_s": round(elapsed, 2),
-            "events_per_s": round(events / elapsed),
-            "ledger_limit_events_per_s": round(ledger_limit),
-            "ratio_to_ledger_limit": round(events / elapsed / ledger_limit, 2),
-            "raw_copy_rows_per_s": round(copy_rate),
-            "raw_jetstream_publish_events_per_s": round(js_rates["publish_events_per_s"]),
-            "raw_jetstream_fetch_ack_events_per_s": round(js_rates["fetch_ack_events_per_s"]),
-            "lag_offered_events_per_s": args.rate, "autovacuum_waited_s": round(settled, 1),
-            "lag_submissions": len(lags),
-            "lag_p50_s": round(statistics.median(lags), 4),
-            "lag_p99_s": round(quantile(lags, 0.99), 4),
-            "lag_max_s": round(lags[-1], 4),
-            "receipt_p50_s": round(statistics.median(to_receipt), 4),
-            "receipt_p99_s": round(quantile(to_receipt, 0.99), 4),
-            "peak_rss_mb": round(exchange_peak, 1),
-            "peak_rss_mb_by_process": {k: round(v, 1) for k, v in rss.peak.items()},
-            "cpu_s_phase1_by_process": {k: round(v, 1) for k, v in cpu.items()},
-            "cores": os.cpu_count(),
-        }
-        return result
+        return build_figures(args, events=events, subs=subs, institutions=len(institutions),
+                             elapsed=elapsed, ledger_limit=ledger_limit, copy_rate=copy_rate,
+                             js_rates=js_rates, settled=settled, lags=lags,
+                             to_receipt=to_receipt, peak=rss.peak, cpu=cpu)
     finally:
         for p in procs:
             p.terminate()
@@ -559,21 +199,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         else:  # servers of the user's: leave them as they were found
             await drop_what_the_run_made(db_url, nats_url, consortium)
         shutil.rmtree(work, ignore_errors=True)  # gigabytes of data and signed envelopes
-
-
-async def drop_what_the_run_made(db_url: str, nats_url: str, consortium: str) -> None:
-    with contextlib.suppress(Exception):
-        admin = await asyncpg.connect(db_url.rsplit("/", 1)[0] + "/postgres")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{consortium}" WITH (FORCE)')
-        await admin.close()
-    with contextlib.suppress(Exception):
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        for stream in await js.streams_info():
-            name = stream.config.name or ""
-            if name.startswith(f"HIE_{consortium.upper()}_"):
-                await js.delete_stream(name)
-        await nc.close()
 
 
 def parse() -> argparse.Namespace:
@@ -595,16 +220,4 @@ if __name__ == "__main__":
     if arguments.publisher:
         publisher_main(arguments)
         sys.exit(0)
-    figures = asyncio.run(main(arguments))
-    print(f"end to end: {figures['events_per_s']:,} events/s "
-          f"({figures['events']:,} events in {figures['elapsed_s']} s; ledger's own limit "
-          f"{figures['ledger_limit_events_per_s']:,}/s, ratio {figures['ratio_to_ledger_limit']})")
-    print(f"raw: COPY {figures['raw_copy_rows_per_s']:,} rows/s; JetStream publish "
-          f"{figures['raw_jetstream_publish_events_per_s']:,} and fetch+ack "
-          f"{figures['raw_jetstream_fetch_ack_events_per_s']:,} events/s")
-    print(f"lag at {figures['lag_offered_events_per_s']:,} events/s offered: p50 "
-          f"{figures['lag_p50_s']} s, p99 {figures['lag_p99_s']} s (of which publish → receipt "
-          f"p50 {figures['receipt_p50_s']} s, p99 {figures['receipt_p99_s']} s)")
-    print(f"peak RSS: {figures['peak_rss_mb_by_process']}")
-    print(f"CPU seconds in phase 1: {figures['cpu_s_phase1_by_process']}")
-    print(json.dumps(figures, ensure_ascii=False))
+    print_report(asyncio.run(main(arguments)))

@@ -36,6 +36,13 @@ CREATE TABLE IF NOT EXISTS break_glass_grants (
     granted_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
 CREATE INDEX IF NOT EXISTS break_glass_grants_patient ON break_glass_grants (patient_id, person);
 """
+# Versioned steps of the gate's own tables (exchange.servers.migrations runs them): step N is
+# version N; never edit a released step, add one. The read models above the ledger are not
+# here: a projection rebuild makes them.
+BASELINE_TABLES = ("break_glass_grants",)
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("baseline: break-glass grants", SCHEMA),
+)
 
 # The facts of one decision. {members}, {root}: the identities and the surviving one;
 # {inst}: the requesting institution; {pos}: the ledger position (null: the projection's);
@@ -122,11 +129,6 @@ class ConsentState:
                  care_after_record: timedelta = timedelta(days=365)) -> None:
         self.pool = pool
         self.care_after_record = care_after_record
-
-    async def create_schema(self) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-consent-schema'))")
-            await conn.execute(SCHEMA)
 
     async def facts(self, members: Sequence[UUID], root: UUID, *, institution: str,
                     person: str, at: datetime,

@@ -21,14 +21,18 @@ import asyncpg
 import uvicorn
 from nats.aio.client import Client
 
+from audit import postgres as audit_tables
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
+from consent import postgres as consent_tables
 from consent.postgres import ConsentState
 from exchange.api.app import create_app
 from exchange.api.gate import ApiContext
+from exchange.auth import revocations as revocation_tables
 from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
+    HospitalLogin,
     Revocations,
     RevokingAuthenticator,
     load_hospital_logins,
@@ -42,12 +46,28 @@ from exchange.ingest.portal import Portal
 from exchange.ingest.scheduler import ReferralScheduler
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
+from exchange.servers.migrations import Applied, Component, migrate
 from exchange.servers.nats import connect, ensure_streams
 from exchange.settings import Settings
 from projections.postgres import PatientRecordProjection, PatientRecordReader, create_schema
 from projections.referral_reader import ReferralReader
 
 log = logging.getLogger(__name__)
+
+# The tables no ledger replay can make again, each component's schema in versioned steps
+# (exchange.servers.migrations). The projections' read models are rebuilt from the ledger and
+# the ledger's own tables are made by its recorder: neither is here.
+STORED_TABLES = (
+    Component.of("audit", audit_tables.MIGRATIONS, audit_tables.BASELINE_TABLES),
+    Component.of("consent", consent_tables.MIGRATIONS, consent_tables.BASELINE_TABLES),
+    Component.of("revocations", revocation_tables.MIGRATIONS, revocation_tables.BASELINE_TABLES),
+)
+
+
+async def migrate_stored_tables(pool: asyncpg.Pool) -> list[Applied]:
+    """Bring the audit, grant and revocation tables up to this code's versions (refusing a
+    database newer than the code, or one whose recorded steps differ from the code's)."""
+    return await migrate(pool, STORED_TABLES)
 
 
 @dataclass
@@ -91,7 +111,7 @@ class Runtime:
     # The read API's own connections: no LISTEN, no session state, so nothing to reset when
     # one goes back to the pool (asyncpg's reset is a round trip per query otherwise).
     read_pool: asyncpg.Pool | None = None
-    logins: Any = None  # exchange.auth.hospital_login.HospitalLogin: members' own sign-in
+    logins: HospitalLogin | None = None  # members' own sign-in (logins.toml)
     revocations: Revocations | None = None
 
     async def sync(self, fn: Any, *args: Any) -> Any:
@@ -191,11 +211,9 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
             # and replanning the gate's query each time cost more than running it.
             server_settings={"plan_cache_mode": "force_generic_plan"})
         await create_schema(pool)
+        await migrate_stored_tables(pool)
         writer = AuditWriter(AuditStore(read_pool))
-        await writer.store.create_schema()
-        await ConsentState(pool).create_schema()
         revocations = Revocations(pool)
-        await revocations.create_schema()
         nc = await connect(endpoints.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
         yield Runtime(settings, endpoints, ledger, pool, nc, executor, writer, started,

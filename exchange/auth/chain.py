@@ -1,18 +1,22 @@
 """Who is asking: one small interface in front of every way a caller can prove it.
 
     Authenticator           recognises(token) and authenticate(token, now=) -> Identity
-    ├── ExchangeTokens      the exchange's own ``hie1.`` tokens (`hie token`)
+    ├── ExchangeTokens      the exchange's own JWTs (`hie token`; header ``typ`` hie+jwt),
+    │                       remembered once verified; old ``hie1.`` tokens refused
     ├── HospitalLogin       a member hospital's own login, with its second factor
-    │                       (exchange.auth.hospital_login: JWS compact, EdDSA or ES256)
-    ├── ChainAuthenticator  picks one of the above by the token's shape
+    │                       (exchange.auth.hospital_login: a JWT signed EdDSA or ES256,
+    │                       its key chosen by ``iss``)
+    ├── ChainAuthenticator  picks one of the above by the token's header
     └── RevokingAuthenticator  any of them, refusing revoked tokens (exchange.auth.revocations)
+
+Both kinds are signed and checked by one JOSE library, through ``exchange.auth.jose``.
 
 Every refusal is a ``TokenError`` with a stable ``code``: ``token.invalid``,
 ``token.expired``, ``token.malformed``, ``token.unknown_issuer``, ``token.bad_algorithm``,
 ``token.bad_signature``, ``token.wrong_audience``, ``token.wrong_institution``,
 ``token.role_not_allowed``, ``token.no_second_factor``, ``token.too_long_lived``,
-``token.not_yet_valid``, ``token.unrecognised``, ``token.revoked``,
-``token.revocation_unavailable``.
+``token.not_yet_valid``, ``token.unrecognised``, ``token.old_format``, ``token.unknown_role``,
+``token.revoked``, ``token.revocation_unavailable``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Protocol
 
 from exchange.auth.hospital_login import HospitalLogin, load_hospital_logins
 from exchange.auth.revocations import Revocations, RevocationUnavailable
-from exchange.auth.tokens import Identity, TokenError, TokenIssuer
+from exchange.auth.tokens import Identity, TokenError, TokenIssuer, is_own_token
 
 __all__ = ["Authenticator", "ChainAuthenticator", "ExchangeTokens", "HospitalLogin", "Identity",
            "RevocationCheck", "RevocationUnavailable", "Revocations", "RevokingAuthenticator",
@@ -46,7 +50,8 @@ class RevocationCheck(Protocol):
 
 
 class ExchangeTokens:
-    """The exchange's own tokens: ``hie1.<claims>.<signature>``."""
+    """The exchange's own tokens: JWTs whose header says ``"typ": "hie+jwt"`` (and the old
+    ``hie1.`` ones, to refuse them with a code that says what to do)."""
 
     def __init__(self, issuer: TokenIssuer, *, remembered: int = 4096) -> None:
         self.issuer = issuer
@@ -56,7 +61,7 @@ class ExchangeTokens:
         self._remembered = remembered
 
     def recognises(self, token: str) -> bool:
-        return token.startswith("hie1.")
+        return token in self._verified or is_own_token(token)
 
     async def authenticate(self, token: str, *, now: datetime) -> Identity:
         ident = self._verified.get(token)
@@ -67,13 +72,15 @@ class ExchangeTokens:
                 self._verified.popitem(last=False)
         elif now >= ident.expires_at:
             del self._verified[token]
-            raise TokenError("the bearer token has expired; ask for a new one (hie token)")
+            raise TokenError("the bearer token has expired; ask for a new one (hie token)",
+                             code="token.expired")
         return ident
 
 
 class ChainAuthenticator:
-    """The first member that recognises the token's shape decides; no other is tried, so a
-    token refused by one is never accepted by another."""
+    """The first member that recognises the token (by its header: the exchange's own token
+    type, else a hospital login's JWS) decides; no other is tried, so a token refused by one
+    is never accepted by another."""
 
     def __init__(self, members: Sequence[Authenticator]) -> None:
         self.members = tuple(members)

@@ -1,17 +1,18 @@
 """Bearer tokens issued by a member hospital's own login system (which does its own second factor).
 
-The format is a JWS compact serialisation (RFC 7515: ``header.payload.signature``, base64url),
-signed with ``EdDSA`` (Ed25519, RFC 8037) or ``ES256`` (ECDSA P-256, raw r||s), which standard
-JWT libraries and ``openssl`` produce. The exchange holds each institution's public key in
-``logins.toml``; the key decides the algorithm, so a header claiming ``none``, ``HS256`` or any
-algorithm other than the key's own is refused (no algorithm confusion), and keys offered in the
-header (``jwk``, ``jku``, ``x5c``) are never used.
+The format is a signed JWT (JWS compact, RFC 7515/7519: ``header.payload.signature``,
+base64url), signed with ``EdDSA`` (Ed25519, RFC 8037) or ``ES256`` (ECDSA P-256, raw r||s),
+which standard JWT libraries and ``openssl`` produce; the exchange checks it with the same JOSE
+library as its own tokens (``exchange.auth.jose``). The exchange holds each institution's
+public key in ``logins.toml``; the key decides the algorithm, so a header claiming ``none``,
+``HS256`` or any algorithm other than the key's own is refused (no algorithm confusion), and
+keys offered in the header (``jwk``, ``jku``, ``x5c``) are never used.
 
-Claims: ``iss`` (the institution code, which is also the identity's institution), ``sub`` (the
-person), ``role``, ``aud`` (this exchange), ``iat``, ``exp`` (at most 12 hours after ``iat``),
-``jti`` (the exchange knows the token as ``<iss>:<jti>``) and ``amr`` (RFC 8176), which must
-name a second factor. ``verify_hospital_token`` is pure: the token, the keys and the time in;
-an ``Identity`` or a ``TokenError`` with a stable code out.
+Claims: ``iss`` (the institution code, which is also the identity's institution, and picks the
+key), ``sub`` (the person), ``role``, ``aud`` (this exchange), ``iat``, ``exp`` (at most 12
+hours after ``iat``), ``jti`` (the exchange knows the token as ``<iss>:<jti>``) and ``amr``
+(RFC 8176), which must name a second factor. ``verify_hospital_token`` is pure: the token, the
+keys and the time in; an ``Identity`` or a ``TokenError`` with a stable code out.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from exchange.auth import jose
 from exchange.auth.tokens import MAX_TTL, ROLES, Identity, TokenError
 from exchange.errors import ConfigurationError
 
@@ -46,7 +47,7 @@ CLOCK_SKEW = timedelta(seconds=60)
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_LENGTH = 8192
 _SHAPE = "the hospital token is not base64url header.payload.signature"
-_PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
+_PublicKey = jose.PublicKey
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _json_object(text: str) -> dict[str, Any]:
+    """A header or claims segment, read before the signature is checked: only to pick the key
+    and refuse what no signature could make acceptable. A member named twice is refused
+    (RFC 7515 §5.2), so no two readers can see different values."""
     try:
         value = json.loads(_segment(text), object_pairs_hook=_no_duplicates)
     except (ValueError, UnicodeDecodeError):
@@ -103,23 +107,26 @@ def _text(claims: dict[str, Any], name: str) -> str:
     return value
 
 
-def _signature_ok(key: _PublicKey, alg: str, signed: bytes, signature: bytes) -> bool:
-    try:
-        if alg == "EdDSA" and isinstance(key, Ed25519PublicKey):
-            key.verify(signature, signed)
-            return True
-        if (alg == "ES256" and isinstance(key, ec.EllipticCurvePublicKey)
-                and isinstance(key.curve, ec.SECP256R1) and len(signature) == 64):
-            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA256()))
-            return True
-    except InvalidSignature:
-        pass
-    return False
-
-
-def _algorithm(key: _PublicKey) -> str:
-    return "EdDSA" if isinstance(key, Ed25519PublicKey) else "ES256"
+def _verified_claims(token: str, login: InstitutionLogin, alg: str, *, issuer: str,
+                     audience: str) -> dict[str, Any]:
+    """The claims, once one of the institution's keys (of the header's algorithm) verified the
+    signature; the library checks the algorithm against the key, the signature, ``iss`` and
+    ``aud``."""
+    for key in login.keys:
+        if jose.algorithm_of(key) != alg:
+            continue
+        try:
+            return jose.decode(token, key, audience=audience, issuer=issuer)
+        except jose.SignatureMismatch:
+            continue  # perhaps the other key, while the institution rotates
+        except jose.AudienceMismatch:
+            raise _refuse("token.wrong_audience",
+                          f"the hospital token's 'aud' must name {audience}") from None
+        except jose.JoseError as exc:  # e.g. base64url that does not round-trip
+            raise _refuse("token.malformed", f"the hospital token is not a well-formed JWS "
+                          f"({type(exc).__name__})") from None
+    raise _refuse("token.bad_signature", "the hospital token's signature does not match "
+                  "the institution's configured key")
 
 
 def verify_hospital_token(token: str, logins: Mapping[str, InstitutionLogin], *, audience: str,
@@ -131,25 +138,21 @@ def verify_hospital_token(token: str, logins: Mapping[str, InstitutionLogin], *,
     header, claims = _json_object(parts[0]), _json_object(parts[1])
     issuer = claims.get("iss")
     login = logins.get(issuer) if isinstance(issuer, str) else None
-    if login is None:
+    if login is None or not isinstance(issuer, str):
         raise _refuse("token.unknown_issuer", "the hospital token's 'iss' is not an institution "
                       "whose login this exchange trusts (see logins.toml)")
+    algorithms = {jose.algorithm_of(k) for k in login.keys}
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in {_algorithm(k) for k in login.keys}:
+    if not isinstance(alg, str) or alg not in algorithms:
         raise _refuse("token.bad_algorithm", f"the hospital token must be signed with "
-                      f"{' or '.join(sorted({_algorithm(k) for k in login.keys}))}, the "
-                      "algorithm of the institution's configured key")
+                      f"{' or '.join(sorted(algorithms))}, the algorithm of the institution's "
+                      "configured key")
     if "crit" in header or "b64" in header:
         raise _refuse("token.malformed", "the hospital token's header uses extensions "
                       "(crit, b64) this exchange does not support")
-    signed, signature = f"{parts[0]}.{parts[1]}".encode("ascii"), _segment(parts[2])
-    if not any(_signature_ok(key, alg, signed, signature) for key in login.keys):
-        raise _refuse("token.bad_signature", "the hospital token's signature does not match "
-                      "the institution's configured key")
-    # Signed by the institution it names: now the claims can be believed, and checked.
-    aud = claims.get("aud")
-    if audience not in (aud if isinstance(aud, list) else [aud]):
-        raise _refuse("token.wrong_audience", f"the hospital token's 'aud' must name {audience}")
+    _segment(parts[2])
+    claims = _verified_claims(token, login, alg, issuer=issuer, audience=audience)
+    # Signed by the institution it names, for this exchange: now the claims can be believed.
     if claims.get("inst", issuer) != issuer:
         raise _refuse("token.wrong_institution", "a hospital token can only name its own "
                       "institution ('inst', if present, must equal 'iss')")
@@ -197,9 +200,9 @@ def _public_key(pem: object, where: str, base: Path) -> _PublicKey:
         if isinstance(pem, dict) and isinstance(pem.get("file"), str):
             pem = (base / pem["file"]).read_text()
         if not isinstance(pem, str):
-            raise ValueError("a PEM string or {file = \"...\"}")
+            raise TypeError("a PEM string or {file = \"...\"}")
         key = serialization.load_pem_public_key(pem.encode())
-    except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+    except (OSError, TypeError, ValueError, UnsupportedAlgorithm) as exc:
         raise ConfigurationError(f"{where}: not a readable PEM public key ({exc})") from None
     if isinstance(key, Ed25519PublicKey) or (
             isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):

@@ -40,6 +40,12 @@ CREATE INDEX IF NOT EXISTS revoked_tokens_at ON revoked_tokens (revoked_at);
 CREATE TABLE IF NOT EXISTS revoked_persons (person text PRIMARY KEY, before timestamptz NOT NULL);
 CREATE INDEX IF NOT EXISTS revoked_persons_before ON revoked_persons (before);
 """
+# Versioned steps (exchange.servers.migrations runs them): step N is version N; never edit a
+# released step, add one.
+BASELINE_TABLES = ("revoked_tokens", "revoked_persons")
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("baseline: revoked tokens and persons", SCHEMA),
+)
 _LOAD = """
 SELECT token_id, NULL::timestamptz FROM revoked_tokens WHERE revoked_at > now() - $1::interval
 UNION ALL
@@ -61,11 +67,6 @@ class Revocations:
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-
-    async def create_schema(self) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-revocations-schema'))")
-            await conn.execute(SCHEMA)
 
     # Revoking: each one notifies every running exchange when its transaction commits ---------
 

@@ -1,26 +1,35 @@
-"""Bearer tokens: signed (Ed25519), expiring, bound to a person, an institution and a role.
+"""The exchange's own bearer tokens (`hie token`): standard JWTs signed EdDSA (Ed25519),
+expiring, bound to a person, an institution and a role.
 
-Format: ``hie1.<base64url claims JSON>.<base64url signature>``. The exchange issues them
-(`hie token`); a member hospital's own login issues its own (``exchange.auth.hospital_login``), and
-``exchange.auth.chain`` puts both behind one interface.
+Header ``{"alg": "EdDSA", "kid": <RFC 7638 thumbprint of the exchange's key>, "typ":
+"hie+jwt"}`` — the explicit type (RFC 8725 §3.11) tells these tokens from a hospital login's
+(``exchange.auth.hospital_login``), and ``exchange.auth.chain`` routes by it. Claims: ``sub``
+(the person), ``inst`` (the institution), ``role``, ``iat``, ``exp`` (at most 12 hours later)
+and ``jti``. No ``aud``: the key is the consortium's own, so no other exchange accepts them.
+
+The exchange's earlier ``hie1.<claims>.<signature>`` tokens are refused with
+``token.old_format``, telling the holder to get a new one.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from exchange.auth import jose
 from exchange.errors import ExchangeError
 
 ROLES = ("physician", "nurse", "patient", "regulator", "admin")
 MAX_TTL = timedelta(hours=12)
-_PREFIX = "hie1"
+TOKEN_TYPE = "hie+jwt"
+OLD_PREFIX = "hie1."
+MAX_LENGTH = 8192
+_CLAIMS = ("sub", "inst", "role", "iat", "exp", "jti")
+_NOT_OURS = "the bearer token is not one this exchange issued; get a new one with hie token"
 
 
 class TokenError(ExchangeError):
@@ -41,18 +50,32 @@ class Identity:
     issued_at: datetime | None = None
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def is_own_token(token: str) -> bool:
+    """Whether the token has the shape of the exchange's own (current or old format); cheap,
+    and says nothing about its signature."""
+    if token.startswith(OLD_PREFIX):
+        return True
+    header = jose.unverified_header(token) if len(token) <= MAX_LENGTH else None
+    return header is not None and jose.is_type(header, TOKEN_TYPE)
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("not text")
+    return value
+
+
+def _seconds(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not whole seconds")
+    return value
 
 
 class TokenIssuer:
     def __init__(self, seed: bytes) -> None:
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self._public = self._key.public_key()
+        self.key_id = jose.key_id(self._public)
 
     def issue(self, *, person: str, institution: str, role: str, now: datetime,
               ttl: timedelta = timedelta(hours=8)) -> tuple[str, Identity]:
@@ -66,24 +89,26 @@ class TokenIssuer:
         ident = Identity(person, institution, role, now + ttl, secrets.token_hex(8),
                          datetime.fromtimestamp(iat, now.tzinfo))
         claims = {"sub": person, "inst": institution, "role": role,
-                  "iat": iat, "exp": int(ident.expires_at.timestamp()),
-                  "jti": ident.token_id}
-        body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
-        signature = _b64(self._key.sign(f"{_PREFIX}.{body}".encode()))
-        return f"{_PREFIX}.{body}.{signature}", ident
+                  "iat": iat, "exp": int(ident.expires_at.timestamp()), "jti": ident.token_id}
+        token = jose.encode(claims, self._key, headers={"kid": self.key_id, "typ": TOKEN_TYPE})
+        return token, ident
 
     def verify(self, token: str, *, now: datetime) -> Identity:
+        if token.startswith(OLD_PREFIX):
+            raise TokenError("this bearer token is in the exchange's old format (hie1.), which "
+                             "is no longer accepted: get a new one with hie token",
+                             code="token.old_format")
         try:
-            prefix, body, signature = token.split(".")
-            if prefix != _PREFIX:
-                raise ValueError
-            self._public.verify(_unb64(signature), f"{prefix}.{body}".encode())
-            claims = json.loads(_unb64(body))
-            ident = Identity(claims["sub"], claims["inst"], claims["role"],
-                             datetime.fromtimestamp(claims["exp"], now.tzinfo), claims["jti"],
-                             datetime.fromtimestamp(claims["iat"], now.tzinfo))
-        except (ValueError, KeyError, TypeError, OverflowError, InvalidSignature):
-            raise TokenError("the bearer token is not one this exchange issued") from None
+            if len(token) > MAX_LENGTH:
+                raise ValueError("too long to be this exchange's token")
+            claims = jose.decode(token, self._public, require=_CLAIMS, token_type=TOKEN_TYPE)
+            ident = Identity(_text(claims["sub"]), _text(claims["inst"]),
+                             _text(claims["role"]),
+                             datetime.fromtimestamp(_seconds(claims["exp"]), now.tzinfo),
+                             _text(claims["jti"]),
+                             datetime.fromtimestamp(_seconds(claims["iat"]), now.tzinfo))
+        except (jose.JoseError, TypeError, ValueError, OverflowError, OSError):
+            raise TokenError(_NOT_OURS) from None
         if ident.role not in ROLES:
             raise TokenError("the bearer token names an unknown role", code="token.unknown_role")
         if now >= ident.expires_at:

@@ -42,7 +42,7 @@ class SubmitOptions:
 @click.option("--dry-run", is_flag=True,
               help="print the validation report and what would be sent; send nothing")
 @click.pass_context
-def submit_command(ctx: click.Context, **options: Any) -> None:
+def submit_command(ctx: click.Context, /, **options: Any) -> None:
     """submit HL7 v2, FHIR R4 and CSV files (or directories, walked recursively) through
     NATS; exit 1 if anything was refused"""
     run(ctx, lambda settings: submit(settings, SubmitOptions(**options)))

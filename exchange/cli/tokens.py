@@ -46,7 +46,7 @@ class TokenOptions:
               "login's token is <institution>:<jti>)")
 @click.option("--reason", help="revoke: why (kept in the audit log)")
 @click.pass_context
-def token_command(ctx: click.Context, **options: Any) -> None:
+def token_command(ctx: click.Context, /, **options: Any) -> None:
     run(ctx, lambda settings: token(settings, TokenOptions(**options)))
 
 
@@ -92,6 +92,7 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
     """Revoke one token, or every token a person holds now; committed only once audited."""
     from audit.postgres import AuditStore, AuditWriteError
     from exchange.auth.revocations import Revocations
+    from exchange.bootstrap import migrate_stored_tables
     from exchange.cli.connect import database
 
     if args.role is not None or args.institution is not None or args.hours != HOURS:
@@ -111,8 +112,7 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
     async with database(settings) as pool:
         try:
             revocations, store = Revocations(pool), AuditStore(pool)
-            await revocations.create_schema()
-            await store.create_schema()
+            await migrate_stored_tables(pool)
             async with pool.acquire() as conn, conn.transaction():
                 if args.token_id is not None:
                     record["already_revoked"] = not await revocations.revoke_token(
@@ -151,12 +151,13 @@ def _patient_person(settings: Settings, resident_id: str) -> str | None:
 async def _audit_admin(settings: Settings, record: dict[str, Any]) -> bool:
     """Token issue is audited; with no reachable audit log, no token is issued."""
     from audit.postgres import AuditStore, AuditWriteError
+    from exchange.bootstrap import migrate_stored_tables
     from exchange.cli.connect import database
 
     async with database(settings, connections=1) as pool:
         try:
             store = AuditStore(pool)
-            await store.create_schema()
+            await migrate_stored_tables(pool)
             await store.append(record | {"decision": "permit", "reasons": [],
                                          "operator": operator()}, datetime.now(UTC))
         except AuditWriteError:

@@ -31,6 +31,7 @@ from exchange.auth.chain import (
     TokenError,
 )
 from exchange.auth.hospital_login import InstitutionLogin
+from exchange.bootstrap import migrate_stored_tables
 from exchange.settings import Settings
 from exchange.auth.tokens import TokenIssuer
 
@@ -64,7 +65,7 @@ async def watching(pool: asyncpg.Pool) -> AsyncIterator[Revocations]:
     """The running exchange's list. It polls only every minute here, so a test that sees a
     revocation sooner saw it through LISTEN/NOTIFY."""
     revocations = Revocations(pool, poll_seconds=60, stale_after=120)
-    await revocations.create_schema()
+    await migrate_stored_tables(pool)
     await revocations.start()
     yield revocations
     await revocations.close()
@@ -150,7 +151,7 @@ async def test_a_lost_listening_connection_is_replaced(
 
 async def test_an_unloaded_or_stale_list_refuses_rather_than_trusts(pool: asyncpg.Pool) -> None:
     revocations = Revocations(pool, stale_after=0.2)
-    await revocations.create_schema()
+    await migrate_stored_tables(pool)
     ident = TokenIssuer(secrets.token_bytes(32)).issue(
         person="p", institution="i", role="nurse", now=T)[1]
     with pytest.raises(RevocationUnavailable):  # never loaded

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -28,7 +29,6 @@ from exchange.auth.chain import (
     RevokingAuthenticator,
     TokenError,
 )
-from exchange.errors import ConfigurationError
 from exchange.auth.hospital_login import (
     InstitutionLogin,
     load_hospital_logins,
@@ -36,6 +36,7 @@ from exchange.auth.hospital_login import (
     verify_hospital_token,
 )
 from exchange.auth.tokens import TokenIssuer
+from exchange.errors import ConfigurationError
 
 NOW = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 AUDIENCE = "hie:test"
@@ -98,6 +99,20 @@ def test_a_hospital_token_with_a_second_factor_names_person_institution_role_and
 def test_an_es256_login_works_too_and_aud_may_be_a_list() -> None:
     ident = verify(jws(claims(iss="thc-east", aud=["his", AUDIENCE]), TOWNSHIP_KEY))
     assert ident.institution == "thc-east"
+
+
+@pytest.mark.parametrize("key", [COUNTY_KEY, TOWNSHIP_KEY])
+def test_a_token_made_by_a_standard_jwt_library_is_accepted(key: Any) -> None:
+    # What a hospital's login would do with PyJWT (or any JOSE library), ES256 or EdDSA.
+    iss = "county" if key is COUNTY_KEY else "thc-east"
+    alg = "EdDSA" if key is COUNTY_KEY else "ES256"
+    token = jwt.encode(claims(iss=iss), key, algorithm=alg)
+    assert verify(token).institution == iss
+    # ... and a signature in DER (not the r || s that JWS specifies) is refused.
+    if key is TOWNSHIP_KEY:
+        head, body, _ = token.split(".")
+        der = key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
+        refused(f"{head}.{body}.{b64(der)}", "token.bad_signature")
 
 
 @pytest.mark.parametrize("amr", [None, [], ["pwd"], ["pwd", "kba", "pin"], "otp", [{"otp": 1}]])
@@ -172,6 +187,10 @@ def test_a_key_in_the_header_is_never_used() -> None:
 def test_wrong_audience_and_roles_the_login_may_not_issue_are_refused() -> None:
     refused(jws(claims(aud="hospital-his")), "token.wrong_audience")
     refused(jws(claims(aud=None)), "token.wrong_audience")
+    refused(jws(claims(aud=[])), "token.wrong_audience")
+    # RFC 7519 §4.1.3: an array of strings; anything else is not an audience at all.
+    refused(jws(claims(aud=[AUDIENCE, 7])), "token.wrong_audience")
+    refused(jws(claims(aud={"aud": AUDIENCE})), "token.wrong_audience")
     refused(jws(claims(role="admin")), "token.role_not_allowed")
     refused(jws(claims(role="patient")), "token.role_not_allowed")
     refused(jws(claims(role=["physician"])), "token.role_not_allowed")

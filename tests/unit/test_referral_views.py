@@ -1,22 +1,18 @@
-"""The referral views without servers: the policy file and its durations, who a referral step
-is told to and what the notification says, and the ServiceRequest/Task/inbox rows built from
-the projection's rows (validated as FHIR R4B). Synthetic data only."""
+"""The referral views without servers: the ServiceRequest/Task/inbox rows built from the
+projection's rows (validated as FHIR R4B). The policy file and the notifications are tested
+beside it (test_referral_policy_file.py, test_referral_notifications.py). Synthetic data only."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 
-from domain.referral import STATES, ReferralPolicy, referral_id
-from exchange.errors import ConfigurationError
-from exchange.ingest.notifier import message, recipients
+from domain.referral import STATES
 from exchange.api.referral_fhir import (
     SERVICE_REQUEST_STATUS,
     TASK_STATUS,
@@ -24,29 +20,22 @@ from exchange.api.referral_fhir import (
     service_request,
     task,
 )
-from exchange.settings import load_policy, load_settings, parse_duration
+from tests.unit.referral_rows import (
+    BACK_REFERRAL,
+    CONTENT,
+    COUNTY,
+    CST,
+    ICD10,
+    PATIENT,
+    REASON,
+    REFERENCE,
+    RID,
+    T0,
+    TOWNSHIP,
+    event_row,
+    referral_row,
+)
 
-CST = timezone(timedelta(hours=8))
-T0 = datetime(2026, 3, 2, 10, 15, tzinfo=CST)  # when the exchange received the request
-TOWNSHIP = "dongcheng-thc"  # the referring township health centre
-COUNTY = "county-hosp"  # the county hospital it refers to
-REFERENCE = f"{TOWNSHIP}/ZZ20260302001"
-RID = referral_id(REFERENCE)
-PATIENT = UUID("6f1c2d3e-0000-4000-8000-00000000a001")  # a made-up regional patient id
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-REASON = "疑似急性脑梗死，需上级医院进一步诊治"
-CONTENT: dict[str, Any] = {
-    "to_institution": COUNTY, "to_department": "神经内科", "referring_doctor": "李建国",
-    "urgency": "urgent", "reason": REASON,
-    "impression": [{"system": ICD10, "code": "I63.9", "display": "脑梗死"}],
-    "history": "高血压病史十年", "treatment": "已予阿司匹林口服",
-    "requested_at": "2026-03-02T10:10:00+08:00"}
-BACK_REFERRAL: dict[str, Any] = {
-    "referral": REFERENCE, "action": "back_refer", "at": "2026-03-09T16:00:00+08:00",
-    "by": "王志强", "diagnosis": [{"system": ICD10, "code": "I63.9", "display": "脑梗死"}],
-    "results": "头颅MRI示左侧基底节区急性梗死灶", "treatment": "溶栓后康复治疗",
-    "follow_up_plan": "两周内社区随访血压，继续抗血小板治疗"}
-POLICY = "policy.toml"
 # The value sets of FHIR R4's required bindings, which the fhir.resources models do not check.
 REQUEST_STATUS = {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error",
                   "unknown"}
@@ -60,233 +49,7 @@ TASK_INTENT = {"unknown", "proposal", "plan", "order", "original-order", "reflex
                "filler-order", "instance-order", "option"}
 
 
-# The policy file -------------------------------------------------------------------------------
-
-def write_policy(directory: Path, text: str) -> Path:
-    path = directory / POLICY
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def test_policy_defaults_when_the_file_does_not_exist(tmp_path: Path) -> None:
-    policy = load_policy(tmp_path / POLICY)
-    assert policy == ReferralPolicy()
-    assert policy.accept_within == {"emergency": timedelta(hours=2),
-                                    "urgent": timedelta(hours=24), "routine": timedelta(hours=72)}
-    assert policy.arrive_within == timedelta(days=7)
-    assert policy.follow_up_within == timedelta(days=14)
-    assert policy.care_after_completion == timedelta(days=30)
-
-
-def test_a_full_policy_file_sets_every_deadline(tmp_path: Path) -> None:
-    policy = load_policy(write_policy(tmp_path, """
-[referral]
-accept_within = { emergency = "30m", urgent = "12h", routine = "2d" }
-arrive_within = "5d"
-follow_up_within = "10d"
-care_after_completion = "60d"
-"""))
-    assert policy.accept_within == {"emergency": timedelta(minutes=30),
-                                    "urgent": timedelta(hours=12), "routine": timedelta(days=2)}
-    assert policy.arrive_within == timedelta(days=5)
-    assert policy.follow_up_within == timedelta(days=10)
-    assert policy.care_after_completion == timedelta(days=60)
-
-
-def test_a_partial_policy_file_keeps_the_other_defaults(tmp_path: Path) -> None:
-    policy = load_policy(write_policy(tmp_path, """
-[referral]
-accept_within = { emergency = "1h" }
-follow_up_within = "7d"
-"""))
-    defaults = ReferralPolicy()
-    assert policy.accept_within == {**defaults.accept_within, "emergency": timedelta(hours=1)}
-    assert policy.follow_up_within == timedelta(days=7)
-    assert policy.arrive_within == defaults.arrive_within
-    assert policy.care_after_completion == defaults.care_after_completion
-
-
-def test_a_file_without_a_referral_section_gives_the_defaults(tmp_path: Path) -> None:
-    assert load_policy(write_policy(tmp_path, '[other]\nx = "1"\n')) == ReferralPolicy()
-
-
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("45s", timedelta(seconds=45)), ("30m", timedelta(minutes=30)), ("2h", timedelta(hours=2)),
-    ("14d", timedelta(days=14)), ("1.5h", timedelta(minutes=90)), (" 3d ", timedelta(days=3))])
-def test_durations_parse(raw: str, expected: timedelta) -> None:
-    assert parse_duration(raw, "[referral] arrive_within") == expected
-
-
-@pytest.mark.parametrize("raw", ["0h", "0.0d", "-2h", "2", "2w", "2H", "h", "", 14, 1.5, True,
-                                 None, ["2h"]])
-def test_bad_durations_are_refused_naming_where(raw: object) -> None:
-    with pytest.raises(ConfigurationError, match=r"\[referral\] arrive_within must be a positive"):
-        parse_duration(raw, "[referral] arrive_within")
-
-
-@pytest.mark.parametrize("value", ['"0h"', '"-2h"', '"2"', '"2w"', "14", "true", '["2h"]'])
-@pytest.mark.parametrize("key", ["arrive_within", "follow_up_within", "care_after_completion"])
-def test_a_bad_deadline_in_the_file_names_its_key(tmp_path: Path, key: str, value: str) -> None:
-    path = write_policy(tmp_path, f"[referral]\n{key} = {value}\n")
-    with pytest.raises(ConfigurationError, match=rf"\[referral\] {key} must be a positive"):
-        load_policy(path)
-
-
-def test_a_bad_acceptance_deadline_names_its_urgency(tmp_path: Path) -> None:
-    path = write_policy(tmp_path, '[referral]\naccept_within = { urgent = "0h" }\n')
-    with pytest.raises(ConfigurationError, match=r"accept_within\.urgent"):
-        load_policy(path)
-
-
-def test_unknown_keys_in_the_referral_section_are_refused_by_name(tmp_path: Path) -> None:
-    path = write_policy(tmp_path, '[referral]\narrive_within = "7d"\naccept_whithin = "2h"\n')
-    with pytest.raises(ConfigurationError, match="unknown keys: \\['accept_whithin'\\]"):
-        load_policy(path)
-
-
-@pytest.mark.parametrize("value", ['{ stat = "1h" }', '{ routine = "72h", elective = "7d" }',
-                                   '"2h"'])
-def test_accept_within_takes_only_the_known_urgencies(tmp_path: Path, value: str) -> None:
-    path = write_policy(tmp_path, f"[referral]\naccept_within = {value}\n")
-    with pytest.raises(ConfigurationError,
-                       match="accept_within maps emergency, urgent, routine to durations"):
-        load_policy(path)
-
-
-def test_invalid_toml_is_refused_naming_the_file(tmp_path: Path) -> None:
-    path = write_policy(tmp_path, '[referral\narrive_within = "7d"\n')
-    with pytest.raises(ConfigurationError, match="policy.toml is not valid TOML"):
-        load_policy(path)
-
-
-def test_settings_read_the_policy_file_the_environment_names(tmp_path: Path) -> None:
-    # A policy file outside the data directory, named by HIE_POLICY_FILE.
-    elsewhere = tmp_path / "conf"
-    elsewhere.mkdir()
-    named = write_policy(elsewhere, '[referral]\nfollow_up_within = "10d"\n')
-    data = tmp_path / "data"
-    settings = load_settings({"HIE_DATA_DIR": str(data), "HIE_POLICY_FILE": str(named)})
-    assert settings.referral_policy.follow_up_within == timedelta(days=10)
-    # Without it, the data directory's policy.toml is read.
-    write_policy(data, '[referral]\narrive_within = "3d"\n')
-    settings = load_settings({"HIE_DATA_DIR": str(data)})
-    assert settings.referral_policy.arrive_within == timedelta(days=3)
-    assert settings.referral_policy.follow_up_within == timedelta(days=14)
-    # A broken named file stops the settings from loading.
-    write_policy(elsewhere, '[referral]\nfollow_up_within = "soon"\n')
-    with pytest.raises(ConfigurationError, match="follow_up_within"):
-        load_settings({"HIE_DATA_DIR": str(data), "HIE_POLICY_FILE": str(named)})
-
-
-def test_scheduler_seconds_must_be_positive(tmp_path: Path) -> None:
-    assert load_settings({"HIE_DATA_DIR": str(tmp_path)}).scheduler_seconds == 30.0
-    ok = load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_SCHEDULER_SECONDS": "2.5"})
-    assert ok.scheduler_seconds == 2.5
-    for bad in ("0", "-1", "x", ""):
-        with pytest.raises(ConfigurationError, match="HIE_SCHEDULER_SECONDS must be a positive"):
-            load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_SCHEDULER_SECONDS": bad})
-
-
-# Notifications ---------------------------------------------------------------------------------
-
-def step_row(action: str, status: str, actor: str | None, **changes: Any) -> dict[str, Any]:
-    """One row as the reader's events_after returns it: the step joined with its referral."""
-    row: dict[str, Any] = {
-        "position": 41, "version": 2, "action": action, "status": status, "actor": actor,
-        "at": T0 + timedelta(hours=1), "referral_id": RID, "reference": REFERENCE,
-        "patient_id": PATIENT, "direction": "upward", "from_institution": TOWNSHIP,
-        "to_institution": COUNTY, "urgency": "urgent", "deadline": T0 + timedelta(hours=24),
-        "follow_up_due": None, "overdue": False}
-    return row | changes
-
-
-@pytest.mark.parametrize(("action", "status", "actor", "told"), [
-    ("request", "requested", TOWNSHIP, [COUNTY]),
-    ("accept", "accepted", COUNTY, [TOWNSHIP]),
-    ("reject", "rejected", COUNTY, [TOWNSHIP]),
-    ("arrive", "arrived", COUNTY, [TOWNSHIP]),
-    ("complete", "completed", COUNTY, [TOWNSHIP]),
-    ("back_refer", "back_referred", COUNTY, [TOWNSHIP]),
-    ("cancel", "cancelled", TOWNSHIP, [COUNTY]),
-    ("follow_up", "followed_up", TOWNSHIP, [COUNTY]),
-    ("expire", "expired", None, [TOWNSHIP, COUNTY]),
-    ("mark_overdue", "back_referred", None, [TOWNSHIP, COUNTY]),
-])
-def test_each_step_is_told_to_the_other_party(action: str, status: str, actor: str | None,
-                                              told: list[str]) -> None:
-    assert sorted(recipients(step_row(action, status, actor))) == sorted(told)
-
-
-def test_a_downward_referral_tells_the_township_of_the_request() -> None:
-    # The county hospital refers down to the township: the township is the receiver now.
-    down = dict(direction="downward", from_institution=COUNTY, to_institution=TOWNSHIP)
-    assert recipients(step_row("request", "requested", COUNTY, **down)) == [TOWNSHIP]
-    assert recipients(step_row("accept", "accepted", TOWNSHIP, **down)) == [COUNTY]
-
-
-def test_a_notification_says_where_the_referral_stands() -> None:
-    due = T0 + timedelta(days=21)
-    row = step_row("back_refer", "back_referred", COUNTY, position=57, version=5,
-                   deadline=None, follow_up_due=due)
-    assert message(row) == {
-        "type": "referral", "event": "back_refer", "status": "back_referred",
-        "referral": REFERENCE, "referral_id": str(RID),
-        "service_request": f"ServiceRequest/{RID}", "patient_id": str(PATIENT),
-        "direction": "upward", "urgency": "urgent", "from_institution": TOWNSHIP,
-        "to_institution": COUNTY, "by": "receiver",
-        "at": (T0 + timedelta(hours=1)).isoformat(), "deadline": None,
-        "follow_up_due": due.isoformat(), "follow_up_overdue": False, "position": 57}
-    assert message(row)["follow_up_due"] == "2026-03-23T10:15:00+08:00"
-
-
-@pytest.mark.parametrize(("action", "status", "actor", "by"), [
-    ("request", "requested", TOWNSHIP, "sender"), ("cancel", "cancelled", TOWNSHIP, "sender"),
-    ("accept", "accepted", COUNTY, "receiver"), ("expire", "expired", None, "exchange"),
-    ("mark_overdue", "back_referred", None, "exchange")])
-def test_a_notification_names_the_party_that_acted(action: str, status: str,
-                                                   actor: str | None, by: str) -> None:
-    assert message(step_row(action, status, actor))["by"] == by
-
-
-def test_a_notification_carries_no_clinical_content() -> None:
-    # Even if the row carried the referral's content, the message would not pass it on.
-    row = step_row("request", "requested", TOWNSHIP, reason=REASON, content=CONTENT,
-                   details=BACK_REFERRAL)
-    body = message(row)
-    clinical = {"reason", "history", "treatment", "diagnosis", "impression", "content",
-                "details", "results", "follow_up_plan", "notes"}
-    assert not clinical & set(body)
-    text = json.dumps(body, ensure_ascii=False)
-    for value in (REASON, CONTENT["history"], "脑梗死", "I63.9", "李建国"):
-        assert value not in text
-
-
 # FHIR: ServiceRequest, Task, inbox rows -----------------------------------------------------------
-
-def referral_row(**changes: Any) -> dict[str, Any]:
-    """A ``referrals`` row; ``content`` as PostgreSQL's jsonb comes back through the driver."""
-    row: dict[str, Any] = {
-        "referral_id": RID, "reference": REFERENCE, "patient_id": PATIENT,
-        "direction": "upward", "from_institution": TOWNSHIP, "to_institution": COUNTY,
-        "urgency": "urgent", "status": "requested",
-        "content": json.dumps(CONTENT, ensure_ascii=False), "requested_at": T0,
-        "decided_at": None, "accepted_at": None, "arrived_at": None, "completed_at": None,
-        "back_referred_at": None, "followed_up_at": None, "closed_at": None,
-        "rejection_reason": None, "back_referral": None, "deadline": T0 + timedelta(hours=24),
-        "follow_up_due": None, "overdue": False, "care_from": None, "care_until": None,
-        "position": 40, "updated": 40}
-    return row | changes
-
-
-def event_row(action: str, status: str, institution: str | None, details: Any,
-              **changes: Any) -> dict[str, Any]:
-    """A ``referral_events`` row."""
-    row: dict[str, Any] = {
-        "referral_id": RID, "version": 5, "action": action, "status": status,
-        "institution": institution, "at": T0 + timedelta(days=7), "reported_at": None,
-        "details": details, "position": 57}
-    return row | changes
-
 
 def extension(resource: dict[str, Any], name: str) -> Any:
     found = [e for e in resource["extension"] if e["url"].endswith(":" + name)]
@@ -512,51 +275,3 @@ def test_every_task_is_valid_fhir_r4(action: str, status: str, institution: str 
     model = Task.model_validate(step)
     assert model.status in TASK_STATUS_CODES and model.intent in TASK_INTENT
     assert model.for_fhir is not None and model.for_fhir.reference == f"Patient/{PATIENT}"
-
-
-@pytest.mark.parametrize("text", ["referral = 5\n", 'referral = "2h"\n'])
-def test_a_referral_key_that_is_not_a_table_is_a_configuration_error(tmp_path: Path,
-                                                                     text: str) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigurationError, match="must be a table"):
-        load_policy(path)
-
-
-def test_an_enormous_duration_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="positive duration"):
-        parse_duration("99999999999d", "[referral] arrive_within")
-
-
-def test_a_named_policy_file_that_does_not_exist_fails_loudly(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="does not exist"):
-        load_settings({"HIE_DATA_DIR": str(tmp_path),
-                       "HIE_POLICY_FILE": str(tmp_path / "missing.toml")})
-
-
-@pytest.mark.parametrize("name", ["HIE_SCHEDULER_SECONDS", "HIE_AUDIT_HEAD_SECONDS"])
-@pytest.mark.parametrize("value", ["nan", "inf", "0", "-3"])
-def test_seconds_settings_refuse_nan_infinity_and_non_positive(tmp_path: Path, name: str,
-                                                              value: str) -> None:
-    with pytest.raises(ConfigurationError, match=name):
-        load_settings({"HIE_DATA_DIR": str(tmp_path), name: value})
-
-
-def test_the_access_policy_comes_from_the_policy_file(tmp_path: Path) -> None:
-    from consent.decision import DEFAULT_POLICY
-    from exchange.settings import load_access_policy
-
-    path = tmp_path / "policy.toml"
-    assert load_access_policy(path) is DEFAULT_POLICY
-    path.write_text('[access]\nrecent_results = "30d"\nclinical_roles = ["physician"]\n'
-                    '[access.purposes]\nTREAT = ["diagnosis", "medication"]\n')
-    policy = load_access_policy(path)
-    assert policy.recent_results == timedelta(days=30) and policy.clinical_roles == ("physician",)
-    assert policy.purposes == {"TREAT": frozenset({"diagnosis", "medication"})}
-    # A purpose may not be given a sensitive category: only a consent names those.
-    path.write_text('[access.purposes]\nTREAT = ["hiv"]\n')
-    with pytest.raises(ConfigurationError, match="sensitive"):
-        load_access_policy(path)
-    path.write_text('[access]\nwho = 1\n')
-    with pytest.raises(ConfigurationError, match="unknown keys"):
-        load_access_policy(path)

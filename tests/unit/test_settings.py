@@ -75,7 +75,7 @@ def test_secrets_from_the_environment_win_and_are_not_written(tmp_path: Path) ->
     assert "token_key" not in json.loads((tmp_path / "secrets.json").read_text())
     # A key of the wrong size is refused without repeating it.
     short = base64.b64encode(b"secret-but-short").decode()
-    with pytest.raises(ConfigurationError, match="32 bytes.*HIE_AUDIT_KEY") as refused:
+    with pytest.raises(ConfigurationError, match=r"32 bytes.*HIE_AUDIT_KEY") as refused:
         load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_AUDIT_KEY": short})
     assert short not in str(refused.value)
     with pytest.raises(ConfigurationError, match="not valid base64: HIE_PORTAL_KEY"):

@@ -1,0 +1,201 @@
+"""The ingest benchmark's load and what it watches: institutions publishing their envelopes
+(each in its own process), receipts counted, the projection followed until every submission
+is visible, a fixed offered rate with its lag per submission, autovacuum waited out, and the
+RSS and CPU of every process of the exchange."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+import psutil
+
+from bench.ingest_county import read_envelopes, submission_id
+
+
+async def publish_all(nats_url: str, subject: str, envelopes: list[bytes],
+                      window: int = 64) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    sem = asyncio.Semaphore(window)
+
+    async def one(data: bytes) -> None:
+        sid = submission_id(data)
+        try:
+            for _ in range(20):  # bounded: a lost ack is retried with the same id (de-duplicated)
+                try:
+                    await js.publish(subject, data, headers={"Nats-Msg-Id": sid}, timeout=30)
+                    return
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+            raise RuntimeError("publish kept timing out")
+        finally:
+            sem.release()
+
+    tasks = []
+    for data in envelopes:
+        await sem.acquire()
+        tasks.append(asyncio.create_task(one(data)))
+    await asyncio.gather(*tasks)
+    await nc.drain()
+
+
+def publisher_main(args: argparse.Namespace) -> None:
+    """A child process: one institution publishing its file as fast as JetStream takes it."""
+    envelopes = read_envelopes(Path(args.publisher))
+    asyncio.run(publish_all(args.nats_url, args.subject, envelopes))
+
+
+class Rss:
+    """Peak RSS per process of the exchange (and, for the record, the servers)."""
+
+    def __init__(self, procs: dict[str, psutil.Process]) -> None:
+        self.procs = procs
+        self.peak: dict[str, float] = dict.fromkeys(procs, 0.0)
+
+    async def sample(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for name, proc in self.procs.items():
+                try:
+                    self.peak[name] = max(self.peak[name], proc.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+            try:
+                await asyncio.wait_for(stop.wait(), 0.25)
+            except TimeoutError:
+                pass
+
+
+def cpu_seconds(proc: psutil.Process, children: bool) -> float:
+    """User + system CPU of a process, with its children's if asked (PostgreSQL's backends;
+    not `hie up`'s gateways, which are counted on their own)."""
+    total = 0.0
+    for p in [proc, *(proc.children(recursive=True) if children else [])]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+class Receipts:
+    """Counts the receipts of phase 1 (a core NATS subscription: cheap, and it asks the
+    database nothing while the exchange works)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.other: list[dict[str, Any]] = []
+        self.all_in = asyncio.Event()
+        self.expected = 0
+
+    async def on_msg(self, msg: Any) -> None:
+        receipt = json.loads(msg.data)
+        if receipt.get("status") == "accepted" and not receipt.get("repeat"):
+            self.accepted += 1
+        elif receipt.get("status") != "accepted":
+            self.other.append(receipt)
+        if self.accepted >= self.expected:
+            self.all_in.set()
+
+
+async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -> float:
+    """Wait until every submission is accepted into the ledger and the projection has
+    applied the ledger up to its last position."""
+    try:
+        await asyncio.wait_for(receipts.all_in.wait(), timeout)
+    except TimeoutError:
+        raise RuntimeError(f"only {receipts.accepted} submissions were accepted in time; "
+                           f"other receipts: {receipts.other[:3]}") from None
+    end = await pool.fetchval("SELECT max(notification_id) FROM ledger_events")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await pool.fetchval("SELECT position FROM projection_position "
+                               "WHERE name = 'patient_record'") >= end:
+            return time.monotonic()
+        await asyncio.sleep(0.005)
+    raise RuntimeError("the projection did not catch up in time")
+
+
+async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
+                     envelopes: dict[str, list[bytes]], rate: float, seconds: float,
+                     per_submission: int) -> tuple[list[float], list[float]]:
+    """Offer ``rate`` events/s for ``seconds``; per submission, publish → visible seconds,
+    and publish → receipt (the gateway's share of it)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    published: dict[str, float] = {}
+    positions: dict[str, int] = {}
+    receipted: dict[str, float] = {}
+    got_all = asyncio.Event()
+
+    async def on_receipt(msg: Any) -> None:
+        receipt = json.loads(msg.data)
+        if receipt.get("status") == "accepted" and receipt["submission_id"] in published:
+            receipted[receipt["submission_id"]] = time.monotonic()
+            positions[receipt["submission_id"]] = receipt["positions"][0]
+            if len(positions) == total:
+                got_all.set()
+
+    await nc.subscribe(f"hie.{consortium}.receipt.*", cb=on_receipt)
+    order = [(inst, data) for group in zip(*envelopes.values(), strict=False)
+             for inst, data in zip(envelopes, group, strict=True)]
+    total = min(len(order), int(rate * seconds / per_submission))
+    order = order[:total]
+    visible: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            at = await pool.fetchval("SELECT position FROM projection_position "
+                                     "WHERE name = 'patient_record'")
+            now = time.monotonic()
+            for sid, pos in list(positions.items()):
+                if sid not in visible and pos <= at:
+                    visible[sid] = now
+            if len(visible) == total:
+                done.set()
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    interval = per_submission / rate
+    start = time.monotonic()
+    for i, (inst, data) in enumerate(order):
+        await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
+        sid = submission_id(data)
+        published[sid] = time.monotonic()
+        await js.publish(f"hie.{consortium}.submit.{inst}", data,
+                         headers={"Nats-Msg-Id": sid}, timeout=30)
+    await asyncio.wait_for(got_all.wait(), 120)
+    await asyncio.wait_for(done.wait(), 120)
+    watcher.cancel()
+    await nc.close()
+    return (sorted(visible[s] - published[s] for s in visible),
+            sorted(receipted[s] - published[s] for s in receipted))
+
+
+async def autovacuum_done(pool: asyncpg.Pool, timeout: float) -> float:
+    """Wait until no autovacuum worker has been busy on this database for two seconds;
+    return how long that took."""
+    start = quiet_since = time.monotonic()
+    while time.monotonic() - start < timeout:
+        busy = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+            "AND datname = current_database()")
+        now = time.monotonic()
+        if busy:
+            quiet_since = now
+        elif now - quiet_since >= 2.0:
+            return quiet_since - start
+        await asyncio.sleep(0.25)
+    return time.monotonic() - start
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
