@@ -56,7 +56,7 @@ class ApiContext:
     referrals: ReferralReader
     policy: AccessPolicy = DEFAULT_POLICY
     portal: ConsentPortal | None = None  # consents a patient gives over HTTP
-    clock: Clock = lambda: datetime.now(UTC)  # noqa: E731
+    clock: Clock = lambda: datetime.now(UTC)
 
     @property
     def audit(self) -> AuditStore:

@@ -25,7 +25,7 @@ from audit.disclosure import summary
 from audit.postgres import AuditWriteError
 from consent.decision import AccessRequest, Decision, Reason
 from consent.postgres import RecordView
-from exchange.api.access import Access, ApiRoute, Call, Handler, PatientSource
+from exchange.api.access import Access, Answer, ApiRoute, Call, Handler, PatientSource
 from exchange.api.context import ApiContext
 from exchange.api.fhir import operation_outcome
 from exchange.api.responses import AuditUnavailable, Refused, fhir_response
@@ -63,33 +63,18 @@ class Gate:
         request_id = str(uuid.uuid4())
         so_far = _Admitted()
         try:
+            if access.public:
+                return (await handler(Call(request, request_id, access.action, None, None,
+                                           self.ctx.clock()))).response
             try:
-                if access.public:
-                    return (await handler(Call(request, request_id, access.action, None, None,
-                                               self.ctx.clock()))).response
                 call = await self._admit(access, request, request_id, so_far)
                 answer = await handler(call)
-                decision = answer.decision or call.decision
-                await self._append(
-                    request, request_id, action=access.action, ident=call.ident,
-                    patient_id=answer.patient_id or call.patient_id,
-                    purpose=answer.purpose or call.purpose, decision=decision,
-                    reasons=decision.reasons if decision else [],
-                    disclosure=answer.disclosure or summary(answer.disclosed),
-                    categories=answer.categories, extra={**so_far.facts, **(answer.extra or {})})
-                return answer.response
-            except AuditUnavailable:
-                raise
             except Refused as refused:
-                await self._append(
-                    request, request_id, ident=so_far.ident,
-                    action=access.action if so_far.ident else f"{access.action}.authenticate",
-                    patient_id=refused.patient_id or so_far.patient_id,
-                    purpose=refused.purpose or so_far.purpose, decision=refused.decision,
-                    reasons=refused.decision.reasons if refused.decision else [refused.reason],
-                    disclosure=summary(()), categories=(),
-                    extra={**so_far.facts, **(refused.extra or {})})
+                if not isinstance(refused, AuditUnavailable):
+                    await self._refusal(access, request, request_id, so_far, refused)
                 raise
+            await self._answer(access, call, so_far, answer)
+            return answer.response
         except Refused as refused:
             return refused.response(request_id)
         except Exception:
@@ -186,6 +171,30 @@ class Gate:
         return view, decision, then
 
     # The audit record ---------------------------------------------------------------------------
+
+    async def _answer(self, access: Access, call: Call, so_far: _Admitted,
+                      answer: Answer) -> None:
+        decision = answer.decision or call.decision
+        await self._append(
+            call.request, call.request_id, action=access.action, ident=call.ident,
+            patient_id=answer.patient_id or call.patient_id,
+            purpose=answer.purpose or call.purpose, decision=decision,
+            reasons=decision.reasons if decision else [],
+            disclosure=answer.disclosure or summary(answer.disclosed),
+            categories=answer.categories, extra={**so_far.facts, **(answer.extra or {})})
+
+    async def _refusal(self, access: Access, request: Request, request_id: str,
+                       so_far: _Admitted, refused: Refused) -> None:
+        """A refusal is about what the gate knew when it was raised; before authentication,
+        it is a failed sign-in (``<action>.authenticate``, nobody named)."""
+        await self._append(
+            request, request_id, ident=so_far.ident,
+            action=access.action if so_far.ident else f"{access.action}.authenticate",
+            patient_id=refused.patient_id or so_far.patient_id,
+            purpose=refused.purpose or so_far.purpose, decision=refused.decision,
+            reasons=refused.decision.reasons if refused.decision else [refused.reason],
+            disclosure=summary(()), categories=(),
+            extra={**so_far.facts, **(refused.extra or {})})
 
     async def _append(self, request: Request, request_id: str, *, action: str,
                       ident: Identity | None, patient_id: UUID | None, purpose: str | None,

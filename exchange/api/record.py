@@ -107,10 +107,10 @@ class RecordRoutes:
             raise Refused(403, "role.not_permitted", CONSENT_GIVE.refused_role)
         try:
             body = await call.request.json()
-            if not isinstance(body, dict):
-                raise ValueError
         except ValueError:
-            raise Refused(400, "consent.body", "send a JSON object", "invalid") from None
+            body = None
+        if not isinstance(body, dict):
+            raise Refused(400, "consent.body", "send a JSON object", "invalid")
         pid = UUID(call.who.person)
         try:
             outcome = await self.ctx.portal.record(pid, body, now=self.ctx.clock())

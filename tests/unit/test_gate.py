@@ -78,13 +78,13 @@ class Consent:
         return RecordView(PATIENT, [PATIENT, MERGED], 42, self.facts, None, None, None, [])
 
 
-def context(facts: Facts = Facts()) -> Any:
+def context(facts: Facts | None = None) -> Any:
     async def root(patient_id: UUID, at: int | None = None) -> UUID | None:
         return PATIENT if at is None or at >= 10 else None
 
     async def position_at(instant: datetime) -> int:
         return 5
-    return SimpleNamespace(tokens=Tokens(), audit_writer=Audit(), consent=Consent(facts),
+    return SimpleNamespace(tokens=Tokens(), audit_writer=Audit(), consent=Consent(facts or Facts()),
                            records=SimpleNamespace(root=root, position_at=position_at),
                            policy=AccessPolicy(), clock=lambda: NOW)
 
