@@ -104,6 +104,12 @@ class AccessRequest:
     own_record: bool = False  # a patient token whose patient this is
 
 
+def is_own_record(role: str, person: str, members: Sequence[UUID]) -> bool:
+    """Whether the caller is the patient: a patient token names one of the identities merged
+    into the record (PIPL Art. 45: a patient reads their own record, under any of their ids)."""
+    return role == "patient" and person in {str(m) for m in members}
+
+
 @dataclass(frozen=True, slots=True)
 class ConsentRecord:
     consent_id: UUID

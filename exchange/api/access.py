@@ -79,6 +79,19 @@ class Access:
     as_of: bool = False
     public: bool = False
 
+    def __post_init__(self) -> None:
+        """A declaration that cannot work fails when the route table is built."""
+        if self.public and (self.roles or self.patient or self.decide):
+            raise ValueError(f"{self.action}: a public route names no roles, patient or rule")
+        if not self.public and not self.roles:
+            raise ValueError(f"{self.action}: name the roles the route serves")
+        if self.decide is not None and self.patient is None:
+            raise ValueError(f"{self.action}: a patient decision needs the patient id's source")
+        if (self.redecidable or self.as_of) and self.decide is None:
+            raise ValueError(f"{self.action}: redecidable and as_of go with a patient decision")
+        if self.defaults and self.purposes is None:
+            raise ValueError(f"{self.action}: default purposes go with accepted purposes")
+
 
 @dataclass(frozen=True, slots=True)
 class Call:

@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from audit.disclosure import summary
 from audit.postgres import AuditWriteError
-from consent.decision import AccessRequest, Decision, Reason
+from consent.decision import AccessRequest, Decision, Reason, is_own_record
 from consent.postgres import RecordView
 from exchange.api.access import Access, Answer, ApiRoute, Call, Handler, PatientSource
 from exchange.api.context import ApiContext
@@ -150,7 +150,7 @@ class Gate:
         if view is None or (at is not None and then is None):
             raise Refused(404, "patient.not_found", "no patient has this id" + (
                 " at that time" if at is not None else ""), "not-found")
-        own = ident.role == "patient" and ident.person in {str(m) for m in view.members}
+        own = is_own_record(ident.role, ident.person, view.members)
         purpose = so_far.purpose if so_far.purpose is not None else (sent or "")
         decision = access.decide(AccessRequest(ident.person, ident.role, ident.institution,
                                                view.root, purpose, now, view.position, own),

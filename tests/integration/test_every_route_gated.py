@@ -75,10 +75,10 @@ def test_every_declared_route_is_listed_with_the_roles_it_serves() -> None:
         assert route.access.public == (GATES[key][0] == ("anyone",)), key
     # The app serves exactly what is declared, each path with its method.
     app = create_app(NO_EXCHANGE)
-    found = set()
-    for route in app.routes:
-        assert isinstance(route, Route)
-        found |= {(m, route.path) for m in route.methods or () if m != "HEAD"}
+    found: set[tuple[str, str]] = set()
+    for served_route in app.routes:
+        assert isinstance(served_route, Route)
+        found |= {(m, served_route.path) for m in served_route.methods or () if m != "HEAD"}
     assert found == set(routes)
 
 

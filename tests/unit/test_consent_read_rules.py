@@ -14,6 +14,7 @@ from consent.decision import (
     CareRelationship,
     Facts,
     SealRecord,
+    is_own_record,
     may_read_consents,
     own_audit_only,
 )
@@ -76,3 +77,10 @@ def test_a_patient_asks_for_their_own_access_history_only() -> None:
     refusal = own_audit_only("patient", me, "22222222-2222-4222-8222-222222222222")
     assert refusal is not None and refusal.code == "role.not_own_record"
     assert own_audit_only("regulator", "reg-1", me) is None
+
+
+def test_a_patient_token_is_the_patient_under_any_of_their_merged_ids() -> None:
+    merged = UUID("22222222-2222-4222-8222-222222222222")
+    assert is_own_record("patient", str(merged), [PID, merged])
+    assert not is_own_record("patient", "33333333-3333-4333-8333-333333333333", [PID, merged])
+    assert not is_own_record("physician", str(PID), [PID])  # a clinician named like an id

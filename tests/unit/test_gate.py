@@ -291,3 +291,17 @@ async def test_a_failing_handler_is_a_500_that_names_the_request() -> None:
     answer = await ask(ctx, PHYSICIANS, fails, purpose="TREAT")
     assert answer.status_code == 500 and code(answer) == "internal"
     assert answer.headers["x-request-id"] in answer.json()["issue"][0]["details"]["text"]
+
+
+@pytest.mark.parametrize("declaration", [
+    {"public": True, "roles": frozenset({"physician"})},
+    {},
+    {"roles": frozenset({"physician"}), "decide": decide},
+    {"roles": frozenset({"physician"}), "patient": PATH_PATIENT, "redecidable": True},
+    {"roles": frozenset({"patient"}), "defaults": {"patient": "PATRQT"}},
+], ids=["public-with-roles", "no-roles", "decision-without-patient", "redecide-without-rule",
+        "default-without-purposes"])
+def test_a_declaration_that_cannot_work_fails_when_it_is_made(
+        declaration: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Access("thing", **declaration)
