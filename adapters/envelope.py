@@ -42,7 +42,7 @@ def _plain(value: Any) -> bool:
     if kind is list:
         return all(type(item) is str or _plain(item) for item in value)
     if kind is int:
-        return -_SAFE_INT < value < _SAFE_INT
+        return bool(-_SAFE_INT < value < _SAFE_INT)
     return False
 
 

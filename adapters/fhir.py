@@ -70,7 +70,8 @@ def read_fhir(doc: Document, *, institution: str,
         ctx = Context(entry, index)
         kind, mapper, _ = MAPPERS[entry.rtype]
         pairs = [] if _entered_in_error(ctx) else mapper(entry.resource, ctx)
-        items = [{"source_id": sid, "kind": kind, "payload": payload} for sid, payload in pairs]
+        items: list[dict[str, Any]] = [{"source_id": sid, "kind": kind, "payload": payload}
+                                       for sid, payload in pairs]
         for item in items:
             if not ctx.problems:
                 ctx.problems += check_item(item, where=entry.path, source_id=item["source_id"])

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
-from domain.clinical import PatientRef
+from domain.values import PatientRef
 from domain.errors import InvalidResidentId
 from domain.identity import HEALTH_CARD_SYSTEM, RESIDENT_ID_SYSTEM, mrn_system
 from domain.problems import Problem
@@ -223,8 +223,8 @@ class Context:
             if found is None:
                 return None, "refers to a contained resource that is not there"
             rtype = found.get_resource_type()
-            entry = Entry(f"{self.entry.path}.contained", rtype, {}, text, None, found)
-            return self._typed(entry, types)
+            inside = Entry(f"{self.entry.path}.contained", rtype, {}, text, None, found)
+            return self._typed(inside, types)
         if "?" in text:
             rtype, _, query = text.partition("?")
             params = parse_qsl(query, keep_blank_values=True)
@@ -358,7 +358,7 @@ def _name_of(entry: Entry, index: Index) -> str | None:
             return str(human["text"]).strip()
         parts = [p for key in ("prefix", "given") for p in (human.get(key) or [])
                  if isinstance(p, str)]
-        family = human.get("family") if isinstance(human.get("family"), str) else ""
+        family: str = human["family"] if isinstance(human.get("family"), str) else ""
         given = [p for p in human.get("given") or [] if isinstance(p, str)]
         if _CJK.search(family + "".join(given)):  # 李 + 建国 → 李建国: no space in a CJK name
             return (family + "".join(given)).strip() or None

@@ -116,7 +116,7 @@ def _service_request(sr: ServiceRequest, ctx: Context) -> Pairs:
         "patient": patient, "to_institution": to_institution, "to_department": department,
         "referring_doctor": doctor, "urgency": urgency,
         "reason": reason, "impression": impression,
-        "history": _joined([n.text for n in sr.note or []], "\n"),
+        "history": _joined([n.text for n in sr.note or [] if n.text], "\n"),
         "requested_at": ctx.instant(sr.authoredOn, "authoredOn", required=True)}))]
 
 
@@ -215,7 +215,7 @@ def _task(t: Task, ctx: Context) -> Pairs:
         "by": by, "reason": reason,
         "department": ctx.display(t.location, "location", ("Location",)),
         **{k: v for k, v in content.items() if v is not None},
-        "notes": _joined([n.text for n in t.note or []], "\n")}))]
+        "notes": _joined([n.text for n in t.note or [] if n.text], "\n")}))]
 
 
 def _referral_of(ctx: Context, t: Task) -> tuple[str, Entry | None] | None:
@@ -328,7 +328,7 @@ def _outputs(ctx: Context, t: Task) -> dict[str, Any]:
                     when = None
             content["appointment"] = ctx.instant(when, f"{where}.valueDateTime", required=True)
         elif out.valueString or out.valueMarkdown:
-            texts.setdefault(kind, []).append(out.valueString or out.valueMarkdown)
+            texts.setdefault(kind, []).append(str(out.valueString or out.valueMarkdown))
         else:
             ctx.bad("fhir.referral_output", f"an output of type {kind} gives its text as "
                     "valueString or valueMarkdown", where)

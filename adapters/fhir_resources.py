@@ -124,7 +124,7 @@ def _encounter(e: Encounter, ctx: Context) -> Pairs:
              for n, p in enumerate(e.participant or []) if p.individual]
     chosen = next((n for want in ("ATND", "PPRF") for n, codes in roles if want in codes), None)
     attending = None if chosen is None else ctx.display(
-        e.participant[chosen].individual, f"participant[{chosen}].individual", PEOPLE)
+        (e.participant or [])[chosen].individual, f"participant[{chosen}].individual", PEOPLE)
     return [(ctx.entry.source_id, _compact({
         "patient": patient, "encounter_class": klass,
         "status": ENCOUNTER_STATUSES.get(e.status or "", e.status),

@@ -104,6 +104,12 @@ class AccessRequest:
     own_record: bool = False  # a patient token whose patient this is
 
 
+def is_own_record(role: str, person: str, members: Sequence[UUID]) -> bool:
+    """Whether the caller is the patient: a patient token names one of the identities merged
+    into the record (PIPL Art. 45: a patient reads their own record, under any of their ids)."""
+    return role == "patient" and person in {str(m) for m in members}
+
+
 @dataclass(frozen=True, slots=True)
 class ConsentRecord:
     consent_id: UUID
@@ -371,3 +377,39 @@ def _best_care(care: Sequence[CareRelationship]) -> CareRelationship | None:
     """The relationship to cite: the institution's own care before a referral's."""
     rank = {"encounter": 0, "contract": 1, "record": 2, "referral": 3}
     return min(care, key=lambda c: (rank.get(c.kind, 9), c.basis)) if care else None
+
+
+# Rules of the other patient routes, beside decide() -------------------------------------------
+
+CONSENT_READERS = ("the patient, and clinicians treating them (X-Purpose-Of-Use: TREAT), read "
+                   "the consents")
+
+
+def may_read_consents(request: AccessRequest, facts: Facts,
+                      policy: AccessPolicy = DEFAULT_POLICY) -> Decision:
+    """Who reads a patient's consents (``Consent?patient=``): the patient their own; a
+    clinician only with TREAT, while their institution holds a care relationship with the
+    patient, and not a sealed record the seal does not name them on."""
+    if request.own_record:
+        return _consent_state("data-subject")
+    reader = f"{request.institution}/{request.person}"
+    if (request.role in policy.clinical_roles and request.purpose == "TREAT"
+            and any(c.holds(request.institution, request.at) for c in facts.care)
+            and not any(s.active(request.position) and reader not in s.readers
+                        for s in facts.seals)):
+        return _consent_state("care")
+    return _deny(Reason("consent.not_permitted", CONSENT_READERS))
+
+
+def _consent_state(basis: str) -> Decision:
+    return Decision(True, [Reason("consent.state", "the data subject, or a clinician who needs "
+                                  "the basis of a decision")], legal_basis=basis)
+
+
+def own_audit_only(role: str, person: str, asked_patient: str) -> Reason | None:
+    """Why an access-history search (``AuditEvent?patient=``) is refused, or None: a patient
+    (PIPL Art. 45) asks only about themself; what they are shown is then limited to the rows
+    of their own identities whatever else they ask."""
+    if role == "patient" and asked_patient and asked_patient != person:
+        return Reason("role.not_own_record", "a patient reads the audit of their own record")
+    return None

@@ -150,14 +150,15 @@ class ConsentState:
                           _facts(row, institution, self.care_after_record), row["birth_date"],
                           row["sex"], orjson.loads(row["demographics"])
                           if row["demographics"] else None,
-                          [tuple(i) for i in orjson.loads(row["identifiers"])])  # type: ignore[misc]
+                          [tuple(i) for i in orjson.loads(row["identifiers"])])
 
     async def consents(self, patient_id: UUID | Sequence[UUID]) -> list[asyncpg.Record]:
         """The consents recorded for these identities, with their rendered resources."""
         ids = [patient_id] if isinstance(patient_id, UUID) else list(patient_id)
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT consent_id, resource, withdrawn_at, position FROM consents "
             "WHERE patient_id = ANY($1) ORDER BY position", ids)
+        return rows
 
     async def grant_break_glass(self, *, person: str, institution: str, patient_id: UUID,
                                 reason_code: str, reason: str, now: datetime) -> BreakGlassGrant:

@@ -27,6 +27,7 @@ message that tells the user what to do. Each package has one base under it:
         ├── TokenError              a bearer token refused (exchange.auth.tokens)
         │   └── RevocationUnavailable  the revocation list is stale: fail closed
         └── Refused                 an HTTP answer other than 200 (exchange.api.responses)
+            └── AuditUnavailable    the audit log could not record a request: 503, nothing sent
 
 Errors that are also a ``ValueError`` (bad input) keep that base too, so callers that catch
 ``ValueError`` at a boundary keep working. Third-party exceptions are mapped to these at the

@@ -1,73 +1,206 @@
-"""The read API (Starlette): authenticate → consent decision → query → audit append → respond.
-
-Every request that touches a patient appends its decision (permit or deny) to the audit log
-before anything is sent; if that append fails, the request fails and no data leaves.
+"""The one gate every request of the read API goes through, doing what each route's
+``Access`` declares: a request id; authentication (a refused token is audited: 401, or 503
+when revocations cannot be checked); the patient id; the role; the purpose of use; for a
+patient route the facts (``ConsentState.view``, one query) and the decision of its rule in
+``consent/decision.py``; then the handler, whose ``Answer`` is appended to the audit log
+*before* it is sent. Every refusal — declared here or raised by a handler as ``Refused`` — is
+audited and sent as an ``OperationOutcome``; if the audit append fails, no data leaves (503
+``audit.unavailable``); anything else is a 500 that names the request id.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
+from starlette.responses import Response
 
-from audit.postgres import AuditStore, AuditWriteError
-from audit.writer import AuditWriter
-from consent.decision import (
-    DEFAULT_POLICY,
-    AccessPolicy,
-    Decision,
-    Reason,
-)
-from consent.postgres import ConsentState
-from exchange.api.responses import Refused, disclosure
-from exchange.auth.chain import Authenticator
+from audit.disclosure import summary
+from audit.postgres import AuditWriteError
+from consent.decision import AccessRequest, Decision, Reason, is_own_record
+from consent.postgres import RecordView
+from exchange.api.access import Access, Answer, ApiRoute, Call, Handler, PatientSource
+from exchange.api.context import ApiContext
+from exchange.api.fhir import operation_outcome
+from exchange.api.responses import AuditUnavailable, Refused, fhir_response
 from exchange.auth.tokens import Identity, TokenError
-from exchange.servers.audit_heads import HeadSigner
-from projections.postgres import PatientRecordReader
-from projections.referral_reader import ReferralReader
+
+__all__ = ["ApiContext", "Gate"]
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
+AT_FORMAT = ("_at is a ledger position or an instant with its offset, e.g. "
+             "2026-11-01T09:30:00+08:00")
 
 
 @dataclass
-class ApiContext:
-    tokens: Authenticator
-    audit_writer: AuditWriter  # group commit: what every request appends through
-    heads: HeadSigner
-    consent: ConsentState
-    records: PatientRecordReader
-    referrals: ReferralReader
-    policy: AccessPolicy = DEFAULT_POLICY
-    portal: Any = None  # exchange.ingest.portal.Portal: consents a patient gives over HTTP
-    clock: Clock = lambda: datetime.now(UTC)  # noqa: E731
+class _Admitted:
+    """How far the gate got with a request: what a refusal at this point is recorded with."""
 
-    @property
-    def audit(self) -> AuditStore:
-        return self.audit_writer.store
+    ident: Identity | None = None
+    patient_id: UUID | None = None
+    purpose: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # what redecides the decision
 
 
-class Exchange:
-    """The route handlers, sharing one context."""
-
+class Gate:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
-    # The gate -----------------------------------------------------------------------------------
+    def endpoint(self, route: ApiRoute) -> Callable[[Request], Awaitable[Response]]:
+        access, handler = route.access, route.handler
 
-    async def record(self, request: Request, request_id: str, *, action: str,
-                     ident: Identity | None, patient_id: UUID | None = None,
-                     purpose: str | None = None, decision: Decision | None = None,
-                     reasons: list[Reason] | None = None, disclosed: list[str] | None = None,
-                     extra: dict[str, Any] | None = None,
-                     categories: list[str] | tuple[str, ...] | None = None,
-                     disclosure_summary: dict[str, Any] | None = None) -> None:
-        reasons = reasons if reasons is not None else (decision.reasons if decision else [])
+        async def endpoint(request: Request) -> Response:
+            return await self.serve(access, handler, request)
+        return endpoint
+
+    async def serve(self, access: Access, handler: Handler, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        so_far = _Admitted()
+        try:
+            if access.public:
+                return (await handler(Call(request, request_id, access.action, None, None,
+                                           self.ctx.clock()))).response
+            try:
+                call = await self._admit(access, request, request_id, so_far)
+                answer = await handler(call)
+            except Refused as refused:
+                if not isinstance(refused, AuditUnavailable):
+                    await self._refusal(access, request, request_id, so_far, refused)
+                raise
+            await self._answer(access, call, so_far, answer)
+            return answer.response
+        except Refused as refused:
+            return refused.response(request_id)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return fhir_response(operation_outcome(
+                "internal", f"the exchange failed to answer; quote request id {request_id}",
+                issue_type="exception"), 500, request_id)
+
+    # Admission, step by step --------------------------------------------------------------------
+
+    async def _admit(self, access: Access, request: Request, request_id: str,
+                     so_far: _Admitted) -> Call:
+        ident = so_far.ident = await self._authenticate(request)
+        if access.patient is not None:
+            so_far.patient_id = _patient_id(access.patient, request)
+        so_far.purpose = access.purpose
+        if access.decide is None and ident.role not in access.roles:
+            raise _role_refused(access, ident)
+        sent = request.headers.get("x-purpose-of-use", "").strip().upper() or None
+        if access.purposes is not None:
+            purpose = sent or access.defaults.get(ident.role)
+            if purpose is None or (access.purposes != "any" and purpose not in access.purposes):
+                raise Refused(400, "purpose.missing", access.refused_purpose, "required",
+                              purpose=sent)
+            so_far.purpose = purpose
+        now = self.ctx.clock()
+        at = await self._as_of(request) if access.as_of else None
+        view = decision = then = None
+        if access.decide is not None:
+            view, decision, then = await self._decide(access, ident, so_far, sent, now, at)
+        return Call(request, request_id, access.action, ident, so_far.purpose, now,
+                    so_far.patient_id, view, decision, at, then)
+
+    async def _authenticate(self, request: Request) -> Identity:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token:
+                raise TokenError("send Authorization: Bearer <token> (issue one with hie token)")
+            ident = await self.ctx.tokens.authenticate(token.strip(), now=self.ctx.clock())
+            if ident.role == "patient" and not _is_uuid(ident.person):
+                raise TokenError("a patient token names the patient by regional id")
+            return ident
+        except TokenError as exc:
+            if exc.code == "token.revocation_unavailable":  # ours, not the caller's fault
+                raise Refused(503, exc.code, str(exc), "transient") from None
+            raise Refused(401, exc.code, str(exc), "login") from None
+
+    async def _as_of(self, request: Request) -> int | None:
+        """``_at=``: a ledger position (digits) or an instant with its offset; None: now."""
+        raw = request.query_params.get("_at")
+        if raw is None:
+            return None
+        try:
+            if raw.isdigit():
+                return int(raw)
+            instant = datetime.fromisoformat(raw)
+            if instant.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            raise Refused(400, "search.at", AT_FORMAT, "invalid") from None
+        return await self.ctx.records.position_at(instant)
+
+    async def _decide(self, access: Access, ident: Identity, so_far: _Admitted,
+                      sent: str | None, now: datetime,
+                      at: int | None) -> tuple[RecordView, Decision, UUID | None]:
+        assert access.decide is not None and so_far.patient_id is not None
+        # One query: who the id is now, the identities merged into it, and the decision's
+        # facts as of the projection's position.
+        view = await self.ctx.consent.view(so_far.patient_id, institution=ident.institution,
+                                           person=ident.person, at=now)
+        then = await self.ctx.records.root(so_far.patient_id, at) \
+            if view and at is not None else None
+        if view is None or (at is not None and then is None):
+            raise Refused(404, "patient.not_found", "no patient has this id" + (
+                " at that time" if at is not None else ""), "not-found")
+        own = is_own_record(ident.role, ident.person, view.members)
+        purpose = so_far.purpose if so_far.purpose is not None else (sent or "")
+        decision = access.decide(AccessRequest(ident.person, ident.role, ident.institution,
+                                               view.root, purpose, now, view.position, own),
+                                 view.facts, self.ctx.policy)
+        so_far.patient_id = view.root  # from here on, about the surviving identity
+        if access.redecidable:  # enough to decide it again from the ledger (api/redecide.py)
+            so_far.facts = {
+                "as_of_position": view.position, "decided_at": now.isoformat(),
+                "policy": self.ctx.policy.fingerprint(),
+                **({"record_at_position": at} if at is not None else {}),
+                **({"results_since": decision.results_since.isoformat()}
+                   if decision.results_since else {})}
+        if not decision.permit:
+            raise Refused(403, decision.reasons[0].code,
+                          "; ".join(r.message for r in decision.reasons), decision=decision)
+        if ident.role not in access.roles:  # the route's declaration bounds any rule
+            raise _role_refused(access, ident)
+        return view, decision, then
+
+    # The audit record ---------------------------------------------------------------------------
+
+    async def _answer(self, access: Access, call: Call, so_far: _Admitted,
+                      answer: Answer) -> None:
+        decision = answer.decision or call.decision
+        await self._append(
+            call.request, call.request_id, action=access.action, ident=call.ident,
+            patient_id=answer.patient_id or call.patient_id,
+            purpose=answer.purpose or call.purpose, decision=decision,
+            reasons=decision.reasons if decision else [],
+            disclosure=answer.disclosure or summary(answer.disclosed),
+            categories=answer.categories, extra={**so_far.facts, **(answer.extra or {})})
+
+    async def _refusal(self, access: Access, request: Request, request_id: str,
+                       so_far: _Admitted, refused: Refused) -> None:
+        """A refusal is about what the gate knew when it was raised; before authentication,
+        it is a failed sign-in (``<action>.authenticate``, nobody named)."""
+        await self._append(
+            request, request_id, ident=so_far.ident,
+            action=access.action if so_far.ident else f"{access.action}.authenticate",
+            patient_id=refused.patient_id or so_far.patient_id,
+            purpose=refused.purpose or so_far.purpose, decision=refused.decision,
+            reasons=refused.decision.reasons if refused.decision else [refused.reason],
+            disclosure=summary(()), categories=(),
+            extra={**so_far.facts, **(refused.extra or {})})
+
+    async def _append(self, request: Request, request_id: str, *, action: str,
+                      ident: Identity | None, patient_id: UUID | None, purpose: str | None,
+                      decision: Decision | None, reasons: Sequence[Reason],
+                      disclosure: Mapping[str, Any], categories: Sequence[str],
+                      extra: Mapping[str, Any]) -> None:
         record = {
             "action": action, "request_id": request_id, "route": request.url.path,
             "person": ident.person if ident else None, "role": ident.role if ident else None,
@@ -81,58 +214,32 @@ class Exchange:
             "break_glass": bool(decision and decision.break_glass),
             "care_basis": decision.care_basis if decision else None,
             "obligations": decision.obligations if decision else [],
-            **(disclosure_summary or disclosure(disclosed or [])),
+            **disclosure,
             # The data categories the response held (breach scope: what was touched), and
             # those the decision let through.
-            "categories": sorted(categories or []),
+            "categories": sorted(categories),
             "permitted": list(decision.categories) if decision and decision.permit else [],
             "alert": decision.alert if decision else None,
             "source": request.client.host if request.client else None,
-            **(extra or {}),
+            **extra,
         }
         try:
             await self.ctx.audit_writer.append(record, self.ctx.clock())
         except AuditWriteError:
             log.exception("audit append failed; refusing request %s", request_id)
-            raise Refused(503, "audit.unavailable", "the audit log could not record this "
-                          "request, so no data is sent; try again shortly", "exception") from None
+            raise AuditUnavailable() from None
 
-    async def authenticate(self, request: Request, request_id: str, action: str) -> Identity:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        try:
-            if scheme.lower() != "bearer" or not token:
-                raise TokenError("send Authorization: Bearer <token> (issue one with hie token)")
-            ident = await self.ctx.tokens.authenticate(token.strip(), now=self.ctx.clock())
-            if ident.role == "patient" and not _is_uuid(ident.person):
-                raise TokenError("a patient token names the patient by regional id")
-            return ident
-        except TokenError as exc:
-            reason = Reason(exc.code, str(exc))
-            await self.record(request, request_id, action=f"{action}.authenticate", ident=None,
-                              reasons=[reason])
-            if exc.code == "token.revocation_unavailable":  # ours, not the caller's fault
-                raise Refused(503, exc.code, str(exc), "transient") from None
-            raise Refused(401, exc.code, str(exc), "login") from None
 
-    async def deny(self, request: Request, request_id: str, action: str, ident: Identity,
-                    status: int, reason: Reason, *, patient_id: UUID | None = None,
-                    purpose: str | None = None, issue_type: str = "forbidden") -> Refused:
-        await self.record(request, request_id, action=action, ident=ident, patient_id=patient_id,
-                          purpose=purpose, reasons=[reason])
-        return Refused(status, reason.code, reason.message, issue_type)
+def _role_refused(access: Access, ident: Identity) -> Refused:
+    return Refused(403, "role.not_permitted", access.refused_role.format(role=ident.role))
 
-    async def patient_id(self, request: Request, request_id: str, action: str,
-                          ident: Identity) -> UUID:
-        try:
-            return UUID(request.path_params["pid"])
-        except ValueError:
-            raise await self.deny(request, request_id, action, ident, 404, Reason(
-                "patient.not_found", "no patient has this id"), issue_type="not-found") from None
 
-    def purpose(self, request: Request) -> str | None:
-        value = request.headers.get("x-purpose-of-use", "").strip().upper()
-        return value or None
+def _patient_id(source: PatientSource, request: Request) -> UUID:
+    try:
+        return UUID(source.raw(request))
+    except ValueError:
+        raise Refused(source.status, source.code, source.message, source.issue_type) from None
+
 
 def _is_uuid(text: str) -> bool:
     try:

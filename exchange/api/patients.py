@@ -3,89 +3,83 @@ identifier, and ``$break-glass``."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import Response
-
 from consent.decision import Decision, InvalidBreakGlass, Reason, check_break_glass
+from exchange.api.access import PATH_PATIENT, Access, Answer, ApiRoute, Call
+from exchange.api.context import ApiContext
 from exchange.api.fhir import bundle, capability_statement, operation_outcome
-from exchange.api.gate import Exchange
-from exchange.api.responses import fhir_response
+from exchange.api.responses import Refused, fhir_response
 from projections.render import dumps
 
 BREAK_GLASS_TEXT = "break-glass grant issued"
 
+METADATA = Access("metadata", public=True)
+LOOKUP = Access("lookup", roles=frozenset({"physician"}),
+                refused_role="the {role} role cannot look patients up",
+                purposes=frozenset({"TREAT", "ETREAT"}),
+                refused_purpose="send X-Purpose-Of-Use: TREAT (or ETREAT)")
+BREAK_GLASS = Access("break-glass", roles=frozenset({"physician"}),
+                     refused_role="only a physician may break the glass", purpose="ETREAT",
+                     patient=PATH_PATIENT)
+
 
 class PatientRoutes:
-    def __init__(self, ex: Exchange) -> None:
-        self.ex = ex
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
 
-    # Routes -------------------------------------------------------------------------------------
+    async def metadata(self, call: Call) -> Answer:
+        return Answer(fhir_response(capability_statement(call.now), request_id=call.request_id))
 
-    async def metadata(self, request: Request, request_id: str) -> Response:
-        return fhir_response(capability_statement(self.ex.ctx.clock()), request_id=request_id)
-
-    async def patient_search(self, request: Request, request_id: str) -> Response:
-        ident = await self.ex.authenticate(request, request_id, "lookup")
-        purpose = self.ex.purpose(request)
-        if ident.role != "physician":
-            raise await self.ex.deny(request, request_id, "lookup", ident, 403, Reason(
-                "role.not_permitted", f"the {ident.role} role cannot look patients up"))
-        if purpose not in ("TREAT", "ETREAT"):
-            raise await self.ex.deny(request, request_id, "lookup", ident, 400, Reason(
-                "purpose.missing", "send X-Purpose-Of-Use: TREAT (or ETREAT)"), issue_type="required")
-        system, sep, value = request.query_params.get("identifier", "").partition("|")
+    async def patient_search(self, call: Call) -> Answer:
+        system, sep, value = call.request.query_params.get("identifier", "").partition("|")
         if not sep or not system or not value:
-            raise await self.ex.deny(request, request_id, "lookup", ident, 400, Reason(
-                "search.identifier", "search as identifier=<system>|<value>"), purpose=purpose,
-                issue_type="invalid")
-        patient_id = await self.ex.ctx.records.find_patient(system, value)
-        decision = Decision(True, [Reason("lookup.match" if patient_id else "lookup.no_match",
-                                          "identifier lookup")])
-        await self.ex.record(request, request_id, action="lookup", ident=ident, patient_id=patient_id,
-                          purpose=purpose, decision=decision,
-                          disclosed=[f"Patient/{patient_id}"] if patient_id else [])
+            raise Refused(400, "search.identifier", "search as identifier=<system>|<value>",
+                          "invalid")
+        patient_id = await self.ctx.records.find_patient(system, value)
         entries = []
         if patient_id:
             # Minimum necessary: the id and the identifier the caller already holds.
             found = {"resourceType": "Patient", "id": str(patient_id),
                      "identifier": [{"system": system, "value": value}]}
             entries.append((f"urn:uuid:{patient_id}", dumps(found)))
-        return fhir_response(bundle(entries, now=self.ex.ctx.clock()), request_id=request_id)
+        return Answer(
+            fhir_response(bundle(entries, now=call.now), request_id=call.request_id),
+            Decision(True, [Reason("lookup.match" if patient_id else "lookup.no_match",
+                                   "identifier lookup")]),
+            patient_id=patient_id, disclosed=[f"Patient/{patient_id}"] if patient_id else [])
 
-    async def break_glass(self, request: Request, request_id: str) -> Response:
-        ident = await self.ex.authenticate(request, request_id, "break-glass")
-        patient_id = await self.ex.patient_id(request, request_id, "break-glass", ident)
-        if ident.role != "physician":
-            raise await self.ex.deny(request, request_id, "break-glass", ident, 403, Reason(
-                "role.not_permitted", "only a physician may break the glass"),
-                patient_id=patient_id, purpose="ETREAT")
+    async def break_glass(self, call: Call) -> Answer:
         try:
-            body = await request.json()
+            body = await call.request.json()
             code, text = check_break_glass(body.get("reason_code"), body.get("reason"))
         except (ValueError, AttributeError, InvalidBreakGlass) as exc:
             message = str(exc) if isinstance(exc, InvalidBreakGlass) else \
                 "send a JSON object with reason_code and reason"
-            raise await self.ex.deny(request, request_id, "break-glass", ident, 400, Reason(
-                "break_glass.invalid", message), patient_id=patient_id, purpose="ETREAT",
-                issue_type="required") from None
-        root = await self.ex.ctx.records.root(patient_id)
+            raise Refused(400, "break_glass.invalid", message, "required") from None
+        assert call.patient_id is not None
+        root = await self.ctx.records.root(call.patient_id)
         if root is None:
-            raise await self.ex.deny(request, request_id, "break-glass", ident, 404, Reason(
-                "patient.not_found", "no patient has this id"), patient_id=patient_id,
-                purpose="ETREAT", issue_type="not-found")
-        patient_id = root  # the grant is for the person, whichever of their ids was asked
-        grant = await self.ex.ctx.consent.grant_break_glass(
-            person=ident.person, institution=ident.institution, patient_id=patient_id,
-            reason_code=code, reason=text, now=self.ex.ctx.clock())
+            raise Refused(404, "patient.not_found", "no patient has this id", "not-found")
+        # The grant is for the person, whichever of their ids was asked.
+        ident = call.who
+        grant = await self.ctx.consent.grant_break_glass(
+            person=ident.person, institution=ident.institution, patient_id=root,
+            reason_code=code, reason=text, now=self.ctx.clock())
         decision = Decision(True, [Reason("break_glass.granted", BREAK_GLASS_TEXT)],
                             legal_basis=f"break-glass:{grant.grant_id}", break_glass=True,
                             obligations=["regulator-review", "notify-patient"])
-        await self.ex.record(request, request_id, action="break-glass", ident=ident,
-                          patient_id=patient_id, purpose="ETREAT", decision=decision,
-                          extra={"reason_code": code, "reason_text": text,
-                                 "expires_at": grant.expires_at.isoformat()})
-        return fhir_response(operation_outcome(
+        return Answer(fhir_response(operation_outcome(
             "break_glass.granted", f"emergency access granted until {grant.expires_at.isoformat()}; "
             "read with X-Purpose-Of-Use: ETREAT; this access is flagged for review and the "
             "patient will be told", issue_type="informational", severity="information"),
-            request_id=request_id)
+            request_id=call.request_id), decision, patient_id=root,
+            extra={"reason_code": code, "reason_text": text,
+                   "expires_at": grant.expires_at.isoformat()})
+
+
+def patient_routes(ctx: ApiContext) -> list[ApiRoute]:
+    r = PatientRoutes(ctx)
+    return [
+        ApiRoute("GET", "/fhir/metadata", METADATA, r.metadata),
+        ApiRoute("GET", "/fhir/Patient", LOOKUP, r.patient_search),
+        ApiRoute("POST", "/fhir/Patient/{pid}/$break-glass", BREAK_GLASS, r.break_glass),
+    ]

@@ -14,7 +14,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from consent.decision import AccessPolicy, AccessRequest, Decision, Facts, decide
+from consent.decision import (
+    AccessPolicy,
+    AccessRequest,
+    Decision,
+    Facts,
+    decide,
+    is_own_record,
+)
 from consent.postgres import ConsentState
 from projections.postgres import PatientRecordReader
 
@@ -25,7 +32,7 @@ async def facts_for(consent: ConsentState, person: str, role: str, institution: 
     """The request and its facts (as of ``position``; None: the projection's now)."""
     taken, facts = await consent.facts(members, root, institution=institution, person=person,
                                        at=at, position=position)
-    own = role == "patient" and person in {str(m) for m in members}
+    own = is_own_record(role, person, members)
     return AccessRequest(person, role, institution, root, purpose, at, taken, own), facts
 
 

@@ -9,7 +9,7 @@ durations only, no patient; regulators and admins may read them as well as physi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
@@ -17,12 +17,11 @@ from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from consent.decision import Decision, Reason
 from domain.referral import STATES
+from exchange.api.access import Access, Answer, ApiRoute, Call
 from exchange.api.fhir import bundle
-from exchange.api.gate import Exchange
 from exchange.api.referral_fhir import (
     SERVICE_REQUEST_STATUS,
     box_row,
@@ -30,162 +29,136 @@ from exchange.api.referral_fhir import (
     service_request,
     task,
 )
-from exchange.api.responses import Handler, Refused, fhir_response, json_response
-from exchange.auth.tokens import Identity
+from exchange.api.responses import Refused, fhir_response, json_response
+from projections.postgres import PatientRecordReader
 from projections.referral_reader import ReferralReader
 from projections.render import dumps
 
 MAX_COUNT = 500
 
 
+def _physician(action: str) -> Access:
+    return Access(action, roles=frozenset({"physician"}),
+                  refused_role="the {role} role does not read referrals",
+                  purposes=frozenset({"TREAT"}), refused_purpose="send X-Purpose-Of-Use: TREAT")
+
+
+SEARCH, READ, HISTORY = (_physician("referral-search"), _physician("referral-read"),
+                         _physician("referral-history"))
+INBOX, OUTBOX = _physician("referral-inbox"), _physician("referral-outbox")
+STATISTICS = Access("referral-statistics", roles=frozenset({"physician", "regulator", "admin"}),
+                    refused_role="the {role} role does not read county statistics")
+
+
+def _invalid(code: str, message: str) -> Refused:
+    return Refused(400, code, message, "invalid")
+
+
+def _disclosing(response: Response, rows: Sequence[Any], disclosed: list[str]) -> Answer:
+    """A referral read's answer: the referrals' institutions take part in them (the legal
+    basis, up to 20 named); one patient is the record's, several are listed."""
+    patients = sorted({str(r["patient_id"]) for r in rows})
+    basis = ",".join(f"referral:{r['referral_id']}" for r in rows[:20])
+    return Answer(response, Decision(True, [Reason("referral.party", "the requesting "
+                                                   "institution takes part in the referral(s)")],
+                                     legal_basis=basis or None),
+                  patient_id=UUID(patients[0]) if len(patients) == 1 else None,
+                  disclosed=disclosed, extra={"patients": patients} if len(patients) > 1 else None)
+
+
 class ReferralRoutes:
-    def __init__(self, ex: Exchange, reader: ReferralReader) -> None:
-        self.ex = ex
+    def __init__(self, records: PatientRecordReader, reader: ReferralReader) -> None:
+        self.records = records
         self.reader = reader
 
-    async def _physician(self, request: Request, request_id: str, action: str) -> Identity:
-        ident = await self.ex.authenticate(request, request_id, action)
-        if ident.role != "physician":
-            raise await self.ex.deny(request, request_id, action, ident, 403, Reason(
-                "role.not_permitted", f"the {ident.role} role does not read referrals"))
-        purpose = self.ex.purpose(request)
-        if purpose != "TREAT":
-            raise await self.ex.deny(request, request_id, action, ident, 400, Reason(
-                "purpose.missing", "send X-Purpose-Of-Use: TREAT"), purpose=purpose,
-                issue_type="required")
-        return ident
-
-    async def _invalid(self, request: Request, request_id: str, action: str, ident: Identity,
-                       code: str, message: str) -> Refused:
-        return await self.ex.deny(request, request_id, action, ident, 400,
-                                  Reason(code, message), purpose="TREAT", issue_type="invalid")
-
-    async def _disclose(self, request: Request, request_id: str, action: str,
-                        ident: Identity, rows: list[Any], disclosed: list[str]) -> None:
-        patients = sorted({str(r["patient_id"]) for r in rows})
-        basis = ",".join(f"referral:{r['referral_id']}" for r in rows[:20])
-        await self.ex.record(
-            request, request_id, action=action, ident=ident,
-            patient_id=UUID(patients[0]) if len(patients) == 1 else None, purpose="TREAT",
-            decision=Decision(True, [Reason("referral.party", "the requesting institution "
-                                            "takes part in the referral(s)")],
-                              legal_basis=basis or None),
-            disclosed=disclosed, extra={"patients": patients} if len(patients) > 1 else None)
-
-    async def search(self, request: Request, request_id: str) -> Response:
-        action = "referral-search"
-        ident = await self._physician(request, request_id, action)
-        q = request.query_params
+    async def search(self, call: Call) -> Answer:
+        q = call.request.query_params
         kwargs: dict[str, Any] = {}
         try:
             kwargs = _filters(q)
         except ValueError as exc:
-            raise await self._invalid(request, request_id, action, ident, "search.invalid",
-                                      str(exc)) from None
+            raise _invalid("search.invalid", str(exc)) from None
         if "patient" in q:
             try:
                 asked = UUID(q["patient"].removeprefix("Patient/"))
             except ValueError:
-                raise await self._invalid(request, request_id, action, ident, "search.patient",
-                                          "patient is a patient id") from None
-            root = await self.ex.ctx.records.root(asked)
-            kwargs["patients"] = await self.ex.ctx.records.members(root) if root else [asked]
-        total, rows = await self.reader.search(party=ident.institution, **kwargs)
-        now = self.ex.ctx.clock()
+                raise _invalid("search.patient", "patient is a patient id") from None
+            root = await self.records.root(asked)
+            kwargs["patients"] = await self.records.members(root) if root else [asked]
+        institution = call.who.institution
+        total, rows = await self.reader.search(party=institution, **kwargs)
+        now = call.now
         resources = [service_request(r, now, content_shown=content_visible(
-            r, ident.institution, now)) for r in rows]
-        disclosed = [f"ServiceRequest/{r['id']}" for r in resources]
-        await self._disclose(request, request_id, action, ident, rows, disclosed)
+            r, institution, now)) for r in rows]
         entries = [(f"urn:uuid:{r['id']}", dumps(r)) for r in resources]
-        return fhir_response(bundle(entries, now=now, extra=_paging(
-            request, total, kwargs["offset"], len(rows))), request_id=request_id)
+        return _disclosing(fhir_response(bundle(entries, now=now, extra=_paging(
+            call.request, total, kwargs["offset"], len(rows))), request_id=call.request_id),
+            rows, [f"ServiceRequest/{r['id']}" for r in resources])
 
-    async def _referral(self, request: Request, request_id: str, action: str,
-                        ident: Identity, raw: str) -> Any:
+    async def _referral(self, call: Call, raw: str) -> Any:
         try:
             rid = UUID(raw)
         except ValueError:
             rid = None
         row = await self.reader.get(rid) if rid else None
-        if row is None or ident.institution not in (row["from_institution"],
-                                                    row["to_institution"]):
+        if row is None or call.who.institution not in (row["from_institution"],
+                                                       row["to_institution"]):
             # The same answer whether it does not exist or is another institution's.
-            raise await self.ex.deny(request, request_id, action, ident, 404, Reason(
-                "referral.not_found", "no referral with this id involves your institution"),
-                purpose="TREAT", issue_type="not-found")
+            raise Refused(404, "referral.not_found",
+                          "no referral with this id involves your institution", "not-found")
         return row
 
-    async def read(self, request: Request, request_id: str) -> Response:
-        action = "referral-read"
-        ident = await self._physician(request, request_id, action)
-        row = await self._referral(request, request_id, action, ident,
-                                   request.path_params["rid"])
-        now = self.ex.ctx.clock()
-        resource = service_request(row, now, content_shown=content_visible(
-            row, ident.institution, now))
-        await self._disclose(request, request_id, action, ident, [row],
-                             [f"ServiceRequest/{resource['id']}"])
-        return fhir_response(resource, request_id=request_id)
+    async def read(self, call: Call) -> Answer:
+        row = await self._referral(call, call.request.path_params["rid"])
+        resource = service_request(row, call.now, content_shown=content_visible(
+            row, call.who.institution, call.now))
+        return _disclosing(fhir_response(resource, request_id=call.request_id), [row],
+                           [f"ServiceRequest/{resource['id']}"])
 
-    async def tasks(self, request: Request, request_id: str) -> Response:
+    async def tasks(self, call: Call) -> Answer:
         """``Task?focus=ServiceRequest/<id>``: the referral's status history, oldest first."""
-        action = "referral-history"
-        ident = await self._physician(request, request_id, action)
-        focus = request.query_params.get("focus", "")
+        focus = call.request.query_params.get("focus", "")
         if not focus.startswith("ServiceRequest/"):
-            raise await self._invalid(request, request_id, action, ident, "search.focus",
-                                      "search Task by focus=ServiceRequest/<id>")
-        row = await self._referral(request, request_id, action, ident,
-                                   focus.removeprefix("ServiceRequest/"))
-        shown = content_visible(row, ident.institution, self.ex.ctx.clock())
+            raise _invalid("search.focus", "search Task by focus=ServiceRequest/<id>")
+        row = await self._referral(call, focus.removeprefix("ServiceRequest/"))
+        shown = content_visible(row, call.who.institution, call.now)
         steps = [task(s, row["patient_id"], content_shown=shown)
                  for s in await self.reader.history(row["referral_id"])]
-        await self._disclose(request, request_id, action, ident, [row],
-                             [f"Task/{t['id']}" for t in steps])
         entries = [(f"urn:uuid:{t['id']}", dumps(t)) for t in steps]
-        return fhir_response(bundle(entries, now=self.ex.ctx.clock()), request_id=request_id)
+        return _disclosing(fhir_response(bundle(entries, now=call.now),
+                                         request_id=call.request_id),
+                           [row], [f"Task/{t['id']}" for t in steps])
 
-    async def inbox(self, request: Request, request_id: str) -> Response:
-        return await self._box(request, request_id, "inbox")
+    async def inbox(self, call: Call) -> Answer:
+        return await self._box(call, "inbox")
 
-    async def outbox(self, request: Request, request_id: str) -> Response:
-        return await self._box(request, request_id, "outbox")
+    async def outbox(self, call: Call) -> Answer:
+        return await self._box(call, "outbox")
 
-    async def _box(self, request: Request, request_id: str, box: str) -> Response:
-        action = f"referral-{box}"
-        ident = await self._physician(request, request_id, action)
+    async def _box(self, call: Call, box: str) -> Answer:
         try:
-            kwargs = _filters(request.query_params)
+            kwargs = _filters(call.request.query_params)
         except ValueError as exc:
-            raise await self._invalid(request, request_id, action, ident, "search.invalid",
-                                      str(exc)) from None
-        total, rows = await self.reader.search(party=ident.institution, box=box, **kwargs)
-        now = self.ex.ctx.clock()
-        await self._disclose(request, request_id, action, ident, rows,
-                             [f"ServiceRequest/{r['referral_id']}" for r in rows])
-        return json_response({"institution": ident.institution, "box": box, "total": total,
-                              "offset": kwargs["offset"],
-                              "referrals": [box_row(r, now) for r in rows]}, request_id)
+            raise _invalid("search.invalid", str(exc)) from None
+        institution = call.who.institution
+        total, rows = await self.reader.search(party=institution, box=box, **kwargs)
+        return _disclosing(json_response(
+            {"institution": institution, "box": box, "total": total, "offset": kwargs["offset"],
+             "referrals": [box_row(r, call.now) for r in rows]}, call.request_id),
+            rows, [f"ServiceRequest/{r['referral_id']}" for r in rows])
 
-    async def statistics(self, request: Request, request_id: str) -> Response:
-        action = "referral-statistics"
-        ident = await self.ex.authenticate(request, request_id, action)
-        if ident.role not in ("physician", "regulator", "admin"):
-            raise await self.ex.deny(request, request_id, action, ident, 403, Reason(
-                "role.not_permitted", f"the {ident.role} role does not read county statistics"))
+    async def statistics(self, call: Call) -> Answer:
         try:
-            since = _day(request.query_params.get("from"))
-            until = _day(request.query_params.get("to"))
+            since = _day(call.request.query_params.get("from"))
+            until = _day(call.request.query_params.get("to"))
         except ValueError:
-            raise await self.ex.deny(request, request_id, action, ident, 400, Reason(
-                "search.date", "from and to are dates, e.g. 2026-11-01"),
-                issue_type="invalid") from None
-        now = self.ex.ctx.clock()
-        figures = await self.reader.statistics(since, until, now)
-        await self.ex.record(request, request_id, action=action, ident=ident,
-                             purpose="HOPERAT", decision=Decision(True, [Reason(
-                                 "statistics.aggregate", "counts and durations, no patient")]))
-        return json_response({"from": _iso(since), "to": _iso(until), **figures}, request_id)
+            raise _invalid("search.date", "from and to are dates, e.g. 2026-11-01") from None
+        figures = await self.reader.statistics(since, until, call.now)
+        return Answer(json_response({"from": _iso(since), "to": _iso(until), **figures},
+                                    call.request_id),
+                      Decision(True, [Reason("statistics.aggregate",
+                                             "counts and durations, no patient")]),
+                      purpose="HOPERAT")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -267,14 +240,13 @@ def _paging(request: Request, total: int, offset: int, shown: int) -> dict[str, 
     return {"total": total, "link": links}
 
 
-def referral_routes(ex: Exchange, reader: ReferralReader,
-                    wrap: Callable[[Handler], Any]) -> list[Route]:
-    r = ReferralRoutes(ex, reader)
+def referral_routes(records: PatientRecordReader, reader: ReferralReader) -> list[ApiRoute]:
+    r = ReferralRoutes(records, reader)
     return [
-        Route("/fhir/ServiceRequest", wrap(r.search)),
-        Route("/fhir/ServiceRequest/{rid}", wrap(r.read)),
-        Route("/fhir/Task", wrap(r.tasks)),
-        Route("/referrals/inbox", wrap(r.inbox)),
-        Route("/referrals/outbox", wrap(r.outbox)),
-        Route("/referrals/statistics", wrap(r.statistics)),
+        ApiRoute("GET", "/fhir/ServiceRequest", SEARCH, r.search),
+        ApiRoute("GET", "/fhir/ServiceRequest/{rid}", READ, r.read),
+        ApiRoute("GET", "/fhir/Task", HISTORY, r.tasks),
+        ApiRoute("GET", "/referrals/inbox", INBOX, r.inbox),
+        ApiRoute("GET", "/referrals/outbox", OUTBOX, r.outbox),
+        ApiRoute("GET", "/referrals/statistics", STATISTICS, r.statistics),
     ]

@@ -1,50 +1,57 @@
-"""What the read API sends: FHIR JSON and plain JSON responses, refusals as
-``OperationOutcome``, and the disclosure rule that says how an audit record names what a
-response disclosed."""
+"""What the read API sends: FHIR JSON and plain JSON responses, and refusals — the coded
+exception a handler (or the gate) raises for any answer other than 200, which the gate
+audits and sends as an ``OperationOutcome``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
-from starlette.requests import Request
 from starlette.responses import Response
 
-from exchange.api.fhir import FHIR_JSON
+from consent.decision import Decision, Reason
+from exchange.api.fhir import FHIR_JSON, operation_outcome
 from exchange.errors import ExchangeError
-
-Handler = Callable[[Request, str], Awaitable[Response]]
 
 
 class Refused(ExchangeError):
-    """An answer other than 200: status, stable code, message, FHIR issue type."""
+    """An answer other than 200: status, stable code, message, FHIR issue type. The gate
+    records it before sending it, about ``patient_id`` and for ``purpose`` (None: the call's),
+    with ``decision`` when one was taken (its reasons are recorded) and ``extra`` fields."""
 
-    def __init__(self, status: int, code: str, message: str, issue_type: str) -> None:
+    def __init__(self, status: int, code: str, message: str, issue_type: str = "forbidden",
+                 *, patient_id: UUID | None = None, purpose: str | None = None,
+                 decision: Decision | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
         super().__init__(message, code=code)
         self.status, self.issue_type = status, issue_type
+        self.patient_id, self.purpose = patient_id, purpose
+        self.decision, self.extra = decision, extra
+
+    @classmethod
+    def because(cls, status: int, reason: Reason, issue_type: str = "forbidden",
+                **about: Any) -> Refused:
+        return cls(status, reason.code, reason.message, issue_type, **about)
+
+    @property
+    def reason(self) -> Reason:
+        return Reason(self.code, self.message)
+
+    def response(self, request_id: str) -> Response:
+        return fhir_response(operation_outcome(self.code, self.message,
+                                               issue_type=self.issue_type),
+                             self.status, request_id)
 
 
-LISTED = 20  # up to this many disclosed resources are listed; beyond, counted and digested
+class AuditUnavailable(Refused):
+    """The audit log could not record the request: nothing is sent (and, the log being
+    down, this refusal cannot be recorded either)."""
 
-
-def disclosure(disclosed: list[str]) -> dict[str, Any]:
-    """What an audit record says was disclosed. A handful of resources are listed; a whole
-    record (hundreds) is counted, typed and digested (SHA-256 of the sorted "Type/id" lines):
-    the list itself follows from the ledger as of the record's position and decision
-    (``/audit/disclosed?seq=`` rebuilds and checks it), and a record under ~2 kB costs the
-    database a fraction of one carrying kilobytes of ids on every read."""
-    types = sorted({d.split("/")[0] for d in disclosed if "/" in d})
-    if len(disclosed) <= LISTED:
-        return {"disclosed": disclosed, "resource_types": types,
-                "disclosed_count": len(disclosed)}
-    return {"disclosed": [], "disclosed_count": len(disclosed), "resource_types": types,
-            "disclosed_sha256": disclosed_digest(disclosed)}
-
-
-def disclosed_digest(lines: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+    def __init__(self) -> None:
+        super().__init__(503, "audit.unavailable", "the audit log could not record this "
+                         "request, so no data is sent; try again shortly", "exception")
 
 
 def fhir_response(body: bytes | dict[str, Any], status: int = 200, request_id: str = "") -> Response:

@@ -22,6 +22,7 @@ import sysconfig
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -103,7 +104,7 @@ class EmbeddedPostgres:
     def _bin(self, name: str) -> str:
         return str(_pg_bin_path() / name)
 
-    def _as_user(self) -> dict[str, object]:
+    def _as_user(self) -> dict[str, Any]:
         if os.geteuid() != 0:
             return {}
         POSTGRES_BIN_PATH = _pg_bin_path()  # noqa: N806
@@ -114,6 +115,9 @@ class EmbeddedPostgres:
         )
 
         entry = ensure_user_exists(PG_USER)
+        if entry is None:
+            raise EmbeddedServerError(f"could not create the system user {PG_USER!r} that "
+                                      "the embedded PostgreSQL runs as")
         ensure_prefix_permissions(POSTGRES_BIN_PATH)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent, 0o555)
         ensure_prefix_permissions(self.pgdata)
@@ -138,24 +142,24 @@ class EmbeddedPostgres:
                  "-c", "shared_buffers=256MB", "-c", "max_wal_size=4GB",
                  "-c", "checkpoint_timeout=15min"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                **as_user,  # type: ignore[arg-type]
+                **as_user,
             )
         _wait_for_port(self.port, self.proc, "embedded PostgreSQL", self.log)
         self._create_database()
         return self.url
 
-    def _initdb(self, as_user: dict[str, object]) -> None:
+    def _initdb(self, as_user: dict[str, Any]) -> None:
         password = secrets.token_urlsafe(24)
         pwfile = self.pgdata.parent / "initdb.pw"
         pwfile.write_text(password)
         if as_user:
-            os.chown(pwfile, int(as_user["user"]), int(as_user["group"]))  # type: ignore[call-overload]
+            os.chown(pwfile, int(as_user["user"]), int(as_user["group"]))
         try:
             subprocess.run(  # noqa: S603
                 [self._bin("initdb"), "-D", str(self.pgdata), "-U", "postgres",
                  "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
                  "--encoding=UTF8", "--locale=C"],
-                check=True, capture_output=True, **as_user,  # type: ignore[arg-type]
+                check=True, capture_output=True, **as_user,
             )
         except subprocess.CalledProcessError as exc:
             raise EmbeddedServerError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from None

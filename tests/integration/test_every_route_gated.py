@@ -1,6 +1,8 @@
 """Every route of the app, every role: only the roles a route names get anything, nothing
 clinical leaves without a permit, and every request — refused ones too — is in the audit log
-before its answer. A route added without a line here fails the first test."""
+before its answer. The routes are the app's own declarations; the roles each serves are
+written out here again, so a route added without a line here, or declared with other roles,
+fails the first test."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from exchange.api.app import create_app
+from exchange.api.access import ApiRoute
+from exchange.api.app import api_routes, create_app
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.test_referrals import accepted, consortium, referral
@@ -51,20 +54,32 @@ MARKERS = ("Observation", "Condition", "Encounter", '"resourceType":"Consent"', 
            "原发性高血压", "血压控制不佳")
 
 
-def app_routes(app: Any) -> set[tuple[str, str]]:
-    found = set()
-    for route in app.routes:
-        assert isinstance(route, Route)
-        for method in route.methods or ():
-            if method != "HEAD":
-                found.add((method, route.path))
-    return found
+# Built without a running exchange: the declarations are all that is looked at.
+NO_EXCHANGE: Any = SimpleNamespace(records=None, referrals=None)
 
 
-def test_every_route_of_the_app_is_listed_with_its_gate() -> None:
-    # Built without a running exchange: the routes are all that is looked at.
-    app = create_app(SimpleNamespace(referrals=None))  # type: ignore[arg-type]
-    assert app_routes(app) == set(GATES)
+def declared() -> dict[tuple[str, str], ApiRoute]:
+    return {(r.method, r.path): r for r in api_routes(NO_EXCHANGE)}
+
+
+def served(route: ApiRoute) -> tuple[str, ...]:
+    return ("anyone",) if route.access.public else tuple(sorted(route.access.roles))
+
+
+def test_every_declared_route_is_listed_with_the_roles_it_serves() -> None:
+    routes = declared()
+    assert set(routes) == set(GATES)
+    for key, route in routes.items():
+        assert served(route) == tuple(sorted(GATES[key][0])), key
+        # Anyone means anyone: only a public route goes unauthenticated.
+        assert route.access.public == (GATES[key][0] == ("anyone",)), key
+    # The app serves exactly what is declared, each path with its method.
+    app = create_app(NO_EXCHANGE)
+    found: set[tuple[str, str]] = set()
+    for served_route in app.routes:
+        assert isinstance(served_route, Route)
+        found |= {(m, served_route.path) for m in served_route.methods or () if m != "HEAD"}
+    assert found == set(routes)
 
 
 def url_for(path: str, ids: dict[str, str]) -> str:
@@ -95,7 +110,8 @@ async def test_only_the_roles_a_route_serves_get_through_and_every_request_is_au
         person = "00000000-0000-4000-8000-000000000000" if role == "patient" else "outsider"
         headers |= token(exchange, person, "vc-peach", role)
     async with httpx.AsyncClient(base_url=exchange.url) as http:
-        for (method, path), (roles, clinical) in GATES.items():
+        for (method, path) in declared():
+            roles, clinical = GATES[(method, path)]
             url = url_for(path, ids)
             answer = await http.request(method, url, headers=headers, json={} if method ==
                                         "POST" else None, params={"patient": pid})

@@ -1,0 +1,63 @@
+"""What the read API is built on: the readers, the audit writer, the policy, the token
+authenticator and the patient portal, as one context the composition root fills in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from audit.postgres import AuditStore
+from audit.writer import AuditWriter
+from consent.decision import DEFAULT_POLICY, AccessPolicy
+from consent.postgres import ConsentState
+from domain.problems import Problem
+from exchange.auth.chain import Authenticator
+from exchange.servers.audit_heads import HeadSigner
+from projections.postgres import PatientRecordReader
+from projections.referral_reader import ReferralReader
+
+Clock = Callable[[], datetime]
+
+
+class PortalOutcome(Protocol):
+    """What the patient portal says of a consent it was given: accepted into the ledger (at a
+    position, as a submission) or refused with problems."""
+
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def problems(self) -> Sequence[Problem]: ...
+    @property
+    def submission_id(self) -> str | None: ...
+    @property
+    def position(self) -> int | None: ...
+    @property
+    def consent_id(self) -> str | None: ...
+
+
+class ConsentPortal(Protocol):
+    """The patient portal (``exchange.ingest.portal.Portal``): records a consent a patient
+    gives, or withdraws, with their own token, as a signed submission."""
+
+    async def record(self, patient_id: UUID, body: dict[str, Any], *,
+                     now: datetime) -> PortalOutcome: ...
+
+
+@dataclass
+class ApiContext:
+    tokens: Authenticator
+    audit_writer: AuditWriter  # group commit: what every request appends through
+    heads: HeadSigner
+    consent: ConsentState
+    records: PatientRecordReader
+    referrals: ReferralReader
+    policy: AccessPolicy = DEFAULT_POLICY
+    portal: ConsentPortal | None = None  # consents a patient gives over HTTP
+    clock: Clock = lambda: datetime.now(UTC)
+
+    @property
+    def audit(self) -> AuditStore:
+        return self.audit_writer.store
