@@ -191,3 +191,11 @@ async def test_the_projection_applies_an_old_envelope_through_the_upcaster() -> 
     assert {"system": "urn:county-hie:data-category", "code": "vital"} in \
         resource["meta"]["security"]
     assert [at for _, at in changes.clock] == [registered.timestamp, accepted.timestamp]
+
+
+@pytest.mark.parametrize("item", [5, "schema_version", None, ["schema_version"]])
+def test_an_item_that_is_no_object_is_refused_not_raised(item: Any) -> None:
+    doc = {**sign(record_items(resident(10), "j")), "signature": "c2ln"}
+    doc["events"] = [*doc["events"], item]
+    valid, problems = validate_envelope(doc)
+    assert valid is None and problems and all(p.item == 4 for p in problems)
