@@ -52,7 +52,7 @@ def _typed_envelope(models: Mapping[str, type[_PatientItem]]) -> type[EnvelopeMo
     item. It accepts exactly what the item-by-item path accepts; anything it refuses goes
     through that path, which names every problem."""
     typed_items = tuple(
-        create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[call-overload]
+        create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[call-overload,arg-type]
                      payload=(model, ...))
         for kind, model in models.items())
     events = list[Annotated[Union[typed_items], Field(discriminator="kind")]]  # type: ignore[valid-type]  # noqa: UP007
@@ -215,11 +215,22 @@ def _validate_typed(doc: dict[str, Any], institutions: Collection[str] | None,
 class Submission(Aggregate):
     """An accepted submission: one ledger event holding the signed envelope verbatim."""
 
+    class Accepted(Aggregate.Created):
+        """Declared rather than named, so that when its own shape changes it can take a
+        ``class_version`` and an ``upcast_v1_v2`` (domain/schema_versions.py); its topic is
+        the one it always had."""
+
+        institution: str
+        submission_id: str
+        envelope: str
+        patient_ids: list[str]
+        received_at: datetime
+
     @staticmethod
     def create_id(institution: str, submission_id: str) -> UUID:
         return submission_key(institution, submission_id)
 
-    @event("Accepted")
+    @event(Accepted)
     def __init__(
         self,
         institution: str,

@@ -145,12 +145,13 @@ def _referral(apply: Callable[[Changes, int, Any], None]) -> EventHandler:
     return handle
 
 
+# Event classes the library made from ``@event("Name")`` are invisible to mypy, hence the ignores.
 EVENT_HANDLERS: dict[type, EventHandler] = {
-    Institution.Registered: _institution_registered,
-    PatientIdentity.Registered: _patient_registered,
-    PatientIdentity.IdentifierLinked: _identifier_linked,
-    PatientIdentity.Merged: _merged,
-    PatientIdentity.Unmerged: _unmerged,
+    Institution.Registered: _institution_registered,  # type: ignore[attr-defined]
+    PatientIdentity.Registered: _patient_registered,  # type: ignore[attr-defined]
+    PatientIdentity.IdentifierLinked: _identifier_linked,  # type: ignore[attr-defined]
+    PatientIdentity.Merged: _merged,  # type: ignore[attr-defined]
+    PatientIdentity.Unmerged: _unmerged,  # type: ignore[attr-defined]
     Submission.Accepted: _submission,
     **{cls: _referral(apply) for cls, apply in referrals.HANDLERS.items()},
 }

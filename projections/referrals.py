@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.referral import Referral
+from projections.batch import Changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS referrals (
@@ -54,7 +55,7 @@ _HISTORY = ("INSERT INTO referral_events (referral_id, version, action, status, 
             "FROM referrals WHERE referral_id = $1")
 
 
-def _requested(changes: Any, position: int, event: Any) -> None:
+def _requested(changes: Changes, position: int, event: Any) -> None:
     rid, version = event.originator_id, event.originator_version
     changes.op(
         "INSERT INTO referrals (referral_id, reference, patient_id, direction, "
@@ -69,7 +70,7 @@ def _requested(changes: Any, position: int, event: Any) -> None:
                json.dumps({}), position)
 
 
-def _transitioned(changes: Any, position: int, event: Any) -> None:
+def _transitioned(changes: Changes, position: int, event: Any) -> None:
     rid, version = event.originator_id, event.originator_version
     state, details = event.state, event.details
     stamp = _STAMP[state]
@@ -102,7 +103,7 @@ def _transitioned(changes: Any, position: int, event: Any) -> None:
                json.dumps(details, ensure_ascii=False), position)
 
 
-def _follow_up_overdue(changes: Any, position: int, event: Any) -> None:
+def _follow_up_overdue(changes: Changes, position: int, event: Any) -> None:
     rid, version = event.originator_id, event.originator_version
     changes.op("UPDATE referrals SET overdue = true, updated = $2 WHERE referral_id = $1",
                rid, position)
@@ -111,10 +112,10 @@ def _follow_up_overdue(changes: Any, position: int, event: Any) -> None:
 
 
 # The rows each Referral ledger event implies, added to a batch's ``changes``.
-HANDLERS: dict[type, Callable[[Any, int, Any], None]] = {
-    Referral.Requested: _requested,
-    Referral.Transitioned: _transitioned,
-    Referral.FollowUpOverdue: _follow_up_overdue,
+HANDLERS: dict[type, Callable[[Changes, int, Any], None]] = {
+    Referral.Requested: _requested,  # type: ignore[attr-defined]
+    Referral.Transitioned: _transitioned,  # type: ignore[attr-defined]
+    Referral.FollowUpOverdue: _follow_up_overdue,  # type: ignore[attr-defined]
 }
 
 
