@@ -9,15 +9,17 @@ Three things stored in the ledger change shape, each with its own version:
 3. **A ledger event class** (``Submission.Accepted``, ``PatientIdentity.Merged``, …) uses the
    eventsourcing library's own mechanism: ``class_version`` on the class and a static
    ``upcast_v1_v2(state)`` that edits the stored state in place, which the library's mapper
-   calls on every read. Event methods replay, so what an upcast gives must be what the event
-   method expects, and the check-then-``@event`` style keeps replay free of checks.
+   calls on every read. An event class named only by ``@event("Name")`` is first declared as
+   a nested class of the same name (as ``Submission.Accepted`` is: its topic is unchanged).
+   Event methods replay, so what an upcast gives must be what the event method expects.
 
 Stored envelopes are never rewritten: an accepted envelope is kept verbatim (its sender's
 signature covers those bytes and must verify for good), so a reader *upcasts* it. ``upcast``
 below turns a stored (or freshly received) envelope into today's shape before pydantic
-validates it, which is what the gateway and the projections both do. The wire contract only
-grows: version 1 is never written (absent means 1), so an envelope of today's shape is
-byte-for-byte what it was before versions existed.
+validates it, which is what the gateway and the projections both do (so a sender that has not
+upgraded yet is still understood). The wire contract only grows: version 1 is never written
+(absent means 1), so an envelope of today's shape is byte-for-byte what it was before versions
+existed.
 
 How to bump an item kind (say ``observation`` 1 → 2):
 
@@ -93,8 +95,9 @@ class Upcasting:
         changed), or the problems of versions this reader does not know.
 
         While every kind is at version 1 the work is one membership test per item; after a
-        bump, one dict lookup per item. Only an older item runs its chain. Malformed values (a version that
-        is not an integer, a kind that does not exist) are left for the models to refuse.
+        bump, one dict lookup per item. Only an older item runs its chain. Malformed values
+        (a version that is not an integer, a kind that does not exist) are left for the
+        models to refuse.
         """
         stated = doc.get(VERSION_FIELD, 1)
         if stated != self.envelope and type(stated) is int:

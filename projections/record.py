@@ -102,7 +102,7 @@ async def _unmerged(a: RecordApplier, changes: Changes, position: int, event: An
 
 
 @dataclass(frozen=True, slots=True)
-class Accepted:
+class ApplyingSubmission:
     """One accepted submission being applied: what every item handler needs besides itself."""
 
     changes: Changes
@@ -119,7 +119,7 @@ async def _submission(a: RecordApplier, changes: Changes, position: int, event: 
         raise RuntimeError(f"ledger event at position {position} no longer validates: "
                            f"{[p.code for p in problems]}")
     name = await a.institution_name(valid.institution)
-    accepted = Accepted(changes, position, valid.institution, name, valid.submission_id,
+    accepted = ApplyingSubmission(changes, position, valid.institution, name, valid.submission_id,
                         event.timestamp)
     uuids = {p: UUID(p) for p in set(event.patient_ids)}  # a patient's items share one
     for item, patient_id in zip(valid.items, event.patient_ids, strict=True):
@@ -158,20 +158,20 @@ EVENT_HANDLERS: dict[type, EventHandler] = {
 
 # Items --------------------------------------------------------------------------------------
 
-ItemHandler = Callable[[Accepted, ValidItem, UUID], None]
+ItemHandler = Callable[[ApplyingSubmission, ValidItem, UUID], None]
 
 
-def _patient(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _patient(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     s.changes.op("UPDATE patients SET demographics = $2 WHERE patient_id = $1",
                  pid, item.payload.model_dump_json(exclude={"patient"}))
 
 
-def _retract(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _retract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.end(entry_id(s.institution, payload.record), s.position, "retracted")
 
 
-def _consent(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _consent(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     rid = entry_id(s.institution, item.source_id)
     resource = dumps(render(item.kind, payload, resource_id=rid, patient_id=pid,
@@ -188,7 +188,7 @@ def _consent(s: Accepted, item: ValidItem, pid: UUID) -> None:
         payload.guardian.resident_id if payload.guardian else None, item.source_id)
 
 
-def _entry(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _entry(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     eid = entry_id(s.institution, item.record)
     categories = categories_of(item.kind, item.payload)
     fhir = render(item.kind, item.payload, resource_id=eid, patient_id=pid,
@@ -201,7 +201,7 @@ def _entry(s: Accepted, item: ValidItem, pid: UUID) -> None:
         s.submission_id, dumps(fhir), s.position, None, None, mask_of(categories)]
 
 
-def _consent_withdrawal(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _consent_withdrawal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     owner, _, sid = payload.consent.partition("/")
     s.changes.op("UPDATE consents SET withdrawn_position = $2, withdrawn_at = $3 "
@@ -209,7 +209,7 @@ def _consent_withdrawal(s: Accepted, item: ValidItem, pid: UUID) -> None:
                  entry_id(owner, sid), s.position, s.at)
 
 
-def _guardian(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _guardian(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.op("INSERT INTO guardians (patient_id, guardian, relationship, "
                  "institution, valid_from, valid_to, position) VALUES "
@@ -218,7 +218,7 @@ def _guardian(s: Accepted, item: ValidItem, pid: UUID) -> None:
                  payload.valid_to, s.position)
 
 
-def _care_contract(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _care_contract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.op("INSERT INTO care_contracts (patient_id, institution, doctor, "
                  "valid_from, valid_to, position) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -226,21 +226,21 @@ def _care_contract(s: Accepted, item: ValidItem, pid: UUID) -> None:
                  payload.valid_to, s.position)
 
 
-def _seal(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _seal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.op("INSERT INTO seals (patient_id, institution, readers, reason, "
                  "sealed_at, position) VALUES ($1, $2, $3, $4, $5, $6)", pid,
                  s.institution, list(payload.readers), payload.reason, s.at, s.position)
 
 
-def _unseal(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _unseal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     # An institution lifts its own seals only.
     s.changes.op("UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
                  "WHERE patient_id = $1 AND institution = $4 "
                  "AND unsealed_position IS NULL", pid, s.position, s.at, s.institution)
 
 
-def _carried_by_their_own_events(s: Accepted, item: ValidItem, pid: UUID) -> None:
+def _carried_by_their_own_events(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     """Merges, unmerges and referrals: their aggregates' ledger events carry the change."""
 
 
