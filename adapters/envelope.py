@@ -4,7 +4,7 @@ The signature covers the RFC 8785 (JSON Canonicalization Scheme) bytes of the en
 its ``signature`` member, so any sending system that implements JCS can sign the same bytes.
 Hashing and signing sit behind this module's few functions so that an SM2/SM3 profile can be
 added in one place. ``build_envelope`` writes the schema version of each item kind (and of the
-envelope) that is not 1 (domain/schema_versions.py): what the adapters produce is today's shape.
+envelope) that is not 1 (domain/upcasting.py): what the adapters produce is today's shape.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from domain.schema_versions import ENVELOPE_VERSION, ITEM_VERSIONS, VERSION_FIELD
+from domain.upcasting import ENVELOPE_VERSION, ITEM_VERSIONS, VERSION_FIELD
 
 # Integers of up to 15 digits print the same in JavaScript as in Python; longer ones, and
 # every float, take the reference implementation.

@@ -296,7 +296,7 @@ class Item(_Model):
     ``source_id``. ``amends`` makes the event a correction of a record the institution sent
     before: the ledger refuses it when it holds no such record. ``schema_version`` is the
     shape of its kind's payload the item follows (absent: 1); older shapes are upcast before
-    this model sees them (domain/schema_versions.py).
+    this model sees them (domain/upcasting.py).
     """
 
     source_id: RecordId

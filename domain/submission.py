@@ -6,7 +6,7 @@ Its aggregate id is derived from (institution, submission_id), so the ledger its
 hold the same submission twice.
 
 Envelopes of older schema versions are upcast before they are validated (``EnvelopeSchema``;
-how a version is bumped: domain/schema_versions.py), by the gateway and by the projections
+how a version is bumped: domain/upcasting.py), by the gateway and by the projections
 alike, so an envelope accepted years ago reads as today's models expect.
 """
 
@@ -29,7 +29,7 @@ from domain.clinical import (
     _PatientItem,
 )
 from domain.problems import Problem, problems_from_validation
-from domain.schema_versions import CURRENT, Upcasting
+from domain.upcasting import CURRENT, Upcasting
 
 MAX_ITEMS = 1000
 _NS = uuid5(NAMESPACE_URL, "urn:county-hie:submission")
@@ -217,7 +217,7 @@ class Submission(Aggregate):
 
     class Accepted(Aggregate.Created):
         """Declared rather than named, so that when its own shape changes it can take a
-        ``class_version`` and an ``upcast_v1_v2`` (domain/schema_versions.py); its topic is
+        ``class_version`` and an ``upcast_v1_v2`` (domain/upcasting.py); its topic is
         the one it always had."""
 
         institution: str

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from domain.clinical import PAYLOAD_MODELS, ObservationPayload
-from domain.schema_versions import ITEM_VERSIONS, Upcasting
 from domain.submission import EnvelopeSchema
+from domain.upcasting import ITEM_VERSIONS, Upcasting
 from tests.factories import record_items
 
 LOINC = "http://loinc.org"

@@ -18,8 +18,8 @@ from adapters.envelope import verify_signature as verify
 from domain.clinical import ENTRY_KINDS, KINDS, PAYLOAD_MODELS
 from domain.identity import PatientIdentity
 from domain.institution import Institution
-from domain.schema_versions import CURRENT, ITEM_VERSIONS, Upcasting
 from domain.submission import CURRENT_SCHEMA, EnvelopeSchema, Submission, validate_envelope
+from domain.upcasting import CURRENT, ITEM_VERSIONS, Upcasting
 from projections.batch import Changes
 from projections.record import EVENT_HANDLERS, ITEM_HANDLERS, RecordApplier
 from projections.render import RENDERERS, RESOURCE_TYPES
