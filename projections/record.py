@@ -3,7 +3,7 @@
 Two dispatch tables: ``EVENT_HANDLERS`` from a ledger event's class to its handler, and
 ``ITEM_HANDLERS`` from an accepted item's kind to its handler, so adding a kind is one line
 and applying an event costs one dict lookup. A stored envelope is upcast to today's shape
-before its items are validated (``EnvelopeSchema``, domain/schema_versions.py). Nothing here
+before its items are validated (``EnvelopeSchema``, domain/upcasting.py). Nothing here
 talks to PostgreSQL: the rows go into a ``Changes`` that the runner writes in one transaction.
 """
 
