@@ -21,15 +21,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from domain.clinical import (
-    ENTRY_KINDS,
-    PAYLOAD_MODELS,
-    ConsentPayload,
-    Item,
-    _PatientItem,
-)
+from domain.clinical import ENTRY_KINDS, PAYLOAD_MODELS, ConsentPayload, Item
 from domain.problems import Problem, problems_from_validation
 from domain.upcasting import CURRENT, Upcasting
+from domain.values import _PatientItem
 
 MAX_ITEMS = 1000
 _NS = uuid5(NAMESPACE_URL, "urn:county-hie:submission")
@@ -52,11 +47,11 @@ def _typed_envelope(models: Mapping[str, type[_PatientItem]]) -> type[EnvelopeMo
     item. It accepts exactly what the item-by-item path accepts; anything it refuses goes
     through that path, which names every problem."""
     typed_items = tuple(
-        create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[call-overload,arg-type]
+        create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[arg-type]
                      payload=(model, ...))
         for kind, model in models.items())
     events = list[Annotated[Union[typed_items], Field(discriminator="kind")]]  # type: ignore[valid-type]  # noqa: UP007
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         "TypedEnvelope", __base__=EnvelopeModel,
         events=(events, Field(min_length=1, max_length=MAX_ITEMS)))
 

@@ -147,9 +147,10 @@ class PatientRecordReader:
 
     async def history(self, entry: UUID) -> list[asyncpg.Record]:
         """Every version of one entry, oldest first, with how each ended (for auditors)."""
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT valid_from, valid_to, ended_by, source_id, resource FROM record_entries "
             "WHERE entry_id = $1 ORDER BY valid_from", entry)
+        return rows
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import orjson
 
 from domain.clinical import (
     AllergyPayload,
-    Coding,
     ConditionPayload,
     ConsentPayload,
     DocumentPayload,
@@ -26,9 +25,9 @@ from domain.clinical import (
     MedicationRequestPayload,
     ObservationPayload,
     ProcedurePayload,
-    Quantity,
 )
 from domain.identity import RESIDENT_ID_SYSTEM
+from domain.values import Coding, Quantity
 
 RESOURCE_TYPES = {
     "encounter": "Encounter", "condition": "Condition", "observation": "Observation",

@@ -63,7 +63,7 @@ def test_an_old_observation_is_upcast_and_validates_under_todays_model() -> None
     valid, problems = validate_envelope(old, schema=PRESENT_SCHEMA)
     assert problems == [] and valid is not None
     observation = next(i for i in valid.items if i.kind == "observation")
-    assert getattr(observation.payload, "category") == "vital-signs"
+    assert observation.payload.category == "vital-signs"  # type: ignore[attr-defined]
 
     # The stored document itself is untouched, so its signature still verifies.
     assert old == kept and verify(old, PUBLIC)
