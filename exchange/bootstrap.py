@@ -209,7 +209,9 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     """Start (or connect to) the servers, prepare schemas and streams, and yield the parts."""
     started: list[Any] = []
     if endpoints is None:
-        endpoints, started = await asyncio.to_thread(start_embedded, settings)
+        ends, started = await asyncio.to_thread(start_embedded, settings)
+    else:
+        ends = endpoints
     # A broken logins.toml stops the start before anything runs.
     logins = load_hospital_logins(settings.data_dir, consortium=settings.consortium,
                                   env=os.environ)
@@ -217,12 +219,12 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     ledger = pool = read_pool = nc = writer = None
     try:
         ledger = await asyncio.get_running_loop().run_in_executor(
-            executor, lambda: Ledger(endpoints.database_url, settings.secrets.ledger_cipher_key,
+            executor, lambda: Ledger(ends.database_url, settings.secrets.ledger_cipher_key,
                                      settings.secrets.pseudonym_key, settings.referral_policy,
                                      notify_channel=LEDGER_CHANNEL))
-        pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=10)
+        pool = await asyncpg.create_pool(ends.database_url, min_size=2, max_size=10)
         read_pool = await asyncpg.create_pool(
-            endpoints.database_url, min_size=2, max_size=24, reset=_no_reset,
+            ends.database_url, min_size=2, max_size=24, reset=_no_reset,
             # The read queries are index lookups by patient: a generic plan serves every call,
             # and replanning the gate's query each time cost more than running it.
             server_settings={"plan_cache_mode": "force_generic_plan"})
@@ -230,9 +232,9 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
         await migrate_stored_tables(pool)
         writer = AuditWriter(AuditStore(read_pool))
         revocations = Revocations(pool)
-        nc = await connect(endpoints.nats_url, name)
+        nc = await connect(ends.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
-        yield Runtime(settings, endpoints, ledger, pool, nc, executor, writer, started,
+        yield Runtime(settings, ends, ledger, pool, nc, executor, writer, started,
                       logins=logins, revocations=revocations, read_pool=read_pool)
     finally:
         if writer is not None:

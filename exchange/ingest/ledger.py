@@ -240,4 +240,4 @@ class Ledger(Application[UUID]):
         return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
 
     def max_position(self) -> int:
-        return self.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+        return self.recorder.max_notification_id() or 0
