@@ -3,7 +3,8 @@
 The signature covers the RFC 8785 (JSON Canonicalization Scheme) bytes of the envelope without
 its ``signature`` member, so any sending system that implements JCS can sign the same bytes.
 Hashing and signing sit behind this module's few functions so that an SM2/SM3 profile can be
-added in one place.
+added in one place. ``build_envelope`` writes the schema version of each item kind (and of the
+envelope) that is not 1 (domain/upcasting.py): what the adapters produce is today's shape.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,8 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from domain.upcasting import ENVELOPE_VERSION, ITEM_VERSIONS, VERSION_FIELD
 
 # Integers of up to 15 digits print the same in JavaScript as in Python; longer ones, and
 # every float, take the reference implementation.
@@ -81,15 +84,31 @@ def build_envelope(
     key: Ed25519PrivateKey,
     sent_at: datetime,
     submission_id: str | None = None,
+    versions: Mapping[str, int] = ITEM_VERSIONS,
+    envelope_version: int = ENVELOPE_VERSION,
 ) -> dict[str, Any]:
+    """A signed envelope of ``items``. An item that states no schema version is given its
+    kind's current one in ``versions`` (version 1 is never written: absent means 1, so
+    today's envelopes are the bytes they always were)."""
+    items = [_versioned(item, versions) for item in items]
     doc: dict[str, Any] = {
         "submission_id": submission_id or content_submission_id(institution, items),
         "institution": institution,
         "sent_at": sent_at.isoformat(),
-        "events": list(items),
+        "events": items,
     }
+    if envelope_version != 1:
+        doc[VERSION_FIELD] = envelope_version
     doc["signature"] = base64.b64encode(key.sign(canonical_bytes(doc))).decode()
     return doc
+
+
+def _versioned(item: Any, versions: Mapping[str, int]) -> Any:
+    kind = item.get("kind") if isinstance(item, dict) else None
+    version = versions.get(kind, 1) if isinstance(kind, str) else 1
+    if version == 1 or VERSION_FIELD in item:
+        return item
+    return {**item, VERSION_FIELD: version}
 
 
 def verify_signature(doc: dict[str, Any], public_key: Ed25519PublicKey) -> bool:

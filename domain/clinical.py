@@ -294,7 +294,9 @@ class Item(_Model):
     the ledger refuses it twice). ``record`` names the clinical record the event is a version
     of (an admission and its discharge share the visit's record); it defaults to
     ``source_id``. ``amends`` makes the event a correction of a record the institution sent
-    before: the ledger refuses it when it holds no such record.
+    before: the ledger refuses it when it holds no such record. ``schema_version`` is the
+    shape of its kind's payload the item follows (absent: 1); older shapes are upcast before
+    this model sees them (domain/upcasting.py).
     """
 
     source_id: RecordId
@@ -302,6 +304,7 @@ class Item(_Model):
     payload: dict[str, Any]
     record: RecordId | None = None
     amends: RecordId | None = None
+    schema_version: Annotated[int, Field(ge=1, strict=True)] = 1
 
     @property
     def record_id(self) -> str:

@@ -8,7 +8,9 @@ message that tells the user what to do. Each package has one base under it:
     │   ├── InvalidEnvelope         a submission envelope that cannot be accepted
     │   ├── UnknownInstitution      a code that no registered institution has
     │   ├── InvalidInstitution      an institution that cannot be registered (domain.institution)
-    │   └── TransitionRefused       a referral step its state or party does not allow
+    │   ├── TransitionRefused       a referral step its state or party does not allow
+    │   └── SubmissionRefused       a submission the ledger's checks refuse; carries its problems
+    │                               (domain.services.refusal)
     ├── ConsentError                consent/
     │   └── InvalidBreakGlass       a break-glass request without a valid reason
     ├── AuditError                  audit/

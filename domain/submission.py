@@ -4,11 +4,15 @@ An accepted submission is stored as ONE ledger event (``Submission.Accepted``) t
 sender's envelope text verbatim, so every clinical fact keeps its sender's signature for good.
 Its aggregate id is derived from (institution, submission_id), so the ledger itself refuses to
 hold the same submission twice.
+
+Envelopes of older schema versions are upcast before they are validated (``EnvelopeSchema``;
+how a version is bumped: domain/upcasting.py), by the gateway and by the projections
+alike, so an envelope accepted years ago reads as today's models expect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
@@ -17,15 +21,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from domain.clinical import (
-    ENTRY_KINDS,
-    PAYLOAD_MODELS,
-    ConsentPayload,
-    Item,
-    _PatientItem,
-    parse_payload,
-)
+from domain.clinical import ENTRY_KINDS, PAYLOAD_MODELS, ConsentPayload, Item
 from domain.problems import Problem, problems_from_validation
+from domain.upcasting import CURRENT, Upcasting
+from domain.values import _PatientItem
 
 MAX_ITEMS = 1000
 _NS = uuid5(NAMESPACE_URL, "urn:county-hie:submission")
@@ -39,21 +38,40 @@ class EnvelopeModel(BaseModel):
     sent_at: AwareDatetime
     events: list[Any] = Field(min_length=1, max_length=MAX_ITEMS)
     signature: Annotated[str, Field(min_length=1, max_length=200)]
+    schema_version: Annotated[int, Field(ge=1, strict=True)] = 1
 
 
-# The fast path: the same models, with each item's payload typed by its kind, so a whole
-# envelope is validated in one call into pydantic-core instead of two calls per item. It
-# accepts exactly what the item-by-item path accepts; anything it refuses goes through that
-# path, which names every problem.
-_TYPED_ITEMS = tuple(
-    create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[call-overload,arg-type]
-                 payload=(model, ...))
-    for kind, model in PAYLOAD_MODELS.items())
+def _typed_envelope(models: Mapping[str, type[_PatientItem]]) -> type[EnvelopeModel]:
+    """The fast path's model: the same models, with each item's payload typed by its kind, so
+    a whole envelope is validated in one call into pydantic-core instead of two calls per
+    item. It accepts exactly what the item-by-item path accepts; anything it refuses goes
+    through that path, which names every problem."""
+    typed_items = tuple(
+        create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[arg-type]
+                     payload=(model, ...))
+        for kind, model in models.items())
+    events = list[Annotated[Union[typed_items], Field(discriminator="kind")]]  # type: ignore[valid-type]  # noqa: UP007
+    return create_model(
+        "TypedEnvelope", __base__=EnvelopeModel,
+        events=(events, Field(min_length=1, max_length=MAX_ITEMS)))
 
 
-class _TypedEnvelope(EnvelopeModel):
-    events: list[Annotated[Union[_TYPED_ITEMS], Field(discriminator="kind")]] = Field(  # type: ignore[valid-type]  # noqa: UP007
-        min_length=1, max_length=MAX_ITEMS)
+class EnvelopeSchema:
+    """What envelopes are read against: each kind's payload model and the upcasting that
+    brings older shapes up to them. ``CURRENT_SCHEMA`` is today's; a test of a model change
+    builds another with the changed model and its upcaster."""
+
+    def __init__(self, models: Mapping[str, type[_PatientItem]] = PAYLOAD_MODELS,
+                 upcasting: Upcasting = CURRENT) -> None:
+        unknown = set(models) ^ set(upcasting.items)
+        if unknown:
+            raise ValueError(f"kinds without both a model and a version: {sorted(unknown)}")
+        self.models = dict(models)
+        self.upcasting = upcasting
+        self.typed = _typed_envelope(self.models)
+
+
+CURRENT_SCHEMA = EnvelopeSchema()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +97,29 @@ def submission_key(institution: str, submission_id: str) -> UUID:
 
 
 def validate_envelope(
-    doc: object, *, institutions: Collection[str] | None = None
+    doc: object, *, institutions: Collection[str] | None = None,
+    schema: EnvelopeSchema = CURRENT_SCHEMA,
 ) -> tuple[ValidSubmission | None, list[Problem]]:
     """Check an envelope's structure and every item; return it validated, or every problem.
 
-    ``institutions``, when given, are the registered codes a consent's scope may name.
-    Signature and sender checks are the gateway's: they need the registered keys.
+    An envelope (or item) of an older schema version is upcast first; ``doc`` itself is
+    never changed (its signed bytes stay as sent). ``institutions``, when given, are the
+    registered codes a consent's scope may name. Signature and sender checks are the
+    gateway's: they need the registered keys.
     """
     if not isinstance(doc, dict):
         return None, [Problem("envelope.not_object", "the envelope must be a JSON object")]
-    if (fast := _validate_typed(doc, institutions)) is not None:
+    doc, problems = schema.upcasting.upcast(doc)
+    if problems:
+        return None, problems
+    if (fast := _validate_typed(doc, institutions, schema)) is not None:
         return fast, []
-    return _validate_item_by_item(doc, institutions)
+    return _validate_item_by_item(doc, institutions, schema)
 
 
 def _validate_item_by_item(
-    doc: dict[str, Any], institutions: Collection[str] | None
+    doc: dict[str, Any], institutions: Collection[str] | None,
+    schema: EnvelopeSchema = CURRENT_SCHEMA,
 ) -> tuple[ValidSubmission | None, list[Problem]]:
     """The careful path: each item on its own, every problem named."""
     try:
@@ -131,7 +156,7 @@ def _validate_item_by_item(
                 continue
             records.add(item.record_id)
         try:
-            payload = parse_payload(item.kind, item.payload)
+            payload = schema.models[item.kind].model_validate(item.payload)
         except ValidationError as exc:
             problems += problems_from_validation(
                 exc, prefix="payload", item=index, source_id=item.source_id
@@ -153,17 +178,17 @@ def _validate_item_by_item(
     return ValidSubmission(env.submission_id, env.institution, env.sent_at, items), []
 
 
-def _validate_typed(doc: dict[str, Any],
-                    institutions: Collection[str] | None) -> ValidSubmission | None:
+def _validate_typed(doc: dict[str, Any], institutions: Collection[str] | None,
+                    schema: EnvelopeSchema = CURRENT_SCHEMA) -> ValidSubmission | None:
     """The whole envelope in one validation; None when anything needs the careful path."""
     try:
-        env = _TypedEnvelope.model_validate(doc)
+        env = schema.typed.model_validate(doc)
     except ValidationError:
         return None
     items: list[ValidItem] = []
     seen: set[str] = set()
     records: set[str] = set()
-    typed: list[Any] = env.events  # the Item subclasses made above
+    typed: list[Any] = env.events  # the Item subclasses of _typed_envelope
     for index, item in enumerate(typed):
         if item.source_id in seen:
             return None
@@ -185,11 +210,22 @@ def _validate_typed(doc: dict[str, Any],
 class Submission(Aggregate):
     """An accepted submission: one ledger event holding the signed envelope verbatim."""
 
+    class Accepted(Aggregate.Created):
+        """Declared rather than named, so that when its own shape changes it can take a
+        ``class_version`` and an ``upcast_v1_v2`` (domain/upcasting.py); its topic is
+        the one it always had."""
+
+        institution: str
+        submission_id: str
+        envelope: str
+        patient_ids: list[str]
+        received_at: datetime
+
     @staticmethod
     def create_id(institution: str, submission_id: str) -> UUID:
         return submission_key(institution, submission_id)
 
-    @event("Accepted")
+    @event(Accepted)
     def __init__(
         self,
         institution: str,

@@ -21,6 +21,7 @@ import asyncpg
 import uvicorn
 from nats.aio.client import Client
 
+from adapters.nats import SubmitClient
 from audit import postgres as audit_tables
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
@@ -42,6 +43,7 @@ from exchange.errors import NotRunning
 from exchange.ingest.gateway import Gateway
 from exchange.ingest.ledger import Ledger
 from exchange.ingest.notifier import Notifier
+from exchange.ingest.portal import CODE as PORTAL_CODE
 from exchange.ingest.portal import Portal
 from exchange.ingest.scheduler import ReferralScheduler
 from exchange.servers.audit_heads import HeadSigner, sign_heads
@@ -49,7 +51,12 @@ from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
 from exchange.servers.migrations import Applied, Component, migrate
 from exchange.servers.nats import connect, ensure_streams
 from exchange.settings import Settings
-from projections.postgres import PatientRecordProjection, PatientRecordReader, create_schema
+from projections.postgres import (
+    LEDGER_CHANNEL,
+    PatientRecordProjection,
+    PatientRecordReader,
+    create_schema,
+)
 from projections.referral_reader import ReferralReader
 
 log = logging.getLogger(__name__)
@@ -146,7 +153,15 @@ class Runtime:
 
     def portal(self) -> Portal | None:
         seed = self.settings.secrets.portal_key
-        return Portal(self, seed) if seed else None
+        if not seed:
+            return None
+
+        async def register(code: str, name: str, level: str, public_key: str) -> bool:
+            return await self.sync(  # type: ignore[no-any-return]
+                self.ledger.register_institution, code, name, level, public_key)
+        return Portal(seed, register=register, identities=self.records, rows=self.pool,
+                      submitter=SubmitClient(self.nc, self.settings.consortium, PORTAL_CODE),
+                      projection_wait=self.projection_wait)
 
     def api_context(self, portal: Portal | None = None) -> ApiContext:
         policy = self.settings.access_policy
@@ -194,7 +209,9 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     """Start (or connect to) the servers, prepare schemas and streams, and yield the parts."""
     started: list[Any] = []
     if endpoints is None:
-        endpoints, started = await asyncio.to_thread(start_embedded, settings)
+        ends, started = await asyncio.to_thread(start_embedded, settings)
+    else:
+        ends = endpoints
     # A broken logins.toml stops the start before anything runs.
     logins = load_hospital_logins(settings.data_dir, consortium=settings.consortium,
                                   env=os.environ)
@@ -202,11 +219,12 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     ledger = pool = read_pool = nc = writer = None
     try:
         ledger = await asyncio.get_running_loop().run_in_executor(
-            executor, lambda: Ledger(endpoints.database_url, settings.secrets.ledger_cipher_key,
-                                     settings.secrets.pseudonym_key, settings.referral_policy))
-        pool = await asyncpg.create_pool(endpoints.database_url, min_size=2, max_size=10)
+            executor, lambda: Ledger(ends.database_url, settings.secrets.ledger_cipher_key,
+                                     settings.secrets.pseudonym_key, settings.referral_policy,
+                                     notify_channel=LEDGER_CHANNEL))
+        pool = await asyncpg.create_pool(ends.database_url, min_size=2, max_size=10)
         read_pool = await asyncpg.create_pool(
-            endpoints.database_url, min_size=2, max_size=24, reset=_no_reset,
+            ends.database_url, min_size=2, max_size=24, reset=_no_reset,
             # The read queries are index lookups by patient: a generic plan serves every call,
             # and replanning the gate's query each time cost more than running it.
             server_settings={"plan_cache_mode": "force_generic_plan"})
@@ -214,9 +232,9 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
         await migrate_stored_tables(pool)
         writer = AuditWriter(AuditStore(read_pool))
         revocations = Revocations(pool)
-        nc = await connect(endpoints.nats_url, name)
+        nc = await connect(ends.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
-        yield Runtime(settings, endpoints, ledger, pool, nc, executor, writer, started,
+        yield Runtime(settings, ends, ledger, pool, nc, executor, writer, started,
                       logins=logins, revocations=revocations, read_pool=read_pool)
     finally:
         if writer is not None:

@@ -29,9 +29,10 @@ class ReferralReader:
             f"SELECT {_COLUMNS} FROM referrals WHERE referral_id = $1", rid)
 
     async def history(self, rid: UUID) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT referral_id, version, action, status, institution, at, reported_at, details, "
             "position FROM referral_events WHERE referral_id = $1 ORDER BY version", rid)
+        return rows
 
     async def search(self, *, party: str, patients: Sequence[UUID] | None = None,
                      institution: str | None = None, statuses: Sequence[str] | None = None,
@@ -93,12 +94,13 @@ class ReferralReader:
 
     async def events_after(self, position: int, limit: int = 200) -> list[asyncpg.Record]:
         """Referral steps after a ledger position, in ledger order, with their referral."""
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT e.position, e.version, e.action, e.status, e.institution AS actor, e.at, "
             "r.referral_id, r.reference, r.patient_id, r.direction, r.from_institution, "
             "r.to_institution, r.urgency, e.deadline, e.follow_up_due, e.overdue "
             "FROM referral_events e JOIN referrals r USING (referral_id) "
             "WHERE e.position > $1 ORDER BY e.position LIMIT $2", position, limit)
+        return rows
 
     async def statistics(self, since: datetime | None, until: datetime | None,
                          now: datetime) -> dict[str, Any]:

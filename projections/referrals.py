@@ -9,8 +9,12 @@ status history (FHIR Task), the notifications and the county's statistics read.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from domain.referral import Referral
+from projections.batch import Changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS referrals (
@@ -51,56 +55,68 @@ _HISTORY = ("INSERT INTO referral_events (referral_id, version, action, status, 
             "FROM referrals WHERE referral_id = $1")
 
 
-def apply(changes: Any, position: int, event: Any, kind: str) -> None:
-    """Add the rows one Referral ledger event implies to a batch's ``changes``."""
+def _requested(changes: Changes, position: int, event: Any) -> None:
     rid, version = event.originator_id, event.originator_version
-    if kind == "Referral.Requested":
-        changes.op(
-            "INSERT INTO referrals (referral_id, reference, patient_id, direction, "
-            "from_institution, to_institution, urgency, status, content, requested_at, "
-            "deadline, position, updated) VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', "
-            "$8, $9, $10, $11, $11)", rid, event.reference, event.patient_id, event.direction,
-            event.from_institution, event.to_institution, event.urgency,
-            json.dumps(event.content, ensure_ascii=False), event.received_at, event.accept_by,
-            position)
-        changes.op(_HISTORY, rid, version, "request", "requested", event.from_institution,
-                   event.received_at, _instant(event.content.get("requested_at")),
-                   json.dumps({}), position)
-    elif kind == "Referral.Transitioned":
-        state, details = event.state, event.details
-        stamp = _STAMP[state]
-        sets = [f"{stamp} = $3"]
-        args: list[Any] = [rid, state, event.received_at]
-        if state == "accepted":
-            sets += ["decided_at = $3", "care_from = $3"]
-        if state == "rejected":
-            args += [details.get("reason"), details.get("reason_code") or "other"]
-            sets += [f"rejection_reason = ${len(args) - 1}", f"rejection_code = ${len(args)}"]
-        if state == "back_referred":
-            args.append(json.dumps(details, ensure_ascii=False))
-            sets.append(f"back_referral = ${len(args)}")
-            args.append(event.deadline)
-            sets += [f"follow_up_due = ${len(args)}", "deadline = NULL"]
-        else:
-            args.append(event.deadline)
-            sets.append(f"deadline = ${len(args)}")
-        if state == "completed":
-            args.append(event.care_until)
-            sets.append(f"care_until = ${len(args)}")
-        elif state in ("cancelled", "expired"):
-            sets.append("care_until = CASE WHEN care_from IS NULL THEN NULL ELSE $3::timestamptz END")
-        args.append(position)
-        sets.append(f"updated = ${len(args)}")
-        changes.op(f"UPDATE referrals SET status = $2, {', '.join(sets)} "
-                   "WHERE referral_id = $1", *args)
-        changes.op(_HISTORY, rid, version, event.action, state, event.institution,
-                   event.received_at, _instant(details.get("at")),
-                   json.dumps(details, ensure_ascii=False), position)
-    elif kind == "Referral.FollowUpOverdue":
-        changes.op("UPDATE referrals SET overdue = true, updated = $2 WHERE referral_id = $1",
-                   rid, position)
-        changes.op(_HISTORY, rid, version, "mark_overdue", "back_referred", None,
-                   event.received_at, None, json.dumps({"due": event.due.isoformat()}), position)
+    changes.op(
+        "INSERT INTO referrals (referral_id, reference, patient_id, direction, "
+        "from_institution, to_institution, urgency, status, content, requested_at, "
+        "deadline, position, updated) VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', "
+        "$8, $9, $10, $11, $11)", rid, event.reference, event.patient_id, event.direction,
+        event.from_institution, event.to_institution, event.urgency,
+        json.dumps(event.content, ensure_ascii=False), event.received_at, event.accept_by,
+        position)
+    changes.op(_HISTORY, rid, version, "request", "requested", event.from_institution,
+               event.received_at, _instant(event.content.get("requested_at")),
+               json.dumps({}), position)
+
+
+def _transitioned(changes: Changes, position: int, event: Any) -> None:
+    rid, version = event.originator_id, event.originator_version
+    state, details = event.state, event.details
+    stamp = _STAMP[state]
+    sets = [f"{stamp} = $3"]
+    args: list[Any] = [rid, state, event.received_at]
+    if state == "accepted":
+        sets += ["decided_at = $3", "care_from = $3"]
+    if state == "rejected":
+        args += [details.get("reason"), details.get("reason_code") or "other"]
+        sets += [f"rejection_reason = ${len(args) - 1}", f"rejection_code = ${len(args)}"]
+    if state == "back_referred":
+        args.append(json.dumps(details, ensure_ascii=False))
+        sets.append(f"back_referral = ${len(args)}")
+        args.append(event.deadline)
+        sets += [f"follow_up_due = ${len(args)}", "deadline = NULL"]
+    else:
+        args.append(event.deadline)
+        sets.append(f"deadline = ${len(args)}")
+    if state == "completed":
+        args.append(event.care_until)
+        sets.append(f"care_until = ${len(args)}")
+    elif state in ("cancelled", "expired"):
+        sets.append("care_until = CASE WHEN care_from IS NULL THEN NULL ELSE $3::timestamptz END")
+    args.append(position)
+    sets.append(f"updated = ${len(args)}")
+    changes.op(f"UPDATE referrals SET status = $2, {', '.join(sets)} "
+               "WHERE referral_id = $1", *args)
+    changes.op(_HISTORY, rid, version, event.action, state, event.institution,
+               event.received_at, _instant(details.get("at")),
+               json.dumps(details, ensure_ascii=False), position)
+
+
+def _follow_up_overdue(changes: Changes, position: int, event: Any) -> None:
+    rid, version = event.originator_id, event.originator_version
+    changes.op("UPDATE referrals SET overdue = true, updated = $2 WHERE referral_id = $1",
+               rid, position)
+    changes.op(_HISTORY, rid, version, "mark_overdue", "back_referred", None,
+               event.received_at, None, json.dumps({"due": event.due.isoformat()}), position)
+
+
+# The rows each Referral ledger event implies, added to a batch's ``changes``.
+HANDLERS: dict[type, Callable[[Changes, int, Any], None]] = {
+    Referral.Requested: _requested,  # type: ignore[attr-defined]
+    Referral.Transitioned: _transitioned,  # type: ignore[attr-defined]
+    Referral.FollowUpOverdue: _follow_up_overdue,  # type: ignore[attr-defined]
+}
 
 
 def _instant(value: object) -> datetime | None:

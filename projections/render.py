@@ -2,11 +2,13 @@
 
 The read path assembles Bundles from these pre-rendered bytes (FHIR model serialisation is
 too slow to run per request, DESIGN.md). Every resource says which institution submitted it:
-``meta.source`` and a ``submitted-by`` extension naming the Organization.
+``meta.source`` and a ``submitted-by`` extension naming the Organization. ``RENDERERS`` maps
+each item kind to its renderer: adding a kind is one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -14,19 +16,18 @@ import orjson
 
 from domain.clinical import (
     AllergyPayload,
-    Coding,
+    ConditionPayload,
+    ConsentPayload,
     DocumentPayload,
+    EncounterPayload,
     ImmunizationPayload,
     MedicationDispensePayload,
     MedicationRequestPayload,
-    ProcedurePayload,
-    ConditionPayload,
-    ConsentPayload,
-    EncounterPayload,
     ObservationPayload,
-    Quantity,
+    ProcedurePayload,
 )
 from domain.identity import RESIDENT_ID_SYSTEM
+from domain.values import Coding, Quantity
 
 RESOURCE_TYPES = {
     "encounter": "Encounter", "condition": "Condition", "observation": "Observation",
@@ -105,107 +106,119 @@ def render(
             return {}
         return {"encounter": {"reference": f"Encounter/{entry_id(institution, source_id)}"}}
 
-    if isinstance(payload, EncounterPayload):
-        code, display = _ENCOUNTER_CLASS[payload.encounter_class]
-        period = {"start": payload.start.isoformat()}
-        if payload.end:
-            period["end"] = payload.end.isoformat()
-        res: dict[str, Any] = {
-            "resourceType": "Encounter", "status": payload.status,
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                      "code": code, "display": display},
-            "subject": subject, "period": period,
-        }
-        if payload.department:
-            res["serviceType"] = {"text": payload.department}
-        if payload.reason:
-            res["reasonCode"] = [_concept(c) for c in payload.reason]
-        hospitalization: dict[str, Any] = {}
-        if payload.admit_source:
-            hospitalization["admitSource"] = {"text": payload.admit_source}
-        if payload.discharge_disposition:
-            hospitalization["dischargeDisposition"] = {"text": payload.discharge_disposition}
-        if hospitalization:
-            res["hospitalization"] = hospitalization
-        if payload.attending:
-            res["participant"] = [{"type": [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                "code": "ATND"}]}], "individual": {"display": payload.attending}}]
-    elif isinstance(payload, ConditionPayload):
-        res = {
-            "resourceType": "Condition",
-            "clinicalStatus": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                "code": payload.clinical_status}]},
-            "verificationStatus": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                "code": payload.verification_status}]},
-            "code": _concept(payload.code), "subject": subject,
-            **encounter_ref(payload.encounter),
-        }
-        if payload.onset:
-            res["onsetDateTime"] = payload.onset.isoformat()
-        if payload.recorded:
-            res["recordedDate"] = payload.recorded.isoformat()
-    elif isinstance(payload, ObservationPayload):
-        res = {"resourceType": "Observation", "status": payload.status}
-        if payload.category:
-            res["category"] = [{"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                "code": payload.category}]}]
-        res |= {"code": _concept(payload.code), "subject": subject,
-                **encounter_ref(payload.encounter),
-                "effectiveDateTime": payload.effective.isoformat()}
-        if payload.value_quantity:
-            res["valueQuantity"] = _quantity(payload.value_quantity)
-        elif payload.value_string:
-            res["valueString"] = payload.value_string
-        elif payload.value_coding:
-            res["valueCodeableConcept"] = _concept(payload.value_coding)
-        if payload.interpretation:
-            res["interpretation"] = [_concept(payload.interpretation)]
-        if payload.reference_range:
-            rr: dict[str, Any] = {}
-            if payload.reference_range.low:
-                rr["low"] = _quantity(payload.reference_range.low)
-            if payload.reference_range.high:
-                rr["high"] = _quantity(payload.reference_range.high)
-            if payload.reference_range.text:
-                rr["text"] = payload.reference_range.text
-            res["referenceRange"] = [rr]
-    elif isinstance(payload, ConsentPayload):
-        res = {
-            "resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "urn:county-hie:consent-type",
-                                      "code": payload.consent_type}]}],
-            "patient": subject,
-            "policy": [{"uri": f"urn:sha256:{payload.notice_sha256}"}],
-            "provision": {
-                "type": "permit",
-                "period": {"start": payload.valid_from.isoformat(),
-                           **({"end": payload.valid_to.isoformat()} if payload.valid_to else {})},
-                "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                             "code": p} for p in payload.purposes],
-                "actor": [{"role": {"coding": [{
-                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                    "code": "IRCP"}]},
-                    "reference": {"identifier": {"system": INSTITUTION_SYSTEM, "value": code}}}
-                    for code in payload.scope],
-                **({"securityLabel": [{"system": "urn:county-hie:data-category", "code": c}
-                                      for c in payload.categories]}
-                   if payload.categories else {}),
-            },
-        }
-    elif kind in _MORE:
-        res = _MORE[kind](payload, subject, encounter_ref)
-    else:
+    renderer = RENDERERS.get(kind)
+    if renderer is None:
         raise TypeError(f"no FHIR rendering for kind {kind}")
+    res = renderer(payload, subject, encounter_ref)
     return {"id": str(resource_id), "meta": meta, "extension": ext, **res}
 
 
 Ref = dict[str, Any]
+
+
+def _encounter(p: EncounterPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    code, display = _ENCOUNTER_CLASS[p.encounter_class]
+    period = {"start": p.start.isoformat()}
+    if p.end:
+        period["end"] = p.end.isoformat()
+    res: dict[str, Any] = {
+        "resourceType": "Encounter", "status": p.status,
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                  "code": code, "display": display},
+        "subject": subject, "period": period,
+    }
+    if p.department:
+        res["serviceType"] = {"text": p.department}
+    if p.reason:
+        res["reasonCode"] = [_concept(c) for c in p.reason]
+    hospitalization: dict[str, Any] = {}
+    if p.admit_source:
+        hospitalization["admitSource"] = {"text": p.admit_source}
+    if p.discharge_disposition:
+        hospitalization["dischargeDisposition"] = {"text": p.discharge_disposition}
+    if hospitalization:
+        res["hospitalization"] = hospitalization
+    if p.attending:
+        res["participant"] = [{"type": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+            "code": "ATND"}]}], "individual": {"display": p.attending}}]
+    return res
+
+
+def _condition(p: ConditionPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            "code": p.clinical_status}]},
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            "code": p.verification_status}]},
+        "code": _concept(p.code), "subject": subject,
+        **enc(p.encounter),
+    }
+    if p.onset:
+        res["onsetDateTime"] = p.onset.isoformat()
+    if p.recorded:
+        res["recordedDate"] = p.recorded.isoformat()
+    return res
+
+
+def _observation(p: ObservationPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "Observation", "status": p.status}
+    if p.category:
+        res["category"] = [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": p.category}]}]
+    res |= {"code": _concept(p.code), "subject": subject,
+            **enc(p.encounter),
+            "effectiveDateTime": p.effective.isoformat()}
+    if p.value_quantity:
+        res["valueQuantity"] = _quantity(p.value_quantity)
+    elif p.value_string:
+        res["valueString"] = p.value_string
+    elif p.value_coding:
+        res["valueCodeableConcept"] = _concept(p.value_coding)
+    if p.interpretation:
+        res["interpretation"] = [_concept(p.interpretation)]
+    if p.reference_range:
+        rr: dict[str, Any] = {}
+        if p.reference_range.low:
+            rr["low"] = _quantity(p.reference_range.low)
+        if p.reference_range.high:
+            rr["high"] = _quantity(p.reference_range.high)
+        if p.reference_range.text:
+            rr["text"] = p.reference_range.text
+        res["referenceRange"] = [rr]
+    return res
+
+
+def _consent(p: ConsentPayload, subject: Ref, enc: Any) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "urn:county-hie:consent-type",
+                                  "code": p.consent_type}]}],
+        "patient": subject,
+        "policy": [{"uri": f"urn:sha256:{p.notice_sha256}"}],
+        "provision": {
+            "type": "permit",
+            "period": {"start": p.valid_from.isoformat(),
+                       **({"end": p.valid_to.isoformat()} if p.valid_to else {})},
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                         "code": purpose} for purpose in p.purposes],
+            "actor": [{"role": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                "code": "IRCP"}]},
+                "reference": {"identifier": {"system": INSTITUTION_SYSTEM, "value": code}}}
+                for code in p.scope],
+            **({"securityLabel": [{"system": "urn:county-hie:data-category", "code": c}
+                                  for c in p.categories]}
+               if p.categories else {}),
+        },
+    }
+    return res
 
 
 def _medication_request(p: MedicationRequestPayload, subject: Ref, enc: Any) -> dict[str, Any]:
@@ -322,10 +335,12 @@ def _document(p: DocumentPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     return res
 
 
-_MORE: dict[str, Any] = {
-    "medication_request": _medication_request, "medication_dispense": _medication_dispense,
-    "procedure": _procedure, "immunization": _immunization, "allergy": _allergy,
-    "document": _document,
+# One renderer per kind that becomes a FHIR resource of its own (entries and consents).
+RENDERERS: dict[str, Callable[[Any, Ref, Any], dict[str, Any]]] = {
+    "encounter": _encounter, "condition": _condition, "observation": _observation,
+    "consent": _consent, "medication_request": _medication_request,
+    "medication_dispense": _medication_dispense, "procedure": _procedure,
+    "immunization": _immunization, "allergy": _allergy, "document": _document,
 }
 
 

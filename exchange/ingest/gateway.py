@@ -334,7 +334,7 @@ class Gateway:
                     item.repeat = True
                     break
                 held = await self._sync(
-                    self.ledger.ledger_recorder.held_source_records,
+                    self.ledger.held_source_records,
                     pending.valid.institution, [i.source_id for i in pending.valid.items],
                 )
                 if held:

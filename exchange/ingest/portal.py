@@ -10,15 +10,16 @@ patient's own act exactly as it holds a clinic's record of a signature.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.envelope import build_envelope, public_key_b64
-from adapters.nats import SubmitClient, SubmitError
+from adapters.nats import SubmitError
 from domain.problems import Problem
 from projections.render import entry_id
 
@@ -36,18 +37,56 @@ class PortalOutcome:
     consent_id: str | None = None
 
 
+class Identities(Protocol):
+    """Who a patient is, as the patient record projection knows it (PatientRecordReader)."""
+
+    async def root(self, patient_id: UUID) -> UUID | None: ...
+
+    async def members(self, root: UUID) -> list[UUID]: ...
+
+    async def resident_id(self, members: Sequence[UUID]) -> str | None: ...
+
+
+class Rows(Protocol):
+    """Where the projected consents are read (an asyncpg pool)."""
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+
+class Submitter(Protocol):
+    """Sends envelopes and returns their receipts (adapters.nats.SubmitClient)."""
+
+    async def submit(self, envelopes: Sequence[dict[str, Any]], *,
+                     wait: float = ...) -> dict[str, dict[str, Any]]: ...
+
+
+Register = Callable[[str, str, str, str], Awaitable[bool]]  # code, name, level, public key
+
+
 class Portal:
-    def __init__(self, rt: Any, seed: bytes) -> None:
-        self.rt = rt
+    """Signs and sends the portal's consent items; its dependencies are named, not reached.
+
+    ``register`` registers an institution in the ledger; ``identities`` and ``rows`` read the
+    projections; ``submitter`` publishes as ``patient-portal`` and waits for the receipt;
+    ``projection_wait`` returns once the projection has applied a ledger position.
+    """
+
+    def __init__(self, seed: bytes, *, register: Register, identities: Identities, rows: Rows,
+                 submitter: Submitter,
+                 projection_wait: Callable[[int], Awaitable[None]]) -> None:
         self.key = Ed25519PrivateKey.from_private_bytes(seed)
+        self._register = register
+        self._identities = identities
+        self._rows = rows
+        self._submitter = submitter
+        self._projection_wait = projection_wait
 
     async def ensure_registered(self) -> None:
-        await self.rt.sync(self.rt.ledger.register_institution, CODE, NAME, LEVEL,
-                           public_key_b64(self.key))
+        await self._register(CODE, NAME, LEVEL, public_key_b64(self.key))
 
     async def record(self, patient_id: UUID, body: dict[str, Any], *,
                      now: datetime) -> PortalOutcome:
-        records = self.rt.records
+        records = self._identities
         root = await records.root(patient_id)
         members = await records.members(root) if root else []
         resident_id = await records.resident_id(members) if members else None
@@ -70,9 +109,9 @@ class Portal:
                     + ", ".join(missing), missing[0])])
             item = self._consent(resident_id, body, now)
         envelope = build_envelope(institution=CODE, items=[item], key=self.key, sent_at=now)
-        client = SubmitClient(self.rt.nc, self.rt.settings.consortium, CODE)
         try:
-            receipt = (await client.submit([envelope], wait=20))[envelope["submission_id"]]
+            receipt = (await self._submitter.submit([envelope], wait=20))[
+                envelope["submission_id"]]
         except SubmitError as exc:
             return PortalOutcome(False, [Problem("portal.unanswered", str(exc))])
         if receipt["status"] != "accepted":
@@ -80,7 +119,7 @@ class Portal:
                                          for p in receipt.get("problems", [])],
                                  envelope["submission_id"])
         position = receipt["positions"][0]
-        await self.rt.projection_wait(position)
+        await self._projection_wait(position)
         return PortalOutcome(True, [], envelope["submission_id"], position,
                              str(entry_id(CODE, item["source_id"])))
 
@@ -106,7 +145,7 @@ class Portal:
         except ValueError:
             return PortalOutcome(False, [Problem("consent.withdraw", "withdraw names a "
                                                  "Consent id", "withdraw")])
-        row = await self.rt.pool.fetchrow(
+        row = await self._rows.fetchrow(
             "SELECT institution, source_id FROM consents WHERE consent_id = $1 "
             "AND patient_id = ANY($2)", consent_id, members)
         if row is None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.envelope import build_envelope, new_private_key, public_key_b64
-from domain.submission import validate_envelope
+from domain.submission import Submission, validate_envelope
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
 from exchange.ingest.ledger import Pending
 from exchange.settings import Settings
@@ -54,9 +54,9 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
         async def crashing_read(after: int, limit: int) -> list[tuple[int, Any]]:
             events = await rt.sync(rt.ledger.read, after, limit)
             if after > 0:  # the batch's real events apply, then one that cannot be read
-                poison = type("Accepted", (), {"__qualname__": "Submission.Accepted",
-                                               "envelope": "{}", "patient_ids": [],
-                                               "timestamp": datetime.now(UTC)})()
+                poison = Submission(institution="thc-p", submission_id="poison", envelope="{}",
+                                    patient_ids=[], received_at=datetime.now(UTC)
+                                    ).collect_events()[0]
                 return [*events, (10**9, poison)]
             return events
         first = PatientRecordProjection(rt.pool, crashing_read, batch=7)

@@ -1,0 +1,260 @@
+"""What each ledger event does to the shared patient record, as rows of a batch.
+
+Two dispatch tables: ``EVENT_HANDLERS`` from a ledger event's class to its handler, and
+``ITEM_HANDLERS`` from an accepted item's kind to its handler, so adding a kind is one line
+and applying an event costs one dict lookup. A stored envelope is upcast to today's shape
+before its items are validated (``EnvelopeSchema``, domain/upcasting.py). Nothing here
+talks to PostgreSQL: the rows go into a ``Changes`` that the runner writes in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from domain.categories import categories_of
+from domain.clinical import ENTRY_KINDS, REFERRAL_KINDS
+from domain.identity import RESIDENT_ID_SYSTEM, PatientIdentity
+from domain.institution import Institution
+from domain.submission import (
+    CURRENT_SCHEMA,
+    EnvelopeSchema,
+    Submission,
+    ValidItem,
+    validate_envelope,
+)
+from projections import referrals
+from projections.batch import Changes
+from projections.masks import CATEGORY_SYSTEM, mask_of
+from projections.render import dumps, entry_id, render
+
+LookupName = Callable[[str], Awaitable[str | None]]
+
+
+class RecordApplier:
+    """Turns ledger events into a batch's rows; keeps institution names it has met."""
+
+    def __init__(self, lookup_name: LookupName, schema: EnvelopeSchema = CURRENT_SCHEMA) -> None:
+        self.lookup_name = lookup_name
+        self.schema = schema
+        self.names: dict[str, str] = {}  # institution code -> name
+
+    async def apply(self, changes: Changes, position: int, event: Any) -> None:
+        changes.clock.append((position, event.timestamp))
+        handler = EVENT_HANDLERS.get(type(event))
+        if handler is not None:  # key rotations and the like change no row
+            await handler(self, changes, position, event)
+
+    async def institution_name(self, code: str) -> str:
+        if code not in self.names:
+            self.names[code] = await self.lookup_name(code) or code
+        return self.names[code]
+
+
+EventHandler = Callable[[RecordApplier, Changes, int, Any], Awaitable[None]]
+
+_INSERT_IDENTIFIER = (
+    "INSERT INTO patient_identifiers (system, value, patient_id, institution, position) "
+    "VALUES ($1, $2, $3, $4, $5)")
+
+
+async def _institution_registered(a: RecordApplier, changes: Changes, position: int,
+                                  event: Any) -> None:
+    changes.first(
+        "INSERT INTO institutions (code, name, level, position) VALUES ($1, $2, $3, $4)",
+        event.code, event.name, event.level, position)
+    a.names[event.code] = event.name
+
+
+async def _patient_registered(a: RecordApplier, changes: Changes, position: int,
+                              event: Any) -> None:
+    changes.first("INSERT INTO patients (patient_id, birth_date, sex, temporary, position) "
+                  "VALUES ($1, $2::text::date, $3, $4, $5)", event.originator_id,
+                  event.birth_date, event.sex, event.resident_id is None, position)
+    if event.resident_id is not None:
+        changes.first(_INSERT_IDENTIFIER, RESIDENT_ID_SYSTEM, event.resident_id,
+                      event.originator_id, None, position)
+
+
+async def _identifier_linked(a: RecordApplier, changes: Changes, position: int,
+                             event: Any) -> None:
+    changes.first(_INSERT_IDENTIFIER, event.system, event.value, event.originator_id,
+                  event.institution, position)
+
+
+async def _merged(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
+    changes.op("UPDATE patients SET merged_into = $2 WHERE patient_id = $1",
+               event.originator_id, event.target)
+    changes.op("INSERT INTO identity_merges (source, target, valid_from) "
+               "VALUES ($1, $2, $3)", event.originator_id, event.target, position)
+
+
+async def _unmerged(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
+    changes.op("UPDATE patients SET merged_into = NULL WHERE patient_id = $1",
+               event.originator_id)
+    changes.op("UPDATE identity_merges SET valid_to = $2 "
+               "WHERE source = $1 AND valid_to IS NULL", event.originator_id, position)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyingSubmission:
+    """One accepted submission being applied: what every item handler needs besides itself."""
+
+    changes: Changes
+    position: int
+    institution: str
+    institution_name: str
+    submission_id: str
+    at: Any  # the ledger event's timestamp
+
+
+async def _submission(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
+    valid, problems = _read_envelope(event.envelope, a.schema)
+    if valid is None:  # accepted once, so this is a code change that broke replay
+        raise RuntimeError(f"ledger event at position {position} no longer validates: "
+                           f"{[p.code for p in problems]}")
+    name = await a.institution_name(valid.institution)
+    accepted = ApplyingSubmission(changes, position, valid.institution, name, valid.submission_id,
+                        event.timestamp)
+    uuids = {p: UUID(p) for p in set(event.patient_ids)}  # a patient's items share one
+    for item, patient_id in zip(valid.items, event.patient_ids, strict=True):
+        ITEM_HANDLERS[item.kind](accepted, item, uuids[patient_id])
+
+
+def _read_envelope(text: str, schema: EnvelopeSchema) -> Any:
+    return validate_envelope(_loads(text), schema=schema)
+
+
+def _loads(text: str) -> Any:
+    """An accepted envelope's JSON: orjson reads every one the same as the gateway's parser
+    did (no integer past 2**53 is ever signed), but for a lone surrogate, which it refuses."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _referral(apply: Callable[[Changes, int, Any], None]) -> EventHandler:
+    async def handle(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
+        apply(changes, position, event)
+    return handle
+
+
+# Event classes the library made from ``@event("Name")`` are invisible to mypy, hence the ignores.
+EVENT_HANDLERS: dict[type, EventHandler] = {
+    Institution.Registered: _institution_registered,  # type: ignore[attr-defined]
+    PatientIdentity.Registered: _patient_registered,  # type: ignore[attr-defined]
+    PatientIdentity.IdentifierLinked: _identifier_linked,  # type: ignore[attr-defined]
+    PatientIdentity.Merged: _merged,  # type: ignore[attr-defined]
+    PatientIdentity.Unmerged: _unmerged,  # type: ignore[attr-defined]
+    Submission.Accepted: _submission,
+    **{cls: _referral(apply) for cls, apply in referrals.HANDLERS.items()},
+}
+
+# Items --------------------------------------------------------------------------------------
+
+ItemHandler = Callable[[ApplyingSubmission, ValidItem, UUID], None]
+
+
+def _patient(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    s.changes.op("UPDATE patients SET demographics = $2 WHERE patient_id = $1",
+                 pid, item.payload.model_dump_json(exclude={"patient"}))
+
+
+def _retract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    payload: Any = item.payload
+    s.changes.end(entry_id(s.institution, payload.record), s.position, "retracted")
+
+
+def _consent(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    payload: Any = item.payload
+    rid = entry_id(s.institution, item.source_id)
+    resource = dumps(render(item.kind, payload, resource_id=rid, patient_id=pid,
+                            institution=s.institution, institution_name=s.institution_name))
+    s.changes.op(
+        "INSERT INTO consents (consent_id, patient_id, institution, consent_type, "
+        "scope, purposes, valid_from, valid_to, signed_by, resource, position, "
+        "categories, guardian, source_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        rid, pid, s.institution, payload.consent_type, list(payload.scope),
+        list(payload.purposes), payload.valid_from, payload.valid_to,
+        payload.signed_by, resource, s.position,
+        list(payload.categories) if payload.categories else None,
+        payload.guardian.resident_id if payload.guardian else None, item.source_id)
+
+
+def _entry(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    eid = entry_id(s.institution, item.record)
+    categories = categories_of(item.kind, item.payload)
+    fhir = render(item.kind, item.payload, resource_id=eid, patient_id=pid,
+                  institution=s.institution, institution_name=s.institution_name)
+    fhir["meta"]["versionId"] = str(s.position)
+    fhir["meta"]["security"] = [{"system": CATEGORY_SYSTEM, "code": c} for c in categories]
+    s.changes.end(eid, s.position, "amended" if item.amends else "superseded")
+    s.changes.entries[eid] = [
+        eid, pid, s.institution, item.record, item.source_id, item.kind,
+        s.submission_id, dumps(fhir), s.position, None, None, mask_of(categories)]
+
+
+def _consent_withdrawal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    payload: Any = item.payload
+    owner, _, sid = payload.consent.partition("/")
+    s.changes.op("UPDATE consents SET withdrawn_position = $2, withdrawn_at = $3 "
+                 "WHERE consent_id = $1 AND withdrawn_position IS NULL",
+                 entry_id(owner, sid), s.position, s.at)
+
+
+def _guardian(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    payload: Any = item.payload
+    s.changes.op("INSERT INTO guardians (patient_id, guardian, relationship, "
+                 "institution, valid_from, valid_to, position) VALUES "
+                 "($1, $2, $3, $4, $5, $6, $7)", pid, payload.guardian.resident_id,
+                 payload.relationship, s.institution, payload.valid_from,
+                 payload.valid_to, s.position)
+
+
+def _care_contract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    payload: Any = item.payload
+    s.changes.op("INSERT INTO care_contracts (patient_id, institution, doctor, "
+                 "valid_from, valid_to, position) VALUES ($1, $2, $3, $4, $5, $6)",
+                 pid, s.institution, payload.doctor, payload.valid_from,
+                 payload.valid_to, s.position)
+
+
+def _seal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    payload: Any = item.payload
+    s.changes.op("INSERT INTO seals (patient_id, institution, readers, reason, "
+                 "sealed_at, position) VALUES ($1, $2, $3, $4, $5, $6)", pid,
+                 s.institution, list(payload.readers), payload.reason, s.at, s.position)
+
+
+def _unseal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    # An institution lifts its own seals only.
+    s.changes.op("UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
+                 "WHERE patient_id = $1 AND institution = $4 "
+                 "AND unsealed_position IS NULL", pid, s.position, s.at, s.institution)
+
+
+def _carried_by_their_own_events(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+    """Merges, unmerges and referrals: their aggregates' ledger events carry the change."""
+
+
+ITEM_HANDLERS: dict[str, ItemHandler] = {
+    **dict.fromkeys(ENTRY_KINDS, _entry),
+    "patient": _patient,
+    "consent": _consent,
+    "retract": _retract,
+    "consent_withdrawal": _consent_withdrawal,
+    "guardian": _guardian,
+    "care_contract": _care_contract,
+    "seal": _seal,
+    "unseal": _unseal,
+    "merge": _carried_by_their_own_events,
+    "unmerge": _carried_by_their_own_events,
+    **dict.fromkeys(REFERRAL_KINDS, _carried_by_their_own_events),
+}

@@ -1,0 +1,170 @@
+"""The runner that follows the ledger and keeps the shared patient record in PostgreSQL.
+
+Each batch of ledger events is applied in ONE transaction together with the projection's
+tracked position (locked FOR UPDATE), so a restart, or a second runner, never applies an
+event twice. Every entry row keeps the ledger position at which it became current
+(``valid_from``) and, later, stopped being current (``valid_to``), for "as it stood then".
+What each event writes is projections/record.py's; the tables are projections/tables.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from domain.submission import CURRENT_SCHEMA, EnvelopeSchema
+from projections.batch import Changes
+from projections.record import RecordApplier
+from projections.tables import LEDGER_CHANNEL, NAME, TABLES, ReadLedger
+
+log = logging.getLogger(__name__)
+
+
+class PatientRecordProjection:
+    """Follows the ledger and keeps the shared patient record current."""
+
+    def __init__(self, pool: asyncpg.Pool, read: ReadLedger, *, batch: int = 500,
+                 schema: EnvelopeSchema = CURRENT_SCHEMA) -> None:
+        self.pool = pool
+        self.read = read
+        self.batch = batch
+        self._advanced = asyncio.Condition()
+        self._applier = RecordApplier(self._institution_name, schema)
+
+    async def position(self) -> int:
+        return int(await self.pool.fetchval(
+            "SELECT position FROM projection_position WHERE name = $1", NAME))
+
+    async def catch_up_once(self) -> int:
+        """Apply the next batch of ledger events; return how many were applied."""
+        start = await self.position()
+        events = await self.read(start, self.batch)
+        if not events:
+            return 0
+        changes = await self._prepare(events)
+        return len(events) if await self._write(start, events[-1][0], changes) else 0
+
+    async def _prepare(self, events: Sequence[tuple[int, Any]]) -> Changes:
+        """A batch's rows, worked out before any transaction opens."""
+        changes = Changes()
+        apply = self._applier.apply
+        for position, event in events:
+            await apply(changes, position, event)
+        return changes
+
+    async def _institution_name(self, code: str) -> str | None:
+        found = await self.pool.fetchval("SELECT name FROM institutions WHERE code = $1", code)
+        return found if isinstance(found, str) else None
+
+    async def _write(self, start: int, end: int, changes: Changes) -> bool:
+        """Write a batch prepared from ``start`` and move the position to ``end``, in one
+        transaction; False (nothing written) if the position is no longer ``start``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval(
+                "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME)
+            if current != start:
+                return False  # another runner moved on meanwhile; read again from there
+            await changes.flush(conn)
+            await conn.execute(
+                "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, end)
+        async with self._advanced:
+            self._advanced.notify_all()
+        return True
+
+    async def run(self, stop: asyncio.Event, idle: float = 0.05) -> None:
+        """Follow the ledger until ``stop``; any failure restarts from the tracked position."""
+        appended = asyncio.Event()
+
+        def wake(*_: Any) -> None:
+            appended.set()
+
+        listener = await self._listen(wake)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._follow(stop, appended, idle)
+                except Exception:
+                    log.exception("projection %s failed; restarting from its tracked position",
+                                  NAME)
+                    await asyncio.sleep(1.0)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.remove_listener(LEDGER_CHANNEL, wake)
+                with contextlib.suppress(Exception):
+                    await self.pool.release(listener)
+
+    async def _follow(self, stop: asyncio.Event, appended: asyncio.Event, idle: float) -> None:
+        """Catch up in a pipeline: the next batch is read and prepared while the last one is
+        being written (PostgreSQL works while Python does). Returns when a rival runner moved
+        the position, so the caller starts again from the tracked one."""
+        start = await self.position()
+        writing: asyncio.Task[bool] | None = None
+        try:
+            while not stop.is_set():
+                appended.clear()  # a commit during this round wakes the next one at once
+                events = await self.read(start, self.batch)
+                if not events:
+                    if writing is not None:
+                        done, writing = await writing, None
+                        if not done:
+                            return
+                        continue
+                    await _first(stop, appended, timeout=idle)
+                    if not appended.is_set() and await self.position() != start:
+                        return  # rebuilt (or moved by a rival) while idle: start from there
+                    continue
+                changes = await self._prepare(events)
+                if writing is not None and not await writing:
+                    return
+                writing = asyncio.create_task(self._write(start, events[-1][0], changes))
+                start = events[-1][0]
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                with contextlib.suppress(Exception):
+                    await writing
+
+    async def _listen(self, wake: Callable[..., None]) -> asyncpg.Connection | None:
+        try:
+            conn = await self.pool.acquire()
+            await conn.add_listener(LEDGER_CHANNEL, wake)
+            return conn
+        except Exception:  # polling alone still follows the ledger
+            log.warning("projection %s cannot LISTEN; polling only", NAME)
+            return None
+
+    async def wait_for(self, position: int, timeout: float = 30.0) -> None:
+        """Wait until the projection has applied the ledger up to ``position``."""
+        async def reached() -> None:
+            while await self.position() < position:
+                async with self._advanced:
+                    try:
+                        await asyncio.wait_for(self._advanced.wait(), 0.1)
+                    except TimeoutError:
+                        pass
+        await asyncio.wait_for(reached(), timeout)
+
+    async def rebuild(self) -> None:
+        """Forget every row and the position; the runner then replays the whole ledger."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME)
+            await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+            await conn.execute("UPDATE projection_position SET position = 0 WHERE name = $1", NAME)
+
+
+async def _first(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until any of the events is set, or the timeout passes."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

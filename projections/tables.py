@@ -1,0 +1,90 @@
+"""The patient record's tables in PostgreSQL and the projection's tracked position.
+
+Every table here is rebuilt from the ledger (``hie projections rebuild`` truncates ``TABLES``
+and replays), so the DDL is idempotent ``CREATE … IF NOT EXISTS`` rather than versioned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from projections import referrals
+
+NAME = "patient_record"
+# The ledger NOTIFYs this channel in each commit that appends: a runner that has caught up
+# wakes on it rather than on its next poll (the poll stays, should the LISTEN connection die).
+LEDGER_CHANNEL = "hie_ledger"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projection_position (
+    name text PRIMARY KEY, position bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_clock (
+    position bigint PRIMARY KEY, at timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_clock_at ON ledger_clock (at);
+CREATE TABLE IF NOT EXISTS institutions (
+    code text PRIMARY KEY, name text NOT NULL, level text NOT NULL, position bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS patients (
+    patient_id uuid PRIMARY KEY, birth_date date, sex text, temporary boolean NOT NULL,
+    merged_into uuid, demographics jsonb, position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS patients_merged_into ON patients (merged_into);
+CREATE TABLE IF NOT EXISTS identity_merges (
+    source uuid NOT NULL, target uuid NOT NULL, valid_from bigint NOT NULL, valid_to bigint,
+    PRIMARY KEY (source, valid_from));
+CREATE INDEX IF NOT EXISTS identity_merges_target ON identity_merges (target);
+CREATE TABLE IF NOT EXISTS patient_identifiers (
+    system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL,
+    institution text, position bigint NOT NULL, PRIMARY KEY (system, value));
+CREATE INDEX IF NOT EXISTS patient_identifiers_patient ON patient_identifiers (patient_id);
+CREATE TABLE IF NOT EXISTS record_entries (
+    entry_id uuid NOT NULL, patient_id uuid NOT NULL, institution text NOT NULL,
+    record text NOT NULL, source_id text NOT NULL, kind text NOT NULL,
+    submission_id text NOT NULL, resource text NOT NULL, valid_from bigint NOT NULL,
+    valid_to bigint, ended_by text, PRIMARY KEY (entry_id, valid_from));
+CREATE INDEX IF NOT EXISTS record_entries_patient ON record_entries (patient_id, valid_from);
+CREATE INDEX IF NOT EXISTS record_entries_current ON record_entries (entry_id)
+    WHERE valid_to IS NULL;
+CREATE TABLE IF NOT EXISTS consents (
+    consent_id uuid PRIMARY KEY, patient_id uuid NOT NULL, institution text NOT NULL,
+    consent_type text NOT NULL, scope text[] NOT NULL, purposes text[] NOT NULL,
+    valid_from timestamptz NOT NULL, valid_to timestamptz, signed_by text NOT NULL,
+    resource text NOT NULL, position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS consents_patient ON consents (patient_id);
+ALTER TABLE record_entries ADD COLUMN IF NOT EXISTS category_mask integer;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS categories text[];
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS guardian text;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS source_id text;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS withdrawn_position bigint;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
+CREATE TABLE IF NOT EXISTS guardians (
+    patient_id uuid NOT NULL, guardian text NOT NULL, relationship text NOT NULL,
+    institution text NOT NULL, valid_from timestamptz NOT NULL, valid_to timestamptz,
+    position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS guardians_patient ON guardians (patient_id);
+CREATE TABLE IF NOT EXISTS care_contracts (
+    patient_id uuid NOT NULL, institution text NOT NULL, doctor text NOT NULL,
+    valid_from timestamptz NOT NULL, valid_to timestamptz NOT NULL, position bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS care_contracts_patient ON care_contracts (patient_id);
+CREATE TABLE IF NOT EXISTS seals (
+    patient_id uuid NOT NULL, institution text NOT NULL, readers text[] NOT NULL,
+    reason text NOT NULL, sealed_at timestamptz NOT NULL, position bigint NOT NULL,
+    unsealed_position bigint, unsealed_at timestamptz);
+CREATE INDEX IF NOT EXISTS seals_patient ON seals (patient_id);
+""" + referrals.SCHEMA
+
+TABLES = ("ledger_clock", "institutions", "patients", "identity_merges", "patient_identifiers",
+          "record_entries", "consents", "guardians", "care_contracts", "seals",
+          *referrals.TABLES)
+
+ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
+
+
+async def create_schema(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-projection-schema'))")
+        await conn.execute(SCHEMA)
+        await conn.execute(
+            "INSERT INTO projection_position (name, position) VALUES ($1, 0) "
+            "ON CONFLICT (name) DO NOTHING", NAME)

@@ -1,0 +1,158 @@
+"""The regional patient index's rules (domain.services.identity) against an in-memory ledger:
+resolve, link, merge, unmerge, and the refusals that name the item and the field."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import pytest
+
+from domain.identity import HEALTH_CARD_SYSTEM, mrn_system, patient_id_for
+from domain.resident_id import ResidentId
+from domain.services.identity import Changes, PatientIndex
+from domain.services.refusal import SubmissionRefused
+from domain.services.submissions import HeldFacts
+from tests.factories import resident
+from tests.unit.services.fakes import (
+    KEY,
+    FakeLedger,
+    check_and_save,
+    merge,
+    patient,
+    pending,
+    ref,
+    root_of,
+    services,
+    unmerge,
+)
+
+
+def who(ledger: FakeLedger, *items: dict[str, object], institution: str = "thc-1",
+        sid: str = "s-1") -> list[str]:
+    """Check and save one submission; the identity each of its items is about."""
+    plan = check_and_save(ledger, pending(institution, *items, submission_id=sid))
+    return plan.submissions[0].patient_ids
+
+
+def refusal(ledger: FakeLedger, *items: dict[str, object]) -> SubmissionRefused:
+    with pytest.raises(SubmissionRefused) as refused:
+        services(ledger).check([pending("thc-1", *items)], HeldFacts())
+    return refused.value
+
+
+def test_a_resident_seen_first_is_registered_and_their_mrn_linked() -> None:
+    ledger = FakeLedger()
+    rid = resident(1)
+    # A clinic sends the resident with its own MRN.
+    plan = check_and_save(ledger, pending("thc-1", patient("p1", rid=rid, mrn="M-1")))
+    pid = patient_id_for(ResidentId(rid), KEY)
+    # The identity is the keyed pseudonym of the resident ID, and the MRN now names it.
+    assert plan.submissions[0].patient_ids == [str(pid)]
+    assert plan.identifier_rows == [(mrn_system("thc-1"), "M-1", pid)]
+    assert ledger.identities[pid].identifiers == [(mrn_system("thc-1"), "M-1")]
+    # The MRN alone now finds the same resident.
+    assert who(ledger, patient("p2", mrn="M-1"), sid="s-2") == [str(pid)]
+
+
+def test_the_same_mrn_of_another_institution_is_another_identifier() -> None:
+    ledger = FakeLedger()
+    first = who(ledger, patient("p1", rid=resident(1), mrn="M-1"))
+    # thc-2's MRN "M-1" is its own number: a temporary identity of its own.
+    other = who(ledger, patient("p1", mrn="M-1"), institution="thc-2")
+    assert other != first
+    assert ledger.identities[UUID(other[0])].temporary
+
+
+def test_a_temporary_identity_joins_the_resident_once_the_resident_id_is_known() -> None:
+    ledger = FakeLedger()
+    # A newborn, first seen with a health card only: a temporary identity.
+    [temp] = who(ledger, patient("p1", card="HC000009"))
+    assert ledger.identities[UUID(temp)].temporary
+    # Later the same card comes with a resident ID: the temporary identity is merged into it.
+    [resident_pid] = who(ledger, patient("p2", rid=resident(2), card="HC000009"), sid="s-2")
+    assert root_of(ledger, temp) == UUID(resident_pid)
+    assert ledger.identities[UUID(resident_pid)].absorbed == [UUID(temp)]
+
+
+def test_an_identifier_naming_another_resident_is_a_conflict() -> None:
+    ledger = FakeLedger()
+    who(ledger, patient("p1", rid=resident(1), mrn="M-1"))
+    # The same MRN now arrives with a different resident's ID.
+    refused = refusal(ledger, patient("p9", rid=resident(2), mrn="M-1"))
+    [problem] = refused.problems
+    assert (problem.code, problem.field, problem.item, problem.source_id) == (
+        "identity.conflict", "payload.patient", 0, "p9")
+    assert "merge" in problem.message
+    # Nothing about the patient is in the error itself.
+    assert resident(2) not in str(refused) and "M-1" not in str(problem)
+    assert refused.code == "submission.refused"
+
+
+def test_merge_joins_two_residents_and_unmerge_parts_them_again() -> None:
+    ledger = FakeLedger()
+    [a] = who(ledger, patient("p1", rid=resident(1)))
+    [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    # ADT^A40: resident 2 was the same person as resident 1, who survives.
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-3")
+    assert root_of(ledger, b) == UUID(a)
+    # A merge of the same two again changes nothing.
+    plan = check_and_save(ledger, pending("thc-1", merge("m2", ref(resident(1)),
+                                                         ref(resident(2))), submission_id="s-4"))
+    assert all(not ident.pending_events for ident in plan.changes.touched.values())
+    # Unmerge: resident 2 is a person of their own again.
+    who(ledger, unmerge("u1", ref(resident(1)), ref(resident(2))), sid="s-5")
+    assert root_of(ledger, b) == UUID(b)
+    assert ledger.identities[UUID(a)].absorbed == []
+
+
+def test_unmerge_undoes_the_step_of_the_chain_that_reaches_the_survivor() -> None:
+    ledger = FakeLedger()
+    [a] = who(ledger, patient("p1", rid=resident(1)))
+    [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    [c] = who(ledger, patient("p3", rid=resident(3)), sid="s-3")
+    # c into b, then b (with c) into a.
+    who(ledger, merge("m1", ref(resident(2)), ref(resident(3))), sid="s-4")
+    who(ledger, merge("m2", ref(resident(1)), ref(resident(2))), sid="s-5")
+    assert root_of(ledger, c) == UUID(a)
+    # Unmerging c from a undoes b's merge into a: c stays with b.
+    who(ledger, unmerge("u1", ref(resident(1)), ref(resident(3))), sid="s-6")
+    assert root_of(ledger, c) == UUID(b) and root_of(ledger, b) == UUID(b)
+
+
+def test_unmerge_of_patients_never_merged_is_refused() -> None:
+    ledger = FakeLedger()
+    who(ledger, patient("p1", rid=resident(1)))
+    who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    [problem] = refusal(ledger, unmerge("u1", ref(resident(1)), ref(resident(2)))).problems
+    assert (problem.code, problem.field) == ("unmerge.not_merged", "payload.unmerged")
+
+
+def test_merge_of_a_patient_the_index_does_not_know_is_refused() -> None:
+    ledger = FakeLedger()
+    who(ledger, patient("p1", rid=resident(1)))
+    [problem] = refusal(ledger, merge("m1", ref(resident(1)), ref(mrn="NEVER-SEEN"))).problems
+    assert (problem.code, problem.field, problem.source_id) == (
+        "patient.unknown", "payload.merged", "m1")
+
+
+def test_same_person_follows_merges_on_both_sides() -> None:
+    ledger = FakeLedger()
+    [a] = who(ledger, patient("p1", rid=resident(1)))
+    [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    [c] = who(ledger, patient("p3", mrn="M-3"), sid="s-3")
+    index = PatientIndex(ledger, KEY)
+    assert not index.same_person(UUID(a), UUID(b), Changes())
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-4")
+    who(ledger, merge("m2", ref(resident(1)), ref(mrn="M-3")), sid="s-5")
+    assert index.same_person(UUID(b), UUID(c), Changes())
+    assert not index.same_person(UUID(a), patient_id_for(ResidentId(resident(9)), KEY),
+                                 Changes())
+
+
+def test_a_health_card_naming_another_resident_says_health_card() -> None:
+    ledger = FakeLedger()
+    who(ledger, patient("p1", rid=resident(1), card="HC000001"))
+    [problem] = refusal(ledger, patient("p2", rid=resident(2), card="HC000001")).problems
+    assert problem.code == "identity.conflict" and "health card" in problem.message
+    assert ledger.index[(HEALTH_CARD_SYSTEM, "HC000001")] == patient_id_for(ResidentId(resident(1)),
+                                                                        KEY)
