@@ -63,8 +63,9 @@ _HEALTH_CARD = re.compile(r"[0-9A-Za-z]{6,32}")
 _ID_SAFE = "!$&'()*+,-./:;=?@[]^_`{}~"
 
 
-def read_csv(data: bytes, *, mapping: CsvMapping, institution: str,
-             filename: str = "") -> IngestReport:
+def read_csv(
+    data: bytes, *, mapping: CsvMapping, institution: str, filename: str = ""
+) -> IngestReport:
     """Map one export file by the institution's mapping; say what was refused and where.
 
     ``filename`` picks the mapping's ``[files.<name>]`` table by its ``pattern``; without it,
@@ -72,8 +73,13 @@ def read_csv(data: bytes, *, mapping: CsvMapping, institution: str,
     """
     report = IngestReport()
     if institution != mapping.institution:
-        report.problems.append(Problem("csv.institution", f"the mapping is that of institution "
-                                       f"{mapping.institution}, not of {institution}", "mapping"))
+        report.problems.append(
+            Problem(
+                "csv.institution",
+                f"the mapping is that of institution {mapping.institution}, not of {institution}",
+                "mapping",
+            )
+        )
         return report
     picked = _pick(mapping, filename, report)
     text = _decode(data, *picked, report) if picked else None
@@ -94,16 +100,22 @@ def read_csv(data: bytes, *, mapping: CsvMapping, institution: str,
         if not any(c.strip() for c in cells):
             continue  # blank lines at the end of an export
         if len(cells) != width:
-            report.problems.append(Problem("csv.row_width", f"the row has {len(cells)} cells, "
-                                           f"the header {width}", f"row {n}"))
+            report.problems.append(
+                Problem(
+                    "csv.row_width",
+                    f"the row has {len(cells)} cells, the header {width}",
+                    f"row {n}",
+                )
+            )
             continue
         row = Row(n, {h: cells[i] for h, i in position.items()}, mapping)
         patient = _patient(row, spec)
         items = [item for name, s in sections if (item := _item(row, name, s, spec, patient))]
         for item in items:
             if not row.problems:
-                row.problems += check_item(item, where=f"row {n} [{item['source_id']}]",
-                                           source_id=item["source_id"])
+                row.problems += check_item(
+                    item, where=f"row {n} [{item['source_id']}]", source_id=item["source_id"]
+                )
         if not row.problems and (items := _first_time(row, items, seen, report)):
             seen.update((i["source_id"], (n, i)) for i in items)
         report.problems += row.problems
@@ -113,9 +125,12 @@ def read_csv(data: bytes, *, mapping: CsvMapping, institution: str,
     return report
 
 
-def _first_time(row: Row, items: list[dict[str, Any]],
-                seen: dict[str, tuple[int, dict[str, Any]]],
-                report: IngestReport) -> list[dict[str, Any]]:
+def _first_time(
+    row: Row,
+    items: list[dict[str, Any]],
+    seen: dict[str, tuple[int, dict[str, Any]]],
+    report: IngestReport,
+) -> list[dict[str, Any]]:
     """A row exported twice in one file is sent once; the same id with other content is a
     problem, since which of the two is right is not known."""
     earlier = [seen[i["source_id"]] for i in items if i["source_id"] in seen]
@@ -126,13 +141,15 @@ def _first_time(row: Row, items: list[dict[str, Any]],
     else:
         section = row.mapping.section(items[0]["source_id"].split(":")[0])
         columns = section.id or row.mapping.files[section.file].id
-        row.bad("csv.duplicate_id", f"the row id repeats row {earlier[0][0]}, with other "
-                "content: export each row once", Source(tuple(columns)))
+        row.bad(
+            "csv.duplicate_id",
+            f"the row id repeats row {earlier[0][0]}, with other content: export each row once",
+            Source(tuple(columns)),
+        )
     return []
 
 
-def _pick(mapping: CsvMapping, filename: str,
-          report: IngestReport) -> tuple[str, FileSpec] | None:
+def _pick(mapping: CsvMapping, filename: str, report: IngestReport) -> tuple[str, FileSpec] | None:
     if filename:
         base = PurePath(filename.replace("\\", "/")).name.lower()
         found = [(n, f) for n, f in mapping.files.items() if fnmatchcase(base, f.pattern.lower())]
@@ -153,16 +170,27 @@ def _pick(mapping: CsvMapping, filename: str,
 def _decode(data: bytes, name: str, spec: FileSpec, report: IngestReport) -> str | None:
     utf8 = spec.encoding in ("utf-8", "utf-8-sig")
     if data.startswith(codecs.BOM_UTF8) and not utf8:
-        report.problems.append(Problem("csv.encoding", "the file starts with a UTF-8 byte order "
-                                       f"mark but files.{name}.encoding is {spec.encoding}: "
-                                       "set it to utf-8-sig", "file"))
+        report.problems.append(
+            Problem(
+                "csv.encoding",
+                "the file starts with a UTF-8 byte order "
+                f"mark but files.{name}.encoding is {spec.encoding}: "
+                "set it to utf-8-sig",
+                "file",
+            )
+        )
         return None
     try:  # UTF-8 with or without the BOM Excel writes
         text = data.decode("utf-8-sig" if utf8 else spec.encoding)
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        report.problems.append(Problem("csv.encoding", f"the file is not {spec.encoding} text "
-                                       f"(line {line}): check files.{name}.encoding", "file"))
+        line = data[: exc.start].count(b"\n") + 1
+        report.problems.append(
+            Problem(
+                "csv.encoding",
+                f"the file is not {spec.encoding} text (line {line}): check files.{name}.encoding",
+                "file",
+            )
+        )
         return None
     return text.removeprefix("\ufeff")
 
@@ -172,9 +200,15 @@ def _rows(text: str, spec: FileSpec, report: IngestReport) -> list[list[str]]:
     try:
         rows.extend(csv.reader(io.StringIO(text, newline=""), delimiter=spec.delimiter))
     except csv.Error:  # the reader's message may quote the text: not repeated
-        report.problems.append(Problem("csv.malformed", "the file cannot be read as CSV from this "
-                                       "row on (a quote left open, or a cell over 131072 characters): the "
-                                       "rows after it were not read", f"row {len(rows) + 1}"))
+        report.problems.append(
+            Problem(
+                "csv.malformed",
+                "the file cannot be read as CSV from this "
+                "row on (a quote left open, or a cell over 131072 characters): the "
+                "rows after it were not read",
+                f"row {len(rows) + 1}",
+            )
+        )
     return rows
 
 
@@ -198,13 +232,26 @@ def _header_ok(header: list[str], needed: list[str], report: IngestReport) -> bo
     missing = [c for c in needed if c not in header]
     twice = [c for c in needed if header.count(c) > 1]
     if missing:
-        hint = " (none of them is: is the mapping's encoding or delimiter right?)" if \
-            len(missing) == len(needed) else ""
-        report.problems.append(Problem("csv.missing_columns", "the header lacks column(s) the "
-                                       f"mapping names: {', '.join(missing)}{hint}", "header"))
+        hint = (
+            " (none of them is: is the mapping's encoding or delimiter right?)"
+            if len(missing) == len(needed)
+            else ""
+        )
+        report.problems.append(
+            Problem(
+                "csv.missing_columns",
+                f"the header lacks column(s) the mapping names: {', '.join(missing)}{hint}",
+                "header",
+            )
+        )
     if twice:
-        report.problems.append(Problem("csv.duplicate_columns", "the header has these columns "
-                                       f"more than once: {', '.join(twice)}", "header"))
+        report.problems.append(
+            Problem(
+                "csv.duplicate_columns",
+                f"the header has these columns more than once: {', '.join(twice)}",
+                "header",
+            )
+        )
     return not missing and not twice
 
 
@@ -215,8 +262,13 @@ class Row:
         self.n, self.cells, self.mapping = n, cells, mapping
         self.problems: list[Problem] = []
 
-    def bad(self, code: str, message: str, src: Source | None, source_id: str | None = None,
-            ) -> None:
+    def bad(
+        self,
+        code: str,
+        message: str,
+        src: Source | None,
+        source_id: str | None = None,
+    ) -> None:
         where = f"row {self.n} column {src.label}" if src and src.columns else f"row {self.n}"
         problem = Problem(code, message, where, source_id=source_id)
         if problem not in self.problems:  # sections sharing a column find its fault once
@@ -247,8 +299,9 @@ class Row:
                 continue
             aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=self.mapping.zone)
             return aware.isoformat()
-        self.bad("csv.datetime", "not a date/time in the mapping's datetime_formats or "
-                 "date_formats", src)
+        self.bad(
+            "csv.datetime", "not a date/time in the mapping's datetime_formats or date_formats", src
+        )
         return None
 
     def day(self, src: Source | None) -> str | None:
@@ -282,24 +335,28 @@ class Row:
             return None
         return None if value is None else int(value)
 
-    def coded(self, src: Source | None, table_name: str,
-              required: bool = True) -> tuple[CodeEntry, dict[str, Any]] | None:
+    def coded(
+        self, src: Source | None, table_name: str, required: bool = True
+    ) -> tuple[CodeEntry, dict[str, Any]] | None:
         value = (self.need(src) if required else self.text(src)) if src else None
         if value is None:
             return None
         table = self.mapping.codes[table_name]
         entry = table.map.get(value)
         if entry is None:  # the local code itself is clinical data: not repeated
-            self.bad("csv.code_unknown", f"the code is not in the mapping's [codes.{table_name}]",
-                     src)
+            self.bad(
+                "csv.code_unknown", f"the code is not in the mapping's [codes.{table_name}]", src
+            )
             return None
         system = self.mapping.system(table, entry)
         version = table.version if entry.system in (None, table.system) else None
-        return entry, _compact({"system": system, "code": entry.code, "display": entry.display,
-                                "version": version})
+        return entry, _compact(
+            {"system": system, "code": entry.code, "display": entry.display, "version": version}
+        )
 
-    def quantity(self, value_src: Source | None, unit_src: Source | None,
-                 default_unit: str | None = None) -> dict[str, Any] | None:
+    def quantity(
+        self, value_src: Source | None, unit_src: Source | None, default_unit: str | None = None
+    ) -> dict[str, Any] | None:
         value = self.number(value_src)
         unit_text = self.text(unit_src)
         ucum = default_unit
@@ -309,20 +366,28 @@ class Row:
                 self.bad("csv.unit_unknown", "the unit is not in the mapping's [units]", unit_src)
                 return None
             if default_unit is not None and ucum != default_unit:
-                self.bad("csv.unit_mismatch", f"the unit is not {default_unit}, the one the "
-                         "mapping's code table gives for this item", unit_src)
+                self.bad(
+                    "csv.unit_mismatch",
+                    f"the unit is not {default_unit}, the one the "
+                    "mapping's code table gives for this item",
+                    unit_src,
+                )
                 return None
         if value is None:
             return None
         if ucum is None:
-            self.bad("csv.unit_missing", "a number needs a unit: map a unit column or give the "
-                     "code's unit in the mapping", value_src)
+            self.bad(
+                "csv.unit_missing",
+                "a number needs a unit: map a unit column or give the code's unit in the mapping",
+                value_src,
+            )
             return None
         return {"value": str(value), "unit": unit_text or ucum, "system": UCUM, "code": ucum}
 
 
-def _item(row: Row, name: str, s: Section, spec: FileSpec,
-          patient: dict[str, str]) -> dict[str, Any] | None:
+def _item(
+    row: Row, name: str, s: Section, spec: FileSpec, patient: dict[str, str]
+) -> dict[str, Any] | None:
     if s.optional and row.text(getattr(s, s.main)) is None:
         return None  # e.g. no fasting glucose taken at this visit
     source_id = _row_id(row, name, s.id or spec.id)
@@ -338,13 +403,19 @@ def _item(row: Row, name: str, s: Section, spec: FileSpec,
 def _row_id(row: Row, section: str, columns: list[str]) -> str | None:
     parts = [row.cells[c].strip() for c in columns]
     if not all(parts):
-        row.bad("csv.no_id", "the row id is empty: every row needs its id columns",
-                Source(tuple(columns)))
+        row.bad(
+            "csv.no_id",
+            "the row id is empty: every row needs its id columns",
+            Source(tuple(columns)),
+        )
         return None
     source_id = f"{section}:" + "|".join(quote(p, safe=_ID_SAFE) for p in parts)
     if len(source_id) > 200:
-        row.bad("csv.id_too_long", "the row id is too long for a source_id (200 characters)",
-                Source(tuple(columns)))
+        row.bad(
+            "csv.id_too_long",
+            "the row id is too long for a source_id (200 characters)",
+            Source(tuple(columns)),
+        )
         return None
     return source_id
 
@@ -358,18 +429,25 @@ def _patient(row: Row, spec: FileSpec) -> dict[str, str]:
             row.bad(exc.code, exc.message, Source((spec.resident_id,)))
     if spec.mrn and (mrn := row.text(Source((spec.mrn,)))):
         if len(mrn) > 128:
-            row.bad("csv.mrn", "the patient number is longer than 128 characters",
-                    Source((spec.mrn,)))
+            row.bad(
+                "csv.mrn", "the patient number is longer than 128 characters", Source((spec.mrn,))
+            )
         ref["mrn"] = mrn
     if spec.health_card and (card := row.text(Source((spec.health_card,)))):
         if not _HEALTH_CARD.fullmatch(card):
-            row.bad("csv.health_card", "a health card number is 6-32 letters or digits",
-                    Source((spec.health_card,)))
+            row.bad(
+                "csv.health_card",
+                "a health card number is 6-32 letters or digits",
+                Source((spec.health_card,)),
+            )
         ref["health_card"] = card
     if not ref:
         named = tuple(c for c in (spec.resident_id, spec.mrn, spec.health_card) if c)
-        row.bad("csv.no_patient", "the row names no patient: its patient columns are empty",
-                Source(named))
+        row.bad(
+            "csv.no_patient",
+            "the row names no patient: its patient columns are empty",
+            Source(named),
+        )
     return ref
 
 
@@ -380,8 +458,7 @@ def _encounter_ref(row: Row, s: Section) -> str | None:
     columns = _encounter_columns(row.mapping, s)
     parts = [row.cells[c].strip() for c in columns]
     # A prescription written outside a visit has no visit number: it maps without the link.
-    return f"{target}:" + "|".join(quote(p, safe=_ID_SAFE) for p in parts) if all(parts) \
-        else None
+    return f"{target}:" + "|".join(quote(p, safe=_ID_SAFE) for p in parts) if all(parts) else None
 
 
 def _patient_payload(row: Row, s: PatientSection) -> dict[str, Any]:
@@ -389,34 +466,47 @@ def _patient_payload(row: Row, s: PatientSection) -> dict[str, Any]:
     if (value := row.text(s.gender)) is not None:
         genders = {**DEFAULT_GENDERS, **s.gender_values}
         if value not in genders:
-            row.bad("csv.gender", "not a gender the mapping knows: add it to gender_values",
-                    s.gender)
+            row.bad(
+                "csv.gender", "not a gender the mapping knows: add it to gender_values", s.gender
+            )
         gender = genders.get(value, "unknown")
     return {"name": row.need(s.name), "gender": gender, "birth_date": row.day(s.birth_date)}
 
 
 def _encounter(row: Row, s: EncounterSection) -> dict[str, Any]:
     reason = row.coded(s.reason, s.codes, required=False) if s.codes else None
-    return {"encounter_class": s.encounter_class, "status": s.status,
-            "start": row.when(s.start, required=True), "end": row.when(s.end),
-            "department": row.text(s.department), "attending": row.text(s.attending),
-            "reason": [reason[1]] if reason else []}
+    return {
+        "encounter_class": s.encounter_class,
+        "status": s.status,
+        "start": row.when(s.start, required=True),
+        "end": row.when(s.end),
+        "department": row.text(s.department),
+        "attending": row.text(s.attending),
+        "reason": [reason[1]] if reason else [],
+    }
 
 
 def _condition(row: Row, s: ConditionSection) -> dict[str, Any]:
     coded = row.coded(s.code, s.codes)
-    return {"code": coded and coded[1], "clinical_status": s.clinical_status,
-            "verification_status": s.verification_status, "onset": row.day(s.onset),
-            "recorded": row.when(s.recorded)}
+    return {
+        "code": coded and coded[1],
+        "clinical_status": s.clinical_status,
+        "verification_status": s.verification_status,
+        "onset": row.day(s.onset),
+        "recorded": row.when(s.recorded),
+    }
 
 
 def _observation(row: Row, s: ObservationSection) -> dict[str, Any]:
     coded = row.coded(s.code, s.codes)
     entry, coding = coded or (CodeEntry(code="-"), None)
     raw = row.need(s.value)
-    payload = {"code": coding, "status": s.status,
-               "effective": row.when(s.effective, required=True),
-               "category": entry.category or s.category}
+    payload = {
+        "code": coding,
+        "status": s.status,
+        "effective": row.when(s.effective, required=True),
+        "category": entry.category or s.category,
+    }
     # A coded item with a unit is quantitative: "l20" there is a typing error, not words.
     if raw is not None and (entry.unit or _NUMBER.fullmatch(raw)):
         quantity = row.quantity(s.value, s.unit, entry.unit)
@@ -430,8 +520,9 @@ def _observation(row: Row, s: ObservationSection) -> dict[str, Any]:
     return payload
 
 
-def _range(row: Row, s: ObservationSection, entry: CodeEntry,
-           quantity: dict[str, Any]) -> dict[str, Any] | None:
+def _range(
+    row: Row, s: ObservationSection, entry: CodeEntry, quantity: dict[str, Any]
+) -> dict[str, Any] | None:
     low, high, text = row.number(s.low), row.number(s.high), row.text(s.range)
     if text is not None and low is None and high is None:
         if between := _BETWEEN.fullmatch(text):
@@ -448,31 +539,48 @@ def _range(row: Row, s: ObservationSection, entry: CodeEntry,
     if low is None and high is None:
         return None
     unit = {k: quantity[k] for k in ("unit", "system", "code")}
-    return _compact({"low": None if low is None else {"value": str(low), **unit},
-                     "high": None if high is None else {"value": str(high), **unit}})
+    return _compact(
+        {
+            "low": None if low is None else {"value": str(low), **unit},
+            "high": None if high is None else {"value": str(high), **unit},
+        }
+    )
 
 
 def _medication_request(row: Row, s: MedicationRequestSection) -> dict[str, Any]:
     coded = row.coded(s.medication, s.codes)
-    return {"medication": coded and coded[1], "status": s.status, "intent": s.intent,
-            "authored": row.when(s.authored, required=True),
-            "dosage_text": row.text(s.dosage_text), "dose": row.quantity(s.dose, s.dose_unit),
-            "frequency": row.text(s.frequency),
-            "quantity": row.quantity(s.quantity, s.quantity_unit),
-            "duration_days": row.integer(s.duration_days), "requester": row.text(s.requester)}
+    return {
+        "medication": coded and coded[1],
+        "status": s.status,
+        "intent": s.intent,
+        "authored": row.when(s.authored, required=True),
+        "dosage_text": row.text(s.dosage_text),
+        "dose": row.quantity(s.dose, s.dose_unit),
+        "frequency": row.text(s.frequency),
+        "quantity": row.quantity(s.quantity, s.quantity_unit),
+        "duration_days": row.integer(s.duration_days),
+        "requester": row.text(s.requester),
+    }
 
 
 def _immunization(row: Row, s: ImmunizationSection) -> dict[str, Any]:
     coded = row.coded(s.vaccine, s.codes)
-    return {"vaccine": coded and coded[1], "status": s.status,
-            "occurrence": row.when(s.occurrence, required=True),
-            "lot_number": row.text(s.lot_number), "dose_number": row.integer(s.dose_number),
-            "manufacturer": row.text(s.manufacturer)}
+    return {
+        "vaccine": coded and coded[1],
+        "status": s.status,
+        "occurrence": row.when(s.occurrence, required=True),
+        "lot_number": row.text(s.lot_number),
+        "dose_number": row.integer(s.dose_number),
+        "manufacturer": row.text(s.manufacturer),
+    }
 
 
 MAPPERS: dict[str, Callable[[Row, Any], dict[str, Any]]] = {
-    "patient": _patient_payload, "encounter": _encounter, "condition": _condition,
-    "observation": _observation, "medication_request": _medication_request,
+    "patient": _patient_payload,
+    "encounter": _encounter,
+    "condition": _condition,
+    "observation": _observation,
+    "medication_request": _medication_request,
     "immunization": _immunization,
 }
 

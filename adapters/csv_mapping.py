@@ -40,8 +40,16 @@ from domain.problems import Problem
 UCUM = "http://unitsofmeasure.org"
 DEFAULT_TIMEZONE = "Asia/Shanghai"  # the consortium is in China: times without an offset
 # GB/T 2261.1 sex codes and their Chinese words; a section's gender_values add to these.
-DEFAULT_GENDERS = {"男": "male", "女": "female", "1": "male", "2": "female", "0": "unknown",
-                   "9": "other", "未知": "unknown", "未说明": "other"}
+DEFAULT_GENDERS = {
+    "男": "male",
+    "女": "female",
+    "1": "male",
+    "2": "female",
+    "0": "unknown",
+    "9": "other",
+    "未知": "unknown",
+    "未说明": "other",
+}
 _NAME = r"^[A-Za-z0-9_-]{1,40}$"  # section names start every source_id: keep them plain
 
 
@@ -52,8 +60,10 @@ class MappingError(AdapterError, ValueError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        super().__init__("the CSV mapping file is not valid: " + "; ".join(
-            f"{p.field or '(file)'}: {p.message}" for p in problems))
+        super().__init__(
+            "the CSV mapping file is not valid: "
+            + "; ".join(f"{p.field or '(file)'}: {p.message}" for p in problems)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +83,18 @@ def _source(raw: object) -> Source:
         return Source((raw.strip(),))
     if isinstance(raw, list) and raw and all(isinstance(c, str) and c.strip() for c in raw):
         return Source(tuple(c.strip() for c in raw))
-    if isinstance(raw, dict) and set(raw) == {"value"} and \
-            isinstance(raw["value"], (str, int, float)) and str(raw["value"]).strip():
+    if (
+        isinstance(raw, dict)
+        and set(raw) == {"value"}
+        and isinstance(raw["value"], (str, int, float))
+        and str(raw["value"]).strip()
+    ):
         return Source(value=str(raw["value"]).strip())
-    raise PydanticCustomError("mapping.source", 'give a column name, a list of column names '
-                              '(joined by a space) or { value = "..." } for a fixed value')
+    raise PydanticCustomError(
+        "mapping.source",
+        "give a column name, a list of column names "
+        '(joined by a space) or { value = "..." } for a fixed value',
+    )
 
 
 def _columns(raw: object) -> object:
@@ -87,8 +104,9 @@ def _columns(raw: object) -> object:
 Src = Annotated[Source, BeforeValidator(_source)]
 Column = Annotated[str, Field(min_length=1, max_length=100)]
 Columns = Annotated[list[Column], BeforeValidator(_columns), Field(min_length=1, max_length=5)]
-Category = Literal["vital-signs", "laboratory", "survey", "exam", "social-history", "imaging",
-                   "procedure"]
+Category = Literal[
+    "vital-signs", "laboratory", "survey", "exam", "social-history", "imaging", "procedure"
+]
 
 
 class _Strict(BaseModel):
@@ -112,8 +130,9 @@ class FileSpec(_Strict):
         try:
             return codecs.lookup(value).name
         except LookupError:
-            raise PydanticCustomError("mapping.encoding", "unknown encoding: use utf-8, "
-                                      "utf-8-sig or gb18030") from None
+            raise PydanticCustomError(
+                "mapping.encoding", "unknown encoding: use utf-8, utf-8-sig or gb18030"
+            ) from None
 
 
 class CodeEntry(_Strict):
@@ -155,7 +174,8 @@ class PatientSection(_Section):
     gender: Src | None = None
     birth_date: Src | None = None
     gender_values: dict[str, Literal["male", "female", "other", "unknown"]] = Field(
-        default_factory=dict)
+        default_factory=dict
+    )
     main: ClassVar[str] = "name"
 
 
@@ -183,10 +203,12 @@ class ConditionSection(_Entry):
     code: Src
     onset: Src | None = None
     recorded: Src | None = None
-    clinical_status: Literal["active", "recurrence", "relapse", "inactive", "remission",
-                             "resolved"] = "active"
-    verification_status: Literal["unconfirmed", "provisional", "differential", "confirmed",
-                                 "refuted"] = "confirmed"
+    clinical_status: Literal[
+        "active", "recurrence", "relapse", "inactive", "remission", "resolved"
+    ] = "active"
+    verification_status: Literal[
+        "unconfirmed", "provisional", "differential", "confirmed", "refuted"
+    ] = "confirmed"
     main: ClassVar[str] = "code"
 
 
@@ -232,11 +254,20 @@ class ImmunizationSection(_Entry):
     main: ClassVar[str] = "vaccine"
 
 
-Section = (PatientSection | EncounterSection | ConditionSection | ObservationSection
-           | MedicationRequestSection | ImmunizationSection)
+Section = (
+    PatientSection
+    | EncounterSection
+    | ConditionSection
+    | ObservationSection
+    | MedicationRequestSection
+    | ImmunizationSection
+)
 SECTION_MODELS: dict[str, type[_Section]] = {
-    "patient": PatientSection, "encounter": EncounterSection, "condition": ConditionSection,
-    "observation": ObservationSection, "medication_request": MedicationRequestSection,
+    "patient": PatientSection,
+    "encounter": EncounterSection,
+    "condition": ConditionSection,
+    "observation": ObservationSection,
+    "medication_request": MedicationRequestSection,
     "immunization": ImmunizationSection,
 }
 
@@ -249,12 +280,14 @@ class CsvMapping(_Strict):
     date_formats: list[str] = Field(default=["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d"], min_length=1)
     datetime_formats: list[str] = Field(
         default=["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M"],
-        min_length=1)
+        min_length=1,
+    )
     files: dict[Annotated[str, Field(pattern=_NAME)], FileSpec] = Field(min_length=1)
     sections: dict[Annotated[str, Field(pattern=_NAME)], Any] = Field(min_length=1)
     codes: dict[str, CodeTable] = Field(default_factory=dict)
     units: dict[str, Annotated[str, Field(min_length=1, max_length=128)]] = Field(
-        default_factory=dict)  # a unit as the export writes it → its UCUM code
+        default_factory=dict
+    )  # a unit as the export writes it → its UCUM code
 
     @field_validator("timezone")
     @classmethod
@@ -262,16 +295,18 @@ class CsvMapping(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise PydanticCustomError("mapping.timezone", "unknown time zone: use an IANA "
-                                      "name such as Asia/Shanghai") from None
+            raise PydanticCustomError(
+                "mapping.timezone", "unknown time zone: use an IANA name such as Asia/Shanghai"
+            ) from None
         return value
 
     @field_validator("date_formats", "datetime_formats")
     @classmethod
     def _formats(cls, value: list[str]) -> list[str]:
         if not all("%" in f for f in value):
-            raise PydanticCustomError("mapping.format", "each format is a strptime pattern "
-                                      "such as %Y-%m-%d")
+            raise PydanticCustomError(
+                "mapping.format", "each format is a strptime pattern such as %Y-%m-%d"
+            )
         return value
 
     @property
@@ -300,8 +335,13 @@ def load_mapping(text: str) -> CsvMapping:
     for name, body in mapping.sections.items():
         kind = body.get("kind") if isinstance(body, dict) else None
         if kind not in SECTION_MODELS:
-            problems.append(Problem("csv.mapping.kind", "kind must be one of "
-                                    + ", ".join(SECTION_MODELS), f"sections.{name}.kind"))
+            problems.append(
+                Problem(
+                    "csv.mapping.kind",
+                    "kind must be one of " + ", ".join(SECTION_MODELS),
+                    f"sections.{name}.kind",
+                )
+            )
             continue
         try:
             sections[name] = SECTION_MODELS[kind].model_validate(body)  # type: ignore[assignment]
@@ -322,49 +362,89 @@ def _cross_checks(mapping: CsvMapping, sections: dict[str, Section]) -> Any:
             yield Problem("csv.mapping.file", "names no [files.<name>] table", f"{at}.file")
             continue
         spec = mapping.files[s.file]
-        table = mapping.codes.get(s.codes) if isinstance(s, (EncounterSection, _Entry)) and \
-            s.codes else None
+        table = (
+            mapping.codes.get(s.codes)
+            if isinstance(s, (EncounterSection, _Entry)) and s.codes
+            else None
+        )
         if isinstance(s, (EncounterSection, _Entry)) and s.codes and table is None:
             yield Problem("csv.mapping.codes", "names no [codes.<table>]", f"{at}.codes")
         if isinstance(s, EncounterSection) and s.reason and not s.codes:
-            yield Problem("csv.mapping.codes", "reason needs codes = \"<table>\"", f"{at}.codes")
+            yield Problem("csv.mapping.codes", 'reason needs codes = "<table>"', f"{at}.codes")
         coded = getattr(s, _coded_field(s), None) if _coded_field(s) else None
-        if isinstance(coded, Source) and coded.value is not None and table is not None and \
-                coded.value not in table.map:
-            yield Problem("csv.mapping.code_unknown", "the fixed code is not in "
-                          f"[codes.{getattr(s, 'codes', '')}.map]", f"{at}.{_coded_field(s)}")
-        if isinstance(s, _Entry) and s.encounter is not None and \
-                not isinstance(sections.get(s.encounter), EncounterSection):
-            yield Problem("csv.mapping.encounter", "names no section of kind encounter",
-                          f"{at}.encounter")
+        if (
+            isinstance(coded, Source)
+            and coded.value is not None
+            and table is not None
+            and coded.value not in table.map
+        ):
+            yield Problem(
+                "csv.mapping.code_unknown",
+                f"the fixed code is not in [codes.{getattr(s, 'codes', '')}.map]",
+                f"{at}.{_coded_field(s)}",
+            )
+        if (
+            isinstance(s, _Entry)
+            and s.encounter is not None
+            and not isinstance(sections.get(s.encounter), EncounterSection)
+        ):
+            yield Problem(
+                "csv.mapping.encounter", "names no section of kind encounter", f"{at}.encounter"
+            )
         # The row id becomes a source_id, which problems and logs show: no personal numbers.
         personal = {spec.resident_id, spec.health_card} | (
-            set(s.name.columns) if isinstance(s, PatientSection) else set())
+            set(s.name.columns) if isinstance(s, PatientSection) else set()
+        )
         if personal & set(s.id or spec.id):
-            yield Problem("csv.mapping.id_personal", "the row id must not be the resident ID, "
-                          "health card or name column: source_ids are shown in reports",
-                          f"{at}.id" if s.id else f"files.{s.file}.id")
+            yield Problem(
+                "csv.mapping.id_personal",
+                "the row id must not be the resident ID, "
+                "health card or name column: source_ids are shown in reports",
+                f"{at}.id" if s.id else f"files.{s.file}.id",
+            )
     for name, spec in mapping.files.items():
         if not any(s.file == name for s in sections.values()):
-            yield Problem("csv.mapping.unread", "no section reads this file: add a section "
-                          f'with file = "{name}", or remove the table', f"files.{name}")
+            yield Problem(
+                "csv.mapping.unread",
+                "no section reads this file: add a section "
+                f'with file = "{name}", or remove the table',
+                f"files.{name}",
+            )
         if not (spec.resident_id or spec.mrn or spec.health_card):
-            yield Problem("csv.mapping.patient", "name the patient's column: resident_id, mrn "
-                          "or health_card", f"files.{name}")
+            yield Problem(
+                "csv.mapping.patient",
+                "name the patient's column: resident_id, mrn or health_card",
+                f"files.{name}",
+            )
 
 
 def _coded_field(s: Section) -> str:
-    return {"encounter": "reason", "condition": "code", "observation": "code",
-            "medication_request": "medication", "immunization": "vaccine"}.get(s.kind, "")
+    return {
+        "encounter": "reason",
+        "condition": "code",
+        "observation": "code",
+        "medication_request": "medication",
+        "immunization": "vaccine",
+    }.get(s.kind, "")
 
 
 def _problems(exc: ValidationError, prefix: tuple[str, ...]) -> list[Problem]:
-    messages = {"extra_forbidden": "unknown key (is it misspelt?)",
-                "missing": "required key is missing"}
+    messages = {
+        "extra_forbidden": "unknown key (is it misspelt?)",
+        "missing": "required key is missing",
+    }
     out = []
     for err in exc.errors(include_input=False, include_url=False, include_context=False):
-        loc = [str(p) for p in (*prefix, *err["loc"]) if not re.fullmatch(
-            r"function-before\[.*\]|constrained-str", str(p))]
-        out.append(Problem(f"csv.mapping.{err['type']}", messages.get(
-            err["type"], err["msg"].removeprefix("Value error, ")), ".".join(loc)))
+        loc = [
+            str(p)
+            for p in (*prefix, *err["loc"])
+            if not re.fullmatch(r"function-before\[.*\]|constrained-str", str(p))
+        ]
+        out.append(
+            Problem(
+                f"csv.mapping.{err['type']}",
+                messages.get(err["type"], err["msg"].removeprefix("Value error, ")),
+                ".".join(loc),
+            )
+        )
     return out

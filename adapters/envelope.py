@@ -59,8 +59,9 @@ def jcs(value: Any) -> bytes:
     """
     if _plain(value):
         try:
-            return json.dumps(value, ensure_ascii=False, sort_keys=True,
-                              separators=(",", ":")).encode()
+            return json.dumps(
+                value, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+            ).encode()
         except UnicodeEncodeError:  # a lone surrogate: the reference says what to do
             pass
     return rfc8785.dumps(value)

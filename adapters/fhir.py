@@ -42,9 +42,13 @@ _NAIVE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.]+")
 Document = dict[str, Any] | str | bytes
 
 
-def read_fhir(doc: Document, *, institution: str,
-              institutions: Mapping[str, str] | None = None,
-              directories: Sequence[Document] = ()) -> IngestReport:
+def read_fhir(
+    doc: Document,
+    *,
+    institution: str,
+    institutions: Mapping[str, str] | None = None,
+    directories: Sequence[Document] = (),
+) -> IngestReport:
     """Map a FHIR R4 Bundle (or one resource) to canonical items, saying what was refused.
 
     ``institutions`` maps an Organization identifier (``"system|value"``, or a bare value for
@@ -70,8 +74,9 @@ def read_fhir(doc: Document, *, institution: str,
         ctx = Context(entry, index)
         kind, mapper, _ = MAPPERS[entry.rtype]
         pairs = [] if _entered_in_error(ctx) else mapper(entry.resource, ctx)
-        items: list[dict[str, Any]] = [{"source_id": sid, "kind": kind, "payload": payload}
-                                       for sid, payload in pairs]
+        items: list[dict[str, Any]] = [
+            {"source_id": sid, "kind": kind, "payload": payload} for sid, payload in pairs
+        ]
         for item in items:
             if not ctx.problems:
                 ctx.problems += check_item(item, where=entry.path, source_id=item["source_id"])
@@ -84,13 +89,21 @@ def read_fhir(doc: Document, *, institution: str,
 
 def _entered_in_error(ctx: Context) -> bool:
     resource = ctx.entry.resource
-    where = "status" if getattr(resource, "status", None) == "entered-in-error" else \
-        "verificationStatus" if ctx.status_code(
-            getattr(resource, "verificationStatus", None)) == "entered-in-error" else None
+    where = (
+        "status"
+        if getattr(resource, "status", None) == "entered-in-error"
+        else "verificationStatus"
+        if ctx.status_code(getattr(resource, "verificationStatus", None)) == "entered-in-error"
+        else None
+    )
     if where is not None:
-        ctx.bad("fhir.entered_in_error", "the resource is marked entered-in-error, which is not a "
-                "record to share: to withdraw the record sent before, send a retract item whose "
-                "record is this resource's source_id instead", where)
+        ctx.bad(
+            "fhir.entered_in_error",
+            "the resource is marked entered-in-error, which is not a "
+            "record to share: to withdraw the record sent before, send a retract item whose "
+            "record is this resource's source_id instead",
+            where,
+        )
     return where is not None
 
 
@@ -104,8 +117,9 @@ def _load(doc: object, report: IngestReport, where: str = "") -> dict[str, Any] 
         report.problems.append(Problem("fhir.json", "the document is not UTF-8 JSON text", where))
         return None
     if not isinstance(doc, dict):
-        report.problems.append(Problem("fhir.not_a_resource", "the document is not a JSON object",
-                                       where))
+        report.problems.append(
+            Problem("fhir.not_a_resource", "the document is not a JSON object", where)
+        )
         return None
     return doc
 
@@ -119,17 +133,30 @@ def _entries(data: dict[str, Any], report: IngestReport) -> list[Entry]:
         return [one] if one else []
     raw = data.get("entry") if isinstance(data.get("entry"), list) else None
     # The Bundle is checked without its resources, so that one bad resource fails alone.
-    shell = data if raw is None else {**data, "entry": [
-        {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
-        for e in raw]}
+    shell = (
+        data
+        if raw is None
+        else {
+            **data,
+            "entry": [
+                {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+                for e in raw
+            ],
+        }
+    )
     try:
         Bundle.model_validate(shell)
     except ValidationError as exc:
         report.problems += _fhir_problems(exc, "Bundle")
         return []
     if data.get("type") not in BUNDLE_TYPES:
-        report.problems.append(Problem("fhir.bundle_type", "a Bundle of type "
-                                       f"{', '.join(BUNDLE_TYPES)} is expected", "Bundle.type"))
+        report.problems.append(
+            Problem(
+                "fhir.bundle_type",
+                f"a Bundle of type {', '.join(BUNDLE_TYPES)} is expected",
+                "Bundle.type",
+            )
+        )
         return []
     parsed: list[Entry] = []
     for i, e in enumerate(raw or []):
@@ -144,15 +171,22 @@ def _entries(data: dict[str, Any], report: IngestReport) -> list[Entry]:
 
 def _parse(raw: object, path: str, full_url: str | None, report: IngestReport) -> Entry | None:
     rtype = raw.get("resourceType") if isinstance(raw, dict) else None
-    if not isinstance(raw, dict) or not isinstance(rtype, str) or \
-            not _RESOURCE_TYPE.fullmatch(rtype):
-        report.problems.append(Problem("fhir.resource_type", "not a FHIR resource: resourceType "
-                                       "is missing or malformed", f"{path}.resourceType"))
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(rtype, str)
+        or not _RESOURCE_TYPE.fullmatch(rtype)
+    ):
+        report.problems.append(
+            Problem(
+                "fhir.resource_type",
+                "not a FHIR resource: resourceType is missing or malformed",
+                f"{path}.resourceType",
+            )
+        )
         return None
     if rtype not in MAPPERS:  # kept as read: it may still resolve a reference
         rid = raw.get("id")
-        return Entry(path, rtype, raw, f"{rtype}/{rid}" if isinstance(rid, str) else "",
-                     full_url)
+        return Entry(path, rtype, raw, f"{rtype}/{rid}" if isinstance(rid, str) else "", full_url)
     try:
         resource = MAPPERS[rtype][2].model_validate(raw)
     except ValidationError as exc:
@@ -165,8 +199,13 @@ def _parse(raw: object, path: str, full_url: str | None, report: IngestReport) -
         return None
     source_id = f"{rtype}/{resource.id}" if resource.id else full_url
     if not source_id:
-        report.problems.append(Problem("fhir.no_source_id", "give the resource an id (or its "
-                                       "entry a fullUrl) so that a resend is known", path))
+        report.problems.append(
+            Problem(
+                "fhir.no_source_id",
+                "give the resource an id (or its entry a fullUrl) so that a resend is known",
+                path,
+            )
+        )
         return None
     return Entry(path, rtype, raw, source_id, full_url, resource)
 
@@ -178,17 +217,24 @@ def _directory(doc: Document, n: int, index: Index, report: IngestReport) -> Non
     entries = data.get("entry") if data is not None else None
     if data is None or data.get("resourceType") != "Bundle" or not isinstance(entries, list):
         if data is not None:
-            report.problems.append(Problem("fhir.directory", "a directory must be a Bundle with "
-                                           "entries", where))
+            report.problems.append(
+                Problem("fhir.directory", "a directory must be a Bundle with entries", where)
+            )
         return
     for i, e in enumerate(entries):
         raw = e.get("resource") if isinstance(e, dict) else None
         rtype = raw.get("resourceType") if isinstance(raw, dict) else None
         if isinstance(raw, dict) and rtype in DIRECTORY_TYPES:
             rid, url = raw.get("id"), e.get("fullUrl")
-            index.add(Entry(f"{where}.entry[{i}].resource", str(rtype), raw,
-                            f"{rtype}/{rid}" if isinstance(rid, str) else "",
-                            url if isinstance(url, str) else None))
+            index.add(
+                Entry(
+                    f"{where}.entry[{i}].resource",
+                    str(rtype),
+                    raw,
+                    f"{rtype}/{rid}" if isinstance(rid, str) else "",
+                    url if isinstance(url, str) else None,
+                )
+            )
 
 
 def _documented_reports(entries: list[Entry], index: Index) -> set[str]:
@@ -201,9 +247,13 @@ def _documented_reports(entries: list[Entry], index: Index) -> set[str]:
         named = [i.value for i in entry.resource.identifier or [] if i.system == RFC3986]
         context = entry.resource.context
         named += [r.reference for r in (context.related or [] if context else [])]
-        found |= {target.path for address in named
-                  if address and (target := index.by_address.get(address)) is not None
-                  and target.rtype == "DiagnosticReport"}
+        found |= {
+            target.path
+            for address in named
+            if address
+            and (target := index.by_address.get(address)) is not None
+            and target.rtype == "DiagnosticReport"
+        }
     return found
 
 
@@ -215,6 +265,7 @@ def _fhir_problems(exc: ValidationError, prefix: str) -> list[Problem]:
         if naive and ("DateTime" in err["msg"] or "Instant" in err["msg"]):
             problems.append(Problem("fhir.datetime_no_timezone", NO_TZ, where))
         else:  # the message only: the input may be patient data
-            problems.append(Problem(f"fhir.{err['type']}", err["msg"].removeprefix("Value error, "),
-                                    where))
+            problems.append(
+                Problem(f"fhir.{err['type']}", err["msg"].removeprefix("Value error, "), where)
+            )
     return problems

@@ -20,21 +20,25 @@ from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
-from domain.values import PatientRef
 from domain.errors import InvalidResidentId
 from domain.identity import HEALTH_CARD_SYSTEM, RESIDENT_ID_SYSTEM, mrn_system
 from domain.problems import Problem
 from domain.resident_id import parse_resident_id
+from domain.values import PatientRef
 
 # A consortium member named by its institution code (as the exchange's FHIR output names one).
 INSTITUTION_SYSTEM = "urn:county-hie:institution"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 LOCAL_SYSTEM = "urn:county-hie:local:"
-NO_TZ = ("needs a full date and time with a timezone offset (for example "
-         "2026-11-01T09:30:00+08:00); the exchange does not guess one")
-LOOKED_FOR = (f"an identifier with system {RESIDENT_ID_SYSTEM} (resident ID), the sending "
-              "institution's MRN (system {mrn}, or type MR of v2-0203) or system "
-              f"{HEALTH_CARD_SYSTEM} (health card)")
+NO_TZ = (
+    "needs a full date and time with a timezone offset (for example "
+    "2026-11-01T09:30:00+08:00); the exchange does not guess one"
+)
+LOOKED_FOR = (
+    f"an identifier with system {RESIDENT_ID_SYSTEM} (resident ID), the sending "
+    "institution's MRN (system {mrn}, or type MR of v2-0203) or system "
+    f"{HEALTH_CARD_SYSTEM} (health card)"
+)
 
 
 _NOT_HERE = "refers to no resource in this document"
@@ -54,9 +58,11 @@ class Entry:
 def _identifiers(raw: dict[str, Any]) -> list[tuple[str | None, str]]:
     """A raw resource's identifiers as (system, value), read defensively: it is unvalidated."""
     found = raw.get("identifier")
-    return [(i["system"] if isinstance(i.get("system"), str) else None, i["value"])
-            for i in (found if isinstance(found, list) else [])
-            if isinstance(i, dict) and isinstance(i.get("value"), str)]
+    return [
+        (i["system"] if isinstance(i.get("system"), str) else None, i["value"])
+        for i in (found if isinstance(found, list) else [])
+        if isinstance(i, dict) and isinstance(i.get("value"), str)
+    ]
 
 
 @dataclass
@@ -67,8 +73,9 @@ class Index:
     institutions: Mapping[str, str]
     by_address: dict[str, Entry] = field(default_factory=dict)
     by_identifier: dict[tuple[str, str | None, str], list[Entry]] = field(default_factory=dict)
-    patients: dict[str, tuple[dict[str, str] | None, tuple[str, str] | None]] = \
-        field(default_factory=dict)
+    patients: dict[str, tuple[dict[str, str] | None, tuple[str, str] | None]] = field(
+        default_factory=dict
+    )
     documented: set[str] = field(default_factory=set)  # reports a DocumentReference carries
 
     def add(self, entry: Entry) -> None:
@@ -83,8 +90,12 @@ class Index:
         found: list[Entry] | None = None
         for system, value, any_system in wanted:
             if any_system:
-                hits = [e for (t, _, v), es in self.by_identifier.items()
-                        if t == rtype and v == value for e in es]
+                hits = [
+                    e
+                    for (t, _, v), es in self.by_identifier.items()
+                    if t == rtype and v == value
+                    for e in es
+                ]
             else:
                 hits = self.by_identifier.get((rtype, system, value), [])
             found = hits if found is None else [e for e in found if e in hits]
@@ -111,8 +122,9 @@ class Index:
         return self.patients[entry.path]
 
 
-def _patient_ref(patient: Any, institution: str) -> tuple[dict[str, str] | None,
-                                                           tuple[str, str] | None]:
+def _patient_ref(
+    patient: Any, institution: str
+) -> tuple[dict[str, str] | None, tuple[str, str] | None]:
     ids = [i for i in patient.identifier or [] if i.value]
     ref: dict[str, str] = {}
     rid = next((i.value for i in ids if i.system == RESIDENT_ID_SYSTEM), None)
@@ -125,9 +137,13 @@ def _patient_ref(patient: Any, institution: str) -> tuple[dict[str, str] | None,
     mrn = next((i.value for i in ids if i.system == own), None)
     ambiguous = False
     if mrn is None:  # typed MR, unless its system says it is another member's MRN
-        typed = {i.value for i in ids if i.type and any(
-            c.system == V2_0203 and c.code == "MR" for c in i.type.coding or [])
-            and not (i.system or "").startswith(mrn_system(""))}
+        typed = {
+            i.value
+            for i in ids
+            if i.type
+            and any(c.system == V2_0203 and c.code == "MR" for c in i.type.coding or [])
+            and not (i.system or "").startswith(mrn_system(""))
+        }
         ambiguous = len(typed) > 1  # several: which is ours is unknown
         mrn = typed.pop() if len(typed) == 1 else None
     if mrn is not None:
@@ -136,11 +152,17 @@ def _patient_ref(patient: Any, institution: str) -> tuple[dict[str, str] | None,
     if card is not None:
         ref["health_card"] = card
     if not ref:
-        return None, ("fhir.no_patient_identifier", "no identifier the exchange can link: "
-                      f"looked for {LOOKED_FOR.format(mrn=own)}"
-                      + ("; several identifiers are typed MR: give this institution's the "
-                         f"system {own}" if ambiguous else "")
-                      + "; it and what refers to it are not sent")
+        return None, (
+            "fhir.no_patient_identifier",
+            "no identifier the exchange can link: "
+            f"looked for {LOOKED_FOR.format(mrn=own)}"
+            + (
+                f"; several identifiers are typed MR: give this institution's the system {own}"
+                if ambiguous
+                else ""
+            )
+            + "; it and what refers to it are not sent",
+        )
     try:
         PatientRef.model_validate(ref)
     except ValidationError as exc:
@@ -176,8 +198,9 @@ class Context:
         self.problems.append(Problem(code, message, path, None, self.entry.source_id))
 
     def note(self, message: str, where: str = "") -> None:
-        self.notes.append(f"{self.entry.path}.{where}: {message}" if where
-                          else f"{self.entry.path}: {message}")
+        self.notes.append(
+            f"{self.entry.path}.{where}: {message}" if where else f"{self.entry.path}: {message}"
+        )
 
     def instant(self, value: object, where: str, *, required: bool = False) -> str | None:
         if value is None:
@@ -195,8 +218,12 @@ class Context:
         if c is None or not c.code:
             return None
         # A local code with no system is named as this institution's own.
-        out = {"system": c.system or LOCAL_SYSTEM + self.institution, "code": c.code,
-               "display": c.display, "version": c.version}
+        out = {
+            "system": c.system or LOCAL_SYSTEM + self.institution,
+            "code": c.code,
+            "display": c.display,
+            "version": c.version,
+        }
         return {k: v for k, v in out.items() if v}
 
     def first_coding(self, concept: Any) -> dict[str, str] | None:
@@ -218,8 +245,7 @@ class Context:
             return None, None
         text = (ref.reference or "").split("/_history/")[0]
         if text.startswith("#"):
-            found = next((c for c in self.entry.resource.contained or []
-                          if c.id == text[1:]), None)
+            found = next((c for c in self.entry.resource.contained or [] if c.id == text[1:]), None)
             if found is None:
                 return None, "refers to a contained resource that is not there"
             rtype = found.get_resource_type()
@@ -229,10 +255,15 @@ class Context:
             rtype, _, query = text.partition("?")
             params = parse_qsl(query, keep_blank_values=True)
             if not params or any(k != "identifier" for k, _ in params):
-                return None, ("is a conditional reference by search parameters other than "
-                              "identifier, which the adapter cannot resolve")
-            wanted = [(s or None, v, not bar) for _, token in params
-                      for s, bar, v in [token.rpartition("|")]]
+                return None, (
+                    "is a conditional reference by search parameters other than "
+                    "identifier, which the adapter cannot resolve"
+                )
+            wanted = [
+                (s or None, v, not bar)
+                for _, token in params
+                for s, bar, v in [token.rpartition("|")]
+            ]
             return self._by_identifier(rtype, wanted, types, "conditional reference")
         if text:
             entry = self.index.by_address.get(text)
@@ -242,8 +273,9 @@ class Context:
         ident = ref.identifier
         if ident is not None and ident.value:  # a logical reference
             rtype = ref.type or (types[0] if len(types) == 1 else "")
-            return self._by_identifier(rtype, [(ident.system, ident.value, False)], types,
-                                       "logical reference")
+            return self._by_identifier(
+                rtype, [(ident.system, ident.value, False)], types, "logical reference"
+            )
         return None, None
 
     def _typed(self, entry: Entry, types: tuple[str, ...]) -> tuple[Target | None, str | None]:
@@ -251,11 +283,17 @@ class Context:
             return None, f"refers to a {entry.rtype}, where a {' or '.join(types)} is expected"
         return Target(entry), None
 
-    def _by_identifier(self, rtype: str, wanted: list[tuple[str | None, str, bool]],
-                       types: tuple[str, ...], what: str) -> tuple[Target | None, str | None]:
+    def _by_identifier(
+        self,
+        rtype: str,
+        wanted: list[tuple[str | None, str, bool]],
+        types: tuple[str, ...],
+        what: str,
+    ) -> tuple[Target | None, str | None]:
         if rtype not in types:
-            return None, (f"is a {what} to a {rtype or 'resource'}, where a "
-                          f"{' or '.join(types)} is expected")
+            return None, (
+                f"is a {what} to a {rtype or 'resource'}, where a {' or '.join(types)} is expected"
+            )
         found = self.index.matching(rtype, wanted)
         if len(found) > 1:
             return None, f"is a {what} that matches more than one {rtype} in this document"
@@ -266,8 +304,11 @@ class Context:
             code = self.index.institution_for(system, value)
             if code is not None:
                 return Target(institution=code), None
-        where = "this document, its directories or the registered institutions" \
-            if rtype == "Organization" else "this document or its directories"
+        where = (
+            "this document, its directories or the registered institutions"
+            if rtype == "Organization"
+            else "this document or its directories"
+        )
         return None, f"is a {what} whose identifier matches no {rtype} in {where}"
 
     def display(self, ref: Any, where: str, types: tuple[str, ...]) -> str | None:
@@ -292,8 +333,12 @@ class Context:
         if target is not None and target.entry is not None and target.entry.resource is not None:
             return target.entry.source_id
         text = ref.reference if ref is not None else None
-        if why == _NOT_HERE and text and text.startswith(f"{rtype}/") and \
-                "/" not in text[len(rtype) + 1:]:
+        if (
+            why == _NOT_HERE
+            and text
+            and text.startswith(f"{rtype}/")
+            and "/" not in text[len(rtype) + 1 :]
+        ):
             return str(text)  # sent before: this adapter named it by the same Type/id
         if why is not None:
             self.note(f"{why}; the item is sent without it", where)
@@ -308,8 +353,12 @@ class Context:
             found, fault = self.index.patient_ref(target.entry)
             if fault is None:
                 return found
-            self.bad("fhir.subject_refused", f"the {where} Patient ({target.entry.path}) is "
-                     f"refused (see its problem); the {what} was not mapped", where)
+            self.bad(
+                "fhir.subject_refused",
+                f"the {where} Patient ({target.entry.path}) is "
+                f"refused (see its problem); the {what} was not mapped",
+                where,
+            )
             return None
         if ref is not None and ref.reference and "?" in ref.reference:
             logical = _logical(ref.reference, self.institution)
@@ -319,15 +368,22 @@ class Context:
             logical = _patient_key(ref.identifier.system, ref.identifier.value, self.institution)
             if logical is not None:
                 return logical
-        self.bad("fhir.subject_unresolved", f"{where} {why or 'is missing'}, and names no "
-                 f"patient by {LOOKED_FOR.format(mrn=mrn_system(self.institution))}; the "
-                 f"{what} was not mapped", where)
+        self.bad(
+            "fhir.subject_unresolved",
+            f"{where} {why or 'is missing'}, and names no "
+            f"patient by {LOOKED_FOR.format(mrn=mrn_system(self.institution))}; the "
+            f"{what} was not mapped",
+            where,
+        )
         return None
 
 
 def _patient_key(system: str | None, value: str, institution: str) -> dict[str, str] | None:
-    key = {RESIDENT_ID_SYSTEM: "resident_id", mrn_system(institution): "mrn",
-           HEALTH_CARD_SYSTEM: "health_card"}.get(system or "")
+    key = {
+        RESIDENT_ID_SYSTEM: "resident_id",
+        mrn_system(institution): "mrn",
+        HEALTH_CARD_SYSTEM: "health_card",
+    }.get(system or "")
     return {key: value} if key else None
 
 
@@ -343,8 +399,11 @@ def _logical(reference: str, institution: str) -> dict[str, str] | None:
 
 def _name_of(entry: Entry, index: Index) -> str | None:
     """A display name for an Organization, Location, Practitioner (or role) resource."""
-    raw = entry.raw if entry.raw else (entry.resource.model_dump(mode="json")
-                                       if entry.resource is not None else {})
+    raw = (
+        entry.raw
+        if entry.raw
+        else (entry.resource.model_dump(mode="json") if entry.resource is not None else {})
+    )
     if entry.rtype == "Organization":
         code = next((c for s, v in _identifiers(raw) if (c := index.institution_for(s, v))), None)
         if code is not None:
@@ -356,8 +415,9 @@ def _name_of(entry: Entry, index: Index) -> str | None:
         human = name[0]
         if isinstance(human.get("text"), str) and human["text"].strip():
             return str(human["text"]).strip()
-        parts = [p for key in ("prefix", "given") for p in (human.get(key) or [])
-                 if isinstance(p, str)]
+        parts = [
+            p for key in ("prefix", "given") for p in (human.get(key) or []) if isinstance(p, str)
+        ]
         family: str = human["family"] if isinstance(human.get("family"), str) else ""
         given = [p for p in human.get("given") or [] if isinstance(p, str)]
         if _CJK.search(family + "".join(given)):  # 李 + 建国 → 李建国: no space in a CJK name

@@ -45,8 +45,13 @@ ACTION_SYSTEM = "urn:county-hie:referral-action"
 OUTPUT_SYSTEM = "urn:county-hie:referral-output"
 OUTPUTS = ("diagnosis", "results", "treatment", "follow-up-plan", "department", "appointment")
 PRIORITIES = {"routine": "routine", "urgent": "urgent", "asap": "urgent", "stat": "emergency"}
-TASK_ACTIONS = {"accepted": "accept", "rejected": "reject", "in-progress": "arrive",
-                "completed": "complete", "cancelled": "cancel"}
+TASK_ACTIONS = {
+    "accepted": "accept",
+    "rejected": "reject",
+    "in-progress": "arrive",
+    "completed": "complete",
+    "cancelled": "cancel",
+}
 NOT_YET = ("draft", "requested", "received", "ready")
 DOCTORS = ("Practitioner", "PractitionerRole")
 ACTORS = ("Practitioner", "PractitionerRole", "Organization")
@@ -74,58 +79,92 @@ def _joined(texts: list[str], sep: str = "; ") -> str | None:
 
 # ServiceRequest → referral ---------------------------------------------------------------------
 
+
 def is_referral(sr: ServiceRequest, ctx: Context) -> bool:
     concepts = [*(sr.category or []), *([sr.code] if sr.code else [])]
     if any((c.system, c.code) in REFERRAL_CODES for cc in concepts for c in cc.coding or []):
         return True
     return sr.intent in ("order", "plan") and any(
-        _institution(ctx, p)[0] is not None or p.type == "Organization"
+        _institution(ctx, p)[0] is not None
+        or p.type == "Organization"
         or (p.reference or "").startswith("Organization/")
-        or ctx.follow(p, ("Organization",))[0] is not None for p in sr.performer or [])
+        or ctx.follow(p, ("Organization",))[0] is not None
+        for p in sr.performer or []
+    )
 
 
 def _service_request(sr: ServiceRequest, ctx: Context) -> Pairs:
     if not is_referral(sr, ctx):
-        ctx.note("a ServiceRequest that is not a referral (category or code SNOMED CT 3457005 "
-                 "or 306206005, or intent order or plan to a performer Organization) is not "
-                 "mapped")
+        ctx.note(
+            "a ServiceRequest that is not a referral (category or code SNOMED CT 3457005 "
+            "or 306206005, or intent order or plan to a performer Organization) is not "
+            "mapped"
+        )
         return []
     if sr.status == "draft":
         ctx.note("a draft referral is not sent; send it when it is active", "status")
         return []
     if sr.status != "active" or sr.doNotPerform:
-        ctx.bad("fhir.referral_status", "a referral is sent as an active ServiceRequest (and "
-                "not doNotPerform); to cancel one sent before, send a Task with status "
-                "cancelled whose focus is it", "doNotPerform" if sr.doNotPerform else "status")
+        ctx.bad(
+            "fhir.referral_status",
+            "a referral is sent as an active ServiceRequest (and "
+            "not doNotPerform); to cancel one sent before, send a Task with status "
+            "cancelled whose focus is it",
+            "doNotPerform" if sr.doNotPerform else "status",
+        )
         return []
     patient = ctx.patient()
     to_institution = _performer(ctx, sr)
     doctor = ctx.display(sr.requester, "requester", DOCTORS)
     if doctor is None:
-        ctx.bad("fhir.required", "requester is needed: the referring doctor, a Practitioner or "
-                "PractitionerRole with a name (or a display)", "requester")
+        ctx.bad(
+            "fhir.required",
+            "requester is needed: the referring doctor, a Practitioner or "
+            "PractitionerRole with a name (or a display)",
+            "requester",
+        )
     reason, impression = _reasons(ctx, sr)
     urgency = PRIORITIES.get(sr.priority or "routine")
     if urgency is None:  # never taken as routine: it may be an emergency
-        ctx.bad("fhir.referral_priority", f"priority must be one of {', '.join(PRIORITIES)}",
-                "priority")
+        ctx.bad(
+            "fhir.referral_priority", f"priority must be one of {', '.join(PRIORITIES)}", "priority"
+        )
     location = sr.locationReference[0] if sr.locationReference else None
-    department = ctx.display(location, "locationReference[0]", ("Location",)) \
-        or _text(sr.locationCode[0] if sr.locationCode else None) or _text(sr.performerType)
-    return [(ctx.entry.source_id, _compact({
-        "patient": patient, "to_institution": to_institution, "to_department": department,
-        "referring_doctor": doctor, "urgency": urgency,
-        "reason": reason, "impression": impression,
-        "history": _joined([n.text for n in sr.note or [] if n.text], "\n"),
-        "requested_at": ctx.instant(sr.authoredOn, "authoredOn", required=True)}))]
+    department = (
+        ctx.display(location, "locationReference[0]", ("Location",))
+        or _text(sr.locationCode[0] if sr.locationCode else None)
+        or _text(sr.performerType)
+    )
+    return [
+        (
+            ctx.entry.source_id,
+            _compact(
+                {
+                    "patient": patient,
+                    "to_institution": to_institution,
+                    "to_department": department,
+                    "referring_doctor": doctor,
+                    "urgency": urgency,
+                    "reason": reason,
+                    "impression": impression,
+                    "history": _joined([n.text for n in sr.note or [] if n.text], "\n"),
+                    "requested_at": ctx.instant(sr.authoredOn, "authoredOn", required=True),
+                }
+            ),
+        )
+    ]
 
 
 def _institution(ctx: Context, ref: Any) -> tuple[str | None, str | None]:
     """The consortium institution an Organization reference names: (code, None) or (None,
     why not)."""
     ident = ref.identifier if ref is not None else None
-    if ident is not None and ident.system == INSTITUTION_SYSTEM and ident.value \
-            and CODE.fullmatch(ident.value):
+    if (
+        ident is not None
+        and ident.system == INSTITUTION_SYSTEM
+        and ident.value
+        and CODE.fullmatch(ident.value)
+    ):
         return ident.value, None
     target, why = ctx.follow(ref, ("Organization",))
     if target is None:
@@ -136,7 +175,8 @@ def _institution(ctx: Context, ref: Any) -> tuple[str | None, str | None]:
     raw = entry.raw or (entry.resource.model_dump(mode="json") if entry.resource else {})
     for system, value in _identifiers(raw):
         code = ctx.index.institution_for(system, value) or (
-            value if system == INSTITUTION_SYSTEM and CODE.fullmatch(value) else None)
+            value if system == INSTITUTION_SYSTEM and CODE.fullmatch(value) else None
+        )
         if code is not None:
             return code, None
     return None, "refers to an Organization with no identifier of a consortium institution"
@@ -150,10 +190,13 @@ def _performer(ctx: Context, sr: ServiceRequest) -> str | None:
         if code is not None:
             return code
         whys.append(f"performer[{n}] {why}")
-    ctx.bad("fhir.referral_institution", f"{'; '.join(whys) or 'performer is missing'}: a "
-            "referral needs the receiving institution, an Organization the exchange knows (an "
-            f"identifier mapped in institutions, or one of system {INSTITUTION_SYSTEM})",
-            "performer")
+    ctx.bad(
+        "fhir.referral_institution",
+        f"{'; '.join(whys) or 'performer is missing'}: a "
+        "referral needs the receiving institution, an Organization the exchange knows (an "
+        f"identifier mapped in institutions, or one of system {INSTITUTION_SYSTEM})",
+        "performer",
+    )
     return None
 
 
@@ -169,8 +212,10 @@ def _reasons(ctx: Context, sr: ServiceRequest) -> tuple[str | None, list[dict[st
         found = target.entry.resource if target is not None and target.entry else None
         if found is None:
             if why is not None:
-                ctx.note(f"{why}; its display text is used" if ref.display
-                         else f"{why}; it is left out", f"reasonReference[{n}]")
+                ctx.note(
+                    f"{why}; its display text is used" if ref.display else f"{why}; it is left out",
+                    f"reasonReference[{n}]",
+                )
             texts.append(ref.display or "")
             continue
         concept = getattr(found, "code", None) or getattr(found, "type", None)
@@ -182,12 +227,16 @@ def _reasons(ctx: Context, sr: ServiceRequest) -> tuple[str | None, list[dict[st
         ctx.note(f"the impression keeps the first {MAX_CODES} codes", "reasonCode")
     reason = _joined(texts) or _joined([c.get("display") or c["code"] for c in impression])
     if reason is None:
-        ctx.bad("fhir.required", "reasonCode or reasonReference is needed: the reason for the "
-                "referral", "reasonCode")
+        ctx.bad(
+            "fhir.required",
+            "reasonCode or reasonReference is needed: the reason for the referral",
+            "reasonCode",
+        )
     return reason, impression[:MAX_CODES]
 
 
 # Task → referral_action ------------------------------------------------------------------------
+
 
 def _task(t: Task, ctx: Context) -> Pairs:
     found = _referral_of(ctx, t)
@@ -200,22 +249,43 @@ def _task(t: Task, ctx: Context) -> Pairs:
     patient = ctx.patient("for") if t.for_fhir is not None else _patient_of(ctx, request)
     reason = _text(t.statusReason)
     if action in ("reject", "cancel") and reason is None:
-        ctx.bad("fhir.required", "statusReason is needed: a rejection or cancellation must give "
-                "its reason", "statusReason")
+        ctx.bad(
+            "fhir.required",
+            "statusReason is needed: a rejection or cancellation must give its reason",
+            "statusReason",
+        )
     content = _outputs(ctx, t)
     if action == "back_refer" and not ("diagnosis" in content and "follow_up_plan" in content):
-        ctx.bad("fhir.referral_back_referral", "a back-referral needs Task.output of type "
-                f"diagnosis and follow-up-plan (system {OUTPUT_SYSTEM})", "output")
+        ctx.bad(
+            "fhir.referral_back_referral",
+            "a back-referral needs Task.output of type "
+            f"diagnosis and follow-up-plan (system {OUTPUT_SYSTEM})",
+            "output",
+        )
     sender_side = action in ("cancel", "follow_up")
-    by = ctx.display(t.requester if sender_side else t.owner,
-                     "requester" if sender_side else "owner", ACTORS)
-    return [(ctx.entry.source_id, _compact({
-        "patient": patient, "referral": reference, "action": action,
-        "at": ctx.instant(t.lastModified or t.authoredOn, "lastModified", required=True),
-        "by": by, "reason": reason,
-        "department": ctx.display(t.location, "location", ("Location",)),
-        **{k: v for k, v in content.items() if v is not None},
-        "notes": _joined([n.text for n in t.note or [] if n.text], "\n")}))]
+    by = ctx.display(
+        t.requester if sender_side else t.owner, "requester" if sender_side else "owner", ACTORS
+    )
+    return [
+        (
+            ctx.entry.source_id,
+            _compact(
+                {
+                    "patient": patient,
+                    "referral": reference,
+                    "action": action,
+                    "at": ctx.instant(
+                        t.lastModified or t.authoredOn, "lastModified", required=True
+                    ),
+                    "by": by,
+                    "reason": reason,
+                    "department": ctx.display(t.location, "location", ("Location",)),
+                    **{k: v for k, v in content.items() if v is not None},
+                    "notes": _joined([n.text for n in t.note or [] if n.text], "\n"),
+                }
+            ),
+        )
+    ]
 
 
 def _referral_of(ctx: Context, t: Task) -> tuple[str, Entry | None] | None:
@@ -225,8 +295,12 @@ def _referral_of(ctx: Context, t: Task) -> tuple[str, Entry | None] | None:
     if ident is not None and ident.system == REFERRAL_SYSTEM and ident.value:
         if REFERENCE.fullmatch(ident.value):
             return ident.value, None
-        ctx.bad("fhir.referral_reference", f"focus.identifier of system {REFERRAL_SYSTEM} "
-                "must be <sending institution>/<source_id of the request>", "focus.identifier")
+        ctx.bad(
+            "fhir.referral_reference",
+            f"focus.identifier of system {REFERRAL_SYSTEM} "
+            "must be <sending institution>/<source_id of the request>",
+            "focus.identifier",
+        )
         return None
     target, why = ctx.follow(focus, ("ServiceRequest",))
     text = (focus.reference or "") if focus is not None else ""
@@ -234,22 +308,32 @@ def _referral_of(ctx: Context, t: Task) -> tuple[str, Entry | None] | None:
         request: Entry | None = target.entry
         sid = target.entry.source_id
         if text.startswith("#"):
-            ctx.bad("fhir.referral_unresolved", "focus is a contained ServiceRequest, which "
-                    "was never sent as a referral: refer to the ServiceRequest sent", "focus")
+            ctx.bad(
+                "fhir.referral_unresolved",
+                "focus is a contained ServiceRequest, which "
+                "was never sent as a referral: refer to the ServiceRequest sent",
+                "focus",
+            )
             return None
         if not is_referral(target.entry.resource, Context(target.entry, ctx.index)):
             ctx.note("its focus is a ServiceRequest that is not a referral; not mapped", "focus")
             return None
     elif why == _NOT_HERE and re.fullmatch(r"ServiceRequest/[A-Za-z0-9\-.]{1,64}", text):
         request, sid = None, text  # sent before: the adapter named it by the same Type/id
-    elif why is not None and (text.startswith("ServiceRequest")
-                              or getattr(focus, "type", None) == "ServiceRequest"):
-        ctx.bad("fhir.referral_unresolved", f"focus {why}; name the referral by a "
-                f"ServiceRequest or an identifier of system {REFERRAL_SYSTEM}", "focus")
+    elif why is not None and (
+        text.startswith("ServiceRequest") or getattr(focus, "type", None) == "ServiceRequest"
+    ):
+        ctx.bad(
+            "fhir.referral_unresolved",
+            f"focus {why}; name the referral by a "
+            f"ServiceRequest or an identifier of system {REFERRAL_SYSTEM}",
+            "focus",
+        )
         return None
     else:
-        ctx.note("a Task whose focus is not a ServiceRequest is not a referral step; not "
-                 "mapped", "focus")
+        ctx.note(
+            "a Task whose focus is not a ServiceRequest is not a referral step; not mapped", "focus"
+        )
         return None
     sender = _institution(ctx, t.requester)[0] if t.requester is not None else None
     return f"{sender or ctx.institution}/{sid}", request
@@ -258,38 +342,61 @@ def _referral_of(ctx: Context, t: Task) -> tuple[str, Entry | None] | None:
 def _action(ctx: Context, t: Task) -> str | None:
     """The step: from Task.status, or back_refer / follow_up from the Task's code or
     businessStatus (any other action code given there must agree with the status)."""
-    said = {c.code for cc in (t.code, t.businessStatus) if cc is not None
-            for c in cc.coding or [] if c.system == ACTION_SYSTEM and c.code}
+    said = {
+        c.code
+        for cc in (t.code, t.businessStatus)
+        if cc is not None
+        for c in cc.coding or []
+        if c.system == ACTION_SYSTEM and c.code
+    }
     code = said.pop() if len(said) == 1 else None
     if len(said) > 0 or (code is not None and code not in ACTIONS):
-        ctx.bad("fhir.referral_action", f"a Task gives at most one code of system "
-                f"{ACTION_SYSTEM}, one of {', '.join(ACTIONS)}", "code")
+        ctx.bad(
+            "fhir.referral_action",
+            f"a Task gives at most one code of system {ACTION_SYSTEM}, one of {', '.join(ACTIONS)}",
+            "code",
+        )
         return None
     if code in ("back_refer", "follow_up"):
         if t.status != "completed":
-            ctx.bad("fhir.referral_task_status", "a back-referral or follow-up is sent as a "
-                    "completed Task", "status")
+            ctx.bad(
+                "fhir.referral_task_status",
+                "a back-referral or follow-up is sent as a completed Task",
+                "status",
+            )
             return None
         return code
     if t.status in NOT_YET and code is None:
-        ctx.note(f"Task.status {t.status} is not a step of the referral yet (its request is "
-                 "the ServiceRequest); nothing is sent", "status")
+        ctx.note(
+            f"Task.status {t.status} is not a step of the referral yet (its request is "
+            "the ServiceRequest); nothing is sent",
+            "status",
+        )
         return None
     action = TASK_ACTIONS.get(t.status or "")
     if action is None:
-        ctx.bad("fhir.referral_task_status", "Task.status is no step of a referral: "
-                f"{', '.join(TASK_ACTIONS)} are mapped", "status")
+        ctx.bad(
+            "fhir.referral_task_status",
+            f"Task.status is no step of a referral: {', '.join(TASK_ACTIONS)} are mapped",
+            "status",
+        )
     elif code is not None and code != action:
-        ctx.bad("fhir.referral_action", f"the code of system {ACTION_SYSTEM} names another "
-                "step than Task.status does", "code")
+        ctx.bad(
+            "fhir.referral_action",
+            f"the code of system {ACTION_SYSTEM} names another step than Task.status does",
+            "code",
+        )
         return None
     return action
 
 
 def _patient_of(ctx: Context, request: Entry | None) -> dict[str, str] | None:
     if request is None:
-        ctx.bad("fhir.required", "for is needed: the patient (or the referral's ServiceRequest "
-                "in the document)", "for")
+        ctx.bad(
+            "fhir.required",
+            "for is needed: the patient (or the referral's ServiceRequest in the document)",
+            "for",
+        )
         return None
     inner = Context(request, ctx.index)
     found = inner.patient()
@@ -301,8 +408,11 @@ def _output_kind(out: Any) -> str | None:
     """An output's type: a code of system urn:county-hie:referral-output, or its text
     ("follow-up plan" reads as follow-up-plan)."""
     concept = out.type
-    codes = [c.code for c in concept.coding or [] if c.system == OUTPUT_SYSTEM] \
-        if concept is not None else []
+    codes = (
+        [c.code for c in concept.coding or [] if c.system == OUTPUT_SYSTEM]
+        if concept is not None
+        else []
+    )
     text = (concept.text or "").strip().lower().replace(" ", "-") if concept is not None else ""
     return next((k for k in [*codes, text] if k in OUTPUTS), None)
 
@@ -315,8 +425,11 @@ def _outputs(ctx: Context, t: Task) -> dict[str, Any]:
     for n, out in enumerate(t.output or []):
         kind, where = _output_kind(out), f"output[{n}]"
         if kind is None:
-            ctx.note(f"an output whose type is none of {', '.join(OUTPUTS)} (system "
-                     f"{OUTPUT_SYSTEM}) is not sent", where)
+            ctx.note(
+                f"an output whose type is none of {', '.join(OUTPUTS)} (system "
+                f"{OUTPUT_SYSTEM}) is not sent",
+                where,
+            )
         elif kind == "diagnosis":
             diagnosis += _diagnosis(ctx, out, where)
         elif kind == "appointment":
@@ -330,8 +443,11 @@ def _outputs(ctx: Context, t: Task) -> dict[str, Any]:
         elif out.valueString or out.valueMarkdown:
             texts.setdefault(kind, []).append(str(out.valueString or out.valueMarkdown))
         else:
-            ctx.bad("fhir.referral_output", f"an output of type {kind} gives its text as "
-                    "valueString or valueMarkdown", where)
+            ctx.bad(
+                "fhir.referral_output",
+                f"an output of type {kind} gives its text as valueString or valueMarkdown",
+                where,
+            )
     content |= {k.replace("-", "_"): _joined(v, "\n") for k, v in texts.items()}
     if "department" in content:
         content["department"] = content["department"][:500]
@@ -348,9 +464,12 @@ def _diagnosis(ctx: Context, out: Any, where: str) -> list[dict[str, str]]:
     if target is not None and target.entry is not None and target.entry.resource is not None:
         found = ctx.first_coding(target.entry.resource.code)
         return [found] if found else []
-    ctx.bad("fhir.referral_output", f"a diagnosis output is a coded valueCodeableConcept or a "
-            f"valueReference to a Condition of the document{'; it ' + why if why else ''}",
-            where)
+    ctx.bad(
+        "fhir.referral_output",
+        f"a diagnosis output is a coded valueCodeableConcept or a "
+        f"valueReference to a Condition of the document{'; it ' + why if why else ''}",
+        where,
+    )
     return []
 
 

@@ -56,21 +56,29 @@ from adapters.hl7v2_referrals import cancellation, facilities_checked, referral
 from adapters.report import IngestReport, check_item
 from domain.problems import Problem
 
-VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1",
-            "2.8.2")
+VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
 # MSH-18 character sets read when the bytes are not UTF-8 (HL7 table 0211 and common forms).
-CHARSETS = {"GB18030-2000": "gb18030", "GB18030": "gb18030", "GBK": "gb18030",
-            "GB2312": "gb18030", "8859/1": "latin-1", "ISO-8859-1": "latin-1"}
-ENCODING_RULE = ("MSH-1 and MSH-2 must be five distinct punctuation characters, as in "
-                 "MSH|^~\\&")
+CHARSETS = {
+    "GB18030-2000": "gb18030",
+    "GB18030": "gb18030",
+    "GBK": "gb18030",
+    "GB2312": "gb18030",
+    "8859/1": "latin-1",
+    "ISO-8859-1": "latin-1",
+}
+ENCODING_RULE = "MSH-1 and MSH-2 must be five distinct punctuation characters, as in MSH|^~\\&"
 _TYPE_SHAPE = re.compile(r"[A-Z0-9]{3}(\^[A-Z0-9]{3})?")
 Mapper = Callable[[Msg, Ref], list[Item]]
 
 
 def _visit(event: str) -> Mapper:
     def mapper(msg: Msg, ref: Ref) -> list[Item]:
-        return [*encounter(msg, msg.first("PV1"), ref, event), *conditions(msg, ref),
-                *allergies(msg, ref)]
+        return [
+            *encounter(msg, msg.first("PV1"), ref, event),
+            *conditions(msg, ref),
+            *allergies(msg, ref),
+        ]
+
     return mapper
 
 
@@ -82,10 +90,14 @@ MAPPERS: dict[str, tuple[Mapper, set[str]]] = {
     "ADT^A31": (allergies, {"MSH", "PID", "AL1"}),
     "ADT^A40": (lambda msg, ref: merges(msg), {"MSH", "PID", "MRG"}),
     "ORU^R01": (results, {"MSH", "PID", "PV1", "ORC", "OBR", "OBX"}),
-    "ORM^O01": (lambda m, r: [*orders(m, r), *conditions(m, r)],
-                {"MSH", "PID", "PV1", "ORC", "OBR", "DG1"}),
-    "OML^O21": (lambda m, r: [*orders(m, r), *conditions(m, r)],
-                {"MSH", "PID", "PV1", "ORC", "OBR", "DG1"}),
+    "ORM^O01": (
+        lambda m, r: [*orders(m, r), *conditions(m, r)],
+        {"MSH", "PID", "PV1", "ORC", "OBR", "DG1"},
+    ),
+    "OML^O21": (
+        lambda m, r: [*orders(m, r), *conditions(m, r)],
+        {"MSH", "PID", "PV1", "ORC", "OBR", "DG1"},
+    ),
     "RDE^O11": (prescriptions, {"MSH", "PID", "PV1", "ORC", "RXE", "RXO", "RXR", "TQ1"}),
     "VXU^V04": (immunizations, {"MSH", "PID", "ORC", "RXA", "RXR"}),
     "REF^I12": (referral, {"MSH", "PID", "RF1", "PRD", "DG1", "PR1", "NTE", "PV1"}),
@@ -93,8 +105,13 @@ MAPPERS: dict[str, tuple[Mapper, set[str]]] = {
 }
 
 
-def read_hl7v2(data: bytes | str, *, institution: str, tz: str = "Asia/Shanghai",
-               facilities: Mapping[str, str] | None = None) -> IngestReport:
+def read_hl7v2(
+    data: bytes | str,
+    *,
+    institution: str,
+    tz: str = "Asia/Shanghai",
+    facilities: Mapping[str, str] | None = None,
+) -> IngestReport:
     """Map HL7 v2 messages (one, or a batch or file of them) to canonical items.
 
     ``tz`` is the IANA zone of the sender's clocks, applied to every time given without an
@@ -123,8 +140,11 @@ def read_hl7v2(data: bytes | str, *, institution: str, tz: str = "Asia/Shanghai"
             reads = MAPPERS[msg.type][1]
             for seg in msg.segments:
                 line = f"{msg.type} {seg.kind}: segment not mapped"
-                if seg.kind not in reads and line not in skipped and _TYPE_SHAPE.fullmatch(
-                        seg.kind):
+                if (
+                    seg.kind not in reads
+                    and line not in skipped
+                    and _TYPE_SHAPE.fullmatch(seg.kind)
+                ):
                     skipped.add(line)
                     report.skipped.append(line)
         report.skipped += [n for n in msg.notes if n not in report.skipped]
@@ -141,16 +161,25 @@ def _decode(data: bytes | str, report: IngestReport) -> str | None:
         except UnicodeDecodeError:
             charset = _declared_charset(raw)
             if charset is None:
-                report.problems.append(Problem(
-                    "hl7.encoding", "the message is not UTF-8 and MSH-18 names no character "
-                    "set the adapter reads (UNICODE UTF-8, GB 18030-2000, 8859/1)", "MSH-18"))
+                report.problems.append(
+                    Problem(
+                        "hl7.encoding",
+                        "the message is not UTF-8 and MSH-18 names no character "
+                        "set the adapter reads (UNICODE UTF-8, GB 18030-2000, 8859/1)",
+                        "MSH-18",
+                    )
+                )
                 return None
             text = raw.decode(charset, errors="replace")
     text = _normalise(text)
     if text[:3] not in ("MSH", "FHS", "BHS"):
-        report.problems.append(Problem(
-            "hl7.not_hl7", "not an HL7 v2 message: it must start with an MSH segment (or FHS/BHS "
-            "for a batch)", "MSH"))
+        report.problems.append(
+            Problem(
+                "hl7.not_hl7",
+                "not an HL7 v2 message: it must start with an MSH segment (or FHS/BHS for a batch)",
+                "MSH",
+            )
+        )
         return None
     return text
 
@@ -180,14 +209,21 @@ def _parse(text: str, report: IngestReport) -> list[Any]:
     except (hl7.HL7Exception, ValueError, IndexError, KeyError, AssertionError, TypeError):
         # The parser's messages quote the offending segment: they are not passed on.
         headers = [line for line in text.split("\r") if line[:3] in ("MSH", "FHS", "BHS")]
-        if any(not _encoding_ok(line[3:4], line[4:].split(line[3:4])[0] if line[3:4] else "")
-               for line in headers):
+        if any(
+            not _encoding_ok(line[3:4], line[4:].split(line[3:4])[0] if line[3:4] else "")
+            for line in headers
+        ):
             report.problems.append(Problem("hl7.encoding_characters", ENCODING_RULE, "MSH-2"))
             return []
-        report.problems.append(Problem(
-            "hl7.structure", "not readable as HL7 v2: each message must start with MSH (its "
-            "field separator and encoding characters), segments before the first MSH must be "
-            "FHS/BHS, and a file holds one FHS and no nested BHS", "MSH"))
+        report.problems.append(
+            Problem(
+                "hl7.structure",
+                "not readable as HL7 v2: each message must start with MSH (its "
+                "field separator and encoding characters), segments before the first MSH must be "
+                "FHS/BHS, and a file holds one FHS and no nested BHS",
+                "MSH",
+            )
+        )
         return []
 
 
@@ -195,8 +231,12 @@ def _encoding_ok(separator: str, encoding: str) -> bool:
     """MSH-1 and MSH-2: distinct punctuation (a fifth, the v2.7 truncation character, may be
     given)."""
     chars = separator + encoding
-    return len(separator) == 1 and len(encoding) in (4, 5) and len(set(chars)) == len(chars) \
+    return (
+        len(separator) == 1
+        and len(encoding) in (4, 5)
+        and len(set(chars)) == len(chars)
         and not any(c.isalnum() or c.isspace() for c in chars)
+    )
 
 
 def _message(msg: Msg, control_ids: set[str]) -> list[Item]:
@@ -204,8 +244,7 @@ def _message(msg: Msg, control_ids: set[str]) -> list[Item]:
         return []
     pid = msg.first("PID")
     if pid is None:
-        msg.bad("hl7.no_pid", f"a {msg.type} message needs a PID segment naming its patient",
-                "PID")
+        msg.bad("hl7.no_pid", f"a {msg.type} message needs a PID segment naming its patient", "PID")
         return []
     ref = patient_ref(msg, pid, 3, msg.source_id(pid))
     if ref is None:
@@ -233,23 +272,39 @@ def _header(msg: Msg, control_ids: set[str]) -> bool:
     msg.type = f"{kind}^{event}" if event else kind
     if msg.type not in MAPPERS:
         named = msg.type if _TYPE_SHAPE.fullmatch(msg.type) else "this message type"
-        msg.bad("hl7.unsupported_type", f"{named} is not mapped; the adapter maps "
-                f"{', '.join(MAPPERS)}", "MSH-9")
+        msg.bad(
+            "hl7.unsupported_type",
+            f"{named} is not mapped; the adapter maps {', '.join(MAPPERS)}",
+            "MSH-9",
+        )
         return False
     version = msg.value(msh, 12)
     if version not in VERSIONS:
-        msg.bad("hl7.unsupported_version", "MSH-12 must give an HL7 version from 2.3 to 2.8"
-                if version else "MSH-12 (version) is needed", "MSH-12")
+        msg.bad(
+            "hl7.unsupported_version",
+            "MSH-12 must give an HL7 version from 2.3 to 2.8"
+            if version
+            else "MSH-12 (version) is needed",
+            "MSH-12",
+        )
         return False
     control = msg.value(msh, 10)
     if control is None or len(key(control)) > 150:
-        msg.bad("hl7.control_id", "MSH-10 (message control id) is needed, at most 150 "
-                "characters: the items' source ids derive from it", "MSH-10")
+        msg.bad(
+            "hl7.control_id",
+            "MSH-10 (message control id) is needed, at most 150 "
+            "characters: the items' source ids derive from it",
+            "MSH-10",
+        )
         return False
     msg.control_id = key(control)
     if msg.control_id in control_ids:
-        msg.bad("hl7.duplicate_control_id", "MSH-10 repeats the control id of an earlier "
-                "message of this input; each message needs its own", "MSH-10")
+        msg.bad(
+            "hl7.duplicate_control_id",
+            "MSH-10 repeats the control id of an earlier "
+            "message of this input; each message needs its own",
+            "MSH-10",
+        )
         return False
     control_ids.add(msg.control_id)
     return True

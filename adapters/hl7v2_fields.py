@@ -23,14 +23,22 @@ LOCAL_SYSTEM = "urn:county-hie:local:"
 V2_CODING_SYSTEM = "urn:county-hie:v2-coding-system:"
 # HL7 table 0396 names (and the spellings Chinese HIS vendors use) → FHIR code system URIs.
 SYSTEMS = {
-    "LN": "http://loinc.org", "LOINC": "http://loinc.org",
-    "I10": "http://hl7.org/fhir/sid/icd-10", "ICD10": "http://hl7.org/fhir/sid/icd-10",
-    "ICD-10": "http://hl7.org/fhir/sid/icd-10", "I10C": "http://hl7.org/fhir/sid/icd-10-cm",
-    "ICD10CM": "http://hl7.org/fhir/sid/icd-10-cm", "I9": "http://hl7.org/fhir/sid/icd-9",
-    "I9C": "http://hl7.org/fhir/sid/icd-9-cm", "SCT": "http://snomed.info/sct",
-    "SNOMED": "http://snomed.info/sct", "SNOMEDCT": "http://snomed.info/sct",
-    "CVX": "http://hl7.org/fhir/sid/cvx", "MVX": "http://hl7.org/fhir/sid/mvx",
-    "NDC": "http://hl7.org/fhir/sid/ndc", "UCUM": UCUM,
+    "LN": "http://loinc.org",
+    "LOINC": "http://loinc.org",
+    "I10": "http://hl7.org/fhir/sid/icd-10",
+    "ICD10": "http://hl7.org/fhir/sid/icd-10",
+    "ICD-10": "http://hl7.org/fhir/sid/icd-10",
+    "I10C": "http://hl7.org/fhir/sid/icd-10-cm",
+    "ICD10CM": "http://hl7.org/fhir/sid/icd-10-cm",
+    "I9": "http://hl7.org/fhir/sid/icd-9",
+    "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
+    "SCT": "http://snomed.info/sct",
+    "SNOMED": "http://snomed.info/sct",
+    "SNOMEDCT": "http://snomed.info/sct",
+    "CVX": "http://hl7.org/fhir/sid/cvx",
+    "MVX": "http://hl7.org/fhir/sid/mvx",
+    "NDC": "http://hl7.org/fhir/sid/ndc",
+    "UCUM": UCUM,
     "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
     "RXN": "http://www.nlm.nih.gov/research/umls/rxnorm",
     "NCIT": "http://ncithesaurus-stage.nci.nih.gov",
@@ -38,15 +46,19 @@ SYSTEMS = {
 _V2_TABLE = re.compile(r"HL7(\d{4})")
 _LOCAL = re.compile(r"L|99[A-Z0-9]{3}")  # table 0396: L and 99zzz are local codes
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-_DTM = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?"
-                  r"(?:([+-])(\d{2})(\d{2}))?")
+_DTM = re.compile(
+    r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?"
+    r"(?:([+-])(\d{2})(\d{2}))?"
+)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _NULL = '""'  # HL7's explicit null: present and empty
 # Segment types that occur once in a message: named without an ordinal (PID-3, not PID[1]-3).
 _SINGLE = {"MSH", "EVN", "PID", "PD1", "PV1", "PV2", "MRG", "RF1"}
 
-NEEDS = {"minute": (12, "a date and time to the minute (YYYYMMDDHHMM)"),
-         "day": (8, "a full date (YYYYMMDD)")}
+NEEDS = {
+    "minute": (12, "a date and time to the minute (YYYYMMDDHHMM)"),
+    "day": (8, "a full date (YYYYMMDD)"),
+}
 
 
 class Segment:
@@ -119,8 +131,9 @@ class Msg:
 
     # Values -------------------------------------------------------------------------------------
 
-    def value(self, seg: Segment | None, n: int, comp: int = 1, sub: int = 1,
-              rep: int = 1) -> str | None:
+    def value(
+        self, seg: Segment | None, n: int, comp: int = 1, sub: int = 1, rep: int = 1
+    ) -> str | None:
         """One value, unescaped and stripped; None when absent, empty or the HL7 null."""
         if seg is None:
             return None
@@ -133,8 +146,9 @@ class Msg:
 
     def given(self, seg: Segment | None, n: int) -> bool:
         """Whether field n holds anything at all (in any repetition or component)."""
-        return seg is not None and any(s.strip() not in ("", _NULL) for r in seg.reps(n)
-                                       for c in r for s in c)
+        return seg is not None and any(
+            s.strip() not in ("", _NULL) for r in seg.reps(n) for c in r for s in c
+        )
 
     def repeats(self, seg: Segment | None, n: int) -> int:
         return len(seg.reps(n)) if seg is not None else 0
@@ -145,16 +159,26 @@ class Msg:
             return raw
         # python-hl7 logs a malformed escape sequence with the field's text (which may be
         # patient data) and can raise on some: only well-formed sequences are handed to it.
-        seq = re.compile(re.escape(esc) + r"(?:[FSTREHN]|X(?:[0-9A-Fa-f]{2})+|"
-                         r"\.(?:br|sp|fi|nf|in|ti|sk|ce)\d{0,3})" + re.escape(esc))
+        seq = re.compile(
+            re.escape(esc) + r"(?:[FSTREHN]|X(?:[0-9A-Fa-f]{2})+|"
+            r"\.(?:br|sp|fi|nf|in|ti|sk|ce)\d{0,3})" + re.escape(esc)
+        )
         if esc in seq.sub("", raw):
             return raw
         return str(self.message.unescape(raw, app_map={"H": "", "N": ""}))
 
     # Date/times ---------------------------------------------------------------------------------
 
-    def instant(self, seg: Segment | None, n: int, comp: int = 1, *, need: str = "minute",
-                required: str | None = None, source_id: str | None = None) -> str | None:
+    def instant(
+        self,
+        seg: Segment | None,
+        n: int,
+        comp: int = 1,
+        *,
+        need: str = "minute",
+        required: str | None = None,
+        source_id: str | None = None,
+    ) -> str | None:
         """An HL7 DTM as an ISO-8601 instant with its offset; without one, ``tz`` applies.
 
         ``need`` is the least precision accepted; a day-precision value (an immunization date)
@@ -176,18 +200,27 @@ class Msg:
         parsed = self.parse_dtm(text, "day", seg.at(n), None, local=True)
         return parsed.date().isoformat() if isinstance(parsed, datetime) else None
 
-    def parse_dtm(self, text: str, need: str, where: str, source_id: str | None,
-                  *, local: bool = False) -> datetime | None:
+    def parse_dtm(
+        self, text: str, need: str, where: str, source_id: str | None, *, local: bool = False
+    ) -> datetime | None:
         m = _DTM.fullmatch(text)
         digits = len("".join(g or "" for g in m.groups()[:6])) if m else 0
         if m is None or (m.group(7) and digits < 14):
-            self.bad("hl7.invalid_datetime", "not an HL7 date/time "
-                     "(YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])", where, source_id)
+            self.bad(
+                "hl7.invalid_datetime",
+                "not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])",
+                where,
+                source_id,
+            )
             return None
         least, says = NEEDS[need]
         if digits < least:
-            self.bad("hl7.imprecise_datetime", f"needs at least {says}; the exchange does not "
-                     "guess the rest", where, source_id)
+            self.bad(
+                "hl7.imprecise_datetime",
+                f"needs at least {says}; the exchange does not guess the rest",
+                where,
+                source_id,
+            )
             return None
         y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups()[:6])
         try:
@@ -201,8 +234,9 @@ class Msg:
             micro = int((m.group(7) or "0").ljust(6, "0"))
             return datetime(y, mo or 1, d or 1, h, mi, s, micro, tzinfo=zone)
         except ValueError:
-            self.bad("hl7.invalid_datetime", "not a valid calendar date/time or offset", where,
-                     source_id)
+            self.bad(
+                "hl7.invalid_datetime", "not a valid calendar date/time or offset", where, source_id
+            )
             return None
 
     # Codes, quantities, names ---------------------------------------------------------------
@@ -219,17 +253,21 @@ class Msg:
             return LOCAL_SYSTEM + self.institution
         return V2_CODING_SYSTEM + quote(name, safe="")[:90]
 
-    def coding(self, seg: Segment | None, n: int, rep: int = 1,
-               fallback_system: str | None = None) -> dict[str, str] | None:
+    def coding(
+        self, seg: Segment | None, n: int, rep: int = 1, fallback_system: str | None = None
+    ) -> dict[str, str] | None:
         """A CE/CWE/CNE as a Coding: the first triplet with a code, else the alternate."""
         for first, version in ((1, 7), (4, 8)):
             code = self.value(seg, n, first, rep=rep)
             if code is None:
                 continue
             system = self.value(seg, n, first + 2, rep=rep) or fallback_system
-            out = {"system": self.system(system), "code": code,
-                   "display": (self.value(seg, n, first + 1, rep=rep) or "")[:500],
-                   "version": self.value(seg, n, version, rep=rep)}
+            out = {
+                "system": self.system(system),
+                "code": code,
+                "display": (self.value(seg, n, first + 1, rep=rep) or "")[:500],
+                "version": self.value(seg, n, version, rep=rep),
+            }
             return {k: v for k, v in out.items() if v}
         return None
 
@@ -248,8 +286,12 @@ class Msg:
         if not (code or text):
             return None
         ucum = (self.value(seg, n, 3) or "").upper() == "UCUM"
-        return {"value": str(value), "unit": (text or code or "")[:128],
-                "system": UCUM if ucum and code else None, "code": code if ucum else None}
+        return {
+            "value": str(value),
+            "unit": (text or code or "")[:128],
+            "system": UCUM if ucum and code else None,
+            "code": code if ucum else None,
+        }
 
     def person_name(self, seg: Segment | None, n: int, *, person: bool = False) -> str | None:
         """An XPN (or, ``person``, an XCN: id^family^given) as one display name."""
@@ -259,8 +301,11 @@ class Msg:
         at = 1 if person else 0
         legal = next((r for r in reps if self.value(seg, n, 7 + at, rep=r) == "L"), 1)
         family = self.value(seg, n, 1 + at, rep=legal) or ""
-        given = [g for g in (self.value(seg, n, 2 + at, rep=legal),
-                             self.value(seg, n, 3 + at, rep=legal)) if g]
+        given = [
+            g
+            for g in (self.value(seg, n, 2 + at, rep=legal), self.value(seg, n, 3 + at, rep=legal))
+            if g
+        ]
         if _CJK.search(family + "".join(given)):  # 王 + 秀英 → 王秀英: no space in a CJK name
             name = family + "".join(given)
         else:

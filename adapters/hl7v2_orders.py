@@ -14,20 +14,59 @@ from typing import Any
 from adapters.hl7v2_fields import Msg, Segment
 from adapters.hl7v2_patient import Item, Ref, _compact, _entry, key, visit_number
 
-RESULT_STATUSES = {"F": "final", "C": "corrected", "P": "preliminary", "R": "preliminary",
-                   "S": "preliminary", "A": "amended"}
-NO_RESULT = {"I": "results pending", "X": "results cannot be obtained",
-             "N": "not asked", "O": "order detail only, no result"}
+RESULT_STATUSES = {
+    "F": "final",
+    "C": "corrected",
+    "P": "preliminary",
+    "R": "preliminary",
+    "S": "preliminary",
+    "A": "amended",
+}
+NO_RESULT = {
+    "I": "results pending",
+    "X": "results cannot be obtained",
+    "N": "not asked",
+    "O": "order detail only, no result",
+}
 DELETED = {"D", "W"}  # OBX-11: delete the result / it was wrong: a retract of the record
-CATEGORIES = {**dict.fromkeys(("LAB", "HM", "CH", "MB", "SR", "BG", "BLB", "CP", "CG", "HM",
-                               "IMM", "MCB", "MYC", "PAR", "PAT", "SP", "TX", "VR", "URN",
-                               "CUS", "SC"), "laboratory"),
-              **dict.fromkeys(("RAD", "CT", "MR", "NMR", "US", "RX", "XRC", "NMS", "VUS",
-                               "OUS", "CTH"), "imaging")}
+CATEGORIES = {
+    **dict.fromkeys(
+        (
+            "LAB",
+            "HM",
+            "CH",
+            "MB",
+            "SR",
+            "BG",
+            "BLB",
+            "CP",
+            "CG",
+            "HM",
+            "IMM",
+            "MCB",
+            "MYC",
+            "PAR",
+            "PAT",
+            "SP",
+            "TX",
+            "VR",
+            "URN",
+            "CUS",
+            "SC",
+        ),
+        "laboratory",
+    ),
+    **dict.fromkeys(
+        ("RAD", "CT", "MR", "NMR", "US", "RX", "XRC", "NMS", "VUS", "OUS", "CTH"), "imaging"
+    ),
+}
 CANCEL = {"CA", "OC", "CR", "DC", "OD", "DR"}
 HOLD = {"HD", "OH"}
-REQUEST_STATUS = {**dict.fromkeys(("CA", "OC", "CR", "DR"), "cancelled"),
-                  **dict.fromkeys(("DC", "OD"), "stopped"), **dict.fromkeys(HOLD, "on-hold")}
+REQUEST_STATUS = {
+    **dict.fromkeys(("CA", "OC", "CR", "DR"), "cancelled"),
+    **dict.fromkeys(("DC", "OD"), "stopped"),
+    **dict.fromkeys(HOLD, "on-hold"),
+}
 IMMUNIZATION_NOT_DONE = {"RE", "NA"}
 # OBX-2 value types and how each is sent.
 NUMERIC, CODED = {"NM", "SN"}, {"CE", "CWE", "CNE", "CF"}
@@ -61,50 +100,90 @@ def _report(msg: Msg, orc: Segment | None, obr: Segment, ref: Ref) -> list[Item]
     sid, status = msg.source_id(obr), (msg.value(obr, 25) or "").upper()
     if not status or status in NO_RESULT or status not in RESULT_STATUSES:
         if status and status not in NO_RESULT:
-            msg.bad("hl7.result_status", "OBR-25 is not a result status of HL7 table 0123 "
-                    "(F, C, P, R, S, I, X, O)", obr.at(25), sid)
+            msg.bad(
+                "hl7.result_status",
+                "OBR-25 is not a result status of HL7 table 0123 (F, C, P, R, S, I, X, O)",
+                obr.at(25),
+                sid,
+            )
         else:
-            msg.notes.append(f"{obr.label}: no final or preliminary OBR-25 status: the order "
-                             "is not updated, its results are sent")
+            msg.notes.append(
+                f"{obr.label}: no final or preliminary OBR-25 status: the order "
+                "is not updated, its results are sent"
+            )
         return []
     return _observation(msg, obr, 4, status, _order(msg, orc, obr), "ord", ref, obr, sid)
 
 
-def _result(msg: Msg, orc: Segment | None, obr: Segment | None, obx: Segment,
-            ref: Ref) -> list[Item]:
+def _result(
+    msg: Msg, orc: Segment | None, obr: Segment | None, obx: Segment, ref: Ref
+) -> list[Item]:
     sid, status = msg.source_id(obx), (msg.value(obx, 11) or "").upper()
     order = _order(msg, orc, obr)
     code = msg.value(obx, 3) or msg.value(obx, 3, 4)
-    record = f"obs:{order}/{key(code)}/{key(msg.value(obx, 4) or '-')}" if order and code \
-        else None
+    record = f"obs:{order}/{key(code)}/{key(msg.value(obx, 4) or '-')}" if order and code else None
     if status in NO_RESULT:
         msg.notes.append(f"{obx.label}: OBX-11 says {NO_RESULT[status]}; nothing to send")
         return []
     if status in DELETED:
         if record is None:
-            msg.bad("hl7.retract_unlinked", "a deleted result (OBX-11 D or W) needs its order "
-                    "number (ORC-2/OBR-2) and OBX-3 to name the record it withdraws",
-                    obx.at(11), sid)
+            msg.bad(
+                "hl7.retract_unlinked",
+                "a deleted result (OBX-11 D or W) needs its order "
+                "number (ORC-2/OBR-2) and OBX-3 to name the record it withdraws",
+                obx.at(11),
+                sid,
+            )
             return []
-        return [(obx.label, {"source_id": sid, "kind": "retract", "payload": {
-            "patient": ref, "record": record,
-            "reason": "HL7 OBX-11 status D/W: the sender withdrew the result"}})]
+        return [
+            (
+                obx.label,
+                {
+                    "source_id": sid,
+                    "kind": "retract",
+                    "payload": {
+                        "patient": ref,
+                        "record": record,
+                        "reason": "HL7 OBX-11 status D/W: the sender withdrew the result",
+                    },
+                },
+            )
+        ]
     if status not in RESULT_STATUSES:
-        msg.bad("hl7.result_status", "OBX-11 is not a result status of HL7 table 0085 (F, C, "
-                "P, R, S, D, W, I, X)" if status else "OBX-11 (result status) is needed",
-                obx.at(11), sid)
+        msg.bad(
+            "hl7.result_status",
+            "OBX-11 is not a result status of HL7 table 0085 (F, C, P, R, S, D, W, I, X)"
+            if status
+            else "OBX-11 (result status) is needed",
+            obx.at(11),
+            sid,
+        )
         return []
     out = _observation(msg, obx, 3, status, order, "obs", ref, obr, sid, record=record)
     return out
 
 
-def _observation(msg: Msg, seg: Segment, code_at: int, status: str, order: str | None,
-                 prefix: str, ref: Ref, obr: Segment | None, sid: str, *,
-                 record: str | None = None) -> list[Item]:
+def _observation(
+    msg: Msg,
+    seg: Segment,
+    code_at: int,
+    status: str,
+    order: str | None,
+    prefix: str,
+    ref: Ref,
+    obr: Segment | None,
+    sid: str,
+    *,
+    record: str | None = None,
+) -> list[Item]:
     code = msg.coding(seg, code_at)
     if code is None:
-        msg.bad("hl7.required", f"{seg.at(code_at)} (the observation code) is needed",
-                seg.at(code_at), sid)
+        msg.bad(
+            "hl7.required",
+            f"{seg.at(code_at)} (the observation code) is needed",
+            seg.at(code_at),
+            sid,
+        )
         return []
     before = len(msg.problems)
     what = "an observation"
@@ -112,20 +191,29 @@ def _observation(msg: Msg, seg: Segment, code_at: int, status: str, order: str |
     if effective is None and len(msg.problems) == before:
         effective = msg.instant(obr, 7, required=what, source_id=sid)
     if effective is None and len(msg.problems) == before:
-        msg.bad("hl7.required", f"{seg.at(14)} or OBR-7 (observation time) is needed for "
-                f"{what}", seg.at(14), sid)
+        msg.bad(
+            "hl7.required",
+            f"{seg.at(14)} or OBR-7 (observation time) is needed for {what}",
+            seg.at(14),
+            sid,
+        )
     record = record or (f"{prefix}:{order}" if order else None)
     payload: dict[str, Any] = {
-        "patient": ref, "code": code, "status": RESULT_STATUSES[status],
+        "patient": ref,
+        "code": code,
+        "status": RESULT_STATUSES[status],
         "category": CATEGORIES.get((msg.value(obr, 24) or "").upper()),
-        "effective": effective, "encounter": visit_number(msg, msg.first("PV1"))}
+        "effective": effective,
+        "encounter": visit_number(msg, msg.first("PV1")),
+    }
     if seg.kind == "OBX":
         payload.update(_value(msg, seg, sid))
         interpretation = msg.value(seg, 8)
         if interpretation:
             payload["interpretation"] = {
                 "system": "http://terminology.hl7.org/CodeSystem/v2-0078",
-                "code": interpretation}
+                "code": interpretation,
+            }
     if len(msg.problems) > before:
         return []
     payload = _compact(payload)
@@ -133,8 +221,13 @@ def _observation(msg: Msg, seg: Segment, code_at: int, status: str, order: str |
     item = _entry(sid, "observation", record, payload)
     if status == "C":  # a correction of a result sent before
         if record is None:
-            msg.bad("hl7.correction_unlinked", "a corrected result needs its order number "
-                    "(ORC-2/OBR-2) to name the record it corrects", seg.at(11), sid)
+            msg.bad(
+                "hl7.correction_unlinked",
+                "a corrected result needs its order number "
+                "(ORC-2/OBR-2) to name the record it corrects",
+                seg.at(11),
+                sid,
+            )
             return []
         item["amends"] = item.pop("record")
     return [(seg.label, item)]
@@ -146,8 +239,12 @@ def _value(msg: Msg, obx: Segment, sid: str) -> dict[str, Any]:
     if not msg.given(obx, 5):
         return {}
     if msg.repeats(obx, 5) > 1 and kind not in TEXT:
-        msg.bad("hl7.value_repeats", "OBX-5 repeats: one observation holds one value; send "
-                "each value in its own OBX", obx.at(5), sid)
+        msg.bad(
+            "hl7.value_repeats",
+            "OBX-5 repeats: one observation holds one value; send each value in its own OBX",
+            obx.at(5),
+            sid,
+        )
         return {}
     if kind in NUMERIC:
         comparator, number = msg.value(obx, 5, 1), msg.value(obx, 5, 2)
@@ -158,13 +255,16 @@ def _value(msg: Msg, obx: Segment, sid: str) -> dict[str, Any]:
             parts = [msg.value(obx, 5, c) or "" for c in range(1, 5)]
             return {"value_string": "".join(parts)}  # <5, 1:128, 2-5: no single quantity
         if value is None:
-            msg.bad("hl7.value_not_numeric", f"OBX-5 is not a number, as OBX-2 {kind} says",
-                    obx.at(5), sid)
+            msg.bad(
+                "hl7.value_not_numeric",
+                f"OBX-5 is not a number, as OBX-2 {kind} says",
+                obx.at(5),
+                sid,
+            )
             return {}
         quantity = msg.quantity(value, obx, 6)
         if quantity is None:
-            msg.bad("hl7.unit_missing", "a numeric result needs its unit in OBX-6",
-                    obx.at(6), sid)
+            msg.bad("hl7.unit_missing", "a numeric result needs its unit in OBX-6", obx.at(6), sid)
             return {}
         out: dict[str, Any] = {"value_quantity": quantity}
         if rng := _range(msg, obx, quantity):
@@ -173,8 +273,9 @@ def _value(msg: Msg, obx: Segment, sid: str) -> dict[str, Any]:
     if kind in CODED:
         coding = msg.coding(obx, 5)
         label = msg.value(obx, 5, 2) or msg.value(obx, 5, 9)  # text only, no code
-        return {"value_coding": coding} if coding else \
-            {"value_string": label[:500]} if label else {}
+        return (
+            {"value_coding": coding} if coding else {"value_string": label[:500]} if label else {}
+        )
     if kind in TEXT:
         reps = range(1, msg.repeats(obx, 5) + 1)
         joined = "\n".join(v for r in reps if (v := msg.value(obx, 5, rep=r)))
@@ -182,9 +283,14 @@ def _value(msg: Msg, obx: Segment, sid: str) -> dict[str, Any]:
     if kind in TIMES:
         parsed = msg.parse_dtm(text, "day", obx.at(5), sid)
         return {"value_string": parsed.isoformat()} if parsed else {}
-    msg.bad("hl7.value_type", f"OBX-2 value type {kind} is not mapped (numbers, codes, text and "
-            "times are)" if kind.isalnum() and len(kind) <= 3 else "OBX-2 (value type) is "
-            "needed for a result with a value", obx.at(2), sid)
+    msg.bad(
+        "hl7.value_type",
+        f"OBX-2 value type {kind} is not mapped (numbers, codes, text and times are)"
+        if kind.isalnum() and len(kind) <= 3
+        else "OBX-2 (value type) is needed for a result with a value",
+        obx.at(2),
+        sid,
+    )
     return {}
 
 
@@ -214,30 +320,51 @@ def orders(msg: Msg, ref: Ref) -> list[Item]:
             control = (msg.value(orc, 1) or "").upper()
             if control in CANCEL or control in HOLD:
                 what = "cancels or discontinues" if control in CANCEL else "holds"
-                msg.bad("hl7.order_control", f"ORC-1 {control} {what} an order: the canonical "
-                        "record has no cancelled or held observation order (a retract "
-                        "withdraws one sent in error)", orc.at(1) if orc else "ORC-1", sid)
+                msg.bad(
+                    "hl7.order_control",
+                    f"ORC-1 {control} {what} an order: the canonical "
+                    "record has no cancelled or held observation order (a retract "
+                    "withdraws one sent in error)",
+                    orc.at(1) if orc else "ORC-1",
+                    sid,
+                )
                 continue
             # When the test is to be done: collection time, else requested, else ordered.
-            at = (seg, 7) if msg.value(seg, 7) else (seg, 6) if msg.value(seg, 6) else \
-                (orc, 9) if orc else (seg, 7)
+            at = (
+                (seg, 7)
+                if msg.value(seg, 7)
+                else (seg, 6)
+                if msg.value(seg, 6)
+                else (orc, 9)
+                if orc
+                else (seg, 7)
+            )
             before = len(msg.problems)
-            effective = msg.instant(*at, required="an order (OBR-7, OBR-6 or ORC-9)",
-                                    source_id=sid)
+            effective = msg.instant(*at, required="an order (OBR-7, OBR-6 or ORC-9)", source_id=sid)
             code = msg.coding(seg, 4)
             if code is None:
-                msg.bad("hl7.required", "OBR-4 (universal service identifier) is needed for "
-                        "an order", seg.at(4), sid)
+                msg.bad(
+                    "hl7.required",
+                    "OBR-4 (universal service identifier) is needed for an order",
+                    seg.at(4),
+                    sid,
+                )
             if len(msg.problems) > before:
                 continue
             order = _order(msg, orc, seg)
-            payload = {"patient": ref, "code": code, "status": "registered",
-                       "category": CATEGORIES.get((msg.value(seg, 24) or "").upper()),
-                       "effective": effective, "encounter": visit_number(msg, msg.first("PV1"))}
+            payload = {
+                "patient": ref,
+                "code": code,
+                "status": "registered",
+                "category": CATEGORIES.get((msg.value(seg, 24) or "").upper()),
+                "effective": effective,
+                "encounter": visit_number(msg, msg.first("PV1")),
+            }
             payload = _compact(payload)
             payload.setdefault("category", None)
-            out.append((seg.label, _entry(sid, "observation", f"ord:{order}" if order else None,
-                                          payload)))
+            out.append(
+                (seg.label, _entry(sid, "observation", f"ord:{order}" if order else None, payload))
+            )
     return out
 
 
@@ -262,21 +389,33 @@ def prescriptions(msg: Msg, ref: Ref) -> list[Item]:
         if main is None:
             continue
         sid = msg.source_id(main)
-        after = group[group.index(main):]
-        rxr = next((s for s in after if s.kind == "RXR"), None) or \
-            next((s for s in group if s.kind == "RXR"), None)
-        tq1 = next((s for s in after if s.kind == "TQ1"), None) or \
-            next((s for s in group if s.kind == "TQ1"), None)
+        after = group[group.index(main) :]
+        rxr = next((s for s in after if s.kind == "RXR"), None) or next(
+            (s for s in group if s.kind == "RXR"), None
+        )
+        tq1 = next((s for s in after if s.kind == "TQ1"), None) or next(
+            (s for s in group if s.kind == "TQ1"), None
+        )
         medication = msg.coding(rxe, 2) or msg.coding(rxo, 1)
         before = len(msg.problems)
         if medication is None:
-            msg.bad("hl7.required", "RXE-2 (give code) or RXO-1 (requested give code) is "
-                    "needed for a prescription", main.at(2 if rxe else 1), sid)
-        authored = msg.instant(orc, 9, required="a prescription (ORC-9, when it was "
-                               "ordered)", source_id=sid) if orc else None
+            msg.bad(
+                "hl7.required",
+                "RXE-2 (give code) or RXO-1 (requested give code) is needed for a prescription",
+                main.at(2 if rxe else 1),
+                sid,
+            )
+        authored = (
+            msg.instant(
+                orc, 9, required="a prescription (ORC-9, when it was ordered)", source_id=sid
+            )
+            if orc
+            else None
+        )
         if orc is None:
-            msg.bad("hl7.required", "a prescription needs its ORC (order common) segment",
-                    "ORC", sid)
+            msg.bad(
+                "hl7.required", "a prescription needs its ORC (order common) segment", "ORC", sid
+            )
         dose = msg.decimal(msg.value(rxe, 3)) if rxe else msg.decimal(msg.value(rxo, 2))
         amount = msg.decimal(msg.value(rxe, 10))
         if len(msg.problems) > before:
@@ -284,19 +423,30 @@ def prescriptions(msg: Msg, ref: Ref) -> list[Item]:
         control = (msg.value(orc, 1) or "").upper()
         order = _order(msg, orc, None)
         payload = {
-            "patient": ref, "medication": medication,
-            "status": REQUEST_STATUS.get(control, "active"), "authored": authored,
+            "patient": ref,
+            "medication": medication,
+            "status": REQUEST_STATUS.get(control, "active"),
+            "authored": authored,
             "dosage_text": (msg.value(rxe, 7, 2) or msg.value(rxe, 7) or "")[:500] or None,
-            "dose": msg.quantity(dose, rxe, 5) if rxe and dose is not None else
-            msg.quantity(dose, rxo, 4) if dose is not None else None,
+            "dose": msg.quantity(dose, rxe, 5)
+            if rxe and dose is not None
+            else msg.quantity(dose, rxo, 4)
+            if dose is not None
+            else None,
             "route": msg.coding(rxr, 1),
             "frequency": (msg.value(tq1, 3) or msg.value(rxe, 1, 2) or "")[:128] or None,
             "quantity": msg.quantity(amount, rxe, 11) if amount is not None else None,
             "requester": msg.person_name(orc, 12, person=True),
             "encounter": visit_number(msg, msg.first("PV1")),
         }
-        out.append((main.label, _entry(sid, "medication_request",
-                                       f"rx:{order}" if order else None, _compact(payload))))
+        out.append(
+            (
+                main.label,
+                _entry(
+                    sid, "medication_request", f"rx:{order}" if order else None, _compact(payload)
+                ),
+            )
+        )
     return out
 
 
@@ -307,36 +457,59 @@ def immunizations(msg: Msg, ref: Ref) -> list[Item]:
         orc = next((s for s in group if s.kind == "ORC"), None)
         for rxa in (s for s in group if s.kind == "RXA"):
             sid = msg.source_id(rxa)
-            after = group[group.index(rxa) + 1:]
+            after = group[group.index(rxa) + 1 :]
             rxr = next((s for s in after if s.kind == "RXR"), None)
-            if rxr is not None and any(s.kind == "RXA" for s in after[:after.index(rxr)]):
+            if rxr is not None and any(s.kind == "RXA" for s in after[: after.index(rxr)]):
                 rxr = None  # it belongs to a later RXA
             order = msg.value(orc, 3) or msg.value(orc, 2)
             record = f"imm:{key(order)}" if order else None
             if (msg.value(rxa, 21) or "").upper() == "D":  # action code: delete
                 if record is None:
-                    msg.bad("hl7.retract_unlinked", "a deleted immunization (RXA-21 D) needs "
-                            "ORC-3 to name the record it withdraws", rxa.at(21), sid)
+                    msg.bad(
+                        "hl7.retract_unlinked",
+                        "a deleted immunization (RXA-21 D) needs "
+                        "ORC-3 to name the record it withdraws",
+                        rxa.at(21),
+                        sid,
+                    )
                     continue
-                out.append((rxa.label, {"source_id": sid, "kind": "retract", "payload": {
-                    "patient": ref, "record": record,
-                    "reason": "HL7 RXA-21 action D: the sender deleted the immunization"}}))
+                out.append(
+                    (
+                        rxa.label,
+                        {
+                            "source_id": sid,
+                            "kind": "retract",
+                            "payload": {
+                                "patient": ref,
+                                "record": record,
+                                "reason": "HL7 RXA-21 action D: the sender deleted the immunization",
+                            },
+                        },
+                    )
+                )
                 continue
             before = len(msg.problems)
             vaccine = msg.coding(rxa, 5)
             if vaccine is None:
-                msg.bad("hl7.required", "RXA-5 (administered code) is needed for an "
-                        "immunization", rxa.at(5), sid)
-            occurrence = msg.instant(rxa, 3, need="day", required="an immunization",
-                                     source_id=sid)
+                msg.bad(
+                    "hl7.required",
+                    "RXA-5 (administered code) is needed for an immunization",
+                    rxa.at(5),
+                    sid,
+                )
+            occurrence = msg.instant(rxa, 3, need="day", required="an immunization", source_id=sid)
             if len(msg.problems) > before:
                 continue
             payload = {
-                "patient": ref, "vaccine": vaccine,
-                "status": "not-done" if (msg.value(rxa, 20) or "").upper()
-                in IMMUNIZATION_NOT_DONE else "completed",
-                "occurrence": occurrence, "lot_number": (msg.value(rxa, 15) or "")[:128] or None,
-                "site": msg.coding(rxr, 2), "route": msg.coding(rxr, 1),
+                "patient": ref,
+                "vaccine": vaccine,
+                "status": "not-done"
+                if (msg.value(rxa, 20) or "").upper() in IMMUNIZATION_NOT_DONE
+                else "completed",
+                "occurrence": occurrence,
+                "lot_number": (msg.value(rxa, 15) or "")[:128] or None,
+                "site": msg.coding(rxr, 2),
+                "route": msg.coding(rxr, 1),
                 "manufacturer": msg.value(rxa, 17, 2) or msg.value(rxa, 17),
             }
             out.append((rxa.label, _entry(sid, "immunization", record, _compact(payload))))

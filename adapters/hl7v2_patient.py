@@ -25,23 +25,53 @@ RESIDENT_AUTHORITIES = {"CHN", "2.16.156.10011.1.3"}
 HEALTH_CARD_TYPES = {"HC", "JKK"}
 MRN_TYPES = ("MR", "PI", "MRN")
 # Never the sender's record number: social security, licences, passports, visit/account numbers.
-NOT_MRN_TYPES = {"SS", "DL", "PPN", "VN", "AN", "BC", "HC", "JKK", "NNCHN",
-                 *RESIDENT_LIKE_TYPES}
-LOOKED_FOR = ("a resident ID (type NNCHN, or assigning authority CHN/身份证), this institution's "
-              "MRN (type MR or PI) or a health card (type HC)")
+NOT_MRN_TYPES = {"SS", "DL", "PPN", "VN", "AN", "BC", "HC", "JKK", "NNCHN", *RESIDENT_LIKE_TYPES}
+LOOKED_FOR = (
+    "a resident ID (type NNCHN, or assigning authority CHN/身份证), this institution's "
+    "MRN (type MR or PI) or a health card (type HC)"
+)
 
-SEXES = {"M": "male", "F": "female", "O": "other", "A": "other", "U": "unknown",
-         "N": "unknown", "男": "male", "女": "female"}
+SEXES = {
+    "M": "male",
+    "F": "female",
+    "O": "other",
+    "A": "other",
+    "U": "unknown",
+    "N": "unknown",
+    "男": "male",
+    "女": "female",
+}
 CLASSES = {"I": "inpatient", "O": "outpatient", "E": "emergency"}
-OTHER_CLASSES = {"P": "preadmit", "R": "recurring patient", "B": "obstetrics",
-                 "C": "commercial account", "N": "not applicable", "U": "unknown"}
+OTHER_CLASSES = {
+    "P": "preadmit",
+    "R": "recurring patient",
+    "B": "obstetrics",
+    "C": "commercial account",
+    "N": "not applicable",
+    "U": "unknown",
+}
 # The encounter status each ADT event says; "" for the visit as it now stands (an update, a
 # transfer, a change of class, a cancelled discharge): finished when PV1-45 is given.
-VISIT_EVENTS = {"A01": "in-progress", "A03": "finished", "A04": "arrived", "A05": "planned",
-                "A02": "", "A06": "", "A07": "", "A08": "", "A13": ""}
+VISIT_EVENTS = {
+    "A01": "in-progress",
+    "A03": "finished",
+    "A04": "arrived",
+    "A05": "planned",
+    "A02": "",
+    "A06": "",
+    "A07": "",
+    "A08": "",
+    "A13": "",
+}
 DIAGNOSIS_TYPES = {"A": "provisional", "W": "provisional", "F": "confirmed"}
-ALLERGY_TYPES = {"DA": "medication", "FA": "food", "EA": "environment", "AA": "environment",
-                 "PA": "environment", "LA": "environment"}
+ALLERGY_TYPES = {
+    "DA": "medication",
+    "FA": "food",
+    "EA": "environment",
+    "AA": "environment",
+    "PA": "environment",
+    "LA": "environment",
+}
 SEVERITIES = {"SV": "high", "MO": "low", "MI": "low", "U": "unable-to-assess"}
 ID_SAFE = ":-._~@+!$*,;="
 
@@ -61,10 +91,14 @@ def patient_ref(msg: Msg, seg: Segment, n: int, source_id: str | None = None) ->
             continue
         where = f"{seg.at(n)}[{rep}]" if msg.repeats(seg, n) > 1 else seg.at(n)
         kind = (msg.value(seg, n, 5, rep=rep) or "").upper()
-        authority = " ".join(filter(None, (msg.value(seg, n, 4, sub, rep=rep)
-                                           for sub in (1, 2)))).upper()
-        marked = kind in RESIDENT_TYPES or "身份证" in authority or \
-            bool(set(authority.split()) & RESIDENT_AUTHORITIES)
+        authority = " ".join(
+            filter(None, (msg.value(seg, n, 4, sub, rep=rep) for sub in (1, 2)))
+        ).upper()
+        marked = (
+            kind in RESIDENT_TYPES
+            or "身份证" in authority
+            or bool(set(authority.split()) & RESIDENT_AUTHORITIES)
+        )
         if marked or (kind in RESIDENT_LIKE_TYPES and len(value) == 18):
             try:  # marked but invalid is refused, never dropped: the sender must fix it
                 resident = resident or parse_resident_id(value).value
@@ -73,8 +107,12 @@ def patient_ref(msg: Msg, seg: Segment, n: int, source_id: str | None = None) ->
                 return None
         elif kind in HEALTH_CARD_TYPES or "健康卡" in authority:
             if not (value.isascii() and value.isalnum() and 6 <= len(value) <= 32):
-                msg.bad("hl7.health_card_invalid", "a health card number has 6 to 32 letters "
-                        "or digits", where, source_id)
+                msg.bad(
+                    "hl7.health_card_invalid",
+                    "a health card number has 6 to 32 letters or digits",
+                    where,
+                    source_id,
+                )
                 return None
             card = card or value
         elif kind in MRN_TYPES:
@@ -82,13 +120,16 @@ def patient_ref(msg: Msg, seg: Segment, n: int, source_id: str | None = None) ->
         elif fallback is None and kind not in NOT_MRN_TYPES and not kind.startswith("NN"):
             fallback = value  # untyped or locally typed: the first is taken as the MRN
     mrn = next((typed[t] for t in MRN_TYPES if t in typed), fallback)  # MR before PI
-    ref = {k: v for k, v in (("resident_id", resident), ("mrn", mrn),
-                             ("health_card", card)) if v}
+    ref = {k: v for k, v in (("resident_id", resident), ("mrn", mrn), ("health_card", card)) if v}
     if not ref:
         empty = msg.repeats(seg, n) == 0 or all(
-            msg.value(seg, n, 1, rep=r) is None for r in range(1, msg.repeats(seg, n) + 1))
-        what = f"{seg.at(n)} is empty" if empty else \
-            f"{seg.at(n)} holds no identifier the exchange can link"
+            msg.value(seg, n, 1, rep=r) is None for r in range(1, msg.repeats(seg, n) + 1)
+        )
+        what = (
+            f"{seg.at(n)} is empty"
+            if empty
+            else f"{seg.at(n)} holds no identifier the exchange can link"
+        )
         msg.bad("hl7.no_patient_identifier", f"{what}: give {LOOKED_FOR}", seg.at(n), source_id)
         return None
     return ref
@@ -98,8 +139,13 @@ def patient(msg: Msg, pid: Segment, ref: Ref) -> list[Item]:
     sid = msg.source_id(pid)
     name = msg.person_name(pid, 5)
     if name is None:
-        msg.bad("hl7.required", "PID-5 (patient name) is needed for the patient's "
-                "demographics; the message's other items are sent", pid.at(5), sid)
+        msg.bad(
+            "hl7.required",
+            "PID-5 (patient name) is needed for the patient's "
+            "demographics; the message's other items are sent",
+            pid.at(5),
+            sid,
+        )
         return []
     before = len(msg.problems)
     born = msg.birth_date(pid, 7)
@@ -127,15 +173,30 @@ def encounter(msg: Msg, pv1: Segment | None, ref: Ref, event: str) -> list[Item]
     code = msg.value(pv1, 2)
     klass = CLASSES.get((code or "").upper())
     if klass is None:
-        named = f"patient class {code} ({OTHER_CLASSES[code]})" if code in OTHER_CLASSES \
-            else "a patient class outside HL7 table 0004" if code else "no patient class"
-        msg.bad("hl7.encounter_class", f"{named} has no canonical encounter class: only I "
-                "(inpatient), O (outpatient) and E (emergency) are mapped", pv1.at(2), sid)
+        named = (
+            f"patient class {code} ({OTHER_CLASSES[code]})"
+            if code in OTHER_CLASSES
+            else "a patient class outside HL7 table 0004"
+            if code
+            else "no patient class"
+        )
+        msg.bad(
+            "hl7.encounter_class",
+            f"{named} has no canonical encounter class: only I "
+            "(inpatient), O (outpatient) and E (emergency) are mapped",
+            pv1.at(2),
+            sid,
+        )
         return []
     record = visit_number(msg, pv1)
     if record is None:
-        msg.bad("hl7.no_visit_number", "PV1-19 (visit number) is needed so that later "
-                "messages about the visit (A03, A08) update the same record", pv1.at(19), sid)
+        msg.bad(
+            "hl7.no_visit_number",
+            "PV1-19 (visit number) is needed so that later "
+            "messages about the visit (A03, A08) update the same record",
+            pv1.at(19),
+            sid,
+        )
         return []
     before = len(msg.problems)
     status = VISIT_EVENTS[event]
@@ -144,15 +205,22 @@ def encounter(msg: Msg, pv1: Segment | None, ref: Ref, event: str) -> list[Item]
         status = "finished" if ended else "in-progress"
     what = f"an ADT^{event} encounter"
     if status == "planned":  # a pre-admission: the expected admission time (PV2-8)
-        start = msg.instant(msg.first("PV2"), 8, required=what, source_id=sid) \
-            if msg.first("PV2") else msg.instant(pv1, 44, required=what, source_id=sid)
+        start = (
+            msg.instant(msg.first("PV2"), 8, required=what, source_id=sid)
+            if msg.first("PV2")
+            else msg.instant(pv1, 44, required=what, source_id=sid)
+        )
     else:
         start = msg.instant(pv1, 44, required=what, source_id=sid)
     end = msg.instant(pv1, 45, required=what, source_id=sid) if status == "finished" else None
     pv2 = msg.first("PV2")
     reason = msg.coding(pv2, 3)
     payload = {
-        "patient": ref, "encounter_class": klass, "status": status, "start": start, "end": end,
+        "patient": ref,
+        "encounter_class": klass,
+        "status": status,
+        "start": start,
+        "end": end,
         "department": msg.value(pv1, 3) or msg.value(pv1, 10),
         "reason": [reason] if reason else [],
         "admit_source": msg.value(pv1, 14),
@@ -172,8 +240,9 @@ def conditions(msg: Msg, ref: Ref) -> list[Item]:
         sid = msg.source_id(dg1)
         code = msg.coding(dg1, 3, fallback_system=msg.value(dg1, 2))
         if code is None:
-            msg.bad("hl7.required", "DG1-3 (diagnosis code) is needed for a condition",
-                    dg1.at(3), sid)
+            msg.bad(
+                "hl7.required", "DG1-3 (diagnosis code) is needed for a condition", dg1.at(3), sid
+            )
             continue
         before = len(msg.problems)
         kind = (msg.value(dg1, 6) or "").upper()
@@ -181,15 +250,24 @@ def conditions(msg: Msg, ref: Ref) -> list[Item]:
         if len(msg.problems) > before:
             continue
         identifier = msg.value(dg1, 20)
-        record = f"dx:{key(identifier)}" if identifier else \
-            f"dx:{visit[4:]}/{key(kind or '-')}/{key(code['code'])}" if visit else None
+        record = (
+            f"dx:{key(identifier)}"
+            if identifier
+            else f"dx:{visit[4:]}/{key(kind or '-')}/{key(code['code'])}"
+            if visit
+            else None
+        )
         if record in records:  # the same diagnosis twice in one message: one record version
             msg.notes.append(f"{dg1.label}: repeats an earlier DG1 of the message; sent once")
             continue
         records.add(record or sid)
-        payload = {"patient": ref, "code": code,
-                   "verification_status": DIAGNOSIS_TYPES.get(kind, "confirmed"),
-                   "recorded": recorded, "encounter": visit}
+        payload = {
+            "patient": ref,
+            "code": code,
+            "verification_status": DIAGNOSIS_TYPES.get(kind, "confirmed"),
+            "recorded": recorded,
+            "encounter": visit,
+        }
         out.append((dg1.label, _entry(sid, "condition", record, _compact(payload))))
     return out
 
@@ -200,8 +278,9 @@ def allergies(msg: Msg, ref: Ref) -> list[Item]:
         sid = msg.source_id(al1)
         substance = msg.coding(al1, 3)
         if substance is None:
-            msg.bad("hl7.required", "AL1-3 (allergen code) is needed for an allergy",
-                    al1.at(3), sid)
+            msg.bad(
+                "hl7.required", "AL1-3 (allergen code) is needed for an allergy", al1.at(3), sid
+            )
             continue
         before = len(msg.problems)
         recorded = msg.instant(al1, 6, need="day", source_id=sid)
@@ -209,10 +288,13 @@ def allergies(msg: Msg, ref: Ref) -> list[Item]:
             continue
         # Per patient and allergen, so that a resend updates it; by MRN, never a resident ID.
         record = f"alg:{key(ref['mrn'])}/{key(substance['code'])}" if "mrn" in ref else None
-        payload = {"patient": ref, "substance": substance,
-                   "category": ALLERGY_TYPES.get((msg.value(al1, 2) or "").upper()),
-                   "criticality": SEVERITIES.get((msg.value(al1, 4) or "").upper()),
-                   "recorded": recorded}
+        payload = {
+            "patient": ref,
+            "substance": substance,
+            "category": ALLERGY_TYPES.get((msg.value(al1, 2) or "").upper()),
+            "criticality": SEVERITIES.get((msg.value(al1, 4) or "").upper()),
+            "recorded": recorded,
+        }
         out.append((al1.label, _entry(sid, "allergy", record, _compact(payload))))
     return out
 
@@ -228,17 +310,28 @@ def merges(msg: Msg) -> list[Item]:
         elif seg.kind == "MRG":
             sid = msg.source_id(seg)
             if pid is None:
-                msg.bad("hl7.required", "an MRG needs the PID of the surviving patient before "
-                        "it", seg.label, sid)
+                msg.bad(
+                    "hl7.required",
+                    "an MRG needs the PID of the surviving patient before it",
+                    seg.label,
+                    sid,
+                )
                 continue
             merged = patient_ref(msg, seg, 1, sid)
             if survivor is None or merged is None:
                 continue
-            out.append((seg.label, {"source_id": sid, "kind": "merge",
-                                    "payload": {"patient": survivor, "merged": merged}}))
+            out.append(
+                (
+                    seg.label,
+                    {
+                        "source_id": sid,
+                        "kind": "merge",
+                        "payload": {"patient": survivor, "merged": merged},
+                    },
+                )
+            )
     if not any(s.kind == "MRG" for s in msg.segments):
-        msg.bad("hl7.required", "an ADT^A40 needs an MRG segment naming the merged patient",
-                "MRG")
+        msg.bad("hl7.required", "an ADT^A40 needs an MRG segment naming the merged patient", "MRG")
     return out
 
 

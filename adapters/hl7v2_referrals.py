@@ -19,8 +19,14 @@ from adapters.hl7v2_patient import Item, Ref, _compact, key
 
 CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # HL7 table 0280 (referral priority), and the words senders spell them with.
-PRIORITIES = {"S": "emergency", "STAT": "emergency", "A": "urgent", "ASAP": "urgent",
-              "R": "routine", "ROUTINE": "routine"}
+PRIORITIES = {
+    "S": "emergency",
+    "STAT": "emergency",
+    "A": "urgent",
+    "ASAP": "urgent",
+    "R": "routine",
+    "ROUTINE": "routine",
+}
 # Segments a message note (NTE) may follow that make it a note on a result, not the referral.
 RESULT_GROUP = {"OBR", "OBX", "ORC", "SPM", "TQ1", "PRT"}
 CANCELLED = "cancelled by the referring institution (REF^I14)"
@@ -35,9 +41,13 @@ def referral(msg: Msg, ref: Ref) -> list[Item]:
         return []
     number = msg.value(rf1, 6)
     if number is None:
-        msg.bad("hl7.required", "RF1-6 (originating referral identifier) is needed: it names "
-                "the referral, and a later REF^I14 or action names it by the same number",
-                rf1.at(6), msg.source_id(rf1))
+        msg.bad(
+            "hl7.required",
+            "RF1-6 (originating referral identifier) is needed: it names "
+            "the referral, and a later REF^I14 or action names it by the same number",
+            rf1.at(6),
+            msg.source_id(rf1),
+        )
         return []
     sid = key(number)
     before = len(msg.problems)
@@ -49,12 +59,18 @@ def referral(msg: Msg, ref: Ref) -> list[Item]:
     if len(msg.problems) > before:
         return []
     payload = {
-        "patient": ref, "to_institution": to_institution,
+        "patient": ref,
+        "to_institution": to_institution,
         "from_department": _department(msg, _provider(msg, "RP")),
         "to_department": _department(msg, _provider(msg, "RT")),
-        "referring_doctor": doctor, "urgency": urgency, "reason": reason,
-        "impression": _impression(msg), "history": _notes(msg), "treatment": _treatment(msg),
-        "requested_at": requested_at}
+        "referring_doctor": doctor,
+        "urgency": urgency,
+        "reason": reason,
+        "impression": _impression(msg),
+        "history": _notes(msg),
+        "treatment": _treatment(msg),
+        "requested_at": requested_at,
+    }
     return [(rf1.label, {"source_id": sid, "kind": "referral", "payload": _compact(payload)})]
 
 
@@ -70,8 +86,13 @@ def cancellation(msg: Msg, ref: Ref) -> list[Item]:
         return []
     number = msg.value(rf1, 6)
     if number is None:
-        msg.bad("hl7.required", "RF1-6 (originating referral identifier) is needed to name the "
-                "referral a REF^I14 cancels", rf1.at(6), msg.source_id(rf1))
+        msg.bad(
+            "hl7.required",
+            "RF1-6 (originating referral identifier) is needed to name the "
+            "referral a REF^I14 cancels",
+            rf1.at(6),
+            msg.source_id(rf1),
+        )
         return []
     sid = f"{key(number)}/cancel"  # a referral is cancelled once: a resend is the same item
     msh = msg.segments[0]
@@ -79,11 +100,18 @@ def cancellation(msg: Msg, ref: Ref) -> list[Item]:
     if at is None:
         return []
     by = _provider(msg, "RP")
-    payload = {"patient": ref, "referral": f"{msg.institution}/{key(number)}",
-               "action": "cancel", "at": at, "by": msg.person_name(by, 2) if by else None,
-               "reason": CANCELLED, "notes": _notes(msg)}
-    return [(rf1.label, {"source_id": sid, "kind": "referral_action",
-                         "payload": _compact(payload)})]
+    payload = {
+        "patient": ref,
+        "referral": f"{msg.institution}/{key(number)}",
+        "action": "cancel",
+        "at": at,
+        "by": msg.person_name(by, 2) if by else None,
+        "reason": CANCELLED,
+        "notes": _notes(msg),
+    }
+    return [
+        (rf1.label, {"source_id": sid, "kind": "referral_action", "payload": _compact(payload)})
+    ]
 
 
 def _rf1(msg: Msg) -> Segment | None:
@@ -100,9 +128,14 @@ def _urgency(msg: Msg, rf1: Segment, sid: str) -> str:
         return "routine"
     urgency = PRIORITIES.get(code.upper())
     if urgency is None:
-        msg.bad("hl7.referral_priority", "RF1-2 is not a referral priority of HL7 table 0280 "
-                "(S stat → emergency, A ASAP → urgent, R routine); the exchange does not guess "
-                "how urgent a referral is", rf1.at(2), sid)
+        msg.bad(
+            "hl7.referral_priority",
+            "RF1-2 is not a referral priority of HL7 table 0280 "
+            "(S stat → emergency, A ASAP → urgent, R routine); the exchange does not guess "
+            "how urgent a referral is",
+            rf1.at(2),
+            sid,
+        )
         return "routine"
     return urgency
 
@@ -117,10 +150,15 @@ def _receiving_institution(msg: Msg, sid: str) -> str | None:
     if names and CODE.fullmatch(names[0]):
         return names[0]
     what = "names no consortium institution" if names else "is empty"
-    msg.bad("hl7.referral_institution", f"MSH-6 (receiving facility) {what}: the referral's "
-            "receiving institution is read from it; map the facility to an institution code in "
-            "the adapter's facilities, or send the institution code (letters, digits, _ or -, "
-            "up to 32) as MSH-6.1", msh.at(6), sid)
+    msg.bad(
+        "hl7.referral_institution",
+        f"MSH-6 (receiving facility) {what}: the referral's "
+        "receiving institution is read from it; map the facility to an institution code in "
+        "the adapter's facilities, or send the institution code (letters, digits, _ or -, "
+        "up to 32) as MSH-6.1",
+        msh.at(6),
+        sid,
+    )
     return None
 
 
@@ -128,8 +166,9 @@ def _provider(msg: Msg, role: str) -> Segment | None:
     """The first PRD whose PRD-1 (provider role, table 0286) is ``role``: RP refers, RT
     receives."""
     for prd in (s for s in msg.segments if s.kind == "PRD"):
-        roles = {(msg.value(prd, 1, rep=r) or "").upper() for r in
-                 range(1, msg.repeats(prd, 1) + 1)}
+        roles = {
+            (msg.value(prd, 1, rep=r) or "").upper() for r in range(1, msg.repeats(prd, 1) + 1)
+        }
         if role in roles:
             return prd
     return None
@@ -140,8 +179,13 @@ def _referring_doctor(msg: Msg, sid: str) -> str | None:
     name = msg.person_name(prd, 2) if prd else None
     name = name or msg.person_name(msg.first("PV1"), 8, person=True)  # PV1-8 referring doctor
     if name is None:
-        msg.bad("hl7.required", "the referring doctor is needed: a PRD with PRD-1 RP "
-                "(referring provider) and PRD-2 (name), or PV1-8", "PRD-2", sid)
+        msg.bad(
+            "hl7.required",
+            "the referring doctor is needed: a PRD with PRD-1 RP "
+            "(referring provider) and PRD-2 (name), or PV1-8",
+            "PRD-2",
+            sid,
+        )
     return name
 
 
@@ -156,11 +200,19 @@ def _reason(msg: Msg, rf1: Segment, sid: str) -> str | None:
     """RF1-14 (reason text) and RF1-24 (comment), qualified by RF1-3 (type) and RF1-10
     (reason, table 0336): "Referral to Specialist (referral type: Medical; ...)"."""
     said = [t for t in (msg.value(rf1, 14), msg.value(rf1, 24)) if t]
-    coded = [f"{label}: {text}" for label, n in (("referral type", 3), ("referral reason", 10))
-             if (text := msg.value(rf1, n, 2) or msg.value(rf1, n, 1))]
+    coded = [
+        f"{label}: {text}"
+        for label, n in (("referral type", 3), ("referral reason", 10))
+        if (text := msg.value(rf1, n, 2) or msg.value(rf1, n, 1))
+    ]
     if not said and not coded:
-        msg.bad("hl7.required", "a referral's reason is needed: RF1-14 (referral reason text), "
-                "RF1-10 (referral reason) or RF1-24 (comment)", rf1.at(14), sid)
+        msg.bad(
+            "hl7.required",
+            "a referral's reason is needed: RF1-14 (referral reason text), "
+            "RF1-10 (referral reason) or RF1-24 (comment)",
+            rf1.at(14),
+            sid,
+        )
         return None
     text = "; ".join(said) + (f" ({'; '.join(coded)})" if said and coded else "; ".join(coded))
     return text[:MAX_TEXT]
@@ -172,8 +224,9 @@ def _requested_at(msg: Msg, rf1: Segment, sid: str) -> str | None:
     effective = msg.value(rf1, 7)
     if effective is not None and not re.fullmatch(r"\d{8}", effective):
         return msg.instant(rf1, 7, source_id=sid)
-    return msg.instant(msg.segments[0], 7, required="a referral (when it was requested)",
-                       source_id=sid)
+    return msg.instant(
+        msg.segments[0], 7, required="a referral (when it was requested)", source_id=sid
+    )
 
 
 def _impression(msg: Msg) -> list[dict[str, str]]:
@@ -182,8 +235,7 @@ def _impression(msg: Msg) -> list[dict[str, str]]:
     for dg1 in (s for s in msg.segments if s.kind == "DG1"):
         code = msg.coding(dg1, 3, fallback_system=msg.value(dg1, 2))
         if code is None:
-            msg.notes.append(f"{msg.type} {dg1.label}: no DG1-3 code; left out of the "
-                             "impression")
+            msg.notes.append(f"{msg.type} {dg1.label}: no DG1-3 code; left out of the impression")
         elif code not in found:
             found.append(code)
     if len(found) > MAX_CODES:
@@ -211,8 +263,9 @@ def _notes(msg: Msg) -> str | None:
         if seg.kind != "NTE":
             owner = seg.kind
         elif owner not in RESULT_GROUP:
-            texts += [t for r in range(1, msg.repeats(seg, 3) + 1)
-                      if (t := msg.value(seg, 3, rep=r))]
+            texts += [
+                t for r in range(1, msg.repeats(seg, 3) + 1) if (t := msg.value(seg, 3, rep=r))
+            ]
     return "\n".join(texts)[:MAX_TEXT] or None
 
 
@@ -221,6 +274,8 @@ def facilities_checked(facilities: Mapping[str, str] | None) -> dict[str, str]:
     out = dict(facilities or {})
     wrong = [name for name, code in out.items() if not CODE.fullmatch(str(code))]
     if wrong:
-        raise ValueError(f"facilities must map to institution codes (letters, digits, _ or -, "
-                         f"up to 32); not for {', '.join(sorted(wrong))}")
+        raise ValueError(
+            f"facilities must map to institution codes (letters, digits, _ or -, "
+            f"up to 32); not for {', '.join(sorted(wrong))}"
+        )
     return out

@@ -105,7 +105,8 @@ class SubmitClient:
         if len(body) > MAX_SUBMISSION_BYTES:
             raise SubmitError(
                 f"a submission of {len(body)} bytes is over the {MAX_SUBMISSION_BYTES}-byte limit: "
-                "send its items in several submissions")
+                "send its items in several submissions"
+            )
         headers = {"Nats-Msg-Id": envelope["submission_id"]}
         for _ in range(5):
             try:
@@ -136,8 +137,12 @@ class NotificationClient:
         self.durable = f"notify-{institution}"
         self._sub: Any = None
 
-    async def fetch(self, batch: int = 100, timeout: float = 1.0,
-                    handle: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+    async def fetch(
+        self,
+        batch: int = 100,
+        timeout: float = 1.0,
+        handle: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> list[dict[str, Any]]:
         """The next notifications (at most ``batch``); an empty list when none is waiting
         (or none was ever sent to this institution). Each is acknowledged only after
         ``handle`` (if given) returned for it: one that raises comes back later."""

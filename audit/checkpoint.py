@@ -44,12 +44,15 @@ def key_hash(name: str, public_key_raw: bytes) -> bytes:
 
 def vkey(name: str, public_key_raw: bytes) -> str:
     """The note verifier key: ``<name>+<hex key hash>+<base64(0x01 || public key)>``."""
-    return f"{name}+{key_hash(name, public_key_raw).hex()}+" \
-           f"{base64.b64encode(ED25519 + public_key_raw).decode()}"
+    return (
+        f"{name}+{key_hash(name, public_key_raw).hex()}+"
+        f"{base64.b64encode(ED25519 + public_key_raw).decode()}"
+    )
 
 
-def sign_note(checkpoint: Checkpoint, key_name: str, public_key_raw: bytes,
-              sign: Callable[[bytes], bytes]) -> str:
+def sign_note(
+    checkpoint: Checkpoint, key_name: str, public_key_raw: bytes, sign: Callable[[bytes], bytes]
+) -> str:
     signature = key_hash(key_name, public_key_raw) + sign(checkpoint.body_bytes())
     return f"{checkpoint.body()}\n{_DASH}{key_name} {base64.b64encode(signature).decode()}\n"
 
@@ -57,31 +60,36 @@ def sign_note(checkpoint: Checkpoint, key_name: str, public_key_raw: bytes,
 def parse_note(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     body, sep, sigs = text.partition("\n\n")
     if not sep:
-        raise CheckpointError("a signed note has a blank line between body and signatures",
-                              "checkpoint.malformed")
+        raise CheckpointError(
+            "a signed note has a blank line between body and signatures", "checkpoint.malformed"
+        )
     lines = body.split("\n")
     if len(lines) < 3:
-        raise CheckpointError("a checkpoint body has origin, size and root lines",
-                              "checkpoint.malformed")
+        raise CheckpointError(
+            "a checkpoint body has origin, size and root lines", "checkpoint.malformed"
+        )
     origin, size_text, root_text = lines[:3]
     try:
         if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
             raise ValueError
         checkpoint = Checkpoint(origin, int(size_text), base64.b64decode(root_text, validate=True))
     except (ValueError, binascii.Error):
-        raise CheckpointError("the checkpoint's size or root line is malformed",
-                              "checkpoint.malformed") from None
+        raise CheckpointError(
+            "the checkpoint's size or root line is malformed", "checkpoint.malformed"
+        ) from None
     if not origin or len(checkpoint.root) != 32:
-        raise CheckpointError("the checkpoint needs an origin and a 32-byte root",
-                              "checkpoint.malformed")
+        raise CheckpointError(
+            "the checkpoint needs an origin and a 32-byte root", "checkpoint.malformed"
+        )
     signatures = []
     for line in sigs.split("\n"):
         if not line:
             continue
         if not line.startswith(_DASH):
-            raise CheckpointError("a signature line starts with an em dash and a space",
-                                  "checkpoint.malformed")
-        name, _, blob = line[len(_DASH):].rpartition(" ")
+            raise CheckpointError(
+                "a signature line starts with an em dash and a space", "checkpoint.malformed"
+            )
+        name, _, blob = line[len(_DASH) :].rpartition(" ")
         try:
             raw = base64.b64decode(blob, validate=True)
         except (ValueError, binascii.Error):
@@ -92,8 +100,9 @@ def parse_note(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     return checkpoint, signatures
 
 
-def verify_note(text: str, key_name: str, public_key_raw: bytes,
-                verify: Callable[[bytes, bytes], bool]) -> Checkpoint:
+def verify_note(
+    text: str, key_name: str, public_key_raw: bytes, verify: Callable[[bytes, bytes], bool]
+) -> Checkpoint:
     """The checkpoint, if ``key_name``'s key signed it; else CheckpointError saying why."""
     checkpoint, signatures = parse_note(text)
     wanted = key_hash(key_name, public_key_raw)

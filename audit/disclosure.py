@@ -32,12 +32,17 @@ def resource_types(lines: Sequence[str]) -> list[str]:
 def summary(disclosed: Sequence[str]) -> dict[str, Any]:
     """The audit record's disclosure fields for the full list of what a response disclosed."""
     many = len(disclosed) > LISTED
-    return summary_of(len(disclosed), resource_types(disclosed),
-                      None if many else disclosed, digest(disclosed) if many else None)
+    return summary_of(
+        len(disclosed),
+        resource_types(disclosed),
+        None if many else disclosed,
+        digest(disclosed) if many else None,
+    )
 
 
-def summary_of(count: int, types: Sequence[str], lines: Sequence[str] | None,
-               sha256: str | None) -> dict[str, Any]:
+def summary_of(
+    count: int, types: Sequence[str], lines: Sequence[str] | None, sha256: str | None
+) -> dict[str, Any]:
     """The same fields from a disclosure already counted, typed and (when it is more than
     ``LISTED``) digested elsewhere — by PostgreSQL, for a record read."""
     if count <= LISTED:
@@ -47,8 +52,12 @@ def summary_of(count: int, types: Sequence[str], lines: Sequence[str] | None,
         return {"disclosed": listed, "resource_types": list(types), "disclosed_count": count}
     if sha256 is None:
         raise ValueError(f"a disclosure of more than {LISTED} resources carries their digest")
-    return {"disclosed": [], "disclosed_count": count, "resource_types": list(types),
-            "disclosed_sha256": sha256}
+    return {
+        "disclosed": [],
+        "disclosed_count": count,
+        "resource_types": list(types),
+        "disclosed_sha256": sha256,
+    }
 
 
 def agrees(record: Mapping[str, Any], rebuilt: Sequence[str]) -> bool:

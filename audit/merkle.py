@@ -101,8 +101,14 @@ def consistency_proof(old: int, new: int, subtree: Subtree) -> list[bytes]:
     return proof
 
 
-def verify_inclusion(hasher: Hasher, index: int, size: int, leaf_hash: bytes,
-                     proof: Sequence[bytes], root_hash: bytes) -> bool:
+def verify_inclusion(
+    hasher: Hasher,
+    index: int,
+    size: int,
+    leaf_hash: bytes,
+    proof: Sequence[bytes],
+    root_hash: bytes,
+) -> bool:
     """RFC 9162 §2.1.3.2; a leaf hash of the wrong length never verifies."""
     if not 0 <= index < size or len(leaf_hash) != hasher.size:
         return False
@@ -123,8 +129,9 @@ def verify_inclusion(hasher: Hasher, index: int, size: int, leaf_hash: bytes,
     return sn == 0 and r == root_hash
 
 
-def verify_consistency(hasher: Hasher, size1: int, size2: int, proof: Sequence[bytes],
-                       root1: bytes, root2: bytes) -> bool:
+def verify_consistency(
+    hasher: Hasher, size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
+) -> bool:
     """RFC 9162 §2.1.4.2. Like transparency-dev/merkle, a proof from the empty tree is refused:
     it would prove nothing."""
     if size1 <= 0 or size2 < size1:

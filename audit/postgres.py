@@ -113,8 +113,10 @@ each extends the one before.';
 # Never edit, reorder or remove a released step; a change is a new step at the end.
 BASELINE_TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads")
 MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("baseline: log, Merkle nodes, tree, signed heads, append-only triggers, append function",
-     SCHEMA + _triggers() + _APPEND_FUNCTION),
+    (
+        "baseline: log, Merkle nodes, tree, signed heads, append-only triggers, append function",
+        SCHEMA + _triggers() + _APPEND_FUNCTION,
+    ),
     ("comments on what each audit table holds", _COMMENTS),
 )
 
@@ -127,8 +129,10 @@ def chain_link(previous: bytes, text: str) -> bytes:
     return hashlib.sha256(previous + text.encode()).digest()
 
 
-_APPEND_CALL = ("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-                "$14, $15, $16, $17, $18, $19)")
+_APPEND_CALL = (
+    "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+    "$14, $15, $16, $17, $18, $19)"
+)
 
 
 class AuditWriteError(AuditError):
@@ -181,12 +185,15 @@ class AuditStore:
 
     async def _load_state(self) -> tuple[Frontier, bytes]:
         tree = await self.pool.fetchrow(
-            "SELECT size, frontier, chain_head FROM audit_tree WHERE id = 1")
-        return Frontier(tree["size"], [bytes(h) for h in tree["frontier"]]), \
-            bytes(tree["chain_head"])
+            "SELECT size, frontier, chain_head FROM audit_tree WHERE id = 1"
+        )
+        return Frontier(tree["size"], [bytes(h) for h in tree["frontier"]]), bytes(
+            tree["chain_head"]
+        )
 
-    def _compute(self, batch: Sequence[tuple[dict[str, Any], datetime]], frontier: Frontier,
-                 chain: bytes) -> tuple[list[Any], list[int], tuple[Frontier, bytes]]:
+    def _compute(
+        self, batch: Sequence[tuple[dict[str, Any], datetime]], frontier: Frontier, chain: bytes
+    ) -> tuple[list[Any], list[int], tuple[Frontier, bytes]]:
         frontier = Frontier(frontier.size, list(frontier.hashes))
         expected = frontier.size
         cols: list[list[Any]] = [[] for _ in range(12)]
@@ -199,52 +206,79 @@ class AuditStore:
             chain = chain_link(chain, text)
             nodes += frontier.append(leaf, self.hasher)
             patient = record.get("patient_id")
-            row = (seq, recorded_at, UUID(patient) if patient else None, record.get("person"),
-                   record.get("institution"), record["action"], record.get("decision"),
-                   record.get("purpose"), bool(record.get("break_glass")), text, leaf, chain)
+            row = (
+                seq,
+                recorded_at,
+                UUID(patient) if patient else None,
+                record.get("person"),
+                record.get("institution"),
+                record["action"],
+                record.get("decision"),
+                record.get("purpose"),
+                bool(record.get("break_glass")),
+                text,
+                leaf,
+                chain,
+            )
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
             seqs.append(seq)
-        args = [expected, *cols, [n[0] for n in nodes], [n[1] for n in nodes],
-                [n[2] for n in nodes], frontier.size, frontier.hashes, chain]
+        args = [
+            expected,
+            *cols,
+            [n[0] for n in nodes],
+            [n[1] for n in nodes],
+            [n[2] for n in nodes],
+            frontier.size,
+            frontier.hashes,
+            chain,
+        ]
         return args, seqs, (frontier, chain)
 
     # The tree ---------------------------------------------------------------------------------
 
     async def tree(self, conn: asyncpg.Connection | None = None) -> TreeState:
         row = await (conn or self.pool).fetchrow(
-            "SELECT size, frontier FROM audit_tree WHERE id = 1")
+            "SELECT size, frontier FROM audit_tree WHERE id = 1"
+        )
         frontier = Frontier(row["size"], [bytes(h) for h in row["frontier"]])
         return TreeState(frontier.size, frontier.root(self.hasher))
 
-    async def _subtree_source(self, conn: asyncpg.Connection,
-                              ranges: Sequence[tuple[int, int]]) -> Callable[[int, int], bytes]:
+    async def _subtree_source(
+        self, conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]]
+    ) -> Callable[[int, int], bytes]:
         """One query for every node the given leaf ranges need; a lookup for each range."""
         pieces = {p for start, end in ranges for p in perfect_pieces(start, end)}
         leaves = [idx for level, idx in pieces if level == 0]
         inner = [(level, idx) for level, idx in pieces if level > 0]
         known: dict[tuple[int, int], bytes] = {}
-        for r in await conn.fetch("SELECT seq, leaf_hash FROM audit_log WHERE seq = ANY($1)",
-                                  leaves):
+        for r in await conn.fetch(
+            "SELECT seq, leaf_hash FROM audit_log WHERE seq = ANY($1)", leaves
+        ):
             known[(0, r["seq"])] = bytes(r["leaf_hash"])
         if inner:
             for r in await conn.fetch(
                 "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN "
                 "(SELECT * FROM unnest($1::smallint[], $2::bigint[]))",
-                [lv for lv, _ in inner], [i for _, i in inner]):
+                [lv for lv, _ in inner],
+                [i for _, i in inner],
+            ):
                 known[(r["level"], r["idx"])] = bytes(r["hash"])
 
         def subtree(start: int, end: int) -> bytes:
             return fold([known[p] for p in perfect_pieces(start, end)], self.hasher)
+
         return subtree
 
-    async def _proof(self, conn: asyncpg.Connection, make: Callable[..., list[bytes]],
-                     *args: int) -> list[bytes]:
+    async def _proof(
+        self, conn: asyncpg.Connection, make: Callable[..., list[bytes]], *args: int
+    ) -> list[bytes]:
         asked: list[tuple[int, int]] = []
 
         def record(start: int, end: int) -> bytes:
             asked.append((start, end))
             return b"\x00" * self.hasher.size
+
         make(*args, record)  # the shape of a proof does not depend on hash values
         return make(*args, await self._subtree_source(conn, asked))
 
@@ -262,28 +296,38 @@ class AuditStore:
 
     async def last_head(self) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            "SELECT size, root, note, signed_at FROM audit_heads ORDER BY size DESC LIMIT 1")
+            "SELECT size, root, note, signed_at FROM audit_heads ORDER BY size DESC LIMIT 1"
+        )
 
-    async def record_head(self, make_note: Callable[[int, bytes], str],
-                          signed_at: datetime) -> str | None:
+    async def record_head(
+        self, make_note: Callable[[int, bytes], str], signed_at: datetime
+    ) -> str | None:
         """Sign the current tree if it grew, after proving it extends the last signed head."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-audit-head'))")
             state = await self.tree(conn)
             last = await conn.fetchrow(
-                "SELECT size, root FROM audit_heads ORDER BY size DESC LIMIT 1")
+                "SELECT size, root FROM audit_heads ORDER BY size DESC LIMIT 1"
+            )
             if state.size == 0 or (last is not None and last["size"] >= state.size):
                 return None
             if last is not None:
                 proof = await self._proof(conn, consistency_proof, last["size"], state.size)
-                if not verify_consistency(self.hasher, last["size"], state.size, proof,
-                                          bytes(last["root"]), state.root):
+                if not verify_consistency(
+                    self.hasher, last["size"], state.size, proof, bytes(last["root"]), state.root
+                ):
                     raise AuditIntegrityError(
                         f"the audit tree at size {state.size} does not extend the signed head "
-                        f"at size {last['size']}; no head is signed: run `hie audit verify`")
+                        f"at size {last['size']}; no head is signed: run `hie audit verify`"
+                    )
             note = make_note(state.size, state.root)
-            await conn.execute("INSERT INTO audit_heads VALUES ($1, $2, $3, $4)",
-                               state.size, state.root, note, signed_at)
+            await conn.execute(
+                "INSERT INTO audit_heads VALUES ($1, $2, $3, $4)",
+                state.size,
+                state.root,
+                note,
+                signed_at,
+            )
             return note
 
     # Reading ----------------------------------------------------------------------------------
@@ -291,36 +335,54 @@ class AuditStore:
     async def search(self, query: Query) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
         """(total matching, one page of (seq, record)) in log order."""
         total = await self.pool.fetchval(
-            f"SELECT count(*) FROM audit_log WHERE {query.where}", *query.args)
+            f"SELECT count(*) FROM audit_log WHERE {query.where}", *query.args
+        )
         n = len(query.args)
         rows = await self.pool.fetch(
             f"SELECT seq, record_text FROM audit_log WHERE {query.where} "
-            f"ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}", *query.args, query.count, query.offset)
+            f"ORDER BY seq LIMIT ${n + 1} OFFSET ${n + 2}",
+            *query.args,
+            query.count,
+            query.offset,
+        )
         return int(total), [(r["seq"], json.loads(r["record_text"])) for r in rows]
 
-    async def records_of(self, *, person: str | None, token_id: str | None, start: datetime,
-                         end: datetime) -> list[dict[str, Any]]:
+    async def records_of(
+        self, *, person: str | None, token_id: str | None, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
         """What one person (or one token) was given in a window: the breach-scope question."""
         rows = await self.pool.fetch(
             "SELECT record_text FROM audit_log WHERE recorded_at >= $1 AND recorded_at < $2 "
             "AND ($3::text IS NULL OR person = $3) "
             "AND ($4::text IS NULL OR record_text::jsonb->>'token_id' = $4) ORDER BY seq",
-            start, end, person, token_id)
+            start,
+            end,
+            person,
+            token_id,
+        )
         return [json.loads(r["record_text"]) for r in rows]
 
     async def alerts(self, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
         """Records that raised an alert, newest first."""
         rows = await self.pool.fetch(
             "SELECT seq, recorded_at, record_text FROM audit_log "
-            "WHERE record_text::jsonb->>'alert' IS NOT NULL ORDER BY seq DESC LIMIT $1", limit)
-        return [(r["seq"], {**json.loads(r["record_text"]),
-                            "recorded_at": r["recorded_at"].isoformat()}) for r in rows]
+            "WHERE record_text::jsonb->>'alert' IS NOT NULL ORDER BY seq DESC LIMIT $1",
+            limit,
+        )
+        return [
+            (
+                r["seq"],
+                {**json.loads(r["record_text"]), "recorded_at": r["recorded_at"].isoformat()},
+            )
+            for r in rows
+        ]
 
     async def unreviewed_break_glass(self) -> list[tuple[int, dict[str, Any]]]:
         rows = await self.pool.fetch(
             "SELECT seq, record_text FROM audit_log WHERE action = 'break-glass' "
             "AND decision = 'permit' AND seq NOT IN (SELECT (record_text::jsonb->>'reviewed_seq')"
-            "::bigint FROM audit_log WHERE action = 'break-glass.review') ORDER BY seq")
+            "::bigint FROM audit_log WHERE action = 'break-glass.review') ORDER BY seq"
+        )
         return [(r["seq"], json.loads(r["record_text"])) for r in rows]
 
     async def record(self, seq: int) -> dict[str, Any] | None:

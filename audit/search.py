@@ -18,8 +18,18 @@ from domain.errors import AuditError
 MAX_COUNT = 1000
 _PREFIXES = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "eq": "="}
 _OUTCOMES = {"0": ("permit", "accepted"), "4": ("deny", "rejected")}
-KNOWN = {"patient", "agent", "institution", "date", "outcome", "purpose", "subtype",
-         "break-glass", "_count", "_offset"}
+KNOWN = {
+    "patient",
+    "agent",
+    "institution",
+    "date",
+    "outcome",
+    "purpose",
+    "subtype",
+    "break-glass",
+    "_count",
+    "_offset",
+}
 
 
 class SearchError(AuditError, ValueError):
@@ -50,8 +60,11 @@ def _instant(text: str, upper: bool) -> datetime:
             return datetime.combine(day, time.max if upper else time.min, UTC)
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise SearchError("search.date", "date takes YYYY-MM-DD or a full instant with an "
-                          "offset, after an optional ge/gt/le/lt/eq prefix") from None
+        raise SearchError(
+            "search.date",
+            "date takes YYYY-MM-DD or a full instant with an "
+            "offset, after an optional ge/gt/le/lt/eq prefix",
+        ) from None
     if moment.tzinfo is None:
         raise SearchError("search.date", "a date-time in a search needs a timezone offset")
     return moment
@@ -68,8 +81,12 @@ def parse_search(params: Mapping[str, Sequence[str]], *, with_paging: bool = Tru
             q.add("patient_id = {}", UUID(value.removeprefix("Patient/")))
         except ValueError:
             raise SearchError("search.patient", "patient takes a patient id") from None
-    for name, column in (("agent", "person"), ("institution", "institution"),
-                         ("purpose", "purpose"), ("subtype", "action")):
+    for name, column in (
+        ("agent", "person"),
+        ("institution", "institution"),
+        ("purpose", "purpose"),
+        ("subtype", "action"),
+    ):
         for value in params.get(name, []):
             q.add(f"{column} = {{}}", value)
     for value in params.get("date", []):
@@ -79,7 +96,10 @@ def parse_search(params: Mapping[str, Sequence[str]], *, with_paging: bool = Tru
             q.add("recorded_at >= {}", _instant(text, upper=False))
             q.add("recorded_at <= {}", _instant(text, upper=True))
         else:
-            q.add(f"recorded_at {_PREFIXES[prefix]} {{}}", _instant(text, upper=prefix in ("le", "gt")))
+            q.add(
+                f"recorded_at {_PREFIXES[prefix]} {{}}",
+                _instant(text, upper=prefix in ("le", "gt")),
+            )
     for value in params.get("outcome", []):
         if value not in _OUTCOMES:
             raise SearchError("search.outcome", "outcome takes 0 (success) or 4 (refused)")

@@ -52,22 +52,28 @@ class LogVerifier:
             return False
         expected = self.frontier.size
         if seq != expected:
-            self._find("audit.record_missing",
-                       f"record {expected} is missing: the next stored record is {seq}", expected)
+            self._find(
+                "audit.record_missing",
+                f"record {expected} is missing: the next stored record is {seq}",
+                expected,
+            )
             return False
         data = text.encode()
         leaf = SHA256.leaf_hash(data)
         if leaf != leaf_hash:
-            self._find("audit.record_changed", f"record {seq} was changed after it was written",
-                       seq)
+            self._find(
+                "audit.record_changed", f"record {seq} was changed after it was written", seq
+            )
             return False
         self.chain = chain_link(self.chain, text)
         # The record names its own place (canonical JSON: '"seq":N' then ',' or the end).
         in_place = f'"seq":{seq},' in text or text.endswith(f'"seq":{seq}}}')
         if self.chain != chain_hash or not in_place:
-            self._find("audit.record_moved",
-                       f"record {seq} is not the record written at that place (reordered or "
-                       "replaced)", seq)
+            self._find(
+                "audit.record_moved",
+                f"record {seq} is not the record written at that place (reordered or replaced)",
+                seq,
+            )
             return False
         self.frontier.append(leaf, SHA256)
         self.report.records += 1
@@ -75,9 +81,12 @@ class LogVerifier:
         if root is not None:
             self.report.heads_checked += 1
             if self.frontier.root(SHA256) != root:
-                self._find("audit.head_mismatch",
-                           f"the records up to {seq} do not match the head signed at size "
-                           f"{self.frontier.size}", seq)
+                self._find(
+                    "audit.head_mismatch",
+                    f"the records up to {seq} do not match the head signed at size "
+                    f"{self.frontier.size}",
+                    seq,
+                )
                 return False
         return True
 
@@ -87,7 +96,10 @@ class LogVerifier:
             beyond = sorted(s for s in self.heads if s > size)
             if beyond or tree_size > size:
                 claimed = max([tree_size, *beyond])
-                self._find("audit.truncated",
-                           f"the log holds {size} records but {claimed} were written "
-                           f"({'a signed head' if beyond else 'the tree state'} says so)", size)
+                self._find(
+                    "audit.truncated",
+                    f"the log holds {size} records but {claimed} were written "
+                    f"({'a signed head' if beyond else 'the tree state'} says so)",
+                    size,
+                )
         return self.report

@@ -22,7 +22,8 @@ class AuditWriter:
     def __init__(self, store: AuditStore) -> None:
         self.store = store
         self._queue: asyncio.Queue[tuple[dict[str, Any], datetime, asyncio.Future[int]]] = (
-            asyncio.Queue())
+            asyncio.Queue()
+        )
         self._task: asyncio.Task[None] | None = None
 
     async def append(self, record: dict[str, Any], recorded_at: datetime) -> int:
@@ -42,8 +43,11 @@ class AuditWriter:
             try:
                 seqs = await self.store.append_many([(r, at) for r, at, _ in batch])
             except Exception as exc:  # every waiter learns its record was not written
-                failure = exc if isinstance(exc, AuditWriteError) else AuditWriteError(
-                    "the audit record could not be written")
+                failure = (
+                    exc
+                    if isinstance(exc, AuditWriteError)
+                    else AuditWriteError("the audit record could not be written")
+                )
                 for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(failure)

@@ -38,12 +38,24 @@ from exchange.servers.embedded import EmbeddedPostgres
 
 def record(n: int) -> dict[str, object]:
     """A read decision of realistic size (~600 bytes of canonical JSON)."""
-    return {"action": "read", "request_id": f"{n:032x}", "route": "/fhir/Patient/x/$everything",
-            "person": f"doctor-{n % 97}", "role": "physician", "institution": "county-hospital",
-            "token_id": f"{n % 5000:016x}", "patient_id": None, "purpose": "TREAT",
-            "decision": "permit", "reasons": [{"code": "consent.permit", "message": "ok"}],
-            "legal_basis": f"consent:{n:032x}", "break_glass": False, "obligations": [],
-            "disclosed": [f"Observation/{n:032x}", f"Condition/{n:032x}"], "source": "127.0.0.1"}
+    return {
+        "action": "read",
+        "request_id": f"{n:032x}",
+        "route": "/fhir/Patient/x/$everything",
+        "person": f"doctor-{n % 97}",
+        "role": "physician",
+        "institution": "county-hospital",
+        "token_id": f"{n % 5000:016x}",
+        "patient_id": None,
+        "purpose": "TREAT",
+        "decision": "permit",
+        "reasons": [{"code": "consent.permit", "message": "ok"}],
+        "legal_basis": f"consent:{n:032x}",
+        "break_glass": False,
+        "obligations": [],
+        "disclosed": [f"Observation/{n:032x}", f"Condition/{n:032x}"],
+        "source": "127.0.0.1",
+    }
 
 
 def raw_rates(sample: bytes) -> dict[str, float]:
@@ -63,8 +75,11 @@ def raw_rates(sample: bytes) -> dict[str, float]:
     for _ in range(2000):
         key.sign(sample)
     sign = 2000 / (time.perf_counter() - t)
-    return {"raw_sha256_per_s": sha, "raw_ed25519_verify_per_s": verify,
-            "raw_ed25519_sign_per_s": sign}
+    return {
+        "raw_sha256_per_s": sha,
+        "raw_ed25519_verify_per_s": verify,
+        "raw_ed25519_sign_per_s": sign,
+    }
 
 
 async def durable_appends(writer: AuditWriter, seconds: float, writers: int) -> float:
@@ -78,6 +93,7 @@ async def durable_appends(writer: AuditWriter, seconds: float, writers: int) -> 
             await writer.append(record(n), datetime.now(UTC))
             done += 1
             n += writers
+
     t = time.perf_counter()
     await asyncio.gather(*(one(w) for w in range(writers)))
     return done / (time.perf_counter() - t)
@@ -110,8 +126,10 @@ async def raw_row_read(pool: asyncpg.Pool) -> float:
     async with pool.acquire() as conn, conn.transaction():
         t = time.perf_counter()
         n = 0
-        async for _ in conn.cursor("SELECT seq, record_text, leaf_hash, chain_hash FROM audit_log"
-                                   " ORDER BY seq", prefetch=20_000):
+        async for _ in conn.cursor(
+            "SELECT seq, record_text, leaf_hash, chain_hash FROM audit_log ORDER BY seq",
+            prefetch=20_000,
+        ):
             n += 1
     return n / (time.perf_counter() - t)
 
@@ -131,32 +149,45 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         store = AuditStore(pool)
         writer = AuditWriter(store)
         out: dict[str, float] = raw_rates(json.dumps(record(1)).encode())
-        print(f"raw: sha256 {out['raw_sha256_per_s']:,.0f}/s, ed25519 verify "
-              f"{out['raw_ed25519_verify_per_s']:,.0f}/s, sign {out['raw_ed25519_sign_per_s']:,.0f}/s",
-              flush=True)
+        print(
+            f"raw: sha256 {out['raw_sha256_per_s']:,.0f}/s, ed25519 verify "
+            f"{out['raw_ed25519_verify_per_s']:,.0f}/s, sign {out['raw_ed25519_sign_per_s']:,.0f}/s",
+            flush=True,
+        )
         out["append_per_s"] = await durable_appends(writer, args.append_seconds, args.writers)
         await writer.close()
-        print(f"durable group-committed appends, {args.writers} concurrent writers: "
-              f"{out['append_per_s']:,.0f}/s", flush=True)
+        print(
+            f"durable group-committed appends, {args.writers} concurrent writers: "
+            f"{out['append_per_s']:,.0f}/s",
+            flush=True,
+        )
         out["fill_s"] = await fill(store, args.records)
         signer = HeadSigner("bench", os.urandom(32))
         await store.record_head(signer.note, datetime.now(UTC))
-        print(f"filled to {args.records:,} records in {out['fill_s']:.1f} s (bulk batches "
-              "of 5,000)", flush=True)
+        print(
+            f"filled to {args.records:,} records in {out['fill_s']:.1f} s (bulk batches of 5,000)",
+            flush=True,
+        )
         out["inclusion_proof_ms"], out["consistency_proof_ms"] = await proof_times(
-            store, args.records)
+            store, args.records
+        )
         out["proof_ms"] = max(out["inclusion_proof_ms"], out["consistency_proof_ms"])
-        print(f"proofs at size {args.records:,}: inclusion {out['inclusion_proof_ms']:.2f} ms, "
-              f"consistency {out['consistency_proof_ms']:.2f} ms (median)", flush=True)
+        print(
+            f"proofs at size {args.records:,}: inclusion {out['inclusion_proof_ms']:.2f} ms, "
+            f"consistency {out['consistency_proof_ms']:.2f} ms (median)",
+            flush=True,
+        )
         out["raw_row_read_per_s"] = await raw_row_read(pool)
         print(f"raw row read: {out['raw_row_read_per_s']:,.0f} rows/s", flush=True)
         t = time.perf_counter()
         report = await verify_log(pool, signer)
         out["verify_1m_s"] = (time.perf_counter() - t) * 1_000_000 / max(report.records, 1)
         assert report.ok, report.findings[:1]
-        print(f"verify: {report.records:,} records and {report.heads_checked} head in "
-              f"{time.perf_counter() - t:.1f} s (scaled to 1M: {out['verify_1m_s']:.1f} s)",
-              flush=True)
+        print(
+            f"verify: {report.records:,} records and {report.heads_checked} head in "
+            f"{time.perf_counter() - t:.1f} s (scaled to 1M: {out['verify_1m_s']:.1f} s)",
+            flush=True,
+        )
         await pool.close()
         return out
     finally:

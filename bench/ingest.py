@@ -32,25 +32,25 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Any
 
-import asyncpg  # noqa: E402
-import nats  # noqa: E402
-import psutil  # noqa: E402
+import asyncpg
+import nats
+import psutil
 
-from adapters.envelope import new_private_key, private_key_pem, public_key_b64  # noqa: E402
-from bench.cleanup import drop_what_the_run_made  # noqa: E402
-from bench.ingest_county import read_envelopes, write_envelopes  # noqa: E402
-from bench.ingest_load import (  # noqa: E402
+from adapters.envelope import new_private_key, private_key_pem, public_key_b64
+from bench.cleanup import drop_what_the_run_made
+from bench.ingest_county import read_envelopes, write_envelopes
+from bench.ingest_load import (
     Receipts,
     Rss,
     autovacuum_done,
@@ -59,16 +59,16 @@ from bench.ingest_load import (  # noqa: E402
     publisher_main,
     wait_visible,
 )
-from bench.ingest_raw import raw_copy, raw_jetstream, raw_ledger_limit  # noqa: E402
-from bench.ingest_report import build_figures, print_report  # noqa: E402
+from bench.ingest_raw import raw_copy, raw_jetstream, raw_ledger_limit
+from bench.ingest_report import build_figures, print_report
 
 ROOT = Path(__file__).resolve().parent.parent
 HIE = str(Path(sys.executable).with_name("hie"))
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from exchange.servers.embedded import EmbeddedServers
     from exchange.ingest.ledger import Ledger
+    from exchange.servers.embedded import EmbeddedServers
     from exchange.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="hie-bench-"))
@@ -85,8 +85,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await admin.execute(f'CREATE DATABASE "{consortium}"')
         await admin.close()
         db_url = f"{base}/{consortium}"
-        env = {**os.environ, "HIE_DATA_DIR": str(work / "data"), "HIE_CONSORTIUM": consortium,
-               "HIE_DATABASE_URL": db_url, "HIE_NATS_URL": nats_url, "HIE_HTTP_PORT": "0"}
+        env = {
+            **os.environ,
+            "HIE_DATA_DIR": str(work / "data"),
+            "HIE_CONSORTIUM": consortium,
+            "HIE_DATABASE_URL": db_url,
+            "HIE_NATS_URL": nats_url,
+            "HIE_HTTP_PORT": "0",
+        }
         settings = load_settings(env)  # generates the installation's secrets into the data dir
 
         # The county: institutions with their keys, residents shared out, envelopes signed.
@@ -94,35 +100,58 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         per_resident = 75
         residents = args.events // per_resident // len(institutions)
         keys = {inst: new_private_key() for inst in institutions}
-        print(f"building {args.events:,} events: {len(institutions)} institutions × "
-              f"{residents:,} residents × {per_resident} events, {args.per_submission} per "
-              "submission ...", flush=True)
+        print(
+            f"building {args.events:,} events: {len(institutions)} institutions × "
+            f"{residents:,} residents × {per_resident} events, {args.per_submission} per "
+            "submission ...",
+            flush=True,
+        )
         files, subs, events = {}, 0, 0
         for n, inst in enumerate(institutions):
             files[inst] = work / f"{inst}.envelopes"
             (work / f"{inst}.pem").write_bytes(private_key_pem(keys[inst]))
-            s, e = write_envelopes(files[inst], inst, keys[inst],
-                                   range(n * residents, (n + 1) * residents), per_resident,
-                                   args.per_submission)
+            s, e = write_envelopes(
+                files[inst],
+                inst,
+                keys[inst],
+                range(n * residents, (n + 1) * residents),
+                per_resident,
+                args.per_submission,
+            )
             subs, events = subs + s, events + e
         rate_sets: dict[str, list[bytes]] = {inst: [] for inst in institutions}
         for n, inst in enumerate(institutions):  # fresh residents for the fixed-rate phase
             path = work / f"{inst}.rate"
             first = 10**6 + n * 2000
-            write_envelopes(path, inst, keys[inst], range(first, first + 2000), per_resident,
-                            args.per_submission)
+            write_envelopes(
+                path,
+                inst,
+                keys[inst],
+                range(first, first + 2000),
+                per_resident,
+                args.per_submission,
+            )
             rate_sets[inst] = read_envelopes(path)
 
-        ledger = await asyncio.to_thread(Ledger, db_url, settings.secrets.ledger_cipher_key,
-                                         settings.secrets.pseudonym_key)
+        ledger = await asyncio.to_thread(
+            Ledger, db_url, settings.secrets.ledger_cipher_key, settings.secrets.pseudonym_key
+        )
         for inst in institutions:
-            await asyncio.to_thread(ledger.register_institution, inst, f"机构{inst}",
-                                    "township_health_centre", public_key_b64(keys[inst]))
+            await asyncio.to_thread(
+                ledger.register_institution,
+                inst,
+                f"机构{inst}",
+                "township_health_centre",
+                public_key_b64(keys[inst]),
+            )
         await asyncio.to_thread(ledger.close)
 
         # Raw figures first, on the same servers (their own scratch tables and stream).
-        sample_items = [i for data in read_envelopes(files[institutions[0]])[:200]
-                        for i in json.loads(data)["events"]]
+        sample_items = [
+            i
+            for data in read_envelopes(files[institutions[0]])[:200]
+            for i in json.loads(data)["events"]
+        ]
         sample_envs = read_envelopes(files[institutions[0]])[:500]
         print("raw figures ...", flush=True)
         ledger_limit = await asyncio.to_thread(raw_ledger_limit, db_url, sample_items)
@@ -131,8 +160,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
         # The exchange: `hie up` and its gateway processes.
         env["HIE_GATEWAY_PROCESSES"] = str(args.gateways)
-        procs.append(subprocess.Popen([HIE, "up"], env=env, cwd=work, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [HIE, "up"], env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        )
         line = b""
         while b"exchange ready" not in line:
             line = procs[0].stdout.readline()  # type: ignore[union-attr]
@@ -141,8 +173,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(2.0)
         up = psutil.Process(procs[0].pid)
         watched = {f"hie up (pid {up.pid})": up}
-        watched |= {f"hie gateway (pid {c.pid})": c for c in up.children()
-                    if "gateway" in " ".join(c.cmdline())}
+        watched |= {
+            f"hie gateway (pid {c.pid})": c
+            for c in up.children()
+            if "gateway" in " ".join(c.cmdline())
+        }
         if servers is not None:
             for name, server in (("postgres", servers.postgres), ("nats-server", servers.nats)):
                 if server.proc is not None:
@@ -160,32 +195,62 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         listener = await nats.connect(nats_url)
         await listener.subscribe(f"hie.{consortium}.receipt.*", cb=receipts.on_msg)
         start = time.monotonic()
-        publishers = [subprocess.Popen(
-            [sys.executable, __file__, "--publisher", str(files[inst]), "--nats-url", nats_url,
-             "--subject", f"hie.{consortium}.submit.{inst}"]) for inst in institutions]
+        publishers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--publisher",
+                    str(files[inst]),
+                    "--nats-url",
+                    nats_url,
+                    "--subject",
+                    f"hie.{consortium}.submit.{inst}",
+                ]
+            )
+            for inst in institutions
+        ]
         end = await wait_visible(pool, receipts, timeout=3600)
         await listener.close()
         for p in publishers:
             p.wait()
         elapsed = end - start
-        cpu = {n: cpu_seconds(p, n.startswith("server")) - cpu_before[n]
-               for n, p in watched.items() if p.is_running()}
+        cpu = {
+            n: cpu_seconds(p, n.startswith("server")) - cpu_before[n]
+            for n, p in watched.items()
+            if p.is_running()
+        }
 
         # Phase 2: a fixed offered rate, lag per submission, once PostgreSQL's autovacuum of
         # the tables phase 1 just filled is over (measured here: it overlaps the first seconds
         # of phase 2 and takes the lag p99 from ~0.08 s to ~0.3 s on two cores).
         settled = await autovacuum_done(pool, timeout=300)
-        print(f"phase 2: {args.rate:,} events/s offered for {args.rate_seconds} s (after "
-              f"{settled:.0f} s of autovacuum) ...", flush=True)
-        lags, to_receipt = await fixed_rate(nats_url, consortium, pool, rate_sets, args.rate,
-                                args.rate_seconds, args.per_submission)
+        print(
+            f"phase 2: {args.rate:,} events/s offered for {args.rate_seconds} s (after "
+            f"{settled:.0f} s of autovacuum) ...",
+            flush=True,
+        )
+        lags, to_receipt = await fixed_rate(
+            nats_url, consortium, pool, rate_sets, args.rate, args.rate_seconds, args.per_submission
+        )
         stop.set()
         await sampler
         await pool.close()
-        return build_figures(args, events=events, subs=subs, institutions=len(institutions),
-                             elapsed=elapsed, ledger_limit=ledger_limit, copy_rate=copy_rate,
-                             js_rates=js_rates, settled=settled, lags=lags,
-                             to_receipt=to_receipt, peak=rss.peak, cpu=cpu)
+        return build_figures(
+            args,
+            events=events,
+            subs=subs,
+            institutions=len(institutions),
+            elapsed=elapsed,
+            ledger_limit=ledger_limit,
+            copy_rate=copy_rate,
+            js_rates=js_rates,
+            settled=settled,
+            lags=lags,
+            to_receipt=to_receipt,
+            peak=rss.peak,
+            cpu=cpu,
+        )
     finally:
         for p in procs:
             p.terminate()

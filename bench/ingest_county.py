@@ -14,8 +14,12 @@ from adapters.envelope import build_envelope, encode
 from domain.resident_id import make_resident_id
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
-LOINC = [("8480-6", "收缩压", "mmHg", "mm[Hg]", 120), ("8462-4", "舒张压", "mmHg", "mm[Hg]", 80),
-         ("2345-7", "葡萄糖", "mmol/L", "mmol/L", 6), ("718-7", "血红蛋白", "g/L", "g/L", 130)]
+LOINC = [
+    ("8480-6", "收缩压", "mmHg", "mm[Hg]", 120),
+    ("8462-4", "舒张压", "mmHg", "mm[Hg]", 80),
+    ("2345-7", "葡萄糖", "mmol/L", "mmol/L", 6),
+    ("718-7", "血红蛋白", "g/L", "g/L", 130),
+]
 ICD = [("I10", "原发性高血压"), ("E11.9", "2型糖尿病"), ("J06.9", "急性上呼吸道感染")]
 
 
@@ -24,37 +28,79 @@ def resident_items(inst: str, n: int, count: int) -> list[dict[str, Any]]:
     results. Values are synthetic; the resident ID is a valid, made-up GB 11643 number."""
     rid = make_resident_id("341122", date(1950, 1, 1) + timedelta(days=n % 25000), n % 1000)
     ref = {"resident_id": rid, "mrn": f"{inst}-{n}"}
-    items: list[dict[str, Any]] = [{"source_id": f"{inst}-pat-{n}", "kind": "patient", "payload": {
-        "patient": ref, "name": "张" + "伟芳秀英敏静丽强磊军"[n % 10],
-        "gender": "female" if n % 2 else "male"}}]
+    items: list[dict[str, Any]] = [
+        {
+            "source_id": f"{inst}-pat-{n}",
+            "kind": "patient",
+            "payload": {
+                "patient": ref,
+                "name": "张" + "伟芳秀英敏静丽强磊军"[n % 10],
+                "gender": "female" if n % 2 else "male",
+            },
+        }
+    ]
     k = 0
     while len(items) < count:
         at = T0 + timedelta(days=k * 30, minutes=n % 600)
         if k % 10 == 0:
-            items.append({"source_id": f"{inst}-enc-{n}-{k}", "kind": "encounter", "payload": {
-                "patient": ref, "encounter_class": "outpatient", "status": "finished",
-                "start": at.isoformat(), "end": (at + timedelta(minutes=15)).isoformat(),
-                "department": "全科"}})
+            items.append(
+                {
+                    "source_id": f"{inst}-enc-{n}-{k}",
+                    "kind": "encounter",
+                    "payload": {
+                        "patient": ref,
+                        "encounter_class": "outpatient",
+                        "status": "finished",
+                        "start": at.isoformat(),
+                        "end": (at + timedelta(minutes=15)).isoformat(),
+                        "department": "全科",
+                    },
+                }
+            )
         elif k % 10 == 1:
             code, display = ICD[(n + k) % len(ICD)]
-            items.append({"source_id": f"{inst}-dx-{n}-{k}", "kind": "condition", "payload": {
-                "patient": ref, "code": {"system": "http://hl7.org/fhir/sid/icd-10",
-                                         "version": "国家临床版2.0", "code": code,
-                                         "display": display}}})
+            items.append(
+                {
+                    "source_id": f"{inst}-dx-{n}-{k}",
+                    "kind": "condition",
+                    "payload": {
+                        "patient": ref,
+                        "code": {
+                            "system": "http://hl7.org/fhir/sid/icd-10",
+                            "version": "国家临床版2.0",
+                            "code": code,
+                            "display": display,
+                        },
+                    },
+                }
+            )
         else:
             code, display, unit, ucum, base = LOINC[(n + k) % len(LOINC)]
-            items.append({"source_id": f"{inst}-obs-{n}-{k}", "kind": "observation", "payload": {
-                "patient": ref, "code": {"system": "http://loinc.org", "code": code,
-                                         "display": display},
-                "status": "final", "category": "laboratory", "effective": at.isoformat(),
-                "value_quantity": {"value": str(base + (n * 7 + k) % 40), "unit": unit,
-                                   "code": ucum}}})
+            items.append(
+                {
+                    "source_id": f"{inst}-obs-{n}-{k}",
+                    "kind": "observation",
+                    "payload": {
+                        "patient": ref,
+                        "code": {"system": "http://loinc.org", "code": code, "display": display},
+                        "status": "final",
+                        "category": "laboratory",
+                        "effective": at.isoformat(),
+                        "value_quantity": {
+                            "value": str(base + (n * 7 + k) % 40),
+                            "unit": unit,
+                            "code": ucum,
+                        },
+                    },
+                }
+            )
         k += 1
     return items
 
 
-def write_envelopes(path: Path, inst: str, key: Any, residents: range, per_resident: int,
-                    per_submission: int) -> tuple[int, int]:
+def write_envelopes(
+    path: Path, inst: str, key: Any, residents: range, per_resident: int, per_submission: int
+) -> tuple[int, int]:
     """Signed envelopes, length-prefixed, into one file; returns (submissions, events)."""
     subs = events = 0
     sent_at = datetime.now(UTC)
@@ -64,8 +110,9 @@ def write_envelopes(path: Path, inst: str, key: Any, residents: range, per_resid
             pending += resident_items(inst, n, per_resident)
             while len(pending) >= per_submission:
                 chunk, pending = pending[:per_submission], pending[per_submission:]
-                data = encode(build_envelope(institution=inst, items=chunk, key=key,
-                                             sent_at=sent_at))
+                data = encode(
+                    build_envelope(institution=inst, items=chunk, key=key, sent_at=sent_at)
+                )
                 out.write(struct.pack(">I", len(data)) + data)
                 subs, events = subs + 1, events + len(chunk)
         if pending:
@@ -88,6 +135,6 @@ def read_envelopes(path: Path) -> list[bytes]:
     out, i = [], 0
     while i < len(blob):
         (n,) = struct.unpack_from(">I", blob, i)
-        out.append(blob[i + 4:i + 4 + n])
+        out.append(blob[i + 4 : i + 4 + n])
         i += 4 + n
     return out

@@ -19,8 +19,9 @@ import psutil
 from bench.ingest_county import read_envelopes, submission_id
 
 
-async def publish_all(nats_url: str, subject: str, envelopes: list[bytes],
-                      window: int = 64) -> None:
+async def publish_all(
+    nats_url: str, subject: str, envelopes: list[bytes], window: int = 64
+) -> None:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     sem = asyncio.Semaphore(window)
@@ -111,21 +112,33 @@ async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -
     try:
         await asyncio.wait_for(receipts.all_in.wait(), timeout)
     except TimeoutError:
-        raise RuntimeError(f"only {receipts.accepted} submissions were accepted in time; "
-                           f"other receipts: {receipts.other[:3]}") from None
+        raise RuntimeError(
+            f"only {receipts.accepted} submissions were accepted in time; "
+            f"other receipts: {receipts.other[:3]}"
+        ) from None
     end = await pool.fetchval("SELECT max(notification_id) FROM ledger_events")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await pool.fetchval("SELECT position FROM projection_position "
-                               "WHERE name = 'patient_record'") >= end:
+        if (
+            await pool.fetchval(
+                "SELECT position FROM projection_position WHERE name = 'patient_record'"
+            )
+            >= end
+        ):
             return time.monotonic()
         await asyncio.sleep(0.005)
     raise RuntimeError("the projection did not catch up in time")
 
 
-async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
-                     envelopes: dict[str, list[bytes]], rate: float, seconds: float,
-                     per_submission: int) -> tuple[list[float], list[float]]:
+async def fixed_rate(
+    nats_url: str,
+    consortium: str,
+    pool: asyncpg.Pool,
+    envelopes: dict[str, list[bytes]],
+    rate: float,
+    seconds: float,
+    per_submission: int,
+) -> tuple[list[float], list[float]]:
     """Offer ``rate`` events/s for ``seconds``; per submission, publish → visible seconds,
     and publish → receipt (the gateway's share of it)."""
     nc = await nats.connect(nats_url)
@@ -144,8 +157,11 @@ async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
                 got_all.set()
 
     await nc.subscribe(f"hie.{consortium}.receipt.*", cb=on_receipt)
-    order = [(inst, data) for group in zip(*envelopes.values(), strict=False)
-             for inst, data in zip(envelopes, group, strict=True)]
+    order = [
+        (inst, data)
+        for group in zip(*envelopes.values(), strict=False)
+        for inst, data in zip(envelopes, group, strict=True)
+    ]
     total = min(len(order), int(rate * seconds / per_submission))
     order = order[:total]
     visible: dict[str, float] = {}
@@ -153,8 +169,9 @@ async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
 
     async def watch() -> None:
         while not done.is_set():
-            at = await pool.fetchval("SELECT position FROM projection_position "
-                                     "WHERE name = 'patient_record'")
+            at = await pool.fetchval(
+                "SELECT position FROM projection_position WHERE name = 'patient_record'"
+            )
             now = time.monotonic()
             for sid, pos in list(positions.items()):
                 if sid not in visible and pos <= at:
@@ -170,14 +187,17 @@ async def fixed_rate(nats_url: str, consortium: str, pool: asyncpg.Pool,
         await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
         sid = submission_id(data)
         published[sid] = time.monotonic()
-        await js.publish(f"hie.{consortium}.submit.{inst}", data,
-                         headers={"Nats-Msg-Id": sid}, timeout=30)
+        await js.publish(
+            f"hie.{consortium}.submit.{inst}", data, headers={"Nats-Msg-Id": sid}, timeout=30
+        )
     await asyncio.wait_for(got_all.wait(), 120)
     await asyncio.wait_for(done.wait(), 120)
     watcher.cancel()
     await nc.close()
-    return (sorted(visible[s] - published[s] for s in visible),
-            sorted(receipted[s] - published[s] for s in receipted))
+    return (
+        sorted(visible[s] - published[s] for s in visible),
+        sorted(receipted[s] - published[s] for s in receipted),
+    )
 
 
 async def autovacuum_done(pool: asyncpg.Pool, timeout: float) -> float:
@@ -187,7 +207,8 @@ async def autovacuum_done(pool: asyncpg.Pool, timeout: float) -> float:
     while time.monotonic() - start < timeout:
         busy = await pool.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
-            "AND datname = current_database()")
+            "AND datname = current_database()"
+        )
         now = time.monotonic()
         if busy:
             quiet_since = now

@@ -36,7 +36,7 @@ def raw_ledger_limit(database_url: str, items: list[dict[str, Any]]) -> float:
     try:
         t = time.perf_counter()
         for i in range(0, len(items), 100):
-            app.save(*[Fact(item) for item in items[i:i + 100]])
+            app.save(*[Fact(item) for item in items[i : i + 100]])
         return len(items) / (time.perf_counter() - t)
     finally:
         app.close()
@@ -44,6 +44,7 @@ def raw_ledger_limit(database_url: str, items: list[dict[str, Any]]) -> float:
 
 def base64_key() -> str:
     import base64
+
     return base64.b64encode(pysecrets.token_bytes(32)).decode()
 
 
@@ -55,15 +56,16 @@ async def raw_copy(database_url: str, items: list[dict[str, Any]]) -> float:
         t = time.perf_counter()
         for i in range(0, len(rows), 1000):
             async with conn.transaction():
-                await conn.copy_records_to_table("raw_copy", records=rows[i:i + 1000])
+                await conn.copy_records_to_table("raw_copy", records=rows[i : i + 1000])
         return len(rows) / (time.perf_counter() - t)
     finally:
         await conn.execute("DROP TABLE IF EXISTS raw_copy")
         await conn.close()
 
 
-async def raw_jetstream(nats_url: str, envelopes: list[bytes],
-                        events_each: float) -> dict[str, float]:
+async def raw_jetstream(
+    nats_url: str, envelopes: list[bytes], events_each: float
+) -> dict[str, float]:
     """Publish the envelopes to a scratch stream and fetch+ack them back: events/s each way."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -81,8 +83,10 @@ async def raw_jetstream(nats_url: str, envelopes: list[bytes],
                 await msg.ack()
                 got += 1
         fetched = got / (time.perf_counter() - t)
-        return {"publish_events_per_s": published * events_each,
-                "fetch_ack_events_per_s": fetched * events_each}
+        return {
+            "publish_events_per_s": published * events_each,
+            "fetch_ack_events_per_s": fetched * events_each,
+        }
     finally:
         await js.delete_stream(name)
         await nc.close()

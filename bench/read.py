@@ -47,24 +47,24 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from datetime import UTC, datetime, timedelta  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import asyncpg  # noqa: E402
-import psutil  # noqa: E402
+import asyncpg
+import psutil
 
-from adapters.envelope import new_private_key, public_key_b64  # noqa: E402
-from bench.cleanup import drop_what_the_run_made  # noqa: E402
-from bench.read_county import (  # noqa: E402
+from adapters.envelope import new_private_key, public_key_b64
+from bench.cleanup import drop_what_the_run_made
+from bench.read_county import (
     INSTITUTIONS,
     READER,
     county_items,
@@ -73,18 +73,18 @@ from bench.read_county import (  # noqa: E402
     seed,
     settle,
 )
-from bench.read_load import Processes, drive, peak_rss_mb, start_hie_up  # noqa: E402
-from bench.read_raw import hello_server_main, raw_postgres  # noqa: E402
-from bench.read_report import build_figures, print_report  # noqa: E402
+from bench.read_load import Processes, drive, peak_rss_mb, start_hie_up
+from bench.read_raw import hello_server_main, raw_postgres
+from bench.read_report import build_figures, print_report
 
 INTERRUPTED: list[bool] = []  # set by Ctrl-C or SIGTERM: whatever fails next is not news
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    from exchange.servers.embedded import EmbeddedServers
-    from exchange.ingest.ledger import Ledger
-    from exchange.settings import load_settings
     from exchange.auth.tokens import TokenIssuer
+    from exchange.ingest.ledger import Ledger
+    from exchange.servers.embedded import EmbeddedServers
+    from exchange.settings import load_settings
 
     task = asyncio.current_task()
     assert task is not None
@@ -92,6 +92,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     def interrupt() -> None:
         INTERRUPTED.append(True)
         task.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, interrupt)
     work = Path(tempfile.mkdtemp(prefix="hie-read-bench-"))
@@ -109,19 +110,27 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         admin = await asyncpg.connect(f"{base}/postgres")
         await admin.execute(f'CREATE DATABASE "{consortium}"')
         await admin.close()
-        env = {**os.environ, "HIE_DATA_DIR": str(work / "data"), "HIE_CONSORTIUM": consortium,
-               "HIE_DATABASE_URL": db_url, "HIE_NATS_URL": nats_url, "HIE_HTTP_PORT": "0",
-               "HIE_GATEWAY_PROCESSES": "0"}
+        env = {
+            **os.environ,
+            "HIE_DATA_DIR": str(work / "data"),
+            "HIE_CONSORTIUM": consortium,
+            "HIE_DATABASE_URL": db_url,
+            "HIE_NATS_URL": nats_url,
+            "HIE_HTTP_PORT": "0",
+            "HIE_GATEWAY_PROCESSES": "0",
+        }
         settings = load_settings(env)  # generates the installation's secrets into the data dir
 
         # The consortium: four institutions with their keys, registered in the ledger.
         keys = {code: new_private_key() for code, _, _ in INSTITUTIONS}
-        ledger = await asyncio.to_thread(Ledger, db_url, settings.secrets.ledger_cipher_key,
-                                         settings.secrets.pseudonym_key)
+        ledger = await asyncio.to_thread(
+            Ledger, db_url, settings.secrets.ledger_cipher_key, settings.secrets.pseudonym_key
+        )
         try:
             for code, name, level in INSTITUTIONS:
-                await asyncio.to_thread(ledger.register_institution, code, name, level,
-                                        public_key_b64(keys[code]))
+                await asyncio.to_thread(
+                    ledger.register_institution, code, name, level, public_key_b64(keys[code])
+                )
             patient_ids = [ledger.patient_id(resident_id(n)) for n in range(args.patients)]
         finally:
             await asyncio.to_thread(ledger.close)
@@ -138,9 +147,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     watched[name] = psutil.Process(server.proc.pid)
         items = county_items(args.patients, args.entries, datetime.now(UTC))
         total_items = sum(len(v) for v in items.values())
-        print(f"seeding {args.patients} patients × {args.entries} entries over "
-              f"{len(INSTITUTIONS)} institutions ({total_items:,} items) through NATS ...",
-              flush=True)
+        print(
+            f"seeding {args.patients} patients × {args.entries} entries over "
+            f"{len(INSTITUTIONS)} institutions ({total_items:,} items) through NATS ...",
+            flush=True,
+        )
         started = time.monotonic()
         submissions = await seed(nats_url, consortium, keys, items, args.per_submission)
         await projection_caught_up(db_url, timeout=600)
@@ -149,58 +160,112 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
         # The reading physician, and what each patient's answer must hold.
         token, _ = TokenIssuer(settings.secrets.token_key).issue(
-            person="bench-doctor-chen", institution=READER, role="physician",
-            now=datetime.now(UTC), ttl=timedelta(hours=8))
+            person="bench-doctor-chen",
+            institution=READER,
+            role="physician",
+            now=datetime.now(UTC),
+            ttl=timedelta(hours=8),
+        )
         host, port = http_url.removeprefix("http://").rsplit(":", 1)
         expected = 1 + args.entries  # the Patient and every entry
         seconds = args.seconds
         flat_seconds = args.flat_seconds or max(1.0, seconds / 2)
         phases: list[dict[str, Any]] = [
             {"name": "verify", "kind": "verify"},
-            {"name": "rate", "kind": "rate", "rate": args.rate, "seconds": seconds,
-             "connections": args.rate_connections},
-            *({"name": f"flat-{c}", "kind": "flat", "connections": c,
-               "seconds": flat_seconds, "warmup": min(1.0, flat_seconds / 3)}
-              for c in args.connections)]
-        config = {"host": host, "port": int(port), "seed": 7, "check_every": args.check_every,
-                  "headers": {"Authorization": f"Bearer {token}", "X-Purpose-Of-Use": "TREAT",
-                              "Accept": "application/fhir+json"},
-                  "requests": [[f"/fhir/Patient/{pid}/$everything", expected]
-                               for pid in patient_ids],
-                  "phases": phases}
-        print(f"load: verify every patient, then {args.rate}/s for {seconds:g} s, then flat out "
-              f"on {', '.join(map(str, args.connections))} connections ({flat_seconds:g} s each)"
-              " ...", flush=True)
+            {
+                "name": "rate",
+                "kind": "rate",
+                "rate": args.rate,
+                "seconds": seconds,
+                "connections": args.rate_connections,
+            },
+            *(
+                {
+                    "name": f"flat-{c}",
+                    "kind": "flat",
+                    "connections": c,
+                    "seconds": flat_seconds,
+                    "warmup": min(1.0, flat_seconds / 3),
+                }
+                for c in args.connections
+            ),
+        ]
+        config = {
+            "host": host,
+            "port": int(port),
+            "seed": 7,
+            "check_every": args.check_every,
+            "headers": {
+                "Authorization": f"Bearer {token}",
+                "X-Purpose-Of-Use": "TREAT",
+                "Accept": "application/fhir+json",
+            },
+            "requests": [[f"/fhir/Patient/{pid}/$everything", expected] for pid in patient_ids],
+            "phases": phases,
+        }
+        print(
+            f"load: verify every patient, then {args.rate}/s for {seconds:g} s, then flat out "
+            f"on {', '.join(map(str, args.connections))} connections ({flat_seconds:g} s each)"
+            " ...",
+            flush=True,
+        )
         rss: dict[str, float] = {}
         results = await drive(config, watched, procs, rss)
         verify = results["verify"]
         if verify["errors"]:
-            raise RuntimeError(f"the exchange did not answer every patient with their whole "
-                               f"record: {verify['error_kinds']}")
+            raise RuntimeError(
+                f"the exchange did not answer every patient with their whole "
+                f"record: {verify['error_kinds']}"
+            )
         hie_rss = peak_rss_mb(watched["hie up"], rss.get("hie up", 0.0))
-        server_errors = sum(1 for line in (work / "hie-up.log").read_text(
-            errors="replace").splitlines() if " ERROR " in line)
+        server_errors = sum(
+            1
+            for line in (work / "hie-up.log").read_text(errors="replace").splitlines()
+            if " ERROR " in line
+        )
         up.terminate()
         up.wait(30)
 
         # The same load generator against a bare Starlette app.
         print("raw figures: bare Starlette hello ...", flush=True)
-        hello = subprocess.Popen([sys.executable, __file__, "--hello-server"],
-                                 stdout=subprocess.PIPE)
+        hello = subprocess.Popen(
+            [sys.executable, __file__, "--hello-server"], stdout=subprocess.PIPE
+        )
         procs.popen.append(hello)
         assert hello.stdout is not None
         hello_port = int(await asyncio.to_thread(hello.stdout.readline))
         hello_seconds = max(1.0, flat_seconds / 2)
         hello_phases = [
-            {"name": "hello-rate", "kind": "rate", "rate": args.rate,
-             "seconds": min(seconds, 10.0), "connections": args.rate_connections},
-            *({"name": f"hello-flat-{c}", "kind": "flat", "connections": c,
-               "seconds": hello_seconds, "warmup": min(1.0, hello_seconds / 3)}
-              for c in args.connections)]
+            {
+                "name": "hello-rate",
+                "kind": "rate",
+                "rate": args.rate,
+                "seconds": min(seconds, 10.0),
+                "connections": args.rate_connections,
+            },
+            *(
+                {
+                    "name": f"hello-flat-{c}",
+                    "kind": "flat",
+                    "connections": c,
+                    "seconds": hello_seconds,
+                    "warmup": min(1.0, hello_seconds / 3),
+                }
+                for c in args.connections
+            ),
+        ]
         hello_results = await drive(
-            {"host": "127.0.0.1", "port": hello_port, "requests": [["/hello", None]],
-             "check_every": 0, "phases": hello_phases},
-            {"hello server": psutil.Process(hello.pid)}, procs, {})
+            {
+                "host": "127.0.0.1",
+                "port": hello_port,
+                "requests": [["/hello", None]],
+                "check_every": 0,
+                "phases": hello_phases,
+            },
+            {"hello server": psutil.Process(hello.pid)},
+            procs,
+            {},
+        )
         hello.terminate()
         hello.wait(30)
     finally:
@@ -211,9 +276,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await drop_what_the_run_made(db_url, nats_url, consortium)
         shutil.rmtree(work, ignore_errors=True)
 
-    return build_figures(args, results=results, hello_results=hello_results, raw=raw,
-                         expected=expected, total_items=total_items, submissions=submissions,
-                         seeded_s=seeded_s, server_errors=server_errors, hie_rss=hie_rss)
+    return build_figures(
+        args,
+        results=results,
+        hello_results=hello_results,
+        raw=raw,
+        expected=expected,
+        total_items=total_items,
+        submissions=submissions,
+        seeded_s=seeded_s,
+        server_errors=server_errors,
+        hie_rss=hie_rss,
+    )
 
 
 def connection_counts(text: str) -> list[int]:
@@ -231,23 +305,46 @@ def parse() -> argparse.Namespace:
     p.add_argument("--patients", type=int, default=200)
     p.add_argument("--entries", type=int, default=200, help="clinical entries per patient")
     p.add_argument("--rate", type=float, default=50.0, help="phase A: requests/s offered")
-    p.add_argument("--seconds", type=float, default=20.0,
-                   help="phase A's length; phase B runs half of it per connection count")
-    p.add_argument("--flat-seconds", type=float, default=0.0,
-                   help="phase B's length per connection count (default: --seconds / 2)")
-    p.add_argument("--connections", type=connection_counts, default=[8, 16, 32],
-                   help="phase B's connection counts, e.g. 8,16,32")
-    p.add_argument("--rate-connections", type=int, default=8,
-                   help="phase A's pool of keep-alive connections")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="phase A's length; phase B runs half of it per connection count",
+    )
+    p.add_argument(
+        "--flat-seconds",
+        type=float,
+        default=0.0,
+        help="phase B's length per connection count (default: --seconds / 2)",
+    )
+    p.add_argument(
+        "--connections",
+        type=connection_counts,
+        default=[8, 16, 32],
+        help="phase B's connection counts, e.g. 8,16,32",
+    )
+    p.add_argument(
+        "--rate-connections", type=int, default=8, help="phase A's pool of keep-alive connections"
+    )
     p.add_argument("--per-submission", type=int, default=500, help="items per envelope (≤ 500)")
-    p.add_argument("--check-every", type=int, default=25,
-                   help="parse and check every n-th answer of the load phases")
+    p.add_argument(
+        "--check-every",
+        type=int,
+        default=25,
+        help="parse and check every n-th answer of the load phases",
+    )
     p.add_argument("--hello-server", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if not args.hello_server and (args.patients < 1 or args.entries < 1 or args.rate <= 0
-                                  or args.seconds <= 0 or not 1 <= args.per_submission <= 500):
-        p.error("--patients, --entries, --rate and --seconds must be positive, "
-                "--per-submission 1..500")
+    if not args.hello_server and (
+        args.patients < 1
+        or args.entries < 1
+        or args.rate <= 0
+        or args.seconds <= 0
+        or not 1 <= args.per_submission <= 500
+    ):
+        p.error(
+            "--patients, --entries, --rate and --seconds must be positive, --per-submission 1..500"
+        )
     return args
 
 
@@ -261,7 +358,9 @@ if __name__ == "__main__":
     except BaseException as exc:
         if not (INTERRUPTED or isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError))):
             raise
-        print("interrupted: everything this run started is stopped and its files removed",
-              file=sys.stderr)
+        print(
+            "interrupted: everything this run started is stopped and its files removed",
+            file=sys.stderr,
+        )
         sys.exit(130)
     print_report(figures)

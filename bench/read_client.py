@@ -72,8 +72,13 @@ class Connection:
                 body = await self._chunks()
             else:
                 body, close = await self.reader.read(), True
-        except (OSError, EOFError, ValueError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError) as exc:
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:
             self.close()
             raise ConnectionLost(type(exc).__name__) from None
         if close:
@@ -106,8 +111,11 @@ def check(body: bytes, expected: int | None) -> str | None:
     if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle":
         return f"not a Bundle ({doc.get('resourceType') if isinstance(doc, dict) else '?'})"
     if expected is not None:
-        found = sum(1 for e in doc.get("entry", [])
-                    if e.get("resource", {}).get("resourceType") != "OperationOutcome")
+        found = sum(
+            1
+            for e in doc.get("entry", [])
+            if e.get("resource", {}).get("resourceType") != "OperationOutcome"
+        )
         if found != expected:
             return f"{found} entries, {expected} expected"
     return None
@@ -146,7 +154,8 @@ class Phases:
         host = f"{self.host}:{self.port}"
         self.requests: list[Request] = [
             (f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{head}\r\n".encode(), expected)
-            for path, expected in config["requests"]]
+            for path, expected in config["requests"]
+        ]
         self.check_every = int(config.get("check_every", 25)) or -1  # 0: check none
         self.random = random.Random(config.get("seed", 1))
 
@@ -156,8 +165,9 @@ class Phases:
     def pick(self) -> Request:
         return self.requests[self.random.randrange(len(self.requests))]
 
-    async def one(self, conn: Connection, request: Request, tally: Tally, counted: bool,
-                  check_this: bool) -> None:
+    async def one(
+        self, conn: Connection, request: Request, tally: Tally, counted: bool, check_this: bool
+    ) -> None:
         try:
             status, body = await conn.get(request[0])
         except ConnectionLost as exc:
@@ -258,8 +268,13 @@ def quantiles_ms(values: list[float]) -> dict[str, float | None]:
 
     def q(p: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
-    return {"p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99),
-            "max_ms": round(ordered[-1] * 1000, 2)}
+
+    return {
+        "p50_ms": q(0.50),
+        "p90_ms": q(0.90),
+        "p99_ms": q(0.99),
+        "max_ms": round(ordered[-1] * 1000, 2),
+    }
 
 
 async def run(config: dict[str, Any]) -> None:
@@ -274,16 +289,26 @@ async def run(config: dict[str, Any]) -> None:
         elapsed = await getattr(phases, phase["kind"])(phase, tally)
         cpu = time.process_time() - cpu
         counted = len(tally.latencies)
-        print(json.dumps({
-            "phase": phase["name"], "requests": counted, "answered": tally.answered,
-            "errors": tally.errors, "error_kinds": tally.samples, "checked": tally.checked,
-            "elapsed_s": round(elapsed, 3), "rps": round(counted / elapsed, 1) if elapsed else 0,
-            "response_bytes": round(tally.bytes / tally.ok) if tally.ok else 0,
-            **quantiles_ms(tally.latencies),
-            "service": quantiles_ms(tally.service),
-            "send_late": quantiles_ms(tally.late),
-            "cpu_s": round(cpu, 3),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "phase": phase["name"],
+                    "requests": counted,
+                    "answered": tally.answered,
+                    "errors": tally.errors,
+                    "error_kinds": tally.samples,
+                    "checked": tally.checked,
+                    "elapsed_s": round(elapsed, 3),
+                    "rps": round(counted / elapsed, 1) if elapsed else 0,
+                    "response_bytes": round(tally.bytes / tally.ok) if tally.ok else 0,
+                    **quantiles_ms(tally.latencies),
+                    "service": quantiles_ms(tally.service),
+                    "send_late": quantiles_ms(tally.late),
+                    "cpu_s": round(cpu, 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -30,16 +30,48 @@ READER = INSTITUTIONS[0][0]
 CONSENTING = INSTITUTIONS[1][0]  # where each resident signed the consent
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
-GIVEN = ["建国", "秀英", "桂兰", "志强", "丽娟", "海燕", "国华", "玉梅", "德明", "春花",
-         "文斌", "淑珍", "永红", "小军", "凤英"]
-VITALS = [("8480-6", "收缩压", "mmHg", "mm[Hg]", 120), ("8462-4", "舒张压", "mmHg", "mm[Hg]", 78),
-          ("8867-4", "心率", "次/分", "/min", 72), ("29463-7", "体重", "kg", "kg", 62)]
-LABS = [("2345-7", "葡萄糖", "mmol/L", "mmol/L", 5), ("718-7", "血红蛋白", "g/L", "g/L", 128),
-        ("2160-0", "肌酐", "μmol/L", "umol/L", 70), ("4548-4", "糖化血红蛋白", "%", "%", 6)]
-DIAGNOSES = [("I10", "原发性高血压"), ("E11.9", "2型糖尿病"), ("J06.9", "急性上呼吸道感染"),
-             ("K29.7", "胃炎"), ("M54.5", "腰痛")]
-DRUGS = [("C09AA02", "依那普利片", "10 mg 每日一次"), ("A10BA02", "二甲双胍片", "0.5 g 每日三次"),
-         ("C08CA01", "氨氯地平片", "5 mg 每日一次"), ("J01CA04", "阿莫西林胶囊", "0.5 g 每日三次")]
+GIVEN = [
+    "建国",
+    "秀英",
+    "桂兰",
+    "志强",
+    "丽娟",
+    "海燕",
+    "国华",
+    "玉梅",
+    "德明",
+    "春花",
+    "文斌",
+    "淑珍",
+    "永红",
+    "小军",
+    "凤英",
+]
+VITALS = [
+    ("8480-6", "收缩压", "mmHg", "mm[Hg]", 120),
+    ("8462-4", "舒张压", "mmHg", "mm[Hg]", 78),
+    ("8867-4", "心率", "次/分", "/min", 72),
+    ("29463-7", "体重", "kg", "kg", 62),
+]
+LABS = [
+    ("2345-7", "葡萄糖", "mmol/L", "mmol/L", 5),
+    ("718-7", "血红蛋白", "g/L", "g/L", 128),
+    ("2160-0", "肌酐", "μmol/L", "umol/L", 70),
+    ("4548-4", "糖化血红蛋白", "%", "%", 6),
+]
+DIAGNOSES = [
+    ("I10", "原发性高血压"),
+    ("E11.9", "2型糖尿病"),
+    ("J06.9", "急性上呼吸道感染"),
+    ("K29.7", "胃炎"),
+    ("M54.5", "腰痛"),
+]
+DRUGS = [
+    ("C09AA02", "依那普利片", "10 mg 每日一次"),
+    ("A10BA02", "二甲双胍片", "0.5 g 每日三次"),
+    ("C08CA01", "氨氯地平片", "5 mg 每日一次"),
+    ("J01CA04", "阿莫西林胶囊", "0.5 g 每日三次"),
+]
 ATC, LOINC = "http://www.whocc.no/atc", "http://loinc.org"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 NOTICE = hashlib.sha256("青溪县医共体健康信息共享告知书 v1".encode()).hexdigest()
@@ -56,47 +88,115 @@ def entry_item(inst: str, n: int, k: int, ref: dict[str, str]) -> dict[str, Any]
     sid = f"{inst}-{n}-{k}"
     step = k % 10
     if step == 0:
-        return {"source_id": f"enc-{sid}", "kind": "encounter", "payload": {
-            "patient": ref, "encounter_class": "outpatient", "status": "finished",
-            "start": at.isoformat(), "end": (at + timedelta(minutes=15)).isoformat(),
-            "department": "全科门诊"}}
+        return {
+            "source_id": f"enc-{sid}",
+            "kind": "encounter",
+            "payload": {
+                "patient": ref,
+                "encounter_class": "outpatient",
+                "status": "finished",
+                "start": at.isoformat(),
+                "end": (at + timedelta(minutes=15)).isoformat(),
+                "department": "全科门诊",
+            },
+        }
     if step == 1:
         code, display = DIAGNOSES[(n + k) % len(DIAGNOSES)]
-        return {"source_id": f"dx-{sid}", "kind": "condition", "payload": {
-            "patient": ref, "code": {"system": ICD10, "version": "国家临床版2.0", "code": code,
-                                     "display": display}}}
+        return {
+            "source_id": f"dx-{sid}",
+            "kind": "condition",
+            "payload": {
+                "patient": ref,
+                "code": {
+                    "system": ICD10,
+                    "version": "国家临床版2.0",
+                    "code": code,
+                    "display": display,
+                },
+            },
+        }
     if step in (4, 6):
         code, display, dosage = DRUGS[(n + k) % len(DRUGS)]
         if step == 4:
-            return {"source_id": f"rx-{sid}", "kind": "medication_request", "payload": {
-                "patient": ref, "medication": {"system": ATC, "code": code, "display": display},
-                "status": "completed", "authored": at.isoformat(), "dosage_text": dosage,
-                "duration_days": 14}}
-        return {"source_id": f"disp-{sid}", "kind": "medication_dispense", "payload": {
-            "patient": ref, "medication": {"system": ATC, "code": code, "display": display},
-            "status": "completed", "handed_over": at.isoformat(), "days_supply": 14,
-            "quantity": {"value": "28", "unit": "片"}}}
+            return {
+                "source_id": f"rx-{sid}",
+                "kind": "medication_request",
+                "payload": {
+                    "patient": ref,
+                    "medication": {"system": ATC, "code": code, "display": display},
+                    "status": "completed",
+                    "authored": at.isoformat(),
+                    "dosage_text": dosage,
+                    "duration_days": 14,
+                },
+            }
+        return {
+            "source_id": f"disp-{sid}",
+            "kind": "medication_dispense",
+            "payload": {
+                "patient": ref,
+                "medication": {"system": ATC, "code": code, "display": display},
+                "status": "completed",
+                "handed_over": at.isoformat(),
+                "days_supply": 14,
+                "quantity": {"value": "28", "unit": "片"},
+            },
+        }
     if step == 7:
-        return {"source_id": f"proc-{sid}", "kind": "procedure", "payload": {
-            "patient": ref, "code": {"system": "http://hl7.org/fhir/sid/icd-9-cm",
-                                     "code": "89.52", "display": "心电图"},
-            "status": "completed", "performed": at.isoformat()}}
+        return {
+            "source_id": f"proc-{sid}",
+            "kind": "procedure",
+            "payload": {
+                "patient": ref,
+                "code": {
+                    "system": "http://hl7.org/fhir/sid/icd-9-cm",
+                    "code": "89.52",
+                    "display": "心电图",
+                },
+                "status": "completed",
+                "performed": at.isoformat(),
+            },
+        }
     if step == 8 and k % 20 == 8:
-        return {"source_id": f"imm-{sid}", "kind": "immunization", "payload": {
-            "patient": ref, "vaccine": {"system": "http://hl7.org/fhir/sid/cvx", "code": "141",
-                                        "display": "流感疫苗"},
-            "status": "completed", "occurrence": at.isoformat(), "dose_number": 1}}
+        return {
+            "source_id": f"imm-{sid}",
+            "kind": "immunization",
+            "payload": {
+                "patient": ref,
+                "vaccine": {
+                    "system": "http://hl7.org/fhir/sid/cvx",
+                    "code": "141",
+                    "display": "流感疫苗",
+                },
+                "status": "completed",
+                "occurrence": at.isoformat(),
+                "dose_number": 1,
+            },
+        }
     if step == 8 and k == 8:
-        return {"source_id": f"alg-{sid}", "kind": "allergy", "payload": {
-            "patient": ref, "substance": {"system": ATC, "code": "J01CE01",
-                                          "display": "青霉素"},
-            "category": "medication", "criticality": "high"}}
+        return {
+            "source_id": f"alg-{sid}",
+            "kind": "allergy",
+            "payload": {
+                "patient": ref,
+                "substance": {"system": ATC, "code": "J01CE01", "display": "青霉素"},
+                "category": "medication",
+                "criticality": "high",
+            },
+        }
     code, display, unit, ucum, base = (VITALS if step in (2, 3) else LABS)[(n + k) % 4]
-    return {"source_id": f"obs-{sid}", "kind": "observation", "payload": {
-        "patient": ref, "code": {"system": LOINC, "code": code, "display": display},
-        "status": "final", "category": "vital-signs" if step in (2, 3) else "laboratory",
-        "effective": at.isoformat(),
-        "value_quantity": {"value": str(base + (n * 7 + k) % 9), "unit": unit, "code": ucum}}}
+    return {
+        "source_id": f"obs-{sid}",
+        "kind": "observation",
+        "payload": {
+            "patient": ref,
+            "code": {"system": LOINC, "code": code, "display": display},
+            "status": "final",
+            "category": "vital-signs" if step in (2, 3) else "laboratory",
+            "effective": at.isoformat(),
+            "value_quantity": {"value": str(base + (n * 7 + k) % 9), "unit": unit, "code": ucum},
+        },
+    }
 
 
 def county_items(patients: int, entries: int, now: datetime) -> dict[str, list[dict[str, Any]]]:
@@ -110,45 +210,81 @@ def county_items(patients: int, entries: int, now: datetime) -> dict[str, list[d
         for i, (inst, _, _) in enumerate(INSTITUTIONS):
             ref = {"resident_id": rid, "mrn": f"{inst.split('-')[0].upper()}{n:06d}"}
             items = out[inst]
-            items.append({"source_id": f"pat-{inst}-{n}", "kind": "patient", "payload": {
-                "patient": ref, "name": name, "gender": "female" if n % 2 else "male",
-                "birth_date": rid[6:10] + "-" + rid[10:12] + "-" + rid[12:14]}})
+            items.append(
+                {
+                    "source_id": f"pat-{inst}-{n}",
+                    "kind": "patient",
+                    "payload": {
+                        "patient": ref,
+                        "name": name,
+                        "gender": "female" if n % 2 else "male",
+                        "birth_date": rid[6:10] + "-" + rid[10:12] + "-" + rid[12:14],
+                    },
+                }
+            )
             share = entries // len(INSTITUTIONS) + (i < entries % len(INSTITUTIONS))
             items += [entry_item(inst, n, k, ref) for k in range(share)]
             if inst == CONSENTING:
-                items.append({"source_id": f"consent-{n}", "kind": "consent", "payload": {
-                    "patient": {"resident_id": rid}, "consent_type": "separate",
-                    "scope": ["*"], "purposes": ["TREAT"],
-                    "valid_from": (now - timedelta(days=30)).isoformat(),
-                    "valid_to": (now + timedelta(days=5 * 365)).isoformat(),
-                    "notice_sha256": NOTICE, "signed_by": "patient"}})
+                items.append(
+                    {
+                        "source_id": f"consent-{n}",
+                        "kind": "consent",
+                        "payload": {
+                            "patient": {"resident_id": rid},
+                            "consent_type": "separate",
+                            "scope": ["*"],
+                            "purposes": ["TREAT"],
+                            "valid_from": (now - timedelta(days=30)).isoformat(),
+                            "valid_to": (now + timedelta(days=5 * 365)).isoformat(),
+                            "notice_sha256": NOTICE,
+                            "signed_by": "patient",
+                        },
+                    }
+                )
     return out
 
 
-async def seed(nats_url: str, consortium: str, keys: dict[str, Any],
-               items: dict[str, list[dict[str, Any]]], per_submission: int) -> int:
+async def seed(
+    nats_url: str,
+    consortium: str,
+    keys: dict[str, Any],
+    items: dict[str, list[dict[str, Any]]],
+    per_submission: int,
+) -> int:
     """Submit every institution's items through NATS (the four at once); return how many
     submissions were accepted. Raises if any was rejected."""
     nc = await nats.connect(nats_url)
     try:
+
         async def one(inst: str) -> list[dict[str, Any]]:
             sent_at = datetime.now(UTC)
             mine = items[inst]
-            envelopes = [build_envelope(institution=inst, items=mine[i:i + per_submission],
-                                        key=keys[inst], sent_at=sent_at)
-                         for i in range(0, len(mine), per_submission)]
+            envelopes = [
+                build_envelope(
+                    institution=inst,
+                    items=mine[i : i + per_submission],
+                    key=keys[inst],
+                    sent_at=sent_at,
+                )
+                for i in range(0, len(mine), per_submission)
+            ]
             receipts = await SubmitClient(nc, consortium, inst).submit(envelopes, wait=300)
             return list(receipts.values())
 
-        receipts = [r for group in await asyncio.gather(*(one(i) for i, _, _ in INSTITUTIONS))
-                    for r in group]
+        receipts = [
+            r
+            for group in await asyncio.gather(*(one(i) for i, _, _ in INSTITUTIONS))
+            for r in group
+        ]
     finally:
         await nc.close()
     refused = [r for r in receipts if r.get("status") != "accepted"]
     if refused:
         problems = refused[0].get("problems", [])[:3]
-        raise RuntimeError(f"{len(refused)} seed submission(s) were not accepted, e.g. "
-                           f"{json.dumps(problems, ensure_ascii=False)}")
+        raise RuntimeError(
+            f"{len(refused)} seed submission(s) were not accepted, e.g. "
+            f"{json.dumps(problems, ensure_ascii=False)}"
+        )
     return len(receipts)
 
 
@@ -158,8 +294,9 @@ async def projection_caught_up(db_url: str, timeout: float) -> None:
         end = await conn.fetchval("SELECT max(notification_id) FROM ledger_events")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            at = await conn.fetchval("SELECT position FROM projection_position "
-                                     "WHERE name = 'patient_record'")
+            at = await conn.fetchval(
+                "SELECT position FROM projection_position WHERE name = 'patient_record'"
+            )
             if at is not None and at >= end:
                 return
             await asyncio.sleep(0.1)

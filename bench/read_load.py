@@ -35,8 +35,9 @@ def cpu_seconds(proc: psutil.Process) -> float:
 def busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy (every core, every process)."""
     times = psutil.cpu_times()
-    return times.user + times.system + sum(getattr(times, f, 0.0) for f in (
-        "nice", "irq", "softirq"))
+    return (
+        times.user + times.system + sum(getattr(times, f, 0.0) for f in ("nice", "irq", "softirq"))
+    )
 
 
 def peak_rss_mb(proc: psutil.Process, sampled: float) -> float:
@@ -77,16 +78,19 @@ class Processes:
                     proc.kill()
 
 
-async def start_hie_up(env: dict[str, str], log: Path, procs: Processes,
-                       timeout: float = 180) -> tuple[subprocess.Popen[bytes], str]:
+async def start_hie_up(
+    env: dict[str, str], log: Path, procs: Processes, timeout: float = 180
+) -> tuple[subprocess.Popen[bytes], str]:
     with log.open("wb") as out:  # a file, not a pipe: a full pipe would stall the server
-        proc = subprocess.Popen([HIE, "up"], env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [HIE, "up"], env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT
+        )
     procs.popen.append(proc)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.search(r"exchange ready: (http://\S+?)/fhir/metadata",
-                          log.read_text(errors="replace"))
+        found = re.search(
+            r"exchange ready: (http://\S+?)/fhir/metadata", log.read_text(errors="replace")
+        )
         if found:
             return proc, found.group(1)
         if proc.poll() is not None:
@@ -96,11 +100,16 @@ async def start_hie_up(env: dict[str, str], log: Path, procs: Processes,
     raise RuntimeError(f"hie up did not become ready; its output ends:\n{tail}")
 
 
-async def drive(config: dict[str, Any], watched: dict[str, psutil.Process],
-                procs: Processes, rss: dict[str, float]) -> dict[str, dict[str, Any]]:
+async def drive(
+    config: dict[str, Any],
+    watched: dict[str, psutil.Process],
+    procs: Processes,
+    rss: dict[str, float],
+) -> dict[str, dict[str, Any]]:
     """Run the load generator's phases; add each phase's CPU seconds per watched process."""
     client = await asyncio.create_subprocess_exec(
-        sys.executable, CLIENT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        sys.executable, CLIENT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
     procs.aio.append(client)
     assert client.stdin is not None and client.stdout is not None
     client.stdin.write(json.dumps(config).encode() + b"\n")
@@ -125,19 +134,29 @@ async def drive(config: dict[str, Any], watched: dict[str, psutil.Process],
                 with contextlib.suppress(psutil.Error):
                     rss[name] = max(rss.get(name, 0.0), p.memory_info().rss / 2**20)
         result = json.loads(line)
-        result["server_cpu_s"] = {name: round(cpu_seconds(p) - before[name], 3)
-                                  for name, p in watched.items()}
+        result["server_cpu_s"] = {
+            name: round(cpu_seconds(p) - before[name], 3) for name, p in watched.items()
+        }
         # What the rest of the machine took meanwhile: other processes, interrupts (other
         # work on a shared machine skews every figure here; this says by how much).
-        result["other_cpu_s"] = round(max(0.0, busy_seconds() - machine - result["cpu_s"]
-                                          - sum(result["server_cpu_s"].values())), 2)
-        result["other_share"] = round(result["other_cpu_s"] / (
-            (time.monotonic() - began) * (os.cpu_count() or 1)), 3)
+        result["other_cpu_s"] = round(
+            max(
+                0.0,
+                busy_seconds() - machine - result["cpu_s"] - sum(result["server_cpu_s"].values()),
+            ),
+            2,
+        )
+        result["other_share"] = round(
+            result["other_cpu_s"] / ((time.monotonic() - began) * (os.cpu_count() or 1)), 3
+        )
         results[phase["name"]] = result
-        print(f"  {phase['name']}: {result['requests']} requests, {result['rps']}/s, p50 "
-              f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms, {result['errors']} error(s)"
-              + (f" {result['error_kinds']}" if result["errors"] else "")
-              + f"; the rest of the machine used {result['other_cpu_s']} CPU s", flush=True)
+        print(
+            f"  {phase['name']}: {result['requests']} requests, {result['rps']}/s, p50 "
+            f"{result['p50_ms']} ms, p99 {result['p99_ms']} ms, {result['errors']} error(s)"
+            + (f" {result['error_kinds']}" if result["errors"] else "")
+            + f"; the rest of the machine used {result['other_cpu_s']} CPU s",
+            flush=True,
+        )
     client.stdin.close()
     await asyncio.wait_for(client.wait(), 30)
     return results

@@ -35,16 +35,21 @@ async def raw_postgres(db_url: str, seconds: float) -> dict[str, float]:
         select1_8 = sum(d[0] for d in done) / max(d[1] for d in done)
         n, took, _ = await loop(lambda: pool.fetchval("SELECT 1"))
         pooled = n / took
-        await one.execute("CREATE TABLE raw_commit (id bigserial PRIMARY KEY, "
-                          "at timestamptz NOT NULL, note text NOT NULL)")
-        n, took, lat = await loop(lambda: one.execute(
-            "INSERT INTO raw_commit (at, note) VALUES (now(), $1)", "审计"))
+        await one.execute(
+            "CREATE TABLE raw_commit (id bigserial PRIMARY KEY, "
+            "at timestamptz NOT NULL, note text NOT NULL)"
+        )
+        n, took, lat = await loop(
+            lambda: one.execute("INSERT INTO raw_commit (at, note) VALUES (now(), $1)", "审计")
+        )
         lat.sort()
-        return {"raw_pg_select1_per_s": round(select1),
-                "raw_pg_select1_per_s_8_connections": round(select1_8),
-                "raw_pg_pool_select1_per_s": round(pooled),
-                "raw_pg_commit_per_s": round(n / took),
-                "raw_pg_commit_p50_ms": round(lat[len(lat) // 2] * 1000, 3)}
+        return {
+            "raw_pg_select1_per_s": round(select1),
+            "raw_pg_select1_per_s_8_connections": round(select1_8),
+            "raw_pg_pool_select1_per_s": round(pooled),
+            "raw_pg_commit_per_s": round(n / took),
+            "raw_pg_commit_p50_ms": round(lat[len(lat) // 2] * 1000, 3),
+        }
     finally:
         with contextlib.suppress(Exception):
             await conns[0].execute("DROP TABLE IF EXISTS raw_commit")
@@ -71,6 +76,10 @@ def hello_server_main() -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     print(sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(Starlette(routes=[Route("/hello", hello)]), log_level="warning",
-                            lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/hello", hello)]),
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+    )
     uvicorn.Server(config).run(sockets=[sock])

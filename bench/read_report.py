@@ -19,10 +19,19 @@ def per_request_ms(cpu: float, result: dict[str, Any]) -> float | None:
     return round(cpu / answered * 1000, 3) if answered else None
 
 
-def build_figures(args: argparse.Namespace, *, results: dict[str, dict[str, Any]],
-                  hello_results: dict[str, dict[str, Any]], raw: dict[str, float], expected: int,
-                  total_items: int, submissions: int, seeded_s: float, server_errors: int,
-                  hie_rss: float) -> dict[str, Any]:
+def build_figures(
+    args: argparse.Namespace,
+    *,
+    results: dict[str, dict[str, Any]],
+    hello_results: dict[str, dict[str, Any]],
+    raw: dict[str, float],
+    expected: int,
+    total_items: int,
+    submissions: int,
+    seeded_s: float,
+    server_errors: int,
+    hie_rss: float,
+) -> dict[str, Any]:
     """The run's figures from the load generator's phases against the exchange
     (``results``) and against the bare Starlette app (``hello_results``)."""
     rate = results["rate"]
@@ -32,10 +41,15 @@ def build_figures(args: argparse.Namespace, *, results: dict[str, dict[str, Any]
     peak = flats[best]
     peak_cpu = peak["server_cpu_s"]
     return {
-        "p50_ms": rate["p50_ms"], "p90_ms": rate["p90_ms"], "p99_ms": rate["p99_ms"],
-        "max_ms": rate["max_ms"], "peak_rps": peak["rps"],
-        "rate_offered_per_s": args.rate, "rate_achieved_per_s": rate["rps"],
-        "rate_requests": rate["requests"], "rate_errors": rate["errors"],
+        "p50_ms": rate["p50_ms"],
+        "p90_ms": rate["p90_ms"],
+        "p99_ms": rate["p99_ms"],
+        "max_ms": rate["max_ms"],
+        "peak_rps": peak["rps"],
+        "rate_offered_per_s": args.rate,
+        "rate_achieved_per_s": rate["rps"],
+        "rate_requests": rate["requests"],
+        "rate_errors": rate["errors"],
         "rate_service_p50_ms": rate["service"]["p50_ms"],
         "rate_service_p99_ms": rate["service"]["p99_ms"],
         "rate_send_late_p99_ms": rate["send_late"]["p99_ms"],
@@ -47,20 +61,30 @@ def build_figures(args: argparse.Namespace, *, results: dict[str, dict[str, Any]
         "error_kinds": {k: v for r in results.values() for k, v in r["error_kinds"].items()},
         "answers_checked": sum(r["checked"] for r in results.values()),
         "server_log_errors": server_errors,
-        "patients": args.patients, "entries_per_patient": args.entries,
-        "bundle_entries": expected, "institutions": len(INSTITUTIONS),
-        "seed_items": total_items, "seed_submissions": submissions,
+        "patients": args.patients,
+        "entries_per_patient": args.entries,
+        "bundle_entries": expected,
+        "institutions": len(INSTITUTIONS),
+        "seed_items": total_items,
+        "seed_submissions": submissions,
         "seed_s": round(seeded_s, 1),
         "response_kb": round(peak["response_bytes"] / 1024, 1),
         "cpu_ms_per_request_at_peak": {
             **{name: per_request_ms(cpu, peak) for name, cpu in peak_cpu.items()},
-            "load generator": per_request_ms(peak["cpu_s"], peak)},
+            "load generator": per_request_ms(peak["cpu_s"], peak),
+        },
         "cpu_ms_per_request_at_rate": {
             **{name: per_request_ms(cpu, rate) for name, cpu in rate["server_cpu_s"].items()},
-            "load generator": per_request_ms(rate["cpu_s"], rate)},
-        "cpu_s_by_phase": {name: {**r["server_cpu_s"], "load generator": r["cpu_s"],
-                                  "rest of the machine": r["other_cpu_s"]}
-                           for name, r in results.items()},
+            "load generator": per_request_ms(rate["cpu_s"], rate),
+        },
+        "cpu_s_by_phase": {
+            name: {
+                **r["server_cpu_s"],
+                "load generator": r["cpu_s"],
+                "rest of the machine": r["other_cpu_s"],
+            }
+            for name, r in results.items()
+        },
         # The share of the machine's CPU that went elsewhere (other processes, interrupts)
         # while phase A and the peak run were measured: on a shared machine, read the
         # figures with it.
@@ -74,36 +98,50 @@ def build_figures(args: argparse.Namespace, *, results: dict[str, dict[str, Any]
         "hello_p99_ms": hello_results["hello-rate"]["p99_ms"],
         "hello_cpu_ms_per_request": {
             "hello server": per_request_ms(
-                hellos[max(hellos, key=lambda c: hellos[c]["rps"])]["server_cpu_s"][
-                    "hello server"], hellos[max(hellos, key=lambda c: hellos[c]["rps"])]),
+                hellos[max(hellos, key=lambda c: hellos[c]["rps"])]["server_cpu_s"]["hello server"],
+                hellos[max(hellos, key=lambda c: hellos[c]["rps"])],
+            ),
             "load generator": per_request_ms(
                 hellos[max(hellos, key=lambda c: hellos[c]["rps"])]["cpu_s"],
-                hellos[max(hellos, key=lambda c: hellos[c]["rps"])])},
+                hellos[max(hellos, key=lambda c: hellos[c]["rps"])],
+            ),
+        },
         "targets": TARGETS,
-        "meets_targets": (rate["p50_ms"] is not None and rate["p50_ms"] <= TARGETS["p50_ms"]
-                          and rate["p99_ms"] <= TARGETS["p99_ms"]
-                          and peak["rps"] >= TARGETS["peak_rps"]),
+        "meets_targets": (
+            rate["p50_ms"] is not None
+            and rate["p50_ms"] <= TARGETS["p50_ms"]
+            and rate["p99_ms"] <= TARGETS["p99_ms"]
+            and peak["rps"] >= TARGETS["peak_rps"]
+        ),
         "cores": os.cpu_count(),
     }
 
 
 def print_report(figures: dict[str, Any]) -> None:
     """The summary lines, then the figures as one JSON object on the last line."""
-    print(f"at {figures['rate_offered_per_s']:g} req/s: p50 {figures['p50_ms']} ms, p90 "
-          f"{figures['p90_ms']} ms, p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms, "
-          f"{figures['rate_errors']} error(s)  [targets p50 ≤ {TARGETS['p50_ms']:g}, "
-          f"p99 ≤ {TARGETS['p99_ms']:g}]")
-    print(f"flat out: {figures['rps_by_connections']} req/s by connections; peak "
-          f"{figures['peak_rps']} req/s  [target ≥ {TARGETS['peak_rps']}]; "
-          f"{figures['response_kb']} KB per answer, {figures['bundle_entries']} entries")
-    print(f"CPU ms per request at peak: {figures['cpu_ms_per_request_at_peak']}; hie up peak "
-          f"RSS {figures['hie_up_peak_rss_mb']} MB; the rest of the machine took "
-          f"{figures['rest_of_machine_share_at_rate']:.0%} of its CPU during phase A, "
-          f"{figures['rest_of_machine_share_at_peak']:.0%} during the peak run")
-    print(f"raw: SELECT 1 {figures['raw_pg_select1_per_s']:,}/s (1 connection), "
-          f"{figures['raw_pg_select1_per_s_8_connections']:,}/s (8), "
-          f"{figures['raw_pg_pool_select1_per_s']:,}/s through a pool; INSERT+COMMIT "
-          f"{figures['raw_pg_commit_per_s']:,}/s (p50 {figures['raw_pg_commit_p50_ms']} ms); "
-          f"bare Starlette hello {figures['hello_rps']:,} req/s, p50 {figures['hello_p50_ms']} "
-          f"ms at {figures['rate_offered_per_s']:g}/s")
+    print(
+        f"at {figures['rate_offered_per_s']:g} req/s: p50 {figures['p50_ms']} ms, p90 "
+        f"{figures['p90_ms']} ms, p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms, "
+        f"{figures['rate_errors']} error(s)  [targets p50 ≤ {TARGETS['p50_ms']:g}, "
+        f"p99 ≤ {TARGETS['p99_ms']:g}]"
+    )
+    print(
+        f"flat out: {figures['rps_by_connections']} req/s by connections; peak "
+        f"{figures['peak_rps']} req/s  [target ≥ {TARGETS['peak_rps']}]; "
+        f"{figures['response_kb']} KB per answer, {figures['bundle_entries']} entries"
+    )
+    print(
+        f"CPU ms per request at peak: {figures['cpu_ms_per_request_at_peak']}; hie up peak "
+        f"RSS {figures['hie_up_peak_rss_mb']} MB; the rest of the machine took "
+        f"{figures['rest_of_machine_share_at_rate']:.0%} of its CPU during phase A, "
+        f"{figures['rest_of_machine_share_at_peak']:.0%} during the peak run"
+    )
+    print(
+        f"raw: SELECT 1 {figures['raw_pg_select1_per_s']:,}/s (1 connection), "
+        f"{figures['raw_pg_select1_per_s_8_connections']:,}/s (8), "
+        f"{figures['raw_pg_pool_select1_per_s']:,}/s through a pool; INSERT+COMMIT "
+        f"{figures['raw_pg_commit_per_s']:,}/s (p50 {figures['raw_pg_commit_p50_ms']} ms); "
+        f"bare Starlette hello {figures['hello_rps']:,} req/s, p50 {figures['hello_p50_ms']} "
+        f"ms at {figures['rate_offered_per_s']:g}/s"
+    )
     print(json.dumps(figures, ensure_ascii=False))

@@ -51,15 +51,19 @@ class AccessPolicy:
 
     clinical_roles: tuple[str, ...] = ("physician", "nurse")
     # Purpose → the general categories it may see (sensitive ones only when named by consent).
-    purposes: dict[str, frozenset[str]] = field(default_factory=lambda: {
-        "TREAT": frozenset(GENERAL),
-        "HRESCH": frozenset({"diagnosis", "lab", "vital", "medication", "immunization",
-                             "procedure", "allergy"}),
-    })
+    purposes: dict[str, frozenset[str]] = field(
+        default_factory=lambda: {
+            "TREAT": frozenset(GENERAL),
+            "HRESCH": frozenset(
+                {"diagnosis", "lab", "vital", "medication", "immunization", "procedure", "allergy"}
+            ),
+        }
+    )
     break_glass_categories: frozenset[str] = frozenset(GENERAL)
     # What an institution whose only care relationship is a referral sees.
-    referral_categories: frozenset[str] = frozenset({
-        "demographics", "encounter", "diagnosis", "medication", "allergy", "lab", "vital"})
+    referral_categories: frozenset[str] = frozenset(
+        {"demographics", "encounter", "diagnosis", "medication", "allergy", "lab", "vital"}
+    )
     recent_results: timedelta = timedelta(days=180)  # "recent results" for a referral
     care_after_record: timedelta = timedelta(days=365)  # an entry recorded keeps care this long
     needs_care: frozenset[str] = frozenset({"TREAT"})
@@ -67,26 +71,32 @@ class AccessPolicy:
     def fingerprint(self) -> str:
         """SHA-256 of the policy's canonical form: recorded with each read, so a decision can
         be judged again under the policy it was made under."""
-        doc = {"clinical_roles": sorted(self.clinical_roles),
-               "purposes": {k: sorted(v) for k, v in sorted(self.purposes.items())},
-               "break_glass_categories": sorted(self.break_glass_categories),
-               "referral_categories": sorted(self.referral_categories),
-               "recent_results": self.recent_results.total_seconds(),
-               "care_after_record": self.care_after_record.total_seconds(),
-               "needs_care": sorted(self.needs_care)}
+        doc = {
+            "clinical_roles": sorted(self.clinical_roles),
+            "purposes": {k: sorted(v) for k, v in sorted(self.purposes.items())},
+            "break_glass_categories": sorted(self.break_glass_categories),
+            "referral_categories": sorted(self.referral_categories),
+            "recent_results": self.recent_results.total_seconds(),
+            "care_after_record": self.care_after_record.total_seconds(),
+            "needs_care": sorted(self.needs_care),
+        }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def __post_init__(self) -> None:
         if set(self.clinical_roles) - {"physician", "nurse"}:
-            raise ValueError("clinical_roles are physician and/or nurse: regulators and "
-                             "admins never read clinical data")
+            raise ValueError(
+                "clinical_roles are physician and/or nurse: regulators and "
+                "admins never read clinical data"
+            )
         if set(self.break_glass_categories) - set(GENERAL):
             raise ValueError("break_glass_categories names unknown or sensitive categories")
         for purpose, cats in self.purposes.items():
             unknown = set(cats) - set(GENERAL)
             if unknown:
-                raise ValueError(f"policy purpose {purpose} names unknown or sensitive "
-                                 f"categories {sorted(unknown)}; sensitive ones need consent")
+                raise ValueError(
+                    f"policy purpose {purpose} names unknown or sensitive "
+                    f"categories {sorted(unknown)}; sensitive ones need consent"
+                )
 
 
 DEFAULT_POLICY = AccessPolicy()
@@ -148,9 +158,11 @@ class CareRelationship:
         return self.basis.split(":", 1)[0]
 
     def holds(self, institution: str, at: datetime) -> bool:
-        return (self.institution == institution
-                and (self.valid_from is None or self.valid_from <= at)
-                and (self.valid_to is None or at < self.valid_to))
+        return (
+            self.institution == institution
+            and (self.valid_from is None or self.valid_from <= at)
+            and (self.valid_to is None or at < self.valid_to)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +174,9 @@ class SealRecord:
     def active(self, position: int | None) -> bool:
         if position is None:
             return self.unsealed_position is None
-        return self.position <= position and (self.unsealed_position is None
-                                              or self.unsealed_position > position)
+        return self.position <= position and (
+            self.unsealed_position is None or self.unsealed_position > position
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +234,12 @@ def check_break_glass(reason_code: object, reason_text: object) -> tuple[str, st
     """Validate a break-glass request's reason, or raise InvalidBreakGlass saying what to give."""
     if reason_code not in BREAK_GLASS_REASONS:
         raise InvalidBreakGlass(
-            f"reason_code must be one of {', '.join(sorted(BREAK_GLASS_REASONS))}")
+            f"reason_code must be one of {', '.join(sorted(BREAK_GLASS_REASONS))}"
+        )
     if not isinstance(reason_text, str) or len(reason_text.strip()) < MIN_REASON_TEXT:
         raise InvalidBreakGlass(
-            f"reason must be a written explanation of at least {MIN_REASON_TEXT} characters")
+            f"reason must be a written explanation of at least {MIN_REASON_TEXT} characters"
+        )
     return str(reason_code), reason_text.strip()
 
 
@@ -233,57 +248,87 @@ def age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
-def _deny(*reasons: Reason, alert: str | None = None,
-          obligations: list[str] | None = None) -> Decision:
+def _deny(
+    *reasons: Reason, alert: str | None = None, obligations: list[str] | None = None
+) -> Decision:
     return Decision(False, list(reasons), alert=alert, obligations=obligations or [])
 
 
-def decide(request: AccessRequest, facts: Facts,
-           policy: AccessPolicy = DEFAULT_POLICY) -> Decision:
+def decide(request: AccessRequest, facts: Facts, policy: AccessPolicy = DEFAULT_POLICY) -> Decision:
     if request.role == "patient":
         if not request.own_record:
             return _deny(Reason("role.not_own_record", "a patient reads their own record only"))
-        return Decision(True, [Reason("data_subject.permit", "the patient reads their own "
-                                      "record (PIPL Art. 45)")], legal_basis="data-subject",
-                        categories=CATEGORIES)
+        return Decision(
+            True,
+            [Reason("data_subject.permit", "the patient reads their own record (PIPL Art. 45)")],
+            legal_basis="data-subject",
+            categories=CATEGORIES,
+        )
     if request.role not in policy.clinical_roles:
-        return _deny(Reason("role.not_permitted",
-                            f"the {request.role} role does not read clinical records"))
+        return _deny(
+            Reason("role.not_permitted", f"the {request.role} role does not read clinical records")
+        )
     reader = f"{request.institution}/{request.person}"
     if any(s.active(request.position) and reader not in s.readers for s in facts.seals):
-        return _deny(Reason("record.sealed", "the record is sealed; only the persons the seal "
-                            "names may read it; this attempt is reported"),
-                     alert="sealed-record", obligations=["alert-regulator"])
+        return _deny(
+            Reason(
+                "record.sealed",
+                "the record is sealed; only the persons the seal "
+                "names may read it; this attempt is reported",
+            ),
+            alert="sealed-record",
+            obligations=["alert-regulator"],
+        )
     if request.purpose == "ETREAT":
         return _break_glass(request, facts, policy)
     if request.purpose not in policy.purposes:
-        return _deny(Reason("purpose.not_supported", f"clinical reads accept purpose "
-                            f"{', '.join(['ETREAT', *policy.purposes])}"))
+        return _deny(
+            Reason(
+                "purpose.not_supported",
+                f"clinical reads accept purpose {', '.join(['ETREAT', *policy.purposes])}",
+            )
+        )
     return _consented(request, facts, policy)
 
 
 def _break_glass(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:
-    live = [g for g in facts.grants if g.person == request.person
-            and g.patient_id == request.patient_id and request.at < g.expires_at]
+    live = [
+        g
+        for g in facts.grants
+        if g.person == request.person
+        and g.patient_id == request.patient_id
+        and request.at < g.expires_at
+    ]
     if not live:
-        return _deny(Reason("break_glass.no_grant", "ETREAT needs a break-glass grant for this "
-                            "patient: POST $break-glass with a reason_code and a written "
-                            "reason first"))
+        return _deny(
+            Reason(
+                "break_glass.no_grant",
+                "ETREAT needs a break-glass grant for this "
+                "patient: POST $break-glass with a reason_code and a written "
+                "reason first",
+            )
+        )
     grant = max(live, key=lambda g: g.expires_at)
     return Decision(
-        True, [Reason("break_glass.granted", "emergency access under a break-glass grant")],
-        legal_basis=f"break-glass:{grant.grant_id}", break_glass=True,
+        True,
+        [Reason("break_glass.granted", "emergency access under a break-glass grant")],
+        legal_basis=f"break-glass:{grant.grant_id}",
+        break_glass=True,
         obligations=["flag-break-glass", "regulator-review", "notify-patient"],
-        categories=tuple(c for c in CATEGORIES if c in policy.break_glass_categories))
+        categories=tuple(c for c in CATEGORIES if c in policy.break_glass_categories),
+    )
 
 
 def _signer_valid(consent: ConsentRecord, request: AccessRequest, facts: Facts) -> str | None:
     """None if the consent's signer could consent for the patient; else a reason code."""
     if consent.signed_by == "guardian":
-        recorded = any(g.guardian == consent.guardian and g.valid_from <= request.at
-                       and (g.valid_to is None or request.at < g.valid_to)
-                       and (request.position is None or g.position <= request.position)
-                       for g in facts.guardians)
+        recorded = any(
+            g.guardian == consent.guardian
+            and g.valid_from <= request.at
+            and (g.valid_to is None or request.at < g.valid_to)
+            and (request.position is None or g.position <= request.position)
+            for g in facts.guardians
+        )
         return None if recorded else "consent.guardian_not_recorded"
     if facts.birth_date is None:
         return "consent.age_unknown"
@@ -298,28 +343,34 @@ _MESSAGES = {
     "consent.none": "the patient has no consent valid at this time",
     "consent.withdrawn": "the patient withdrew the consent that would cover this read",
     "consent.general_only": "only a general consent is on record; health data needs a "
-                            "separate consent (PIPL Art. 29)",
+    "separate consent (PIPL Art. 29)",
     "consent.signer_under_14": "the patient was under 14 and signed the consent themself; a "
-                               "recorded guardian must consent (PIPL Art. 31)",
+    "recorded guardian must consent (PIPL Art. 31)",
     "consent.guardian_not_recorded": "the consent is signed by someone not recorded as the "
-                                     "patient's guardian",
+    "patient's guardian",
     "consent.age_unknown": "the patient's age is not known (no resident ID): only a recorded "
-                           "guardian's consent can be relied on",
+    "guardian's consent can be relied on",
     "consent.purpose": "no separate consent names this purpose",
     "consent.scope": "no consent covers the requesting institution",
     "care.none": "the requesting institution has no care relationship with the patient now "
-                 "(no recent entry it recorded, no referral it accepted that still holds, no "
-                 "family-doctor contract)",
+    "(no recent entry it recorded, no referral it accepted that still holds, no "
+    "family-doctor contract)",
 }
 
 
 def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:
     pos = request.position
     recorded = [c for c in facts.consents if pos is None or c.position <= pos]
-    valid = [c for c in recorded if c.valid_from <= request.at
-             and (c.valid_to is None or request.at < c.valid_to)]
-    live = [c for c in valid if c.withdrawn_position is None
-            or (pos is not None and c.withdrawn_position > pos)]
+    valid = [
+        c
+        for c in recorded
+        if c.valid_from <= request.at and (c.valid_to is None or request.at < c.valid_to)
+    ]
+    live = [
+        c
+        for c in valid
+        if c.withdrawn_position is None or (pos is not None and c.withdrawn_position > pos)
+    ]
     stages = [
         ("consent.none", valid),
         ("consent.withdrawn", live),
@@ -339,9 +390,13 @@ def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> De
         if not survivors:
             reasons.append(Reason(code, _MESSAGES[code]))
             break
-    if not covering and any(c.consent_type == "separate" and request.purpose in c.purposes
-                            and ("*" in c.scope or request.institution in c.scope)
-                            for c in valid if c not in live):
+    if not covering and any(
+        c.consent_type == "separate"
+        and request.purpose in c.purposes
+        and ("*" in c.scope or request.institution in c.scope)
+        for c in valid
+        if c not in live
+    ):
         # A consent that would cover this read was withdrawn: that is the reason to give.
         reasons = [Reason("consent.withdrawn", _MESSAGES["consent.withdrawn"])]
     care = [c for c in facts.care if c.holds(request.institution, request.at)]
@@ -361,16 +416,23 @@ def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> De
         results_since = request.at - policy.recent_results
     categories = tuple(c for c in CATEGORIES if c in granted)
     if not categories:
-        return _deny(Reason("consent.categories", "the consents cover no category this purpose "
-                            "may see"))
+        return _deny(
+            Reason("consent.categories", "the consents cover no category this purpose may see")
+        )
     ordered = sorted(covering, key=lambda c: (c.valid_from, str(c.consent_id)), reverse=True)
     basis = "consent:" + ",".join(str(c.consent_id) for c in ordered)
     reasons = [Reason("consent.permit", "a separate consent covers this read")]
     if chosen_care is not None:
         reasons.append(Reason("care.relationship", chosen_care.basis))
-    return Decision(True, reasons, legal_basis=basis, consent_id=ordered[0].consent_id,
-                    care_basis=chosen_care.basis if chosen_care else None,
-                    categories=categories, results_since=results_since)
+    return Decision(
+        True,
+        reasons,
+        legal_basis=basis,
+        consent_id=ordered[0].consent_id,
+        care_basis=chosen_care.basis if chosen_care else None,
+        categories=categories,
+        results_since=results_since,
+    )
 
 
 def _best_care(care: Sequence[CareRelationship]) -> CareRelationship | None:
@@ -381,29 +443,41 @@ def _best_care(care: Sequence[CareRelationship]) -> CareRelationship | None:
 
 # Rules of the other patient routes, beside decide() -------------------------------------------
 
-CONSENT_READERS = ("the patient, and clinicians treating them (X-Purpose-Of-Use: TREAT), read "
-                   "the consents")
+CONSENT_READERS = (
+    "the patient, and clinicians treating them (X-Purpose-Of-Use: TREAT), read the consents"
+)
 
 
-def may_read_consents(request: AccessRequest, facts: Facts,
-                      policy: AccessPolicy = DEFAULT_POLICY) -> Decision:
+def may_read_consents(
+    request: AccessRequest, facts: Facts, policy: AccessPolicy = DEFAULT_POLICY
+) -> Decision:
     """Who reads a patient's consents (``Consent?patient=``): the patient their own; a
     clinician only with TREAT, while their institution holds a care relationship with the
     patient, and not a sealed record the seal does not name them on."""
     if request.own_record:
         return _consent_state("data-subject")
     reader = f"{request.institution}/{request.person}"
-    if (request.role in policy.clinical_roles and request.purpose == "TREAT"
-            and any(c.holds(request.institution, request.at) for c in facts.care)
-            and not any(s.active(request.position) and reader not in s.readers
-                        for s in facts.seals)):
+    if (
+        request.role in policy.clinical_roles
+        and request.purpose == "TREAT"
+        and any(c.holds(request.institution, request.at) for c in facts.care)
+        and not any(s.active(request.position) and reader not in s.readers for s in facts.seals)
+    ):
         return _consent_state("care")
     return _deny(Reason("consent.not_permitted", CONSENT_READERS))
 
 
 def _consent_state(basis: str) -> Decision:
-    return Decision(True, [Reason("consent.state", "the data subject, or a clinician who needs "
-                                  "the basis of a decision")], legal_basis=basis)
+    return Decision(
+        True,
+        [
+            Reason(
+                "consent.state",
+                "the data subject, or a clinician who needs the basis of a decision",
+            )
+        ],
+        legal_basis=basis,
+    )
 
 
 def own_audit_only(role: str, person: str, asked_patient: str) -> Reason | None:

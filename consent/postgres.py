@@ -40,9 +40,7 @@ CREATE INDEX IF NOT EXISTS break_glass_grants_patient ON break_glass_grants (pat
 # version N; never edit a released step, add one. The read models above the ledger are not
 # here: a projection rebuild makes them.
 BASELINE_TABLES = ("break_glass_grants",)
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("baseline: break-glass grants", SCHEMA),
-)
+MIGRATIONS: tuple[tuple[str, str], ...] = (("baseline: break-glass grants", SCHEMA),)
 
 # The facts of one decision. {members}, {root}: the identities and the surviving one;
 # {inst}: the requesting institution; {pos}: the ledger position (null: the projection's);
@@ -82,28 +80,45 @@ _FACTS_COLUMNS = """
    FROM break_glass_grants WHERE patient_id = {root} AND person = {person}
      AND institution = {inst} AND granted_at <= {at}) AS grants
 """
-_POS = ("pos AS (SELECT coalesce({pos}::bigint, (SELECT position FROM projection_position "
-        "WHERE name = 'patient_record')) AS p)")
-_FACTS = ("WITH " + _POS.format(pos="$4") + " SELECT " + _FACTS_COLUMNS.format(
-    members="$1", root="$2", inst="$3", since="$5", person="$6", at="$7"))
+_POS = (
+    "pos AS (SELECT coalesce({pos}::bigint, (SELECT position FROM projection_position "
+    "WHERE name = 'patient_record')) AS p)"
+)
+_FACTS = (
+    "WITH "
+    + _POS.format(pos="$4")
+    + " SELECT "
+    + _FACTS_COLUMNS.format(members="$1", root="$2", inst="$3", since="$5", person="$6", at="$7")
+)
 # One round trip for a read of the record now: the surviving identity of the id asked for,
 # every identity merged into it, the patient's demographics and identifiers, and the facts.
-_GATE = ("""WITH RECURSIVE up(id, depth) AS (
+_GATE = (
+    """WITH RECURSIVE up(id, depth) AS (
     SELECT patient_id, 0 FROM patients WHERE patient_id = $1
     UNION ALL SELECT p.merged_into, up.depth + 1 FROM patients p JOIN up ON p.patient_id = up.id
     WHERE p.merged_into IS NOT NULL AND up.depth < 64),
   root AS (SELECT id FROM up ORDER BY depth DESC LIMIT 1),
   m(id) AS (SELECT id FROM root UNION SELECT p.patient_id FROM patients p JOIN m
             ON p.merged_into = m.id),
-  mem AS (SELECT array_agg(id) AS ids FROM m), """ + _POS.format(pos="NULL") + """
+  mem AS (SELECT array_agg(id) AS ids FROM m), """
+    + _POS.format(pos="NULL")
+    + """
 SELECT (SELECT id FROM root) AS root, (SELECT ids FROM mem) AS members,
   (SELECT sex FROM patients WHERE patient_id = (SELECT id FROM root)) AS sex,
   (SELECT demographics FROM patients WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])
      AND demographics IS NOT NULL ORDER BY position DESC LIMIT 1) AS demographics,
   (SELECT coalesce(json_agg(json_build_array(system, value) ORDER BY position), '[]')
      FROM patient_identifiers WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])) AS identifiers,
-""" + _FACTS_COLUMNS.format(members="(SELECT ids FROM mem)::uuid[]", root="(SELECT id FROM root)",
-                            inst="$2", since="$3", person="$4", at="$5"))
+"""
+    + _FACTS_COLUMNS.format(
+        members="(SELECT ids FROM mem)::uuid[]",
+        root="(SELECT id FROM root)",
+        inst="$2",
+        since="$3",
+        person="$4",
+        at="$5",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -125,72 +140,144 @@ def _t(value: str | None) -> datetime | None:
 
 
 class ConsentState:
-    def __init__(self, pool: asyncpg.Pool, *,
-                 care_after_record: timedelta = timedelta(days=365)) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, care_after_record: timedelta = timedelta(days=365)
+    ) -> None:
         self.pool = pool
         self.care_after_record = care_after_record
 
-    async def facts(self, members: Sequence[UUID], root: UUID, *, institution: str,
-                    person: str, at: datetime,
-                    position: int | None = None) -> tuple[int, Facts]:
+    async def facts(
+        self,
+        members: Sequence[UUID],
+        root: UUID,
+        *,
+        institution: str,
+        person: str,
+        at: datetime,
+        position: int | None = None,
+    ) -> tuple[int, Facts]:
         """(the ledger position taken, the facts as of it) for one decision."""
-        row = await self.pool.fetchrow(_FACTS, list(members), root, institution, position,
-                                       at - self.care_after_record, person, at)
+        row = await self.pool.fetchrow(
+            _FACTS,
+            list(members),
+            root,
+            institution,
+            position,
+            at - self.care_after_record,
+            person,
+            at,
+        )
         assert row is not None
         return int(row["position"] or 0), _facts(row, institution, self.care_after_record)
 
-    async def view(self, asked: UUID, *, institution: str, person: str,
-                   at: datetime) -> RecordView | None:
+    async def view(
+        self, asked: UUID, *, institution: str, person: str, at: datetime
+    ) -> RecordView | None:
         """The record's gate view for a read now (None: no patient has this id)."""
-        row = await self.pool.fetchrow(_GATE, asked, institution, at - self.care_after_record,
-                                       person, at)
+        row = await self.pool.fetchrow(
+            _GATE, asked, institution, at - self.care_after_record, person, at
+        )
         if row is None or row["root"] is None:
             return None
-        return RecordView(row["root"], list(row["members"]), int(row["position"] or 0),
-                          _facts(row, institution, self.care_after_record), row["birth_date"],
-                          row["sex"], orjson.loads(row["demographics"])
-                          if row["demographics"] else None,
-                          [tuple(i) for i in orjson.loads(row["identifiers"])])
+        return RecordView(
+            row["root"],
+            list(row["members"]),
+            int(row["position"] or 0),
+            _facts(row, institution, self.care_after_record),
+            row["birth_date"],
+            row["sex"],
+            orjson.loads(row["demographics"]) if row["demographics"] else None,
+            [tuple(i) for i in orjson.loads(row["identifiers"])],
+        )
 
     async def consents(self, patient_id: UUID | Sequence[UUID]) -> list[asyncpg.Record]:
         """The consents recorded for these identities, with their rendered resources."""
         ids = [patient_id] if isinstance(patient_id, UUID) else list(patient_id)
         rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT consent_id, resource, withdrawn_at, position FROM consents "
-            "WHERE patient_id = ANY($1) ORDER BY position", ids)
+            "WHERE patient_id = ANY($1) ORDER BY position",
+            ids,
+        )
         return rows
 
-    async def grant_break_glass(self, *, person: str, institution: str, patient_id: UUID,
-                                reason_code: str, reason: str, now: datetime) -> BreakGlassGrant:
+    async def grant_break_glass(
+        self,
+        *,
+        person: str,
+        institution: str,
+        patient_id: UUID,
+        reason_code: str,
+        reason: str,
+        now: datetime,
+    ) -> BreakGlassGrant:
         grant = BreakGlassGrant(uuid4(), person, patient_id, reason_code, now + BREAK_GLASS_TTL)
         await self.pool.execute(
             "INSERT INTO break_glass_grants (grant_id, person, institution, patient_id, "
             "reason_code, reason, granted_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-            grant.grant_id, person, institution, patient_id, reason_code, reason, now,
-            grant.expires_at)
+            grant.grant_id,
+            person,
+            institution,
+            patient_id,
+            reason_code,
+            reason,
+            now,
+            grant.expires_at,
+        )
         return grant
 
 
 def _facts(row: Any, institution: str, care_after_record: timedelta) -> Facts:
-    consents = [ConsentRecord(
-        UUID(c[0]), c[1], tuple(c[2]), tuple(c[3]), _t(c[4]), _t(c[5]),  # type: ignore[arg-type]
-        tuple(c[6]) if c[6] is not None else None, c[7], c[8], c[9], c[10])
-        for c in orjson.loads(row["consents"])]
-    guardians = [GuardianRecord(g[0], _t(g[1]), _t(g[2]), g[3])  # type: ignore[arg-type]
-                 for g in orjson.loads(row["guardians"])]
+    consents = [
+        ConsentRecord(
+            UUID(c[0]),
+            c[1],
+            tuple(c[2]),
+            tuple(c[3]),
+            _t(c[4]),  # type: ignore[arg-type]
+            _t(c[5]),
+            tuple(c[6]) if c[6] is not None else None,
+            c[7],
+            c[8],
+            c[9],
+            c[10],
+        )
+        for c in orjson.loads(row["consents"])
+    ]
+    guardians = [
+        GuardianRecord(g[0], _t(g[1]), _t(g[2]), g[3])  # type: ignore[arg-type]
+        for g in orjson.loads(row["guardians"])
+    ]
     seals = [SealRecord(tuple(s[0]), s[1], s[2]) for s in orjson.loads(row["seals"])]
     care = []
     for kind, eid, recorded in orjson.loads(row["records"]):
         start = _t(recorded)
         assert start is not None
-        care.append(CareRelationship(f"{'encounter' if kind == 'encounter' else 'record'}:{eid}",
-                                     institution, start, start + care_after_record))
-    care += [CareRelationship(f"contract:{c[0]}", institution, _t(c[1]), _t(c[2]))
-             for c in orjson.loads(row["contracts"])]
-    care += [CareRelationship(f"referral:{r[0]}", institution, _t(r[1]), _t(r[2]))
-             for r in orjson.loads(row["referrals"])]
-    grants = [BreakGlassGrant(UUID(g[0]), g[1], UUID(g[2]), g[3], _t(g[4]))  # type: ignore[arg-type]
-              for g in orjson.loads(row["grants"])]
+        care.append(
+            CareRelationship(
+                f"{'encounter' if kind == 'encounter' else 'record'}:{eid}",
+                institution,
+                start,
+                start + care_after_record,
+            )
+        )
+    care += [
+        CareRelationship(f"contract:{c[0]}", institution, _t(c[1]), _t(c[2]))
+        for c in orjson.loads(row["contracts"])
+    ]
+    care += [
+        CareRelationship(f"referral:{r[0]}", institution, _t(r[1]), _t(r[2]))
+        for r in orjson.loads(row["referrals"])
+    ]
+    grants = [
+        BreakGlassGrant(UUID(g[0]), g[1], UUID(g[2]), g[3], _t(g[4]))  # type: ignore[arg-type]
+        for g in orjson.loads(row["grants"])
+    ]
     birth: date | None = row["birth_date"]
-    return Facts(birth_date=birth, consents=consents, guardians=guardians, care=care,
-                 seals=seals, grants=grants)
+    return Facts(
+        birth_date=birth,
+        consents=consents,
+        guardians=guardians,
+        care=care,
+        seals=seals,
+        grants=grants,
+    )

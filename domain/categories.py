@@ -20,8 +20,19 @@ from typing import Any
 
 from domain.errors import DomainError
 
-GENERAL = ("demographics", "encounter", "diagnosis", "medication", "allergy", "lab", "vital",
-           "procedure", "immunization", "document", "observation")
+GENERAL = (
+    "demographics",
+    "encounter",
+    "diagnosis",
+    "medication",
+    "allergy",
+    "lab",
+    "vital",
+    "procedure",
+    "immunization",
+    "document",
+    "observation",
+)
 SENSITIVE = ("hiv", "psychiatric", "reproductive", "genetic")
 CATEGORIES = GENERAL + SENSITIVE
 
@@ -31,27 +42,54 @@ CATEGORIES = GENERAL + SENSITIVE
 LEVEL = {
     # Identity and the fact of a visit or a vaccination: shared consortium-wide to link
     # records and run public-health programmes.
-    "demographics": 2, "encounter": 2, "immunization": 2,
+    "demographics": 2,
+    "encounter": 2,
+    "immunization": 2,
     # Clinical content: personal health information, shared for care under consent.
-    "diagnosis": 3, "medication": 3, "allergy": 3, "lab": 3, "vital": 3, "procedure": 3,
-    "document": 3, "observation": 3,
+    "diagnosis": 3,
+    "medication": 3,
+    "allergy": 3,
+    "lab": 3,
+    "vital": 3,
+    "procedure": 3,
+    "document": 3,
+    "observation": 3,
     # Disclosure can bring discrimination or harm out of proportion: shared only by name.
-    "hiv": 4, "psychiatric": 4, "reproductive": 4, "genetic": 4,
+    "hiv": 4,
+    "psychiatric": 4,
+    "reproductive": 4,
+    "genetic": 4,
 }
 
 _HIV, _PSY, _REP, _GEN = 1, 2, 4, 8  # bits in SENSITIVE order
 
 _BASE = {
-    "patient": "demographics", "encounter": "encounter", "condition": "diagnosis",
-    "medication_request": "medication", "medication_dispense": "medication",
-    "procedure": "procedure", "immunization": "immunization", "allergy": "allergy",
+    "patient": "demographics",
+    "encounter": "encounter",
+    "condition": "diagnosis",
+    "medication_request": "medication",
+    "medication_dispense": "medication",
+    "procedure": "procedure",
+    "immunization": "immunization",
+    "allergy": "allergy",
     "document": "document",
 }
 _OBSERVATION_BASE = {"laboratory": "lab", "vital-signs": "vital"}
 # Not clinical entries: who may see a consent, a correction, a merge or a referral is decided
 # by other rules. A referral's impression and diagnosis codes can be checked with sensitive_of.
-CONTROL_KINDS = ("consent", "retract", "merge", "unmerge", "referral", "referral_action",
-                 "consent_withdrawal", "guardian", "care_contract", "seal", "unseal")
+CONTROL_KINDS = (
+    "consent",
+    "retract",
+    "merge",
+    "unmerge",
+    "referral",
+    "referral_action",
+    "consent_withdrawal",
+    "guardian",
+    "care_contract",
+    "seal",
+    "unseal",
+)
 
 # The codings of each kind that say something clinical (administration route and site do not);
 # (attribute, holds a list).
@@ -73,7 +111,8 @@ _LABELS = {"encounter": ("department",), "document": ("title",)}
 _RESULTS = {
     base: tuple(
         (base, *(name for bit, name in enumerate(SENSITIVE) if mask >> bit & 1))
-        for mask in range(1 << len(SENSITIVE)))
+        for mask in range(1 << len(SENSITIVE))
+    )
     for base in GENERAL
 }
 
@@ -90,13 +129,16 @@ def categories_of(kind: str, payload: Any) -> tuple[str, ...]:
     elif base is None:
         if kind in CONTROL_KINDS:
             return ()
-        raise DomainError(f"no data category is defined for kind {kind!r}",
-                          code="categories.unknown_kind")
+        raise DomainError(
+            f"no data category is defined for kind {kind!r}", code="categories.unknown_kind"
+        )
     mask = 0
     for coding in codes_in(kind, payload):
-        mask |= _coding_mask(getattr(coding, "system", None) or "",
-                             getattr(coding, "code", None) or "",
-                             getattr(coding, "display", None) or "")
+        mask |= _coding_mask(
+            getattr(coding, "system", None) or "",
+            getattr(coding, "code", None) or "",
+            getattr(coding, "display", None) or "",
+        )
     for attribute in _LABELS.get(kind, ()):
         label = getattr(payload, attribute, None)
         if label:
@@ -122,15 +164,18 @@ def sensitive_of(codings: Any, labels: Any = ()) -> tuple[str, ...]:
     """The sensitive categories that any of these codings or free-text labels falls in."""
     mask = 0
     for coding in codings:
-        mask |= _coding_mask(getattr(coding, "system", None) or "",
-                             getattr(coding, "code", None) or "",
-                             getattr(coding, "display", None) or "")
+        mask |= _coding_mask(
+            getattr(coding, "system", None) or "",
+            getattr(coding, "code", None) or "",
+            getattr(coding, "display", None) or "",
+        )
     for label in labels:
         mask |= _text_mask(label)
     return tuple(name for bit, name in enumerate(SENSITIVE) if mask >> bit & 1)
 
 
 # --- ICD-10 (WHO, CM and the Chinese national clinical version) -------------------------------
+
 
 def _span(first: str, last: str) -> list[str]:
     return [f"{first[0]}{n:02d}" for n in range(int(first[1:]), int(last[1:]) + 1)]
@@ -144,8 +189,7 @@ for _bit, _keys in (
     (_PSY, [*_span("F00", "F99"), *_span("X60", "X84")]),
     # Pregnancy and childbirth; contraception, procreation, pregnancy supervision and delivery;
     # female infertility, habitual aborter, artificial fertilisation; male infertility (N46).
-    (_REP, [*_span("O00", "O99"), "O9A", *_span("Z30", "Z39"), "Z3A",
-            *_span("N96", "N98"), "N46"]),
+    (_REP, [*_span("O00", "O99"), "O9A", *_span("Z30", "Z39"), "Z3A", *_span("N96", "N98"), "N46"]),
     (_GEN, [*_span("Q90", "Q99"), "Z14", "Z15"]),  # chromosomal; carrier; susceptibility
 ):
     for _key in _keys:
@@ -154,17 +198,17 @@ for _bit, _keys in (
 # Subcategories, matched as prefixes of the code without its dot.
 _ICD10_SUB: dict[str, list[tuple[str, int]]] = {}
 for _code, _bit in (
-    ("Z11.4", _HIV),   # screening for HIV
-    ("Z20.6", _HIV),   # contact with or exposure to HIV
-    ("Z71.7", _HIV),   # HIV counselling
-    ("O98.7", _HIV),   # HIV disease complicating pregnancy
-    ("F02.4", _HIV),   # dementia in HIV disease (WHO)
+    ("Z11.4", _HIV),  # screening for HIV
+    ("Z20.6", _HIV),  # contact with or exposure to HIV
+    ("Z71.7", _HIV),  # HIV counselling
+    ("O98.7", _HIV),  # HIV disease complicating pregnancy
+    ("F02.4", _HIV),  # dementia in HIV disease (WHO)
     ("Z84.81", _GEN),  # family history of carrier of genetic disease (CM)
-    ("Z82.7", _GEN),   # family history of chromosomal abnormalities
-    ("Z13.7", _GEN),   # screening for chromosomal or genetic anomalies
-    ("O28.5", _GEN),   # chromosomal or genetic finding on antenatal screening
-    ("O35.1", _GEN),   # maternal care for chromosomal abnormality in fetus
-    ("O35.2", _GEN),   # maternal care for hereditary disease in fetus
+    ("Z82.7", _GEN),  # family history of chromosomal abnormalities
+    ("Z13.7", _GEN),  # screening for chromosomal or genetic anomalies
+    ("O28.5", _GEN),  # chromosomal or genetic finding on antenatal screening
+    ("O35.1", _GEN),  # maternal care for chromosomal abnormality in fetus
+    ("O35.2", _GEN),  # maternal care for hereditary disease in fetus
 ):
     _ICD10_SUB.setdefault(_code[:3], []).append((_code.replace(".", ""), _bit))
 
@@ -179,8 +223,12 @@ def _icd10_mask(code: str) -> int:
     if dot not in (-1, 3):
         return 0
     compact = code.replace(".", "")
-    if (len(compact) < 3 or compact[0] not in _UPPER or compact[1] not in _DIGITS
-            or not (compact[2] in _DIGITS or compact[2] in _UPPER)):
+    if (
+        len(compact) < 3
+        or compact[0] not in _UPPER
+        or compact[1] not in _DIGITS
+        or not (compact[2] in _DIGITS or compact[2] in _UPPER)
+    ):
         return 0
     key = compact[:3]
     mask = _ICD10.get(key, 0)
@@ -197,18 +245,33 @@ for _bit, _codes in (
     # HIV antibody and antigen tests (screening, rapid, confirmatory, 4th generation, panels).
     # Fuller lists: the value sets "HIV Laboratory Test Codes (Ab and Ag)"
     # (2.16.840.1.113762.1.4.1056.50) and "HIV Viral Load Tests" (2.16.840.1.113762.1.4.1248.377).
-    (_HIV, ("7917-8 7918-6 7919-4 5220-9 5221-7 5222-5 5223-3 5224-1 5225-8 9821-0 18396-2 "
+    (
+        _HIV,
+        (
+            "7917-8 7918-6 7919-4 5220-9 5221-7 5222-5 5223-3 5224-1 5225-8 9821-0 18396-2 "
             "21007-0 24012-7 29893-5 30361-0 31201-7 40733-8 42600-7 43009-0 43010-8 44533-8 "
             "44607-0 48345-3 48346-1 49580-4 49905-3 53379-4 56888-1 57975-5 58900-2 68961-2 "
             "69668-2 73905-2 73906-0 75622-1 75666-8 80203-3 80387-4 81641-3 83101-6 85037-0 "
-            "86233-4 89365-1 89374-3")),
+            "86233-4 89365-1 89374-3"
+        ),
+    ),
     # HIV RNA (viral load) and proviral DNA.
-    (_HIV, ("10351-5 20447-9 21008-8 21333-0 23876-6 25836-8 25842-6 29539-4 29541-0 41514-1 "
+    (
+        _HIV,
+        (
+            "10351-5 20447-9 21008-8 21333-0 23876-6 25836-8 25842-6 29539-4 29541-0 41514-1 "
             "41515-8 41516-6 48510-2 48511-0 48552-4 51780-5 59419-2 62469-2 69354-9 70241-5 "
-            "104762-0 104781-0")),
+            "104762-0 104781-0"
+        ),
+    ),
     # Genetic testing (HL7 genomics reporting codes) and karyotypes.
-    (_GEN, ("51968-6 51969-4 81247-9 48018-6 69548-6 53037-8 81252-9 48004-6 48005-3 47998-0 "
-            "81290-9 29770-5 33773-3 33774-1 33893-9")),
+    (
+        _GEN,
+        (
+            "51968-6 51969-4 81247-9 48018-6 69548-6 53037-8 81252-9 48004-6 48005-3 47998-0 "
+            "81290-9 29770-5 33773-3 33774-1 33893-9"
+        ),
+    ),
 ):
     for _code in _codes.split():
         _LOINC[_code] = _bit
@@ -216,9 +279,14 @@ for _bit, _codes in (
 # --- SNOMED CT: a few common concepts only (China is not a SNOMED member; labels do the rest) --
 
 _SNOMED = {
-    "86406008": _HIV, "165816005": _HIV, "62479008": _HIV,  # HIV infection, detected, AIDS
-    "74732009": _PSY, "35489007": _PSY, "58214004": _PSY,   # mental, depressive, schizophrenia
-    "13746004": _PSY, "197480006": _PSY,                    # bipolar, anxiety disorder
+    "86406008": _HIV,
+    "165816005": _HIV,
+    "62479008": _HIV,  # HIV infection, detected, AIDS
+    "74732009": _PSY,
+    "35489007": _PSY,
+    "58214004": _PSY,  # mental, depressive, schizophrenia
+    "13746004": _PSY,
+    "197480006": _PSY,  # bipolar, anxiety disorder
 }
 
 # --- ATC -----------------------------------------------------------------------------------------
@@ -228,15 +296,26 @@ _ATC_PREFIXES = (
     # saquinavir..darunavir (not J05AE30 nirmatrelvir/ritonavir, a COVID-19 drug, nor the
     # hepatitis C protease inhibitors once filed in J05AE); entry/fusion inhibitors and the
     # integrase inhibitors' codes before J05AJ existed.
-    ("J05AF", _HIV), ("J05AG", _HIV), ("J05AJ", _HIV), ("J05AR", _HIV),
+    ("J05AF", _HIV),
+    ("J05AG", _HIV),
+    ("J05AJ", _HIV),
+    ("J05AR", _HIV),
     *((f"J05AE{n:02d}", _HIV) for n in range(1, 11)),
-    ("J05AX07", _HIV), ("J05AX08", _HIV), ("J05AX09", _HIV), ("J05AX12", _HIV), ("J05AX23", _HIV),
+    ("J05AX07", _HIV),
+    ("J05AX08", _HIV),
+    ("J05AX09", _HIV),
+    ("J05AX12", _HIV),
+    ("J05AX23", _HIV),
     # Psychiatric: antipsychotics (lithium included), antidepressants, their combinations
     # (flupentixol/melitracen), ADHD stimulants and atomoxetine (N06BA), drugs for alcohol and
     # opioid dependence (N07BB, N07BC). Not anxiolytics (N05B) or hypnotics (N05C): given for
     # sleep, sedation before procedures, spasm and itch far more than for a mental disorder.
     # Not N06BX nootropics (piracetam, citicoline after a stroke) nor caffeine.
-    ("N05A", _PSY), ("N06A", _PSY), ("N06C", _PSY), ("N06BA", _PSY), ("N07BB", _PSY),
+    ("N05A", _PSY),
+    ("N06A", _PSY),
+    ("N06C", _PSY),
+    ("N06BA", _PSY),
+    ("N07BB", _PSY),
     ("N07BC", _PSY),
 )
 # Nucleoside analogues licensed only for hepatitis B: adefovir, entecavir, telbivudine,
@@ -262,22 +341,100 @@ def _atc_mask(code: str) -> int:
 
 # (bit, words, unless): a word marks the category unless the label also holds one of `unless`.
 _TEXT_RULES: tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...] = (
-    (_HIV, ("艾滋", "人类免疫缺陷", "获得性免疫缺陷", "human immunodeficiency virus",
-            "acquired immunodeficiency", "acquired immune deficiency"), ()),
+    (
+        _HIV,
+        (
+            "艾滋",
+            "人类免疫缺陷",
+            "获得性免疫缺陷",
+            "human immunodeficiency virus",
+            "acquired immunodeficiency",
+            "acquired immune deficiency",
+        ),
+        (),
+    ),
     # Compounds, not bare 精神: 精神萎靡, 精神差 and 精神可 describe a patient's general state.
-    (_PSY, ("精神障碍", "精神分裂", "精神病", "精神疾病", "精神发育迟滞", "精神科", "精神卫生",
-            "心理科", "抑郁", "焦虑", "躁狂", "双相情感", "强迫症", "孤独症", "自闭症", "自杀",
-            "schizophren", "bipolar", "mental disorder", "psychosis", "psychotic",
-            "depressive disorder", "anxiety disorder", "suicid"), ()),
-    (_REP, ("流产", "人工授精", "避孕", "不孕", "不育", "体外受精", "试管婴儿", "胚胎移植",
-            "终止妊娠", "引产", "节育", "输卵管结扎", "输精管结扎", "abortion", "contracepti",
-            "infertil", "in vitro fertili", "artificial insemination"), ()),
+    (
+        _PSY,
+        (
+            "精神障碍",
+            "精神分裂",
+            "精神病",
+            "精神疾病",
+            "精神发育迟滞",
+            "精神科",
+            "精神卫生",
+            "心理科",
+            "抑郁",
+            "焦虑",
+            "躁狂",
+            "双相情感",
+            "强迫症",
+            "孤独症",
+            "自闭症",
+            "自杀",
+            "schizophren",
+            "bipolar",
+            "mental disorder",
+            "psychosis",
+            "psychotic",
+            "depressive disorder",
+            "anxiety disorder",
+            "suicid",
+        ),
+        (),
+    ),
+    (
+        _REP,
+        (
+            "流产",
+            "人工授精",
+            "避孕",
+            "不孕",
+            "不育",
+            "体外受精",
+            "试管婴儿",
+            "胚胎移植",
+            "终止妊娠",
+            "引产",
+            "节育",
+            "输卵管结扎",
+            "输精管结扎",
+            "abortion",
+            "contracepti",
+            "infertil",
+            "in vitro fertili",
+            "artificial insemination",
+        ),
+        (),
+    ),
     (_GEN, ("染色体", "遗传病", "遗传咨询", "唐氏", "chromosom", "karyotyp"), ()),
     # 基因 also names pathogen genotyping (HPV基因分型), tuberculosis resistance genes and
     # recombinant vaccines and drugs (基因工程, 基因重组): those are not a person's genes.
-    (_GEN, ("基因", "genetic", "genomic"),
-     ("病毒", "疫苗", "重组", "工程", "杆菌", "细菌", "真菌", "结核", "支原体", "衣原体",
-      "hpv", "hbv", "hcv", "virus", "viral", "vaccin", "recombinant", "bacteri")),
+    (
+        _GEN,
+        ("基因", "genetic", "genomic"),
+        (
+            "病毒",
+            "疫苗",
+            "重组",
+            "工程",
+            "杆菌",
+            "细菌",
+            "真菌",
+            "结核",
+            "支原体",
+            "衣原体",
+            "hpv",
+            "hbv",
+            "hcv",
+            "virus",
+            "viral",
+            "vaccin",
+            "recombinant",
+            "bacteri",
+        ),
+    ),
 )
 # HIV (any case) or AIDS (capitals: not hearing aids) as a word, also inside Chinese (抗HIV抗体)
 # and before Ab/Ag/RNA/DNA (HIVAb); not inside hives or archive.
@@ -289,18 +446,25 @@ def _text_mask(text: str) -> int:
     lowered = text.lower()
     mask = _HIV if _HIV_WORD.search(text) else 0
     for bit, words, unless in _TEXT_RULES:
-        if not mask & bit and any(w in lowered for w in words) and not any(
-                u in lowered for u in unless):
+        if (
+            not mask & bit
+            and any(w in lowered for w in words)
+            and not any(u in lowered for u in unless)
+        ):
             mask |= bit
     return mask
 
 
 # --- Code systems ------------------------------------------------------------------------------
 
-_ICD10_OIDS = frozenset({"2.16.840.1.113883.6.3", "2.16.840.1.113883.6.90",
-                         "2.16.156.10011.2.3.3.11"})  # WHO, CM, Chinese CDA diagnosis codes
-_LOINC_OID, _SNOMED_OID, _ATC_OID = ("2.16.840.1.113883.6.1", "2.16.840.1.113883.6.96",
-                                     "2.16.840.1.113883.6.73")
+_ICD10_OIDS = frozenset(
+    {"2.16.840.1.113883.6.3", "2.16.840.1.113883.6.90", "2.16.156.10011.2.3.3.11"}
+)  # WHO, CM, Chinese CDA diagnosis codes
+_LOINC_OID, _SNOMED_OID, _ATC_OID = (
+    "2.16.840.1.113883.6.1",
+    "2.16.840.1.113883.6.96",
+    "2.16.840.1.113883.6.73",
+)
 
 
 def _loinc_mask(code: str) -> int:
@@ -315,7 +479,8 @@ def _system_matcher(system: str) -> Callable[[str], int] | None:
     s = system.strip().lower()
     oid = s.removeprefix("urn:oid:")
     if (("icd-10" in s or "icd10" in s or "14396" in s) and "pcs" not in s) or (
-            oid in _ICD10_OIDS or oid.startswith("2.16.156.10011.2.3.3.11.")):
+        oid in _ICD10_OIDS or oid.startswith("2.16.156.10011.2.3.3.11.")
+    ):
         return _icd10_mask  # GB/T 14396 is China's ICD-10; ICD-10-PCS is procedures
     if "loinc" in s or oid == _LOINC_OID:
         return _loinc_mask

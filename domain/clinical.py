@@ -41,20 +41,54 @@ from domain.values import (  # noqa: F401  (re-exported: the item models build o
 
 # Clinical entries: each becomes one entry of the shared record (versioned by its record id).
 ENTRY_KINDS = (
-    "encounter", "condition", "observation", "medication_request", "medication_dispense",
-    "procedure", "immunization", "allergy", "document",
+    "encounter",
+    "condition",
+    "observation",
+    "medication_request",
+    "medication_dispense",
+    "procedure",
+    "immunization",
+    "allergy",
+    "document",
 )
 # Identity and correction events: they change how entries are read, not the entries' content.
-CONTROL_KINDS = ("patient", "consent", "retract", "merge", "unmerge", "consent_withdrawal",
-                 "guardian", "care_contract", "seal", "unseal")
+CONTROL_KINDS = (
+    "patient",
+    "consent",
+    "retract",
+    "merge",
+    "unmerge",
+    "consent_withdrawal",
+    "guardian",
+    "care_contract",
+    "seal",
+    "unseal",
+)
 # Referrals (双向转诊): a request, then the actions that move it along (domain/referral.py).
 REFERRAL_KINDS = ("referral", "referral_action")
 KINDS = (*ENTRY_KINDS, *CONTROL_KINDS, *REFERRAL_KINDS)
 Kind = Literal[
-    "encounter", "condition", "observation", "medication_request", "medication_dispense",
-    "procedure", "immunization", "allergy", "document",
-    "patient", "consent", "retract", "merge", "unmerge", "referral", "referral_action",
-    "consent_withdrawal", "guardian", "care_contract", "seal", "unseal",
+    "encounter",
+    "condition",
+    "observation",
+    "medication_request",
+    "medication_dispense",
+    "procedure",
+    "immunization",
+    "allergy",
+    "document",
+    "patient",
+    "consent",
+    "retract",
+    "merge",
+    "unmerge",
+    "referral",
+    "referral_action",
+    "consent_withdrawal",
+    "guardian",
+    "care_contract",
+    "seal",
+    "unseal",
 ]
 
 
@@ -101,8 +135,12 @@ class ConditionPayload(_PatientItem):
 class ObservationPayload(_PatientItem):
     code: Coding
     status: Literal["registered", "preliminary", "final", "amended", "corrected"]
-    category: Literal["vital-signs", "laboratory", "survey", "exam", "social-history",
-                      "imaging", "procedure"] | None
+    category: (
+        Literal[
+            "vital-signs", "laboratory", "survey", "exam", "social-history", "imaging", "procedure"
+        ]
+        | None
+    )
     effective: AwareDatetime
     value_quantity: Quantity | None = None
     value_string: Text | None = None
@@ -116,7 +154,8 @@ class ObservationPayload(_PatientItem):
         given = [v for v in (self.value_quantity, self.value_string, self.value_coding) if v]
         if len(given) > 1:
             raise PydanticCustomError(
-                "observation.values", "give at most one of value_quantity, value_string, value_coding"
+                "observation.values",
+                "give at most one of value_quantity, value_string, value_coding",
             )
         return self
 
@@ -144,13 +183,17 @@ class ConsentPayload(_PatientItem):
     def _period(self) -> ConsentPayload:
         if self.valid_to is not None and self.valid_to <= self.valid_from:
             raise PydanticCustomError("consent.period", "valid_to must be after valid_from")
-        if self.signed_by == "guardian" and (self.guardian is None
-                                             or self.guardian.resident_id is None):
-            raise PydanticCustomError("consent.guardian", "a consent signed by a guardian "
-                                      "names the guardian by resident_id")
+        if self.signed_by == "guardian" and (
+            self.guardian is None or self.guardian.resident_id is None
+        ):
+            raise PydanticCustomError(
+                "consent.guardian",
+                "a consent signed by a guardian names the guardian by resident_id",
+            )
         if self.signed_by == "patient" and self.guardian is not None:
-            raise PydanticCustomError("consent.guardian", "a guardian is named only on a "
-                                      "consent signed_by guardian")
+            raise PydanticCustomError(
+                "consent.guardian", "a guardian is named only on a consent signed_by guardian"
+            )
         return self
 
 
@@ -236,7 +279,8 @@ class DocumentPayload(_PatientItem):
             raise PydanticCustomError("document.data_not_base64", "data must be base64") from None
         if hashlib.sha256(raw).hexdigest() != self.sha256 or len(raw) != self.size:
             raise PydanticCustomError(
-                "document.hash_mismatch", "sha256 and size must be those of the decoded data")
+                "document.hash_mismatch", "sha256 and size must be those of the decoded data"
+            )
         return self
 
 
@@ -314,10 +358,12 @@ class Item(_Model):
     def _one_record(self) -> Item:
         if self.record and self.amends and self.record != self.amends:
             raise PydanticCustomError(
-                "item.record_amends", "record and amends, when both given, must be the same")
+                "item.record_amends", "record and amends, when both given, must be the same"
+            )
         if (self.record or self.amends) and self.kind not in ENTRY_KINDS:
             raise PydanticCustomError(
-                "item.record_kind", "record and amends apply to clinical entries only")
+                "item.record_kind", "record and amends apply to clinical entries only"
+            )
         return self
 
 

@@ -41,8 +41,7 @@ class GuardianPayload(_PatientItem):
     @model_validator(mode="after")
     def _named_by_resident_id(self) -> GuardianPayload:
         if self.guardian.resident_id is None:
-            raise PydanticCustomError("guardian.resident_id",
-                                      "name the guardian by resident_id")
+            raise PydanticCustomError("guardian.resident_id", "name the guardian by resident_id")
         return self
 
 
@@ -67,8 +66,9 @@ class SealPayload(_PatientItem):
     ``<institution>/<person>`` as their token names them: a person id alone could be any
     institution's."""
 
-    readers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,128}$")]] = \
-        Field(min_length=1, max_length=50)
+    readers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,128}$")]] = Field(
+        min_length=1, max_length=50
+    )
     reason: Text
     at: AwareDatetime
 

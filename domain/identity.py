@@ -54,7 +54,7 @@ class PatientIdentity(Aggregate):
     @event("Registered")
     def __init__(
         self,
-        id: UUID,  # noqa: A002 - the library takes it as the aggregate id
+        id: UUID,
         resident_id: str | None,
         birth_date: str | None,
         sex: str | None,

@@ -27,8 +27,17 @@ _NS = uuid5(NAMESPACE_URL, "urn:county-hie:referral")
 
 SENDER, RECEIVER, EXCHANGE = "sender", "receiver", "exchange"
 OPEN_STATES = ("requested", "accepted")
-STATES = ("requested", "accepted", "rejected", "arrived", "completed", "back_referred",
-          "followed_up", "cancelled", "expired")
+STATES = (
+    "requested",
+    "accepted",
+    "rejected",
+    "arrived",
+    "completed",
+    "back_referred",
+    "followed_up",
+    "cancelled",
+    "expired",
+)
 # (state, action) -> (next state, the party that may take the action)
 TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("requested", "accept"): ("accepted", RECEIVER),
@@ -57,8 +66,11 @@ class TransitionRefused(DomainError):
 
 def allowed(state: str) -> list[str]:
     """The actions allowed in a state, each with the party that may take it."""
-    return [f"{action} (by the {party})" for (s, action), (_, party) in TRANSITIONS.items()
-            if s == state]
+    return [
+        f"{action} (by the {party})"
+        for (s, action), (_, party) in TRANSITIONS.items()
+        if s == state
+    ]
 
 
 @dataclass(frozen=True)
@@ -66,9 +78,13 @@ class ReferralPolicy:
     """The consortium's deadlines (configuration; the defaults follow common county practice
     and the basic public-health norm of a hypertension follow-up within two weeks)."""
 
-    accept_within: dict[str, timedelta] = field(default_factory=lambda: {
-        "emergency": timedelta(hours=2), "urgent": timedelta(hours=24),
-        "routine": timedelta(hours=72)})
+    accept_within: dict[str, timedelta] = field(
+        default_factory=lambda: {
+            "emergency": timedelta(hours=2),
+            "urgent": timedelta(hours=24),
+            "routine": timedelta(hours=72),
+        }
+    )
     arrive_within: timedelta = timedelta(days=7)
     follow_up_within: timedelta = timedelta(days=14)
     # How long after completion the receiving institution may still read the record.
@@ -78,8 +94,12 @@ class ReferralPolicy:
         missing = [u for u in URGENCIES if u not in self.accept_within]
         if missing:
             raise ValueError(f"the referral policy needs an acceptance deadline for {missing}")
-        spans = [*self.accept_within.values(), self.arrive_within, self.follow_up_within,
-                 self.care_after_completion]
+        spans = [
+            *self.accept_within.values(),
+            self.arrive_within,
+            self.follow_up_within,
+            self.care_after_completion,
+        ]
         if any(span <= timedelta(0) for span in spans):
             raise ValueError("every referral deadline must be a positive duration")
 
@@ -101,9 +121,19 @@ class Referral(Aggregate):
         return referral_id(reference)
 
     @event("Requested")
-    def __init__(self, reference: str, patient_id: UUID, from_institution: str,
-                 to_institution: str, direction: str, urgency: str, content: dict[str, Any],
-                 received_at: datetime, accept_by: datetime, source: str) -> None:
+    def __init__(
+        self,
+        reference: str,
+        patient_id: UUID,
+        from_institution: str,
+        to_institution: str,
+        direction: str,
+        urgency: str,
+        content: dict[str, Any],
+        received_at: datetime,
+        accept_by: datetime,
+        source: str,
+    ) -> None:
         self.reference = reference
         self.patient_id = patient_id
         self.from_institution = from_institution
@@ -135,35 +165,48 @@ class Referral(Aggregate):
         that takes no part learns nothing of the referral's state."""
         party = self.party(institution)
         if party is None:
-            raise TransitionRefused("this institution takes no part in the referral: only "
-                                    "its sender and receiver act on it", code="referral.not_party")
+            raise TransitionRefused(
+                "this institution takes no part in the referral: only "
+                "its sender and receiver act on it",
+                code="referral.not_party",
+            )
         step = TRANSITIONS.get((self.state, action))
         if step is None:
             can = allowed(self.state)
             raise TransitionRefused(
                 f"the referral is {self.state}; {action} is not allowed there"
                 + (f"; allowed: {', '.join(can)}" if can else "; it is closed"),
-                code="referral.transition")
+                code="referral.transition",
+            )
         if party != step[1]:
             raise TransitionRefused(
                 f"the referral is {self.state}; only the {step[1]} may {action} it",
-                code="referral.not_party")
+                code="referral.not_party",
+            )
         return step[0]
 
-    def act(self, action: str, institution: str | None, details: dict[str, Any],
-            received_at: datetime, policy: ReferralPolicy) -> None:
+    def act(
+        self,
+        action: str,
+        institution: str | None,
+        details: dict[str, Any],
+        received_at: datetime,
+        policy: ReferralPolicy,
+    ) -> None:
         """Take an action (institution None: the exchange), after the table allows it."""
         state = self.check(action, institution)
         if action == "expire" and (self.deadline is None or received_at < self.deadline):
-            raise TransitionRefused("the referral's deadline has not passed",
-                                    code="referral.not_due")
+            raise TransitionRefused(
+                "the referral's deadline has not passed", code="referral.not_due"
+            )
         if action in LATE_REFUSED and self.deadline is not None and received_at >= self.deadline:
             # Past the deadline the referral is expiring (the scheduler records it at once):
             # the receiver cannot take it on any more; the sender may still cancel.
             raise TransitionRefused(
                 f"the referral is {self.state} but its deadline passed at "
                 f"{self.deadline.isoformat()}; it expires; the sender may refer again",
-                code="referral.deadline_passed")
+                code="referral.deadline_passed",
+            )
         deadline: datetime | None = None
         if state == "accepted":
             deadline = received_at + policy.arrive_within
@@ -172,16 +215,25 @@ class Referral(Aggregate):
         care_until: datetime | None = None
         if state == "completed":
             care_until = received_at + policy.care_after_completion
-        self.transition(action=action, state=state, institution=institution, details=details,
-                        received_at=received_at, deadline=deadline, care_until=care_until)
+        self.transition(
+            action=action,
+            state=state,
+            institution=institution,
+            details=details,
+            received_at=received_at,
+            deadline=deadline,
+            care_until=care_until,
+        )
 
     def mark_overdue(self, now: datetime) -> None:
         if self.state != "back_referred":
-            raise TransitionRefused(f"the referral is {self.state}; no follow-up is pending",
-                                    code="referral.transition")
+            raise TransitionRefused(
+                f"the referral is {self.state}; no follow-up is pending", code="referral.transition"
+            )
         if self.overdue:
-            raise TransitionRefused("the follow-up is already flagged overdue",
-                                    code="referral.transition")
+            raise TransitionRefused(
+                "the follow-up is already flagged overdue", code="referral.transition"
+            )
         if self.follow_up_due is None or now < self.follow_up_due:
             raise TransitionRefused("the follow-up is not due yet", code="referral.not_due")
         self.follow_up_overdue(due=self.follow_up_due, received_at=now)
@@ -189,9 +241,16 @@ class Referral(Aggregate):
     # Events (they replay: no checks, no clock) -------------------------------------------
 
     @event("Transitioned")
-    def transition(self, action: str, state: str, institution: str | None,
-                   details: dict[str, Any], received_at: datetime, deadline: datetime | None,
-                   care_until: datetime | None) -> None:
+    def transition(
+        self,
+        action: str,
+        state: str,
+        institution: str | None,
+        details: dict[str, Any],
+        received_at: datetime,
+        deadline: datetime | None,
+        care_until: datetime | None,
+    ) -> None:
         self.state = state
         if state == "back_referred":
             self.follow_up_due, self.deadline = deadline, None

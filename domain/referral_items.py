@@ -27,8 +27,14 @@ ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 REFERENCE_PATTERN = r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,200}$"
 # Why a referral was rejected, coded so that the county's statistics count reasons without
 # repeating free text (which may hold clinical detail).
-RejectionCode = Literal["no_capacity", "not_indicated", "needs_other_institution",
-                        "incomplete_information", "patient_declined", "other"]
+RejectionCode = Literal[
+    "no_capacity",
+    "not_indicated",
+    "needs_other_institution",
+    "incomplete_information",
+    "patient_declined",
+    "other",
+]
 
 
 class ReferralPayload(_PatientItem):
@@ -78,9 +84,11 @@ class ReferralActionPayload(_PatientItem):
     def _what_each_action_needs(self) -> ReferralActionPayload:
         if self.action in ("reject", "cancel") and self.reason is None:
             raise PydanticCustomError(
-                "referral.reason_missing", "a rejection or cancellation must give its reason")
+                "referral.reason_missing", "a rejection or cancellation must give its reason"
+            )
         if self.action == "back_refer" and (not self.diagnosis or self.follow_up_plan is None):
             raise PydanticCustomError(
                 "referral.back_referral_incomplete",
-                "a back-referral must give the diagnosis and the follow-up plan")
+                "a back-referral must give the diagnosis and the follow-up plan",
+            )
         return self

@@ -47,13 +47,20 @@ def _typed_envelope(models: Mapping[str, type[_PatientItem]]) -> type[EnvelopeMo
     item. It accepts exactly what the item-by-item path accepts; anything it refuses goes
     through that path, which names every problem."""
     typed_items = tuple(
-        create_model(f"Item_{kind}", __base__=Item, kind=(Literal[kind], ...),  # type: ignore[arg-type]
-                     payload=(model, ...))
-        for kind, model in models.items())
+        create_model(
+            f"Item_{kind}",
+            __base__=Item,
+            kind=(Literal[kind], ...),  # type: ignore[arg-type]
+            payload=(model, ...),
+        )
+        for kind, model in models.items()
+    )
     events = list[Annotated[Union[typed_items], Field(discriminator="kind")]]  # type: ignore[valid-type]  # noqa: UP007
     return create_model(
-        "TypedEnvelope", __base__=EnvelopeModel,
-        events=(events, Field(min_length=1, max_length=MAX_ITEMS)))
+        "TypedEnvelope",
+        __base__=EnvelopeModel,
+        events=(events, Field(min_length=1, max_length=MAX_ITEMS)),
+    )
 
 
 class EnvelopeSchema:
@@ -61,8 +68,11 @@ class EnvelopeSchema:
     brings older shapes up to them. ``CURRENT_SCHEMA`` is today's; a test of a model change
     builds another with the changed model and its upcaster."""
 
-    def __init__(self, models: Mapping[str, type[_PatientItem]] = PAYLOAD_MODELS,
-                 upcasting: Upcasting = CURRENT) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, type[_PatientItem]] = PAYLOAD_MODELS,
+        upcasting: Upcasting = CURRENT,
+    ) -> None:
         unknown = set(models) ^ set(upcasting.items)
         if unknown:
             raise ValueError(f"kinds without both a model and a version: {sorted(unknown)}")
@@ -97,7 +107,9 @@ def submission_key(institution: str, submission_id: str) -> UUID:
 
 
 def validate_envelope(
-    doc: object, *, institutions: Collection[str] | None = None,
+    doc: object,
+    *,
+    institutions: Collection[str] | None = None,
     schema: EnvelopeSchema = CURRENT_SCHEMA,
 ) -> tuple[ValidSubmission | None, list[Problem]]:
     """Check an envelope's structure and every item; return it validated, or every problem.
@@ -118,7 +130,8 @@ def validate_envelope(
 
 
 def _validate_item_by_item(
-    doc: dict[str, Any], institutions: Collection[str] | None,
+    doc: dict[str, Any],
+    institutions: Collection[str] | None,
     schema: EnvelopeSchema = CURRENT_SCHEMA,
 ) -> tuple[ValidSubmission | None, list[Problem]]:
     """The careful path: each item on its own, every problem named."""
@@ -141,17 +154,27 @@ def _validate_item_by_item(
             continue
         if item.source_id in seen:
             problems.append(
-                Problem("item.duplicate_source_id", "source_id repeats an earlier item of this "
-                        "submission", "source_id", index, item.source_id)
+                Problem(
+                    "item.duplicate_source_id",
+                    "source_id repeats an earlier item of this submission",
+                    "source_id",
+                    index,
+                    item.source_id,
+                )
             )
             continue
         seen.add(item.source_id)
         if item.kind in ENTRY_KINDS:
             if item.record_id in records:
                 problems.append(
-                    Problem("item.duplicate_record", "another item of this submission is a "
-                            "version of the same record; send one version per submission",
-                            "record", index, item.source_id)
+                    Problem(
+                        "item.duplicate_record",
+                        "another item of this submission is a "
+                        "version of the same record; send one version per submission",
+                        "record",
+                        index,
+                        item.source_id,
+                    )
                 )
                 continue
             records.add(item.record_id)
@@ -166,20 +189,35 @@ def _validate_item_by_item(
             unknown = [c for c in payload.scope if c != "*" and c not in institutions]
             if unknown:
                 problems.append(
-                    Problem("consent.scope_unknown", f"scope names unregistered institution(s) "
-                            f"{', '.join(sorted(unknown))}", "payload.scope", index, item.source_id)
+                    Problem(
+                        "consent.scope_unknown",
+                        f"scope names unregistered institution(s) {', '.join(sorted(unknown))}",
+                        "payload.scope",
+                        index,
+                        item.source_id,
+                    )
                 )
                 continue
-        items.append(ValidItem(
-            index, item.source_id, item.kind, payload,
-            item.record_id if item.kind in ENTRY_KINDS else "", item.amends is not None))
+        items.append(
+            ValidItem(
+                index,
+                item.source_id,
+                item.kind,
+                payload,
+                item.record_id if item.kind in ENTRY_KINDS else "",
+                item.amends is not None,
+            )
+        )
     if problems:
         return None, problems
     return ValidSubmission(env.submission_id, env.institution, env.sent_at, items), []
 
 
-def _validate_typed(doc: dict[str, Any], institutions: Collection[str] | None,
-                    schema: EnvelopeSchema = CURRENT_SCHEMA) -> ValidSubmission | None:
+def _validate_typed(
+    doc: dict[str, Any],
+    institutions: Collection[str] | None,
+    schema: EnvelopeSchema = CURRENT_SCHEMA,
+) -> ValidSubmission | None:
     """The whole envelope in one validation; None when anything needs the careful path."""
     try:
         env = schema.typed.model_validate(doc)
@@ -199,11 +237,22 @@ def _validate_typed(doc: dict[str, Any], institutions: Collection[str] | None,
                 return None
             records.add(item.record_id)
         payload = item.payload
-        if isinstance(payload, ConsentPayload) and institutions is not None and any(
-                c != "*" and c not in institutions for c in payload.scope):
+        if (
+            isinstance(payload, ConsentPayload)
+            and institutions is not None
+            and any(c != "*" and c not in institutions for c in payload.scope)
+        ):
             return None
-        items.append(ValidItem(index, item.source_id, item.kind, payload,
-                               item.record_id if entry else "", item.amends is not None))
+        items.append(
+            ValidItem(
+                index,
+                item.source_id,
+                item.kind,
+                payload,
+                item.record_id if entry else "",
+                item.amends is not None,
+            )
+        )
     return ValidSubmission(env.submission_id, env.institution, env.sent_at, items)
 
 

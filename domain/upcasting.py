@@ -55,11 +55,27 @@ ENVELOPE_UPCASTERS: dict[int, EnvelopeUpcaster] = {}
 
 # Today's version of every item kind; raise one when its payload model changes shape.
 ITEM_VERSIONS: dict[str, int] = {
-    "encounter": 1, "condition": 1, "observation": 1, "medication_request": 1,
-    "medication_dispense": 1, "procedure": 1, "immunization": 1, "allergy": 1, "document": 1,
-    "patient": 1, "consent": 1, "retract": 1, "merge": 1, "unmerge": 1,
-    "consent_withdrawal": 1, "guardian": 1, "care_contract": 1, "seal": 1, "unseal": 1,
-    "referral": 1, "referral_action": 1,
+    "encounter": 1,
+    "condition": 1,
+    "observation": 1,
+    "medication_request": 1,
+    "medication_dispense": 1,
+    "procedure": 1,
+    "immunization": 1,
+    "allergy": 1,
+    "document": 1,
+    "patient": 1,
+    "consent": 1,
+    "retract": 1,
+    "merge": 1,
+    "unmerge": 1,
+    "consent_withdrawal": 1,
+    "guardian": 1,
+    "care_contract": 1,
+    "seal": 1,
+    "unseal": 1,
+    "referral": 1,
+    "referral_action": 1,
 }
 # (kind, n) -> the function that turns an item of version n into version n + 1.
 ITEM_UPCASTERS: dict[tuple[str, int], ItemUpcaster] = {}
@@ -74,17 +90,24 @@ class Upcasting:
     envelope: int = ENVELOPE_VERSION
     items: Mapping[str, int] = field(default_factory=lambda: dict(ITEM_VERSIONS))
     envelope_upcasters: Mapping[int, EnvelopeUpcaster] = field(
-        default_factory=lambda: dict(ENVELOPE_UPCASTERS))
+        default_factory=lambda: dict(ENVELOPE_UPCASTERS)
+    )
     item_upcasters: Mapping[tuple[str, int], ItemUpcaster] = field(
-        default_factory=lambda: dict(ITEM_UPCASTERS))
+        default_factory=lambda: dict(ITEM_UPCASTERS)
+    )
     _all_first: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         # A gap in a chain would surface only when an old envelope is read: refuse it now.
-        missing = [f"envelope v{n}" for n in range(1, self.envelope)
-                   if n not in self.envelope_upcasters]
-        missing += [f"{kind} v{n}" for kind, version in self.items.items()
-                    for n in range(1, version) if (kind, n) not in self.item_upcasters]
+        missing = [
+            f"envelope v{n}" for n in range(1, self.envelope) if n not in self.envelope_upcasters
+        ]
+        missing += [
+            f"{kind} v{n}"
+            for kind, version in self.items.items()
+            for n in range(1, version)
+            if (kind, n) not in self.item_upcasters
+        ]
         if missing:
             raise ValueError(f"no upcaster from {', '.join(missing)} to the next version")
         # Every kind at version 1 (no upcaster yet): only an item stating a version needs a look.
@@ -102,9 +125,14 @@ class Upcasting:
         stated = doc.get(VERSION_FIELD, 1)
         if stated != self.envelope and type(stated) is int:
             if not 1 <= stated <= self.envelope:
-                return doc, [Problem(
-                    "schema_version.unknown", f"this exchange reads envelopes up to schema "
-                    f"version {self.envelope}; send that version or lower", VERSION_FIELD)]
+                return doc, [
+                    Problem(
+                        "schema_version.unknown",
+                        f"this exchange reads envelopes up to schema "
+                        f"version {self.envelope}; send that version or lower",
+                        VERSION_FIELD,
+                    )
+                ]
             for n in range(stated, self.envelope):
                 doc = self.envelope_upcasters[n](doc)
             doc = {**doc, VERSION_FIELD: self.envelope}
@@ -125,10 +153,16 @@ class Upcasting:
                 continue
             if not 1 <= version <= current:
                 source_id = item.get("source_id")
-                problems.append(Problem(
-                    "schema_version.unknown", f"this exchange reads {kind} items up to schema "
-                    f"version {current}; send that version or lower", VERSION_FIELD, index,
-                    source_id if isinstance(source_id, str) else None))
+                problems.append(
+                    Problem(
+                        "schema_version.unknown",
+                        f"this exchange reads {kind} items up to schema "
+                        f"version {current}; send that version or lower",
+                        VERSION_FIELD,
+                        index,
+                        source_id if isinstance(source_id, str) else None,
+                    )
+                )
                 continue
             for n in range(version, current):
                 item = self.item_upcasters[(kind, n)](item)

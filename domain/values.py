@@ -55,7 +55,8 @@ class PatientRef(_Model):
     def _some_identifier(self) -> PatientRef:
         if self.resident_id is None and self.mrn is None and self.health_card is None:
             raise PydanticCustomError(
-                "patient.no_identifier", "name the patient by resident_id, mrn or health_card")
+                "patient.no_identifier", "name the patient by resident_id, mrn or health_card"
+            )
         return self
 
 

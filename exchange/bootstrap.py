@@ -125,18 +125,28 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def gateway(self) -> Gateway:
-        return Gateway(self.ledger, self.nc, self.settings.consortium,
-                       executor=self.executor, batch_max_bytes=self.settings.batch_max_bytes,
-                       audit=self.audit_writer)
+        return Gateway(
+            self.ledger,
+            self.nc,
+            self.settings.consortium,
+            executor=self.executor,
+            batch_max_bytes=self.settings.batch_max_bytes,
+            audit=self.audit_writer,
+        )
 
     def projection(self) -> PatientRecordProjection:
         async def read(after: int, limit: int) -> Sequence[tuple[int, Any]]:
             return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
+
         return PatientRecordProjection(self.pool, read)
 
     def scheduler(self) -> ReferralScheduler:
-        return ReferralScheduler(self.ledger, ReferralReader(self.pool), self.executor,
-                                 interval=self.settings.scheduler_seconds)
+        return ReferralScheduler(
+            self.ledger,
+            ReferralReader(self.pool),
+            self.executor,
+            interval=self.settings.scheduler_seconds,
+        )
 
     def notifier(self) -> Notifier:
         return Notifier(self.pool, self.nc.jetstream(), self.settings.consortium)
@@ -158,10 +168,17 @@ class Runtime:
 
         async def register(code: str, name: str, level: str, public_key: str) -> bool:
             return await self.sync(  # type: ignore[no-any-return]
-                self.ledger.register_institution, code, name, level, public_key)
-        return Portal(seed, register=register, identities=self.records, rows=self.pool,
-                      submitter=SubmitClient(self.nc, self.settings.consortium, PORTAL_CODE),
-                      projection_wait=self.projection_wait)
+                self.ledger.register_institution, code, name, level, public_key
+            )
+
+        return Portal(
+            seed,
+            register=register,
+            identities=self.records,
+            rows=self.pool,
+            submitter=SubmitClient(self.nc, self.settings.consortium, PORTAL_CODE),
+            projection_wait=self.projection_wait,
+        )
 
     def api_context(self, portal: Portal | None = None) -> ApiContext:
         policy = self.settings.access_policy
@@ -170,13 +187,16 @@ class Runtime:
         if self.logins is not None:
             members.append(self.logins)
         reads = self.read_pool or self.pool
-        return ApiContext(tokens=RevokingAuthenticator(ChainAuthenticator(members),
-                                                       self.revocations),
-                          audit_writer=self.audit_writer,
-                          consent=ConsentState(reads,
-                                               care_after_record=policy.care_after_record),
-                          heads=self.head_signer(), records=PatientRecordReader(reads),
-                          referrals=ReferralReader(reads), policy=policy, portal=portal)
+        return ApiContext(
+            tokens=RevokingAuthenticator(ChainAuthenticator(members), self.revocations),
+            audit_writer=self.audit_writer,
+            consent=ConsentState(reads, care_after_record=policy.care_after_record),
+            heads=self.head_signer(),
+            records=PatientRecordReader(reads),
+            referrals=ReferralReader(reads),
+            policy=policy,
+            portal=portal,
+        )
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -204,8 +224,9 @@ def start_embedded(settings: Settings) -> tuple[Endpoints, list[Any]]:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
-                       *, name: str = "hie") -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, endpoints: Endpoints | None = None, *, name: str = "hie"
+) -> AsyncIterator[Runtime]:
     """Start (or connect to) the servers, prepare schemas and streams, and yield the parts."""
     started: list[Any] = []
     if endpoints is None:
@@ -213,29 +234,49 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
     else:
         ends = endpoints
     # A broken logins.toml stops the start before anything runs.
-    logins = load_hospital_logins(settings.data_dir, consortium=settings.consortium,
-                                  env=os.environ)
+    logins = load_hospital_logins(settings.data_dir, consortium=settings.consortium, env=os.environ)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger")
     ledger = pool = read_pool = nc = writer = None
     try:
         ledger = await asyncio.get_running_loop().run_in_executor(
-            executor, lambda: Ledger(ends.database_url, settings.secrets.ledger_cipher_key,
-                                     settings.secrets.pseudonym_key, settings.referral_policy,
-                                     notify_channel=LEDGER_CHANNEL))
+            executor,
+            lambda: Ledger(
+                ends.database_url,
+                settings.secrets.ledger_cipher_key,
+                settings.secrets.pseudonym_key,
+                settings.referral_policy,
+                notify_channel=LEDGER_CHANNEL,
+            ),
+        )
         pool = await asyncpg.create_pool(ends.database_url, min_size=2, max_size=10)
         read_pool = await asyncpg.create_pool(
-            ends.database_url, min_size=2, max_size=24, reset=_no_reset,
+            ends.database_url,
+            min_size=2,
+            max_size=24,
+            reset=_no_reset,
             # The read queries are index lookups by patient: a generic plan serves every call,
             # and replanning the gate's query each time cost more than running it.
-            server_settings={"plan_cache_mode": "force_generic_plan"})
+            server_settings={"plan_cache_mode": "force_generic_plan"},
+        )
         await create_schema(pool)
         await migrate_stored_tables(pool)
         writer = AuditWriter(AuditStore(read_pool))
         revocations = Revocations(pool)
         nc = await connect(ends.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
-        yield Runtime(settings, ends, ledger, pool, nc, executor, writer, started,
-                      logins=logins, revocations=revocations, read_pool=read_pool)
+        yield Runtime(
+            settings,
+            ends,
+            ledger,
+            pool,
+            nc,
+            executor,
+            writer,
+            started,
+            logins=logins,
+            revocations=revocations,
+            read_pool=read_pool,
+        )
     finally:
         if writer is not None:
             await writer.close()
@@ -253,9 +294,15 @@ async def open_runtime(settings: Settings, endpoints: Endpoints | None = None,
             await asyncio.to_thread(server.stop)
 
 
-async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
-                gateway: bool = True, projection: bool = True,
-                on_http_ready: Any = None) -> None:
+async def serve(
+    rt: Runtime,
+    stop: asyncio.Event,
+    *,
+    http: bool = True,
+    gateway: bool = True,
+    projection: bool = True,
+    on_http_ready: Any = None,
+) -> None:
     """Run the chosen loops until ``stop`` is set, then stop them in order."""
     tasks: list[asyncio.Task[Any]] = []
     server: _Server | None = None
@@ -266,9 +313,19 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
         tasks.append(asyncio.create_task(rt.scheduler().run(stop), name="referral-scheduler"))
         tasks.append(asyncio.create_task(rt.notifier().run(stop), name="notifier"))
     if http:  # the process that serves reads also signs the audit log's heads
-        tasks.append(asyncio.create_task(sign_heads(
-            rt.audit_writer.store, rt.head_signer(), rt.nc.jetstream(), rt.settings.consortium,
-            rt.settings.audit_head_seconds, stop), name="audit-heads"))
+        tasks.append(
+            asyncio.create_task(
+                sign_heads(
+                    rt.audit_writer.store,
+                    rt.head_signer(),
+                    rt.nc.jetstream(),
+                    rt.settings.consortium,
+                    rt.settings.audit_head_seconds,
+                    stop,
+                ),
+                name="audit-heads",
+            )
+        )
     if http:
         assert rt.revocations is not None
         await rt.revocations.start()  # loads once (raises if it cannot), then follows
@@ -278,12 +335,16 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
         sock = bind_http(rt.settings.http_host, rt.settings.http_port)
         host, port = sock.getsockname()[:2]
         rt.endpoints.http_url = f"http://{host}:{port}"
-        config = uvicorn.Config(create_app(rt.api_context(portal)), log_level="warning",
-                                http="httptools",  # its C parser: a fraction of h11's time
-                                lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            create_app(rt.api_context(portal)),
+            log_level="warning",
+            http="httptools",  # its C parser: a fraction of h11's time
+            lifespan="off",
+            access_log=False,
+        )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="http"))
-        while not server.started and not tasks[-1].done():
+        while not server.started and not tasks[-1].done():  # noqa: ASYNC110 - uvicorn's flag
             await asyncio.sleep(0.02)
         if on_http_ready:
             on_http_ready(rt.endpoints.http_url)
@@ -299,9 +360,13 @@ async def serve(rt: Runtime, stop: asyncio.Event, *, http: bool = True,
 
 
 def write_run_file(settings: Settings, endpoints: Endpoints) -> None:
-    doc = {"pid": os.getpid(), "database_url": endpoints.database_url,
-           "nats_url": endpoints.nats_url, "http_url": endpoints.http_url,
-           "consortium": settings.consortium}
+    doc = {
+        "pid": os.getpid(),
+        "database_url": endpoints.database_url,
+        "nats_url": endpoints.nats_url,
+        "http_url": endpoints.http_url,
+        "consortium": settings.consortium,
+    }
     fd = os.open(settings.run_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(doc, fh)
@@ -317,6 +382,10 @@ def running_endpoints(settings: Settings) -> Endpoints:
     except (OSError, ValueError, KeyError):
         raise NotRunning(
             f"no running exchange found for data directory {settings.data_dir}: start one with "
-            "`hie up` (or `make demo`), or set HIE_DATABASE_URL and HIE_NATS_URL") from None
-    return Endpoints(settings.database_url or doc["database_url"],
-                     settings.nats_url or doc["nats_url"], doc.get("http_url"))
+            "`hie up` (or `make demo`), or set HIE_DATABASE_URL and HIE_NATS_URL"
+        ) from None
+    return Endpoints(
+        settings.database_url or doc["database_url"],
+        settings.nats_url or doc["nats_url"],
+        doc.get("http_url"),
+    )

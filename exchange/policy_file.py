@@ -26,7 +26,8 @@ def parse_duration(raw: object, where: str) -> timedelta:
         return timedelta(**{_UNITS[match[2]]: float(match[1])})
     except (ValueError, OverflowError):
         raise ConfigurationError(
-            f"{where} must be a positive duration such as '2h' or '14d'") from None
+            f"{where} must be a positive duration such as '2h' or '14d'"
+        ) from None
 
 
 def load_policy(path: Path, *, explicit: bool = False) -> ReferralPolicy:
@@ -50,8 +51,12 @@ def load_policy(path: Path, *, explicit: bool = False) -> ReferralPolicy:
     section = doc.get("referral", {})
     if not isinstance(section, dict):
         raise ConfigurationError(f"{path.name}: [referral] must be a table")
-    unknown = set(section) - {"accept_within", "arrive_within", "follow_up_within",
-                              "care_after_completion"}
+    unknown = set(section) - {
+        "accept_within",
+        "arrive_within",
+        "follow_up_within",
+        "care_after_completion",
+    }
     if unknown:
         raise ConfigurationError(f"{path.name} [referral] has unknown keys: {sorted(unknown)}")
     defaults = ReferralPolicy()
@@ -59,9 +64,11 @@ def load_policy(path: Path, *, explicit: bool = False) -> ReferralPolicy:
     given = section.get("accept_within", {})
     if not isinstance(given, dict) or set(given) - set(URGENCIES):
         extra = sorted(set(given) - set(URGENCIES)) if isinstance(given, dict) else []
-        raise ConfigurationError(f"{path.name} [referral] accept_within maps "
-                                 f"{', '.join(URGENCIES)} to durations"
-                                 + (f"; unknown: {', '.join(extra)}" if extra else ""))
+        raise ConfigurationError(
+            f"{path.name} [referral] accept_within maps "
+            f"{', '.join(URGENCIES)} to durations"
+            + (f"; unknown: {', '.join(extra)}" if extra else "")
+        )
     accept |= {u: parse_duration(v, f"[referral] accept_within.{u}") for u, v in given.items()}
 
     def span(name: str) -> timedelta:
@@ -69,13 +76,22 @@ def load_policy(path: Path, *, explicit: bool = False) -> ReferralPolicy:
             return getattr(defaults, name)  # type: ignore[no-any-return]
         return parse_duration(section[name], f"[referral] {name}")
 
-    return ReferralPolicy(accept_within=accept, arrive_within=span("arrive_within"),
-                          follow_up_within=span("follow_up_within"),
-                          care_after_completion=span("care_after_completion"))
+    return ReferralPolicy(
+        accept_within=accept,
+        arrive_within=span("arrive_within"),
+        follow_up_within=span("follow_up_within"),
+        care_after_completion=span("care_after_completion"),
+    )
 
 
-_ACCESS_KEYS = {"clinical_roles", "purposes", "break_glass_categories", "referral_categories",
-                "recent_results", "care_after_record"}
+_ACCESS_KEYS = {
+    "clinical_roles",
+    "purposes",
+    "break_glass_categories",
+    "referral_categories",
+    "recent_results",
+    "care_after_record",
+}
 
 
 def load_access_policy(path: Path) -> AccessPolicy:
@@ -118,18 +134,25 @@ def load_access_policy(path: Path) -> AccessPolicy:
             purposes = {k: names(v, f"purposes.{k}") for k, v in section["purposes"].items()}
         return AccessPolicy(
             clinical_roles=tuple(sorted(names(section["clinical_roles"], "clinical_roles")))
-            if "clinical_roles" in section else d.clinical_roles,
+            if "clinical_roles" in section
+            else d.clinical_roles,
             purposes=purposes,
-            break_glass_categories=names(section["break_glass_categories"],
-                                         "break_glass_categories")
-            if "break_glass_categories" in section else d.break_glass_categories,
+            break_glass_categories=names(
+                section["break_glass_categories"], "break_glass_categories"
+            )
+            if "break_glass_categories" in section
+            else d.break_glass_categories,
             referral_categories=names(section["referral_categories"], "referral_categories")
-            if "referral_categories" in section else d.referral_categories,
+            if "referral_categories" in section
+            else d.referral_categories,
             recent_results=parse_duration(section["recent_results"], "[access] recent_results")
-            if "recent_results" in section else d.recent_results,
-            care_after_record=parse_duration(section["care_after_record"],
-                                             "[access] care_after_record")
-            if "care_after_record" in section else d.care_after_record,
+            if "recent_results" in section
+            else d.recent_results,
+            care_after_record=parse_duration(
+                section["care_after_record"], "[access] care_after_record"
+            )
+            if "care_after_record" in section
+            else d.care_after_record,
         )
     except ValueError as exc:  # the policy's own checks (unknown or sensitive categories)
         raise ConfigurationError(f"{path.name} [access]: {exc}") from None

@@ -28,8 +28,15 @@ from domain.referral import ReferralPolicy
 from exchange.errors import ConfigurationError
 from exchange.policy_file import load_access_policy, load_policy, parse_duration
 
-__all__ = ["Environment", "Secrets", "Settings", "load_access_policy", "load_policy",
-           "load_settings", "parse_duration"]
+__all__ = [
+    "Environment",
+    "Secrets",
+    "Settings",
+    "load_access_policy",
+    "load_policy",
+    "load_settings",
+    "parse_duration",
+]
 
 MIN_AUDIT_RETENTION_DAYS = 180
 _SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key", "portal_key")
@@ -42,27 +49,38 @@ class Environment(BaseSettings):
     completes the sentence that names it when its value is refused."""
 
     model_config = SettingsConfigDict(
-        case_sensitive=True, extra="ignore", frozen=True, hide_input_in_errors=True,
-        alias_generator=AliasGenerator(validation_alias=lambda name: f"HIE_{name.upper()}"))
+        case_sensitive=True,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        alias_generator=AliasGenerator(validation_alias=lambda name: f"HIE_{name.upper()}"),
+    )
 
     data_dir: Path = Field(default=Path(".hie"), description="must name a directory")
     consortium: str = Field(
-        default="demo", pattern=r"^[a-z0-9_-]{1,32}$",
-        description="must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)")
+        default="demo",
+        pattern=r"^[a-z0-9_-]{1,32}$",
+        description="must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)",
+    )
     database_url: str | None = Field(default=None, description="must be a PostgreSQL URL")
     nats_url: str | None = Field(default=None, description="must be a NATS URL")
     http_host: str = Field(default="127.0.0.1", description="must be a host name or address")
     http_port: int = Field(default=8780, ge=0, le=65_535, description="must be a port number")
     audit_retention_days: int | None = Field(
-        default=None, ge=MIN_AUDIT_RETENTION_DAYS,
+        default=None,
+        ge=MIN_AUDIT_RETENTION_DAYS,
         description=f"must be at least {MIN_AUDIT_RETENTION_DAYS}: the Cybersecurity Law "
-                    "(Art. 21) requires network logs to be kept six months or more")
-    audit_head_seconds: float = Field(default=5.0, gt=0, lt=86_400, allow_inf_nan=False,
-                                      description=_SECONDS)
-    gateway_processes: int = Field(default=0, ge=0, le=16,
-                                   description="must be a whole number from 0 to 16")
-    scheduler_seconds: float = Field(default=30.0, gt=0, lt=86_400, allow_inf_nan=False,
-                                     description=_SECONDS)
+        "(Art. 21) requires network logs to be kept six months or more",
+    )
+    audit_head_seconds: float = Field(
+        default=5.0, gt=0, lt=86_400, allow_inf_nan=False, description=_SECONDS
+    )
+    gateway_processes: int = Field(
+        default=0, ge=0, le=16, description="must be a whole number from 0 to 16"
+    )
+    scheduler_seconds: float = Field(
+        default=30.0, gt=0, lt=86_400, allow_inf_nan=False, description=_SECONDS
+    )
     policy_file: Path | None = Field(default=None, description="must name the policy file (TOML)")
     # Secrets: given here, or generated into <data dir>/secrets.json; never a default value.
     ledger_cipher_key: SecretStr | None = Field(default=None, description=_SECRET)
@@ -85,9 +103,12 @@ class Environment(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (_MappingSource(settings_cls, _GIVEN.get(os.environ)),)
 
@@ -200,8 +221,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
     """The secrets the environment gives, else those kept in ``secrets.json``; one missing
     from both is generated there (first start, or a secret a newer version added)."""
-    from_env = {n: v.get_secret_value() for n in _SECRET_NAMES
-                if (v := getattr(given, n)) is not None}
+    from_env = {
+        n: v.get_secret_value() for n in _SECRET_NAMES if (v := getattr(given, n)) is not None
+    }
     path = data_dir / "secrets.json"
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     if missing := [n for n in _SECRET_NAMES if n not in stored and n not in from_env]:
@@ -217,11 +239,18 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
         try:
             keys[name] = base64.b64decode(chosen[name], validate=True)
         except ValueError:
-            raise ConfigurationError(f"a secret in HIE_* or secrets.json is not valid base64: "
-                                     f"{where}") from None
+            raise ConfigurationError(
+                f"a secret in HIE_* or secrets.json is not valid base64: {where}"
+            ) from None
         if name != "pseudonym_key" and len(keys[name]) != 32:
-            raise ConfigurationError(f"ledger_cipher_key, token_key, audit_key and portal_key "
-                                     f"must be 32 bytes (base64): {where} is not")
-    return Secrets(ledger_cipher_key=chosen["ledger_cipher_key"],
-                   pseudonym_key=keys["pseudonym_key"], token_key=keys["token_key"],
-                   audit_key=keys["audit_key"], portal_key=keys["portal_key"])
+            raise ConfigurationError(
+                f"ledger_cipher_key, token_key, audit_key and portal_key "
+                f"must be 32 bytes (base64): {where} is not"
+            )
+    return Secrets(
+        ledger_cipher_key=chosen["ledger_cipher_key"],
+        pseudonym_key=keys["pseudonym_key"],
+        token_key=keys["token_key"],
+        audit_key=keys["audit_key"],
+        portal_key=keys["portal_key"],
+    )

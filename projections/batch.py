@@ -8,9 +8,20 @@ from uuid import UUID
 
 import asyncpg
 
-ENTRY_COLUMNS = ("entry_id", "patient_id", "institution", "record", "source_id", "kind",
-                 "submission_id", "resource", "valid_from", "valid_to", "ended_by",
-                 "category_mask")
+ENTRY_COLUMNS = (
+    "entry_id",
+    "patient_id",
+    "institution",
+    "record",
+    "source_id",
+    "kind",
+    "submission_id",
+    "resource",
+    "valid_from",
+    "valid_to",
+    "ended_by",
+    "category_mask",
+)
 
 
 @dataclass
@@ -61,11 +72,14 @@ class Changes:
                 "UPDATE record_entries SET valid_to = v.pos, ended_by = v.why FROM "
                 "unnest($1::uuid[], $2::bigint[], $3::text[]) AS v(id, pos, why) "
                 "WHERE entry_id = v.id AND valid_to IS NULL",
-                ids, [self.ends[e][0] for e in ids], [self.ends[e][1] for e in ids])
+                ids,
+                [self.ends[e][0] for e in ids],
+                [self.ends[e][1] for e in ids],
+            )
         rows = [tuple(r) for r in (*self.done, *self.entries.values())]
         if rows:
-            await conn.copy_records_to_table("record_entries", records=rows,
-                                             columns=ENTRY_COLUMNS)
+            await conn.copy_records_to_table("record_entries", records=rows, columns=ENTRY_COLUMNS)
         if self.clock:
-            await conn.copy_records_to_table("ledger_clock", records=self.clock,
-                                             columns=("position", "at"))
+            await conn.copy_records_to_table(
+                "ledger_clock", records=self.clock, columns=("position", "at")
+            )

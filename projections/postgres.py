@@ -24,9 +24,20 @@ from projections.render import RESOURCE_TYPES
 from projections.runner import PatientRecordProjection
 from projections.tables import LEDGER_CHANNEL, NAME, SCHEMA, TABLES, ReadLedger, create_schema
 
-__all__ = ["CATEGORY_SYSTEM", "LEDGER_CHANNEL", "NAME", "SCHEMA", "TABLES", "EntriesPage",
-           "PatientRecordProjection", "PatientRecordReader", "ReadLedger", "categories_in",
-           "create_schema", "mask_of"]
+__all__ = [
+    "CATEGORY_SYSTEM",
+    "LEDGER_CHANNEL",
+    "NAME",
+    "SCHEMA",
+    "TABLES",
+    "EntriesPage",
+    "PatientRecordProjection",
+    "PatientRecordReader",
+    "ReadLedger",
+    "categories_in",
+    "create_schema",
+    "mask_of",
+]
 
 
 class PatientRecordReader:
@@ -43,54 +54,75 @@ class PatientRecordReader:
         """The (current root) patient an identifier names."""
         found = await self.pool.fetchval(
             "SELECT patient_id FROM patient_identifiers WHERE system = $1 AND value = $2",
-            system, value)
+            system,
+            value,
+        )
         return await self.root(found) if isinstance(found, UUID) else None
 
     async def position_at(self, instant: datetime) -> int:
         """The last ledger position whose event happened at or before ``instant``."""
-        return int(await self.pool.fetchval(
-            "SELECT coalesce(max(position), 0) FROM ledger_clock WHERE at <= $1", instant))
+        return int(
+            await self.pool.fetchval(
+                "SELECT coalesce(max(position), 0) FROM ledger_clock WHERE at <= $1", instant
+            )
+        )
 
     async def root(self, patient_id: UUID, at: int | None = None) -> UUID | None:
         """The identity ``patient_id`` is merged into (itself if none); None if unknown."""
         if at is None:
-            sql = ("WITH RECURSIVE up(id, depth) AS (SELECT patient_id, 0 FROM patients "
-                   "WHERE patient_id = $1 UNION ALL SELECT p.merged_into, up.depth + 1 "
-                   "FROM patients p JOIN up ON p.patient_id = up.id "
-                   "WHERE p.merged_into IS NOT NULL AND up.depth < 64) "
-                   "SELECT id FROM up ORDER BY depth DESC LIMIT 1")
+            sql = (
+                "WITH RECURSIVE up(id, depth) AS (SELECT patient_id, 0 FROM patients "
+                "WHERE patient_id = $1 UNION ALL SELECT p.merged_into, up.depth + 1 "
+                "FROM patients p JOIN up ON p.patient_id = up.id "
+                "WHERE p.merged_into IS NOT NULL AND up.depth < 64) "
+                "SELECT id FROM up ORDER BY depth DESC LIMIT 1"
+            )
             found = await self.pool.fetchval(sql, patient_id)
         else:
-            sql = ("WITH RECURSIVE up(id, depth) AS (SELECT patient_id, 0 FROM patients "
-                   "WHERE patient_id = $1 AND position <= $2 UNION ALL "
-                   "SELECT g.target, up.depth + 1 FROM identity_merges g JOIN up "
-                   "ON g.source = up.id WHERE g.valid_from <= $2 "
-                   "AND (g.valid_to IS NULL OR g.valid_to > $2) AND up.depth < 64) "
-                   "SELECT id FROM up ORDER BY depth DESC LIMIT 1")
+            sql = (
+                "WITH RECURSIVE up(id, depth) AS (SELECT patient_id, 0 FROM patients "
+                "WHERE patient_id = $1 AND position <= $2 UNION ALL "
+                "SELECT g.target, up.depth + 1 FROM identity_merges g JOIN up "
+                "ON g.source = up.id WHERE g.valid_from <= $2 "
+                "AND (g.valid_to IS NULL OR g.valid_to > $2) AND up.depth < 64) "
+                "SELECT id FROM up ORDER BY depth DESC LIMIT 1"
+            )
             found = await self.pool.fetchval(sql, patient_id, at)
         return found if isinstance(found, UUID) else None
 
     async def members(self, root: UUID, at: int | None = None) -> list[UUID]:
         """The root and every identity merged into it (then, at ``at``)."""
         if at is None:
-            sql = ("WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT p.patient_id "
-                   "FROM patients p JOIN m ON p.merged_into = m.id) SELECT id FROM m")
+            sql = (
+                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT p.patient_id "
+                "FROM patients p JOIN m ON p.merged_into = m.id) SELECT id FROM m"
+            )
             rows = await self.pool.fetch(sql, root)
         else:
-            sql = ("WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT g.source "
-                   "FROM identity_merges g JOIN m ON g.target = m.id WHERE g.valid_from <= $2 "
-                   "AND (g.valid_to IS NULL OR g.valid_to > $2)) SELECT id FROM m")
+            sql = (
+                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT g.source "
+                "FROM identity_merges g JOIN m ON g.target = m.id WHERE g.valid_from <= $2 "
+                "AND (g.valid_to IS NULL OR g.valid_to > $2)) SELECT id FROM m"
+            )
             rows = await self.pool.fetch(sql, root, at)
         return [r["id"] for r in rows]
 
     async def patient(self, patient_id: UUID) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
             "SELECT patient_id, birth_date, sex, temporary, demographics, merged_into "
-            "FROM patients WHERE patient_id = $1", patient_id)
+            "FROM patients WHERE patient_id = $1",
+            patient_id,
+        )
 
-    async def entries(self, root: UUID, members: Sequence[UUID], at: int | None = None, *,
-                      categories: Sequence[str] | None = None,
-                      results_since: datetime | None = None) -> list[Any]:
+    async def entries(
+        self,
+        root: UUID,
+        members: Sequence[UUID],
+        at: int | None = None,
+        *,
+        categories: Sequence[str] | None = None,
+        results_since: datetime | None = None,
+    ) -> list[Any]:
         """The entries current now (or at ledger position ``at``), each as
         (entry_id, kind, institution, resource text) with its subject the root.
 
@@ -100,13 +132,22 @@ class PatientRecordReader:
         where, args = _entry_filter(members, at, categories, results_since)
         rows = await self.pool.fetch(
             "SELECT entry_id, kind, institution, patient_id, resource, category_mask "
-            f"FROM record_entries WHERE {where} ORDER BY valid_from, entry_id", *args)
+            f"FROM record_entries WHERE {where} ORDER BY valid_from, entry_id",
+            *args,
+        )
         return [_as_root(r, root) for r in rows]
 
-    async def bundle_entries(self, root: UUID, members: Sequence[UUID], at: int | None = None,
-                             *, categories: Sequence[str] | None = None,
-                             results_since: datetime | None = None,
-                             first: str | None = None, listed: int = 20) -> EntriesPage:
+    async def bundle_entries(
+        self,
+        root: UUID,
+        members: Sequence[UUID],
+        at: int | None = None,
+        *,
+        categories: Sequence[str] | None = None,
+        results_since: datetime | None = None,
+        first: str | None = None,
+        listed: int = 20,
+    ) -> EntriesPage:
         """The same entries as ``entries``, already joined as Bundle entries (UTF-8 bytes) by
         PostgreSQL — its string functions do in C what per-row Python cost most of a read's
         time — with what the audit needs: how many, of which types and data categories, and
@@ -121,35 +162,46 @@ class PatientRecordReader:
             f"FROM record_entries WHERE {where}), "
             f"l AS (SELECT line FROM e UNION ALL SELECT {f}::text WHERE {f}::text IS NOT NULL) "
             f"SELECT (SELECT count(*) FROM e) AS n, "
-            f"(SELECT convert_to(string_agg('{{\"fullUrl\":\"urn:uuid:' || entry_id || "
-            f"'\",\"resource\":' || CASE WHEN patient_id = {r}::uuid THEN resource ELSE "
+            f'(SELECT convert_to(string_agg(\'{{"fullUrl":"urn:uuid:\' || entry_id || '
+            f'\'","resource":\' || CASE WHEN patient_id = {r}::uuid THEN resource ELSE '
             f"replace(resource, '\"Patient/' || patient_id || '\"', '\"Patient/' || {r}::uuid "
-            f"|| '\"') END || ',\"search\":{{\"mode\":\"match\"}}}}', ',' "
+            f'|| \'"\') END || \',"search":{{"mode":"match"}}}}\', \',\' '
             f"ORDER BY valid_from, entry_id), 'UTF8') FROM e) AS entries, "
             f"(SELECT encode(sha256(convert_to(string_agg(line, E'\\n' ORDER BY line COLLATE "
             f"\"C\"), 'UTF8')), 'hex') FROM l) AS digest, "
             f"(SELECT CASE WHEN count(*) <= {k}::int THEN array_agg(line ORDER BY line COLLATE "
-            f"\"C\") END FROM l) AS lines, "
+            f'"C") END FROM l) AS lines, '
             f"(SELECT array_agg(DISTINCT split_part(line, '/', 1)) FROM l) AS types, "
             f"(SELECT bit_or(category_mask) FROM e) AS touched",
-            *args)
+            *args,
+        )
         assert row is not None
-        return EntriesPage(int(row["n"]), bytes(row["entries"] or b""), row["digest"],
-                           list(row["lines"]) if row["lines"] is not None else None,
-                           sorted(row["types"] or []), categories_in(row["touched"] or 0))
+        return EntriesPage(
+            int(row["n"]),
+            bytes(row["entries"] or b""),
+            row["digest"],
+            list(row["lines"]) if row["lines"] is not None else None,
+            sorted(row["types"] or []),
+            categories_in(row["touched"] or 0),
+        )
 
     async def resident_id(self, members: Sequence[UUID]) -> str | None:
         """The patient's resident ID (for an item the exchange signs on their behalf)."""
         found = await self.pool.fetchval(
             "SELECT value FROM patient_identifiers WHERE patient_id = ANY($1) AND system = $2 "
-            "LIMIT 1", list(members), RESIDENT_ID_SYSTEM)
+            "LIMIT 1",
+            list(members),
+            RESIDENT_ID_SYSTEM,
+        )
         return found if isinstance(found, str) else None
 
     async def history(self, entry: UUID) -> list[asyncpg.Record]:
         """Every version of one entry, oldest first, with how each ended (for auditors)."""
         rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT valid_from, valid_to, ended_by, source_id, resource FROM record_entries "
-            "WHERE entry_id = $1 ORDER BY valid_from", entry)
+            "WHERE entry_id = $1 ORDER BY valid_from",
+            entry,
+        )
         return rows
 
 
@@ -163,27 +215,37 @@ class EntriesPage:
     categories: list[str]  # the data categories they hold
 
 
-_TYPE_OF_KIND = "CASE kind " + " ".join(
-    f"WHEN '{k}' THEN '{v}'" for k, v in RESOURCE_TYPES.items()) + " ELSE kind END"
+_TYPE_OF_KIND = (
+    "CASE kind "
+    + " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in RESOURCE_TYPES.items())
+    + " ELSE kind END"
+)
 
 
-def _entry_filter(members: Sequence[UUID], at: int | None, categories: Sequence[str] | None,
-                  results_since: datetime | None) -> tuple[str, list[Any]]:
+def _entry_filter(
+    members: Sequence[UUID],
+    at: int | None,
+    categories: Sequence[str] | None,
+    results_since: datetime | None,
+) -> tuple[str, list[Any]]:
     where = ["patient_id = ANY($1)"]
     args: list[Any] = [list(members)]
     if at is None:
         where.append("valid_to IS NULL")
     else:
         args.append(at)
-        where.append(f"valid_from <= ${len(args)} AND (valid_to IS NULL OR valid_to > "
-                     f"${len(args)})")
+        where.append(
+            f"valid_from <= ${len(args)} AND (valid_to IS NULL OR valid_to > ${len(args)})"
+        )
     if categories is not None:  # every category of the entry among those allowed
         args.append(_ALL_BITS & ~mask_of(categories))
         where.append(f"category_mask & ${len(args)}::int = 0")
     if results_since is not None:
         args.append(results_since)
-        where.append(f"(category_mask & {_RESULT_BITS} = 0 OR (SELECT c.at FROM "
-                     f"ledger_clock c WHERE c.position = valid_from) >= ${len(args)})")
+        where.append(
+            f"(category_mask & {_RESULT_BITS} = 0 OR (SELECT c.at FROM "
+            f"ledger_clock c WHERE c.position = valid_from) >= ${len(args)})"
+        )
     return " AND ".join(where), args
 
 
@@ -192,5 +254,11 @@ def _as_root(row: asyncpg.Record, root: UUID) -> Any:
     if row["patient_id"] == root:
         return row
     resource = row["resource"].replace(f'"Patient/{row["patient_id"]}"', f'"Patient/{root}"')
-    return {"entry_id": row["entry_id"], "kind": row["kind"], "institution": row["institution"],
-            "patient_id": root, "resource": resource, "category_mask": row["category_mask"]}
+    return {
+        "entry_id": row["entry_id"],
+        "kind": row["kind"],
+        "institution": row["institution"],
+        "patient_id": root,
+        "resource": resource,
+        "category_mask": row["category_mask"],
+    }

@@ -60,45 +60,78 @@ EventHandler = Callable[[RecordApplier, Changes, int, Any], Awaitable[None]]
 
 _INSERT_IDENTIFIER = (
     "INSERT INTO patient_identifiers (system, value, patient_id, institution, position) "
-    "VALUES ($1, $2, $3, $4, $5)")
+    "VALUES ($1, $2, $3, $4, $5)"
+)
 
 
-async def _institution_registered(a: RecordApplier, changes: Changes, position: int,
-                                  event: Any) -> None:
+async def _institution_registered(
+    a: RecordApplier, changes: Changes, position: int, event: Any
+) -> None:
     changes.first(
         "INSERT INTO institutions (code, name, level, position) VALUES ($1, $2, $3, $4)",
-        event.code, event.name, event.level, position)
+        event.code,
+        event.name,
+        event.level,
+        position,
+    )
     a.names[event.code] = event.name
 
 
-async def _patient_registered(a: RecordApplier, changes: Changes, position: int,
-                              event: Any) -> None:
-    changes.first("INSERT INTO patients (patient_id, birth_date, sex, temporary, position) "
-                  "VALUES ($1, $2::text::date, $3, $4, $5)", event.originator_id,
-                  event.birth_date, event.sex, event.resident_id is None, position)
+async def _patient_registered(
+    a: RecordApplier, changes: Changes, position: int, event: Any
+) -> None:
+    changes.first(
+        "INSERT INTO patients (patient_id, birth_date, sex, temporary, position) "
+        "VALUES ($1, $2::text::date, $3, $4, $5)",
+        event.originator_id,
+        event.birth_date,
+        event.sex,
+        event.resident_id is None,
+        position,
+    )
     if event.resident_id is not None:
-        changes.first(_INSERT_IDENTIFIER, RESIDENT_ID_SYSTEM, event.resident_id,
-                      event.originator_id, None, position)
+        changes.first(
+            _INSERT_IDENTIFIER,
+            RESIDENT_ID_SYSTEM,
+            event.resident_id,
+            event.originator_id,
+            None,
+            position,
+        )
 
 
-async def _identifier_linked(a: RecordApplier, changes: Changes, position: int,
-                             event: Any) -> None:
-    changes.first(_INSERT_IDENTIFIER, event.system, event.value, event.originator_id,
-                  event.institution, position)
+async def _identifier_linked(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
+    changes.first(
+        _INSERT_IDENTIFIER,
+        event.system,
+        event.value,
+        event.originator_id,
+        event.institution,
+        position,
+    )
 
 
 async def _merged(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
-    changes.op("UPDATE patients SET merged_into = $2 WHERE patient_id = $1",
-               event.originator_id, event.target)
-    changes.op("INSERT INTO identity_merges (source, target, valid_from) "
-               "VALUES ($1, $2, $3)", event.originator_id, event.target, position)
+    changes.op(
+        "UPDATE patients SET merged_into = $2 WHERE patient_id = $1",
+        event.originator_id,
+        event.target,
+    )
+    changes.op(
+        "INSERT INTO identity_merges (source, target, valid_from) VALUES ($1, $2, $3)",
+        event.originator_id,
+        event.target,
+        position,
+    )
 
 
 async def _unmerged(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
-    changes.op("UPDATE patients SET merged_into = NULL WHERE patient_id = $1",
-               event.originator_id)
-    changes.op("UPDATE identity_merges SET valid_to = $2 "
-               "WHERE source = $1 AND valid_to IS NULL", event.originator_id, position)
+    changes.op("UPDATE patients SET merged_into = NULL WHERE patient_id = $1", event.originator_id)
+    changes.op(
+        "UPDATE identity_merges SET valid_to = $2 WHERE source = $1 AND valid_to IS NULL",
+        event.originator_id,
+        position,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +149,13 @@ class ApplyingSubmission:
 async def _submission(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
     valid, problems = _read_envelope(event.envelope, a.schema)
     if valid is None:  # accepted once, so this is a code change that broke replay
-        raise RuntimeError(f"ledger event at position {position} no longer validates: "
-                           f"{[p.code for p in problems]}")
+        raise RuntimeError(
+            f"ledger event at position {position} no longer validates: {[p.code for p in problems]}"
+        )
     name = await a.institution_name(valid.institution)
-    accepted = ApplyingSubmission(changes, position, valid.institution, name, valid.submission_id,
-                        event.timestamp)
+    accepted = ApplyingSubmission(
+        changes, position, valid.institution, name, valid.submission_id, event.timestamp
+    )
     uuids = {p: UUID(p) for p in set(event.patient_ids)}  # a patient's items share one
     for item, patient_id in zip(valid.items, event.patient_ids, strict=True):
         ITEM_HANDLERS[item.kind](accepted, item, uuids[patient_id])
@@ -142,6 +177,7 @@ def _loads(text: str) -> Any:
 def _referral(apply: Callable[[Changes, int, Any], None]) -> EventHandler:
     async def handle(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
         apply(changes, position, event)
+
     return handle
 
 
@@ -162,8 +198,11 @@ ItemHandler = Callable[[ApplyingSubmission, ValidItem, UUID], None]
 
 
 def _patient(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
-    s.changes.op("UPDATE patients SET demographics = $2 WHERE patient_id = $1",
-                 pid, item.payload.model_dump_json(exclude={"patient"}))
+    s.changes.op(
+        "UPDATE patients SET demographics = $2 WHERE patient_id = $1",
+        pid,
+        item.payload.model_dump_json(exclude={"patient"}),
+    )
 
 
 def _retract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
@@ -174,70 +213,135 @@ def _retract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
 def _consent(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     rid = entry_id(s.institution, item.source_id)
-    resource = dumps(render(item.kind, payload, resource_id=rid, patient_id=pid,
-                            institution=s.institution, institution_name=s.institution_name))
+    resource = dumps(
+        render(
+            item.kind,
+            payload,
+            resource_id=rid,
+            patient_id=pid,
+            institution=s.institution,
+            institution_name=s.institution_name,
+        )
+    )
     s.changes.op(
         "INSERT INTO consents (consent_id, patient_id, institution, consent_type, "
         "scope, purposes, valid_from, valid_to, signed_by, resource, position, "
         "categories, guardian, source_id) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        rid, pid, s.institution, payload.consent_type, list(payload.scope),
-        list(payload.purposes), payload.valid_from, payload.valid_to,
-        payload.signed_by, resource, s.position,
+        rid,
+        pid,
+        s.institution,
+        payload.consent_type,
+        list(payload.scope),
+        list(payload.purposes),
+        payload.valid_from,
+        payload.valid_to,
+        payload.signed_by,
+        resource,
+        s.position,
         list(payload.categories) if payload.categories else None,
-        payload.guardian.resident_id if payload.guardian else None, item.source_id)
+        payload.guardian.resident_id if payload.guardian else None,
+        item.source_id,
+    )
 
 
 def _entry(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     eid = entry_id(s.institution, item.record)
     categories = categories_of(item.kind, item.payload)
-    fhir = render(item.kind, item.payload, resource_id=eid, patient_id=pid,
-                  institution=s.institution, institution_name=s.institution_name)
+    fhir = render(
+        item.kind,
+        item.payload,
+        resource_id=eid,
+        patient_id=pid,
+        institution=s.institution,
+        institution_name=s.institution_name,
+    )
     fhir["meta"]["versionId"] = str(s.position)
     fhir["meta"]["security"] = [{"system": CATEGORY_SYSTEM, "code": c} for c in categories]
     s.changes.end(eid, s.position, "amended" if item.amends else "superseded")
     s.changes.entries[eid] = [
-        eid, pid, s.institution, item.record, item.source_id, item.kind,
-        s.submission_id, dumps(fhir), s.position, None, None, mask_of(categories)]
+        eid,
+        pid,
+        s.institution,
+        item.record,
+        item.source_id,
+        item.kind,
+        s.submission_id,
+        dumps(fhir),
+        s.position,
+        None,
+        None,
+        mask_of(categories),
+    ]
 
 
 def _consent_withdrawal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
     owner, _, sid = payload.consent.partition("/")
-    s.changes.op("UPDATE consents SET withdrawn_position = $2, withdrawn_at = $3 "
-                 "WHERE consent_id = $1 AND withdrawn_position IS NULL",
-                 entry_id(owner, sid), s.position, s.at)
+    s.changes.op(
+        "UPDATE consents SET withdrawn_position = $2, withdrawn_at = $3 "
+        "WHERE consent_id = $1 AND withdrawn_position IS NULL",
+        entry_id(owner, sid),
+        s.position,
+        s.at,
+    )
 
 
 def _guardian(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
-    s.changes.op("INSERT INTO guardians (patient_id, guardian, relationship, "
-                 "institution, valid_from, valid_to, position) VALUES "
-                 "($1, $2, $3, $4, $5, $6, $7)", pid, payload.guardian.resident_id,
-                 payload.relationship, s.institution, payload.valid_from,
-                 payload.valid_to, s.position)
+    s.changes.op(
+        "INSERT INTO guardians (patient_id, guardian, relationship, "
+        "institution, valid_from, valid_to, position) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7)",
+        pid,
+        payload.guardian.resident_id,
+        payload.relationship,
+        s.institution,
+        payload.valid_from,
+        payload.valid_to,
+        s.position,
+    )
 
 
 def _care_contract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
-    s.changes.op("INSERT INTO care_contracts (patient_id, institution, doctor, "
-                 "valid_from, valid_to, position) VALUES ($1, $2, $3, $4, $5, $6)",
-                 pid, s.institution, payload.doctor, payload.valid_from,
-                 payload.valid_to, s.position)
+    s.changes.op(
+        "INSERT INTO care_contracts (patient_id, institution, doctor, "
+        "valid_from, valid_to, position) VALUES ($1, $2, $3, $4, $5, $6)",
+        pid,
+        s.institution,
+        payload.doctor,
+        payload.valid_from,
+        payload.valid_to,
+        s.position,
+    )
 
 
 def _seal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     payload: Any = item.payload
-    s.changes.op("INSERT INTO seals (patient_id, institution, readers, reason, "
-                 "sealed_at, position) VALUES ($1, $2, $3, $4, $5, $6)", pid,
-                 s.institution, list(payload.readers), payload.reason, s.at, s.position)
+    s.changes.op(
+        "INSERT INTO seals (patient_id, institution, readers, reason, "
+        "sealed_at, position) VALUES ($1, $2, $3, $4, $5, $6)",
+        pid,
+        s.institution,
+        list(payload.readers),
+        payload.reason,
+        s.at,
+        s.position,
+    )
 
 
 def _unseal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     # An institution lifts its own seals only.
-    s.changes.op("UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
-                 "WHERE patient_id = $1 AND institution = $4 "
-                 "AND unsealed_position IS NULL", pid, s.position, s.at, s.institution)
+    s.changes.op(
+        "UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
+        "WHERE patient_id = $1 AND institution = $4 "
+        "AND unsealed_position IS NULL",
+        pid,
+        s.position,
+        s.at,
+        s.institution,
+    )
 
 
 def _carried_by_their_own_events(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:

@@ -44,15 +44,24 @@ CREATE INDEX IF NOT EXISTS referral_events_position ON referral_events (position
 TABLES = ("referrals", "referral_events")
 
 # The column each state's arrival stamps.
-_STAMP = {"accepted": "accepted_at", "rejected": "decided_at", "arrived": "arrived_at",
-          "completed": "completed_at", "back_referred": "back_referred_at",
-          "followed_up": "followed_up_at", "cancelled": "closed_at", "expired": "closed_at"}
+_STAMP = {
+    "accepted": "accepted_at",
+    "rejected": "decided_at",
+    "arrived": "arrived_at",
+    "completed": "completed_at",
+    "back_referred": "back_referred_at",
+    "followed_up": "followed_up_at",
+    "cancelled": "closed_at",
+    "expired": "closed_at",
+}
 # Each step keeps the referral's deadlines as they stood right after it (the row was just
 # updated by the step's own statement): notifications sent late still say what was true then.
-_HISTORY = ("INSERT INTO referral_events (referral_id, version, action, status, institution, at, "
-            "reported_at, details, position, deadline, follow_up_due, overdue) "
-            "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, deadline, follow_up_due, overdue "
-            "FROM referrals WHERE referral_id = $1")
+_HISTORY = (
+    "INSERT INTO referral_events (referral_id, version, action, status, institution, at, "
+    "reported_at, details, position, deadline, follow_up_due, overdue) "
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, deadline, follow_up_due, overdue "
+    "FROM referrals WHERE referral_id = $1"
+)
 
 
 def _requested(changes: Changes, position: int, event: Any) -> None:
@@ -61,13 +70,31 @@ def _requested(changes: Changes, position: int, event: Any) -> None:
         "INSERT INTO referrals (referral_id, reference, patient_id, direction, "
         "from_institution, to_institution, urgency, status, content, requested_at, "
         "deadline, position, updated) VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', "
-        "$8, $9, $10, $11, $11)", rid, event.reference, event.patient_id, event.direction,
-        event.from_institution, event.to_institution, event.urgency,
-        json.dumps(event.content, ensure_ascii=False), event.received_at, event.accept_by,
-        position)
-    changes.op(_HISTORY, rid, version, "request", "requested", event.from_institution,
-               event.received_at, _instant(event.content.get("requested_at")),
-               json.dumps({}), position)
+        "$8, $9, $10, $11, $11)",
+        rid,
+        event.reference,
+        event.patient_id,
+        event.direction,
+        event.from_institution,
+        event.to_institution,
+        event.urgency,
+        json.dumps(event.content, ensure_ascii=False),
+        event.received_at,
+        event.accept_by,
+        position,
+    )
+    changes.op(
+        _HISTORY,
+        rid,
+        version,
+        "request",
+        "requested",
+        event.from_institution,
+        event.received_at,
+        _instant(event.content.get("requested_at")),
+        json.dumps({}),
+        position,
+    )
 
 
 def _transitioned(changes: Changes, position: int, event: Any) -> None:
@@ -96,19 +123,38 @@ def _transitioned(changes: Changes, position: int, event: Any) -> None:
         sets.append("care_until = CASE WHEN care_from IS NULL THEN NULL ELSE $3::timestamptz END")
     args.append(position)
     sets.append(f"updated = ${len(args)}")
-    changes.op(f"UPDATE referrals SET status = $2, {', '.join(sets)} "
-               "WHERE referral_id = $1", *args)
-    changes.op(_HISTORY, rid, version, event.action, state, event.institution,
-               event.received_at, _instant(details.get("at")),
-               json.dumps(details, ensure_ascii=False), position)
+    changes.op(f"UPDATE referrals SET status = $2, {', '.join(sets)} WHERE referral_id = $1", *args)
+    changes.op(
+        _HISTORY,
+        rid,
+        version,
+        event.action,
+        state,
+        event.institution,
+        event.received_at,
+        _instant(details.get("at")),
+        json.dumps(details, ensure_ascii=False),
+        position,
+    )
 
 
 def _follow_up_overdue(changes: Changes, position: int, event: Any) -> None:
     rid, version = event.originator_id, event.originator_version
-    changes.op("UPDATE referrals SET overdue = true, updated = $2 WHERE referral_id = $1",
-               rid, position)
-    changes.op(_HISTORY, rid, version, "mark_overdue", "back_referred", None,
-               event.received_at, None, json.dumps({"due": event.due.isoformat()}), position)
+    changes.op(
+        "UPDATE referrals SET overdue = true, updated = $2 WHERE referral_id = $1", rid, position
+    )
+    changes.op(
+        _HISTORY,
+        rid,
+        version,
+        "mark_overdue",
+        "back_referred",
+        None,
+        event.received_at,
+        None,
+        json.dumps({"due": event.due.isoformat()}),
+        position,
+    )
 
 
 # The rows each Referral ledger event implies, added to a batch's ``changes``.

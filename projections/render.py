@@ -30,10 +30,16 @@ from domain.identity import RESIDENT_ID_SYSTEM
 from domain.values import Coding, Quantity
 
 RESOURCE_TYPES = {
-    "encounter": "Encounter", "condition": "Condition", "observation": "Observation",
-    "consent": "Consent", "medication_request": "MedicationRequest",
-    "medication_dispense": "MedicationDispense", "procedure": "Procedure",
-    "immunization": "Immunization", "allergy": "AllergyIntolerance", "document": "DocumentReference",
+    "encounter": "Encounter",
+    "condition": "Condition",
+    "observation": "Observation",
+    "consent": "Consent",
+    "medication_request": "MedicationRequest",
+    "medication_dispense": "MedicationDispense",
+    "procedure": "Procedure",
+    "immunization": "Immunization",
+    "allergy": "AllergyIntolerance",
+    "document": "DocumentReference",
 }
 INSTITUTION_SYSTEM = "urn:county-hie:institution"
 SUBMITTED_BY = "urn:county-hie:fhir:StructureDefinition:submitted-by"
@@ -68,8 +74,10 @@ def _concept(c: Coding) -> dict[str, Any]:
 
 
 def _quantity(q: Quantity) -> dict[str, Any]:
-    out: dict[str, Any] = {"value": float(q.value) if "." in str(q.value) else int(q.value),
-                           "unit": q.unit}
+    out: dict[str, Any] = {
+        "value": float(q.value) if "." in str(q.value) else int(q.value),
+        "unit": q.unit,
+    }
     if q.system:
         out["system"] = q.system
     out["code"] = q.code or q.unit
@@ -78,13 +86,15 @@ def _quantity(q: Quantity) -> dict[str, Any]:
 
 def _meta(institution: str, institution_name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     meta = {"source": f"{INSTITUTION_SYSTEM}:{institution}"}
-    ext = [{
-        "url": SUBMITTED_BY,
-        "valueReference": {
-            "identifier": {"system": INSTITUTION_SYSTEM, "value": institution},
-            "display": institution_name,
-        },
-    }]
+    ext = [
+        {
+            "url": SUBMITTED_BY,
+            "valueReference": {
+                "identifier": {"system": INSTITUTION_SYSTEM, "value": institution},
+                "display": institution_name,
+            },
+        }
+    ]
     return meta, ext
 
 
@@ -122,10 +132,15 @@ def _encounter(p: EncounterPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     if p.end:
         period["end"] = p.end.isoformat()
     res: dict[str, Any] = {
-        "resourceType": "Encounter", "status": p.status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                  "code": code, "display": display},
-        "subject": subject, "period": period,
+        "resourceType": "Encounter",
+        "status": p.status,
+        "class": {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": code,
+            "display": display,
+        },
+        "subject": subject,
+        "period": period,
     }
     if p.department:
         res["serviceType"] = {"text": p.department}
@@ -139,22 +154,45 @@ def _encounter(p: EncounterPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     if hospitalization:
         res["hospitalization"] = hospitalization
     if p.attending:
-        res["participant"] = [{"type": [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-            "code": "ATND"}]}], "individual": {"display": p.attending}}]
+        res["participant"] = [
+            {
+                "type": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": "ATND",
+                            }
+                        ]
+                    }
+                ],
+                "individual": {"display": p.attending},
+            }
+        ]
     return res
 
 
 def _condition(p: ConditionPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "Condition",
-        "clinicalStatus": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-            "code": p.clinical_status}]},
-        "verificationStatus": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-            "code": p.verification_status}]},
-        "code": _concept(p.code), "subject": subject,
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": p.clinical_status,
+                }
+            ]
+        },
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": p.verification_status,
+                }
+            ]
+        },
+        "code": _concept(p.code),
+        "subject": subject,
         **enc(p.encounter),
     }
     if p.onset:
@@ -167,12 +205,22 @@ def _condition(p: ConditionPayload, subject: Ref, enc: Any) -> dict[str, Any]:
 def _observation(p: ObservationPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     res: dict[str, Any] = {"resourceType": "Observation", "status": p.status}
     if p.category:
-        res["category"] = [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-            "code": p.category}]}]
-    res |= {"code": _concept(p.code), "subject": subject,
-            **enc(p.encounter),
-            "effectiveDateTime": p.effective.isoformat()}
+        res["category"] = [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": p.category,
+                    }
+                ]
+            }
+        ]
+    res |= {
+        "code": _concept(p.code),
+        "subject": subject,
+        **enc(p.encounter),
+        "effectiveDateTime": p.effective.isoformat(),
+    }
     if p.value_quantity:
         res["valueQuantity"] = _quantity(p.value_quantity)
     elif p.value_string:
@@ -195,27 +243,54 @@ def _observation(p: ObservationPayload, subject: Ref, enc: Any) -> dict[str, Any
 
 def _consent(p: ConsentPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     res: dict[str, Any] = {
-        "resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "urn:county-hie:consent-type",
-                                  "code": p.consent_type}]}],
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [
+            {"coding": [{"system": "urn:county-hie:consent-type", "code": p.consent_type}]}
+        ],
         "patient": subject,
         "policy": [{"uri": f"urn:sha256:{p.notice_sha256}"}],
         "provision": {
             "type": "permit",
-            "period": {"start": p.valid_from.isoformat(),
-                       **({"end": p.valid_to.isoformat()} if p.valid_to else {})},
-            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                         "code": purpose} for purpose in p.purposes],
-            "actor": [{"role": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                "code": "IRCP"}]},
-                "reference": {"identifier": {"system": INSTITUTION_SYSTEM, "value": code}}}
-                for code in p.scope],
-            **({"securityLabel": [{"system": "urn:county-hie:data-category", "code": c}
-                                  for c in p.categories]}
-               if p.categories else {}),
+            "period": {
+                "start": p.valid_from.isoformat(),
+                **({"end": p.valid_to.isoformat()} if p.valid_to else {}),
+            },
+            "purpose": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}
+                for purpose in p.purposes
+            ],
+            "actor": [
+                {
+                    "role": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": "IRCP",
+                            }
+                        ]
+                    },
+                    "reference": {"identifier": {"system": INSTITUTION_SYSTEM, "value": code}},
+                }
+                for code in p.scope
+            ],
+            **(
+                {
+                    "securityLabel": [
+                        {"system": "urn:county-hie:data-category", "code": c} for c in p.categories
+                    ]
+                }
+                if p.categories
+                else {}
+            ),
         },
     }
     return res
@@ -223,9 +298,14 @@ def _consent(p: ConsentPayload, subject: Ref, enc: Any) -> dict[str, Any]:
 
 def _medication_request(p: MedicationRequestPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     res: dict[str, Any] = {
-        "resourceType": "MedicationRequest", "status": p.status, "intent": p.intent,
-        "medicationCodeableConcept": _concept(p.medication), "subject": subject,
-        **enc(p.encounter), "authoredOn": p.authored.isoformat()}
+        "resourceType": "MedicationRequest",
+        "status": p.status,
+        "intent": p.intent,
+        "medicationCodeableConcept": _concept(p.medication),
+        "subject": subject,
+        **enc(p.encounter),
+        "authoredOn": p.authored.isoformat(),
+    }
     if p.requester:
         res["requester"] = {"display": p.requester}
     dosage: dict[str, Any] = {}
@@ -243,22 +323,33 @@ def _medication_request(p: MedicationRequestPayload, subject: Ref, enc: Any) -> 
     if p.quantity:
         supply["quantity"] = _quantity(p.quantity)
     if p.duration_days is not None:
-        supply["expectedSupplyDuration"] = {"value": p.duration_days, "unit": "d",
-                                            "system": "http://unitsofmeasure.org", "code": "d"}
+        supply["expectedSupplyDuration"] = {
+            "value": p.duration_days,
+            "unit": "d",
+            "system": "http://unitsofmeasure.org",
+            "code": "d",
+        }
     if supply:
         res["dispenseRequest"] = supply
     return res
 
 
 def _medication_dispense(p: MedicationDispensePayload, subject: Ref, enc: Any) -> dict[str, Any]:
-    res: dict[str, Any] = {"resourceType": "MedicationDispense", "status": p.status,
-                           "medicationCodeableConcept": _concept(p.medication),
-                           "subject": subject}
+    res: dict[str, Any] = {
+        "resourceType": "MedicationDispense",
+        "status": p.status,
+        "medicationCodeableConcept": _concept(p.medication),
+        "subject": subject,
+    }
     if p.quantity:
         res["quantity"] = _quantity(p.quantity)
     if p.days_supply is not None:
-        res["daysSupply"] = {"value": p.days_supply, "unit": "d",
-                             "system": "http://unitsofmeasure.org", "code": "d"}
+        res["daysSupply"] = {
+            "value": p.days_supply,
+            "unit": "d",
+            "system": "http://unitsofmeasure.org",
+            "code": "d",
+        }
     if p.handed_over:
         res["whenHandedOver"] = p.handed_over.isoformat()
     if p.dosage_text:
@@ -267,8 +358,13 @@ def _medication_dispense(p: MedicationDispensePayload, subject: Ref, enc: Any) -
 
 
 def _procedure(p: ProcedurePayload, subject: Ref, enc: Any) -> dict[str, Any]:
-    res: dict[str, Any] = {"resourceType": "Procedure", "status": p.status,
-                           "code": _concept(p.code), "subject": subject, **enc(p.encounter)}
+    res: dict[str, Any] = {
+        "resourceType": "Procedure",
+        "status": p.status,
+        "code": _concept(p.code),
+        "subject": subject,
+        **enc(p.encounter),
+    }
     if p.performed:
         res["performedDateTime"] = p.performed.isoformat()
     if p.body_site:
@@ -279,9 +375,13 @@ def _procedure(p: ProcedurePayload, subject: Ref, enc: Any) -> dict[str, Any]:
 
 
 def _immunization(p: ImmunizationPayload, subject: Ref, enc: Any) -> dict[str, Any]:
-    res: dict[str, Any] = {"resourceType": "Immunization", "status": p.status,
-                           "vaccineCode": _concept(p.vaccine), "patient": subject,
-                           "occurrenceDateTime": p.occurrence.isoformat()}
+    res: dict[str, Any] = {
+        "resourceType": "Immunization",
+        "status": p.status,
+        "vaccineCode": _concept(p.vaccine),
+        "patient": subject,
+        "occurrenceDateTime": p.occurrence.isoformat(),
+    }
     if p.lot_number:
         res["lotNumber"] = p.lot_number
     if p.manufacturer:
@@ -298,13 +398,25 @@ def _immunization(p: ImmunizationPayload, subject: Ref, enc: Any) -> dict[str, A
 def _allergy(p: AllergyPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "AllergyIntolerance",
-        "clinicalStatus": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
-            "code": p.clinical_status}]},
-        "verificationStatus": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
-            "code": p.verification_status}]},
-        "code": _concept(p.substance), "patient": subject}
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                    "code": p.clinical_status,
+                }
+            ]
+        },
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                    "code": p.verification_status,
+                }
+            ]
+        },
+        "code": _concept(p.substance),
+        "patient": subject,
+    }
     if p.category:
         res["category"] = [p.category]
     if p.criticality:
@@ -318,16 +430,25 @@ def _allergy(p: AllergyPayload, subject: Ref, enc: Any) -> dict[str, Any]:
 
 def _document(p: DocumentPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     attachment: dict[str, Any] = {
-        "contentType": p.content_type, "title": p.title, "size": p.size,
+        "contentType": p.content_type,
+        "title": p.title,
+        "size": p.size,
         "creation": p.created.isoformat(),
         # FHIR's Attachment.hash is SHA-1; the SHA-256 the sender signed is kept as an extension.
-        "extension": [{"url": "urn:county-hie:fhir:StructureDefinition:sha256",
-                       "valueString": p.sha256}]}
+        "extension": [
+            {"url": "urn:county-hie:fhir:StructureDefinition:sha256", "valueString": p.sha256}
+        ],
+    }
     if p.data is not None:
         attachment["data"] = p.data
-    res: dict[str, Any] = {"resourceType": "DocumentReference", "status": "current",
-                           "type": _concept(p.type), "subject": subject,
-                           "date": p.created.isoformat(), "content": [{"attachment": attachment}]}
+    res: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": _concept(p.type),
+        "subject": subject,
+        "date": p.created.isoformat(),
+        "content": [{"attachment": attachment}],
+    }
     if p.author:
         res["author"] = [{"display": p.author}]
     if p.encounter:
@@ -337,10 +458,16 @@ def _document(p: DocumentPayload, subject: Ref, enc: Any) -> dict[str, Any]:
 
 # One renderer per kind that becomes a FHIR resource of its own (entries and consents).
 RENDERERS: dict[str, Callable[[Any, Ref, Any], dict[str, Any]]] = {
-    "encounter": _encounter, "condition": _condition, "observation": _observation,
-    "consent": _consent, "medication_request": _medication_request,
-    "medication_dispense": _medication_dispense, "procedure": _procedure,
-    "immunization": _immunization, "allergy": _allergy, "document": _document,
+    "encounter": _encounter,
+    "condition": _condition,
+    "observation": _observation,
+    "consent": _consent,
+    "medication_request": _medication_request,
+    "medication_dispense": _medication_dispense,
+    "procedure": _procedure,
+    "immunization": _immunization,
+    "allergy": _allergy,
+    "document": _document,
 }
 
 
@@ -355,8 +482,11 @@ def render_patient(
     """The regional Patient: one resident across institutions, with every linked identifier."""
     res: dict[str, Any] = {"resourceType": "Patient", "id": str(patient_id)}
     res["identifier"] = [
-        {"system": system, "value": value,
-         **({"type": {"text": "居民身份证"}} if system == RESIDENT_ID_SYSTEM else {})}
+        {
+            "system": system,
+            "value": value,
+            **({"type": {"text": "居民身份证"}} if system == RESIDENT_ID_SYSTEM else {}),
+        }
         for system, value in identifiers
     ]
     # Demographics as the latest submitting institution gave them; else what the ID says.
@@ -368,4 +498,3 @@ def render_patient(
     if demographics.get("birth_date") or birth_date:
         res["birthDate"] = demographics.get("birth_date") or birth_date
     return res
-

@@ -28,8 +28,14 @@ log = logging.getLogger(__name__)
 class PatientRecordProjection:
     """Follows the ledger and keeps the shared patient record current."""
 
-    def __init__(self, pool: asyncpg.Pool, read: ReadLedger, *, batch: int = 500,
-                 schema: EnvelopeSchema = CURRENT_SCHEMA) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        read: ReadLedger,
+        *,
+        batch: int = 500,
+        schema: EnvelopeSchema = CURRENT_SCHEMA,
+    ) -> None:
         self.pool = pool
         self.read = read
         self.batch = batch
@@ -37,8 +43,11 @@ class PatientRecordProjection:
         self._applier = RecordApplier(self._institution_name, schema)
 
     async def position(self) -> int:
-        return int(await self.pool.fetchval(
-            "SELECT position FROM projection_position WHERE name = $1", NAME))
+        return int(
+            await self.pool.fetchval(
+                "SELECT position FROM projection_position WHERE name = $1", NAME
+            )
+        )
 
     async def catch_up_once(self) -> int:
         """Apply the next batch of ledger events; return how many were applied."""
@@ -66,12 +75,14 @@ class PatientRecordProjection:
         transaction; False (nothing written) if the position is no longer ``start``."""
         async with self.pool.acquire() as conn, conn.transaction():
             current = await conn.fetchval(
-                "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME)
+                "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME
+            )
             if current != start:
                 return False  # another runner moved on meanwhile; read again from there
             await changes.flush(conn)
             await conn.execute(
-                "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, end)
+                "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, end
+            )
         async with self._advanced:
             self._advanced.notify_all()
         return True
@@ -89,8 +100,9 @@ class PatientRecordProjection:
                 try:
                     await self._follow(stop, appended, idle)
                 except Exception:
-                    log.exception("projection %s failed; restarting from its tracked position",
-                                  NAME)
+                    log.exception(
+                        "projection %s failed; restarting from its tracked position", NAME
+                    )
                     await asyncio.sleep(1.0)
         finally:
             if listener is not None:
@@ -142,6 +154,7 @@ class PatientRecordProjection:
 
     async def wait_for(self, position: int, timeout: float = 30.0) -> None:
         """Wait until the projection has applied the ledger up to ``position``."""
+
         async def reached() -> None:
             while await self.position() < position:
                 async with self._advanced:
@@ -149,13 +162,15 @@ class PatientRecordProjection:
                         await asyncio.wait_for(self._advanced.wait(), 0.1)
                     except TimeoutError:
                         pass
+
         await asyncio.wait_for(reached(), timeout)
 
     async def rebuild(self) -> None:
         """Forget every row and the position; the runner then replays the whole ledger."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME)
+                "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME
+            )
             await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
             await conn.execute("UPDATE projection_position SET position = 0 WHERE name = $1", NAME)
 

@@ -18,7 +18,8 @@ NAME = "patient_record"
 # wakes on it rather than on its next poll (the poll stays, should the LISTEN connection die).
 LEDGER_CHANNEL = "hie_ledger"
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS projection_position (
     name text PRIMARY KEY, position bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_clock (
@@ -72,11 +73,23 @@ CREATE TABLE IF NOT EXISTS seals (
     reason text NOT NULL, sealed_at timestamptz NOT NULL, position bigint NOT NULL,
     unsealed_position bigint, unsealed_at timestamptz);
 CREATE INDEX IF NOT EXISTS seals_patient ON seals (patient_id);
-""" + referrals.SCHEMA
+"""
+    + referrals.SCHEMA
+)
 
-TABLES = ("ledger_clock", "institutions", "patients", "identity_merges", "patient_identifiers",
-          "record_entries", "consents", "guardians", "care_contracts", "seals",
-          *referrals.TABLES)
+TABLES = (
+    "ledger_clock",
+    "institutions",
+    "patients",
+    "identity_merges",
+    "patient_identifiers",
+    "record_entries",
+    "consents",
+    "guardians",
+    "care_contracts",
+    "seals",
+    *referrals.TABLES,
+)
 
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
 
@@ -87,4 +100,6 @@ async def create_schema(pool: asyncpg.Pool) -> None:
         await conn.execute(SCHEMA)
         await conn.execute(
             "INSERT INTO projection_position (name, position) VALUES ($1, 0) "
-            "ON CONFLICT (name) DO NOTHING", NAME)
+            "ON CONFLICT (name) DO NOTHING",
+            NAME,
+        )

@@ -25,48 +25,91 @@ def resident(n: int, born: date = date(1958, 3, 14)) -> str:
     return make_resident_id(REGION, born + timedelta(days=n), n % 1000)
 
 
-def patient_item(rid: str, source_id: str, name: str = "李建国", mrn: str | None = None) -> dict[str, Any]:
+def patient_item(
+    rid: str, source_id: str, name: str = "李建国", mrn: str | None = None
+) -> dict[str, Any]:
     ref = {"resident_id": rid, **({"mrn": mrn} if mrn else {})}
     payload: dict[str, Any] = {"patient": ref, "name": name, "gender": "male"}
     return {"source_id": source_id, "kind": "patient", "payload": payload}
 
 
 def encounter_item(rid: str, source_id: str) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "encounter", "payload": {
-        "patient": {"resident_id": rid}, "encounter_class": "outpatient", "status": "finished",
-        "start": T0.isoformat(), "end": (T0 + timedelta(minutes=20)).isoformat(),
-        "department": "全科"}}
+    return {
+        "source_id": source_id,
+        "kind": "encounter",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "encounter_class": "outpatient",
+            "status": "finished",
+            "start": T0.isoformat(),
+            "end": (T0 + timedelta(minutes=20)).isoformat(),
+            "department": "全科",
+        },
+    }
 
 
 def condition_item(rid: str, source_id: str, code: str = "I10") -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "condition", "payload": {
-        "patient": {"resident_id": rid},
-        "code": {"system": "http://hl7.org/fhir/sid/icd-10", "code": code,
-                 "version": "国家临床版2.0", "display": "原发性高血压"}}}
+    return {
+        "source_id": source_id,
+        "kind": "condition",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "code": {
+                "system": "http://hl7.org/fhir/sid/icd-10",
+                "code": code,
+                "version": "国家临床版2.0",
+                "display": "原发性高血压",
+            },
+        },
+    }
 
 
 def observation_item(rid: str, source_id: str, value: str = "148") -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "observation", "payload": {
-        "patient": {"resident_id": rid}, "code": {"system": "http://loinc.org", "code": "8480-6",
-                                                  "display": "收缩压"},
-        "status": "final", "category": "vital-signs", "effective": T0.isoformat(),
-        "value_quantity": {"value": value, "unit": "mmHg", "code": "mm[Hg]"}}}
+    return {
+        "source_id": source_id,
+        "kind": "observation",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "code": {"system": "http://loinc.org", "code": "8480-6", "display": "收缩压"},
+            "status": "final",
+            "category": "vital-signs",
+            "effective": T0.isoformat(),
+            "value_quantity": {"value": value, "unit": "mmHg", "code": "mm[Hg]"},
+        },
+    }
 
 
-def consent_item(rid: str, source_id: str, *, scope: list[str] | None = None,
-                 consent_type: str = "separate", purposes: list[str] | None = None) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "consent", "payload": {
-        "patient": {"resident_id": rid}, "consent_type": consent_type,
-        "scope": scope or ["*"], "purposes": purposes or ["TREAT"],
-        "valid_from": (T0 - timedelta(days=30)).isoformat(),
-        "valid_to": (T0 + timedelta(days=3650)).isoformat(), "notice_sha256": NOTICE}}
+def consent_item(
+    rid: str,
+    source_id: str,
+    *,
+    scope: list[str] | None = None,
+    consent_type: str = "separate",
+    purposes: list[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "kind": "consent",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "consent_type": consent_type,
+            "scope": scope or ["*"],
+            "purposes": purposes or ["TREAT"],
+            "valid_from": (T0 - timedelta(days=30)).isoformat(),
+            "valid_to": (T0 + timedelta(days=3650)).isoformat(),
+            "notice_sha256": NOTICE,
+        },
+    }
 
 
 def record_items(rid: str, prefix: str, *, consent: bool = False) -> list[dict[str, Any]]:
     """A visit's worth of items for one resident from one institution."""
-    items = [patient_item(rid, f"{prefix}-pat", mrn=f"{prefix}-MRN"),
-             encounter_item(rid, f"{prefix}-enc"), condition_item(rid, f"{prefix}-dx"),
-             observation_item(rid, f"{prefix}-sbp")]
+    items = [
+        patient_item(rid, f"{prefix}-pat", mrn=f"{prefix}-MRN"),
+        encounter_item(rid, f"{prefix}-enc"),
+        condition_item(rid, f"{prefix}-dx"),
+        observation_item(rid, f"{prefix}-sbp"),
+    ]
     if consent:
         items.append(consent_item(rid, f"{prefix}-consent"))
     return items
@@ -83,8 +126,9 @@ resident_ids = st.builds(
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10),
-                                                                       children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -92,13 +136,29 @@ json_values = st.recursive(
 # roles, mapped to institution codes by REFERRAL_PARTIES; "mark_overdue" ignores its party.
 REFERRAL_SENDER, REFERRAL_RECEIVER = "THC-01", "CH-01"
 REFERRAL_PARTIES: dict[str, str | None] = {
-    "sender": REFERRAL_SENDER, "receiver": REFERRAL_RECEIVER, "third": "THC-02", "exchange": None}
+    "sender": REFERRAL_SENDER,
+    "receiver": REFERRAL_RECEIVER,
+    "third": "THC-02",
+    "exchange": None,
+}
 referral_urgencies = st.sampled_from(URGENCIES)
 # The policy's default spans are drawn often, so that commands land exactly on a deadline.
 referral_offsets = st.one_of(
-    st.sampled_from([timedelta(0), timedelta(hours=2), timedelta(hours=24), timedelta(hours=72),
-                     timedelta(days=7), timedelta(days=14), timedelta(days=30)]),
+    st.sampled_from(
+        [
+            timedelta(0),
+            timedelta(hours=2),
+            timedelta(hours=24),
+            timedelta(hours=72),
+            timedelta(days=7),
+            timedelta(days=14),
+            timedelta(days=30),
+        ]
+    ),
     st.integers(min_value=0, max_value=20 * 24 * 60).map(lambda m: timedelta(minutes=m)),
 )
-referral_command = st.tuples(st.sampled_from([*ACTIONS, "expire", "mark_overdue"]),
-                             st.sampled_from(list(REFERRAL_PARTIES)), referral_offsets)
+referral_command = st.tuples(
+    st.sampled_from([*ACTIONS, "expire", "mark_overdue"]),
+    st.sampled_from(list(REFERRAL_PARTIES)),
+    referral_offsets,
+)

@@ -30,15 +30,23 @@ def observation_v1_v2(item: dict[str, Any]) -> dict[str, Any]:
 class ObservationV1(ObservationPayload):
     """The pretended version 1: no category (absent, it reads as none)."""
 
-    category: Literal["vital-signs", "laboratory", "survey", "exam", "social-history",
-                      "imaging", "procedure"] | None = None
+    category: (
+        Literal[
+            "vital-signs", "laboratory", "survey", "exam", "social-history", "imaging", "procedure"
+        ]
+        | None
+    ) = None
 
 
-PAST_SCHEMA = EnvelopeSchema(models={**PAYLOAD_MODELS, "observation": ObservationV1},
-                             upcasting=Upcasting())
+PAST_SCHEMA = EnvelopeSchema(
+    models={**PAYLOAD_MODELS, "observation": ObservationV1}, upcasting=Upcasting()
+)
 PRESENT_VERSIONS = {**ITEM_VERSIONS, "observation": 2}
-PRESENT_SCHEMA = EnvelopeSchema(upcasting=Upcasting(
-    items=PRESENT_VERSIONS, item_upcasters={("observation", 1): observation_v1_v2}))
+PRESENT_SCHEMA = EnvelopeSchema(
+    upcasting=Upcasting(
+        items=PRESENT_VERSIONS, item_upcasters={("observation", 1): observation_v1_v2}
+    )
+)
 
 
 def v1_items(rid: str, prefix: str) -> list[dict[str, Any]]:

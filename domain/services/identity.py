@@ -123,8 +123,16 @@ class PatientIndex:
             return False
         return self.root(first, changes).id == self.root(second, changes).id
 
-    def resolve(self, ref: PatientRef, institution: str, changes: Changes, *, item: ValidItem,
-                field: str = "payload.patient", create: bool = True) -> PatientIdentity:
+    def resolve(
+        self,
+        ref: PatientRef,
+        institution: str,
+        changes: Changes,
+        *,
+        item: ValidItem,
+        field: str = "payload.patient",
+        create: bool = True,
+    ) -> PatientIdentity:
         """The identity (not following merges) that ``ref`` names; links what it newly says.
         Raises SubmissionRefused when it names nobody (and may not create) or a conflict."""
         keys = ref_keys(ref, institution)
@@ -134,8 +142,12 @@ class PatientIndex:
             pid = patient_id_for(rid, self._key)
             ident = self.identity(pid, changes)
             if ident is None and create:
-                ident = PatientIdentity(id=pid, resident_id=rid.value,
-                                        birth_date=rid.birth_date.isoformat(), sex=rid.sex)
+                ident = PatientIdentity(
+                    id=pid,
+                    resident_id=rid.value,
+                    birth_date=rid.birth_date.isoformat(),
+                    sex=rid.sex,
+                )
                 changes.touched[pid] = ident
         else:
             for key in keys:
@@ -147,14 +159,25 @@ class PatientIndex:
                 ident = PatientIdentity(id=temp, resident_id=None, birth_date=None, sex=None)
                 changes.touched[temp] = ident
         if ident is None:
-            raise refusal("patient.unknown", "no patient the exchange knows has these "
-                          "identifiers", field, item)
+            raise refusal(
+                "patient.unknown",
+                "no patient the exchange knows has these identifiers",
+                field,
+                item,
+            )
         for key in keys:
             self._link(ident, key, institution, changes, item, field)
         return ident
 
-    def _link(self, ident: PatientIdentity, key: Key, institution: str, changes: Changes,
-              item: ValidItem, field: str) -> None:
+    def _link(
+        self,
+        ident: PatientIdentity,
+        key: Key,
+        institution: str,
+        changes: Changes,
+        item: ValidItem,
+        field: str,
+    ) -> None:
         if key[0] == RESIDENT_ID_SYSTEM or ident.has_identifier(*key):
             return
         holder_id = self._known(key, changes)
@@ -172,27 +195,51 @@ class PatientIndex:
             _join(theirs, mine, institution, item)
             return
         which = "health card" if key[0] == HEALTH_CARD_SYSTEM else "medical record number"
-        raise refusal("identity.conflict", f"the {which} already names another patient; if "
-                      "they are the same person send a merge (HL7 ADT^A40), else correct the "
-                      "identifier", field, item)
+        raise refusal(
+            "identity.conflict",
+            f"the {which} already names another patient; if "
+            "they are the same person send a merge (HL7 ADT^A40), else correct the "
+            "identifier",
+            field,
+            item,
+        )
 
-    def merge(self, payload: MergePayload, institution: str, changes: Changes,
-              item: ValidItem) -> None:
+    def merge(
+        self, payload: MergePayload, institution: str, changes: Changes, item: ValidItem
+    ) -> None:
         """Join the merged patient's surviving identity into the named patient's."""
-        survivor = self.root(self.resolve(payload.patient, institution, changes, item=item),
-                             changes)
-        merged = self.root(self.resolve(payload.merged, institution, changes, item=item,
-                                        field="payload.merged", create=False), changes)
+        survivor = self.root(
+            self.resolve(payload.patient, institution, changes, item=item), changes
+        )
+        merged = self.root(
+            self.resolve(
+                payload.merged,
+                institution,
+                changes,
+                item=item,
+                field="payload.merged",
+                create=False,
+            ),
+            changes,
+        )
         if merged.id != survivor.id:
             _join(merged, survivor, institution, item)
 
-    def unmerge(self, payload: UnmergePayload, institution: str, changes: Changes,
-                item: ValidItem) -> None:
+    def unmerge(
+        self, payload: UnmergePayload, institution: str, changes: Changes, item: ValidItem
+    ) -> None:
         """Undo the one earlier merge that joined the unmerged patient to the named one."""
-        survivor = self.root(self.resolve(payload.patient, institution, changes, item=item,
-                                          create=False), changes)
-        away = self.resolve(payload.unmerged, institution, changes, item=item,
-                            field="payload.unmerged", create=False)
+        survivor = self.root(
+            self.resolve(payload.patient, institution, changes, item=item, create=False), changes
+        )
+        away = self.resolve(
+            payload.unmerged,
+            institution,
+            changes,
+            item=item,
+            field="payload.unmerged",
+            create=False,
+        )
         # Undo the merge of ``away``'s own group: the step of its chain that reaches survivor.
         step = away
         while step.merged_into is not None and step.merged_into != survivor.id:
@@ -200,13 +247,18 @@ class PatientIndex:
             assert nxt is not None
             step = nxt
         if step.merged_into != survivor.id:
-            raise refusal("unmerge.not_merged", "the patient to unmerge is not merged into the "
-                          "named patient", "payload.unmerged", item)
+            raise refusal(
+                "unmerge.not_merged",
+                "the patient to unmerge is not merged into the named patient",
+                "payload.unmerged",
+                item,
+            )
         step.unmerge(institution, item.source_id)
         survivor.release(step.id, institution, item.source_id)
 
 
-def _join(source: PatientIdentity, target: PatientIdentity, institution: str,
-          item: ValidItem) -> None:
+def _join(
+    source: PatientIdentity, target: PatientIdentity, institution: str, item: ValidItem
+) -> None:
     source.merge_into(target.id, institution, item.source_id)
     target.absorb(source.id, institution, item.source_id)

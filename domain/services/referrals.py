@@ -19,8 +19,11 @@ from domain.services.identity import Changes, PatientIndex
 from domain.services.refusal import refusal
 from domain.submission import ValidItem
 
-_RANK = {Level.VILLAGE_CLINIC.value: 0, Level.TOWNSHIP_HEALTH_CENTRE.value: 1,
-         Level.COUNTY_HOSPITAL.value: 2}
+_RANK = {
+    Level.VILLAGE_CLINIC.value: 0,
+    Level.TOWNSHIP_HEALTH_CENTRE.value: 1,
+    Level.COUNTY_HOSPITAL.value: 2,
+}
 
 
 class ReferralLookup(Protocol):
@@ -43,68 +46,121 @@ def direction_between(sender: Institution, receiver: Institution) -> str | None:
 class ReferralPlanner:
     """Turns a submission's referral items into Referral events (or refuses them)."""
 
-    def __init__(self, lookup: ReferralLookup, index: PatientIndex,
-                 policy: ReferralPolicy) -> None:
+    def __init__(self, lookup: ReferralLookup, index: PatientIndex, policy: ReferralPolicy) -> None:
         self._lookup = lookup
         self._index = index
         self.policy = policy
 
-    def plan(self, item: ValidItem, institution: str, patient_id: str, received_at: datetime,
-             changes: Changes, referrals: dict[UUID, Referral]) -> None:
+    def plan(
+        self,
+        item: ValidItem,
+        institution: str,
+        patient_id: str,
+        received_at: datetime,
+        changes: Changes,
+        referrals: dict[UUID, Referral],
+    ) -> None:
         """Apply one item to ``referrals`` (this plan's aggregates), or raise
         SubmissionRefused."""
         payload = item.payload
         if isinstance(payload, ReferralPayload):
             self._request(item, payload, institution, UUID(patient_id), received_at, referrals)
         elif isinstance(payload, ReferralActionPayload):
-            self._action(item, payload, institution, UUID(patient_id), received_at, changes,
-                         referrals)
+            self._action(
+                item, payload, institution, UUID(patient_id), received_at, changes, referrals
+            )
 
-    def _request(self, item: ValidItem, payload: ReferralPayload, institution: str,
-                 patient_id: UUID, received_at: datetime, referrals: dict[UUID, Referral]) -> None:
+    def _request(
+        self,
+        item: ValidItem,
+        payload: ReferralPayload,
+        institution: str,
+        patient_id: UUID,
+        received_at: datetime,
+        referrals: dict[UUID, Referral],
+    ) -> None:
         sender = self._lookup.institution(institution)
         receiver = self._lookup.institution(payload.to_institution)
         if sender is None or receiver is None:
-            raise refusal("referral.unknown_institution", "to_institution names no registered "
-                          "institution of the consortium", "payload.to_institution", item)
+            raise refusal(
+                "referral.unknown_institution",
+                "to_institution names no registered institution of the consortium",
+                "payload.to_institution",
+                item,
+            )
         if receiver.code == sender.code:
-            raise refusal("referral.to_self", "an institution cannot refer a patient to "
-                          "itself", "payload.to_institution", item)
+            raise refusal(
+                "referral.to_self",
+                "an institution cannot refer a patient to itself",
+                "payload.to_institution",
+                item,
+            )
         direction = direction_between(sender, receiver)
         if direction is None:
-            raise refusal("referral.same_level", "a two-way referral goes up (上转) or down "
-                          "(下转) a level; both institutions are of the same level",
-                          "payload.to_institution", item)
+            raise refusal(
+                "referral.same_level",
+                "a two-way referral goes up (上转) or down "
+                "(下转) a level; both institutions are of the same level",
+                "payload.to_institution",
+                item,
+            )
         if payload.direction is not None and payload.direction != direction:
-            raise refusal("referral.direction", f"the direction given contradicts the "
-                          f"institutions' levels, which make this referral {direction}",
-                          "payload.direction", item)
+            raise refusal(
+                "referral.direction",
+                f"the direction given contradicts the "
+                f"institutions' levels, which make this referral {direction}",
+                "payload.direction",
+                item,
+            )
         reference = reference_for(institution, item.source_id)
-        content = payload.model_dump(mode="json", exclude={"patient", "direction",
-                                                           "to_institution", "urgency"})
+        content = payload.model_dump(
+            mode="json", exclude={"patient", "direction", "to_institution", "urgency"}
+        )
         referrals[referral_id(reference)] = Referral(
-            reference=reference, patient_id=patient_id, from_institution=institution,
-            to_institution=receiver.code, direction=direction, urgency=payload.urgency,
-            content=content, received_at=received_at,
+            reference=reference,
+            patient_id=patient_id,
+            from_institution=institution,
+            to_institution=receiver.code,
+            direction=direction,
+            urgency=payload.urgency,
+            content=content,
+            received_at=received_at,
             accept_by=received_at + self.policy.accept_within[payload.urgency],
-            source=item.source_id)
+            source=item.source_id,
+        )
 
-    def _action(self, item: ValidItem, payload: ReferralActionPayload, institution: str,
-                patient_id: UUID, received_at: datetime, changes: Changes,
-                referrals: dict[UUID, Referral]) -> None:
+    def _action(
+        self,
+        item: ValidItem,
+        payload: ReferralActionPayload,
+        institution: str,
+        patient_id: UUID,
+        received_at: datetime,
+        changes: Changes,
+        referrals: dict[UUID, Referral],
+    ) -> None:
         rid = referral_id(payload.referral)
         referral = referrals.get(rid) or self._lookup.referral(rid)
         if referral is None or referral.party(institution) is None:
             # The same answer for a referral that does not exist and one this institution
             # takes no part in: outsiders learn nothing, not even who it is about.
-            raise refusal("referral.unknown", "no referral with this reference involves this "
-                          "institution; it is <sending institution>/<source_id of the request>",
-                          "payload.referral", item)
+            raise refusal(
+                "referral.unknown",
+                "no referral with this reference involves this "
+                "institution; it is <sending institution>/<source_id of the request>",
+                "payload.referral",
+                item,
+            )
         if not self._index.same_person(referral.patient_id, patient_id, changes):
-            raise refusal("referral.patient_mismatch", "the patient named is not the "
-                          "referral's patient", "payload.patient", item)
+            raise refusal(
+                "referral.patient_mismatch",
+                "the patient named is not the referral's patient",
+                "payload.patient",
+                item,
+            )
         details: dict[str, Any] = payload.model_dump(
-            mode="json", exclude_none=True, exclude={"patient", "referral", "action"})
+            mode="json", exclude_none=True, exclude={"patient", "referral", "action"}
+        )
         if not payload.diagnosis:
             details.pop("diagnosis", None)
         try:

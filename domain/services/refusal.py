@@ -19,8 +19,10 @@ class SubmissionRefused(DomainError):
     code = "submission.refused"
 
     def __init__(self, problems: list[Problem], *, submission: UUID | None = None) -> None:
-        super().__init__(f"{len(problems)} problem(s) refuse the submission; its receipt "
-                         "names each item, field and rule")
+        super().__init__(
+            f"{len(problems)} problem(s) refuse the submission; its receipt "
+            "names each item, field and rule"
+        )
         self.problems = problems
         self.submission = submission  # the refused submission's key, once known
 

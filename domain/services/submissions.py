@@ -130,8 +130,9 @@ def consent_owner(carried: Submission, source_id: str) -> str | None:
 class SubmissionChecks:
     """Checks a batch and plans what it saves (see the module docstring)."""
 
-    def __init__(self, index: PatientIndex, referrals: ReferralPlanner,
-                 institutions: Institutions) -> None:
+    def __init__(
+        self, index: PatientIndex, referrals: ReferralPlanner, institutions: Institutions
+    ) -> None:
         self.index = index
         self.referrals = referrals
         self._institutions = institutions
@@ -146,12 +147,15 @@ class SubmissionChecks:
         for pending in todo:
             inst = pending.valid.institution
             try:
-                patient_ids = [self._identity_of(item, inst, plan.changes, held, sent, memo)
-                               for item in pending.valid.items]
+                patient_ids = [
+                    self._identity_of(item, inst, plan.changes, held, sent, memo)
+                    for item in pending.valid.items
+                ]
                 for item, pid in zip(pending.valid.items, patient_ids, strict=True):
                     if item.kind in REFERRAL_KINDS:
-                        self.referrals.plan(item, inst, pid, pending.received_at, plan.changes,
-                                            plan.referrals)
+                        self.referrals.plan(
+                            item, inst, pid, pending.received_at, plan.changes, plan.referrals
+                        )
                     elif isinstance(item.payload, ConsentWithdrawalPayload):
                         self._check_withdrawal(item, item.payload, pid, consents, plan.changes)
                     elif isinstance(item.payload, ConsentPayload):
@@ -160,27 +164,45 @@ class SubmissionChecks:
             except SubmissionRefused as exc:
                 raise SubmissionRefused(exc.problems, submission=pending.key) from None
             sent.setdefault(inst, set()).update(i.record for i in pending.valid.items if i.record)
-            plan.submissions.append(Submission(
-                institution=inst, submission_id=pending.valid.submission_id,
-                envelope=pending.envelope_text, patient_ids=patient_ids,
-                received_at=pending.received_at))
-            plan.source_rows += [(inst, item.source_id, pending.key, item.record or None)
-                                 for item in pending.valid.items]
+            plan.submissions.append(
+                Submission(
+                    institution=inst,
+                    submission_id=pending.valid.submission_id,
+                    envelope=pending.envelope_text,
+                    patient_ids=patient_ids,
+                    received_at=pending.received_at,
+                )
+            )
+            plan.source_rows += [
+                (inst, item.source_id, pending.key, item.record or None)
+                for item in pending.valid.items
+            ]
         return plan
 
-    def _identity_of(self, item: ValidItem, institution: str, changes: Changes,
-                     held: HeldFacts, sent: dict[str, set[str]],
-                     memo: dict[tuple[str, str | None, str | None, str | None], str]) -> str:
+    def _identity_of(
+        self,
+        item: ValidItem,
+        institution: str,
+        changes: Changes,
+        held: HeldFacts,
+        sent: dict[str, set[str]],
+        memo: dict[tuple[str, str | None, str | None, str | None], str],
+    ) -> str:
         """The identity an item is about. A reference already resolved in this plan resolves
         the same way again (its identifiers are linked by then) until a merge or an unmerge
         changes who is who, so ``memo`` keeps the answers until one does."""
         payload = item.payload
         target = correction_target(item)
         if target and target not in held.records.get(institution, set()) | sent.get(
-                institution, set()):
-            raise refusal("correction.unknown_record", "this institution has sent no record "
-                          "with this id; a correction must point at a record sent before",
-                          "payload.record" if item.kind == "retract" else "amends", item)
+            institution, set()
+        ):
+            raise refusal(
+                "correction.unknown_record",
+                "this institution has sent no record "
+                "with this id; a correction must point at a record sent before",
+                "payload.record" if item.kind == "retract" else "amends",
+                item,
+            )
         if isinstance(payload, MergePayload):
             memo.clear()
             self.index.merge(payload, institution, changes, item)
@@ -193,20 +215,35 @@ class SubmissionChecks:
             known = memo[key] = str(self.index.resolve(ref, institution, changes, item=item).id)
         return known
 
-    def _check_withdrawal(self, item: ValidItem, payload: ConsentWithdrawalPayload, pid: str,
-                          consents: dict[tuple[str, str], str], changes: Changes) -> None:
+    def _check_withdrawal(
+        self,
+        item: ValidItem,
+        payload: ConsentWithdrawalPayload,
+        pid: str,
+        consents: dict[tuple[str, str], str],
+        changes: Changes,
+    ) -> None:
         """A withdrawal names a consent the ledger holds, given for this same patient."""
         inst, _, sid = payload.consent.partition("/")
         owner = consents.get((inst, sid))
         if owner is None or not self.index.same_person(UUID(owner), UUID(pid), changes):
-            raise refusal("consent.unknown", "this patient has no consent with this reference; "
-                          "it is <recording institution>/<source_id of the consent>",
-                          "payload.consent", item)
+            raise refusal(
+                "consent.unknown",
+                "this patient has no consent with this reference; "
+                "it is <recording institution>/<source_id of the consent>",
+                "payload.consent",
+                item,
+            )
 
     def _check_scope(self, item: ValidItem, payload: ConsentPayload) -> None:
         """A consent's scope names registered institutions (or ``*``)."""
-        unknown = sorted(c for c in set(payload.scope)
-                         if c != "*" and self._institutions.institution(c) is None)
+        unknown = sorted(
+            c for c in set(payload.scope) if c != "*" and self._institutions.institution(c) is None
+        )
         if unknown:
-            raise refusal("consent.scope_unknown", f"scope names unregistered institution(s) "
-                          f"{', '.join(unknown)}", "payload.scope", item)
+            raise refusal(
+                "consent.scope_unknown",
+                f"scope names unregistered institution(s) {', '.join(unknown)}",
+                "payload.scope",
+                item,
+            )

@@ -42,8 +42,9 @@ class PatientSource:
         return request.query_params.get(self.param, "").removeprefix("Patient/")
 
 
-PATH_PATIENT = PatientSource("pid", True, 404, "patient.not_found", "no patient has this id",
-                             "not-found")
+PATH_PATIENT = PatientSource(
+    "pid", True, 404, "patient.not_found", "no patient has this id", "not-found"
+)
 
 
 @dataclass(frozen=True)

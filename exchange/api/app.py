@@ -16,11 +16,16 @@ from exchange.api.regulator import regulator_routes
 
 def api_routes(ctx: ApiContext) -> list[ApiRoute]:
     """Every route the API serves, as declared by its resource family."""
-    return [*patient_routes(ctx), *record_routes(ctx), *regulator_routes(ctx),
-            *referral_routes(ctx.records, ctx.referrals)]
+    return [
+        *patient_routes(ctx),
+        *record_routes(ctx),
+        *regulator_routes(ctx),
+        *referral_routes(ctx.records, ctx.referrals),
+    ]
 
 
 def create_app(ctx: ApiContext) -> Starlette:
     gate = Gate(ctx)
-    return Starlette(routes=[Route(r.path, gate.endpoint(r), methods=[r.method])
-                             for r in api_routes(ctx)])
+    return Starlette(
+        routes=[Route(r.path, gate.endpoint(r), methods=[r.method]) for r in api_routes(ctx)]
+    )

@@ -42,8 +42,9 @@ class ConsentPortal(Protocol):
     """The patient portal (``exchange.ingest.portal.Portal``): records a consent a patient
     gives, or withdraws, with their own token, as a signed submission."""
 
-    async def record(self, patient_id: UUID, body: dict[str, Any], *,
-                     now: datetime) -> PortalOutcome: ...
+    async def record(
+        self, patient_id: UUID, body: dict[str, Any], *, now: datetime
+    ) -> PortalOutcome: ...
 
 
 @dataclass

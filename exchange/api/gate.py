@@ -34,8 +34,7 @@ from exchange.auth.tokens import Identity, TokenError
 __all__ = ["ApiContext", "Gate"]
 
 log = logging.getLogger(__name__)
-AT_FORMAT = ("_at is a ledger position or an instant with its offset, e.g. "
-             "2026-11-01T09:30:00+08:00")
+AT_FORMAT = "_at is a ledger position or an instant with its offset, e.g. 2026-11-01T09:30:00+08:00"
 
 
 @dataclass
@@ -57,6 +56,7 @@ class Gate:
 
         async def endpoint(request: Request) -> Response:
             return await self.serve(access, handler, request)
+
         return endpoint
 
     async def serve(self, access: Access, handler: Handler, request: Request) -> Response:
@@ -64,8 +64,11 @@ class Gate:
         so_far = _Admitted()
         try:
             if access.public:
-                return (await handler(Call(request, request_id, access.action, None, None,
-                                           self.ctx.clock()))).response
+                return (
+                    await handler(
+                        Call(request, request_id, access.action, None, None, self.ctx.clock())
+                    )
+                ).response
             try:
                 call = await self._admit(access, request, request_id, so_far)
                 answer = await handler(call)
@@ -79,14 +82,21 @@ class Gate:
             return refused.response(request_id)
         except Exception:
             log.exception("request %s failed", request_id)
-            return fhir_response(operation_outcome(
-                "internal", f"the exchange failed to answer; quote request id {request_id}",
-                issue_type="exception"), 500, request_id)
+            return fhir_response(
+                operation_outcome(
+                    "internal",
+                    f"the exchange failed to answer; quote request id {request_id}",
+                    issue_type="exception",
+                ),
+                500,
+                request_id,
+            )
 
     # Admission, step by step --------------------------------------------------------------------
 
-    async def _admit(self, access: Access, request: Request, request_id: str,
-                     so_far: _Admitted) -> Call:
+    async def _admit(
+        self, access: Access, request: Request, request_id: str, so_far: _Admitted
+    ) -> Call:
         ident = so_far.ident = await self._authenticate(request)
         if access.patient is not None:
             so_far.patient_id = _patient_id(access.patient, request)
@@ -97,16 +107,28 @@ class Gate:
         if access.purposes is not None:
             purpose = sent or access.defaults.get(ident.role)
             if purpose is None or (access.purposes != "any" and purpose not in access.purposes):
-                raise Refused(400, "purpose.missing", access.refused_purpose, "required",
-                              purpose=sent)
+                raise Refused(
+                    400, "purpose.missing", access.refused_purpose, "required", purpose=sent
+                )
             so_far.purpose = purpose
         now = self.ctx.clock()
         at = await self._as_of(request) if access.as_of else None
         view = decision = then = None
         if access.decide is not None:
             view, decision, then = await self._decide(access, ident, so_far, sent, now, at)
-        return Call(request, request_id, access.action, ident, so_far.purpose, now,
-                    so_far.patient_id, view, decision, at, then)
+        return Call(
+            request,
+            request_id,
+            access.action,
+            ident,
+            so_far.purpose,
+            now,
+            so_far.patient_id,
+            view,
+            decision,
+            at,
+            then,
+        )
 
     async def _authenticate(self, request: Request) -> Identity:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -137,76 +159,133 @@ class Gate:
             raise Refused(400, "search.at", AT_FORMAT, "invalid") from None
         return await self.ctx.records.position_at(instant)
 
-    async def _decide(self, access: Access, ident: Identity, so_far: _Admitted,
-                      sent: str | None, now: datetime,
-                      at: int | None) -> tuple[RecordView, Decision, UUID | None]:
+    async def _decide(
+        self,
+        access: Access,
+        ident: Identity,
+        so_far: _Admitted,
+        sent: str | None,
+        now: datetime,
+        at: int | None,
+    ) -> tuple[RecordView, Decision, UUID | None]:
         assert access.decide is not None and so_far.patient_id is not None
         # One query: who the id is now, the identities merged into it, and the decision's
         # facts as of the projection's position.
-        view = await self.ctx.consent.view(so_far.patient_id, institution=ident.institution,
-                                           person=ident.person, at=now)
-        then = await self.ctx.records.root(so_far.patient_id, at) \
-            if view and at is not None else None
+        view = await self.ctx.consent.view(
+            so_far.patient_id, institution=ident.institution, person=ident.person, at=now
+        )
+        then = (
+            await self.ctx.records.root(so_far.patient_id, at) if view and at is not None else None
+        )
         if view is None or (at is not None and then is None):
-            raise Refused(404, "patient.not_found", "no patient has this id" + (
-                " at that time" if at is not None else ""), "not-found")
+            raise Refused(
+                404,
+                "patient.not_found",
+                "no patient has this id" + (" at that time" if at is not None else ""),
+                "not-found",
+            )
         own = is_own_record(ident.role, ident.person, view.members)
         purpose = so_far.purpose if so_far.purpose is not None else (sent or "")
-        decision = access.decide(AccessRequest(ident.person, ident.role, ident.institution,
-                                               view.root, purpose, now, view.position, own),
-                                 view.facts, self.ctx.policy)
+        decision = access.decide(
+            AccessRequest(
+                ident.person,
+                ident.role,
+                ident.institution,
+                view.root,
+                purpose,
+                now,
+                view.position,
+                own,
+            ),
+            view.facts,
+            self.ctx.policy,
+        )
         so_far.patient_id = view.root  # from here on, about the surviving identity
         if access.redecidable:  # enough to decide it again from the ledger (api/redecide.py)
             so_far.facts = {
-                "as_of_position": view.position, "decided_at": now.isoformat(),
+                "as_of_position": view.position,
+                "decided_at": now.isoformat(),
                 "policy": self.ctx.policy.fingerprint(),
                 **({"record_at_position": at} if at is not None else {}),
-                **({"results_since": decision.results_since.isoformat()}
-                   if decision.results_since else {})}
+                **(
+                    {"results_since": decision.results_since.isoformat()}
+                    if decision.results_since
+                    else {}
+                ),
+            }
         if not decision.permit:
-            raise Refused(403, decision.reasons[0].code,
-                          "; ".join(r.message for r in decision.reasons), decision=decision)
+            raise Refused(
+                403,
+                decision.reasons[0].code,
+                "; ".join(r.message for r in decision.reasons),
+                decision=decision,
+            )
         if ident.role not in access.roles:  # the route's declaration bounds any rule
             raise _role_refused(access, ident)
         return view, decision, then
 
     # The audit record ---------------------------------------------------------------------------
 
-    async def _answer(self, access: Access, call: Call, so_far: _Admitted,
-                      answer: Answer) -> None:
+    async def _answer(self, access: Access, call: Call, so_far: _Admitted, answer: Answer) -> None:
         decision = answer.decision or call.decision
         await self._append(
-            call.request, call.request_id, action=access.action, ident=call.ident,
+            call.request,
+            call.request_id,
+            action=access.action,
+            ident=call.ident,
             patient_id=answer.patient_id or call.patient_id,
-            purpose=answer.purpose or call.purpose, decision=decision,
+            purpose=answer.purpose or call.purpose,
+            decision=decision,
             reasons=decision.reasons if decision else [],
             disclosure=answer.disclosure or summary(answer.disclosed),
-            categories=answer.categories, extra={**so_far.facts, **(answer.extra or {})})
+            categories=answer.categories,
+            extra={**so_far.facts, **(answer.extra or {})},
+        )
 
-    async def _refusal(self, access: Access, request: Request, request_id: str,
-                       so_far: _Admitted, refused: Refused) -> None:
+    async def _refusal(
+        self, access: Access, request: Request, request_id: str, so_far: _Admitted, refused: Refused
+    ) -> None:
         """A refusal is about what the gate knew when it was raised; before authentication,
         it is a failed sign-in (``<action>.authenticate``, nobody named)."""
         await self._append(
-            request, request_id, ident=so_far.ident,
+            request,
+            request_id,
+            ident=so_far.ident,
             action=access.action if so_far.ident else f"{access.action}.authenticate",
             patient_id=refused.patient_id or so_far.patient_id,
-            purpose=refused.purpose or so_far.purpose, decision=refused.decision,
+            purpose=refused.purpose or so_far.purpose,
+            decision=refused.decision,
             reasons=refused.decision.reasons if refused.decision else [refused.reason],
-            disclosure=summary(()), categories=(),
-            extra={**so_far.facts, **(refused.extra or {})})
+            disclosure=summary(()),
+            categories=(),
+            extra={**so_far.facts, **(refused.extra or {})},
+        )
 
-    async def _append(self, request: Request, request_id: str, *, action: str,
-                      ident: Identity | None, patient_id: UUID | None, purpose: str | None,
-                      decision: Decision | None, reasons: Sequence[Reason],
-                      disclosure: Mapping[str, Any], categories: Sequence[str],
-                      extra: Mapping[str, Any]) -> None:
+    async def _append(
+        self,
+        request: Request,
+        request_id: str,
+        *,
+        action: str,
+        ident: Identity | None,
+        patient_id: UUID | None,
+        purpose: str | None,
+        decision: Decision | None,
+        reasons: Sequence[Reason],
+        disclosure: Mapping[str, Any],
+        categories: Sequence[str],
+        extra: Mapping[str, Any],
+    ) -> None:
         record = {
-            "action": action, "request_id": request_id, "route": request.url.path,
-            "person": ident.person if ident else None, "role": ident.role if ident else None,
+            "action": action,
+            "request_id": request_id,
+            "route": request.url.path,
+            "person": ident.person if ident else None,
+            "role": ident.role if ident else None,
             "institution": ident.institution if ident else None,
             "token_id": ident.token_id if ident else None,
-            "patient_id": str(patient_id) if patient_id else None, "purpose": purpose,
+            "patient_id": str(patient_id) if patient_id else None,
+            "purpose": purpose,
             "decision": "permit" if decision and decision.permit else "deny",
             "reasons": [{"code": r.code, "message": r.message} for r in reasons],
             "legal_basis": decision.legal_basis if decision else None,

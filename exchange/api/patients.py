@@ -13,13 +13,20 @@ from projections.render import dumps
 BREAK_GLASS_TEXT = "break-glass grant issued"
 
 METADATA = Access("metadata", public=True)
-LOOKUP = Access("lookup", roles=frozenset({"physician"}),
-                refused_role="the {role} role cannot look patients up",
-                purposes=frozenset({"TREAT", "ETREAT"}),
-                refused_purpose="send X-Purpose-Of-Use: TREAT (or ETREAT)")
-BREAK_GLASS = Access("break-glass", roles=frozenset({"physician"}),
-                     refused_role="only a physician may break the glass", purpose="ETREAT",
-                     patient=PATH_PATIENT)
+LOOKUP = Access(
+    "lookup",
+    roles=frozenset({"physician"}),
+    refused_role="the {role} role cannot look patients up",
+    purposes=frozenset({"TREAT", "ETREAT"}),
+    refused_purpose="send X-Purpose-Of-Use: TREAT (or ETREAT)",
+)
+BREAK_GLASS = Access(
+    "break-glass",
+    roles=frozenset({"physician"}),
+    refused_role="only a physician may break the glass",
+    purpose="ETREAT",
+    patient=PATH_PATIENT,
+)
 
 
 class PatientRoutes:
@@ -32,28 +39,39 @@ class PatientRoutes:
     async def patient_search(self, call: Call) -> Answer:
         system, sep, value = call.request.query_params.get("identifier", "").partition("|")
         if not sep or not system or not value:
-            raise Refused(400, "search.identifier", "search as identifier=<system>|<value>",
-                          "invalid")
+            raise Refused(
+                400, "search.identifier", "search as identifier=<system>|<value>", "invalid"
+            )
         patient_id = await self.ctx.records.find_patient(system, value)
         entries = []
         if patient_id:
             # Minimum necessary: the id and the identifier the caller already holds.
-            found = {"resourceType": "Patient", "id": str(patient_id),
-                     "identifier": [{"system": system, "value": value}]}
+            found = {
+                "resourceType": "Patient",
+                "id": str(patient_id),
+                "identifier": [{"system": system, "value": value}],
+            }
             entries.append((f"urn:uuid:{patient_id}", dumps(found)))
         return Answer(
             fhir_response(bundle(entries, now=call.now), request_id=call.request_id),
-            Decision(True, [Reason("lookup.match" if patient_id else "lookup.no_match",
-                                   "identifier lookup")]),
-            patient_id=patient_id, disclosed=[f"Patient/{patient_id}"] if patient_id else [])
+            Decision(
+                True,
+                [Reason("lookup.match" if patient_id else "lookup.no_match", "identifier lookup")],
+            ),
+            patient_id=patient_id,
+            disclosed=[f"Patient/{patient_id}"] if patient_id else [],
+        )
 
     async def break_glass(self, call: Call) -> Answer:
         try:
             body = await call.request.json()
             code, text = check_break_glass(body.get("reason_code"), body.get("reason"))
         except (ValueError, AttributeError, InvalidBreakGlass) as exc:
-            message = str(exc) if isinstance(exc, InvalidBreakGlass) else \
-                "send a JSON object with reason_code and reason"
+            message = (
+                str(exc)
+                if isinstance(exc, InvalidBreakGlass)
+                else "send a JSON object with reason_code and reason"
+            )
             raise Refused(400, "break_glass.invalid", message, "required") from None
         assert call.patient_id is not None
         root = await self.ctx.records.root(call.patient_id)
@@ -62,18 +80,40 @@ class PatientRoutes:
         # The grant is for the person, whichever of their ids was asked.
         ident = call.who
         grant = await self.ctx.consent.grant_break_glass(
-            person=ident.person, institution=ident.institution, patient_id=root,
-            reason_code=code, reason=text, now=self.ctx.clock())
-        decision = Decision(True, [Reason("break_glass.granted", BREAK_GLASS_TEXT)],
-                            legal_basis=f"break-glass:{grant.grant_id}", break_glass=True,
-                            obligations=["regulator-review", "notify-patient"])
-        return Answer(fhir_response(operation_outcome(
-            "break_glass.granted", f"emergency access granted until {grant.expires_at.isoformat()}; "
-            "read with X-Purpose-Of-Use: ETREAT; this access is flagged for review and the "
-            "patient will be told", issue_type="informational", severity="information"),
-            request_id=call.request_id), decision, patient_id=root,
-            extra={"reason_code": code, "reason_text": text,
-                   "expires_at": grant.expires_at.isoformat()})
+            person=ident.person,
+            institution=ident.institution,
+            patient_id=root,
+            reason_code=code,
+            reason=text,
+            now=self.ctx.clock(),
+        )
+        decision = Decision(
+            True,
+            [Reason("break_glass.granted", BREAK_GLASS_TEXT)],
+            legal_basis=f"break-glass:{grant.grant_id}",
+            break_glass=True,
+            obligations=["regulator-review", "notify-patient"],
+        )
+        return Answer(
+            fhir_response(
+                operation_outcome(
+                    "break_glass.granted",
+                    f"emergency access granted until {grant.expires_at.isoformat()}; "
+                    "read with X-Purpose-Of-Use: ETREAT; this access is flagged for review and the "
+                    "patient will be told",
+                    issue_type="informational",
+                    severity="information",
+                ),
+                request_id=call.request_id,
+            ),
+            decision,
+            patient_id=root,
+            extra={
+                "reason_code": code,
+                "reason_text": text,
+                "expires_at": grant.expires_at.isoformat(),
+            },
+        )
 
 
 def patient_routes(ctx: ApiContext) -> list[ApiRoute]:

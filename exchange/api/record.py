@@ -23,33 +23,54 @@ from projections.render import dumps, render_patient
 
 log = logging.getLogger(__name__)
 
-READ = Access("read", roles=frozenset({"physician", "nurse", "patient"}),
-              refused_role="the {role} role does not read clinical records",
-              purposes="any", defaults={"patient": "PATRQT"},
-              refused_purpose="send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)",
-              patient=PATH_PATIENT, decide=decide, redecidable=True, as_of=True)
-CONSENT_READ = Access("consent-read", roles=frozenset({"physician", "nurse", "patient"}),
-                      refused_role="the {role} role does not read consents",
-                      patient=PatientSource("patient", False, 400, "search.patient",
-                                            "search Consent by patient=<patient id>",
-                                            "invalid"),
-                      decide=may_read_consents)
-CONSENT_GIVE = Access("consent-give", roles=frozenset({"patient"}),
-                      refused_role="a patient gives or withdraws consent with their own token; "
-                                   "an institution records a signed consent as a submission")
+READ = Access(
+    "read",
+    roles=frozenset({"physician", "nurse", "patient"}),
+    refused_role="the {role} role does not read clinical records",
+    purposes="any",
+    defaults={"patient": "PATRQT"},
+    refused_purpose="send X-Purpose-Of-Use: TREAT (or ETREAT after $break-glass)",
+    patient=PATH_PATIENT,
+    decide=decide,
+    redecidable=True,
+    as_of=True,
+)
+CONSENT_READ = Access(
+    "consent-read",
+    roles=frozenset({"physician", "nurse", "patient"}),
+    refused_role="the {role} role does not read consents",
+    patient=PatientSource(
+        "patient", False, 400, "search.patient", "search Consent by patient=<patient id>", "invalid"
+    ),
+    decide=may_read_consents,
+)
+CONSENT_GIVE = Access(
+    "consent-give",
+    roles=frozenset({"patient"}),
+    refused_role="a patient gives or withdraws consent with their own token; "
+    "an institution records a signed consent as a submission",
+)
 
 
 def withheld_outcome(decision: Decision) -> dict[str, Any] | None:
     """The Bundle's note of what this decision does not disclose (the same for any record)."""
     if not decision.withheld and decision.results_since is None:
         return None
-    text = ("not disclosed under this decision, whether or not the record holds any: "
-            + ", ".join(decision.withheld)) if decision.withheld else ""
+    text = (
+        (
+            "not disclosed under this decision, whether or not the record holds any: "
+            + ", ".join(decision.withheld)
+        )
+        if decision.withheld
+        else ""
+    )
     if decision.results_since is not None:
-        text += ("; " if text else "") + ("lab and vital results recorded before "
-                                           f"{decision.results_since.date().isoformat()}")
-    outcome = operation_outcome("disclosure.limited", text, issue_type="suppressed",
-                                severity="information")
+        text += ("; " if text else "") + (
+            f"lab and vital results recorded before {decision.results_since.date().isoformat()}"
+        )
+    outcome = operation_outcome(
+        "disclosure.limited", text, issue_type="suppressed", severity="information"
+    )
     outcome["issue"][0]["diagnostics"] = "categories: " + ",".join(decision.withheld)
     return outcome
 
@@ -72,21 +93,45 @@ class RecordRoutes:
         first_line = first = None
         if "demographics" in decision.categories:
             first_line = f"Patient/{shown_root}"
-            first = (f"urn:uuid:{shown_root}", dumps(render_patient(
-                shown_root, identifiers=view.identifiers, demographics=view.demographics,
-                birth_date=view.birth_date.isoformat() if view.birth_date else None,
-                sex=view.sex)))
+            first = (
+                f"urn:uuid:{shown_root}",
+                dumps(
+                    render_patient(
+                        shown_root,
+                        identifiers=view.identifiers,
+                        demographics=view.demographics,
+                        birth_date=view.birth_date.isoformat() if view.birth_date else None,
+                        sex=view.sex,
+                    )
+                ),
+            )
         page = await self.ctx.records.bundle_entries(
-            shown_root, members, as_of, categories=decision.categories,
-            results_since=decision.results_since, first=first_line, listed=LISTED)
+            shown_root,
+            members,
+            as_of,
+            categories=decision.categories,
+            results_since=decision.results_since,
+            first=first_line,
+            listed=LISTED,
+        )
         touched = set(page.categories) | ({"demographics"} if first else set())
         return Answer(
-            fhir_response(bundle_of(page.entries, page.count, now=call.now, first=first,
-                                    outcome=withheld_outcome(decision)),
-                          request_id=call.request_id),
-            patient_id=view.root, categories=sorted(touched),
-            disclosure=summary_of(page.count + (first is not None), page.types, page.lines,
-                                  page.digest))
+            fhir_response(
+                bundle_of(
+                    page.entries,
+                    page.count,
+                    now=call.now,
+                    first=first,
+                    outcome=withheld_outcome(decision),
+                ),
+                request_id=call.request_id,
+            ),
+            patient_id=view.root,
+            categories=sorted(touched),
+            disclosure=summary_of(
+                page.count + (first is not None), page.types, page.lines, page.digest
+            ),
+        )
 
     async def consents(self, call: Call) -> Answer:
         """``Consent?patient=<id>``: the patient's consents (a clinician treating them with
@@ -95,10 +140,12 @@ class RecordRoutes:
         rows = await self.ctx.consent.consents(call.view.members)
         entries = [(f"urn:uuid:{r['consent_id']}", _with_withdrawal(r)) for r in rows]
         own = call.decision.legal_basis == "data-subject"
-        return Answer(fhir_response(bundle(entries, now=self.ctx.clock()),
-                                    request_id=call.request_id),
-                      patient_id=call.view.root, purpose="PATRQT" if own else "TREAT",
-                      disclosed=[f"Consent/{r['consent_id']}" for r in rows])
+        return Answer(
+            fhir_response(bundle(entries, now=self.ctx.clock()), request_id=call.request_id),
+            patient_id=call.view.root,
+            purpose="PATRQT" if own else "TREAT",
+            disclosed=[f"Consent/{r['consent_id']}" for r in rows],
+        )
 
     async def give_consent(self, call: Call) -> Answer:
         """A patient gives a consent (or, with ``withdraw``, withdraws one) with their own
@@ -116,23 +163,54 @@ class RecordRoutes:
             outcome = await self.ctx.portal.record(pid, body, now=self.ctx.clock())
         except Exception:
             log.exception("the patient portal failed on request %s", call.request_id)
-            raise Refused(503, "portal.unavailable", "the consent could not be confirmed; look "
-                          "at your consents before trying again", "transient", patient_id=pid,
-                          purpose="PATRQT") from None
+            raise Refused(
+                503,
+                "portal.unavailable",
+                "the consent could not be confirmed; look at your consents before trying again",
+                "transient",
+                patient_id=pid,
+                purpose="PATRQT",
+            ) from None
         problems = outcome.problems
-        decision = Decision(outcome.accepted, [Reason(p.code, p.message) for p in problems]
-                            or [Reason("consent.recorded", "recorded in the ledger")],
-                            legal_basis="data-subject")
+        decision = Decision(
+            outcome.accepted,
+            [Reason(p.code, p.message) for p in problems]
+            or [Reason("consent.recorded", "recorded in the ledger")],
+            legal_basis="data-subject",
+        )
         recorded = {"submission_id": outcome.submission_id, "position": outcome.position}
         if not outcome.accepted:
-            raise Refused(422, problems[0].code if problems else "consent.refused",
-                          "; ".join(str(p) for p in problems) or "refused", "invalid",
-                          patient_id=pid, purpose="PATRQT", decision=decision, extra=recorded)
-        return Answer(fhir_response({"resourceType": "OperationOutcome", "issue": [{
-            "severity": "information", "code": "informational",
-            "details": {"text": f"recorded at ledger position {outcome.position}"}}],
-            "id": outcome.consent_id}, 201, call.request_id), decision, patient_id=pid,
-            purpose="PATRQT", extra=recorded)
+            raise Refused(
+                422,
+                problems[0].code if problems else "consent.refused",
+                "; ".join(str(p) for p in problems) or "refused",
+                "invalid",
+                patient_id=pid,
+                purpose="PATRQT",
+                decision=decision,
+                extra=recorded,
+            )
+        return Answer(
+            fhir_response(
+                {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "information",
+                            "code": "informational",
+                            "details": {"text": f"recorded at ledger position {outcome.position}"},
+                        }
+                    ],
+                    "id": outcome.consent_id,
+                },
+                201,
+                call.request_id,
+            ),
+            decision,
+            patient_id=pid,
+            purpose="PATRQT",
+            extra=recorded,
+        )
 
 
 def _with_withdrawal(row: Any) -> str:

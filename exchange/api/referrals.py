@@ -38,16 +38,26 @@ MAX_COUNT = 500
 
 
 def _physician(action: str) -> Access:
-    return Access(action, roles=frozenset({"physician"}),
-                  refused_role="the {role} role does not read referrals",
-                  purposes=frozenset({"TREAT"}), refused_purpose="send X-Purpose-Of-Use: TREAT")
+    return Access(
+        action,
+        roles=frozenset({"physician"}),
+        refused_role="the {role} role does not read referrals",
+        purposes=frozenset({"TREAT"}),
+        refused_purpose="send X-Purpose-Of-Use: TREAT",
+    )
 
 
-SEARCH, READ, HISTORY = (_physician("referral-search"), _physician("referral-read"),
-                         _physician("referral-history"))
+SEARCH, READ, HISTORY = (
+    _physician("referral-search"),
+    _physician("referral-read"),
+    _physician("referral-history"),
+)
 INBOX, OUTBOX = _physician("referral-inbox"), _physician("referral-outbox")
-STATISTICS = Access("referral-statistics", roles=frozenset({"physician", "regulator", "admin"}),
-                    refused_role="the {role} role does not read county statistics")
+STATISTICS = Access(
+    "referral-statistics",
+    roles=frozenset({"physician", "regulator", "admin"}),
+    refused_role="the {role} role does not read county statistics",
+)
 
 
 def _invalid(code: str, message: str) -> Refused:
@@ -59,11 +69,17 @@ def _disclosing(response: Response, rows: Sequence[Any], disclosed: list[str]) -
     basis, up to 20 named); one patient is the record's, several are listed."""
     patients = sorted({str(r["patient_id"]) for r in rows})
     basis = ",".join(f"referral:{r['referral_id']}" for r in rows[:20])
-    return Answer(response, Decision(True, [Reason("referral.party", "the requesting "
-                                                   "institution takes part in the referral(s)")],
-                                     legal_basis=basis or None),
-                  patient_id=UUID(patients[0]) if len(patients) == 1 else None,
-                  disclosed=disclosed, extra={"patients": patients} if len(patients) > 1 else None)
+    return Answer(
+        response,
+        Decision(
+            True,
+            [Reason("referral.party", "the requesting institution takes part in the referral(s)")],
+            legal_basis=basis or None,
+        ),
+        patient_id=UUID(patients[0]) if len(patients) == 1 else None,
+        disclosed=disclosed,
+        extra={"patients": patients} if len(patients) > 1 else None,
+    )
 
 
 class ReferralRoutes:
@@ -88,12 +104,23 @@ class ReferralRoutes:
         institution = call.who.institution
         total, rows = await self.reader.search(party=institution, **kwargs)
         now = call.now
-        resources = [service_request(r, now, content_shown=content_visible(
-            r, institution, now)) for r in rows]
+        resources = [
+            service_request(r, now, content_shown=content_visible(r, institution, now))
+            for r in rows
+        ]
         entries = [(f"urn:uuid:{r['id']}", dumps(r)) for r in resources]
-        return _disclosing(fhir_response(bundle(entries, now=now, extra=_paging(
-            call.request, total, kwargs["offset"], len(rows))), request_id=call.request_id),
-            rows, [f"ServiceRequest/{r['id']}" for r in resources])
+        return _disclosing(
+            fhir_response(
+                bundle(
+                    entries,
+                    now=now,
+                    extra=_paging(call.request, total, kwargs["offset"], len(rows)),
+                ),
+                request_id=call.request_id,
+            ),
+            rows,
+            [f"ServiceRequest/{r['id']}" for r in resources],
+        )
 
     async def _referral(self, call: Call, raw: str) -> Any:
         try:
@@ -101,19 +128,29 @@ class ReferralRoutes:
         except ValueError:
             rid = None
         row = await self.reader.get(rid) if rid else None
-        if row is None or call.who.institution not in (row["from_institution"],
-                                                       row["to_institution"]):
+        if row is None or call.who.institution not in (
+            row["from_institution"],
+            row["to_institution"],
+        ):
             # The same answer whether it does not exist or is another institution's.
-            raise Refused(404, "referral.not_found",
-                          "no referral with this id involves your institution", "not-found")
+            raise Refused(
+                404,
+                "referral.not_found",
+                "no referral with this id involves your institution",
+                "not-found",
+            )
         return row
 
     async def read(self, call: Call) -> Answer:
         row = await self._referral(call, call.request.path_params["rid"])
-        resource = service_request(row, call.now, content_shown=content_visible(
-            row, call.who.institution, call.now))
-        return _disclosing(fhir_response(resource, request_id=call.request_id), [row],
-                           [f"ServiceRequest/{resource['id']}"])
+        resource = service_request(
+            row, call.now, content_shown=content_visible(row, call.who.institution, call.now)
+        )
+        return _disclosing(
+            fhir_response(resource, request_id=call.request_id),
+            [row],
+            [f"ServiceRequest/{resource['id']}"],
+        )
 
     async def tasks(self, call: Call) -> Answer:
         """``Task?focus=ServiceRequest/<id>``: the referral's status history, oldest first."""
@@ -122,12 +159,16 @@ class ReferralRoutes:
             raise _invalid("search.focus", "search Task by focus=ServiceRequest/<id>")
         row = await self._referral(call, focus.removeprefix("ServiceRequest/"))
         shown = content_visible(row, call.who.institution, call.now)
-        steps = [task(s, row["patient_id"], content_shown=shown)
-                 for s in await self.reader.history(row["referral_id"])]
+        steps = [
+            task(s, row["patient_id"], content_shown=shown)
+            for s in await self.reader.history(row["referral_id"])
+        ]
         entries = [(f"urn:uuid:{t['id']}", dumps(t)) for t in steps]
-        return _disclosing(fhir_response(bundle(entries, now=call.now),
-                                         request_id=call.request_id),
-                           [row], [f"Task/{t['id']}" for t in steps])
+        return _disclosing(
+            fhir_response(bundle(entries, now=call.now), request_id=call.request_id),
+            [row],
+            [f"Task/{t['id']}" for t in steps],
+        )
 
     async def inbox(self, call: Call) -> Answer:
         return await self._box(call, "inbox")
@@ -142,10 +183,20 @@ class ReferralRoutes:
             raise _invalid("search.invalid", str(exc)) from None
         institution = call.who.institution
         total, rows = await self.reader.search(party=institution, box=box, **kwargs)
-        return _disclosing(json_response(
-            {"institution": institution, "box": box, "total": total, "offset": kwargs["offset"],
-             "referrals": [box_row(r, call.now) for r in rows]}, call.request_id),
-            rows, [f"ServiceRequest/{r['referral_id']}" for r in rows])
+        return _disclosing(
+            json_response(
+                {
+                    "institution": institution,
+                    "box": box,
+                    "total": total,
+                    "offset": kwargs["offset"],
+                    "referrals": [box_row(r, call.now) for r in rows],
+                },
+                call.request_id,
+            ),
+            rows,
+            [f"ServiceRequest/{r['referral_id']}" for r in rows],
+        )
 
     async def statistics(self, call: Call) -> Answer:
         try:
@@ -154,11 +205,11 @@ class ReferralRoutes:
         except ValueError:
             raise _invalid("search.date", "from and to are dates, e.g. 2026-11-01") from None
         figures = await self.reader.statistics(since, until, call.now)
-        return Answer(json_response({"from": _iso(since), "to": _iso(until), **figures},
-                                    call.request_id),
-                      Decision(True, [Reason("statistics.aggregate",
-                                             "counts and durations, no patient")]),
-                      purpose="HOPERAT")
+        return Answer(
+            json_response({"from": _iso(since), "to": _iso(until), **figures}, call.request_id),
+            Decision(True, [Reason("statistics.aggregate", "counts and durations, no patient")]),
+            purpose="HOPERAT",
+        )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -177,8 +228,15 @@ def _day(raw: str | None) -> datetime | None:
     return value
 
 
-FHIR_STATUSES = ("draft", "active", "on-hold", "revoked", "completed", "entered-in-error",
-                 "unknown")
+FHIR_STATUSES = (
+    "draft",
+    "active",
+    "on-hold",
+    "revoked",
+    "completed",
+    "entered-in-error",
+    "unknown",
+)
 
 
 def _tokens(raw: str, known: tuple[str, ...], name: str) -> list[str]:
@@ -205,8 +263,9 @@ def _filters(q: Any) -> dict[str, Any]:
     if institution := q.get("institution"):
         out["institution"] = institution.removeprefix("Organization/")
     for raw in q.getlist("date") if hasattr(q, "getlist") else []:
-        prefix, value = (raw[:2], raw[2:]) if raw[:2] in ("ge", "gt", "le", "lt", "eq") \
-            else ("eq", raw)
+        prefix, value = (
+            (raw[:2], raw[2:]) if raw[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", raw)
+        )
         try:
             start = _day(value)
         except ValueError:
@@ -235,8 +294,12 @@ def _paging(request: Request, total: int, offset: int, shown: int) -> dict[str, 
     """Bundle.total (every match) and the self/next links of a page."""
     links = [{"relation": "self", "url": str(request.url)}]
     if offset + shown < total:
-        links.append({"relation": "next", "url": str(request.url.include_query_params(
-            _offset=offset + shown))})
+        links.append(
+            {
+                "relation": "next",
+                "url": str(request.url.include_query_params(_offset=offset + shown)),
+            }
+        )
     return {"total": total, "link": links}
 
 

@@ -21,18 +21,27 @@ class Refused(ExchangeError):
     records it before sending it, about ``patient_id`` and for ``purpose`` (None: the call's),
     with ``decision`` when one was taken (its reasons are recorded) and ``extra`` fields."""
 
-    def __init__(self, status: int, code: str, message: str, issue_type: str = "forbidden",
-                 *, patient_id: UUID | None = None, purpose: str | None = None,
-                 decision: Decision | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        issue_type: str = "forbidden",
+        *,
+        patient_id: UUID | None = None,
+        purpose: str | None = None,
+        decision: Decision | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message, code=code)
         self.status, self.issue_type = status, issue_type
         self.patient_id, self.purpose = patient_id, purpose
         self.decision, self.extra = decision, extra
 
     @classmethod
-    def because(cls, status: int, reason: Reason, issue_type: str = "forbidden",
-                **about: Any) -> Refused:
+    def because(
+        cls, status: int, reason: Reason, issue_type: str = "forbidden", **about: Any
+    ) -> Refused:
         return cls(status, reason.code, reason.message, issue_type, **about)
 
     @property
@@ -40,9 +49,11 @@ class Refused(ExchangeError):
         return Reason(self.code, self.message)
 
     def response(self, request_id: str) -> Response:
-        return fhir_response(operation_outcome(self.code, self.message,
-                                               issue_type=self.issue_type),
-                             self.status, request_id)
+        return fhir_response(
+            operation_outcome(self.code, self.message, issue_type=self.issue_type),
+            self.status,
+            request_id,
+        )
 
 
 class AuditUnavailable(Refused):
@@ -50,15 +61,25 @@ class AuditUnavailable(Refused):
     down, this refusal cannot be recorded either)."""
 
     def __init__(self) -> None:
-        super().__init__(503, "audit.unavailable", "the audit log could not record this "
-                         "request, so no data is sent; try again shortly", "exception")
+        super().__init__(
+            503,
+            "audit.unavailable",
+            "the audit log could not record this request, so no data is sent; try again shortly",
+            "exception",
+        )
 
 
-def fhir_response(body: bytes | dict[str, Any], status: int = 200, request_id: str = "") -> Response:
+def fhir_response(
+    body: bytes | dict[str, Any], status: int = 200, request_id: str = ""
+) -> Response:
     content = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
     return Response(content, status, media_type=FHIR_JSON, headers={"X-Request-Id": request_id})
 
 
 def json_response(doc: Any, request_id: str, status: int = 200) -> Response:
-    return Response(json.dumps(doc, ensure_ascii=False), status, media_type="application/json",
-                    headers={"X-Request-Id": request_id})
+    return Response(
+        json.dumps(doc, ensure_ascii=False),
+        status,
+        media_type="application/json",
+        headers={"X-Request-Id": request_id},
+    )

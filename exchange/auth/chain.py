@@ -30,9 +30,19 @@ from exchange.auth.hospital_login import HospitalLogin, load_hospital_logins
 from exchange.auth.revocations import Revocations, RevocationUnavailable
 from exchange.auth.tokens import Identity, TokenError, TokenIssuer, is_own_token
 
-__all__ = ["Authenticator", "ChainAuthenticator", "ExchangeTokens", "HospitalLogin", "Identity",
-           "RevocationCheck", "RevocationUnavailable", "Revocations", "RevokingAuthenticator",
-           "TokenError", "load_hospital_logins"]
+__all__ = [
+    "Authenticator",
+    "ChainAuthenticator",
+    "ExchangeTokens",
+    "HospitalLogin",
+    "Identity",
+    "RevocationCheck",
+    "RevocationUnavailable",
+    "Revocations",
+    "RevokingAuthenticator",
+    "TokenError",
+    "load_hospital_logins",
+]
 
 
 class Authenticator(Protocol):
@@ -72,8 +82,9 @@ class ExchangeTokens:
                 self._verified.popitem(last=False)
         elif now >= ident.expires_at:
             del self._verified[token]
-            raise TokenError("the bearer token has expired; ask for a new one (hie token)",
-                             code="token.expired")
+            raise TokenError(
+                "the bearer token has expired; ask for a new one (hie token)", code="token.expired"
+            )
         return ident
 
 
@@ -92,8 +103,11 @@ class ChainAuthenticator:
         for member in self.members:
             if member.recognises(token):
                 return await member.authenticate(token, now=now)
-        raise TokenError("the bearer token is neither the exchange's own (hie token) nor a "
-                         "configured hospital login's", code="token.unrecognised")
+        raise TokenError(
+            "the bearer token is neither the exchange's own (hie token) nor a "
+            "configured hospital login's",
+            code="token.unrecognised",
+        )
 
 
 class RevokingAuthenticator:
@@ -108,6 +122,8 @@ class RevokingAuthenticator:
     async def authenticate(self, token: str, *, now: datetime) -> Identity:
         identity = await self.inner.authenticate(token, now=now)
         if self.revocations.is_revoked(identity):
-            raise TokenError("this bearer token has been revoked; sign in again or ask for a "
-                             "new one", code="token.revoked")
+            raise TokenError(
+                "this bearer token has been revoked; sign in again or ask for a new one",
+                code="token.revoked",
+            )
         return identity

@@ -39,8 +39,9 @@ from exchange.errors import ConfigurationError
 
 # RFC 8176 methods that are a factor beyond a password: something held or something one is,
 # or the login's own statement that several factors were used ("mfa", "mca").
-SECOND_FACTORS = frozenset({"otp", "hwk", "swk", "sms", "tel", "sc", "face", "fpt", "iris",
-                            "retina", "vbm", "mfa", "mca"})
+SECOND_FACTORS = frozenset(
+    {"otp", "hwk", "swk", "sms", "tel", "sc", "face", "fpt", "iris", "retina", "vbm", "mfa", "mca"}
+)
 DEFAULT_ROLES = ("physician", "nurse")
 HOSPITAL_ROLES = tuple(r for r in ROLES if r != "patient")  # patients sign in at the exchange
 CLOCK_SKEW = timedelta(seconds=60)
@@ -82,11 +83,13 @@ def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(_segment(text), object_pairs_hook=_no_duplicates)
     except (ValueError, UnicodeDecodeError):
-        raise _refuse("token.malformed",
-                      "the hospital token's header or claims are not JSON") from None
+        raise _refuse(
+            "token.malformed", "the hospital token's header or claims are not JSON"
+        ) from None
     if not isinstance(value, dict):
-        raise _refuse("token.malformed",
-                      "the hospital token's header and claims must be JSON objects")
+        raise _refuse(
+            "token.malformed", "the hospital token's header and claims must be JSON objects"
+        )
     return value
 
 
@@ -107,8 +110,9 @@ def _text(claims: dict[str, Any], name: str) -> str:
     return value
 
 
-def _verified_claims(token: str, login: InstitutionLogin, alg: str, *, issuer: str,
-                     audience: str) -> dict[str, Any]:
+def _verified_claims(
+    token: str, login: InstitutionLogin, alg: str, *, issuer: str, audience: str
+) -> dict[str, Any]:
     """The claims, once one of the institution's keys (of the header's algorithm) verified the
     signature; the library checks the algorithm against the key, the signature, ``iss`` and
     ``aud``."""
@@ -120,17 +124,28 @@ def _verified_claims(token: str, login: InstitutionLogin, alg: str, *, issuer: s
         except jose.SignatureMismatch:
             continue  # perhaps the other key, while the institution rotates
         except jose.AudienceMismatch:
-            raise _refuse("token.wrong_audience",
-                          f"the hospital token's 'aud' must name {audience}") from None
+            raise _refuse(
+                "token.wrong_audience", f"the hospital token's 'aud' must name {audience}"
+            ) from None
         except jose.JoseError as exc:  # e.g. base64url that does not round-trip
-            raise _refuse("token.malformed", f"the hospital token is not a well-formed JWS "
-                          f"({type(exc).__name__})") from None
-    raise _refuse("token.bad_signature", "the hospital token's signature does not match "
-                  "the institution's configured key")
+            raise _refuse(
+                "token.malformed",
+                f"the hospital token is not a well-formed JWS ({type(exc).__name__})",
+            ) from None
+    raise _refuse(
+        "token.bad_signature",
+        "the hospital token's signature does not match the institution's configured key",
+    )
 
 
-def verify_hospital_token(token: str, logins: Mapping[str, InstitutionLogin], *, audience: str,
-                          now: datetime, skew: timedelta = CLOCK_SKEW) -> Identity:
+def verify_hospital_token(
+    token: str,
+    logins: Mapping[str, InstitutionLogin],
+    *,
+    audience: str,
+    now: datetime,
+    skew: timedelta = CLOCK_SKEW,
+) -> Identity:
     """The identity a hospital token names, or TokenError with a stable code saying why not."""
     parts = token.split(".")
     if len(parts) != 3 or len(token) > _MAX_LENGTH:
@@ -139,41 +154,63 @@ def verify_hospital_token(token: str, logins: Mapping[str, InstitutionLogin], *,
     issuer = claims.get("iss")
     login = logins.get(issuer) if isinstance(issuer, str) else None
     if login is None or not isinstance(issuer, str):
-        raise _refuse("token.unknown_issuer", "the hospital token's 'iss' is not an institution "
-                      "whose login this exchange trusts (see logins.toml)")
+        raise _refuse(
+            "token.unknown_issuer",
+            "the hospital token's 'iss' is not an institution "
+            "whose login this exchange trusts (see logins.toml)",
+        )
     algorithms = {jose.algorithm_of(k) for k in login.keys}
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
-        raise _refuse("token.bad_algorithm", f"the hospital token must be signed with "
-                      f"{' or '.join(sorted(algorithms))}, the algorithm of the institution's "
-                      "configured key")
+        raise _refuse(
+            "token.bad_algorithm",
+            f"the hospital token must be signed with "
+            f"{' or '.join(sorted(algorithms))}, the algorithm of the institution's "
+            "configured key",
+        )
     if "crit" in header or "b64" in header:
-        raise _refuse("token.malformed", "the hospital token's header uses extensions "
-                      "(crit, b64) this exchange does not support")
+        raise _refuse(
+            "token.malformed",
+            "the hospital token's header uses extensions "
+            "(crit, b64) this exchange does not support",
+        )
     _segment(parts[2])
     claims = _verified_claims(token, login, alg, issuer=issuer, audience=audience)
     # Signed by the institution it names, for this exchange: now the claims can be believed.
     if claims.get("inst", issuer) != issuer:
-        raise _refuse("token.wrong_institution", "a hospital token can only name its own "
-                      "institution ('inst', if present, must equal 'iss')")
+        raise _refuse(
+            "token.wrong_institution",
+            "a hospital token can only name its own "
+            "institution ('inst', if present, must equal 'iss')",
+        )
     person, jti = _text(claims, "sub"), _text(claims, "jti")
     role = claims.get("role")
     if not isinstance(role, str) or role not in login.roles:
-        raise _refuse("token.role_not_allowed", f"this institution's login may issue the roles "
-                      f"{', '.join(sorted(login.roles))}")
+        raise _refuse(
+            "token.role_not_allowed",
+            f"this institution's login may issue the roles {', '.join(sorted(login.roles))}",
+        )
     amr = claims.get("amr")
     if not isinstance(amr, list) or not SECOND_FACTORS.intersection(
-            m for m in amr if isinstance(m, str)):
-        raise _refuse("token.no_second_factor", "the hospital token's 'amr' names no second "
-                      "factor (otp, hwk, swk, sms, face, fpt, mfa, ...): sign in with one")
+        m for m in amr if isinstance(m, str)
+    ):
+        raise _refuse(
+            "token.no_second_factor",
+            "the hospital token's 'amr' names no second "
+            "factor (otp, hwk, swk, sms, face, fpt, mfa, ...): sign in with one",
+        )
     issued, expires = _time(claims, "iat"), _time(claims, "exp")
     not_before = _time(claims, "nbf") if "nbf" in claims else None
     if expires <= issued or expires - issued > MAX_TTL:
-        raise _refuse("token.too_long_lived", "a hospital token may live at most 12 hours "
-                      "(from 'iat' to 'exp')")
+        raise _refuse(
+            "token.too_long_lived",
+            "a hospital token may live at most 12 hours (from 'iat' to 'exp')",
+        )
     if issued > now + skew or (not_before is not None and not_before > now + skew):
-        raise _refuse("token.not_yet_valid", "the hospital token is issued in the future: "
-                      "check the login server's clock")
+        raise _refuse(
+            "token.not_yet_valid",
+            "the hospital token is issued in the future: check the login server's clock",
+        )
     if now >= expires:
         raise _refuse("token.expired", "the hospital token has expired; sign in again")
     return Identity(person, issuer, role, expires, f"{issuer}:{jti}", issued)
@@ -182,8 +219,9 @@ def verify_hospital_token(token: str, logins: Mapping[str, InstitutionLogin], *,
 class HospitalLogin:
     """The ``Authenticator`` for hospital logins: JWS compact tokens, keys from logins.toml."""
 
-    def __init__(self, logins: Mapping[str, InstitutionLogin], *, audience: str,
-                 skew: timedelta = CLOCK_SKEW) -> None:
+    def __init__(
+        self, logins: Mapping[str, InstitutionLogin], *, audience: str, skew: timedelta = CLOCK_SKEW
+    ) -> None:
         self.logins, self.audience, self.skew = dict(logins), audience, skew
 
     def recognises(self, token: str) -> bool:
@@ -191,8 +229,9 @@ class HospitalLogin:
         return len(parts) == 3 and parts[0] != "hie1" and all(_SEGMENT.match(p) for p in parts)
 
     async def authenticate(self, token: str, *, now: datetime) -> Identity:
-        return verify_hospital_token(token, self.logins, audience=self.audience, now=now,
-                                     skew=self.skew)
+        return verify_hospital_token(
+            token, self.logins, audience=self.audience, now=now, skew=self.skew
+        )
 
 
 def _public_key(pem: object, where: str, base: Path) -> _PublicKey:
@@ -200,12 +239,13 @@ def _public_key(pem: object, where: str, base: Path) -> _PublicKey:
         if isinstance(pem, dict) and isinstance(pem.get("file"), str):
             pem = (base / pem["file"]).read_text()
         if not isinstance(pem, str):
-            raise TypeError("a PEM string or {file = \"...\"}")
+            raise TypeError('a PEM string or {file = "..."}')
         key = serialization.load_pem_public_key(pem.encode())
     except (OSError, TypeError, ValueError, UnsupportedAlgorithm) as exc:
         raise ConfigurationError(f"{where}: not a readable PEM public key ({exc})") from None
     if isinstance(key, Ed25519PublicKey) or (
-            isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
+        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
         return key
     raise ConfigurationError(f"{where}: the key must be Ed25519 or ECDSA P-256")
 
@@ -225,17 +265,25 @@ def parse_logins(doc: dict[str, Any], *, base: Path = Path(".")) -> dict[str, In
         pems = table["public_key"]
         pems = pems if isinstance(pems, list) else [pems]
         roles = table.get("roles", list(DEFAULT_ROLES))
-        if not pems or not isinstance(roles, list) or not roles or any(
-                r not in HOSPITAL_ROLES for r in roles):
-            raise ConfigurationError(f"{where}: roles must be a non-empty list of "
-                                     f"{', '.join(HOSPITAL_ROLES)}, and a key must be given")
-        out[code] = InstitutionLogin(tuple(_public_key(p, where, base) for p in pems),
-                                     frozenset(roles))
+        if (
+            not pems
+            or not isinstance(roles, list)
+            or not roles
+            or any(r not in HOSPITAL_ROLES for r in roles)
+        ):
+            raise ConfigurationError(
+                f"{where}: roles must be a non-empty list of "
+                f"{', '.join(HOSPITAL_ROLES)}, and a key must be given"
+            )
+        out[code] = InstitutionLogin(
+            tuple(_public_key(p, where, base) for p in pems), frozenset(roles)
+        )
     return out
 
 
-def load_hospital_logins(data_dir: Path, *, consortium: str,
-                         env: Mapping[str, str]) -> HospitalLogin:
+def load_hospital_logins(
+    data_dir: Path, *, consortium: str, env: Mapping[str, str]
+) -> HospitalLogin:
     """The logins of ``HIE_LOGINS_FILE`` (which must exist) or ``<data dir>/logins.toml``
     (optional: without it no hospital login is trusted)."""
     named = env.get("HIE_LOGINS_FILE")

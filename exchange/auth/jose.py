@@ -27,8 +27,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 if TYPE_CHECKING:
     from jwt.types import Options
 
-__all__ = ["AudienceMismatch", "JoseError", "PublicKey", "SignatureMismatch", "algorithm_of",
-           "decode", "encode", "is_type", "key_id", "unverified_header"]
+__all__ = [
+    "AudienceMismatch",
+    "JoseError",
+    "PublicKey",
+    "SignatureMismatch",
+    "algorithm_of",
+    "decode",
+    "encode",
+    "is_type",
+    "key_id",
+    "unverified_header",
+]
 
 PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -54,8 +64,9 @@ def key_id(key: Ed25519PublicKey) -> str:
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()) \
-        .rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+    )
 
 
 def encode(claims: Mapping[str, Any], key: PrivateKey, *, headers: Mapping[str, Any]) -> str:
@@ -63,19 +74,35 @@ def encode(claims: Mapping[str, Any], key: PrivateKey, *, headers: Mapping[str, 
     return jwt.encode(dict(claims), key, algorithm=algorithm_of(key), headers=dict(headers))
 
 
-def decode(token: str, key: PublicKey, *, audience: str | None = None,
-           issuer: str | None = None, require: Sequence[str] = (),
-           token_type: str | None = None) -> dict[str, Any]:
+def decode(
+    token: str,
+    key: PublicKey,
+    *,
+    audience: str | None = None,
+    issuer: str | None = None,
+    require: Sequence[str] = (),
+    token_type: str | None = None,
+) -> dict[str, Any]:
     """The verified claims of ``token`` (signature, algorithm pinned to ``key``, and ``aud`` /
     ``iss`` / the header's ``typ`` when given), or ``JoseError``. A token carrying ``aud`` is
     refused when no audience is expected."""
     options: Options = {
-        "verify_exp": False, "verify_nbf": False, "verify_iat": False,  # checked against `now`
-        "verify_sub": False, "verify_jti": False,  # their format is checked with the others
-        "require": list(require)}
+        "verify_exp": False,
+        "verify_nbf": False,
+        "verify_iat": False,  # checked against `now`
+        "verify_sub": False,
+        "verify_jti": False,  # their format is checked with the others
+        "require": list(require),
+    }
     try:
-        decoded = jwt.decode_complete(token, key, algorithms=[algorithm_of(key)],
-                                      audience=audience, issuer=issuer, options=options)
+        decoded = jwt.decode_complete(
+            token,
+            key,
+            algorithms=[algorithm_of(key)],
+            audience=audience,
+            issuer=issuer,
+            options=options,
+        )
     except jwt.MissingRequiredClaimError as exc:
         if exc.claim == "aud" and audience is not None:
             raise AudienceMismatch("the token names no audience") from None

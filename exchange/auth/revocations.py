@@ -43,9 +43,7 @@ CREATE INDEX IF NOT EXISTS revoked_persons_before ON revoked_persons (before);
 # Versioned steps (exchange.servers.migrations runs them): step N is version N; never edit a
 # released step, add one.
 BASELINE_TABLES = ("revoked_tokens", "revoked_persons")
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("baseline: revoked tokens and persons", SCHEMA),
-)
+MIGRATIONS: tuple[tuple[str, str], ...] = (("baseline: revoked tokens and persons", SCHEMA),)
 _LOAD = """
 SELECT token_id, NULL::timestamptz FROM revoked_tokens WHERE revoked_at > now() - $1::interval
 UNION ALL
@@ -58,8 +56,9 @@ class RevocationUnavailable(TokenError):
 
 
 class Revocations:
-    def __init__(self, pool: asyncpg.Pool, *, poll_seconds: float = 2.0,
-                 stale_after: float = 10.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, poll_seconds: float = 2.0, stale_after: float = 10.0
+    ) -> None:
         self.pool, self.poll_seconds, self.stale_after = pool, poll_seconds, stale_after
         self._tokens: frozenset[str] = frozenset()
         self._persons: dict[str, datetime] = {}
@@ -70,37 +69,54 @@ class Revocations:
 
     # Revoking: each one notifies every running exchange when its transaction commits ---------
 
-    async def revoke_token(self, token_id: str, *, at: datetime, reason: str | None = None,
-                           conn: asyncpg.Connection | None = None) -> bool:
+    async def revoke_token(
+        self,
+        token_id: str,
+        *,
+        at: datetime,
+        reason: str | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> bool:
         """Revoke one token; False if it already was. Pass ``conn`` to revoke inside the
         caller's transaction (the CLI commits only once the audit log has the revocation)."""
         if not token_id or at.tzinfo is None:
             raise ValueError("a revocation needs a token id and a time zone-aware moment")
         async with _connection(self.pool, conn) as c, c.transaction():
-            done = await c.fetchval("INSERT INTO revoked_tokens VALUES ($1, $2, $3) "
-                                    "ON CONFLICT (token_id) DO NOTHING RETURNING true",
-                                    token_id, at, reason)
+            done = await c.fetchval(
+                "INSERT INTO revoked_tokens VALUES ($1, $2, $3) "
+                "ON CONFLICT (token_id) DO NOTHING RETURNING true",
+                token_id,
+                at,
+                reason,
+            )
             await c.execute(f"NOTIFY {CHANNEL}")
         return bool(done)
 
-    async def revoke_person(self, person: str, *, before: datetime,
-                            conn: asyncpg.Connection | None = None) -> None:
+    async def revoke_person(
+        self, person: str, *, before: datetime, conn: asyncpg.Connection | None = None
+    ) -> None:
         """Refuse every token of ``person`` issued before ``before`` (to the second: a token
         issued within that same second is refused too). A later moment replaces an earlier."""
         if not person or before.tzinfo is None:
             raise ValueError("a revocation needs a person and a time zone-aware moment")
         async with _connection(self.pool, conn) as c, c.transaction():
-            await c.execute("INSERT INTO revoked_persons VALUES ($1, $2) ON CONFLICT (person) "
-                            "DO UPDATE SET before = GREATEST(revoked_persons.before, "
-                            "EXCLUDED.before)", person, before)
+            await c.execute(
+                "INSERT INTO revoked_persons VALUES ($1, $2) ON CONFLICT (person) "
+                "DO UPDATE SET before = GREATEST(revoked_persons.before, "
+                "EXCLUDED.before)",
+                person,
+                before,
+            )
             await c.execute(f"NOTIFY {CHANNEL}")
 
     # Checking: memory only ---------------------------------------------------------------------
 
     def is_revoked(self, identity: Identity) -> bool:
         if time.monotonic() - self._loaded_at > self.stale_after:
-            raise RevocationUnavailable("the exchange cannot currently confirm that this token "
-                                        "is not revoked, so it is refused; try again shortly")
+            raise RevocationUnavailable(
+                "the exchange cannot currently confirm that this token "
+                "is not revoked, so it is refused; try again shortly"
+            )
         if identity.token_id in self._tokens:
             return True
         before = self._persons.get(identity.person)
@@ -142,7 +158,7 @@ class Revocations:
                         await self._listen()
                     await self.refresh()
                 wait, retry = self.poll_seconds, 0.1
-            except Exception as exc:  # noqa: BLE001 - keep following; a stale list fails closed
+            except Exception as exc:
                 log.warning("revocation list not reloaded (%s); retrying", type(exc).__name__)
                 await self._stop_listening()
                 wait, retry = min(retry, self.poll_seconds), min(retry * 2, self.poll_seconds)
@@ -178,8 +194,9 @@ class Revocations:
 
 
 @contextlib.asynccontextmanager
-async def _connection(pool: asyncpg.Pool,
-                      conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
+async def _connection(
+    pool: asyncpg.Pool, conn: asyncpg.Connection | None
+) -> AsyncIterator[asyncpg.Connection]:
     if conn is not None:
         yield conn
     else:

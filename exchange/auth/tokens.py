@@ -77,8 +77,15 @@ class TokenIssuer:
         self._public = self._key.public_key()
         self.key_id = jose.key_id(self._public)
 
-    def issue(self, *, person: str, institution: str, role: str, now: datetime,
-              ttl: timedelta = timedelta(hours=8)) -> tuple[str, Identity]:
+    def issue(
+        self,
+        *,
+        person: str,
+        institution: str,
+        role: str,
+        now: datetime,
+        ttl: timedelta = timedelta(hours=8),
+    ) -> tuple[str, Identity]:
         if role not in ROLES:
             raise TokenError(f"role must be one of {', '.join(ROLES)}")
         if not person or not institution:
@@ -86,32 +93,50 @@ class TokenIssuer:
         if ttl <= timedelta(0) or ttl > MAX_TTL:
             raise TokenError("a token lives between 1 second and 12 hours")
         iat = int(now.timestamp())  # the claim keeps whole seconds; so does the identity
-        ident = Identity(person, institution, role, now + ttl, secrets.token_hex(8),
-                         datetime.fromtimestamp(iat, now.tzinfo))
-        claims = {"sub": person, "inst": institution, "role": role,
-                  "iat": iat, "exp": int(ident.expires_at.timestamp()), "jti": ident.token_id}
+        ident = Identity(
+            person,
+            institution,
+            role,
+            now + ttl,
+            secrets.token_hex(8),
+            datetime.fromtimestamp(iat, now.tzinfo),
+        )
+        claims = {
+            "sub": person,
+            "inst": institution,
+            "role": role,
+            "iat": iat,
+            "exp": int(ident.expires_at.timestamp()),
+            "jti": ident.token_id,
+        }
         token = jose.encode(claims, self._key, headers={"kid": self.key_id, "typ": TOKEN_TYPE})
         return token, ident
 
     def verify(self, token: str, *, now: datetime) -> Identity:
         if token.startswith(OLD_PREFIX):
-            raise TokenError("this bearer token is in the exchange's old format (hie1.), which "
-                             "is no longer accepted: get a new one with hie token",
-                             code="token.old_format")
+            raise TokenError(
+                "this bearer token is in the exchange's old format (hie1.), which "
+                "is no longer accepted: get a new one with hie token",
+                code="token.old_format",
+            )
         try:
             if len(token) > MAX_LENGTH:
                 raise ValueError("too long to be this exchange's token")
             claims = jose.decode(token, self._public, require=_CLAIMS, token_type=TOKEN_TYPE)
-            ident = Identity(_text(claims["sub"]), _text(claims["inst"]),
-                             _text(claims["role"]),
-                             datetime.fromtimestamp(_seconds(claims["exp"]), now.tzinfo),
-                             _text(claims["jti"]),
-                             datetime.fromtimestamp(_seconds(claims["iat"]), now.tzinfo))
+            ident = Identity(
+                _text(claims["sub"]),
+                _text(claims["inst"]),
+                _text(claims["role"]),
+                datetime.fromtimestamp(_seconds(claims["exp"]), now.tzinfo),
+                _text(claims["jti"]),
+                datetime.fromtimestamp(_seconds(claims["iat"]), now.tzinfo),
+            )
         except (jose.JoseError, TypeError, ValueError, OverflowError, OSError):
             raise TokenError(_NOT_OURS) from None
         if ident.role not in ROLES:
             raise TokenError("the bearer token names an unknown role", code="token.unknown_role")
         if now >= ident.expires_at:
-            raise TokenError("the bearer token has expired; ask for a new one (hie token)",
-                             code="token.expired")
+            raise TokenError(
+                "the bearer token has expired; ask for a new one (hie token)", code="token.expired"
+            )
         return ident

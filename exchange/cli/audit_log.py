@@ -32,18 +32,22 @@ async def verify(settings: Settings) -> int:
 
     database_url = running_endpoints(settings).database_url
     async with database(settings) as pool:
-        ledger = await asyncio.to_thread(Ledger, database_url, settings.secrets.ledger_cipher_key,
-                                         settings.secrets.pseudonym_key)
+        ledger = await asyncio.to_thread(
+            Ledger, database_url, settings.secrets.ledger_cipher_key, settings.secrets.pseudonym_key
+        )
         try:
-            report = await verify_log(pool, HeadSigner(settings.consortium,
-                                                       settings.secrets.audit_key))
+            report = await verify_log(
+                pool, HeadSigner(settings.consortium, settings.secrets.audit_key)
+            )
             if report.ok:  # the log holds together: now check the ledger against its anchors
                 report.findings += await verify_ledger(pool, ledger)
         finally:
             ledger.close()
     if report.ok:
-        click.echo(f"audit log intact: {report.records} records, {report.heads_checked} signed "
-                   "head(s) match; every ledger submission matches its anchor")
+        click.echo(
+            f"audit log intact: {report.records} records, {report.heads_checked} signed "
+            "head(s) match; every ledger submission matches its anchor"
+        )
         return 0
     first = report.findings[0]
     click.echo(f"audit log NOT intact: {first.message} [{first.code}]")

@@ -18,8 +18,9 @@ from exchange.settings import Settings
 @contextlib.asynccontextmanager
 async def database(settings: Settings, *, connections: int = 2) -> AsyncIterator[asyncpg.Pool]:
     """A small pool on the exchange's database, closed when the block ends."""
-    pool = await asyncpg.create_pool(running_endpoints(settings).database_url, min_size=1,
-                                     max_size=connections)
+    pool = await asyncpg.create_pool(
+        running_endpoints(settings).database_url, min_size=1, max_size=connections
+    )
     try:
         yield pool
     finally:

@@ -23,15 +23,24 @@ def hie() -> None:
     """Run the exchange, seed a demo county, submit records, issue tokens."""
 
 
-for command in (up_command, demo_command, gateway_command, submit_command, token_command,
-                audit_group, notifications_command, projections_group):
+for command in (
+    up_command,
+    demo_command,
+    gateway_command,
+    submit_command,
+    token_command,
+    audit_group,
+    notifications_command,
+    projections_group,
+):
     hie.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run `hie` with ``argv`` (default: the process's arguments); returns the exit code."""
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     try:
         code = hie.main(args=argv, prog_name="hie", standalone_mode=False)
     except click.ClickException as exc:  # usage errors: the message, exit code 2

@@ -31,8 +31,11 @@ async def notifications(settings: Settings, institution: str, *, follow: bool) -
         client = NotificationClient(nc, settings.consortium, institution)
         try:
             while True:
-                got = await client.fetch(batch=100, timeout=1.0, handle=lambda note: print(
-                    json.dumps(note, ensure_ascii=False), flush=True))
+                got = await client.fetch(
+                    batch=100,
+                    timeout=1.0,
+                    handle=lambda note: print(json.dumps(note, ensure_ascii=False), flush=True),
+                )
                 shown += len(got)
                 if not got and not follow:
                     break

@@ -28,18 +28,24 @@ class Progress:
     def __init__(self, total: int, out: TextIO | None = None) -> None:
         console = Console(file=out if out is not None else sys.stderr, highlight=False)
         # stdout is left alone: the per-file lines and the summary stay on standard output.
-        self._bar = _Bar(BarColumn(bar_width=30),
-                         TextColumn("{task.completed:.0f}/{task.total:.0f} items"), _Rate(),
-                         console=console, redirect_stdout=False, redirect_stderr=False,
-                         refresh_per_second=5)
+        self._bar = _Bar(
+            BarColumn(bar_width=30),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} items"),
+            _Rate(),
+            console=console,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            refresh_per_second=5,
+        )
         self._task = self._bar.add_task("submit", total=total)
 
     def __enter__(self) -> Progress:
         self._bar.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._bar.stop()
 
     def advance(self, n: int) -> None:

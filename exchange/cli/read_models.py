@@ -31,11 +31,20 @@ async def rebuild(settings: Settings) -> int:
     from projections.postgres import PatientRecordProjection
 
     async with database(settings) as pool:
-        await AuditStore(pool).append({"action": "admin.projections.rebuild", "role": "admin",
-                                       "decision": "permit", "reasons": []}, datetime.now(UTC))
+        await AuditStore(pool).append(
+            {
+                "action": "admin.projections.rebuild",
+                "role": "admin",
+                "decision": "permit",
+                "reasons": [],
+            },
+            datetime.now(UTC),
+        )
         await PatientRecordProjection(pool, _no_read).rebuild()
-    click.echo("read models emptied; the running exchange is replaying the ledger into them "
-               "(reads show less until it has caught up)")
+    click.echo(
+        "read models emptied; the running exchange is replaying the ledger into them "
+        "(reads show less until it has caught up)"
+    )
     return 0
 
 

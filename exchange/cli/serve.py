@@ -33,8 +33,11 @@ def demo_command(ctx: click.Context) -> None:
 @click.pass_context
 def gateway_command(ctx: click.Context) -> None:
     """run only the gateway against a running exchange's servers"""
-    run(ctx, lambda settings: run_exchange(settings, demo=False, http=False,
-                                           projection=False), fast=True)
+    run(
+        ctx,
+        lambda settings: run_exchange(settings, demo=False, http=False, projection=False),
+        fast=True,
+    )
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -43,8 +46,14 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_exchange(settings: Settings, *, demo: bool, http: bool = True, gateway: bool = True,
-                projection: bool = True) -> int:
+async def run_exchange(
+    settings: Settings,
+    *,
+    demo: bool,
+    http: bool = True,
+    gateway: bool = True,
+    projection: bool = True,
+) -> int:
     from exchange.bootstrap import open_runtime, running_endpoints, serve, write_run_file
 
     stop = asyncio.Event()
@@ -53,20 +62,36 @@ async def run_exchange(settings: Settings, *, demo: bool, http: bool = True, gat
     if not (http or projection) and external is None:
         # `hie gateway` joins a running exchange's servers rather than starting its own.
         external = running_endpoints(settings)
-    print("starting the exchange (embedded PostgreSQL and NATS unless HIE_DATABASE_URL and "
-          "HIE_NATS_URL are set) ...", flush=True)
+    print(
+        "starting the exchange (embedded PostgreSQL and NATS unless HIE_DATABASE_URL and "
+        "HIE_NATS_URL are set) ...",
+        flush=True,
+    )
     workers = settings.gateway_processes if http else 0
     gateway = gateway and not workers  # with gateway processes, `hie up` runs none itself
-    async with open_runtime(settings, external, name="hie-" + ("gateway" if not http else "up")) as rt:
-        await rt.audit_writer.append({  # every start is a configuration event, audited
-            "action": "config.start", "decision": "permit", "reasons": [],
-            "role": "admin", "person": f"process:{os.getpid()}",
-            "settings": {"consortium": settings.consortium, "embedded": settings.embedded,
-                         "gateway": gateway, "gateway_processes": workers, "http": http,
-                         "projection": projection,
-                         "audit_retention_days": settings.audit_retention_days,
-                         "audit_head_seconds": settings.audit_head_seconds}},
-            datetime.now(UTC))
+    async with open_runtime(
+        settings, external, name="hie-" + ("gateway" if not http else "up")
+    ) as rt:
+        await rt.audit_writer.append(
+            {  # every start is a configuration event, audited
+                "action": "config.start",
+                "decision": "permit",
+                "reasons": [],
+                "role": "admin",
+                "person": f"process:{os.getpid()}",
+                "settings": {
+                    "consortium": settings.consortium,
+                    "embedded": settings.embedded,
+                    "gateway": gateway,
+                    "gateway_processes": workers,
+                    "http": http,
+                    "projection": projection,
+                    "audit_retention_days": settings.audit_retention_days,
+                    "audit_head_seconds": settings.audit_head_seconds,
+                },
+            },
+            datetime.now(UTC),
+        )
         # Everything loaded so far (modules, models, schemas) lives as long as the process:
         # keep it out of the collector's full passes, whose pauses set the latency tail; and
         # collect less often, since validating and rendering items makes many short-lived
@@ -79,13 +104,17 @@ async def run_exchange(settings: Settings, *, demo: bool, http: bool = True, gat
             write_run_file(settings, rt.endpoints)
             ready.set()
 
-        runner = asyncio.create_task(serve(rt, stop, http=http, gateway=gateway,
-                                           projection=projection, on_http_ready=on_ready))
+        runner = asyncio.create_task(
+            serve(
+                rt, stop, http=http, gateway=gateway, projection=projection, on_http_ready=on_ready
+            )
+        )
         if not http:
             print("gateway running; Ctrl-C stops it", flush=True)
         else:
-            await asyncio.wait([asyncio.create_task(ready.wait()), runner],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [asyncio.create_task(ready.wait()), runner], return_when=asyncio.FIRST_COMPLETED
+            )
         supervisor = None
         if workers and not runner.done():
             from exchange.ingest.workers import GatewayWorkers
@@ -103,8 +132,10 @@ async def run_exchange(settings: Settings, *, demo: bool, http: bool = True, gat
                 await runner
                 raise
         elif http and not runner.done():
-            print(f"exchange ready: {rt.endpoints.http_url}/fhir/metadata  (Ctrl-C stops it)",
-                  flush=True)
+            print(
+                f"exchange ready: {rt.endpoints.http_url}/fhir/metadata  (Ctrl-C stops it)",
+                flush=True,
+            )
         await runner
         if supervisor is not None:
             await supervisor

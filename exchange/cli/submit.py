@@ -33,14 +33,23 @@ class SubmitOptions:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--institution", required=True, help="the sending institution's code")
 @click.option("--key", help="its Ed25519 private key (PEM); default <data dir>/keys/<code>.pem")
-@click.option("--mapping", help="the CSV mapping file (TOML); default "
-              "<institution>.mapping.toml beside the exports")
+@click.option(
+    "--mapping",
+    help="the CSV mapping file (TOML); default <institution>.mapping.toml beside the exports",
+)
 @click.option("--batch", type=int, default=500, show_default=True, help="items per submission")
-@click.option("--facility", multiple=True, metavar="HL7_FACILITY=CODE",
-              help="an HL7 receiving facility (MSH-6) and the consortium institution it is, "
-                   "for referrals (REF^I12); repeatable")
-@click.option("--dry-run", is_flag=True,
-              help="print the validation report and what would be sent; send nothing")
+@click.option(
+    "--facility",
+    multiple=True,
+    metavar="HL7_FACILITY=CODE",
+    help="an HL7 receiving facility (MSH-6) and the consortium institution it is, "
+    "for referrals (REF^I12); repeatable",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print the validation report and what would be sent; send nothing",
+)
 @click.pass_context
 def submit_command(ctx: click.Context, /, **options: Any) -> None:
     """submit HL7 v2, FHIR R4 and CSV files (or directories, walked recursively) through
@@ -74,14 +83,23 @@ async def submit(settings: Settings, args: SubmitOptions) -> int:
             click.echo(f"mapping file: {problem}", err=True)
         return 2
     # Directory bundles (organisations, practitioners) resolve references; each is read once.
-    directories = {f: data for f in files if f.suffix.lower() == ".json"
-                   and is_directory_bundle(data := f.read_bytes())}
+    directories = {
+        f: data
+        for f in files
+        if f.suffix.lower() == ".json" and is_directory_bundle(data := f.read_bytes())
+    }
     facilities = dict(f.split("=", 1) for f in args.facility if "=" in f)
     if len(facilities) != len(args.facility):
         click.echo("--facility takes HL7_FACILITY=institution-code", err=True)
         return 2
-    reader = Reader(args.institution, key, batch=args.batch, mapping=mapping,
-                    directories=list(directories.values()), facilities=facilities)
+    reader = Reader(
+        args.institution,
+        key,
+        batch=args.batch,
+        mapping=mapping,
+        directories=list(directories.values()),
+        facilities=facilities,
+    )
     journal = Journal(settings.data_dir / "submitted" / f"{args.institution}.ids")
     files = [f for f in files if f not in directories]
     for f in directories:
@@ -99,19 +117,24 @@ async def submit(settings: Settings, args: SubmitOptions) -> int:
     if args.dry_run:
         for result in results:
             print(describe(result))
-        print(f"dry run: {len(files)} file(s), "
-              f"{sum(len(r.envelopes) for r in results)} submission(s) with {total} item(s) "
-              f"would be sent; {problems} problem(s) found")
+        print(
+            f"dry run: {len(files)} file(s), "
+            f"{sum(len(r.envelopes) for r in results)} submission(s) with {total} item(s) "
+            f"would be sent; {problems} problem(s) found"
+        )
         return 1 if problems else 0
     sent = await _send(settings, args.institution, results, journal, total)
     accepted, held, rejected = sent
-    print(f"{accepted} submission(s) newly accepted, {held} already held, {rejected} rejected; "
-          f"{problems} problem(s) found before sending")
+    print(
+        f"{accepted} submission(s) newly accepted, {held} already held, {rejected} rejected; "
+        f"{problems} problem(s) found before sending"
+    )
     return 1 if rejected or problems else 0
 
 
-async def _send(settings: Settings, institution: str, results: list[FileResult],
-                journal: Journal, total: int) -> tuple[int, int, int]:
+async def _send(
+    settings: Settings, institution: str, results: list[FileResult], journal: Journal, total: int
+) -> tuple[int, int, int]:
     """Send what the journal does not hold yet, file by file, with a progress line; the
     journal keeps each accepted id. Returns (newly accepted, already held, rejected)."""
     from adapters.nats import SubmitClient
@@ -126,8 +149,13 @@ async def _send(settings: Settings, institution: str, results: list[FileResult],
                 todo = [e for e in result.envelopes if e["submission_id"] not in journal.ids]
                 skipped = len(result.envelopes) - len(todo)
                 held += skipped
-                progress.advance(sum(len(e["events"]) for e in result.envelopes
-                                     if e["submission_id"] in journal.ids))
+                progress.advance(
+                    sum(
+                        len(e["events"])
+                        for e in result.envelopes
+                        if e["submission_id"] in journal.ids
+                    )
+                )
                 by_id = {e["submission_id"]: e for e in todo}
 
                 def on_receipt(receipt: dict[str, Any], by_id: dict[str, Any] = by_id) -> None:
@@ -146,15 +174,27 @@ async def _send(settings: Settings, institution: str, results: list[FileResult],
                     else:
                         rejected += 1
                         for problem in receipt["problems"]:
-                            print(f"\n{result.path.name}: rejected: "
-                                  f"{json.dumps(problem, ensure_ascii=False)}")
+                            print(
+                                f"\n{result.path.name}: rejected: "
+                                f"{json.dumps(problem, ensure_ascii=False)}"
+                            )
                 journal.add(now_accepted)
                 if result.envelopes:
-                    state = "accepted" if not any(
-                        receipts.get(e["submission_id"], {}).get("status") == "rejected"
-                        for e in todo) else "partly rejected"
-                    note = " (already held: nothing stored twice)" if skipped or any(
-                        receipts[e["submission_id"]].get("repeat") for e in todo) else ""
-                    print(f"\r{result.path.name}: {state}, {len(result.envelopes)} "
-                          f"submission(s){note}")
+                    state = (
+                        "accepted"
+                        if not any(
+                            receipts.get(e["submission_id"], {}).get("status") == "rejected"
+                            for e in todo
+                        )
+                        else "partly rejected"
+                    )
+                    note = (
+                        " (already held: nothing stored twice)"
+                        if skipped or any(receipts[e["submission_id"]].get("repeat") for e in todo)
+                        else ""
+                    )
+                    print(
+                        f"\r{result.path.name}: {state}, {len(result.envelopes)} "
+                        f"submission(s){note}"
+                    )
     return accepted, held, rejected

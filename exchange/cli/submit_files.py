@@ -50,9 +50,14 @@ def expand(paths: Sequence[str]) -> list[Path]:
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file()
-                          and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                          and not f.name.endswith((".toml", ".md")) and f.name != "LICENSE")
+            out += sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and not f.name.endswith((".toml", ".md"))
+                and f.name != "LICENSE"
+            )
         else:
             out.append(p)
     return out
@@ -82,28 +87,36 @@ class Reader:
             data = path.read_bytes()
         except OSError as exc:
             report = IngestReport()
-            report.problems.append(_problem("file.unreadable", f"cannot read the file: "
-                                            f"{exc.strerror or exc}"))
+            report.problems.append(
+                _problem("file.unreadable", f"cannot read the file: {exc.strerror or exc}")
+            )
             return FileResult(path, None, report)
         fmt = detect(path, data[:64])
         if fmt == "hl7v2":
-            report = read_hl7v2(data, institution=self.institution,
-                                facilities=self.facilities or None)
+            report = read_hl7v2(
+                data, institution=self.institution, facilities=self.facilities or None
+            )
         elif fmt == "fhir":
             report = read_fhir(data, institution=self.institution, directories=self.directories)
         elif fmt == "csv":
             if self.mapping is None:
                 report = IngestReport()
-                report.problems.append(_problem(
-                    "csv.no_mapping", "a CSV export needs the institution's mapping file: "
-                    "pass --mapping FILE (or put <institution>.mapping.toml beside the export)"))
+                report.problems.append(
+                    _problem(
+                        "csv.no_mapping",
+                        "a CSV export needs the institution's mapping file: "
+                        "pass --mapping FILE (or put <institution>.mapping.toml beside the export)",
+                    )
+                )
             else:
-                report = read_csv(data, mapping=self.mapping, institution=self.institution,
-                                  filename=path.name)
+                report = read_csv(
+                    data, mapping=self.mapping, institution=self.institution, filename=path.name
+                )
         else:
             report = IngestReport()
-            report.problems.append(_problem(
-                "file.format", "not HL7 v2 (MSH…), FHIR JSON or a .csv export"))
+            report.problems.append(
+                _problem("file.format", "not HL7 v2 (MSH…), FHIR JSON or a .csv export")
+            )
         return FileResult(path, fmt, report, list(self.envelopes(report.items)))
 
     def envelopes(self, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -114,27 +127,32 @@ class Reader:
         for item in items:
             n = len(json.dumps(item, ensure_ascii=False).encode())
             if chunk and (len(chunk) >= self.batch or size + n > MAX_ENVELOPE_BYTES):
-                yield build_envelope(institution=self.institution, items=chunk, key=self.key,
-                                     sent_at=now)
+                yield build_envelope(
+                    institution=self.institution, items=chunk, key=self.key, sent_at=now
+                )
                 chunk, size = [], 0
             chunk.append(item)
             size += n
         if chunk:
-            yield build_envelope(institution=self.institution, items=chunk, key=self.key,
-                                 sent_at=now)
+            yield build_envelope(
+                institution=self.institution, items=chunk, key=self.key, sent_at=now
+            )
 
 
 def describe(result: FileResult) -> str:
     """One line of the validation report: what a file holds and what would go out."""
     kinds = Counter(item["kind"] for item in result.report.items)
     what = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "nothing to send"
-    line = (f"{result.path.name}: {result.fmt or 'unknown format'}; {len(result.report.items)} "
-            f"item(s) in {len(result.envelopes)} submission(s) ({what}); "
-            f"{len(result.report.problems)} problem(s)")
+    line = (
+        f"{result.path.name}: {result.fmt or 'unknown format'}; {len(result.report.items)} "
+        f"item(s) in {len(result.envelopes)} submission(s) ({what}); "
+        f"{len(result.report.problems)} problem(s)"
+    )
     if result.report.skipped:
         skipped = Counter(result.report.skipped)
-        line += "; left out: " + "; ".join(k + (f" (×{n})" if n > 1 else "")
-                                           for k, n in sorted(skipped.items()))
+        line += "; left out: " + "; ".join(
+            k + (f" (×{n})" if n > 1 else "") for k, n in sorted(skipped.items())
+        )
     return line
 
 
@@ -144,15 +162,23 @@ def is_directory_bundle(data: bytes) -> bool:
     except ValueError:
         return False
     entries = doc.get("entry") if isinstance(doc, dict) else None
-    types = {e.get("resource", {}).get("resourceType") for e in entries or []
-             if isinstance(e, dict) and isinstance(e.get("resource"), dict)}
+    types = {
+        e.get("resource", {}).get("resourceType")
+        for e in entries or []
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    }
     return bool(types) and types <= DIRECTORY_TYPES
 
 
 def find_mapping(paths: Sequence[Path], institution: str, given: str | None) -> CsvMapping | None:
     """The CSV mapping: the one given, or ``<institution>.mapping.toml`` beside an export."""
-    candidates = [Path(given)] if given else sorted(
-        {p.parent / f"{institution}.mapping.toml" for p in paths if p.suffix.lower() == ".csv"})
+    candidates = (
+        [Path(given)]
+        if given
+        else sorted(
+            {p.parent / f"{institution}.mapping.toml" for p in paths if p.suffix.lower() == ".csv"}
+        )
+    )
     for candidate in candidates:
         if candidate.is_file():
             return load_mapping(candidate.read_text(encoding="utf-8"))
@@ -181,5 +207,15 @@ def _problem(code: str, message: str) -> Problem:
     return Problem(code, message)
 
 
-__all__ = ["FORMATS", "FileResult", "Journal", "MappingError", "Reader", "describe", "detect",
-           "expand", "find_mapping", "is_directory_bundle"]
+__all__ = [
+    "FORMATS",
+    "FileResult",
+    "Journal",
+    "MappingError",
+    "Reader",
+    "describe",
+    "detect",
+    "expand",
+    "find_mapping",
+    "is_directory_bundle",
+]

@@ -30,20 +30,30 @@ class TokenOptions:
     reason: str | None
 
 
-@click.command("token", help="Issue: hie token --person P --institution I --role R "
-               "[--hours H], or hie token --role patient --patient RESIDENT_ID. Revoke: hie "
-               "token revoke --token-id ID | --person P | --patient RESIDENT_ID [--reason TEXT].",
-               short_help="issue a signed bearer token, or revoke tokens (hie token revoke)")
+@click.command(
+    "token",
+    help="Issue: hie token --person P --institution I --role R "
+    "[--hours H], or hie token --role patient --patient RESIDENT_ID. Revoke: hie "
+    "token revoke --token-id ID | --person P | --patient RESIDENT_ID [--reason TEXT].",
+    short_help="issue a signed bearer token, or revoke tokens (hie token revoke)",
+)
 @click.argument("action", required=False, type=click.Choice(["revoke"]))
 @click.option("--person", help="the person the token names (or whose tokens to revoke)")
 @click.option("--institution")
 @click.option("--role", type=click.Choice(ROLES))
-@click.option("--patient", metavar="RESIDENT_ID", help="for the patient role: the patient's "
-              "resident ID ('-': read it from standard input); the token names their "
-              "regional id")
+@click.option(
+    "--patient",
+    metavar="RESIDENT_ID",
+    help="for the patient role: the patient's "
+    "resident ID ('-': read it from standard input); the token names their "
+    "regional id",
+)
 @click.option("--hours", type=float, default=HOURS, show_default=True)
-@click.option("--token-id", help="revoke: the token's id (from the audit log; a hospital "
-              "login's token is <institution>:<jti>)")
+@click.option(
+    "--token-id",
+    help="revoke: the token's id (from the audit log; a hospital "
+    "login's token is <institution>:<jti>)",
+)
 @click.option("--reason", help="revoke: why (kept in the audit log)")
 @click.pass_context
 def token_command(ctx: click.Context, /, **options: Any) -> None:
@@ -63,8 +73,10 @@ async def token(settings: Settings, args: TokenOptions) -> int:
     if args.role == "patient":
         # A patient's token names the patient's regional id, never the resident ID itself.
         if args.patient is None or args.person is not None or args.institution is not None:
-            return usage("hie token: the patient role takes --patient RESIDENT_ID (and no "
-                         "--person or --institution)")
+            return usage(
+                "hie token: the patient role takes --patient RESIDENT_ID (and no "
+                "--person or --institution)"
+            )
         person, institution = _patient_person(settings, args.patient), "patient"
         if person is None:
             return 2
@@ -75,12 +87,24 @@ async def token(settings: Settings, args: TokenOptions) -> int:
             return usage("hie token: --person and --institution are required")
         person, institution = args.person, args.institution
     issuer = TokenIssuer(settings.secrets.token_key)
-    token, ident = issuer.issue(person=person, institution=institution, role=args.role,
-                                now=datetime.now(UTC), ttl=timedelta(hours=args.hours))
-    if not await _audit_admin(settings, {
-            "action": "token.issue", "person": ident.person, "role": ident.role,
-            "institution": ident.institution, "token_id": ident.token_id,
-            "expires_at": ident.expires_at.isoformat()}):
+    token, ident = issuer.issue(
+        person=person,
+        institution=institution,
+        role=args.role,
+        now=datetime.now(UTC),
+        ttl=timedelta(hours=args.hours),
+    )
+    if not await _audit_admin(
+        settings,
+        {
+            "action": "token.issue",
+            "person": ident.person,
+            "role": ident.role,
+            "institution": ident.institution,
+            "token_id": ident.token_id,
+            "expires_at": ident.expires_at.isoformat(),
+        },
+    ):
         return 1
     if args.role == "patient":
         click.echo(f"the patient's regional id: {ident.person}", err=True)
@@ -96,8 +120,10 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
     from exchange.cli.connect import database
 
     if args.role is not None or args.institution is not None or args.hours != HOURS:
-        return usage("hie token revoke: takes --token-id ID, --person P or --patient "
-                     "RESIDENT_ID, and optionally --reason TEXT")
+        return usage(
+            "hie token revoke: takes --token-id ID, --person P or --patient "
+            "RESIDENT_ID, and optionally --reason TEXT"
+        )
     if sum(x is not None for x in (args.token_id, args.person, args.patient)) != 1:
         return usage("hie token revoke: name exactly one of --token-id, --person, --patient")
     person = args.person
@@ -105,10 +131,16 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
         return 2
     now = datetime.now(UTC)
     record: dict[str, Any] = {
-        "action": "token.revoke", "role": "admin", "decision": "permit", "reasons": [],
-        "token_id": args.token_id, "person": person, "reason": args.reason,
+        "action": "token.revoke",
+        "role": "admin",
+        "decision": "permit",
+        "reasons": [],
+        "token_id": args.token_id,
+        "person": person,
+        "reason": args.reason,
         "institution": "patient" if args.patient else None,
-        "revoked_before": now.isoformat() if person else None}
+        "revoked_before": now.isoformat() if person else None,
+    }
     async with database(settings) as pool:
         try:
             revocations, store = Revocations(pool), AuditStore(pool)
@@ -116,7 +148,8 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
             async with pool.acquire() as conn, conn.transaction():
                 if args.token_id is not None:
                     record["already_revoked"] = not await revocations.revoke_token(
-                        args.token_id, at=now, reason=args.reason, conn=conn)
+                        args.token_id, at=now, reason=args.reason, conn=conn
+                    )
                 else:
                     assert person is not None
                     await revocations.revoke_person(person, before=now, conn=conn)
@@ -124,11 +157,18 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
                 # after it, so no revocation takes effect without its audit record.
                 await store.append(record | {"operator": operator()}, now)
         except AuditWriteError:
-            click.echo("hie token revoke: the audit log could not record the revocation, so "
-                       "nothing was revoked; try again", err=True)
+            click.echo(
+                "hie token revoke: the audit log could not record the revocation, so "
+                "nothing was revoked; try again",
+                err=True,
+            )
             return 1
-    what = f"token {args.token_id}" if args.token_id else "every token issued until now to " + (
-        "this patient" if args.patient else f"person {person}")
+    what = (
+        f"token {args.token_id}"
+        if args.token_id
+        else "every token issued until now to "
+        + ("this patient" if args.patient else f"person {person}")
+    )
     click.echo(f"revoked {what}; running exchanges refuse it within seconds")
     return 0
 
@@ -158,10 +198,15 @@ async def _audit_admin(settings: Settings, record: dict[str, Any]) -> bool:
         try:
             store = AuditStore(pool)
             await migrate_stored_tables(pool)
-            await store.append(record | {"decision": "permit", "reasons": [],
-                                         "operator": operator()}, datetime.now(UTC))
+            await store.append(
+                record | {"decision": "permit", "reasons": [], "operator": operator()},
+                datetime.now(UTC),
+            )
         except AuditWriteError:
-            click.echo("hie token: the audit log could not record the token, so none was "
-                       "issued; try again", err=True)
+            click.echo(
+                "hie token: the audit log could not record the token, so none was "
+                "issued; try again",
+                err=True,
+            )
             return False
     return True

@@ -53,16 +53,25 @@ def _key(rt: Runtime, code: str) -> Any:
 
 def consent_item(institution: str, resident: DemoResident, n: int) -> dict[str, Any]:
     """A separate consent (单独同意) for treatment across the whole consortium."""
-    return {"source_id": f"Consent/{institution}-consent-{n}", "kind": "consent", "payload": {
-        "patient": {"resident_id": resident.resident_id}, "consent_type": "separate",
-        "scope": ["*"], "purposes": ["TREAT"], "valid_from": CONSENT_FROM.isoformat(),
-        "valid_to": (CONSENT_FROM + timedelta(days=5 * 365)).isoformat(),
-        "notice_sha256": hashlib.sha256(CONSENT_NOTICE.encode()).hexdigest(),
-        "signed_by": "patient"}}
+    return {
+        "source_id": f"Consent/{institution}-consent-{n}",
+        "kind": "consent",
+        "payload": {
+            "patient": {"resident_id": resident.resident_id},
+            "consent_type": "separate",
+            "scope": ["*"],
+            "purposes": ["TREAT"],
+            "valid_from": CONSENT_FROM.isoformat(),
+            "valid_to": (CONSENT_FROM + timedelta(days=5 * 365)).isoformat(),
+            "notice_sha256": hashlib.sha256(CONSENT_NOTICE.encode()).hexdigest(),
+            "signed_by": "patient",
+        },
+    }
 
 
-async def submit_records(rt: Runtime, institution: str, key: Any,
-                         residents: Sequence[DemoResident], *, consents: bool) -> list[dict[str, Any]]:
+async def submit_records(
+    rt: Runtime, institution: str, key: Any, residents: Sequence[DemoResident], *, consents: bool
+) -> list[dict[str, Any]]:
     envelopes = []
     sent_at = datetime(2026, 11, 1, tzinfo=UTC)  # fixed: the envelope is content, ids stay stable
     for n, bundle in enumerate(demo_bundles(institution, list(residents))):
@@ -70,11 +79,13 @@ async def submit_records(rt: Runtime, institution: str, key: Any,
         items = list(report.items)
         if consents:
             items.append(consent_item(institution, residents[n], n))
-        envelopes.append(build_envelope(institution=institution, items=items, key=key,
-                                        sent_at=sent_at))
+        envelopes.append(
+            build_envelope(institution=institution, items=items, key=key, sent_at=sent_at)
+        )
     # Submission ids come from content: what the ledger already holds is not sent again.
-    held = await rt.sync(rt.ledger.positions_of,
-                         [submission_key(institution, e["submission_id"]) for e in envelopes])
+    held = await rt.sync(
+        rt.ledger.positions_of, [submission_key(institution, e["submission_id"]) for e in envelopes]
+    )
     todo = [e for e in envelopes if submission_key(institution, e["submission_id"]) not in held]
     receipts = await SubmitClient(rt.nc, rt.settings.consortium, institution).submit(todo)
     return [receipts.get(e["submission_id"], {"status": "held"}) for e in envelopes]
@@ -84,22 +95,34 @@ async def seed_demo(rt: Runtime) -> str:
     """Register the demo county, submit its records through NATS, and say how to look."""
     keys = {code: _key(rt, code) for code, _, _ in INSTITUTIONS}
     for code, name, level in INSTITUTIONS:
-        changed = await rt.sync(rt.ledger.register_institution, code, name, level,
-                                public_key_b64(keys[code]))
+        changed = await rt.sync(
+            rt.ledger.register_institution, code, name, level, public_key_b64(keys[code])
+        )
         if changed:  # an admin action: audited
-            await rt.audit_writer.append({
-                "action": "admin.institution.register", "decision": "permit", "reasons": [],
-                "role": "admin", "person": "hie-demo", "institution": code, "level": level},
-                datetime.now(UTC))
+            await rt.audit_writer.append(
+                {
+                    "action": "admin.institution.register",
+                    "decision": "permit",
+                    "reasons": [],
+                    "role": "admin",
+                    "person": "hie-demo",
+                    "institution": code,
+                    "level": level,
+                },
+                datetime.now(UTC),
+            )
     residents = demo_residents()
     # The township centre records every resident's consent except the last one's, so the demo
     # shows a refusal too; the county hospital sends its own records for the first four.
-    township = await submit_records(rt, "dongcheng-thc", keys["dongcheng-thc"],
-                                    residents[:-1], consents=True)
-    township += await submit_records(rt, "dongcheng-thc", keys["dongcheng-thc"],
-                                     residents[-1:], consents=False)
-    county = await submit_records(rt, "county-hospital", keys["county-hospital"],
-                                  residents[:4], consents=False)
+    township = await submit_records(
+        rt, "dongcheng-thc", keys["dongcheng-thc"], residents[:-1], consents=True
+    )
+    township += await submit_records(
+        rt, "dongcheng-thc", keys["dongcheng-thc"], residents[-1:], consents=False
+    )
+    county = await submit_records(
+        rt, "county-hospital", keys["county-hospital"], residents[:4], consents=False
+    )
     # Referrals: one up to the county and back (follow-up due), one waiting at the township.
     receipts = township + county + await seed_referrals(rt, keys, residents)
     await rt.projection().wait_for(await rt.sync(rt.ledger.max_position))
@@ -108,12 +131,15 @@ async def seed_demo(rt: Runtime) -> str:
     rejected = [r for r in receipts if r["status"] == "rejected"]
     issuer = TokenIssuer(rt.settings.secrets.token_key)
     now = datetime.now(UTC)
-    physician, _ = issuer.issue(person="demo-doctor-li", institution="county-hospital",
-                                role="physician", now=now)
-    regulator, _ = issuer.issue(person="demo-regulator-zhao", institution="county-health-bureau",
-                                role="regulator", now=now)
-    township_md, _ = issuer.issue(person="demo-doctor-wang", institution="dongcheng-thc",
-                                  role="physician", now=now)
+    physician, _ = issuer.issue(
+        person="demo-doctor-li", institution="county-hospital", role="physician", now=now
+    )
+    regulator, _ = issuer.issue(
+        person="demo-regulator-zhao", institution="county-health-bureau", role="regulator", now=now
+    )
+    township_md, _ = issuer.issue(
+        person="demo-doctor-wang", institution="dongcheng-thc", role="physician", now=now
+    )
     first = rt.ledger.patient_id(residents[0].resident_id)
     last = rt.ledger.patient_id(residents[-1].resident_id)
     url = rt.endpoints.http_url

@@ -109,8 +109,9 @@ class Gateway:
             try:
                 await self.process(msgs)
             except Exception:
-                log.exception("gateway batch of %d failed; trying its messages one by one",
-                              len(msgs))
+                log.exception(
+                    "gateway batch of %d failed; trying its messages one by one", len(msgs)
+                )
                 await self._one_by_one(msgs)
 
     async def _fetch(self, sub: Any) -> list[Msg]:
@@ -169,13 +170,16 @@ class Gateway:
         return True
 
     async def _reject_poison(self, msg: Msg, delivered: int) -> None:
-        item = Checked(msg, msg.subject.rsplit(".", 1)[-1],
-                       (msg.headers or {}).get("Nats-Msg-Id"))
-        item.problems = [Problem(
-            "gateway.internal_error", f"the exchange failed {delivered} times to process this "
-            "submission while its servers were well; it is kept in the dead-letter stream for "
-            "the exchange's operators, who have the details in their log. Nothing of it was "
-            "stored")]
+        item = Checked(msg, msg.subject.rsplit(".", 1)[-1], (msg.headers or {}).get("Nats-Msg-Id"))
+        item.problems = [
+            Problem(
+                "gateway.internal_error",
+                f"the exchange failed {delivered} times to process this "
+                "submission while its servers were well; it is kept in the dead-letter stream for "
+                "the exchange's operators, who have the details in their log. Nothing of it was "
+                "stored",
+            )
+        ]
         if self.audit is not None:  # first: if the audit cannot record it, nothing is said
             await self.audit.append(self._audit_record(item), datetime.now(UTC))
         await self._answer(item)
@@ -201,14 +205,17 @@ class Gateway:
     def _audit_record(item: Checked) -> dict[str, Any]:
         accepted = item.pending is not None and item.position is not None
         return {
-            "action": "submission", "institution": item.institution,
+            "action": "submission",
+            "institution": item.institution,
             "submission_id": item.submission_id,
             "decision": "accepted" if accepted else "rejected",
-            "position": item.position, "repeat": item.repeat,
+            "position": item.position,
+            "repeat": item.repeat,
             "items": len(item.pending.valid.items) if item.pending else None,
             # The ledger event's content enters the Merkle log: the clinical record is anchored.
             "envelope_sha256": hashlib.sha256(item.pending.envelope_text.encode()).hexdigest()
-            if accepted and item.pending else None,
+            if accepted and item.pending
+            else None,
             "reasons": [{"code": p.code, "message": p.message} for p in item.problems],
         }
 
@@ -234,8 +241,12 @@ class Gateway:
             result.problems = [Problem("envelope.not_json", "the submission is not UTF-8 JSON")]
             return result
         except RecursionError:
-            result.problems = [Problem("envelope.too_deep", "the submission nests JSON arrays "
-                                       "or objects deeper than any envelope does")]
+            result.problems = [
+                Problem(
+                    "envelope.too_deep",
+                    "the submission nests JSON arrays or objects deeper than any envelope does",
+                )
+            ]
             return result
         if not isinstance(doc, dict):
             result.problems = [Problem("envelope.not_object", "the envelope must be a JSON object")]
@@ -243,21 +254,34 @@ class Gateway:
         if isinstance(doc.get("submission_id"), str):
             result.submission_id = doc["submission_id"]
         if doc.get("institution") != institution:
-            result.problems.append(Problem(
-                "sender.mismatch", "the envelope's institution is not the one in the subject",
-                "institution"))
+            result.problems.append(
+                Problem(
+                    "sender.mismatch",
+                    "the envelope's institution is not the one in the subject",
+                    "institution",
+                )
+            )
         key = await self._public_key(institution)
         if key is None:
-            result.problems.append(Problem(
-                "institution.unknown", "no institution is registered with the subject's code",
-                "institution"))
+            result.problems.append(
+                Problem(
+                    "institution.unknown",
+                    "no institution is registered with the subject's code",
+                    "institution",
+                )
+            )
         elif not verify_signature(doc, key) and not (
             (fresh := await self._public_key(institution, refresh=True))
             and verify_signature(doc, fresh)
         ):
-            result.problems.append(Problem(
-                "signature.invalid", "the signature does not verify with the institution's "
-                "registered key over the RFC 8785 bytes of the envelope", "signature"))
+            result.problems.append(
+                Problem(
+                    "signature.invalid",
+                    "the signature does not verify with the institution's "
+                    "registered key over the RFC 8785 bytes of the envelope",
+                    "signature",
+                )
+            )
         if result.problems:
             return result  # an unauthenticated envelope gets no further reading
         valid, problems = validate_envelope(doc)
@@ -335,14 +359,21 @@ class Gateway:
                     break
                 held = await self._sync(
                     self.ledger.held_source_records,
-                    pending.valid.institution, [i.source_id for i in pending.valid.items],
+                    pending.valid.institution,
+                    [i.source_id for i in pending.valid.items],
                 )
                 if held:
                     item.problems = [
-                        Problem("item.source_id_held", "the ledger already holds this source "
-                                "record from an earlier submission; send a correction instead",
-                                "source_id", i.index, i.source_id)
-                        for i in pending.valid.items if i.source_id in held
+                        Problem(
+                            "item.source_id_held",
+                            "the ledger already holds this source "
+                            "record from an earlier submission; send a correction instead",
+                            "source_id",
+                            i.index,
+                            i.source_id,
+                        )
+                        for i in pending.valid.items
+                        if i.source_id in held
                     ]
                     item.pending = None
                     break

@@ -51,8 +51,15 @@ from domain.submission import Submission
 from exchange.ingest.mpi import LedgerIdentities
 from exchange.ingest.recorder import LedgerRecorder, ledger_env
 
-__all__ = ["AggregateNotFoundError", "Appended", "IntegrityError", "Ledger", "LedgerRecorder",
-           "Pending", "ledger_env"]
+__all__ = [
+    "AggregateNotFoundError",
+    "Appended",
+    "IntegrityError",
+    "Ledger",
+    "LedgerRecorder",
+    "Pending",
+    "ledger_env",
+]
 
 
 @dataclass
@@ -71,18 +78,27 @@ class Ledger(Application[UUID]):
 
     name = "ledger"
 
-    def __init__(self, database_url: str, cipher_key: str, pseudonym_key: bytes,
-                 referral_policy: ReferralPolicy | None = None, *,
-                 notify_channel: str | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        cipher_key: str,
+        pseudonym_key: bytes,
+        referral_policy: ReferralPolicy | None = None,
+        *,
+        notify_channel: str | None = None,
+    ) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             super().__init__(env=ledger_env(database_url, cipher_key))
         self._pseudonym_key = pseudonym_key
         if notify_channel is not None:
             self.ledger_recorder.notify_on(notify_channel)
-        self.identities = LedgerIdentities(pseudonym_key, self._load_identity,
-                                           self.ledger_recorder.identifiers,
-                                           lambda ids: set(self.positions_of(ids)))
+        self.identities = LedgerIdentities(
+            pseudonym_key,
+            self._load_identity,
+            self.ledger_recorder.identifiers,
+            lambda ids: set(self.positions_of(ids)),
+        )
         index = PatientIndex(self.identities, pseudonym_key)
         self.referrals = ReferralPlanner(self, index, referral_policy or ReferralPolicy())
         self.checks = SubmissionChecks(index, self.referrals, self)
@@ -157,15 +173,19 @@ class Ledger(Application[UUID]):
                 refused[exc.submission] = exc.problems
                 self.identities.forget()  # this plan's events are void; check again without it
                 if self.positions_of(refused):  # a resend, refused now only because it is held
-                    raise IntegrityError("the ledger already holds a submission of the batch")
+                    raise IntegrityError(
+                        "the ledger already holds a submission of the batch"
+                    ) from None
                 continue
             return Appended(self._save(plan, {p.key for p in todo}), refused)
 
     def _held_facts(self, batch: Sequence[Pending]) -> HeldFacts:
         """The get step: what the ledger holds that this batch's checks need, in one query
         per institution (and one load per consent a withdrawal names)."""
-        records = {inst: self.ledger_recorder.held_records(inst, sorted(wanted))
-                   for inst, wanted in records_wanted(batch).items()}
+        records = {
+            inst: self.ledger_recorder.held_records(inst, sorted(wanted))
+            for inst, wanted in records_wanted(batch).items()
+        }
         consents: dict[tuple[str, str], str] = {}
         for inst, sids in consents_wanted(batch).items():
             for sid, submission in self.held_source_records(inst, sids).items():
@@ -178,8 +198,11 @@ class Ledger(Application[UUID]):
     def _save(self, plan: Plan, keys: set[UUID]) -> dict[UUID, int]:
         """The save step: the plan in one commit; the ledger positions of the submissions."""
         try:
-            recordings = self.save(*plan.aggregates, source_records=plan.source_rows,
-                                   identifier_records=plan.identifier_rows)
+            recordings = self.save(
+                *plan.aggregates,
+                source_records=plan.source_rows,
+                identifier_records=plan.identifier_rows,
+            )
         except OperationalError as exc:
             self.identities.forget()  # unsaved events may sit on cached identities
             if "pipeline aborted" in str(exc):
@@ -191,8 +214,11 @@ class Ledger(Application[UUID]):
             self.identities.forget()
             raise
         self.identities.committed(plan.changes)
-        return {r.domain_event.originator_id: r.notification.id for r in recordings
-                if r.domain_event.originator_id in keys}
+        return {
+            r.domain_event.originator_id: r.notification.id
+            for r in recordings
+            if r.domain_event.originator_id in keys
+        }
 
     def held_source_records(self, institution: str, source_ids: Sequence[str]) -> dict[str, UUID]:
         """Which of these source records of the institution the ledger holds, each with the

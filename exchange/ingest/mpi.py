@@ -89,8 +89,11 @@ class LedgerIdentities:
             return
         if len(self._absent) > self._cache_size:
             self._absent.clear()
-        residents = {patient_id_for(ResidentId(k[1]), self._key) for k in wanted
-                     if k[0] == RESIDENT_ID_SYSTEM}
+        residents = {
+            patient_id_for(ResidentId(k[1]), self._key)
+            for k in wanted
+            if k[0] == RESIDENT_ID_SYSTEM
+        }
         unknown = [pid for pid in residents if pid not in self._cache and pid not in self._absent]
         if unknown:
             self._absent.update(set(unknown) - self._stored(unknown))

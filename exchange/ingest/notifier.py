@@ -45,22 +45,30 @@ def message(row: Any) -> dict[str, Any]:
 
     party = {row["from_institution"]: SENDER, row["to_institution"]: RECEIVER}
     return {
-        "type": "referral", "event": row["action"], "status": row["status"],
-        "referral": row["reference"], "referral_id": str(row["referral_id"]),
+        "type": "referral",
+        "event": row["action"],
+        "status": row["status"],
+        "referral": row["reference"],
+        "referral_id": str(row["referral_id"]),
         "service_request": f"ServiceRequest/{row['referral_id']}",
-        "patient_id": str(row["patient_id"]), "direction": row["direction"],
-        "urgency": row["urgency"], "from_institution": row["from_institution"],
+        "patient_id": str(row["patient_id"]),
+        "direction": row["direction"],
+        "urgency": row["urgency"],
+        "from_institution": row["from_institution"],
         "to_institution": row["to_institution"],
         "by": party.get(row["actor"], EXCHANGE) if row["actor"] else EXCHANGE,
-        "at": iso(row["at"]), "deadline": iso(row["deadline"]),
-        "follow_up_due": iso(row["follow_up_due"]), "follow_up_overdue": row["overdue"],
+        "at": iso(row["at"]),
+        "deadline": iso(row["deadline"]),
+        "follow_up_due": iso(row["follow_up_due"]),
+        "follow_up_overdue": row["overdue"],
         "position": row["position"],
     }
 
 
 class Notifier:
-    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, consortium: str,
-                 *, idle: float = 0.2) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, js: JetStreamContext, consortium: str, *, idle: float = 0.2
+    ) -> None:
         self.pool = pool
         self.js = js
         self.consortium = consortium
@@ -72,9 +80,14 @@ class Notifier:
     async def position(self) -> int:
         await self.pool.execute(
             "INSERT INTO projection_position (name, position) VALUES ($1, 0) "
-            "ON CONFLICT (name) DO NOTHING", NAME)
-        return int(await self.pool.fetchval(
-            "SELECT position FROM projection_position WHERE name = $1", NAME))
+            "ON CONFLICT (name) DO NOTHING",
+            NAME,
+        )
+        return int(
+            await self.pool.fetchval(
+                "SELECT position FROM projection_position WHERE name = $1", NAME
+            )
+        )
 
     async def _consumers_for_registered(self) -> None:
         """Every registered institution has its durable consumer from the start, so what is
@@ -96,12 +109,17 @@ class Notifier:
                     await ensure_notify_consumer(self.js, self.consortium, institution)
                     self._consumers.add(institution)
                 await self.js.publish(
-                    notify_subject(self.consortium, institution), body, timeout=10,
-                    headers={"Nats-Msg-Id": f"{row['position']}-{institution}"})
+                    notify_subject(self.consortium, institution),
+                    body,
+                    timeout=10,
+                    headers={"Nats-Msg-Id": f"{row['position']}-{institution}"},
+                )
                 self.sent += 1
             await self.pool.execute(
-                "UPDATE projection_position SET position = $2 WHERE name = $1", NAME,
-                row["position"])
+                "UPDATE projection_position SET position = $2 WHERE name = $1",
+                NAME,
+                row["position"],
+            )
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -56,8 +56,9 @@ class Rows(Protocol):
 class Submitter(Protocol):
     """Sends envelopes and returns their receipts (adapters.nats.SubmitClient)."""
 
-    async def submit(self, envelopes: Sequence[dict[str, Any]], *,
-                     wait: float = ...) -> dict[str, dict[str, Any]]: ...
+    async def submit(
+        self, envelopes: Sequence[dict[str, Any]], *, wait: float = ...
+    ) -> dict[str, dict[str, Any]]: ...
 
 
 Register = Callable[[str, str, str, str], Awaitable[bool]]  # code, name, level, public key
@@ -71,9 +72,16 @@ class Portal:
     ``projection_wait`` returns once the projection has applied a ledger position.
     """
 
-    def __init__(self, seed: bytes, *, register: Register, identities: Identities, rows: Rows,
-                 submitter: Submitter,
-                 projection_wait: Callable[[int], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        seed: bytes,
+        *,
+        register: Register,
+        identities: Identities,
+        rows: Rows,
+        submitter: Submitter,
+        projection_wait: Callable[[int], Awaitable[None]],
+    ) -> None:
         self.key = Ed25519PrivateKey.from_private_bytes(seed)
         self._register = register
         self._identities = identities
@@ -84,16 +92,24 @@ class Portal:
     async def ensure_registered(self) -> None:
         await self._register(CODE, NAME, LEVEL, public_key_b64(self.key))
 
-    async def record(self, patient_id: UUID, body: dict[str, Any], *,
-                     now: datetime) -> PortalOutcome:
+    async def record(
+        self, patient_id: UUID, body: dict[str, Any], *, now: datetime
+    ) -> PortalOutcome:
         records = self._identities
         root = await records.root(patient_id)
         members = await records.members(root) if root else []
         resident_id = await records.resident_id(members) if members else None
         if resident_id is None:
-            return PortalOutcome(False, [Problem(
-                "patient.no_resident_id", "the exchange holds no resident ID for this patient; "
-                "give the consent at a clinic")])
+            return PortalOutcome(
+                False,
+                [
+                    Problem(
+                        "patient.no_resident_id",
+                        "the exchange holds no resident ID for this patient; "
+                        "give the consent at a clinic",
+                    )
+                ],
+            )
         if "withdraw" in body:
             item = await self._withdrawal(members, resident_id, body, now)
             if isinstance(item, PortalOutcome):
@@ -103,56 +119,88 @@ class Portal:
             if not (body.get("notice_sha256") or len(str(body.get("notice", "")).strip()) >= 10):
                 missing.append("notice")
             if missing:
-                return PortalOutcome(False, [Problem(
-                    "consent.incomplete", "a separate consent names its scope and purposes and "
-                    "the notice the patient was shown (notice text, or notice_sha256): missing "
-                    + ", ".join(missing), missing[0])])
+                return PortalOutcome(
+                    False,
+                    [
+                        Problem(
+                            "consent.incomplete",
+                            "a separate consent names its scope and purposes and "
+                            "the notice the patient was shown (notice text, or notice_sha256): missing "
+                            + ", ".join(missing),
+                            missing[0],
+                        )
+                    ],
+                )
             item = self._consent(resident_id, body, now)
         envelope = build_envelope(institution=CODE, items=[item], key=self.key, sent_at=now)
         try:
-            receipt = (await self._submitter.submit([envelope], wait=20))[
-                envelope["submission_id"]]
+            receipt = (await self._submitter.submit([envelope], wait=20))[envelope["submission_id"]]
         except SubmitError as exc:
             return PortalOutcome(False, [Problem("portal.unanswered", str(exc))])
         if receipt["status"] != "accepted":
-            return PortalOutcome(False, [Problem(p["code"], p["message"], p.get("field", ""))
-                                         for p in receipt.get("problems", [])],
-                                 envelope["submission_id"])
+            return PortalOutcome(
+                False,
+                [
+                    Problem(p["code"], p["message"], p.get("field", ""))
+                    for p in receipt.get("problems", [])
+                ],
+                envelope["submission_id"],
+            )
         position = receipt["positions"][0]
         await self._projection_wait(position)
-        return PortalOutcome(True, [], envelope["submission_id"], position,
-                             str(entry_id(CODE, item["source_id"])))
+        return PortalOutcome(
+            True, [], envelope["submission_id"], position, str(entry_id(CODE, item["source_id"]))
+        )
 
     def _consent(self, resident_id: str, body: dict[str, Any], now: datetime) -> dict[str, Any]:
-        notice = body.get("notice_sha256") or hashlib.sha256(
-            str(body.get("notice", "")).encode()).hexdigest()
+        notice = (
+            body.get("notice_sha256")
+            or hashlib.sha256(str(body.get("notice", "")).encode()).hexdigest()
+        )
         payload = {
-            "patient": {"resident_id": resident_id}, "consent_type": "separate",
-            "scope": body["scope"], "purposes": body["purposes"],
+            "patient": {"resident_id": resident_id},
+            "consent_type": "separate",
+            "scope": body["scope"],
+            "purposes": body["purposes"],
             "valid_from": now.isoformat(),
             "valid_to": body.get("valid_to") or (now + timedelta(days=365 * 3)).isoformat(),
-            "notice_sha256": notice, "signed_by": "patient",
+            "notice_sha256": notice,
+            "signed_by": "patient",
         }
         if body.get("categories") is not None:
             payload["categories"] = body["categories"]
-        return {"source_id": f"portal-consent-{now.timestamp():.6f}", "kind": "consent",
-                "payload": payload}
+        return {
+            "source_id": f"portal-consent-{now.timestamp():.6f}",
+            "kind": "consent",
+            "payload": payload,
+        }
 
-    async def _withdrawal(self, members: list[UUID], resident_id: str, body: dict[str, Any],
-                          now: datetime) -> dict[str, Any] | PortalOutcome:
+    async def _withdrawal(
+        self, members: list[UUID], resident_id: str, body: dict[str, Any], now: datetime
+    ) -> dict[str, Any] | PortalOutcome:
         try:
             consent_id = UUID(str(body["withdraw"]).removeprefix("Consent/"))
         except ValueError:
-            return PortalOutcome(False, [Problem("consent.withdraw", "withdraw names a "
-                                                 "Consent id", "withdraw")])
+            return PortalOutcome(
+                False, [Problem("consent.withdraw", "withdraw names a Consent id", "withdraw")]
+            )
         row = await self._rows.fetchrow(
             "SELECT institution, source_id FROM consents WHERE consent_id = $1 "
-            "AND patient_id = ANY($2)", consent_id, members)
+            "AND patient_id = ANY($2)",
+            consent_id,
+            members,
+        )
         if row is None:
-            return PortalOutcome(False, [Problem("consent.unknown", "none of your consents has "
-                                                 "this id", "withdraw")])
-        return {"source_id": f"portal-withdrawal-{now.timestamp():.6f}",
-                "kind": "consent_withdrawal", "payload": {
-                    "patient": {"resident_id": resident_id},
-                    "consent": f"{row['institution']}/{row['source_id']}",
-                    "at": now.isoformat(), "reason": "withdrawn by the patient"}}
+            return PortalOutcome(
+                False, [Problem("consent.unknown", "none of your consents has this id", "withdraw")]
+            )
+        return {
+            "source_id": f"portal-withdrawal-{now.timestamp():.6f}",
+            "kind": "consent_withdrawal",
+            "payload": {
+                "patient": {"resident_id": resident_id},
+                "consent": f"{row['institution']}/{row['source_id']}",
+                "at": now.isoformat(),
+                "reason": "withdrawn by the patient",
+            },
+        }

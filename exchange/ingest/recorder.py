@@ -40,20 +40,27 @@ class LedgerRecorder(PostgresApplicationRecorder):
         schema = Identifier(datastore.schema)
         sources, identifiers = Identifier(self.source_table), Identifier(self.identifier_table)
         self.sql_create_statements += [
-            SQL("CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
                 "institution text NOT NULL, source_id text NOT NULL, submission uuid NOT NULL, "
                 "record text, PRIMARY KEY (institution, source_id))"
-                ).format(schema=schema, table=sources),
-            SQL("CREATE INDEX IF NOT EXISTS ledger_source_records_record ON {schema}.{table} "
-                "(institution, record)").format(schema=schema, table=sources),
-            SQL("CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+            ).format(schema=schema, table=sources),
+            SQL(
+                "CREATE INDEX IF NOT EXISTS ledger_source_records_record ON {schema}.{table} "
+                "(institution, record)"
+            ).format(schema=schema, table=sources),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
                 "system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL, "
-                "PRIMARY KEY (system, value))").format(schema=schema, table=identifiers),
+                "PRIMARY KEY (system, value))"
+            ).format(schema=schema, table=identifiers),
         ]
         # Clinical state is compressed and encrypted already: PostgreSQL need not try again.
-        self.sql_create_statements.append(SQL(
-            "ALTER TABLE {schema}.{table} ALTER COLUMN state SET STORAGE EXTERNAL"
-        ).format(schema=schema, table=Identifier(events_table_name)))
+        self.sql_create_statements.append(
+            SQL("ALTER TABLE {schema}.{table} ALTER COLUMN state SET STORAGE EXTERNAL").format(
+                schema=schema, table=Identifier(events_table_name)
+            )
+        )
         # One statement per table and save, its rows as one JSON parameter: psycopg dumps
         # a string far faster than arrays of many values, and in pipeline mode a refused
         # duplicate then surfaces as an IntegrityError rather than "pipeline aborted".
@@ -91,33 +98,49 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
     def positions_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Ledger positions of the first event of each given aggregate that exists."""
-        rows = self._fetch(self._sql(
-            "SELECT originator_id, notification_id FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) AND originator_version = 1", self.events_table_name),
-            (list(originator_ids),))
+        rows = self._fetch(
+            self._sql(
+                "SELECT originator_id, notification_id FROM {schema}.{table} "
+                "WHERE originator_id = ANY(%s) AND originator_version = 1",
+                self.events_table_name,
+            ),
+            (list(originator_ids),),
+        )
         return {row["originator_id"]: row["notification_id"] for row in rows}
 
     def held_source_records(self, institution: str, source_ids: Sequence[str]) -> dict[str, UUID]:
-        rows = self._fetch(self._sql(
-            "SELECT source_id, submission FROM {schema}.{table} "
-            "WHERE institution = %s AND source_id = ANY(%s)", self.source_table),
-            (institution, list(source_ids)))
+        rows = self._fetch(
+            self._sql(
+                "SELECT source_id, submission FROM {schema}.{table} "
+                "WHERE institution = %s AND source_id = ANY(%s)",
+                self.source_table,
+            ),
+            (institution, list(source_ids)),
+        )
         return {row["source_id"]: row["submission"] for row in rows}
 
     def held_records(self, institution: str, records: Sequence[str]) -> set[str]:
         """Which of these clinical records the institution has sent."""
-        rows = self._fetch(self._sql(
-            "SELECT DISTINCT record FROM {schema}.{table} "
-            "WHERE institution = %s AND record = ANY(%s)", self.source_table),
-            (institution, list(records)))
+        rows = self._fetch(
+            self._sql(
+                "SELECT DISTINCT record FROM {schema}.{table} "
+                "WHERE institution = %s AND record = ANY(%s)",
+                self.source_table,
+            ),
+            (institution, list(records)),
+        )
         return {row["record"] for row in rows}
 
     def identifiers(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], UUID]:
         """The regional index rows for these (system, value) keys."""
-        rows = self._fetch(self._sql(
-            "SELECT system, value, patient_id FROM {schema}.{table} WHERE (system, value) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::text[]))", self.identifier_table),
-            ([k[0] for k in keys], [k[1] for k in keys]))
+        rows = self._fetch(
+            self._sql(
+                "SELECT system, value, patient_id FROM {schema}.{table} WHERE (system, value) IN "
+                "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+                self.identifier_table,
+            ),
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        )
         return {(row["system"], row["value"]): row["patient_id"] for row in rows}
 
 
@@ -133,11 +156,13 @@ def _unprepared(get_connection: Callable[[], Any]) -> Callable[[], Any]:
     "prepared statement … does not exist". Parsing each statement costs little here; the
     time of an append goes elsewhere.
     """
+
     @contextmanager
     def wrapped() -> Iterator[Any]:
         with get_connection() as conn:
             conn.prepare_threshold = None
             yield conn
+
     return wrapped
 
 

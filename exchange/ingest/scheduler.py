@@ -24,9 +24,15 @@ log = logging.getLogger(__name__)
 
 
 class ReferralScheduler:
-    def __init__(self, ledger: Ledger, reader: ReferralReader, executor: ThreadPoolExecutor,
-                 *, interval: float = 30.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        reader: ReferralReader,
+        executor: ThreadPoolExecutor,
+        *,
+        interval: float = 30.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.ledger = ledger
         self.reader = reader
         self.executor = executor
@@ -41,11 +47,13 @@ class ReferralScheduler:
         loop = asyncio.get_running_loop()
         for rid in await self.reader.due(now):
             try:
-                step = await loop.run_in_executor(self.executor, self.ledger.referral_timer,
-                                                  rid, now)
+                step = await loop.run_in_executor(
+                    self.executor, self.ledger.referral_timer, rid, now
+                )
             except Exception:  # a concurrent step, or the database away: next round
-                log.warning("referral timer step failed; it is tried again next round",
-                            exc_info=True)
+                log.warning(
+                    "referral timer step failed; it is tried again next round", exc_info=True
+                )
                 continue
             if step is not None:
                 done += 1

@@ -24,8 +24,14 @@ class GatewayWorkers:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exchange.cli", "gateway", env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, start_new_session=True)
+            sys.executable,
+            "-m",
+            "exchange.cli",
+            "gateway",
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep ``count`` gateways running until ``stop``."""
@@ -34,8 +40,11 @@ class GatewayWorkers:
             while not stop.is_set():
                 for i, proc in enumerate(self.procs):
                     if proc.returncode is not None:
-                        log.error("gateway process %d exited with %s; starting another",
-                                  proc.pid, proc.returncode)
+                        log.error(
+                            "gateway process %d exited with %s; starting another",
+                            proc.pid,
+                            proc.returncode,
+                        )
                         self.procs[i] = await self._spawn()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)

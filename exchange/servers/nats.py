@@ -62,13 +62,16 @@ def notify_consumer(institution: str) -> str:
 
 async def ensure_notify_consumer(js: JetStreamContext, consortium: str, institution: str) -> None:
     """The institution's durable consumer of its notifications (kept while it is away)."""
-    await js.add_consumer(stream_name(consortium, "NOTIFY"), ConsumerConfig(
-        durable_name=notify_consumer(institution),
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=30.0,
-        max_deliver=-1,
-        filter_subject=notify_subject(consortium, institution),
-    ))
+    await js.add_consumer(
+        stream_name(consortium, "NOTIFY"),
+        ConsumerConfig(
+            durable_name=notify_consumer(institution),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30.0,
+            max_deliver=-1,
+            filter_subject=notify_subject(consortium, institution),
+        ),
+    )
 
 
 async def connect(url: str, name: str) -> Client:

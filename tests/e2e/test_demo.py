@@ -27,8 +27,13 @@ def clean_env(data_dir: Path) -> dict[str, str]:
 
 
 def hie(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exchange.cli", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "exchange.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def read_until(stream: IO[str], marker: str, timeout: float = 180) -> str:
@@ -46,8 +51,13 @@ def read_until(stream: IO[str], marker: str, timeout: float = 180) -> str:
 class Demo:
     def __init__(self, data_dir: Path) -> None:
         self.env = clean_env(data_dir)
-        self.proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "demo"], env=self.env,
-                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exchange.cli", "demo"],
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert self.proc.stdout
         self.out = read_until(self.proc.stdout, "Ctrl-C stops everything")
         self.url = re.search(r"demo is running at (\S+)", self.out).group(1)  # type: ignore[union-attr]
@@ -61,35 +71,49 @@ class Demo:
         return self.proc.wait(60)
 
 
-def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp_path: Path) -> None:
+def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(
+    tmp_path: Path,
+) -> None:
     # First run: the demo county is seeded through NATS and the API is up.
     demo = Demo(tmp_path)
     try:
-        assert re.search(r"(\d+) newly accepted, 0 already held \(not sent again\), 0 rejected", demo.out)
+        assert re.search(
+            r"(\d+) newly accepted, 0 already held \(not sent again\), 0 rejected", demo.out
+        )
         consented, unconsented = demo.patients[0], demo.patients[1]
         doctor = {"Authorization": f"Bearer {demo.physician}", "X-Purpose-Of-Use": "TREAT"}
         with httpx.Client(base_url=demo.url) as http:
             assert http.get("/fhir/metadata").json()["fhirVersion"] == "4.0.1"
             record = http.get(f"/fhir/Patient/{consented}/$everything", headers=doctor)
             assert record.status_code == 200
-            sources = {e["resource"]["meta"]["source"] for e in record.json()["entry"][1:]
-                       if e["search"]["mode"] == "match"}
-            assert sources == {"urn:county-hie:institution:dongcheng-thc",
-                               "urn:county-hie:institution:county-hospital"}
-            assert http.get(f"/fhir/Patient/{unconsented}/$everything",
-                            headers=doctor).status_code == 403
+            sources = {
+                e["resource"]["meta"]["source"]
+                for e in record.json()["entry"][1:]
+                if e["search"]["mode"] == "match"
+            }
+            assert sources == {
+                "urn:county-hie:institution:dongcheng-thc",
+                "urn:county-hie:institution:county-hospital",
+            }
+            assert (
+                http.get(f"/fhir/Patient/{unconsented}/$everything", headers=doctor).status_code
+                == 403
+            )
             # The demo's referrals: the township's outbox holds one referred up and back,
             # its follow-up due; its inbox a village clinic's referral, waiting.
             township = {"Authorization": f"Bearer {demo.township}", "X-Purpose-Of-Use": "TREAT"}
             outbox = http.get("/referrals/outbox", headers=township).json()["referrals"]
             assert [(r["status"], r["to_institution"], r["patient_id"]) for r in outbox] == [
-                ("back_referred", "county-hospital", consented)]
+                ("back_referred", "county-hospital", consented)
+            ]
             assert outbox[0]["follow_up_due"] and not outbox[0]["follow_up_overdue"]
             inbox = http.get("/referrals/inbox", headers=township).json()["referrals"]
             assert [(r["status"], r["from_institution"]) for r in inbox] == [
-                ("requested", "taoyuan-vc")]
-            requests = http.get("/fhir/ServiceRequest", params={"patient": consented},
-                                headers=doctor).json()
+                ("requested", "taoyuan-vc")
+            ]
+            requests = http.get(
+                "/fhir/ServiceRequest", params={"patient": consented}, headers=doctor
+            ).json()
             assert [e["resource"]["status"] for e in requests["entry"]] == ["active"]
 
         # While it runs, a village clinic submits a FHIR file with `hie submit` ...
@@ -105,9 +129,15 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
         # ... and a directory of HL7 v2 messages: what maps is accepted, the rest is refused
         # with its reason before sending, and the exit status says something was refused.
         # Its referral messages (REF^I12) name the county hospital by an HL7 facility.
-        hl7 = hie("submit", str(SHARED / "hl7v2" / "microsoft-fhir-converter"),
-                  "--institution", "taoyuan-vc", "--facility", "RHHFacility=county-hospital",
-                  env=demo.env)
+        hl7 = hie(
+            "submit",
+            str(SHARED / "hl7v2" / "microsoft-fhir-converter"),
+            "--institution",
+            "taoyuan-vc",
+            "--facility",
+            "RHHFacility=county-hospital",
+            env=demo.env,
+        )
         assert hl7.returncode == 1, hl7.stdout + hl7.stderr
         assert "hl7.unsupported_type" in hl7.stdout and "ADT-A01-01.hl7: accepted" in hl7.stdout
         assert "REF-I12-01.hl7: accepted" in hl7.stdout, hl7.stdout
@@ -118,8 +148,9 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
         csv = str(ROOT / "samples" / "csv")
         dry = hie("submit", csv, "--institution", "taoyuan-vc", "--dry-run", env=demo.env)
         assert dry.returncode == 0, dry.stdout + dry.stderr
-        assert "taoyuan-vc-labs.csv: csv; 40 item(s) in 1 submission(s) (observation 40)" \
-            in dry.stdout
+        assert (
+            "taoyuan-vc-labs.csv: csv; 40 item(s) in 1 submission(s) (observation 40)" in dry.stdout
+        )
         assert "dry run: 5 file(s), 5 submission(s) with 224 item(s) would be sent" in dry.stdout
         first = hie("submit", csv, "--institution", "taoyuan-vc", env=demo.env)
         assert first.returncode == 0, first.stdout + first.stderr
@@ -133,8 +164,9 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
         told = hie("notifications", "--institution", "dongcheng-thc", env=demo.env)
         assert told.returncode == 0, told.stderr
         events = [(n["referral"], n["event"]) for n in map(json.loads, told.stdout.splitlines())]
-        assert events == [("dongcheng-thc/DEMO-REF-1", e) for e in (
-            "accept", "arrive", "complete", "back_refer")] + [("taoyuan-vc/DEMO-REF-2", "request")]
+        assert events == [
+            ("dongcheng-thc/DEMO-REF-1", e) for e in ("accept", "arrive", "complete", "back_refer")
+        ] + [("taoyuan-vc/DEMO-REF-2", "request")]
         assert hie("notifications", "--institution", "dongcheng-thc", env=demo.env).stdout == ""
 
         # The read models are rebuilt from the ledger while the exchange runs.
@@ -144,18 +176,30 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
             for _ in range(100):
                 again_record = http.get(f"/fhir/Patient/{consented}/$everything", headers=doctor)
                 if again_record.status_code == 200 and len(again_record.json()["entry"]) == len(
-                        record.json()["entry"]):
+                    record.json()["entry"]
+                ):
                     break
                 time.sleep(0.1)
             assert again_record.json()["entry"] == record.json()["entry"]
 
         # A token issued from the command line works against the running exchange.
-        issued = hie("token", "--person", "inspector-2", "--institution", "bureau",
-                     "--role", "regulator", env=demo.env)
+        issued = hie(
+            "token",
+            "--person",
+            "inspector-2",
+            "--institution",
+            "bureau",
+            "--role",
+            "regulator",
+            env=demo.env,
+        )
         assert issued.returncode == 0, issued.stderr
         with httpx.Client(base_url=demo.url) as http:
-            audit = http.get("/fhir/AuditEvent", params={"patient": unconsented},
-                             headers={"Authorization": f"Bearer {issued.stdout.strip()}"})
+            audit = http.get(
+                "/fhir/AuditEvent",
+                params={"patient": unconsented},
+                headers={"Authorization": f"Bearer {issued.stdout.strip()}"},
+            )
             assert audit.status_code == 200
             assert [e["resource"]["outcome"] for e in audit.json()["entry"]] == ["4"]
     finally:
@@ -167,7 +211,9 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(tmp
     # Second run: the same data, nothing submitted twice.
     second = Demo(tmp_path)
     try:
-        assert re.search(r" 0 newly accepted, (\d+) already held \(not sent again\), 0 rejected", second.out)
+        assert re.search(
+            r" 0 newly accepted, (\d+) already held \(not sent again\), 0 rejected", second.out
+        )
         assert second.patients == demo.patients
     finally:
         assert second.stop() == 0

@@ -5,8 +5,8 @@ its own database and its own consortium code, so its streams and tables are its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import os
 import secrets
 import uuid
@@ -50,11 +50,19 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Settings:
     return Settings(
-        data_dir=tmp_path, consortium=f"t{uuid.uuid4().hex[:8]}", database_url=database_url,
-        nats_url=servers[1], http_port=0, audit_head_seconds=0.2,
-        secrets=Secrets(ledger_cipher_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-                        pseudonym_key=secrets.token_bytes(32), token_key=secrets.token_bytes(32),
-                        audit_key=secrets.token_bytes(32), portal_key=secrets.token_bytes(32)),
+        data_dir=tmp_path,
+        consortium=f"t{uuid.uuid4().hex[:8]}",
+        database_url=database_url,
+        nats_url=servers[1],
+        http_port=0,
+        audit_head_seconds=0.2,
+        secrets=Secrets(
+            ledger_cipher_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+            pseudonym_key=secrets.token_bytes(32),
+            token_key=secrets.token_bytes(32),
+            audit_key=secrets.token_bytes(32),
+            portal_key=secrets.token_bytes(32),
+        ),
     )
 
 
@@ -70,11 +78,13 @@ class Running:
         assert self.rt.endpoints.http_url
         return self.rt.endpoints.http_url
 
-    async def register(self, code: str, level: str = "township_health_centre",
-                       name: str = "测试卫生院") -> Any:
+    async def register(
+        self, code: str, level: str = "township_health_centre", name: str = "测试卫生院"
+    ) -> Any:
         key = new_private_key()
-        await self.rt.sync(self.rt.ledger.register_institution, code, name, level,
-                           public_key_b64(key))
+        await self.rt.sync(
+            self.rt.ledger.register_institution, code, name, level, public_key_b64(key)
+        )
         self.keys[code] = key
         return key
 

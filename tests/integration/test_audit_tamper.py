@@ -20,15 +20,24 @@ T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
 
 
 def verify_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HIE_DATA_DIR": str(settings.data_dir),
-           "HIE_CONSORTIUM": settings.consortium,
-           "HIE_DATABASE_URL": settings.database_url or "", "HIE_NATS_URL": settings.nats_url or "",
-           "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
-           "HIE_PSEUDONYM_KEY": base64.b64encode(settings.secrets.pseudonym_key).decode(),
-           "HIE_TOKEN_KEY": base64.b64encode(settings.secrets.token_key).decode(),
-           "HIE_AUDIT_KEY": base64.b64encode(settings.secrets.audit_key).decode()}
-    return subprocess.run([sys.executable, "-m", "exchange.cli", "audit", "verify"], env=env,
-                          text=True, capture_output=True, timeout=120)
+    env = {
+        **os.environ,
+        "HIE_DATA_DIR": str(settings.data_dir),
+        "HIE_CONSORTIUM": settings.consortium,
+        "HIE_DATABASE_URL": settings.database_url or "",
+        "HIE_NATS_URL": settings.nats_url or "",
+        "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
+        "HIE_PSEUDONYM_KEY": base64.b64encode(settings.secrets.pseudonym_key).decode(),
+        "HIE_TOKEN_KEY": base64.b64encode(settings.secrets.token_key).decode(),
+        "HIE_AUDIT_KEY": base64.b64encode(settings.secrets.audit_key).decode(),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "audit", "verify"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 async def fill(rt: Runtime) -> None:
@@ -36,10 +45,23 @@ async def fill(rt: Runtime) -> None:
     signer = rt.head_signer()
 
     async def reads(start: int, count: int) -> None:
-        await asyncio.gather(*(rt.audit_writer.append(
-            {"action": "read", "decision": "permit" if n % 3 else "deny", "person": f"doctor-{n % 7}",
-             "institution": "county", "purpose": "TREAT", "reasons": []},
-            T0 + timedelta(seconds=n)) for n in range(start, start + count)))
+        await asyncio.gather(
+            *(
+                rt.audit_writer.append(
+                    {
+                        "action": "read",
+                        "decision": "permit" if n % 3 else "deny",
+                        "person": f"doctor-{n % 7}",
+                        "institution": "county",
+                        "purpose": "TREAT",
+                        "reasons": [],
+                    },
+                    T0 + timedelta(seconds=n),
+                )
+                for n in range(start, start + count)
+            )
+        )
+
     await reads(0, 200)
     assert await rt.audit_writer.store.record_head(signer.note, T0) is not None
     await reads(200, 50)
@@ -48,16 +70,30 @@ async def fill(rt: Runtime) -> None:
 
 
 TAMPERING = {
-    "changed byte": ("UPDATE audit_log SET record_text = replace(record_text, 'doctor-', "
-                     "'doctoR-') WHERE seq = 57", 57, "audit.record_changed"),
+    "changed byte": (
+        "UPDATE audit_log SET record_text = replace(record_text, 'doctor-', "
+        "'doctoR-') WHERE seq = 57",
+        57,
+        "audit.record_changed",
+    ),
     "deleted row": ("DELETE FROM audit_log WHERE seq = 120", 120, "audit.record_missing"),
-    "reordered rows": ("UPDATE audit_log a SET record_text = b.record_text, leaf_hash = b.leaf_hash,"
-                       " chain_hash = b.chain_hash FROM audit_log b WHERE (a.seq, b.seq) IN "
-                       "((80, 81), (81, 80))", 80, "audit.record_moved"),
-    "truncated below a signed head": ("DELETE FROM audit_log WHERE seq >= 230", 230,
-                                      "audit.truncated"),
-    "truncated after the last head": ("DELETE FROM audit_log WHERE seq >= 255", 255,
-                                      "audit.truncated"),
+    "reordered rows": (
+        "UPDATE audit_log a SET record_text = b.record_text, leaf_hash = b.leaf_hash,"
+        " chain_hash = b.chain_hash FROM audit_log b WHERE (a.seq, b.seq) IN "
+        "((80, 81), (81, 80))",
+        80,
+        "audit.record_moved",
+    ),
+    "truncated below a signed head": (
+        "DELETE FROM audit_log WHERE seq >= 230",
+        230,
+        "audit.truncated",
+    ),
+    "truncated after the last head": (
+        "DELETE FROM audit_log WHERE seq >= 255",
+        255,
+        "audit.truncated",
+    ),
 }
 
 
@@ -91,8 +127,9 @@ async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -
 
     # Three accepted submissions: each one's content hash is anchored in the audit log.
     await exchange.register("thc-x")
-    receipts = [await submit(exchange, "thc-x", record_items(resident(n), f"x{n}"))
-                for n in range(3)]
+    receipts = [
+        await submit(exchange, "thc-x", record_items(resident(n), f"x{n}")) for n in range(3)
+    ]
     a, b, c = (r["positions"][0] for r in receipts)
     settings = exchange.rt.settings
     intact = await asyncio.to_thread(verify_cli, settings)
@@ -101,8 +138,12 @@ async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -
     async with exchange.rt.pool.acquire() as conn:
         await conn.execute("SET session_replication_role = replica")
         # One clinical event is swapped for another's (still decrypts), one is removed.
-        await conn.execute("UPDATE ledger_events SET state = (SELECT state FROM ledger_events "
-                           "WHERE notification_id = $1) WHERE notification_id = $2", a, b)
+        await conn.execute(
+            "UPDATE ledger_events SET state = (SELECT state FROM ledger_events "
+            "WHERE notification_id = $1) WHERE notification_id = $2",
+            a,
+            b,
+        )
         await conn.execute("DELETE FROM ledger_events WHERE notification_id = $1", c)
     result = await asyncio.to_thread(verify_cli, settings)
     assert result.returncode == 1

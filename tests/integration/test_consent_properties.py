@@ -25,22 +25,37 @@ from tests.integration.test_referrals import accepted, consortium
 _serial = itertools.count(200)
 CATEGORY_CHOICES = st.none() | st.lists(
     st.sampled_from(["demographics", "encounter", "diagnosis", "lab", "vital", *SENSITIVE]),
-    min_size=1, max_size=5, unique=True)
-operations = st.lists(st.one_of(
-    st.tuples(st.just("consent"), st.sampled_from([["*"], ["county"], ["thc-east"]]),
-              CATEGORY_CHOICES),
-    st.tuples(st.just("withdraw"), st.integers(0, 5)),
-    st.tuples(st.just("entry"), st.sampled_from(["plain", "hiv", "psychiatric"])),
-    st.tuples(st.just("read"), st.sampled_from(["county", "thc-east", "vc-peach"]),
-              st.sampled_from(["TREAT", "HRESCH"])),
-), min_size=3, max_size=9)
+    min_size=1,
+    max_size=5,
+    unique=True,
+)
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("consent"), st.sampled_from([["*"], ["county"], ["thc-east"]]), CATEGORY_CHOICES
+        ),
+        st.tuples(st.just("withdraw"), st.integers(0, 5)),
+        st.tuples(st.just("entry"), st.sampled_from(["plain", "hiv", "psychiatric"])),
+        st.tuples(
+            st.just("read"),
+            st.sampled_from(["county", "thc-east", "vc-peach"]),
+            st.sampled_from(["TREAT", "HRESCH"]),
+        ),
+    ),
+    min_size=3,
+    max_size=9,
+)
 
 
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(ops=operations)
 async def test_decisions_hold_their_categories_withdrawals_and_replay(
-        exchange: Running, ops: list[tuple[Any, ...]]) -> None:
+    exchange: Running, ops: list[tuple[Any, ...]]
+) -> None:
     if "county" not in exchange.keys:  # the first example registers the consortium
         await consortium(exchange)
     n = next(_serial)
@@ -56,8 +71,7 @@ async def test_decisions_hold_their_categories_withdrawals_and_replay(
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         for k, op in enumerate(ops):
             if op[0] == "consent":
-                item = consent_item(rid, f"c-{n}-{k}", scope=op[1],
-                                    purposes=["TREAT", "HRESCH"])
+                item = consent_item(rid, f"c-{n}-{k}", scope=op[1], purposes=["TREAT", "HRESCH"])
                 if op[2] is not None:
                     item["payload"]["categories"] = op[2]
                 await accepted(exchange, "thc-east", [item])
@@ -65,36 +79,64 @@ async def test_decisions_hold_their_categories_withdrawals_and_replay(
             elif op[0] == "withdraw" and consents:
                 target = consents[op[1] % len(consents)]
                 if target not in withdrawn:
-                    await accepted(exchange, "thc-east", [{
-                        "source_id": f"w-{n}-{k}", "kind": "consent_withdrawal", "payload": {
-                            "patient": {"resident_id": rid}, "consent": f"thc-east/{target}",
-                            "at": "2026-11-20T10:00:00+08:00"}}])
+                    await accepted(
+                        exchange,
+                        "thc-east",
+                        [
+                            {
+                                "source_id": f"w-{n}-{k}",
+                                "kind": "consent_withdrawal",
+                                "payload": {
+                                    "patient": {"resident_id": rid},
+                                    "consent": f"thc-east/{target}",
+                                    "at": "2026-11-20T10:00:00+08:00",
+                                },
+                            }
+                        ],
+                    )
                     withdrawn.add(target)
             elif op[0] == "entry":
-                make = {"plain": lambda r, s: record_items(r, s)[3], "hiv": hiv_test,
-                        "psychiatric": depression}[op[1]]
+                make = {
+                    "plain": lambda r, s: record_items(r, s)[3],
+                    "hiv": hiv_test,
+                    "psychiatric": depression,
+                }[op[1]]
                 await accepted(exchange, "county", [make(rid, f"e-{n}-{k}")])
             elif op[0] == "read":
                 await exchange.settle()
                 withdrawn_before.append((len(reads), set(withdrawn)))
-                reads.append(await http.get(f"/fhir/Patient/{pid}/$everything",
-                                            headers=treat(exchange, "dr-x", op[1],
-                                                          purpose=op[2])))
-        ids = {sid: str(await exchange.rt.pool.fetchval(
-            "SELECT consent_id FROM consents WHERE source_id = $1", sid)) for sid in consents}
+                reads.append(
+                    await http.get(
+                        f"/fhir/Patient/{pid}/$everything",
+                        headers=treat(exchange, "dr-x", op[1], purpose=op[2]),
+                    )
+                )
+        ids = {
+            sid: str(
+                await exchange.rt.pool.fetchval(
+                    "SELECT consent_id FROM consents WHERE source_id = $1", sid
+                )
+            )
+            for sid in consents
+        }
         for (index, gone), answer in zip(withdrawn_before, reads, strict=True):
             assert answer.status_code in (200, 403), answer.text
             record = await exchange.rt.pool.fetchval(
                 "SELECT record_text::jsonb FROM audit_log "
-                "WHERE record_text::jsonb->>'request_id' = $1", answer.headers["x-request-id"])
+                "WHERE record_text::jsonb->>'request_id' = $1",
+                answer.headers["x-request-id"],
+            )
             record = json.loads(record)
             if answer.status_code == 200:
                 # Nothing outside the categories the decision let through.
                 permitted = set(record["permitted"])
-                shown = {s["code"] for e in answer.json()["entry"]
-                         if e["search"]["mode"] == "match"
-                         for s in e["resource"].get("meta", {}).get("security", [])
-                         if s["system"] == "urn:county-hie:data-category"}
+                shown = {
+                    s["code"]
+                    for e in answer.json()["entry"]
+                    if e["search"]["mode"] == "match"
+                    for s in e["resource"].get("meta", {}).get("security", [])
+                    if s["system"] == "urn:county-hie:data-category"
+                }
                 assert shown <= permitted, (shown, permitted)
                 # No decision after a withdrawal rests on the withdrawn consent.
                 for sid in gone:

@@ -18,8 +18,13 @@ from tests.integration.test_referrals import accepted, consortium
 from tests.integration.test_walking_skeleton import submit, token
 
 
-def treat(running: Running, person: str = "dr-li", institution: str = "county",
-          purpose: str = "TREAT", role: str = "physician") -> dict[str, str]:
+def treat(
+    running: Running,
+    person: str = "dr-li",
+    institution: str = "county",
+    purpose: str = "TREAT",
+    role: str = "physician",
+) -> dict[str, str]:
     return {**token(running, person, institution, role), "X-Purpose-Of-Use": purpose}
 
 
@@ -37,33 +42,46 @@ async def patient_of(running: Running, rid: str) -> str:
 
 def hiv_test(rid: str, source_id: str) -> dict[str, Any]:
     item = observation_item(rid, source_id)
-    item["payload"] |= {"code": {"system": "http://loinc.org", "code": "7917-8",
-                                 "display": "HIV 1+2 抗体"}, "category": "laboratory",
-                        "value_quantity": None, "value_string": "阴性"}
+    item["payload"] |= {
+        "code": {"system": "http://loinc.org", "code": "7917-8", "display": "HIV 1+2 抗体"},
+        "category": "laboratory",
+        "value_quantity": None,
+        "value_string": "阴性",
+    }
     return item
 
 
 def depression(rid: str, source_id: str) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "condition", "payload": {
-        "patient": {"resident_id": rid}, "code": {
-            "system": "http://hl7.org/fhir/sid/icd-10", "code": "F32.9", "display": "抑郁发作"}}}
+    return {
+        "source_id": source_id,
+        "kind": "condition",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "code": {
+                "system": "http://hl7.org/fhir/sid/icd-10",
+                "code": "F32.9",
+                "display": "抑郁发作",
+            },
+        },
+    }
 
 
 async def redecided(running: Running, http: httpx.AsyncClient, request_id: str) -> dict:
     seq = await running.rt.pool.fetchval(
-        "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1", request_id)
+        "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1", request_id
+    )
     regulator = token(running, "reg-1", "bureau", "regulator")
     answer = await http.get("/audit/redecide", params={"seq": seq}, headers=regulator)
     assert answer.status_code == 200, answer.text
     return answer.json()  # type: ignore[no-any-return]
 
 
-async def disclosed(running: Running, http: httpx.AsyncClient,
-                    answer: httpx.Response) -> dict:
+async def disclosed(running: Running, http: httpx.AsyncClient, answer: httpx.Response) -> dict:
     """What /audit/disclosed says of the read that gave ``answer``."""
     seq = await running.rt.pool.fetchval(
         "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
-        answer.headers["x-request-id"])
+        answer.headers["x-request-id"],
+    )
     regulator = token(running, "reg-1", "bureau", "regulator")
     rebuilt = await http.get("/audit/disclosed", params={"seq": seq}, headers=regulator)
     assert rebuilt.status_code == 200, rebuilt.text
@@ -75,8 +93,11 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
     rid = resident(81)
     pid = await patient_of(exchange, rid)
     # The township recorded a visit and only a GENERAL consent; the county treats them too.
-    await accepted(exchange, "thc-east", [*record_items(rid, "thc-81"),
-                                          consent_item(rid, "c-general", consent_type="general")])
+    await accepted(
+        exchange,
+        "thc-east",
+        [*record_items(rid, "thc-81"), consent_item(rid, "c-general", consent_type="general")],
+    )
     await accepted(exchange, "county", record_items(rid, "cty-81")[1:])
     await exchange.settle()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
@@ -89,33 +110,51 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
         outside = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
         assert outside.status_code == 403 and code(outside) == "consent.scope"
         # The scope widens: permitted, and the audit row names the consent.
-        await accepted(exchange, "thc-east", [consent_item(rid, "c-both",
-                                                           scope=["thc-east", "county"])])
+        await accepted(
+            exchange, "thc-east", [consent_item(rid, "c-both", scope=["thc-east", "county"])]
+        )
         await exchange.settle()
         inside = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
         assert inside.status_code == 200
         record = await exchange.rt.pool.fetchval(
-            "SELECT record_text::jsonb FROM audit_log WHERE record_text::jsonb->>'request_id' "
-            "= $1", inside.headers["x-request-id"])
+            "SELECT record_text::jsonb FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
+            inside.headers["x-request-id"],
+        )
         consent_id = await exchange.rt.pool.fetchval(
-            "SELECT consent_id FROM consents WHERE source_id = 'c-both'")
+            "SELECT consent_id FROM consents WHERE source_id = 'c-both'"
+        )
         assert f"consent:{consent_id}" in record
         # Art. 14/30: research under a treatment consent is refused, with the reason.
-        research = await http.get(f"/fhir/Patient/{pid}/$everything",
-                                  headers=treat(exchange, purpose="HRESCH"))
+        research = await http.get(
+            f"/fhir/Patient/{pid}/$everything", headers=treat(exchange, purpose="HRESCH")
+        )
         assert research.status_code == 403 and code(research) == "consent.purpose"
         # Nobody withdraws a consent for another patient, whatever institution records it.
         someone = resident(88)
         await accepted(exchange, "vc-peach", record_items(someone, "vc-88")[1:2])
-        problem = (await submit(exchange, "vc-peach", [{
-            "source_id": "w-wrong", "kind": "consent_withdrawal", "payload": {
-                "patient": {"resident_id": someone}, "consent": "thc-east/c-both",
-                "at": datetime.now(UTC).isoformat()}}]))["problems"][0]
+        problem = (
+            await submit(
+                exchange,
+                "vc-peach",
+                [
+                    {
+                        "source_id": "w-wrong",
+                        "kind": "consent_withdrawal",
+                        "payload": {
+                            "patient": {"resident_id": someone},
+                            "consent": "thc-east/c-both",
+                            "at": datetime.now(UTC).isoformat(),
+                        },
+                    }
+                ],
+            )
+        )["problems"][0]
         assert problem["code"] == "consent.unknown"
         # Art. 15: the patient withdraws it with their own token; the next read is refused.
         patient = token(exchange, pid, "patient", "patient")
-        withdrawn = await http.post("/fhir/Consent", headers=patient,
-                                    json={"withdraw": str(consent_id)})
+        withdrawn = await http.post(
+            "/fhir/Consent", headers=patient, json={"withdraw": str(consent_id)}
+        )
         assert withdrawn.status_code == 201, withdrawn.text
         after = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
         assert after.status_code == 403 and code(after) == "consent.withdrawn"
@@ -153,9 +192,22 @@ async def test_a_child_under_14_needs_a_recorded_guardian(exchange: Running) -> 
         unrecorded = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
         assert code(unrecorded) == "consent.guardian_not_recorded"
         # Recorded as guardian: her consent stands for the child.
-        await accepted(exchange, "thc-east", [{"source_id": "g-1", "kind": "guardian", "payload": {
-            "patient": {"resident_id": child}, "guardian": {"resident_id": mother},
-            "relationship": "parent", "valid_from": (T0 - timedelta(days=4000)).isoformat()}}])
+        await accepted(
+            exchange,
+            "thc-east",
+            [
+                {
+                    "source_id": "g-1",
+                    "kind": "guardian",
+                    "payload": {
+                        "patient": {"resident_id": child},
+                        "guardian": {"resident_id": mother},
+                        "relationship": "parent",
+                        "valid_from": (T0 - timedelta(days=4000)).isoformat(),
+                    },
+                }
+            ],
+        )
         await exchange.settle()
         valid = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
         assert valid.status_code == 200, valid.text
@@ -165,8 +217,11 @@ async def test_minimum_necessary_sensitive_categories_only_by_name(exchange: Run
     await consortium(exchange)
     rid = resident(83)
     pid = await patient_of(exchange, rid)
-    await accepted(exchange, "county", [*record_items(rid, "cty-83")[1:],
-                                        hiv_test(rid, "hiv-1"), depression(rid, "dep-1")])
+    await accepted(
+        exchange,
+        "county",
+        [*record_items(rid, "cty-83")[1:], hiv_test(rid, "hiv-1"), depression(rid, "dep-1")],
+    )
     await accepted(exchange, "thc-east", [consent_item(rid, "c-plain")])
     await exchange.settle()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
@@ -183,8 +238,14 @@ async def test_minimum_necessary_sensitive_categories_only_by_name(exchange: Run
         assert plain.json()["total"] == len(shown)  # counts what is returned, nothing more
         # A consent naming HIV results lets them through; psychiatric stays withheld.
         named = consent_item(rid, "c-hiv")
-        named["payload"]["categories"] = ["demographics", "diagnosis", "lab", "vital",
-                                          "encounter", "hiv"]
+        named["payload"]["categories"] = [
+            "demographics",
+            "diagnosis",
+            "lab",
+            "vital",
+            "encounter",
+            "hiv",
+        ]
         await accepted(exchange, "thc-east", [named])
         await exchange.settle()
         wider = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
@@ -195,8 +256,9 @@ async def test_minimum_necessary_sensitive_categories_only_by_name(exchange: Run
         assert mine.status_code == 200 and "7917-8" in mine.text and "F32.9" in mine.text
         # ... and who accessed it.
         audit = await http.get("/fhir/AuditEvent", headers=patient)
-        agents = {e["resource"]["agent"][0]["who"]["identifier"]["value"]
-                  for e in audit.json()["entry"]}
+        agents = {
+            e["resource"]["agent"][0]["who"]["identifier"]["value"] for e in audit.json()["entry"]
+        }
         assert "dr-li" in agents
 
 
@@ -213,11 +275,22 @@ async def test_care_relationship_and_a_family_doctor_contract(exchange: Running)
         assert none.status_code == 403 and code(none) == "care.none"
         # The village clinic signs a family-doctor contract: now it treats the patient.
         now = datetime.now(UTC)
-        await accepted(exchange, "vc-peach", [{"source_id": "fd-1", "kind": "care_contract",
-                                               "payload": {
-            "patient": {"resident_id": rid}, "doctor": "赵医生",
-            "valid_from": (now - timedelta(days=1)).isoformat(),
-            "valid_to": (now + timedelta(days=365)).isoformat()}}])
+        await accepted(
+            exchange,
+            "vc-peach",
+            [
+                {
+                    "source_id": "fd-1",
+                    "kind": "care_contract",
+                    "payload": {
+                        "patient": {"resident_id": rid},
+                        "doctor": "赵医生",
+                        "valid_from": (now - timedelta(days=1)).isoformat(),
+                        "valid_to": (now + timedelta(days=365)).isoformat(),
+                    },
+                }
+            ],
+        )
         await exchange.settle()
         contracted = await http.get(f"/fhir/Patient/{pid}/$everything", headers=village)
         assert contracted.status_code == 200, contracted.text
@@ -231,42 +304,79 @@ async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running
     await exchange.settle()
     now = datetime.now(UTC).isoformat()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
-        assert (await http.get(f"/fhir/Patient/{pid}/$everything",
-                               headers=treat(exchange))).status_code == 200
+        assert (
+            await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        ).status_code == 200
         # The county seals the record at once (病历封存): only its records officer reads it.
-        await accepted(exchange, "county", [{"source_id": "seal-1", "kind": "seal", "payload": {
-            "patient": {"resident_id": rid}, "readers": ["county/officer-wu"],
-            "reason": "医疗纠纷封存", "at": now}}])
+        await accepted(
+            exchange,
+            "county",
+            [
+                {
+                    "source_id": "seal-1",
+                    "kind": "seal",
+                    "payload": {
+                        "patient": {"resident_id": rid},
+                        "readers": ["county/officer-wu"],
+                        "reason": "医疗纠纷封存",
+                        "at": now,
+                    },
+                }
+            ],
+        )
         await exchange.settle()
         sealed = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
         assert sealed.status_code == 403 and code(sealed) == "record.sealed"
-        officer = await http.get(f"/fhir/Patient/{pid}/$everything",
-                                 headers=treat(exchange, "officer-wu"))
+        officer = await http.get(
+            f"/fhir/Patient/{pid}/$everything", headers=treat(exchange, "officer-wu")
+        )
         assert officer.status_code == 200
         # A person of the same id at another institution is not the officer the seal names.
-        namesake = await http.get(f"/fhir/Patient/{pid}/$everything",
-                                  headers=treat(exchange, "officer-wu", "thc-east"))
+        namesake = await http.get(
+            f"/fhir/Patient/{pid}/$everything", headers=treat(exchange, "officer-wu", "thc-east")
+        )
         assert namesake.status_code == 403 and code(namesake) == "record.sealed"
         # Another institution cannot lift the county's seal.
-        await accepted(exchange, "thc-east", [{"source_id": "unseal-x", "kind": "unseal",
-                                               "payload": {"patient": {"resident_id": rid},
-                                                           "reason": "误操作", "at": now}}])
+        await accepted(
+            exchange,
+            "thc-east",
+            [
+                {
+                    "source_id": "unseal-x",
+                    "kind": "unseal",
+                    "payload": {"patient": {"resident_id": rid}, "reason": "误操作", "at": now},
+                }
+            ],
+        )
         await exchange.settle()
-        assert code(await http.get(f"/fhir/Patient/{pid}/$everything",
-                                   headers=treat(exchange))) == "record.sealed"
+        assert (
+            code(await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange)))
+            == "record.sealed"
+        )
         # The refused attempt is an alert for the regulator.
         regulator = token(exchange, "reg-1", "bureau", "regulator")
         alerts = (await http.get("/audit/alerts", headers=regulator)).json()["alerts"]
         assert sorted((a["alert"], a["person"], a["institution"]) for a in alerts) == [
-            ("sealed-record", "dr-li", "county"), ("sealed-record", "dr-li", "county"),
-            ("sealed-record", "officer-wu", "thc-east")]
+            ("sealed-record", "dr-li", "county"),
+            ("sealed-record", "dr-li", "county"),
+            ("sealed-record", "officer-wu", "thc-east"),
+        ]
         # Unsealed, the treating physician reads again.
-        await accepted(exchange, "county", [{"source_id": "unseal-1", "kind": "unseal",
-                                             "payload": {"patient": {"resident_id": rid},
-                                                         "reason": "纠纷已处理", "at": now}}])
+        await accepted(
+            exchange,
+            "county",
+            [
+                {
+                    "source_id": "unseal-1",
+                    "kind": "unseal",
+                    "payload": {"patient": {"resident_id": rid}, "reason": "纠纷已处理", "at": now},
+                }
+            ],
+        )
         await exchange.settle()
-        assert (await http.get(f"/fhir/Patient/{pid}/$everything",
-                               headers=treat(exchange))).status_code == 200
+        assert (
+            await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        ).status_code == 200
 
 
 async def test_a_patient_gives_consent_with_their_own_token(exchange: Running) -> None:
@@ -276,14 +386,24 @@ async def test_a_patient_gives_consent_with_their_own_token(exchange: Running) -
     await accepted(exchange, "county", record_items(rid, "cty-86")[1:])
     await exchange.settle()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
-        assert code(await http.get(f"/fhir/Patient/{pid}/$everything",
-                                   headers=treat(exchange))) == "consent.none"
+        assert (
+            code(await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange)))
+            == "consent.none"
+        )
         patient = token(exchange, pid, "patient", "patient")
-        given = await http.post("/fhir/Consent", headers=patient, json={
-            "scope": ["county"], "purposes": ["TREAT"], "notice": "县医共体信息共享告知书 v1"})
+        given = await http.post(
+            "/fhir/Consent",
+            headers=patient,
+            json={
+                "scope": ["county"],
+                "purposes": ["TREAT"],
+                "notice": "县医共体信息共享告知书 v1",
+            },
+        )
         assert given.status_code == 201, given.text
-        assert (await http.get(f"/fhir/Patient/{pid}/$everything",
-                               headers=treat(exchange))).status_code == 200
+        assert (
+            await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        ).status_code == 200
         # A consent naming an institution the consortium does not have is refused, with why.
         bad = await http.post("/fhir/Consent", headers=patient, json={"scope": ["nowhere"]})
         assert bad.status_code == 422
@@ -293,7 +413,8 @@ async def test_a_patient_gives_consent_with_their_own_token(exchange: Running) -
 
 
 async def test_a_large_disclosure_is_digested_in_the_audit_and_rebuilt_from_the_ledger(
-        exchange: Running) -> None:
+    exchange: Running,
+) -> None:
     await consortium(exchange)
     rid = resident(87)
     pid = await patient_of(exchange, rid)
@@ -304,8 +425,9 @@ async def test_a_large_disclosure_is_digested_in_the_audit_and_rebuilt_from_the_
         read = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
         assert read.status_code == 200 and len(match(read)) == 34
         record = await exchange.rt.pool.fetchval(
-            "SELECT record_text::jsonb FROM audit_log WHERE record_text::jsonb->>'request_id' "
-            "= $1", read.headers["x-request-id"])
+            "SELECT record_text::jsonb FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
+            read.headers["x-request-id"],
+        )
         record = json.loads(record)
         # Counted, typed and digested rather than listed ...
         assert record["disclosed"] == [] and record["disclosed_count"] == 34
@@ -316,18 +438,20 @@ async def test_a_large_disclosure_is_digested_in_the_audit_and_rebuilt_from_the_
         seq = rebuilt["seq"]
         regulator = token(exchange, "reg-1", "bureau", "regulator")
         # A changed digest would not match: the check is real.
-        await exchange.rt.pool.execute(
-            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+        await exchange.rt.pool.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
         await exchange.rt.pool.execute(
             "UPDATE audit_log SET record_text = replace(record_text, $2, $3) WHERE seq = $1",
-            seq, record["disclosed_sha256"], "0" * 64)
-        tampered = (await http.get("/audit/disclosed", params={"seq": seq},
-                                   headers=regulator)).json()
+            seq,
+            record["disclosed_sha256"],
+            "0" * 64,
+        )
+        tampered = (
+            await http.get("/audit/disclosed", params={"seq": seq}, headers=regulator)
+        ).json()
         assert not tampered["matches_record"]
 
 
-async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(
-        exchange: Running) -> None:
+async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(exchange: Running) -> None:
     await consortium(exchange)
     a, b = resident(89), resident(90)
     pid_a = await patient_of(exchange, a)
@@ -335,24 +459,42 @@ async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(
     await accepted(exchange, "county", [*record_items(a, "cty-89", consent=True)])
     await accepted(exchange, "county", [observation_item(b, "b-only", value="199")])
     # B is merged into A by mistake, then unmerged.
-    merge = {"source_id": "a40-x", "kind": "merge", "payload": {
-        "patient": {"resident_id": a}, "merged": {"resident_id": b}}}
+    merge = {
+        "source_id": "a40-x",
+        "kind": "merge",
+        "payload": {"patient": {"resident_id": a}, "merged": {"resident_id": b}},
+    }
     await accepted(exchange, "county", [merge])
     await exchange.settle()
     merged_at = await exchange.rt.pool.fetchval("SELECT max(position) FROM ledger_clock")
-    await accepted(exchange, "county", [{"source_id": "a37-x", "kind": "unmerge", "payload": {
-        "patient": {"resident_id": a}, "unmerged": {"resident_id": b}}}])
+    await accepted(
+        exchange,
+        "county",
+        [
+            {
+                "source_id": "a37-x",
+                "kind": "unmerge",
+                "payload": {"patient": {"resident_id": a}, "unmerged": {"resident_id": b}},
+            }
+        ],
+    )
     await exchange.settle()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         # A's record as it stood while merged holds only A's own entries: B never consented.
-        then = await http.get(f"/fhir/Patient/{pid_a}/$everything", headers=treat(exchange),
-                              params={"_at": str(merged_at)})
+        then = await http.get(
+            f"/fhir/Patient/{pid_a}/$everything",
+            headers=treat(exchange),
+            params={"_at": str(merged_at)},
+        )
         assert then.status_code == 200, then.text
         shown = {r["id"] for r in match(then)}
         assert str(entry_id("county", "b-only")) not in shown
         assert str(entry_id("county", "cty-89-sbp")) in shown  # A's own reading is there
         # And B's id, read as of then, does not open A's record either.
         pid_b = await patient_of(exchange, b)
-        b_then = await http.get(f"/fhir/Patient/{pid_b}/$everything", headers=treat(exchange),
-                                params={"_at": str(merged_at)})
+        b_then = await http.get(
+            f"/fhir/Patient/{pid_b}/$everything",
+            headers=treat(exchange),
+            params={"_at": str(merged_at)},
+        )
         assert b_then.status_code == 403  # B has no consent of their own

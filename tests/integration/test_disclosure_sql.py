@@ -17,8 +17,16 @@ from tests.integration.conftest import Running
 from tests.integration.test_referrals import accepted, consortium
 
 # (clinical entries the patient has, whether the Patient resource is disclosed in front)
-CASES = [(0, False), (0, True), (1, False), (20, False), (19, True), (21, False), (20, True),
-         (200, True)]
+CASES = [
+    (0, False),
+    (0, True),
+    (1, False),
+    (20, False),
+    (19, True),
+    (21, False),
+    (20, True),
+    (200, True),
+]
 
 
 def entries(rid: str, n: int) -> list[dict[str, Any]]:
@@ -27,16 +35,18 @@ def entries(rid: str, n: int) -> list[dict[str, Any]]:
     return [make[i % 3](rid, f"e-{i}") for i in range(n)]
 
 
-@pytest.mark.parametrize(("n", "with_patient"), CASES,
-                         ids=[f"{n}{'+patient' if p else ''}" for n, p in CASES])
+@pytest.mark.parametrize(
+    ("n", "with_patient"), CASES, ids=[f"{n}{'+patient' if p else ''}" for n, p in CASES]
+)
 async def test_the_sql_page_agrees_with_the_disclosure_rule(
-        exchange: Running, n: int, with_patient: bool) -> None:
+    exchange: Running, n: int, with_patient: bool
+) -> None:
     # A patient with exactly n entries, sent in envelopes of at most 50 items.
     await consortium(exchange)
     rid = resident(300 + n)
     items = [patient_item(rid, "p"), *entries(rid, n)]
     for start in range(0, len(items), 50):
-        await accepted(exchange, "thc-east", items[start:start + 50])
+        await accepted(exchange, "thc-east", items[start : start + 50])
     await exchange.settle()
     records = exchange.rt.records
     root = await records.root(exchange.rt.ledger.patient_id(rid))
@@ -54,8 +64,9 @@ async def test_the_sql_page_agrees_with_the_disclosure_rule(
     assert page.count == n and len(disclosed) == n + with_patient
     # Count, types, digest and (when few) the lines agree with the rule, field for field
     # (the SQL lists its lines in sorted order; the rule keeps the order it is given).
-    assert summary_of(page.count + with_patient, page.types, page.lines, page.digest) \
-        == summary(sorted(disclosed))
+    assert summary_of(page.count + with_patient, page.types, page.lines, page.digest) == summary(
+        sorted(disclosed)
+    )
     # (Of nothing, PostgreSQL's digest is NULL; the rule lists an empty disclosure instead.)
     assert page.digest == (digest(disclosed) if disclosed else None)
     assert page.types == resource_types(disclosed)

@@ -50,8 +50,15 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/referrals/statistics"): (("physician", "regulator", "admin"), False),
 }
 # What would show clinical data of the test patient in an answer.
-MARKERS = ("Observation", "Condition", "Encounter", '"resourceType":"Consent"', "李建国",
-           "原发性高血压", "血压控制不佳")
+MARKERS = (
+    "Observation",
+    "Condition",
+    "Encounter",
+    '"resourceType":"Consent"',
+    "李建国",
+    "原发性高血压",
+    "血压控制不佳",
+)
 
 
 # Built without a running exchange: the declarations are all that is looked at.
@@ -83,38 +90,49 @@ def test_every_declared_route_is_listed_with_the_roles_it_serves() -> None:
 
 
 def url_for(path: str, ids: dict[str, str]) -> str:
-    return (path.replace("{pid}", ids["pid"]).replace("{rid}", ids["rid"])
-            .replace("{seq:int}", "1"))
+    return path.replace("{pid}", ids["pid"]).replace("{rid}", ids["rid"]).replace("{seq:int}", "1")
 
 
 async def audited(running: Running, request_id: str) -> bool:
-    return bool(await running.rt.pool.fetchval(
-        "SELECT count(*) FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
-        request_id))
+    return bool(
+        await running.rt.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
+            request_id,
+        )
+    )
 
 
 @pytest.mark.parametrize("role", [*ROLES, None], ids=[*ROLES, "no-token"])
 async def test_only_the_roles_a_route_serves_get_through_and_every_request_is_audited(
-        exchange: Running, role: str | None) -> None:
+    exchange: Running, role: str | None
+) -> None:
     await consortium(exchange)
     rid = resident(71)
-    await accepted(exchange, "thc-east", [*record_items(rid, "thc-71", consent=True),
-                                          referral(rid, "REF-G")])
+    await accepted(
+        exchange, "thc-east", [*record_items(rid, "thc-71", consent=True), referral(rid, "REF-G")]
+    )
     await exchange.settle()
     pid = str(await exchange.rt.pool.fetchval("SELECT patient_id FROM referrals"))
-    ids = {"pid": pid, "rid": str(await exchange.rt.pool.fetchval(
-        "SELECT referral_id FROM referrals"))}
+    ids = {
+        "pid": pid,
+        "rid": str(await exchange.rt.pool.fetchval("SELECT referral_id FROM referrals")),
+    }
     # An outsider in each role: a person of another institution (or another patient).
     headers = {"X-Purpose-Of-Use": "TREAT"}
     if role is not None:
         person = "00000000-0000-4000-8000-000000000000" if role == "patient" else "outsider"
         headers |= token(exchange, person, "vc-peach", role)
     async with httpx.AsyncClient(base_url=exchange.url) as http:
-        for (method, path) in declared():
+        for method, path in declared():
             roles, clinical = GATES[(method, path)]
             url = url_for(path, ids)
-            answer = await http.request(method, url, headers=headers, json={} if method ==
-                                        "POST" else None, params={"patient": pid})
+            answer = await http.request(
+                method,
+                url,
+                headers=headers,
+                json={} if method == "POST" else None,
+                params={"patient": pid},
+            )
             where = f"{method} {path} as {role}"
             if "anyone" in roles:
                 assert answer.status_code == 200, where
@@ -131,17 +149,20 @@ async def test_only_the_roles_a_route_serves_get_through_and_every_request_is_au
 
 
 async def test_a_revoked_token_is_refused_at_once_and_the_refusal_audited(
-        exchange: Running) -> None:
+    exchange: Running,
+) -> None:
     headers = token(exchange, "dr-gone", "county", "physician")
     async with httpx.AsyncClient(base_url=exchange.url) as http:
-        assert (await http.get("/referrals/inbox", headers={
-            **headers, "X-Purpose-Of-Use": "TREAT"})).status_code == 200
+        assert (
+            await http.get("/referrals/inbox", headers={**headers, "X-Purpose-Of-Use": "TREAT"})
+        ).status_code == 200
         # The person is cut off (as `hie token revoke --person` does).
         assert exchange.rt.revocations is not None
         await exchange.rt.revocations.revoke_person("dr-gone", before=datetime.now(UTC))
         for _ in range(50):
-            refused = await http.get("/referrals/inbox", headers={
-                **headers, "X-Purpose-Of-Use": "TREAT"})
+            refused = await http.get(
+                "/referrals/inbox", headers={**headers, "X-Purpose-Of-Use": "TREAT"}
+            )
             if refused.status_code == 401:
                 break
             await asyncio.sleep(0.1)

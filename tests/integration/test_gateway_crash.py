@@ -29,21 +29,33 @@ N = 1500
 
 
 def gateway_process(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ,
-           "HIE_DATA_DIR": str(settings.data_dir), "HIE_CONSORTIUM": settings.consortium,
-           "HIE_DATABASE_URL": settings.database_url or "", "HIE_NATS_URL": settings.nats_url or "",
-           "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
-           "HIE_PSEUDONYM_KEY": base64.b64encode(settings.secrets.pseudonym_key).decode(),
-           "HIE_TOKEN_KEY": base64.b64encode(settings.secrets.token_key).decode(),
-           "HIE_AUDIT_KEY": base64.b64encode(settings.secrets.audit_key).decode()}
-    return subprocess.Popen([sys.executable, "-m", "exchange.cli", "gateway"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "HIE_DATA_DIR": str(settings.data_dir),
+        "HIE_CONSORTIUM": settings.consortium,
+        "HIE_DATABASE_URL": settings.database_url or "",
+        "HIE_NATS_URL": settings.nats_url or "",
+        "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
+        "HIE_PSEUDONYM_KEY": base64.b64encode(settings.secrets.pseudonym_key).decode(),
+        "HIE_TOKEN_KEY": base64.b64encode(settings.secrets.token_key).decode(),
+        "HIE_AUDIT_KEY": base64.b64encode(settings.secrets.audit_key).decode(),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "exchange.cli", "gateway"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def accepted_receipts(js: Any, consortium: str, ids: set[str], within: float) -> set[str]:
     stream = stream_name(consortium, "RECEIPTS")
-    sub = await js.subscribe(f"hie.{consortium}.receipt.*", ordered_consumer=True,
-                             deliver_policy=DeliverPolicy.ALL, stream=stream)
+    sub = await js.subscribe(
+        f"hie.{consortium}.receipt.*",
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        stream=stream,
+    )
     answered: set[str] = set()
     deadline = time.monotonic() + within
     try:
@@ -62,7 +74,9 @@ async def accepted_receipts(js: Any, consortium: str, ids: set[str], within: flo
 
 def held(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(DISTINCT submission) FROM ledger_source_records").fetchone()
+        row = conn.execute(
+            "SELECT count(DISTINCT submission) FROM ledger_source_records"
+        ).fetchone()
         return int(row[0]) if row else 0
 
 
@@ -71,18 +85,33 @@ async def test_gateway_killed_mid_stream_loses_and_doubles_nothing(settings: Set
     endpoints = Endpoints(settings.database_url, settings.nats_url or "")
     async with open_runtime(settings, endpoints) as rt:
         key = new_private_key()
-        await rt.sync(rt.ledger.register_institution, "thc-k", "测试卫生院",
-                      "township_health_centre", public_key_b64(key))
+        await rt.sync(
+            rt.ledger.register_institution,
+            "thc-k",
+            "测试卫生院",
+            "township_health_centre",
+            public_key_b64(key),
+        )
         # A backlog of submissions waits in JetStream before any gateway runs.
         js = rt.nc.jetstream()
         ids = []
         for n in range(N):
             rid = resident(n)
-            env = build_envelope(institution="thc-k", key=key, sent_at=datetime.now(UTC), items=[
-                encounter_item(rid, f"enc-{n}"), observation_item(rid, f"obs-{n}", str(100 + n % 90))])
+            env = build_envelope(
+                institution="thc-k",
+                key=key,
+                sent_at=datetime.now(UTC),
+                items=[
+                    encounter_item(rid, f"enc-{n}"),
+                    observation_item(rid, f"obs-{n}", str(100 + n % 90)),
+                ],
+            )
             ids.append(env["submission_id"])
-            await js.publish(f"hie.{settings.consortium}.submit.thc-k", encode(env),
-                             headers={"Nats-Msg-Id": env["submission_id"]})
+            await js.publish(
+                f"hie.{settings.consortium}.submit.thc-k",
+                encode(env),
+                headers={"Nats-Msg-Id": env["submission_id"]},
+            )
 
         # The gateway starts, gets part-way, and is killed without warning.
         first = gateway_process(settings)
@@ -119,4 +148,6 @@ async def test_gateway_killed_mid_stream_loses_and_doubles_nothing(settings: Set
         with psycopg.connect(settings.database_url) as conn:
             assert conn.execute("SELECT count(*) FROM ledger_source_records").fetchone() == (2 * N,)
         # And nothing is left waiting in the submit stream.
-        assert (await js.stream_info(stream_name(settings.consortium, "SUBMIT"))).state.messages == 0
+        assert (
+            await js.stream_info(stream_name(settings.consortium, "SUBMIT"))
+        ).state.messages == 0

@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.envelope import build_envelope, encode
+from domain.submission import submission_key
 from exchange.bootstrap import Endpoints, open_runtime
 from exchange.ingest.gateway import POISON_DELIVERIES, Gateway
 from exchange.servers.nats import deadletter_subject, receipt_subject, stream_name, submit_subject
 from exchange.settings import Settings
-from domain.submission import submission_key
 from tests.factories import json_values, observation_item, resident
 from tests.integration.conftest import Running
 
@@ -46,13 +46,25 @@ async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settin
         running = Running(rt)
         key = await running.register("thc-1")
         c = settings.consortium
-        envelopes = [build_envelope(institution="thc-1", key=key, sent_at=datetime.now(UTC),
-                                    items=[observation_item(resident(n), f"o{n}", str(100 + n))])
-                     for n in range(11)]
+        envelopes = [
+            build_envelope(
+                institution="thc-1",
+                key=key,
+                sent_at=datetime.now(UTC),
+                items=[observation_item(resident(n), f"o{n}", str(100 + n))],
+            )
+            for n in range(11)
+        ]
         poison = envelopes[5]
         ledger = DefectiveLedger(rt.ledger, submission_key("thc-1", poison["submission_id"]))
-        gateway = Gateway(ledger, rt.nc, c, executor=rt.executor,  # type: ignore[arg-type]
-                          audit=rt.audit_writer, retry_delay=0.2)
+        gateway = Gateway(
+            ledger,
+            rt.nc,
+            c,
+            executor=rt.executor,  # type: ignore[arg-type]
+            audit=rt.audit_writer,
+            retry_delay=0.2,
+        )
         receipts: dict[str, dict[str, Any]] = {}
         got = asyncio.Event()
 
@@ -61,13 +73,17 @@ async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settin
             receipts[receipt["submission_id"]] = receipt
             if len(receipts) == len(envelopes):
                 got.set()
+
         await rt.nc.subscribe(receipt_subject(c, "thc-1"), cb=on_receipt)
         js = rt.nc.jetstream()
 
         # Eleven submissions, the poison in the middle, queued before the gateway starts.
         for env in envelopes:
-            await js.publish(submit_subject(c, "thc-1"), encode(env),
-                             headers={"Nats-Msg-Id": env["submission_id"]})
+            await js.publish(
+                submit_subject(c, "thc-1"),
+                encode(env),
+                headers={"Nats-Msg-Id": env["submission_id"]},
+            )
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.run(stop))
         try:
@@ -77,8 +93,9 @@ async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settin
             await task
 
         # Every other submission is stored; the poison is refused with a reason, not lost.
-        assert [receipts[e["submission_id"]]["status"] for e in envelopes] == \
-            ["accepted"] * 5 + ["rejected"] + ["accepted"] * 5
+        assert [receipts[e["submission_id"]]["status"] for e in envelopes] == ["accepted"] * 5 + [
+            "rejected"
+        ] + ["accepted"] * 5
         (problem,) = receipts[poison["submission_id"]]["problems"]
         assert problem["code"] == "gateway.internal_error"
         assert str(POISON_DELIVERIES) in problem["message"]
@@ -86,8 +103,9 @@ async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settin
         assert json.loads(kept.data)["submission_id"] == poison["submission_id"]
         info = await js.stream_info(stream_name(c, "SUBMIT"))
         assert info.state.messages == 0  # nothing left behind, nothing stuck
-        held = await rt.sync(rt.ledger.positions_of, [
-            submission_key("thc-1", e["submission_id"]) for e in envelopes])
+        held = await rt.sync(
+            rt.ledger.positions_of, [submission_key("thc-1", e["submission_id"]) for e in envelopes]
+        )
         assert len(held) == 10
 
 
@@ -95,8 +113,12 @@ async def test_garbage_of_any_shape_is_refused_with_reasons(exchange: Running) -
     key = await exchange.register("thc-2")
     c = exchange.rt.settings.consortium
     js = exchange.rt.nc.jetstream()
-    good = build_envelope(institution="thc-2", key=key, sent_at=datetime.now(UTC),
-                          items=[observation_item(resident(7), "g1")])
+    good = build_envelope(
+        institution="thc-2",
+        key=key,
+        sent_at=datetime.now(UTC),
+        items=[observation_item(resident(7), "g1")],
+    )
     sub = await exchange.rt.nc.subscribe(receipt_subject(c, "thc-2"))
 
     async def answer(data: bytes) -> dict[str, Any]:
@@ -113,17 +135,29 @@ async def test_garbage_of_any_shape_is_refused_with_reasons(exchange: Running) -
 
     def signed(junk: list[Any]) -> bytes:
         try:
-            return encode(build_envelope(institution="thc-2", key=key, items=junk,
-                                         sent_at=datetime.now(UTC)))
+            return encode(
+                build_envelope(institution="thc-2", key=key, items=junk, sent_at=datetime.now(UTC))
+            )
         except ValueError:  # JSON that RFC 8785 cannot sign (huge integers): send it unsigned
             return encode({**good, "events": junk})
 
     @settings(max_examples=20, deadline=None, database=None)
-    @given(st.binary(max_size=200) | st.builds(signed, st.lists(
-        st.dictionaries(st.sampled_from(["source_id", "kind", "payload", "x"]),
-                        json_values, max_size=4), min_size=1, max_size=3)))
+    @given(
+        st.binary(max_size=200)
+        | st.builds(
+            signed,
+            st.lists(
+                st.dictionaries(
+                    st.sampled_from(["source_id", "kind", "payload", "x"]), json_values, max_size=4
+                ),
+                min_size=1,
+                max_size=3,
+            ),
+        )
+    )
     def collect(data: bytes) -> None:
         examples.append(data)
+
     collect()
     for data in examples:
         receipt = await answer(data)

@@ -54,14 +54,26 @@ def wait_for(what: Any, timeout: float = 30) -> Any:
 
 
 async def test_gateway_processes_are_supervised_and_carry_the_submissions(
-        settings: Settings, tmp_path: Path) -> None:
+    settings: Settings, tmp_path: Path
+) -> None:
     assert settings.database_url and settings.nats_url
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIE_")}
-    env |= {"HIE_DATA_DIR": str(tmp_path / "data"), "HIE_DATABASE_URL": settings.database_url,
-            "HIE_NATS_URL": settings.nats_url, "HIE_CONSORTIUM": settings.consortium,
-            "HIE_HTTP_PORT": "0", "HIE_GATEWAY_PROCESSES": "2", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "exchange.cli", "up"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env |= {
+        "HIE_DATA_DIR": str(tmp_path / "data"),
+        "HIE_DATABASE_URL": settings.database_url,
+        "HIE_NATS_URL": settings.nats_url,
+        "HIE_CONSORTIUM": settings.consortium,
+        "HIE_HTTP_PORT": "0",
+        "HIE_GATEWAY_PROCESSES": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exchange.cli", "up"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         assert proc.stdout
         seen = ""
@@ -73,31 +85,50 @@ async def test_gateway_processes_are_supervised_and_carry_the_submissions(
         # Two gateways beside `hie up`; one killed without warning is replaced.
         first = wait_for(lambda: (g := gateways(up)) and len(g) == 2 and g)
         first[0].send_signal(signal.SIGKILL)
-        replaced = wait_for(lambda: (g := gateways(up)) and len(g) == 2
-                            and first[0].pid not in {p.pid for p in g} and g)
+        replaced = wait_for(
+            lambda: (
+                (g := gateways(up)) and len(g) == 2 and first[0].pid not in {p.pid for p in g} and g
+            )
+        )
 
         # An institution submits through NATS: every submission is accepted, by the gateways
         # (the `hie up` process runs none of its own).
         key = new_private_key()
         own = load_settings(env)
-        ledger = await asyncio.to_thread(Ledger, settings.database_url,
-                                         own.secrets.ledger_cipher_key, own.secrets.pseudonym_key)
-        await asyncio.to_thread(ledger.register_institution, "thc-g", "测试卫生院",
-                                "township_health_centre", public_key_b64(key))
+        ledger = await asyncio.to_thread(
+            Ledger, settings.database_url, own.secrets.ledger_cipher_key, own.secrets.pseudonym_key
+        )
+        await asyncio.to_thread(
+            ledger.register_institution,
+            "thc-g",
+            "测试卫生院",
+            "township_health_centre",
+            public_key_b64(key),
+        )
         ledger.close()
         nc = await nats.connect(settings.nats_url)
         sub = await nc.subscribe(receipt_subject(settings.consortium, "thc-g"))
-        envelopes = [build_envelope(institution="thc-g", key=key, sent_at=datetime.now(UTC),
-                                    items=[observation_item(resident(n), f"g{n}")])
-                     for n in range(10)]
+        envelopes = [
+            build_envelope(
+                institution="thc-g",
+                key=key,
+                sent_at=datetime.now(UTC),
+                items=[observation_item(resident(n), f"g{n}")],
+            )
+            for n in range(10)
+        ]
         js = nc.jetstream()
         for env_doc in envelopes:
-            await js.publish(submit_subject(settings.consortium, "thc-g"), encode(env_doc),
-                             headers={"Nats-Msg-Id": env_doc["submission_id"]})
+            await js.publish(
+                submit_subject(settings.consortium, "thc-g"),
+                encode(env_doc),
+                headers={"Nats-Msg-Id": env_doc["submission_id"]},
+            )
         receipts = [json.loads((await sub.next_msg(timeout=30)).data) for _ in envelopes]
         await nc.close()
-        assert sorted(r["submission_id"] for r in receipts) == \
-            sorted(e["submission_id"] for e in envelopes)
+        assert sorted(r["submission_id"] for r in receipts) == sorted(
+            e["submission_id"] for e in envelopes
+        )
         assert {r["status"] for r in receipts} == {"accepted"}
         # Each start is in the audit log with what it runs: `hie up` no gateway of its own,
         # and the two live gateway processes each theirs (the killed one may not have got
@@ -105,8 +136,12 @@ async def test_gateway_processes_are_supervised_and_carry_the_submissions(
         conn = await asyncpg.connect(settings.database_url)
         deadline = time.monotonic() + 60
         while True:
-            starts = [json.loads(r["record_text"])["settings"] for r in await conn.fetch(
-                "SELECT record_text FROM audit_log WHERE action = 'config.start' ORDER BY seq")]
+            starts = [
+                json.loads(r["record_text"])["settings"]
+                for r in await conn.fetch(
+                    "SELECT record_text FROM audit_log WHERE action = 'config.start' ORDER BY seq"
+                )
+            ]
             runs = [(start["http"], start["gateway"]) for start in starts]
             if runs.count((False, True)) >= 2 or time.monotonic() > deadline:
                 break

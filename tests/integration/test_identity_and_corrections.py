@@ -32,8 +32,16 @@ def obs(patient: dict[str, str], source_id: str, value: str, **item: Any) -> dic
 
 
 def newborn(patient: dict[str, str], source_id: str) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "patient", "payload": {
-        "patient": patient, "name": "王小宝", "gender": "male", "birth_date": "2026-10-30"}}
+    return {
+        "source_id": source_id,
+        "kind": "patient",
+        "payload": {
+            "patient": patient,
+            "name": "王小宝",
+            "gender": "male",
+            "birth_date": "2026-10-30",
+        },
+    }
 
 
 async def submit(running: Running, institution: str, items: list[dict[str, Any]]) -> dict:
@@ -49,8 +57,11 @@ def codes(receipt: dict) -> list[str]:
 async def values(reader: PatientRecordReader, pid: Any, at: int | None = None) -> list[str]:
     """The observation values in a patient's record (now, or as it stood at ``at``)."""
     rows = await reader.entries(pid, await reader.members(pid, at), at)
-    return sorted(str(json.loads(r["resource"])["valueQuantity"]["value"])
-                  for r in rows if r["kind"] == "observation")
+    return sorted(
+        str(json.loads(r["resource"])["valueQuantity"]["value"])
+        for r in rows
+        if r["kind"] == "observation"
+    )
 
 
 async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running) -> None:
@@ -60,8 +71,11 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
     rid = resident(41)
 
     # A newborn is registered at the county hospital with its MRN only: a temporary identity.
-    first = await submit(exchange, "county", [newborn(by_mrn("NB-001"), "pat-nb"),
-                                              obs(by_mrn("NB-001"), "obs-1", "37")])
+    first = await submit(
+        exchange,
+        "county",
+        [newborn(by_mrn("NB-001"), "pat-nb"), obs(by_mrn("NB-001"), "obs-1", "37")],
+    )
     assert first["status"] == "accepted"
     temp = await reader.find_patient(mrn_system("county"), "NB-001")
     assert temp is not None and (await reader.patient(temp))["temporary"] is True
@@ -84,8 +98,9 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
 
     # The hospital amends its result; the record shows the new value, history both.
     before_amend = await exchange.rt.sync(exchange.rt.ledger.max_position)
-    amended = await submit(exchange, "county", [obs(by_mrn("NB-001"), "obs-1-c", "36.5",
-                                                    amends="obs-1")])
+    amended = await submit(
+        exchange, "county", [obs(by_mrn("NB-001"), "obs-1-c", "36.5", amends="obs-1")]
+    )
     assert amended["status"] == "accepted"
     assert await values(reader, person) == ["36.5", "38"]
     assert await values(reader, person, before_amend) == ["37", "38"]
@@ -94,17 +109,30 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
     dx = condition_item(rid, "dx-1")
     await submit(exchange, "county", [dx])
     before_retract = await exchange.rt.sync(exchange.rt.ledger.max_position)
-    retracted = await submit(exchange, "county", [{
-        "source_id": "dx-1-x", "kind": "retract", "payload": {
-            "patient": {"resident_id": rid}, "record": "dx-1", "reason": "录入错误：患者非本人"}}])
+    retracted = await submit(
+        exchange,
+        "county",
+        [
+            {
+                "source_id": "dx-1-x",
+                "kind": "retract",
+                "payload": {
+                    "patient": {"resident_id": rid},
+                    "record": "dx-1",
+                    "reason": "录入错误：患者非本人",
+                },
+            }
+        ],
+    )
     assert retracted["status"] == "accepted"
     kinds_now = [r["kind"] for r in await reader.entries(person, [person, temp])]
     kinds_then = [r["kind"] for r in await reader.entries(person, [person, temp], before_retract)]
     assert "condition" not in kinds_now and "condition" in kinds_then
 
     # Corrections must point at a record the institution sent; identifiers must not collide.
-    unknown = await submit(exchange, "county", [obs(by_mrn("NB-001"), "obs-9", "1",
-                                                    amends="never-sent")])
+    unknown = await submit(
+        exchange, "county", [obs(by_mrn("NB-001"), "obs-9", "1", amends="never-sent")]
+    )
     assert unknown["status"] == "rejected" and codes(unknown) == ["correction.unknown_record"]
     other = resident(42)
     clash = await submit(exchange, "thc", [obs(by_mrn("T-77", resident_id=other), "obs-c", "2")])
@@ -113,26 +141,39 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
 
     # Over HTTP: the record as it stood before the amendment, by ledger position and instant.
     await submit(exchange, "county", [consent_item(rid, "consent-1")])
-    headers = {**token(exchange, "doctor-li", "county", "physician"),
-               "X-Purpose-Of-Use": "TREAT"}
+    headers = {**token(exchange, "doctor-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         now = await http.get(f"/fhir/Patient/{person}/$everything", headers=headers)
-        then = await http.get(f"/fhir/Patient/{person}/$everything",
-                              params={"_at": str(before_amend)}, headers=headers)
-        instant = await http.get(f"/fhir/Patient/{temp}/$everything",
-                                 params={"_at": datetime.now(UTC).isoformat()}, headers=headers)
-        bad = await http.get(f"/fhir/Patient/{person}/$everything",
-                             params={"_at": "yesterday"}, headers=headers)
+        then = await http.get(
+            f"/fhir/Patient/{person}/$everything",
+            params={"_at": str(before_amend)},
+            headers=headers,
+        )
+        instant = await http.get(
+            f"/fhir/Patient/{temp}/$everything",
+            params={"_at": datetime.now(UTC).isoformat()},
+            headers=headers,
+        )
+        bad = await http.get(
+            f"/fhir/Patient/{person}/$everything", params={"_at": "yesterday"}, headers=headers
+        )
 
     def observed(response: httpx.Response) -> list[Any]:
-        return sorted(e["resource"]["valueQuantity"]["value"] for e in response.json()["entry"]
-                      if e["resource"]["resourceType"] == "Observation")
+        return sorted(
+            e["resource"]["valueQuantity"]["value"]
+            for e in response.json()["entry"]
+            if e["resource"]["resourceType"] == "Observation"
+        )
+
     assert now.status_code == then.status_code == instant.status_code == 200
     assert observed(now) == [36.5, 38] and observed(then) == [37, 38]
     # Asking by the temporary id reads the surviving patient, every subject rewritten to it.
     assert instant.json()["entry"][0]["resource"]["id"] == str(person)
-    subjects = {e["resource"].get("subject", {}).get("reference") for e in instant.json()["entry"]
-                if e["resource"]["resourceType"] == "Observation"}
+    subjects = {
+        e["resource"].get("subject", {}).get("reference")
+        for e in instant.json()["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    }
     assert subjects == {f"Patient/{person}"}
     assert bad.status_code == 400
 
@@ -142,8 +183,15 @@ async def test_merge_and_unmerge_lose_and_double_nothing(exchange: Running) -> N
     reader = PatientRecordReader(exchange.rt.pool)
 
     # One person registered twice at the hospital (two MRNs, no resident ID yet).
-    await submit(exchange, "county", [newborn(by_mrn("A-1"), "pa"), obs(by_mrn("A-1"), "oa", "1"),
-                                      obs(by_mrn("A-1"), "oa2", "2")])
+    await submit(
+        exchange,
+        "county",
+        [
+            newborn(by_mrn("A-1"), "pa"),
+            obs(by_mrn("A-1"), "oa", "1"),
+            obs(by_mrn("A-1"), "oa2", "2"),
+        ],
+    )
     await submit(exchange, "county", [newborn(by_mrn("B-1"), "pb"), obs(by_mrn("B-1"), "ob", "3")])
     a = await reader.find_patient(mrn_system("county"), "A-1")
     b = await reader.find_patient(mrn_system("county"), "B-1")
@@ -152,8 +200,11 @@ async def test_merge_and_unmerge_lose_and_double_nothing(exchange: Running) -> N
     assert separate == (["1", "2"], ["3"])
 
     # ADT^A40: B-1 was A-1. One record, every entry once; B's MRN finds A.
-    merge = {"source_id": "a40-1", "kind": "merge",
-             "payload": {"patient": by_mrn("A-1"), "merged": by_mrn("B-1")}}
+    merge = {
+        "source_id": "a40-1",
+        "kind": "merge",
+        "payload": {"patient": by_mrn("A-1"), "merged": by_mrn("B-1")},
+    }
     assert (await submit(exchange, "county", [merge]))["status"] == "accepted"
     assert await values(reader, a) == ["1", "2", "3"]
     assert await reader.find_patient(mrn_system("county"), "B-1") == a
@@ -162,15 +213,21 @@ async def test_merge_and_unmerge_lose_and_double_nothing(exchange: Running) -> N
     assert await values(reader, a) == ["1", "2", "3", "4"]
 
     # Merging someone the index never saw is refused, and says which side is unknown.
-    ghost = {"source_id": "a40-2", "kind": "merge",
-             "payload": {"patient": by_mrn("A-1"), "merged": by_mrn("Z-9")}}
+    ghost = {
+        "source_id": "a40-2",
+        "kind": "merge",
+        "payload": {"patient": by_mrn("A-1"), "merged": by_mrn("Z-9")},
+    }
     refused = await submit(exchange, "county", [ghost])
     assert codes(refused) == ["patient.unknown"]
     assert refused["problems"][0]["field"] == "payload.merged"
 
     # The merge was a mistake: unmerge gives each back exactly what it had.
-    unmerge = {"source_id": "a37-1", "kind": "unmerge",
-               "payload": {"patient": by_mrn("A-1"), "unmerged": by_mrn("B-1")}}
+    unmerge = {
+        "source_id": "a37-1",
+        "kind": "unmerge",
+        "payload": {"patient": by_mrn("A-1"), "unmerged": by_mrn("B-1")},
+    }
     assert (await submit(exchange, "county", [unmerge]))["status"] == "accepted"
     assert (await values(reader, a), await values(reader, b)) == (["1", "2"], ["3", "4"])
     assert await reader.find_patient(mrn_system("county"), "B-1") == b

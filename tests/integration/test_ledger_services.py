@@ -29,24 +29,37 @@ async def heard(settings: Settings, commit: Callable[[], object]) -> list[str]:
     return got
 
 
-async def test_the_runtime_ledger_wakes_the_projections_at_each_commit(
-        settings: Settings) -> None:
+async def test_the_runtime_ledger_wakes_the_projections_at_each_commit(settings: Settings) -> None:
     endpoints = Endpoints(settings.database_url or "", settings.nats_url or "")
     async with open_runtime(settings, endpoints) as rt:
         key = public_key_b64(new_private_key())
         # Registering an institution is a commit: the projections' channel hears of it.
-        assert await heard(settings, lambda: rt.ledger.register_institution(
-            "thc-n", "测试卫生院", "township_health_centre", key)) == [LEDGER_CHANNEL]
+        assert await heard(
+            settings,
+            lambda: rt.ledger.register_institution(
+                "thc-n", "测试卫生院", "township_health_centre", key
+            ),
+        ) == [LEDGER_CHANNEL]
 
 
 async def test_a_ledger_without_a_channel_notifies_nobody(settings: Settings) -> None:
     assert settings.database_url
-    ledger = await asyncio.to_thread(Ledger, settings.database_url,
-                                     settings.secrets.ledger_cipher_key,
-                                     settings.secrets.pseudonym_key)
+    ledger = await asyncio.to_thread(
+        Ledger,
+        settings.database_url,
+        settings.secrets.ledger_cipher_key,
+        settings.secrets.pseudonym_key,
+    )
     try:
         key = public_key_b64(new_private_key())
-        assert await heard(settings, lambda: ledger.register_institution(
-            "thc-n", "测试卫生院", "township_health_centre", key)) == []
+        assert (
+            await heard(
+                settings,
+                lambda: ledger.register_institution(
+                    "thc-n", "测试卫生院", "township_health_centre", key
+                ),
+            )
+            == []
+        )
     finally:
         ledger.close()

@@ -107,8 +107,15 @@ CREATE INDEX IF NOT EXISTS revoked_tokens_at ON revoked_tokens (revoked_at);
 CREATE TABLE IF NOT EXISTS revoked_persons (person text PRIMARY KEY, before timestamptz NOT NULL);
 CREATE INDEX IF NOT EXISTS revoked_persons_before ON revoked_persons (before);
 """
-TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads", "break_glass_grants",
-          "revoked_tokens", "revoked_persons")
+TABLES = (
+    "audit_log",
+    "audit_nodes",
+    "audit_tree",
+    "audit_heads",
+    "break_glass_grants",
+    "revoked_tokens",
+    "revoked_persons",
+)
 
 
 @pytest.fixture
@@ -131,31 +138,54 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 async def rows(pool: asyncpg.Pool) -> dict[str, list[str]]:
     """Every row of every stored table, as PostgreSQL writes it, in a stable order."""
-    return {t: [r[0] for r in await pool.fetch(f"SELECT x::text FROM {t} x ORDER BY x::text")]
-            for t in TABLES}
+    return {
+        t: [r[0] for r in await pool.fetch(f"SELECT x::text FROM {t} x ORDER BY x::text")]
+        for t in TABLES
+    }
 
 
 async def catalog(pool: asyncpg.Pool) -> dict[str, list[Any]]:
     """The schema of the stored tables as the catalog describes it (comments aside)."""
     tables = list(TABLES)
     return {
-        "columns": [tuple(r) for r in await pool.fetch(
-            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-            "a.attstorage, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
-            "JOIN pg_class c ON c.oid = a.attrelid LEFT JOIN pg_attrdef d "
-            "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-            "WHERE c.relname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2",
-            tables)],
-        "indexes": [r[0] for r in await pool.fetch(
-            "SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1) ORDER BY 1", tables)],
-        "constraints": [tuple(r) for r in await pool.fetch(
-            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid::regclass::text = ANY($1) ORDER BY 1, 2", tables)],
-        "triggers": [r[0] for r in await pool.fetch(
-            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1")],
-        "functions": [r[0] for r in await pool.fetch(
-            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n "
-            "ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1")],
+        "columns": [
+            tuple(r)
+            for r in await pool.fetch(
+                "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+                "a.attstorage, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid LEFT JOIN pg_attrdef d "
+                "ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                "WHERE c.relname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2",
+                tables,
+            )
+        ],
+        "indexes": [
+            r[0]
+            for r in await pool.fetch(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1) ORDER BY 1", tables
+            )
+        ],
+        "constraints": [
+            tuple(r)
+            for r in await pool.fetch(
+                "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid::regclass::text = ANY($1) ORDER BY 1, 2",
+                tables,
+            )
+        ],
+        "triggers": [
+            r[0]
+            for r in await pool.fetch(
+                "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+            )
+        ],
+        "functions": [
+            r[0]
+            for r in await pool.fetch(
+                "SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n "
+                "ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1"
+            )
+        ],
     }
 
 
@@ -164,24 +194,44 @@ async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
     person cut off, a break-glass grant."""
     store = AuditStore(pool)
     for batch, size in enumerate((5, 1, 7)):
-        await store.append_many([
-            ({"action": "read", "decision": "permit" if n % 3 else "deny",
-              "person": f"doctor-{n % 4}", "institution": "thc", "purpose": "TREAT",
-              "patient_id": str(uuid.uuid4()), "reasons": [], "break_glass": n == 2},
-             T0 + timedelta(minutes=10 * batch, seconds=n)) for n in range(size)])
+        await store.append_many(
+            [
+                (
+                    {
+                        "action": "read",
+                        "decision": "permit" if n % 3 else "deny",
+                        "person": f"doctor-{n % 4}",
+                        "institution": "thc",
+                        "purpose": "TREAT",
+                        "patient_id": str(uuid.uuid4()),
+                        "reasons": [],
+                        "break_glass": n == 2,
+                    },
+                    T0 + timedelta(minutes=10 * batch, seconds=n),
+                )
+                for n in range(size)
+            ]
+        )
         if batch != 1:  # heads at sizes 5 and 13
             assert await store.record_head(signer.note, T0 + timedelta(minutes=10 * batch + 5))
-    await pool.execute("INSERT INTO revoked_tokens VALUES ($1, $2, $3)",
-                       "tok-1", T0, "lost phone")
+    await pool.execute("INSERT INTO revoked_tokens VALUES ($1, $2, $3)", "tok-1", T0, "lost phone")
     await pool.execute("INSERT INTO revoked_persons VALUES ($1, $2)", "doctor-9", T0)
     await pool.execute(
         "INSERT INTO break_glass_grants VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        uuid.uuid4(), "doctor-1", "thc", uuid.uuid4(), "ETREAT", "unconscious on arrival",
-        T0, T0 + timedelta(hours=4))
+        uuid.uuid4(),
+        "doctor-1",
+        "thc",
+        uuid.uuid4(),
+        "ETREAT",
+        "unconscious on arrival",
+        T0,
+        T0 + timedelta(hours=4),
+    )
 
 
 async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
-        pool: asyncpg.Pool) -> None:
+    pool: asyncpg.Pool,
+) -> None:
     signer = HeadSigner("t", secrets.token_bytes(32))
     # The previous code made its tables and used them.
     await pool.execute(PREVIOUS_SCHEMA)
@@ -192,7 +242,11 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
     # The new code starts: each component's baseline is adopted, the audit comments applied.
     applied = await migrate_stored_tables(pool)
     assert [(a.component, a.version, a.adopted) for a in applied] == [
-        ("audit", 1, True), ("audit", 2, False), ("consent", 1, True), ("revocations", 1, True)]
+        ("audit", 1, True),
+        ("audit", 2, False),
+        ("consent", 1, True),
+        ("revocations", 1, True),
+    ]
 
     # Nothing was lost: the same rows, and `hie audit verify`'s checks of the log still pass.
     assert await rows(pool) == before
@@ -212,14 +266,15 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
     # A second run is a no-op: nothing applied, the version records untouched.
     versions = await pool.fetch("SELECT * FROM schema_versions ORDER BY component, version")
     assert await migrate_stored_tables(pool) == []
-    assert await pool.fetch("SELECT * FROM schema_versions ORDER BY component, version") \
-        == versions
+    assert await pool.fetch("SELECT * FROM schema_versions ORDER BY component, version") == versions
     assert [(r["component"], r["version"], r["checksum"]) for r in versions] == [
-        (c.name, s.version, s.checksum) for c in STORED_TABLES for s in c.steps]
+        (c.name, s.version, s.checksum) for c in STORED_TABLES for s in c.steps
+    ]
 
 
 async def test_an_adopted_database_has_the_schema_a_fresh_one_gets(
-        pool: asyncpg.Pool, other_database_url: str) -> None:
+    pool: asyncpg.Pool, other_database_url: str
+) -> None:
     # One database made by the previous code, then migrated; one made by the migrations alone.
     await pool.execute(PREVIOUS_SCHEMA)
     previous = await catalog(pool)
@@ -239,12 +294,15 @@ async def test_an_adopted_database_has_the_schema_a_fresh_one_gets(
 
 
 async def test_a_database_newer_than_the_code_is_refused_before_anything_changes(
-        pool: asyncpg.Pool) -> None:
+    pool: asyncpg.Pool,
+) -> None:
     await migrate_stored_tables(pool)
     # A newer release migrated the consent tables further; this code's audit step 2 is
     # pretend-pending, so a refusal that came after applying it would show.
-    await pool.execute("INSERT INTO schema_versions (component, version, name, checksum) "
-                       "VALUES ('consent', 2, 'from a newer release', 'feed')")
+    await pool.execute(
+        "INSERT INTO schema_versions (component, version, name, checksum) "
+        "VALUES ('consent', 2, 'from a newer release', 'feed')"
+    )
     await pool.execute("DELETE FROM schema_versions WHERE component = 'audit' AND version = 2")
     with pytest.raises(SchemaTooNew) as refused:
         await migrate_stored_tables(pool)
@@ -252,7 +310,8 @@ async def test_a_database_newer_than_the_code_is_refused_before_anything_changes
     assert "'consent' schema is at version 2" in refused.value.message
     assert "(version 1)" in refused.value.message
     assert not await pool.fetchval(
-        "SELECT count(*) FROM schema_versions WHERE component = 'audit' AND version = 2")
+        "SELECT count(*) FROM schema_versions WHERE component = 'audit' AND version = 2"
+    )
 
 
 async def test_a_refused_database_stops_the_exchange_starting(settings: Settings) -> None:
@@ -260,8 +319,10 @@ async def test_a_refused_database_stops_the_exchange_starting(settings: Settings
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     try:
         await migrate_stored_tables(pool)
-        await pool.execute("INSERT INTO schema_versions (component, version, name, checksum) "
-                           "VALUES ('revocations', 7, 'from a newer release', 'feed')")
+        await pool.execute(
+            "INSERT INTO schema_versions (component, version, name, checksum) "
+            "VALUES ('revocations', 7, 'from a newer release', 'feed')"
+        )
     finally:
         await pool.close()
     with pytest.raises(SchemaTooNew, match="'revocations' schema is at version 7"):
@@ -272,8 +333,10 @@ async def test_a_refused_database_stops_the_exchange_starting(settings: Settings
 async def test_a_recorded_step_with_another_checksum_is_refused(pool: asyncpg.Pool) -> None:
     await migrate_stored_tables(pool)
     # Someone edited the released revocations baseline and a database ran the edited one.
-    await pool.execute("UPDATE schema_versions SET checksum = $1 WHERE component = "
-                       "'revocations' AND version = 1", checksum("CREATE TABLE edited ()"))
+    await pool.execute(
+        "UPDATE schema_versions SET checksum = $1 WHERE component = 'revocations' AND version = 1",
+        checksum("CREATE TABLE edited ()"),
+    )
     with pytest.raises(SchemaChanged) as refused:
         await migrate_stored_tables(pool)
     assert refused.value.code == "schema.checksum_mismatch"
@@ -281,25 +344,31 @@ async def test_a_recorded_step_with_another_checksum_is_refused(pool: asyncpg.Po
 
 
 async def test_two_migrators_at_once_apply_each_step_once(
-        database_url: str, pool: asyncpg.Pool) -> None:
+    database_url: str, pool: asyncpg.Pool
+) -> None:
     # A component whose step takes a while and counts its runs, beside the real ones.
-    slow = Component.of("slow", [
-        ("count runs", "CREATE TABLE runs (at timestamptz DEFAULT clock_timestamp())"),
-        ("take a while", "SELECT pg_sleep(0.5); INSERT INTO runs DEFAULT VALUES"),
-    ], ["runs"])
+    slow = Component.of(
+        "slow",
+        [
+            ("count runs", "CREATE TABLE runs (at timestamptz DEFAULT clock_timestamp())"),
+            ("take a while", "SELECT pg_sleep(0.5); INSERT INTO runs DEFAULT VALUES"),
+        ],
+        ["runs"],
+    )
     components = [*STORED_TABLES, slow]
     other = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         # Two processes start at the same moment against an empty database.
-        first, second = await asyncio.gather(migrate(pool, components),
-                                             migrate(other, components))
+        first, second = await asyncio.gather(migrate(pool, components), migrate(other, components))
     finally:
         await other.close()
     # One applied every step; the other waited for it and found nothing left.
     results: list[list[Applied]] = sorted([first, second], key=len)
     assert results[0] == []
     assert [(a.component, a.version) for a in results[1]] == [
-        (c.name, s.version) for c in components for s in c.steps]
+        (c.name, s.version) for c in components for s in c.steps
+    ]
     assert await pool.fetchval("SELECT count(*) FROM runs") == 1
     assert await pool.fetchval("SELECT count(*) FROM schema_versions") == sum(
-        c.version for c in components)
+        c.version for c in components
+    )

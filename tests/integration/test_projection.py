@@ -30,8 +30,12 @@ async def snapshot(rt: Runtime) -> dict[str, list[Any]]:
 
 async def append(rt: Runtime, key: Any, start: int, count: int) -> None:
     for n in range(start, start + count):
-        env = build_envelope(institution="thc-p", key=key, sent_at=datetime.now(UTC),
-                             items=record_items(resident(n), f"r{n}", consent=n % 2 == 0))
+        env = build_envelope(
+            institution="thc-p",
+            key=key,
+            sent_at=datetime.now(UTC),
+            items=record_items(resident(n), f"r{n}", consent=n % 2 == 0),
+        )
         valid, problems = validate_envelope(env)
         assert valid and not problems
         await rt.sync(rt.ledger.append, [Pending(valid, json.dumps(env), datetime.now(UTC))])
@@ -41,12 +45,19 @@ class Crash(Exception):
     pass
 
 
-async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(settings: Settings) -> None:
+async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(
+    settings: Settings,
+) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         key = new_private_key()
-        await rt.sync(rt.ledger.register_institution, "thc-p", "测试卫生院",
-                      "township_health_centre", public_key_b64(key))
+        await rt.sync(
+            rt.ledger.register_institution,
+            "thc-p",
+            "测试卫生院",
+            "township_health_centre",
+            public_key_b64(key),
+        )
         await append(rt, key, 0, 10)
         end = await rt.sync(rt.ledger.max_position)
 
@@ -54,11 +65,16 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
         async def crashing_read(after: int, limit: int) -> list[tuple[int, Any]]:
             events = await rt.sync(rt.ledger.read, after, limit)
             if after > 0:  # the batch's real events apply, then one that cannot be read
-                poison = Submission(institution="thc-p", submission_id="poison", envelope="{}",
-                                    patient_ids=[], received_at=datetime.now(UTC)
-                                    ).collect_events()[0]
+                poison = Submission(
+                    institution="thc-p",
+                    submission_id="poison",
+                    envelope="{}",
+                    patient_ids=[],
+                    received_at=datetime.now(UTC),
+                ).collect_events()[0]
                 return [*events, (10**9, poison)]
             return events
+
         first = PatientRecordProjection(rt.pool, crashing_read, batch=7)
         assert await first.catch_up_once() == 7
         with pytest.raises(RuntimeError):
@@ -68,6 +84,7 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
         # A fresh runner, started after the crash, and a rival running at the same time.
         async def read(after: int, limit: int) -> list[tuple[int, Any]]:
             return await rt.sync(rt.ledger.read, after, limit)
+
         second = PatientRecordProjection(rt.pool, read, batch=5)
         rival = PatientRecordProjection(rt.pool, read, batch=3)
         await append(rt, key, 10, 6)
@@ -80,8 +97,9 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
             assert await conn.fetchval("SELECT count(*) FROM consents") == 8
             assert await conn.fetchval("SELECT count(*) FROM patients") == 16
             # Each patient's demographics came with the submission that introduced them.
-            assert await conn.fetchval(
-                "SELECT count(*) FROM patients WHERE demographics IS NULL") == 0
+            assert (
+                await conn.fetchval("SELECT count(*) FROM patients WHERE demographics IS NULL") == 0
+            )
 
         # Rebuilt from the ledger, the projection is the same, row for row.
         await second.rebuild()
@@ -92,12 +110,18 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(setting
 
 
 async def test_runners_wake_on_the_ledgers_commit_and_race_without_doubling(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         key = new_private_key()
-        await rt.sync(rt.ledger.register_institution, "thc-p", "测试卫生院",
-                      "township_health_centre", public_key_b64(key))
+        await rt.sync(
+            rt.ledger.register_institution,
+            "thc-p",
+            "测试卫生院",
+            "township_health_centre",
+            public_key_b64(key),
+        )
 
         async def read(after: int, limit: int) -> list[tuple[int, Any]]:
             return await rt.sync(rt.ledger.read, after, limit)

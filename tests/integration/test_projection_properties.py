@@ -23,16 +23,20 @@ from tests.factories import observation_item, resident
 from tests.integration.test_projection import snapshot
 
 PATIENTS = 4
-ops = st.lists(st.one_of(
-    st.tuples(st.just("submit"), st.integers(0, PATIENTS - 1), st.integers(1, 3)),
-    st.tuples(st.just("repeat"), st.integers(0, 50), st.just(0)),
-    st.tuples(st.just("amend"), st.integers(0, 50), st.just(0)),
-    st.tuples(st.just("retract"), st.integers(0, 50), st.just(0)),
-    st.tuples(st.just("link"), st.integers(0, PATIENTS - 1), st.just(0)),
-    st.tuples(st.just("merge"), st.integers(0, PATIENTS - 1), st.integers(0, PATIENTS - 1)),
-    st.tuples(st.just("unmerge"), st.integers(0, PATIENTS - 1), st.integers(0, 2 * PATIENTS)),
-    st.tuples(st.just("project"), st.integers(1, 7), st.just(0)),
-), min_size=1, max_size=25)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(0, PATIENTS - 1), st.integers(1, 3)),
+        st.tuples(st.just("repeat"), st.integers(0, 50), st.just(0)),
+        st.tuples(st.just("amend"), st.integers(0, 50), st.just(0)),
+        st.tuples(st.just("retract"), st.integers(0, 50), st.just(0)),
+        st.tuples(st.just("link"), st.integers(0, PATIENTS - 1), st.just(0)),
+        st.tuples(st.just("merge"), st.integers(0, PATIENTS - 1), st.integers(0, PATIENTS - 1)),
+        st.tuples(st.just("unmerge"), st.integers(0, PATIENTS - 1), st.integers(0, 2 * PATIENTS)),
+        st.tuples(st.just("project"), st.integers(1, 7), st.just(0)),
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 class Story:
@@ -53,8 +57,9 @@ class Story:
         return {"mrn": f"{self.code}-M{i}"}
 
     def pending(self, items: list[dict[str, Any]]) -> Pending:
-        env = build_envelope(institution=self.code, key=self.key, sent_at=datetime.now(UTC),
-                             items=items)
+        env = build_envelope(
+            institution=self.code, key=self.key, sent_at=datetime.now(UTC), items=items
+        )
         valid, problems = validate_envelope(env)
         assert valid is not None, problems
         return Pending(valid, json.dumps(env, ensure_ascii=False), datetime.now(UTC))
@@ -87,9 +92,19 @@ class Story:
         elif op == "amend" and self.records:
             await self.send([self.obs(a % PATIENTS, amends=self.records[a % len(self.records)])])
         elif op == "retract" and self.records:
-            await self.send([{"source_id": self.sid(), "kind": "retract", "payload": {
-                "patient": self.ref(0), "record": self.records[a % len(self.records)],
-                "reason": "录入错误"}}])
+            await self.send(
+                [
+                    {
+                        "source_id": self.sid(),
+                        "kind": "retract",
+                        "payload": {
+                            "patient": self.ref(0),
+                            "record": self.records[a % len(self.records)],
+                            "reason": "录入错误",
+                        },
+                    }
+                ]
+            )
         elif op == "link":  # a resident ID arrives for a (maybe temporary) registration
             item = self.obs(a)
             item["payload"]["patient"] = {**self.ref(a), "resident_id": resident(a)}
@@ -98,8 +113,15 @@ class Story:
             if op == "unmerge" and self.merges and b % 2:  # most often, undo an earlier merge
                 a, b = self.merges[a % len(self.merges)]
             other = "merged" if op == "merge" else "unmerged"
-            done = await self.send([{"source_id": self.sid(), "kind": op,
-                                     "payload": {"patient": self.ref(a), other: self.ref(b)}}])
+            done = await self.send(
+                [
+                    {
+                        "source_id": self.sid(),
+                        "kind": op,
+                        "payload": {"patient": self.ref(a), other: self.ref(b)},
+                    }
+                ]
+            )
             if done and op == "merge":
                 self.merges.append((a, b))
             event(f"{op} {'accepted' if done else 'refused'}")
@@ -115,17 +137,25 @@ async def runtime(settings: Settings) -> Any:
         yield rt
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(story=ops)
 async def test_projection_equals_rebuild_and_holds_each_record_once(
-        runtime: Runtime, story: list[tuple[str, int, int]]) -> None:
+    runtime: Runtime, story: list[tuple[str, int, int]]
+) -> None:
     rt = runtime
     s = Story(rt)
-    await rt.sync(rt.ledger.register_institution, s.code, "测试卫生院", "township_health_centre",
-                  public_key_b64(s.key))
-    live = PatientRecordProjection(rt.pool, lambda after, limit: rt.sync(rt.ledger.read, after,
-                                                                          limit))
+    await rt.sync(
+        rt.ledger.register_institution,
+        s.code,
+        "测试卫生院",
+        "township_health_centre",
+        public_key_b64(s.key),
+    )
+    live = PatientRecordProjection(
+        rt.pool, lambda after, limit: rt.sync(rt.ledger.read, after, limit)
+    )
     for op, a, b in story:
         await s.step(op, a, b, live)
     live.batch = 500
@@ -142,15 +172,20 @@ async def test_projection_equals_rebuild_and_holds_each_record_once(
     # Every accepted source record: once in the ledger's index, once as an entry version.
     accepted = [(s.code, i.source_id) for p in s.sent for i in p.valid.items]
     async with rt.pool.acquire() as conn:
-        held = await conn.fetch("SELECT source_id FROM ledger_source_records "
-                                "WHERE institution = $1", s.code)
-        versions = await conn.fetch("SELECT source_id FROM record_entries "
-                                    "WHERE institution = $1", s.code)
+        held = await conn.fetch(
+            "SELECT source_id FROM ledger_source_records WHERE institution = $1", s.code
+        )
+        versions = await conn.fetch(
+            "SELECT source_id FROM record_entries WHERE institution = $1", s.code
+        )
         current = await conn.fetchval(
             "SELECT count(*) FROM record_entries WHERE institution = $1 AND valid_to IS NULL "
-            "GROUP BY entry_id ORDER BY 1 DESC LIMIT 1", s.code)
+            "GROUP BY entry_id ORDER BY 1 DESC LIMIT 1",
+            s.code,
+        )
     assert sorted(r["source_id"] for r in held) == sorted(sid for _, sid in accepted)
-    entry_sources = sorted(i.source_id for p in s.sent for i in p.valid.items
-                           if i.kind == "observation")
+    entry_sources = sorted(
+        i.source_id for p in s.sent for i in p.valid.items if i.kind == "observation"
+    )
     assert sorted(r["source_id"] for r in versions) == entry_sources
     assert current in (None, 1)  # never two current versions of one entry

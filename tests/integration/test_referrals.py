@@ -23,11 +23,15 @@ from tests.factories import record_items, resident
 from tests.integration.conftest import Running, running
 from tests.integration.test_walking_skeleton import submit, token
 
-FAST = ReferralPolicy(accept_within={"emergency": timedelta(seconds=2),
-                                     "urgent": timedelta(hours=24),
-                                     "routine": timedelta(hours=72)},
-                      follow_up_within=timedelta(seconds=2),
-                      care_after_completion=timedelta(seconds=3))
+FAST = ReferralPolicy(
+    accept_within={
+        "emergency": timedelta(seconds=2),
+        "urgent": timedelta(hours=24),
+        "routine": timedelta(hours=72),
+    },
+    follow_up_within=timedelta(seconds=2),
+    care_after_completion=timedelta(seconds=3),
+)
 
 
 @pytest.fixture
@@ -38,29 +42,59 @@ async def fast(settings: Settings) -> AsyncIterator[Running]:
         yield ex
 
 
-def referral(rid: str, source_id: str, to: str = "county", urgency: str = "routine",
-             **extra: Any) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "referral", "payload": {
-        "patient": {"resident_id": rid}, "to_institution": to, "urgency": urgency,
-        "from_department": "全科", "to_department": "心血管内科", "referring_doctor": "张医生",
-        "reason": "血压控制不佳，三种降压药联用后仍高于 160/100 mmHg",
-        "impression": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10",
-                        "version": "国家临床版2.0", "display": "原发性高血压"}],
-        "history": "高血压病史 8 年", "treatment": "氨氯地平 5mg qd",
-        "requested_at": datetime.now(UTC).isoformat(), **extra}}
+def referral(
+    rid: str, source_id: str, to: str = "county", urgency: str = "routine", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "kind": "referral",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "to_institution": to,
+            "urgency": urgency,
+            "from_department": "全科",
+            "to_department": "心血管内科",
+            "referring_doctor": "张医生",
+            "reason": "血压控制不佳，三种降压药联用后仍高于 160/100 mmHg",
+            "impression": [
+                {
+                    "system": "http://hl7.org/fhir/sid/icd-10",
+                    "code": "I10",
+                    "version": "国家临床版2.0",
+                    "display": "原发性高血压",
+                }
+            ],
+            "history": "高血压病史 8 年",
+            "treatment": "氨氯地平 5mg qd",
+            "requested_at": datetime.now(UTC).isoformat(),
+            **extra,
+        },
+    }
 
 
 def step(rid: str, source_id: str, ref: str, action: str, **extra: Any) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "referral_action", "payload": {
-        "patient": {"resident_id": rid}, "referral": ref, "action": action,
-        "at": datetime.now(UTC).isoformat(), **extra}}
+    return {
+        "source_id": source_id,
+        "kind": "referral_action",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "referral": ref,
+            "action": action,
+            "at": datetime.now(UTC).isoformat(),
+            **extra,
+        },
+    }
 
 
-BACK = {"diagnosis": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10",
-                       "display": "原发性高血压"}],
-        "results": "动态血压平均 152/96 mmHg；心超未见异常",
-        "treatment": "调整为氨氯地平 + 缬沙坦", "follow_up_plan": "两周内社区随访血压，每日自测",
-        "by": "李主任"}
+BACK = {
+    "diagnosis": [
+        {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10", "display": "原发性高血压"}
+    ],
+    "results": "动态血压平均 152/96 mmHg；心超未见异常",
+    "treatment": "调整为氨氯地平 + 缬沙坦",
+    "follow_up_plan": "两周内社区随访血压，每日自测",
+    "by": "李主任",
+}
 
 
 async def consortium(running: Running) -> None:
@@ -95,9 +129,13 @@ async def notes(running: Running, institution: str, want: int) -> list[dict[str,
 
 async def referral_rows(running: Running) -> tuple[list[Any], list[Any]]:
     pool = running.rt.pool
-    return ([dict(r) for r in await pool.fetch("SELECT * FROM referrals ORDER BY referral_id")],
-            [dict(r) for r in await pool.fetch(
-                "SELECT * FROM referral_events ORDER BY referral_id, version")])
+    return (
+        [dict(r) for r in await pool.fetch("SELECT * FROM referrals ORDER BY referral_id")],
+        [
+            dict(r)
+            for r in await pool.fetch("SELECT * FROM referral_events ORDER BY referral_id, version")
+        ],
+    )
 
 
 async def until(check: Any, timeout: float = 15.0) -> Any:
@@ -115,8 +153,9 @@ async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> 
     ref = "thc-east/REF-1"
     # A township doctor sees a hypertensive patient (who signed a separate consent) and
     # refers them up to the county hospital.
-    await accepted(exchange, "thc-east", [*record_items(rid, "thc-41", consent=True),
-                                          referral(rid, "REF-1")])
+    await accepted(
+        exchange, "thc-east", [*record_items(rid, "thc-41", consent=True), referral(rid, "REF-1")]
+    )
     await exchange.settle()
     county_md = {**token(exchange, "dr-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
     thc_md = {**token(exchange, "dr-zhang", "thc-east", "physician"), "X-Purpose-Of-Use": "TREAT"}
@@ -124,10 +163,12 @@ async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> 
         # The county is told, and finds the referral in its inbox, waiting, with a deadline.
         told = await notes(exchange, "county", 1)
         assert [(n["event"], n["status"], n["referral"]) for n in told] == [
-            ("request", "requested", ref)]
+            ("request", "requested", ref)
+        ]
         inbox = (await http.get("/referrals/inbox", headers=county_md)).json()["referrals"]
         assert [(r["referral"], r["status"], r["direction"]) for r in inbox] == [
-            (ref, "requested", "upward")]
+            (ref, "requested", "upward")
+        ]
         requested = datetime.fromisoformat(inbox[0]["requested_at"])
         assert datetime.fromisoformat(inbox[0]["deadline"]) - requested == timedelta(hours=72)
         pid = inbox[0]["patient_id"]
@@ -136,15 +177,19 @@ async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> 
         assert closed.status_code == 403 and "care.none" in closed.text
 
         # The county accepts; the township is told; now the county may read the record.
-        await accepted(exchange, "county", [step(rid, "CTY-A1", ref, "accept",
-                                                 department="心血管内科", by="李主任")])
+        await accepted(
+            exchange,
+            "county",
+            [step(rid, "CTY-A1", ref, "accept", department="心血管内科", by="李主任")],
+        )
         await exchange.settle()
         assert [n["event"] for n in await notes(exchange, "thc-east", 1)] == ["accept"]
         record = await http.get(f"/fhir/Patient/{pid}/$everything", headers=county_md)
         assert record.status_code == 200, record.text
         # The audit names both grounds: the patient's consent and the accepted referral.
         reads = await exchange.rt.audit_writer.store.records_of(
-            person="dr-li", token_id=None, start=requested, end=datetime.now(UTC))
+            person="dr-li", token_id=None, start=requested, end=datetime.now(UTC)
+        )
         read = [r for r in reads if r["action"] == "read"]
         assert [r["decision"] for r in read] == ["deny", "permit"]
         assert read[1]["legal_basis"].startswith("consent:")
@@ -162,45 +207,66 @@ async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> 
 
         # The township sees the referral (ServiceRequest) and its history (Task), then follows
         # up within the 14 days: the loop closes.
-        found = await http.get("/fhir/ServiceRequest", headers=thc_md,
-                               params={"patient": pid, "referral-status": "back_referred"})
+        found = await http.get(
+            "/fhir/ServiceRequest",
+            headers=thc_md,
+            params={"patient": pid, "referral-status": "back_referred"},
+        )
         assert found.status_code == 200, found.text
         [sr] = [e["resource"] for e in found.json()["entry"]]
         assert sr["status"] == "active" and sr["priority"] == "routine"
         assert sr["requester"]["reference"] == "Organization/thc-east"
         assert sr["performer"] == [{"reference": "Organization/county"}]
         assert sr["reasonCode"][0]["coding"][0]["code"] == "I10"
-        await accepted(exchange, "thc-east", [step(rid, "THC-F1", ref, "follow_up",
-                                                   notes="血压 138/86 mmHg，继续原方案")])
+        await accepted(
+            exchange,
+            "thc-east",
+            [step(rid, "THC-F1", ref, "follow_up", notes="血压 138/86 mmHg，继续原方案")],
+        )
         await exchange.settle()
         # The county, which took the middle steps itself, is told of the follow-up.
         assert [n["event"] for n in await notes(exchange, "county", 1)] == ["follow_up"]
         done = (await http.get(f"/fhir/ServiceRequest/{sr['id']}", headers=thc_md)).json()
         assert done["status"] == "completed"
-        history = await http.get("/fhir/Task", headers=county_md,
-                                 params={"focus": f"ServiceRequest/{sr['id']}"})
+        history = await http.get(
+            "/fhir/Task", headers=county_md, params={"focus": f"ServiceRequest/{sr['id']}"}
+        )
         tasks = [e["resource"] for e in history.json()["entry"]]
         assert [t["businessStatus"]["coding"][0]["code"] for t in tasks] == [
-            "requested", "accepted", "arrived", "completed", "back_referred", "followed_up"]
+            "requested",
+            "accepted",
+            "arrived",
+            "completed",
+            "back_referred",
+            "followed_up",
+        ]
         assert [t["owner"]["reference"] for t in tasks] == [
-            "Organization/thc-east", *["Organization/county"] * 4, "Organization/thc-east"]
+            "Organization/thc-east",
+            *["Organization/county"] * 4,
+            "Organization/thc-east",
+        ]
         back_task = tasks[4]
         assert {o["type"]["text"] for o in back_task["output"]} >= {
-            "diagnosis", "results", "follow-up plan"}
+            "diagnosis",
+            "results",
+            "follow-up plan",
+        }
 
         # An institution outside the referral sees none of it.
-        vc_md = {**token(exchange, "dr-zhao", "vc-peach", "physician"),
-                 "X-Purpose-Of-Use": "TREAT"}
-        assert (await http.get(f"/fhir/ServiceRequest/{sr['id']}", headers=vc_md)
-                ).status_code == 404
+        vc_md = {**token(exchange, "dr-zhao", "vc-peach", "physician"), "X-Purpose-Of-Use": "TREAT"}
+        assert (
+            await http.get(f"/fhir/ServiceRequest/{sr['id']}", headers=vc_md)
+        ).status_code == 404
         assert (await http.get("/fhir/ServiceRequest", headers=vc_md)).json()["total"] == 0
 
         # The county's statistics show the loop: one upward referral, accepted, followed up on
         # time.
         admin = token(exchange, "admin-1", "county", "admin")
         stats = (await http.get("/referrals/statistics", headers=admin)).json()
-        assert [(m["direction"], m["from_institution"], m["to_institution"], m["n"])
-                for m in stats["by_month"]] == [("upward", "thc-east", "county", 1)]
+        assert [
+            (m["direction"], m["from_institution"], m["to_institution"], m["n"])
+            for m in stats["by_month"]
+        ] == [("upward", "thc-east", "county", 1)]
         assert stats["follow_up"]["completion_rate"] == 1.0
         assert stats["follow_up"]["on_time"] == 1
         assert stats["time_to_accept_hours"][0]["accepted"] == 1
@@ -231,7 +297,9 @@ async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: R
     problem = await refused(exchange, "vc-peach", [step(rid, "X2", ref, "accept")])
     assert problem["code"] == "referral.unknown"
     assert await refused(exchange, "vc-peach", [step(other, "X2b", ref, "accept")]) == {
-        **problem, "source_id": "X2b"}
+        **problem,
+        "source_id": "X2b",
+    }
     # Steps out of order name the state and what is allowed there.
     problem = await refused(exchange, "county", [step(rid, "X3", ref, "complete")])
     assert problem["code"] == "referral.transition"
@@ -251,19 +319,26 @@ async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: R
     # A rejection needs its reason (checked with the item), and then closes the referral.
     problem = await refused(exchange, "county", [step(rid, "X6", ref, "reject")])
     assert problem["code"] == "referral.reason_missing"
-    await accepted(exchange, "county", [step(rid, "X7", ref, "reject", reason="本院床位已满",
-                                             reason_code="no_capacity")])
-    problem = await refused(exchange, "thc-east", [step(rid, "X8", ref, "cancel",
-                                                        reason="患者改变主意")])
+    await accepted(
+        exchange,
+        "county",
+        [step(rid, "X7", ref, "reject", reason="本院床位已满", reason_code="no_capacity")],
+    )
+    problem = await refused(
+        exchange, "thc-east", [step(rid, "X8", ref, "cancel", reason="患者改变主意")]
+    )
     assert problem["code"] == "referral.transition" and "it is closed" in problem["message"]
     # A refused step stored nothing: the referral's history is the request and the rejection.
     await exchange.settle()
     rows = await exchange.rt.pool.fetch(
         "SELECT action FROM referral_events e JOIN referrals r USING (referral_id) "
-        "WHERE r.reference = $1 ORDER BY version", ref)
+        "WHERE r.reference = $1 ORDER BY version",
+        ref,
+    )
     assert [r["action"] for r in rows] == ["request", "reject"]
-    rejections = (await exchange.rt.pool.fetch(
-        "SELECT rejection_reason FROM referrals WHERE reference = $1", ref))
+    rejections = await exchange.rt.pool.fetch(
+        "SELECT rejection_reason FROM referrals WHERE reference = $1", ref
+    )
     assert rejections[0]["rejection_reason"] == "本院床位已满"
     county_md = {**token(exchange, "dr-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
     async with httpx.AsyncClient(base_url=exchange.url) as http:
@@ -278,8 +353,10 @@ async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: R
         assert seen["meta"]["security"][0]["code"] == "REDACTED"
         assert "reasonCode" not in seen and "note" not in seen
         # The sender still sees all of it.
-        thc_md = {**token(exchange, "dr-zhang", "thc-east", "physician"),
-                  "X-Purpose-Of-Use": "TREAT"}
+        thc_md = {
+            **token(exchange, "dr-zhang", "thc-east", "physician"),
+            "X-Purpose-Of-Use": "TREAT",
+        }
         [mine] = (await http.get("/fhir/ServiceRequest", headers=thc_md)).json()["entry"]
         assert mine["resource"]["reasonCode"][0]["coding"][0]["code"] == "I10"
 
@@ -288,12 +365,16 @@ async def test_an_unanswered_emergency_referral_expires_and_both_are_told(fast: 
     await consortium(fast)
     rid = resident(44)
     ref = "thc-east/REF-E"
-    await accepted(fast, "thc-east", [*record_items(rid, "thc-44"),
-                                      referral(rid, "REF-E", urgency="emergency")])
+    await accepted(
+        fast,
+        "thc-east",
+        [*record_items(rid, "thc-44"), referral(rid, "REF-E", urgency="emergency")],
+    )
 
     async def expired() -> bool:
         status = await fast.rt.pool.fetchval(
-            "SELECT status FROM referrals WHERE reference = $1", ref)
+            "SELECT status FROM referrals WHERE reference = $1", ref
+        )
         return status == "expired"  # type: ignore[no-any-return]
 
     assert await until(expired)
@@ -314,8 +395,11 @@ async def test_a_restart_loses_no_timer(settings: Settings) -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(serve(rt, stop, http=False))
         await consortium(running)
-        await accepted(running, "thc-east", [*record_items(rid, "thc-45"),
-                                             referral(rid, "REF-R", urgency="emergency")])
+        await accepted(
+            running,
+            "thc-east",
+            [*record_items(rid, "thc-45"), referral(rid, "REF-R", urgency="emergency")],
+        )
         await running.settle()
         stop.set()
         await task
@@ -326,25 +410,30 @@ async def test_a_restart_loses_no_timer(settings: Settings) -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(serve(rt, stop, http=False))
         try:
+
             async def expired() -> bool:
                 return await rt.pool.fetchval("SELECT status FROM referrals") == "expired"  # type: ignore[no-any-return]
+
             assert await until(expired, 10)
-            events = await rt.pool.fetch("SELECT action, institution FROM referral_events "
-                                         "ORDER BY version")
+            events = await rt.pool.fetch(
+                "SELECT action, institution FROM referral_events ORDER BY version"
+            )
             assert [(e["action"], e["institution"]) for e in events] == [
-                ("request", "thc-east"), ("expire", None)]
+                ("request", "thc-east"),
+                ("expire", None),
+            ]
         finally:
             stop.set()
             await task
 
 
-async def test_overdue_follow_up_is_flagged_and_care_ends_after_completion(
-        fast: Running) -> None:
+async def test_overdue_follow_up_is_flagged_and_care_ends_after_completion(fast: Running) -> None:
     await consortium(fast)
     rid = resident(46)
     ref = "thc-east/REF-O"
-    await accepted(fast, "thc-east", [*record_items(rid, "thc-46", consent=True),
-                                      referral(rid, "REF-O")])
+    await accepted(
+        fast, "thc-east", [*record_items(rid, "thc-46", consent=True), referral(rid, "REF-O")]
+    )
     county_md = {**token(fast, "dr-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
     thc_md = {**token(fast, "dr-zhang", "thc-east", "physician"), "X-Purpose-Of-Use": "TREAT"}
     for n, action in enumerate(("accept", "arrive", "complete")):
@@ -353,25 +442,30 @@ async def test_overdue_follow_up_is_flagged_and_care_ends_after_completion(
     pid = await fast.rt.pool.fetchval("SELECT patient_id FROM referrals")
     async with httpx.AsyncClient(base_url=fast.url) as http:
         # Just completed: the county still treats the patient, for the configured span.
-        assert (await http.get(f"/fhir/Patient/{pid}/$everything", headers=county_md)
-                ).status_code == 200
+        assert (
+            await http.get(f"/fhir/Patient/{pid}/$everything", headers=county_md)
+        ).status_code == 200
         await accepted(fast, "county", [step(rid, "O3", ref, "back_refer", **BACK)])
 
         async def flagged() -> bool:
             return bool(await fast.rt.pool.fetchval("SELECT overdue FROM referrals"))
+
         assert await until(flagged)
         # The township's outbox shows the overdue follow-up; the county's statistics count it.
         outbox = (await http.get("/referrals/outbox", headers=thc_md)).json()["referrals"]
-        assert [(r["status"], r["follow_up_overdue"]) for r in outbox] == [
-            ("back_referred", True)]
+        assert [(r["status"], r["follow_up_overdue"]) for r in outbox] == [("back_referred", True)]
         stats = (await http.get("/referrals/statistics", headers=county_md)).json()
         assert stats["follow_up"]["overdue_open"] == 1
         # Late, the follow-up is still recorded, and counted as not on time.
         await accepted(fast, "thc-east", [step(rid, "O4", ref, "follow_up")])
         await fast.settle()
         stats = (await http.get("/referrals/statistics", headers=county_md)).json()
-        assert stats["follow_up"] == {**stats["follow_up"], "followed_up": 1, "on_time": 0,
-                                      "completion_rate": 1.0}
+        assert stats["follow_up"] == {
+            **stats["follow_up"],
+            "followed_up": 1,
+            "on_time": 0,
+            "completion_rate": 1.0,
+        }
         # Three seconds after completion the county's care relationship has ended.
         await asyncio.sleep(3.2)
         after = await http.get(f"/fhir/Patient/{pid}/$everything", headers=county_md)
@@ -381,22 +475,27 @@ async def test_overdue_follow_up_is_flagged_and_care_ends_after_completion(
 async def test_an_institution_offline_catches_up_in_order(exchange: Running) -> None:
     await consortium(exchange)
     info = await exchange.rt.nc.jetstream().stream_info(
-        stream_name(exchange.rt.settings.consortium, "NOTIFY"))
+        stream_name(exchange.rt.settings.consortium, "NOTIFY")
+    )
     assert info.config.max_age >= NOTIFY_DAYS * 86_400 > 86_400  # a day away loses nothing
     # The township centre is offline while three of its referrals are answered.
     for n in range(3):
         rid = resident(50 + n)
-        await accepted(exchange, "thc-east", [*record_items(rid, f"thc-5{n}"),
-                                              referral(rid, f"REF-OFF-{n}")])
-        await accepted(exchange, "county", [step(rid, f"CTY-OFF-{n}", f"thc-east/REF-OFF-{n}",
-                                                 "accept")])
-        await accepted(exchange, "county", [step(rid, f"CTY-ARR-{n}", f"thc-east/REF-OFF-{n}",
-                                                 "arrive")])
+        await accepted(
+            exchange, "thc-east", [*record_items(rid, f"thc-5{n}"), referral(rid, f"REF-OFF-{n}")]
+        )
+        await accepted(
+            exchange, "county", [step(rid, f"CTY-OFF-{n}", f"thc-east/REF-OFF-{n}", "accept")]
+        )
+        await accepted(
+            exchange, "county", [step(rid, f"CTY-ARR-{n}", f"thc-east/REF-OFF-{n}", "arrive")]
+        )
     await exchange.settle()
     # It reconnects: everything it missed arrives, in ledger order, and only once.
     got = await notes(exchange, "thc-east", 6)
     assert [(n["referral"], n["event"]) for n in got] == [
-        (f"thc-east/REF-OFF-{n}", e) for n in range(3) for e in ("accept", "arrive")]
+        (f"thc-east/REF-OFF-{n}", e) for n in range(3) for e in ("accept", "arrive")
+    ]
     assert [n["position"] for n in got] == sorted(n["position"] for n in got)
     assert await notes(exchange, "thc-east", 1) == []
     # The county got each request.
@@ -410,31 +509,45 @@ async def test_lookup_by_resident_id_finds_the_referred_patient(exchange: Runnin
     await exchange.settle()
     county_md = {**token(exchange, "dr-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
     async with httpx.AsyncClient(base_url=exchange.url) as http:
-        found = await http.get("/fhir/Patient", headers=county_md,
-                               params={"identifier": f"{RESIDENT_ID_SYSTEM}|{rid}"})
+        found = await http.get(
+            "/fhir/Patient", headers=county_md, params={"identifier": f"{RESIDENT_ID_SYSTEM}|{rid}"}
+        )
         pid = found.json()["entry"][0]["resource"]["id"]
-        listed = await http.get("/fhir/ServiceRequest", headers=county_md,
-                                params={"patient": pid, "referral-status": "requested",
-                                        "date": "ge2020-01-01"})
+        listed = await http.get(
+            "/fhir/ServiceRequest",
+            headers=county_md,
+            params={"patient": pid, "referral-status": "requested", "date": "ge2020-01-01"},
+        )
         assert [e["resource"]["identifier"][0]["value"] for e in listed.json()["entry"]] == [
-            "thc-east/REF-L"]
-        none = await http.get("/fhir/ServiceRequest", headers=county_md,
-                              params={"referral-status": "followed_up"})
+            "thc-east/REF-L"
+        ]
+        none = await http.get(
+            "/fhir/ServiceRequest", headers=county_md, params={"referral-status": "followed_up"}
+        )
         assert none.json()["total"] == 0
-        for bad_status in ({"status": "bogus"}, {"status": "active,bogus"},
-                           {"referral-status": "completed,nope"}):
+        for bad_status in (
+            {"status": "bogus"},
+            {"status": "active,bogus"},
+            {"referral-status": "completed,nope"},
+        ):
             bad = await http.get("/fhir/ServiceRequest", headers=county_md, params=bad_status)
             assert bad.status_code == 400, bad_status
         # FHIR's status and the loop's state are separate parameters.
-        active = await http.get("/fhir/ServiceRequest", headers=county_md,
-                                params={"status": "active"})
+        active = await http.get(
+            "/fhir/ServiceRequest", headers=county_md, params={"status": "active"}
+        )
         assert active.json()["total"] == 1
-        assert (await http.get("/fhir/ServiceRequest", headers=county_md,
-                               params={"status": "completed"})).json()["total"] == 0
+        assert (
+            await http.get(
+                "/fhir/ServiceRequest", headers=county_md, params={"status": "completed"}
+            )
+        ).json()["total"] == 0
         # Date prefixes on instants: the request time is inside [ge t, le t], outside gt t.
-        requested = (await http.get("/referrals/inbox", headers=county_md)).json()[
-            "referrals"][0]["requested_at"]
+        requested = (await http.get("/referrals/inbox", headers=county_md)).json()["referrals"][0][
+            "requested_at"
+        ]
         for prefix, hits in (("ge", 1), ("le", 1), ("eq", 1), ("gt", 0), ("lt", 0)):
-            got = await http.get("/fhir/ServiceRequest", headers=county_md,
-                                 params={"date": prefix + requested})
+            got = await http.get(
+                "/fhir/ServiceRequest", headers=county_md, params={"date": prefix + requested}
+            )
             assert got.json()["total"] == hits, prefix

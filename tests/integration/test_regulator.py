@@ -42,62 +42,109 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
         treat = {**doctor, "X-Purpose-Of-Use": "TREAT"}
         for _ in range(2):
             assert (await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat)).is_success
-        assert (await http.get(f"/fhir/Patient/{other_id}/$everything",
-                               headers=treat)).status_code == 403
-        assert (await http.post(f"/fhir/Patient/{other_id}/$break-glass", headers=doctor,
-                                json={"reason_code": "life-threatening",
-                                      "reason": "急诊抢救，需核对过敏史"})).is_success
-        assert (await http.get(f"/fhir/Patient/{other_id}/$everything",
-                               headers={**doctor, "X-Purpose-Of-Use": "ETREAT"})).is_success
+        assert (
+            await http.get(f"/fhir/Patient/{other_id}/$everything", headers=treat)
+        ).status_code == 403
+        assert (
+            await http.post(
+                f"/fhir/Patient/{other_id}/$break-glass",
+                headers=doctor,
+                json={"reason_code": "life-threatening", "reason": "急诊抢救，需核对过敏史"},
+            )
+        ).is_success
+        assert (
+            await http.get(
+                f"/fhir/Patient/{other_id}/$everything",
+                headers={**doctor, "X-Purpose-Of-Use": "ETREAT"},
+            )
+        ).is_success
 
         # Who saw the consented patient, and under which consent?
-        seen = (await http.get("/fhir/AuditEvent", headers=regulator,
-                               params={"patient": str(pid), "outcome": "0"})).json()
+        seen = (
+            await http.get(
+                "/fhir/AuditEvent", headers=regulator, params={"patient": str(pid), "outcome": "0"}
+            )
+        ).json()
         reads = [e["resource"] for e in seen["entry"]]
         assert [e["subtype"][0]["code"] for e in reads] == ["read", "read"]
         assert all(e["entity"][1]["what"]["reference"].startswith("Consent/") for e in reads)
         # Refusals by agent and purpose; break-glass events; a bad parameter is named.
-        refused = (await http.get("/fhir/AuditEvent", headers=regulator, params={
-            "agent": "doctor-liu", "outcome": "4", "purpose": "TREAT"})).json()
+        refused = (
+            await http.get(
+                "/fhir/AuditEvent",
+                headers=regulator,
+                params={"agent": "doctor-liu", "outcome": "4", "purpose": "TREAT"},
+            )
+        ).json()
         assert refused["total"] == 1
-        glass = (await http.get("/fhir/AuditEvent", headers=regulator,
-                                params={"break-glass": "true"})).json()
+        glass = (
+            await http.get("/fhir/AuditEvent", headers=regulator, params={"break-glass": "true"})
+        ).json()
         assert [e["resource"]["subtype"][0]["code"] for e in glass["entry"]] == [
-            "break-glass", "read"]
-        dated = (await http.get("/fhir/AuditEvent", headers=regulator, params=[
-            ("date", f"ge{start.isoformat()}"), ("agent", "doctor-liu")])).json()
+            "break-glass",
+            "read",
+        ]
+        dated = (
+            await http.get(
+                "/fhir/AuditEvent",
+                headers=regulator,
+                params=[("date", f"ge{start.isoformat()}"), ("agent", "doctor-liu")],
+            )
+        ).json()
         assert dated["total"] == 5
         bad = await http.get("/fhir/AuditEvent", headers=regulator, params={"outcome": "2"})
         assert bad.status_code == 400 and "outcome" in bad.text
 
         # The same search as a CSV file.
-        exported = await http.get("/audit/export.csv", headers=regulator,
-                                  params={"agent": "doctor-liu"})
+        exported = await http.get(
+            "/audit/export.csv", headers=regulator, params={"agent": "doctor-liu"}
+        )
         rows = list(csv.DictReader(io.StringIO(exported.text)))
         assert [r["decision"] for r in rows] == ["permit", "permit", "deny", "permit", "permit"]
 
         # Breach scope: everything Dr Liu was given in the window, by patient and category.
-        scope = (await http.get("/audit/breach-scope", headers=regulator, params={
-            "agent": "doctor-liu", "start": start.isoformat(),
-            "end": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()})).json()
+        scope = (
+            await http.get(
+                "/audit/breach-scope",
+                headers=regulator,
+                params={
+                    "agent": "doctor-liu",
+                    "start": start.isoformat(),
+                    "end": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+                },
+            )
+        ).json()
         by_patient = {p["patient_id"]: p for p in scope["patients"]}
         assert by_patient[str(pid)]["reads"] == 2
-        assert by_patient[str(pid)]["categories"] == ["demographics", "diagnosis", "encounter",
-                                                      "vital"]
-        assert by_patient[str(pid)]["resource_types"] == ["Condition", "Encounter",
-                                                          "Observation", "Patient"]
+        assert by_patient[str(pid)]["categories"] == [
+            "demographics",
+            "diagnosis",
+            "encounter",
+            "vital",
+        ]
+        assert by_patient[str(pid)]["resource_types"] == [
+            "Condition",
+            "Encounter",
+            "Observation",
+            "Patient",
+        ]
         assert by_patient[str(other_id)]["break_glass"] is True
 
         # The break-glass review queue, and a review that clears it.
         queue = (await http.get("/audit/break-glass-review", headers=regulator)).json()
         [pending] = queue["pending"]
-        assert pending["patient_id"] == str(other_id) and pending["reason_code"] == "life-threatening"
-        reviewed = await http.post(f"/audit/break-glass-review/{pending['seq']}",
-                                   headers=regulator, json={"outcome": "justified",
-                                                            "comment": "抢救记录已核实"})
+        assert (
+            pending["patient_id"] == str(other_id) and pending["reason_code"] == "life-threatening"
+        )
+        reviewed = await http.post(
+            f"/audit/break-glass-review/{pending['seq']}",
+            headers=regulator,
+            json={"outcome": "justified", "comment": "抢救记录已核实"},
+        )
         assert reviewed.is_success
         assert (await http.get("/audit/break-glass-review", headers=regulator)).json() == {
-            "pending": []}
+            "pending": []
+        }
 
         # A physician gets none of this.
         assert (await http.get("/audit/export.csv", headers=doctor)).status_code == 403
@@ -121,6 +168,7 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
                     return head.json()
                 await asyncio.sleep(0.1)
             raise AssertionError("no head was signed")
+
         first = await signed_head()
         first_cp = verify_note(first["checkpoint"], signer.origin, signer.public_raw, verify)
         for _ in range(100):  # the head signer runs every 0.2 s in tests; the log keeps growing
@@ -132,21 +180,42 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
         assert second_cp.size > first_cp.size
 
         seq = reads[0]["id"]
-        inclusion = (await http.get("/audit/proof/inclusion", headers=regulator,
-                                    params={"seq": seq, "size": second_cp.size})).json()
+        inclusion = (
+            await http.get(
+                "/audit/proof/inclusion",
+                headers=regulator,
+                params={"seq": seq, "size": second_cp.size},
+            )
+        ).json()
         leaf = SHA256.leaf_hash(inclusion["record"].encode())
         assert leaf == b64(inclusion["leaf_hash"])
-        assert verify_inclusion(SHA256, int(seq), second_cp.size, leaf,
-                                [b64(h) for h in inclusion["proof"]], second_cp.root)
-        consistency = (await http.get("/audit/proof/consistency", headers=regulator, params={
-            "first": first_cp.size, "second": second_cp.size})).json()
+        assert verify_inclusion(
+            SHA256,
+            int(seq),
+            second_cp.size,
+            leaf,
+            [b64(h) for h in inclusion["proof"]],
+            second_cp.root,
+        )
+        consistency = (
+            await http.get(
+                "/audit/proof/consistency",
+                headers=regulator,
+                params={"first": first_cp.size, "second": second_cp.size},
+            )
+        ).json()
         proof = [b64(h) for h in consistency["proof"]]
-        assert verify_consistency(SHA256, first_cp.size, second_cp.size, proof,
-                                  first_cp.root, second_cp.root)
-        assert not verify_consistency(SHA256, first_cp.size, second_cp.size, proof,
-                                      first_cp.root, SHA256.leaf_hash(b"forged"))
-        beyond = await http.get("/audit/proof/inclusion", headers=regulator,
-                                params={"seq": 0, "size": second_cp.size + 10**6})
+        assert verify_consistency(
+            SHA256, first_cp.size, second_cp.size, proof, first_cp.root, second_cp.root
+        )
+        assert not verify_consistency(
+            SHA256, first_cp.size, second_cp.size, proof, first_cp.root, SHA256.leaf_hash(b"forged")
+        )
+        beyond = await http.get(
+            "/audit/proof/inclusion",
+            headers=regulator,
+            params={"seq": 0, "size": second_cp.size + 10**6},
+        )
         assert beyond.status_code == 400
 
     # Every head was published on NATS for witnesses, in order.

@@ -18,8 +18,9 @@ from tests.integration.conftest import Running
 
 def envelope(running: Running, institution: str, items: list[dict[str, Any]], **kw: Any) -> dict:
     key = kw.pop("key", None) or running.keys[institution]
-    return build_envelope(institution=institution, items=items, key=key,
-                          sent_at=datetime.now(UTC), **kw)
+    return build_envelope(
+        institution=institution, items=items, key=key, sent_at=datetime.now(UTC), **kw
+    )
 
 
 async def send(running: Running, institution: str, envelopes: list[dict]) -> list[dict]:
@@ -28,8 +29,9 @@ async def send(running: Running, institution: str, envelopes: list[dict]) -> lis
     return [receipts[e["submission_id"]] for e in envelopes]
 
 
-async def receipts_for(running: Running, institution: str, submission_id: str,
-                       count: int) -> list[dict]:
+async def receipts_for(
+    running: Running, institution: str, submission_id: str, count: int
+) -> list[dict]:
     """Every receipt published for one submission, read straight off the receipts stream."""
     js = running.rt.nc.jetstream()
     stream = stream_name(running.rt.settings.consortium, "RECEIPTS")
@@ -45,8 +47,9 @@ async def receipts_for(running: Running, institution: str, submission_id: str,
 
 async def accepted_in_ledger(running: Running) -> list[tuple[str, str]]:
     events = await running.rt.sync(running.rt.ledger.read, 0, 10_000)
-    return [(e.institution, e.submission_id) for _, e in events
-            if isinstance(e, Submission.Accepted)]
+    return [
+        (e.institution, e.submission_id) for _, e in events if isinstance(e, Submission.Accepted)
+    ]
 
 
 async def test_a_repeated_submission_appends_nothing_and_gets_the_original_receipt(
@@ -96,8 +99,11 @@ async def test_bad_submissions_are_rejected_with_reasons_and_kept(exchange: Runn
     impostor = envelope(exchange, "thc-c", good)
     # A bad resident ID (wrong check digit) in one item, and a malformed payload in another.
     bad_id = "11010519491231002" + ("1" if resident(9)[-1] != "1" else "2")
-    items = [patient_item(bad_id, "p-1"), observation_item(resident(9), "o-1"),
-             {"source_id": "o-2", "kind": "observation", "payload": {"patient": {}}}]
+    items = [
+        patient_item(bad_id, "p-1"),
+        observation_item(resident(9), "o-1"),
+        {"source_id": "o-2", "kind": "observation", "payload": {"patient": {}}},
+    ]
     invalid = envelope(exchange, "thc-b", items)
 
     receipts = await send(exchange, "thc-b", [forged, invalid])
@@ -115,8 +121,11 @@ async def test_bad_submissions_are_rejected_with_reasons_and_kept(exchange: Runn
     # The impostor publishes on thc-b's subject an envelope from thc-c.
     await js.publish(subject, encode(impostor), headers={"Nats-Msg-Id": "impostor-1"})
     # An unknown institution, and bytes that are not JSON.
-    await js.publish(f"hie.{exchange.rt.settings.consortium}.submit.nobody",
-                     encode(envelope(exchange, "thc-b", good)), headers={"Nats-Msg-Id": "x-1"})
+    await js.publish(
+        f"hie.{exchange.rt.settings.consortium}.submit.nobody",
+        encode(envelope(exchange, "thc-b", good)),
+        headers={"Nats-Msg-Id": "x-1"},
+    )
     await js.publish(subject, b"\xff\xfe not json", headers={"Nats-Msg-Id": "garbage-1"})
 
     # Every rejected submission is kept in the dead-letter stream, with its reasons.
@@ -128,14 +137,20 @@ async def test_bad_submissions_are_rejected_with_reasons_and_kept(exchange: Runn
         await asyncio.sleep(0.1)
     assert info.state.messages == 5
     kept = [await js.get_msg(dead, seq) for seq in range(1, 6)]
-    reasons = sorted(sorted({p["code"] for p in json.loads(m.headers["Hie-Problems"])})
-                     for m in kept)
-    assert reasons == sorted([
-        ["signature.invalid"],  # forged
-        ["missing", "patient.no_identifier", "resident_id.check_digit"],  # invalid items
-        ["sender.mismatch", "signature.invalid"],  # impostor: thc-c's envelope on thc-b's subject
-        ["institution.unknown", "sender.mismatch"],  # unregistered subject
-        ["envelope.not_json"],  # garbage
-    ])
+    reasons = sorted(
+        sorted({p["code"] for p in json.loads(m.headers["Hie-Problems"])}) for m in kept
+    )
+    assert reasons == sorted(
+        [
+            ["signature.invalid"],  # forged
+            ["missing", "patient.no_identifier", "resident_id.check_digit"],  # invalid items
+            [
+                "sender.mismatch",
+                "signature.invalid",
+            ],  # impostor: thc-c's envelope on thc-b's subject
+            ["institution.unknown", "sender.mismatch"],  # unregistered subject
+            ["envelope.not_json"],  # garbage
+        ]
+    )
     assert kept[0].data == encode(forged)  # kept verbatim, for the sender to fix and resend
     assert await accepted_in_ledger(exchange) == []

@@ -11,22 +11,27 @@ import httpx
 from adapters.envelope import build_envelope
 from adapters.nats import SubmitClient
 from domain.identity import RESIDENT_ID_SYSTEM
-from exchange.servers.audit_heads import verify_log
 from exchange.auth.tokens import TokenIssuer
+from exchange.servers.audit_heads import verify_log
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 
 
 def token(running: Running, person: str, institution: str, role: str) -> dict[str, str]:
     issuer = TokenIssuer(running.rt.settings.secrets.token_key)
-    value, _ = issuer.issue(person=person, institution=institution, role=role,
-                            now=datetime.now(UTC))
+    value, _ = issuer.issue(
+        person=person, institution=institution, role=role, now=datetime.now(UTC)
+    )
     return {"Authorization": f"Bearer {value}"}
 
 
 async def submit(running: Running, institution: str, items: list[dict]) -> dict:
-    envelope = build_envelope(institution=institution, items=items,
-                              key=running.keys[institution], sent_at=datetime.now(UTC))
+    envelope = build_envelope(
+        institution=institution,
+        items=items,
+        key=running.keys[institution],
+        sent_at=datetime.now(UTC),
+    )
     client = SubmitClient(running.rt.nc, running.rt.settings.consortium, institution)
     return (await client.submit([envelope], wait=20))[envelope["submission_id"]]
 
@@ -52,8 +57,11 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
     treat = {**doctor, "X-Purpose-Of-Use": "TREAT"}
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         # The physician finds the patient by resident ID ...
-        found = await http.get("/fhir/Patient", headers=treat,
-                               params={"identifier": f"{RESIDENT_ID_SYSTEM}|{consented}"})
+        found = await http.get(
+            "/fhir/Patient",
+            headers=treat,
+            params={"identifier": f"{RESIDENT_ID_SYSTEM}|{consented}"},
+        )
         assert found.status_code == 200, found.text
         patient_id = found.json()["entry"][0]["resource"]["id"]
 
@@ -61,22 +69,38 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
         record = await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=treat)
         assert record.status_code == 200, record.text
         assert record.headers["content-type"].startswith("application/fhir+json")
-        resources = [e["resource"] for e in record.json()["entry"]
-                     if e["search"]["mode"] == "match"]
+        resources = [
+            e["resource"] for e in record.json()["entry"] if e["search"]["mode"] == "match"
+        ]
         senders = {r["meta"]["source"] for r in resources if r["resourceType"] != "Patient"}
-        assert senders == {"urn:county-hie:institution:thc-east",
-                           "urn:county-hie:institution:county"}
+        assert senders == {
+            "urn:county-hie:institution:thc-east",
+            "urn:county-hie:institution:county",
+        }
         kinds = sorted(r["resourceType"] for r in resources)
-        assert kinds == ["Condition", "Condition", "Encounter", "Encounter",
-                         "Observation", "Observation", "Patient"]
+        assert kinds == [
+            "Condition",
+            "Condition",
+            "Encounter",
+            "Encounter",
+            "Observation",
+            "Observation",
+            "Patient",
+        ]
         patient = resources[0]
         assert patient["resourceType"] == "Patient" and patient["name"][0]["text"] == "李建国"
         assert {i["system"] for i in patient["identifier"]} == {
-            RESIDENT_ID_SYSTEM, "urn:county-hie:mrn:thc-east", "urn:county-hie:mrn:county"}
+            RESIDENT_ID_SYSTEM,
+            "urn:county-hie:mrn:thc-east",
+            "urn:county-hie:mrn:county",
+        }
 
         # Without a consent the same physician is refused, with the reason.
-        other = await http.get("/fhir/Patient", headers=treat,
-                               params={"identifier": f"{RESIDENT_ID_SYSTEM}|{unconsented}"})
+        other = await http.get(
+            "/fhir/Patient",
+            headers=treat,
+            params={"identifier": f"{RESIDENT_ID_SYSTEM}|{unconsented}"},
+        )
         other_id = other.json()["entry"][0]["resource"]["id"]
         refused = await http.get(f"/fhir/Patient/{other_id}/$everything", headers=treat)
         assert refused.status_code == 403
@@ -86,14 +110,20 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
 
         # ETREAT without a grant is refused too; a grant needs a written reason.
         etreat = {**doctor, "X-Purpose-Of-Use": "ETREAT"}
-        assert (await http.get(f"/fhir/Patient/{other_id}/$everything", headers=etreat)
-                ).status_code == 403
-        no_reason = await http.post(f"/fhir/Patient/{other_id}/$break-glass", headers=doctor,
-                                    json={"reason_code": "unconscious"})
+        assert (
+            await http.get(f"/fhir/Patient/{other_id}/$everything", headers=etreat)
+        ).status_code == 403
+        no_reason = await http.post(
+            f"/fhir/Patient/{other_id}/$break-glass",
+            headers=doctor,
+            json={"reason_code": "unconscious"},
+        )
         assert no_reason.status_code == 400
-        granted = await http.post(f"/fhir/Patient/{other_id}/$break-glass", headers=doctor,
-                                  json={"reason_code": "unconscious",
-                                        "reason": "送医时昏迷，需紧急查看既往病史与用药"})
+        granted = await http.post(
+            f"/fhir/Patient/{other_id}/$break-glass",
+            headers=doctor,
+            json={"reason_code": "unconscious", "reason": "送医时昏迷，需紧急查看既往病史与用药"},
+        )
         assert granted.status_code == 200, granted.text
         emergency = await http.get(f"/fhir/Patient/{other_id}/$everything", headers=etreat)
         assert emergency.status_code == 200
@@ -110,9 +140,15 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
         audit = await http.get("/fhir/AuditEvent", headers=regulator, params={"patient": other_id})
         assert audit.status_code == 200, audit.text
         events = [e["resource"] for e in audit.json()["entry"]]
-        summary = [(e["subtype"][0]["code"], e["outcome"],
-                    e.get("purposeOfEvent", [{}])[0].get("coding", [{}])[0].get("code"),
-                    bool(e.get("extension"))) for e in events]
+        summary = [
+            (
+                e["subtype"][0]["code"],
+                e["outcome"],
+                e.get("purposeOfEvent", [{}])[0].get("coding", [{}])[0].get("code"),
+                bool(e.get("extension")),
+            )
+            for e in events
+        ]
         assert summary == [
             ("lookup", "0", "TREAT", False),
             ("read", "4", "TREAT", False),
@@ -124,20 +160,26 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
         assert all(e["agent"][0]["who"]["identifier"]["value"] == "doctor-wang" for e in events)
 
         # A physician cannot read the audit; a regulator cannot read clinical data.
-        assert (await http.get("/fhir/AuditEvent", headers=doctor,
-                               params={"patient": other_id})).status_code == 403
+        assert (
+            await http.get("/fhir/AuditEvent", headers=doctor, params={"patient": other_id})
+        ).status_code == 403
         reg_treat = {**regulator, "X-Purpose-Of-Use": "TREAT"}
-        assert (await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=reg_treat)
-                ).status_code == 403
+        assert (
+            await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=reg_treat)
+        ).status_code == 403
         # No token at all: 401; a malformed patient id: 404. Both refusals are audited too.
         assert (await http.get(f"/fhir/Patient/{patient_id}/$everything")).status_code == 401
-        assert (await http.get("/fhir/Patient/not-an-id/$everything", headers=treat)
-                ).status_code == 404
+        assert (
+            await http.get("/fhir/Patient/not-an-id/$everything", headers=treat)
+        ).status_code == 404
         refusals = await exchange.rt.pool.fetch(
             "SELECT record_text::jsonb->>'action' AS action, record_text::jsonb->'reasons'->0->>'code'"
-            " AS code FROM audit_log WHERE seq > (SELECT max(seq) - 2 FROM audit_log) ORDER BY seq")
+            " AS code FROM audit_log WHERE seq > (SELECT max(seq) - 2 FROM audit_log) ORDER BY seq"
+        )
         assert [(r["action"], r["code"]) for r in refusals] == [
-            ("read.authenticate", "token.invalid"), ("read", "patient.not_found")]
+            ("read.authenticate", "token.invalid"),
+            ("read", "patient.not_found"),
+        ]
 
     # The audit chain holds over everything recorded.
     assert (await verify_log(exchange.rt.pool, exchange.rt.head_signer())).ok
@@ -146,8 +188,9 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
 async def test_no_data_leaves_when_the_audit_cannot_record_the_read(exchange: Running) -> None:
     await exchange.register("thc-east")
     rid = resident(3)
-    assert (await submit(exchange, "thc-east", record_items(rid, "v", consent=True)))["status"] \
-        == "accepted"
+    assert (await submit(exchange, "thc-east", record_items(rid, "v", consent=True)))[
+        "status"
+    ] == "accepted"
     await exchange.settle()
     patient_id = exchange.rt.ledger.patient_id(rid)
     treat = {**token(exchange, "doctor-wang", "thc-east", "physician"), "X-Purpose-Of-Use": "TREAT"}

@@ -39,8 +39,12 @@ EXPECTED: dict[tuple[str, str], tuple[str, str]] = {
 CLOSED = ("rejected", "followed_up", "cancelled", "expired")
 
 # A legal path from a fresh referral to each state, as (action, role).
-_TO_BACK_REFERRED = [("accept", "receiver"), ("arrive", "receiver"), ("complete", "receiver"),
-                     ("back_refer", "receiver")]
+_TO_BACK_REFERRED = [
+    ("accept", "receiver"),
+    ("arrive", "receiver"),
+    ("complete", "receiver"),
+    ("back_refer", "receiver"),
+]
 PATHS: dict[str, list[tuple[str, str]]] = {
     "requested": [],
     "accepted": _TO_BACK_REFERRED[:1],
@@ -54,20 +58,28 @@ PATHS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def new_referral(urgency: str = "routine", at: datetime = T0,
-                 policy: ReferralPolicy = POLICY) -> Referral:
+def new_referral(
+    urgency: str = "routine", at: datetime = T0, policy: ReferralPolicy = POLICY
+) -> Referral:
     """A fresh synthetic referral from a township health centre to the county hospital."""
     reference = reference_for(REFERRAL_SENDER, "REF-0001")
-    return Referral(reference=reference, patient_id=uuid5(NAMESPACE_URL, "synthetic-patient-1"),
-                    from_institution=REFERRAL_SENDER, to_institution=REFERRAL_RECEIVER,
-                    direction="upward", urgency=urgency,
-                    content={"reason": "血压控制不佳，需上级医院调整用药"},
-                    received_at=at, accept_by=at + policy.accept_within[urgency],
-                    source="REF-0001")
+    return Referral(
+        reference=reference,
+        patient_id=uuid5(NAMESPACE_URL, "synthetic-patient-1"),
+        from_institution=REFERRAL_SENDER,
+        to_institution=REFERRAL_RECEIVER,
+        direction="upward",
+        urgency=urgency,
+        content={"reason": "血压控制不佳，需上级医院调整用药"},
+        received_at=at,
+        accept_by=at + policy.accept_within[urgency],
+        source="REF-0001",
+    )
 
 
-def act(referral: Referral, action: str, role: str, at: datetime,
-        policy: ReferralPolicy = POLICY) -> None:
+def act(
+    referral: Referral, action: str, role: str, at: datetime, policy: ReferralPolicy = POLICY
+) -> None:
     referral.act(action, REFERRAL_PARTIES[role], {}, at, policy)
 
 

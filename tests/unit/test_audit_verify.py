@@ -55,7 +55,7 @@ def test_a_changed_byte_is_named(n: int, data: st.DataObject) -> None:
 def test_a_deleted_row_is_named(n: int, data: st.DataObject) -> None:
     rows, heads = log(n)
     i = data.draw(st.integers(0, n - 2))
-    report = run(rows[:i] + rows[i + 1:], heads, n)
+    report = run(rows[:i] + rows[i + 1 :], heads, n)
     assert (report.findings[0].code, report.findings[0].seq) == ("audit.record_missing", i)
 
 

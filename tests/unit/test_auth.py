@@ -67,9 +67,16 @@ def jws(claims: dict[str, Any], key: Any = COUNTY_KEY, header: dict[str, Any] | 
 
 
 def claims(**changes: Any) -> dict[str, Any]:
-    base = {"iss": "county", "sub": "doctor-0042", "role": "physician", "aud": AUDIENCE,
-            "iat": int(NOW.timestamp()) - 600, "exp": int(NOW.timestamp()) + 8 * 3600,
-            "jti": "9f1c2e", "amr": ["pwd", "otp"]}
+    base = {
+        "iss": "county",
+        "sub": "doctor-0042",
+        "role": "physician",
+        "aud": AUDIENCE,
+        "iat": int(NOW.timestamp()) - 600,
+        "exp": int(NOW.timestamp()) + 8 * 3600,
+        "jti": "9f1c2e",
+        "amr": ["pwd", "otp"],
+    }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -166,8 +173,9 @@ def test_alg_none_hs256_and_a_foreign_alg_are_refused() -> None:
     refused(f"{none}.{body}.", "token.bad_algorithm")
     refused(f"{none}.{body}.{b64(b'x')}", "token.bad_algorithm")
     # HS256 keyed with the public key (the classic confusion): never HMAC, whatever the key.
-    pem = COUNTY_KEY.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = COUNTY_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     hs = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
     mac = hmac.new(pem, f"{hs}.{body}".encode(), hashlib.sha256).digest()
     refused(f"{hs}.{body}.{b64(mac)}", "token.bad_algorithm")
@@ -178,8 +186,9 @@ def test_alg_none_hs256_and_a_foreign_alg_are_refused() -> None:
 
 def test_a_key_in_the_header_is_never_used() -> None:
     forged = Ed25519PrivateKey.generate()
-    raw = forged.public_key().public_bytes(serialization.Encoding.Raw,
-                                           serialization.PublicFormat.Raw)
+    raw = forged.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     header = {"alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}}
     refused(jws(claims(), forged, header), "token.bad_signature")
 
@@ -201,13 +210,19 @@ EDDSA, DUPLICATE_ALG = b'{"alg":"EdDSA"}', b'{"alg":"EdDSA","alg":"none"}'
 COUNTY_CLAIMS = json.dumps(claims()).encode()
 
 
-@pytest.mark.parametrize("token", [
-    "", "a.b", "a.b.c.d", "not a token.x.y",
-    f"{b64(EDDSA)}.{b64(COUNTY_CLAIMS)}.sig+with/plain=base64",
-    f"{b64(b'[1]')}.{b64(COUNTY_CLAIMS)}.{b64(b'x')}",
-    f"{b64(DUPLICATE_ALG)}.{b64(COUNTY_CLAIMS)}.{b64(b'x')}",
-    f"{b64(b'{}')}.{b64(b'not json')}.{b64(b'x')}",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "not a token.x.y",
+        f"{b64(EDDSA)}.{b64(COUNTY_CLAIMS)}.sig+with/plain=base64",
+        f"{b64(b'[1]')}.{b64(COUNTY_CLAIMS)}.{b64(b'x')}",
+        f"{b64(DUPLICATE_ALG)}.{b64(COUNTY_CLAIMS)}.{b64(b'x')}",
+        f"{b64(b'{}')}.{b64(b'not json')}.{b64(b'x')}",
+    ],
+)
 def test_malformed_tokens_are_refused(token: str) -> None:
     refused(token, "token.malformed")
 
@@ -223,9 +238,10 @@ def test_each_required_claim_is_required(claim: str) -> None:
 def test_any_changed_character_is_refused_or_changes_nothing(data: st.DataObject) -> None:
     token = jws(claims())
     at = data.draw(st.integers(0, len(token) - 1))
-    char = data.draw(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                     "0123456789-_."))
-    changed = token[:at] + char + token[at + 1:]
+    char = data.draw(
+        st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+    )
+    changed = token[:at] + char + token[at + 1 :]
     try:
         ident = verify(changed)
     except TokenError:
@@ -238,8 +254,11 @@ def test_any_changed_character_is_refused_or_changes_nothing(data: st.DataObject
 
 
 def pem(key: Any) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def test_logins_toml_maps_institutions_to_keys_and_roles(tmp_path: Path) -> None:
@@ -255,28 +274,36 @@ public_key = {{ file = "thc-east.pub.pem" }}
     login = load_hospital_logins(tmp_path, consortium="ignored", env={})
     assert login.audience == AUDIENCE
     assert login.logins["county"].roles == {"physician", "nurse"}
-    assert verify_hospital_token(jws(claims(iss="thc-east"), TOWNSHIP_KEY), login.logins,
-                                 audience=AUDIENCE, now=NOW).institution == "thc-east"
+    assert (
+        verify_hospital_token(
+            jws(claims(iss="thc-east"), TOWNSHIP_KEY), login.logins, audience=AUDIENCE, now=NOW
+        ).institution
+        == "thc-east"
+    )
 
 
 def test_without_a_logins_file_no_hospital_is_trusted(tmp_path: Path) -> None:
     login = load_hospital_logins(tmp_path, consortium="c1", env={})
     assert login.logins == {} and login.audience == "hie:c1"
     with pytest.raises(ConfigurationError):  # a file named explicitly must exist
-        load_hospital_logins(tmp_path, consortium="c1",
-                             env={"HIE_LOGINS_FILE": str(tmp_path / "missing.toml")})
+        load_hospital_logins(
+            tmp_path, consortium="c1", env={"HIE_LOGINS_FILE": str(tmp_path / "missing.toml")}
+        )
 
 
-@pytest.mark.parametrize("table", [
-    {"patient": {"public_key": pem(COUNTY_KEY)}},
-    {"county": {}},
-    {"county": {"public_key": "not a key"}},
-    {"county": {"public_key": pem(rsa.generate_private_key(65537, 2048))}},
-    {"county": {"public_key": pem(ec.generate_private_key(ec.SECP384R1()))}},
-    {"county": {"public_key": pem(COUNTY_KEY), "roles": ["patient"]}},
-    {"county": {"public_key": pem(COUNTY_KEY), "roles": []}},
-    {"county": {"public_key": [], "roles": ["nurse"]}},
-])
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"patient": {"public_key": pem(COUNTY_KEY)}},
+        {"county": {}},
+        {"county": {"public_key": "not a key"}},
+        {"county": {"public_key": pem(rsa.generate_private_key(65537, 2048))}},
+        {"county": {"public_key": pem(ec.generate_private_key(ec.SECP384R1()))}},
+        {"county": {"public_key": pem(COUNTY_KEY), "roles": ["patient"]}},
+        {"county": {"public_key": pem(COUNTY_KEY), "roles": []}},
+        {"county": {"public_key": [], "roles": ["nurse"]}},
+    ],
+)
 def test_a_logins_file_that_cannot_work_fails_loudly(table: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         parse_logins({"institutions": table})
@@ -294,10 +321,8 @@ def test_two_keys_while_a_hospital_rotates() -> None:
 
 async def test_the_chain_routes_by_shape() -> None:
     issuer = TokenIssuer(secrets.token_bytes(32))
-    chain = ChainAuthenticator([ExchangeTokens(issuer),
-                                HospitalLogin(LOGINS, audience=AUDIENCE)])
-    own, ident = issuer.issue(person="inspector-1", institution="bureau", role="regulator",
-                              now=NOW)
+    chain = ChainAuthenticator([ExchangeTokens(issuer), HospitalLogin(LOGINS, audience=AUDIENCE)])
+    own, ident = issuer.issue(person="inspector-1", institution="bureau", role="regulator", now=NOW)
     assert await chain.authenticate(own, now=NOW) == ident
     hospital = await chain.authenticate(jws(claims()), now=NOW)
     assert hospital.token_id == "county:9f1c2e"
@@ -355,8 +380,9 @@ async def test_a_revoked_token_is_refused_with_its_code() -> None:
 
 def test_exchange_tokens_carry_their_issue_time_to_the_second() -> None:
     issuer = TokenIssuer(secrets.token_bytes(32))
-    token, ident = issuer.issue(person="p", institution="i", role="nurse",
-                                now=NOW + timedelta(microseconds=700_000))
+    token, ident = issuer.issue(
+        person="p", institution="i", role="nurse", now=NOW + timedelta(microseconds=700_000)
+    )
     assert ident.issued_at == NOW
     assert issuer.verify(token, now=NOW).issued_at == NOW
 
@@ -383,8 +409,9 @@ async def test_a_remembered_token_is_still_refused_once_it_expires() -> None:
 
     issuer = TokenIssuer(bytes(range(32)))
     now = datetime(2026, 11, 29, 9, tzinfo=UTC)
-    token, _ = issuer.issue(person="dr-li", institution="county", role="physician", now=now,
-                            ttl=timedelta(minutes=5))
+    token, _ = issuer.issue(
+        person="dr-li", institution="county", role="physician", now=now, ttl=timedelta(minutes=5)
+    )
     tokens = ExchangeTokens(issuer)
     assert (await tokens.authenticate(token, now=now)).person == "dr-li"
     assert (await tokens.authenticate(token, now=now + timedelta(minutes=4))).person == "dr-li"
@@ -392,5 +419,6 @@ async def test_a_remembered_token_is_still_refused_once_it_expires() -> None:
         await tokens.authenticate(token, now=now + timedelta(minutes=5))
     # A token altered by one character is verified afresh, not taken from memory.
     with pytest.raises(TokenError):
-        await tokens.authenticate(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1],
-                                  now=now)
+        await tokens.authenticate(
+            token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1], now=now
+        )

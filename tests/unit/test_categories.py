@@ -42,18 +42,28 @@ def entry(kind: str, code: dict[str, Any] | None = None, **extra: Any) -> Any:
     code = code or coding(LOCAL, "X1", "普通项目")
     body: dict[str, Any] = {
         "patient": {"name": "王秀英", "gender": "female"},
-        "encounter": {"encounter_class": "outpatient", "status": "finished", "start": AT,
-                      "department": "全科", "reason": [code]},
+        "encounter": {
+            "encounter_class": "outpatient",
+            "status": "finished",
+            "start": AT,
+            "department": "全科",
+            "reason": [code],
+        },
         "condition": {"code": code},
-        "observation": {"code": code, "status": "final", "category": "laboratory",
-                        "effective": AT},
+        "observation": {"code": code, "status": "final", "category": "laboratory", "effective": AT},
         "medication_request": {"medication": code, "status": "active", "authored": AT},
         "medication_dispense": {"medication": code, "status": "completed"},
         "procedure": {"code": code, "status": "completed"},
         "immunization": {"vaccine": code, "status": "completed", "occurrence": AT},
         "allergy": {"substance": code},
-        "document": {"type": code, "title": "出院小结", "created": AT,
-                     "content_type": "application/pdf", "sha256": "0" * 64, "size": 10},
+        "document": {
+            "type": code,
+            "title": "出院小结",
+            "created": AT,
+            "content_type": "application/pdf",
+            "sha256": "0" * 64,
+            "size": 10,
+        },
     }[kind]
     return parse_payload(kind, {"patient": {"resident_id": RID}, **body, **extra})
 
@@ -64,22 +74,39 @@ def diagnosis(code: str, system: str = ICD10, display: str = "某诊断") -> tup
 
 # --- the base category of each kind --------------------------------------------------------
 
-@pytest.mark.parametrize(("kind", "base"), [
-    ("patient", "demographics"), ("encounter", "encounter"), ("condition", "diagnosis"),
-    ("observation", "lab"), ("medication_request", "medication"),
-    ("medication_dispense", "medication"), ("procedure", "procedure"),
-    ("immunization", "immunization"), ("allergy", "allergy"), ("document", "document"),
-])
+
+@pytest.mark.parametrize(
+    ("kind", "base"),
+    [
+        ("patient", "demographics"),
+        ("encounter", "encounter"),
+        ("condition", "diagnosis"),
+        ("observation", "lab"),
+        ("medication_request", "medication"),
+        ("medication_dispense", "medication"),
+        ("procedure", "procedure"),
+        ("immunization", "immunization"),
+        ("allergy", "allergy"),
+        ("document", "document"),
+    ],
+)
 def test_each_kind_has_its_base_category(kind: str, base: str) -> None:
     assert categories_of(kind, entry(kind)) == (base,)
 
 
-@pytest.mark.parametrize(("category", "base"), [
-    ("laboratory", "lab"), ("vital-signs", "vital"), ("survey", "observation"),
-    ("imaging", "observation"), (None, "observation"),
-])
+@pytest.mark.parametrize(
+    ("category", "base"),
+    [
+        ("laboratory", "lab"),
+        ("vital-signs", "vital"),
+        ("survey", "observation"),
+        ("imaging", "observation"),
+        (None, "observation"),
+    ],
+)
 def test_an_observation_is_lab_vital_or_observation_by_its_category(
-        category: str | None, base: str) -> None:
+    category: str | None, base: str
+) -> None:
     payload = entry("observation", coding(LOINC, "8480-6", "收缩压"), category=category)
     assert categories_of("observation", payload) == (base,)
 
@@ -107,40 +134,82 @@ def test_every_category_has_a_level_and_the_sensitive_ones_are_the_highest() -> 
 
 # --- ordinary entries stay ordinary --------------------------------------------------------
 
+
 def test_hypertension_is_only_a_diagnosis() -> None:
     assert diagnosis("I10", display="原发性高血压") == ("diagnosis",)
 
 
 def test_an_hiv_antibody_test_is_lab_and_hiv() -> None:
-    payload = entry("observation", coding(LOINC, "7918-6", "HIV1+2抗体"),
-                    value_coding=coding("http://snomed.info/sct", "260385009", "阴性"))
+    payload = entry(
+        "observation",
+        coding(LOINC, "7918-6", "HIV1+2抗体"),
+        value_coding=coding("http://snomed.info/sct", "260385009", "阴性"),
+    )
     assert categories_of("observation", payload) == ("lab", "hiv")
 
 
 # --- ICD-10: range edges, subcategories, what must not match -------------------------------
 
-@pytest.mark.parametrize(("code", "expected"), [
-    # HIV: B20-B24, Z21, R75 and a few subcategories.
-    ("B20", ("hiv",)), ("B24", ("hiv",)), ("B19.9", ()), ("B25.0", ()),
-    ("Z21", ("hiv",)), ("R75", ("hiv",)), ("R74.0", ()), ("R76", ()),
-    ("Z71.7", ("hiv",)), ("Z71.6", ()), ("Z20.6", ("hiv",)), ("Z20.5", ()), ("Z11.4", ("hiv",)),
-    ("O98.7", ("hiv", "reproductive")), ("O98.6", ("reproductive",)),
-    # Psychiatric: F00-F99; intentional self-harm X60-X84.
-    ("F00.0", ("psychiatric",)), ("F99", ("psychiatric",)), ("F32.9", ("psychiatric",)),
-    ("G30.0", ()), ("E99", ()), ("X60", ("psychiatric",)), ("X84", ("psychiatric",)),
-    ("X59", ()), ("X85", ()),
-    # Reproductive: O00-O9A, Z30-Z39 and Z3A, N96-N98, N46.
-    ("O00.1", ("reproductive",)), ("O99.8", ("reproductive",)), ("O9A.1", ("reproductive",)),
-    ("O9B", ()), ("Z30.0", ("reproductive",)), ("Z39.2", ("reproductive",)),
-    ("Z3A.20", ("reproductive",)), ("Z29", ()), ("Z40", ()), ("N95.1", ()),
-    ("N96", ("reproductive",)), ("N98.1", ("reproductive",)), ("N99", ()),
-    ("N46", ("reproductive",)),
-    # Genetic: Q90-Q99, Z14, Z15, family history and antenatal findings.
-    ("Q90.9", ("genetic",)), ("Q99.9", ("genetic",)), ("Q89.9", ()), ("R00", ()),
-    ("Z14.1", ("genetic",)), ("Z15.01", ("genetic",)), ("Z13", ()), ("Z16", ()),
-    ("Z84.81", ("genetic",)), ("Z84.8", ()), ("Z84.89", ()),
-    ("O35.1", ("reproductive", "genetic")),
-])
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        # HIV: B20-B24, Z21, R75 and a few subcategories.
+        ("B20", ("hiv",)),
+        ("B24", ("hiv",)),
+        ("B19.9", ()),
+        ("B25.0", ()),
+        ("Z21", ("hiv",)),
+        ("R75", ("hiv",)),
+        ("R74.0", ()),
+        ("R76", ()),
+        ("Z71.7", ("hiv",)),
+        ("Z71.6", ()),
+        ("Z20.6", ("hiv",)),
+        ("Z20.5", ()),
+        ("Z11.4", ("hiv",)),
+        ("O98.7", ("hiv", "reproductive")),
+        ("O98.6", ("reproductive",)),
+        # Psychiatric: F00-F99; intentional self-harm X60-X84.
+        ("F00.0", ("psychiatric",)),
+        ("F99", ("psychiatric",)),
+        ("F32.9", ("psychiatric",)),
+        ("G30.0", ()),
+        ("E99", ()),
+        ("X60", ("psychiatric",)),
+        ("X84", ("psychiatric",)),
+        ("X59", ()),
+        ("X85", ()),
+        # Reproductive: O00-O9A, Z30-Z39 and Z3A, N96-N98, N46.
+        ("O00.1", ("reproductive",)),
+        ("O99.8", ("reproductive",)),
+        ("O9A.1", ("reproductive",)),
+        ("O9B", ()),
+        ("Z30.0", ("reproductive",)),
+        ("Z39.2", ("reproductive",)),
+        ("Z3A.20", ("reproductive",)),
+        ("Z29", ()),
+        ("Z40", ()),
+        ("N95.1", ()),
+        ("N96", ("reproductive",)),
+        ("N98.1", ("reproductive",)),
+        ("N99", ()),
+        ("N46", ("reproductive",)),
+        # Genetic: Q90-Q99, Z14, Z15, family history and antenatal findings.
+        ("Q90.9", ("genetic",)),
+        ("Q99.9", ("genetic",)),
+        ("Q89.9", ()),
+        ("R00", ()),
+        ("Z14.1", ("genetic",)),
+        ("Z15.01", ("genetic",)),
+        ("Z13", ()),
+        ("Z16", ()),
+        ("Z84.81", ("genetic",)),
+        ("Z84.8", ()),
+        ("Z84.89", ()),
+        ("O35.1", ("reproductive", "genetic")),
+    ],
+)
 def test_icd10_ranges_and_their_edges(code: str, expected: tuple[str, ...]) -> None:
     assert diagnosis(code) == ("diagnosis", *expected)
 
@@ -159,11 +228,19 @@ def test_b200_is_b20() -> None:
     assert diagnosis("B200") == ("diagnosis", "hiv")
 
 
-@pytest.mark.parametrize("system", [
-    "http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm", "ICD10",
-    "http://example.cn/fhir/CodeSystem/ICD-10-CN", "urn:oid:2.16.840.1.113883.6.3",
-    "urn:oid:2.16.156.10011.2.3.3.11", "2.16.156.10011.2.3.3.11.3", "GB/T 14396-2016",
-])
+@pytest.mark.parametrize(
+    "system",
+    [
+        "http://hl7.org/fhir/sid/icd-10",
+        "http://hl7.org/fhir/sid/icd-10-cm",
+        "ICD10",
+        "http://example.cn/fhir/CodeSystem/ICD-10-CN",
+        "urn:oid:2.16.840.1.113883.6.3",
+        "urn:oid:2.16.156.10011.2.3.3.11",
+        "2.16.156.10011.2.3.3.11.3",
+        "GB/T 14396-2016",
+    ],
+)
 def test_icd10_is_recognised_by_each_of_its_system_names(system: str) -> None:
     assert diagnosis("F20.0", system) == ("diagnosis", "psychiatric")
 
@@ -178,47 +255,66 @@ def test_icd10_ranges_do_not_apply_to_other_systems() -> None:
 
 # --- LOINC ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("code", "expected"), [
-    ("7917-8", ("hiv",)), ("68961-2", ("hiv",)), ("56888-1", ("hiv",)), ("25836-8", ("hiv",)),
-    ("20447-9", ("hiv",)), ("51968-6", ("genetic",)), ("81247-9", ("genetic",)),
-    ("69548-6", ("genetic",)), ("2345-7", ()), ("718-7", ()),
-])
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("7917-8", ("hiv",)),
+        ("68961-2", ("hiv",)),
+        ("56888-1", ("hiv",)),
+        ("25836-8", ("hiv",)),
+        ("20447-9", ("hiv",)),
+        ("51968-6", ("genetic",)),
+        ("81247-9", ("genetic",)),
+        ("69548-6", ("genetic",)),
+        ("2345-7", ()),
+        ("718-7", ()),
+    ],
+)
 def test_loinc_tests(code: str, expected: tuple[str, ...]) -> None:
     payload = entry("observation", coding(LOINC, code, "检验项目"))
     assert categories_of("observation", payload) == ("lab", *expected)
 
 
 def test_a_diagnosis_given_as_an_observations_value_counts() -> None:
-    payload = entry("observation", coding(LOCAL, "DX", "诊断"), category="exam",
-                    value_coding=coding(ICD10, "O80", "单胎顺产"))
+    payload = entry(
+        "observation",
+        coding(LOCAL, "DX", "诊断"),
+        category="exam",
+        value_coding=coding(ICD10, "O80", "单胎顺产"),
+    )
     assert categories_of("observation", payload) == ("observation", "reproductive")
 
 
 # --- ATC ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("code", "expected"), [
-    ("J05AF07", ("hiv",)),   # tenofovir disoproxil: HIV and hepatitis B, kept HIV
-    ("J05AF05", ("hiv",)),   # lamivudine: likewise
-    ("J05AG03", ("hiv",)),   # efavirenz
-    ("J05AJ03", ("hiv",)),   # dolutegravir
-    ("J05AR03", ("hiv",)),   # tenofovir disoproxil and emtricitabine
-    ("J05AE10", ("hiv",)),   # darunavir
-    ("J05AX12", ("hiv",)),   # dolutegravir under its code before J05AJ
-    ("J05AE30", ()),         # nirmatrelvir and ritonavir (COVID-19)
-    ("J05AF10", ()),         # entecavir: hepatitis B only
-    ("J05AB01", ()),         # aciclovir
-    ("N05AH04", ("psychiatric",)),  # quetiapine
-    ("N05AN01", ("psychiatric",)),  # lithium
-    ("N06AB03", ("psychiatric",)),  # fluoxetine
-    ("N06CA02", ("psychiatric",)),  # flupentixol and melitracen
-    ("N06BA04", ("psychiatric",)),  # methylphenidate
-    ("N07BC02", ("psychiatric",)),  # methadone for opioid dependence
-    ("N05BA01", ()),         # diazepam: anxiolytics are left out, see the module
-    ("N05CD04", ()),         # estazolam, a hypnotic
-    ("N06BX03", ()),         # piracetam
-    ("C08CA01", ()),         # amlodipine
-    ("n06ab03", ("psychiatric",)),  # case does not matter
-])
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("J05AF07", ("hiv",)),  # tenofovir disoproxil: HIV and hepatitis B, kept HIV
+        ("J05AF05", ("hiv",)),  # lamivudine: likewise
+        ("J05AG03", ("hiv",)),  # efavirenz
+        ("J05AJ03", ("hiv",)),  # dolutegravir
+        ("J05AR03", ("hiv",)),  # tenofovir disoproxil and emtricitabine
+        ("J05AE10", ("hiv",)),  # darunavir
+        ("J05AX12", ("hiv",)),  # dolutegravir under its code before J05AJ
+        ("J05AE30", ()),  # nirmatrelvir and ritonavir (COVID-19)
+        ("J05AF10", ()),  # entecavir: hepatitis B only
+        ("J05AB01", ()),  # aciclovir
+        ("N05AH04", ("psychiatric",)),  # quetiapine
+        ("N05AN01", ("psychiatric",)),  # lithium
+        ("N06AB03", ("psychiatric",)),  # fluoxetine
+        ("N06CA02", ("psychiatric",)),  # flupentixol and melitracen
+        ("N06BA04", ("psychiatric",)),  # methylphenidate
+        ("N07BC02", ("psychiatric",)),  # methadone for opioid dependence
+        ("N05BA01", ()),  # diazepam: anxiolytics are left out, see the module
+        ("N05CD04", ()),  # estazolam, a hypnotic
+        ("N06BX03", ()),  # piracetam
+        ("C08CA01", ()),  # amlodipine
+        ("n06ab03", ("psychiatric",)),  # case does not matter
+    ],
+)
 def test_atc_codes(code: str, expected: tuple[str, ...]) -> None:
     for kind in ("medication_request", "medication_dispense"):
         assert categories_of(kind, entry(kind, coding(ATC, code))) == ("medication", *expected)
@@ -231,17 +327,31 @@ def test_an_allergy_to_an_antiretroviral_reveals_hiv() -> None:
 
 # --- labels: code displays, departments, document titles ----------------------------------
 
-@pytest.mark.parametrize(("display", "expected"), [
-    ("艾滋病抗体初筛", ("hiv",)), ("抗HIV抗体", ("hiv",)), ("HIV-1 RNA定量", ("hiv",)),
-    ("人类免疫缺陷病毒抗体", ("hiv",)), ("AIDS随访", ("hiv",)), ("荨麻疹 hives", ()),
-    ("精神分裂症", ("psychiatric",)), ("抑郁状态", ("psychiatric",)),
-    ("精神萎靡", ()), ("精神状态良好", ()),
-    ("人工流产", ("reproductive",)), ("不孕症", ("reproductive",)),
-    ("口服避孕药", ("reproductive",)), ("人工授精", ("reproductive",)),
-    ("染色体核型分析", ("genetic",)), ("BRCA1基因突变检测", ("genetic",)),
-    ("HPV基因分型", ()), ("结核分枝杆菌耐药基因检测", ()),
-    ("血常规", ()),
-])
+
+@pytest.mark.parametrize(
+    ("display", "expected"),
+    [
+        ("艾滋病抗体初筛", ("hiv",)),
+        ("抗HIV抗体", ("hiv",)),
+        ("HIV-1 RNA定量", ("hiv",)),
+        ("人类免疫缺陷病毒抗体", ("hiv",)),
+        ("AIDS随访", ("hiv",)),
+        ("荨麻疹 hives", ()),
+        ("精神分裂症", ("psychiatric",)),
+        ("抑郁状态", ("psychiatric",)),
+        ("精神萎靡", ()),
+        ("精神状态良好", ()),
+        ("人工流产", ("reproductive",)),
+        ("不孕症", ("reproductive",)),
+        ("口服避孕药", ("reproductive",)),
+        ("人工授精", ("reproductive",)),
+        ("染色体核型分析", ("genetic",)),
+        ("BRCA1基因突变检测", ("genetic",)),
+        ("HPV基因分型", ()),
+        ("结核分枝杆菌耐药基因检测", ()),
+        ("血常规", ()),
+    ],
+)
 def test_the_display_fallback_on_local_codes(display: str, expected: tuple[str, ...]) -> None:
     payload = entry("observation", coding(LOCAL, "L-1", display))
     assert categories_of("observation", payload) == ("lab", *expected)
@@ -271,9 +381,15 @@ def test_a_document_is_read_by_its_type_and_its_title() -> None:
 
 # --- several codes --------------------------------------------------------------------------
 
+
 def test_sensitive_categories_come_in_their_order_without_duplicates() -> None:
-    reasons = [coding(ICD10, "Q90.9"), coding(ICD10, "B20"), coding(ICD10, "F32.9"),
-               coding(LOINC, "7918-6"), coding(ICD10, "I10")]
+    reasons = [
+        coding(ICD10, "Q90.9"),
+        coding(ICD10, "B20"),
+        coding(ICD10, "F32.9"),
+        coding(LOINC, "7918-6"),
+        coding(ICD10, "I10"),
+    ]
     payload = entry("encounter", reasons[0], reason=reasons)
     assert categories_of("encounter", payload) == ("encounter", "hiv", "psychiatric", "genetic")
     assert len(codes_in("encounter", payload)) == 5
@@ -281,8 +397,9 @@ def test_sensitive_categories_come_in_their_order_without_duplicates() -> None:
 
 def test_sensitive_of_reads_codes_outside_an_entry() -> None:
     # A referral's impression or diagnosis can be checked the same way.
-    impression = parse_payload("condition", {"patient": {"resident_id": RID},
-                                             "code": coding(ICD10, "F20.0", "精神分裂症")})
+    impression = parse_payload(
+        "condition", {"patient": {"resident_id": RID}, "code": coding(ICD10, "F20.0", "精神分裂症")}
+    )
     assert sensitive_of([impression.code]) == ("psychiatric",)
     assert sensitive_of([], ["艾滋病门诊"]) == ("hiv",)
     assert sensitive_of([]) == ()
@@ -291,10 +408,18 @@ def test_sensitive_of_reads_codes_outside_an_entry() -> None:
 # --- properties -----------------------------------------------------------------------------
 
 KNOWN_CODES = [
-    coding(ICD10, "I10", "原发性高血压"), coding(ICD10, "B20.0"), coding(ICD10, "F32.9"),
-    coding(ICD10, "O80"), coding(ICD10, "Q90.9"), coding(LOINC, "7918-6"),
-    coding(LOINC, "2345-7", "葡萄糖"), coding(LOINC, "51968-6"), coding(ATC, "J05AF07"),
-    coding(ATC, "N06AB03"), coding(ATC, "C08CA01"), coding(LOCAL, "X", "人工流产"),
+    coding(ICD10, "I10", "原发性高血压"),
+    coding(ICD10, "B20.0"),
+    coding(ICD10, "F32.9"),
+    coding(ICD10, "O80"),
+    coding(ICD10, "Q90.9"),
+    coding(LOINC, "7918-6"),
+    coding(LOINC, "2345-7", "葡萄糖"),
+    coding(LOINC, "51968-6"),
+    coding(ATC, "J05AF07"),
+    coding(ATC, "N06AB03"),
+    coding(ATC, "C08CA01"),
+    coding(LOCAL, "X", "人工流产"),
 ]
 short_text = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12)
 random_codes = st.builds(
@@ -307,10 +432,14 @@ codings = st.lists(st.sampled_from(KNOWN_CODES) | random_codes, min_size=1, max_
 
 
 @settings(max_examples=300)
-@given(st.sampled_from(["patient", *ENTRY_KINDS]), codings,
-       st.sampled_from(["laboratory", "vital-signs", "survey", None]))
+@given(
+    st.sampled_from(["patient", *ENTRY_KINDS]),
+    codings,
+    st.sampled_from(["laboratory", "vital-signs", "survey", None]),
+)
 def test_every_entry_gets_one_general_category_then_known_sensitive_ones(
-        kind: str, codes: list[dict[str, Any]], category: str | None) -> None:
+    kind: str, codes: list[dict[str, Any]], category: str | None
+) -> None:
     extra: dict[str, Any] = {}
     if kind == "encounter":
         extra["reason"] = codes
@@ -328,8 +457,9 @@ def test_every_entry_gets_one_general_category_then_known_sensitive_ones(
 
 
 @given(codings, codings)
-def test_more_codes_never_take_a_category_away(first: list[dict[str, Any]],
-                                                more: list[dict[str, Any]]) -> None:
+def test_more_codes_never_take_a_category_away(
+    first: list[dict[str, Any]], more: list[dict[str, Any]]
+) -> None:
     fewer = categories_of("encounter", entry("encounter", first[0], reason=first))
     both = categories_of("encounter", entry("encounter", first[0], reason=first + more))
     assert set(fewer) <= set(both)
@@ -338,8 +468,7 @@ def test_more_codes_never_take_a_category_away(first: list[dict[str, Any]],
 
 
 @given(st.sampled_from("ABFNOQRXZ"), st.integers(0, 99), st.text("0123456789", max_size=3))
-def test_icd10_case_and_dot_do_not_change_the_answer(letter: str, number: int,
-                                                      rest: str) -> None:
+def test_icd10_case_and_dot_do_not_change_the_answer(letter: str, number: int, rest: str) -> None:
     dotted = f"{letter}{number:02d}" + (f".{rest}" if rest else "")
     answers = {diagnosis(code) for code in (dotted, dotted.lower(), dotted.replace(".", ""))}
     assert len(answers) == 1

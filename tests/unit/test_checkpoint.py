@@ -10,7 +10,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.checkpoint import Checkpoint, CheckpointError, key_hash, parse_note, sign_note, verify_note, vkey
+from audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    key_hash,
+    parse_note,
+    sign_note,
+    verify_note,
+    vkey,
+)
 
 NAME = "county-hie/demo/audit"
 KEY = Ed25519PrivateKey.generate()
@@ -41,14 +49,17 @@ def test_the_note_has_the_checkpoint_format_and_verifies() -> None:
     assert vkey(NAME, PUB).startswith(f"{NAME}+{key_hash(NAME, PUB).hex()}+")
 
 
-@pytest.mark.parametrize(("tamper", "code"), [
-    (lambda t: t.replace("1234", "1235"), "checkpoint.bad_signature"),
-    (lambda t: t[:-10] + ("A" if t[-10] != "A" else "B") + t[-9:], "checkpoint.bad_signature"),
-    (lambda t: t.replace(f"\u2014 {NAME} ", "\u2014 someone-else "), "checkpoint.unsigned"),
-    (lambda t: t.split("\n\n")[0] + "\n\n", "checkpoint.unsigned"),
-    (lambda t: t.replace("\n\n", "\n"), "checkpoint.malformed"),
-    (lambda t: t.replace("1234", "01234"), "checkpoint.malformed"),
-])
+@pytest.mark.parametrize(
+    ("tamper", "code"),
+    [
+        (lambda t: t.replace("1234", "1235"), "checkpoint.bad_signature"),
+        (lambda t: t[:-10] + ("A" if t[-10] != "A" else "B") + t[-9:], "checkpoint.bad_signature"),
+        (lambda t: t.replace(f"\u2014 {NAME} ", "\u2014 someone-else "), "checkpoint.unsigned"),
+        (lambda t: t.split("\n\n")[0] + "\n\n", "checkpoint.unsigned"),
+        (lambda t: t.replace("\n\n", "\n"), "checkpoint.malformed"),
+        (lambda t: t.replace("1234", "01234"), "checkpoint.malformed"),
+    ],
+)
 def test_tampered_or_unsigned_notes_are_refused(tamper, code) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CheckpointError) as err:
         verify_note(tamper(note()), NAME, PUB, verify)

@@ -31,28 +31,57 @@ NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
 PATIENT = uuid4()
 ADULT = date(1970, 5, 1)
 # The requesting institution treats the patient (an encounter it recorded).
-CARE = (CareRelationship("encounter:e-1", "county", NOW - timedelta(days=10),
-                         NOW + timedelta(days=355)),)
+CARE = (
+    CareRelationship(
+        "encounter:e-1", "county", NOW - timedelta(days=10), NOW + timedelta(days=355)
+    ),
+)
 
 
-def request(purpose: str = "TREAT", role: str = "physician", institution: str = "county",
-            person: str = "doctor-1", at: datetime = NOW, position: int | None = 100,
-            own: bool = False) -> AccessRequest:
+def request(
+    purpose: str = "TREAT",
+    role: str = "physician",
+    institution: str = "county",
+    person: str = "doctor-1",
+    at: datetime = NOW,
+    position: int | None = 100,
+    own: bool = False,
+) -> AccessRequest:
     return AccessRequest(person, role, institution, PATIENT, purpose, at, position, own)
 
 
-def consent(kind: str = "separate", scope: tuple[str, ...] = ("*",),
-            purposes: tuple[str, ...] = ("TREAT",), days: int = 365,
-            categories: tuple[str, ...] | None = None, signed_by: str = "patient",
-            guardian: str | None = None, position: int = 10,
-            withdrawn: int | None = None) -> ConsentRecord:
-    return ConsentRecord(uuid4(), kind, scope, purposes, NOW - timedelta(days=1),
-                         NOW + timedelta(days=days), categories, signed_by, guardian, position,
-                         withdrawn)
+def consent(
+    kind: str = "separate",
+    scope: tuple[str, ...] = ("*",),
+    purposes: tuple[str, ...] = ("TREAT",),
+    days: int = 365,
+    categories: tuple[str, ...] | None = None,
+    signed_by: str = "patient",
+    guardian: str | None = None,
+    position: int = 10,
+    withdrawn: int | None = None,
+) -> ConsentRecord:
+    return ConsentRecord(
+        uuid4(),
+        kind,
+        scope,
+        purposes,
+        NOW - timedelta(days=1),
+        NOW + timedelta(days=days),
+        categories,
+        signed_by,
+        guardian,
+        position,
+        withdrawn,
+    )
 
 
-def facts(*consents: ConsentRecord, care: tuple[CareRelationship, ...] = CARE,
-          birth: date | None = ADULT, **more: object) -> Facts:
+def facts(
+    *consents: ConsentRecord,
+    care: tuple[CareRelationship, ...] = CARE,
+    birth: date | None = ADULT,
+    **more: object,
+) -> Facts:
     return Facts(birth_date=birth, consents=consents, care=care, **more)  # type: ignore[arg-type]
 
 
@@ -61,6 +90,7 @@ def codes(decision) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 # PIPL Art. 28-29: separate consent ---------------------------------------------------------
+
 
 def test_a_separate_consent_covering_the_institution_permits_and_is_the_legal_basis() -> None:
     c = consent(scope=("county", "thc-1"))
@@ -78,6 +108,7 @@ def test_a_general_consent_never_stands_in_for_a_separate_one() -> None:
 
 
 # PIPL Art. 23, 14, 30: scope, purpose, validity ------------------------------------------
+
 
 def test_scope_purpose_and_validity() -> None:
     assert codes(decide(request(), facts(consent(scope=("thc-1",))))) == ["consent.scope"]
@@ -98,6 +129,7 @@ def test_research_under_a_research_consent_sees_only_the_research_categories() -
 
 # PIPL Art. 15: withdrawal counts from its ledger position --------------------------------
 
+
 def test_a_withdrawal_denies_from_its_position_and_not_before() -> None:
     c = consent(position=10, withdrawn=50)
     assert decide(request(position=49), facts(c)).permit
@@ -109,13 +141,15 @@ def test_a_withdrawal_denies_from_its_position_and_not_before() -> None:
 
 @given(recorded=st.integers(0, 100), withdrawn=st.integers(0, 200), asked=st.integers(0, 300))
 def test_property_a_withdrawal_denies_every_read_after_its_position(
-        recorded: int, withdrawn: int, asked: int) -> None:
+    recorded: int, withdrawn: int, asked: int
+) -> None:
     c = consent(position=recorded, withdrawn=max(withdrawn, recorded + 1))
     permitted = decide(request(position=asked), facts(c)).permit
     assert permitted == (recorded <= asked < c.withdrawn_position)  # type: ignore[operator]
 
 
 # PIPL Art. 28, 31: children under 14 -----------------------------------------------------
+
 
 def test_a_child_under_14_cannot_consent_alone_and_the_birthday_is_the_boundary() -> None:
     birth = date(2012, 11, 22)  # 14 today: NOW is 2026-11-23
@@ -138,11 +172,13 @@ def test_a_recorded_guardians_consent_is_valid_and_an_unrecorded_ones_is_not() -
     assert decide(request(), facts(by_mother, birth=birth, guardians=(mother,))).permit
     stranger = replace(by_mother, guardian="110105198001010037")
     assert codes(decide(request(), facts(stranger, birth=birth, guardians=(mother,)))) == [
-        "consent.guardian_not_recorded"]
+        "consent.guardian_not_recorded"
+    ]
     # A guardian recorded after the position did not count then.
     later = replace(mother, position=200)
     assert codes(decide(request(), facts(by_mother, birth=birth, guardians=(later,)))) == [
-        "consent.guardian_not_recorded"]
+        "consent.guardian_not_recorded"
+    ]
 
 
 def test_age_on_counts_whole_years_and_leap_day_birthdays() -> None:
@@ -153,6 +189,7 @@ def test_age_on_counts_whole_years_and_leap_day_birthdays() -> None:
 
 
 # PIPL Art. 5-6: minimum necessary; sensitive categories only by name ---------------------
+
 
 def test_sensitive_categories_only_when_a_consent_names_them() -> None:
     named = consent(categories=("diagnosis", "medication", "hiv"))
@@ -172,15 +209,20 @@ def test_a_referral_as_the_only_care_sees_the_referral_minimum_and_recent_result
     assert both.categories == GENERAL and both.results_since is None
 
 
-@given(consented=st.none() | st.lists(st.sampled_from(CATEGORIES), min_size=1, unique=True),
-       purpose=st.sampled_from(["TREAT", "HRESCH", "ETREAT"]),
-       referral_only=st.booleans())
+@given(
+    consented=st.none() | st.lists(st.sampled_from(CATEGORIES), min_size=1, unique=True),
+    purpose=st.sampled_from(["TREAT", "HRESCH", "ETREAT"]),
+    referral_only=st.booleans(),
+)
 def test_property_the_decision_never_lets_through_a_category_outside_consent_and_purpose(
-        consented: list[str] | None, purpose: str, referral_only: bool) -> None:
-    care = (CareRelationship("referral:r", "county", NOW - timedelta(days=1)),) \
-        if referral_only else CARE
-    c = consent(purposes=("TREAT", "HRESCH"),
-                categories=tuple(consented) if consented else None)
+    consented: list[str] | None, purpose: str, referral_only: bool
+) -> None:
+    care = (
+        (CareRelationship("referral:r", "county", NOW - timedelta(days=1)),)
+        if referral_only
+        else CARE
+    )
+    c = consent(purposes=("TREAT", "HRESCH"), categories=tuple(consented) if consented else None)
     decision = decide(request(purpose), facts(c, care=care))
     if not decision.permit or purpose == "ETREAT":
         return
@@ -193,6 +235,7 @@ def test_property_the_decision_never_lets_through_a_category_outside_consent_and
 
 # 医疗机构病历管理规定: care relationship; NHC notice: grants expire, sealed records ---------
 
+
 def test_consent_alone_is_not_enough_without_a_care_relationship() -> None:
     assert codes(decide(request(), facts(consent(), care=()))) == ["care.none"]
     other = CareRelationship("encounter:e-2", "thc-1")
@@ -200,11 +243,13 @@ def test_consent_alone_is_not_enough_without_a_care_relationship() -> None:
 
 
 def test_care_relationships_expire() -> None:
-    old = CareRelationship("record:e-3", "county", NOW - timedelta(days=400),
-                           NOW - timedelta(days=35))
+    old = CareRelationship(
+        "record:e-3", "county", NOW - timedelta(days=400), NOW - timedelta(days=35)
+    )
     assert codes(decide(request(), facts(consent(), care=(old,)))) == ["care.none"]
-    contract = CareRelationship("contract:7", "county", NOW - timedelta(days=30),
-                                NOW + timedelta(days=335))
+    contract = CareRelationship(
+        "contract:7", "county", NOW - timedelta(days=30), NOW + timedelta(days=335)
+    )
     assert decide(request(), facts(consent(), care=(contract,))).care_basis == "contract:7"
 
 
@@ -212,22 +257,29 @@ def test_a_sealed_record_is_read_only_by_its_named_readers_and_others_raise_an_a
     seal = SealRecord(("county/records-officer-1",), position=60)
     refused = decide(request(position=70), facts(consent(), seals=(seal,)))
     assert codes(refused) == ["record.sealed"] and refused.alert == "sealed-record"
-    assert decide(request(person="records-officer-1", position=70),
-                  facts(consent(), seals=(seal,))).permit
+    assert decide(
+        request(person="records-officer-1", position=70), facts(consent(), seals=(seal,))
+    ).permit
     # The same person id at another institution is not the reader the seal names.
-    assert codes(decide(request(person="records-officer-1", institution="thc-1", position=70),
-                        facts(consent(scope=("*",)), seals=(seal,)))) == ["record.sealed"]
+    assert codes(
+        decide(
+            request(person="records-officer-1", institution="thc-1", position=70),
+            facts(consent(scope=("*",)), seals=(seal,)),
+        )
+    ) == ["record.sealed"]
     # Before the seal, and after it is lifted, others read again.
     assert decide(request(position=59), facts(consent(), seals=(seal,))).permit
     lifted = replace(seal, unsealed_position=80)
     assert decide(request(position=80), facts(consent(), seals=(lifted,))).permit
     # Break-glass does not open a sealed record either.
     grant = BreakGlassGrant(uuid4(), "doctor-1", PATIENT, "unconscious", NOW + timedelta(hours=1))
-    assert codes(decide(request("ETREAT", position=70),
-                        facts(seals=(seal,), grants=(grant,)))) == ["record.sealed"]
+    assert codes(decide(request("ETREAT", position=70), facts(seals=(seal,), grants=(grant,)))) == [
+        "record.sealed"
+    ]
 
 
 # Roles; PIPL Art. 13/18 break-glass; Art. 45 the patient's own record --------------------
+
 
 def test_only_clinical_roles_read_clinical_records() -> None:
     for role in ("regulator", "admin"):
@@ -259,7 +311,9 @@ def test_break_glass_reasons_are_checked() -> None:
     with pytest.raises(InvalidBreakGlass):
         check_break_glass("unconscious", "急")
     assert check_break_glass("unconscious", " 送医时昏迷，需紧急查看既往病史 ") == (
-        "unconscious", "送医时昏迷，需紧急查看既往病史")
+        "unconscious",
+        "送医时昏迷，需紧急查看既往病史",
+    )
 
 
 def test_a_policy_cannot_let_a_purpose_see_sensitive_categories_without_consent() -> None:

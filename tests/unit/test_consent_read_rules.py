@@ -24,8 +24,13 @@ PID = UUID("11111111-1111-4111-8111-111111111111")
 CARE = CareRelationship("encounter:e1", "county", NOW - timedelta(days=1), None)
 
 
-def asked(role: str = "physician", purpose: str = "TREAT", *, own: bool = False,
-          institution: str = "county") -> AccessRequest:
+def asked(
+    role: str = "physician",
+    purpose: str = "TREAT",
+    *,
+    own: bool = False,
+    institution: str = "county",
+) -> AccessRequest:
     return AccessRequest("dr-li", role, institution, PID, purpose, NOW, 10, own)
 
 
@@ -41,17 +46,29 @@ def test_a_clinician_reads_them_with_treat_while_their_institution_gives_care() 
     assert may_read_consents(asked("nurse"), Facts(care=[CARE])).permit
 
 
-@pytest.mark.parametrize(("request_", "facts"), [
-    (asked(purpose="ETREAT"), Facts(care=[CARE])),  # not treating
-    (asked(purpose=""), Facts(care=[CARE])),
-    (asked(), Facts()),  # no care relationship
-    (asked(institution="thc-east"), Facts(care=[CARE])),  # another institution's care
-    (asked(), Facts(care=[CareRelationship("record:r", "county", None, NOW)])),  # ended
-    (asked("regulator"), Facts(care=[CARE])),
-    (asked("admin"), Facts(care=[CARE])),
-    (asked(), Facts(care=[CARE], seals=[SealRecord(("county/dr-wang",), 5)])),  # sealed
-], ids=["etreat", "no-purpose", "no-care", "other-institution", "care-ended", "regulator",
-        "admin", "sealed"])
+@pytest.mark.parametrize(
+    ("request_", "facts"),
+    [
+        (asked(purpose="ETREAT"), Facts(care=[CARE])),  # not treating
+        (asked(purpose=""), Facts(care=[CARE])),
+        (asked(), Facts()),  # no care relationship
+        (asked(institution="thc-east"), Facts(care=[CARE])),  # another institution's care
+        (asked(), Facts(care=[CareRelationship("record:r", "county", None, NOW)])),  # ended
+        (asked("regulator"), Facts(care=[CARE])),
+        (asked("admin"), Facts(care=[CARE])),
+        (asked(), Facts(care=[CARE], seals=[SealRecord(("county/dr-wang",), 5)])),  # sealed
+    ],
+    ids=[
+        "etreat",
+        "no-purpose",
+        "no-care",
+        "other-institution",
+        "care-ended",
+        "regulator",
+        "admin",
+        "sealed",
+    ],
+)
 def test_anyone_else_is_refused(request_: AccessRequest, facts: Facts) -> None:
     decision = may_read_consents(request_, facts)
     assert not decision.permit and decision.reasons[0].code == "consent.not_permitted"

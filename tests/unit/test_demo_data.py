@@ -37,14 +37,14 @@ def test_every_demo_bundle_maps_with_no_problems(institution: str) -> None:
     residents = demo_residents(count=8)
     for resident, bundle in zip(residents, demo_bundles(institution, residents), strict=True):
         # Sent as a file would be: JSON text.
-        report = read_fhir(json.dumps(bundle, ensure_ascii=False).encode(),
-                           institution=institution)
+        report = read_fhir(json.dumps(bundle, ensure_ascii=False).encode(), institution=institution)
         assert report.problems == [] and report.skipped == []
         kinds = [i["kind"] for i in report.items]
         assert kinds[:2] == ["patient", "encounter"]
         assert 1 <= kinds.count("condition") <= 2 and 2 <= kinds.count("observation") <= 4
-        assert {i["payload"]["patient"]["resident_id"] for i in report.items} == \
-            {resident.resident_id}
+        assert {i["payload"]["patient"]["resident_id"] for i in report.items} == {
+            resident.resident_id
+        }
         patient = report.items[0]["payload"]
         assert (patient["name"], patient["gender"]) == (resident.name, resident.gender)
         assert patient["patient"]["mrn"]
@@ -56,22 +56,31 @@ def test_demo_bundles_are_stable_and_differ_between_institutions() -> None:
     # Generating again gives the same bundles (so a resend is a repeat).
     assert demo_bundles("dongcheng-thc", residents) == demo_bundles("dongcheng-thc", residents)
     # A bundle does not depend on which other residents were in the list.
-    assert demo_bundles("dongcheng-thc", residents[-1:]) == \
-        demo_bundles("dongcheng-thc", residents)[-1:]
+    assert (
+        demo_bundles("dongcheng-thc", residents[-1:])
+        == demo_bundles("dongcheng-thc", residents)[-1:]
+    )
     # The same resident at another institution: a different visit, the same resident ID.
     here, there = (demo_bundles(i, residents[:1])[0] for i in ("dongcheng-thc", "taoyuan-vc"))
     assert here != there
-    ids = [[i for i in b["entry"][0]["resource"]["identifier"]
-            if i["system"] == RESIDENT_ID_SYSTEM] for b in (here, there)]
+    ids = [
+        [i for i in b["entry"][0]["resource"]["identifier"] if i["system"] == RESIDENT_ID_SYSTEM]
+        for b in (here, there)
+    ]
     assert ids[0] == ids[1]
 
 
 def test_demo_resource_ids_are_unique_across_the_county() -> None:
     residents = demo_residents(count=8)
-    ids = [f"{e['resource']['resourceType']}/{e['resource']['id']}"
-           for institution in INSTITUTIONS for b in demo_bundles(institution, residents)
-           for e in b["entry"]]
+    ids = [
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for institution in INSTITUTIONS
+        for b in demo_bundles(institution, residents)
+        for e in b["entry"]
+    ]
     assert len(ids) == len(set(ids))
-    mrns = [b["entry"][0]["resource"]["identifier"][1]["value"]
-            for b in demo_bundles("county-hospital", residents)]
+    mrns = [
+        b["entry"][0]["resource"]["identifier"][1]["value"]
+        for b in demo_bundles("county-hospital", residents)
+    ]
     assert len(set(mrns)) == len(mrns)

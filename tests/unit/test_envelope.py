@@ -32,16 +32,22 @@ KEY = new_private_key()
 
 
 def sign(items: list, institution: str = "thc-1") -> dict:
-    return build_envelope(institution=institution, items=items, key=KEY,
-                          sent_at=datetime(2026, 11, 1, tzinfo=UTC))
+    return build_envelope(
+        institution=institution, items=items, key=KEY, sent_at=datetime(2026, 11, 1, tzinfo=UTC)
+    )
 
 
 def test_a_good_envelope_validates_and_verifies() -> None:
     env = sign(record_items(resident(1), "a", consent=True))
     valid, problems = validate_envelope(env)
     assert problems == [] and valid is not None
-    assert [i.kind for i in valid.items] == ["patient", "encounter", "condition", "observation",
-                                            "consent"]
+    assert [i.kind for i in valid.items] == [
+        "patient",
+        "encounter",
+        "condition",
+        "observation",
+        "consent",
+    ]
     assert verify_signature(env, load_public_key(public_key_b64(KEY)))
 
 
@@ -86,8 +92,13 @@ def test_problems_name_item_field_and_rule_without_values() -> None:
 
 def test_envelope_level_problems() -> None:
     _, problems = validate_envelope({"institution": "bad code!", "events": []})
-    assert {p.field for p in problems} >= {"submission_id", "institution", "sent_at", "events",
-                                           "signature"}
+    assert {p.field for p in problems} >= {
+        "submission_id",
+        "institution",
+        "sent_at",
+        "events",
+        "signature",
+    }
     assert validate_envelope([1, 2])[1][0].code == "envelope.not_object"
 
 
@@ -99,15 +110,37 @@ def test_any_json_is_answered_with_problems_not_a_crash(doc: object) -> None:
 
 # The fast canonical form against the reference implementation: the same bytes, or the same
 # refusal, for any JSON value, numbers and characters of every awkward kind included.
-awkward_text = st.text(st.characters(codec="utf-8") | st.sampled_from(
-    ["\ud800", "\udfff", "\ue000", "\uffff", "\U0001f600", "\x00", "\x1f", "\x7f", "\u2028",
-     '"', "\\", "/", "血"]), max_size=8)
-awkward_numbers = (st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
-                   | st.sampled_from([1e21, 1e-7, -0.0, 0.1, 2**53, 2**53 + 1, 1e15, 123456789012345678]))
+awkward_text = st.text(
+    st.characters(codec="utf-8")
+    | st.sampled_from(
+        [
+            "\ud800",
+            "\udfff",
+            "\ue000",
+            "\uffff",
+            "\U0001f600",
+            "\x00",
+            "\x1f",
+            "\x7f",
+            "\u2028",
+            '"',
+            "\\",
+            "/",
+            "血",
+        ]
+    ),
+    max_size=8,
+)
+awkward_numbers = (
+    st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.sampled_from([1e21, 1e-7, -0.0, 0.1, 2**53, 2**53 + 1, 1e15, 123456789012345678])
+)
 awkward_json = st.recursive(
     st.none() | st.booleans() | awkward_numbers | awkward_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(awkward_text, inner, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 def reference(value: object) -> bytes | type[BaseException]:

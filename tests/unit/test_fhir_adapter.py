@@ -35,37 +35,50 @@ def test_a_transaction_bundle_maps_to_one_valid_item_per_resource() -> None:
     assert report.problems == [] and report.skipped == []
     assert_valid(report.items)
     items = by_kind(report.items)
-    assert [i["kind"] for i in report.items] == ["patient", "encounter", "condition",
-                                                 "observation"]
+    assert [i["kind"] for i in report.items] == ["patient", "encounter", "condition", "observation"]
 
     # The patient: resident ID, the CJK name with no space, this institution's MRN.
     pat = items["patient"]
     assert pat["source_id"] == "Patient/p1"
-    assert pat["payload"] == {"patient": {"resident_id": RID, "mrn": "MR000123"}, "name": NAME,
-                              "gender": "female", "birth_date": "1956-04-02"}
+    assert pat["payload"] == {
+        "patient": {"resident_id": RID, "mrn": "MR000123"},
+        "name": NAME,
+        "gender": "female",
+        "birth_date": "1956-04-02",
+    }
 
     # The encounter: class, status, times with their offset, department and reason.
     enc = items["encounter"]["payload"]
     assert enc["patient"] == {"resident_id": RID, "mrn": "MR000123"}  # the same as the Patient's
     assert (enc["encounter_class"], enc["status"]) == ("outpatient", "finished")
-    assert (enc["start"], enc["end"]) == ("2026-03-02T09:10:00+08:00",
-                                          "2026-03-02T09:30:00+08:00")
+    assert (enc["start"], enc["end"]) == ("2026-03-02T09:10:00+08:00", "2026-03-02T09:30:00+08:00")
     assert enc["department"] == "全科门诊" and enc["reason"][0]["code"] == "I10"
 
     # The diagnosis keeps its ICD-10 version and points at the encounter's source_id.
     dx = items["condition"]["payload"]
-    assert dx["code"] == {"system": ICD10, "version": "2019", "code": "I10",
-                          "display": "原发性高血压"}
+    assert dx["code"] == {
+        "system": ICD10,
+        "version": "2019",
+        "code": "I10",
+        "display": "原发性高血压",
+    }
     assert (dx["clinical_status"], dx["verification_status"]) == ("active", "confirmed")
     assert (dx["onset"], dx["recorded"]) == ("2019-06-01", "2026-03-02T09:25:00+08:00")
     assert dx["encounter"] == "Encounter/e1"
 
     # The lab result keeps the decimal exactly as sent.
     obs = items["observation"]["payload"]
-    assert obs["value_quantity"] == {"value": "7.20", "unit": "%",
-                                     "system": "http://unitsofmeasure.org", "code": "%"}
-    assert (obs["code"]["code"], obs["status"], obs["category"]) == ("4548-4", "final",
-                                                                     "laboratory")
+    assert obs["value_quantity"] == {
+        "value": "7.20",
+        "unit": "%",
+        "system": "http://unitsofmeasure.org",
+        "code": "%",
+    }
+    assert (obs["code"]["code"], obs["status"], obs["category"]) == (
+        "4548-4",
+        "final",
+        "laboratory",
+    )
     assert obs["effective"] == "2026-03-02T09:20:00+08:00"
     assert obs["reference_range"]["low"]["value"] == "4.0"
     assert obs["interpretation"]["code"] == "H" and obs["encounter"] == "Encounter/e1"
@@ -97,39 +110,63 @@ def test_a_single_resource_maps_on_its_own() -> None:
 
 def test_an_unresolved_subject_is_a_problem_and_the_rest_still_maps() -> None:
     # The observation points at a patient that is not in the bundle.
-    doc = bundle(patient(), encounter(), condition(),
-                 observation(subject={"reference": "Patient/elsewhere"}))
+    doc = bundle(
+        patient(), encounter(), condition(), observation(subject={"reference": "Patient/elsewhere"})
+    )
     report = read_fhir(doc, institution=INSTITUTION)
     assert [(p.code, p.field, p.source_id) for p in report.problems] == [
-        ("fhir.subject_unresolved", "Bundle.entry[3].resource.subject", "Observation/o1")]
+        ("fhir.subject_unresolved", "Bundle.entry[3].resource.subject", "Observation/o1")
+    ]
     assert [i["kind"] for i in report.items] == ["patient", "encounter", "condition"]
     assert_valid(report.items)
 
 
 def test_a_patient_with_only_an_mrn_maps_and_everything_about_them_carries_it() -> None:
     # A newborn has no resident ID yet: the centre names her by its own MRN.
-    doc = bundle(patient(identifier=[{"system": mrn_system(INSTITUTION), "value": "MR1"}]),
-                 encounter(), condition(), observation())
+    doc = bundle(
+        patient(identifier=[{"system": mrn_system(INSTITUTION), "value": "MR1"}]),
+        encounter(),
+        condition(),
+        observation(),
+    )
     report = read_fhir(doc, institution=INSTITUTION)
     assert report.problems == []
     assert [i["payload"]["patient"] for i in report.items] == [{"mrn": "MR1"}] * 4
 
 
-@pytest.mark.parametrize(("identifiers", "expected"), [
-    # The MRN may be typed MR (v2-0203) under the sender's own system name ...
-    ([{"type": {"coding": [{"system": V2_0203, "code": "MR"}]}, "system": "urn:his:dc",
-       "value": "H77"}], {"mrn": "H77"}),
-    # ... the resident health card (居民健康卡) is enough on its own ...
-    ([{"system": HEALTH_CARD, "value": "HC3411220001"}], {"health_card": "HC3411220001"}),
-    # ... and every identifier the patient has is carried, so the exchange can link them.
-    ([{"system": RESIDENT_ID_SYSTEM, "value": RID}, {"system": HEALTH_CARD, "value": "HC99887766"},
-      {"system": mrn_system(INSTITUTION), "value": "MR2"}],
-     {"resident_id": RID, "mrn": "MR2", "health_card": "HC99887766"}),
-])
+@pytest.mark.parametrize(
+    ("identifiers", "expected"),
+    [
+        # The MRN may be typed MR (v2-0203) under the sender's own system name ...
+        (
+            [
+                {
+                    "type": {"coding": [{"system": V2_0203, "code": "MR"}]},
+                    "system": "urn:his:dc",
+                    "value": "H77",
+                }
+            ],
+            {"mrn": "H77"},
+        ),
+        # ... the resident health card (居民健康卡) is enough on its own ...
+        ([{"system": HEALTH_CARD, "value": "HC3411220001"}], {"health_card": "HC3411220001"}),
+        # ... and every identifier the patient has is carried, so the exchange can link them.
+        (
+            [
+                {"system": RESIDENT_ID_SYSTEM, "value": RID},
+                {"system": HEALTH_CARD, "value": "HC99887766"},
+                {"system": mrn_system(INSTITUTION), "value": "MR2"},
+            ],
+            {"resident_id": RID, "mrn": "MR2", "health_card": "HC99887766"},
+        ),
+    ],
+)
 def test_patients_are_named_by_resident_id_mrn_or_health_card(
-        identifiers: list[dict[str, Any]], expected: dict[str, str]) -> None:
-    report = read_fhir(bundle(patient(identifier=identifiers), observation()),
-                       institution=INSTITUTION)
+    identifiers: list[dict[str, Any]], expected: dict[str, str]
+) -> None:
+    report = read_fhir(
+        bundle(patient(identifier=identifiers), observation()), institution=INSTITUTION
+    )
     assert report.problems == []
     assert [i["payload"]["patient"] for i in report.items] == [expected, expected]
 
@@ -137,16 +174,24 @@ def test_patients_are_named_by_resident_id_mrn_or_health_card(
 def test_a_patient_with_no_linkable_identifier_is_refused_with_what_refers_to_it() -> None:
     # Only a passport number and two MR-typed numbers of which neither is said to be ours.
     typed = {"coding": [{"system": V2_0203, "code": "MR"}]}
-    doc = bundle(patient(identifier=[
-        {"system": "urn:passport", "value": "E12345678"},
-        {"type": typed, "system": "urn:his:a", "value": "A1"},
-        {"type": typed, "system": "urn:his:b", "value": "B2"}]),
-        encounter(), condition(), observation())
+    doc = bundle(
+        patient(
+            identifier=[
+                {"system": "urn:passport", "value": "E12345678"},
+                {"type": typed, "system": "urn:his:a", "value": "A1"},
+                {"type": typed, "system": "urn:his:b", "value": "B2"},
+            ]
+        ),
+        encounter(),
+        condition(),
+        observation(),
+    )
     report = read_fhir(doc, institution=INSTITUTION)
     assert report.items == []
     assert [(p.code, p.field) for p in report.problems] == [
         ("fhir.no_patient_identifier", "Bundle.entry[0].resource.identifier"),
-        *[("fhir.subject_refused", f"Bundle.entry[{n}].resource.subject") for n in (1, 2, 3)]]
+        *[("fhir.subject_refused", f"Bundle.entry[{n}].resource.subject") for n in (1, 2, 3)],
+    ]
     # The problem says what was looked for.
     message = report.problems[0].message
     assert RESIDENT_ID_SYSTEM in message and mrn_system(INSTITUTION) in message
@@ -157,37 +202,60 @@ def test_a_patient_with_no_linkable_identifier_is_refused_with_what_refers_to_it
 
 
 def test_a_malformed_health_card_is_refused_like_a_wrong_resident_id() -> None:
-    doc = bundle(patient(identifier=[{"system": RESIDENT_ID_SYSTEM, "value": RID},
-                                     {"system": HEALTH_CARD, "value": "HC-12"}]), observation())
+    doc = bundle(
+        patient(
+            identifier=[
+                {"system": RESIDENT_ID_SYSTEM, "value": RID},
+                {"system": HEALTH_CARD, "value": "HC-12"},
+            ]
+        ),
+        observation(),
+    )
     report = read_fhir(doc, institution=INSTITUTION)
     assert report.items == []
     assert [(p.code, p.field) for p in report.problems] == [
         ("string_pattern_mismatch", "Bundle.entry[0].resource.identifier"),
-        ("fhir.subject_refused", "Bundle.entry[1].resource.subject")]
+        ("fhir.subject_refused", "Bundle.entry[1].resource.subject"),
+    ]
     assert "health_card" in report.problems[0].message
     assert all("HC-12" not in str(p) for p in report.problems)
 
 
-@pytest.mark.parametrize(("where", "resource", "field"), [
-    (1, encounter(period={"start": "2026-03-02T09:10:00"}), "period.start"),
-    (2, condition(recordedDate="2026-03-02T09:25:00.5"), "recordedDate"),
-    (3, observation(effectiveDateTime="2026-03-02"), "effectiveDateTime"),
-    (3, observation(effectiveDateTime=None, effectivePeriod={"start": "2026-03"}),
-     "effectivePeriod.start"),
-])
+@pytest.mark.parametrize(
+    ("where", "resource", "field"),
+    [
+        (1, encounter(period={"start": "2026-03-02T09:10:00"}), "period.start"),
+        (2, condition(recordedDate="2026-03-02T09:25:00.5"), "recordedDate"),
+        (3, observation(effectiveDateTime="2026-03-02"), "effectiveDateTime"),
+        (
+            3,
+            observation(effectiveDateTime=None, effectivePeriod={"start": "2026-03"}),
+            "effectivePeriod.start",
+        ),
+    ],
+)
 def test_a_datetime_without_timezone_is_a_problem_not_a_guess(
-        where: int, resource: dict[str, Any], field: str) -> None:
+    where: int, resource: dict[str, Any], field: str
+) -> None:
     resources = [patient(), encounter(), condition(), observation()]
     resources[where] = {k: v for k, v in resource.items() if v is not None}
     report = read_fhir(bundle(*resources), institution=INSTITUTION)
     assert [(p.code, p.field) for p in report.problems] == [
-        ("fhir.datetime_no_timezone", f"Bundle.entry[{where}].resource.{field}")]
+        ("fhir.datetime_no_timezone", f"Bundle.entry[{where}].resource.{field}")
+    ]
     assert len(report.items) == 3
 
 
-@pytest.mark.parametrize(("code", "expected"), [
-    ("AMB", "outpatient"), ("IMP", "inpatient"), ("ACUTE", "inpatient"), ("NONAC", "inpatient"),
-    ("EMER", "emergency")])
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("AMB", "outpatient"),
+        ("IMP", "inpatient"),
+        ("ACUTE", "inpatient"),
+        ("NONAC", "inpatient"),
+        ("EMER", "emergency"),
+    ],
+)
 def test_encounter_classes_map_onto_the_canonical_set(code: str, expected: str) -> None:
     enc = encounter(**{"class": {"code": code}}, status="triaged")
     report = read_fhir(bundle(patient(), enc), institution=INSTITUTION)
@@ -197,29 +265,33 @@ def test_encounter_classes_map_onto_the_canonical_set(code: str, expected: str) 
 
 def test_codes_the_canonical_model_does_not_take_are_problems() -> None:
     # fhir.resources checks structure, not codes: a bogus status gets through it, not past us.
-    doc = bundle(patient(), encounter(**{"class": {"code": "HH"}}), condition(),
-                 observation(status="bogus"))
+    doc = bundle(
+        patient(), encounter(**{"class": {"code": "HH"}}), condition(), observation(status="bogus")
+    )
     report = read_fhir(doc, institution=INSTITUTION)
     assert {(p.code, p.field) for p in report.problems} == {
         ("fhir.encounter_class", "Bundle.entry[1].resource.class"),
-        ("literal_error", "Bundle.entry[3].resource.status")}
+        ("literal_error", "Bundle.entry[3].resource.status"),
+    }
     assert [i["kind"] for i in report.items] == ["patient", "condition"]
 
 
 def test_unmapped_resource_types_are_skipped_not_refused() -> None:
     claim = {"resourceType": "Claim", "id": "cl1"}
     org = {"resourceType": "Organization", "id": "org1", "name": "东城镇卫生院"}
-    report = read_fhir(bundle(patient(), claim, org, kind="collection"),
-                       institution=INSTITUTION)
+    report = read_fhir(bundle(patient(), claim, org, kind="collection"), institution=INSTITUTION)
     assert report.problems == [] and len(report.items) == 1
-    assert report.skipped == ["Bundle.entry[1] Claim: resource type not mapped",
-                              "Bundle.entry[2] Organization: resource type not mapped"]
+    assert report.skipped == [
+        "Bundle.entry[1] Claim: resource type not mapped",
+        "Bundle.entry[2] Organization: resource type not mapped",
+    ]
 
 
 def test_western_names_put_given_names_first_and_name_text_wins() -> None:
     western = patient(name=[{"family": "Smith", "given": ["Anna", "Lee"]}])
-    assert read_fhir(western, institution=INSTITUTION).items[0]["payload"]["name"] == \
-        "Anna Lee Smith"
+    assert (
+        read_fhir(western, institution=INSTITUTION).items[0]["payload"]["name"] == "Anna Lee Smith"
+    )
     texted = patient(name=[{"text": "欧阳春燕", "family": "欧", "given": ["阳春燕"]}])
     assert read_fhir(texted, institution=INSTITUTION).items[0]["payload"]["name"] == "欧阳春燕"
 
@@ -227,13 +299,16 @@ def test_western_names_put_given_names_first_and_name_text_wins() -> None:
 def test_malformed_documents_are_problems() -> None:
     assert read_fhir(b"\xff\xfe{", institution=INSTITUTION).problems[0].code == "fhir.json"
     assert read_fhir("[1, 2]", institution=INSTITUTION).problems[0].code == "fhir.not_a_resource"
-    assert read_fhir({"type": "Patient"}, institution=INSTITUTION).problems[0].code == \
-        "fhir.resource_type"
+    assert (
+        read_fhir({"type": "Patient"}, institution=INSTITUTION).problems[0].code
+        == "fhir.resource_type"
+    )
     history = read_fhir(bundle(patient(), kind="history"), institution=INSTITUTION)
     assert [p.code for p in history.problems] == ["fhir.bundle_type"]
     # A structural error in one resource leaves the others alone.
     report = read_fhir(bundle(patient(name="王秀英"), encounter()), institution=INSTITUTION)
     assert [(p.code, p.field) for p in report.problems] == [
         ("fhir.list_type", "Bundle.entry[0].resource.name"),
-        ("fhir.subject_unresolved", "Bundle.entry[1].resource.subject")]
+        ("fhir.subject_unresolved", "Bundle.entry[1].resource.subject"),
+    ]
     assert_no_patient_data(report)

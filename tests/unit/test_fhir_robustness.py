@@ -23,9 +23,11 @@ from tests.unit.fhir_builders import (
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
-    max_leaves=20)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -45,8 +47,13 @@ def test_arbitrary_bytes_become_problems_not_exceptions(raw: bytes) -> None:
 
 def paths(node: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Every place in a JSON tree, for the mutation tests below."""
-    inner = node.items() if isinstance(node, dict) else enumerate(node) \
-        if isinstance(node, list) else []
+    inner = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else []
+    )
     return [at, *(p for key, child in inner for p in paths(child, (*at, key)))]
 
 
@@ -66,7 +73,8 @@ CHART_PATHS = paths(chart())[1:]
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(VISIT_PATHS), json_values)
 def test_a_visit_with_any_one_part_replaced_never_raises_and_items_stay_valid(
-        where: tuple[Any, ...], value: Any) -> None:
+    where: tuple[Any, ...], value: Any
+) -> None:
     report = read_fhir(mutated(visit(), where, value), institution=INSTITUTION)
     assert_valid(report.items)
     assert len(report.items) <= 4
@@ -76,10 +84,12 @@ def test_a_visit_with_any_one_part_replaced_never_raises_and_items_stay_valid(
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(CHART_PATHS), json_values)
 def test_a_chart_with_any_one_part_replaced_never_raises_and_items_stay_valid(
-        where: tuple[Any, ...], value: Any) -> None:
+    where: tuple[Any, ...], value: Any
+) -> None:
     # Every new resource type, its references, contained resources and document content.
-    report = read_fhir(mutated(chart(), where, value), institution=INSTITUTION,
-                       institutions=REGISTERED)
+    report = read_fhir(
+        mutated(chart(), where, value), institution=INSTITUTION, institutions=REGISTERED
+    )
     assert_valid(report.items)
     assert len(report.items) <= len(CHART_KINDS)
     assert_no_patient_data(report)

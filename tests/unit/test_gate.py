@@ -71,8 +71,9 @@ class Consent:
     def __init__(self, facts: Facts) -> None:
         self.facts = facts
 
-    async def view(self, patient_id: UUID, *, institution: str, person: str,
-                   at: datetime) -> RecordView | None:
+    async def view(
+        self, patient_id: UUID, *, institution: str, person: str, at: datetime
+    ) -> RecordView | None:
         if patient_id not in (PATIENT, MERGED):
             return None
         return RecordView(PATIENT, [PATIENT, MERGED], 42, self.facts, None, None, None, [])
@@ -84,9 +85,15 @@ def context(facts: Facts | None = None) -> Any:
 
     async def position_at(instant: datetime) -> int:
         return 5
-    return SimpleNamespace(tokens=Tokens(), audit_writer=Audit(), consent=Consent(facts or Facts()),
-                           records=SimpleNamespace(root=root, position_at=position_at),
-                           policy=AccessPolicy(), clock=lambda: NOW)
+
+    return SimpleNamespace(
+        tokens=Tokens(),
+        audit_writer=Audit(),
+        consent=Consent(facts or Facts()),
+        records=SimpleNamespace(root=root, position_at=position_at),
+        policy=AccessPolicy(),
+        clock=lambda: NOW,
+    )
 
 
 class Seen:
@@ -101,9 +108,18 @@ class Seen:
         return Answer(json_response({"ok": True}, call.request_id), **self.answer)
 
 
-async def ask(ctx: Any, access: Access, handler: Handler, *, role: str | None = "physician",
-              path: str = "/thing", purpose: str | None = None, token: str | None = None,
-              route: str = "/thing", params: dict[str, str] | None = None) -> httpx.Response:
+async def ask(
+    ctx: Any,
+    access: Access,
+    handler: Handler,
+    *,
+    role: str | None = "physician",
+    path: str = "/thing",
+    purpose: str | None = None,
+    token: str | None = None,
+    route: str = "/thing",
+    params: dict[str, str] | None = None,
+) -> httpx.Response:
     gate = Gate(ctx)
     app = Starlette(routes=[Route(route, gate.endpoint(ApiRoute("GET", route, access, handler)))])
     headers = {}
@@ -111,8 +127,9 @@ async def ask(ctx: Any, access: Access, handler: Handler, *, role: str | None = 
         headers["Authorization"] = f"Bearer {token or role}"
     if purpose:
         headers["X-Purpose-Of-Use"] = purpose
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://hie") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://hie"
+    ) as http:
         return await http.get(path, headers=headers, params=params)
 
 
@@ -124,9 +141,13 @@ def last(ctx: Any) -> dict[str, Any]:
     return ctx.audit_writer.records[-1]  # type: ignore[no-any-return]
 
 
-PHYSICIANS = Access("thing", roles=frozenset({"physician"}),
-                    refused_role="the {role} role does not read things",
-                    purposes=frozenset({"TREAT"}), refused_purpose="send TREAT")
+PHYSICIANS = Access(
+    "thing",
+    roles=frozenset({"physician"}),
+    refused_role="the {role} role does not read things",
+    purposes=frozenset({"TREAT"}),
+    refused_purpose="send TREAT",
+)
 
 
 async def test_a_public_route_needs_no_token_and_writes_no_audit_record() -> None:
@@ -136,10 +157,13 @@ async def test_a_public_route_needs_no_token_and_writes_no_audit_record() -> Non
     assert ctx.audit_writer.records == []
 
 
-@pytest.mark.parametrize(("token", "status", "issue"), [
-    (None, 401, "login"), ("forged", 401, "login"), ("revocations-down", 503, "transient")])
+@pytest.mark.parametrize(
+    ("token", "status", "issue"),
+    [(None, 401, "login"), ("forged", 401, "login"), ("revocations-down", 503, "transient")],
+)
 async def test_a_refused_token_is_audited_as_a_failed_sign_in(
-        token: str | None, status: int, issue: str) -> None:
+    token: str | None, status: int, issue: str
+) -> None:
     ctx, seen = context(), Seen()
     answer = await ask(ctx, PHYSICIANS, seen, role=None, token=token)
     assert answer.status_code == status and answer.json()["issue"][0]["code"] == issue
@@ -161,7 +185,8 @@ async def test_a_role_the_route_does_not_declare_is_refused_before_the_handler()
 
 @pytest.mark.parametrize("purpose", [None, "HRESCH"])
 async def test_a_purpose_the_route_does_not_accept_is_refused_and_recorded_as_sent(
-        purpose: str | None) -> None:
+    purpose: str | None,
+) -> None:
     ctx, seen = context(), Seen()
     answer = await ask(ctx, PHYSICIANS, seen, purpose=purpose)
     assert answer.status_code == 400 and code(answer) == "purpose.missing"
@@ -171,9 +196,13 @@ async def test_a_purpose_the_route_does_not_accept_is_refused_and_recorded_as_se
 
 async def test_the_handler_gets_the_call_and_its_answer_is_recorded_before_it_is_sent() -> None:
     ctx = context()
-    seen = Seen({"decision": Decision(True, [Reason("thing.ok", "fine")], legal_basis="x"),
-                 "disclosed": [f"Thing/{i}" for i in range(LISTED + 1)],
-                 "extra": {"note": "n"}})
+    seen = Seen(
+        {
+            "decision": Decision(True, [Reason("thing.ok", "fine")], legal_basis="x"),
+            "disclosed": [f"Thing/{i}" for i in range(LISTED + 1)],
+            "extra": {"note": "n"},
+        }
+    )
     answer = await ask(ctx, PHYSICIANS, seen, purpose="treat")
     assert answer.status_code == 200
     call = seen.calls[0]
@@ -189,9 +218,9 @@ async def test_the_handler_gets_the_call_and_its_answer_is_recorded_before_it_is
 async def test_a_refusal_a_handler_raises_is_audited_with_the_calls_patient_and_purpose() -> None:
     async def refuse(call: Call) -> Answer:
         raise Refused(404, "thing.not_found", "no such thing", "not-found")
+
     ctx = context()
-    access = Access("glass", roles=frozenset({"physician"}), purpose="ETREAT",
-                    patient=PATH_PATIENT)
+    access = Access("glass", roles=frozenset({"physician"}), purpose="ETREAT", patient=PATH_PATIENT)
     answer = await ask(ctx, access, refuse, route="/p/{pid}", path=f"/p/{PATIENT}")
     assert answer.status_code == 404 and code(answer) == "thing.not_found"
     record = last(ctx)
@@ -207,10 +236,18 @@ async def test_a_malformed_patient_id_is_refused_as_the_route_declares() -> None
     assert not seen.calls and last(ctx)["patient_id"] is None
 
 
-READ = Access("read", roles=frozenset({"physician", "nurse", "patient"}), purposes="any",
-              defaults={"patient": "PATRQT"}, refused_purpose="send a purpose",
-              refused_role="the {role} role does not read records",
-              patient=PATH_PATIENT, decide=decide, redecidable=True, as_of=True)
+READ = Access(
+    "read",
+    roles=frozenset({"physician", "nurse", "patient"}),
+    purposes="any",
+    defaults={"patient": "PATRQT"},
+    refused_purpose="send a purpose",
+    refused_role="the {role} role does not read records",
+    patient=PATH_PATIENT,
+    decide=decide,
+    redecidable=True,
+    as_of=True,
+)
 
 
 async def read(ctx: Any, seen: Seen, pid: UUID | str = MERGED, **kw: Any) -> httpx.Response:
@@ -255,21 +292,29 @@ async def test_a_patient_route_refuses_an_unknown_patient_and_an_unknown_past() 
 async def test_the_declared_roles_bound_what_a_rule_may_permit() -> None:
     def permits_anyone(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:
         return Decision(True, [Reason("any.permit", "a rule too generous")])
+
     ctx, seen = context(), Seen()
-    access = Access("read", roles=frozenset({"physician"}), refused_role="not for {role}s",
-                    patient=PATH_PATIENT, decide=permits_anyone)
-    answer = await ask(ctx, access, seen, role="regulator", route="/r/{pid}",
-                       path=f"/r/{PATIENT}")
+    access = Access(
+        "read",
+        roles=frozenset({"physician"}),
+        refused_role="not for {role}s",
+        patient=PATH_PATIENT,
+        decide=permits_anyone,
+    )
+    answer = await ask(ctx, access, seen, role="regulator", route="/r/{pid}", path=f"/r/{PATIENT}")
     assert answer.status_code == 403 and code(answer) == "role.not_permitted"
     assert not seen.calls and last(ctx)["decision"] == "deny"
 
 
 async def test_consent_reading_takes_the_purpose_sent_but_records_none_when_refused() -> None:
     ctx, seen = context(), Seen()
-    access = Access("consent-read", roles=frozenset({"physician", "nurse", "patient"}),
-                    patient=PATH_PATIENT, decide=may_read_consents)
-    answer = await ask(ctx, access, seen, purpose="TREAT", route="/c/{pid}",
-                       path=f"/c/{PATIENT}")
+    access = Access(
+        "consent-read",
+        roles=frozenset({"physician", "nurse", "patient"}),
+        patient=PATH_PATIENT,
+        decide=may_read_consents,
+    )
+    answer = await ask(ctx, access, seen, purpose="TREAT", route="/c/{pid}", path=f"/c/{PATIENT}")
     assert answer.status_code == 403 and code(answer) == "consent.not_permitted"
     assert last(ctx)["purpose"] is None and last(ctx)["patient_id"] == str(PATIENT)
 
@@ -287,21 +332,30 @@ async def test_nothing_leaves_when_the_audit_log_cannot_record() -> None:
 async def test_a_failing_handler_is_a_500_that_names_the_request() -> None:
     async def fails(call: Call) -> Answer:
         raise RuntimeError("a bug")
+
     ctx = context()
     answer = await ask(ctx, PHYSICIANS, fails, purpose="TREAT")
     assert answer.status_code == 500 and code(answer) == "internal"
     assert answer.headers["x-request-id"] in answer.json()["issue"][0]["details"]["text"]
 
 
-@pytest.mark.parametrize("declaration", [
-    {"public": True, "roles": frozenset({"physician"})},
-    {},
-    {"roles": frozenset({"physician"}), "decide": decide},
-    {"roles": frozenset({"physician"}), "patient": PATH_PATIENT, "redecidable": True},
-    {"roles": frozenset({"patient"}), "defaults": {"patient": "PATRQT"}},
-], ids=["public-with-roles", "no-roles", "decision-without-patient", "redecide-without-rule",
-        "default-without-purposes"])
-def test_a_declaration_that_cannot_work_fails_when_it_is_made(
-        declaration: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        {"public": True, "roles": frozenset({"physician"})},
+        {},
+        {"roles": frozenset({"physician"}), "decide": decide},
+        {"roles": frozenset({"physician"}), "patient": PATH_PATIENT, "redecidable": True},
+        {"roles": frozenset({"patient"}), "defaults": {"patient": "PATRQT"}},
+    ],
+    ids=[
+        "public-with-roles",
+        "no-roles",
+        "decision-without-patient",
+        "redecide-without-rule",
+        "default-without-purposes",
+    ],
+)
+def test_a_declaration_that_cannot_work_fails_when_it_is_made(declaration: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Access("thing", **declaration)

@@ -19,10 +19,16 @@ INSTITUTION = "dongcheng-thc"
 RID = make_resident_id("341122", date(1956, 4, 2), 124)  # synthetic; even sequence: female
 NAME = "王秀英"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "hl7v2" \
+SAMPLES = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "testdata"
+    / "hl7v2"
     / "microsoft-fhir-converter"
-SAMPLE_FILES = sorted(p for p in SAMPLES.iterdir() if p.name != "LICENSE") \
-    if SAMPLES.is_dir() else []
+)
+SAMPLE_FILES = (
+    sorted(p for p in SAMPLES.iterdir() if p.name != "LICENSE") if SAMPLES.is_dir() else []
+)
 
 
 def message(*segments: str, bom: bool = True) -> bytes:
@@ -31,8 +37,11 @@ def message(*segments: str, bom: bool = True) -> bytes:
 
 
 def admission(event: str = "A01", control: str = "MSG-20260302-0001", **fields: str) -> bytes:
-    pv1 = fields.get("pv1", "PV1|1|I|心内科^301^2||||D017^李^建国|||CAR||||1|||||"
-                            "V2026030200017|||||||||||||||||||||||||20260302091000")
+    pv1 = fields.get(
+        "pv1",
+        "PV1|1|I|心内科^301^2||||D017^李^建国|||CAR||||1|||||"
+        "V2026030200017|||||||||||||||||||||||||20260302091000",
+    )
     return message(
         f"MSH|^~\\&|HIS|DCTHC|HIE|COUNTY|20260302091500||ADT^{event}^ADT_{event}|{control}|P|"
         f"{fields.get('version', '2.5.1')}|||||CHN||UNICODE UTF-8",
@@ -42,7 +51,8 @@ def admission(event: str = "A01", control: str = "MSG-20260302-0001", **fields: 
         pv1,
         "DG1|1||I10^原发性高血压^I10^^^^2019|原发性高血压|20260302093000|F",
         "AL1|1|DA|C0030842^青霉素^L|SV|皮疹|20200115",
-        "IN1|1|NCMS^新农合")
+        "IN1|1|NCMS^新农合",
+    )
 
 
 def result(*obx: str, obr25: str = "F") -> bytes:
@@ -53,7 +63,8 @@ def result(*obx: str, obr25: str = "F") -> bytes:
         "ORC|RE|P456^HIS|F789^LIS",
         f"OBR|1|P456^HIS|F789^LIS|24331-1^血脂四项^LN|||20260302090000|||||||||||||||"
         f"20260302101000|||{obr25}",
-        *obx)
+        *obx,
+    )
 
 
 GLUCOSE = "OBX|1|NM|14771-0^空腹血糖^LN||7.20|mmol/L^mmol/L^UCUM|3.9-6.1|H|||F|||20260302093000"
@@ -73,6 +84,7 @@ def assert_no_patient_data(report: IngestReport) -> None:
 
 # A Chinese township centre's messages, mapped whole ------------------------------------------
 
+
 def test_an_admission_maps_patient_encounter_diagnosis_and_allergy() -> None:
     # A township centre admits 王秀英 with hypertension; its HIS writes LF and a BOM.
     report = read_hl7v2(admission(), institution=INSTITUTION)
@@ -83,21 +95,33 @@ def test_an_admission_maps_patient_encounter_diagnosis_and_allergy() -> None:
 
     # The patient: resident ID from PID-3 (type NNCHN), the MRN, the CJK name without a space.
     [pat] = kinds["patient"]
-    assert pat == {"source_id": "MSG-20260302-0001/PID/1", "kind": "patient", "payload": {
-        "patient": ref, "name": NAME, "gender": "female", "birth_date": "1956-04-02"}}
+    assert pat == {
+        "source_id": "MSG-20260302-0001/PID/1",
+        "kind": "patient",
+        "payload": {"patient": ref, "name": NAME, "gender": "female", "birth_date": "1956-04-02"},
+    }
 
     # The encounter: an inpatient in progress since the admit time, read in Beijing time.
     [enc] = kinds["encounter"]
     assert enc["record"] == "enc:V2026030200017"
     assert enc["payload"] == {
-        "patient": ref, "encounter_class": "inpatient", "status": "in-progress",
-        "start": "2026-03-02T09:10:00+08:00", "department": "心内科", "admit_source": "1",
-        "attending": "李建国"}
+        "patient": ref,
+        "encounter_class": "inpatient",
+        "status": "in-progress",
+        "start": "2026-03-02T09:10:00+08:00",
+        "department": "心内科",
+        "admit_source": "1",
+        "attending": "李建国",
+    }
 
     # The diagnosis keeps ICD-10 with its version, and links to the visit's record.
     [dx] = kinds["condition"]
-    assert dx["payload"]["code"] == {"system": ICD10, "code": "I10", "display": "原发性高血压",
-                                     "version": "2019"}
+    assert dx["payload"]["code"] == {
+        "system": ICD10,
+        "code": "I10",
+        "display": "原发性高血压",
+        "version": "2019",
+    }
     assert dx["payload"]["encounter"] == "enc:V2026030200017"
     assert dx["payload"]["recorded"] == "2026-03-02T09:30:00+08:00"
     assert dx["record"] == "dx:V2026030200017/F/I10"
@@ -108,18 +132,28 @@ def test_an_admission_maps_patient_encounter_diagnosis_and_allergy() -> None:
     assert (alg["payload"]["category"], alg["payload"]["criticality"]) == ("medication", "high")
 
     # Next of kin, insurance and the event segment are not held: said once, not as problems.
-    assert report.skipped == ["ADT^A01 EVN: segment not mapped",
-                              "ADT^A01 NK1: segment not mapped",
-                              "ADT^A01 IN1: segment not mapped"]
+    assert report.skipped == [
+        "ADT^A01 EVN: segment not mapped",
+        "ADT^A01 NK1: segment not mapped",
+        "ADT^A01 IN1: segment not mapped",
+    ]
     for item in report.items:
         assert check_item(item, where="item", source_id=item["source_id"]) == []
 
 
 def test_a_discharge_is_a_new_version_of_the_admission() -> None:
     admitted = read_hl7v2(admission(), institution=INSTITUTION)
-    discharged = read_hl7v2(admission("A03", control="MSG-20260309-0044", pv1=(
-        "PV1|1|I|心内科||||||||||||||||V2026030200017|||||||||||||||||01||||||||"
-        "20260302091000|20260309100000")), institution=INSTITUTION)
+    discharged = read_hl7v2(
+        admission(
+            "A03",
+            control="MSG-20260309-0044",
+            pv1=(
+                "PV1|1|I|心内科||||||||||||||||V2026030200017|||||||||||||||||01||||||||"
+                "20260302091000|20260309100000"
+            ),
+        ),
+        institution=INSTITUTION,
+    )
     assert discharged.problems == []
     [before] = by_kind(admitted)["encounter"]
     [after] = by_kind(discharged)["encounter"]
@@ -131,8 +165,10 @@ def test_a_discharge_is_a_new_version_of_the_admission() -> None:
 
 
 def test_a_lab_report_maps_results_with_units_ranges_and_interpretation() -> None:
-    report = read_hl7v2(result(GLUCOSE, "OBX|2|ST|8251-1^备注^LN||空腹采血||||||F|||"
-                               "20260302093000"), institution=INSTITUTION)
+    report = read_hl7v2(
+        result(GLUCOSE, "OBX|2|ST|8251-1^备注^LN||空腹采血||||||F|||20260302093000"),
+        institution=INSTITUTION,
+    )
     assert report.problems == []
     report_obs, glucose, note = report.items[1:]
     # The OBR is the order's record, now final; each OBX its own record under the order.
@@ -142,8 +178,10 @@ def test_a_lab_report_maps_results_with_units_ranges_and_interpretation() -> Non
     payload = glucose["payload"]
     unit = {"unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}
     assert payload["value_quantity"] == {"value": "7.20", **unit}
-    assert payload["reference_range"] == {"low": {"value": "3.9", **unit},
-                                          "high": {"value": "6.1", **unit}}
+    assert payload["reference_range"] == {
+        "low": {"value": "3.9", **unit},
+        "high": {"value": "6.1", **unit},
+    }
     assert payload["interpretation"]["code"] == "H"
     assert payload["effective"] == "2026-03-02T09:30:00+08:00"
     assert payload["encounter"] == "enc:V2026030200017"
@@ -153,32 +191,50 @@ def test_a_lab_report_maps_results_with_units_ranges_and_interpretation() -> Non
 
 
 def test_a_corrected_result_amends_and_a_deleted_one_is_retracted() -> None:
-    corrected = read_hl7v2(result(GLUCOSE.replace("|F|||2026", "|C|||2026")),
-                           institution=INSTITUTION)
+    corrected = read_hl7v2(
+        result(GLUCOSE.replace("|F|||2026", "|C|||2026")), institution=INSTITUTION
+    )
     [fixed] = [i for i in corrected.items if i["source_id"].endswith("/OBX/1")]
     assert fixed["amends"] == "obs:P456/14771-0/-" and "record" not in fixed
     assert fixed["payload"]["status"] == "corrected"
-    deleted = read_hl7v2(result(GLUCOSE.replace("|F|||2026", "|D|||2026")),
-                         institution=INSTITUTION)
+    deleted = read_hl7v2(result(GLUCOSE.replace("|F|||2026", "|D|||2026")), institution=INSTITUTION)
     [gone] = [i for i in deleted.items if i["kind"] == "retract"]
     assert gone["payload"]["record"] == "obs:P456/14771-0/-"
 
 
-@pytest.mark.parametrize(("obx", "code", "field"), [
-    ("OBX|1|NM|14771-0^空腹血糖^LN||7.2||||||F|||20260302093000", "hl7.unit_missing",
-     "OBX[1]-6"),
-    ("OBX|1|NM|14771-0^空腹血糖^LN||高|mmol/L|||||F|||20260302093000",
-     "hl7.value_not_numeric", "OBX[1]-5"),
-    ("OBX|1|NM|14771-0^空腹血糖^LN||7.2|mmol/L|||||F|||202603", "hl7.imprecise_datetime",
-     "OBX[1]-14"),
-    ("OBX|1|NM|14771-0^空腹血糖^LN||7.2|mmol/L|||||Q|||20260302093000", "hl7.result_status",
-     "OBX[1]-11"),
-    ("OBX|1|ED|11502-2^报告^LN||^TEXT^^Base64^AAAA||||||F|||20260302093000",
-     "hl7.value_type", "OBX[1]-2"),
-    ("OBX|1|NM|||7.2|mmol/L|||||F|||20260302093000", "hl7.required", "OBX[1]-3"),
-], ids=lambda v: v if v.startswith("hl7.") else "")
-def test_a_result_that_cannot_be_mapped_is_refused_alone(obx: str, code: str,
-                                                         field: str) -> None:
+@pytest.mark.parametrize(
+    ("obx", "code", "field"),
+    [
+        (
+            "OBX|1|NM|14771-0^空腹血糖^LN||7.2||||||F|||20260302093000",
+            "hl7.unit_missing",
+            "OBX[1]-6",
+        ),
+        (
+            "OBX|1|NM|14771-0^空腹血糖^LN||高|mmol/L|||||F|||20260302093000",
+            "hl7.value_not_numeric",
+            "OBX[1]-5",
+        ),
+        (
+            "OBX|1|NM|14771-0^空腹血糖^LN||7.2|mmol/L|||||F|||202603",
+            "hl7.imprecise_datetime",
+            "OBX[1]-14",
+        ),
+        (
+            "OBX|1|NM|14771-0^空腹血糖^LN||7.2|mmol/L|||||Q|||20260302093000",
+            "hl7.result_status",
+            "OBX[1]-11",
+        ),
+        (
+            "OBX|1|ED|11502-2^报告^LN||^TEXT^^Base64^AAAA||||||F|||20260302093000",
+            "hl7.value_type",
+            "OBX[1]-2",
+        ),
+        ("OBX|1|NM|||7.2|mmol/L|||||F|||20260302093000", "hl7.required", "OBX[1]-3"),
+    ],
+    ids=lambda v: v if v.startswith("hl7.") else "",
+)
+def test_a_result_that_cannot_be_mapped_is_refused_alone(obx: str, code: str, field: str) -> None:
     report = read_hl7v2(result(obx), institution=INSTITUTION)
     assert [(p.code, p.field) for p in report.problems] == [(code, field)]
     assert report.problems[0].source_id == "LIS-7781/OBX/1"
@@ -188,42 +244,63 @@ def test_a_result_that_cannot_be_mapped_is_refused_alone(obx: str, code: str,
 
 
 def test_an_order_is_a_registered_observation_that_its_result_supersedes() -> None:
-    order = read_hl7v2(message(
-        "MSH|^~\\&|HIS|DCTHC|LIS|DCTHC|20260302083000||OML^O21^OML_O21|HIS-5501|P|2.5.1",
-        "PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
-        "ORC|NW|P456^HIS||||||||20260302083000",
-        "OBR|1|P456^HIS||24331-1^血脂四项^LN|||20260302090000"), institution=INSTITUTION)
+    order = read_hl7v2(
+        message(
+            "MSH|^~\\&|HIS|DCTHC|LIS|DCTHC|20260302083000||OML^O21^OML_O21|HIS-5501|P|2.5.1",
+            "PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
+            "ORC|NW|P456^HIS||||||||20260302083000",
+            "OBR|1|P456^HIS||24331-1^血脂四项^LN|||20260302090000",
+        ),
+        institution=INSTITUTION,
+    )
     assert order.problems == []
     ordered = order.items[1]
-    assert ordered["payload"]["status"] == "registered" and "value_quantity" not in \
-        ordered["payload"]
-    [reported] = [i for i in read_hl7v2(result(GLUCOSE), institution=INSTITUTION).items
-                  if i["source_id"].endswith("/OBR/1")]
+    assert (
+        ordered["payload"]["status"] == "registered" and "value_quantity" not in ordered["payload"]
+    )
+    [reported] = [
+        i
+        for i in read_hl7v2(result(GLUCOSE), institution=INSTITUTION).items
+        if i["source_id"].endswith("/OBR/1")
+    ]
     assert ordered["record"] == reported["record"] == "ord:P456"
 
 
 def test_a_prescription_and_an_immunization() -> None:
-    rx = read_hl7v2(message(
-        "MSH|^~\\&|HIS|DCTHC|HIE|COUNTY|20260302094000||RDE^O11^RDE_O11|HIS-5502|P|2.5",
-        "PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
-        "ORC|NW|RX2026-88^HIS|||||||20260302093500|||D017^李^建国",
-        "RXE|^QD|86900381000121^氨氯地平片^NMPN|5||mg^mg^UCUM||^每日一次，口服|||28|片",
-        "RXR|PO^口服^HL70162", "TQ1|1||QD"), institution=INSTITUTION)
+    rx = read_hl7v2(
+        message(
+            "MSH|^~\\&|HIS|DCTHC|HIE|COUNTY|20260302094000||RDE^O11^RDE_O11|HIS-5502|P|2.5",
+            "PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
+            "ORC|NW|RX2026-88^HIS|||||||20260302093500|||D017^李^建国",
+            "RXE|^QD|86900381000121^氨氯地平片^NMPN|5||mg^mg^UCUM||^每日一次，口服|||28|片",
+            "RXR|PO^口服^HL70162",
+            "TQ1|1||QD",
+        ),
+        institution=INSTITUTION,
+    )
     assert rx.problems == []
     req = rx.items[1]
     assert (req["kind"], req["record"]) == ("medication_request", "rx:RX2026-88")
-    assert req["payload"]["dose"] == {"value": "5", "unit": "mg",
-                                      "system": "http://unitsofmeasure.org", "code": "mg"}
+    assert req["payload"]["dose"] == {
+        "value": "5",
+        "unit": "mg",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg",
+    }
     assert req["payload"]["route"]["code"] == "PO" and req["payload"]["frequency"] == "QD"
     assert req["payload"]["quantity"]["value"] == "28" and req["payload"]["requester"] == "李建国"
 
-    vxu = read_hl7v2(message(
-        "MSH|^~\\&|EPI|DCTHC|HIE|COUNTY|20260302100000||VXU^V04^VXU_V04|EPI-901|P|2.5.1",
-        "PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
-        "ORC|RE||IMM-33",
-        "RXA|0|1|20260302||88^流感疫苗^CVX|0.5|mL^mL^UCUM||00||||||L2026A|20270101|"
-        "SINOVAC^科兴^MVX|||CP|A", "RXR|IM^肌内注射^HL70162|LA^左上臂^HL70163"),
-        institution=INSTITUTION)
+    vxu = read_hl7v2(
+        message(
+            "MSH|^~\\&|EPI|DCTHC|HIE|COUNTY|20260302100000||VXU^V04^VXU_V04|EPI-901|P|2.5.1",
+            "PID|1||MR000123^^^DCTHC^MR||王^秀英||19560402|F",
+            "ORC|RE||IMM-33",
+            "RXA|0|1|20260302||88^流感疫苗^CVX|0.5|mL^mL^UCUM||00||||||L2026A|20270101|"
+            "SINOVAC^科兴^MVX|||CP|A",
+            "RXR|IM^肌内注射^HL70162|LA^左上臂^HL70163",
+        ),
+        institution=INSTITUTION,
+    )
     assert vxu.problems == []
     imm = vxu.items[1]["payload"]
     assert imm["vaccine"]["system"] == "http://hl7.org/fhir/sid/cvx"
@@ -233,36 +310,47 @@ def test_a_prescription_and_an_immunization() -> None:
 
 def test_a_batch_holds_several_messages_each_mapped_on_its_own() -> None:
     # A batch file with CRLF, made of two message files (each with its own BOM).
-    crlf = b"\r\n".join([b"FHS|^~\\&|HIS", b"BHS|^~\\&|HIS", admission(), result(GLUCOSE),
-                         b"BTS|2", b"FTS|1"])
+    crlf = b"\r\n".join(
+        [b"FHS|^~\\&|HIS", b"BHS|^~\\&|HIS", admission(), result(GLUCOSE), b"BTS|2", b"FTS|1"]
+    )
     report = read_hl7v2(crlf, institution=INSTITUTION)
     assert report.problems == []
     # Or just consecutive messages; the same control id twice is refused the second time.
     twice = read_hl7v2(admission() + b"\n" + admission(), institution=INSTITUTION)
-    assert [(p.code, p.field) for p in twice.problems] == [("hl7.duplicate_control_id",
-                                                           "MSH-10")]
+    assert [(p.code, p.field) for p in twice.problems] == [("hl7.duplicate_control_id", "MSH-10")]
     assert len(twice.items) == 4
-    assert {i["source_id"].split("/")[0] for i in report.items} == {"MSG-20260302-0001",
-                                                                     "LIS-7781"}
+    assert {i["source_id"].split("/")[0] for i in report.items} == {"MSG-20260302-0001", "LIS-7781"}
 
 
 # Refusals: precise, and never the value -------------------------------------------------------
 
-@pytest.mark.parametrize(("data", "code", "field"), [
-    (b"", "hl7.not_hl7", "MSH"),
-    (b'{"resourceType": "Patient"}', "hl7.not_hl7", "MSH"),
-    (b"\xff\xfeM\x00S\x00H\x00", "hl7.encoding", "MSH-18"),
-    (admission().replace(b"^~\\&", b"^^^^"), "hl7.encoding_characters", "MSH-2"),
-    (admission().replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12"), "hl7.unsupported_type",
-     "MSH-9"),
-    (admission(version="2.2"), "hl7.unsupported_version", "MSH-12"),
-    (admission(control=""), "hl7.control_id", "MSH-10"),
-    (admission(pid="PID|1||||王^秀英||19560402|F"), "hl7.no_patient_identifier", "PID-3"),
-    (admission(pid=f"PID|1||{RID[:-1]}0^^^CHN^NNCHN||王^秀英"), "resident_id.check_digit",
-     "PID-3"),
-], ids=lambda v: v if isinstance(v, str) and "." in v and "|" not in v else "")
+
+@pytest.mark.parametrize(
+    ("data", "code", "field"),
+    [
+        (b"", "hl7.not_hl7", "MSH"),
+        (b'{"resourceType": "Patient"}', "hl7.not_hl7", "MSH"),
+        (b"\xff\xfeM\x00S\x00H\x00", "hl7.encoding", "MSH-18"),
+        (admission().replace(b"^~\\&", b"^^^^"), "hl7.encoding_characters", "MSH-2"),
+        (
+            admission().replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12"),
+            "hl7.unsupported_type",
+            "MSH-9",
+        ),
+        (admission(version="2.2"), "hl7.unsupported_version", "MSH-12"),
+        (admission(control=""), "hl7.control_id", "MSH-10"),
+        (admission(pid="PID|1||||王^秀英||19560402|F"), "hl7.no_patient_identifier", "PID-3"),
+        (
+            admission(pid=f"PID|1||{RID[:-1]}0^^^CHN^NNCHN||王^秀英"),
+            "resident_id.check_digit",
+            "PID-3",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and "." in v and "|" not in v else "",
+)
 def test_a_message_that_cannot_be_read_is_refused_with_a_precise_reason(
-        data: bytes, code: str, field: str) -> None:
+    data: bytes, code: str, field: str
+) -> None:
     report = read_hl7v2(data, institution=INSTITUTION)
     assert report.items == []
     assert [(p.code, p.field) for p in report.problems] == [(code, field)]
@@ -270,22 +358,37 @@ def test_a_message_that_cannot_be_read_is_refused_with_a_precise_reason(
 
 
 def test_an_unsupported_type_is_named() -> None:
-    report = read_hl7v2(admission().replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12"),
-                        institution=INSTITUTION)
+    report = read_hl7v2(
+        admission().replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12"), institution=INSTITUTION
+    )
     assert report.problems[0].message.startswith("SIU^S12 is not mapped")
 
 
-@pytest.mark.parametrize(("pv1", "code", "field"), [
-    ("PV1|1|P|||||||||||||||||V1|||||||||||||||||||||||||20260302091000", "hl7.encounter_class",
-     "PV1-2"),
-    ("PV1|1|I|||||||||||||||||||||||||||||||||||||||||||20260302091000", "hl7.no_visit_number",
-     "PV1-19"),
-    ("PV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||20260302", "hl7.imprecise_datetime",
-     "PV1-44"),
-    ("PV1|1|I|||||||||||||||||V1", "hl7.required", "PV1-44"),
-], ids=lambda v: v if v.startswith("hl7.") else "")
-def test_an_encounter_that_cannot_be_mapped_leaves_the_rest(pv1: str, code: str,
-                                                            field: str) -> None:
+@pytest.mark.parametrize(
+    ("pv1", "code", "field"),
+    [
+        (
+            "PV1|1|P|||||||||||||||||V1|||||||||||||||||||||||||20260302091000",
+            "hl7.encounter_class",
+            "PV1-2",
+        ),
+        (
+            "PV1|1|I|||||||||||||||||||||||||||||||||||||||||||20260302091000",
+            "hl7.no_visit_number",
+            "PV1-19",
+        ),
+        (
+            "PV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||20260302",
+            "hl7.imprecise_datetime",
+            "PV1-44",
+        ),
+        ("PV1|1|I|||||||||||||||||V1", "hl7.required", "PV1-44"),
+    ],
+    ids=lambda v: v if v.startswith("hl7.") else "",
+)
+def test_an_encounter_that_cannot_be_mapped_leaves_the_rest(
+    pv1: str, code: str, field: str
+) -> None:
     report = read_hl7v2(admission(pv1=pv1), institution=INSTITUTION)
     assert [(p.code, p.field) for p in report.problems] == [(code, field)]
     assert "encounter" not in by_kind(report) and "patient" in by_kind(report)
@@ -294,13 +397,15 @@ def test_an_encounter_that_cannot_be_mapped_leaves_the_rest(pv1: str, code: str,
 def test_times_without_an_offset_take_the_given_zone_and_an_offset_wins() -> None:
     utc = read_hl7v2(admission(), institution=INSTITUTION, tz="UTC")
     assert by_kind(utc)["encounter"][0]["payload"]["start"] == "2026-03-02T09:10:00+00:00"
-    given = admission(pv1="PV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||"
-                          "20260302091000-0500")
-    assert by_kind(read_hl7v2(given, institution=INSTITUTION))["encounter"][0]["payload"][
-        "start"] == "2026-03-02T09:10:00-05:00"
+    given = admission(pv1="PV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||20260302091000-0500")
+    assert (
+        by_kind(read_hl7v2(given, institution=INSTITUTION))["encounter"][0]["payload"]["start"]
+        == "2026-03-02T09:10:00-05:00"
+    )
 
 
 # The Microsoft FHIR-Converter samples (US data, no resident IDs; used as they are) ------------
+
 
 def test_the_samples_are_present() -> None:
     assert len(SAMPLE_FILES) == 139, f"expected the HL7 v2 sample messages under {SAMPLES}"
@@ -313,8 +418,9 @@ def test_every_sample_maps_or_is_refused_precisely(path: Path) -> None:
     for item in report.items:
         assert check_item(item, where="item", source_id=item["source_id"]) == []
         # US data: every patient goes by its MRN, never an invented resident ID.
-        refs = [item["payload"]["patient"]] + ([item["payload"]["merged"]]
-                                               if item["kind"] == "merge" else [])
+        refs = [item["payload"]["patient"]] + (
+            [item["payload"]["merged"]] if item["kind"] == "merge" else []
+        )
         assert all("resident_id" not in ref and ref.get("mrn") for ref in refs)
     for problem in report.problems:
         assert problem.code and problem.field
@@ -334,13 +440,18 @@ def test_sample_admission_maps_patient_and_inpatient_encounter() -> None:
 
 def test_sample_lab_report_maps_results_with_units_and_ranges() -> None:
     report = sample("LRI_2.0-NG_CBC_Typ_Message.hl7")
-    results = [i for i in by_kind(report)["observation"] if "/OBX/" in i["source_id"]
-               and "value_quantity" in i["payload"]]
+    results = [
+        i
+        for i in by_kind(report)["observation"]
+        if "/OBX/" in i["source_id"] and "value_quantity" in i["payload"]
+    ]
     assert len(results) == 19
     assert all(r["payload"]["value_quantity"]["unit"] for r in results)
     first = results[0]["payload"]
-    assert (first["reference_range"]["low"]["value"], first["reference_range"]["high"]["value"]) \
-        == ("4.3", "6.2")
+    assert (
+        first["reference_range"]["low"]["value"],
+        first["reference_range"]["high"]["value"],
+    ) == ("4.3", "6.2")
 
 
 def test_sample_immunization_keeps_its_cvx_code() -> None:
@@ -364,8 +475,11 @@ def test_sample_scheduling_message_is_refused_as_unsupported() -> None:
 
 def test_sample_referral_maps_to_a_referral_item() -> None:
     # REF^I12: a referral from GHH to RHH, whose HL7 facility the consortium knows by a code.
-    report = read_hl7v2((SAMPLES / "REF-I12-01.hl7").read_bytes(), institution=INSTITUTION,
-                        facilities={"RHHFacility": "county-hosp"})
+    report = read_hl7v2(
+        (SAMPLES / "REF-I12-01.hl7").read_bytes(),
+        institution=INSTITUTION,
+        facilities={"RHHFacility": "county-hosp"},
+    )
     assert report.problems == []
     kinds = by_kind(report)
     # The patient as the other mappers send it: by MRN (US data, no resident ID).
@@ -380,14 +494,18 @@ def test_sample_referral_maps_to_a_referral_item() -> None:
     assert (payload["to_institution"], payload["urgency"]) == ("county-hosp", "routine")
     # The referring provider (PRD RP), and the departments of both providers' locations.
     assert payload["referring_doctor"] == "ROBERT POWELL"
-    assert (payload["from_department"], payload["to_department"]) == ("GENERAL FACILITY",
-                                                                     "GI FACILITY")
+    assert (payload["from_department"], payload["to_department"]) == (
+        "GENERAL FACILITY",
+        "GI FACILITY",
+    )
     # The reason: RF1-24's text, qualified by RF1-3 (type) and RF1-10 (reason).
-    assert payload["reason"] == ("Referral to Specialist (referral type: Medical; referral "
-                                 "reason: Provider Ordered)")
+    assert payload["reason"] == (
+        "Referral to Specialist (referral type: Medical; referral reason: Provider Ordered)"
+    )
     # The impression is DG1's ICD-10 code; the treatment so far is PR1's procedure.
-    assert payload["impression"] == [{"system": ICD10, "code": "K63.3",
-                                      "display": "Ulcer of Intestine"}]
+    assert payload["impression"] == [
+        {"system": ICD10, "code": "K63.3", "display": "Ulcer of Intestine"}
+    ]
     assert payload["treatment"] == "Biopsy of colon, which was part of colonoscopy (2021-09-07)"
     # The message's own note (not the notes on its lab results) is the history.
     assert payload["history"] == "Lab test"
@@ -406,13 +524,21 @@ def test_sample_referral_without_a_facility_map_goes_to_the_facility_code() -> N
     assert ref["payload"]["to_institution"] == "RHHFacility"
     assert ref["payload"]["requested_at"] == "2022-01-25T16:20:00+02:15"
     # The universal id of MSH-6 may be mapped too.
-    mapped = read_hl7v2((SAMPLES / "REF-I12-02.hl7").read_bytes(), institution=INSTITUTION,
-                        facilities={"2.16.840.1.1122848.1.32": "county-hosp"})
+    mapped = read_hl7v2(
+        (SAMPLES / "REF-I12-02.hl7").read_bytes(),
+        institution=INSTITUTION,
+        facilities={"2.16.840.1.1122848.1.32": "county-hosp"},
+    )
     assert by_kind(mapped)["referral"][0]["payload"]["to_institution"] == "county-hosp"
 
 
-@pytest.mark.parametrize("name, at", [("REF-I14-01.hl7", "2022-01-25T16:20:00+00:00"),
-                                      ("REF-I14-02.hl7", "2021-01-15T16:20:00+02:15")])
+@pytest.mark.parametrize(
+    "name, at",
+    [
+        ("REF-I14-01.hl7", "2022-01-25T16:20:00+00:00"),
+        ("REF-I14-02.hl7", "2021-01-15T16:20:00+02:15"),
+    ],
+)
 def test_sample_referral_cancellation_is_a_cancel_action(name: str, at: str) -> None:
     report = sample(name)
     assert report.problems == []
@@ -443,6 +569,7 @@ def test_sample_counts() -> None:
 
 # Nothing a sender can send makes the adapter raise ------------------------------------------
 
+
 def assert_sound(report: IngestReport) -> None:
     assert report.items or report.problems
     for problem in report.problems:
@@ -466,8 +593,10 @@ def test_arbitrary_hl7_like_text_never_raises(text: str) -> None:
 CORPUS = [admission(), result(GLUCOSE)] + [p.read_bytes() for p in SAMPLE_FILES[::7]]
 mutation = st.tuples(
     st.sampled_from(["delete", "duplicate", "garble", "separator"]),
-    st.integers(min_value=0, max_value=10_000), st.integers(min_value=1, max_value=40),
-    st.sampled_from(list(b"|^~\\&\r\n\x00\xff#MSH0")))
+    st.integers(min_value=0, max_value=10_000),
+    st.integers(min_value=1, max_value=40),
+    st.sampled_from(list(b"|^~\\&\r\n\x00\xff#MSH0")),
+)
 
 
 def mutate(data: bytes, edits: list[tuple[str, int, int, int]]) -> bytes:
@@ -475,11 +604,11 @@ def mutate(data: bytes, edits: list[tuple[str, int, int, int]]) -> bytes:
     for op, at, size, byte in edits:
         at %= max(len(buf), 1)
         if op == "delete":
-            del buf[at:at + size]
+            del buf[at : at + size]
         elif op == "duplicate":
-            buf[at:at] = buf[at:at + size]
+            buf[at:at] = buf[at : at + size]
         elif op == "garble":
-            buf[at:at + size] = bytes([byte]) * len(buf[at:at + size])
+            buf[at : at + size] = bytes([byte]) * len(buf[at : at + size])
         else:
             buf[at:at] = bytes([byte])
     return bytes(buf)

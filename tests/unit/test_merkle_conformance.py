@@ -56,7 +56,7 @@ def test_roots_and_subtree_nodes() -> None:
         assert root(LEAVES[: v["tree_size"]]) == hx(v["root"]), v["tree_size"]
     for v in VECTORS["complete_subtree_node_hashes"]:
         width = 1 << v["level"]
-        assert root(LEAVES[v["index"] * width:(v["index"] + 1) * width]) == hx(v["hash"])
+        assert root(LEAVES[v["index"] * width : (v["index"] + 1) * width]) == hx(v["hash"])
 
 
 def test_inclusion_proof_vectors_are_generated_and_verified() -> None:
@@ -72,20 +72,30 @@ def test_consistency_proof_vectors_are_generated_and_verified() -> None:
         proof = [hx(p) for p in v["proof"]]
         if v["size1"] > 0:
             assert consistency_proof(v["size1"], v["size2"], subtree_of(LEAVES)) == proof
-        assert verify_consistency(SHA256, v["size1"], v["size2"], proof, hx(v["root1"]),
-                                  hx(v["root2"]))
+        assert verify_consistency(
+            SHA256, v["size1"], v["size2"], proof, hx(v["root1"]), hx(v["root2"])
+        )
 
 
-@pytest.mark.parametrize("path", PROBES, ids=lambda p: str(p.relative_to(MERKLE / "transparency-dev")))
+@pytest.mark.parametrize(
+    "path", PROBES, ids=lambda p: str(p.relative_to(MERKLE / "transparency-dev"))
+)
 def test_probe(path: Path) -> None:
     probe: dict[str, Any] = json.loads(path.read_text())
     proof = [b64(p) for p in probe.get("proof") or []]
     if "leafIdx" in probe:
-        ok = verify_inclusion(SHA256, probe["leafIdx"], probe["treeSize"], b64(probe["leafHash"]),
-                              proof, b64(probe["root"]))
+        ok = verify_inclusion(
+            SHA256,
+            probe["leafIdx"],
+            probe["treeSize"],
+            b64(probe["leafHash"]),
+            proof,
+            b64(probe["root"]),
+        )
     else:
-        ok = verify_consistency(SHA256, probe["size1"], probe["size2"], proof, b64(probe["root1"]),
-                                b64(probe["root2"]))
+        ok = verify_consistency(
+            SHA256, probe["size1"], probe["size2"], proof, b64(probe["root1"]), b64(probe["root2"])
+        )
     assert ok is not probe.get("wantErr", False), probe.get("desc")
 
 
@@ -97,8 +107,12 @@ from hypothesis import strategies as st  # noqa: E402
 from audit.frontier import Frontier  # noqa: E402
 
 trees = st.integers(min_value=1, max_value=300).flatmap(
-    lambda n: st.tuples(st.just([SHA256.leaf_hash(i.to_bytes(4, "big")) for i in range(n)]),
-                        st.integers(0, n - 1), st.integers(1, n)))
+    lambda n: st.tuples(
+        st.just([SHA256.leaf_hash(i.to_bytes(4, "big")) for i in range(n)]),
+        st.integers(0, n - 1),
+        st.integers(1, n),
+    )
+)
 
 
 def flip(h: bytes) -> bytes:
@@ -117,9 +131,12 @@ def test_generated_inclusion_proofs_verify_and_any_change_fails(tree: tuple) -> 
     bigger = root([*leaves, SHA256.leaf_hash(b"one more")])
     assert not verify_inclusion(SHA256, index, size + 1, leaves[index], proof, bigger)
     if proof:
-        assert not verify_inclusion(SHA256, index, size, leaves[index], [flip(proof[0]), *proof[1:]], top)
-        assert not verify_inclusion(SHA256, index ^ 1 if index ^ 1 < size else index - 1, size,
-                                    leaves[index], proof, top)
+        assert not verify_inclusion(
+            SHA256, index, size, leaves[index], [flip(proof[0]), *proof[1:]], top
+        )
+        assert not verify_inclusion(
+            SHA256, index ^ 1 if index ^ 1 < size else index - 1, size, leaves[index], proof, top
+        )
 
 
 @given(trees)

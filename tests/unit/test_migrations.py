@@ -15,10 +15,15 @@ from exchange.servers.migrations import (
     pending,
 )
 
-THREE = Component.of("things", [("make things", "CREATE TABLE things (id int)"),
-                                ("name things", "ALTER TABLE things ADD COLUMN name text"),
-                                ("index names", "CREATE INDEX things_name ON things (name)")],
-                     ["things"])
+THREE = Component.of(
+    "things",
+    [
+        ("make things", "CREATE TABLE things (id int)"),
+        ("name things", "ALTER TABLE things ADD COLUMN name text"),
+        ("index names", "CREATE INDEX things_name ON things (name)"),
+    ],
+    ["things"],
+)
 
 # Every released step, by its checksum. A step, once released, ran on databases that recorded
 # this checksum and refuse code whose step differs: never change a line here — add a step (and
@@ -37,7 +42,10 @@ def recorded(component: Component, upto: int) -> dict[int, str]:
 
 def test_steps_are_numbered_from_one_in_the_order_written() -> None:
     assert [(s.version, s.name) for s in THREE.steps] == [
-        (1, "make things"), (2, "name things"), (3, "index names")]
+        (1, "make things"),
+        (2, "name things"),
+        (3, "index names"),
+    ]
     assert THREE.version == 3
 
 

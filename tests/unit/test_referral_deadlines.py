@@ -22,11 +22,14 @@ from tests.unit.referral_paths import (
 
 # Deadlines ----------------------------------------------------------------------------------------
 
+
 def test_the_policy_defaults() -> None:
     policy = ReferralPolicy()
-    assert policy.accept_within == {"emergency": timedelta(hours=2),
-                                    "urgent": timedelta(hours=24),
-                                    "routine": timedelta(hours=72)}
+    assert policy.accept_within == {
+        "emergency": timedelta(hours=2),
+        "urgent": timedelta(hours=24),
+        "routine": timedelta(hours=72),
+    }
     assert policy.arrive_within == timedelta(days=7)
     assert policy.follow_up_within == timedelta(days=14)
     assert policy.care_after_completion == timedelta(days=30)
@@ -40,9 +43,13 @@ def test_the_acceptance_deadline_follows_the_urgency(urgency: str, hours: int) -
 
 
 def test_the_aggregate_takes_accept_by_as_given() -> None:
-    policy = ReferralPolicy(accept_within={"emergency": timedelta(minutes=30),
-                                           "urgent": timedelta(hours=6),
-                                           "routine": timedelta(days=5)})
+    policy = ReferralPolicy(
+        accept_within={
+            "emergency": timedelta(minutes=30),
+            "urgent": timedelta(hours=6),
+            "routine": timedelta(days=5),
+        }
+    )
     assert new_referral("urgent", policy=policy).deadline == T0 + timedelta(hours=6)
 
 
@@ -158,12 +165,19 @@ def test_deadlines_compare_across_time_zones() -> None:
 
 def test_the_policy_needs_every_urgency() -> None:
     with pytest.raises(ValueError, match="emergency"):
-        ReferralPolicy(accept_within={"urgent": timedelta(hours=24),
-                                      "routine": timedelta(hours=72)})
+        ReferralPolicy(
+            accept_within={"urgent": timedelta(hours=24), "routine": timedelta(hours=72)}
+        )
 
 
-_SPANS = ["emergency", "urgent", "routine", "arrive_within", "follow_up_within",
-          "care_after_completion"]
+_SPANS = [
+    "emergency",
+    "urgent",
+    "routine",
+    "arrive_within",
+    "follow_up_within",
+    "care_after_completion",
+]
 
 
 @pytest.mark.parametrize("span", _SPANS)

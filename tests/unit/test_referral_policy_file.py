@@ -17,6 +17,7 @@ POLICY = "policy.toml"
 
 # The policy file -------------------------------------------------------------------------------
 
+
 def write_policy(directory: Path, text: str) -> Path:
     path = directory / POLICY
     path.write_text(text, encoding="utf-8")
@@ -26,34 +27,50 @@ def write_policy(directory: Path, text: str) -> Path:
 def test_policy_defaults_when_the_file_does_not_exist(tmp_path: Path) -> None:
     policy = load_policy(tmp_path / POLICY)
     assert policy == ReferralPolicy()
-    assert policy.accept_within == {"emergency": timedelta(hours=2),
-                                    "urgent": timedelta(hours=24), "routine": timedelta(hours=72)}
+    assert policy.accept_within == {
+        "emergency": timedelta(hours=2),
+        "urgent": timedelta(hours=24),
+        "routine": timedelta(hours=72),
+    }
     assert policy.arrive_within == timedelta(days=7)
     assert policy.follow_up_within == timedelta(days=14)
     assert policy.care_after_completion == timedelta(days=30)
 
 
 def test_a_full_policy_file_sets_every_deadline(tmp_path: Path) -> None:
-    policy = load_policy(write_policy(tmp_path, """
+    policy = load_policy(
+        write_policy(
+            tmp_path,
+            """
 [referral]
 accept_within = { emergency = "30m", urgent = "12h", routine = "2d" }
 arrive_within = "5d"
 follow_up_within = "10d"
 care_after_completion = "60d"
-"""))
-    assert policy.accept_within == {"emergency": timedelta(minutes=30),
-                                    "urgent": timedelta(hours=12), "routine": timedelta(days=2)}
+""",
+        )
+    )
+    assert policy.accept_within == {
+        "emergency": timedelta(minutes=30),
+        "urgent": timedelta(hours=12),
+        "routine": timedelta(days=2),
+    }
     assert policy.arrive_within == timedelta(days=5)
     assert policy.follow_up_within == timedelta(days=10)
     assert policy.care_after_completion == timedelta(days=60)
 
 
 def test_a_partial_policy_file_keeps_the_other_defaults(tmp_path: Path) -> None:
-    policy = load_policy(write_policy(tmp_path, """
+    policy = load_policy(
+        write_policy(
+            tmp_path,
+            """
 [referral]
 accept_within = { emergency = "1h" }
 follow_up_within = "7d"
-"""))
+""",
+        )
+    )
     defaults = ReferralPolicy()
     assert policy.accept_within == {**defaults.accept_within, "emergency": timedelta(hours=1)}
     assert policy.follow_up_within == timedelta(days=7)
@@ -65,15 +82,24 @@ def test_a_file_without_a_referral_section_gives_the_defaults(tmp_path: Path) ->
     assert load_policy(write_policy(tmp_path, '[other]\nx = "1"\n')) == ReferralPolicy()
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("45s", timedelta(seconds=45)), ("30m", timedelta(minutes=30)), ("2h", timedelta(hours=2)),
-    ("14d", timedelta(days=14)), ("1.5h", timedelta(minutes=90)), (" 3d ", timedelta(days=3))])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("45s", timedelta(seconds=45)),
+        ("30m", timedelta(minutes=30)),
+        ("2h", timedelta(hours=2)),
+        ("14d", timedelta(days=14)),
+        ("1.5h", timedelta(minutes=90)),
+        (" 3d ", timedelta(days=3)),
+    ],
+)
 def test_durations_parse(raw: str, expected: timedelta) -> None:
     assert parse_duration(raw, "[referral] arrive_within") == expected
 
 
-@pytest.mark.parametrize("raw", ["0h", "0.0d", "-2h", "2", "2w", "2H", "h", "", 14, 1.5, True,
-                                 None, ["2h"]])
+@pytest.mark.parametrize(
+    "raw", ["0h", "0.0d", "-2h", "2", "2w", "2H", "h", "", 14, 1.5, True, None, ["2h"]]
+)
 def test_bad_durations_are_refused_naming_where(raw: object) -> None:
     with pytest.raises(ConfigurationError, match=r"\[referral\] arrive_within must be a positive"):
         parse_duration(raw, "[referral] arrive_within")
@@ -99,18 +125,20 @@ def test_unknown_keys_in_the_referral_section_are_refused_by_name(tmp_path: Path
         load_policy(path)
 
 
-@pytest.mark.parametrize("value", ['{ stat = "1h" }', '{ routine = "72h", elective = "7d" }',
-                                   '"2h"'])
+@pytest.mark.parametrize(
+    "value", ['{ stat = "1h" }', '{ routine = "72h", elective = "7d" }', '"2h"']
+)
 def test_accept_within_takes_only_the_known_urgencies(tmp_path: Path, value: str) -> None:
     path = write_policy(tmp_path, f"[referral]\naccept_within = {value}\n")
-    with pytest.raises(ConfigurationError,
-                       match="accept_within maps emergency, urgent, routine to durations"):
+    with pytest.raises(
+        ConfigurationError, match="accept_within maps emergency, urgent, routine to durations"
+    ):
         load_policy(path)
 
 
 def test_invalid_toml_is_refused_naming_the_file(tmp_path: Path) -> None:
     path = write_policy(tmp_path, '[referral\narrive_within = "7d"\n')
-    with pytest.raises(ConfigurationError, match="policy.toml is not valid TOML"):
+    with pytest.raises(ConfigurationError, match=r"policy\.toml is not valid TOML"):
         load_policy(path)
 
 
@@ -143,8 +171,9 @@ def test_scheduler_seconds_must_be_positive(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", ["referral = 5\n", 'referral = "2h"\n'])
-def test_a_referral_key_that_is_not_a_table_is_a_configuration_error(tmp_path: Path,
-                                                                     text: str) -> None:
+def test_a_referral_key_that_is_not_a_table_is_a_configuration_error(
+    tmp_path: Path, text: str
+) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(text)
     with pytest.raises(ConfigurationError, match="must be a table"):
@@ -158,14 +187,16 @@ def test_an_enormous_duration_is_a_configuration_error() -> None:
 
 def test_a_named_policy_file_that_does_not_exist_fails_loudly(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
-        load_settings({"HIE_DATA_DIR": str(tmp_path),
-                       "HIE_POLICY_FILE": str(tmp_path / "missing.toml")})
+        load_settings(
+            {"HIE_DATA_DIR": str(tmp_path), "HIE_POLICY_FILE": str(tmp_path / "missing.toml")}
+        )
 
 
 @pytest.mark.parametrize("name", ["HIE_SCHEDULER_SECONDS", "HIE_AUDIT_HEAD_SECONDS"])
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-3"])
-def test_seconds_settings_refuse_nan_infinity_and_non_positive(tmp_path: Path, name: str,
-                                                              value: str) -> None:
+def test_seconds_settings_refuse_nan_infinity_and_non_positive(
+    tmp_path: Path, name: str, value: str
+) -> None:
     with pytest.raises(ConfigurationError, match=name):
         load_settings({"HIE_DATA_DIR": str(tmp_path), name: value})
 
@@ -176,8 +207,10 @@ def test_the_access_policy_comes_from_the_policy_file(tmp_path: Path) -> None:
 
     path = tmp_path / "policy.toml"
     assert load_access_policy(path) is DEFAULT_POLICY
-    path.write_text('[access]\nrecent_results = "30d"\nclinical_roles = ["physician"]\n'
-                    '[access.purposes]\nTREAT = ["diagnosis", "medication"]\n')
+    path.write_text(
+        '[access]\nrecent_results = "30d"\nclinical_roles = ["physician"]\n'
+        '[access.purposes]\nTREAT = ["diagnosis", "medication"]\n'
+    )
     policy = load_access_policy(path)
     assert policy.recent_results == timedelta(days=30) and policy.clinical_roles == ("physician",)
     assert policy.purposes == {"TREAT": frozenset({"diagnosis", "medication"})}
@@ -185,6 +218,6 @@ def test_the_access_policy_comes_from_the_policy_file(tmp_path: Path) -> None:
     path.write_text('[access.purposes]\nTREAT = ["hiv"]\n')
     with pytest.raises(ConfigurationError, match="sensitive"):
         load_access_policy(path)
-    path.write_text('[access]\nwho = 1\n')
+    path.write_text("[access]\nwho = 1\n")
     with pytest.raises(ConfigurationError, match="unknown keys"):
         load_access_policy(path)

@@ -44,6 +44,7 @@ from tests.unit.referral_paths import (
 
 # The table --------------------------------------------------------------------------------------
 
+
 def test_the_module_table_is_the_specified_lifecycle() -> None:
     assert TRANSITIONS == EXPECTED
     assert set(PATHS) == set(STATES)
@@ -54,8 +55,9 @@ def test_the_module_table_is_the_specified_lifecycle() -> None:
 CASES = [(s, a, role) for s in STATES for a in (*ACTIONS, "expire") for role in REFERRAL_PARTIES]
 
 
-@pytest.mark.parametrize(("state", "action", "role"), CASES,
-                         ids=[f"{s}-{a}-by-{role}" for s, a, role in CASES])
+@pytest.mark.parametrize(
+    ("state", "action", "role"), CASES, ids=[f"{s}-{a}-by-{role}" for s, a, role in CASES]
+)
 def test_every_action_in_every_state_by_every_party(state: str, action: str, role: str) -> None:
     # Bring a fresh referral to the state by a legal path.
     referral = reach(state)
@@ -103,6 +105,7 @@ def test_only_a_back_referral_can_be_marked_overdue(state: str) -> None:
 
 # Properties ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Model:
     """What the specification says a referral holds, kept beside the aggregate."""
@@ -133,8 +136,7 @@ class Model:
             assert self.deadline is not None  # requested and accepted always have one
             if now < self.deadline:
                 return "referral.not_due"
-        if action in ("accept", "arrive") and self.deadline is not None \
-                and now >= self.deadline:
+        if action in ("accept", "arrive") and self.deadline is not None and now >= self.deadline:
             return "referral.deadline_passed"
         return None
 
@@ -156,8 +158,12 @@ class Model:
 
 
 # The closed loop up to the back-referral, and who takes each step (then: follow-up or overdue).
-_LOOP = {"requested": ("accept", "receiver"), "accepted": ("arrive", "receiver"),
-         "arrived": ("complete", "receiver"), "completed": ("back_refer", "receiver")}
+_LOOP = {
+    "requested": ("accept", "receiver"),
+    "accepted": ("arrive", "receiver"),
+    "arrived": ("complete", "receiver"),
+    "completed": ("back_refer", "receiver"),
+}
 FIELDS = ("state", "overdue", "deadline", "follow_up_due", "care_from", "care_until", "version")
 
 
@@ -242,6 +248,7 @@ class ReferralLifecycle(RuleBasedStateMachine):
         assert len(self.events) == self.referral.version
 
 
-ReferralLifecycle.TestCase.settings = settings(max_examples=200, stateful_step_count=30,
-                                               deadline=None)
+ReferralLifecycle.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=30, deadline=None
+)
 TestReferralLifecycle = ReferralLifecycle.TestCase

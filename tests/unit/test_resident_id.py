@@ -22,13 +22,16 @@ def test_the_regulations_examples() -> None:
     assert err.value.code == "resident_id.check_digit"
 
 
-@pytest.mark.parametrize(("raw", "code"), [
-    ("11010519491231002", "resident_id.length"),
-    ("1101051949123100A2", "resident_id.digits"),
-    ("11010519490231002X", "resident_id.birth_date"),  # 31 February
-    ("11010518000101002Y", "resident_id.check_character"),
-    (11010519491231002, "resident_id.type"),
-])
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("11010519491231002", "resident_id.length"),
+        ("1101051949123100A2", "resident_id.digits"),
+        ("11010519490231002X", "resident_id.birth_date"),  # 31 February
+        ("11010518000101002Y", "resident_id.check_character"),
+        (11010519491231002, "resident_id.type"),
+    ],
+)
 def test_each_rule_has_its_code(raw: object, code: str) -> None:
     with pytest.raises(InvalidResidentId) as err:
         parse_resident_id(raw)
@@ -50,7 +53,7 @@ def test_made_ids_parse_and_never_leak(rid: str) -> None:
 
 @given(resident_ids, st.integers(min_value=0, max_value=16), st.integers(min_value=1, max_value=9))
 def test_any_single_digit_change_is_caught(rid: str, place: int, delta: int) -> None:
-    changed = rid[:place] + str((int(rid[place]) + delta) % 10) + rid[place + 1:]
+    changed = rid[:place] + str((int(rid[place]) + delta) % 10) + rid[place + 1 :]
     try:
         parse_resident_id(changed)
     except InvalidResidentId as exc:

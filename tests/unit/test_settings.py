@@ -26,8 +26,13 @@ def test_secrets_are_generated_once_private_and_kept(tmp_path: Path) -> None:
     assert first.secrets == again.secrets
     path = tmp_path / "secrets.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert set(json.loads(path.read_text())) == {"ledger_cipher_key", "pseudonym_key",
-                                                 "token_key", "audit_key", "portal_key"}
+    assert set(json.loads(path.read_text())) == {
+        "ledger_cipher_key",
+        "pseudonym_key",
+        "token_key",
+        "audit_key",
+        "portal_key",
+    }
     assert "redacted" in repr(first.secrets)
     other = load_settings({"HIE_DATA_DIR": str(tmp_path / "other")})
     assert other.secrets.token_key != first.secrets.token_key
@@ -49,19 +54,23 @@ def test_gateway_processes_default_to_none_and_refuse_nonsense(tmp_path: Path) -
             load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_GATEWAY_PROCESSES": bad})
 
 
-@pytest.mark.parametrize(("name", "value", "fix"), [
-    ("HIE_CONSORTIUM", "Demo", "1-32 lower-case letters"),
-    ("HIE_CONSORTIUM", "x" * 33, "1-32 lower-case letters"),
-    ("HIE_HTTP_PORT", "", "a port number"),
-    ("HIE_HTTP_PORT", "70000", "a port number"),
-    ("HIE_AUDIT_RETENTION_DAYS", "200.5", "at least 180"),
-    ("HIE_AUDIT_RETENTION_DAYS", "", "at least 180"),
-    ("HIE_AUDIT_HEAD_SECONDS", "86400", "a positive number of seconds"),
-    ("HIE_SCHEDULER_SECONDS", "-inf", "a positive number of seconds"),
-    ("HIE_GATEWAY_PROCESSES", "true", "a whole number from 0 to 16"),
-])
-def test_each_refused_variable_is_named_with_what_it_must_be(tmp_path: Path, name: str,
-                                                              value: str, fix: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "fix"),
+    [
+        ("HIE_CONSORTIUM", "Demo", "1-32 lower-case letters"),
+        ("HIE_CONSORTIUM", "x" * 33, "1-32 lower-case letters"),
+        ("HIE_HTTP_PORT", "", "a port number"),
+        ("HIE_HTTP_PORT", "70000", "a port number"),
+        ("HIE_AUDIT_RETENTION_DAYS", "200.5", "at least 180"),
+        ("HIE_AUDIT_RETENTION_DAYS", "", "at least 180"),
+        ("HIE_AUDIT_HEAD_SECONDS", "86400", "a positive number of seconds"),
+        ("HIE_SCHEDULER_SECONDS", "-inf", "a positive number of seconds"),
+        ("HIE_GATEWAY_PROCESSES", "true", "a whole number from 0 to 16"),
+    ],
+)
+def test_each_refused_variable_is_named_with_what_it_must_be(
+    tmp_path: Path, name: str, value: str, fix: str
+) -> None:
     with pytest.raises(ConfigurationError) as refused:
         load_settings({"HIE_DATA_DIR": str(tmp_path), name: value})
     assert refused.value.message.startswith(f"{name} must be")
@@ -83,20 +92,31 @@ def test_secrets_from_the_environment_win_and_are_not_written(tmp_path: Path) ->
 
 
 def test_only_the_exact_upper_case_names_are_read_and_empty_urls_mean_embedded(
-        tmp_path: Path) -> None:
-    settings = load_settings({"HIE_DATA_DIR": str(tmp_path), "hie_consortium": "Bad Name!",
-                              "HIE_DATABASE_URL": "", "HIE_NATS_URL": "",
-                              "HIE_SOMETHING_ELSE": "x"})
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        {
+            "HIE_DATA_DIR": str(tmp_path),
+            "hie_consortium": "Bad Name!",
+            "HIE_DATABASE_URL": "",
+            "HIE_NATS_URL": "",
+            "HIE_SOMETHING_ELSE": "x",
+        }
+    )
     assert settings.consortium == "demo" and settings.embedded
     assert settings.database_url is None and settings.nats_url is None
 
 
-def test_without_a_mapping_the_process_environment_is_read(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_mapping_the_process_environment_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HIE_DATA_DIR", str(tmp_path / "here"))
     monkeypatch.setenv("HIE_CONSORTIUM", "county-7")
     monkeypatch.setenv("HIE_SCHEDULER_SECONDS", "12.5")
     settings = load_settings()
     assert (settings.data_dir, settings.consortium, settings.scheduler_seconds) == (
-        tmp_path / "here", "county-7", 12.5)
+        tmp_path / "here",
+        "county-7",
+        12.5,
+    )
     assert (tmp_path / "here" / "secrets.json").exists()

@@ -39,7 +39,8 @@ def test_formats_are_detected_from_content_first() -> None:
 
 
 def test_directories_are_walked_in_a_stable_order_without_hidden_or_mapping_files(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "2.hl7").write_text("MSH")
     (tmp_path / "1.json").write_text("{}")
@@ -63,24 +64,31 @@ def test_envelopes_repeat_their_ids_so_a_second_run_is_recognised() -> None:
     assert mapping is not None
     first = Reader("taoyuan-vc", KEY, mapping=mapping).read(SAMPLES / "taoyuan-vc-visits.csv")
     again = Reader("taoyuan-vc", new_private_key(), mapping=mapping).read(
-        SAMPLES / "taoyuan-vc-visits.csv")
+        SAMPLES / "taoyuan-vc-visits.csv"
+    )
     assert not first.report.problems
-    assert [e["submission_id"] for e in first.envelopes] == \
-        [e["submission_id"] for e in again.envelopes]
+    assert [e["submission_id"] for e in first.envelopes] == [
+        e["submission_id"] for e in again.envelopes
+    ]
 
 
 def test_envelopes_are_cut_by_count_and_by_size() -> None:
     mapping = find_mapping([SAMPLES / "taoyuan-vc-visits.csv"], "taoyuan-vc", None)
     result = Reader("taoyuan-vc", KEY, batch=10, mapping=mapping).read(
-        SAMPLES / "taoyuan-vc-visits.csv")
+        SAMPLES / "taoyuan-vc-visits.csv"
+    )
     sizes = [len(e["events"]) for e in result.envelopes]
     assert max(sizes) == 10 and sum(sizes) == len(result.report.items)
-    big = [{"source_id": f"d{i}", "kind": "observation", "payload": {"x": "字" * 50_000}}
-           for i in range(40)]
+    big = [
+        {"source_id": f"d{i}", "kind": "observation", "payload": {"x": "字" * 50_000}}
+        for i in range(40)
+    ]
     envelopes = list(Reader("taoyuan-vc", KEY).envelopes(big))
     assert len(envelopes) > 1
-    assert all(len(json.dumps(e["events"], ensure_ascii=False).encode()) <= MAX_ENVELOPE_BYTES
-               for e in envelopes)
+    assert all(
+        len(json.dumps(e["events"], ensure_ascii=False).encode()) <= MAX_ENVELOPE_BYTES
+        for e in envelopes
+    )
 
 
 def test_csv_without_a_mapping_is_refused_with_what_to_do(tmp_path: Path) -> None:
@@ -96,8 +104,9 @@ def test_unreadable_and_unknown_files_are_problems_not_crashes(tmp_path: Path) -
     (tmp_path / "notes.txt").write_text("not a record")
     reader = Reader("taoyuan-vc", KEY)
     assert [p.code for p in reader.read(tmp_path / "notes.txt").report.problems] == ["file.format"]
-    assert [p.code for p in reader.read(tmp_path / "missing.hl7").report.problems] == \
-        ["file.unreadable"]
+    assert [p.code for p in reader.read(tmp_path / "missing.hl7").report.problems] == [
+        "file.unreadable"
+    ]
 
 
 def test_directory_bundles_are_recognised_as_reference_material() -> None:

@@ -45,8 +45,14 @@ def signed(claims: dict[str, Any], seed: bytes = SEED, **header: Any) -> str:
 
 
 def good_claims(**changes: Any) -> dict[str, Any]:
-    base = {"sub": "doctor-1", "inst": "county", "role": "physician",
-            "iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 3600, "jti": "ab12"}
+    base = {
+        "sub": "doctor-1",
+        "inst": "county",
+        "role": "physician",
+        "iat": int(NOW.timestamp()),
+        "exp": int(NOW.timestamp()) + 3600,
+        "jti": "ab12",
+    }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -64,15 +70,24 @@ def test_a_token_round_trips_and_expires() -> None:
 def test_a_token_is_a_standard_jwt_any_library_can_check() -> None:
     # The header and claims are the JWT ones, readable with the public key alone.
     issuer = TokenIssuer(SEED)
-    token, ident = issuer.issue(person="doctor-1", institution="county", role="nurse", now=NOW,
-                                ttl=timedelta(hours=2))
+    token, ident = issuer.issue(
+        person="doctor-1", institution="county", role="nurse", now=NOW, ttl=timedelta(hours=2)
+    )
     public = Ed25519PrivateKey.from_private_bytes(SEED).public_key()
-    assert jwt.get_unverified_header(token) == {"alg": "EdDSA", "typ": "hie+jwt",
-                                                "kid": issuer.key_id}
+    assert jwt.get_unverified_header(token) == {
+        "alg": "EdDSA",
+        "typ": "hie+jwt",
+        "kid": issuer.key_id,
+    }
     claims = jwt.decode(token, public, algorithms=["EdDSA"], options={"verify_exp": False})
-    assert claims == {"sub": "doctor-1", "inst": "county", "role": "nurse",
-                      "iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 7200,
-                      "jti": ident.token_id}
+    assert claims == {
+        "sub": "doctor-1",
+        "inst": "county",
+        "role": "nurse",
+        "iat": int(NOW.timestamp()),
+        "exp": int(NOW.timestamp()) + 7200,
+        "jti": ident.token_id,
+    }
 
 
 def test_the_key_id_is_the_rfc_7638_thumbprint() -> None:
@@ -101,10 +116,12 @@ def test_only_eddsa_with_the_exchanges_key_is_accepted() -> None:
     public = Ed25519PrivateKey.from_private_bytes(SEED).public_key()
     body = segment(good_claims())
     # HS256 keyed with the public key, as PEM or raw bytes: the classic confusion.
-    for secret in (public.public_bytes(serialization.Encoding.PEM,
-                                       serialization.PublicFormat.SubjectPublicKeyInfo),
-                   public.public_bytes(serialization.Encoding.Raw,
-                                       serialization.PublicFormat.Raw)):
+    for secret in (
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+    ):
         head = segment({"alg": "HS256", "typ": "hie+jwt", "kid": issuer.key_id})
         mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
         refused(issuer, f"{head}.{body}.{b64(mac)}", "token.invalid")
@@ -117,10 +134,22 @@ def test_only_eddsa_with_the_exchanges_key_is_accepted() -> None:
     refused(issuer, signed(good_claims(), typ="JWT"), "token.invalid")
 
 
-@pytest.mark.parametrize("changes", [
-    {"sub": None}, {"inst": None}, {"role": None}, {"jti": None}, {"iat": None}, {"exp": None},
-    {"sub": ""}, {"inst": 7}, {"exp": True}, {"iat": "now"}, {"exp": 1e30},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"sub": None},
+        {"inst": None},
+        {"role": None},
+        {"jti": None},
+        {"iat": None},
+        {"exp": None},
+        {"sub": ""},
+        {"inst": 7},
+        {"exp": True},
+        {"iat": "now"},
+        {"exp": 1e30},
+    ],
+)
 def test_a_claim_missing_or_of_the_wrong_kind_is_refused(changes: dict[str, Any]) -> None:
     refused(TokenIssuer(SEED), signed(good_claims(**changes)), "token.invalid")
 
@@ -131,8 +160,14 @@ def test_a_role_the_exchange_does_not_know_is_refused() -> None:
 
 def hie1_token(seed: bytes) -> str:
     """A token in the exchange's earlier format, as `hie token` made it before JWTs."""
-    claims = {"sub": "doctor-1", "inst": "county", "role": "physician",
-              "iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 3600, "jti": "ab12"}
+    claims = {
+        "sub": "doctor-1",
+        "inst": "county",
+        "role": "physician",
+        "iat": int(NOW.timestamp()),
+        "exp": int(NOW.timestamp()) + 3600,
+        "jti": "ab12",
+    }
     body = b64(json.dumps(claims, separators=(",", ":")).encode())
     signature = Ed25519PrivateKey.from_private_bytes(seed).sign(f"hie1.{body}".encode())
     return f"hie1.{body}.{b64(signature)}"
@@ -154,10 +189,12 @@ async def test_an_old_format_token_is_refused_with_what_to_do() -> None:
 async def test_the_chain_sends_any_exchange_token_to_the_exchange() -> None:
     # A token of this type signed by another key is the exchange's to refuse (token.invalid,
     # "get a new one"), not a hospital login's with an unknown issuer.
-    chain = ChainAuthenticator([ExchangeTokens(TokenIssuer(SEED)),
-                                HospitalLogin({}, audience="hie:t")])
-    other, _ = TokenIssuer(secrets.token_bytes(32)).issue(person="p", institution="i",
-                                                         role="nurse", now=NOW)
+    chain = ChainAuthenticator(
+        [ExchangeTokens(TokenIssuer(SEED)), HospitalLogin({}, audience="hie:t")]
+    )
+    other, _ = TokenIssuer(secrets.token_bytes(32)).issue(
+        person="p", institution="i", role="nurse", now=NOW
+    )
     with pytest.raises(TokenError) as caught:
         await chain.authenticate(other, now=NOW)
     assert caught.value.code == "token.invalid"
@@ -167,8 +204,7 @@ async def test_the_chain_sends_any_exchange_token_to_the_exchange() -> None:
 async def test_a_verified_token_is_not_verified_again() -> None:
     # Signature checks are most of authentication's cost: a token seen once is remembered.
     issuer = TokenIssuer(SEED)
-    token, ident = issuer.issue(person="dr-li", institution="county", role="physician",
-                                now=NOW)
+    token, ident = issuer.issue(person="dr-li", institution="county", role="physician", now=NOW)
     calls: list[str] = []
 
     class Counting(TokenIssuer):

@@ -47,6 +47,7 @@ def observation_of(doc: dict[str, Any]) -> dict[str, Any]:
 
 # The pure upcaster ----------------------------------------------------------------------------
 
+
 def test_an_old_observation_is_upcast_and_validates_under_todays_model() -> None:
     # An envelope a version-1 sender signed: its observation has no category.
     old = sign(v1_items(resident(1), "a"))
@@ -54,9 +55,14 @@ def test_an_old_observation_is_upcast_and_validates_under_todays_model() -> None
     assert "category" not in observation_of(old)["payload"]
 
     # Today's model, read without the upcaster, refuses it: the field is required now.
-    valid, problems = validate_envelope(old, schema=EnvelopeSchema(
-        upcasting=Upcasting(items=PRESENT_VERSIONS,
-                            item_upcasters={("observation", 1): lambda item: item})))
+    valid, problems = validate_envelope(
+        old,
+        schema=EnvelopeSchema(
+            upcasting=Upcasting(
+                items=PRESENT_VERSIONS, item_upcasters={("observation", 1): lambda item: item}
+            )
+        ),
+    )
     assert valid is None and [p.field for p in problems] == ["payload.category"]
 
     # Read with the upcaster, it is today's shape, the category inferred from the code.
@@ -81,8 +87,11 @@ def test_upcasting_changes_only_the_items_that_need_it() -> None:
     doc = sign(v1_items(resident(3), "c"))
     upcast, problems = PRESENT_SCHEMA.upcasting.upcast(doc)
     assert problems == []
-    changed = [i for i, (a, b) in enumerate(zip(doc["events"], upcast["events"], strict=True))
-               if a is not b]
+    changed = [
+        i
+        for i, (a, b) in enumerate(zip(doc["events"], upcast["events"], strict=True))
+        if a is not b
+    ]
     assert changed == [3]  # the observation, now stamped with the version it was brought to
     assert upcast["events"][3]["schema_version"] == 2
 
@@ -107,7 +116,8 @@ def test_a_version_newer_than_the_exchange_is_refused_by_item() -> None:
     valid, problems = validate_envelope(sign([item]))
     assert valid is None
     assert [(p.code, p.item, p.source_id, p.field) for p in problems] == [
-        ("schema_version.unknown", 0, "f-sbp", "schema_version")]
+        ("schema_version.unknown", 0, "f-sbp", "schema_version")
+    ]
     # One stating today's version is as good as one stating none.
     ok = {**observation_item(resident(6), "f-sbp"), "schema_version": 1}
     assert validate_envelope(sign([ok]))[0] is not None
@@ -136,7 +146,8 @@ def test_an_envelope_of_an_older_version_is_upcast_too() -> None:
     assert valid.sent_at.utcoffset() is not None and valid.sent_at.hour == 9
     newer = {**old, "schema_version": 3}
     assert [p.code for p in validate_envelope(newer, schema=schema)[1]] == [
-        "schema_version.unknown"]
+        "schema_version.unknown"
+    ]
 
 
 def test_a_chain_with_a_gap_is_refused_when_it_is_built() -> None:
@@ -149,6 +160,7 @@ def test_a_chain_with_a_gap_is_refused_when_it_is_built() -> None:
 
 
 # Dispatch tables ------------------------------------------------------------------------------
+
 
 def test_every_kind_has_a_version_a_model_and_a_projection_handler() -> None:
     assert set(ITEM_VERSIONS) == set(KINDS) == set(PAYLOAD_MODELS) == set(ITEM_HANDLERS)
@@ -169,11 +181,16 @@ async def test_the_projection_applies_an_old_envelope_through_the_upcaster() -> 
     assert validate_envelope(env, schema=PAST_SCHEMA)[0] is not None
     text = json.dumps(env, ensure_ascii=False)
     patient = str(uuid4())
-    accepted = Submission(institution="thc-1", submission_id=env["submission_id"],
-                          envelope=text, patient_ids=[patient] * len(env["events"]),
-                          received_at=SENT).collect_events()[0]
-    registered = Institution("thc-1", "测试卫生院", "township_health_centre",
-                             public_key_b64(KEY)).collect_events()[0]
+    accepted = Submission(
+        institution="thc-1",
+        submission_id=env["submission_id"],
+        envelope=text,
+        patient_ids=[patient] * len(env["events"]),
+        received_at=SENT,
+    ).collect_events()[0]
+    registered = Institution(
+        "thc-1", "测试卫生院", "township_health_centre", public_key_b64(KEY)
+    ).collect_events()[0]
 
     async def no_lookup(code: str) -> str | None:
         raise AssertionError("the name came with the registration")
@@ -188,8 +205,9 @@ async def test_the_projection_applies_an_old_envelope_through_the_upcaster() -> 
     assert set(rows) == {"encounter", "condition", "observation"}
     resource = orjson.loads(rows["observation"][7])
     assert resource["category"][0]["coding"][0]["code"] == "vital-signs"
-    assert {"system": "urn:county-hie:data-category", "code": "vital"} in \
-        resource["meta"]["security"]
+    assert {"system": "urn:county-hie:data-category", "code": "vital"} in resource["meta"][
+        "security"
+    ]
     assert [at for _, at in changes.clock] == [registered.timestamp, accepted.timestamp]
 
 

@@ -32,8 +32,9 @@ def corpus() -> list[dict[str, Any]]:
         items += read_hl7v2(path.read_bytes(), institution="county-hospital").items
     mapping = load_mapping((CSV / "taoyuan-vc.mapping.toml").read_text(encoding="utf-8"))
     for path in sorted(CSV.glob("*.csv")):
-        items += read_csv(path.read_bytes(), mapping=mapping, institution="taoyuan-vc",
-                          filename=path.name).items
+        items += read_csv(
+            path.read_bytes(), mapping=mapping, institution="taoyuan-vc", filename=path.name
+        ).items
     for bundle in demo_bundles("dongcheng-thc", demo_residents(count=3)):
         items += read_fhir(json.dumps(bundle).encode(), institution="dongcheng-thc").items
     items += record_items(resident(5), "f", consent=True)
@@ -45,8 +46,13 @@ KINDS = {item["kind"] for item in CORPUS}
 
 
 def envelope(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"submission_id": "s-1", "institution": "thc-1", "sent_at": "2026-11-01T09:00:00+08:00",
-            "events": items, "signature": "c2ln"}
+    return {
+        "submission_id": "s-1",
+        "institution": "thc-1",
+        "sent_at": "2026-11-01T09:00:00+08:00",
+        "events": items,
+        "signature": "c2ln",
+    }
 
 
 def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -72,15 +78,20 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
             parent = parent[part]
         action = draw(st.sampled_from(["replace", "delete", "duplicate", "correct"]))
         if action == "replace":
-            parent[where[-1]] = draw(json_values | st.sampled_from(
-                ["", "Z", "2026-13-01", "NaN", "Infinity", "1e999", "x" * 600, None, []]))
+            parent[where[-1]] = draw(
+                json_values
+                | st.sampled_from(
+                    ["", "Z", "2026-13-01", "NaN", "Infinity", "1e999", "x" * 600, None, []]
+                )
+            )
         elif action == "delete" and isinstance(parent, dict):
             del parent[where[-1]]
         elif action == "duplicate":
             items.append(copy.deepcopy(item))
         else:
             item[draw(st.sampled_from(["record", "amends"]))] = draw(
-                st.sampled_from([item.get("source_id", "s"), "other", " bad id "]))
+                st.sampled_from([item.get("source_id", "s"), "other", " bad id "])
+            )
     return envelope(items)
 
 
@@ -99,11 +110,12 @@ def test_the_fast_path_accepts_exactly_what_the_careful_path_accepts(doc: dict[s
 def test_every_adapters_output_takes_the_fast_path() -> None:
     assert len(KINDS) >= 9
     for start in range(0, len(CORPUS), 50):
-        doc = envelope(CORPUS[start:start + 50])
+        doc = envelope(CORPUS[start : start + 50])
         # The corpus has repeated source_ids across adapters' samples: only unique ones here.
         seen: set[str] = set()
-        doc["events"] = [i for i in doc["events"]
-                         if not (i["source_id"] in seen or seen.add(i["source_id"]))]
+        doc["events"] = [
+            i for i in doc["events"] if not (i["source_id"] in seen or seen.add(i["source_id"]))
+        ]
         records = [i.get("amends") or i.get("record") or i["source_id"] for i in doc["events"]]
         if len(set(records)) != len(records):
             continue

@@ -23,8 +23,12 @@ from domain.submission import validate_envelope
 
 KEY = b"unit-test-pseudonym-key-32-bytes"
 RECEIVED = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
-LEVELS = {"ch-1": "county_hospital", "thc-1": "township_health_centre",
-          "thc-2": "township_health_centre", "vc-1": "village_clinic"}
+LEVELS = {
+    "ch-1": "county_hospital",
+    "thc-1": "township_health_centre",
+    "thc-2": "township_health_centre",
+    "vc-1": "village_clinic",
+}
 
 
 class FakeLedger:
@@ -34,9 +38,10 @@ class FakeLedger:
         self.identities: dict[UUID, PatientIdentity] = {}
         self.index: dict[Key, UUID] = {}
         self.referrals: dict[UUID, Referral] = {}
-        self.institutions = {code: Institution(code=code, name=f"机构 {code}", level=level,
-                                               public_key="k")
-                             for code, level in (institutions or LEVELS).items()}
+        self.institutions = {
+            code: Institution(code=code, name=f"机构 {code}", level=level, public_key="k")
+            for code, level in (institutions or LEVELS).items()
+        }
         self.loads = 0  # identities read from the store
         self.lookups = 0  # index rows read from the store
 
@@ -73,31 +78,44 @@ def services(ledger: FakeLedger) -> SubmissionChecks:
 
 def pending(institution: str, *items: dict[str, Any], submission_id: str = "s-1") -> Pending:
     """A checked submission of these items, as the gateway hands it to the ledger."""
-    doc = {"submission_id": submission_id, "institution": institution,
-           "sent_at": RECEIVED.isoformat(), "events": list(items), "signature": "unsigned"}
+    doc = {
+        "submission_id": submission_id,
+        "institution": institution,
+        "sent_at": RECEIVED.isoformat(),
+        "events": list(items),
+        "signature": "unsigned",
+    }
     valid, problems = validate_envelope(doc)
     assert valid is not None, problems
     return Pending(valid, json.dumps(doc, ensure_ascii=False), RECEIVED)
 
 
-def ref(rid: str | None = None, mrn: str | None = None,
-        card: str | None = None) -> dict[str, str]:
+def ref(rid: str | None = None, mrn: str | None = None, card: str | None = None) -> dict[str, str]:
     return {k: v for k, v in (("resident_id", rid), ("mrn", mrn), ("health_card", card)) if v}
 
 
 def patient(source_id: str, **who: str | None) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "patient",
-            "payload": {"patient": ref(**who), "name": "王测试", "gender": "female"}}
+    return {
+        "source_id": source_id,
+        "kind": "patient",
+        "payload": {"patient": ref(**who), "name": "王测试", "gender": "female"},
+    }
 
 
 def merge(source_id: str, survivor: dict[str, str], merged: dict[str, str]) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "merge",
-            "payload": {"patient": survivor, "merged": merged}}
+    return {
+        "source_id": source_id,
+        "kind": "merge",
+        "payload": {"patient": survivor, "merged": merged},
+    }
 
 
 def unmerge(source_id: str, survivor: dict[str, str], away: dict[str, str]) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "unmerge",
-            "payload": {"patient": survivor, "unmerged": away}}
+    return {
+        "source_id": source_id,
+        "kind": "unmerge",
+        "payload": {"patient": survivor, "unmerged": away},
+    }
 
 
 def check_and_save(ledger: FakeLedger, *batch: Pending, held: HeldFacts | None = None) -> Plan:

@@ -27,8 +27,9 @@ from tests.unit.services.fakes import (
 )
 
 
-def who(ledger: FakeLedger, *items: dict[str, object], institution: str = "thc-1",
-        sid: str = "s-1") -> list[str]:
+def who(
+    ledger: FakeLedger, *items: dict[str, object], institution: str = "thc-1", sid: str = "s-1"
+) -> list[str]:
     """Check and save one submission; the identity each of its items is about."""
     plan = check_and_save(ledger, pending(institution, *items, submission_id=sid))
     return plan.submissions[0].patient_ids
@@ -81,7 +82,11 @@ def test_an_identifier_naming_another_resident_is_a_conflict() -> None:
     refused = refusal(ledger, patient("p9", rid=resident(2), mrn="M-1"))
     [problem] = refused.problems
     assert (problem.code, problem.field, problem.item, problem.source_id) == (
-        "identity.conflict", "payload.patient", 0, "p9")
+        "identity.conflict",
+        "payload.patient",
+        0,
+        "p9",
+    )
     assert "merge" in problem.message
     # Nothing about the patient is in the error itself.
     assert resident(2) not in str(refused) and "M-1" not in str(problem)
@@ -96,8 +101,10 @@ def test_merge_joins_two_residents_and_unmerge_parts_them_again() -> None:
     who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-3")
     assert root_of(ledger, b) == UUID(a)
     # A merge of the same two again changes nothing.
-    plan = check_and_save(ledger, pending("thc-1", merge("m2", ref(resident(1)),
-                                                         ref(resident(2))), submission_id="s-4"))
+    plan = check_and_save(
+        ledger,
+        pending("thc-1", merge("m2", ref(resident(1)), ref(resident(2))), submission_id="s-4"),
+    )
     assert all(not ident.pending_events for ident in plan.changes.touched.values())
     # Unmerge: resident 2 is a person of their own again.
     who(ledger, unmerge("u1", ref(resident(1)), ref(resident(2))), sid="s-5")
@@ -132,7 +139,10 @@ def test_merge_of_a_patient_the_index_does_not_know_is_refused() -> None:
     who(ledger, patient("p1", rid=resident(1)))
     [problem] = refusal(ledger, merge("m1", ref(resident(1)), ref(mrn="NEVER-SEEN"))).problems
     assert (problem.code, problem.field, problem.source_id) == (
-        "patient.unknown", "payload.merged", "m1")
+        "patient.unknown",
+        "payload.merged",
+        "m1",
+    )
 
 
 def test_same_person_follows_merges_on_both_sides() -> None:
@@ -145,8 +155,7 @@ def test_same_person_follows_merges_on_both_sides() -> None:
     who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-4")
     who(ledger, merge("m2", ref(resident(1)), ref(mrn="M-3")), sid="s-5")
     assert index.same_person(UUID(b), UUID(c), Changes())
-    assert not index.same_person(UUID(a), patient_id_for(ResidentId(resident(9)), KEY),
-                                 Changes())
+    assert not index.same_person(UUID(a), patient_id_for(ResidentId(resident(9)), KEY), Changes())
 
 
 def test_a_health_card_naming_another_resident_says_health_card() -> None:
@@ -154,5 +163,6 @@ def test_a_health_card_naming_another_resident_says_health_card() -> None:
     who(ledger, patient("p1", rid=resident(1), card="HC000001"))
     [problem] = refusal(ledger, patient("p2", rid=resident(2), card="HC000001")).problems
     assert problem.code == "identity.conflict" and "health card" in problem.message
-    assert ledger.index[(HEALTH_CARD_SYSTEM, "HC000001")] == patient_id_for(ResidentId(resident(1)),
-                                                                        KEY)
+    assert ledger.index[(HEALTH_CARD_SYSTEM, "HC000001")] == patient_id_for(
+        ResidentId(resident(1)), KEY
+    )

@@ -38,8 +38,9 @@ class CountingStore:
 def wired(store: CountingStore) -> tuple[LedgerIdentities, SubmissionChecks]:
     identities = LedgerIdentities(KEY, store.load, store.lookup, store.stored)
     index = PatientIndex(identities, KEY)
-    return identities, SubmissionChecks(index, ReferralPlanner(store.ledger, index,
-                                                               ReferralPolicy()), store.ledger)
+    return identities, SubmissionChecks(
+        index, ReferralPlanner(store.ledger, index, ReferralPolicy()), store.ledger
+    )
 
 
 def batch_of(n: int, first: int = 0) -> list:  # type: ignore[type-arg]
@@ -73,8 +74,10 @@ def test_after_a_save_the_next_batch_of_the_same_patients_asks_nothing() -> None
     identities.committed(plan.changes)
     store.calls.clear()
     # The same residents again (a second visit): served from what the save left cached.
-    again = [pending("thc-1", observation_item(resident(i), f"o{i}-2"), submission_id=f"t-{i}")
-             for i in range(20)]
+    again = [
+        pending("thc-1", observation_item(resident(i), f"o{i}-2"), submission_id=f"t-{i}")
+        for i in range(20)
+    ]
     identities.prefetch(keys_of([p.valid for p in again]))
     checks.check(again, HeldFacts())
     assert store.calls == []

@@ -21,9 +21,13 @@ SEED = bytes(range(32))
 class Fakes:
     """Everything the portal is given, recording how it was used."""
 
-    def __init__(self, *, resident_id: str | None = resident(1),
-                 receipt: dict[str, Any] | None = None,
-                 consent_row: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        resident_id: str | None = resident(1),
+        receipt: dict[str, Any] | None = None,
+        consent_row: dict[str, str] | None = None,
+    ) -> None:
         self.registered: list[tuple[str, ...]] = []
         self.sent: list[dict[str, Any]] = []
         self.waited: list[int] = []
@@ -54,8 +58,9 @@ class Fakes:
         return self._consent_row
 
     # submitter
-    async def submit(self, envelopes: Sequence[dict[str, Any]], *,
-                     wait: float = 30.0) -> dict[str, dict[str, Any]]:
+    async def submit(
+        self, envelopes: Sequence[dict[str, Any]], *, wait: float = 30.0
+    ) -> dict[str, dict[str, Any]]:
         self.sent += envelopes
         return {e["submission_id"]: self._receipt for e in envelopes}
 
@@ -66,8 +71,15 @@ class Fakes:
         class Identities:
             root, resident_id = self.root, self.resident_id
             members = self.members_of
-        return Portal(SEED, register=self.register, identities=Identities(), rows=self,
-                      submitter=self, projection_wait=self.projection_wait)
+
+        return Portal(
+            SEED,
+            register=self.register,
+            identities=Identities(),
+            rows=self,
+            submitter=self,
+            projection_wait=self.projection_wait,
+        )
 
 
 CONSENT = {"scope": ["*"], "purposes": ["TREAT"], "notice": "我已阅读并同意本告知书全部内容"}
@@ -115,8 +127,7 @@ async def test_an_incomplete_consent_names_what_is_missing() -> None:
 async def test_a_withdrawal_must_name_one_of_the_patients_own_consents() -> None:
     fakes = Fakes()
     consent_id = uuid4()
-    outcome = await fakes.portal().record(uuid4(), {"withdraw": f"Consent/{consent_id}"},
-                                          now=NOW)
+    outcome = await fakes.portal().record(uuid4(), {"withdraw": f"Consent/{consent_id}"}, now=NOW)
     assert outcome.problems[0].code == "consent.unknown" and fakes.sent == []
     # Looked up among the consents of every identity of the patient.
     assert fakes.queries == [(consent_id, fakes.members)]
@@ -131,9 +142,20 @@ async def test_a_withdrawal_of_a_held_consent_names_it_by_reference() -> None:
 
 
 async def test_a_refused_receipt_comes_back_as_problems() -> None:
-    fakes = Fakes(receipt={"status": "rejected", "problems": [
-        {"code": "consent.scope_unknown", "message": "scope names …", "field": "payload.scope"}]})
+    fakes = Fakes(
+        receipt={
+            "status": "rejected",
+            "problems": [
+                {
+                    "code": "consent.scope_unknown",
+                    "message": "scope names …",
+                    "field": "payload.scope",
+                }
+            ],
+        }
+    )
     outcome = await fakes.portal().record(uuid4(), dict(CONSENT), now=NOW)
     assert not outcome.accepted and fakes.waited == []
     assert [(p.code, p.field) for p in outcome.problems] == [
-        ("consent.scope_unknown", "payload.scope")]
+        ("consent.scope_unknown", "payload.scope")
+    ]

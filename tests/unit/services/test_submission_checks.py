@@ -27,13 +27,23 @@ def amend(rid: str, source_id: str, record: str) -> dict[str, Any]:
 
 
 def retract(rid: str, source_id: str, record: str) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "retract", "payload": {
-        "patient": {"resident_id": rid}, "record": record, "reason": "录入错误"}}
+    return {
+        "source_id": source_id,
+        "kind": "retract",
+        "payload": {"patient": {"resident_id": rid}, "record": record, "reason": "录入错误"},
+    }
 
 
 def withdrawal(rid: str, source_id: str, consent: str) -> dict[str, Any]:
-    return {"source_id": source_id, "kind": "consent_withdrawal", "payload": {
-        "patient": {"resident_id": rid}, "consent": consent, "at": RECEIVED.isoformat()}}
+    return {
+        "source_id": source_id,
+        "kind": "consent_withdrawal",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "consent": consent,
+            "at": RECEIVED.isoformat(),
+        },
+    }
 
 
 def refusal_of(ledger: FakeLedger, *batch: Any, held: HeldFacts | None = None) -> SubmissionRefused:
@@ -54,7 +64,11 @@ def test_a_correction_of_a_record_never_sent_is_refused_and_names_its_submission
     assert refused.submission == bad.key
     [problem] = refused.problems
     assert (problem.code, problem.field, problem.item, problem.source_id) == (
-        "correction.unknown_record", "payload.record", 0, "x1")
+        "correction.unknown_record",
+        "payload.record",
+        0,
+        "x1",
+    )
     # An amend of an unknown record points at its ``amends`` field.
     [problem] = refusal_of(ledger, pending("thc-1", amend(rid, "o2", "never-sent"))).problems
     assert (problem.code, problem.field) == ("correction.unknown_record", "amends")
@@ -71,8 +85,11 @@ def test_a_correction_of_a_record_the_ledger_holds_passes() -> None:
 
 def test_a_correction_of_a_record_sent_earlier_in_the_same_batch_passes() -> None:
     ledger, rid = FakeLedger(), resident(1)
-    plan = check_and_save(ledger, pending("thc-1", observation_item(rid, "o1")),
-                          pending("thc-1", amend(rid, "o1-v2", "o1"), submission_id="s-2"))
+    plan = check_and_save(
+        ledger,
+        pending("thc-1", observation_item(rid, "o1")),
+        pending("thc-1", amend(rid, "o1-v2", "o1"), submission_id="s-2"),
+    )
     assert [s.submission_id for s in plan.submissions] == ["s-1", "s-2"]
     # The source rows name the record each item is a version of.
     assert [(row[1], row[3]) for row in plan.source_rows] == [("o1", "o1"), ("o1-v2", "o1")]
@@ -80,8 +97,10 @@ def test_a_correction_of_a_record_sent_earlier_in_the_same_batch_passes() -> Non
 
 def test_what_a_batch_needs_from_the_ledger_is_asked_per_institution() -> None:
     rid = resident(1)
-    batch = [pending("thc-1", retract(rid, "x1", "o1"), amend(rid, "o2-v2", "o2")),
-             pending("thc-2", withdrawal(rid, "w1", "thc-1/c1"), submission_id="s-2")]
+    batch = [
+        pending("thc-1", retract(rid, "x1", "o1"), amend(rid, "o2-v2", "o2")),
+        pending("thc-2", withdrawal(rid, "w1", "thc-1/c1"), submission_id="s-2"),
+    ]
     assert records_wanted(batch) == {"thc-1": {"o1", "o2"}}
     assert consents_wanted(batch) == {"thc-1": ["c1"]}
     assert correction_target(batch[1].valid.items[0]) is None
@@ -97,40 +116,58 @@ def test_a_withdrawal_names_a_held_consent_of_this_same_patient() -> None:
     held = HeldFacts(consents={("thc-1", "c1"): pid})
     # Any institution may record the patient's withdrawal.
     plan = services(ledger).check(
-        [pending("ch-1", withdrawal(resident(1), "w1", "thc-1/c1"), submission_id="s-2")], held)
+        [pending("ch-1", withdrawal(resident(1), "w1", "thc-1/c1"), submission_id="s-2")], held
+    )
     assert len(plan.submissions) == 1
     # Another patient cannot withdraw it, and an unknown consent is refused the same way.
-    for item in (withdrawal(resident(2), "w1", "thc-1/c1"),
-                 withdrawal(resident(1), "w1", "thc-1/none")):
-        [problem] = refusal_of(ledger, pending("ch-1", item, submission_id="s-3"),
-                               held=held).problems
+    for item in (
+        withdrawal(resident(2), "w1", "thc-1/c1"),
+        withdrawal(resident(1), "w1", "thc-1/none"),
+    ):
+        [problem] = refusal_of(
+            ledger, pending("ch-1", item, submission_id="s-3"), held=held
+        ).problems
         assert (problem.code, problem.field) == ("consent.unknown", "payload.consent")
 
 
 def test_a_consent_given_earlier_in_the_batch_can_be_withdrawn_in_it() -> None:
     ledger = FakeLedger()
     plan = services(ledger).check(
-        [pending("thc-1", consent_item(resident(1), "c1")),
-         pending("thc-1", withdrawal(resident(1), "w1", "thc-1/c1"), submission_id="s-2")],
-        HeldFacts())
+        [
+            pending("thc-1", consent_item(resident(1), "c1")),
+            pending("thc-1", withdrawal(resident(1), "w1", "thc-1/c1"), submission_id="s-2"),
+        ],
+        HeldFacts(),
+    )
     assert len(plan.submissions) == 2
 
 
 def test_a_consent_whose_scope_names_an_unregistered_institution_is_refused() -> None:
     ledger = FakeLedger()
-    [problem] = refusal_of(ledger, pending("thc-1", consent_item(
-        resident(1), "c1", scope=["ch-1", "zz-9", "aa-0"]))).problems
+    [problem] = refusal_of(
+        ledger, pending("thc-1", consent_item(resident(1), "c1", scope=["ch-1", "zz-9", "aa-0"]))
+    ).problems
     assert (problem.code, problem.field) == ("consent.scope_unknown", "payload.scope")
     assert problem.message.endswith("aa-0, zz-9")
     # "*" and registered codes pass.
-    assert services(ledger).check([pending("thc-1", consent_item(
-        resident(1), "c1", scope=["*", "ch-1"]))], HeldFacts()).submissions
+    assert (
+        services(ledger)
+        .check(
+            [pending("thc-1", consent_item(resident(1), "c1", scope=["*", "ch-1"]))], HeldFacts()
+        )
+        .submissions
+    )
 
 
 def test_consent_owner_reads_the_identity_from_the_submission_that_carried_it() -> None:
     doc = {"events": [observation_item(resident(1), "o1"), consent_item(resident(1), "c1")]}
-    carried = Submission(institution="thc-1", submission_id="s-1", envelope=json.dumps(doc),
-                         patient_ids=["p-obs", "p-consent"], received_at=RECEIVED)
+    carried = Submission(
+        institution="thc-1",
+        submission_id="s-1",
+        envelope=json.dumps(doc),
+        patient_ids=["p-obs", "p-consent"],
+        received_at=RECEIVED,
+    )
     assert consent_owner(carried, "c1") == "p-consent"
     assert consent_owner(carried, "o1") is None  # not a consent
 
@@ -148,4 +185,3 @@ def test_the_plan_saves_identities_first_then_submissions_and_index_rows() -> No
     assert kinds == ["PatientIdentity", "Submission"]
     assert [row[:2] for row in plan.identifier_rows] == [("urn:county-hie:mrn:thc-1", "M-1")]
     assert plan.submissions[0].patient_ids == [str(plan.aggregates[0].id)]
-
