@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from domain.categories import SENSITIVE
 from tests.factories import consent_item, record_items, resident
 from tests.integration.conftest import Running
-from tests.integration.test_consent_rules import depression, hiv_test, redecided, treat
-from tests.integration.test_referrals import accepted, consortium
+from tests.integration.consent_steps import depression, hiv_test, redecided, treat
+from tests.integration.referral_steps import accepted, consortium
 
 _serial = itertools.count(200)
 CATEGORY_CHOICES = st.none() | st.lists(

@@ -14,7 +14,7 @@ import pytest
 from audit.disclosure import LISTED, digest, resource_types, summary, summary_of
 from tests.factories import condition_item, encounter_item, observation_item, patient_item, resident
 from tests.integration.conftest import Running
-from tests.integration.test_referrals import accepted, consortium
+from tests.integration.referral_steps import accepted, consortium
 
 # (clinical entries the patient has, whether the Patient resource is disclosed in front)
 CASES = [

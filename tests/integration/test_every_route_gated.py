@@ -19,7 +19,7 @@ from exchange.api.access import ApiRoute
 from exchange.api.app import api_routes, create_app
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
-from tests.integration.test_referrals import accepted, consortium, referral
+from tests.integration.referral_steps import accepted, consortium, referral
 from tests.integration.test_walking_skeleton import token
 
 ROLES = ("physician", "nurse", "patient", "regulator", "admin")

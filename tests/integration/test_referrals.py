@@ -1,150 +1,28 @@
 """Two-way referrals on the real servers: the whole loop through NATS and HTTP, refused steps,
-expiry (also across a restart), overdue follow-ups, the care relationship's end, and an
-institution that was offline catching up on its notifications in order."""
+an institution that was offline catching up on its notifications in order, and lookup by
+resident ID. The deadlines are in test_referral_timers."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
-import pytest
 
-from adapters.nats import NotificationClient
 from domain.identity import RESIDENT_ID_SYSTEM
-from domain.referral import ReferralPolicy
-from exchange.bootstrap import Endpoints, open_runtime, serve
 from exchange.servers.nats import NOTIFY_DAYS, stream_name
-from exchange.settings import Settings
 from tests.factories import record_items, resident
-from tests.integration.conftest import Running, running
-from tests.integration.test_walking_skeleton import submit, token
-
-FAST = ReferralPolicy(
-    accept_within={
-        "emergency": timedelta(seconds=2),
-        "urgent": timedelta(hours=24),
-        "routine": timedelta(hours=72),
-    },
-    follow_up_within=timedelta(seconds=2),
-    care_after_completion=timedelta(seconds=3),
+from tests.integration.conftest import Running
+from tests.integration.referral_steps import (
+    BACK,
+    accepted,
+    consortium,
+    notes,
+    referral,
+    referral_rows,
+    refused,
+    step,
 )
-
-
-@pytest.fixture
-async def fast(settings: Settings) -> AsyncIterator[Running]:
-    """An exchange whose emergency acceptance, follow-up and care spans last seconds."""
-    quick = dataclasses.replace(settings, referral_policy=FAST, scheduler_seconds=0.2)
-    async with running(quick) as ex:
-        yield ex
-
-
-def referral(
-    rid: str, source_id: str, to: str = "county", urgency: str = "routine", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "source_id": source_id,
-        "kind": "referral",
-        "payload": {
-            "patient": {"resident_id": rid},
-            "to_institution": to,
-            "urgency": urgency,
-            "from_department": "全科",
-            "to_department": "心血管内科",
-            "referring_doctor": "张医生",
-            "reason": "血压控制不佳，三种降压药联用后仍高于 160/100 mmHg",
-            "impression": [
-                {
-                    "system": "http://hl7.org/fhir/sid/icd-10",
-                    "code": "I10",
-                    "version": "国家临床版2.0",
-                    "display": "原发性高血压",
-                }
-            ],
-            "history": "高血压病史 8 年",
-            "treatment": "氨氯地平 5mg qd",
-            "requested_at": datetime.now(UTC).isoformat(),
-            **extra,
-        },
-    }
-
-
-def step(rid: str, source_id: str, ref: str, action: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "source_id": source_id,
-        "kind": "referral_action",
-        "payload": {
-            "patient": {"resident_id": rid},
-            "referral": ref,
-            "action": action,
-            "at": datetime.now(UTC).isoformat(),
-            **extra,
-        },
-    }
-
-
-BACK = {
-    "diagnosis": [
-        {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10", "display": "原发性高血压"}
-    ],
-    "results": "动态血压平均 152/96 mmHg；心超未见异常",
-    "treatment": "调整为氨氯地平 + 缬沙坦",
-    "follow_up_plan": "两周内社区随访血压，每日自测",
-    "by": "李主任",
-}
-
-
-async def consortium(running: Running) -> None:
-    await running.register("thc-east", "township_health_centre", "东城镇卫生院")
-    await running.register("county", "county_hospital", "县人民医院")
-    await running.register("vc-peach", "village_clinic", "桃源村卫生室")
-
-
-async def accepted(running: Running, institution: str, items: list[dict[str, Any]]) -> None:
-    receipt = await submit(running, institution, items)
-    assert receipt["status"] == "accepted", receipt.get("problems")
-
-
-async def refused(running: Running, institution: str, items: list[dict[str, Any]]) -> dict:
-    receipt = await submit(running, institution, items)
-    assert receipt["status"] == "rejected"
-    return receipt["problems"][0]  # type: ignore[no-any-return]
-
-
-async def notes(running: Running, institution: str, want: int) -> list[dict[str, Any]]:
-    client = NotificationClient(running.rt.nc, running.rt.settings.consortium, institution)
-    got: list[dict[str, Any]] = []
-    try:
-        for _ in range(100):
-            got += await client.fetch(batch=50, timeout=0.3)
-            if len(got) >= want:
-                break
-        return got
-    finally:
-        await client.close()
-
-
-async def referral_rows(running: Running) -> tuple[list[Any], list[Any]]:
-    pool = running.rt.pool
-    return (
-        [dict(r) for r in await pool.fetch("SELECT * FROM referrals ORDER BY referral_id")],
-        [
-            dict(r)
-            for r in await pool.fetch("SELECT * FROM referral_events ORDER BY referral_id, version")
-        ],
-    )
-
-
-async def until(check: Any, timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result or asyncio.get_running_loop().time() > deadline:
-            return result
-        await asyncio.sleep(0.1)
+from tests.integration.test_walking_skeleton import token
 
 
 async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> None:
@@ -359,117 +237,6 @@ async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: R
         }
         [mine] = (await http.get("/fhir/ServiceRequest", headers=thc_md)).json()["entry"]
         assert mine["resource"]["reasonCode"][0]["coding"][0]["code"] == "I10"
-
-
-async def test_an_unanswered_emergency_referral_expires_and_both_are_told(fast: Running) -> None:
-    await consortium(fast)
-    rid = resident(44)
-    ref = "thc-east/REF-E"
-    await accepted(
-        fast,
-        "thc-east",
-        [*record_items(rid, "thc-44"), referral(rid, "REF-E", urgency="emergency")],
-    )
-
-    async def expired() -> bool:
-        status = await fast.rt.pool.fetchval(
-            "SELECT status FROM referrals WHERE reference = $1", ref
-        )
-        return status == "expired"  # type: ignore[no-any-return]
-
-    assert await until(expired)
-    # An acceptance after the deadline is refused: the referral is closed.
-    problem = await refused(fast, "county", [step(rid, "LATE", ref, "accept")])
-    assert problem["code"] == "referral.transition" and "expired" in problem["message"]
-    assert [n["event"] for n in await notes(fast, "thc-east", 1)] == ["expire"]
-    assert [n["event"] for n in await notes(fast, "county", 2)] == ["request", "expire"]
-
-
-async def test_a_restart_loses_no_timer(settings: Settings) -> None:
-    quick = dataclasses.replace(settings, referral_policy=FAST, scheduler_seconds=0.2)
-    endpoints = Endpoints(quick.database_url or "", quick.nats_url or "")
-    rid = resident(45)
-    # Run one: the referral is made, and the exchange stops before its deadline.
-    async with open_runtime(quick, endpoints) as rt:
-        running = Running(rt)
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(rt, stop, http=False))
-        await consortium(running)
-        await accepted(
-            running,
-            "thc-east",
-            [*record_items(rid, "thc-45"), referral(rid, "REF-R", urgency="emergency")],
-        )
-        await running.settle()
-        stop.set()
-        await task
-        assert await rt.pool.fetchval("SELECT status FROM referrals") == "requested"
-    await asyncio.sleep(2.5)  # the deadline passes while nothing runs
-    # Run two: the scheduler finds the deadline in the ledger's view and records the expiry.
-    async with open_runtime(quick, endpoints) as rt:
-        stop = asyncio.Event()
-        task = asyncio.create_task(serve(rt, stop, http=False))
-        try:
-
-            async def expired() -> bool:
-                return await rt.pool.fetchval("SELECT status FROM referrals") == "expired"  # type: ignore[no-any-return]
-
-            assert await until(expired, 10)
-            events = await rt.pool.fetch(
-                "SELECT action, institution FROM referral_events ORDER BY version"
-            )
-            assert [(e["action"], e["institution"]) for e in events] == [
-                ("request", "thc-east"),
-                ("expire", None),
-            ]
-        finally:
-            stop.set()
-            await task
-
-
-async def test_overdue_follow_up_is_flagged_and_care_ends_after_completion(fast: Running) -> None:
-    await consortium(fast)
-    rid = resident(46)
-    ref = "thc-east/REF-O"
-    await accepted(
-        fast, "thc-east", [*record_items(rid, "thc-46", consent=True), referral(rid, "REF-O")]
-    )
-    county_md = {**token(fast, "dr-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
-    thc_md = {**token(fast, "dr-zhang", "thc-east", "physician"), "X-Purpose-Of-Use": "TREAT"}
-    for n, action in enumerate(("accept", "arrive", "complete")):
-        await accepted(fast, "county", [step(rid, f"O{n}", ref, action)])
-    await fast.settle()
-    pid = await fast.rt.pool.fetchval("SELECT patient_id FROM referrals")
-    async with httpx.AsyncClient(base_url=fast.url) as http:
-        # Just completed: the county still treats the patient, for the configured span.
-        assert (
-            await http.get(f"/fhir/Patient/{pid}/$everything", headers=county_md)
-        ).status_code == 200
-        await accepted(fast, "county", [step(rid, "O3", ref, "back_refer", **BACK)])
-
-        async def flagged() -> bool:
-            return bool(await fast.rt.pool.fetchval("SELECT overdue FROM referrals"))
-
-        assert await until(flagged)
-        # The township's outbox shows the overdue follow-up; the county's statistics count it.
-        outbox = (await http.get("/referrals/outbox", headers=thc_md)).json()["referrals"]
-        assert [(r["status"], r["follow_up_overdue"]) for r in outbox] == [("back_referred", True)]
-        stats = (await http.get("/referrals/statistics", headers=county_md)).json()
-        assert stats["follow_up"]["overdue_open"] == 1
-        # Late, the follow-up is still recorded, and counted as not on time.
-        await accepted(fast, "thc-east", [step(rid, "O4", ref, "follow_up")])
-        await fast.settle()
-        stats = (await http.get("/referrals/statistics", headers=county_md)).json()
-        assert stats["follow_up"] == {
-            **stats["follow_up"],
-            "followed_up": 1,
-            "on_time": 0,
-            "completion_rate": 1.0,
-        }
-        # Three seconds after completion the county's care relationship has ended.
-        await asyncio.sleep(3.2)
-        after = await http.get(f"/fhir/Patient/{pid}/$everything", headers=county_md)
-        assert after.status_code == 403 and "care.none" in after.text
 
 
 async def test_an_institution_offline_catches_up_in_order(exchange: Running) -> None:

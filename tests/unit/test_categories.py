@@ -1,14 +1,11 @@
 """Data categories at ingest: the base category of every kind, the sensitive classes by ICD-10
-range edges, LOINC, ATC and labels, code normalisation, and properties over random entries.
-Every payload is a real model from parse_payload, with synthetic data."""
+range edges, LOINC, ATC and labels, and code normalisation (the properties over random entries
+are in test_category_properties). Every payload is a real model from parse_payload, with
+synthetic data."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from domain.categories import (
     CATEGORIES,
@@ -21,56 +18,10 @@ from domain.categories import (
     sensitive_of,
 )
 from domain.clinical import CONTROL_KINDS as MODEL_CONTROL_KINDS
-from domain.clinical import ENTRY_KINDS, REFERRAL_KINDS, parse_payload
+from domain.clinical import REFERRAL_KINDS, parse_payload
 from domain.errors import DomainError
 from tests.factories import consent_item
-
-RID = "11010519491231002X"
-AT = "2026-11-01T09:00:00+08:00"
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-LOINC = "http://loinc.org"
-ATC = "http://www.whocc.no/atc"
-LOCAL = "urn:county-hie:local-code"
-
-
-def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
-    return {"system": system, "code": code, **({"display": display} if display else {})}
-
-
-def entry(kind: str, code: dict[str, Any] | None = None, **extra: Any) -> Any:
-    """A valid payload of ``kind`` whose main coding is ``code``, parsed by the real model."""
-    code = code or coding(LOCAL, "X1", "普通项目")
-    body: dict[str, Any] = {
-        "patient": {"name": "王秀英", "gender": "female"},
-        "encounter": {
-            "encounter_class": "outpatient",
-            "status": "finished",
-            "start": AT,
-            "department": "全科",
-            "reason": [code],
-        },
-        "condition": {"code": code},
-        "observation": {"code": code, "status": "final", "category": "laboratory", "effective": AT},
-        "medication_request": {"medication": code, "status": "active", "authored": AT},
-        "medication_dispense": {"medication": code, "status": "completed"},
-        "procedure": {"code": code, "status": "completed"},
-        "immunization": {"vaccine": code, "status": "completed", "occurrence": AT},
-        "allergy": {"substance": code},
-        "document": {
-            "type": code,
-            "title": "出院小结",
-            "created": AT,
-            "content_type": "application/pdf",
-            "sha256": "0" * 64,
-            "size": 10,
-        },
-    }[kind]
-    return parse_payload(kind, {"patient": {"resident_id": RID}, **body, **extra})
-
-
-def diagnosis(code: str, system: str = ICD10, display: str = "某诊断") -> tuple[str, ...]:
-    return categories_of("condition", entry("condition", coding(system, code, display)))
-
+from tests.unit.category_builders import ATC, ICD10, LOCAL, LOINC, RID, coding, diagnosis, entry
 
 # --- the base category of each kind --------------------------------------------------------
 
@@ -403,72 +354,3 @@ def test_sensitive_of_reads_codes_outside_an_entry() -> None:
     assert sensitive_of([impression.code]) == ("psychiatric",)
     assert sensitive_of([], ["艾滋病门诊"]) == ("hiv",)
     assert sensitive_of([]) == ()
-
-
-# --- properties -----------------------------------------------------------------------------
-
-KNOWN_CODES = [
-    coding(ICD10, "I10", "原发性高血压"),
-    coding(ICD10, "B20.0"),
-    coding(ICD10, "F32.9"),
-    coding(ICD10, "O80"),
-    coding(ICD10, "Q90.9"),
-    coding(LOINC, "7918-6"),
-    coding(LOINC, "2345-7", "葡萄糖"),
-    coding(LOINC, "51968-6"),
-    coding(ATC, "J05AF07"),
-    coding(ATC, "N06AB03"),
-    coding(ATC, "C08CA01"),
-    coding(LOCAL, "X", "人工流产"),
-]
-short_text = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12)
-random_codes = st.builds(
-    coding,
-    st.sampled_from([ICD10, LOINC, ATC, LOCAL, "http://snomed.info/sct"]),
-    st.from_regex(r"[A-Za-z][0-9][0-9A-Za-z](\.[0-9A-Za-z]{1,4})?", fullmatch=True) | short_text,
-    st.none() | short_text | st.sampled_from(["HIV抗体", "抑郁症", "染色体", "基因检测"]),
-)
-codings = st.lists(st.sampled_from(KNOWN_CODES) | random_codes, min_size=1, max_size=4)
-
-
-@settings(max_examples=300)
-@given(
-    st.sampled_from(["patient", *ENTRY_KINDS]),
-    codings,
-    st.sampled_from(["laboratory", "vital-signs", "survey", None]),
-)
-def test_every_entry_gets_one_general_category_then_known_sensitive_ones(
-    kind: str, codes: list[dict[str, Any]], category: str | None
-) -> None:
-    extra: dict[str, Any] = {}
-    if kind == "encounter":
-        extra["reason"] = codes
-    if kind == "observation":
-        extra["category"] = category
-        if len(codes) > 1:
-            extra["value_coding"] = codes[1]
-    result = categories_of(kind, entry(kind, codes[0], **extra))
-    assert result[0] in GENERAL
-    assert all(c in SENSITIVE for c in result[1:])
-    assert len(set(result)) == len(result)
-    assert list(result[1:]) == [c for c in SENSITIVE if c in result]
-    if kind == "patient":
-        assert result == ("demographics",)
-
-
-@given(codings, codings)
-def test_more_codes_never_take_a_category_away(
-    first: list[dict[str, Any]], more: list[dict[str, Any]]
-) -> None:
-    fewer = categories_of("encounter", entry("encounter", first[0], reason=first))
-    both = categories_of("encounter", entry("encounter", first[0], reason=first + more))
-    assert set(fewer) <= set(both)
-    alone = categories_of("encounter", entry("encounter", more[0], reason=more))
-    assert set(both) == set(fewer) | set(alone)
-
-
-@given(st.sampled_from("ABFNOQRXZ"), st.integers(0, 99), st.text("0123456789", max_size=3))
-def test_icd10_case_and_dot_do_not_change_the_answer(letter: str, number: int, rest: str) -> None:
-    dotted = f"{letter}{number:02d}" + (f".{rest}" if rest else "")
-    answers = {diagnosis(code) for code in (dotted, dotted.lower(), dotted.replace(".", ""))}
-    assert len(answers) == 1
