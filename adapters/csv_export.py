@@ -22,31 +22,21 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Callable
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from pathlib import PurePath
 from typing import Any
 from urllib.parse import quote
 
 from adapters.csv_mapping import (
-    DEFAULT_GENDERS,
-    UCUM,
-    CodeEntry,
-    ConditionSection,
     CsvMapping,
-    EncounterSection,
     FileSpec,
-    ImmunizationSection,
     MappingError,
-    MedicationRequestSection,
-    ObservationSection,
-    PatientSection,
     Section,
     Source,
     load_mapping,
 )
+from adapters.csv_row import Row, _compact
+from adapters.csv_sections import MAPPERS
 from adapters.report import IngestReport, check_item
 from domain.errors import InvalidResidentId
 from domain.problems import Problem
@@ -54,9 +44,6 @@ from domain.resident_id import parse_resident_id
 
 __all__ = ["CsvMapping", "MappingError", "load_mapping", "read_csv"]
 
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
-_BETWEEN = re.compile(r"(\d+(?:\.\d+)?)\s*(?:-|~|～|—|–|至)\s*(\d+(?:\.\d+)?)")
-_BOUND = re.compile(r"(<=|>=|<|>|≤|≥|＜|＞)\s*(\d+(?:\.\d+)?)")
 _HEALTH_CARD = re.compile(r"[0-9A-Za-z]{6,32}")
 # Row id cells are percent-encoded apart from these, so ids with spaces or "|" stay one token
 # and a combination of columns ("|"-joined) can never collide with another.
@@ -255,136 +242,6 @@ def _header_ok(header: list[str], needed: list[str], report: IngestReport) -> bo
     return not missing and not twice
 
 
-class Row:
-    """One data row's cells, and the problems found mapping it (named by row and column)."""
-
-    def __init__(self, n: int, cells: dict[str, str], mapping: CsvMapping) -> None:
-        self.n, self.cells, self.mapping = n, cells, mapping
-        self.problems: list[Problem] = []
-
-    def bad(
-        self,
-        code: str,
-        message: str,
-        src: Source | None,
-        source_id: str | None = None,
-    ) -> None:
-        where = f"row {self.n} column {src.label}" if src and src.columns else f"row {self.n}"
-        problem = Problem(code, message, where, source_id=source_id)
-        if problem not in self.problems:  # sections sharing a column find its fault once
-            self.problems.append(problem)
-
-    def text(self, src: Source | None) -> str | None:
-        if src is None:
-            return None
-        if src.value is not None:
-            return src.value
-        return " ".join(v for c in src.columns if (v := self.cells[c].strip())) or None
-
-    def need(self, src: Source) -> str | None:
-        value = self.text(src)
-        if value is None:
-            self.bad("csv.empty", "the cell is empty: the mapping needs a value here", src)
-        return value
-
-    def when(self, src: Source | None, *, required: bool = False) -> str | None:
-        """A time as ISO-8601 with an offset: the cell's own, else the mapping's timezone."""
-        value = self.need(src) if required and src else self.text(src)
-        if value is None:
-            return None
-        for fmt in (*self.mapping.datetime_formats, *self.mapping.date_formats):
-            try:
-                parsed = datetime.strptime(value, fmt)
-            except ValueError:
-                continue
-            aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=self.mapping.zone)
-            return aware.isoformat()
-        self.bad(
-            "csv.datetime", "not a date/time in the mapping's datetime_formats or date_formats", src
-        )
-        return None
-
-    def day(self, src: Source | None) -> str | None:
-        value = self.text(src)
-        if value is None:
-            return None
-        for fmt in self.mapping.date_formats:
-            try:
-                return datetime.strptime(value, fmt).date().isoformat()
-            except ValueError:
-                continue
-        self.bad("csv.date", "not a date in the mapping's date_formats", src)
-        return None
-
-    def number(self, src: Source | None) -> Decimal | None:
-        value = self.text(src)
-        if value is None:
-            return None
-        if _NUMBER.fullmatch(value):
-            try:
-                return Decimal(value)
-            except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
-                pass
-        self.bad("csv.number", "not a number", src)
-        return None
-
-    def integer(self, src: Source | None) -> int | None:
-        value = self.number(src)
-        if value is not None and value != value.to_integral_value():
-            self.bad("csv.integer", "not a whole number", src)
-            return None
-        return None if value is None else int(value)
-
-    def coded(
-        self, src: Source | None, table_name: str, required: bool = True
-    ) -> tuple[CodeEntry, dict[str, Any]] | None:
-        value = (self.need(src) if required else self.text(src)) if src else None
-        if value is None:
-            return None
-        table = self.mapping.codes[table_name]
-        entry = table.map.get(value)
-        if entry is None:  # the local code itself is clinical data: not repeated
-            self.bad(
-                "csv.code_unknown", f"the code is not in the mapping's [codes.{table_name}]", src
-            )
-            return None
-        system = self.mapping.system(table, entry)
-        version = table.version if entry.system in (None, table.system) else None
-        return entry, _compact(
-            {"system": system, "code": entry.code, "display": entry.display, "version": version}
-        )
-
-    def quantity(
-        self, value_src: Source | None, unit_src: Source | None, default_unit: str | None = None
-    ) -> dict[str, Any] | None:
-        value = self.number(value_src)
-        unit_text = self.text(unit_src)
-        ucum = default_unit
-        if unit_text is not None:
-            ucum = self.mapping.units.get(unit_text)
-            if ucum is None:
-                self.bad("csv.unit_unknown", "the unit is not in the mapping's [units]", unit_src)
-                return None
-            if default_unit is not None and ucum != default_unit:
-                self.bad(
-                    "csv.unit_mismatch",
-                    f"the unit is not {default_unit}, the one the "
-                    "mapping's code table gives for this item",
-                    unit_src,
-                )
-                return None
-        if value is None:
-            return None
-        if ucum is None:
-            self.bad(
-                "csv.unit_missing",
-                "a number needs a unit: map a unit column or give the code's unit in the mapping",
-                value_src,
-            )
-            return None
-        return {"value": str(value), "unit": unit_text or ucum, "system": UCUM, "code": ucum}
-
-
 def _item(
     row: Row, name: str, s: Section, spec: FileSpec, patient: dict[str, str]
 ) -> dict[str, Any] | None:
@@ -459,131 +316,3 @@ def _encounter_ref(row: Row, s: Section) -> str | None:
     parts = [row.cells[c].strip() for c in columns]
     # A prescription written outside a visit has no visit number: it maps without the link.
     return f"{target}:" + "|".join(quote(p, safe=_ID_SAFE) for p in parts) if all(parts) else None
-
-
-def _patient_payload(row: Row, s: PatientSection) -> dict[str, Any]:
-    gender = "unknown"
-    if (value := row.text(s.gender)) is not None:
-        genders = {**DEFAULT_GENDERS, **s.gender_values}
-        if value not in genders:
-            row.bad(
-                "csv.gender", "not a gender the mapping knows: add it to gender_values", s.gender
-            )
-        gender = genders.get(value, "unknown")
-    return {"name": row.need(s.name), "gender": gender, "birth_date": row.day(s.birth_date)}
-
-
-def _encounter(row: Row, s: EncounterSection) -> dict[str, Any]:
-    reason = row.coded(s.reason, s.codes, required=False) if s.codes else None
-    return {
-        "encounter_class": s.encounter_class,
-        "status": s.status,
-        "start": row.when(s.start, required=True),
-        "end": row.when(s.end),
-        "department": row.text(s.department),
-        "attending": row.text(s.attending),
-        "reason": [reason[1]] if reason else [],
-    }
-
-
-def _condition(row: Row, s: ConditionSection) -> dict[str, Any]:
-    coded = row.coded(s.code, s.codes)
-    return {
-        "code": coded and coded[1],
-        "clinical_status": s.clinical_status,
-        "verification_status": s.verification_status,
-        "onset": row.day(s.onset),
-        "recorded": row.when(s.recorded),
-    }
-
-
-def _observation(row: Row, s: ObservationSection) -> dict[str, Any]:
-    coded = row.coded(s.code, s.codes)
-    entry, coding = coded or (CodeEntry(code="-"), None)
-    raw = row.need(s.value)
-    payload = {
-        "code": coding,
-        "status": s.status,
-        "effective": row.when(s.effective, required=True),
-        "category": entry.category or s.category,
-    }
-    # A coded item with a unit is quantitative: "l20" there is a typing error, not words.
-    if raw is not None and (entry.unit or _NUMBER.fullmatch(raw)):
-        quantity = row.quantity(s.value, s.unit, entry.unit)
-        payload["value_quantity"] = quantity
-        if quantity is not None:
-            payload["reference_range"] = _range(row, s, entry, quantity)
-    else:  # "阴性", "+", "<0.1": a result in words, kept as written, as is its range
-        payload["value_string"] = raw
-        text = row.text(s.range)
-        payload["reference_range"] = {"text": text} if text else None
-    return payload
-
-
-def _range(
-    row: Row, s: ObservationSection, entry: CodeEntry, quantity: dict[str, Any]
-) -> dict[str, Any] | None:
-    low, high, text = row.number(s.low), row.number(s.high), row.text(s.range)
-    if text is not None and low is None and high is None:
-        if between := _BETWEEN.fullmatch(text):
-            low, high = Decimal(between[1]), Decimal(between[2])
-        elif bound := _BOUND.fullmatch(text):
-            if bound[1] in ("<", "<=", "≤", "＜"):
-                high = Decimal(bound[2])
-            else:
-                low = Decimal(bound[2])
-        else:  # "阴性" or the like: the range as the lab wrote it
-            return {"text": text}
-    if text is None and low is None and high is None:
-        low, high = entry.low, entry.high
-    if low is None and high is None:
-        return None
-    unit = {k: quantity[k] for k in ("unit", "system", "code")}
-    return _compact(
-        {
-            "low": None if low is None else {"value": str(low), **unit},
-            "high": None if high is None else {"value": str(high), **unit},
-        }
-    )
-
-
-def _medication_request(row: Row, s: MedicationRequestSection) -> dict[str, Any]:
-    coded = row.coded(s.medication, s.codes)
-    return {
-        "medication": coded and coded[1],
-        "status": s.status,
-        "intent": s.intent,
-        "authored": row.when(s.authored, required=True),
-        "dosage_text": row.text(s.dosage_text),
-        "dose": row.quantity(s.dose, s.dose_unit),
-        "frequency": row.text(s.frequency),
-        "quantity": row.quantity(s.quantity, s.quantity_unit),
-        "duration_days": row.integer(s.duration_days),
-        "requester": row.text(s.requester),
-    }
-
-
-def _immunization(row: Row, s: ImmunizationSection) -> dict[str, Any]:
-    coded = row.coded(s.vaccine, s.codes)
-    return {
-        "vaccine": coded and coded[1],
-        "status": s.status,
-        "occurrence": row.when(s.occurrence, required=True),
-        "lot_number": row.text(s.lot_number),
-        "dose_number": row.integer(s.dose_number),
-        "manufacturer": row.text(s.manufacturer),
-    }
-
-
-MAPPERS: dict[str, Callable[[Row, Any], dict[str, Any]]] = {
-    "patient": _patient_payload,
-    "encounter": _encounter,
-    "condition": _condition,
-    "observation": _observation,
-    "medication_request": _medication_request,
-    "immunization": _immunization,
-}
-
-
-def _compact(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}

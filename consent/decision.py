@@ -25,15 +25,50 @@ The rules (REGULATIONS.md), in the order they are applied:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
+from consent.facts import (
+    BreakGlassGrant,
+    CareRelationship,
+    ConsentRecord,
+    Facts,
+    GuardianRecord,
+    SealRecord,
+)
+from consent.policy import DEFAULT_POLICY, AccessPolicy
 from domain.categories import CATEGORIES, GENERAL, SENSITIVE
 from domain.errors import ConsentError
+
+# The facts records and the policy are re-exported: callers import them from here, beside the
+# rules they feed.
+__all__ = [
+    "ADULT_AGE",
+    "BREAK_GLASS_REASONS",
+    "BREAK_GLASS_TTL",
+    "CONSENT_READERS",
+    "DEFAULT_POLICY",
+    "MIN_REASON_TEXT",
+    "AccessPolicy",
+    "AccessRequest",
+    "BreakGlassGrant",
+    "CareRelationship",
+    "ConsentRecord",
+    "Decision",
+    "Facts",
+    "GuardianRecord",
+    "InvalidBreakGlass",
+    "Reason",
+    "SealRecord",
+    "age_on",
+    "check_break_glass",
+    "decide",
+    "is_own_record",
+    "may_read_consents",
+    "own_audit_only",
+]
 
 BREAK_GLASS_REASONS = {
     "unconscious": "patient unable to consent (unconscious or incapacitated)",
@@ -43,63 +78,6 @@ BREAK_GLASS_REASONS = {
 BREAK_GLASS_TTL = timedelta(hours=4)
 MIN_REASON_TEXT = 10
 ADULT_AGE = 14  # PIPL Art. 31: under 14, a guardian consents
-
-
-@dataclass(frozen=True)
-class AccessPolicy:
-    """The consortium's access policy (configuration; these are the defaults)."""
-
-    clinical_roles: tuple[str, ...] = ("physician", "nurse")
-    # Purpose → the general categories it may see (sensitive ones only when named by consent).
-    purposes: dict[str, frozenset[str]] = field(
-        default_factory=lambda: {
-            "TREAT": frozenset(GENERAL),
-            "HRESCH": frozenset(
-                {"diagnosis", "lab", "vital", "medication", "immunization", "procedure", "allergy"}
-            ),
-        }
-    )
-    break_glass_categories: frozenset[str] = frozenset(GENERAL)
-    # What an institution whose only care relationship is a referral sees.
-    referral_categories: frozenset[str] = frozenset(
-        {"demographics", "encounter", "diagnosis", "medication", "allergy", "lab", "vital"}
-    )
-    recent_results: timedelta = timedelta(days=180)  # "recent results" for a referral
-    care_after_record: timedelta = timedelta(days=365)  # an entry recorded keeps care this long
-    needs_care: frozenset[str] = frozenset({"TREAT"})
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the policy's canonical form: recorded with each read, so a decision can
-        be judged again under the policy it was made under."""
-        doc = {
-            "clinical_roles": sorted(self.clinical_roles),
-            "purposes": {k: sorted(v) for k, v in sorted(self.purposes.items())},
-            "break_glass_categories": sorted(self.break_glass_categories),
-            "referral_categories": sorted(self.referral_categories),
-            "recent_results": self.recent_results.total_seconds(),
-            "care_after_record": self.care_after_record.total_seconds(),
-            "needs_care": sorted(self.needs_care),
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-    def __post_init__(self) -> None:
-        if set(self.clinical_roles) - {"physician", "nurse"}:
-            raise ValueError(
-                "clinical_roles are physician and/or nurse: regulators and "
-                "admins never read clinical data"
-            )
-        if set(self.break_glass_categories) - set(GENERAL):
-            raise ValueError("break_glass_categories names unknown or sensitive categories")
-        for purpose, cats in self.purposes.items():
-            unknown = set(cats) - set(GENERAL)
-            if unknown:
-                raise ValueError(
-                    f"policy purpose {purpose} names unknown or sensitive "
-                    f"categories {sorted(unknown)}; sensitive ones need consent"
-                )
-
-
-DEFAULT_POLICY = AccessPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,86 +96,6 @@ def is_own_record(role: str, person: str, members: Sequence[UUID]) -> bool:
     """Whether the caller is the patient: a patient token names one of the identities merged
     into the record (PIPL Art. 45: a patient reads their own record, under any of their ids)."""
     return role == "patient" and person in {str(m) for m in members}
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentRecord:
-    consent_id: UUID
-    consent_type: str  # "separate" | "general"
-    scope: tuple[str, ...]  # institution codes, or "*" for the whole consortium
-    purposes: tuple[str, ...]
-    valid_from: datetime
-    valid_to: datetime | None
-    categories: tuple[str, ...] | None = None  # None: every general category
-    signed_by: str = "patient"
-    guardian: str | None = None  # the signing guardian's resident ID
-    position: int = 0
-    withdrawn_position: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GuardianRecord:
-    guardian: str
-    valid_from: datetime
-    valid_to: datetime | None
-    position: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CareRelationship:
-    """Why an institution treats the patient: "encounter:<entry id>", "record:<entry id>",
-    "contract:<position>" or "referral:<id>", valid in [valid_from, valid_to)."""
-
-    basis: str
-    institution: str
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-
-    @property
-    def kind(self) -> str:
-        return self.basis.split(":", 1)[0]
-
-    def holds(self, institution: str, at: datetime) -> bool:
-        return (
-            self.institution == institution
-            and (self.valid_from is None or self.valid_from <= at)
-            and (self.valid_to is None or at < self.valid_to)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SealRecord:
-    readers: tuple[str, ...]
-    position: int
-    unsealed_position: int | None = None
-
-    def active(self, position: int | None) -> bool:
-        if position is None:
-            return self.unsealed_position is None
-        return self.position <= position and (
-            self.unsealed_position is None or self.unsealed_position > position
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class BreakGlassGrant:
-    grant_id: UUID
-    person: str
-    patient_id: UUID
-    reason_code: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What the ledger (and the gate's own grants) said about the patient as of a position."""
-
-    birth_date: date | None = None
-    consents: Sequence[ConsentRecord] = ()
-    guardians: Sequence[GuardianRecord] = ()
-    care: Sequence[CareRelationship] = ()
-    seals: Sequence[SealRecord] = ()
-    grants: Sequence[BreakGlassGrant] = ()
 
 
 @dataclass(frozen=True, slots=True)

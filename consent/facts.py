@@ -1,0 +1,90 @@
+"""What the ledger (and the gate's own grants) said about a patient as of a ledger position: the
+consents, guardians, care relationships, seals and break-glass grants that consent/decision.py
+decides on. Plain frozen records; pure, no IO."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    consent_id: UUID
+    consent_type: str  # "separate" | "general"
+    scope: tuple[str, ...]  # institution codes, or "*" for the whole consortium
+    purposes: tuple[str, ...]
+    valid_from: datetime
+    valid_to: datetime | None
+    categories: tuple[str, ...] | None = None  # None: every general category
+    signed_by: str = "patient"
+    guardian: str | None = None  # the signing guardian's resident ID
+    position: int = 0
+    withdrawn_position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardianRecord:
+    guardian: str
+    valid_from: datetime
+    valid_to: datetime | None
+    position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CareRelationship:
+    """Why an institution treats the patient: "encounter:<entry id>", "record:<entry id>",
+    "contract:<position>" or "referral:<id>", valid in [valid_from, valid_to)."""
+
+    basis: str
+    institution: str
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.basis.split(":", 1)[0]
+
+    def holds(self, institution: str, at: datetime) -> bool:
+        return (
+            self.institution == institution
+            and (self.valid_from is None or self.valid_from <= at)
+            and (self.valid_to is None or at < self.valid_to)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SealRecord:
+    readers: tuple[str, ...]
+    position: int
+    unsealed_position: int | None = None
+
+    def active(self, position: int | None) -> bool:
+        if position is None:
+            return self.unsealed_position is None
+        return self.position <= position and (
+            self.unsealed_position is None or self.unsealed_position > position
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassGrant:
+    grant_id: UUID
+    person: str
+    patient_id: UUID
+    reason_code: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the ledger (and the gate's own grants) said about the patient as of a position."""
+
+    birth_date: date | None = None
+    consents: Sequence[ConsentRecord] = ()
+    guardians: Sequence[GuardianRecord] = ()
+    care: Sequence[CareRelationship] = ()
+    seals: Sequence[SealRecord] = ()
+    grants: Sequence[BreakGlassGrant] = ()
