@@ -253,22 +253,28 @@ async def seed(
 ) -> int:
     """Submit every institution's items through NATS (the four at once); return how many
     submissions were accepted. Raises if any was rejected."""
+    # Every envelope is built and signed before the first publish (in a thread: at county
+    # size this takes long enough that, on the event loop, NATS requests would time out).
+    sent_at = datetime.now(UTC)
+
+    def build(inst: str) -> list[dict[str, Any]]:
+        mine = items[inst]
+        return [
+            build_envelope(
+                institution=inst,
+                items=mine[i : i + per_submission],
+                key=keys[inst],
+                sent_at=sent_at,
+            )
+            for i in range(0, len(mine), per_submission)
+        ]
+
+    built = {inst: await asyncio.to_thread(build, inst) for inst, _, _ in INSTITUTIONS}
     nc = await nats.connect(nats_url)
     try:
 
         async def one(inst: str) -> list[dict[str, Any]]:
-            sent_at = datetime.now(UTC)
-            mine = items[inst]
-            envelopes = [
-                build_envelope(
-                    institution=inst,
-                    items=mine[i : i + per_submission],
-                    key=keys[inst],
-                    sent_at=sent_at,
-                )
-                for i in range(0, len(mine), per_submission)
-            ]
-            receipts = await SubmitClient(nc, consortium, inst).submit(envelopes, wait=300)
+            receipts = await SubmitClient(nc, consortium, inst).submit(built[inst], wait=300)
             return list(receipts.values())
 
         receipts = [
