@@ -4,9 +4,10 @@ A handful of resources (up to ``LISTED``) are listed as "Type/id" lines; more (a
 holds hundreds) are counted, typed and digested — SHA-256 of the sorted lines joined by "\\n".
 The list itself follows from the ledger as of the record's position and decision, so
 ``/audit/disclosed?seq=`` can rebuild it and check it against the digest, and a record stays
-small on every read. The read API builds every audit record's disclosure here; the SQL that
-pre-computes a record's page (``projections.postgres.PatientRecordReader.bundle_entries``)
-follows the same rule, and an integration test holds the two together.
+small on every read. The read API builds every audit record's disclosure here, from the
+"Type/id" lines the record's page query returns beside the Bundle entries
+(``projections.postgres.PatientRecordReader.bundle_entries``); an integration test holds
+those lines to the resources the Bundle actually holds.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def summary_of(
     count: int, types: Sequence[str], lines: Sequence[str] | None, sha256: str | None
 ) -> dict[str, Any]:
     """The same fields from a disclosure already counted, typed and (when it is more than
-    ``LISTED``) digested elsewhere — by PostgreSQL, for a record read."""
+    ``LISTED``) digested."""
     if count <= LISTED:
         listed = list(lines or [])  # PostgreSQL lists no lines at all as NULL
         if len(listed) != count:

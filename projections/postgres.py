@@ -146,42 +146,39 @@ class PatientRecordReader:
         categories: Sequence[str] | None = None,
         results_since: datetime | None = None,
         first: str | None = None,
-        listed: int = 20,
     ) -> EntriesPage:
         """The same entries as ``entries``, already joined as Bundle entries (UTF-8 bytes) by
         PostgreSQL — its string functions do in C what per-row Python cost most of a read's
-        time — with what the audit needs: how many, of which types and data categories, and
-        the SHA-256 of their sorted "Type/id" lines (with ``first``, a line for a resource
-        added in front); the lines themselves when there are at most ``listed``."""
+        time — with what the audit needs: how many, the data categories they hold, and their
+        "Type/id" lines, sorted (with ``first``, a line for a resource added in front).
+
+        The lines are sorted here and counted, typed and digested by the disclosure rule's
+        one owner (``audit.disclosure``), not by PostgreSQL: three sorted aggregates over the
+        same rows cost the database more than joining the whole Bundle, and its CPU is the
+        read path's limit."""
         where, args = _entry_filter(members, at, categories, results_since)
-        args += [root, first, listed]
-        r, f, k = (f"${len(args) - 2}", f"${len(args) - 1}", f"${len(args)}")
+        args.append(root)
+        r = f"${len(args)}"
         row = await self.pool.fetchrow(
-            f"WITH e AS (SELECT entry_id, kind, patient_id, resource, category_mask, valid_from, "
-            f"{_TYPE_OF_KIND} || '/' || entry_id AS line "
-            f"FROM record_entries WHERE {where}), "
-            f"l AS (SELECT line FROM e UNION ALL SELECT {f}::text WHERE {f}::text IS NOT NULL) "
-            f"SELECT (SELECT count(*) FROM e) AS n, "
-            f'(SELECT convert_to(string_agg(\'{{"fullUrl":"urn:uuid:\' || entry_id || '
+            "SELECT count(*) AS n, "
+            f'convert_to(string_agg(\'{{"fullUrl":"urn:uuid:\' || entry_id || '
             f'\'","resource":\' || CASE WHEN patient_id = {r}::uuid THEN resource ELSE '
             f"replace(resource, '\"Patient/' || patient_id || '\"', '\"Patient/' || {r}::uuid "
             f'|| \'"\') END || \',"search":{{"mode":"match"}}}}\', \',\' '
-            f"ORDER BY valid_from, entry_id), 'UTF8') FROM e) AS entries, "
-            f"(SELECT encode(sha256(convert_to(string_agg(line, E'\\n' ORDER BY line COLLATE "
-            f"\"C\"), 'UTF8')), 'hex') FROM l) AS digest, "
-            f"(SELECT CASE WHEN count(*) <= {k}::int THEN array_agg(line ORDER BY line COLLATE "
-            f'"C") END FROM l) AS lines, '
-            f"(SELECT array_agg(DISTINCT split_part(line, '/', 1)) FROM l) AS types, "
-            f"(SELECT bit_or(category_mask) FROM e) AS touched",
+            "ORDER BY valid_from, entry_id), 'UTF8') AS entries, "
+            f"array_agg({_TYPE_OF_KIND} || '/' || entry_id) AS lines, "
+            f"bit_or(category_mask) AS touched FROM record_entries WHERE {where}",
             *args,
         )
         assert row is not None
+        lines: list[str] = list(row["lines"] or [])
+        if first is not None:
+            lines.append(first)
+        lines.sort()  # code-point order: PostgreSQL's COLLATE "C" on UTF-8 text
         return EntriesPage(
             int(row["n"]),
             bytes(row["entries"] or b""),
-            row["digest"],
-            list(row["lines"]) if row["lines"] is not None else None,
-            sorted(row["types"] or []),
+            lines,
             categories_in(row["touched"] or 0),
         )
 
@@ -209,9 +206,7 @@ class PatientRecordReader:
 class EntriesPage:
     count: int
     entries: bytes  # Bundle entries, comma-joined JSON
-    digest: str | None  # SHA-256 (hex) of the sorted "Type/id" lines, the first one included
-    lines: list[str] | None  # those lines, sorted, when there are few
-    types: list[str]  # resource types disclosed
+    lines: list[str]  # their "Type/id" lines, sorted, the first one's included
     categories: list[str]  # the data categories they hold
 
 

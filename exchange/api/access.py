@@ -121,7 +121,7 @@ class Call:
 class Answer:
     """A handler's answer and what the audit record says of it. ``decision``: None takes the
     call's; ``purpose``: None records the call's; ``disclosed``: "Type/id" of what the
-    response holds (or ``disclosure``, already summarised by ``audit.disclosure.summary_of``);
+    response holds (or ``disclosure``, already summarised by ``audit.disclosure.summary``);
     ``categories``: the data categories it touched; ``extra``: more audit fields."""
 
     response: Response

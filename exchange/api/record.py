@@ -13,7 +13,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from audit.disclosure import LISTED, summary_of
+from audit.disclosure import summary
 from consent.decision import Decision, Reason, decide, may_read_consents
 from exchange.api.access import PATH_PATIENT, Access, Answer, ApiRoute, Call, PatientSource
 from exchange.api.context import ApiContext
@@ -112,7 +112,6 @@ class RecordRoutes:
             categories=decision.categories,
             results_since=decision.results_since,
             first=first_line,
-            listed=LISTED,
         )
         touched = set(page.categories) | ({"demographics"} if first else set())
         return Answer(
@@ -128,9 +127,7 @@ class RecordRoutes:
             ),
             patient_id=view.root,
             categories=sorted(touched),
-            disclosure=summary_of(
-                page.count + (first is not None), page.types, page.lines, page.digest
-            ),
+            disclosure=summary(page.lines),
         )
 
     async def consents(self, call: Call) -> Answer:

@@ -111,6 +111,5 @@ async def rebuild_disclosed(record: dict[str, Any], records: PatientRecordReader
         categories=permitted,
         results_since=datetime.fromisoformat(since) if since else None,
         first=f"Patient/{root}" if "demographics" in permitted else None,
-        listed=10**9,
     )
-    return page.lines or []
+    return page.lines
