@@ -57,12 +57,11 @@ _FACTS_COLUMNS = """
    FROM guardians WHERE patient_id = ANY({members})) AS guardians,
   (SELECT coalesce(json_agg(json_build_array(readers, position, unsealed_position)), '[]')
    FROM seals WHERE patient_id = ANY({members})) AS seals,
-  (SELECT coalesce(json_agg(json_build_array(kind, entry_id, at)), '[]') FROM (
-     SELECT e.kind, e.entry_id, c.at FROM record_entries e
-     JOIN ledger_clock c ON c.position = e.valid_from
+  (SELECT coalesce(json_agg(json_build_array(kind, entry_id, recorded_at)), '[]') FROM (
+     SELECT e.kind, e.entry_id, e.recorded_at FROM record_entries e
      WHERE e.patient_id = ANY({members}) AND e.institution = {inst}
        AND e.valid_from <= (SELECT p FROM pos)
-       AND (e.valid_to IS NULL OR e.valid_to > (SELECT p FROM pos)) AND c.at >= {since}
+       AND (e.valid_to IS NULL OR e.valid_to > (SELECT p FROM pos)) AND e.recorded_at >= {since}
      ORDER BY (e.kind = 'encounter') DESC, e.valid_from DESC LIMIT 2) x) AS records,
   (SELECT coalesce(json_agg(json_build_array(position, valid_from, valid_to)), '[]')
    FROM care_contracts WHERE patient_id = ANY({members}) AND institution = {inst}

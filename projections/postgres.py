@@ -242,10 +242,7 @@ def _entry_filter(
         where.append(f"category_mask & ${len(args)}::int = 0")
     if results_since is not None:
         args.append(results_since)
-        where.append(
-            f"(category_mask & {_RESULT_BITS} = 0 OR (SELECT c.at FROM "
-            f"ledger_clock c WHERE c.position = valid_from) >= ${len(args)})"
-        )
+        where.append(f"(category_mask & {_RESULT_BITS} = 0 OR recorded_at >= ${len(args)})")
     return " AND ".join(where), args
 
 
