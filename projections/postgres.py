@@ -60,12 +60,17 @@ class PatientRecordReader:
         return await self.root(found) if isinstance(found, UUID) else None
 
     async def position_at(self, instant: datetime) -> int:
-        """The last ledger position whose event happened at or before ``instant``."""
-        return int(
-            await self.pool.fetchval(
-                "SELECT coalesce(max(position), 0) FROM ledger_clock WHERE at <= $1", instant
-            )
+        """The ledger position of the last event that happened at or before ``instant`` (the
+        latest in time, the latest position among events of that same instant): one step
+        down the clock's time index, however long the ledger. Events are stamped as they are
+        appended, so this is the last position at or before ``instant``; should two appenders'
+        clocks interleave by a few milliseconds, it is the one whose time is the latest."""
+        found = await self.pool.fetchval(
+            "SELECT position FROM ledger_clock WHERE at <= $1 ORDER BY at DESC, position DESC "
+            "LIMIT 1",
+            instant,
         )
+        return int(found or 0)
 
     async def root(self, patient_id: UUID, at: int | None = None) -> UUID | None:
         """The identity ``patient_id`` is merged into (itself if none); None if unknown."""
@@ -99,10 +104,13 @@ class PatientRecordReader:
             )
             rows = await self.pool.fetch(sql, root)
         else:
+            # Each step looks up the merges into one identity by its index (OFFSET 0 keeps
+            # the planner from turning it into a hash of every merge ever made).
             sql = (
-                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT g.source "
-                "FROM identity_merges g JOIN m ON g.target = m.id WHERE g.valid_from <= $2 "
-                "AND (g.valid_to IS NULL OR g.valid_to > $2)) SELECT id FROM m"
+                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT s.source FROM m "
+                "CROSS JOIN LATERAL (SELECT g.source FROM identity_merges g "
+                "WHERE g.target = m.id AND g.valid_from <= $2 "
+                "AND (g.valid_to IS NULL OR g.valid_to > $2) OFFSET 0) s) SELECT id FROM m"
             )
             rows = await self.pool.fetch(sql, root, at)
         return [r["id"] for r in rows]
