@@ -3,7 +3,7 @@ grows with the county filled directly with SQL (synthetic ids from md5, no perso
 then ANALYZEd, so that a plan reading one of them in full shows. Not collected as tests.
 
 Seeded rows keep out of the real ones' way: ledger positions, audit sequence numbers and tree
-indices are negative, patients and entries have ids of their own, institutions are "seed-*".
+indices are negative, patients and entries have ids of their own, institutions are the real ones.
 """
 
 from __future__ import annotations
@@ -12,16 +12,19 @@ import asyncpg
 
 PATIENTS = 20_000
 ENTRIES = 300_000
+# Patients with a long record (~300 entries each, as a county's chronic patients have).
+ENTRY_PATIENTS = 1_000
 CLOCK = 60_000
 REFERRALS = 20_000
 AUDIT = 100_000
 
 _PID = "md5('seed-p' || {i})::uuid"
-_INST = "'seed-' || ({i} % 7)"
+# The consortium's own institutions (tests' consortium()): a county has a handful.
+_INST = "(ARRAY['thc-east', 'county', 'vc-peach', 'seed-thc'])[({i}) % 4 + 1]"
 
 SEED = [
     f"""INSERT INTO ledger_clock (position, at)
-    SELECT -i, timestamptz '2024-01-01' + i * interval '7 minutes'
+    SELECT -i, now() - interval '1 day' - i * interval '7 minutes'
     FROM generate_series(1, {CLOCK}) i""",
     f"""INSERT INTO patients (patient_id, birth_date, sex, temporary, merged_into, demographics,
         position)
@@ -36,12 +39,12 @@ SEED = [
     FROM generate_series(1, {PATIENTS}) i, (VALUES ('urn:seed:resident'), ('urn:seed:mrn')) v(s)""",
     f"""INSERT INTO record_entries (entry_id, patient_id, institution, record, source_id, kind,
         submission_id, resource, valid_from, valid_to, ended_by, category_mask, recorded_at)
-    SELECT md5('seed-e' || i)::uuid, {_PID.format(i=f"(i % {PATIENTS}) + 1")},
+    SELECT md5('seed-e' || i)::uuid, {_PID.format(i=f"(i % {ENTRY_PATIENTS}) + 1")},
         {_INST.format(i="i")}, 'r' || i, 's' || i,
         (ARRAY['encounter', 'condition', 'observation', 'medication_request'])[i % 4 + 1],
         'sub-' || (i / 50), '{{"resourceType": "Observation"}}', -(i % {CLOCK}) - 1,
         CASE WHEN i % 10 = 0 THEN -(i % {CLOCK}) END, CASE WHEN i % 10 = 0 THEN 'superseded' END,
-        i % 64, timestamptz '2024-01-01' + (i % {CLOCK}) * interval '7 minutes'
+        i % 64, now() - interval '1 day' - ((i % {CLOCK}) + 1) * interval '7 minutes'
     FROM generate_series(1, {ENTRIES}) i""",
     f"""INSERT INTO consents (consent_id, patient_id, institution, consent_type, scope, purposes,
         valid_from, valid_to, signed_by, resource, position, categories, source_id)

@@ -22,7 +22,7 @@ import pytest
 
 from exchange.settings import Settings
 from tests.integration.conftest import Running, running
-from tests.integration.read_plans_capture import Captured, explain, full_reads, logging_pools
+from tests.integration.read_plans_capture import Captured, explain, logging_pools
 from tests.integration.read_plans_seed import seed_county
 from tests.integration.read_plans_traffic import drive, story
 
