@@ -98,9 +98,11 @@ class PatientRecordReader:
     async def members(self, root: UUID, at: int | None = None) -> list[UUID]:
         """The root and every identity merged into it (then, at ``at``)."""
         if at is None:
+            # Per identity by index, as ConsentState.view's merges (LATERAL, OFFSET 0).
             sql = (
-                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT p.patient_id "
-                "FROM patients p JOIN m ON p.merged_into = m.id) SELECT id FROM m"
+                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT s.patient_id FROM m "
+                "CROSS JOIN LATERAL (SELECT p.patient_id FROM patients p "
+                "WHERE p.merged_into = m.id OFFSET 0) s) SELECT id FROM m"
             )
             rows = await self.pool.fetch(sql, root)
         else:
