@@ -98,9 +98,11 @@ SEED = [
         decision, purpose, break_glass, record_text, leaf_hash, chain_hash)
     SELECT -i, now() - i * interval '2 seconds',
         {_PID.format(i=f"(i % {PATIENTS}) + 1")}, 'seed-dr-' || (i % 200), {_INST.format(i="i")},
-        (ARRAY['read', 'lookup', 'break-glass', 'consents'])[i % 4 + 1],
+        CASE i % 500 WHEN 0 THEN 'break-glass' WHEN 1 THEN 'break-glass.review'
+            ELSE (ARRAY['read', 'lookup', 'consents'])[i % 3 + 1] END,
         CASE WHEN i % 5 = 0 THEN 'deny' ELSE 'permit' END, 'TREAT', i % 4 = 2,
         json_build_object('seq', -i, 'action', 'seed', 'alert', NULL, 'person', 'seed-dr-1',
+            'reviewed_seq', CASE WHEN i % 500 = 1 THEN 1 - i END,
             'recorded_at', now() - i * interval '2 seconds')::text,
         '\\x00', '\\x00'
     FROM generate_series(1, {AUDIT}) i""",
