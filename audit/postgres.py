@@ -118,16 +118,6 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         SCHEMA + _triggers() + _APPEND_FUNCTION,
     ),
     ("comments on what each audit table holds", _COMMENTS),
-    (
-        "partial indexes of break-glass grants and reviews: the review queue reads those only",
-        """
-CREATE INDEX IF NOT EXISTS audit_log_break_glass ON audit_log (seq)
-    WHERE action = 'break-glass' AND decision = 'permit';
-CREATE INDEX IF NOT EXISTS audit_log_break_glass_review
-    ON audit_log (((record_text::jsonb->>'reviewed_seq')::bigint))
-    WHERE action = 'break-glass.review';
-""",
-    ),
 )
 
 
@@ -399,12 +389,10 @@ class AuditStore:
         ]
 
     async def unreviewed_break_glass(self) -> list[tuple[int, dict[str, Any]]]:
-        # Down the partial indexes of grants and reviews: the rest of the log is not read.
         rows = await self.pool.fetch(
-            "SELECT seq, record_text FROM audit_log g WHERE action = 'break-glass' "
-            "AND decision = 'permit' AND NOT EXISTS (SELECT 1 FROM audit_log r "
-            "WHERE r.action = 'break-glass.review' "
-            "AND (r.record_text::jsonb->>'reviewed_seq')::bigint = g.seq) ORDER BY seq"
+            "SELECT seq, record_text FROM audit_log WHERE action = 'break-glass' "
+            "AND decision = 'permit' AND seq NOT IN (SELECT (record_text::jsonb->>'reviewed_seq')"
+            "::bigint FROM audit_log WHERE action = 'break-glass.review') ORDER BY seq"
         )
         return [(r["seq"], json.loads(r["record_text"])) for r in rows]
 
