@@ -3,7 +3,9 @@
 Every statement the reading routes run is captured from real traffic (read_plans_traffic.py:
 the app as the exchange composes it, its pools logging what they run), on a database seeded
 with a county's worth of rows (read_plans_seed.py), and EXPLAINed as the application prepares
-it, under a generic plan (what the read pool forces) and a custom one. A plan that reads a
+it, under a generic plan (what the read pool forces) and a custom one, first as the tables
+stand when the projection has just filled them (no statistics yet: autovacuum is kept off)
+and again after ANALYZE. A plan that reads a
 growing table whole, or a range of it not keyed by the patient, the person or the record
 asked for, fails (read_plans_capture.full_reads), unless the query is county-wide by what it
 answers (``COUNTY_WIDE``, each with why).
