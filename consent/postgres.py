@@ -57,12 +57,11 @@ _FACTS_COLUMNS = """
    FROM guardians WHERE patient_id = ANY({members})) AS guardians,
   (SELECT coalesce(json_agg(json_build_array(readers, position, unsealed_position)), '[]')
    FROM seals WHERE patient_id = ANY({members})) AS seals,
-  (SELECT coalesce(json_agg(json_build_array(kind, entry_id, at)), '[]') FROM (
-     SELECT e.kind, e.entry_id, c.at FROM record_entries e
-     JOIN ledger_clock c ON c.position = e.valid_from
+  (SELECT coalesce(json_agg(json_build_array(kind, entry_id, recorded_at)), '[]') FROM (
+     SELECT e.kind, e.entry_id, e.recorded_at FROM record_entries e
      WHERE e.patient_id = ANY({members}) AND e.institution = {inst}
        AND e.valid_from <= (SELECT p FROM pos)
-       AND (e.valid_to IS NULL OR e.valid_to > (SELECT p FROM pos)) AND c.at >= {since}
+       AND (e.valid_to IS NULL OR e.valid_to > (SELECT p FROM pos)) AND e.recorded_at >= {since}
      ORDER BY (e.kind = 'encounter') DESC, e.valid_from DESC LIMIT 2) x) AS records,
   (SELECT coalesce(json_agg(json_build_array(position, valid_from, valid_to)), '[]')
    FROM care_contracts WHERE patient_id = ANY({members}) AND institution = {inst}
@@ -92,14 +91,16 @@ _FACTS = (
 )
 # One round trip for a read of the record now: the surviving identity of the id asked for,
 # every identity merged into it, the patient's demographics and identifiers, and the facts.
+# Each step of the merges looks up one identity's by index (LATERAL, OFFSET 0): joined
+# instead, a planner without statistics (a table just filled) hashed every patient.
 _GATE = (
     """WITH RECURSIVE up(id, depth) AS (
     SELECT patient_id, 0 FROM patients WHERE patient_id = $1
     UNION ALL SELECT p.merged_into, up.depth + 1 FROM patients p JOIN up ON p.patient_id = up.id
     WHERE p.merged_into IS NOT NULL AND up.depth < 64),
   root AS (SELECT id FROM up ORDER BY depth DESC LIMIT 1),
-  m(id) AS (SELECT id FROM root UNION SELECT p.patient_id FROM patients p JOIN m
-            ON p.merged_into = m.id),
+  m(id) AS (SELECT id FROM root UNION SELECT s.patient_id FROM m CROSS JOIN LATERAL
+            (SELECT p.patient_id FROM patients p WHERE p.merged_into = m.id OFFSET 0) s),
   mem AS (SELECT array_agg(id) AS ids FROM m), """
     + _POS.format(pos="NULL")
     + """

@@ -21,6 +21,7 @@ ENTRY_COLUMNS = (
     "valid_to",
     "ended_by",
     "category_mask",
+    "recorded_at",
 )
 
 

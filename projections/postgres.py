@@ -60,12 +60,17 @@ class PatientRecordReader:
         return await self.root(found) if isinstance(found, UUID) else None
 
     async def position_at(self, instant: datetime) -> int:
-        """The last ledger position whose event happened at or before ``instant``."""
-        return int(
-            await self.pool.fetchval(
-                "SELECT coalesce(max(position), 0) FROM ledger_clock WHERE at <= $1", instant
-            )
+        """The ledger position of the last event that happened at or before ``instant`` (the
+        latest in time, the latest position among events of that same instant): one step
+        down the clock's time index, however long the ledger. Events are stamped as they are
+        appended, so this is the last position at or before ``instant``; should two appenders'
+        clocks interleave by a few milliseconds, it is the one whose time is the latest."""
+        found = await self.pool.fetchval(
+            "SELECT position FROM ledger_clock WHERE at <= $1 ORDER BY at DESC, position DESC "
+            "LIMIT 1",
+            instant,
         )
+        return int(found or 0)
 
     async def root(self, patient_id: UUID, at: int | None = None) -> UUID | None:
         """The identity ``patient_id`` is merged into (itself if none); None if unknown."""
@@ -93,16 +98,21 @@ class PatientRecordReader:
     async def members(self, root: UUID, at: int | None = None) -> list[UUID]:
         """The root and every identity merged into it (then, at ``at``)."""
         if at is None:
+            # Per identity by index, as ConsentState.view's merges (LATERAL, OFFSET 0).
             sql = (
-                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT p.patient_id "
-                "FROM patients p JOIN m ON p.merged_into = m.id) SELECT id FROM m"
+                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT s.patient_id FROM m "
+                "CROSS JOIN LATERAL (SELECT p.patient_id FROM patients p "
+                "WHERE p.merged_into = m.id OFFSET 0) s) SELECT id FROM m"
             )
             rows = await self.pool.fetch(sql, root)
         else:
+            # Each step looks up the merges into one identity by its index (OFFSET 0 keeps
+            # the planner from turning it into a hash of every merge ever made).
             sql = (
-                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT g.source "
-                "FROM identity_merges g JOIN m ON g.target = m.id WHERE g.valid_from <= $2 "
-                "AND (g.valid_to IS NULL OR g.valid_to > $2)) SELECT id FROM m"
+                "WITH RECURSIVE m(id) AS (SELECT $1::uuid UNION SELECT s.source FROM m "
+                "CROSS JOIN LATERAL (SELECT g.source FROM identity_merges g "
+                "WHERE g.target = m.id AND g.valid_from <= $2 "
+                "AND (g.valid_to IS NULL OR g.valid_to > $2) OFFSET 0) s) SELECT id FROM m"
             )
             rows = await self.pool.fetch(sql, root, at)
         return [r["id"] for r in rows]
@@ -237,10 +247,7 @@ def _entry_filter(
         where.append(f"category_mask & ${len(args)}::int = 0")
     if results_since is not None:
         args.append(results_since)
-        where.append(
-            f"(category_mask & {_RESULT_BITS} = 0 OR (SELECT c.at FROM "
-            f"ledger_clock c WHERE c.position = valid_from) >= ${len(args)})"
-        )
+        where.append(f"(category_mask & {_RESULT_BITS} = 0 OR recorded_at >= ${len(args)})")
     return " AND ".join(where), args
 
 

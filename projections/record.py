@@ -272,6 +272,7 @@ def _entry(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
         None,
         None,
         mask_of(categories),
+        s.at,
     ]
 
 

@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS consents (
     resource text NOT NULL, position bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS consents_patient ON consents (patient_id);
 ALTER TABLE record_entries ADD COLUMN IF NOT EXISTS category_mask integer;
+-- When the entry's version was recorded (its ledger event's time): the gate reads it with the
+-- row instead of joining the ledger clock, whose whole table a generic plan would hash.
+ALTER TABLE record_entries ADD COLUMN IF NOT EXISTS recorded_at timestamptz;
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS categories text[];
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS guardian text;
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS source_id text;
@@ -94,10 +97,25 @@ TABLES = (
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
 
 
+# A database whose entries predate ``recorded_at`` gets it from the ledger clock, once: in the
+# transaction that adds the column, so no rebuild is needed and later starts skip it.
+_HAS_RECORDED_AT = (
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('record_entries') "
+    "AND attname = 'recorded_at' AND NOT attisdropped)"
+)
+_BACKFILL_RECORDED_AT = (
+    "UPDATE record_entries e SET recorded_at = c.at FROM ledger_clock c "
+    "WHERE c.position = e.valid_from AND e.recorded_at IS NULL"
+)
+
+
 async def create_schema(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-projection-schema'))")
+        had_recorded_at = await conn.fetchval(_HAS_RECORDED_AT)
         await conn.execute(SCHEMA)
+        if not had_recorded_at:
+            await conn.execute(_BACKFILL_RECORDED_AT)
         await conn.execute(
             "INSERT INTO projection_position (name, position) VALUES ($1, 0) "
             "ON CONFLICT (name) DO NOTHING",
