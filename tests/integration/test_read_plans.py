@@ -40,7 +40,7 @@ REGISTRY: dict[str, str] = {
     "records.root_at": "371581c840ac",
     "records.members": "cb6c1aee3628",
     "records.members_at": "1f7eea09febc",
-    "records.bundle_entries": "9bca8b39f50a",
+    "records.bundle_entries": "78983917f3df",
     "records.resident_id": "d505635e442d",
     "records.projection_position": "d27295e6e1fb",
     "consents.of_patient": "76b3c4562da6",
