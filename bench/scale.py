@@ -151,11 +151,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     server_procs[name] = psutil.Process(server.proc.pid)
         jetstream_dir = work / "servers" / "nats" / "jetstream" if servers is not None else None
         steps, skipped, peak_run = await run_steps(run, server_procs, jetstream_dir)
-        server_errors = sum(
-            1
+        errors = [
+            line
             for line in (work / "hie-up.log").read_text(errors="replace").splitlines()
             if " ERROR " in line
-        )
+        ]
     finally:
         if pool is not None:
             await pool.close()
@@ -172,7 +172,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "raw": raw,
         "peak_rss_run": peak_run,
-        "server_errors": server_errors,
+        "server_errors": len(errors),
+        "first_server_error": errors[0][:300] if errors else None,
     }
 
 

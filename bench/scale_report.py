@@ -63,6 +63,7 @@ def summary(figures: dict[str, Any]) -> dict[str, Any]:
         "skipped_steps": figures["skipped"],
         "raw": figures["raw"],
         "server_errors": figures["server_errors"],
+        "first_server_error": figures["first_server_error"],
         "entries_per_resident": args.entries,
         "gateways": args.gateways,
         "batch_events": args.batch,
@@ -103,5 +104,8 @@ def print_report(figures: dict[str, Any]) -> None:
         print(f"{key}: {value} (goal {way} {bound}: {'met' if ok else 'NOT met'})")
     print(f"raw figures of this machine: {out['raw']}")
     if out["server_errors"]:
-        print(f"hie up logged {out['server_errors']} ERROR line(s)")
+        print(
+            f"hie up logged {out['server_errors']} ERROR line(s), the first: "
+            f"{out['first_server_error']}"
+        )
     print(json.dumps(out, ensure_ascii=False))

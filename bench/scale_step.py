@@ -121,7 +121,11 @@ async def publish_flat(run: Run, spooled: dict[str, Any]) -> float:
             for inst, _, _ in INSTITUTIONS
         ]
         run.procs.popen += publishers
-        end = await wait_visible(run.pool, receipts, timeout=7200)
+        progress = asyncio.create_task(report_progress(run, receipts))
+        try:
+            end = await wait_visible(run.pool, receipts, timeout=7200)
+        finally:
+            progress.cancel()
     finally:
         await listener.close()
     for p in publishers:
@@ -132,6 +136,19 @@ async def publish_flat(run: Run, spooled: dict[str, Any]) -> float:
         raise RuntimeError(f"{len(receipts.other)} submission(s) were not accepted")
     shutil.rmtree(spooled["path"], ignore_errors=True)
     return end - start
+
+
+async def report_progress(run: Run, receipts: Receipts, every: float = 30.0) -> None:
+    """A line every ``every`` seconds while a long phase runs."""
+    while True:
+        await asyncio.sleep(every)
+        at = await run.pool.fetchval(
+            "SELECT position FROM projection_position WHERE name = 'patient_record'"
+        )
+        run.say(
+            f"    {receipts.accepted:,} of {receipts.expected:,} submissions receipted; "
+            f"projection at ledger position {at:,}"
+        )
 
 
 async def lag_phase(run: Run, spooled: dict[str, Any]) -> dict[str, Any]:
