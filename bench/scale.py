@@ -203,6 +203,11 @@ def parse() -> argparse.Namespace:
         help="each lag phase's length (default 20 s, less when the smallest step is small)",
     )  # fmt: skip
     p.add_argument("--rate-per-submission", type=int, default=100)
+    p.add_argument(
+        "--autovacuum-wait", type=float, default=0.0,
+        help="how long the first lag phase waits for autovacuum to begin (default 75 s, "
+        "10 s when the smallest step is small)",
+    )  # fmt: skip
     p.add_argument("--read-rate", type=float, default=50.0, help="$everything requests/s")
     p.add_argument(
         "--read-seconds", type=float, default=0.0,
@@ -224,6 +229,7 @@ def parse() -> argparse.Namespace:
     args.batch = args.batch or int(min(250_000, smallest / 4))
     args.rate_seconds = args.rate_seconds or max(2.0, min(20.0, smallest / args.rate / 10))
     args.read_seconds = args.read_seconds or (20.0 if smallest >= 500_000 else 5.0)
+    args.autovacuum_wait = args.autovacuum_wait or (75.0 if smallest >= 500_000 else 10.0)
     from bench.read_county import INSTITUTIONS
 
     args.institutions = [code for code, _, _ in INSTITUTIONS]

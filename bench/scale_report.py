@@ -87,7 +87,15 @@ def print_report(figures: dict[str, Any]) -> None:
     print(
         "(batch/s: the fixed batch's events/s; lag99 av: lag p99 s at "
         f"{out['lag_offered_events_per_s']:,}/s right after it, autovacuum busy in "
-        + ", ".join(f"{s['lag_during']['autovacuum_busy_share']:.0%}" for s in steps)
+        + ", ".join(
+            f"{s['lag_during']['autovacuum_busy_share']:.0%}"
+            + (
+                " (none began)"
+                if s["lag_during"].get("autovacuum_began_s") is None
+                else f" on {', '.join(s['lag_during']['autovacuum_tables']) or '?'}"
+            )
+            for s in steps
+        )
         + " of the samples; lag99: once autovacuum is over; read/lookup in ms; DB and JS: "
         "bytes per million ledger events)"
     )

@@ -30,7 +30,7 @@ from bench.scale_step import (
     settle,
     spool,
 )
-from bench.scale_watch import Watch, free_bytes, store_bytes
+from bench.scale_watch import Watch, autovacuum_start, free_bytes, store_bytes
 
 PRIOR_BYTES_PER_EVENT = 5000  # database + JetStream, before the first step has measured it
 SPOOL_BYTES_PER_EVENT = 400  # signed envelopes waiting in the spool
@@ -81,7 +81,7 @@ async def raw_figures(base: str, consortium: str, nats_url: str, args: Any) -> d
         ]
         out: dict[str, Any] = dict(await raw_postgres(url, seconds=2.0))
         out["raw_ledger_events_per_s"] = round(
-            await asyncio.to_thread(raw_ledger_limit, url, items)
+            await asyncio.to_thread(raw_ledger_limit, url, items[:4000])
         )
         out["raw_copy_rows_per_s"] = round(await raw_copy(url, items))
         js = await raw_jetstream(nats_url, envelopes, len(items) / len(envelopes))
@@ -163,8 +163,19 @@ async def run_steps(
             fig["batch_events"] = batch["items"]
             fig["ingest_events_per_s"] = round(batch["items"] / took)
             fig["ingest_cpu_ms_per_1000_events"] = round(1e6 * cpu / batch["items"], 1)
-            run.say(f"  lag at {args.rate:,}/s for {args.rate_seconds:g} s, autovacuum watched ...")
-            fig["lag_during"] = await lag_phase(run, lag_a)
+            began = await autovacuum_start(run.pool, args.autovacuum_wait)
+            run.say(
+                f"  lag at {args.rate:,}/s for {args.rate_seconds:g} s, "
+                + (
+                    f"autovacuum at work since {began:.0f} s after the batch ..."
+                    if began is not None
+                    else f"no autovacuum began within {args.autovacuum_wait:g} s of the batch ..."
+                )
+            )
+            fig["lag_during"] = {
+                **await lag_phase(run, lag_a),
+                "autovacuum_began_s": None if began is None else round(began, 1),
+            }
             waited = await autovacuum_done(run.pool, timeout=3600)
             run.say(f"  autovacuum over after {waited:.0f} s; lag again ...")
             fig["lag_after"] = {**await lag_phase(run, lag_b), "autovacuum_waited_s": round(waited)}

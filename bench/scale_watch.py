@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import psutil
 
 class Watch:
     """Samples RSS every ``every`` seconds: `hie up`, each gateway (its children), the
-    PostgreSQL postmaster and its largest backend, nats-server. ``peak`` holds this step's
+    PostgreSQL postmaster and its largest backend (RSS counts the shared buffers it has
+    touched; its private memory, USS, is sampled too), nats-server. ``peak`` holds this step's
     peaks (reset by ``next_step``), ``peak_run`` the whole run's."""
 
     def __init__(
@@ -31,6 +33,7 @@ class Watch:
         self.up, self.postgres, self.nats_server, self.every = up, postgres, nats_server, every
         self.peak: dict[str, float] = {}
         self.peak_run: dict[str, float] = {}
+        self.samples = 0
 
     def next_step(self) -> None:
         self.peak = {}
@@ -48,11 +51,16 @@ class Watch:
         if self.postgres is not None:
             with contextlib.suppress(psutil.Error):
                 self._note("postgres postmaster", self.postgres.memory_info().rss / 2**20)
-                largest = 0.0
+                largest = private = 0.0
+                self.samples += 1
                 for child in self.postgres.children():
                     with contextlib.suppress(psutil.Error):
                         largest = max(largest, child.memory_info().rss / 2**20)
+                        if self.samples % 8 == 0:  # smaps: dearer, so less often
+                            private = max(private, child.memory_full_info().uss / 2**20)
                 self._note("postgres largest backend", largest)
+                if private:
+                    self._note("postgres largest backend, private (USS)", private)
         if self.nats_server is not None:
             with contextlib.suppress(psutil.Error):
                 self._note("nats-server", self.nats_server.memory_info().rss / 2**20)
@@ -92,6 +100,20 @@ class Autovacuum:
             "autovacuum_busy_share": round(self.busy / max(1, self.samples), 2),
             "autovacuum_tables": sorted(self.tables),
         }
+
+
+async def autovacuum_start(pool: asyncpg.Pool, timeout: float) -> float | None:
+    """Wait until an autovacuum worker is busy on this database (the launcher visits each
+    database once a minute); the seconds it took, or None if none came in ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+            "AND datname = current_database()"
+        ):
+            return time.monotonic() - start
+        await asyncio.sleep(0.25)
+    return None
 
 
 def dir_bytes(path: Path) -> int:
