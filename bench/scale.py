@@ -125,6 +125,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ttl=timedelta(hours=12),
         )
         host, port = http_url.removeprefix("http://").rsplit(":", 1)
+        server_procs = {}
+        if servers is not None:
+            for name, server in (("postgres", servers.postgres), ("nats", servers.nats)):
+                if server.proc is not None:
+                    server_procs[name] = psutil.Process(server.proc.pid)
         run = Run(
             args=args,
             env=env,
@@ -136,6 +141,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             procs=procs,
             pool=pool,
             executor=executor,
+            servers=server_procs,
             up=psutil.Process(up.pid),
             http=(host, int(port)),
             headers={
@@ -144,11 +150,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "Accept": "application/fhir+json",
             },
         )
-        server_procs = {}
-        if servers is not None:
-            for name, server in (("postgres", servers.postgres), ("nats", servers.nats)):
-                if server.proc is not None:
-                    server_procs[name] = psutil.Process(server.proc.pid)
         jetstream_dir = work / "servers" / "nats" / "jetstream" if servers is not None else None
         steps, skipped, peak_run = await run_steps(run, server_procs, jetstream_dir)
         errors = [

@@ -52,6 +52,10 @@ def summary(figures: dict[str, Any]) -> dict[str, Any]:
         "read_peak_growth": growth(steps, "read_peak_rps"),
         "ingest_growth": growth(steps, "ingest_events_per_s"),
         "lookup_p99_growth": growth(steps, "lookup_p99_ms"),
+        # CPU per operation: steadier than wall-clock figures on a shared machine
+        "read_cpu_growth": growth(steps, "read_cpu_ms_per_request_with_servers"),
+        "ingest_cpu_growth": growth(steps, "ingest_cpu_ms_per_1000_events"),
+        "other_cpu_share_by_step": [s["read_other_share"] for s in steps],
         "rebuild_events_per_s": last.get("rebuild_events_per_s"),
         "bytes_per_million_events": (
             last["database_bytes_per_million_events"] + last["jetstream_bytes_per_million_events"]
@@ -59,6 +63,9 @@ def summary(figures: dict[str, Any]) -> dict[str, Any]:
             else None
         ),
         "peak_rss_mb": max(peak_run.values(), default=0.0),
+        "peak_rss_mb_exchange": max(
+            (v for k, v in peak_run.items() if k.startswith("hie")), default=0.0
+        ),
         "peak_rss_mb_by_process": peak_run,
         "skipped_steps": figures["skipped"],
         "raw": figures["raw"],
@@ -110,6 +117,11 @@ def print_report(figures: dict[str, Any]) -> None:
             continue
         ok = value <= bound if way == "≤" else value >= bound
         print(f"{key}: {value} (goal {way} {bound}: {'met' if ok else 'NOT met'})")
+    print(
+        f"CPU per operation, largest step / smallest: read {out['read_cpu_growth']}, ingest "
+        f"{out['ingest_cpu_growth']}; share of the machine other work took during the read "
+        f"peak, by step: {out['other_cpu_share_by_step']}"
+    )
     print(f"raw figures of this machine: {out['raw']}")
     if out["server_errors"]:
         print(
