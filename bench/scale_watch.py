@@ -1,0 +1,152 @@
+"""What the scale benchmark watches: the peak RSS of every process of the exchange and of the
+servers (sampled throughout, per step), autovacuum at work, the database's and JetStream's
+bytes, and the free disk a step needs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+import psutil
+
+
+class Watch:
+    """Samples RSS every ``every`` seconds: `hie up`, each gateway (its children), the
+    PostgreSQL postmaster and its largest backend (RSS counts the shared buffers it has
+    touched; its private memory, USS, is sampled too), nats-server. ``peak`` holds this step's
+    peaks (reset by ``next_step``), ``peak_run`` the whole run's."""
+
+    def __init__(
+        self,
+        up: psutil.Process,
+        postgres: psutil.Process | None,
+        nats_server: psutil.Process | None,
+        every: float = 0.25,
+    ) -> None:
+        self.up, self.postgres, self.nats_server, self.every = up, postgres, nats_server, every
+        self.peak: dict[str, float] = {}
+        self.peak_run: dict[str, float] = {}
+        self.samples = 0
+
+    def next_step(self) -> None:
+        self.peak = {}
+
+    def _note(self, name: str, mb: float) -> None:
+        self.peak[name] = max(self.peak.get(name, 0.0), mb)
+        self.peak_run[name] = max(self.peak_run.get(name, 0.0), mb)
+
+    def sample_once(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self._note("hie up", self.up.memory_info().rss / 2**20)
+            for i, child in enumerate(sorted(self.up.children(), key=lambda p: p.pid)):
+                with contextlib.suppress(psutil.Error):
+                    self._note(f"hie gateway {i + 1}", child.memory_info().rss / 2**20)
+        if self.postgres is not None:
+            with contextlib.suppress(psutil.Error):
+                self._note("postgres postmaster", self.postgres.memory_info().rss / 2**20)
+                largest = private = 0.0
+                self.samples += 1
+                for child in self.postgres.children():
+                    with contextlib.suppress(psutil.Error):
+                        largest = max(largest, child.memory_info().rss / 2**20)
+                        if self.samples % 8 == 0:  # smaps: dearer, so less often
+                            private = max(private, child.memory_full_info().uss / 2**20)
+                self._note("postgres largest backend", largest)
+                if private:
+                    self._note("postgres largest backend, private (USS)", private)
+        if self.nats_server is not None:
+            with contextlib.suppress(psutil.Error):
+                self._note("nats-server", self.nats_server.memory_info().rss / 2**20)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(self.sample_once)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every)
+
+
+class Autovacuum:
+    """Samples, while a phase runs, whether an autovacuum worker is busy on this database and
+    on which tables (pg_stat_progress_vacuum)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.samples = self.busy = 0
+        self.tables: set[str] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            rows = await self.pool.fetch(
+                "SELECT a.pid, p.relid::regclass::text AS rel FROM pg_stat_activity a "
+                "LEFT JOIN pg_stat_progress_vacuum p ON p.pid = a.pid "
+                "WHERE a.backend_type = 'autovacuum worker' AND a.datname = current_database()"
+            )
+            self.samples += 1
+            if rows:
+                self.busy += 1
+                self.tables |= {r["rel"] for r in rows if r["rel"]}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "autovacuum_busy_share": round(self.busy / max(1, self.samples), 2),
+            "autovacuum_tables": sorted(self.tables),
+        }
+
+
+async def autovacuum_start(pool: asyncpg.Pool, timeout: float) -> float | None:
+    """Wait until an autovacuum worker is busy on this database (the launcher visits each
+    database once a minute); the seconds it took, or None if none came in ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+            "AND datname = current_database()"
+        ):
+            return time.monotonic() - start
+        await asyncio.sleep(0.25)
+    return None
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+async def store_bytes(
+    pool: asyncpg.Pool, nats_url: str, consortium: str, jetstream_dir: Path | None
+) -> dict[str, int]:
+    """The database's size, the consortium's streams' bytes, and (embedded NATS) the
+    JetStream store's bytes on disk."""
+    out = {
+        "database_bytes": int(await pool.fetchval("SELECT pg_database_size(current_database())"))
+    }
+    nc = await nats.connect(nats_url)
+    try:
+        streams = await nc.jetstream().streams_info()
+        out["jetstream_stream_bytes"] = sum(
+            s.state.bytes
+            for s in streams
+            if (s.config.name or "").startswith(f"HIE_{consortium.upper()}_")
+        )
+    finally:
+        await nc.close()
+    if jetstream_dir is not None:
+        out["jetstream_disk_bytes"] = await asyncio.to_thread(dir_bytes, jetstream_dir)
+    return out
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
