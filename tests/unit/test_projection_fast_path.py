@@ -177,7 +177,7 @@ def test_every_adapters_output_reads_the_same_without_validation() -> None:
 
 
 def test_the_reader_reads_every_entry_kind_without_pydantic() -> None:
-    assert FAST_KINDS >= set(ENTRY_KINDS)
+    assert set(ENTRY_KINDS) <= FAST_KINDS
     for kind in FAST_KINDS:
         assert payload_reader(PAYLOAD_MODELS[kind]) is not None, kind
     items = unique([i for i in CORPUS if i["kind"] in FAST_KINDS])
