@@ -36,11 +36,14 @@ class PatientRecordProjection:
         read: ReadLedger,
         *,
         batch: int = 500,
+        items: int = 20_000,
         schema: EnvelopeSchema = CURRENT_SCHEMA,
     ) -> None:
         self.pool = pool
         self.read = read
-        self.batch = batch
+        self.batch = batch  # ledger events per batch at most
+        self.items = items  # and about this many items: a batch's rows are held in memory
+        self._limit = batch  # the next read's size, from the items per event lately
         self._advanced = asyncio.Condition()
         self._applier = RecordApplier(self._institution_name, schema)
         self._check_indexes = True  # once caught up: did a rebuild leave indexes to build?
@@ -55,7 +58,7 @@ class PatientRecordProjection:
     async def catch_up_once(self) -> int:
         """Apply the next batch of ledger events; return how many were applied."""
         start = await self.position()
-        events = await self.read(start, self.batch)
+        events = await self.read(start, self._limit)
         if not events:
             await self._caught_up()
             return 0
@@ -66,8 +69,14 @@ class PatientRecordProjection:
         """A batch's rows, worked out before any transaction opens."""
         changes = Changes()
         apply = self._applier.apply
+        items = 0
         for position, event in events:
             await apply(changes, position, event)
+            items += len(getattr(event, "patient_ids", ()))
+        # Envelopes hold 1 to 1000 items: size the next read so a batch holds about
+        # ``self.items`` of them (memory stays bounded, the write stays one transaction).
+        per_event = max(1.0, items / len(events))
+        self._limit = max(1, min(self.batch, int(self.items / per_event)))
         return changes
 
     async def _institution_name(self, code: str) -> str | None:
@@ -125,7 +134,7 @@ class PatientRecordProjection:
         try:
             while not stop.is_set():
                 appended.clear()  # a commit during this round wakes the next one at once
-                events = await self.read(start, self.batch)
+                events = await self.read(start, self._limit)
                 if not events:
                     if writing is not None:
                         done, writing = await writing, None
