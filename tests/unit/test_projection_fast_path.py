@@ -215,3 +215,14 @@ def test_entry_ids_are_the_uuid5_they_always_were(institution: str, source_id: s
     made = entry_id(institution, source_id)
     assert made == expected and str(made) == str(expected) and hash(made) == hash(expected)
     assert made.version == 5 and made.bytes == expected.bytes and copy.copy(made) == expected
+
+
+def test_a_quantity_past_64_bits_renders_rather_than_stopping_the_projection() -> None:
+    item = copy.deepcopy(next(i for i in CORPUS if i["kind"] == "observation"))
+    item["payload"]["value_quantity"] = {"value": 1e20, "unit": "mmol/L"}
+    item["payload"].pop("value_string", None)
+    item["payload"].pop("value_coding", None)
+    doc = envelope([item])
+    assert same_either_way(doc)
+    (row,) = rows(accepted(doc), fast=True).entries.values()
+    assert '"valueQuantity":{"value":1e+20,' in row[7]
