@@ -180,6 +180,15 @@ def _reader(model: type[BaseModel]) -> Convert:
 _IMMUTABLE = (type(None), str, int, bool, float, Decimal)
 
 
+def _optional_inner(tp: Any) -> Any:
+    """X of ``X | None`` (None for any other annotation)."""
+    if get_origin(tp) is Union or get_origin(tp) is types.UnionType:
+        args = get_args(tp)
+        if len(args) == 2 and type(None) in args:
+            return next(a for a in args if a is not type(None))
+    return None
+
+
 def _compile(model: type[BaseModel]) -> Convert:
     """One generated function per model: a call per nested model, no loop over fields."""
     env: dict[str, Any] = {"NS": SimpleNamespace, "Unsure": _Unsure}
@@ -188,8 +197,20 @@ def _compile(model: type[BaseModel]) -> Convert:
     for i, (name, info) in enumerate(model.model_fields.items()):
         if (info.alias is not None and info.alias != name) or not name.isidentifier():
             raise _Unsure
-        convert = _TRANSFORMS.get((model, name)) or _converter(info.annotation)
         key = repr(name)
+        inner = _optional_inner(info.annotation)
+        if (model, name) not in _TRANSFORMS and inner is not None and info.default is None:
+            # Optional, None by default: the inner converter inline, no wrapper to call.
+            convert = _converter(inner)
+            if convert is None:
+                args.append(f"        {name}=v.get({key}),")
+            else:
+                env[f"c{i}"] = convert
+                args.append(
+                    f"        {name}=(None if (t{i} := v.get({key})) is None else c{i}(t{i})),"
+                )
+            continue
+        convert = _TRANSFORMS.get((model, name)) or _converter(info.annotation)
         got = f"v[{key}]"
         if convert is not None:
             env[f"c{i}"] = convert
