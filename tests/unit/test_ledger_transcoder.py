@@ -48,11 +48,13 @@ leaves = st.one_of(
     st.decimals(allow_nan=False, allow_infinity=False),
     st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)), None])),
 )
-values = st.recursive(
-    leaves,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=20,
-)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner))
+
+
+values = st.recursive(leaves, containers, max_leaves=20)
 
 
 def same(a: Any, b: Any) -> bool:
