@@ -4,6 +4,7 @@ this machine's raw figures for the same events, measured in the same run.
 
     .venv/bin/python bench/ingest.py [--events 1050000] [--institutions 4] [--gateways 2]
                                      [--per-submission 100] [--rate 5000] [--rate-seconds 20]
+                                     [--rebuild]
 
 The exchange runs as it does in production: `hie up` (projection, read API) with
 ``--gateways`` gateway processes beside it (HIE_GATEWAY_PROCESSES; 0 runs the gateway inside
@@ -14,7 +15,8 @@ autovacuum of the tables phase 1 filled is over (the wait is printed), offers a 
 and measures, per submission, the time from publish to receipt and to visible in the
 projection. Every process's RSS is sampled throughout. Raw figures: the ledger's library
 appending the same events one aggregate per event in batches of 100, asyncpg COPY of the
-same rows, JetStream publish and fetch+ack of the same envelopes.
+same rows, JetStream publish and fetch+ack of the same envelopes. With ``--rebuild``, last, a
+`hie projections rebuild` of everything the run stored, timed until replayed.
 
 The parts live beside this script: the synthetic county in ``bench/ingest_county.py``, the
 raw figures in ``bench/ingest_raw.py``, the load and what it watches in
@@ -233,10 +235,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         lags, to_receipt = await fixed_rate(
             nats_url, consortium, pool, rate_sets, args.rate, args.rate_seconds, args.per_submission
         )
+        rebuild = await measure_rebuild(pool, env, up) if args.rebuild else None
         stop.set()
         await sampler
         await pool.close()
-        return build_figures(
+        return (rebuild or {}) | build_figures(
             args,
             events=events,
             subs=subs,
@@ -266,6 +269,54 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)  # gigabytes of data and signed envelopes
 
 
+async def measure_rebuild(
+    pool: asyncpg.Pool, env: dict[str, str], up: psutil.Process
+) -> dict[str, Any]:
+    """`hie projections rebuild` on the ledger the run filled, timed until the running
+    exchange has replayed it all: entries (record versions) per second and `hie up`'s CPU."""
+    end = await pool.fetchval("SELECT max(notification_id) FROM ledger_events")
+    await wait_position(pool, end, 600)
+    entries = await pool.fetchval("SELECT count(*) FROM record_entries")
+    print(f"rebuild: replaying {end:,} ledger events ({entries:,} entries) ...", flush=True)
+    cpu = cpu_seconds(up, False)
+    start = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        HIE, "projections", "rebuild", env=env, stdout=subprocess.DEVNULL
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError("hie projections rebuild failed")
+    await wait_position(pool, end, 3600)
+    elapsed = time.monotonic() - start
+    cpu = cpu_seconds(up, False) - cpu
+    again = await pool.fetchval("SELECT count(*) FROM record_entries")
+    if again != entries:
+        raise RuntimeError(f"the rebuild made {again} entries, not {entries}")
+    print(
+        f"rebuild: {entries / elapsed:,.0f} entries/s ({elapsed:.1f} s; hie up "
+        f"{cpu * 1e6 / entries:.1f} µs CPU per entry)",
+        flush=True,
+    )
+    return {
+        "rebuild_s": round(elapsed, 2),
+        "rebuild_entries_per_s": round(entries / elapsed),
+        "rebuild_up_cpu_us_per_entry": round(cpu * 1e6 / entries, 1),
+    }
+
+
+async def wait_position(pool: asyncpg.Pool, end: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (
+            await pool.fetchval(
+                "SELECT position FROM projection_position WHERE name = 'patient_record'"
+            )
+            >= end
+        ):
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError("the projection did not catch up in time")
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=1_050_000)
@@ -274,6 +325,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--per-submission", type=int, default=100)
     p.add_argument("--rate", type=int, default=5000)
     p.add_argument("--rate-seconds", type=float, default=20.0)
+    p.add_argument("--rebuild", action="store_true", help="then time a projection rebuild")
     p.add_argument("--publisher", help=argparse.SUPPRESS)
     p.add_argument("--nats-url", help=argparse.SUPPRESS)
     p.add_argument("--subject", help=argparse.SUPPRESS)

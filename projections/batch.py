@@ -69,6 +69,10 @@ class Changes:
             i = j
         if self.ends:
             ids = list(self.ends)
+            # One probe of the primary key per id: the planner's costs (random_page_cost 4)
+            # would rather scan the whole table once it holds a few hundred thousand rows,
+            # which then costs each batch in proportion to the table.
+            await conn.execute("SET LOCAL enable_seqscan = off")
             await conn.execute(
                 "UPDATE record_entries SET valid_to = v.pos, ended_by = v.why FROM "
                 "unnest($1::uuid[], $2::bigint[], $3::text[]) AS v(id, pos, why) "
@@ -77,6 +81,7 @@ class Changes:
                 [self.ends[e][0] for e in ids],
                 [self.ends[e][1] for e in ids],
             )
+            await conn.execute("SET LOCAL enable_seqscan = DEFAULT")
         rows = [tuple(r) for r in (*self.done, *self.entries.values())]
         if rows:
             await conn.copy_records_to_table("record_entries", records=rows, columns=ENTRY_COLUMNS)

@@ -3,7 +3,8 @@
 Two dispatch tables: ``EVENT_HANDLERS`` from a ledger event's class to its handler, and
 ``ITEM_HANDLERS`` from an accepted item's kind to its handler, so adding a kind is one line
 and applying an event costs one dict lookup. A stored envelope is upcast to today's shape
-before its items are validated (``EnvelopeSchema``, domain/upcasting.py). Nothing here
+and read without a second validation (``EnvelopeSchema``, domain/upcasting.py,
+projections/stored.py). Nothing here
 talks to PostgreSQL: the rows go into a ``Changes`` that the runner writes in one transaction.
 """
 
@@ -32,6 +33,7 @@ from projections import referrals
 from projections.batch import Changes
 from projections.masks import CATEGORY_SYSTEM, mask_of
 from projections.render import dumps, entry_id, render
+from projections.stored import StoredItem, StoredReader
 
 LookupName = Callable[[str], Awaitable[str | None]]
 
@@ -42,6 +44,7 @@ class RecordApplier:
     def __init__(self, lookup_name: LookupName, schema: EnvelopeSchema = CURRENT_SCHEMA) -> None:
         self.lookup_name = lookup_name
         self.schema = schema
+        self.stored = StoredReader(schema)
         self.names: dict[str, str] = {}  # institution code -> name
 
     async def apply(self, changes: Changes, position: int, event: Any) -> None:
@@ -147,7 +150,7 @@ class ApplyingSubmission:
 
 
 async def _submission(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
-    valid, problems = _read_envelope(event.envelope, a.schema)
+    valid, problems = _read_envelope(event.envelope, a.stored)
     if valid is None:  # accepted once, so this is a code change that broke replay
         raise RuntimeError(
             f"ledger event at position {position} no longer validates: {[p.code for p in problems]}"
@@ -161,8 +164,14 @@ async def _submission(a: RecordApplier, changes: Changes, position: int, event: 
         ITEM_HANDLERS[item.kind](accepted, item, uuids[patient_id])
 
 
-def _read_envelope(text: str, schema: EnvelopeSchema) -> Any:
-    return validate_envelope(_loads(text), schema=schema)
+def _read_envelope(text: str, stored: StoredReader) -> Any:
+    """The gateway validated it before the ledger took it: read it as validation would
+    (projections/stored.py), or validate it again when the reader cannot be sure."""
+    doc = _loads(text)
+    fast = stored.read(doc)
+    if fast is not None:
+        return fast, []
+    return validate_envelope(doc, schema=stored.schema)
 
 
 def _loads(text: str) -> Any:
@@ -194,10 +203,10 @@ EVENT_HANDLERS: dict[type, EventHandler] = {
 
 # Items --------------------------------------------------------------------------------------
 
-ItemHandler = Callable[[ApplyingSubmission, ValidItem, UUID], None]
+ItemHandler = Callable[[ApplyingSubmission, ValidItem | StoredItem, UUID], None]
 
 
-def _patient(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _patient(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     s.changes.op(
         "UPDATE patients SET demographics = $2 WHERE patient_id = $1",
         pid,
@@ -205,12 +214,12 @@ def _patient(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     )
 
 
-def _retract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _retract(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.end(entry_id(s.institution, payload.record), s.position, "retracted")
 
 
-def _consent(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _consent(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
     rid = entry_id(s.institution, item.source_id)
     resource = dumps(
@@ -245,7 +254,7 @@ def _consent(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     )
 
 
-def _entry(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _entry(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     eid = entry_id(s.institution, item.record)
     categories = categories_of(item.kind, item.payload)
     fhir = render(
@@ -276,7 +285,7 @@ def _entry(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     ]
 
 
-def _consent_withdrawal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _consent_withdrawal(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
     owner, _, sid = payload.consent.partition("/")
     s.changes.op(
@@ -288,7 +297,7 @@ def _consent_withdrawal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> No
     )
 
 
-def _guardian(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _guardian(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.op(
         "INSERT INTO guardians (patient_id, guardian, relationship, "
@@ -304,7 +313,7 @@ def _guardian(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     )
 
 
-def _care_contract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _care_contract(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.op(
         "INSERT INTO care_contracts (patient_id, institution, doctor, "
@@ -318,7 +327,7 @@ def _care_contract(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     )
 
 
-def _seal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _seal(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
     s.changes.op(
         "INSERT INTO seals (patient_id, institution, readers, reason, "
@@ -332,7 +341,7 @@ def _seal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     )
 
 
-def _unseal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _unseal(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     # An institution lifts its own seals only.
     s.changes.op(
         "UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
@@ -345,7 +354,9 @@ def _unseal(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
     )
 
 
-def _carried_by_their_own_events(s: ApplyingSubmission, item: ValidItem, pid: UUID) -> None:
+def _carried_by_their_own_events(
+    s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID
+) -> None:
     """Merges, unmerges and referrals: their aggregates' ledger events carry the change."""
 
 

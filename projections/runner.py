@@ -5,6 +5,8 @@ tracked position (locked FOR UPDATE), so a restart, or a second runner, never ap
 event twice. Every entry row keeps the ledger position at which it became current
 (``valid_from``) and, later, stopped being current (``valid_to``), for "as it stood then".
 What each event writes is projections/record.py's; the tables are projections/tables.py's.
+A rebuild empties the tables and drops their ``DEFERRED_INDEXES``; the runner builds those
+again (and ANALYZEs) when its replay has caught up with the ledger.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncpg
 from domain.submission import CURRENT_SCHEMA, EnvelopeSchema
 from projections.batch import Changes
 from projections.record import RecordApplier
-from projections.tables import LEDGER_CHANNEL, NAME, TABLES, ReadLedger
+from projections.tables import DEFERRED_INDEXES, LEDGER_CHANNEL, NAME, TABLES, ReadLedger
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,17 @@ class PatientRecordProjection:
         read: ReadLedger,
         *,
         batch: int = 500,
+        items: int = 20_000,
         schema: EnvelopeSchema = CURRENT_SCHEMA,
     ) -> None:
         self.pool = pool
         self.read = read
-        self.batch = batch
+        self.batch = batch  # ledger events per batch at most
+        self.items = items  # and about this many items: a batch's rows are held in memory
+        self._limit = batch  # the next read's size, from the items per event lately
         self._advanced = asyncio.Condition()
         self._applier = RecordApplier(self._institution_name, schema)
+        self._check_indexes = True  # once caught up: did a rebuild leave indexes to build?
 
     async def position(self) -> int:
         return int(
@@ -52,8 +58,9 @@ class PatientRecordProjection:
     async def catch_up_once(self) -> int:
         """Apply the next batch of ledger events; return how many were applied."""
         start = await self.position()
-        events = await self.read(start, self.batch)
+        events = await self.read(start, self._limit)
         if not events:
+            await self._caught_up()
             return 0
         changes = await self._prepare(events)
         return len(events) if await self._write(start, events[-1][0], changes) else 0
@@ -62,8 +69,14 @@ class PatientRecordProjection:
         """A batch's rows, worked out before any transaction opens."""
         changes = Changes()
         apply = self._applier.apply
+        items = 0
         for position, event in events:
             await apply(changes, position, event)
+            items += len(getattr(event, "patient_ids", ()))
+        # Envelopes hold 1 to 1000 items: size the next read so a batch holds about
+        # ``self.items`` of them (memory stays bounded, the write stays one transaction).
+        per_event = max(1.0, items / len(events))
+        self._limit = max(1, min(self.batch, int(self.items / per_event)))
         return changes
 
     async def _institution_name(self, code: str) -> str | None:
@@ -116,17 +129,19 @@ class PatientRecordProjection:
         being written (PostgreSQL works while Python does). Returns when a rival runner moved
         the position, so the caller starts again from the tracked one."""
         start = await self.position()
+        self._check_indexes = True
         writing: asyncio.Task[bool] | None = None
         try:
             while not stop.is_set():
                 appended.clear()  # a commit during this round wakes the next one at once
-                events = await self.read(start, self.batch)
+                events = await self.read(start, self._limit)
                 if not events:
                     if writing is not None:
                         done, writing = await writing, None
                         if not done:
                             return
                         continue
+                    await self._caught_up()
                     await _first(stop, appended, timeout=idle)
                     if not appended.is_set() and await self.position() != start:
                         return  # rebuilt (or moved by a rival) while idle: start from there
@@ -172,7 +187,31 @@ class PatientRecordProjection:
                 "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME
             )
             await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+            for name in DEFERRED_INDEXES:  # built again, in one sort each, once caught up
+                await conn.execute(f"DROP INDEX IF EXISTS {name}")
             await conn.execute("UPDATE projection_position SET position = 0 WHERE name = $1", NAME)
+        self._check_indexes = True
+
+    async def _caught_up(self) -> None:
+        """At the ledger's head: build the indexes a rebuild dropped, then ANALYZE what the
+        replay filled (its statistics are those of the emptied tables). One query when there
+        is nothing to do, and only once per catching up."""
+        if not self._check_indexes:
+            return
+        missing = [
+            ddl
+            for name, ddl in DEFERRED_INDEXES.items()
+            if await self.pool.fetchval("SELECT to_regclass($1)", name) is None
+        ]
+        if missing:
+            async with self.pool.acquire() as conn:
+                await conn.execute("SET maintenance_work_mem = '256MB'")
+                for ddl in missing:
+                    await conn.execute(ddl)
+                await conn.execute(f"ANALYZE {', '.join(TABLES)}")
+                await conn.execute("RESET maintenance_work_mem")
+            log.info("projection %s: indexes built again after its rebuild", NAME)
+        self._check_indexes = False
 
 
 async def _first(*events: asyncio.Event, timeout: float) -> None:

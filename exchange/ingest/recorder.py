@@ -186,6 +186,7 @@ def ledger_env(database_url: str, cipher_key: str) -> dict[str, str]:
         "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
         "CIPHER_KEY": cipher_key,
         "COMPRESSOR_TOPIC": "exchange.ingest.recorder:FastZlibCompressor",
+        "TRANSCODER_TOPIC": "exchange.ingest.transcoder:FastJSONTranscoder",
     }
 
 
