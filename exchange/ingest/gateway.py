@@ -108,6 +108,14 @@ class Gateway:
                 continue  # nothing waiting: an empty batch, not a failure
             try:
                 await self.process(msgs)
+            except IntegrityError:
+                # Another gateway saved one of the batch's identities or source records first
+                # (expected with several gateways at once): each message alone sorts it out.
+                log.warning(
+                    "gateway batch of %d met a concurrent save; trying its messages one by one",
+                    len(msgs),
+                )
+                await self._one_by_one(msgs)
             except Exception:
                 log.exception(
                     "gateway batch of %d failed; trying its messages one by one", len(msgs)

