@@ -180,7 +180,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         out["raw_row_read_per_s"] = await raw_row_read(pool)
         print(f"raw row read: {out['raw_row_read_per_s']:,.0f} rows/s", flush=True)
         t = time.perf_counter()
-        report = await verify_log(pool, signer)
+        report = await verify_log(pool, signer, url)
         out["verify_1m_s"] = (time.perf_counter() - t) * 1_000_000 / max(report.records, 1)
         assert report.ok, report.findings[:1]
         print(

@@ -13,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
+from exchange.servers.audit_heads import verify_log
 from exchange.settings import Settings
 from tests.integration.conftest import Running
 
 T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
+SPLIT = {"workers": 3, "chunk": 16}  # worker processes even for a log of 260 records
 
 
 def verify_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
@@ -106,6 +108,8 @@ async def test_verify_names_the_first_bad_record(settings: Settings, case: str) 
         intact = await asyncio.to_thread(verify_cli, settings)
         assert intact.returncode == 0, intact.stdout + intact.stderr
         assert "260 records, 2 signed head(s) match" in intact.stdout
+        side_by_side = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+        assert (side_by_side.ok, side_by_side.records, side_by_side.heads_checked) == (True, 260, 2)
         # The API cannot change the log: the triggers refuse it ...
         with pytest.raises(Exception, match="append-only"):
             await rt.pool.execute("DELETE FROM audit_log WHERE seq = 1")
@@ -119,6 +123,10 @@ async def test_verify_names_the_first_bad_record(settings: Settings, case: str) 
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"[{code}]" in result.stdout
     assert f"first bad record: {seq}" in result.stdout
+    # Read and hashed by three worker processes, in chunks of 16: the same first bad record.
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+    assert (report.findings[0].code, report.findings[0].seq) == (code, seq)
 
 
 async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -> None:
