@@ -3,8 +3,11 @@
 row-read rates, measured in the same run.
 
     .venv/bin/python bench/audit.py [--records 1000000] [--append-seconds 10] [--writers 64]
+                                    [--loop uvloop|asyncio]
 
-Uses the embedded PostgreSQL (or HIE_DATABASE_URL). Its last line is one JSON object.
+Runs on uvloop, as the exchange does (``--loop asyncio``: the standard library's loop, as
+this bench did before). Uses the embedded PostgreSQL (or HIE_DATABASE_URL). Its last line is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -200,5 +203,12 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--append-seconds", type=float, default=10.0)
     parser.add_argument("--writers", type=int, default=64)
-    result = asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    options = parser.parse_args()
+    if options.loop == "uvloop":
+        import uvloop
+
+        result = uvloop.run(main(options))
+    else:
+        result = asyncio.run(main(options))
     print(json.dumps({k: round(v, 3) for k, v in result.items()}))
