@@ -176,3 +176,30 @@ async def test_the_exchange_never_signs_a_head_that_does_not_extend_the_last(
         with pytest.raises(AuditIntegrityError):
             await rt.audit_writer.store.record_head(rt.head_signer().note, T0)
         assert (await rt.audit_writer.store.last_head())["size"] == 250
+
+
+async def test_two_writers_with_flushes_in_flight_keep_one_log(settings: Settings) -> None:
+    """Two appenders (as two processes would be), each sending its next flush before the one
+    before has committed: every record gets its own place and the log verifies."""
+    from audit.postgres import AuditStore
+    from audit.writer import AuditWriter
+
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        start = (await rt.audit_writer.store.tree()).size
+        other = AuditWriter(AuditStore(rt.pool))
+        try:
+            seqs = await asyncio.gather(
+                *(
+                    (rt.audit_writer if n % 2 else other).append(
+                        {"action": "read", "decision": "permit", "person": f"doctor-{n % 5}"},
+                        T0 + timedelta(seconds=n),
+                    )
+                    for n in range(600)
+                )
+            )
+        finally:
+            await other.close()
+        assert sorted(seqs) == list(range(start, start + 600))
+        report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+        assert report.ok and report.records == start + 600
