@@ -171,6 +171,15 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             f"filled to {args.records:,} records in {out['fill_s']:.1f} s (bulk batches of 5,000)",
             flush=True,
         )
+        # The append's cost must not grow with the log: the same appends again at full size.
+        writer = AuditWriter(store)
+        out["append_full_per_s"] = await durable_appends(writer, args.append_seconds, args.writers)
+        await writer.close()
+        print(
+            f"durable group-committed appends at {args.records:,} records: "
+            f"{out['append_full_per_s']:,.0f}/s",
+            flush=True,
+        )
         out["inclusion_proof_ms"], out["consistency_proof_ms"] = await proof_times(
             store, args.records
         )
