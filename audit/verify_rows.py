@@ -158,4 +158,9 @@ async def _work() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_work())
+    try:  # the exchange's loop where it is installed: asyncpg's reads cost less on it
+        import uvloop
+    except ImportError:
+        asyncio.run(_work())
+    else:
+        uvloop.run(_work())
