@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -263,6 +264,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     finally:
         if pg is not None:
             await asyncio.to_thread(pg.stop)
+            shutil.rmtree(pg.root, ignore_errors=True)  # a million records: gigabytes
 
 
 if __name__ == "__main__":
