@@ -3,7 +3,7 @@
 row-read rates, measured in the same run.
 
     .venv/bin/python bench/audit.py [--records 1000000] [--append-seconds 10] [--writers 64]
-                                    [--loop uvloop|asyncio]
+                                    [--loop uvloop|asyncio] [--verify-workers 2]
 
 Runs on uvloop, as the exchange does (``--loop asyncio``: the standard library's loop, as
 this bench did before). Uses the embedded PostgreSQL (or HIE_DATABASE_URL). Its last line is
@@ -35,6 +35,7 @@ import psutil
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.postgres import AuditStore
+from audit.verify_rows import WORKERS
 from audit.writer import AuditWriter
 from exchange.bootstrap import migrate_stored_tables
 from exchange.servers.audit_heads import HeadSigner, verify_log
@@ -246,7 +247,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         print(f"raw row read: {out['raw_row_read_per_s']:,.0f} rows/s", flush=True)
         mine, theirs = clock.read()
         t = time.perf_counter()
-        report = await verify_log(pool, signer, url)
+        report = await verify_log(pool, signer, url, workers=args.verify_workers)
         out["verify_1m_s"] = (time.perf_counter() - t) * 1_000_000 / max(report.records, 1)
         mine2, theirs2 = clock.read()
         out["verify_1m_client_cpu_s"] = (mine2 - mine) * 1_000_000 / max(report.records, 1)
@@ -273,6 +274,7 @@ if __name__ == "__main__":
     parser.add_argument("--append-seconds", type=float, default=10.0)
     parser.add_argument("--writers", type=int, default=64)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--verify-workers", type=int, default=WORKERS)
     options = parser.parse_args()
     if options.loop == "uvloop":
         import uvloop
