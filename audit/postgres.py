@@ -11,6 +11,7 @@ tables are made by the versioned steps in ``MIGRATIONS`` (run by exchange.server
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from audit.frontier import Frontier, fold, perfect_pieces
 from audit.merkle import SHA256, consistency_proof, inclusion_proof, verify_consistency
@@ -125,6 +127,18 @@ def canonical_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def canonical_bytes(record: dict[str, Any]) -> bytes:
+    """The record's canonical JSON in UTF-8, as the log stores and hashes it, by orjson (a
+    fifth of ``canonical_text``'s time): byte for byte ``canonical_text`` for str keys, str,
+    int, bool, None, lists and dicts (tests/unit/test_audit_canonical.py); a float takes
+    orjson's shortest form (1e16 where json writes 1e+16: the log hashes the text it stores,
+    nothing writes it again). What orjson refuses goes through ``canonical_text``."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # an int beyond 64 bits, a key that is not a str, ...
+        return canonical_text(record).encode()
+
+
 def chain_link(previous: bytes, text: str) -> bytes:
     return hashlib.sha256(previous + text.encode()).digest()
 
@@ -155,7 +169,10 @@ class AuditStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.hasher = SHA256
-        self._state: tuple[Frontier, bytes] | None = None  # the tree as last appended to
+        # The tree as the appends sent so far leave it (None: read it again), and the last
+        # append still on its way, which the next one may follow without waiting for it.
+        self._state: tuple[Frontier, bytes] | None = None
+        self._sent: asyncio.Future[None] | None = None
 
     # Appending --------------------------------------------------------------------------------
 
@@ -167,17 +184,38 @@ class AuditStore:
 
         One round trip when the tree is as this store last saw it (the usual case: the
         read API is the main appender); otherwise the state is read again and the append
-        computed again. Raises AuditWriteError on any failure: the caller must then send
+        computed again. An append may be sent while the one before is still committing: it is
+        computed on top of that one's tree and commits only after it (the function checks the
+        size under the lock; if the one before failed, this one finds the tree smaller and is
+        computed again). Raises AuditWriteError on any failure: the caller must then send
         no data.
         """
         try:
             for _ in range(20):
-                state = self._state or await self._load_state()
-                args, seqs, after = self._compute(batch, *state)
-                if await self.pool.fetchval(_APPEND_CALL, *args):
-                    self._state = after
+                before = self._sent
+                if self._state is None:
+                    if before is not None:  # let it land before reading the tree
+                        await asyncio.shield(before)
+                    self._state = await self._load_state()
+                    before = self._sent
+                args, seqs, after = self._compute(batch, *self._state)
+                self._state = after  # the next append builds on this one
+                sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._sent = sent
+                try:
+                    done = await self.pool.fetchval(_APPEND_CALL, *args)
+                except BaseException:
+                    self._state = None
+                    raise
+                finally:
+                    sent.set_result(None)
+                    if self._sent is sent:
+                        self._sent = None
+                if done:
                     return seqs
-                self._state = None  # another process appended: read the tree again
+                self._state = None  # another process appended, or the one before failed
+                if before is not None:
+                    await asyncio.shield(before)
             raise AuditWriteError("the audit log kept moving under this writer")
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             self._state = None
@@ -196,33 +234,36 @@ class AuditStore:
     ) -> tuple[list[Any], list[int], tuple[Frontier, bytes]]:
         frontier = Frontier(frontier.size, list(frontier.hashes))
         expected = frontier.size
-        cols: list[list[Any]] = [[] for _ in range(12)]
+        sha = hashlib.sha256
         nodes: list[tuple[int, int, bytes]] = []
-        seqs = []
-        for record, recorded_at in batch:
-            seq = frontier.size
-            text = canonical_text({**record, "seq": seq, "recorded_at": recorded_at.isoformat()})
-            leaf = self.hasher.leaf_hash(text.encode())
-            chain = chain_link(chain, text)
+        texts: list[str] = []
+        leaves: list[bytes] = []
+        chains: list[bytes] = []
+        for seq, (record, recorded_at) in enumerate(batch, expected):
+            data = canonical_bytes({**record, "seq": seq, "recorded_at": recorded_at.isoformat()})
+            leaf = sha(b"\x00" + data).digest()
+            chain = sha(chain + data).digest()
             nodes += frontier.append(leaf, self.hasher)
-            patient = record.get("patient_id")
-            row = (
-                seq,
-                recorded_at,
-                UUID(patient) if patient else None,
-                record.get("person"),
-                record.get("institution"),
-                record["action"],
-                record.get("decision"),
-                record.get("purpose"),
-                bool(record.get("break_glass")),
-                text,
-                leaf,
-                chain,
-            )
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-            seqs.append(seq)
+            texts.append(data.decode())
+            leaves.append(leaf)
+            chains.append(chain)
+        seqs = list(range(expected, frontier.size))
+        get = [record.get for record, _ in batch]
+        patients = [g("patient_id") for g in get]
+        cols: list[list[Any]] = [
+            seqs,
+            [at for _, at in batch],
+            [UUID(p) if p else None for p in patients],
+            [g("person") for g in get],
+            [g("institution") for g in get],
+            [record["action"] for record, _ in batch],
+            [g("decision") for g in get],
+            [g("purpose") for g in get],
+            [bool(g("break_glass")) for g in get],
+            texts,
+            leaves,
+            chains,
+        ]
         args = [
             expected,
             *cols,

@@ -18,7 +18,8 @@ from nats.js import JetStreamContext
 
 from audit.checkpoint import Checkpoint, CheckpointError, sign_note, verify_note
 from audit.postgres import AuditStore
-from audit.verify import Finding, LogVerifier, Report
+from audit.verify import Finding, Report
+from audit.verify_rows import CHUNK, WORKERS, verify_rows
 from domain.submission import Submission
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,16 @@ async def sign_heads(
             pass
 
 
-async def verify_log(pool: asyncpg.Pool, signer: HeadSigner) -> Report:
-    """Recompute the whole log from its rows and check it against every signed head."""
+async def verify_log(
+    pool: asyncpg.Pool,
+    signer: HeadSigner,
+    database_url: str | None = None,
+    *,
+    workers: int = WORKERS,
+    chunk: int = CHUNK,
+) -> Report:
+    """Recompute the whole log from its rows and check it against every signed head; with
+    the database's URL, a large log is read and hashed by worker processes side by side."""
     heads: dict[int, bytes] = {}
     bad_heads: list[Finding] = []
     for row in await pool.fetch("SELECT size, root, note FROM audit_heads ORDER BY size"):
@@ -118,18 +127,8 @@ async def verify_log(pool: asyncpg.Pool, signer: HeadSigner) -> Report:
             )
             continue
         heads[checkpoint.size] = checkpoint.root
-    verifier = LogVerifier(heads)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        tree_size = await conn.fetchval("SELECT size FROM audit_tree WHERE id = 1")
-        async for row in conn.cursor(
-            "SELECT seq, record_text, leaf_hash, chain_hash FROM audit_log ORDER BY seq",
-            prefetch=20_000,
-        ):
-            if not verifier.feed(
-                row["seq"], row["record_text"], bytes(row["leaf_hash"]), bytes(row["chain_hash"])
-            ):
-                break
-    report = verifier.finish(tree_size)
+        report = await verify_rows(conn, heads, database_url, workers=workers, chunk=chunk)
     report.findings[:0] = bad_heads
     return report
 

@@ -13,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
+from exchange.servers.audit_heads import verify_log
 from exchange.settings import Settings
 from tests.integration.conftest import Running
 
 T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
+SPLIT = {"workers": 3, "chunk": 16}  # worker processes even for a log of 260 records
 
 
 def verify_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
@@ -106,6 +108,8 @@ async def test_verify_names_the_first_bad_record(settings: Settings, case: str) 
         intact = await asyncio.to_thread(verify_cli, settings)
         assert intact.returncode == 0, intact.stdout + intact.stderr
         assert "260 records, 2 signed head(s) match" in intact.stdout
+        side_by_side = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+        assert (side_by_side.ok, side_by_side.records, side_by_side.heads_checked) == (True, 260, 2)
         # The API cannot change the log: the triggers refuse it ...
         with pytest.raises(Exception, match="append-only"):
             await rt.pool.execute("DELETE FROM audit_log WHERE seq = 1")
@@ -119,6 +123,10 @@ async def test_verify_names_the_first_bad_record(settings: Settings, case: str) 
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"[{code}]" in result.stdout
     assert f"first bad record: {seq}" in result.stdout
+    # Read and hashed by three worker processes, in chunks of 16: the same first bad record.
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+    assert (report.findings[0].code, report.findings[0].seq) == (code, seq)
 
 
 async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -> None:
@@ -168,3 +176,30 @@ async def test_the_exchange_never_signs_a_head_that_does_not_extend_the_last(
         with pytest.raises(AuditIntegrityError):
             await rt.audit_writer.store.record_head(rt.head_signer().note, T0)
         assert (await rt.audit_writer.store.last_head())["size"] == 250
+
+
+async def test_two_writers_with_flushes_in_flight_keep_one_log(settings: Settings) -> None:
+    """Two appenders (as two processes would be), each sending its next flush before the one
+    before has committed: every record gets its own place and the log verifies."""
+    from audit.postgres import AuditStore
+    from audit.writer import AuditWriter
+
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        start = (await rt.audit_writer.store.tree()).size
+        other = AuditWriter(AuditStore(rt.pool))
+        try:
+            seqs = await asyncio.gather(
+                *(
+                    (rt.audit_writer if n % 2 else other).append(
+                        {"action": "read", "decision": "permit", "person": f"doctor-{n % 5}"},
+                        T0 + timedelta(seconds=n),
+                    )
+                    for n in range(600)
+                )
+            )
+        finally:
+            await other.close()
+        assert sorted(seqs) == list(range(start, start + 600))
+        report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+        assert report.ok and report.records == start + 600
