@@ -18,7 +18,7 @@ from uuid import UUID
 
 from eventsourcing.compressor import ZlibCompressor
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from exchange.errors import ConfigurationError
 
@@ -39,6 +39,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         schema = Identifier(datastore.schema)
         sources, identifiers = Identifier(self.source_table), Identifier(self.identifier_table)
+        # Every process that opens the ledger creates its tables (hie up, each gateway, the
+        # CLI): one at a time, or their DDL (functions, ALTER TABLE) deadlocks on each other.
+        # The statements run in one transaction, which holds this lock to its commit.
+        self.sql_create_statements.insert(
+            0, Composed([SQL("SELECT pg_advisory_xact_lock(hashtext('hie-ledger-schema'))")])
+        )
         self.sql_create_statements += [
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
