@@ -169,8 +169,8 @@ class AuditStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.hasher = SHA256
-        # The tree as the appends sent so far leave it (None: read it again), and the last
-        # append still on its way, which the next one may follow without waiting for it.
+        # The tree as the last committed append left it (None: read it again), and the append
+        # on its way, which the next one waits for.
         self._state: tuple[Frontier, bytes] | None = None
         self._sent: asyncio.Future[None] | None = None
 
@@ -184,38 +184,34 @@ class AuditStore:
 
         One round trip when the tree is as this store last saw it (the usual case: the
         read API is the main appender); otherwise the state is read again and the append
-        computed again. An append may be sent while the one before is still committing: it is
-        computed on top of that one's tree and commits only after it (the function checks the
-        size under the lock; if the one before failed, this one finds the tree smaller and is
-        computed again). Raises AuditWriteError on any failure: the caller must then send
-        no data.
+        computed again. An append is computed only on a tree that has been committed: one
+        append of this store is on its way at a time, the next waits for it to land. (The
+        function checks the tree's size under its lock, and nothing more: an append computed
+        on top of one still on its way, which then failed because another process appended
+        as many records first, would find the size it expected and commit a broken chain.)
+        Raises AuditWriteError on any failure: the caller must then send no data.
         """
         try:
             for _ in range(20):
-                before = self._sent
-                if self._state is None:
-                    if before is not None:  # let it land before reading the tree
-                        await asyncio.shield(before)
-                    self._state = await self._load_state()
-                    before = self._sent
-                args, seqs, after = self._compute(batch, *self._state)
-                self._state = after  # the next append builds on this one
+                while self._sent is not None:  # the append on its way lands first
+                    await asyncio.shield(self._sent)
                 sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._sent = sent
                 try:
+                    if self._state is None:
+                        self._state = await self._load_state()
+                    args, seqs, after = self._compute(batch, *self._state)
                     done = await self.pool.fetchval(_APPEND_CALL, *args)
                 except BaseException:
                     self._state = None
                     raise
                 finally:
+                    self._sent = None
                     sent.set_result(None)
-                    if self._sent is sent:
-                        self._sent = None
                 if done:
+                    self._state = after  # committed: the next append builds on it
                     return seqs
-                self._state = None  # another process appended, or the one before failed
-                if before is not None:
-                    await asyncio.shield(before)
+                self._state = None  # another process appended: read the tree again
             raise AuditWriteError("the audit log kept moving under this writer")
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             self._state = None

@@ -203,3 +203,53 @@ async def test_two_writers_with_flushes_in_flight_keep_one_log(settings: Setting
         assert sorted(seqs) == list(range(start, start + 600))
         report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
         assert report.ok and report.records == start + 600
+
+
+async def test_an_append_is_never_computed_on_one_still_on_its_way(settings: Settings) -> None:
+    """One process's append is on its way when another process appends exactly as many
+    records: that append is refused (the tree moved) and computed again, and the next append
+    of the first process is computed on the tree as committed, never on top of the refused
+    one (whose size it would find, committing a broken chain). The log verifies."""
+    from audit.postgres import AuditStore
+
+    release = asyncio.Event()
+
+    class Held:
+        """The first process's connection to the database: its appends wait to be let go."""
+
+        def __init__(self, pool: object) -> None:
+            self.pool = pool
+            self.waiting = 0
+
+        async def fetchval(self, sql: str, *args: object) -> object:
+            if sql.startswith("SELECT audit_append"):
+                self.waiting += 1
+                await release.wait()
+            return await self.pool.fetchval(sql, *args)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.pool, name)
+
+    def records(first: int, n: int) -> list[tuple[dict[str, str], datetime]]:
+        return [
+            ({"action": "read", "decision": "permit", "person": f"doctor-{i}"}, T0)
+            for i in range(first, first + n)
+        ]
+
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        start = (await rt.audit_writer.store.tree()).size
+        held = Held(rt.pool)
+        one, other = AuditStore(held), AuditStore(rt.pool)  # type: ignore[arg-type]
+        a = asyncio.create_task(one.append_many(records(0, 3)))
+        b = asyncio.create_task(one.append_many(records(10, 2)))
+        while not held.waiting:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # b had every chance to be computed and sent behind a
+        assert held.waiting == 1  # it was not: it waits for a to land
+        await other.append_many(records(20, 3))  # another process: as many records as a
+        release.set()
+        seqs = [*await a, *await b]
+        assert sorted(seqs) == list(range(start + 3, start + 8))
+        report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+        assert report.ok and report.records == start + 8
