@@ -99,6 +99,20 @@ CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
     return "".join(out)
 
 
+# Step 3: the size alone does not say the caller computed on the tree as it stands (an append
+# computed on one that was refused would find the size it expected): the batch's first chain
+# link must also extend the stored chain head, or nothing is written (false: compute again).
+_APPEND_CHAINED = _APPEND_FUNCTION.replace(
+    """    IF (SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE) <> expected THEN
+        RETURN false;
+    END IF;""",
+    """    IF (SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE) <> expected
+       OR sha256((SELECT chain_head FROM audit_tree WHERE id = 1)
+                 || convert_to(texts[1], 'UTF8')) <> chains[1] THEN
+        RETURN false;
+    END IF;""",
+)
+
 _COMMENTS = """
 COMMENT ON TABLE audit_log IS 'The audit log, one row per record, append-only (triggers refuse
 UPDATE, DELETE and TRUNCATE): leaf_hash is its RFC 9162 leaf, chain_hash links it to the row
@@ -120,6 +134,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         SCHEMA + _triggers() + _APPEND_FUNCTION,
     ),
     ("comments on what each audit table holds", _COMMENTS),
+    ("the append also checks that its batch extends the stored chain head", _APPEND_CHAINED),
 )
 
 

@@ -253,3 +253,40 @@ async def test_an_append_is_never_computed_on_one_still_on_its_way(settings: Set
         assert sorted(seqs) == list(range(start + 3, start + 8))
         report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
         assert report.ok and report.records == start + 8
+
+
+async def test_the_database_refuses_an_append_that_does_not_extend_the_chain_head(
+    settings: Settings,
+) -> None:
+    """A writer whose idea of the tree has the right size but another chain head (computed on
+    an append that never landed) is refused by the database itself, writes nothing, reads the
+    tree again and lands on the chain as it stands: the log verifies."""
+    from audit.postgres import AuditStore
+
+    calls: list[bool] = []
+
+    class Counted:
+        def __init__(self, pool: object) -> None:
+            self.pool = pool
+
+        async def fetchval(self, sql: str, *args: object) -> object:
+            value = await self.pool.fetchval(sql, *args)  # type: ignore[attr-defined]
+            if sql.startswith("SELECT audit_append"):
+                calls.append(bool(value))
+            return value
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.pool, name)
+
+    record = {"action": "read", "decision": "permit", "person": "doctor-chain"}
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        store = AuditStore(Counted(rt.pool))  # type: ignore[arg-type]
+        await store.append(record, T0)
+        assert store._state is not None
+        store._state = (store._state[0], bytes(32))  # the right size, a chain head that never was
+        seq = await store.append(record, T0)
+        assert calls == [True, False, True]  # refused once, then computed again and written
+        assert (await rt.audit_writer.store.tree()).size == seq + 1
+        report = await verify_log(rt.pool, rt.head_signer(), settings.database_url)
+        assert report.ok and report.records == seq + 1

@@ -189,6 +189,13 @@ async def catalog(pool: asyncpg.Pool) -> dict[str, list[Any]]:
     }
 
 
+def _but_append(described: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    return {
+        **described,
+        "functions": [f for f in described["functions"] if "audit_append(" not in f],
+    }
+
+
 async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
     """What the previous code left: audited reads with two signed heads, a revoked token, a
     person cut off, a break-glass grant."""
@@ -244,6 +251,7 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
     assert [(a.component, a.version, a.adopted) for a in applied] == [
         ("audit", 1, True),
         ("audit", 2, False),
+        ("audit", 3, False),
         ("consent", 1, True),
         ("revocations", 1, True),
     ]
@@ -285,9 +293,13 @@ async def test_an_adopted_database_has_the_schema_a_fresh_one_gets(
     try:
         applied = await migrate_stored_tables(fresh)
         assert not any(a.adopted for a in applied)
-        # Version 1 is exactly the previous schema, and adoption changed none of it.
-        assert await catalog(fresh) == previous
-        assert await catalog(pool) == previous
+        # Version 1 is exactly the previous schema and adoption changed none of it; the later
+        # steps changed only the append function (step 3: it checks the chain head too).
+        migrated = await catalog(fresh)
+        assert await catalog(pool) == migrated
+        assert _but_append(migrated) == _but_append(previous)
+        [append] = [f for f in migrated["functions"] if "audit_append(" in f]
+        assert "sha256((SELECT chain_head FROM audit_tree" in append
         assert await rows(fresh) == await rows(pool)  # audit_tree's one empty-tree row
     finally:
         await fresh.close()
@@ -297,20 +309,23 @@ async def test_a_database_newer_than_the_code_is_refused_before_anything_changes
     pool: asyncpg.Pool,
 ) -> None:
     await migrate_stored_tables(pool)
-    # A newer release migrated the consent tables further; this code's audit step 2 is
+    # A newer release migrated the consent tables further; this code's last audit step is
     # pretend-pending, so a refusal that came after applying it would show.
     await pool.execute(
         "INSERT INTO schema_versions (component, version, name, checksum) "
         "VALUES ('consent', 2, 'from a newer release', 'feed')"
     )
-    await pool.execute("DELETE FROM schema_versions WHERE component = 'audit' AND version = 2")
+    last = await pool.fetchval("SELECT max(version) FROM schema_versions WHERE component = 'audit'")
+    await pool.execute(
+        "DELETE FROM schema_versions WHERE component = 'audit' AND version = $1", last
+    )
     with pytest.raises(SchemaTooNew) as refused:
         await migrate_stored_tables(pool)
     assert refused.value.code == "schema.too_new"
     assert "'consent' schema is at version 2" in refused.value.message
     assert "(version 1)" in refused.value.message
     assert not await pool.fetchval(
-        "SELECT count(*) FROM schema_versions WHERE component = 'audit' AND version = 2"
+        "SELECT count(*) FROM schema_versions WHERE component = 'audit' AND version = $1", last
     )
 
 
