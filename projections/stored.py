@@ -12,7 +12,7 @@ Only what is known to convert the same as pydantic is read this way: a value of 
 type or format than the usual (a time without seconds, a number given as text with spaces, a
 model with a validator that changes values and is not listed in ``_TRANSFORMS``) makes that
 item go through its model's full validation instead, and an item-level surprise the whole
-envelope. So the rows built from either are the same (tests/integration/
+envelope. So the rows built from either are the same (tests/unit/
 test_projection_fast_path.py checks both on generated envelopes and on the test data).
 """
 
