@@ -225,23 +225,26 @@ def county_items(patients: int, entries: int, now: datetime) -> dict[str, list[d
             share = entries // len(INSTITUTIONS) + (i < entries % len(INSTITUTIONS))
             items += [entry_item(inst, n, k, ref) for k in range(share)]
             if inst == CONSENTING:
-                items.append(
-                    {
-                        "source_id": f"consent-{n}",
-                        "kind": "consent",
-                        "payload": {
-                            "patient": {"resident_id": rid},
-                            "consent_type": "separate",
-                            "scope": ["*"],
-                            "purposes": ["TREAT"],
-                            "valid_from": (now - timedelta(days=30)).isoformat(),
-                            "valid_to": (now + timedelta(days=5 * 365)).isoformat(),
-                            "notice_sha256": NOTICE,
-                            "signed_by": "patient",
-                        },
-                    }
-                )
+                items.append(consent_item(n, rid, now))
     return out
+
+
+def consent_item(n: int, rid: str, now: datetime) -> dict[str, Any]:
+    """Resident n's separate consent to treatment across the consortium, signed a month ago."""
+    return {
+        "source_id": f"consent-{n}",
+        "kind": "consent",
+        "payload": {
+            "patient": {"resident_id": rid},
+            "consent_type": "separate",
+            "scope": ["*"],
+            "purposes": ["TREAT"],
+            "valid_from": (now - timedelta(days=30)).isoformat(),
+            "valid_to": (now + timedelta(days=5 * 365)).isoformat(),
+            "notice_sha256": NOTICE,
+            "signed_by": "patient",
+        },
+    }
 
 
 async def seed(

@@ -23,8 +23,8 @@ from bench.read_county import (
     CONSENTING,
     GIVEN,
     INSTITUTIONS,
-    NOTICE,
     SURNAMES,
+    consent_item,
     entry_item,
 )
 from domain.resident_id import make_resident_id
@@ -59,22 +59,7 @@ def resident_items(inst_index: int, n: int, entries: int, now: datetime) -> list
     share = entries // len(INSTITUTIONS) + (inst_index < entries % len(INSTITUTIONS))
     items += [entry_item(inst, n, k, ref) for k in range(share)]
     if inst == CONSENTING:
-        items.append(
-            {
-                "source_id": f"consent-{n}",
-                "kind": "consent",
-                "payload": {
-                    "patient": {"resident_id": rid},
-                    "consent_type": "separate",
-                    "scope": ["*"],
-                    "purposes": ["TREAT"],
-                    "valid_from": (now - timedelta(days=30)).isoformat(),
-                    "valid_to": (now + timedelta(days=5 * 365)).isoformat(),
-                    "notice_sha256": NOTICE,
-                    "signed_by": "patient",
-                },
-            }
-        )
+        items.append(consent_item(n, rid, now))
     return items
 
 
