@@ -62,7 +62,8 @@ from bench.ingest_load import (
     wait_visible,
 )
 from bench.ingest_raw import raw_copy, raw_jetstream, raw_ledger_limit
-from bench.ingest_report import build_figures, print_report
+from bench.ingest_report import build_figures, print_errors, print_report
+from bench.read_load import Processes, start_hie_up
 
 ROOT = Path(__file__).resolve().parent.parent
 HIE = str(Path(sys.executable).with_name("hie"))
@@ -162,18 +163,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
         # The exchange: `hie up` and its gateway processes.
         env["HIE_GATEWAY_PROCESSES"] = str(args.gateways)
-        procs.append(
-            subprocess.Popen(
-                [HIE, "up"], env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-        )
-        line = b""
-        while b"exchange ready" not in line:
-            line = procs[0].stdout.readline()  # type: ignore[union-attr]
-            if not line:
-                raise RuntimeError("hie up did not start")
+        started = Processes()
+        try:
+            up_proc, _ = await start_hie_up(env, work / "hie-up.log", started)
+        finally:
+            procs += started.popen
         await asyncio.sleep(2.0)
-        up = psutil.Process(procs[0].pid)
+        up = psutil.Process(up_proc.pid)
         watched = {f"hie up (pid {up.pid})": up}
         watched |= {
             f"hie gateway (pid {c.pid})": c
@@ -236,6 +232,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             nats_url, consortium, pool, rate_sets, args.rate, args.rate_seconds, args.per_submission
         )
         rebuild = await measure_rebuild(pool, env, up) if args.rebuild else None
+        print_errors(work / "hie-up.log")
         stop.set()
         await sampler
         await pool.close()

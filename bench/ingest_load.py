@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,12 @@ class Receipts:
         if self.accepted >= self.expected:
             self.all_in.set()
 
+    def refusals(self) -> str:
+        """The problem codes of the receipts that were not acceptances, counted (codes only:
+        a problem's message may quote what was sent)."""
+        codes = Counter(p.get("code", "?") for r in self.other for p in r.get("problems") or [{}])
+        return ", ".join(f"{code} × {n}" for code, n in codes.most_common()) or "none"
+
 
 async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -> float:
     """Wait until every submission is accepted into the ledger and the projection has
@@ -114,7 +121,7 @@ async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -
     except TimeoutError:
         raise RuntimeError(
             f"only {receipts.accepted} submissions were accepted in time; "
-            f"other receipts: {receipts.other[:3]}"
+            f"the others' problems: {receipts.refusals()}"
         ) from None
     end = await pool.fetchval("SELECT max(notification_id) FROM ledger_events")
     deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import statistics
+from pathlib import Path
 from typing import Any
 
 from bench.ingest_load import quantile
@@ -78,3 +79,17 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"peak RSS: {figures['peak_rss_mb_by_process']}")
     print(f"CPU seconds in phase 1: {figures['cpu_s_phase1_by_process']}")
     print(json.dumps(figures, ensure_ascii=False))
+
+
+def print_errors(log: Path, limit: int = 20) -> None:
+    """The ERROR lines of `hie up`'s log (its gateways' included), each with the first line of
+    the traceback that follows it: a run that met errors says so beside its figures."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    found = [
+        (line, next((t for t in lines[i + 1 : i + 40] if not t.startswith((" ", "Traceback"))), ""))
+        for i, line in enumerate(lines)
+        if " ERROR " in line
+    ]
+    print(f"errors in hie up's log: {len(found)}")
+    for line, cause in found[:limit]:
+        print(f"  {line}\n    {cause}")

@@ -59,6 +59,7 @@ import asyncpg
 import psutil
 
 from bench.cleanup import drop_what_the_run_made
+from bench.ingest_report import print_errors
 from bench.read_load import Processes, start_hie_up
 from bench.scale_report import print_report
 from bench.scale_run import raw_figures, register, run_steps
@@ -151,7 +152,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             },
         )
         jetstream_dir = work / "servers" / "nats" / "jetstream" if servers is not None else None
-        steps, skipped, peak_run = await run_steps(run, server_procs, jetstream_dir)
+        try:
+            steps, skipped, peak_run = await run_steps(run, server_procs, jetstream_dir)
+        except Exception:
+            print_errors(work / "hie-up.log")  # the gateways' side of what went wrong
+            raise
         errors = [
             line
             for line in (work / "hie-up.log").read_text(errors="replace").splitlines()

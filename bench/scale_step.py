@@ -134,7 +134,9 @@ async def publish_flat(run: Run, spooled: dict[str, Any]) -> float:
         if p.returncode:
             raise RuntimeError(f"a publisher exited with status {p.returncode}")
     if receipts.other:
-        raise RuntimeError(f"{len(receipts.other)} submission(s) were not accepted")
+        raise RuntimeError(
+            f"{len(receipts.other)} submission(s) were not accepted: {receipts.refusals()}"
+        )
     shutil.rmtree(spooled["path"], ignore_errors=True)
     return end - start
 

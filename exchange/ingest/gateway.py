@@ -10,6 +10,7 @@ uniqueness makes the redelivery append nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -72,6 +73,7 @@ class Gateway:
         fetch_batch: int = 64,
         audit: AuditWriter | None = None,
         retry_delay: float = 2.0,
+        progress_every: float = 3.0,
     ) -> None:
         self.audit = audit
         self.ledger = ledger
@@ -84,6 +86,7 @@ class Gateway:
         # however many wait in the stream (the consumer's max_ack_pending bounds the rest).
         self.fetch_batch = fetch_batch
         self.retry_delay = retry_delay
+        self.progress_every = progress_every  # well inside the consumer's ack wait (10 s)
         self._keys: dict[str, Ed25519PublicKey] = {}
         self.accepted = 0
         self.rejected = 0
@@ -104,23 +107,43 @@ class Gateway:
     async def _consume(self, sub: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
             msgs = await self._fetch(sub)
-            if not msgs:
-                continue  # nothing waiting: an empty batch, not a failure
-            try:
-                await self.process(msgs)
-            except IntegrityError:
-                # Another gateway saved one of the batch's identities or source records first
-                # (expected with several gateways at once): each message alone sorts it out.
-                log.warning(
-                    "gateway batch of %d met a concurrent save; trying its messages one by one",
-                    len(msgs),
-                )
-                await self._one_by_one(msgs)
-            except Exception:
-                log.exception(
-                    "gateway batch of %d failed; trying its messages one by one", len(msgs)
-                )
-                await self._one_by_one(msgs)
+            if msgs:  # else nothing waiting: an empty batch, not a failure
+                await self.handle(msgs)
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """One fetched batch, to its acks. While the gateway works on it, the server is told
+        every few seconds that it does (an in-progress ack): a large batch on a busy ledger may
+        take longer than the consumer's ack wait, and the server would otherwise deliver the
+        same submissions to another gateway meanwhile. Only a gateway that stops working
+        (a crash, a hang) lets its batch come back."""
+        heartbeat = asyncio.create_task(self._in_progress(msgs))
+        try:
+            await self._handle(msgs)
+        finally:
+            heartbeat.cancel()
+
+    async def _in_progress(self, msgs: Sequence[Msg]) -> None:
+        while True:
+            await asyncio.sleep(self.progress_every)
+            for msg in msgs:
+                if not msg.is_acked:  # neither acked nor given back (nak) meanwhile
+                    with contextlib.suppress(Exception):  # the link is down: it comes back
+                        await msg.in_progress()
+
+    async def _handle(self, msgs: Sequence[Msg]) -> None:
+        try:
+            await self.process(msgs)
+        except IntegrityError:
+            # Another gateway saved one of the batch's identities or source records first
+            # (expected with several gateways at once): each message alone sorts it out.
+            log.warning(
+                "gateway batch of %d met a concurrent save; trying its messages one by one",
+                len(msgs),
+            )
+            await self._one_by_one(msgs)
+        except Exception:
+            log.exception("gateway batch of %d failed; trying its messages one by one", len(msgs))
+            await self._one_by_one(msgs)
 
     async def _fetch(self, sub: Any) -> list[Msg]:
         """The next batch, as soon as there is one submission.
@@ -362,8 +385,11 @@ class Gateway:
                     break
                 except IntegrityError:
                     pass
-                if (await self._sync(self.ledger.positions_of, [pending.key])).get(pending.key):
-                    item.repeat = True
+                held_at = (await self._sync(self.ledger.positions_of, [pending.key])).get(
+                    pending.key
+                )
+                if held_at is not None:  # another gateway stored this very submission
+                    item.repeat, item.position = True, held_at
                     break
                 held = await self._sync(
                     self.ledger.held_source_records,
