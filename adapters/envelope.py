@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,24 @@ def _plain(value: Any) -> bool:
     if kind is int:
         return bool(-_SAFE_INT < value < _SAFE_INT)
     return False
+
+
+# A run this long may be an integer past 64 bits, which orjson reads as a float.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def loads(text: str) -> Any:
+    """JSON text as ``json.loads`` reads it (the value every check and signature sees), by
+    orjson in about a third of the time where it is certain to read it the same: not where a
+    run of 19 digits may be an integer past 64 bits, nor what orjson refuses (NaN, a lone
+    surrogate, nesting past its limit), which ``json.loads`` reads or refuses as always. A
+    property test holds the two to the same values."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def jcs(value: Any) -> bytes:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.envelope import load_public_key, verify_signature
+from adapters.envelope import load_public_key, loads, verify_signature
 from audit.writer import AuditWriter
 from domain.problems import Problem
 from domain.submission import validate_envelope
@@ -267,7 +267,7 @@ class Gateway:
         result = Checked(msg, institution, header_id)
         try:
             text = msg.data.decode("utf-8")
-            doc = json.loads(text)
+            doc = loads(text)
         except (UnicodeDecodeError, ValueError):
             result.problems = [Problem("envelope.not_json", "the submission is not UTF-8 JSON")]
             return result

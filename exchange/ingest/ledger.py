@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, OperationalError
 
@@ -97,7 +97,7 @@ class Ledger(Application[UUID]):
             pseudonym_key,
             self._load_identity,
             self.ledger_recorder.identifiers,
-            lambda ids: set(self.positions_of(ids)),
+            self._load_identities,
         )
         index = PatientIndex(self.identities, pseudonym_key)
         self.referrals = ReferralPlanner(self, index, referral_policy or ReferralPolicy())
@@ -148,6 +148,21 @@ class Ledger(Application[UUID]):
         except AggregateNotFoundError:
             return None
         assert isinstance(loaded, PatientIdentity)
+        return loaded
+
+    def _load_identities(self, pids: list[UUID]) -> dict[UUID, PatientIdentity]:
+        """The stored identities among ``pids``, each folded from its events as the
+        library's repository folds them, in one query for all (the repository asks per id)."""
+        events: dict[UUID, list[Any]] = {}
+        for stored in self.ledger_recorder.events_of(pids):
+            pid = stored.originator_id
+            assert isinstance(pid, UUID)  # the ledger's ids are UUIDs (psycopg reads them so)
+            events.setdefault(pid, []).append(self.mapper.to_domain_event(stored))
+        loaded: dict[UUID, PatientIdentity] = {}
+        for pid, history in events.items():
+            identity: Any = project_aggregate(None, history)
+            assert isinstance(identity, PatientIdentity)
+            loaded[pid] = identity
         return loaded
 
     def append(self, batch: Sequence[Pending]) -> Appended:

@@ -3,7 +3,9 @@ rows, cached, for ``domain.services.identity.PatientIndex`` (which holds the rul
 
 The index itself is a side table written in the ledger's own commit (``ledger_identifiers``),
 so it can never disagree with the ledger's identity events. ``prefetch`` asks for what a
-batch needs in two queries; what it did not foresee is looked up one by one.
+batch needs in two queries (the index rows of its identifiers; the stored identities of its
+residents and of the patients those rows name, all loaded at once); what it did not foresee
+(a merge target, say) is looked up one by one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class LedgerIdentities:
     """An ``IdentityRepository`` over the ledger, with a bounded cache.
 
     ``load(id)`` returns a stored identity or None; ``lookup(keys)`` returns the stored index
-    rows for the keys; ``stored(ids)`` which of these identities the ledger holds. All three
+    rows for the keys; ``load_many(ids)`` the stored identities among these ids. All three
     are the ledger's. The cache is dropped whenever a plan is void or a save fails, since the
     cached identities may then carry events the store does not hold.
     """
@@ -31,14 +33,14 @@ class LedgerIdentities:
         pseudonym_key: bytes,
         load: Callable[[UUID], PatientIdentity | None],
         lookup: Callable[[list[Key]], dict[Key, UUID]],
-        stored: Callable[[list[UUID]], set[UUID]] | None = None,
+        load_many: Callable[[list[UUID]], dict[UUID, PatientIdentity]] | None = None,
         *,
         cache_size: int = 20_000,
     ) -> None:
         self._key = pseudonym_key
         self._load = load
         self._lookup = lookup
-        self._stored = stored
+        self._load_many = load_many
         self._cache: OrderedDict[UUID, PatientIdentity] = OrderedDict()
         self._index: OrderedDict[Key, UUID | None] = OrderedDict()  # None: not in the index
         self._absent: set[UUID] = set()  # identities the ledger did not hold when asked
@@ -71,29 +73,42 @@ class LedgerIdentities:
         self._absent.difference_update(changes.touched)
         for k, pid in changes.new_keys.items():
             self._index[k] = pid
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        while len(self._index) > self._cache_size * 2:
-            self._index.popitem(last=False)
+        self._trim()
 
     def prefetch(self, keys: Iterable[Key]) -> None:
         """Ask the ledger in two queries what a batch's references need: the index rows of
-        its identifiers, and which of its residents' identities exist at all (a resident
-        seen for the first time then costs no load)."""
+        its identifiers, then the stored identities of its residents and of the patients
+        those rows name (a resident seen for the first time then costs no load, and one
+        seen before costs no query of its own)."""
         wanted = set(keys)
         missing = [k for k in wanted if k not in self._index and k[0] != RESIDENT_ID_SYSTEM]
         if missing:
             found = self._lookup(missing)
             self._index.update({k: found.get(k) for k in missing})
-        if self._stored is None:
+        if self._load_many is None:
             return
         if len(self._absent) > self._cache_size:
             self._absent.clear()
-        residents = {
+        named = {
             patient_id_for(ResidentId(k[1]), self._key)
-            for k in wanted
             if k[0] == RESIDENT_ID_SYSTEM
+            else self._index.get(k)
+            for k in wanted
         }
-        unknown = [pid for pid in residents if pid not in self._cache and pid not in self._absent]
+        unknown = [
+            pid
+            for pid in named
+            if pid is not None and pid not in self._cache and pid not in self._absent
+        ]
         if unknown:
-            self._absent.update(set(unknown) - self._stored(unknown))
+            loaded = self._load_many(unknown)
+            self._absent.update(pid for pid in unknown if pid not in loaded)
+            for pid, ident in loaded.items():  # as the store holds them: cached like a save's
+                self._cache[pid] = ident
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        while len(self._index) > self._cache_size * 2:
+            self._index.popitem(last=False)

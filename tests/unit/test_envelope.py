@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +16,7 @@ from adapters.envelope import (
     content_submission_id,
     jcs,
     load_public_key,
+    loads,
     new_private_key,
     public_key_b64,
     verify_signature,
@@ -158,6 +160,45 @@ def test_fast_canonical_bytes_are_the_reference_bytes(value: object) -> None:
     else:
         with pytest.raises(expected):
             jcs(value)
+
+
+def standard(text: str) -> str:
+    """What the standard library reads from ``text`` (or the type of its refusal), exactly:
+    repr tells 1 from 1.0 and -0.0 from 0.0."""
+    try:
+        return repr(json.loads(text))
+    except Exception as exc:
+        return repr(type(exc))
+
+
+@given(awkward_json, st.booleans())
+def test_fast_loads_reads_every_text_as_the_standard_library(value: object, ascii: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii)
+    assert repr(loads(text)) == standard(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "123456789012345678901234567890",
+        "-9223372036854775809",
+        "[18446744073709551616, 1]",
+        "1e400",
+        "NaN",
+        '{"a": -Infinity}',
+        '"\\ud800"',
+        '{"a": 1, "a": 2}',
+        "[" * 2000 + "]" * 2000,
+    ],
+)
+def test_fast_loads_leaves_what_orjson_reads_otherwise_to_the_standard_library(
+    text: str,
+) -> None:
+    try:
+        got = repr(loads(text))
+    except Exception as exc:
+        got = repr(type(exc))
+    assert got == standard(text)
 
 
 def test_canonical_bytes_of_a_real_envelope_match_the_reference() -> None:

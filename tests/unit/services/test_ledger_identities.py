@@ -30,13 +30,13 @@ class CountingStore:
         self.calls.append("lookup")
         return {k: self.ledger.index[k] for k in keys if k in self.ledger.index}
 
-    def stored(self, ids: list[UUID]) -> set[UUID]:
-        self.calls.append("stored")
-        return {pid for pid in ids if pid in self.ledger.identities}
+    def load_many(self, ids: list[UUID]) -> dict[UUID, PatientIdentity]:
+        self.calls.append("load_many")
+        return {pid: ident for pid in ids if (ident := self.ledger.get(pid)) is not None}
 
 
 def wired(store: CountingStore) -> tuple[LedgerIdentities, SubmissionChecks]:
-    identities = LedgerIdentities(KEY, store.load, store.lookup, store.stored)
+    identities = LedgerIdentities(KEY, store.load, store.lookup, store.load_many)
     index = PatientIndex(identities, KEY)
     return identities, SubmissionChecks(
         index, ReferralPlanner(store.ledger, index, ReferralPolicy()), store.ledger
@@ -60,7 +60,7 @@ def test_a_batch_of_new_residents_costs_two_queries_and_no_loads() -> None:
     identities.prefetch(keys_of([p.valid for p in batch]))
     # Check: everything it needs is known by then.
     plan = checks.check(batch, HeldFacts())
-    assert store.calls == ["lookup", "stored"]
+    assert store.calls == ["lookup", "load_many"]
     assert len(plan.submissions) == 50 and len(plan.identifier_rows) == 50
 
 
@@ -81,6 +81,33 @@ def test_after_a_save_the_next_batch_of_the_same_patients_asks_nothing() -> None
     identities.prefetch(keys_of([p.valid for p in again]))
     checks.check(again, HeldFacts())
     assert store.calls == []
+
+
+def test_a_batch_of_known_patients_another_writer_stored_costs_two_queries_and_no_loads() -> None:
+    store = CountingStore(FakeLedger())
+    _, first_checks = wired(store)
+    batch = batch_of(30)
+    first_plan = first_checks.check(batch, HeldFacts())
+    store.ledger.save(first_plan)
+    # Another gateway (its own cache, empty) takes the next visits of the same residents,
+    # some named by resident ID, some by the MRN the first visit linked.
+    identities, checks = wired(store)
+    again = [
+        pending("thc-1", observation_item(resident(i), f"o{i}-2"), submission_id=f"t-{i}")
+        for i in range(15)
+    ]
+    for i in range(15, 30):
+        item = observation_item(resident(i), f"o{i}-2")
+        item["payload"]["patient"] = {"mrn": f"M-{i}"}
+        again.append(pending("thc-1", item, submission_id=f"t-{i}"))
+    store.calls.clear()
+    identities.prefetch(keys_of([p.valid for p in again]))
+    plan = checks.check(again, HeldFacts())
+    assert store.calls == ["lookup", "load_many"]
+    assert plan.identifier_rows == [] and len(plan.submissions) == 30
+    assert [s.patient_ids for s in plan.submissions] == [
+        s.patient_ids for s in first_plan.submissions
+    ]
 
 
 def test_forget_drops_what_a_void_plan_touched() -> None:
