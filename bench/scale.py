@@ -118,6 +118,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         up, http_url = await start_hie_up(env, work / "hie-up.log", procs)
         await asyncio.sleep(2.0)  # the gateways start beside it
         pool = await asyncpg.create_pool(db_url, min_size=1, max_size=3)
+        shared_buffers_mb = await pool.fetchval(
+            "SELECT setting::bigint * 8192 / 1048576 FROM pg_settings WHERE name = 'shared_buffers'"
+        )
         token, _ = TokenIssuer(settings.secrets.token_key).issue(
             person="bench-doctor-chen",
             institution=args.institutions[0],
@@ -178,6 +181,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "raw": raw,
         "peak_rss_run": peak_run,
+        "shared_buffers_mb": shared_buffers_mb,
         "server_errors": len(errors),
         "first_server_error": errors[0][:300] if errors else None,
     }

@@ -172,16 +172,14 @@ async def run_steps(
                     else f"no autovacuum began within {args.autovacuum_wait:g} s of the batch ..."
                 )
             )
-            async with watch.timed():
-                lag_during = await lag_phase(run, lag_a)
+            lag_during = await lag_phase(run, lag_a)
             fig["lag_during"] = {
                 **lag_during,
                 "autovacuum_began_s": None if began is None else round(began, 1),
             }
             waited = await autovacuum_done(run.pool, timeout=3600)
             run.say(f"  autovacuum over after {waited:.0f} s; lag again ...")
-            async with watch.timed():
-                lag_after = await lag_phase(run, lag_b)
+            lag_after = await lag_phase(run, lag_b)
             fig["lag_after"] = {**lag_after, "autovacuum_waited_s": round(waited)}
             fig["vacuum_analyze_s"] = round(await settle(run), 1)
             fig["residents"] = residents
@@ -198,8 +196,7 @@ async def run_steps(
             fig["jetstream_bytes_per_million_events"] = round(js_bytes / millions)
             bytes_per_event = (sizes["database_bytes"] + js_bytes) / items
             run.say(f"  reads over {residents:,} residents ...")
-            async with watch.timed():
-                fig |= await read_load(run, residents)
+            fig |= await read_load(run, residents)
             run.say("  hie audit verify ...")
             fig |= await audit_verify(run)
             run.say(f"  projection rebuild of {items:,} ledger events ...")

@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,17 @@ import asyncpg
 import nats
 import psutil
 
+SHARED_INCLUDED = "postgres largest backend, shared buffers included"
+
 
 class Watch:
     """Samples RSS every ``every`` seconds: `hie up`, each gateway (its children), the
-    PostgreSQL postmaster and its largest backend (RSS counts the shared buffers it has
-    touched; its private memory, USS, is sampled too), nats-server. ``peak`` holds this step's
-    peaks (reset by ``next_step``), ``peak_run`` the whole run's."""
+    PostgreSQL postmaster and its largest backend, nats-server. A backend's RSS counts every
+    page of the shared buffer pool it has touched: one cache of a configured size, mapped by
+    all of them. So a backend is measured by its own memory (RSS less what it shares, from
+    /proc/<pid>/statm: no walk of its mappings), and its RSS with the shared pages is kept
+    beside as ``SHARED_INCLUDED``. ``peak`` holds this step's peaks (reset by ``next_step``),
+    ``peak_run`` the whole run's."""
 
     def __init__(
         self,
@@ -34,11 +38,6 @@ class Watch:
         self.up, self.postgres, self.nats_server, self.every = up, postgres, nats_server, every
         self.peak: dict[str, float] = {}
         self.peak_run: dict[str, float] = {}
-        self.samples = 0
-        # Reading a backend's smaps walks every page it maps, 2 GB of shared buffers
-        # included, and more of them as the county grows: it stays out of the phases whose
-        # latency is measured (see timed).
-        self.smaps = True
 
     def next_step(self) -> None:
         self.peak = {}
@@ -56,28 +55,17 @@ class Watch:
         if self.postgres is not None:
             with contextlib.suppress(psutil.Error):
                 self._note("postgres postmaster", self.postgres.memory_info().rss / 2**20)
-                largest = private = 0.0
-                self.samples += 1
+                largest = own = 0.0
                 for child in self.postgres.children():
                     with contextlib.suppress(psutil.Error):
-                        largest = max(largest, child.memory_info().rss / 2**20)
-                        if self.smaps and self.samples % 8 == 0:  # smaps: dearer, less often
-                            private = max(private, child.memory_full_info().uss / 2**20)
-                self._note("postgres largest backend", largest)
-                if private:
-                    self._note("postgres largest backend, private (USS)", private)
+                        info = child.memory_info()
+                        largest = max(largest, info.rss / 2**20)
+                        own = max(own, (info.rss - info.shared) / 2**20)
+                self._note("postgres largest backend", own)
+                self._note(SHARED_INCLUDED, largest)
         if self.nats_server is not None:
             with contextlib.suppress(psutil.Error):
                 self._note("nats-server", self.nats_server.memory_info().rss / 2**20)
-
-    @contextlib.asynccontextmanager
-    async def timed(self) -> AsyncIterator[None]:
-        """A phase whose latency is measured: no smaps meanwhile (RSS still sampled)."""
-        self.smaps = False
-        try:
-            yield
-        finally:
-            self.smaps = True
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -94,15 +82,6 @@ class Autovacuum:
         self.pool = pool
         self.samples = self.busy = 0
         self.tables: set[str] = set()
-
-    @contextlib.asynccontextmanager
-    async def timed(self) -> AsyncIterator[None]:
-        """A phase whose latency is measured: no smaps meanwhile (RSS still sampled)."""
-        self.smaps = False
-        try:
-            yield
-        finally:
-            self.smaps = True
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -71,6 +71,7 @@ class Gateway:
         executor: ThreadPoolExecutor,
         batch_max_bytes: int = 256_000,
         fetch_batch: int = 64,
+        fetch_bytes: int = 4_000_000,
         audit: AuditWriter | None = None,
         retry_delay: float = 2.0,
         progress_every: float = 3.0,
@@ -82,9 +83,12 @@ class Gateway:
         self.consortium = consortium
         self.executor = executor
         self.batch_max_bytes = batch_max_bytes
-        # At most fetch_batch × 1 MiB of submissions in hand at once: memory stays bounded
-        # however many wait in the stream (the consumer's max_ack_pending bounds the rest).
+        # At most fetch_batch submissions in hand at once, and about fetch_bytes of them:
+        # memory stays bounded however many wait in the stream and however large they are
+        # (a parsed and validated envelope takes ten times its bytes; the consumer's
+        # max_ack_pending bounds what waits).
         self.fetch_batch = fetch_batch
+        self.fetch_bytes = fetch_bytes
         self.retry_delay = retry_delay
         self.progress_every = progress_every  # well inside the consumer's ack wait (10 s)
         self._keys: dict[str, Ed25519PublicKey] = {}
@@ -157,10 +161,13 @@ class Gateway:
         except TimeoutError:
             return []
         pending = first[0].metadata.num_pending if first[0].metadata else 0
-        if not pending or self.fetch_batch == 1:
+        # As many more as fit the byte budget if they are the size of the first.
+        room = self.fetch_bytes // max(1, len(first[0].data)) - 1
+        wanted = min(self.fetch_batch - 1, pending, room)
+        if wanted < 1:
             return list(first)
         try:
-            more = await sub.fetch(min(self.fetch_batch - 1, pending), timeout=0.05)
+            more = await sub.fetch(wanted, timeout=0.05)
         except TimeoutError:  # another gateway took them first
             more = []
         return [*first, *more]
