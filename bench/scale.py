@@ -22,8 +22,9 @@ then, measured:
   lookup by resident ID, through the load generator process (bench/read_client.py);
 - `hie audit verify` time, the database's and JetStream's bytes per million events, and
   `hie projections rebuild` events/s (the exchange keeps running and replays the ledger);
-- peak RSS of `hie up`, each gateway, the PostgreSQL postmaster and largest backend and
-  nats-server, sampled throughout.
+- peak RSS of `hie up`, each gateway, the PostgreSQL postmaster, nats-server and the largest
+  PostgreSQL backend by its own memory (its RSS less the shared buffer pool it maps, which is
+  one cache of configured size, reported once as ``shared_buffers_mb``), sampled throughout.
 
 A step that would not fit on the free disk (estimated from the bytes per event so far, a
 conservative prior before the first) is skipped and said so. The machine's raw figures
@@ -47,10 +48,12 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import tempfile
 import uuid
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -160,11 +163,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         except Exception:
             print_errors(work / "hie-up.log")  # the gateways' side of what went wrong
             raise
-        errors = [
-            line
-            for line in (work / "hie-up.log").read_text(errors="replace").splitlines()
-            if " ERROR " in line
-        ]
+        lines = (work / "hie-up.log").read_text(errors="replace").splitlines()
+        errors = [line for line in lines if " ERROR " in line]
+        # What the exchange warned of, by kind (numbers masked): retries, slow saves ...
+        warnings = Counter(
+            re.sub(r"\d+", "N", line.split(" WARNING ", 1)[1])[:120]
+            for line in lines
+            if " WARNING " in line
+        )
+        print_errors(work / "hie-up.log")
     finally:
         if pool is not None:
             await pool.close()
@@ -184,6 +191,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "shared_buffers_mb": shared_buffers_mb,
         "server_errors": len(errors),
         "first_server_error": errors[0][:300] if errors else None,
+        "server_warnings": dict(warnings.most_common(10)),
     }
 
 

@@ -79,6 +79,7 @@ def summary(figures: dict[str, Any]) -> dict[str, Any]:
         "raw": figures["raw"],
         "server_errors": figures["server_errors"],
         "first_server_error": figures["first_server_error"],
+        "server_warnings": figures["server_warnings"],
         "entries_per_resident": args.entries,
         "gateways": args.gateways,
         "batch_events": args.batch,
@@ -136,4 +137,6 @@ def print_report(figures: dict[str, Any]) -> None:
             f"hie up logged {out['server_errors']} ERROR line(s), the first: "
             f"{out['first_server_error']}"
         )
+    if out["server_warnings"]:
+        print(f"hie up's warnings, by kind: {out['server_warnings']}")
     print(json.dumps(out, ensure_ascii=False))
