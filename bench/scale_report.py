@@ -36,7 +36,9 @@ COLUMNS = [  # heading, figure
     ("JS MB/M", lambda s: f"{s['jetstream_bytes_per_million_events'] / 2**20:,.1f}"),
     (
         "RSS max",
-        lambda s: f"{max((v for k, v in s['peak_rss_mb'].items() if k != SHARED_INCLUDED)):.0f}",
+        lambda s: (
+            f"{max((v for k, v in s['peak_rss_mb'].items() if k != SHARED_INCLUDED), default=0):.0f}"
+        ),
     ),
 ]
 
