@@ -33,7 +33,7 @@ class LedgerIdentities:
         pseudonym_key: bytes,
         load: Callable[[UUID], PatientIdentity | None],
         lookup: Callable[[list[Key]], dict[Key, UUID]],
-        load_many: Callable[[list[UUID]], dict[UUID, PatientIdentity]] | None = None,
+        load_many: Callable[[list[UUID]], dict[UUID, PatientIdentity]],
         *,
         cache_size: int = 20_000,
     ) -> None:
@@ -85,8 +85,6 @@ class LedgerIdentities:
         if missing:
             found = self._lookup(missing)
             self._index.update({k: found.get(k) for k in missing})
-        if self._load_many is None:
-            return
         if len(self._absent) > self._cache_size:
             self._absent.clear()
         named = {
