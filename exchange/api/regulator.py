@@ -25,7 +25,7 @@ from exchange.api.access import Access, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.fhir import audit_event, bundle
 from exchange.api.redecide import rebuild_disclosed, recorded_summary, redecide, summary
-from exchange.api.responses import Refused, fhir_response, json_response
+from exchange.api.responses import Refused, csv_cell, fhir_response, json_response
 from projections.render import dumps
 
 CSV_COLUMNS = (
@@ -146,7 +146,8 @@ class Regulator:
         writer.writerow(CSV_COLUMNS)
         for seq, r in rows:
             writer.writerow(
-                [
+                csv_cell(v)
+                for v in [
                     seq,
                     r.get("recorded_at"),
                     r.get("action"),

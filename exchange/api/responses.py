@@ -83,3 +83,17 @@ def json_response(doc: Any, request_id: str, status: int = 200) -> Response:
         media_type="application/json",
         headers={"X-Request-Id": request_id},
     )
+
+
+# A spreadsheet takes a cell that starts with one of these as a formula (OWASP's CSV
+# injection list): a token's subject or a route could then run in the regulator's office.
+_FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet shows as text: a string that a spreadsheet would
+    read as a formula gets a leading apostrophe (what spreadsheets themselves do to mark
+    text); numbers, booleans and empty cells are left as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_LEAD):
+        return "'" + value
+    return value

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from exchange.auth import jose
-from exchange.auth.tokens import MAX_TTL, ROLES, Identity, TokenError
+from exchange.auth.tokens import MAX_TTL, Identity, TokenError
 from exchange.errors import ConfigurationError
 
 # RFC 8176 methods that are a factor beyond a password: something held or something one is,
@@ -43,7 +43,9 @@ SECOND_FACTORS = frozenset(
     {"otp", "hwk", "swk", "sms", "tel", "sc", "face", "fpt", "iris", "retina", "vbm", "mfa", "mca"}
 )
 DEFAULT_ROLES = ("physician", "nurse")
-HOSPITAL_ROLES = tuple(r for r in ROLES if r != "patient")  # patients sign in at the exchange
+# A member hospital vouches for its own clinicians only: patients sign in at the exchange, and
+# a regulator or an administrator of the consortium is no hospital's to make.
+HOSPITAL_ROLES = ("physician", "nurse")
 CLOCK_SKEW = timedelta(seconds=60)
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_LENGTH = 8192

@@ -44,6 +44,15 @@ def shared_buffers_mb(total_bytes: int | None = None) -> int:
     return max(128, min(2048, total_bytes // 4 // 2**20))
 
 
+def write_private(path: Path, text: str) -> None:
+    """A secret into a file that only its owner may read from the moment it exists (created
+    afresh with mode 0600, never widened and narrowed afterwards)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -182,7 +191,7 @@ class EmbeddedPostgres:
     def _initdb(self, as_user: dict[str, Any]) -> None:
         password = secrets.token_urlsafe(24)
         pwfile = self.pgdata.parent / "initdb.pw"
-        pwfile.write_text(password)
+        write_private(pwfile, password)
         if as_user:
             os.chown(pwfile, int(as_user["user"]), int(as_user["group"]))
         try:
@@ -209,9 +218,7 @@ class EmbeddedPostgres:
             ) from None
         finally:
             pwfile.unlink()
-        pw_path = self.root / "password"
-        pw_path.write_text(password)
-        pw_path.chmod(0o600)
+        write_private(self.root / "password", password)
 
     def _create_database(self) -> None:
         import psycopg

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -222,3 +223,30 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
     js = exchange.rt.nc.jetstream()
     info = await js.stream_info(stream_name(exchange.rt.settings.consortium, "AUDIT"))
     assert info.state.messages >= 2
+
+
+async def test_the_csv_export_never_hands_a_spreadsheet_a_formula(exchange: Running) -> None:
+    """A member's login may name its people anything: a person named like a spreadsheet
+    formula reads a record, and the regulator's CSV shows the name as text, not a formula
+    (the same value stays as it is in the JSON routes)."""
+    await exchange.register("thc-west")
+    await submit(exchange, "thc-west", record_items(resident(13), "c", consent=True))
+    await exchange.settle()
+    pid = exchange.rt.ledger.patient_id(resident(13))
+    sly = '=HYPERLINK("http://127.0.0.1/x","click")'
+    for name in (sly, "+1-2", "@SUM(A1)", "-3"):
+        reader = {**token(exchange, name, "thc-west", "physician"), "X-Purpose-Of-Use": "TREAT"}
+        async with httpx.AsyncClient(base_url=exchange.url) as http:
+            assert (await http.get(f"/fhir/Patient/{pid}/$everything", headers=reader)).is_success
+    regulator = token(exchange, "inspector-sun", "health-bureau", "regulator")
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        exported = await http.get(
+            "/audit/export.csv", headers=regulator, params={"patient": str(pid)}
+        )
+        events = (
+            await http.get("/fhir/AuditEvent", headers=regulator, params={"patient": str(pid)})
+        ).json()
+    persons = [r["person"] for r in csv.DictReader(io.StringIO(exported.text))]
+    assert sorted(p for p in persons if p) == sorted(["'" + sly, "'+1-2", "'@SUM(A1)", "'-3"])
+    assert not any(line.startswith(("=", "+", "-", "@")) for line in exported.text.splitlines())
+    assert json.dumps(sly) in json.dumps(events)  # the record itself keeps the name as it is

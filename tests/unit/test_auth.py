@@ -300,6 +300,9 @@ def test_without_a_logins_file_no_hospital_is_trusted(tmp_path: Path) -> None:
         {"county": {"public_key": pem(rsa.generate_private_key(65537, 2048))}},
         {"county": {"public_key": pem(ec.generate_private_key(ec.SECP384R1()))}},
         {"county": {"public_key": pem(COUNTY_KEY), "roles": ["patient"]}},
+        # A hospital vouches for its clinicians, not for the consortium's regulators or admins.
+        {"county": {"public_key": pem(COUNTY_KEY), "roles": ["regulator"]}},
+        {"county": {"public_key": pem(COUNTY_KEY), "roles": ["physician", "admin"]}},
         {"county": {"public_key": pem(COUNTY_KEY), "roles": []}},
         {"county": {"public_key": [], "roles": ["nurse"]}},
     ],
