@@ -6,7 +6,7 @@ are group-committed: many records, one transaction, one WAL flush. The store kee
 complete tree node (``audit_nodes``) so inclusion and consistency proofs are a few lookups,
 and the tree's right edge (``audit_tree``) so the root at the current size is O(log n).
 Triggers refuse UPDATE, DELETE and TRUNCATE on the log, its nodes and its signed heads. The
-tables are made by the versioned steps in ``MIGRATIONS`` (run by exchange.servers.migrations).
+tables are made by the versioned steps of ``audit.schema`` (run by exchange.servers.migrations).
 """
 
 from __future__ import annotations
@@ -29,113 +29,6 @@ from audit.search import Query
 from domain.errors import AuditError
 
 GENESIS = b"\x00" * 32
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq bigint PRIMARY KEY, recorded_at timestamptz NOT NULL, patient_id uuid, person text,
-    institution text, action text NOT NULL, decision text, purpose text,
-    break_glass boolean NOT NULL DEFAULT false, record_text text NOT NULL,
-    leaf_hash bytea NOT NULL, chain_hash bytea NOT NULL);
--- A read's record lists every resource it disclosed (kilobytes of ids that compress well but
--- cost CPU to compress on every read): stored as it is.
-ALTER TABLE audit_log ALTER COLUMN record_text SET STORAGE EXTERNAL;
-CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient_id, seq);
-CREATE INDEX IF NOT EXISTS audit_log_person ON audit_log (person, recorded_at);
-CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (recorded_at);
-CREATE TABLE IF NOT EXISTS audit_nodes (
-    level smallint NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx));
-CREATE TABLE IF NOT EXISTS audit_tree (
-    id int PRIMARY KEY CHECK (id = 1), size bigint NOT NULL, frontier bytea[] NOT NULL,
-    chain_head bytea NOT NULL);
-INSERT INTO audit_tree VALUES (1, 0, '{}', '\\x0000000000000000000000000000000000000000000000000000000000000000')
-    ON CONFLICT (id) DO NOTHING;
-CREATE TABLE IF NOT EXISTS audit_heads (
-    size bigint PRIMARY KEY, root bytea NOT NULL, note text NOT NULL,
-    signed_at timestamptz NOT NULL);
-CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
-"""
-_PROTECTED = ("audit_log", "audit_nodes", "audit_heads")
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext('hie-audit-append'))"
-
-# One round trip per append: the caller computes the leaves, nodes and new frontier from the
-# tree state it last saw; the function takes the lock, checks that the tree is still that size
-# (another process may have appended), writes everything and commits with the call. False:
-# the tree moved on; the caller reloads the state and computes again.
-_APPEND_FUNCTION = """
-CREATE OR REPLACE FUNCTION audit_append(
-    expected bigint, seqs bigint[], ats timestamptz[], patients uuid[], persons text[],
-    institutions text[], actions text[], decisions text[], purposes text[], glass boolean[],
-    texts text[], leaves bytea[], chains bytea[], levels smallint[], idxs bigint[],
-    hashes bytea[], new_size bigint, new_frontier bytea[], new_chain bytea)
-RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('hie-audit-append'));
-    IF (SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE) <> expected THEN
-        RETURN false;
-    END IF;
-    INSERT INTO audit_log (seq, recorded_at, patient_id, person, institution, action,
-                           decision, purpose, break_glass, record_text, leaf_hash, chain_hash)
-        SELECT * FROM unnest(seqs, ats, patients, persons, institutions, actions, decisions,
-                             purposes, glass, texts, leaves, chains);
-    INSERT INTO audit_nodes (level, idx, hash) SELECT * FROM unnest(levels, idxs, hashes);
-    UPDATE audit_tree SET size = new_size, frontier = new_frontier, chain_head = new_chain
-        WHERE id = 1;
-    RETURN true;
-END $$;
-"""
-
-
-def _triggers() -> str:
-    out = []
-    for table in _PROTECTED:
-        out.append(f"""
-DROP TRIGGER IF EXISTS {table}_no_change ON {table};
-CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table}
-    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
-DROP TRIGGER IF EXISTS {table}_no_truncate ON {table};
-CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();""")
-    return "".join(out)
-
-
-# Step 3: the size alone does not say the caller computed on the tree as it stands (an append
-# computed on one that was refused would find the size it expected): the batch's first chain
-# link must also extend the stored chain head, or nothing is written (false: compute again).
-_APPEND_CHAINED = _APPEND_FUNCTION.replace(
-    """    IF (SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE) <> expected THEN
-        RETURN false;
-    END IF;""",
-    """    IF (SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE) <> expected
-       OR sha256((SELECT chain_head FROM audit_tree WHERE id = 1)
-                 || convert_to(texts[1], 'UTF8')) <> chains[1] THEN
-        RETURN false;
-    END IF;""",
-)
-
-_COMMENTS = """
-COMMENT ON TABLE audit_log IS 'The audit log, one row per record, append-only (triggers refuse
-UPDATE, DELETE and TRUNCATE): leaf_hash is its RFC 9162 leaf, chain_hash links it to the row
-before. Check with hie audit verify.';
-COMMENT ON TABLE audit_nodes IS 'Every complete Merkle subtree hash of audit_log by (level,
-idx), append-only: proofs are a few lookups.';
-COMMENT ON TABLE audit_tree IS 'One row: the tree size, its right edge (frontier) and the hash
-chain head, moved only by audit_append().';
-COMMENT ON TABLE audit_heads IS 'Signed tree heads (C2SP tlog-checkpoint notes), append-only;
-each extends the one before.';
-"""
-
-# The schema in versioned steps (exchange.servers.migrations runs them): step N is version N.
-# Never edit, reorder or remove a released step; a change is a new step at the end.
-BASELINE_TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads")
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    (
-        "baseline: log, Merkle nodes, tree, signed heads, append-only triggers, append function",
-        SCHEMA + _triggers() + _APPEND_FUNCTION,
-    ),
-    ("comments on what each audit table holds", _COMMENTS),
-    ("the append also checks that its batch extends the stored chain head", _APPEND_CHAINED),
-)
 
 
 def canonical_text(record: dict[str, Any]) -> str:
@@ -160,7 +53,7 @@ def chain_link(previous: bytes, text: str) -> bytes:
 
 _APPEND_CALL = (
     "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-    "$14, $15, $16, $17, $18, $19)"
+    "$14, $15, $16, $17, $18, $19, $20, $21)"
 )
 
 
@@ -275,6 +168,13 @@ class AuditStore:
             leaves,
             chains,
         ]
+        # A record that touched several patients lists them: each is indexed with its seq.
+        links = [
+            (UUID(p), seq)
+            for seq, g in zip(seqs, get, strict=True)
+            if isinstance(many := g("patients"), list)
+            for p in dict.fromkeys(many)
+        ]
         args = [
             expected,
             *cols,
@@ -284,6 +184,8 @@ class AuditStore:
             frontier.size,
             frontier.hashes,
             chain,
+            [p for p, _ in links],
+            [seq for _, seq in links],
         ]
         return args, seqs, (frontier, chain)
 

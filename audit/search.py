@@ -78,7 +78,12 @@ def parse_search(params: Mapping[str, Sequence[str]], *, with_paging: bool = Tru
     q = Query()
     for value in params.get("patient", []):
         try:
-            q.add("patient_id = {}", UUID(value.removeprefix("Patient/")))
+            # The records of this patient, and those that touched several, this one among them.
+            q.add(
+                "seq IN (SELECT seq FROM audit_log WHERE patient_id = {0} UNION ALL "
+                "SELECT seq FROM audit_patients WHERE patient_id = {0})",
+                UUID(value.removeprefix("Patient/")),
+            )
         except ValueError:
             raise SearchError("search.patient", "patient takes a patient id") from None
     for name, column in (

@@ -22,7 +22,7 @@ import uvicorn
 from nats.aio.client import Client
 
 from adapters.nats import SubmitClient
-from audit import postgres as audit_tables
+from audit import schema as audit_tables
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
 from consent import postgres as consent_tables
@@ -132,6 +132,8 @@ class Runtime:
             executor=self.executor,
             batch_max_bytes=self.settings.batch_max_bytes,
             audit=self.audit_writer,
+            keys_pool=self.pool,
+            ingest_policy=self.settings.ingest_policy,
         )
 
     def projection(self) -> PatientRecordProjection:

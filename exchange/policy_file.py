@@ -1,5 +1,6 @@
 """The consortium's policy file (TOML, ``HIE_POLICY_FILE`` or ``<data dir>/policy.toml``):
-the referral deadlines of ``[referral]`` and the access rules of ``[access]``. Anything it
+the referral deadlines of ``[referral]``, the access rules of ``[access]`` and the time
+limits of submissions of ``[ingest]``. Anything it
 cannot use is a ``ConfigurationError`` naming the file, the key and what it must be."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from consent.decision import DEFAULT_POLICY, AccessPolicy
+from domain.freshness import IngestPolicy
 from domain.referral import URGENCIES, ReferralPolicy
 from exchange.errors import ConfigurationError
 
@@ -109,16 +111,9 @@ def load_access_policy(path: Path) -> AccessPolicy:
                  "vital", "procedure", "immunization", "document", "observation"]
         HRESCH = ["diagnosis", "lab", "vital", "medication", "immunization", "procedure"]
     """
-    if not path.exists():
+    section = _section(path, "access", _ACCESS_KEYS)
+    if section is None:
         return DEFAULT_POLICY
-    try:
-        section = tomllib.loads(path.read_text(encoding="utf-8")).get("access", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path.name} is not valid TOML: {exc}") from None
-    if not isinstance(section, dict):
-        raise ConfigurationError(f"{path.name}: [access] must be a table")
-    if unknown := set(section) - _ACCESS_KEYS:
-        raise ConfigurationError(f"{path.name} [access] has unknown keys: {sorted(unknown)}")
 
     def names(value: object, where: str) -> frozenset[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -156,3 +151,43 @@ def load_access_policy(path: Path) -> AccessPolicy:
         )
     except ValueError as exc:  # the policy's own checks (unknown or sensitive categories)
         raise ConfigurationError(f"{path.name} [access]: {exc}") from None
+
+
+_INGEST_KEYS = {"max_submission_age", "max_clock_ahead"}
+
+
+def load_ingest_policy(path: Path) -> IngestPolicy:
+    """How old (and how far ahead of the exchange's clock) a submission's ``sent_at`` may be,
+    from ``[ingest]`` of the policy file (defaults when absent)::
+
+        [ingest]
+        max_submission_age = "30d"   # village clinics may be offline for days
+        max_clock_ahead = "5m"
+    """
+    section = _section(path, "ingest", _INGEST_KEYS)
+    d = IngestPolicy()
+    if section is None:
+        return d
+    return IngestPolicy(
+        max_age=parse_duration(section["max_submission_age"], "[ingest] max_submission_age")
+        if "max_submission_age" in section
+        else d.max_age,
+        max_ahead=parse_duration(section["max_clock_ahead"], "[ingest] max_clock_ahead")
+        if "max_clock_ahead" in section
+        else d.max_ahead,
+    )
+
+
+def _section(path: Path, name: str, keys: set[str]) -> dict[str, object] | None:
+    """The ``[name]`` table of the policy file (None: no file), its keys among ``keys``."""
+    if not path.exists():
+        return None
+    try:
+        section = tomllib.loads(path.read_text(encoding="utf-8")).get(name, {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{path.name} is not valid TOML: {exc}") from None
+    if not isinstance(section, dict):
+        raise ConfigurationError(f"{path.name}: [{name}] must be a table")
+    if unknown := set(section) - keys:
+        raise ConfigurationError(f"{path.name} [{name}] has unknown keys: {sorted(unknown)}")
+    return section

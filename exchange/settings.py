@@ -24,9 +24,15 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consent.decision import DEFAULT_POLICY, AccessPolicy
+from domain.freshness import IngestPolicy
 from domain.referral import ReferralPolicy
 from exchange.errors import ConfigurationError
-from exchange.policy_file import load_access_policy, load_policy, parse_duration
+from exchange.policy_file import (
+    load_access_policy,
+    load_ingest_policy,
+    load_policy,
+    parse_duration,
+)
 
 __all__ = [
     "Environment",
@@ -179,6 +185,7 @@ class Settings:
     gateway_processes: int = 0
     referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)
     access_policy: AccessPolicy = DEFAULT_POLICY
+    ingest_policy: IngestPolicy = field(default_factory=IngestPolicy)
     scheduler_seconds: float = 30.0  # the longest the referral scheduler sleeps
     secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -213,6 +220,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         gateway_processes=given.gateway_processes,
         referral_policy=load_policy(policy_path, explicit=given.policy_file is not None),
         access_policy=load_access_policy(policy_path),
+        ingest_policy=load_ingest_policy(policy_path),
         scheduler_seconds=given.scheduler_seconds,
         secrets=_load_secrets(data_dir, given),
     )

@@ -138,8 +138,9 @@ class PatientRecordReader:
 
         ``categories``: only entries ALL of whose categories are among these (an entry with
         a category not allowed is withheld whole). ``results_since``: lab and vital results
-        only if recorded since then."""
-        where, args = _entry_filter(members, at, categories, results_since)
+        only if recorded since then. At a position, what was later retracted as entered in
+        error is left out."""
+        where, args = _entry_filter(members, at, categories, results_since, at is not None)
         rows = await self.pool.fetch(
             "SELECT entry_id, kind, institution, patient_id, resource, category_mask "
             f"FROM record_entries WHERE {where} ORDER BY valid_from, entry_id",
@@ -156,6 +157,7 @@ class PatientRecordReader:
         categories: Sequence[str] | None = None,
         results_since: datetime | None = None,
         first: str | None = None,
+        as_it_stood: bool = False,
     ) -> EntriesPage:
         """The same entries as ``entries``, already joined as Bundle entries (UTF-8 bytes) by
         PostgreSQL — its string functions do in C what per-row Python cost most of a read's
@@ -165,8 +167,9 @@ class PatientRecordReader:
         The lines are sorted here and counted, typed and digested by the disclosure rule's
         one owner (``audit.disclosure``), not by PostgreSQL: three sorted aggregates over the
         same rows cost the database more than joining the whole Bundle, and its CPU is the
-        read path's limit."""
-        where, args = _entry_filter(members, at, categories, results_since)
+        read path's limit. ``as_it_stood``: a reader asked for the record as it stood at a past
+        instant, which leaves out what was retracted as entered in error since."""
+        where, args = _entry_filter(members, at, categories, results_since, as_it_stood)
         args.append(root)
         r = f"${len(args)}"
         row = await self.pool.fetchrow(
@@ -232,6 +235,7 @@ def _entry_filter(
     at: int | None,
     categories: Sequence[str] | None,
     results_since: datetime | None,
+    as_it_stood: bool = False,
 ) -> tuple[str, list[Any]]:
     where = ["patient_id = ANY($1)"]
     args: list[Any] = [list(members)]
@@ -241,6 +245,15 @@ def _entry_filter(
         args.append(at)
         where.append(
             f"valid_from <= ${len(args)} AND (valid_to IS NULL OR valid_to > ${len(args)})"
+        )
+    if as_it_stood:
+        # The record as it stood then, less what was later retracted as entered in error
+        # (often filed on the wrong patient): no clinician or patient sees it again; auditors
+        # see every version through the entry's history.
+        where.append(
+            "NOT EXISTS (SELECT 1 FROM record_entries x WHERE x.entry_id = "
+            "record_entries.entry_id AND x.ended_by = 'retracted' "
+            "AND x.valid_to > record_entries.valid_from)"
         )
     if categories is not None:  # every category of the entry among those allowed
         args.append(_ALL_BITS & ~mask_of(categories))

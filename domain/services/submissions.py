@@ -48,6 +48,9 @@ class Pending:
     valid: ValidSubmission
     envelope_text: str
     received_at: datetime
+    # The version of the institution's record whose key verified the signature (None: not
+    # checked against one); the ledger refuses the submission if the key has moved on since.
+    key_version: int | None = None
 
     @cached_property
     def key(self) -> UUID:

@@ -4,7 +4,7 @@ AuditEvent (IHE BALP shape) and the CapabilityStatement."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -98,14 +98,20 @@ def operation_outcome(
     }
 
 
-def audit_event(seq: int, record: dict[str, Any]) -> dict[str, Any]:
-    """One audit record as a FHIR AuditEvent, in the shape of IHE BALP."""
+def audit_event(
+    seq: int, record: dict[str, Any], shown: Collection[str] | None = None
+) -> dict[str, Any]:
+    """One audit record as a FHIR AuditEvent, in the shape of IHE BALP: one entity per
+    patient it touched (``shown``: only these of them, for a patient reading their own)."""
     permit = record.get("decision") == "permit"
     entity: list[dict[str, Any]] = []
-    if record.get("patient_id"):
+    patients = [record["patient_id"]] if record.get("patient_id") else record.get("patients") or []
+    for patient in patients:
+        if shown is not None and patient not in shown:
+            continue
         entity.append(
             {
-                "what": {"reference": f"Patient/{record['patient_id']}"},
+                "what": {"reference": f"Patient/{patient}"},
                 "type": {
                     "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
                     "code": "1",

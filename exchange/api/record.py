@@ -112,6 +112,7 @@ class RecordRoutes:
             categories=decision.categories,
             results_since=decision.results_since,
             first=first_line,
+            as_it_stood=at is not None,  # `_at`: less what was retracted since as in error
         )
         touched = set(page.categories) | ({"demographics"} if first else set())
         return Answer(

@@ -107,20 +107,28 @@ class Regulator:
         refusal = own_audit_only(ident.role, ident.person, asked)
         if refusal is not None:
             raise Refused.because(403, refusal)
+        own: list[UUID] = []
         try:
             query = self._query(call)
             if ident.role == "patient":  # only rows about this patient, whatever else is asked
                 root = await self.ctx.records.root(UUID(ident.person))
                 members = await self.ctx.records.members(root) if root else []
-                query.add("patient_id = ANY({})", [UUID(ident.person), *members])
+                own = [UUID(ident.person), *members]
+                query.add(
+                    "seq IN (SELECT seq FROM audit_log WHERE patient_id = ANY({0}) UNION ALL "
+                    "SELECT seq FROM audit_patients WHERE patient_id = ANY({0}))",
+                    own,
+                )
         except (SearchError, ValueError) as exc:
             code = exc.code if isinstance(exc, SearchError) else "search.invalid"
             raise _invalid(code, str(exc)) from None
         total, rows = await self.ctx.audit.search(query)
+        # A patient is shown themself among the patients a read touched, never the others.
+        shown = {str(p) for p in own} if ident.role == "patient" else None
         entries = [
             (
                 f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'audit/{seq}')}",
-                dumps(audit_event(seq, record)),
+                dumps(audit_event(seq, record, shown)),
             )
             for seq, record in rows
         ]
@@ -202,30 +210,30 @@ class Regulator:
         )
         patients: dict[str, dict[str, Any]] = {}
         for r in records:
-            if (
-                r.get("decision") != "permit"
-                or not r.get("patient_id")
-                or not (r.get("disclosed") or r.get("disclosed_count"))
+            if r.get("decision") != "permit" or not (
+                r.get("disclosed") or r.get("disclosed_count")
             ):
                 continue
-            entry = patients.setdefault(
-                r["patient_id"],
-                {
-                    "patient_id": r["patient_id"],
-                    "reads": 0,
-                    "categories": set(),
-                    "first": r["recorded_at"],
-                    "last": r["recorded_at"],
-                    "break_glass": False,
-                },
-            )
-            entry["reads"] += 1
-            entry["categories"] |= set(r.get("categories") or [])
-            entry.setdefault("resource_types", set()).update(
-                r.get("resource_types") or [d.split("/")[0] for d in r.get("disclosed", [])]
-            )
-            entry["last"] = r["recorded_at"]
-            entry["break_glass"] |= bool(r.get("break_glass"))
+            # One patient's record, or a read that touched several (an inbox, a search).
+            for pid in [r["patient_id"]] if r.get("patient_id") else r.get("patients") or []:
+                entry = patients.setdefault(
+                    pid,
+                    {
+                        "patient_id": pid,
+                        "reads": 0,
+                        "categories": set(),
+                        "first": r["recorded_at"],
+                        "last": r["recorded_at"],
+                        "break_glass": False,
+                    },
+                )
+                entry["reads"] += 1
+                entry["categories"] |= set(r.get("categories") or [])
+                entry.setdefault("resource_types", set()).update(
+                    r.get("resource_types") or [d.split("/")[0] for d in r.get("disclosed", [])]
+                )
+                entry["last"] = r["recorded_at"]
+                entry["break_glass"] |= bool(r.get("break_glass"))
         result = [
             {
                 **v,

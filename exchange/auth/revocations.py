@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from exchange.auth.tokens import MAX_TTL, Identity, TokenError
+from exchange.listening import Listener
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class Revocations:
         self._persons: dict[str, datetime] = {}
         self._loaded_at = float("-inf")  # monotonic time of the last successful load
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        # A notification, or the listening connection lost: reload either way.
+        self._listener = Listener(pool, CHANNEL, self._changed)
         self._task: asyncio.Task[None] | None = None
 
     # Revoking: each one notifies every running exchange when its transaction commits ---------
@@ -169,28 +171,13 @@ class Revocations:
         self._wake.set()
 
     def _listening(self) -> bool:
-        try:
-            return self._listener is not None and not self._listener.is_closed()
-        except asyncpg.InterfaceError:  # the pool took it back when its connection was lost
-            return False
+        return self._listener.active()
 
     async def _listen(self) -> None:
-        conn = await self.pool.acquire()  # held while listening: one of the pool's connections
-        self._listener = conn
-        conn.add_termination_listener(self._changed)
-        await conn.add_listener(CHANNEL, self._changed)
+        await self._listener.start()
 
     async def _stop_listening(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        # Any of these fails once the connection is lost, and then there is nothing to undo.
-        with contextlib.suppress(Exception):
-            conn.remove_termination_listener(self._changed)
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(CHANNEL, self._changed)
-        with contextlib.suppress(Exception):
-            await self.pool.release(conn)
+        await self._listener.stop()
 
 
 @contextlib.asynccontextmanager

@@ -115,7 +115,10 @@ async def seed_referrals(
     receipts = []
     for institution, item in demo_steps(residents):
         envelope = build_envelope(
-            institution=institution, items=[item], key=keys[institution], sent_at=SENT_AT
+            institution=institution,
+            items=[item],
+            key=keys[institution],
+            sent_at=datetime.now(UTC),  # when it is sent; the ids come from the content
         )
         key = submission_key(institution, envelope["submission_id"])
         if await rt.sync(rt.ledger.positions_of, [key]):

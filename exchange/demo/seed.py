@@ -73,7 +73,9 @@ async def submit_records(
     rt: Runtime, institution: str, key: Any, residents: Sequence[DemoResident], *, consents: bool
 ) -> list[dict[str, Any]]:
     envelopes = []
-    sent_at = datetime(2026, 11, 1, tzinfo=UTC)  # fixed: the envelope is content, ids stay stable
+    # When they are sent (the exchange refuses envelopes dated far from its clock); the
+    # submission ids come from the content alone, so they stay the same from run to run.
+    sent_at = datetime.now(UTC)
     for n, bundle in enumerate(demo_bundles(institution, list(residents))):
         report = read_fhir(bundle, institution=institution)
         items = list(report.items)

@@ -1,6 +1,7 @@
 """The gateway: submissions off JetStream, checked, appended to the ledger, acknowledged.
 
-For each fetched batch: check every message (sender, signature, envelope, items); look up
+For each fetched batch: check every message (sender, signature, envelope, items, time; see
+``exchange.ingest.checks``); look up
 which are already in the ledger (a repeat gets its original receipt); append the new ones in
 commits of at most ``batch_max_bytes``; publish receipts (and dead letters for rejected
 ones); only then ack. A crash anywhere before the ack means redelivery, and the ledger's
@@ -16,20 +17,21 @@ import json
 import logging
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+import asyncpg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.envelope import load_public_key, loads, verify_signature
+from adapters.envelope import load_public_key
 from audit.writer import AuditWriter
+from domain.freshness import IngestPolicy
 from domain.problems import Problem
-from domain.submission import validate_envelope
-from exchange.ingest.ledger import Appended, IntegrityError, Ledger, Pending
+from exchange.ingest.checks import DEFAULT_INGEST, Checked, EnvelopeChecks, rejection_rows
+from exchange.ingest.keys import Key
+from exchange.ingest.ledger import Appended, IntegrityError, Ledger
 from exchange.servers.nats import (
     GATEWAY_CONSUMER,
     deadletter_subject,
@@ -50,17 +52,6 @@ async def _nak(msg: Msg, delay: float) -> None:
         log.warning("could not nak a submission; it comes back after the ack wait")
 
 
-@dataclass
-class Checked:
-    msg: Msg
-    institution: str
-    submission_id: str | None
-    pending: Pending | None = None
-    problems: list[Problem] = field(default_factory=list)
-    position: int | None = None
-    repeat: bool = False
-
-
 class Gateway:
     def __init__(
         self,
@@ -75,6 +66,8 @@ class Gateway:
         audit: AuditWriter | None = None,
         retry_delay: float = 2.0,
         progress_every: float = 3.0,
+        keys_pool: asyncpg.Pool | None = None,
+        ingest_policy: IngestPolicy = DEFAULT_INGEST,
     ) -> None:
         self.audit = audit
         self.ledger = ledger
@@ -91,7 +84,8 @@ class Gateway:
         self.fetch_bytes = fetch_bytes
         self.retry_delay = retry_delay
         self.progress_every = progress_every  # well inside the consumer's ack wait (10 s)
-        self._keys: dict[str, Ed25519PublicKey] = {}
+        # Institution keys are cached while the checks LISTEN on keys_pool for rotations.
+        self.checks = EnvelopeChecks(self._load_key, keys_pool, ingest_policy)
         self.accepted = 0
         self.rejected = 0
 
@@ -103,10 +97,16 @@ class Gateway:
             GATEWAY_CONSUMER, stream=stream_name(self.consortium, "SUBMIT")
         )
         log.info("gateway consuming %s", stream_name(self.consortium, "SUBMIT"))
+        done = asyncio.Event()  # the keys' listener stops with the gateway, however it stops
+        keys = asyncio.create_task(self.checks.keys.run(done))
         try:
             await self._consume(sub, stop)
         finally:
+            done.set()
             await sub.unsubscribe()
+            # It gives its connection back to the pool on its way out (the pool cannot close
+            # while one is held), even if this task is cancelled meanwhile.
+            await asyncio.shield(keys)
 
     async def _consume(self, sub: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -225,8 +225,12 @@ class Gateway:
 
     async def process(self, msgs: Sequence[Msg]) -> list[Checked]:
         received_at = datetime.now(UTC)
-        checked = [await self._check(msg, received_at) for msg in msgs]
+        checked = [await self.checks.check(msg, received_at) for msg in msgs]
         await self._append(checked)
+        # A refusal of an authenticated submission is final: kept before it is answered, so
+        # that no replay of the same id is accepted later, whatever the ledger holds by then.
+        if final := [c for c in checked if c.authenticated and c.problems]:
+            await self._sync(self.ledger.record_rejections, rejection_rows(final, received_at))
         # Receipts (and dead letters) published and the audit records committed, all at
         # once; only then the acks, confirmed by one round trip for the whole batch.
         answers: list[Awaitable[Any]] = [self._answer(item) for item in checked]
@@ -259,75 +263,12 @@ class Gateway:
 
     # Checking ---------------------------------------------------------------------------------
 
-    async def _public_key(self, code: str, *, refresh: bool = False) -> Ed25519PublicKey | None:
-        """The institution's registered key, cached; ``refresh`` re-reads it (key rotation)."""
-        if refresh or code not in self._keys:
-            institution = await self._sync(self.ledger.institution, code)
-            if institution is None:
-                return None
-            self._keys[code] = load_public_key(institution.public_key)
-        return self._keys[code]
-
-    async def _check(self, msg: Msg, received_at: datetime) -> Checked:
-        institution = msg.subject.rsplit(".", 1)[-1]
-        header_id = (msg.headers or {}).get("Nats-Msg-Id")
-        result = Checked(msg, institution, header_id)
-        try:
-            text = msg.data.decode("utf-8")
-            doc = loads(text)
-        except (UnicodeDecodeError, ValueError):
-            result.problems = [Problem("envelope.not_json", "the submission is not UTF-8 JSON")]
-            return result
-        except RecursionError:
-            result.problems = [
-                Problem(
-                    "envelope.too_deep",
-                    "the submission nests JSON arrays or objects deeper than any envelope does",
-                )
-            ]
-            return result
-        if not isinstance(doc, dict):
-            result.problems = [Problem("envelope.not_object", "the envelope must be a JSON object")]
-            return result
-        if isinstance(doc.get("submission_id"), str):
-            result.submission_id = doc["submission_id"]
-        if doc.get("institution") != institution:
-            result.problems.append(
-                Problem(
-                    "sender.mismatch",
-                    "the envelope's institution is not the one in the subject",
-                    "institution",
-                )
-            )
-        key = await self._public_key(institution)
-        if key is None:
-            result.problems.append(
-                Problem(
-                    "institution.unknown",
-                    "no institution is registered with the subject's code",
-                    "institution",
-                )
-            )
-        elif not verify_signature(doc, key) and not (
-            (fresh := await self._public_key(institution, refresh=True))
-            and verify_signature(doc, fresh)
-        ):
-            result.problems.append(
-                Problem(
-                    "signature.invalid",
-                    "the signature does not verify with the institution's "
-                    "registered key over the RFC 8785 bytes of the envelope",
-                    "signature",
-                )
-            )
-        if result.problems:
-            return result  # an unauthenticated envelope gets no further reading
-        valid, problems = validate_envelope(doc)
-        if valid is None:
-            result.problems = problems
-            return result
-        result.pending = Pending(valid, text, received_at)
-        return result
+    async def _load_key(self, code: str) -> Key | None:
+        """The institution's registered key as the ledger holds it now."""
+        institution = await self._sync(self.ledger.institution, code)
+        if institution is None:
+            return None
+        return Key(load_public_key(institution.public_key), institution.version)
 
     # Appending ------------------------------------------------------------------------------
 

@@ -62,6 +62,23 @@ __all__ = [
 ]
 
 
+KEY_ROTATED = Problem(
+    "signature.key_rotated",
+    "the submission was signed with a key its institution has since replaced; sign it again, "
+    "under a new submission id, with the institution's current key",
+    "signature",
+)
+
+
+def rejected_before(at: datetime) -> Problem:
+    return Problem(
+        "submission.rejected_before",
+        f"this submission id was rejected on {at.date().isoformat()}, and a rejection is final: "
+        "correct what its receipt named and send the records under a new submission id",
+        "submission_id",
+    )
+
+
 @dataclass
 class Appended:
     positions: dict[UUID, int] = field(default_factory=dict)  # submission key -> ledger position
@@ -117,11 +134,25 @@ class Ledger(Application[UUID]):
         if existing is not None:
             if existing.public_key != public_key:
                 existing.rotate_key(public_key)
-                self.save(existing)
+                self.save(existing, key_changed=code)  # every gateway forgets the old key
                 return True
             return False
-        self.save(Institution(code=code, name=name, level=level, public_key=public_key))
+        self.save(
+            Institution(code=code, name=name, level=level, public_key=public_key),
+            key_changed=code,
+        )
         return True
+
+    def record_rejections(self, rows: Sequence[tuple[UUID, str, str, str, list[str]]]) -> None:
+        """Keep these refusals for good (see ``rejected_before``)."""
+        self.ledger_recorder.record_rejections(rows)
+
+    def rotate_key(self, code: str, public_key: str) -> int:
+        """Replace a registered institution's key; the ledger position it is in force from."""
+        institution = self.require_institution(code)
+        institution.rotate_key(public_key)
+        recordings = self.save(institution, key_changed=code)
+        return int(recordings[-1].notification.id)
 
     def institution(self, code: str) -> Institution | None:
         try:
@@ -174,7 +205,14 @@ class Ledger(Application[UUID]):
         Raises IntegrityError if any submission or source record is already held; the caller
         then retries one submission at a time to find which.
         """
-        refused: dict[UUID, list[Problem]] = {}
+        versions = self._key_versions({p.valid.institution for p in batch})
+        refused: dict[UUID, list[Problem]] = {
+            p.key: [KEY_ROTATED]
+            for p in batch
+            if p.key_version is not None and p.key_version != versions.get(p.valid.institution)
+        }
+        earlier = self.ledger_recorder.rejected_of([p.key for p in batch])
+        refused |= {key: [rejected_before(at)] for key, at in earlier.items()}
         held = self._held_facts(batch)
         while True:
             todo = [p for p in batch if p.key not in refused]
@@ -192,7 +230,16 @@ class Ledger(Application[UUID]):
                         "the ledger already holds a submission of the batch"
                     ) from None
                 continue
-            return Appended(self._save(plan, {p.key for p in todo}), refused)
+            keys = [
+                (Institution.create_id(p.valid.institution), p.key_version)
+                for p in todo
+                if p.key_version is not None
+            ]
+            return Appended(self._save(plan, {p.key for p in todo}, sorted(set(keys))), refused)
+
+    def _key_versions(self, codes: Iterable[str]) -> dict[str, int]:
+        """The version of each institution's record (it moves on with every key rotation)."""
+        return {code: found.version for code in codes if (found := self.institution(code))}
 
     def _held_facts(self, batch: Sequence[Pending]) -> HeldFacts:
         """The get step: what the ledger holds that this batch's checks need, in one query
@@ -210,13 +257,18 @@ class Ledger(Application[UUID]):
                     consents[(inst, sid)] = owner
         return HeldFacts(records, consents)
 
-    def _save(self, plan: Plan, keys: set[UUID]) -> dict[UUID, int]:
-        """The save step: the plan in one commit; the ledger positions of the submissions."""
+    def _save(
+        self, plan: Plan, keys: set[UUID], key_versions: list[tuple[UUID, int]]
+    ) -> dict[UUID, int]:
+        """The save step: the plan in one commit; the ledger positions of the submissions.
+        The commit is refused (IntegrityError) if an institution's key was rotated after the
+        versions given, which its submissions were verified at."""
         try:
             recordings = self.save(
                 *plan.aggregates,
                 source_records=plan.source_rows,
                 identifier_records=plan.identifier_rows,
+                key_versions=key_versions,
             )
         except OperationalError as exc:
             self.identities.forget()  # unsaved events may sit on cached identities

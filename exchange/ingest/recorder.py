@@ -23,6 +23,9 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from exchange.errors import ConfigurationError
 
+# The channel a registration or key rotation NOTIFYs in its commit (its payload: the code).
+KEYS_CHANNEL = "hie_institution_keys"
+
 
 class LedgerRecorder(PostgresApplicationRecorder):
     """The library's recorder plus two side tables written in the same commit.
@@ -34,6 +37,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
     """
 
     source_table = "ledger_source_records"
+    rejected_table = "ledger_rejected_submissions"
     identifier_table = "ledger_identifiers"
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
@@ -68,6 +72,31 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 schema=schema, table=Identifier(events_table_name)
             )
         )
+        # Submissions refused once they were authenticated: a refusal is final, so that a
+        # replay is never accepted once the ledger's state has changed (codes only, no data).
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} (submission uuid PRIMARY KEY, "
+                "institution text NOT NULL, submission_id text NOT NULL, "
+                "rejected_at timestamptz NOT NULL, codes text[] NOT NULL)"
+            ).format(schema=schema, table=Identifier(self.rejected_table))
+        )
+        # The key check of an append (see _insert_events): refused as an integrity violation
+        # when an institution's record moved on (its key rotated) since the version given.
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.ledger_keys_current(expected json) "
+                "RETURNS void LANGUAGE plpgsql AS $$ BEGIN IF EXISTS (SELECT 1 FROM "
+                "json_array_elements(expected) e JOIN {schema}.{events} s ON s.originator_id = "
+                "(e->>0)::uuid AND s.originator_version > (e->>1)::int) THEN RAISE EXCEPTION "
+                "'an institution key changed after the submission was verified' USING ERRCODE "
+                "= 'integrity_constraint_violation'; END IF; END $$"
+            ).format(schema=schema, events=Identifier(events_table_name))
+        )
+        self._keys_current = SQL("SELECT {schema}.ledger_keys_current(%s::json)").format(
+            schema=schema
+        )
+        self._notify_keys = SQL("SELECT pg_notify(%s, %s)")
         # One statement per table and save, its rows as one JSON parameter: psycopg dumps
         # a string far faster than arrays of many values, and in pipeline mode a refused
         # duplicate then surfaces as an IntegrityError rather than "pipeline aborted".
@@ -87,6 +116,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
             curs.execute(self._insert_source, [_rows_json(records)])
         if identifiers := kwargs.get("identifier_records"):
             curs.execute(self._insert_identifier, [_rows_json(identifiers)])
+        if versions := kwargs.get("key_versions"):
+            # Under the lock that orders the ledger (taken here, before the library's insert
+            # takes it again): a rotation is either committed before this append, and seen,
+            # or ordered after it.
+            self._lock_table(curs)
+            curs.execute(self._keys_current, [_rows_json(versions)])
+        if code := kwargs.get("key_changed"):
+            curs.execute(self._notify_keys, [KEYS_CHANNEL, code])  # delivered at commit
         super()._insert_events(curs, stored_events, **kwargs)
         if self._notify is not None:
             curs.execute(self._notify)  # delivered at commit: followers wake at once
@@ -146,6 +183,32 @@ class LedgerRecorder(PostgresApplicationRecorder):
             (institution, list(source_ids)),
         )
         return {row["source_id"]: row["submission"] for row in rows}
+
+    def record_rejections(self, rows: Sequence[tuple[UUID, str, str, str, list[str]]]) -> None:
+        """Keep (submission key, institution, submission id, when, problem codes) of
+        submissions refused for good; one already kept stays as it was first kept."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                self._sql(
+                    "INSERT INTO {schema}.{table} (submission, institution, submission_id, "
+                    "rejected_at, codes) SELECT (r->>0)::uuid, r->>1, r->>2, "
+                    "(r->>3)::timestamptz, ARRAY(SELECT json_array_elements_text(r->4)) "
+                    "FROM json_array_elements(%s::json) r ON CONFLICT (submission) DO NOTHING",
+                    self.rejected_table,
+                ),
+                [_rows_json(rows)],
+            )
+
+    def rejected_of(self, keys: Sequence[UUID]) -> dict[UUID, Any]:
+        """When each of these submissions was refused for good, for those that were."""
+        rows = self._fetch(
+            self._sql(
+                "SELECT submission, rejected_at FROM {schema}.{table} WHERE submission = ANY(%s)",
+                self.rejected_table,
+            ),
+            (list(keys),),
+        )
+        return {row["submission"]: row["rejected_at"] for row in rows}
 
     def held_records(self, institution: str, records: Sequence[str]) -> set[str]:
         """Which of these clinical records the institution has sent."""

@@ -106,6 +106,10 @@ SEED = [
             'recorded_at', now() - i * interval '2 seconds')::text,
         '\\x00', '\\x00'
     FROM generate_series(1, {AUDIT}) i""",
+    # One seeded read in ten touched three patients at once (an inbox, a search).
+    f"""INSERT INTO audit_patients (patient_id, seq)
+    SELECT {_PID.format(i=f"((i + k * 7919) % {PATIENTS}) + 1")}, -i
+    FROM generate_series(10, {AUDIT}, 10) i, generate_series(0, 2) k""",
     f"""INSERT INTO audit_nodes (level, idx, hash)
     SELECT l, -i, '\\x00' FROM generate_series(1, {AUDIT} / 2) i, generate_series(0, 1) l""",
     """INSERT INTO audit_heads (size, root, note, signed_at)

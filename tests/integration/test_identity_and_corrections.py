@@ -15,6 +15,7 @@ import httpx
 
 from domain.identity import RESIDENT_ID_SYSTEM, mrn_system
 from projections.postgres import PatientRecordReader
+from projections.render import entry_id
 from tests.factories import condition_item, consent_item, observation_item, resident
 from tests.integration.conftest import Running
 from tests.integration.test_submissions import envelope, send
@@ -105,7 +106,9 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
     assert await values(reader, person) == ["36.5", "38"]
     assert await values(reader, person, before_amend) == ["37", "38"]
 
-    # A diagnosis entered in error is retracted: gone now, there as it stood.
+    # A diagnosis entered in error is retracted: gone now, and gone from the record as it
+    # stood before the retraction too (it may have been filed on the wrong patient); only
+    # the entry's history, for auditors, keeps it.
     dx = condition_item(rid, "dx-1")
     await submit(exchange, "county", [dx])
     before_retract = await exchange.rt.sync(exchange.rt.ledger.max_position)
@@ -127,7 +130,30 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
     assert retracted["status"] == "accepted"
     kinds_now = [r["kind"] for r in await reader.entries(person, [person, temp])]
     kinds_then = [r["kind"] for r in await reader.entries(person, [person, temp], before_retract)]
-    assert "condition" not in kinds_now and "condition" in kinds_then
+    assert "condition" not in kinds_now and "condition" not in kinds_then
+    versions = await reader.history(entry_id("county", "dx-1"))
+    assert [v["ended_by"] for v in versions] == ["retracted"]
+    # An amendment superseded before a retraction is as much in error as the last version.
+    await submit(exchange, "county", [condition_item(rid, "dx-2")])
+    await submit(exchange, "county", [{**condition_item(rid, "dx-2b", "E11"), "amends": "dx-2"}])
+    before_second = await exchange.rt.sync(exchange.rt.ledger.max_position)
+    await submit(
+        exchange,
+        "county",
+        [
+            {
+                "source_id": "dx-2-x",
+                "kind": "retract",
+                "payload": {
+                    "patient": {"resident_id": rid},
+                    "record": "dx-2",
+                    "reason": "录入错误",
+                },
+            }
+        ],
+    )
+    kinds_then = [r["kind"] for r in await reader.entries(person, [person, temp], before_second)]
+    assert "condition" not in kinds_then
 
     # Corrections must point at a record the institution sent; identifiers must not collide.
     unknown = await submit(
@@ -233,3 +259,36 @@ async def test_merge_and_unmerge_lose_and_double_nothing(exchange: Running) -> N
     assert await reader.find_patient(mrn_system("county"), "B-1") == b
     again = await submit(exchange, "county", [{**unmerge, "source_id": "a37-2"}])
     assert codes(again) == ["unmerge.not_merged"]
+
+
+async def test_as_of_reads_never_show_what_was_retracted_as_entered_in_error(
+    exchange: Running,
+) -> None:
+    """A diagnosis filed on the wrong patient is retracted. Read as the record stood before
+    the retraction, by a physician and by the patient, it is not there; the rest is."""
+    await exchange.register("county", "county_hospital", "县医院")
+    rid = resident(43)
+    await submit(exchange, "county", [condition_item(rid, "wrong-dx", "C34.9")])
+    await submit(exchange, "county", [observation_item(rid, "bp-ok", "120")])
+    before = await exchange.rt.sync(exchange.rt.ledger.max_position)
+    retract = {
+        "source_id": "wrong-dx-x",
+        "kind": "retract",
+        "payload": {"patient": {"resident_id": rid}, "record": "wrong-dx", "reason": "非本人"},
+    }
+    assert (await submit(exchange, "county", [retract]))["status"] == "accepted"
+    await submit(exchange, "county", [consent_item(rid, "consent-w")])
+    await exchange.settle()
+    person = await PatientRecordReader(exchange.rt.pool).find_patient(RESIDENT_ID_SYSTEM, rid)
+    readers = [
+        {**token(exchange, "doctor-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"},
+        token(exchange, str(person), "patient", "patient"),
+    ]
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        for headers in readers:
+            then = await http.get(
+                f"/fhir/Patient/{person}/$everything", params={"_at": str(before)}, headers=headers
+            )
+            assert then.status_code == 200
+            types = [e["resource"]["resourceType"] for e in then.json()["entry"]]
+            assert "Observation" in types and "Condition" not in types

@@ -190,10 +190,24 @@ async def catalog(pool: asyncpg.Pool) -> dict[str, list[Any]]:
 
 
 def _but_append(described: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The catalog less what the later steps changed: the append function (steps 3 and 4)
+    and the table of a record's several patients (step 4)."""
     return {
         **described,
         "functions": [f for f in described["functions"] if "audit_append(" not in f],
+        "triggers": [t for t in described["triggers"] if " ON public.audit_patients " not in t],
     }
+
+
+async def previous_append(pool: asyncpg.Pool, batch: list[tuple[dict[str, Any], datetime]]) -> None:
+    """An append as the previous code made it: the same rows, through its function (which
+    took no list of a record's several patients)."""
+    store = AuditStore(pool)
+    args, _, _ = store._compute(batch, *await store._load_state())
+    assert args[-2:] == [[], []]  # none of these records lists several patients
+    await pool.fetchval(
+        "SELECT audit_append(" + ", ".join(f"${n}" for n in range(1, 20)) + ")", *args[:19]
+    )
 
 
 async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
@@ -201,7 +215,8 @@ async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
     person cut off, a break-glass grant."""
     store = AuditStore(pool)
     for batch, size in enumerate((5, 1, 7)):
-        await store.append_many(
+        await previous_append(
+            pool,
             [
                 (
                     {
@@ -217,7 +232,7 @@ async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
                     T0 + timedelta(minutes=10 * batch, seconds=n),
                 )
                 for n in range(size)
-            ]
+            ],
         )
         if batch != 1:  # heads at sizes 5 and 13
             assert await store.record_head(signer.note, T0 + timedelta(minutes=10 * batch + 5))
@@ -252,6 +267,7 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
         ("audit", 1, True),
         ("audit", 2, False),
         ("audit", 3, False),
+        ("audit", 4, False),
         ("consent", 1, True),
         ("revocations", 1, True),
     ]
@@ -294,12 +310,15 @@ async def test_an_adopted_database_has_the_schema_a_fresh_one_gets(
         applied = await migrate_stored_tables(fresh)
         assert not any(a.adopted for a in applied)
         # Version 1 is exactly the previous schema and adoption changed none of it; the later
-        # steps changed only the append function (step 3: it checks the chain head too).
+        # steps changed only the append function (step 3: it checks the chain head too; step
+        # 4: it indexes a record's several patients) and added that index's table.
         migrated = await catalog(fresh)
         assert await catalog(pool) == migrated
         assert _but_append(migrated) == _but_append(previous)
         [append] = [f for f in migrated["functions"] if "audit_append(" in f]
         assert "sha256((SELECT chain_head FROM audit_tree" in append
+        assert "INSERT INTO audit_patients" in append
+        assert len([t for t in migrated["triggers"] if "audit_patients" in t]) == 2
         assert await rows(fresh) == await rows(pool)  # audit_tree's one empty-tree row
     finally:
         await fresh.close()

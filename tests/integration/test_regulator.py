@@ -19,6 +19,7 @@ from audit.merkle import SHA256, verify_consistency, verify_inclusion
 from exchange.servers.nats import stream_name
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
+from tests.integration.referral_steps import accepted, consortium, referral
 from tests.integration.test_walking_skeleton import submit, token
 
 
@@ -250,3 +251,56 @@ async def test_the_csv_export_never_hands_a_spreadsheet_a_formula(exchange: Runn
     assert sorted(p for p in persons if p) == sorted(["'" + sly, "'+1-2", "'@SUM(A1)", "'-3"])
     assert not any(line.startswith(("=", "+", "-", "@")) for line in exported.text.splitlines())
     assert json.dumps(sly) in json.dumps(events)  # the record itself keeps the name as it is
+
+
+async def test_a_read_of_several_patients_is_found_by_each_of_them(exchange: Running) -> None:
+    """The county hospital's referral inbox shows two residents' referrals at once: each
+    resident's "who accessed my record" lists that read, and so does the regulator's breach
+    scope for the physician who made it."""
+    await consortium(exchange)
+    first, second = resident(71), resident(72)
+    await accepted(exchange, "thc-east", [referral(first, "ref-a")])
+    await accepted(exchange, "thc-east", [referral(second, "ref-b")])
+    await exchange.settle()
+    ids = [str(exchange.rt.ledger.patient_id(r)) for r in (first, second)]
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    doctor = {**token(exchange, "doctor-zhou", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
+    regulator = token(exchange, "inspector-sun", "health-bureau", "regulator")
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        inbox = await http.get("/referrals/inbox", headers=doctor)
+        assert inbox.status_code == 200
+        read_id = inbox.headers["x-request-id"]
+        seq = await exchange.rt.pool.fetchval(
+            "SELECT seq FROM audit_log WHERE record_text::jsonb->>'request_id' = $1", read_id
+        )
+        for pid in ids:
+            own = token(exchange, pid, "patient", "patient")
+            events = (
+                await http.get("/fhir/AuditEvent", headers=own, params={"patient": pid})
+            ).json()
+            [inbox_read] = [
+                e["resource"] for e in events["entry"] if e["resource"]["id"] == str(seq)
+            ]
+            # The patient sees themself among those the read touched, not the other one.
+            assert [e["what"]["reference"] for e in inbox_read["entity"]] == [f"Patient/{pid}"]
+            regulator_view = (
+                await http.get("/fhir/AuditEvent", headers=regulator, params={"patient": pid})
+            ).json()
+            [seen] = [
+                e["resource"] for e in regulator_view["entry"] if e["resource"]["id"] == str(seq)
+            ]
+            assert sorted(e["what"]["reference"] for e in seen["entity"]) == sorted(
+                f"Patient/{p}" for p in ids
+            )
+        scope = (
+            await http.get(
+                "/audit/breach-scope",
+                headers=regulator,
+                params={
+                    "agent": "doctor-zhou",
+                    "start": start.isoformat(),
+                    "end": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+                },
+            )
+        ).json()
+    assert sorted(p["patient_id"] for p in scope["patients"]) == sorted(ids)

@@ -21,7 +21,9 @@ def test_parameters_become_conditions_with_bound_values() -> None:
         }
     )
     assert q.where == (
-        "patient_id = $1 AND person = $2 AND recorded_at >= $3 AND "
+        "seq IN (SELECT seq FROM audit_log WHERE patient_id = $1 UNION ALL "
+        "SELECT seq FROM audit_patients WHERE patient_id = $1) AND person = $2 AND "
+        "recorded_at >= $3 AND "
         "recorded_at < $4 AND decision = ANY($5) AND break_glass = $6"
     )
     assert q.args[1:] == [

@@ -1,0 +1,127 @@
+"""The gateway's checks of one message, before anything of it reaches the ledger: sender,
+signature (with the institution's key as the ledger holds it), envelope, items, and when it
+was sent. What an authenticated submission is refused for is final (``rejection_rows``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+from nats.aio.msg import Msg
+
+from adapters.envelope import loads, verify_signature
+from domain.freshness import IngestPolicy, freshness_problems
+from domain.problems import Problem
+from domain.submission import submission_key, validate_envelope
+from exchange.ingest.keys import InstitutionKeys, Key
+from exchange.ingest.ledger import Pending
+
+UNKNOWN_INSTITUTION = Problem(
+    "institution.unknown", "no institution is registered with the subject's code", "institution"
+)
+BAD_SIGNATURE = Problem(
+    "signature.invalid",
+    "the signature does not verify with the institution's registered key over the RFC 8785 "
+    "bytes of the envelope",
+    "signature",
+)
+DEFAULT_INGEST = IngestPolicy()
+_SUBMISSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def rejection_rows(
+    items: Sequence[Checked], at: datetime
+) -> list[tuple[UUID, str, str, str, list[str]]]:
+    return [
+        (
+            submission_key(c.institution, c.submission_id),
+            c.institution,
+            c.submission_id,
+            at.isoformat(),
+            sorted({p.code for p in c.problems}),
+        )
+        for c in items
+        if c.submission_id is not None and _SUBMISSION_ID.match(c.submission_id)
+    ]
+
+
+@dataclass
+class Checked:
+    msg: Msg
+    institution: str
+    submission_id: str | None
+    pending: Pending | None = None
+    problems: list[Problem] = field(default_factory=list)
+    position: int | None = None
+    repeat: bool = False
+    authenticated: bool = False  # signed by the subject's institution with its key
+
+
+class EnvelopeChecks:
+    def __init__(
+        self,
+        load_key: Callable[[str], Awaitable[Key | None]],
+        keys_pool: asyncpg.Pool | None,
+        ingest_policy: IngestPolicy,
+    ) -> None:
+        # Cached while it LISTENs on keys_pool for rotations; without one, read every time.
+        self.keys = InstitutionKeys(load_key, keys_pool)
+        self.ingest_policy = ingest_policy
+
+    async def check(self, msg: Msg, received_at: datetime) -> Checked:
+        institution = msg.subject.rsplit(".", 1)[-1]
+        header_id = (msg.headers or {}).get("Nats-Msg-Id")
+        result = Checked(msg, institution, header_id)
+        try:
+            text = msg.data.decode("utf-8")
+            doc = loads(text)
+        except (UnicodeDecodeError, ValueError):
+            result.problems = [Problem("envelope.not_json", "the submission is not UTF-8 JSON")]
+            return result
+        except RecursionError:
+            result.problems = [
+                Problem(
+                    "envelope.too_deep",
+                    "the submission nests JSON arrays or objects deeper than any envelope does",
+                )
+            ]
+            return result
+        if not isinstance(doc, dict):
+            result.problems = [Problem("envelope.not_object", "the envelope must be a JSON object")]
+            return result
+        if isinstance(doc.get("submission_id"), str):
+            result.submission_id = doc["submission_id"]
+        if doc.get("institution") != institution:
+            result.problems.append(
+                Problem(
+                    "sender.mismatch",
+                    "the envelope's institution is not the one in the subject",
+                    "institution",
+                )
+            )
+        key = await self.keys.get(institution)
+        if key is not None and not verify_signature(doc, key.public):
+            # Perhaps signed with a key registered a moment ago, which this gateway has not
+            # heard of yet: the ledger's own answer decides.
+            key = await self.keys.get(institution, fresh=True)
+            if key is not None and not verify_signature(doc, key.public):
+                result.problems.append(BAD_SIGNATURE)
+        if key is None:
+            result.problems.append(UNKNOWN_INSTITUTION)
+        if result.problems:
+            return result  # an unauthenticated envelope gets no further reading
+        result.authenticated = True
+        valid, problems = validate_envelope(doc)
+        if valid is None:
+            result.problems = problems
+            return result
+        if problems := freshness_problems(valid.sent_at, received_at, self.ingest_policy):
+            result.problems = problems
+            return result
+        assert key is not None
+        result.pending = Pending(valid, text, received_at, key.version)
+        return result

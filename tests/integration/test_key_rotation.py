@@ -1,0 +1,146 @@
+"""A member institution's key is rotated (it may have leaked): the running exchange refuses
+the old key at once, without a restart, and accepts the new one; the rotation is audited
+before it is made. And the ledger itself refuses a submission verified with a key that was
+rotated between the gateway's check and the append."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+
+from adapters.envelope import build_envelope, new_private_key, public_key_b64
+from domain.submission import validate_envelope
+from exchange.cli.main import hie
+from exchange.ingest.ledger import KEY_ROTATED, IntegrityError, Pending
+from exchange.settings import Settings
+from tests.factories import record_items, resident
+from tests.integration.conftest import Running
+from tests.integration.test_walking_skeleton import submit
+
+
+def pem_file(tmp_path: Path, key: object) -> Path:
+    path = tmp_path / "new.pub.pem"
+    path.write_bytes(
+        key.public_key().public_bytes(  # type: ignore[attr-defined]
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
+async def test_a_rotated_key_is_refused_at_once_and_the_new_one_works(
+    exchange: Running, settings: Settings, tmp_path: Path
+) -> None:
+    await exchange.register("thc-rot")
+    old = exchange.keys["thc-rot"]
+    # The gateway has verified (and cached) the old key.
+    assert (await submit(exchange, "thc-rot", record_items(resident(31), "r1")))[
+        "status"
+    ] == "accepted"
+
+    new = new_private_key()
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        hie,
+        [
+            "institution",
+            "rotate-key",
+            "thc-rot",
+            "--public-key",
+            str(pem_file(tmp_path, new)),
+            "--reason",
+            "the old key may have leaked",
+        ],
+        obj=settings,
+    )
+    assert result.exit_code == 0, result.output
+    assert "in force from ledger position" in result.output
+
+    # At once, with the same running gateway: the old key signs nothing any more ...
+    refused = await submit(exchange, "thc-rot", record_items(resident(32), "r2"))
+    assert refused["status"] == "rejected"
+    assert {p["code"] for p in refused["problems"]} <= {
+        "signature.invalid",
+        "signature.key_rotated",
+    }
+    # ... and a little later (the gateway has heard of the rotation) plainly so.
+    await asyncio.sleep(0.5)
+    again = await submit(exchange, "thc-rot", record_items(resident(33), "r3"))
+    assert [p["code"] for p in again["problems"]] == ["signature.invalid"]
+    # The new key works.
+    exchange.keys["thc-rot"] = new
+    accepted = await submit(exchange, "thc-rot", record_items(resident(34), "r4"))
+    assert accepted["status"] == "accepted"
+    assert old is not new
+
+    # Audited, with who did it, why, and both keys' fingerprints.
+    rows = await exchange.rt.pool.fetch(
+        "SELECT record_text FROM audit_log WHERE action = 'institution.rotate_key'"
+    )
+    [record] = [json.loads(r["record_text"]) for r in rows]
+    assert record["institution"] == "thc-rot" and record["operator"]
+    assert record["reason"] == "the old key may have leaked"
+    assert record["old_key_sha256"] != record["new_key_sha256"]
+
+
+async def test_rotate_key_refuses_what_cannot_work(
+    exchange: Running, settings: Settings, tmp_path: Path
+) -> None:
+    await exchange.register("thc-same")
+    same = pem_file(tmp_path, exchange.keys["thc-same"])
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+
+    async def rotate(*argv: str) -> int:
+        result = await asyncio.to_thread(
+            CliRunner().invoke, hie, ["institution", "rotate-key", *argv], obj=settings
+        )
+        return int(result.exit_code)
+
+    assert await rotate("thc-same", "--public-key", str(same)) == 2  # already its key
+    assert await rotate("thc-same", "--public-key", str(bad)) == 2
+    assert await rotate("nobody", "--public-key", str(same)) == 2
+    rows = await exchange.rt.pool.fetch(
+        "SELECT 1 FROM audit_log WHERE action = 'institution.rotate_key'"
+    )
+    assert rows == []  # nothing was rotated, so nothing was recorded as rotated
+
+
+async def test_the_ledger_refuses_a_submission_verified_before_a_rotation(
+    exchange: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway verified the envelope with the key at version v; the key is rotated before
+    the append. The ledger refuses it: by its own check, and, should the rotation land after
+    that check, in the append's commit itself (nothing is stored)."""
+    await exchange.register("thc-race")
+    ledger = exchange.rt.ledger
+    version = (await exchange.rt.sync(ledger.institution, "thc-race")).version
+
+    def pending(n: int) -> Pending:
+        envelope = build_envelope(
+            institution="thc-race",
+            items=record_items(resident(40 + n), f"race-{n}"),
+            key=exchange.keys["thc-race"],
+            sent_at=datetime.now(UTC),
+        )
+        valid, problems = validate_envelope(envelope)
+        assert valid is not None, problems
+        return Pending(valid, json.dumps(envelope), datetime.now(UTC), version)
+
+    first, second = pending(1), pending(2)
+    await exchange.rt.sync(ledger.rotate_key, "thc-race", public_key_b64(new_private_key()))
+
+    appended = await exchange.rt.sync(ledger.append, [first])
+    assert appended.refused == {first.key: [KEY_ROTATED]} and not appended.positions
+
+    # The rotation lands after the ledger's own check read the institution's version.
+    monkeypatch.setattr(ledger, "_key_versions", lambda codes: {"thc-race": version})
+    with pytest.raises(IntegrityError):
+        await exchange.rt.sync(ledger.append, [second])
+    assert await exchange.rt.sync(ledger.positions_of, [second.key]) == {}
