@@ -63,6 +63,7 @@ __all__ = [
     "Reason",
     "SealRecord",
     "age_on",
+    "break_glass_brake",
     "check_break_glass",
     "decide",
     "is_own_record",
@@ -122,6 +123,26 @@ class Decision:
         """Categories this decision does not disclose: a statement about the decision, the
         same whatever the record holds (it never says what the record contains)."""
         return tuple(c for c in CATEGORIES if c not in self.categories)
+
+
+def break_glass_brake(in_hour: int, in_day: int, policy: AccessPolicy) -> Reason | None:
+    """Why one more break-glass grant is refused to a person who obtained ``in_hour`` in the
+    last hour and ``in_day`` in the last day (None: it is not). An emergency is rare; a run of
+    them by one person is what a stolen token or a curious colleague looks like."""
+    if in_hour >= policy.break_glass_per_hour:
+        return Reason(
+            "break_glass.rate_limited",
+            f"break-glass is limited to {policy.break_glass_per_hour} patients an hour per "
+            "person; the regulator has been alerted; ask the patient for consent, or a "
+            "colleague",
+        )
+    if in_day >= policy.break_glass_per_day:
+        return Reason(
+            "break_glass.rate_limited",
+            f"break-glass is limited to {policy.break_glass_per_day} patients a day per person; "
+            "the regulator has been alerted; ask the patient for consent, or a colleague",
+        )
+    return None
 
 
 class InvalidBreakGlass(ConsentError, ValueError):

@@ -34,6 +34,10 @@ class AccessPolicy:
     recent_results: timedelta = timedelta(days=180)  # "recent results" for a referral
     care_after_record: timedelta = timedelta(days=365)  # an entry recorded keeps care this long
     needs_care: frozenset[str] = frozenset({"TREAT"})
+    # Break-glass grants one person may obtain, in any hour and any day, past which the
+    # exchange refuses and alerts. (Not in the fingerprint: they decide grants, not reads.)
+    break_glass_per_hour: int = 3
+    break_glass_per_day: int = 10
 
     def fingerprint(self) -> str:
         """SHA-256 of the policy's canonical form: recorded with each read, so a decision can
@@ -54,6 +58,10 @@ class AccessPolicy:
             raise ValueError(
                 "clinical_roles are physician and/or nurse: regulators and "
                 "admins never read clinical data"
+            )
+        if self.break_glass_per_hour < 1 or self.break_glass_per_day < self.break_glass_per_hour:
+            raise ValueError(
+                "break_glass_per_hour is at least 1 and break_glass_per_day at least as many"
             )
         if set(self.break_glass_categories) - set(GENERAL):
             raise ValueError("break_glass_categories names unknown or sensitive categories")

@@ -21,12 +21,16 @@ import orjson
 
 from consent.decision import (
     BREAK_GLASS_TTL,
+    DEFAULT_POLICY,
+    AccessPolicy,
     BreakGlassGrant,
     CareRelationship,
     ConsentRecord,
     Facts,
     GuardianRecord,
+    Reason,
     SealRecord,
+    break_glass_brake,
 )
 
 SCHEMA = """
@@ -40,7 +44,14 @@ CREATE INDEX IF NOT EXISTS break_glass_grants_patient ON break_glass_grants (pat
 # version N; never edit a released step, add one. The read models above the ledger are not
 # here: a projection rebuild makes them.
 BASELINE_TABLES = ("break_glass_grants",)
-MIGRATIONS: tuple[tuple[str, str], ...] = (("baseline: break-glass grants", SCHEMA),)
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("baseline: break-glass grants", SCHEMA),
+    (
+        "a person's grants by time, for the break-glass rate limit",
+        "CREATE INDEX IF NOT EXISTS break_glass_grants_person "
+        "ON break_glass_grants (person, granted_at);",
+    ),
+)
 
 # The facts of one decision. {members}, {root}: the identities and the surviving one;
 # {inst}: the requesting institution; {pos}: the ledger position (null: the projection's);
@@ -210,20 +221,37 @@ class ConsentState:
         reason_code: str,
         reason: str,
         now: datetime,
-    ) -> BreakGlassGrant:
+        policy: AccessPolicy = DEFAULT_POLICY,
+    ) -> BreakGlassGrant | Reason:
+        """A grant, or why it is refused (the person's rate, ``break_glass_brake``): counted
+        and granted under a lock per person, so that requests at once cannot all pass."""
         grant = BreakGlassGrant(uuid4(), person, patient_id, reason_code, now + BREAK_GLASS_TTL)
-        await self.pool.execute(
-            "INSERT INTO break_glass_grants (grant_id, person, institution, patient_id, "
-            "reason_code, reason, granted_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-            grant.grant_id,
-            person,
-            institution,
-            patient_id,
-            reason_code,
-            reason,
-            now,
-            grant.expires_at,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('hie-break-glass'), hashtext($1))", person
+            )
+            row = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE granted_at > $2::timestamptz - interval '1 hour') AS hour, "
+                "count(*) AS day FROM break_glass_grants "
+                "WHERE person = $1 AND granted_at > $2::timestamptz - interval '1 day'",
+                person,
+                now,
+            )
+            assert row is not None
+            if (brake := break_glass_brake(row["hour"], row["day"], policy)) is not None:
+                return brake
+            await conn.execute(
+                "INSERT INTO break_glass_grants (grant_id, person, institution, patient_id, "
+                "reason_code, reason, granted_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                grant.grant_id,
+                person,
+                institution,
+                patient_id,
+                reason_code,
+                reason,
+                now,
+                grant.expires_at,
+            )
         return grant
 
 

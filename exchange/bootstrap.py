@@ -49,7 +49,7 @@ from exchange.ingest.scheduler import ReferralScheduler
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
 from exchange.servers.migrations import Applied, Component, migrate
-from exchange.servers.nats import connect, ensure_streams
+from exchange.servers.nats import PORTAL, connect, ensure_notify_consumer, ensure_streams
 from exchange.settings import Settings
 from projections.postgres import (
     LEDGER_CHANNEL,
@@ -198,7 +198,12 @@ class Runtime:
             referrals=ReferralReader(reads),
             policy=policy,
             portal=portal,
+            publish=self._publish,
+            consortium=self.settings.consortium,
         )
+
+    async def _publish(self, subject: str, doc: dict[str, Any]) -> None:
+        await self.nc.jetstream().publish(subject, json.dumps(doc).encode(), timeout=5)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -266,6 +271,8 @@ async def open_runtime(
         revocations = Revocations(pool)
         nc = await connect(ends.nats_url, name)
         await ensure_streams(nc.jetstream(), settings.consortium)
+        # Patients' notices wait for the patient portal's consumer, however long it is away.
+        await ensure_notify_consumer(nc.jetstream(), settings.consortium, PORTAL)
         yield Runtime(
             settings,
             ends,

@@ -93,6 +93,8 @@ _ACCESS_KEYS = {
     "referral_categories",
     "recent_results",
     "care_after_record",
+    "break_glass_per_hour",
+    "break_glass_per_day",
 }
 
 
@@ -106,6 +108,8 @@ def load_access_policy(path: Path) -> AccessPolicy:
                                "allergy", "lab", "vital"]
         recent_results = "180d"      # what a referral's receiver sees of lab and vital results
         care_after_record = "365d"   # an entry an institution recorded keeps its care this long
+        break_glass_per_hour = 3     # grants one person may obtain, past which: refused, alert
+        break_glass_per_day = 10
         [access.purposes]            # purpose -> general categories (sensitive: by consent only)
         TREAT = ["demographics", "encounter", "diagnosis", "medication", "allergy", "lab",
                  "vital", "procedure", "immunization", "document", "observation"]
@@ -119,6 +123,13 @@ def load_access_policy(path: Path) -> AccessPolicy:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigurationError(f"{path.name} [access] {where} is a list of names")
         return frozenset(value)
+
+    def count(value: object, where: str) -> int | None:
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(f"{path.name} [access] {where} is a whole number, 1 or more")
+        return value
 
     d = DEFAULT_POLICY
     try:
@@ -148,6 +159,10 @@ def load_access_policy(path: Path) -> AccessPolicy:
             )
             if "care_after_record" in section
             else d.care_after_record,
+            break_glass_per_hour=count(section.get("break_glass_per_hour"), "break_glass_per_hour")
+            or d.break_glass_per_hour,
+            break_glass_per_day=count(section.get("break_glass_per_day"), "break_glass_per_day")
+            or d.break_glass_per_day,
         )
     except ValueError as exc:  # the policy's own checks (unknown or sensitive categories)
         raise ConfigurationError(f"{path.name} [access]: {exc}") from None

@@ -3,7 +3,7 @@ authenticator and the patient portal, as one context the composition root fills 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -57,6 +57,10 @@ class ApiContext:
     referrals: ReferralReader
     policy: AccessPolicy = DEFAULT_POLICY
     portal: ConsentPortal | None = None  # consents a patient gives over HTTP
+    # Publishes (subject, JSON document) to JetStream, acknowledged: alerts for the regulator,
+    # notices for patients. None: nothing is published (the audit log still holds both).
+    publish: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    consortium: str = ""
     clock: Clock = lambda: datetime.now(UTC)
 
     @property

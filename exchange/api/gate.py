@@ -30,6 +30,7 @@ from exchange.api.context import ApiContext
 from exchange.api.fhir import operation_outcome
 from exchange.api.responses import AuditUnavailable, Refused, fhir_response
 from exchange.auth.tokens import Identity, TokenError
+from exchange.servers.nats import alert_subject
 
 __all__ = ["ApiContext", "Gate"]
 
@@ -303,10 +304,26 @@ class Gate:
             **extra,
         }
         try:
-            await self.ctx.audit_writer.append(record, self.ctx.clock())
+            seq = await self.ctx.audit_writer.append(record, self.ctx.clock())
         except AuditWriteError:
             log.exception("audit append failed; refusing request %s", request_id)
             raise AuditUnavailable() from None
+        if record["alert"]:
+            await self._raise_alert(seq, record)
+
+    async def _raise_alert(self, seq: int, record: Mapping[str, Any]) -> None:
+        """Tell the regulator's console at once (the audit log, and /audit/alerts, hold it
+        whatever becomes of this): what, who, where, about which patient; no clinical data."""
+        if self.ctx.publish is None:
+            return
+        alert = {
+            k: record.get(k)
+            for k in ("alert", "action", "route", "person", "role", "institution", "patient_id")
+        }
+        try:
+            await self.ctx.publish(alert_subject(self.ctx.consortium), {"seq": seq, **alert})
+        except Exception as exc:
+            log.warning("alert of audit record %d not published (%s)", seq, type(exc).__name__)
 
 
 def _role_refused(access: Access, ident: Identity) -> Refused:

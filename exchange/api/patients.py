@@ -3,12 +3,24 @@ identifier, and ``$break-glass``."""
 
 from __future__ import annotations
 
-from consent.decision import Decision, InvalidBreakGlass, Reason, check_break_glass
+import logging
+from datetime import datetime
+
+from consent.decision import (
+    BreakGlassGrant,
+    Decision,
+    InvalidBreakGlass,
+    Reason,
+    check_break_glass,
+)
 from exchange.api.access import PATH_PATIENT, Access, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.fhir import bundle, capability_statement, operation_outcome
 from exchange.api.responses import Refused, fhir_response
+from exchange.servers.nats import PORTAL, notify_subject
 from projections.render import dumps
+
+log = logging.getLogger(__name__)
 
 BREAK_GLASS_TEXT = "break-glass grant issued"
 
@@ -79,21 +91,33 @@ class PatientRoutes:
             raise Refused(404, "patient.not_found", "no patient has this id", "not-found")
         # The grant is for the person, whichever of their ids was asked.
         ident = call.who
+        now = self.ctx.clock()
         grant = await self.ctx.consent.grant_break_glass(
             person=ident.person,
             institution=ident.institution,
             patient_id=root,
             reason_code=code,
             reason=text,
-            now=self.ctx.clock(),
+            now=now,
+            policy=self.ctx.policy,
         )
+        if isinstance(grant, Reason):  # past this person's rate: refused, and an alert
+            raise Refused.because(
+                429,
+                grant,
+                "throttled",
+                patient_id=root,
+                decision=Decision(False, [grant], alert="break_glass.rate_limited"),
+            )
         decision = Decision(
             True,
             [Reason("break_glass.granted", BREAK_GLASS_TEXT)],
             legal_basis=f"break-glass:{grant.grant_id}",
             break_glass=True,
             obligations=["regulator-review", "notify-patient"],
+            alert="break_glass.granted",  # every one, at once, to the regulator
         )
+        await self._notify_patient(grant, ident.institution, now)
         return Answer(
             fhir_response(
                 operation_outcome(
@@ -114,6 +138,27 @@ class PatientRoutes:
                 "expires_at": grant.expires_at.isoformat(),
             },
         )
+
+    async def _notify_patient(
+        self, grant: BreakGlassGrant, institution: str, now: datetime
+    ) -> None:
+        """The patient's notice (PIPL Art. 18: told afterwards), to the patient portal's
+        durable notifications: which institution, why, when and until when; nothing else."""
+        if self.ctx.publish is None:
+            return
+        notice = {
+            "kind": "break_glass",
+            "grant_id": str(grant.grant_id),
+            "patient_id": str(grant.patient_id),
+            "institution": institution,
+            "reason_code": grant.reason_code,
+            "granted_at": now.isoformat(),
+            "expires_at": grant.expires_at.isoformat(),
+        }
+        try:
+            await self.ctx.publish(notify_subject(self.ctx.consortium, PORTAL), notice)
+        except Exception as exc:  # the review queue still holds the obligation
+            log.warning("break-glass notice not published (%s)", type(exc).__name__)
 
 
 def patient_routes(ctx: ApiContext) -> list[ApiRoute]:

@@ -378,7 +378,8 @@ class Regulator:
         )
 
     async def alerts(self, call: Call) -> Answer:
-        """Refused reads that raised an alert (a sealed record read by someone not named)."""
+        """Records that raised an alert: a sealed record read by someone it does not name,
+        every break-glass grant, a person refused break-glass past the rate."""
         rows = await self.ctx.audit.alerts()
         return _granted(
             call,

@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from adapters.envelope import build_envelope, public_key_b64
 from adapters.nats import SubmitError
 from domain.problems import Problem
+from exchange.servers.nats import PORTAL
 from projections.render import entry_id
 
-CODE = "patient-portal"
+CODE = PORTAL  # the institution the exchange registers for its own patient portal
 NAME = "患者服务门户 (patient portal)"
 LEVEL = "patient_portal"
 

@@ -56,6 +56,16 @@ def notify_subject(consortium: str, institution: str) -> str:
     return f"hie.{consortium}.notify.{institution}"
 
 
+def alert_subject(consortium: str) -> str:
+    """Where the regulator's console hears each alert the moment it is in the audit log."""
+    return f"hie.{consortium}.audit.alert"
+
+
+# The exchange's own patient portal: notices to patients (a break-glass on their record) go to
+# its notifications, kept for its durable consumer like any institution's.
+PORTAL = "patient-portal"
+
+
 def notify_consumer(institution: str) -> str:
     return f"notify-{institution}"
 
@@ -105,7 +115,7 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
         ),
         StreamConfig(  # signed audit tree heads, for witnesses and regulators to follow
             name=stream_name(consortium, "AUDIT"),
-            subjects=[f"hie.{consortium}.audit.head"],
+            subjects=[f"hie.{consortium}.audit.head", alert_subject(consortium)],
             storage=StorageType.FILE,
         ),
         StreamConfig(

@@ -46,6 +46,10 @@ REGISTRY: dict[str, str] = {
     "records.projection_position": "d27295e6e1fb",
     "consents.of_patient": "76b3c4562da6",
     "break_glass.grant": "322ff0bdf9a2",
+    "break_glass.lock": "17aa751285d6",  # one person's grants counted and granted in turn
+    "break_glass.rate": "8e2fb473cb45",
+    "transaction.begin": "09d5c7e48297",  # (the break-glass grant's)
+    "transaction.commit": "2db35aa37c40",
     # Referrals (projections/referral_reader.py)
     "referrals.get": "1f64d1c108fe",
     "referrals.history": "ee108e45a204",

@@ -34,6 +34,7 @@ RELEASED = {
     ("audit", 3): "b132fdee8002f118b0bb0738971979fa32a0976eb2ac7a16bee613d8f4e52947",
     ("audit", 4): "969df065f15a4ca73cf1e441c30ccb7d2cca0dee6e6ef9df083d7436e093e73c",
     ("consent", 1): "4de69f8f469c6b05ac5b31018f69871aa4d33bccc70712022e51bb5b6b389651",
+    ("consent", 2): "4e8eea56b381d4135a7459796a4051da1339eeb604fc731e3bdc9d366f7612d5",
     ("revocations", 1): "dbc671e9633627116439868bc8f51a3cdd72c2704aca3aa1c936a4711d647e76",
 }
 

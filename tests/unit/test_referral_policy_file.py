@@ -10,6 +10,7 @@ import pytest
 
 from domain.referral import ReferralPolicy
 from exchange.errors import ConfigurationError
+from exchange.policy_file import load_access_policy
 from exchange.settings import load_policy, load_settings, parse_duration
 
 POLICY = "policy.toml"
@@ -221,3 +222,19 @@ def test_the_access_policy_comes_from_the_policy_file(tmp_path: Path) -> None:
     path.write_text("[access]\nwho = 1\n")
     with pytest.raises(ConfigurationError, match="unknown keys"):
         load_access_policy(path)
+
+
+def test_break_glass_rates_come_from_the_access_section(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text("[access]\nbreak_glass_per_hour = 2\nbreak_glass_per_day = 5\n")
+    policy = load_access_policy(path)
+    assert (policy.break_glass_per_hour, policy.break_glass_per_day) == (2, 5)
+    assert policy.fingerprint() == load_access_policy(tmp_path / "none.toml").fingerprint()
+    for bad in (
+        "break_glass_per_hour = 0",
+        'break_glass_per_day = "10"',
+        "break_glass_per_hour = 4\nbreak_glass_per_day = 3",
+    ):
+        path.write_text(f"[access]\n{bad}\n")
+        with pytest.raises(ConfigurationError):
+            load_access_policy(path)
