@@ -67,6 +67,7 @@ __all__ = [
     "check_break_glass",
     "decide",
     "is_own_record",
+    "may_find",
     "may_read_consents",
     "own_audit_only",
 ]
@@ -361,6 +362,29 @@ def _best_care(care: Sequence[CareRelationship]) -> CareRelationship | None:
 
 
 # Rules of the other patient routes, beside decide() -------------------------------------------
+
+
+def may_find(
+    purpose: str, institution: str, at: datetime, facts: Facts, *, referred: bool = False
+) -> Decision:
+    """Whether a physician's identifier lookup may say that the patient is known: only to an
+    institution that cares for them (an entry it recorded, a contract, an accepted referral),
+    that takes part in a referral of theirs (``referred``), or in an emergency (ETREAT, on
+    the way to break-glass). Otherwise the answer is the one an unknown identifier gets, so a
+    lookup reveals nobody's presence."""
+    if purpose == "ETREAT":
+        return Decision(True, [Reason("lookup.emergency", "identifier lookup in an emergency")])
+    if any(c.holds(institution, at) for c in facts.care):
+        return Decision(True, [Reason("lookup.care", "identifier lookup by a caring institution")])
+    if referred:
+        return Decision(True, [Reason("lookup.referral", "identifier lookup by a referral party")])
+    return _deny(
+        Reason(
+            "lookup.not_permitted",
+            "the institution has no care relationship with the patient: answered as unknown",
+        )
+    )
+
 
 CONSENT_READERS = (
     "the patient, and clinicians treating them (X-Purpose-Of-Use: TREAT), read the consents"

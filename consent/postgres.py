@@ -202,13 +202,20 @@ class ConsentState:
             [tuple(i) for i in orjson.loads(row["identifiers"])],
         )
 
-    async def consents(self, patient_id: UUID | Sequence[UUID]) -> list[asyncpg.Record]:
-        """The consents recorded for these identities, with their rendered resources."""
+    async def consents(
+        self, patient_id: UUID | Sequence[UUID], *, covering: str | None = None
+    ) -> list[asyncpg.Record]:
+        """The consents recorded for these identities, with their rendered resources;
+        ``covering``: only those whose scope names this institution (or every member): a
+        clinician sees what bears on their own reads, not what the patient agreed with others
+        (nor its sensitive categories)."""
         ids = [patient_id] if isinstance(patient_id, UUID) else list(patient_id)
         rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT consent_id, resource, withdrawn_at, position FROM consents "
-            "WHERE patient_id = ANY($1) ORDER BY position",
+            "WHERE patient_id = ANY($1) AND ($2::text IS NULL OR '*' = ANY(scope) "
+            "OR $2::text = ANY(scope)) ORDER BY position",
             ids,
+            covering,
         )
         return rows
 

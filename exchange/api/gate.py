@@ -215,12 +215,7 @@ class Gate:
                 ),
             }
         if not decision.permit:
-            raise Refused(
-                403,
-                decision.reasons[0].code,
-                "; ".join(r.message for r in decision.reasons),
-                decision=decision,
-            )
+            raise refusal_of(decision)
         if ident.role not in access.roles:  # the route's declaration bounds any rule
             raise _role_refused(access, ident)
         return view, decision, then
@@ -324,6 +319,32 @@ class Gate:
             await self.ctx.publish(alert_subject(self.ctx.consortium), {"seq": seq, **alert})
         except Exception as exc:
             log.warning("alert of audit record %d not published (%s)", seq, type(exc).__name__)
+
+
+# Refusals whose reason is about the request itself, not the record: told as they are.
+_ABOUT_THE_REQUEST = frozenset(
+    {
+        "role.not_permitted",
+        "role.not_own_record",
+        "purpose.not_supported",
+        "break_glass.no_grant",
+        "consent.not_permitted",  # the Consent route's own rule: who reads consents at all
+    }
+)
+NOT_PERMITTED = (
+    "this record cannot be read for this purpose now. Ask the patient for a separate consent "
+    "that names your institution and purpose; in an emergency, POST $break-glass with a "
+    "reason. The exchange's regulator can tell you more: quote this request's id"
+)
+
+
+def refusal_of(decision: Decision) -> Refused:
+    """What a refused caller is told: what they can do, never what the record holds (a seal,
+    a withdrawn consent, a consent's scope or purposes); the audit keeps every reason."""
+    first = decision.reasons[0]
+    if first.code in _ABOUT_THE_REQUEST:
+        return Refused(403, first.code, first.message, decision=decision)
+    return Refused(403, "access.not_permitted", NOT_PERMITTED, decision=decision)
 
 
 def _role_refused(access: Access, ident: Identity) -> Refused:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from urllib.parse import parse_qs
 
 from consent.decision import (
     BreakGlassGrant,
@@ -12,6 +13,7 @@ from consent.decision import (
     InvalidBreakGlass,
     Reason,
     check_break_glass,
+    may_find,
 )
 from exchange.api.access import PATH_PATIENT, Access, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
@@ -49,14 +51,45 @@ class PatientRoutes:
         return Answer(fhir_response(capability_statement(call.now), request_id=call.request_id))
 
     async def patient_search(self, call: Call) -> Answer:
-        system, sep, value = call.request.query_params.get("identifier", "").partition("|")
+        """``GET /fhir/Patient?identifier=<system>|<value>``, or the same as a form posted to
+        ``/fhir/Patient/_search`` (FHIR's search by POST: the resident ID stays out of URLs
+        and server logs)."""
+        if call.request.method == "POST":  # application/x-www-form-urlencoded, as FHIR says
+            try:
+                form = parse_qs((await call.request.body()).decode("utf-8"))
+            except UnicodeDecodeError:
+                form = {}
+            given = (form.get("identifier") or [""])[0]
+        else:
+            given = call.request.query_params.get("identifier", "")
+        system, sep, value = str(given).partition("|")
         if not sep or not system or not value:
             raise Refused(
                 400, "search.identifier", "search as identifier=<system>|<value>", "invalid"
             )
         patient_id = await self.ctx.records.find_patient(system, value)
-        entries = []
+        decision = Decision(True, [Reason("lookup.no_match", "identifier lookup")])
         if patient_id:
+            ident = call.who
+            view = await self.ctx.consent.view(
+                patient_id, institution=ident.institution, person=ident.person, at=call.now
+            )
+            if view is not None:
+                decision = may_find(call.purpose or "", ident.institution, call.now, view.facts)
+                if not decision.permit:  # a referral it takes part in, pending ones included?
+                    referred, _ = await self.ctx.referrals.search(
+                        party=ident.institution, patients=view.members, limit=1
+                    )
+                    if referred:
+                        decision = may_find(
+                            call.purpose or "",
+                            ident.institution,
+                            call.now,
+                            view.facts,
+                            referred=True,
+                        )
+        entries = []
+        if patient_id and decision.permit:
             # Minimum necessary: the id and the identifier the caller already holds.
             found = {
                 "resourceType": "Patient",
@@ -64,14 +97,12 @@ class PatientRoutes:
                 "identifier": [{"system": system, "value": value}],
             }
             entries.append((f"urn:uuid:{patient_id}", dumps(found)))
+        # Not permitted looks exactly like not found; the audit says which it was.
         return Answer(
             fhir_response(bundle(entries, now=call.now), request_id=call.request_id),
-            Decision(
-                True,
-                [Reason("lookup.match" if patient_id else "lookup.no_match", "identifier lookup")],
-            ),
+            decision,
             patient_id=patient_id,
-            disclosed=[f"Patient/{patient_id}"] if patient_id else [],
+            disclosed=[f"Patient/{patient_id}"] if entries else [],
         )
 
     async def break_glass(self, call: Call) -> Answer:
@@ -166,5 +197,6 @@ def patient_routes(ctx: ApiContext) -> list[ApiRoute]:
     return [
         ApiRoute("GET", "/fhir/metadata", METADATA, r.metadata),
         ApiRoute("GET", "/fhir/Patient", LOOKUP, r.patient_search),
+        ApiRoute("POST", "/fhir/Patient/_search", LOOKUP, r.patient_search),
         ApiRoute("POST", "/fhir/Patient/{pid}/$break-glass", BREAK_GLASS, r.break_glass),
     ]

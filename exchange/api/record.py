@@ -135,9 +135,12 @@ class RecordRoutes:
         """``Consent?patient=<id>``: the patient's consents (a clinician treating them with
         TREAT, or the patient: ``may_read_consents``), each with its withdrawal if any."""
         assert call.view is not None and call.decision is not None
-        rows = await self.ctx.consent.consents(call.view.members)
-        entries = [(f"urn:uuid:{r['consent_id']}", _with_withdrawal(r)) for r in rows]
         own = call.decision.legal_basis == "data-subject"
+        # The patient sees every consent; a clinician those that cover their institution.
+        rows = await self.ctx.consent.consents(
+            call.view.members, covering=None if own else call.who.institution
+        )
+        entries = [(f"urn:uuid:{r['consent_id']}", _with_withdrawal(r)) for r in rows]
         return Answer(
             fhir_response(bundle(entries, now=self.ctx.clock()), request_id=call.request_id),
             patient_id=call.view.root,

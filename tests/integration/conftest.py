@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import secrets
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -113,3 +115,17 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
 async def exchange(settings: Settings) -> AsyncIterator[Running]:
     async with running(settings) as ex:
         yield ex
+
+
+async def refused_for(running: Running, response: httpx.Response) -> str:
+    """A refused read's reason as the audit keeps it; the caller was told only that the read
+    is not permitted and what it can do (never what the record holds)."""
+    assert (
+        response.status_code == 403
+        and response.json()["issue"][0]["details"]["coding"][0]["code"] == "access.not_permitted"
+    )
+    record = await running.rt.pool.fetchval(
+        "SELECT record_text FROM audit_log WHERE record_text::jsonb->>'request_id' = $1",
+        response.headers["x-request-id"],
+    )
+    return str(json.loads(record)["reasons"][0]["code"])

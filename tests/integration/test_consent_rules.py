@@ -12,9 +12,8 @@ import httpx
 from domain.resident_id import make_resident_id
 from projections.render import entry_id
 from tests.factories import T0, consent_item, observation_item, record_items, resident
-from tests.integration.conftest import Running
+from tests.integration.conftest import Running, refused_for
 from tests.integration.consent_steps import (
-    code,
     depression,
     disclosed,
     hiv_test,
@@ -42,12 +41,17 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         # PIPL Art. 29: a general consent never stands in for a separate one.
         general = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
-        assert general.status_code == 403 and code(general) == "consent.general_only"
+        assert (
+            general.status_code == 403
+            and await refused_for(exchange, general) == "consent.general_only"
+        )
         # Art. 23: a separate consent for the township only does not cover the county.
         await accepted(exchange, "thc-east", [consent_item(rid, "c-thc", scope=["thc-east"])])
         await exchange.settle()
         outside = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
-        assert outside.status_code == 403 and code(outside) == "consent.scope"
+        assert (
+            outside.status_code == 403 and await refused_for(exchange, outside) == "consent.scope"
+        )
         # The scope widens: permitted, and the audit row names the consent.
         await accepted(
             exchange, "thc-east", [consent_item(rid, "c-both", scope=["thc-east", "county"])]
@@ -67,7 +71,10 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
         research = await http.get(
             f"/fhir/Patient/{pid}/$everything", headers=treat(exchange, purpose="HRESCH")
         )
-        assert research.status_code == 403 and code(research) == "consent.purpose"
+        assert (
+            research.status_code == 403
+            and await refused_for(exchange, research) == "consent.purpose"
+        )
         # Nobody withdraws a consent for another patient, whatever institution records it.
         someone = resident(88)
         await accepted(exchange, "vc-peach", record_items(someone, "vc-88")[1:2])
@@ -96,7 +103,9 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
         )
         assert withdrawn.status_code == 201, withdrawn.text
         after = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
-        assert after.status_code == 403 and code(after) == "consent.withdrawn"
+        assert (
+            after.status_code == 403 and await refused_for(exchange, after) == "consent.withdrawn"
+        )
         # Decided again from the ledger as it stood, each read gets its recorded decision.
         for answer in (general, outside, inside, research, after):
             again = await redecided(exchange, http, answer.headers["x-request-id"])
@@ -122,14 +131,14 @@ async def test_a_child_under_14_needs_a_recorded_guardian(exchange: Running) -> 
     await exchange.settle()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         own = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
-        assert own.status_code == 403 and code(own) == "consent.signer_under_14"
+        assert await refused_for(exchange, own) == "consent.signer_under_14"
         # The mother signs, but she is not recorded as guardian yet: still refused.
         by_mother = consent_item(child, "c-mother")
         by_mother["payload"] |= {"signed_by": "guardian", "guardian": {"resident_id": mother}}
         await accepted(exchange, "thc-east", [by_mother])
         await exchange.settle()
         unrecorded = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
-        assert code(unrecorded) == "consent.guardian_not_recorded"
+        assert await refused_for(exchange, unrecorded) == "consent.guardian_not_recorded"
         # Recorded as guardian: her consent stands for the child.
         await accepted(
             exchange,
@@ -211,7 +220,7 @@ async def test_care_relationship_and_a_family_doctor_contract(exchange: Running)
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         # A clinician whose institution does not treat the patient is refused.
         none = await http.get(f"/fhir/Patient/{pid}/$everything", headers=village)
-        assert none.status_code == 403 and code(none) == "care.none"
+        assert none.status_code == 403 and await refused_for(exchange, none) == "care.none"
         # The village clinic signs a family-doctor contract: now it treats the patient.
         now = datetime.now(UTC)
         await accepted(
@@ -265,7 +274,7 @@ async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running
         )
         await exchange.settle()
         sealed = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
-        assert sealed.status_code == 403 and code(sealed) == "record.sealed"
+        assert sealed.status_code == 403 and await refused_for(exchange, sealed) == "record.sealed"
         officer = await http.get(
             f"/fhir/Patient/{pid}/$everything", headers=treat(exchange, "officer-wu")
         )
@@ -274,7 +283,9 @@ async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running
         namesake = await http.get(
             f"/fhir/Patient/{pid}/$everything", headers=treat(exchange, "officer-wu", "thc-east")
         )
-        assert namesake.status_code == 403 and code(namesake) == "record.sealed"
+        assert (
+            namesake.status_code == 403 and await refused_for(exchange, namesake) == "record.sealed"
+        )
         # Another institution cannot lift the county's seal.
         await accepted(
             exchange,
@@ -289,7 +300,10 @@ async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running
         )
         await exchange.settle()
         assert (
-            code(await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange)))
+            await refused_for(
+                exchange,
+                await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange)),
+            )
             == "record.sealed"
         )
         # The refused attempt is an alert for the regulator.
@@ -326,7 +340,10 @@ async def test_a_patient_gives_consent_with_their_own_token(exchange: Running) -
     await exchange.settle()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         assert (
-            code(await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange)))
+            await refused_for(
+                exchange,
+                await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange)),
+            )
             == "consent.none"
         )
         patient = token(exchange, pid, "patient", "patient")
@@ -437,3 +454,32 @@ async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(exchang
             params={"_at": str(merged_at)},
         )
         assert b_then.status_code == 403  # B has no consent of their own
+
+
+async def test_a_clinician_sees_the_consents_that_bear_on_their_institution_only(
+    exchange: Running,
+) -> None:
+    """A patient agreed with the township centre to share HIV results for research, and with
+    the county hospital for treatment. The county's physician sees the county's consent, not
+    what the patient agreed with another member (nor its sensitive categories); the patient
+    sees both."""
+    await consortium(exchange)
+    rid = resident(84)
+    pid = await patient_of(exchange, rid)
+    await accepted(exchange, "county", record_items(rid, "cty-84")[1:])
+    township = consent_item(rid, "c-thc", scope=["thc-east"], purposes=["TREAT", "HRESCH"])
+    township["payload"]["categories"] = ["hiv", "lab"]
+    county = consent_item(rid, "c-cty", scope=["county"])
+    await accepted(exchange, "thc-east", [township])
+    await accepted(exchange, "county", [county])
+    await exchange.settle()
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        seen = await http.get("/fhir/Consent", params={"patient": pid}, headers=treat(exchange))
+        own = await http.get(
+            "/fhir/Consent",
+            params={"patient": pid},
+            headers=token(exchange, pid, "patient", "patient"),
+        )
+    assert seen.status_code == own.status_code == 200
+    assert len(match(seen)) == 1 and "hiv" not in seen.text and "thc-east" not in seen.text
+    assert len(match(own)) == 2 and "hiv" in own.text

@@ -27,6 +27,7 @@ ROLES = ("physician", "nurse", "patient", "regulator", "admin")
 GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/fhir/metadata"): (("anyone",), False),
     ("GET", "/fhir/Patient"): (("physician",), False),  # the id only: lookup
+    ("POST", "/fhir/Patient/_search"): (("physician",), False),  # the same, by form
     ("GET", "/fhir/Patient/{pid}/$everything"): (("physician", "nurse", "patient"), True),
     ("POST", "/fhir/Patient/{pid}/$break-glass"): (("physician",), False),
     ("GET", "/fhir/Consent"): (("physician", "nurse", "patient"), True),

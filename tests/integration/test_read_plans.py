@@ -44,7 +44,7 @@ REGISTRY: dict[str, str] = {
     "records.bundle_entries_as_it_stood": "5b4ddfbdba54",
     "records.resident_id": "d505635e442d",
     "records.projection_position": "d27295e6e1fb",
-    "consents.of_patient": "76b3c4562da6",
+    "consents.of_patient": "19e6c9c82a5f",
     "break_glass.grant": "322ff0bdf9a2",
     "break_glass.lock": "17aa751285d6",  # one person's grants counted and granted in turn
     "break_glass.rate": "8e2fb473cb45",

@@ -5,6 +5,7 @@ every decision in the audit."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -14,7 +15,7 @@ from domain.identity import RESIDENT_ID_SYSTEM
 from exchange.auth.tokens import TokenIssuer
 from exchange.servers.audit_heads import verify_log
 from tests.factories import record_items, resident
-from tests.integration.conftest import Running
+from tests.integration.conftest import Running, refused_for
 
 
 def token(running: Running, person: str, institution: str, role: str) -> dict[str, str]:
@@ -95,17 +96,33 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
             "urn:county-hie:mrn:county",
         }
 
-        # Without a consent the same physician is refused, with the reason.
-        other = await http.get(
-            "/fhir/Patient",
-            headers=treat,
-            params={"identifier": f"{RESIDENT_ID_SYSTEM}|{unconsented}"},
+        # A resident the county has never cared for: its lookup answers as for an unknown
+        # resident ID (nobody's presence is revealed), in a form or in the URL alike ...
+        lookup = {"identifier": f"{RESIDENT_ID_SYSTEM}|{unconsented}"}
+        unknown = {"identifier": f"{RESIDENT_ID_SYSTEM}|{resident(3)}"}
+        hidden = await http.get("/fhir/Patient", headers=treat, params=lookup)
+        absent = await http.post("/fhir/Patient/_search", headers=treat, data=unknown)
+        assert hidden.status_code == absent.status_code == 200
+        assert hidden.json()["total"] == absent.json()["total"] == 0
+
+        def body(response: httpx.Response) -> dict[str, Any]:
+            return {k: v for k, v in response.json().items() if k != "timestamp"}
+
+        assert body(hidden) == body(absent)
+        # ... but in an emergency it is found (by a form: the resident ID stays out of URLs).
+        other = await http.post(
+            "/fhir/Patient/_search", headers={**doctor, "X-Purpose-Of-Use": "ETREAT"}, data=lookup
         )
         other_id = other.json()["entry"][0]["resource"]["id"]
+        # Without a consent the same physician is refused a TREAT read.
         refused = await http.get(f"/fhir/Patient/{other_id}/$everything", headers=treat)
         assert refused.status_code == 403
+        # Told what can be done, not what the record holds; the audit keeps the reason.
         issue = refused.json()["issue"][0]
-        assert issue["details"]["coding"][0]["code"] == "consent.none"
+        assert issue["details"]["coding"][0]["code"] == "access.not_permitted"
+        assert "break-glass" in issue["details"]["text"]
+        assert "consent.none" not in refused.text and "no consent valid" not in refused.text
+        assert await refused_for(exchange, refused) == "consent.none"
         assert "entry" not in refused.json()
 
         # ETREAT without a grant is refused too; a grant needs a written reason.
@@ -134,8 +151,9 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
         assert note["issue"][0]["code"] == "suppressed" and "hiv" in note["issue"][0]["diagnostics"]
 
         # The regulator finds every decision about the unconsented patient in the audit,
-        # in order: lookup, TREAT denied, ETREAT denied, break-glass without a reason denied,
-        # glass broken, ETREAT permitted.
+        # in order: the lookup answered as unknown (refused), the emergency lookup, TREAT
+        # denied, ETREAT denied, break-glass without a reason denied, glass broken, ETREAT
+        # permitted.
         regulator = token(exchange, "inspector-zhao", "health-bureau", "regulator")
         audit = await http.get("/fhir/AuditEvent", headers=regulator, params={"patient": other_id})
         assert audit.status_code == 200, audit.text
@@ -150,7 +168,8 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
             for e in events
         ]
         assert summary == [
-            ("lookup", "0", "TREAT", False),
+            ("lookup", "4", "TREAT", False),
+            ("lookup", "0", "ETREAT", False),
             ("read", "4", "TREAT", False),
             ("read", "4", "ETREAT", False),
             ("break-glass", "4", "ETREAT", False),

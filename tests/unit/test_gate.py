@@ -258,7 +258,9 @@ async def test_a_patient_route_decides_on_the_facts_and_records_them_for_redecid
     # No consent, no care: decide() refuses; the refusal carries its reasons and the facts.
     ctx, seen = context(), Seen()
     answer = await read(ctx, seen, purpose="TREAT")
-    assert answer.status_code == 403 and code(answer) == "consent.none" and not seen.calls
+    # The caller is told what it can do; the record keeps why (none of it in the answer).
+    assert answer.status_code == 403 and code(answer) == "access.not_permitted" and not seen.calls
+    assert "consent.none" not in answer.text
     record = last(ctx)
     assert record["patient_id"] == str(PATIENT)  # the surviving identity, not the one asked
     assert [r["code"] for r in record["reasons"]] == ["consent.none", "care.none"]
