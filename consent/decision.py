@@ -26,7 +26,7 @@ The rules (REGULATIONS.md), in the order they are applied:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
@@ -189,7 +189,19 @@ def decide(request: AccessRequest, facts: Facts, policy: AccessPolicy = DEFAULT_
             Reason("role.not_permitted", f"the {request.role} role does not read clinical records")
         )
     reader = f"{request.institution}/{request.person}"
-    if any(s.active(request.position) and reader not in s.readers for s in facts.seals):
+    sealed = any(s.active(request.position) and reader not in s.readers for s in facts.seals)
+    if sealed and request.purpose == "ETREAT":
+        # A seal never stands between a patient and emergency care: read under the grant,
+        # and the regulator is told at once that a sealed record was opened.
+        emergency = _break_glass(request, facts, policy)
+        if emergency.permit:
+            return replace(
+                emergency,
+                alert="sealed-record.break-glass",
+                obligations=[*emergency.obligations, "alert-regulator"],
+            )
+        return emergency
+    if sealed:
         return _deny(
             Reason(
                 "record.sealed",

@@ -314,6 +314,17 @@ async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running
             ("sealed-record", "dr-li", "county"),
             ("sealed-record", "officer-wu", "thc-east"),
         ]
+        # In an emergency the seal gives way to break-glass, and the regulator is told.
+        er = treat(exchange, "dr-er", "thc-east", purpose="ETREAT")
+        granted = await http.post(
+            f"/fhir/Patient/{pid}/$break-glass",
+            headers=er,
+            json={"reason_code": "unconscious", "reason": "昏迷送入急诊，需查看既往病史"},
+        )
+        assert granted.status_code == 200
+        assert (await http.get(f"/fhir/Patient/{pid}/$everything", headers=er)).status_code == 200
+        alerts = (await http.get("/audit/alerts", headers=regulator)).json()["alerts"]
+        assert ("sealed-record.break-glass", "dr-er") in {(a["alert"], a["person"]) for a in alerts}
         # Unsealed, the treating physician reads again.
         await accepted(
             exchange,

@@ -271,10 +271,14 @@ def test_a_sealed_record_is_read_only_by_its_named_readers_and_others_raise_an_a
     assert decide(request(position=59), facts(consent(), seals=(seal,))).permit
     lifted = replace(seal, unsealed_position=80)
     assert decide(request(position=80), facts(consent(), seals=(lifted,))).permit
-    # Break-glass does not open a sealed record either.
+    # A seal never blocks emergency care: break-glass opens it, and that raises an alert.
     grant = BreakGlassGrant(uuid4(), "doctor-1", PATIENT, "unconscious", NOW + timedelta(hours=1))
-    assert codes(decide(request("ETREAT", position=70), facts(seals=(seal,), grants=(grant,)))) == [
-        "record.sealed"
+    opened = decide(request("ETREAT", position=70), facts(seals=(seal,), grants=(grant,)))
+    assert opened.permit and opened.break_glass and opened.alert == "sealed-record.break-glass"
+    assert "alert-regulator" in opened.obligations
+    # Without a grant, ETREAT is refused for that, and says nothing of the seal.
+    assert codes(decide(request("ETREAT", position=70), facts(seals=(seal,)))) == [
+        "break_glass.no_grant"
     ]
 
 
