@@ -4,7 +4,8 @@
 is a ``ConfigurationError`` naming the variable and what it must be. ``Settings`` is what the
 exchange runs with: those values, the policy file's rules (``[referral]``, ``[access]``) and
 the secrets. Secrets have no defaults: each installation generates its own on first start
-and keeps them in ``<data dir>/secrets.json`` (mode 0600), unless the environment gives them.
+and keeps them in ``<data dir>/secrets/``, a file each (mode 0600), unless the environment
+gives them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ __all__ = [
 MIN_AUDIT_RETENTION_DAYS = 180
 _SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key", "portal_key")
 _SECONDS = "must be a positive number of seconds (below a day)"
-_SECRET = "must be base64-encoded bytes (or unset: generated into secrets.json)"
+_SECRET = "must be base64-encoded bytes (or unset: generated into <data dir>/secrets/)"
 
 
 class Environment(BaseSettings):
@@ -88,7 +89,7 @@ class Environment(BaseSettings):
         default=30.0, gt=0, lt=86_400, allow_inf_nan=False, description=_SECONDS
     )
     policy_file: Path | None = Field(default=None, description="must name the policy file (TOML)")
-    # Secrets: given here, or generated into <data dir>/secrets.json; never a default value.
+    # Secrets: given here, or generated into <data dir>/secrets/; never a default value.
     ledger_cipher_key: SecretStr | None = Field(default=None, description=_SECRET)
     pseudonym_key: SecretStr | None = Field(default=None, description=_SECRET)
     token_key: SecretStr | None = Field(default=None, description=_SECRET)
@@ -227,28 +228,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
-    """The secrets the environment gives, else those kept in ``secrets.json``; one missing
-    from both is generated there (first start, or a secret a newer version added)."""
+    """The secrets the environment gives, else those kept in ``<data dir>/secrets/``, one
+    file each (a deployment can hand each process only the keys it needs); one missing from
+    both is generated there (first start, or a secret a newer version added)."""
     from_env = {
         n: v.get_secret_value() for n in _SECRET_NAMES if (v := getattr(given, n)) is not None
     }
-    path = data_dir / "secrets.json"
-    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    if missing := [n for n in _SECRET_NAMES if n not in stored and n not in from_env]:
-        stored |= {n: base64.b64encode(secrets.token_bytes(32)).decode() for n in missing}
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(stored, fh)
-        os.replace(tmp, path)
+    folder = data_dir / "secrets"
+    stored = _stored_secrets(folder, data_dir / "secrets.json")
+    for name in [n for n in _SECRET_NAMES if n not in stored and n not in from_env]:
+        stored[name] = base64.b64encode(secrets.token_bytes(32)).decode()
+        _write_secret(folder / name, stored[name])
     chosen, keys = stored | from_env, {}
     for name in _SECRET_NAMES:
-        where = f"HIE_{name.upper()}" if name in from_env else f"{name} in secrets.json"
+        where = f"HIE_{name.upper()}" if name in from_env else f"secrets/{name}"
         try:
             keys[name] = base64.b64decode(chosen[name], validate=True)
         except ValueError:
             raise ConfigurationError(
-                f"a secret in HIE_* or secrets.json is not valid base64: {where}"
+                f"a secret in HIE_* or secrets/ is not valid base64: {where}"
             ) from None
         if name != "pseudonym_key" and len(keys[name]) != 32:
             raise ConfigurationError(
@@ -262,3 +260,25 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
         audit_key=keys["audit_key"],
         portal_key=keys["portal_key"],
     )
+
+
+def _stored_secrets(folder: Path, legacy: Path) -> dict[str, str]:
+    """The secrets kept in ``folder`` (mode 0700; each file 0600 from its creation). One
+    ``secrets.json`` of an older installation is moved there, a file per secret, first."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if legacy.exists():
+        for name, value in json.loads(legacy.read_text()).items():
+            if name in _SECRET_NAMES and not (folder / name).exists():
+                _write_secret(folder / name, value)
+        legacy.unlink()
+    return {n: (folder / n).read_text().strip() for n in _SECRET_NAMES if (folder / n).exists()}
+
+
+def _write_secret(path: Path, value: str) -> None:
+    """A new file of mode 0600 (never wider, whatever the umask), put in place whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    os.replace(tmp, path)

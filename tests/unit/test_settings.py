@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -24,15 +25,16 @@ def test_secrets_are_generated_once_private_and_kept(tmp_path: Path) -> None:
     first = load_settings({"HIE_DATA_DIR": str(tmp_path)})
     again = load_settings({"HIE_DATA_DIR": str(tmp_path)})
     assert first.secrets == again.secrets
-    path = tmp_path / "secrets.json"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert set(json.loads(path.read_text())) == {
+    folder = tmp_path / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0
+    assert {p.name for p in folder.iterdir()} == {
         "ledger_cipher_key",
         "pseudonym_key",
         "token_key",
         "audit_key",
         "portal_key",
     }
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
     assert "redacted" in repr(first.secrets)
     other = load_settings({"HIE_DATA_DIR": str(tmp_path / "other")})
     assert other.secrets.token_key != first.secrets.token_key
@@ -81,7 +83,7 @@ def test_secrets_from_the_environment_win_and_are_not_written(tmp_path: Path) ->
     key = base64.b64encode(bytes(range(32))).decode()
     given = load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_TOKEN_KEY": key})
     assert given.secrets.token_key == bytes(range(32))
-    assert "token_key" not in json.loads((tmp_path / "secrets.json").read_text())
+    assert not (tmp_path / "secrets" / "token_key").exists()
     # A key of the wrong size is refused without repeating it.
     short = base64.b64encode(b"secret-but-short").decode()
     with pytest.raises(ConfigurationError, match=r"32 bytes.*HIE_AUDIT_KEY") as refused:
@@ -119,7 +121,7 @@ def test_without_a_mapping_the_process_environment_is_read(
         "county-7",
         12.5,
     )
-    assert (tmp_path / "here" / "secrets.json").exists()
+    assert (tmp_path / "here" / "secrets" / "token_key").exists()
 
 
 def test_the_embedded_databases_cache_is_a_quarter_of_memory_within_bounds() -> None:
@@ -130,3 +132,32 @@ def test_the_embedded_databases_cache_is_a_quarter_of_memory_within_bounds() -> 
     assert shared_buffers_mb(4 * gib) == 1024
     assert shared_buffers_mb(256 * 2**20) == 128  # a small machine: never under 128 MB
     assert 128 <= shared_buffers_mb() <= 2048  # this machine's
+
+
+def test_each_key_file_is_private_from_its_creation_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        load_settings({"HIE_DATA_DIR": str(tmp_path)})
+    finally:
+        os.umask(old)
+    folder = tmp_path / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
+
+
+def test_an_older_secrets_json_is_split_into_a_file_per_key_keeping_every_key(
+    tmp_path: Path,
+) -> None:
+    keys = {
+        n: base64.b64encode(bytes([i]) * 32).decode()
+        for i, n in enumerate(("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key"))
+    }
+    (tmp_path / "secrets.json").write_text(json.dumps(keys))
+    settings = load_settings({"HIE_DATA_DIR": str(tmp_path)})
+    assert not (tmp_path / "secrets.json").exists()
+    assert settings.secrets.token_key == bytes([2]) * 32
+    assert settings.secrets.ledger_cipher_key == keys["ledger_cipher_key"]
+    for name, value in keys.items():
+        assert (tmp_path / "secrets" / name).read_text().strip() == value
+    # The key the old file lacked is generated beside them; the next start reads the same.
+    assert load_settings({"HIE_DATA_DIR": str(tmp_path)}).secrets == settings.secrets
