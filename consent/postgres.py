@@ -286,15 +286,14 @@ def _facts(row: Any, institution: str, care_after_record: timedelta) -> Facts:
     seals = [SealRecord(tuple(s[0]), s[1], s[2]) for s in orjson.loads(row["seals"])]
     care = []
     for kind, eid, recorded in orjson.loads(row["records"]):
+        # Care comes from a visit the institution recorded (an encounter), not from any item
+        # it filed: an observation or a consent says nothing of who treats the patient.
+        if kind != "encounter":
+            continue
         start = _t(recorded)
         assert start is not None
         care.append(
-            CareRelationship(
-                f"{'encounter' if kind == 'encounter' else 'record'}:{eid}",
-                institution,
-                start,
-                start + care_after_record,
-            )
+            CareRelationship(f"encounter:{eid}", institution, start, start + care_after_record)
         )
     care += [
         CareRelationship(f"contract:{c[0]}", institution, _t(c[1]), _t(c[2]))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -45,6 +46,10 @@ class GuardianPayload(_PatientItem):
         return self
 
 
+# A family-doctor contract (家庭医生签约服务) is signed for a year and renewed.
+MAX_CONTRACT = timedelta(days=366)
+
+
 class CareContractPayload(_PatientItem):
     """A family-doctor contract with the signing institution."""
 
@@ -57,6 +62,11 @@ class CareContractPayload(_PatientItem):
     def _period(self) -> CareContractPayload:
         if self.valid_to <= self.valid_from:
             raise PydanticCustomError("care_contract.period", "valid_to must be after valid_from")
+        if self.valid_to - self.valid_from > MAX_CONTRACT:
+            raise PydanticCustomError(
+                "care_contract.too_long",
+                "a family-doctor contract runs a year at most; record its renewal as a new one",
+            )
         return self
 
 

@@ -29,14 +29,15 @@ from domain.clinical import (
     RetractPayload,
     UnmergePayload,
 )
-from domain.consent_items import ConsentWithdrawalPayload
-from domain.institution import Institution
+from domain.consent_items import CareContractPayload, ConsentWithdrawalPayload
+from domain.institution import Institution, Level
 from domain.referral import Referral
 from domain.services.identity import Changes, PatientIndex
 from domain.services.referrals import ReferralPlanner
 from domain.services.refusal import SubmissionRefused, refusal
 from domain.submission import Submission, ValidItem, ValidSubmission, submission_key
 
+PRIMARY_CARE = frozenset({Level.TOWNSHIP_HEALTH_CENTRE.value, Level.VILLAGE_CLINIC.value})
 SourceRow = tuple[str, str, UUID, str | None]  # institution, source_id, submission, record
 IdentifierRow = tuple[str, str, UUID]  # system, value, identity
 
@@ -164,6 +165,8 @@ class SubmissionChecks:
                     elif isinstance(item.payload, ConsentPayload):
                         self._check_scope(item, item.payload)
                         consents[(inst, item.source_id)] = pid
+                    elif isinstance(item.payload, CareContractPayload):
+                        self._check_contract(item, inst)
             except SubmissionRefused as exc:
                 raise SubmissionRefused(exc.problems, submission=pending.key) from None
             sent.setdefault(inst, set()).update(i.record for i in pending.valid.items if i.record)
@@ -235,6 +238,18 @@ class SubmissionChecks:
                 "this patient has no consent with this reference; "
                 "it is <recording institution>/<source_id of the consent>",
                 "payload.consent",
+                item,
+            )
+
+    def _check_contract(self, item: ValidItem, institution: str) -> None:
+        """Family-doctor contracts are primary care's: a township health centre's or a
+        village clinic's (家庭医生签约), not the county hospital's."""
+        signer = self._institutions.institution(institution)
+        if signer is None or signer.level not in PRIMARY_CARE:
+            raise refusal(
+                "care_contract.not_primary_care",
+                "only a township health centre or a village clinic signs family-doctor contracts",
+                "kind",
                 item,
             )
 

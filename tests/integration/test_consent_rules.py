@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -22,7 +23,7 @@ from tests.integration.consent_steps import (
     redecided,
     treat,
 )
-from tests.integration.referral_steps import accepted, consortium
+from tests.integration.referral_steps import accepted, consortium, refused
 from tests.integration.test_walking_skeleton import submit, token
 
 
@@ -242,6 +243,29 @@ async def test_care_relationship_and_a_family_doctor_contract(exchange: Running)
         await exchange.settle()
         contracted = await http.get(f"/fhir/Patient/{pid}/$everything", headers=village)
         assert contracted.status_code == 200, contracted.text
+
+        # Contracts are primary care's, and a year long at most.
+        def contract(source_id: str, days: int) -> dict[str, Any]:
+            return {
+                "source_id": source_id,
+                "kind": "care_contract",
+                "payload": {
+                    "patient": {"resident_id": rid},
+                    "doctor": "钱医生",
+                    "valid_from": now.isoformat(),
+                    "valid_to": (now + timedelta(days=days)).isoformat(),
+                },
+            }
+
+        by_hospital = await refused(exchange, "county", [contract("fd-c", 300)])
+        assert by_hospital["code"] == "care_contract.not_primary_care"
+        too_long = await refused(exchange, "thc-east", [contract("fd-long", 730)])
+        assert too_long["code"] == "care_contract.too_long"
+        # Care comes from a visit the institution recorded, not from any item it filed.
+        await accepted(exchange, "county", [observation_item(rid, "cty-obs-84")])
+        await exchange.settle()
+        county = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+        assert await refused_for(exchange, county) == "care.none"
 
 
 async def test_a_sealed_record_only_for_the_named_and_an_alert(exchange: Running) -> None:
@@ -465,32 +489,3 @@ async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(exchang
             params={"_at": str(merged_at)},
         )
         assert b_then.status_code == 403  # B has no consent of their own
-
-
-async def test_a_clinician_sees_the_consents_that_bear_on_their_institution_only(
-    exchange: Running,
-) -> None:
-    """A patient agreed with the township centre to share HIV results for research, and with
-    the county hospital for treatment. The county's physician sees the county's consent, not
-    what the patient agreed with another member (nor its sensitive categories); the patient
-    sees both."""
-    await consortium(exchange)
-    rid = resident(84)
-    pid = await patient_of(exchange, rid)
-    await accepted(exchange, "county", record_items(rid, "cty-84")[1:])
-    township = consent_item(rid, "c-thc", scope=["thc-east"], purposes=["TREAT", "HRESCH"])
-    township["payload"]["categories"] = ["hiv", "lab"]
-    county = consent_item(rid, "c-cty", scope=["county"])
-    await accepted(exchange, "thc-east", [township])
-    await accepted(exchange, "county", [county])
-    await exchange.settle()
-    async with httpx.AsyncClient(base_url=exchange.url) as http:
-        seen = await http.get("/fhir/Consent", params={"patient": pid}, headers=treat(exchange))
-        own = await http.get(
-            "/fhir/Consent",
-            params={"patient": pid},
-            headers=token(exchange, pid, "patient", "patient"),
-        )
-    assert seen.status_code == own.status_code == 200
-    assert len(match(seen)) == 1 and "hiv" not in seen.text and "thc-east" not in seen.text
-    assert len(match(own)) == 2 and "hiv" in own.text

@@ -16,7 +16,13 @@ import httpx
 from domain.identity import RESIDENT_ID_SYSTEM, mrn_system
 from projections.postgres import PatientRecordReader
 from projections.render import entry_id
-from tests.factories import condition_item, consent_item, observation_item, resident
+from tests.factories import (
+    condition_item,
+    consent_item,
+    encounter_item,
+    observation_item,
+    resident,
+)
 from tests.integration.conftest import Running
 from tests.integration.test_submissions import envelope, send
 from tests.integration.test_walking_skeleton import token
@@ -165,8 +171,9 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
     assert clash["status"] == "rejected" and codes(clash) == ["identity.conflict"]
     assert await reader.find_patient(RESIDENT_ID_SYSTEM, other) is None  # nothing half-done
 
-    # Over HTTP: the record as it stood before the amendment, by ledger position and instant.
-    await submit(exchange, "county", [consent_item(rid, "consent-1")])
+    # Over HTTP: the record as it stood before the amendment, by ledger position and instant
+    # (the county sees the patient for a visit: its care relationship).
+    await submit(exchange, "county", [consent_item(rid, "consent-1"), encounter_item(rid, "v-1")])
     headers = {**token(exchange, "doctor-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         now = await http.get(f"/fhir/Patient/{person}/$everything", headers=headers)
@@ -277,7 +284,7 @@ async def test_as_of_reads_never_show_what_was_retracted_as_entered_in_error(
         "payload": {"patient": {"resident_id": rid}, "record": "wrong-dx", "reason": "非本人"},
     }
     assert (await submit(exchange, "county", [retract]))["status"] == "accepted"
-    await submit(exchange, "county", [consent_item(rid, "consent-w")])
+    await submit(exchange, "county", [consent_item(rid, "consent-w"), encounter_item(rid, "v-w")])
     await exchange.settle()
     person = await PatientRecordReader(exchange.rt.pool).find_patient(RESIDENT_ID_SYSTEM, rid)
     readers = [
