@@ -31,11 +31,17 @@ BAD_SIGNATURE = Problem(
 )
 DEFAULT_INGEST = IngestPolicy()
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Refusals that need not be final: a replay of the same bytes is refused again whatever the
+# ledger holds by then (an envelope signed with a key since replaced never verifies again),
+# and the sender must be able to sign the same records again (content-derived ids).
+NOT_FINAL = frozenset({"signature.key_rotated"})
 
 
 def rejection_rows(
     items: Sequence[Checked], at: datetime
 ) -> list[tuple[UUID, str, str, str, list[str]]]:
+    """The refusals to keep for good: authenticated submissions' (a forgery must not spend a
+    genuine id), with their problem codes only."""
     return [
         (
             submission_key(c.institution, c.submission_id),
@@ -45,7 +51,9 @@ def rejection_rows(
             sorted({p.code for p in c.problems}),
         )
         for c in items
-        if c.submission_id is not None and _SUBMISSION_ID.match(c.submission_id)
+        if c.submission_id is not None
+        and _SUBMISSION_ID.match(c.submission_id)
+        and not {p.code for p in c.problems} <= NOT_FINAL
     ]
 
 

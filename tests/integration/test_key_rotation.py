@@ -21,6 +21,7 @@ from exchange.ingest.ledger import KEY_ROTATED, IntegrityError, Pending
 from exchange.settings import Settings
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
+from tests.integration.test_replays import send
 from tests.integration.test_walking_skeleton import submit
 
 
@@ -73,10 +74,19 @@ async def test_a_rotated_key_is_refused_at_once_and_the_new_one_works(
     await asyncio.sleep(0.5)
     again = await submit(exchange, "thc-rot", record_items(resident(33), "r3"))
     assert [p["code"] for p in again["problems"]] == ["signature.invalid"]
-    # The new key works.
+    # The new key works, for new records and for those refused under the old key, signed
+    # again (their content-derived submission id unchanged: such a refusal is not final).
     exchange.keys["thc-rot"] = new
     accepted = await submit(exchange, "thc-rot", record_items(resident(34), "r4"))
     assert accepted["status"] == "accepted"
+    resigned = build_envelope(
+        institution="thc-rot",
+        items=record_items(resident(32), "r2"),
+        key=new,
+        sent_at=datetime.now(UTC),
+    )
+    assert resigned["submission_id"] == refused["submission_id"]
+    assert (await send(exchange, "thc-rot", resigned))["status"] == "accepted"
     assert old is not new
 
     # Audited, with who did it, why, and both keys' fingerprints.

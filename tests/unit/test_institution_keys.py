@@ -61,3 +61,24 @@ async def test_a_key_read_while_a_rotation_is_announced_is_not_kept() -> None:
     ledger.during_read = None
     ledger.key = NEW
     assert await keys.get("thc") == NEW and ledger.reads == 2  # read again, not cached
+
+
+def test_a_refusal_for_a_rotated_key_alone_is_not_kept_for_good() -> None:
+    from datetime import UTC, datetime
+
+    from domain.problems import Problem
+    from exchange.ingest.checks import Checked, rejection_rows
+    from exchange.ingest.ledger import KEY_ROTATED
+
+    def checked(sid: str, *codes: Problem) -> Checked:
+        return Checked(None, "thc", sid, problems=list(codes), authenticated=True)  # type: ignore[arg-type]
+
+    stale = Problem("envelope.sent_at_stale", "old", "sent_at")
+    rows = rejection_rows(
+        [checked("a", KEY_ROTATED), checked("b", stale), checked("c", KEY_ROTATED, stale)],
+        datetime(2026, 12, 5, tzinfo=UTC),
+    )
+    assert [(r[2], r[4]) for r in rows] == [
+        ("b", ["envelope.sent_at_stale"]),
+        ("c", ["envelope.sent_at_stale", "signature.key_rotated"]),
+    ]
