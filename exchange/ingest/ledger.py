@@ -64,8 +64,8 @@ __all__ = [
 
 KEY_ROTATED = Problem(
     "signature.key_rotated",
-    "the submission was signed with a key its institution has since replaced; sign it again, "
-    "under a new submission id, with the institution's current key",
+    "the submission was signed with a key its institution has since replaced; sign it again "
+    "with the institution's current key (the same submission id may be used)",
     "signature",
 )
 
