@@ -238,8 +238,11 @@ class Ledger(Application[UUID]):
             return Appended(self._save(plan, {p.key for p in todo}, sorted(set(keys))), refused)
 
     def _key_versions(self, codes: Iterable[str]) -> dict[str, int]:
-        """The version of each institution's record (it moves on with every key rotation)."""
-        return {code: found.version for code in codes if (found := self.institution(code))}
+        """The version of each institution's record (it moves on with every key rotation),
+        in one query: an append asks this every time."""
+        ids = {Institution.create_id(code): code for code in codes}
+        found = self.ledger_recorder.versions_of(list(ids))
+        return {ids[oid]: version for oid, version in found.items()}
 
     def _held_facts(self, batch: Sequence[Pending]) -> HeldFacts:
         """The get step: what the ledger holds that this batch's checks need, in one query

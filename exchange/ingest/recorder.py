@@ -199,6 +199,19 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 [_rows_json(rows)],
             )
 
+    def versions_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The latest version of each of these aggregates that exists (one query; nothing
+        is read of their events but the version)."""
+        rows = self._fetch(
+            self._sql(
+                "SELECT originator_id, max(originator_version) AS version FROM {schema}.{table} "
+                "WHERE originator_id = ANY(%s) GROUP BY originator_id",
+                self.events_table_name,
+            ),
+            (list(originator_ids),),
+        )
+        return {row["originator_id"]: row["version"] for row in rows}
+
     def rejected_of(self, keys: Sequence[UUID]) -> dict[UUID, Any]:
         """When each of these submissions was refused for good, for those that were."""
         rows = self._fetch(
