@@ -99,7 +99,9 @@ class Portal:
         records = self._identities
         root = await records.root(patient_id)
         members = await records.members(root) if root else []
-        resident_id = await records.resident_id(members) if members else None
+        # Filed under the token's own identity, whatever it was merged with: after a wrong
+        # merge, one resident's consent must never be filed under the other's resident ID.
+        resident_id = await records.resident_id([patient_id]) if members else None
         if resident_id is None:
             return PortalOutcome(
                 False,

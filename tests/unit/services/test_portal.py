@@ -33,6 +33,7 @@ class Fakes:
         self.waited: list[int] = []
         self.queries: list[tuple[Any, ...]] = []
         self.members = [uuid4(), uuid4()]
+        self.asked_resident_id_of: list[UUID] = []
         self._resident_id = resident_id
         self._receipt = receipt or {"status": "accepted", "positions": [41]}
         self._consent_row = consent_row
@@ -50,6 +51,7 @@ class Fakes:
         return self.members
 
     async def resident_id(self, members: Sequence[UUID]) -> str | None:
+        self.asked_resident_id_of = list(members)
         return self._resident_id
 
     # rows
@@ -159,3 +161,13 @@ async def test_a_refused_receipt_comes_back_as_problems() -> None:
     assert [(p.code, p.field) for p in outcome.problems] == [
         ("consent.scope_unknown", "payload.scope")
     ]
+
+
+async def test_a_consent_is_filed_under_the_tokens_own_identity_only() -> None:
+    """The token's patient was merged with another identity (perhaps wrongly): the portal
+    asks for the resident ID of the token's own identity, never of the merged group."""
+    fakes = Fakes()
+    own = uuid4()
+    outcome = await fakes.portal().record(own, dict(CONSENT), now=NOW)
+    assert outcome.accepted
+    assert fakes.asked_resident_id_of == [own] and own not in fakes.members
