@@ -47,6 +47,18 @@ def canonical_bytes(record: dict[str, Any]) -> bytes:
         return canonical_text(record).encode()
 
 
+def _patient_ids(values: list[Any]) -> list[UUID]:
+    """The patient ids a record lists, each once; anything else in the list is left out of
+    the index (the record itself keeps it, hashed like the rest)."""
+    out: dict[UUID, None] = {}
+    for value in values:
+        try:
+            out[UUID(str(value))] = None
+        except ValueError:
+            continue
+    return list(out)
+
+
 def chain_link(previous: bytes, text: str) -> bytes:
     return hashlib.sha256(previous + text.encode()).digest()
 
@@ -170,10 +182,10 @@ class AuditStore:
         ]
         # A record that touched several patients lists them: each is indexed with its seq.
         links = [
-            (UUID(p), seq)
+            (patient, seq)
             for seq, g in zip(seqs, get, strict=True)
             if isinstance(many := g("patients"), list)
-            for p in dict.fromkeys(many)
+            for patient in _patient_ids(many)
         ]
         args = [
             expected,
