@@ -6,11 +6,12 @@ The rules (REGULATIONS.md), in the order they are applied:
 1. A patient reads their own record (PIPL Art. 45), nobody else's. Regulators and admins read
    no clinical data; only the policy's clinical roles (physician, nurse) read for care.
 2. A sealed record (病历封存) is read only by the persons its seal names; anyone else is
-   refused and an alert is raised — whatever the purpose.
+   refused and an alert is raised — unless it is an emergency read under a break-glass
+   grant, which a seal never blocks (it raises an alert of its own).
 3. ETREAT (break-glass, PIPL Art. 13/18) needs an unexpired grant this person obtained for
    this patient with a reason; the read is flagged, reviewed and told to the patient.
 4. Every other purpose is one the policy's purpose × category matrix knows (minimum
-   necessary, PIPL Art. 5-6). TREAT needs a care relationship besides consent (an entry the
+   necessary, PIPL Art. 5-6). TREAT needs a care relationship besides consent (a visit the
    institution recorded recently, an accepted referral, a family-doctor contract; 医疗机构病历
    管理规定 Art. 15-16).
 5. A *separate* consent (单独同意, PIPL Art. 29) valid at the moment, not withdrawn as of the
@@ -380,7 +381,7 @@ def may_find(
     purpose: str, institution: str, at: datetime, facts: Facts, *, referred: bool = False
 ) -> Decision:
     """Whether a physician's identifier lookup may say that the patient is known: only to an
-    institution that cares for them (an entry it recorded, a contract, an accepted referral),
+    institution that cares for them (a visit it recorded, a contract, an accepted referral),
     that takes part in a referral of theirs (``referred``), or in an emergency (ETREAT, on
     the way to break-glass). Otherwise the answer is the one an unknown identifier gets, so a
     lookup reveals nobody's presence."""
