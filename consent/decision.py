@@ -286,7 +286,7 @@ _MESSAGES = {
     "consent.purpose": "no separate consent names this purpose",
     "consent.scope": "no consent covers the requesting institution",
     "care.none": "the requesting institution has no care relationship with the patient now "
-    "(no recent entry it recorded, no referral it accepted that still holds, no "
+    "(no recent visit it recorded, no referral it accepted that still holds, no "
     "family-doctor contract)",
 }
 
