@@ -34,6 +34,7 @@ from exchange.policy_file import (
     load_policy,
     parse_duration,
 )
+from exchange.private_files import write_private
 
 __all__ = [
     "Environment",
@@ -238,7 +239,7 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
     stored = _stored_secrets(folder, data_dir / "secrets.json")
     for name in [n for n in _SECRET_NAMES if n not in stored and n not in from_env]:
         stored[name] = base64.b64encode(secrets.token_bytes(32)).decode()
-        _write_secret(folder / name, stored[name])
+        write_private(folder / name, stored[name] + "\n")
     chosen, keys = stored | from_env, {}
     for name in _SECRET_NAMES:
         where = f"HIE_{name.upper()}" if name in from_env else f"secrets/{name}"
@@ -269,16 +270,6 @@ def _stored_secrets(folder: Path, legacy: Path) -> dict[str, str]:
     if legacy.exists():
         for name, value in json.loads(legacy.read_text()).items():
             if name in _SECRET_NAMES and not (folder / name).exists():
-                _write_secret(folder / name, value)
+                write_private(folder / name, value + "\n")
         legacy.unlink()
     return {n: (folder / n).read_text().strip() for n in _SECRET_NAMES if (folder / n).exists()}
-
-
-def _write_secret(path: Path, value: str) -> None:
-    """A new file of mode 0600 (never wider, whatever the umask), put in place whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(value + "\n")
-    os.replace(tmp, path)

