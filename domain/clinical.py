@@ -293,9 +293,37 @@ class RetractPayload(_PatientItem):
 
 
 class MergePayload(_PatientItem):
-    """HL7 ADT^A40: ``merged`` (MRG) was the same person as ``patient`` (PID), who survives."""
+    """HL7 ADT^A40: ``merged`` (MRG) was the same person as ``patient`` (PID), who survives.
 
-    merged: PatientRef
+    The identity steward's desk decides a pending merge with ``request`` (the requesting
+    item, ``<institution>/<source_id>``), ``decision``, the ``steward`` who decided and a
+    ``reason``; ``patient`` is then the request's survivor and ``merged`` is left out (the
+    request names it).
+    """
+
+    merged: PatientRef | None = None
+    request: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,200}$")] | None = None
+    decision: Literal["approve", "reject"] | None = None
+    steward: ShortText | None = None
+    reason: Text | None = None
+
+    @model_validator(mode="after")
+    def _merged_or_request(self) -> MergePayload:
+        if self.request is None:
+            if self.merged is None:
+                raise PydanticCustomError("merge.merged_missing", "name the merged patient")
+            if self.decision or self.steward or self.reason:
+                raise PydanticCustomError(
+                    "merge.decision_without_request",
+                    "decision, steward and reason decide a pending merge: name its request",
+                )
+        elif self.merged is not None or not (self.decision and self.steward and self.reason):
+            raise PydanticCustomError(
+                "merge.decision_incomplete",
+                "a decision on a merge request gives decision, steward and reason, and no "
+                "merged patient (the request names it)",
+            )
+        return self
 
 
 class UnmergePayload(_PatientItem):

@@ -66,6 +66,9 @@ class PatientIdentity(Aggregate):
         self.identifiers: list[tuple[str, str]] = []
         self.merged_into: UUID | None = None
         self.absorbed: list[UUID] = []
+        # Who linked the first identifier: for a temporary identity, the institution that
+        # registered it (its identifier came with the item that made it).
+        self.registered_by: str | None = None
 
     @property
     def temporary(self) -> bool:
@@ -76,6 +79,8 @@ class PatientIdentity(Aggregate):
 
     @event("IdentifierLinked")
     def link_identifier(self, system: str, value: str, institution: str) -> None:
+        if not self.identifiers:
+            self.registered_by = institution
         self.identifiers.append((system, value))
 
     @event("Merged")

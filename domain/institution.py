@@ -24,6 +24,8 @@ class Level(str, Enum):
     VILLAGE_CLINIC = "village_clinic"
     # The exchange's own patient portal: it records what patients give over HTTP (consents).
     PATIENT_PORTAL = "patient_portal"
+    # The exchange's own identity steward desk: it records the steward's decisions on merges.
+    MPI_STEWARD = "mpi_steward"
 
 
 class InvalidInstitution(DomainError):

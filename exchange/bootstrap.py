@@ -40,17 +40,21 @@ from exchange.auth.chain import (
 )
 from exchange.auth.tokens import TokenIssuer
 from exchange.errors import NotRunning
+from exchange.ingest.desk import Desk, DeskName
 from exchange.ingest.gateway import Gateway
 from exchange.ingest.ledger import Ledger
 from exchange.ingest.notifier import Notifier
-from exchange.ingest.portal import CODE as PORTAL_CODE
+from exchange.ingest.portal import DESK as PORTAL_DESK
 from exchange.ingest.portal import Portal
 from exchange.ingest.scheduler import ReferralScheduler
+from exchange.ingest.steward import DESK as STEWARD_DESK
+from exchange.ingest.steward import Steward
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
 from exchange.servers.migrations import Applied, Component, migrate
 from exchange.servers.nats import PORTAL, connect, ensure_notify_consumer, ensure_streams
 from exchange.settings import Settings
+from projections.merge_requests import MergeRequestReader
 from projections.postgres import (
     LEDGER_CHANNEL,
     PatientRecordProjection,
@@ -163,26 +167,39 @@ class Runtime:
     async def projection_wait(self, position: int) -> None:
         await self.projection().wait_for(position)
 
+    def _desk(self, seed: bytes, which: DeskName) -> Desk:
+        return Desk(
+            seed,
+            which,
+            register=self._register,
+            submitter=SubmitClient(self.nc, self.settings.consortium, which.code),
+            projection_wait=self.projection_wait,
+        )
+
     def portal(self) -> Portal | None:
         seed = self.settings.secrets.portal_key
         if not seed:
             return None
+        return Portal(self._desk(seed, PORTAL_DESK), identities=self.records, rows=self.pool)
 
-        async def register(code: str, name: str, level: str, public_key: str) -> bool:
-            return await self.sync(  # type: ignore[no-any-return]
-                self.ledger.register_institution, code, name, level, public_key
-            )
-
-        return Portal(
-            seed,
-            register=register,
-            identities=self.records,
-            rows=self.pool,
-            submitter=SubmitClient(self.nc, self.settings.consortium, PORTAL_CODE),
-            projection_wait=self.projection_wait,
+    def steward(self) -> Steward | None:
+        seed = self.settings.secrets.steward_key
+        if not seed:
+            return None
+        return Steward(
+            self._desk(seed, STEWARD_DESK),
+            queue=MergeRequestReader(self.pool),
+            residents=self.records,
         )
 
-    def api_context(self, portal: Portal | None = None) -> ApiContext:
+    async def _register(self, code: str, name: str, level: str, public_key: str) -> bool:
+        return await self.sync(  # type: ignore[no-any-return]
+            self.ledger.register_institution, code, name, level, public_key
+        )
+
+    def api_context(
+        self, portal: Portal | None = None, steward: Steward | None = None
+    ) -> ApiContext:
         policy = self.settings.access_policy
         assert self.revocations is not None
         members: list[Any] = [ExchangeTokens(TokenIssuer(self.settings.secrets.token_key))]
@@ -196,8 +213,10 @@ class Runtime:
             heads=self.head_signer(),
             records=PatientRecordReader(reads),
             referrals=ReferralReader(reads),
+            merge_requests=MergeRequestReader(reads),
             policy=policy,
             portal=portal,
+            steward=steward,
             publish=self._publish,
             consortium=self.settings.consortium,
         )
@@ -341,11 +360,14 @@ async def serve(
         portal = rt.portal()
         if portal is not None:
             await portal.ensure_registered()
+        steward = rt.steward()
+        if steward is not None:
+            await steward.ensure_registered()
         sock = bind_http(rt.settings.http_host, rt.settings.http_port)
         host, port = sock.getsockname()[:2]
         rt.endpoints.http_url = f"http://{host}:{port}"
         config = uvicorn.Config(
-            create_app(rt.api_context(portal)),
+            create_app(rt.api_context(portal, steward)),
             log_level="warning",
             http="httptools",  # its C parser: a fraction of h11's time
             lifespan="off",

@@ -47,7 +47,14 @@ __all__ = [
 ]
 
 MIN_AUDIT_RETENTION_DAYS = 180
-_SECRET_NAMES = ("ledger_cipher_key", "pseudonym_key", "token_key", "audit_key", "portal_key")
+_SECRET_NAMES = (
+    "ledger_cipher_key",
+    "pseudonym_key",
+    "token_key",
+    "audit_key",
+    "portal_key",
+    "steward_key",
+)
 _SECONDS = "must be a positive number of seconds (below a day)"
 _SECRET = "must be base64-encoded bytes (or unset: generated into <data dir>/secrets/)"
 
@@ -96,6 +103,7 @@ class Environment(BaseSettings):
     token_key: SecretStr | None = Field(default=None, description=_SECRET)
     audit_key: SecretStr | None = Field(default=None, description=_SECRET)
     portal_key: SecretStr | None = Field(default=None, description=_SECRET)
+    steward_key: SecretStr | None = Field(default=None, description=_SECRET)
 
     @field_validator("database_url", "nats_url", "policy_file", *_SECRET_NAMES, mode="before")
     @classmethod
@@ -163,6 +171,9 @@ class Secrets:
     # Ed25519 seed signing the consents patients give over HTTP (the patient portal's
     # submissions); None: patients cannot give consent over HTTP.
     portal_key: bytes | None = None
+    # Ed25519 seed signing the identity steward's decisions on merges (its desk's
+    # submissions); None: pending merges cannot be decided over HTTP.
+    steward_key: bytes | None = None
 
     def __repr__(self) -> str:
         return "Secrets(<redacted>)"
@@ -251,8 +262,7 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
             ) from None
         if name != "pseudonym_key" and len(keys[name]) != 32:
             raise ConfigurationError(
-                f"ledger_cipher_key, token_key, audit_key and portal_key "
-                f"must be 32 bytes (base64): {where} is not"
+                f"every secret but pseudonym_key is 32 bytes (base64): {where} is not"
             )
     return Secrets(
         ledger_cipher_key=chosen["ledger_cipher_key"],
@@ -260,6 +270,7 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
         token_key=keys["token_key"],
         audit_key=keys["audit_key"],
         portal_key=keys["portal_key"],
+        steward_key=keys["steward_key"],
     )
 
 

@@ -29,7 +29,7 @@ from domain.submission import (
     ValidItem,
     validate_envelope,
 )
-from projections import referrals
+from projections import merge_requests, referrals
 from projections.batch import Changes
 from projections.masks import CATEGORY_SYSTEM, mask_of
 from projections.render import dumps, entry_id, render
@@ -199,6 +199,7 @@ EVENT_HANDLERS: dict[type, EventHandler] = {
     PatientIdentity.Unmerged: _unmerged,  # type: ignore[attr-defined]
     Submission.Accepted: _submission,
     **{cls: _referral(apply) for cls, apply in referrals.HANDLERS.items()},
+    **{cls: _referral(apply) for cls, apply in merge_requests.HANDLERS.items()},
 }
 
 # Items --------------------------------------------------------------------------------------

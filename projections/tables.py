@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from projections import referrals
+from projections import merge_requests, referrals
 
 NAME = "patient_record"
 # The ledger NOTIFYs this channel in each commit that appends: a runner that has caught up
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS seals (
 CREATE INDEX IF NOT EXISTS seals_patient ON seals (patient_id);
 """
     + referrals.SCHEMA
+    + merge_requests.SCHEMA
 )
 
 # Indexes a full rebuild drops after emptying the tables and builds again once the replay has
@@ -101,6 +102,7 @@ TABLES = (
     "care_contracts",
     "seals",
     *referrals.TABLES,
+    *merge_requests.TABLES,
 )
 
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]

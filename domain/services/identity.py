@@ -9,8 +9,13 @@ The rules (deterministic, so that the ledger alone says who every entry belongs 
   conflict the sender must settle with a merge: the submission is refused.
 - Without a resident ID, the first identifier the index knows names the identity; if none is
   known, a temporary identity is registered under the MRN (or else the health card).
-- ``merge`` joins the merged patient's surviving identity into the named patient's;
-  ``unmerge`` undoes exactly one earlier merge. Both must name patients the index knows.
+- ``merge`` joins the merged patient's surviving identity into the named patient's, when
+  the one asking may: the identity steward's desk; or the institution that registered the
+  merged temporary identity. Any other merge of two different people (two residents, or
+  another institution's temporary identity into a resident) becomes a pending
+  ``MergeRequest`` that the steward approves (the identities are joined then) or rejects.
+  A resident is never merged into a temporary identity. ``unmerge`` undoes exactly one
+  earlier merge. Both must name patients the index knows.
 
 ``PatientIndex`` reads stored identities and index rows through an ``IdentityRepository``
 and records what it changes in a ``Changes`` (the identities touched, the index rows to
@@ -33,6 +38,7 @@ from domain.identity import (
     patient_id_for,
     temporary_id_for,
 )
+from domain.merge_request import MergeRequest, merge_request_id
 from domain.resident_id import ResidentId
 from domain.services.refusal import refusal
 from domain.submission import ValidItem, ValidSubmission
@@ -52,6 +58,10 @@ class IdentityRepository(Protocol):
         """The identity the stored index names for an identifier (never a resident ID's)."""
         ...
 
+    def merge_request(self, rid: UUID) -> MergeRequest | None:
+        """The stored merge request with this id, or None."""
+        ...
+
 
 @dataclass
 class Changes:
@@ -60,6 +70,7 @@ class Changes:
 
     touched: dict[UUID, PatientIdentity] = field(default_factory=dict)
     new_keys: dict[Key, UUID] = field(default_factory=dict)
+    requests: dict[UUID, MergeRequest] = field(default_factory=dict)
 
 
 def ref_keys(ref: PatientRef, institution: str) -> list[Key]:
@@ -205,9 +216,27 @@ class PatientIndex:
         )
 
     def merge(
-        self, payload: MergePayload, institution: str, changes: Changes, item: ValidItem
+        self,
+        payload: MergePayload,
+        institution: str,
+        changes: Changes,
+        item: ValidItem,
+        *,
+        steward: bool = False,
     ) -> None:
-        """Join the merged patient's surviving identity into the named patient's."""
+        """Join the merged patient's surviving identity into the named patient's, or hold the
+        merge for the steward, or (from the steward's desk) decide a held one."""
+        if payload.request is not None:
+            if not steward:
+                raise refusal(
+                    "merge.steward_only",
+                    "only the identity steward decides a pending merge",
+                    "payload.request",
+                    item,
+                )
+            self._decide(payload, institution, changes, item)
+            return
+        assert payload.merged is not None  # the payload's own validation says so
         survivor = self.root(
             self.resolve(payload.patient, institution, changes, item=item), changes
         )
@@ -222,8 +251,58 @@ class PatientIndex:
             ),
             changes,
         )
-        if merged.id != survivor.id:
+        if merged.id == survivor.id:
+            return
+        if steward or (merged.temporary and merged.registered_by == institution):
             _join(merged, survivor, institution, item)
+            return
+        if survivor.temporary:
+            raise refusal(
+                "merge.into_temporary",
+                "a temporary identity is merged into a resident (or by the institution that "
+                "registered it), never the other way: name the resident as the patient",
+                "payload.patient",
+                item,
+            )
+        reference = f"{institution}/{item.source_id}"
+        changes.requests[merge_request_id(reference)] = MergeRequest(
+            reference=reference, survivor=survivor.id, merged=merged.id, institution=institution
+        )
+
+    def _decide(
+        self, payload: MergePayload, institution: str, changes: Changes, item: ValidItem
+    ) -> None:
+        assert payload.request is not None and payload.decision and payload.steward
+        rid = merge_request_id(payload.request)
+        request = changes.requests.get(rid) or self._repository.merge_request(rid)
+        if request is None or not request.pending:
+            raise refusal(
+                "merge.request_not_pending",
+                "no merge request with this reference waits for a decision",
+                "payload.request",
+                item,
+            )
+        named = self.resolve(payload.patient, institution, changes, item=item, create=False)
+        if not self.same_person(named.id, request.survivor, changes):
+            raise refusal(
+                "merge.request_mismatch",
+                "the patient is not the surviving patient of this merge request",
+                "payload.patient",
+                item,
+            )
+        request.decide(
+            payload.decision, payload.steward, payload.reason or "", institution, item.source_id
+        )
+        changes.requests[rid] = request
+        if payload.decision == "approve":
+            survivor, merged = (
+                self.identity(request.survivor, changes),
+                self.identity(request.merged, changes),
+            )
+            assert survivor is not None and merged is not None, "a request's identities"
+            survivor, merged = self.root(survivor, changes), self.root(merged, changes)
+            if merged.id != survivor.id:
+                _join(merged, survivor, institution, item)
 
     def unmerge(
         self, payload: UnmergePayload, institution: str, changes: Changes, item: ValidItem

@@ -87,7 +87,12 @@ class Plan:
         # Identities first: a patient's registration precedes, in ledger order, the
         # submission that introduced them, so a projection that applies the submission's
         # demographics finds the patient there, wherever its batches happen to end.
-        return [*self.changes.touched.values(), *self.submissions, *self.referrals.values()]
+        return [
+            *self.changes.touched.values(),
+            *self.submissions,
+            *self.referrals.values(),
+            *self.changes.requests.values(),
+        ]
 
     @property
     def identifier_rows(self) -> list[IdentifierRow]:
@@ -211,7 +216,9 @@ class SubmissionChecks:
             )
         if isinstance(payload, MergePayload):
             memo.clear()
-            self.index.merge(payload, institution, changes, item)
+            signer = self._institutions.institution(institution)
+            steward = signer is not None and signer.level == Level.MPI_STEWARD.value
+            self.index.merge(payload, institution, changes, item, steward=steward)
         elif isinstance(payload, UnmergePayload):
             memo.clear()
             self.index.unmerge(payload, institution, changes, item)

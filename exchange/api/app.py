@@ -8,6 +8,7 @@ from starlette.routing import Route
 from exchange.api.access import ApiRoute
 from exchange.api.context import ApiContext
 from exchange.api.gate import Gate
+from exchange.api.mpi import mpi_routes
 from exchange.api.patients import patient_routes
 from exchange.api.record import record_routes
 from exchange.api.referrals import referral_routes
@@ -21,6 +22,7 @@ def api_routes(ctx: ApiContext) -> list[ApiRoute]:
         *record_routes(ctx),
         *regulator_routes(ctx),
         *referral_routes(ctx.records, ctx.referrals),
+        *mpi_routes(ctx),
     ]
 
 

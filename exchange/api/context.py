@@ -16,6 +16,7 @@ from consent.postgres import ConsentState
 from domain.problems import Problem
 from exchange.auth.chain import Authenticator
 from exchange.servers.audit_heads import HeadSigner
+from projections.merge_requests import MergeRequestReader
 from projections.postgres import PatientRecordReader
 from projections.referral_reader import ReferralReader
 
@@ -38,6 +39,15 @@ class PortalOutcome(Protocol):
     def consent_id(self) -> str | None: ...
 
 
+class MergeSteward(Protocol):
+    """The identity steward's desk (``exchange.ingest.steward.Steward``): sends a steward's
+    decision on a merge request as a signed submission."""
+
+    async def decide(
+        self, rid: UUID, decision: str, *, steward: str, reason: str, now: datetime
+    ) -> Any: ...
+
+
 class ConsentPortal(Protocol):
     """The patient portal (``exchange.ingest.portal.Portal``): records a consent a patient
     gives, or withdraws, with their own token, as a signed submission."""
@@ -55,8 +65,10 @@ class ApiContext:
     consent: ConsentState
     records: PatientRecordReader
     referrals: ReferralReader
+    merge_requests: MergeRequestReader  # the identity steward's queue
     policy: AccessPolicy = DEFAULT_POLICY
     portal: ConsentPortal | None = None  # consents a patient gives over HTTP
+    steward: MergeSteward | None = None  # the identity steward's decisions on merges
     # Publishes (subject, JSON document) to JetStream, acknowledged: alerts for the regulator,
     # notices for patients. None: nothing is published (the audit log still holds both).
     publish: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from exchange.auth import jose
 from exchange.errors import ExchangeError
 
-ROLES = ("physician", "nurse", "patient", "regulator", "admin")
+ROLES = ("physician", "nurse", "patient", "regulator", "admin", "mpi_steward")
 MAX_TTL = timedelta(hours=12)
 TOKEN_TYPE = "hie+jwt"
 OLD_PREFIX = "hie1."

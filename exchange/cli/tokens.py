@@ -15,7 +15,7 @@ from exchange.cli.common import operator, run, usage
 from exchange.settings import Settings
 
 HOURS = 8.0  # a token's default lifetime
-ROLES = ("physician", "nurse", "patient", "regulator", "admin")
+ROLES = ("physician", "nurse", "patient", "regulator", "admin", "mpi_steward")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 from domain.errors import UnknownInstitution
 from domain.identity import PatientIdentity, patient_id_for
 from domain.institution import Institution
+from domain.merge_request import MergeRequest
 from domain.problems import Problem
 from domain.referral import Referral, ReferralPolicy, TransitionRefused
 from domain.resident_id import ResidentId
@@ -115,6 +116,7 @@ class Ledger(Application[UUID]):
             self._load_identity,
             self.ledger_recorder.identifiers,
             self._load_identities,
+            self._load_merge_request,
         )
         index = PatientIndex(self.identities, pseudonym_key)
         self.referrals = ReferralPlanner(self, index, referral_policy or ReferralPolicy())
@@ -180,6 +182,13 @@ class Ledger(Application[UUID]):
             return None
         assert isinstance(loaded, PatientIdentity)
         return loaded
+
+    def _load_merge_request(self, rid: UUID) -> MergeRequest | None:
+        try:
+            loaded: Any = self.repository.get(rid)
+        except AggregateNotFoundError:
+            return None
+        return loaded if isinstance(loaded, MergeRequest) else None
 
     def _load_identities(self, pids: list[UUID]) -> dict[UUID, PatientIdentity]:
         """The stored identities among ``pids``, each folded from its events as the

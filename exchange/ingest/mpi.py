@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from uuid import UUID
 
 from domain.identity import RESIDENT_ID_SYSTEM, PatientIdentity, patient_id_for
+from domain.merge_request import MergeRequest
 from domain.resident_id import ResidentId
 from domain.services.identity import Changes, Key
 
@@ -34,6 +35,7 @@ class LedgerIdentities:
         load: Callable[[UUID], PatientIdentity | None],
         lookup: Callable[[list[Key]], dict[Key, UUID]],
         load_many: Callable[[list[UUID]], dict[UUID, PatientIdentity]],
+        load_request: Callable[[UUID], MergeRequest | None],
         *,
         cache_size: int = 20_000,
     ) -> None:
@@ -41,6 +43,7 @@ class LedgerIdentities:
         self._load = load
         self._lookup = lookup
         self._load_many = load_many
+        self._load_request = load_request
         self._cache: OrderedDict[UUID, PatientIdentity] = OrderedDict()
         self._index: OrderedDict[Key, UUID | None] = OrderedDict()  # None: not in the index
         self._absent: set[UUID] = set()  # identities the ledger did not hold when asked
@@ -57,6 +60,9 @@ class LedgerIdentities:
         if key not in self._index:
             self._index[key] = self._lookup([key]).get(key)
         return self._index[key]
+
+    def merge_request(self, rid: UUID) -> MergeRequest | None:
+        return self._load_request(rid)  # rare (a steward's decision): never cached
 
     # The cache ---------------------------------------------------------------------------
 

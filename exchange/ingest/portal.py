@@ -1,16 +1,15 @@
 """The patient portal: consents a patient gives, or withdraws, with their own token.
 
-Writes enter the exchange only as signed submissions, so the portal is an institution of its
-own (``patient-portal``, level patient_portal) whose key the exchange holds: it turns the
-patient's request into a consent (or consent_withdrawal) item, signs the envelope, sends it
-through NATS like any institution and waits for the receipt. The ledger then holds the
-patient's own act exactly as it holds a clinic's record of a signature.
+The portal is a desk of the exchange (``exchange.ingest.desk``: ``patient-portal``, level
+patient_portal): it turns the patient's request into a consent (or consent_withdrawal) item
+and sends it signed, like any institution. The ledger then holds the patient's own act
+exactly as it holds a clinic's record of a signature.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -18,15 +17,15 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.envelope import build_envelope, public_key_b64
-from adapters.nats import SubmitError
 from domain.problems import Problem
+from exchange.ingest.desk import Desk, DeskName
 from exchange.servers.nats import PORTAL
 from projections.render import entry_id
 
 CODE = PORTAL  # the institution the exchange registers for its own patient portal
 NAME = "患者服务门户 (patient portal)"
 LEVEL = "patient_portal"
+DESK = DeskName(CODE, NAME, LEVEL, "portal.unanswered")
 
 
 @dataclass
@@ -54,44 +53,21 @@ class Rows(Protocol):
     async def fetchrow(self, query: str, *args: Any) -> Any: ...
 
 
-class Submitter(Protocol):
-    """Sends envelopes and returns their receipts (adapters.nats.SubmitClient)."""
-
-    async def submit(
-        self, envelopes: Sequence[dict[str, Any]], *, wait: float = ...
-    ) -> dict[str, dict[str, Any]]: ...
-
-
-Register = Callable[[str, str, str, str], Awaitable[bool]]  # code, name, level, public key
-
-
 class Portal:
-    """Signs and sends the portal's consent items; its dependencies are named, not reached.
+    """Turns a patient's request into the portal's consent items, sent by its ``desk``;
+    ``identities`` and ``rows`` read the projections."""
 
-    ``register`` registers an institution in the ledger; ``identities`` and ``rows`` read the
-    projections; ``submitter`` publishes as ``patient-portal`` and waits for the receipt;
-    ``projection_wait`` returns once the projection has applied a ledger position.
-    """
-
-    def __init__(
-        self,
-        seed: bytes,
-        *,
-        register: Register,
-        identities: Identities,
-        rows: Rows,
-        submitter: Submitter,
-        projection_wait: Callable[[int], Awaitable[None]],
-    ) -> None:
-        self.key = Ed25519PrivateKey.from_private_bytes(seed)
-        self._register = register
+    def __init__(self, desk: Desk, *, identities: Identities, rows: Rows) -> None:
+        self.desk = desk
         self._identities = identities
         self._rows = rows
-        self._submitter = submitter
-        self._projection_wait = projection_wait
+
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        return self.desk.key
 
     async def ensure_registered(self) -> None:
-        await self._register(CODE, NAME, LEVEL, public_key_b64(self.key))
+        await self.desk.ensure_registered()
 
     async def record(
         self, patient_id: UUID, body: dict[str, Any], *, now: datetime
@@ -135,24 +111,15 @@ class Portal:
                     ],
                 )
             item = self._consent(resident_id, body, now)
-        envelope = build_envelope(institution=CODE, items=[item], key=self.key, sent_at=now)
-        try:
-            receipt = (await self._submitter.submit([envelope], wait=20))[envelope["submission_id"]]
-        except SubmitError as exc:
-            return PortalOutcome(False, [Problem("portal.unanswered", str(exc))])
-        if receipt["status"] != "accepted":
-            return PortalOutcome(
-                False,
-                [
-                    Problem(p["code"], p["message"], p.get("field", ""))
-                    for p in receipt.get("problems", [])
-                ],
-                envelope["submission_id"],
-            )
-        position = receipt["positions"][0]
-        await self._projection_wait(position)
+        sent = await self.desk.send(item, now=now)
+        if not sent.accepted:
+            return PortalOutcome(False, sent.problems, sent.submission_id)
         return PortalOutcome(
-            True, [], envelope["submission_id"], position, str(entry_id(CODE, item["source_id"]))
+            True,
+            [],
+            sent.submission_id,
+            sent.position,
+            str(entry_id(CODE, item["source_id"])),
         )
 
     def _consent(self, resident_id: str, body: dict[str, Any], now: datetime) -> dict[str, Any]:

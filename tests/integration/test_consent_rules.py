@@ -23,6 +23,7 @@ from tests.integration.consent_steps import (
     redecided,
     treat,
 )
+from tests.integration.identity_steps import merged_by_steward
 from tests.integration.referral_steps import accepted, consortium, refused
 from tests.integration.test_walking_skeleton import submit, token
 
@@ -449,13 +450,8 @@ async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(exchang
     # A consents and is treated by the county; B is a different resident with records too.
     await accepted(exchange, "county", [*record_items(a, "cty-89", consent=True)])
     await accepted(exchange, "county", [observation_item(b, "b-only", value="199")])
-    # B is merged into A by mistake, then unmerged.
-    merge = {
-        "source_id": "a40-x",
-        "kind": "merge",
-        "payload": {"patient": {"resident_id": a}, "merged": {"resident_id": b}},
-    }
-    await accepted(exchange, "county", [merge])
+    # B is merged into A by mistake (the steward approved it), then unmerged.
+    await merged_by_steward(exchange, "county", "a40-x", a, b)
     await exchange.settle()
     merged_at = await exchange.rt.pool.fetchval("SELECT max(position) FROM ledger_clock")
     await accepted(

@@ -22,7 +22,7 @@ from tests.integration.conftest import Running
 from tests.integration.referral_steps import accepted, consortium, referral
 from tests.integration.test_walking_skeleton import token
 
-ROLES = ("physician", "nurse", "patient", "regulator", "admin")
+ROLES = ("physician", "nurse", "patient", "regulator", "admin", "mpi_steward")
 # (method, path) -> (the roles it serves, whether it can return clinical data)
 GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/fhir/metadata"): (("anyone",), False),
@@ -49,6 +49,8 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/referrals/inbox"): (("physician",), False),
     ("GET", "/referrals/outbox"): (("physician",), False),
     ("GET", "/referrals/statistics"): (("physician", "regulator", "admin"), False),
+    ("GET", "/mpi/merge-requests"): (("mpi_steward",), False),
+    ("POST", "/mpi/merge-requests/{rid}"): (("mpi_steward",), False),
 }
 # What would show clinical data of the test patient in an answer.
 MARKERS = (

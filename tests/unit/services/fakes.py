@@ -15,6 +15,7 @@ from uuid import UUID
 
 from domain.identity import PatientIdentity
 from domain.institution import Institution
+from domain.merge_request import MergeRequest
 from domain.referral import Referral, ReferralPolicy
 from domain.services.identity import Changes, Key, PatientIndex
 from domain.services.referrals import ReferralPlanner
@@ -28,6 +29,7 @@ LEVELS = {
     "thc-1": "township_health_centre",
     "thc-2": "township_health_centre",
     "vc-1": "village_clinic",
+    "mpi-steward": "mpi_steward",
 }
 
 
@@ -38,6 +40,7 @@ class FakeLedger:
         self.identities: dict[UUID, PatientIdentity] = {}
         self.index: dict[Key, UUID] = {}
         self.referrals: dict[UUID, Referral] = {}
+        self.requests: dict[UUID, MergeRequest] = {}
         self.institutions = {
             code: Institution(code=code, name=f"机构 {code}", level=level, public_key="k")
             for code, level in (institutions or LEVELS).items()
@@ -54,6 +57,9 @@ class FakeLedger:
         self.lookups += 1
         return self.index.get(key)
 
+    def merge_request(self, rid: UUID) -> MergeRequest | None:
+        return copy.deepcopy(self.requests.get(rid))
+
     # domain.services.referrals.ReferralLookup, submissions.Institutions
     def referral(self, rid: UUID) -> Referral | None:
         return copy.deepcopy(self.referrals.get(rid))
@@ -68,6 +74,7 @@ class FakeLedger:
         self.identities.update(copy.deepcopy(plan.changes.touched))
         self.index.update(plan.changes.new_keys)
         self.referrals.update(copy.deepcopy(plan.referrals))
+        self.requests.update(copy.deepcopy(plan.changes.requests))
 
 
 def services(ledger: FakeLedger) -> SubmissionChecks:
@@ -107,6 +114,23 @@ def merge(source_id: str, survivor: dict[str, str], merged: dict[str, str]) -> d
         "source_id": source_id,
         "kind": "merge",
         "payload": {"patient": survivor, "merged": merged},
+    }
+
+
+def decision(
+    source_id: str, request: str, survivor: dict[str, str], decided: str = "approve"
+) -> dict[str, Any]:
+    """The identity steward's desk decides the merge request ``request``."""
+    return {
+        "source_id": source_id,
+        "kind": "merge",
+        "payload": {
+            "patient": survivor,
+            "request": request,
+            "decision": decided,
+            "steward": "steward-zhao",
+            "reason": "核对身份证原件与两家机构的登记信息",
+        },
     }
 
 

@@ -17,6 +17,7 @@ from tests.unit.services.fakes import (
     KEY,
     FakeLedger,
     check_and_save,
+    decision,
     merge,
     patient,
     pending,
@@ -25,6 +26,8 @@ from tests.unit.services.fakes import (
     services,
     unmerge,
 )
+
+STEWARD = "mpi-steward"  # the identity steward's desk
 
 
 def who(
@@ -98,12 +101,12 @@ def test_merge_joins_two_residents_and_unmerge_parts_them_again() -> None:
     [a] = who(ledger, patient("p1", rid=resident(1)))
     [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
     # ADT^A40: resident 2 was the same person as resident 1, who survives.
-    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-3")
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-3", institution=STEWARD)
     assert root_of(ledger, b) == UUID(a)
     # A merge of the same two again changes nothing.
     plan = check_and_save(
         ledger,
-        pending("thc-1", merge("m2", ref(resident(1)), ref(resident(2))), submission_id="s-4"),
+        pending(STEWARD, merge("m2", ref(resident(1)), ref(resident(2))), submission_id="s-4"),
     )
     assert all(not ident.pending_events for ident in plan.changes.touched.values())
     # Unmerge: resident 2 is a person of their own again.
@@ -118,8 +121,8 @@ def test_unmerge_undoes_the_step_of_the_chain_that_reaches_the_survivor() -> Non
     [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
     [c] = who(ledger, patient("p3", rid=resident(3)), sid="s-3")
     # c into b, then b (with c) into a.
-    who(ledger, merge("m1", ref(resident(2)), ref(resident(3))), sid="s-4")
-    who(ledger, merge("m2", ref(resident(1)), ref(resident(2))), sid="s-5")
+    who(ledger, merge("m1", ref(resident(2)), ref(resident(3))), sid="s-4", institution=STEWARD)
+    who(ledger, merge("m2", ref(resident(1)), ref(resident(2))), sid="s-5", institution=STEWARD)
     assert root_of(ledger, c) == UUID(a)
     # Unmerging c from a undoes b's merge into a: c stays with b.
     who(ledger, unmerge("u1", ref(resident(1)), ref(resident(3))), sid="s-6")
@@ -152,7 +155,7 @@ def test_same_person_follows_merges_on_both_sides() -> None:
     [c] = who(ledger, patient("p3", mrn="M-3"), sid="s-3")
     index = PatientIndex(ledger, KEY)
     assert not index.same_person(UUID(a), UUID(b), Changes())
-    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-4")
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-4", institution=STEWARD)
     who(ledger, merge("m2", ref(resident(1)), ref(mrn="M-3")), sid="s-5")
     assert index.same_person(UUID(b), UUID(c), Changes())
     assert not index.same_person(UUID(a), patient_id_for(ResidentId(resident(9)), KEY), Changes())
@@ -166,3 +169,84 @@ def test_a_health_card_naming_another_resident_says_health_card() -> None:
     assert ledger.index[(HEALTH_CARD_SYSTEM, "HC000001")] == patient_id_for(
         ResidentId(resident(1)), KEY
     )
+
+
+def test_a_member_merging_two_residents_only_asks_the_steward() -> None:
+    ledger = FakeLedger()
+    [a] = who(ledger, patient("p1", rid=resident(1)))
+    [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-3", institution="ch-1")
+    assert root_of(ledger, b) == UUID(b)  # nothing moved
+    [request] = ledger.requests.values()
+    assert (request.survivor, request.merged, request.status) == (UUID(a), UUID(b), "pending")
+    assert request.reference == "ch-1/m1"
+    # The steward approves: the two are one person from this commit on.
+    who(ledger, decision("d1", "ch-1/m1", ref(resident(1))), sid="s-4", institution=STEWARD)
+    assert root_of(ledger, b) == UUID(a)
+    assert ledger.requests[request.id].status == "approved"
+
+
+def test_a_rejected_request_moves_nothing_and_is_decided_once() -> None:
+    ledger = FakeLedger()
+    who(ledger, patient("p1", rid=resident(1)))
+    [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-3", institution="vc-1")
+    who(
+        ledger,
+        decision("d1", "vc-1/m1", ref(resident(1)), "reject"),
+        sid="s-4",
+        institution=STEWARD,
+    )
+    assert root_of(ledger, b) == UUID(b)
+    [request] = ledger.requests.values()
+    assert request.status == "rejected"
+    with pytest.raises(SubmissionRefused) as again:
+        services(ledger).check(
+            [pending(STEWARD, decision("d2", "vc-1/m1", ref(resident(1))), submission_id="s-5")],
+            HeldFacts(),
+        )
+    assert [p.code for p in again.value.problems] == ["merge.request_not_pending"]
+
+
+def test_only_the_steward_decides_and_only_about_the_requests_survivor() -> None:
+    ledger = FakeLedger()
+    who(ledger, patient("p1", rid=resident(1)))
+    who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    who(ledger, patient("p3", rid=resident(3)), sid="s-3")
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-4", institution="ch-1")
+    # A member deciding its own request:
+    [problem] = refusal(ledger, decision("d1", "ch-1/m1", ref(resident(1)))).problems
+    assert (problem.code, problem.field) == ("merge.steward_only", "payload.request")
+    # The steward naming someone else as the survivor:
+    with pytest.raises(SubmissionRefused) as wrong:
+        services(ledger).check(
+            [pending(STEWARD, decision("d1", "ch-1/m1", ref(resident(3))), submission_id="s-5")],
+            HeldFacts(),
+        )
+    assert [p.code for p in wrong.value.problems] == ["merge.request_mismatch"]
+
+
+def test_a_temporary_identity_is_merged_at_once_only_by_the_institution_that_made_it() -> None:
+    ledger = FakeLedger()
+    [a] = who(ledger, patient("p1", rid=resident(1)))
+    [t] = who(ledger, patient("p2", mrn="NB-1"), sid="s-2", institution="ch-1")  # a newborn
+    # A temporary patient thc-1 registered (by health card) cannot be folded into a
+    # resident on ch-1's word: it waits for the steward.
+    [other] = who(ledger, patient("p3", card="HC777777"), sid="s-3", institution="thc-1")
+    plan = check_and_save(
+        ledger,
+        pending("ch-1", merge("m2", ref(resident(1)), ref(card="HC777777")), submission_id="s-4"),
+    )
+    assert root_of(ledger, other) == UUID(other)
+    assert [r.merged for r in plan.changes.requests.values()] == [UUID(other)]
+    # ch-1 merging its own newborn into the resident: applied at once.
+    who(ledger, merge("m3", ref(resident(1)), ref(mrn="NB-1")), sid="s-5", institution="ch-1")
+    assert root_of(ledger, t) == UUID(a)
+
+
+def test_a_resident_is_never_merged_into_a_temporary_identity() -> None:
+    ledger = FakeLedger()
+    who(ledger, patient("p1", rid=resident(1)))
+    who(ledger, patient("p2", mrn="T-9"), sid="s-2")
+    [problem] = refusal(ledger, merge("m1", ref(mrn="T-9"), ref(resident(1)))).problems
+    assert (problem.code, problem.field) == ("merge.into_temporary", "payload.patient")

@@ -36,7 +36,9 @@ class CountingStore:
 
 
 def wired(store: CountingStore) -> tuple[LedgerIdentities, SubmissionChecks]:
-    identities = LedgerIdentities(KEY, store.load, store.lookup, store.load_many)
+    identities = LedgerIdentities(
+        KEY, store.load, store.lookup, store.load_many, store.ledger.merge_request
+    )
     index = PatientIndex(identities, KEY)
     return identities, SubmissionChecks(
         index, ReferralPlanner(store.ledger, index, ReferralPolicy()), store.ledger

@@ -11,7 +11,8 @@ from uuid import UUID, uuid4
 
 from adapters.envelope import verify_signature
 from domain.submission import validate_envelope
-from exchange.ingest.portal import CODE, LEVEL, Portal
+from exchange.ingest.desk import Desk
+from exchange.ingest.portal import CODE, DESK, LEVEL, Portal
 from tests.factories import resident
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -74,14 +75,14 @@ class Fakes:
             root, resident_id = self.root, self.resident_id
             members = self.members_of
 
-        return Portal(
+        desk = Desk(
             SEED,
+            DESK,
             register=self.register,
-            identities=Identities(),
-            rows=self,
             submitter=self,
             projection_wait=self.projection_wait,
         )
+        return Portal(desk, identities=Identities(), rows=self)
 
 
 CONSENT = {"scope": ["*"], "purposes": ["TREAT"], "notice": "我已阅读并同意本告知书全部内容"}

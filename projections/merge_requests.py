@@ -1,0 +1,119 @@
+"""Merges waiting for the identity steward, and how each was decided (the steward's queue).
+
+Written by the patient-record runner in the same transaction as the rest of a ledger batch.
+A row is one ``MergeRequest`` (domain/merge_request.py): who asked, which two identities, and
+once decided, by which steward, when and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from domain.merge_request import DECISIONS, MergeRequest
+from projections.batch import Changes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS merge_requests (
+    request_id uuid PRIMARY KEY, reference text NOT NULL, institution text NOT NULL,
+    survivor uuid NOT NULL, merged uuid NOT NULL, status text NOT NULL,
+    requested_at timestamptz NOT NULL, position bigint NOT NULL, steward text,
+    decided_by text, decided_at timestamptz, decided_position bigint, reason text);
+CREATE INDEX IF NOT EXISTS merge_requests_pending ON merge_requests (requested_at)
+    WHERE status = 'pending';
+"""
+TABLES = ("merge_requests",)
+
+
+def _requested(changes: Changes, position: int, event: Any) -> None:
+    changes.op(
+        "INSERT INTO merge_requests (request_id, reference, institution, survivor, merged, "
+        "status, requested_at, position) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
+        event.originator_id,
+        event.reference,
+        event.institution,
+        event.survivor,
+        event.merged,
+        event.timestamp,
+        position,
+    )
+
+
+def _decided(changes: Changes, position: int, event: Any) -> None:
+    changes.op(
+        "UPDATE merge_requests SET status = $2, steward = $3, decided_by = $4, "
+        "decided_at = $5, decided_position = $6, reason = $7 WHERE request_id = $1",
+        event.originator_id,
+        DECISIONS[event.decision],
+        event.steward,
+        f"{event.institution}/{event.source_id}",
+        event.timestamp,
+        position,
+        event.reason,
+    )
+
+
+HANDLERS: dict[type, Callable[[Changes, int, Any], None]] = {
+    MergeRequest.Requested: _requested,  # type: ignore[attr-defined]
+    MergeRequest.Decided: _decided,  # type: ignore[attr-defined]
+}
+
+
+class MergeRequestReader:
+    """The steward's queue, with what a steward compares to decide: each identity's
+    registration (birth date, sex), the demographics its institutions sent, and every
+    identifier linked to it (with the institution that linked it)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def requests(self, status: str, limit: int = 100) -> list[asyncpg.Record]:
+        return list(
+            await self._pool.fetch(
+                "SELECT r.*, i.name AS institution_name FROM merge_requests r "
+                "LEFT JOIN institutions i ON i.code = r.institution "
+                "WHERE r.status = $1 ORDER BY r.requested_at, r.request_id LIMIT $2",
+                status,
+                limit,
+            )
+        )
+
+    async def request(self, rid: UUID) -> asyncpg.Record | None:
+        return await self._pool.fetchrow("SELECT * FROM merge_requests WHERE request_id = $1", rid)
+
+    async def identities(self, pids: Sequence[UUID]) -> dict[UUID, dict[str, Any]]:
+        """Per patient id: its registration, demographics and identifiers."""
+        rows = await self._pool.fetch(
+            "SELECT patient_id, birth_date, sex, temporary, merged_into, demographics "
+            "FROM patients WHERE patient_id = ANY($1)",
+            list(pids),
+        )
+        found: dict[UUID, dict[str, Any]] = {
+            r["patient_id"]: {
+                "patient_id": str(r["patient_id"]),
+                "birth_date": r["birth_date"].isoformat() if r["birth_date"] else None,
+                "sex": r["sex"],
+                "temporary": r["temporary"],
+                "merged_into": str(r["merged_into"]) if r["merged_into"] else None,
+                "demographics": _json(r["demographics"]),
+                "identifiers": [],
+            }
+            for r in rows
+        }
+        for r in await self._pool.fetch(
+            "SELECT patient_id, system, value, institution FROM patient_identifiers "
+            "WHERE patient_id = ANY($1) ORDER BY position, system, value",
+            list(pids),
+        ):
+            found[r["patient_id"]]["identifiers"].append(
+                {"system": r["system"], "value": r["value"], "institution": r["institution"]}
+            )
+        return found
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
