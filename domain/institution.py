@@ -26,6 +26,8 @@ class Level(str, Enum):
     PATIENT_PORTAL = "patient_portal"
     # The exchange's own identity steward desk: it records the steward's decisions on merges.
     MPI_STEWARD = "mpi_steward"
+    # The regulator's desk: it records what the regulator does to a record (lifting a seal).
+    REGULATOR = "regulator"
 
 
 class InvalidInstitution(DomainError):

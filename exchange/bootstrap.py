@@ -46,6 +46,8 @@ from exchange.ingest.ledger import Ledger
 from exchange.ingest.notifier import Notifier
 from exchange.ingest.portal import DESK as PORTAL_DESK
 from exchange.ingest.portal import Portal
+from exchange.ingest.regulator_desk import DESK as REGULATOR_DESK
+from exchange.ingest.regulator_desk import RegulatorDesk
 from exchange.ingest.scheduler import ReferralScheduler
 from exchange.ingest.steward import DESK as STEWARD_DESK
 from exchange.ingest.steward import Steward
@@ -192,13 +194,22 @@ class Runtime:
             residents=self.records,
         )
 
+    def regulator_desk(self) -> RegulatorDesk | None:
+        seed = self.settings.secrets.regulator_key
+        if not seed:
+            return None
+        return RegulatorDesk(self._desk(seed, REGULATOR_DESK), residents=self.records)
+
     async def _register(self, code: str, name: str, level: str, public_key: str) -> bool:
         return await self.sync(  # type: ignore[no-any-return]
             self.ledger.register_institution, code, name, level, public_key
         )
 
     def api_context(
-        self, portal: Portal | None = None, steward: Steward | None = None
+        self,
+        portal: Portal | None = None,
+        steward: Steward | None = None,
+        regulator: RegulatorDesk | None = None,
     ) -> ApiContext:
         policy = self.settings.access_policy
         assert self.revocations is not None
@@ -217,6 +228,7 @@ class Runtime:
             policy=policy,
             portal=portal,
             steward=steward,
+            regulator_desk=regulator,
             publish=self._publish,
             consortium=self.settings.consortium,
         )
@@ -360,14 +372,15 @@ async def serve(
         portal = rt.portal()
         if portal is not None:
             await portal.ensure_registered()
-        steward = rt.steward()
-        if steward is not None:
-            await steward.ensure_registered()
+        steward, regulator = rt.steward(), rt.regulator_desk()
+        for desk in (steward, regulator):
+            if desk is not None:
+                await desk.ensure_registered()
         sock = bind_http(rt.settings.http_host, rt.settings.http_port)
         host, port = sock.getsockname()[:2]
         rt.endpoints.http_url = f"http://{host}:{port}"
         config = uvicorn.Config(
-            create_app(rt.api_context(portal, steward)),
+            create_app(rt.api_context(portal, steward, regulator)),
             log_level="warning",
             http="httptools",  # its C parser: a fraction of h11's time
             lifespan="off",

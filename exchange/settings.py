@@ -54,6 +54,7 @@ _SECRET_NAMES = (
     "audit_key",
     "portal_key",
     "steward_key",
+    "regulator_key",
 )
 _SECONDS = "must be a positive number of seconds (below a day)"
 _SECRET = "must be base64-encoded bytes (or unset: generated into <data dir>/secrets/)"
@@ -104,6 +105,7 @@ class Environment(BaseSettings):
     audit_key: SecretStr | None = Field(default=None, description=_SECRET)
     portal_key: SecretStr | None = Field(default=None, description=_SECRET)
     steward_key: SecretStr | None = Field(default=None, description=_SECRET)
+    regulator_key: SecretStr | None = Field(default=None, description=_SECRET)
 
     @field_validator("database_url", "nats_url", "policy_file", *_SECRET_NAMES, mode="before")
     @classmethod
@@ -174,6 +176,8 @@ class Secrets:
     # Ed25519 seed signing the identity steward's decisions on merges (its desk's
     # submissions); None: pending merges cannot be decided over HTTP.
     steward_key: bytes | None = None
+    # Ed25519 seed signing what the regulator does to a record (lifting a seal).
+    regulator_key: bytes | None = None
 
     def __repr__(self) -> str:
         return "Secrets(<redacted>)"
@@ -271,6 +275,7 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
         audit_key=keys["audit_key"],
         portal_key=keys["portal_key"],
         steward_key=keys["steward_key"],
+        regulator_key=keys["regulator_key"],
     )
 
 

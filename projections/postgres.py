@@ -205,6 +205,26 @@ class PatientRecordReader:
         )
         return found if isinstance(found, str) else None
 
+    async def active_seals(
+        self, members: Sequence[UUID] | None = None, limit: int = 500
+    ) -> list[asyncpg.Record]:
+        """Seals in force (of these identities; None: the county's, for the regulator)."""
+        if members is None:
+            return list(
+                await self.pool.fetch(
+                    "SELECT patient_id, institution, readers, reason, sealed_at, position "
+                    "FROM seals WHERE unsealed_position IS NULL ORDER BY sealed_at LIMIT $1",
+                    limit,
+                )
+            )
+        return list(
+            await self.pool.fetch(
+                "SELECT patient_id, institution, readers, reason, sealed_at, position "
+                "FROM seals WHERE patient_id = ANY($1) AND unsealed_position IS NULL",
+                list(members),
+            )
+        )
+
     async def history(self, entry: UUID) -> list[asyncpg.Record]:
         """Every version of one entry, oldest first, with how each ended (for auditors)."""
         rows: list[asyncpg.Record] = await self.pool.fetch(

@@ -342,17 +342,24 @@ def _seal(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> Non
     )
 
 
+# An institution lifts its own seals only; the regulator's desk lifts every seal of the
+# person (any identity merged with the one it names).
+_UNSEAL = """UPDATE seals SET unsealed_position = $2, unsealed_at = $3
+WHERE unsealed_position IS NULL AND (
+  (patient_id = $1 AND institution = $4)
+  OR (EXISTS (SELECT 1 FROM institutions WHERE code = $4 AND level = 'regulator')
+      AND patient_id IN (
+        WITH RECURSIVE up(id, depth) AS (
+          SELECT $1::uuid, 0
+          UNION ALL SELECT p.merged_into, up.depth + 1 FROM patients p JOIN up ON p.patient_id = up.id
+          WHERE p.merged_into IS NOT NULL AND up.depth < 64),
+        m(id) AS (SELECT id FROM (SELECT id FROM up ORDER BY depth DESC LIMIT 1) r
+                  UNION SELECT p.patient_id FROM patients p JOIN m ON p.merged_into = m.id)
+        SELECT id FROM m)))"""
+
+
 def _unseal(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
-    # An institution lifts its own seals only.
-    s.changes.op(
-        "UPDATE seals SET unsealed_position = $2, unsealed_at = $3 "
-        "WHERE patient_id = $1 AND institution = $4 "
-        "AND unsealed_position IS NULL",
-        pid,
-        s.position,
-        s.at,
-        s.institution,
-    )
+    s.changes.op(_UNSEAL, pid, s.position, s.at, s.institution)
 
 
 def _carried_by_their_own_events(

@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS seals (
     reason text NOT NULL, sealed_at timestamptz NOT NULL, position bigint NOT NULL,
     unsealed_position bigint, unsealed_at timestamptz);
 CREATE INDEX IF NOT EXISTS seals_patient ON seals (patient_id);
+CREATE INDEX IF NOT EXISTS seals_active ON seals (sealed_at) WHERE unsealed_position IS NULL;
 """
     + referrals.SCHEMA
     + merge_requests.SCHEMA

@@ -134,6 +134,25 @@ class PatientIndex:
             return False
         return self.root(first, changes).id == self.root(second, changes).id
 
+    def holds_records(
+        self, pid: UUID, institution: str, changes: Changes, ignoring: frozenset[Key] = frozenset()
+    ) -> bool:
+        """Whether ``institution`` holds records of the person ``pid`` is (under any identity
+        merged with it): the regional index links one of its own MRNs to them (other than
+        the links in ``ignoring``)."""
+        ident = self.identity(pid, changes)
+        if ident is None:
+            return False
+        system = mrn_system(institution)
+        todo, seen = [self.root(ident, changes)], 0
+        while todo and seen < 256:
+            current = todo.pop()
+            seen += 1
+            if any(k[0] == system and k not in ignoring for k in current.identifiers):
+                return True
+            todo += [i for a in current.absorbed if (i := self.identity(a, changes)) is not None]
+        return False
+
     def resolve(
         self,
         ref: PatientRef,

@@ -29,7 +29,7 @@ from domain.clinical import (
     RetractPayload,
     UnmergePayload,
 )
-from domain.consent_items import CareContractPayload, ConsentWithdrawalPayload
+from domain.consent_items import CareContractPayload, ConsentWithdrawalPayload, SealPayload
 from domain.institution import Institution, Level
 from domain.referral import Referral
 from domain.services.identity import Changes, PatientIndex
@@ -156,10 +156,15 @@ class SubmissionChecks:
         for pending in todo:
             inst = pending.valid.institution
             try:
-                patient_ids = [
-                    self._identity_of(item, inst, plan.changes, held, sent, memo)
-                    for item in pending.valid.items
-                ]
+                patient_ids = []
+                for item in pending.valid.items:
+                    before = set(plan.changes.new_keys)
+                    pid = self._identity_of(item, inst, plan.changes, held, sent, memo)
+                    patient_ids.append(pid)
+                    if isinstance(item.payload, SealPayload):
+                        # A seal's own identifiers do not make its sender a record holder.
+                        linked = frozenset(plan.changes.new_keys.keys() - before)
+                        self._check_seal(item, inst, pid, plan.changes, linked)
                 for item, pid in zip(pending.valid.items, patient_ids, strict=True):
                     if item.kind in REFERRAL_KINDS:
                         self.referrals.plan(
@@ -256,6 +261,26 @@ class SubmissionChecks:
             raise refusal(
                 "care_contract.not_primary_care",
                 "only a township health centre or a village clinic signs family-doctor contracts",
+                "kind",
+                item,
+            )
+
+    def _check_seal(
+        self,
+        item: ValidItem,
+        institution: str,
+        pid: str,
+        changes: Changes,
+        linked: frozenset[tuple[str, str]],
+    ) -> None:
+        """Only an institution that holds the patient's records seals them (病历封存 is the
+        record holder's act): one whose own MRN the regional index links to the patient,
+        by an item other than the seal (``linked``: what the seal itself linked)."""
+        if not self.index.holds_records(UUID(pid), institution, changes, linked):
+            raise refusal(
+                "seal.not_holder",
+                "only an institution that holds the patient's records (its MRN is linked to "
+                "the patient) may seal them",
                 "kind",
                 item,
             )

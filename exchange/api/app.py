@@ -13,6 +13,7 @@ from exchange.api.patients import patient_routes
 from exchange.api.record import record_routes
 from exchange.api.referrals import referral_routes
 from exchange.api.regulator import regulator_routes
+from exchange.api.seals import seal_routes
 
 
 def api_routes(ctx: ApiContext) -> list[ApiRoute]:
@@ -23,6 +24,7 @@ def api_routes(ctx: ApiContext) -> list[ApiRoute]:
         *regulator_routes(ctx),
         *referral_routes(ctx.records, ctx.referrals),
         *mpi_routes(ctx),
+        *seal_routes(ctx),
     ]
 
 

@@ -48,6 +48,12 @@ class MergeSteward(Protocol):
     ) -> Any: ...
 
 
+class SealLifter(Protocol):
+    """The regulator's desk (``exchange.ingest.regulator_desk.RegulatorDesk``)."""
+
+    async def lift_seals(self, members: Sequence[UUID], *, reason: str, now: datetime) -> Any: ...
+
+
 class ConsentPortal(Protocol):
     """The patient portal (``exchange.ingest.portal.Portal``): records a consent a patient
     gives, or withdraws, with their own token, as a signed submission."""
@@ -69,6 +75,7 @@ class ApiContext:
     policy: AccessPolicy = DEFAULT_POLICY
     portal: ConsentPortal | None = None  # consents a patient gives over HTTP
     steward: MergeSteward | None = None  # the identity steward's decisions on merges
+    regulator_desk: SealLifter | None = None  # what the regulator does to a record
     # Publishes (subject, JSON document) to JetStream, acknowledged: alerts for the regulator,
     # notices for patients. None: nothing is published (the audit log still holds both).
     publish: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None

@@ -65,6 +65,7 @@ def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Set
             audit_key=secrets.token_bytes(32),
             portal_key=secrets.token_bytes(32),
             steward_key=secrets.token_bytes(32),
+            regulator_key=secrets.token_bytes(32),
         ),
     )
 

@@ -49,6 +49,8 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/referrals/inbox"): (("physician",), False),
     ("GET", "/referrals/outbox"): (("physician",), False),
     ("GET", "/referrals/statistics"): (("physician", "regulator", "admin"), False),
+    ("GET", "/audit/seals"): (("regulator",), False),
+    ("POST", "/audit/seals/{pid}/lift"): (("regulator",), False),
     ("GET", "/mpi/merge-requests"): (("mpi_steward",), False),
     ("POST", "/mpi/merge-requests/{rid}"): (("mpi_steward",), False),
 }

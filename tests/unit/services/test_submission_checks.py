@@ -185,3 +185,41 @@ def test_the_plan_saves_identities_first_then_submissions_and_index_rows() -> No
     assert kinds == ["PatientIdentity", "Submission"]
     assert [row[:2] for row in plan.identifier_rows] == [("urn:county-hie:mrn:thc-1", "M-1")]
     assert plan.submissions[0].patient_ids == [str(plan.aggregates[0].id)]
+
+
+# Seals ---------------------------------------------------------------------------------------
+
+
+def seal(rid: str, source_id: str, **ref: str) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "kind": "seal",
+        "payload": {
+            "patient": {"resident_id": rid, **ref},
+            "readers": ["ch-1/officer-wu"],
+            "reason": "医疗纠纷封存",
+            "at": RECEIVED.isoformat(),
+        },
+    }
+
+
+def test_only_an_institution_holding_the_patients_records_seals_them() -> None:
+    ledger, rid = FakeLedger(), resident(5)
+    visit = observation_item(rid, "o1")
+    visit["payload"]["patient"]["mrn"] = "CH-0005"
+    check_and_save(ledger, pending("ch-1", visit))
+    # The township centre never registered the patient: its seal would lock the county out.
+    refused = refusal_of(ledger, pending("thc-1", seal(rid, "s1"), submission_id="s-2"))
+    assert [(p.code, p.field) for p in refused.problems] == [("seal.not_holder", "kind")]
+    # The county holds the record (its MRN is linked): it seals.
+    check_and_save(ledger, pending("ch-1", seal(rid, "s1"), submission_id="s-3"))
+    # A seal that names its own new MRN for the patient does not make its sender a holder...
+    other = resident(6)
+    refused = refusal_of(
+        ledger, pending("thc-1", seal(other, "s2", mrn="T-6"), submission_id="s-4")
+    )
+    assert [p.code for p in refused.problems] == ["seal.not_holder"]
+    # ... but a record sent before it in the same submission does.
+    record = observation_item(other, "o6")
+    record["payload"]["patient"]["mrn"] = "T-6"
+    check_and_save(ledger, pending("thc-1", record, seal(other, "s2"), submission_id="s-5"))
