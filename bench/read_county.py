@@ -243,6 +243,7 @@ def consent_item(n: int, rid: str, now: datetime) -> dict[str, Any]:
             "valid_to": (now + timedelta(days=5 * 365)).isoformat(),
             "notice_sha256": NOTICE,
             "signed_by": "patient",
+            "signed_document": {"sha256": NOTICE, "method": "handwritten-scan"},
         },
     }
 

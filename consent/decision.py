@@ -17,7 +17,9 @@ The rules (REGULATIONS.md), in the order they are applied:
 5. A *separate* consent (单独同意, PIPL Art. 29) valid at the moment, not withdrawn as of the
    ledger position (Art. 15), naming the purpose (Art. 14) and covering the requesting
    institution (Art. 23), signed by the patient aged 14 or more or by a recorded guardian
-   (Art. 31). A general consent never stands in for it.
+   (Art. 31). A general consent never stands in for it. One member's record of a consent
+   binds only itself: until the patient confirmed it (or its signed form was recorded), it
+   counts only for the recording institution's own reads of general categories, for care.
 6. The categories let through are the purpose's, within those the consents cover; a sensitive
    category (HIV, psychiatric, reproductive, genetic) only when a consent names it. With only a
    referral as care relationship, the referral's minimum: summary, diagnoses, medications,
@@ -41,6 +43,7 @@ from consent.facts import (
 )
 from consent.policy import DEFAULT_POLICY, AccessPolicy
 from domain.categories import CATEGORIES, GENERAL, SENSITIVE
+from domain.consent_items import RESEARCH
 from domain.errors import ConsentError
 
 # The facts records and the policy are re-exported: callers import them from here, beside the
@@ -285,15 +288,36 @@ _MESSAGES = {
     "guardian's consent can be relied on",
     "consent.purpose": "no separate consent names this purpose",
     "consent.scope": "no consent covers the requesting institution",
+    "consent.unconfirmed": "the consent that would cover this read was recorded by another "
+    "institution and reaches beyond it: it counts once the patient confirms it in the "
+    "patient portal, or the signed consent form is recorded",
     "care.none": "the requesting institution has no care relationship with the patient now "
     "(no recent visit it recorded, no referral it accepted that still holds, no "
     "family-doctor contract)",
 }
 
 
+def _in_force(consent: ConsentRecord, position: int | None) -> ConsentRecord | None:
+    """What a consent lets through as of ``position``: all it says once it counts in full
+    (``ConsentRecord.confirmed``); before, only the recording institution's own reads of
+    general categories, for no research (None: nothing)."""
+    if consent.confirmed(position):
+        return consent
+    if "*" not in consent.scope and consent.institution not in consent.scope:
+        return None
+    purposes = tuple(p for p in consent.purposes if p != RESEARCH)
+    categories = consent.categories
+    if categories is not None:
+        categories = tuple(c for c in categories if c not in SENSITIVE)
+    if not purposes or categories == ():
+        return None
+    return replace(consent, scope=(consent.institution,), purposes=purposes, categories=categories)
+
+
 def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:
     pos = request.position
-    recorded = [c for c in facts.consents if pos is None or c.position <= pos]
+    as_recorded = [c for c in facts.consents if pos is None or c.position <= pos]
+    recorded = [f for c in as_recorded if (f := _in_force(c, pos)) is not None]
     valid = [
         c
         for c in recorded
@@ -332,6 +356,15 @@ def _consented(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> De
     ):
         # A consent that would cover this read was withdrawn: that is the reason to give.
         reasons = [Reason("consent.withdrawn", _MESSAGES["consent.withdrawn"])]
+    elif not covering and any(
+        not c.confirmed(pos)
+        and c.consent_type == "separate"
+        and request.purpose in c.purposes
+        and ("*" in c.scope or request.institution in c.scope)
+        for c in as_recorded
+    ):
+        # One would cover it once the patient confirms it: say so.
+        reasons = [Reason("consent.unconfirmed", _MESSAGES["consent.unconfirmed"])]
     care = [c for c in facts.care if c.holds(request.institution, request.at)]
     if request.purpose in policy.needs_care and not care:
         reasons.append(Reason("care.none", _MESSAGES["care.none"]))

@@ -23,6 +23,16 @@ class ConsentRecord:
     guardian: str | None = None  # the signing guardian's resident ID
     position: int = 0
     withdrawn_position: int | None = None
+    institution: str = ""  # the recording institution
+    # From which position it counts in full (None: it reaches beyond its institution and
+    # waits for the patient's confirmation or its signed form); facts read from the
+    # projection always say.
+    confirmed_position: int | None = 0
+
+    def confirmed(self, position: int | None) -> bool:
+        return self.confirmed_position is not None and (
+            position is None or self.confirmed_position <= position
+        )
 
 
 @dataclass(frozen=True, slots=True)

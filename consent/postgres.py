@@ -62,7 +62,8 @@ _FACTS_COLUMNS = """
   (SELECT birth_date FROM patients WHERE patient_id = ANY({members}) AND birth_date IS NOT NULL
    ORDER BY (patient_id = {root}) DESC LIMIT 1) AS birth_date,
   (SELECT coalesce(json_agg(json_build_array(consent_id, consent_type, scope, purposes,
-      valid_from, valid_to, categories, signed_by, guardian, position, withdrawn_position)), '[]')
+      valid_from, valid_to, categories, signed_by, guardian, position, withdrawn_position,
+      institution, confirmed_position)), '[]')
    FROM consents WHERE patient_id = ANY({members})) AS consents,
   (SELECT coalesce(json_agg(json_build_array(guardian, valid_from, valid_to, position)), '[]')
    FROM guardians WHERE patient_id = ANY({members})) AS guardians,
@@ -211,7 +212,8 @@ class ConsentState:
         (nor its sensitive categories)."""
         ids = [patient_id] if isinstance(patient_id, UUID) else list(patient_id)
         rows: list[asyncpg.Record] = await self.pool.fetch(
-            "SELECT consent_id, resource, withdrawn_at, position FROM consents "
+            "SELECT consent_id, resource, withdrawn_at, position, confirmed_position "
+            "FROM consents "
             "WHERE patient_id = ANY($1) AND ($2::text IS NULL OR '*' = ANY(scope) "
             "OR $2::text = ANY(scope)) ORDER BY position",
             ids,
@@ -276,6 +278,8 @@ def _facts(row: Any, institution: str, care_after_record: timedelta) -> Facts:
             c[8],
             c[9],
             c[10],
+            c[11],
+            c[12],
         )
         for c in orjson.loads(row["consents"])
     ]

@@ -82,6 +82,7 @@ CONTROL_KINDS = (
     "referral",
     "referral_action",
     "consent_withdrawal",
+    "consent_confirmation",
     "guardian",
     "care_contract",
     "seal",

@@ -19,9 +19,11 @@ from pydantic_core import PydanticCustomError
 from domain.categories import CATEGORIES
 from domain.consent_items import (
     CareContractPayload,
+    ConsentConfirmationPayload,
     ConsentWithdrawalPayload,
     GuardianPayload,
     SealPayload,
+    SignedDocument,
     UnsealPayload,
 )
 from domain.referral_items import ReferralActionPayload, ReferralPayload
@@ -59,6 +61,7 @@ CONTROL_KINDS = (
     "merge",
     "unmerge",
     "consent_withdrawal",
+    "consent_confirmation",
     "guardian",
     "care_contract",
     "seal",
@@ -85,6 +88,7 @@ Kind = Literal[
     "referral",
     "referral_action",
     "consent_withdrawal",
+    "consent_confirmation",
     "guardian",
     "care_contract",
     "seal",
@@ -178,6 +182,9 @@ class ConsentPayload(_PatientItem):
     notice_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     signed_by: Literal["patient", "guardian"] = "patient"
     guardian: PatientRef | None = None
+    # The signed consent form: a consent that reaches beyond the recording institution counts
+    # with it at once; without it, once the patient confirms it in the portal.
+    signed_document: SignedDocument | None = None
 
     @model_validator(mode="after")
     def _period(self) -> ConsentPayload:
@@ -350,6 +357,7 @@ PAYLOAD_MODELS: dict[str, type[_PatientItem]] = {
     "referral": ReferralPayload,
     "referral_action": ReferralActionPayload,
     "consent_withdrawal": ConsentWithdrawalPayload,
+    "consent_confirmation": ConsentConfirmationPayload,
     "guardian": GuardianPayload,
     "care_contract": CareContractPayload,
     "seal": SealPayload,

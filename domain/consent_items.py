@@ -2,6 +2,9 @@
 
 - ``consent_withdrawal``: the patient withdraws a consent (PIPL Art. 15), at any institution;
   it counts from its ledger position on.
+- ``consent_confirmation``: the patient confirms, through the patient portal, a consent an
+  institution recorded that reaches beyond that institution (``needs_patient``); it counts
+  in full from the confirmation's ledger position on.
 - ``guardian``: a recorded guardian (监护人) of a child, whose consent stands for a child under
   14 (PIPL Art. 31).
 - ``care_contract``: a family-doctor contract (家庭医生签约): the signing institution treats
@@ -18,7 +21,8 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from domain.values import PatientRef, Text, _PatientItem
+from domain.categories import SENSITIVE
+from domain.values import PatientRef, Text, _Model, _PatientItem
 
 CONSENT_REFERENCE = r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,200}$"
 
@@ -29,6 +33,40 @@ class ConsentWithdrawalPayload(_PatientItem):
     consent: Annotated[str, Field(pattern=CONSENT_REFERENCE)]
     at: AwareDatetime
     reason: Text | None = None
+
+
+class ConsentConfirmationPayload(_PatientItem):
+    """``consent`` names the consent confirmed, as ``<recording institution>/<source_id>``."""
+
+    consent: Annotated[str, Field(pattern=CONSENT_REFERENCE)]
+    at: AwareDatetime
+
+
+class SignedDocument(_Model):
+    """The consent form the patient signed, as the recording institution keeps it: its
+    SHA-256 and how it was signed (a scanned handwritten signature, an electronic signature
+    under the Electronic Signature Law, a digital certificate)."""
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    method: Literal["handwritten-scan", "electronic-signature", "digital-certificate"]
+
+
+RESEARCH = "HRESCH"
+
+
+def needs_patient(
+    institution: str, scope: tuple[str, ...], purposes: tuple[str, ...], categories: object
+) -> bool:
+    """Whether a consent an institution recorded opens more than that institution's own
+    general reads for care — another institution or the whole consortium in its scope, a
+    sensitive category, research — and so counts for that only once the patient confirmed
+    it (portal) or the institution recorded the signed consent document."""
+    named = tuple(categories) if isinstance(categories, (list, tuple)) else ()
+    return (
+        any(code != institution for code in scope)
+        or any(c in SENSITIVE for c in named)
+        or RESEARCH in purposes
+    )
 
 
 class GuardianPayload(_PatientItem):

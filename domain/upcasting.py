@@ -70,6 +70,7 @@ ITEM_VERSIONS: dict[str, int] = {
     "merge": 1,
     "unmerge": 1,
     "consent_withdrawal": 1,
+    "consent_confirmation": 1,
     "guardian": 1,
     "care_contract": 1,
     "seal": 1,

@@ -23,8 +23,9 @@ CREATE TABLE IF NOT EXISTS merge_requests (
     survivor uuid NOT NULL, merged uuid NOT NULL, status text NOT NULL,
     requested_at timestamptz NOT NULL, position bigint NOT NULL, steward text,
     decided_by text, decided_at timestamptz, decided_position bigint, reason text);
-CREATE INDEX IF NOT EXISTS merge_requests_pending ON merge_requests (requested_at)
-    WHERE status = 'pending';
+DROP INDEX IF EXISTS merge_requests_pending;
+CREATE INDEX IF NOT EXISTS merge_requests_status
+    ON merge_requests (status, requested_at, request_id);
 """
 TABLES = ("merge_requests",)
 
@@ -104,9 +105,13 @@ class MergeRequestReader:
             }
             for r in rows
         }
+        # One index lookup per identity (LATERAL, OFFSET 0): a planner without statistics
+        # would rather read the whole index of identifiers for a long list.
         for r in await self._pool.fetch(
-            "SELECT patient_id, system, value, institution FROM patient_identifiers "
-            "WHERE patient_id = ANY($1) ORDER BY position, system, value",
+            "SELECT p.id AS patient_id, i.system, i.value, i.institution "
+            "FROM unnest($1::uuid[]) p(id) CROSS JOIN LATERAL (SELECT system, value, "
+            "institution, position FROM patient_identifiers WHERE patient_id = p.id OFFSET 0) i "
+            "ORDER BY i.position, i.system, i.value",
             list(pids),
         ):
             found[r["patient_id"]]["identifiers"].append(

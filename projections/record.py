@@ -20,6 +20,7 @@ import orjson
 
 from domain.categories import categories_of
 from domain.clinical import ENTRY_KINDS, REFERRAL_KINDS
+from domain.consent_items import needs_patient
 from domain.identity import RESIDENT_ID_SYSTEM, PatientIdentity
 from domain.institution import Institution
 from domain.submission import (
@@ -233,11 +234,20 @@ def _consent(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> 
             institution_name=s.institution_name,
         )
     )
+    document = payload.signed_document
+    counts = document is not None or not needs_patient(
+        s.institution, tuple(payload.scope), tuple(payload.purposes), payload.categories
+    )
     s.changes.op(
         "INSERT INTO consents (consent_id, patient_id, institution, consent_type, "
         "scope, purposes, valid_from, valid_to, signed_by, resource, position, "
-        "categories, guardian, source_id) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "categories, guardian, source_id, document_sha256, signing_method, "
+        "confirmed_position) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+        # In full at once: a consent that opens nothing beyond its institution's own care,
+        # one with its signed form, or one the patient gave in the portal.
+        "CASE WHEN $17::boolean OR EXISTS (SELECT 1 FROM institutions WHERE code = $3 "
+        "AND level = 'patient_portal') THEN $11::bigint END)",
         rid,
         pid,
         s.institution,
@@ -252,6 +262,20 @@ def _consent(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> 
         list(payload.categories) if payload.categories else None,
         payload.guardian.resident_id if payload.guardian else None,
         item.source_id,
+        document.sha256 if document else None,
+        document.method if document else None,
+        counts,
+    )
+
+
+def _consent_confirmation(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
+    payload: Any = item.payload
+    owner, _, sid = payload.consent.partition("/")
+    s.changes.op(
+        "UPDATE consents SET confirmed_position = $2 "
+        "WHERE consent_id = $1 AND confirmed_position IS NULL",
+        entry_id(owner, sid),
+        s.position,
     )
 
 
@@ -374,6 +398,7 @@ ITEM_HANDLERS: dict[str, ItemHandler] = {
     "consent": _consent,
     "retract": _retract,
     "consent_withdrawal": _consent_withdrawal,
+    "consent_confirmation": _consent_confirmation,
     "guardian": _guardian,
     "care_contract": _care_contract,
     "seal": _seal,

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from domain.categories import SENSITIVE
 from projections import merge_requests, referrals
 
 NAME = "patient_record"
@@ -64,6 +65,11 @@ ALTER TABLE consents ADD COLUMN IF NOT EXISTS guardian text;
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS source_id text;
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS withdrawn_position bigint;
 ALTER TABLE consents ADD COLUMN IF NOT EXISTS withdrawn_at timestamptz;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS document_sha256 text;
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS signing_method text;
+-- From which ledger position the consent counts in full (null: it reaches beyond its
+-- institution and waits for the patient's confirmation or its signed form).
+ALTER TABLE consents ADD COLUMN IF NOT EXISTS confirmed_position bigint;
 CREATE TABLE IF NOT EXISTS guardians (
     patient_id uuid NOT NULL, guardian text NOT NULL, relationship text NOT NULL,
     institution text NOT NULL, valid_from timestamptz NOT NULL, valid_to timestamptz,
@@ -109,25 +115,38 @@ TABLES = (
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
 
 
-# A database whose entries predate ``recorded_at`` gets it from the ledger clock, once: in the
-# transaction that adds the column, so no rebuild is needed and later starts skip it.
-_HAS_RECORDED_AT = (
-    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('record_entries') "
-    "AND attname = 'recorded_at' AND NOT attisdropped)"
+# Columns added to a live database are filled in once, in the transaction that adds them, so
+# no rebuild is needed and later starts skip it. ``recorded_at``: from the ledger clock.
+_HAS_COLUMN = (
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) "
+    "AND attname = $2 AND NOT attisdropped)"
 )
 _BACKFILL_RECORDED_AT = (
     "UPDATE record_entries e SET recorded_at = c.at FROM ledger_clock c "
     "WHERE c.position = e.valid_from AND e.recorded_at IS NULL"
+)
+# ``confirmed_position``: a consent recorded before the patient had to confirm broad ones
+# counts in full from its own position if it opens nothing beyond its institution's care, or
+# the patient gave it in the portal (domain.consent_items.needs_patient, in SQL).
+_BACKFILL_CONFIRMED = (
+    "UPDATE consents c SET confirmed_position = c.position WHERE confirmed_position IS NULL "
+    "AND (EXISTS (SELECT 1 FROM institutions i WHERE i.code = c.institution "
+    "AND i.level = 'patient_portal') OR NOT (EXISTS (SELECT 1 FROM unnest(c.scope) x "
+    "WHERE x <> c.institution) OR coalesce(c.categories && $1::text[], false) "
+    "OR 'HRESCH' = ANY(c.purposes)))"
 )
 
 
 async def create_schema(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-projection-schema'))")
-        had_recorded_at = await conn.fetchval(_HAS_RECORDED_AT)
+        had_recorded_at = await conn.fetchval(_HAS_COLUMN, "record_entries", "recorded_at")
+        had_confirmed = await conn.fetchval(_HAS_COLUMN, "consents", "confirmed_position")
         await conn.execute(SCHEMA)
         if not had_recorded_at:
             await conn.execute(_BACKFILL_RECORDED_AT)
+        if not had_confirmed:
+            await conn.execute(_BACKFILL_CONFIRMED, list(SENSITIVE))
         await conn.execute(
             "INSERT INTO projection_position (name, position) VALUES ($1, 0) "
             "ON CONFLICT (name) DO NOTHING",

@@ -17,6 +17,7 @@ from domain.resident_id import make_resident_id
 
 REGION = "341122"
 NOTICE = hashlib.sha256("测试告知书 v1".encode()).hexdigest()
+SIGNED_FORM = hashlib.sha256("测试知情同意书 签字扫描件".encode()).hexdigest()
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
@@ -86,20 +87,22 @@ def consent_item(
     scope: list[str] | None = None,
     consent_type: str = "separate",
     purposes: list[str] | None = None,
+    signed: bool = True,
 ) -> dict[str, Any]:
-    return {
-        "source_id": source_id,
-        "kind": "consent",
-        "payload": {
-            "patient": {"resident_id": rid},
-            "consent_type": consent_type,
-            "scope": scope or ["*"],
-            "purposes": purposes or ["TREAT"],
-            "valid_from": (T0 - timedelta(days=30)).isoformat(),
-            "valid_to": (T0 + timedelta(days=3650)).isoformat(),
-            "notice_sha256": NOTICE,
-        },
+    """A consent the institution recorded; ``signed``: with the patient's signed form (its
+    hash and signing method), so it counts beyond the institution at once."""
+    payload: dict[str, Any] = {
+        "patient": {"resident_id": rid},
+        "consent_type": consent_type,
+        "scope": scope or ["*"],
+        "purposes": purposes or ["TREAT"],
+        "valid_from": (T0 - timedelta(days=30)).isoformat(),
+        "valid_to": (T0 + timedelta(days=3650)).isoformat(),
+        "notice_sha256": NOTICE,
     }
+    if signed:
+        payload["signed_document"] = {"sha256": SIGNED_FORM, "method": "handwritten-scan"}
+    return {"source_id": source_id, "kind": "consent", "payload": payload}
 
 
 def record_items(rid: str, prefix: str, *, consent: bool = False) -> list[dict[str, Any]]:

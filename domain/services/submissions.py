@@ -29,7 +29,12 @@ from domain.clinical import (
     RetractPayload,
     UnmergePayload,
 )
-from domain.consent_items import CareContractPayload, ConsentWithdrawalPayload, SealPayload
+from domain.consent_items import (
+    CareContractPayload,
+    ConsentConfirmationPayload,
+    ConsentWithdrawalPayload,
+    SealPayload,
+)
 from domain.institution import Institution, Level
 from domain.referral import Referral
 from domain.services.identity import Changes, PatientIndex
@@ -118,11 +123,11 @@ def records_wanted(batch: Sequence[Pending]) -> dict[str, set[str]]:
 
 def consents_wanted(batch: Sequence[Pending]) -> dict[str, list[str]]:
     """Per recording institution, the source ids of the consents this batch's withdrawals
-    name (``<institution>/<source_id>``)."""
+    and confirmations name (``<institution>/<source_id>``)."""
     wanted: dict[str, list[str]] = {}
     for p in batch:
         for item in p.valid.items:
-            if isinstance(item.payload, ConsentWithdrawalPayload):
+            if isinstance(item.payload, ConsentWithdrawalPayload | ConsentConfirmationPayload):
                 inst, _, sid = item.payload.consent.partition("/")
                 wanted.setdefault(inst, []).append(sid)
     return wanted
@@ -171,6 +176,9 @@ class SubmissionChecks:
                             item, inst, pid, pending.received_at, plan.changes, plan.referrals
                         )
                     elif isinstance(item.payload, ConsentWithdrawalPayload):
+                        self._check_withdrawal(item, item.payload, pid, consents, plan.changes)
+                    elif isinstance(item.payload, ConsentConfirmationPayload):
+                        self._check_confirmation(item, inst)
                         self._check_withdrawal(item, item.payload, pid, consents, plan.changes)
                     elif isinstance(item.payload, ConsentPayload):
                         self._check_scope(item, item.payload)
@@ -236,12 +244,13 @@ class SubmissionChecks:
     def _check_withdrawal(
         self,
         item: ValidItem,
-        payload: ConsentWithdrawalPayload,
+        payload: ConsentWithdrawalPayload | ConsentConfirmationPayload,
         pid: str,
         consents: dict[tuple[str, str], str],
         changes: Changes,
     ) -> None:
-        """A withdrawal names a consent the ledger holds, given for this same patient."""
+        """A withdrawal (or a confirmation) names a consent the ledger holds, given for this
+        same patient."""
         inst, _, sid = payload.consent.partition("/")
         owner = consents.get((inst, sid))
         if owner is None or not self.index.same_person(UUID(owner), UUID(pid), changes):
@@ -250,6 +259,17 @@ class SubmissionChecks:
                 "this patient has no consent with this reference; "
                 "it is <recording institution>/<source_id of the consent>",
                 "payload.consent",
+                item,
+            )
+
+    def _check_confirmation(self, item: ValidItem, institution: str) -> None:
+        """The patient confirms a consent themself: only the patient portal records that."""
+        signer = self._institutions.institution(institution)
+        if signer is None or signer.level != Level.PATIENT_PORTAL.value:
+            raise refusal(
+                "consent_confirmation.portal_only",
+                "only the patient confirms a consent, through the patient portal",
+                "kind",
                 item,
             )
 

@@ -216,10 +216,13 @@ class RecordRoutes:
 
 def _with_withdrawal(row: Any) -> str:
     text: str = row["resource"]
-    if row["withdrawn_at"] is None:
-        return text
-    # A withdrawn consent is inactive from its withdrawal on (FHIR Consent.status).
-    return text.replace('"status":"active"', '"status":"inactive"', 1)
+    if row["withdrawn_at"] is not None:
+        # A withdrawn consent is inactive from its withdrawal on (FHIR Consent.status).
+        return text.replace('"status":"active"', '"status":"inactive"', 1)
+    if row["confirmed_position"] is None:
+        # It waits for the patient (or its signed form) beyond its institution: proposed.
+        return text.replace('"status":"active"', '"status":"proposed"', 1)
+    return text
 
 
 def record_routes(ctx: ApiContext) -> list[ApiRoute]:

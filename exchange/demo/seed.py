@@ -65,6 +65,12 @@ def consent_item(institution: str, resident: DemoResident, n: int) -> dict[str, 
             "valid_to": (CONSENT_FROM + timedelta(days=5 * 365)).isoformat(),
             "notice_sha256": hashlib.sha256(CONSENT_NOTICE.encode()).hexdigest(),
             "signed_by": "patient",
+            # The signed paper form, scanned at the township centre: what lets a consent
+            # for the whole consortium count at once (else the patient confirms it).
+            "signed_document": {
+                "sha256": hashlib.sha256(f"{CONSENT_NOTICE} 签字 {n}".encode()).hexdigest(),
+                "method": "handwritten-scan",
+            },
         },
     }
 

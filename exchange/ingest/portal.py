@@ -89,8 +89,8 @@ class Portal:
                     )
                 ],
             )
-        if "withdraw" in body:
-            item = await self._withdrawal(members, resident_id, body, now)
+        if "withdraw" in body or "confirm" in body:
+            item = await self._about_consent(members, resident_id, body, now)
             if isinstance(item, PortalOutcome):
                 return item
         else:
@@ -145,14 +145,17 @@ class Portal:
             "payload": payload,
         }
 
-    async def _withdrawal(
+    async def _about_consent(
         self, members: list[UUID], resident_id: str, body: dict[str, Any], now: datetime
     ) -> dict[str, Any] | PortalOutcome:
+        """A withdrawal (``withdraw``) or a confirmation (``confirm``) of one of the
+        patient's consents, named by its Consent id."""
+        field = "withdraw" if "withdraw" in body else "confirm"
         try:
-            consent_id = UUID(str(body["withdraw"]).removeprefix("Consent/"))
+            consent_id = UUID(str(body[field]).removeprefix("Consent/"))
         except ValueError:
             return PortalOutcome(
-                False, [Problem("consent.withdraw", "withdraw names a Consent id", "withdraw")]
+                False, [Problem(f"consent.{field}", f"{field} names a Consent id", field)]
             )
         row = await self._rows.fetchrow(
             "SELECT institution, source_id FROM consents WHERE consent_id = $1 "
@@ -162,14 +165,25 @@ class Portal:
         )
         if row is None:
             return PortalOutcome(
-                False, [Problem("consent.unknown", "none of your consents has this id", "withdraw")]
+                False, [Problem("consent.unknown", "none of your consents has this id", field)]
             )
+        reference = f"{row['institution']}/{row['source_id']}"
+        if field == "confirm":
+            return {
+                "source_id": f"portal-confirmation-{now.timestamp():.6f}",
+                "kind": "consent_confirmation",
+                "payload": {
+                    "patient": {"resident_id": resident_id},
+                    "consent": reference,
+                    "at": now.isoformat(),
+                },
+            }
         return {
             "source_id": f"portal-withdrawal-{now.timestamp():.6f}",
             "kind": "consent_withdrawal",
             "payload": {
                 "patient": {"resident_id": resident_id},
-                "consent": f"{row['institution']}/{row['source_id']}",
+                "consent": reference,
                 "at": now.isoformat(),
                 "reason": "withdrawn by the patient",
             },

@@ -47,11 +47,22 @@ SEED = [
         i % 64, now() - interval '1 day' - ((i % {CLOCK}) + 1) * interval '7 minutes'
     FROM generate_series(1, {ENTRIES}) i""",
     f"""INSERT INTO consents (consent_id, patient_id, institution, consent_type, scope, purposes,
-        valid_from, valid_to, signed_by, resource, position, categories, source_id)
+        valid_from, valid_to, signed_by, resource, position, categories, source_id,
+        confirmed_position)
     SELECT md5('seed-c' || i)::uuid, {_PID.format(i="i")}, {_INST.format(i="i")}, 'separate',
         ARRAY['*'], ARRAY['TREAT'], timestamptz '2024-01-01', NULL, 'patient',
-        '{{"resourceType": "Consent"}}', -i, NULL, 'c' || i
+        '{{"resourceType": "Consent"}}', -i, NULL, 'c' || i, CASE WHEN i % 3 > 0 THEN -i END
     FROM generate_series(1, {PATIENTS}) i""",
+    # Merge requests: most decided long ago, one in fifty still waiting for the steward.
+    f"""INSERT INTO merge_requests (request_id, reference, institution, survivor, merged,
+        status, requested_at, position, steward, decided_at)
+    SELECT md5('seed-m' || i)::uuid, 'seed/m' || i, {_INST.format(i="i")},
+        {_PID.format(i="i")}, {_PID.format(i=f"(i + 7) % {PATIENTS} + 1")},
+        CASE WHEN i % 50 = 0 THEN 'pending' ELSE 'approved' END,
+        timestamptz '2024-01-01' + i * interval '1 hour', -i,
+        CASE WHEN i % 50 = 0 THEN NULL ELSE 'seed-steward' END,
+        CASE WHEN i % 50 = 0 THEN NULL ELSE timestamptz '2024-02-01' END
+    FROM generate_series(1, {PATIENTS} / 4) i""",
     f"""INSERT INTO guardians (patient_id, guardian, relationship, institution, valid_from,
         valid_to, position)
     SELECT {_PID.format(i="i")}, 'g' || i, 'parent', {_INST.format(i="i")},
@@ -66,6 +77,9 @@ SEED = [
     SELECT {_PID.format(i="i")}, {_INST.format(i="i")}, ARRAY['seed-0'], 'seed',
         timestamptz '2024-01-01', -i
     FROM generate_series(1, {PATIENTS}, 20) i""",
+    # Most seals were lifted long ago; one in ten is still in force.
+    """UPDATE seals SET unsealed_position = position + 1, unsealed_at = timestamptz '2024-06-01'
+    WHERE position < 0 AND position % 200 <> 0""",
     f"""INSERT INTO referrals (referral_id, reference, patient_id, direction, from_institution,
         to_institution, urgency, status, content, requested_at, accepted_at, care_from,
         deadline, position, updated)

@@ -31,8 +31,8 @@ from tests.integration.read_plans_traffic import drive, story
 REGISTRY: dict[str, str] = {
     # The gate: every request's token check, and a patient route's facts (consent/postgres.py)
     "revocations.load": "21fac9e4d334",
-    "gate.view": "e60508b9f0ef",
-    "gate.facts": "d36a0791675a",
+    "gate.view": "02364c1b6df6",
+    "gate.facts": "f58eb471d491",
     "gate.position_at": "8832895c3031",
     # The record (projections/postgres.py)
     "records.find_patient": "5eb89bf3300b",
@@ -44,7 +44,7 @@ REGISTRY: dict[str, str] = {
     "records.bundle_entries_as_it_stood": "5b4ddfbdba54",
     "records.resident_id": "d505635e442d",
     "records.projection_position": "d27295e6e1fb",
-    "consents.of_patient": "19e6c9c82a5f",
+    "consents.of_patient": "db27675b9b5d",
     "break_glass.grant": "322ff0bdf9a2",
     "break_glass.lock": "17aa751285d6",  # one person's grants counted and granted in turn
     "break_glass.rate": "8e2fb473cb45",
@@ -79,6 +79,12 @@ REGISTRY: dict[str, str] = {
     "audit.records_of": "a4cf932ed06f",
     "audit.alerts": "aa4a724b7243",
     "audit.unreviewed_break_glass": "8d67f61f0cd9",
+    # Seals in force (exchange/api/seals.py over projections/postgres.py)
+    "seals.active": "ea2e9e0656da",
+    # The identity steward's queue (projections/merge_requests.py)
+    "mpi.requests": "faf5610ed44b",
+    "mpi.identities": "00f61abbcd8f",
+    "mpi.identifiers": "1dd92fcc4cf3",
 }
 COUNTY_WIDE: dict[str, str] = {
     "referrals.statistics.monthly": "the county's figures: every referral of the window",
@@ -90,6 +96,8 @@ COUNTY_WIDE: dict[str, str] = {
     # they want partial indexes on audit_log, a versioned step of the audit schema.
     "audit.alerts": "newest records with an alert, scanning back through the log",
     "audit.unreviewed_break_glass": "every break-glass grant ever, less those reviewed",
+    "seals.active": "every seal in force in the county (at most 500), by the partial index "
+    "of those in force",
 }
 # Range reads whose every row is part of the answer: what can still matter in a time window.
 WINDOWS: dict[str, str] = {

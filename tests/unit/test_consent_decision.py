@@ -334,3 +334,72 @@ def test_the_policy_fingerprint_is_stable_and_changes_with_the_policy() -> None:
     assert same.fingerprint() == DEFAULT_POLICY.fingerprint()
     assert AccessPolicy(recent_results=timedelta(days=30)).fingerprint() != same.fingerprint()
     assert AccessPolicy(clinical_roles=("physician",)).fingerprint() != same.fingerprint()
+
+
+# One member's claim does not bind the consortium ---------------------------------------------
+
+
+def recorded_by(institution: str, c: ConsentRecord, confirmed: int | None) -> ConsentRecord:
+    return replace(c, institution=institution, confirmed_position=confirmed)
+
+
+THC_CARE = (
+    CareRelationship("encounter:e-9", "thc-1", NOW - timedelta(days=10), NOW + timedelta(days=355)),
+)
+
+
+def test_an_unconfirmed_broad_consent_opens_nothing_beyond_its_institution() -> None:
+    broad = recorded_by("thc-1", consent(scope=("*",), categories=(*GENERAL, "hiv")), None)
+    # The county, whose physician it would open the record to, is refused and told why.
+    refused = decide(request(), facts(broad))
+    assert not refused.permit and codes(refused) == ["consent.unconfirmed"]
+    # The recording township reads its own general categories for care, not the HIV result.
+    own = decide(request(institution="thc-1"), facts(broad, care=THC_CARE))
+    assert own.permit and "hiv" not in own.categories and "diagnosis" in own.categories
+
+
+def test_an_unconfirmed_research_consent_permits_no_research() -> None:
+    research = recorded_by("thc-1", consent(scope=("thc-1",), purposes=("HRESCH",)), None)
+    decision = decide(request("HRESCH", institution="thc-1"), facts(research, care=THC_CARE))
+    assert not decision.permit and codes(decision)[0] == "consent.unconfirmed"
+
+
+def test_a_confirmed_consent_counts_in_full_from_its_confirmation_on() -> None:
+    broad = recorded_by("thc-1", consent(scope=("*",), categories=(*GENERAL, "hiv")), 50)
+    before = decide(request(position=40), facts(broad))
+    assert not before.permit and codes(before) == ["consent.unconfirmed"]
+    after = decide(request(position=60), facts(broad))
+    assert after.permit and "hiv" in after.categories
+
+
+@given(
+    scope=st.lists(st.sampled_from(["*", "county", "thc-1", "vc-1"]), min_size=1, max_size=3),
+    categories=st.none() | st.lists(st.sampled_from(CATEGORIES), min_size=1, max_size=4),
+    purposes=st.lists(st.sampled_from(["TREAT", "HRESCH"]), min_size=1, max_size=2),
+    reader=st.sampled_from(["county", "thc-1", "vc-1"]),
+    purpose=st.sampled_from(["TREAT", "HRESCH"]),
+)
+def test_no_unconfirmed_claim_of_a_member_lets_another_read_or_a_sensitive_category_through(
+    scope: list[str],
+    categories: list[str] | None,
+    purposes: list[str],
+    reader: str,
+    purpose: str,
+) -> None:
+    claim = recorded_by(
+        "thc-1",
+        consent(
+            scope=tuple(scope),
+            purposes=tuple(purposes),
+            categories=tuple(categories) if categories else None,
+        ),
+        None,
+    )
+    everyone_cares = tuple(
+        CareRelationship(f"encounter:{i}", i, NOW - timedelta(days=1), NOW + timedelta(days=30))
+        for i in ("county", "thc-1", "vc-1")
+    )
+    decision = decide(request(purpose, institution=reader), facts(claim, care=everyone_cares))
+    if decision.permit:
+        assert reader == "thc-1" and purpose != "HRESCH"
+        assert not set(decision.categories) & set(SENSITIVE)
