@@ -197,6 +197,7 @@ class Runtime:
             records=PatientRecordReader(reads),
             referrals=ReferralReader(reads),
             policy=policy,
+            referral_policy=self.settings.referral_policy,
             portal=portal,
             publish=self._publish,
             consortium=self.settings.consortium,

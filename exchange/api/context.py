@@ -4,7 +4,7 @@ authenticator and the patient portal, as one context the composition root fills 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -14,6 +14,7 @@ from audit.writer import AuditWriter
 from consent.decision import DEFAULT_POLICY, AccessPolicy
 from consent.postgres import ConsentState
 from domain.problems import Problem
+from domain.referral import ReferralPolicy
 from exchange.auth.chain import Authenticator
 from exchange.servers.audit_heads import HeadSigner
 from projections.postgres import PatientRecordReader
@@ -56,6 +57,8 @@ class ApiContext:
     records: PatientRecordReader
     referrals: ReferralReader
     policy: AccessPolicy = DEFAULT_POLICY
+    # The referral deadlines: how long a party keeps the referral's care after its part ends.
+    referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)
     portal: ConsentPortal | None = None  # consents a patient gives over HTTP
     # Publishes (subject, JSON document) to JetStream, acknowledged: alerts for the regulator,
     # notices for patients. None: nothing is published (the audit log still holds both).
