@@ -148,8 +148,9 @@ async def test_a_seal_by_another_institution_hides_referral_content_from_those_i
         county = Reader(http, treat(exchange, "dr-wang", "county"), sr_id)
         named = Reader(http, treat(exchange, "dr-li", "county"), sr_id)
         assert shows(await thc.history(), BACK_TEXT)
-        # The village clinic seals the patient's record (病历封存): only the county's dr-li
-        # may read it.
+        # The village clinic, which holds records of the patient too, seals the patient's
+        # record (病历封存): only the county's dr-li may read it.
+        await accepted(exchange, "vc-peach", record_items(rid, "vc-92"))
         await accepted(
             exchange,
             "vc-peach",
