@@ -74,6 +74,7 @@ __all__ = [
     "may_find",
     "may_read_consents",
     "own_audit_only",
+    "sealed_to",
 ]
 
 BREAK_GLASS_REASONS = {
@@ -172,6 +173,13 @@ def age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
+def sealed_to(request: AccessRequest, facts: Facts) -> bool:
+    """Whether a seal in force as of the request's position keeps this reader out: one that
+    does not name them as ``<institution>/<person>``."""
+    reader = f"{request.institution}/{request.person}"
+    return any(s.active(request.position) and reader not in s.readers for s in facts.seals)
+
+
 def _deny(
     *reasons: Reason, alert: str | None = None, obligations: list[str] | None = None
 ) -> Decision:
@@ -192,8 +200,7 @@ def decide(request: AccessRequest, facts: Facts, policy: AccessPolicy = DEFAULT_
         return _deny(
             Reason("role.not_permitted", f"the {request.role} role does not read clinical records")
         )
-    reader = f"{request.institution}/{request.person}"
-    sealed = any(s.active(request.position) and reader not in s.readers for s in facts.seals)
+    sealed = sealed_to(request, facts)
     if sealed and request.purpose == "ETREAT":
         # A seal never stands between a patient and emergency care: read under the grant,
         # and the regulator is told at once that a sealed record was opened.
@@ -445,12 +452,11 @@ def may_read_consents(
     patient, and not a sealed record the seal does not name them on."""
     if request.own_record:
         return _consent_state("data-subject")
-    reader = f"{request.institution}/{request.person}"
     if (
         request.role in policy.clinical_roles
         and request.purpose == "TREAT"
         and any(c.holds(request.institution, request.at) for c in facts.care)
-        and not any(s.active(request.position) and reader not in s.readers for s in facts.seals)
+        and not sealed_to(request, facts)
     ):
         return _consent_state("care")
     return _deny(Reason("consent.not_permitted", CONSENT_READERS))

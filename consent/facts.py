@@ -1,6 +1,7 @@
 """What the ledger (and the gate's own grants) said about a patient as of a ledger position: the
 consents, guardians, care relationships, seals and break-glass grants that consent/decision.py
-decides on. Plain frozen records; pure, no IO."""
+decides on, and a referral as consent/referrals.py decides on its content. Plain frozen
+records; pure, no IO."""
 
 from __future__ import annotations
 
@@ -86,6 +87,23 @@ class BreakGlassGrant:
     patient_id: UUID
     reason_code: str
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralRecord:
+    """One referral, as the rule on its content needs it: its parties, where it stands, the
+    receiver's care window (from acceptance; ``care_until`` set once it completes or is called
+    off) and ``closed_at``, when the loop closed for the sender (followed up, rejected,
+    cancelled or expired; None while it is open)."""
+
+    referral_id: UUID
+    from_institution: str
+    to_institution: str
+    status: str
+    requested_at: datetime
+    care_from: datetime | None = None
+    care_until: datetime | None = None
+    closed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

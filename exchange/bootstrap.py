@@ -226,6 +226,7 @@ class Runtime:
             referrals=ReferralReader(reads),
             merge_requests=MergeRequestReader(reads),
             policy=policy,
+            referral_policy=self.settings.referral_policy,
             portal=portal,
             steward=steward,
             regulator_desk=regulator,

@@ -22,7 +22,7 @@ def api_routes(ctx: ApiContext) -> list[ApiRoute]:
         *patient_routes(ctx),
         *record_routes(ctx),
         *regulator_routes(ctx),
-        *referral_routes(ctx.records, ctx.referrals),
+        *referral_routes(ctx),
         *mpi_routes(ctx),
         *seal_routes(ctx),
     ]

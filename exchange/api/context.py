@@ -4,7 +4,7 @@ authenticator and the patient portal, as one context the composition root fills 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -14,6 +14,7 @@ from audit.writer import AuditWriter
 from consent.decision import DEFAULT_POLICY, AccessPolicy
 from consent.postgres import ConsentState
 from domain.problems import Problem
+from domain.referral import ReferralPolicy
 from exchange.auth.chain import Authenticator
 from exchange.servers.audit_heads import HeadSigner
 from projections.merge_requests import MergeRequestReader
@@ -73,6 +74,8 @@ class ApiContext:
     referrals: ReferralReader
     merge_requests: MergeRequestReader  # the identity steward's queue
     policy: AccessPolicy = DEFAULT_POLICY
+    # The referral deadlines: how long a party keeps the referral's care after its part ends.
+    referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)
     portal: ConsentPortal | None = None  # consents a patient gives over HTTP
     steward: MergeSteward | None = None  # the identity steward's decisions on merges
     regulator_desk: SealLifter | None = None  # what the regulator does to a record

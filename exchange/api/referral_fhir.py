@@ -7,6 +7,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from consent.facts import ReferralRecord
+from domain.referral import RECEIVER, SENDER
+
 _EXT = "urn:county-hie:fhir:StructureDefinition:"
 REFERRAL_SYSTEM = "urn:county-hie:referral"
 STATUS_SYSTEM = "urn:county-hie:referral-status"
@@ -61,19 +64,35 @@ def _concept(codings: list[dict[str, Any]], text: str | None = None) -> dict[str
     return concept
 
 
-def content_visible(row: Any, institution: str, now: datetime) -> bool:
-    """Whether an institution sees a referral's clinical content, not only where it stands:
-    the sender always (it wrote it, and gets the patient back); the receiver while it is
-    deciding and while its care relationship holds (not after rejecting it, nor once the
-    relationship has ended)."""
-    if institution == row["from_institution"]:
-        return True
-    if institution != row["to_institution"]:
-        return False
-    if row["status"] == "requested":
-        return True
-    care_from, care_until = row["care_from"], row["care_until"]
-    return care_from is not None and care_from <= now and (care_until is None or now < care_until)
+# When the loop closed for the sender, by the state it closed in.
+_CLOSED_AT = {
+    "followed_up": "followed_up_at",
+    "rejected": "decided_at",
+    "cancelled": "closed_at",
+    "expired": "closed_at",
+}
+
+
+def referral_record(row: Any) -> ReferralRecord:
+    """A referral view's row as the rule on its content (consent/referrals.py) takes it."""
+    closed = _CLOSED_AT.get(row["status"])
+    return ReferralRecord(
+        row["referral_id"],
+        row["from_institution"],
+        row["to_institution"],
+        row["status"],
+        row["requested_at"],
+        row["care_from"],
+        row["care_until"],
+        row[closed] if closed else None,
+    )
+
+
+def author(row: Any, institution: str | None) -> str | None:
+    """Which party of the referral wrote a step ("sender", "receiver"; None: the exchange)."""
+    if institution is None:
+        return None
+    return SENDER if institution == row["from_institution"] else RECEIVER
 
 
 def service_request(row: Any, now: datetime, *, content_shown: bool = True) -> dict[str, Any]:

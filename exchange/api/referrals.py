@@ -2,9 +2,12 @@
 Task, each institution's inbox and outbox, and the county's statistics.
 
 A physician sees the referrals their institution takes part in (it sent them, or they are
-addressed to it): that participation is the legal basis recorded for each read. Every request
-is audited before anything is sent, like every other read. The statistics hold counts and
-durations only, no patient; regulators and admins may read them as well as physicians.
+addressed to it): where each stands and where it goes, on the legal basis of that
+participation. What they see of each one's clinical content is decided per referral by
+consent/referrals.py (``referral_access``): a seal, a withdrawn consent, the end of a care
+relationship withhold it. Every request is audited, with those decisions, before anything is
+sent, like every other read. The statistics hold counts and durations only, no patient;
+regulators and admins may read them as well as physicians.
 """
 
 from __future__ import annotations
@@ -19,19 +22,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from consent.decision import Decision, Reason
-from domain.referral import STATES
+from domain.referral import SENDER, STATES
 from exchange.api.access import Access, Answer, ApiRoute, Call
+from exchange.api.context import ApiContext
 from exchange.api.fhir import bundle
+from exchange.api.referral_access import Views, content_decision, content_views
 from exchange.api.referral_fhir import (
     SERVICE_REQUEST_STATUS,
+    author,
     box_row,
-    content_visible,
     service_request,
     task,
 )
 from exchange.api.responses import Refused, fhir_response, json_response
-from projections.postgres import PatientRecordReader
-from projections.referral_reader import ReferralReader
 from projections.render import dumps
 
 MAX_COUNT = 500
@@ -64,28 +67,30 @@ def _invalid(code: str, message: str) -> Refused:
     return Refused(400, code, message, "invalid")
 
 
-def _disclosing(response: Response, rows: Sequence[Any], disclosed: list[str]) -> Answer:
+def _disclosing(
+    response: Response,
+    rows: Sequence[Any],
+    disclosed: list[str],
+    views: Views | None = None,
+    policy: str = "",
+) -> Answer:
     """A referral read's answer: the referrals' institutions take part in them (the legal
-    basis, up to 20 named); one patient is the record's, several are listed."""
+    basis), with the decision on each one's content; one patient is the record's, several
+    are listed."""
     patients = sorted({str(r["patient_id"]) for r in rows})
-    basis = ",".join(f"referral:{r['referral_id']}" for r in rows[:20])
+    decision, content = content_decision(rows, views, policy)
     return Answer(
         response,
-        Decision(
-            True,
-            [Reason("referral.party", "the requesting institution takes part in the referral(s)")],
-            legal_basis=basis or None,
-        ),
+        decision,
         patient_id=UUID(patients[0]) if len(patients) == 1 else None,
         disclosed=disclosed,
-        extra={"patients": patients} if len(patients) > 1 else None,
+        extra={**content, **({"patients": patients} if len(patients) > 1 else {})} or None,
     )
 
 
 class ReferralRoutes:
-    def __init__(self, records: PatientRecordReader, reader: ReferralReader) -> None:
-        self.records = records
-        self.reader = reader
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx  # its readers are taken when a request comes, not when routes are built
 
     async def search(self, call: Call) -> Answer:
         q = call.request.query_params
@@ -99,13 +104,14 @@ class ReferralRoutes:
                 asked = UUID(q["patient"].removeprefix("Patient/"))
             except ValueError:
                 raise _invalid("search.patient", "patient is a patient id") from None
-            root = await self.records.root(asked)
-            kwargs["patients"] = await self.records.members(root) if root else [asked]
+            root = await self.ctx.records.root(asked)
+            kwargs["patients"] = await self.ctx.records.members(root) if root else [asked]
         institution = call.who.institution
-        total, rows = await self.reader.search(party=institution, **kwargs)
+        total, rows = await self.ctx.referrals.search(party=institution, **kwargs)
         now = call.now
+        views = await content_views(self.ctx, call, rows)
         resources = [
-            service_request(r, now, content_shown=content_visible(r, institution, now))
+            service_request(r, now, content_shown=SENDER in views[r["referral_id"]][0].shown)
             for r in rows
         ]
         entries = [(f"urn:uuid:{r['id']}", dumps(r)) for r in resources]
@@ -120,6 +126,8 @@ class ReferralRoutes:
             ),
             rows,
             [f"ServiceRequest/{r['id']}" for r in resources],
+            views,
+            self.ctx.policy.fingerprint(),
         )
 
     async def _referral(self, call: Call, raw: str) -> Any:
@@ -127,7 +135,7 @@ class ReferralRoutes:
             rid = UUID(raw)
         except ValueError:
             rid = None
-        row = await self.reader.get(rid) if rid else None
+        row = await self.ctx.referrals.get(rid) if rid else None
         if row is None or call.who.institution not in (
             row["from_institution"],
             row["to_institution"],
@@ -143,13 +151,15 @@ class ReferralRoutes:
 
     async def read(self, call: Call) -> Answer:
         row = await self._referral(call, call.request.path_params["rid"])
-        resource = service_request(
-            row, call.now, content_shown=content_visible(row, call.who.institution, call.now)
-        )
+        views = await content_views(self.ctx, call, [row])
+        shown = views[row["referral_id"]][0].shown
+        resource = service_request(row, call.now, content_shown=SENDER in shown)
         return _disclosing(
             fhir_response(resource, request_id=call.request_id),
             [row],
             [f"ServiceRequest/{resource['id']}"],
+            views,
+            self.ctx.policy.fingerprint(),
         )
 
     async def tasks(self, call: Call) -> Answer:
@@ -158,16 +168,23 @@ class ReferralRoutes:
         if not focus.startswith("ServiceRequest/"):
             raise _invalid("search.focus", "search Task by focus=ServiceRequest/<id>")
         row = await self._referral(call, focus.removeprefix("ServiceRequest/"))
-        shown = content_visible(row, call.who.institution, call.now)
+        views = await content_views(self.ctx, call, [row])
+        shown = views[row["referral_id"]][0].shown
+        # Each step shows its details if its author's writing is shown (the exchange's own
+        # steps, an expiry or an overdue flag, hold none).
         steps = [
-            task(s, row["patient_id"], content_shown=shown)
-            for s in await self.reader.history(row["referral_id"])
+            task(
+                s, row["patient_id"], content_shown=author(row, s["institution"]) in {*shown, None}
+            )
+            for s in await self.ctx.referrals.history(row["referral_id"])
         ]
         entries = [(f"urn:uuid:{t['id']}", dumps(t)) for t in steps]
         return _disclosing(
             fhir_response(bundle(entries, now=call.now), request_id=call.request_id),
             [row],
             [f"Task/{t['id']}" for t in steps],
+            views,
+            self.ctx.policy.fingerprint(),
         )
 
     async def inbox(self, call: Call) -> Answer:
@@ -182,7 +199,7 @@ class ReferralRoutes:
         except ValueError as exc:
             raise _invalid("search.invalid", str(exc)) from None
         institution = call.who.institution
-        total, rows = await self.reader.search(party=institution, box=box, **kwargs)
+        total, rows = await self.ctx.referrals.search(party=institution, box=box, **kwargs)
         return _disclosing(
             json_response(
                 {
@@ -204,7 +221,7 @@ class ReferralRoutes:
             until = _day(call.request.query_params.get("to"))
         except ValueError:
             raise _invalid("search.date", "from and to are dates, e.g. 2026-11-01") from None
-        figures = await self.reader.statistics(since, until, call.now)
+        figures = await self.ctx.referrals.statistics(since, until, call.now)
         return Answer(
             json_response({"from": _iso(since), "to": _iso(until), **figures}, call.request_id),
             Decision(True, [Reason("statistics.aggregate", "counts and durations, no patient")]),
@@ -303,8 +320,8 @@ def _paging(request: Request, total: int, offset: int, shown: int) -> dict[str, 
     return {"total": total, "link": links}
 
 
-def referral_routes(records: PatientRecordReader, reader: ReferralReader) -> list[ApiRoute]:
-    r = ReferralRoutes(records, reader)
+def referral_routes(ctx: ApiContext) -> list[ApiRoute]:
+    r = ReferralRoutes(ctx)
     return [
         ApiRoute("GET", "/fhir/ServiceRequest", SEARCH, r.search),
         ApiRoute("GET", "/fhir/ServiceRequest/{rid}", READ, r.read),
