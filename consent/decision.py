@@ -29,10 +29,18 @@ The rules (REGULATIONS.md), in the order they are applied:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from dataclasses import replace
+from datetime import date, datetime
 from uuid import UUID
 
+from consent.break_glass import (
+    BREAK_GLASS_REASONS,
+    BREAK_GLASS_TTL,
+    MIN_REASON_TEXT,
+    InvalidBreakGlass,
+    break_glass_brake,
+    check_break_glass,
+)
 from consent.facts import (
     BreakGlassGrant,
     CareRelationship,
@@ -41,10 +49,10 @@ from consent.facts import (
     GuardianRecord,
     SealRecord,
 )
+from consent.model import AccessRequest, Decision, Reason
 from consent.policy import DEFAULT_POLICY, AccessPolicy
 from domain.categories import CATEGORIES, GENERAL, SENSITIVE
 from domain.consent_items import RESEARCH
-from domain.errors import ConsentError
 
 # The facts records and the policy are re-exported: callers import them from here, beside the
 # rules they feed.
@@ -77,95 +85,13 @@ __all__ = [
     "sealed_to",
 ]
 
-BREAK_GLASS_REASONS = {
-    "unconscious": "patient unable to consent (unconscious or incapacitated)",
-    "life-threatening": "life-threatening emergency",
-    "public-health-emergency": "public-health emergency",
-}
-BREAK_GLASS_TTL = timedelta(hours=4)
-MIN_REASON_TEXT = 10
 ADULT_AGE = 14  # PIPL Art. 31: under 14, a guardian consents
-
-
-@dataclass(frozen=True, slots=True)
-class AccessRequest:
-    person: str
-    role: str
-    institution: str
-    patient_id: UUID
-    purpose: str
-    at: datetime
-    position: int | None = None  # the ledger position the facts are taken as of
-    own_record: bool = False  # a patient token whose patient this is
 
 
 def is_own_record(role: str, person: str, members: Sequence[UUID]) -> bool:
     """Whether the caller is the patient: a patient token names one of the identities merged
     into the record (PIPL Art. 45: a patient reads their own record, under any of their ids)."""
     return role == "patient" and person in {str(m) for m in members}
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    permit: bool
-    reasons: list[Reason]
-    legal_basis: str | None = None  # "consent:<id>[,…]", "break-glass:<id>", "data-subject"
-    consent_id: UUID | None = None
-    break_glass: bool = False
-    obligations: list[str] = field(default_factory=list)
-    care_basis: str | None = None  # the care relationship the read relied on
-    categories: tuple[str, ...] = ()  # what may be disclosed
-    results_since: datetime | None = None  # lab and vital results only from then (referral)
-    alert: str | None = None  # raised for the regulator (a sealed record read by another)
-
-    @property
-    def withheld(self) -> tuple[str, ...]:
-        """Categories this decision does not disclose: a statement about the decision, the
-        same whatever the record holds (it never says what the record contains)."""
-        return tuple(c for c in CATEGORIES if c not in self.categories)
-
-
-def break_glass_brake(in_hour: int, in_day: int, policy: AccessPolicy) -> Reason | None:
-    """Why one more break-glass grant is refused to a person who obtained ``in_hour`` in the
-    last hour and ``in_day`` in the last day (None: it is not). An emergency is rare; a run of
-    them by one person is what a stolen token or a curious colleague looks like."""
-    if in_hour >= policy.break_glass_per_hour:
-        return Reason(
-            "break_glass.rate_limited",
-            f"break-glass is limited to {policy.break_glass_per_hour} patients an hour per "
-            "person; the regulator has been alerted; ask the patient for consent, or a "
-            "colleague",
-        )
-    if in_day >= policy.break_glass_per_day:
-        return Reason(
-            "break_glass.rate_limited",
-            f"break-glass is limited to {policy.break_glass_per_day} patients a day per person; "
-            "the regulator has been alerted; ask the patient for consent, or a colleague",
-        )
-    return None
-
-
-class InvalidBreakGlass(ConsentError, ValueError):
-    code = "break_glass.invalid"
-
-
-def check_break_glass(reason_code: object, reason_text: object) -> tuple[str, str]:
-    """Validate a break-glass request's reason, or raise InvalidBreakGlass saying what to give."""
-    if reason_code not in BREAK_GLASS_REASONS:
-        raise InvalidBreakGlass(
-            f"reason_code must be one of {', '.join(sorted(BREAK_GLASS_REASONS))}"
-        )
-    if not isinstance(reason_text, str) or len(reason_text.strip()) < MIN_REASON_TEXT:
-        raise InvalidBreakGlass(
-            f"reason must be a written explanation of at least {MIN_REASON_TEXT} characters"
-        )
-    return str(reason_code), reason_text.strip()
 
 
 def age_on(birth: date, day: date) -> int:
@@ -231,7 +157,45 @@ def decide(request: AccessRequest, facts: Facts, policy: AccessPolicy = DEFAULT_
                 f"clinical reads accept purpose {', '.join(['ETREAT', *policy.purposes])}",
             )
         )
+    if request.purpose == RESEARCH:
+        return _research(request, facts, policy)
     return _consented(request, facts, policy)
+
+
+def _research(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:
+    """A research read: a project the regulator registered, running now, that the reader's
+    institution reads for; the consents as for any read (naming research); only the
+    project's categories; and the answer de-identified for the project."""
+    project = facts.research
+    if project is None:
+        return _deny(
+            Reason(
+                "research.no_project",
+                "a research read names a research project the regulator registered "
+                "(X-Research-Project)",
+            )
+        )
+    if not project.active(request.at):
+        return _deny(Reason("research.inactive", "the research project is not running now"))
+    if request.institution not in project.institutions:
+        return _deny(
+            Reason("research.not_member", "the institution does not read for this project")
+        )
+    decision = _consented(request, facts, policy)
+    if not decision.permit:
+        return decision
+    categories = tuple(c for c in decision.categories if c in project.categories)
+    if not categories:
+        return _deny(
+            Reason("research.categories", "the project may see none of the consented categories")
+        )
+    return replace(
+        decision,
+        reasons=[*decision.reasons, Reason("research.project", project.code)],
+        legal_basis=f"{decision.legal_basis};research:{project.code}",
+        categories=categories,
+        obligations=[*decision.obligations, "de-identify"],
+    )
 
 
 def _break_glass(request: AccessRequest, facts: Facts, policy: AccessPolicy) -> Decision:

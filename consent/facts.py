@@ -106,6 +106,25 @@ class ReferralRecord:
     closed_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ResearchProject:
+    """A research project the regulator registered (科研项目备案): its ethics approval, the
+    institutions that read for it, the categories it may see and its period. ``salt`` keys
+    the project's pseudonyms and date shifts."""
+
+    code: str
+    title: str
+    ethics_approval: str
+    institutions: tuple[str, ...]
+    categories: tuple[str, ...]
+    starts: datetime
+    ends: datetime
+    salt: bytes = b""
+
+    def active(self, at: datetime) -> bool:
+        return self.starts <= at < self.ends
+
+
 @dataclass(frozen=True)
 class Facts:
     """What the ledger (and the gate's own grants) said about the patient as of a position."""
@@ -116,3 +135,4 @@ class Facts:
     care: Sequence[CareRelationship] = ()
     seals: Sequence[SealRecord] = ()
     grants: Sequence[BreakGlassGrant] = ()
+    research: ResearchProject | None = None  # the project a research read names

@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import orjson
 
+from consent import research
 from consent.decision import (
     BREAK_GLASS_TTL,
     DEFAULT_POLICY,
@@ -51,6 +52,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "CREATE INDEX IF NOT EXISTS break_glass_grants_person "
         "ON break_glass_grants (person, granted_at);",
     ),
+    ("research projects the regulator registers", research.SCHEMA),
 )
 
 # The facts of one decision. {members}, {root}: the identities and the surviving one;
@@ -158,6 +160,7 @@ class ConsentState:
     ) -> None:
         self.pool = pool
         self.care_after_record = care_after_record
+        self.research = research.ResearchProjects(pool)
 
     async def facts(
         self,

@@ -13,6 +13,7 @@ from exchange.api.patients import patient_routes
 from exchange.api.record import record_routes
 from exchange.api.referrals import referral_routes
 from exchange.api.regulator import regulator_routes
+from exchange.api.research import research_routes
 from exchange.api.seals import seal_routes
 
 
@@ -25,6 +26,7 @@ def api_routes(ctx: ApiContext) -> list[ApiRoute]:
         *referral_routes(ctx),
         *mpi_routes(ctx),
         *seal_routes(ctx),
+        *research_routes(ctx),
     ]
 
 

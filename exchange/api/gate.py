@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -25,6 +25,7 @@ from audit.disclosure import summary
 from audit.postgres import AuditWriteError
 from consent.decision import AccessRequest, Decision, Reason, is_own_record
 from consent.postgres import RecordView
+from domain.consent_items import RESEARCH
 from exchange.api.access import Access, Answer, ApiRoute, Call, Handler, PatientSource
 from exchange.api.context import ApiContext
 from exchange.api.fhir import operation_outcome
@@ -116,7 +117,8 @@ class Gate:
         at = await self._as_of(request) if access.as_of else None
         view = decision = then = None
         if access.decide is not None:
-            view, decision, then = await self._decide(access, ident, so_far, sent, now, at)
+            project = request.headers.get("x-research-project", "").strip()[:64]
+            view, decision, then = await self._decide(access, ident, so_far, sent, now, at, project)
         return Call(
             request,
             request_id,
@@ -168,6 +170,7 @@ class Gate:
         sent: str | None,
         now: datetime,
         at: int | None,
+        project: str = "",
     ) -> tuple[RecordView, Decision, UUID | None]:
         assert access.decide is not None and so_far.patient_id is not None
         # One query: who the id is now, the identities merged into it, and the decision's
@@ -187,6 +190,11 @@ class Gate:
             )
         own = is_own_record(ident.role, ident.person, view.members)
         purpose = so_far.purpose if so_far.purpose is not None else (sent or "")
+        if purpose != RESEARCH:
+            project = ""
+        elif project:  # a research read is decided against the project it names
+            found = await self.ctx.consent.research.get(project)
+            view = replace(view, facts=replace(view.facts, research=found))
         decision = access.decide(
             AccessRequest(
                 ident.person,
@@ -208,6 +216,7 @@ class Gate:
                 "decided_at": now.isoformat(),
                 "policy": self.ctx.policy.fingerprint(),
                 **({"record_at_position": at} if at is not None else {}),
+                **({"research_project": project} if project else {}),
                 **(
                     {"results_since": decision.results_since.isoformat()}
                     if decision.results_since

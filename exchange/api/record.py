@@ -9,6 +9,7 @@ disclosed for the audit record. What is withheld is said as a statement about th
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from audit.disclosure import summary
 from consent.decision import Decision, Reason, decide, may_read_consents
 from exchange.api.access import PATH_PATIENT, Access, Answer, ApiRoute, Call, PatientSource
 from exchange.api.context import ApiContext
+from exchange.api.deidentify import Deidentifier
 from exchange.api.fhir import bundle, bundle_of, operation_outcome
 from exchange.api.responses import Refused, fhir_response
 from projections.render import dumps, render_patient
@@ -115,10 +117,21 @@ class RecordRoutes:
             as_it_stood=at is not None,  # `_at`: less what was retracted since as in error
         )
         touched = set(page.categories) | ({"demographics"} if first else set())
+        entries = page.entries
+        if "de-identify" in decision.obligations:  # a research read: the project's extract
+            project = view.facts.research
+            assert project is not None
+            anonymous = Deidentifier(project.salt, view.root)
+            entries = anonymous.entries(entries)
+            if first is not None:
+                first = (
+                    f"urn:uuid:{anonymous.pseudonym(str(shown_root))}",
+                    dumps(anonymous.resource(json.loads(first[1]))),
+                )
         return Answer(
             fhir_response(
                 bundle_of(
-                    page.entries,
+                    entries,
                     page.count,
                     now=call.now,
                     first=first,

@@ -10,6 +10,7 @@ read they make.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -73,6 +74,8 @@ async def redecide(
         datetime.fromisoformat(record["decided_at"]),
         position,
     )
+    if project := record.get("research_project"):  # a research read: its project again
+        facts = replace(facts, research=await consent.research.get(str(project)))
     return decide(request, facts, policy)
 
 

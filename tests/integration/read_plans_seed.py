@@ -102,6 +102,12 @@ SEED = [
         {_PID.format(i="i")}, 'unconscious', 'seed', timestamptz '2024-01-01',
         timestamptz '2024-01-02'
     FROM generate_series(1, {PATIENTS}, 4) i""",
+    """INSERT INTO research_projects (code, title, ethics_approval, institutions, categories,
+        starts, ends, salt, registered_by, registered_at)
+    SELECT 'SEED-' || i, 'seed', 'seed', ARRAY['county'], ARRAY['lab'],
+        timestamptz '2020-01-01', timestamptz '2021-01-01', '\\x00', 'seed',
+        timestamptz '2020-01-01'
+    FROM generate_series(1, 2000) i""",
     """INSERT INTO revoked_tokens (token_id, revoked_at, reason)
     SELECT 'seed-t' || i, timestamptz '2024-01-01' + i * interval '1 hour', 'seed'
     FROM generate_series(1, 5000) i""",

@@ -15,7 +15,7 @@ from audit.postgres import AuditStore
 from audit.writer import AuditWriter
 from domain.identity import RESIDENT_ID_SYSTEM
 from exchange.api.app import create_app
-from tests.factories import record_items, resident
+from tests.factories import consent_item, record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.read_plans_capture import CAPTURING, Captured, uncaptured
 from tests.integration.referral_steps import accepted, consortium, referral, step
@@ -27,8 +27,11 @@ RID = resident(171)
 async def story(ex: Running) -> None:
     """The rows the routes read: one patient, records at two institutions, a referral."""
     await consortium(ex)
+    research = consent_item(RID, "thc-171-research", purposes=["HRESCH"])
     await accepted(
-        ex, "thc-east", [*record_items(RID, "thc-171", consent=True), referral(RID, "REF-P")]
+        ex,
+        "thc-east",
+        [*record_items(RID, "thc-171", consent=True), research, referral(RID, "REF-P")],
     )
     await accepted(ex, "county", [step(RID, "cty-acc", "thc-east/REF-P", "accept")])
     await ex.settle()
@@ -74,6 +77,22 @@ async def _requests(ex: Running, http: httpx.AsyncClient) -> None:
     await ok("GET", everything, treat, params={"_at": str(position)})
     await ok("GET", everything, treat, params={"_at": datetime.now(UTC).isoformat()})
     await ok("GET", "/fhir/Consent", treat, params={"patient": pid})
+    # A research read, under a project the regulator registers.
+    now = datetime.now(UTC)
+    project = {
+        "code": "PLAN-STUDY",
+        "title": "读取计划研究",
+        "ethics_approval": "伦审 2026-001",
+        "institutions": ["thc-east"],
+        "categories": ["diagnosis", "lab"],
+        "starts": (now - timedelta(days=1)).isoformat(),
+        "ends": (now + timedelta(days=30)).isoformat(),
+    }
+    reg = token(ex, "reg-plan", "county", "regulator")
+    await ok("POST", "/research/projects", reg, json=project)
+    await ok("GET", "/research/projects", treat)
+    study = {**treat, "X-Purpose-Of-Use": "HRESCH", "X-Research-Project": "PLAN-STUDY"}
+    await ok("GET", everything, study)
 
     # Emergency access by a physician with no care relationship.
     glass = {**token(ex, "dr-far", "vc-peach", "physician"), "X-Purpose-Of-Use": "ETREAT"}

@@ -272,6 +272,7 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
         ("audit", 4, False),
         ("consent", 1, True),
         ("consent", 2, False),
+        ("consent", 3, False),
         ("revocations", 1, True),
     ]
 

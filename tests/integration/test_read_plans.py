@@ -79,6 +79,10 @@ REGISTRY: dict[str, str] = {
     "audit.records_of": "a4cf932ed06f",
     "audit.alerts": "aa4a724b7243",
     "audit.unreviewed_break_glass": "8d67f61f0cd9",
+    # Research projects (consent/research.py)
+    "research.get": "2781f78027ef",
+    "research.register": "3a1536ca8879",
+    "research.list": "9d5b60c5a29d",
     # Seals in force (exchange/api/seals.py over projections/postgres.py)
     "seals.active": "ea2e9e0656da",
     # The identity steward's queue (projections/merge_requests.py)
@@ -96,6 +100,7 @@ COUNTY_WIDE: dict[str, str] = {
     # they want partial indexes on audit_log, a versioned step of the audit schema.
     "audit.alerts": "newest records with an alert, scanning back through the log",
     "audit.unreviewed_break_glass": "every break-glass grant ever, less those reviewed",
+    "research.list": "the register of research projects (a few a year), all of it",
     "seals.active": "every seal in force in the county (at most 500), by the partial index "
     "of those in force",
 }

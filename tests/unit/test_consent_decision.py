@@ -25,6 +25,7 @@ from consent.decision import (
     check_break_glass,
     decide,
 )
+from consent.facts import ResearchProject
 from domain.categories import CATEGORIES, GENERAL, SENSITIVE
 
 NOW = datetime(2026, 11, 23, 10, tzinfo=UTC)
@@ -114,14 +115,19 @@ def test_scope_purpose_and_validity() -> None:
     assert codes(decide(request(), facts(consent(scope=("thc-1",))))) == ["consent.scope"]
     assert codes(decide(request(), facts(consent(purposes=("HRESCH",))))) == ["consent.purpose"]
     # A research read under a treatment consent is refused, with the reason.
-    assert codes(decide(request("HRESCH"), facts(consent()))) == ["consent.purpose"]
+    assert codes(decide(request("HRESCH"), facts(consent(), research=project()))) == [
+        "consent.purpose"
+    ]
     expired = replace(consent(), valid_to=NOW - timedelta(seconds=1))
     assert codes(decide(request(), facts(expired))) == ["consent.none"]
     assert codes(decide(request("HPAYMT"), facts(consent()))) == ["purpose.not_supported"]
 
 
 def test_research_under_a_research_consent_sees_only_the_research_categories() -> None:
-    decision = decide(request("HRESCH"), facts(consent(purposes=("HRESCH",)), care=()))
+    decision = decide(
+        request("HRESCH"),
+        facts(consent(purposes=("HRESCH",)), care=(), research=project(categories=CATEGORIES)),
+    )
     assert decision.permit  # research needs no care relationship
     assert set(decision.categories) == set(DEFAULT_POLICY.purposes["HRESCH"])
     assert "demographics" in decision.withheld and "document" in decision.withheld
@@ -223,7 +229,9 @@ def test_property_the_decision_never_lets_through_a_category_outside_consent_and
         else CARE
     )
     c = consent(purposes=("TREAT", "HRESCH"), categories=tuple(consented) if consented else None)
-    decision = decide(request(purpose), facts(c, care=care))
+    decision = decide(
+        request(purpose), facts(c, care=care, research=project(categories=CATEGORIES))
+    )
     if not decision.permit or purpose == "ETREAT":
         return
     named = set(consented) if consented else set(GENERAL)
@@ -360,7 +368,10 @@ def test_an_unconfirmed_broad_consent_opens_nothing_beyond_its_institution() -> 
 
 def test_an_unconfirmed_research_consent_permits_no_research() -> None:
     research = recorded_by("thc-1", consent(scope=("thc-1",), purposes=("HRESCH",)), None)
-    decision = decide(request("HRESCH", institution="thc-1"), facts(research, care=THC_CARE))
+    decision = decide(
+        request("HRESCH", institution="thc-1"),
+        facts(research, care=THC_CARE, research=project(institutions=("thc-1",))),
+    )
     assert not decision.permit and codes(decision)[0] == "consent.unconfirmed"
 
 
@@ -399,7 +410,51 @@ def test_no_unconfirmed_claim_of_a_member_lets_another_read_or_a_sensitive_categ
         CareRelationship(f"encounter:{i}", i, NOW - timedelta(days=1), NOW + timedelta(days=30))
         for i in ("county", "thc-1", "vc-1")
     )
-    decision = decide(request(purpose, institution=reader), facts(claim, care=everyone_cares))
+    study = project(institutions=("county", "thc-1", "vc-1"), categories=CATEGORIES)
+    decision = decide(
+        request(purpose, institution=reader), facts(claim, care=everyone_cares, research=study)
+    )
     if decision.permit:
         assert reader == "thc-1" and purpose != "HRESCH"
         assert not set(decision.categories) & set(SENSITIVE)
+
+
+# Research: a registered project, its members, its categories; de-identified ----------------
+
+
+def project(**changes: object) -> ResearchProject:
+    base = ResearchProject(
+        "HT-2026",
+        "县域高血压队列研究",
+        "伦审 2026-017",
+        ("county",),
+        ("diagnosis", "lab"),
+        NOW - timedelta(days=30),
+        NOW + timedelta(days=300),
+        b"salt",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+RESEARCH_CONSENT = consent(purposes=("TREAT", "HRESCH"))
+
+
+def test_a_research_read_needs_a_registered_running_project_of_the_institution() -> None:
+    assert codes(decide(request("HRESCH"), facts(RESEARCH_CONSENT))) == ["research.no_project"]
+    ended = project(ends=NOW - timedelta(days=1))
+    assert codes(decide(request("HRESCH"), facts(RESEARCH_CONSENT, research=ended))) == [
+        "research.inactive"
+    ]
+    other = project(institutions=("thc-1",))
+    assert codes(decide(request("HRESCH"), facts(RESEARCH_CONSENT, research=other))) == [
+        "research.not_member"
+    ]
+
+
+def test_a_research_read_gets_the_projects_categories_de_identified() -> None:
+    decision = decide(request("HRESCH"), facts(RESEARCH_CONSENT, research=project()))
+    assert decision.permit and set(decision.categories) <= {"diagnosis", "lab"}
+    assert "de-identify" in decision.obligations
+    assert decision.legal_basis is not None and decision.legal_basis.endswith(";research:HT-2026")
+    # Without a consent naming research, the project alone opens nothing.
+    assert not decide(request("HRESCH"), facts(consent(), research=project())).permit
