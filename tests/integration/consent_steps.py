@@ -4,10 +4,14 @@ disclosure as the audit rebuilds them. Synthetic data only; not collected as tes
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
+from consent.facts import ResearchProject
+from consent.research import ResearchProjects
+from domain.categories import CATEGORIES
 from tests.factories import observation_item
 from tests.integration.conftest import Running
 from tests.integration.test_walking_skeleton import token
@@ -81,3 +85,23 @@ async def disclosed(running: Running, http: httpx.AsyncClient, answer: httpx.Res
     rebuilt = await http.get("/audit/disclosed", params={"seq": seq}, headers=regulator)
     assert rebuilt.status_code == 200, rebuilt.text
     return rebuilt.json()  # type: ignore[no-any-return]
+
+
+async def study(running: Running, *institutions: str, code: str = "STUDY-1") -> dict[str, str]:
+    """A research project the regulator registered, that these institutions read for; the
+    header a research read names it with."""
+    now = datetime.now(UTC)
+    await ResearchProjects(running.rt.pool).register(
+        ResearchProject(
+            code,
+            "县域慢病研究",
+            "伦审 2026-001",
+            institutions,
+            CATEGORIES,
+            now - timedelta(days=1),
+            now + timedelta(days=30),
+        ),
+        registered_by="reg-1",
+        at=now,
+    )
+    return {"X-Research-Project": code}

@@ -21,6 +21,7 @@ from tests.integration.consent_steps import (
     match,
     patient_of,
     redecided,
+    study,
     treat,
 )
 from tests.integration.identity_steps import merged_by_steward
@@ -69,9 +70,12 @@ async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) 
             "SELECT consent_id FROM consents WHERE source_id = 'c-both'"
         )
         assert f"consent:{consent_id}" in record
-        # Art. 14/30: research under a treatment consent is refused, with the reason.
+        # Art. 14/30: research (under a registered project) with a treatment consent is
+        # refused, with the reason.
+        project = await study(exchange, "county")
         research = await http.get(
-            f"/fhir/Patient/{pid}/$everything", headers=treat(exchange, purpose="HRESCH")
+            f"/fhir/Patient/{pid}/$everything",
+            headers=treat(exchange, purpose="HRESCH") | project,
         )
         assert (
             research.status_code == 403
