@@ -138,4 +138,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("comments on what each audit table holds", _COMMENTS),
     ("the append also checks that its batch extends the stored chain head", _APPEND_CHAINED),
     ("every patient of a record that touched several, indexed (audit_patients)", _PATIENTS),
+    (
+        "the append runs with its owner's rights: the application role only reads the log",
+        f"ALTER FUNCTION audit_append({_OLD_SIGNATURE}, uuid[], bigint[]) SECURITY DEFINER "
+        "SET search_path = public, pg_temp;",
+    ),
 )

@@ -39,7 +39,7 @@ from exchange.auth.chain import (
     load_hospital_logins,
 )
 from exchange.auth.tokens import TokenIssuer
-from exchange.errors import NotRunning
+from exchange.errors import ConfigurationError, NotRunning
 from exchange.ingest.desk import Desk, DeskName
 from exchange.ingest.gateway import Gateway
 from exchange.ingest.ledger import Ledger
@@ -51,6 +51,7 @@ from exchange.ingest.regulator_desk import RegulatorDesk
 from exchange.ingest.scheduler import ReferralScheduler
 from exchange.ingest.steward import DESK as STEWARD_DESK
 from exchange.ingest.steward import Steward
+from exchange.servers import roles
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
 from exchange.servers.migrations import Applied, Component, migrate
@@ -62,6 +63,9 @@ from projections.postgres import (
     PatientRecordProjection,
     PatientRecordReader,
     create_schema,
+)
+from projections.postgres import (
+    TABLES as PROJECTION_TABLES,
 )
 from projections.referral_reader import ReferralReader
 
@@ -81,6 +85,42 @@ async def migrate_stored_tables(pool: asyncpg.Pool) -> list[Applied]:
     """Bring the audit, grant and revocation tables up to this code's versions (refusing a
     database newer than the code, or one whose recorded steps differ from the code's)."""
     return await migrate(pool, STORED_TABLES)
+
+
+async def prepare_database(settings: Settings, owner_url: str, ledger_tables: Sequence[str]) -> str:
+    """As the owner role: the read models' schema, the stored tables' migrations, and the
+    application role with its rights (exchange/servers/roles.py). The application role's
+    URL."""
+    owner = await asyncpg.create_pool(owner_url, min_size=1, max_size=2)
+    try:
+        await create_schema(owner)
+        await migrate_stored_tables(owner)
+        async with owner.acquire() as conn:
+            if settings.app_database_url:
+                url = settings.app_database_url
+                role = roles.role_of(url)
+            else:
+                role = roles.app_role_for(owner_url)
+                password = settings.secrets.app_password
+                try:
+                    await roles.ensure_role(conn, role, password)
+                except asyncpg.InsufficientPrivilegeError:
+                    raise ConfigurationError(
+                        "the HIE_DATABASE_URL role may not create the application role: "
+                        "give it CREATEROLE, or have the DBA create one and set "
+                        "HIE_APP_DATABASE_URL"
+                    ) from None
+                url = roles.app_url(owner_url, role, password)
+            await roles.grant(
+                conn,
+                role,
+                ledger_tables=ledger_tables,
+                events_table=ledger_tables[0],
+                read_models=[*PROJECTION_TABLES, "projection_position"],
+            )
+        return url
+    finally:
+        await owner.close()
 
 
 @dataclass
@@ -276,20 +316,35 @@ async def open_runtime(
     logins = load_hospital_logins(settings.data_dir, consortium=settings.consortium, env=os.environ)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ledger")
     ledger = pool = read_pool = nc = writer = None
-    try:
-        ledger = await asyncio.get_running_loop().run_in_executor(
-            executor,
-            lambda: Ledger(
-                ends.database_url,
-                settings.secrets.ledger_cipher_key,
-                settings.secrets.pseudonym_key,
-                settings.referral_policy,
-                notify_channel=LEDGER_CHANNEL,
-            ),
+    loop = asyncio.get_running_loop()
+
+    def open_ledger(url: str, *, create_tables: bool) -> Ledger:
+        return Ledger(
+            url,
+            settings.secrets.ledger_cipher_key,
+            settings.secrets.pseudonym_key,
+            settings.referral_policy,
+            notify_channel=LEDGER_CHANNEL,
+            create_tables=create_tables,
         )
-        pool = await asyncpg.create_pool(ends.database_url, min_size=2, max_size=10)
+
+    try:
+        # As the owner: the ledger's tables, the read models, the migrations, the rights.
+        owner_ledger = await loop.run_in_executor(
+            executor, lambda: open_ledger(ends.database_url, create_tables=True)
+        )
+        try:
+            tables = owner_ledger.tables
+        finally:
+            owner_ledger.close()
+        app_url = await prepare_database(settings, ends.database_url, tables)
+        # From here on, as the application role.
+        ledger = await loop.run_in_executor(
+            executor, lambda: open_ledger(app_url, create_tables=False)
+        )
+        pool = await asyncpg.create_pool(app_url, min_size=2, max_size=10)
         read_pool = await asyncpg.create_pool(
-            ends.database_url,
+            app_url,
             min_size=2,
             max_size=24,
             reset=_no_reset,
@@ -297,8 +352,6 @@ async def open_runtime(
             # and replanning the gate's query each time cost more than running it.
             server_settings={"plan_cache_mode": "force_generic_plan"},
         )
-        await create_schema(pool)
-        await migrate_stored_tables(pool)
         writer = AuditWriter(AuditStore(read_pool))
         revocations = Revocations(pool)
         nc = await connect(ends.nats_url, name)

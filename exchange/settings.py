@@ -55,6 +55,7 @@ _SECRET_NAMES = (
     "portal_key",
     "steward_key",
     "regulator_key",
+    "database_app_password",
 )
 _SECONDS = "must be a positive number of seconds (below a day)"
 _SECRET = "must be base64-encoded bytes (or unset: generated into <data dir>/secrets/)"
@@ -106,8 +107,16 @@ class Environment(BaseSettings):
     portal_key: SecretStr | None = Field(default=None, description=_SECRET)
     steward_key: SecretStr | None = Field(default=None, description=_SECRET)
     regulator_key: SecretStr | None = Field(default=None, description=_SECRET)
+    database_app_password: SecretStr | None = Field(default=None, description=_SECRET)
+    # The application role's own URL, when the county's DBA made the role: the owner
+    # (HIE_DATABASE_URL's user) then only grants it its rights.
+    app_database_url: str | None = Field(
+        default=None, description="must be a postgresql:// URL of the application role"
+    )
 
-    @field_validator("database_url", "nats_url", "policy_file", *_SECRET_NAMES, mode="before")
+    @field_validator(
+        "database_url", "nats_url", "app_database_url", "policy_file", *_SECRET_NAMES, mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
@@ -178,6 +187,12 @@ class Secrets:
     steward_key: bytes | None = None
     # Ed25519 seed signing what the regulator does to a record (lifting a seal).
     regulator_key: bytes | None = None
+    # The password of the database's application role (generated; see servers/roles.py).
+    database_app_password: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+    @property
+    def app_password(self) -> str:
+        return base64.urlsafe_b64encode(self.database_app_password).decode().rstrip("=")
 
     def __repr__(self) -> str:
         return "Secrets(<redacted>)"
@@ -192,6 +207,7 @@ class Settings:
     consortium: str = "demo"
     database_url: str | None = None
     nats_url: str | None = None
+    app_database_url: str | None = None  # the application role's, when a DBA made it
     http_host: str = "127.0.0.1"
     http_port: int = 8780
     batch_max_bytes: int = 256_000  # keep each ledger save under the large-save hang (DESIGN.md)
@@ -230,6 +246,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consortium=given.consortium,
         database_url=given.database_url,
         nats_url=given.nats_url,
+        app_database_url=given.app_database_url,
         http_host=given.http_host,
         http_port=given.http_port,
         audit_retention_days=given.audit_retention_days,
@@ -276,6 +293,7 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
         portal_key=keys["portal_key"],
         steward_key=keys["steward_key"],
         regulator_key=keys["regulator_key"],
+        database_app_password=keys["database_app_password"],
     )
 
 

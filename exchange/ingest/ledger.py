@@ -91,7 +91,9 @@ class Ledger(Application[UUID]):
     submissions as get → check → save (the checks are ``domain.services``').
 
     ``notify_channel``, when given, is the PostgreSQL channel each commit NOTIFYs, so that a
-    follower of the ledger wakes at once instead of at its next poll.
+    follower of the ledger wakes at once instead of at its next poll. ``create_tables``:
+    make the ledger's tables if missing (the owner role's part; the application role's
+    ledger only uses them).
     """
 
     name = "ledger"
@@ -104,10 +106,11 @@ class Ledger(Application[UUID]):
         referral_policy: ReferralPolicy | None = None,
         *,
         notify_channel: str | None = None,
+        create_tables: bool = True,
     ) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            super().__init__(env=ledger_env(database_url, cipher_key))
+            super().__init__(env=ledger_env(database_url, cipher_key, create_tables=create_tables))
         self._pseudonym_key = pseudonym_key
         if notify_channel is not None:
             self.ledger_recorder.notify_on(notify_channel)
@@ -121,6 +124,12 @@ class Ledger(Application[UUID]):
         index = PatientIndex(self.identities, pseudonym_key)
         self.referrals = ReferralPlanner(self, index, referral_policy or ReferralPolicy())
         self.checks = SubmissionChecks(index, self.referrals, self)
+
+    @property
+    def tables(self) -> tuple[str, str, str, str]:
+        """The ledger's tables, its events table first."""
+        r = self.ledger_recorder
+        return (r.events_table_name, r.source_table, r.rejected_table, r.identifier_table)
 
     @property
     def ledger_recorder(self) -> LedgerRecorder:

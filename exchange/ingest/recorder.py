@@ -270,7 +270,7 @@ def _unprepared(get_connection: Callable[[], Any]) -> Callable[[], Any]:
     return wrapped
 
 
-def ledger_env(database_url: str, cipher_key: str) -> dict[str, str]:
+def ledger_env(database_url: str, cipher_key: str, *, create_tables: bool = True) -> dict[str, str]:
     parts = urlsplit(database_url)
     if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
         raise ConfigurationError(
@@ -286,7 +286,7 @@ def ledger_env(database_url: str, cipher_key: str) -> dict[str, str]:
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_LOCK_TIMEOUT": "30",
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "y" if create_tables else "n",
         "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
         "CIPHER_KEY": cipher_key,
         "COMPRESSOR_TOPIC": "exchange.ingest.recorder:FastZlibCompressor",

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import psycopg
 import pytest
@@ -66,6 +67,7 @@ def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Set
             portal_key=secrets.token_bytes(32),
             steward_key=secrets.token_bytes(32),
             regulator_key=secrets.token_bytes(32),
+            database_app_password=secrets.token_bytes(32),
         ),
     )
 
@@ -91,6 +93,16 @@ class Running:
         )
         self.keys[code] = key
         return key
+
+    @contextlib.asynccontextmanager
+    async def owner(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection as the database's owner role: an operator's (or an intruder with the
+        DBA's password), never the application's, whose role cannot touch the audit tables."""
+        conn = await asyncpg.connect(self.rt.endpoints.database_url)
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     async def settle(self) -> None:
         """Wait until the projection has applied everything in the ledger."""

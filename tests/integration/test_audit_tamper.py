@@ -10,6 +10,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
@@ -110,15 +111,20 @@ async def test_verify_names_the_first_bad_record(settings: Settings, case: str) 
         assert "260 records, 2 signed head(s) match" in intact.stdout
         side_by_side = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
         assert (side_by_side.ok, side_by_side.records, side_by_side.heads_checked) == (True, 260, 2)
-        # The API cannot change the log: the triggers refuse it ...
-        with pytest.raises(Exception, match="append-only"):
+        # The application's own role cannot change the log: it may only read it ...
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await rt.pool.execute("DELETE FROM audit_log WHERE seq = 1")
-        # ... so an operator goes around them, straight at the table.
-        statement, seq, code = TAMPERING[case]
-        async with rt.pool.acquire() as conn:
+        # ... the owner's triggers refuse it too ...
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute("DELETE FROM audit_log WHERE seq = 1")
+            # ... so an operator with the owner's credentials goes around them.
+            statement, seq, code = TAMPERING[case]
             await conn.execute("SET session_replication_role = replica")
             await conn.execute(statement)
-            await conn.execute("SET session_replication_role = DEFAULT")
+        finally:
+            await conn.close()
     result = await asyncio.to_thread(verify_cli, settings)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"[{code}]" in result.stdout
@@ -143,7 +149,7 @@ async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -
     intact = await asyncio.to_thread(verify_cli, settings)
     assert intact.returncode == 0, intact.stdout + intact.stderr
 
-    async with exchange.rt.pool.acquire() as conn:
+    async with exchange.owner() as conn:
         await conn.execute("SET session_replication_role = replica")
         # One clinical event is swapped for another's (still decrypts), one is removed.
         await conn.execute(
@@ -168,9 +174,12 @@ async def test_the_exchange_never_signs_a_head_that_does_not_extend_the_last(
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         await fill(rt)  # heads at 200 and 250
         # Someone rewrites an old leaf and every node above it, so the tree "looks" whole ...
-        async with rt.pool.acquire() as conn:
+        conn = await asyncpg.connect(settings.database_url)  # the owner's credentials
+        try:
             await conn.execute("SET session_replication_role = replica")
             await conn.execute("UPDATE audit_nodes SET hash = sha256(hash) WHERE idx = 0")
+        finally:
+            await conn.close()
         await rt.audit_writer.append({"action": "read", "decision": "permit", "reasons": []}, T0)
         # ... but it no longer extends the signed head, so no new head is signed.
         with pytest.raises(AuditIntegrityError):

@@ -434,13 +434,14 @@ async def test_a_large_disclosure_is_digested_in_the_audit_and_rebuilt_from_the_
         seq = rebuilt["seq"]
         regulator = token(exchange, "reg-1", "bureau", "regulator")
         # A changed digest would not match: the check is real.
-        await exchange.rt.pool.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
-        await exchange.rt.pool.execute(
-            "UPDATE audit_log SET record_text = replace(record_text, $2, $3) WHERE seq = $1",
-            seq,
-            record["disclosed_sha256"],
-            "0" * 64,
-        )
+        async with exchange.owner() as owner:  # only the owner can, and the check sees it
+            await owner.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+            await owner.execute(
+                "UPDATE audit_log SET record_text = replace(record_text, $2, $3) WHERE seq = $1",
+                seq,
+                record["disclosed_sha256"],
+                "0" * 64,
+            )
         tampered = (
             await http.get("/audit/disclosed", params={"seq": seq}, headers=regulator)
         ).json()

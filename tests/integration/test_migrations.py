@@ -270,6 +270,7 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
         ("audit", 2, False),
         ("audit", 3, False),
         ("audit", 4, False),
+        ("audit", 5, False),
         ("consent", 1, True),
         ("consent", 2, False),
         ("consent", 3, False),

@@ -217,11 +217,12 @@ async def test_no_data_leaves_when_the_audit_cannot_record_the_read(exchange: Ru
         path = f"/fhir/Patient/{patient_id}/$everything"
         assert (await http.get(path, headers=treat)).status_code == 200
         # The audit table becomes unwritable (as if its disk or its database failed) ...
-        await exchange.rt.pool.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
-        try:
-            failed = await http.get(path, headers=treat)
-        finally:
-            await exchange.rt.pool.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+        async with exchange.owner() as owner:
+            await owner.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
+            try:
+                failed = await http.get(path, headers=treat)
+            finally:
+                await owner.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
         # ... so the read fails closed: no clinical data in the answer.
         assert failed.status_code == 503
         assert failed.json()["resourceType"] == "OperationOutcome"
