@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -33,6 +33,7 @@ from consent.decision import (
     SealRecord,
     break_glass_brake,
 )
+from domain.identity import DEMOGRAPHICS_CONTEXT, IDENTIFIER_CONTEXT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS break_glass_grants (
@@ -122,7 +123,7 @@ SELECT (SELECT id FROM root) AS root, (SELECT ids FROM mem) AS members,
   (SELECT sex FROM patients WHERE patient_id = (SELECT id FROM root)) AS sex,
   (SELECT demographics FROM patients WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])
      AND demographics IS NOT NULL ORDER BY position DESC LIMIT 1) AS demographics,
-  (SELECT coalesce(json_agg(json_build_array(system, value) ORDER BY position), '[]')
+  (SELECT coalesce(json_agg(json_build_array(system, value_sealed) ORDER BY position), '[]')
      FROM patient_identifiers WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])) AS identifiers,
 """
     + _FACTS_COLUMNS.format(
@@ -154,11 +155,22 @@ def _t(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
+class Opener(Protocol):
+    """Opens a field the read models sealed (projections.fields.FieldCipher)."""
+
+    def open(self, token: str, context: str) -> str: ...
+
+
 class ConsentState:
     def __init__(
-        self, pool: asyncpg.Pool, *, care_after_record: timedelta = timedelta(days=365)
+        self,
+        pool: asyncpg.Pool,
+        fields: Opener,
+        *,
+        care_after_record: timedelta = timedelta(days=365),
     ) -> None:
         self.pool = pool
+        self.fields = fields  # the record view's identifiers and demographics are sealed
         self.care_after_record = care_after_record
         self.research = research.ResearchProjects(pool)
 
@@ -202,8 +214,13 @@ class ConsentState:
             _facts(row, institution, self.care_after_record),
             row["birth_date"],
             row["sex"],
-            orjson.loads(row["demographics"]) if row["demographics"] else None,
-            [tuple(i) for i in orjson.loads(row["identifiers"])],
+            orjson.loads(self.fields.open(row["demographics"], DEMOGRAPHICS_CONTEXT))
+            if row["demographics"]
+            else None,
+            [
+                (system, self.fields.open(sealed, IDENTIFIER_CONTEXT))
+                for system, sealed in orjson.loads(row["identifiers"])
+            ],
         )
 
     async def consents(

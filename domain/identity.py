@@ -25,6 +25,10 @@ from domain.resident_id import ResidentId
 
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"  # 居民身份证号 (China NHC identifier OID)
 HEALTH_CARD_SYSTEM = "urn:county-hie:health-card"  # 居民健康卡
+# The read models seal these fields for their column (projections/fields.py): an identifier's
+# value, and a patient's demographics as the institutions sent them.
+IDENTIFIER_CONTEXT = "patient_identifiers.value"
+DEMOGRAPHICS_CONTEXT = "patients.demographics"
 
 
 def mrn_system(institution: str) -> str:

@@ -57,6 +57,7 @@ from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
 from exchange.servers.migrations import Applied, Component, migrate
 from exchange.servers.nats import PORTAL, connect, ensure_notify_consumer, ensure_streams
 from exchange.settings import Settings
+from projections.fields import FieldCipher
 from projections.merge_requests import MergeRequestReader
 from projections.postgres import (
     LEDGER_CHANNEL,
@@ -186,7 +187,7 @@ class Runtime:
         async def read(after: int, limit: int) -> Sequence[tuple[int, Any]]:
             return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
 
-        return PatientRecordProjection(self.pool, read)
+        return PatientRecordProjection(self.pool, read, fields=self.fields)
 
     def scheduler(self) -> ReferralScheduler:
         return ReferralScheduler(
@@ -203,8 +204,12 @@ class Runtime:
         return HeadSigner(self.settings.consortium, self.settings.secrets.audit_key)
 
     @property
+    def fields(self) -> FieldCipher:
+        return FieldCipher(self.settings.secrets.projection_key)
+
+    @property
     def records(self) -> PatientRecordReader:
-        return PatientRecordReader(self.pool)
+        return PatientRecordReader(self.pool, self.fields)
 
     async def projection_wait(self, position: int) -> None:
         await self.projection().wait_for(position)
@@ -230,7 +235,7 @@ class Runtime:
             return None
         return Steward(
             self._desk(seed, STEWARD_DESK),
-            queue=MergeRequestReader(self.pool),
+            queue=MergeRequestReader(self.pool, self.fields),
             residents=self.records,
         )
 
@@ -260,11 +265,11 @@ class Runtime:
         return ApiContext(
             tokens=RevokingAuthenticator(ChainAuthenticator(members), self.revocations),
             audit_writer=self.audit_writer,
-            consent=ConsentState(reads, care_after_record=policy.care_after_record),
+            consent=ConsentState(reads, self.fields, care_after_record=policy.care_after_record),
             heads=self.head_signer(),
-            records=PatientRecordReader(reads),
+            records=PatientRecordReader(reads, self.fields),
             referrals=ReferralReader(reads),
-            merge_requests=MergeRequestReader(reads),
+            merge_requests=MergeRequestReader(reads, self.fields),
             policy=policy,
             referral_policy=self.settings.referral_policy,
             portal=portal,

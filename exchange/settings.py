@@ -56,6 +56,7 @@ _SECRET_NAMES = (
     "steward_key",
     "regulator_key",
     "database_app_password",
+    "projection_key",
 )
 _SECONDS = "must be a positive number of seconds (below a day)"
 _SECRET = "must be base64-encoded bytes (or unset: generated into <data dir>/secrets/)"
@@ -108,6 +109,7 @@ class Environment(BaseSettings):
     steward_key: SecretStr | None = Field(default=None, description=_SECRET)
     regulator_key: SecretStr | None = Field(default=None, description=_SECRET)
     database_app_password: SecretStr | None = Field(default=None, description=_SECRET)
+    projection_key: SecretStr | None = Field(default=None, description=_SECRET)
     # The application role's own URL, when the county's DBA made the role: the owner
     # (HIE_DATABASE_URL's user) then only grants it its rights.
     app_database_url: str | None = Field(
@@ -189,6 +191,9 @@ class Secrets:
     regulator_key: bytes | None = None
     # The password of the database's application role (generated; see servers/roles.py).
     database_app_password: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # AES-256 key sealing the read models' direct identifiers, and keying their lookup
+    # hashes (projections/fields.py).
+    projection_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     @property
     def app_password(self) -> str:
@@ -294,6 +299,7 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
         steward_key=keys["steward_key"],
         regulator_key=keys["regulator_key"],
         database_app_password=keys["database_app_password"],
+        projection_key=keys["projection_key"],
     )
 
 

@@ -14,8 +14,10 @@ from uuid import UUID
 
 import asyncpg
 
+from domain.identity import DEMOGRAPHICS_CONTEXT, IDENTIFIER_CONTEXT
 from domain.merge_request import DECISIONS, MergeRequest
 from projections.batch import Changes
+from projections.fields import FieldCipher
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS merge_requests (
@@ -69,8 +71,9 @@ class MergeRequestReader:
     registration (birth date, sex), the demographics its institutions sent, and every
     identifier linked to it (with the institution that linked it)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, fields: FieldCipher) -> None:
         self._pool = pool
+        self._fields = fields  # identifiers and demographics are sealed at rest
 
     async def requests(self, status: str, limit: int = 100) -> list[asyncpg.Record]:
         return list(
@@ -100,7 +103,11 @@ class MergeRequestReader:
                 "sex": r["sex"],
                 "temporary": r["temporary"],
                 "merged_into": str(r["merged_into"]) if r["merged_into"] else None,
-                "demographics": _json(r["demographics"]),
+                "demographics": json.loads(
+                    self._fields.open(r["demographics"], DEMOGRAPHICS_CONTEXT)
+                )
+                if r["demographics"]
+                else None,
                 "identifiers": [],
             }
             for r in rows
@@ -108,17 +115,17 @@ class MergeRequestReader:
         # One index lookup per identity (LATERAL, OFFSET 0): a planner without statistics
         # would rather read the whole index of identifiers for a long list.
         for r in await self._pool.fetch(
-            "SELECT p.id AS patient_id, i.system, i.value, i.institution "
-            "FROM unnest($1::uuid[]) p(id) CROSS JOIN LATERAL (SELECT system, value, "
+            "SELECT p.id AS patient_id, i.system, i.value_sealed, i.institution "
+            "FROM unnest($1::uuid[]) p(id) CROSS JOIN LATERAL (SELECT system, value_sealed, "
             "institution, position FROM patient_identifiers WHERE patient_id = p.id OFFSET 0) i "
-            "ORDER BY i.position, i.system, i.value",
+            "ORDER BY i.position, i.system",
             list(pids),
         ):
             found[r["patient_id"]]["identifiers"].append(
-                {"system": r["system"], "value": r["value"], "institution": r["institution"]}
+                {
+                    "system": r["system"],
+                    "value": self._fields.open(r["value_sealed"], IDENTIFIER_CONTEXT),
+                    "institution": r["institution"],
+                }
             )
         return found
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value

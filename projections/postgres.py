@@ -16,7 +16,8 @@ from uuid import UUID
 
 import asyncpg
 
-from domain.identity import RESIDENT_ID_SYSTEM
+from domain.identity import IDENTIFIER_CONTEXT, RESIDENT_ID_SYSTEM
+from projections.fields import FieldCipher
 from projections.masks import ALL_BITS as _ALL_BITS
 from projections.masks import CATEGORY_SYSTEM, categories_in, mask_of
 from projections.masks import RESULT_BITS as _RESULT_BITS
@@ -47,15 +48,16 @@ class PatientRecordReader:
     position) merged into. The root's record is the entries of every identity merged into it.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, fields: FieldCipher) -> None:
         self.pool = pool
+        self.fields = fields
 
     async def find_patient(self, system: str, value: str) -> UUID | None:
         """The (current root) patient an identifier names."""
         found = await self.pool.fetchval(
-            "SELECT patient_id FROM patient_identifiers WHERE system = $1 AND value = $2",
+            "SELECT patient_id FROM patient_identifiers WHERE system = $1 AND value_hash = $2",
             system,
-            value,
+            self.fields.lookup(system, value),
         )
         return await self.root(found) if isinstance(found, UUID) else None
 
@@ -198,12 +200,12 @@ class PatientRecordReader:
     async def resident_id(self, members: Sequence[UUID]) -> str | None:
         """The patient's resident ID (for an item the exchange signs on their behalf)."""
         found = await self.pool.fetchval(
-            "SELECT value FROM patient_identifiers WHERE patient_id = ANY($1) AND system = $2 "
-            "LIMIT 1",
+            "SELECT value_sealed FROM patient_identifiers WHERE patient_id = ANY($1) "
+            "AND system = $2 LIMIT 1",
             list(members),
             RESIDENT_ID_SYSTEM,
         )
-        return found if isinstance(found, str) else None
+        return self.fields.open(found, IDENTIFIER_CONTEXT) if isinstance(found, str) else None
 
     async def active_seals(
         self, members: Sequence[UUID] | None = None, limit: int = 500

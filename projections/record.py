@@ -21,7 +21,12 @@ import orjson
 from domain.categories import categories_of
 from domain.clinical import ENTRY_KINDS, REFERRAL_KINDS
 from domain.consent_items import needs_patient
-from domain.identity import RESIDENT_ID_SYSTEM, PatientIdentity
+from domain.identity import (
+    DEMOGRAPHICS_CONTEXT,
+    IDENTIFIER_CONTEXT,
+    RESIDENT_ID_SYSTEM,
+    PatientIdentity,
+)
 from domain.institution import Institution
 from domain.submission import (
     CURRENT_SCHEMA,
@@ -32,6 +37,7 @@ from domain.submission import (
 )
 from projections import merge_requests, referrals
 from projections.batch import Changes
+from projections.fields import FieldCipher
 from projections.masks import CATEGORY_SYSTEM, mask_of
 from projections.render import dumps, entry_id, render
 from projections.stored import StoredItem, StoredReader
@@ -42,8 +48,11 @@ LookupName = Callable[[str], Awaitable[str | None]]
 class RecordApplier:
     """Turns ledger events into a batch's rows; keeps institution names it has met."""
 
-    def __init__(self, lookup_name: LookupName, schema: EnvelopeSchema = CURRENT_SCHEMA) -> None:
+    def __init__(
+        self, lookup_name: LookupName, fields: FieldCipher, schema: EnvelopeSchema = CURRENT_SCHEMA
+    ) -> None:
         self.lookup_name = lookup_name
+        self.fields = fields  # direct identifiers: sealed, or kept as keyed hashes
         self.schema = schema
         self.stored = StoredReader(schema)
         self.names: dict[str, str] = {}  # institution code -> name
@@ -63,9 +72,18 @@ class RecordApplier:
 EventHandler = Callable[[RecordApplier, Changes, int, Any], Awaitable[None]]
 
 _INSERT_IDENTIFIER = (
-    "INSERT INTO patient_identifiers (system, value, patient_id, institution, position) "
-    "VALUES ($1, $2, $3, $4, $5)"
+    "INSERT INTO patient_identifiers (system, value_hash, value_sealed, patient_id, "
+    "institution, position) VALUES ($1, $2, $3, $4, $5, $6)"
 )
+
+
+def _identifier(a: RecordApplier, system: str, value: str) -> tuple[str, bytes, str]:
+    return system, a.fields.lookup(system, value), a.fields.seal(value, IDENTIFIER_CONTEXT)
+
+
+def guardian_key(fields: FieldCipher, resident_id: str) -> str:
+    """A guardian's resident ID as the read models keep it: compared, never shown."""
+    return fields.lookup(RESIDENT_ID_SYSTEM, resident_id).hex()
 
 
 async def _institution_registered(
@@ -96,8 +114,7 @@ async def _patient_registered(
     if event.resident_id is not None:
         changes.first(
             _INSERT_IDENTIFIER,
-            RESIDENT_ID_SYSTEM,
-            event.resident_id,
+            *_identifier(a, RESIDENT_ID_SYSTEM, event.resident_id),
             event.originator_id,
             None,
             position,
@@ -107,8 +124,7 @@ async def _patient_registered(
 async def _identifier_linked(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
     changes.first(
         _INSERT_IDENTIFIER,
-        event.system,
-        event.value,
+        *_identifier(a, event.system, event.value),
         event.originator_id,
         event.institution,
         position,
@@ -148,6 +164,7 @@ class ApplyingSubmission:
     institution_name: str
     submission_id: str
     at: Any  # the ledger event's timestamp
+    fields: FieldCipher
 
 
 async def _submission(a: RecordApplier, changes: Changes, position: int, event: Any) -> None:
@@ -158,7 +175,7 @@ async def _submission(a: RecordApplier, changes: Changes, position: int, event: 
         )
     name = await a.institution_name(valid.institution)
     accepted = ApplyingSubmission(
-        changes, position, valid.institution, name, valid.submission_id, event.timestamp
+        changes, position, valid.institution, name, valid.submission_id, event.timestamp, a.fields
     )
     uuids = {p: UUID(p) for p in set(event.patient_ids)}  # a patient's items share one
     for item, patient_id in zip(valid.items, event.patient_ids, strict=True):
@@ -212,7 +229,7 @@ def _patient(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> 
     s.changes.op(
         "UPDATE patients SET demographics = $2 WHERE patient_id = $1",
         pid,
-        item.payload.model_dump_json(exclude={"patient"}),
+        s.fields.seal(item.payload.model_dump_json(exclude={"patient"}), DEMOGRAPHICS_CONTEXT),
     )
 
 
@@ -260,7 +277,9 @@ def _consent(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> 
         resource,
         s.position,
         list(payload.categories) if payload.categories else None,
-        payload.guardian.resident_id if payload.guardian else None,
+        guardian_key(s.fields, payload.guardian.resident_id)
+        if payload.guardian and payload.guardian.resident_id
+        else None,
         item.source_id,
         document.sha256 if document else None,
         document.method if document else None,
@@ -329,7 +348,7 @@ def _guardian(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) ->
         "institution, valid_from, valid_to, position) VALUES "
         "($1, $2, $3, $4, $5, $6, $7)",
         pid,
-        payload.guardian.resident_id,
+        guardian_key(s.fields, payload.guardian.resident_id),
         payload.relationship,
         s.institution,
         payload.valid_from,

@@ -21,6 +21,7 @@ import asyncpg
 
 from domain.submission import CURRENT_SCHEMA, EnvelopeSchema
 from projections.batch import Changes
+from projections.fields import FieldCipher
 from projections.record import RecordApplier
 from projections.tables import DEFERRED_INDEXES, LEDGER_CHANNEL, NAME, TABLES, ReadLedger
 
@@ -35,6 +36,7 @@ class PatientRecordProjection:
         pool: asyncpg.Pool,
         read: ReadLedger,
         *,
+        fields: FieldCipher,
         batch: int = 500,
         items: int = 20_000,
         schema: EnvelopeSchema = CURRENT_SCHEMA,
@@ -45,7 +47,7 @@ class PatientRecordProjection:
         self.items = items  # and about this many items: a batch's rows are held in memory
         self._limit = batch  # the next read's size, from the items per event lately
         self._advanced = asyncio.Condition()
-        self._applier = RecordApplier(self._institution_name, schema)
+        self._applier = RecordApplier(self._institution_name, fields, schema)
         self._check_indexes = True  # once caught up: did a rebuild leave indexes to build?
 
     async def position(self) -> int:

@@ -1,7 +1,9 @@
 """The patient record's tables in PostgreSQL and the projection's tracked position.
 
 Every table here is rebuilt from the ledger (``hie projections rebuild`` truncates ``TABLES``
-and replays), so the DDL is idempotent ``CREATE … IF NOT EXISTS`` rather than versioned.
+and replays), so the DDL is idempotent ``CREATE … IF NOT EXISTS`` rather than versioned; a
+change of shape that adding a column cannot make is a new ``SHAPE``, and a database of
+another shape has its read models made again and replayed.
 ``record_entries`` has no index of current versions by entry id: ending a version finds it
 through the primary key (entry_id, valid_from), whose leaf the new version's insert touches
 anyway, so a random entry id costs one btree, not two, as the table grows.
@@ -33,15 +35,16 @@ CREATE TABLE IF NOT EXISTS institutions (
     code text PRIMARY KEY, name text NOT NULL, level text NOT NULL, position bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS patients (
     patient_id uuid PRIMARY KEY, birth_date date, sex text, temporary boolean NOT NULL,
-    merged_into uuid, demographics jsonb, position bigint NOT NULL);
+    merged_into uuid, demographics text, position bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS patients_merged_into ON patients (merged_into);
 CREATE TABLE IF NOT EXISTS identity_merges (
     source uuid NOT NULL, target uuid NOT NULL, valid_from bigint NOT NULL, valid_to bigint,
     PRIMARY KEY (source, valid_from));
 CREATE INDEX IF NOT EXISTS identity_merges_target ON identity_merges (target);
 CREATE TABLE IF NOT EXISTS patient_identifiers (
-    system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL,
-    institution text, position bigint NOT NULL, PRIMARY KEY (system, value));
+    system text NOT NULL, value_hash bytea NOT NULL, value_sealed text NOT NULL,
+    patient_id uuid NOT NULL, institution text, position bigint NOT NULL,
+    PRIMARY KEY (system, value_hash));
 CREATE INDEX IF NOT EXISTS patient_identifiers_patient ON patient_identifiers (patient_id);
 CREATE TABLE IF NOT EXISTS record_entries (
     entry_id uuid NOT NULL, patient_id uuid NOT NULL, institution text NOT NULL,
@@ -137,9 +140,28 @@ _BACKFILL_CONFIRMED = (
 )
 
 
-async def create_schema(pool: asyncpg.Pool) -> None:
+# The read models' shape. A change that adding a column cannot make (a key, a column's type)
+# raises it: a database built to another shape has its read models dropped and made again at
+# the next start, and the runner replays the ledger into them (as ``hie projections rebuild``
+# would). 2: direct identifiers sealed or kept as keyed hashes (projections/fields.py).
+SHAPE = 2
+_SHAPE = "CREATE TABLE IF NOT EXISTS projection_shape (shape integer NOT NULL)"
+
+
+async def create_schema(pool: asyncpg.Pool) -> bool:
+    """Make the read models (True: they were dropped, built to another shape, and wait for
+    the replay)."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('hie-projection-schema'))")
+        await conn.execute(_SHAPE)
+        built = await conn.fetchval("SELECT to_regclass('patients') IS NOT NULL")
+        shape = await conn.fetchval("SELECT max(shape) FROM projection_shape")
+        replay = bool(built and shape != SHAPE)
+        if replay:
+            await conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)} CASCADE")
+            await conn.execute("UPDATE projection_position SET position = 0 WHERE name = $1", NAME)
+        await conn.execute("DELETE FROM projection_shape")
+        await conn.execute("INSERT INTO projection_shape VALUES ($1)", SHAPE)
         had_recorded_at = await conn.fetchval(_HAS_COLUMN, "record_entries", "recorded_at")
         had_confirmed = await conn.fetchval(_HAS_COLUMN, "consents", "confirmed_position")
         await conn.execute(SCHEMA)
@@ -152,3 +174,4 @@ async def create_schema(pool: asyncpg.Pool) -> None:
             "ON CONFLICT (name) DO NOTHING",
             NAME,
         )
+    return replay

@@ -28,6 +28,7 @@ async def rebuild(settings: Settings) -> int:
     """Empty the read models; the running exchange replays the whole ledger into them."""
     from audit.postgres import AuditStore
     from exchange.cli.connect import database
+    from projections.fields import FieldCipher
     from projections.postgres import PatientRecordProjection
 
     async with database(settings) as pool:
@@ -40,7 +41,9 @@ async def rebuild(settings: Settings) -> int:
             },
             datetime.now(UTC),
         )
-        await PatientRecordProjection(pool, _no_read).rebuild()
+        await PatientRecordProjection(
+            pool, _no_read, fields=FieldCipher(settings.secrets.projection_key)
+        ).rebuild()
     click.echo(
         "read models emptied; the running exchange is replaying the ledger into them "
         "(reads show less until it has caught up)"

@@ -68,6 +68,7 @@ def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Set
             steward_key=secrets.token_bytes(32),
             regulator_key=secrets.token_bytes(32),
             database_app_password=secrets.token_bytes(32),
+            projection_key=secrets.token_bytes(32),
         ),
     )
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from domain.identity import DEMOGRAPHICS_CONTEXT, IDENTIFIER_CONTEXT
+from projections.fields import FieldCipher
+
 PATIENTS = 20_000
 ENTRIES = 300_000
 # Patients with a long record (~300 entries each, as a county's chronic patients have).
@@ -29,13 +32,15 @@ SEED = [
     f"""INSERT INTO patients (patient_id, birth_date, sex, temporary, merged_into, demographics,
         position)
     SELECT {_PID.format(i="i")}, date '1940-01-01' + (i % 25000), 'female', false,
-        CASE WHEN i % 10 = 0 AND i % 100 <> 0 THEN {_PID.format(i="i - 1")} END, '{{"name": "seed"}}', -i
+        CASE WHEN i % 10 = 0 AND i % 100 <> 0 THEN {_PID.format(i="i - 1")} END, '{{demographics}}', -i
     FROM generate_series(1, {PATIENTS}) i""",
     f"""INSERT INTO identity_merges (source, target, valid_from, valid_to)
     SELECT {_PID.format(i="i")}, {_PID.format(i="i - 1")}, -i, CASE WHEN i % 100 = 0 THEN -1 END
     FROM generate_series(10, {PATIENTS}, 10) i""",
-    f"""INSERT INTO patient_identifiers (system, value, patient_id, institution, position)
-    SELECT s, s || '-' || i, {_PID.format(i="i")}, {_INST.format(i="i")}, -i
+    f"""INSERT INTO patient_identifiers (system, value_hash, value_sealed, patient_id,
+        institution, position)
+    SELECT s, sha256((s || '-' || i)::bytea), '{{identifier}}', {_PID.format(i="i")},
+        {_INST.format(i="i")}, -i
     FROM generate_series(1, {PATIENTS}) i, (VALUES ('urn:seed:resident'), ('urn:seed:mrn')) v(s)""",
     f"""INSERT INTO record_entries (entry_id, patient_id, institution, record, source_id, kind,
         submission_id, resource, valid_from, valid_to, ended_by, category_mask, recorded_at)
@@ -148,8 +153,15 @@ async def no_statistics(pool: asyncpg.Pool) -> None:
         await pool.execute(f'ALTER TABLE "{t[0]}" SET (autovacuum_enabled = false)')
 
 
-async def seed_county(pool: asyncpg.Pool) -> None:
-    """Fill the growing tables (in one go, as a projection catching up does)."""
+async def seed_county(pool: asyncpg.Pool, fields: FieldCipher) -> None:
+    """Fill the growing tables (in one go, as a projection catching up does); the sealed
+    fields hold one synthetic value sealed with the exchange's key, so reads can open them."""
+    sealed = {
+        "demographics": fields.seal('{"name": "种子", "gender": "female"}', DEMOGRAPHICS_CONTEXT),
+        "identifier": fields.seal("SEED-0", IDENTIFIER_CONTEXT),
+    }
     async with pool.acquire() as conn, conn.transaction():
         for statement in SEED:
+            for name, token in sealed.items():
+                statement = statement.replace("{" + name + "}", token)
             await conn.execute(statement)

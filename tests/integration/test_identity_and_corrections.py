@@ -74,7 +74,7 @@ async def values(reader: PatientRecordReader, pid: Any, at: int | None = None) -
 async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running) -> None:
     await exchange.register("county", "county_hospital", "县医院")
     await exchange.register("thc", "township_health_centre", "东城镇卫生院")
-    reader = PatientRecordReader(exchange.rt.pool)
+    reader = exchange.rt.records
     rid = resident(41)
 
     # A newborn is registered at the county hospital with its MRN only: a temporary identity.
@@ -213,7 +213,7 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
 
 async def test_merge_and_unmerge_lose_and_double_nothing(exchange: Running) -> None:
     await exchange.register("county", "county_hospital", "县医院")
-    reader = PatientRecordReader(exchange.rt.pool)
+    reader = exchange.rt.records
 
     # One person registered twice at the hospital (two MRNs, no resident ID yet).
     await submit(
@@ -286,7 +286,7 @@ async def test_as_of_reads_never_show_what_was_retracted_as_entered_in_error(
     assert (await submit(exchange, "county", [retract]))["status"] == "accepted"
     await submit(exchange, "county", [consent_item(rid, "consent-w"), encounter_item(rid, "v-w")])
     await exchange.settle()
-    person = await PatientRecordReader(exchange.rt.pool).find_patient(RESIDENT_ID_SYSTEM, rid)
+    person = await exchange.rt.records.find_patient(RESIDENT_ID_SYSTEM, rid)
     readers = [
         {**token(exchange, "doctor-li", "county", "physician"), "X-Purpose-Of-Use": "TREAT"},
         token(exchange, str(person), "patient", "patient"),

@@ -10,6 +10,7 @@ from uuid import UUID
 
 import httpx
 
+from domain.identity import mrn_system
 from tests.factories import observation_item, patient_item, record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.consent_steps import depression, match, patient_of, treat
@@ -175,9 +176,6 @@ async def test_a_temporary_identity_merges_at_once_only_for_the_institution_that
         ],
     )
     await exchange.settle()
-    temp = await exchange.rt.pool.fetchval(
-        "SELECT patient_id FROM patient_identifiers WHERE value = 'NB-0001'"
-    )
-    assert await exchange.rt.pool.fetchval(
-        "SELECT merged_into FROM patients WHERE patient_id = $1", temp
-    ) == UUID(await patient_of(exchange, a))
+    # The newborn's MRN now finds the resident.
+    found = await exchange.rt.records.find_patient(mrn_system("county"), "NB-0001")
+    assert found == UUID(await patient_of(exchange, a))

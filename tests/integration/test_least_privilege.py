@@ -2,7 +2,8 @@
 drop the audit log's append-only triggers. Now it runs as an application role that only reads
 the audit tables (records are appended through the owner's function) and can neither alter,
 truncate nor drop them or their triggers, nor delete from the ledger; the owner role
-(HIE_DATABASE_URL's user) makes the schemas and the role."""
+(HIE_DATABASE_URL's user) makes the schemas and the role. And the read models keep names and
+identifiers sealed, or as keyed hashes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import asyncpg
 import httpx
 import pytest
 
+from domain.identity import RESIDENT_ID_SYSTEM
 from exchange.bootstrap import Endpoints, open_runtime
 from exchange.settings import Settings
+from projections.tables import TABLES as PROJECTION_TABLES
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.consent_steps import patient_of, treat
@@ -92,3 +95,34 @@ async def test_a_role_the_dba_made_is_used_as_given(settings: Settings) -> None:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await rt.pool.execute("DROP TRIGGER audit_log_no_change ON audit_log")
         await rt.audit_writer.append({"action": "read", "decision": "permit"}, datetime.now(UTC))
+
+
+async def test_the_read_models_hold_no_name_or_identifier_in_the_clear(exchange: Running) -> None:
+    await consortium(exchange)
+    rid, guardian = resident(611), resident(612)
+    items = record_items(rid, "pii-611", consent=True)  # a name, an MRN, a resident ID
+    items.append(
+        {
+            "source_id": "pii-guardian",
+            "kind": "guardian",
+            "payload": {
+                "patient": {"resident_id": rid},
+                "guardian": {"resident_id": guardian},
+                "relationship": "parent",
+                "valid_from": "2026-01-01T00:00:00+08:00",
+            },
+        }
+    )
+    await accepted(exchange, "county", items)
+    await exchange.settle()
+    pool = exchange.rt.pool
+    for table in PROJECTION_TABLES:
+        text = " ".join(r[0] for r in await pool.fetch(f"SELECT t::text FROM {table} t"))
+        for secret in (rid, guardian, "李建国", "pii-611-MRN"):
+            assert secret not in text, table
+    # ... and the exchange still finds the patient by them and shows them to a permitted read.
+    pid = await patient_of(exchange, rid)
+    assert str(await exchange.rt.records.find_patient(RESIDENT_ID_SYSTEM, rid)) == pid
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        read = await http.get(f"/fhir/Patient/{pid}/$everything", headers=treat(exchange))
+    assert rid in read.text and "李建国" in read.text

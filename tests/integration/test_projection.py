@@ -75,7 +75,7 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(
                 return [*events, (10**9, poison)]
             return events
 
-        first = PatientRecordProjection(rt.pool, crashing_read, batch=7)
+        first = PatientRecordProjection(rt.pool, crashing_read, fields=rt.fields, batch=7)
         assert await first.catch_up_once() == 7
         with pytest.raises(RuntimeError):
             await first.catch_up_once()
@@ -85,8 +85,8 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(
         async def read(after: int, limit: int) -> list[tuple[int, Any]]:
             return await rt.sync(rt.ledger.read, after, limit)
 
-        second = PatientRecordProjection(rt.pool, read, batch=5)
-        rival = PatientRecordProjection(rt.pool, read, batch=3)
+        second = PatientRecordProjection(rt.pool, read, fields=rt.fields, batch=5)
+        rival = PatientRecordProjection(rt.pool, read, fields=rt.fields, batch=3)
         await append(rt, key, 10, 6)
         end = await rt.sync(rt.ledger.max_position)
         while await second.position() < end:
@@ -132,7 +132,9 @@ async def test_runners_wake_on_the_ledgers_commit_and_race_without_doubling(
 
         # Two pipelined runners follow the same ledger, polling only once a minute: what
         # moves them is the NOTIFY in each appending commit.
-        runners = [PatientRecordProjection(rt.pool, read, batch=b) for b in (2, 3)]
+        runners = [
+            PatientRecordProjection(rt.pool, read, fields=rt.fields, batch=b) for b in (2, 3)
+        ]
         stop = asyncio.Event()
         tasks = [asyncio.create_task(r.run(stop, idle=60.0)) for r in runners]
         try:
@@ -174,7 +176,7 @@ async def test_a_batch_holds_about_the_items_asked_for_whatever_the_envelopes_ho
         async def read(after: int, limit: int) -> list[tuple[int, Any]]:
             return await rt.sync(rt.ledger.read, after, limit)
 
-        runner = PatientRecordProjection(rt.pool, read, batch=10, items=8)
+        runner = PatientRecordProjection(rt.pool, read, fields=rt.fields, batch=10, items=8)
         sizes = []
         while await runner.position() < end:
             sizes.append(await runner.catch_up_once())

@@ -154,7 +154,7 @@ async def test_projection_equals_rebuild_and_holds_each_record_once(
         public_key_b64(s.key),
     )
     live = PatientRecordProjection(
-        rt.pool, lambda after, limit: rt.sync(rt.ledger.read, after, limit)
+        rt.pool, lambda after, limit: rt.sync(rt.ledger.read, after, limit), fields=rt.fields
     )
     for op, a, b in story:
         await s.step(op, a, b, live)

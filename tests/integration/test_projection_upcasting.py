@@ -37,7 +37,7 @@ async def project(rt: Runtime, schema: EnvelopeSchema) -> PatientRecordProjectio
     async def read(after: int, limit: int) -> list[tuple[int, Any]]:
         return await rt.sync(rt.ledger.read, after, limit)
 
-    projection = PatientRecordProjection(rt.pool, read, schema=schema)
+    projection = PatientRecordProjection(rt.pool, read, fields=rt.fields, schema=schema)
     while await projection.catch_up_once():
         pass
     return projection
@@ -71,7 +71,7 @@ async def test_an_envelope_of_the_previous_shape_projects_after_the_model_change
         async def read(after: int, limit: int) -> list[tuple[int, Any]]:
             return await rt.sync(rt.ledger.read, after, limit)
 
-        unaware = PatientRecordProjection(rt.pool, read, schema=CURRENT_SCHEMA)
+        unaware = PatientRecordProjection(rt.pool, read, fields=rt.fields, schema=CURRENT_SCHEMA)
         with pytest.raises(RuntimeError, match="no longer validates"):
             await unaware.catch_up_once()
         assert await unaware.position() == 0

@@ -31,18 +31,18 @@ from tests.integration.read_plans_traffic import drive, story
 REGISTRY: dict[str, str] = {
     # The gate: every request's token check, and a patient route's facts (consent/postgres.py)
     "revocations.load": "21fac9e4d334",
-    "gate.view": "02364c1b6df6",
+    "gate.view": "12bcc723da52",
     "gate.facts": "f58eb471d491",
     "gate.position_at": "8832895c3031",
     # The record (projections/postgres.py)
-    "records.find_patient": "5eb89bf3300b",
+    "records.find_patient": "166a133c4cd3",
     "records.root": "f8621ce20361",
     "records.root_at": "371581c840ac",
     "records.members": "cb6c1aee3628",
     "records.members_at": "1f7eea09febc",
     "records.bundle_entries": "78983917f3df",
     "records.bundle_entries_as_it_stood": "5b4ddfbdba54",
-    "records.resident_id": "d505635e442d",
+    "records.resident_id": "f61b1bbc62a5",
     "records.projection_position": "d27295e6e1fb",
     "consents.of_patient": "db27675b9b5d",
     "break_glass.grant": "322ff0bdf9a2",
@@ -88,7 +88,7 @@ REGISTRY: dict[str, str] = {
     # The identity steward's queue (projections/merge_requests.py)
     "mpi.requests": "faf5610ed44b",
     "mpi.identities": "00f61abbcd8f",
-    "mpi.identifiers": "1dd92fcc4cf3",
+    "mpi.identifiers": "f55ba82c1e59",
 }
 COUNTY_WIDE: dict[str, str] = {
     "referrals.statistics.monthly": "the county's figures: every referral of the window",
@@ -122,7 +122,7 @@ async def traffic(
         try:
             await no_statistics(owner)
             await story(ex)
-            await seed_county(owner)
+            await seed_county(owner, ex.rt.fields)
             seen = await drive(ex)
             ex.owner_pool = owner  # type: ignore[attr-defined]
             yield ex, seen

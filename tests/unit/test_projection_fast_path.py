@@ -22,10 +22,13 @@ from adapters.envelope import build_envelope, new_private_key
 from domain.clinical import ENTRY_KINDS, PAYLOAD_MODELS
 from domain.submission import CURRENT_SCHEMA, Submission, validate_envelope
 from projections.batch import Changes
+from projections.fields import FieldCipher
 from projections.record import RecordApplier
 from projections.render import _ENTRY_NS, entry_id
 from projections.stored import FAST_KINDS, StoredReader, payload_reader
 from tests.unit.test_validation_paths import CORPUS, KINDS, envelope, mutated, paths
+
+FIELDS = FieldCipher(b"unit-test-projection-key-32bytes")
 
 KEY = new_private_key()
 
@@ -119,7 +122,7 @@ def accepted(doc: dict[str, Any]) -> Any:
 
 def rows(event: Any, *, fast: bool) -> Changes:
     """What the projection writes for a stored envelope, read either way."""
-    applier, changes = RecordApplier(_no_lookup), Changes()
+    applier, changes = RecordApplier(_no_lookup, FIELDS), Changes()
     if not fast:
         applier.stored.read = lambda doc: None  # type: ignore[method-assign]
     asyncio.run(applier.apply(changes, 7, event))

@@ -36,6 +36,7 @@ def test_secrets_are_generated_once_private_and_kept(tmp_path: Path) -> None:
         "steward_key",
         "regulator_key",
         "database_app_password",
+        "projection_key",
     }
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
     assert "redacted" in repr(first.secrets)

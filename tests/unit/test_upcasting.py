@@ -21,6 +21,7 @@ from domain.institution import Institution
 from domain.submission import CURRENT_SCHEMA, EnvelopeSchema, Submission, validate_envelope
 from domain.upcasting import CURRENT, ITEM_VERSIONS, Upcasting
 from projections.batch import Changes
+from projections.fields import FieldCipher
 from projections.record import EVENT_HANDLERS, ITEM_HANDLERS, RecordApplier
 from projections.render import RENDERERS, RESOURCE_TYPES
 from tests.factories import observation_item, record_items, resident
@@ -31,6 +32,8 @@ from tests.upcasting_story import (
     observation_v1_v2,
     v1_items,
 )
+
+FIELDS = FieldCipher(b"unit-test-projection-key-32bytes")
 
 KEY = new_private_key()
 PUBLIC = load_public_key(public_key_b64(KEY))
@@ -197,8 +200,8 @@ async def test_the_projection_applies_an_old_envelope_through_the_upcaster() -> 
 
     # Today's schema without the upcaster cannot read it; with it, the row is today's.
     with pytest.raises(RuntimeError, match="no longer validates"):
-        await RecordApplier(no_lookup).apply(Changes(), 2, accepted)
-    applier, changes = RecordApplier(no_lookup, PRESENT_SCHEMA), Changes()
+        await RecordApplier(no_lookup, FIELDS).apply(Changes(), 2, accepted)
+    applier, changes = RecordApplier(no_lookup, FIELDS, PRESENT_SCHEMA), Changes()
     await applier.apply(changes, 1, registered)
     await applier.apply(changes, 2, accepted)
     rows = {row[5]: row for row in changes.entries.values()}
