@@ -106,6 +106,7 @@ async def _requests(ex: Running, http: httpx.AsyncClient) -> None:
     consent = {"scope": ["county"], "purposes": ["TREAT"], "notice": "县医共体信息共享告知书 v1"}
     await ok("POST", "/fhir/Consent", patient, json=consent)
     await ok("GET", "/fhir/AuditEvent", patient, params={"patient": pid})
+    await ok("GET", "/portal/notices", patient)
 
     # Referrals, as the receiving physician.
     county = {**token(ex, "dr-cty", "county", "physician"), "X-Purpose-Of-Use": "TREAT"}

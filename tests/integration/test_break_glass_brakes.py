@@ -94,6 +94,27 @@ async def test_break_glass_alerts_notifies_and_stops_at_the_rate(exchange: Runni
     )
     assert told == sorted([(p, "county") for p in pids[:3]] + [(pids[3], "county")])
     assert all(n["reason_code"] == "unconscious" and "reason" not in n for n in notices)
+    # ... and reads it in the portal with their own token; nobody else reads it.
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        own = await http.get(
+            "/portal/notices", headers=token(exchange, pids[0], "patient", "patient")
+        )
+        assert own.status_code == 200
+        [notice] = own.json()["notices"]
+        assert (notice["kind"], notice["institution"], notice["reason_code"]) == (
+            "break_glass",
+            "county",
+            "unconscious",
+        )
+        assert notice["expires_at"] and "reason_text" not in notice
+        quiet = await http.get(
+            "/portal/notices", headers=token(exchange, pids[4], "patient", "patient")
+        )
+        assert quiet.json()["notices"] == []
+        doctor = await http.get(
+            "/portal/notices", headers=token(exchange, "dr-er", "county", "physician")
+        )
+        assert doctor.status_code == 403
 
 
 async def test_requests_at_once_cannot_pass_the_rate_together(exchange: Running) -> None:

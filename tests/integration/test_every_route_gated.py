@@ -51,6 +51,7 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/referrals/statistics"): (("physician", "regulator", "admin"), False),
     ("GET", "/audit/seals"): (("regulator",), False),
     ("POST", "/audit/seals/{pid}/lift"): (("regulator",), False),
+    ("GET", "/portal/notices"): (("patient",), False),
     ("GET", "/research/projects"): (("regulator", "physician"), False),
     ("POST", "/research/projects"): (("regulator",), False),
     ("GET", "/mpi/merge-requests"): (("mpi_steward",), False),

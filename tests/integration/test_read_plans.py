@@ -79,6 +79,9 @@ REGISTRY: dict[str, str] = {
     "audit.records_of": "a4cf932ed06f",
     "audit.alerts": "aa4a724b7243",
     "audit.unreviewed_break_glass": "8d67f61f0cd9",
+    # The patient's notices (exchange/api/notices.py over the audit search)
+    "notices.count": "1a616ce0f1bc",
+    "notices.page": "38bd7cae0d9d",
     # Research projects (consent/research.py)
     "research.get": "2781f78027ef",
     "research.register": "3a1536ca8879",
