@@ -334,9 +334,34 @@ class MergePayload(_PatientItem):
 
 
 class UnmergePayload(_PatientItem):
-    """Undo a merge: ``unmerged`` is again a person of their own."""
+    """Undo a merge: ``unmerged`` is again a person of their own.
 
-    unmerged: PatientRef
+    The identity steward's desk undoes a merge it approved by naming the ``request`` (with the
+    ``steward`` and a ``reason``) instead of the unmerged patient.
+    """
+
+    unmerged: PatientRef | None = None
+    request: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}/[^\s]{1,200}$")] | None = None
+    steward: ShortText | None = None
+    reason: Text | None = None
+
+    @model_validator(mode="after")
+    def _unmerged_or_request(self) -> UnmergePayload:
+        if self.request is None:
+            if self.unmerged is None:
+                raise PydanticCustomError("unmerge.unmerged_missing", "name the patient to unmerge")
+            if self.steward or self.reason:
+                raise PydanticCustomError(
+                    "unmerge.steward_without_request",
+                    "steward and reason undo an approved merge request: name its request",
+                )
+        elif self.unmerged is not None or not (self.steward and self.reason):
+            raise PydanticCustomError(
+                "unmerge.request_incomplete",
+                "undoing an approved merge request gives the request, the steward and the "
+                "reason, and no unmerged patient (the request names it)",
+            )
+        return self
 
 
 PAYLOAD_MODELS: dict[str, type[_PatientItem]] = {

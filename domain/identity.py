@@ -69,6 +69,7 @@ class PatientIdentity(Aggregate):
         self.sex = sex
         self.identifiers: list[tuple[str, str]] = []
         self.merged_into: UUID | None = None
+        self.merged_by: str | None = None  # the institution whose item merged it
         self.absorbed: list[UUID] = []
         # Who linked the first identifier: for a temporary identity, the institution that
         # registered it (its identifier came with the item that made it).
@@ -95,6 +96,7 @@ class PatientIdentity(Aggregate):
         if target == self.id:
             raise ValueError("an identity cannot be merged into itself")
         self.merged_into = target
+        self.merged_by = institution
 
     @event("Absorbed")
     def absorb(self, source: UUID, institution: str, source_id: str) -> None:
@@ -105,6 +107,7 @@ class PatientIdentity(Aggregate):
         if self.merged_into is None:
             raise ValueError("only a merged identity can be unmerged")
         self.merged_into = None
+        self.merged_by = None
 
     @event("Released")
     def release(self, source: UUID, institution: str, source_id: str) -> None:

@@ -5,7 +5,7 @@ two resident IDs), or that merges a temporary identity another institution regis
 not believed on its own word: merging gives one person's patient token the other's whole
 record. The merge is recorded as a ``MergeRequest`` and nothing moves until the consortium's
 identity steward approves it (the identities are then joined in the same commit) or rejects
-it. A request is decided once.
+it. A request is decided once; the steward may later undo a merge it approved.
 """
 
 from __future__ import annotations
@@ -51,3 +51,10 @@ class MergeRequest(Aggregate):
         if not self.pending:
             raise ValueError("a merge request is decided once")
         self.status = DECISIONS[decision]
+
+    @event("Undone")
+    def undo(self, steward: str, reason: str, institution: str, source_id: str) -> None:
+        """The steward undoes the merge it approved (the two are two people again)."""
+        if self.status != "approved":
+            raise ValueError("only an approved merge request is undone")
+        self.status = "undone"

@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS merge_requests (
     requested_at timestamptz NOT NULL, position bigint NOT NULL, steward text,
     decided_by text, decided_at timestamptz, decided_position bigint, reason text);
 DROP INDEX IF EXISTS merge_requests_pending;
+ALTER TABLE merge_requests ADD COLUMN IF NOT EXISTS undone_at timestamptz;
+ALTER TABLE merge_requests ADD COLUMN IF NOT EXISTS undone_by text;
+ALTER TABLE merge_requests ADD COLUMN IF NOT EXISTS undo_reason text;
 CREATE INDEX IF NOT EXISTS merge_requests_status
     ON merge_requests (status, requested_at, request_id);
 """
@@ -60,9 +63,21 @@ def _decided(changes: Changes, position: int, event: Any) -> None:
     )
 
 
+def _undone(changes: Changes, position: int, event: Any) -> None:
+    changes.op(
+        "UPDATE merge_requests SET status = 'undone', undone_at = $2, undone_by = $3, "
+        "undo_reason = $4 WHERE request_id = $1",
+        event.originator_id,
+        event.timestamp,
+        event.steward,
+        event.reason,
+    )
+
+
 HANDLERS: dict[type, Callable[[Changes, int, Any], None]] = {
     MergeRequest.Requested: _requested,  # type: ignore[attr-defined]
     MergeRequest.Decided: _decided,  # type: ignore[attr-defined]
+    MergeRequest.Undone: _undone,  # type: ignore[attr-defined]
 }
 
 

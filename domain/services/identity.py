@@ -15,7 +15,8 @@ The rules (deterministic, so that the ledger alone says who every entry belongs 
   another institution's temporary identity into a resident) becomes a pending
   ``MergeRequest`` that the steward approves (the identities are joined then) or rejects.
   A resident is never merged into a temporary identity. ``unmerge`` undoes exactly one
-  earlier merge. Both must name patients the index knows.
+  earlier merge, asked by the institution that made it or by the steward (who names the
+  request it approved). Both must name patients the index knows.
 
 ``PatientIndex`` reads stored identities and index rows through an ``IdentityRepository``
 and records what it changes in a ``Changes`` (the identities touched, the index rows to
@@ -324,20 +325,54 @@ class PatientIndex:
                 _join(merged, survivor, institution, item)
 
     def unmerge(
-        self, payload: UnmergePayload, institution: str, changes: Changes, item: ValidItem
+        self,
+        payload: UnmergePayload,
+        institution: str,
+        changes: Changes,
+        item: ValidItem,
+        *,
+        steward: bool = False,
     ) -> None:
-        """Undo the one earlier merge that joined the unmerged patient to the named one."""
-        survivor = self.root(
-            self.resolve(payload.patient, institution, changes, item=item, create=False), changes
-        )
-        away = self.resolve(
-            payload.unmerged,
-            institution,
-            changes,
-            item=item,
-            field="payload.unmerged",
-            create=False,
-        )
+        """Undo the one earlier merge that joined the unmerged patient to the named one. Only
+        the institution whose item made that merge, or the identity steward, undoes it: a
+        split hides part of a person's record from their doctors as surely as a wrong merge
+        shows another's. The steward undoes a merge it approved by naming the request."""
+        request: MergeRequest | None = None
+        if payload.request is not None:
+            if not steward:
+                raise refusal(
+                    "unmerge.steward_only",
+                    "only the identity steward undoes an approved merge request",
+                    "payload.request",
+                    item,
+                )
+            rid = merge_request_id(payload.request)
+            request = changes.requests.get(rid) or self._repository.merge_request(rid)
+            if request is None or request.status != "approved":
+                raise refusal(
+                    "merge.request_not_approved",
+                    "no approved merge request has this reference",
+                    "payload.request",
+                    item,
+                )
+            named = self.identity(request.survivor, changes)
+            away = self.identity(request.merged, changes)
+            assert named is not None and away is not None, "a request's identities"
+            survivor = self.root(named, changes)
+        else:
+            assert payload.unmerged is not None  # the payload's own validation says so
+            survivor = self.root(
+                self.resolve(payload.patient, institution, changes, item=item, create=False),
+                changes,
+            )
+            away = self.resolve(
+                payload.unmerged,
+                institution,
+                changes,
+                item=item,
+                field="payload.unmerged",
+                create=False,
+            )
         # Undo the merge of ``away``'s own group: the step of its chain that reaches survivor.
         step = away
         while step.merged_into is not None and step.merged_into != survivor.id:
@@ -351,8 +386,19 @@ class PatientIndex:
                 "payload.unmerged",
                 item,
             )
+        if not steward and step.merged_by != institution:
+            raise refusal(
+                "unmerge.not_yours",
+                "only the institution that made this merge, or the identity steward, undoes it",
+                "payload.unmerged",
+                item,
+            )
         step.unmerge(institution, item.source_id)
         survivor.release(step.id, institution, item.source_id)
+        if request is not None:
+            assert payload.steward and payload.reason
+            request.undo(payload.steward, payload.reason, institution, item.source_id)
+            changes.requests[request.id] = request
 
 
 def _join(

@@ -227,14 +227,14 @@ class SubmissionChecks:
                 "payload.record" if item.kind == "retract" else "amends",
                 item,
             )
-        if isinstance(payload, MergePayload):
+        if isinstance(payload, MergePayload | UnmergePayload):
             memo.clear()
             signer = self._institutions.institution(institution)
             steward = signer is not None and signer.level == Level.MPI_STEWARD.value
-            self.index.merge(payload, institution, changes, item, steward=steward)
-        elif isinstance(payload, UnmergePayload):
-            memo.clear()
-            self.index.unmerge(payload, institution, changes, item)
+            if isinstance(payload, MergePayload):
+                self.index.merge(payload, institution, changes, item, steward=steward)
+            else:
+                self.index.unmerge(payload, institution, changes, item, steward=steward)
         ref = payload.patient
         key = (institution, ref.resident_id, ref.mrn, ref.health_card)
         if (known := memo.get(key)) is None:

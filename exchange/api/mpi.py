@@ -22,7 +22,8 @@ from exchange.api.responses import Refused, json_response
 ONLY_STEWARDS = "only the identity steward (mpi_steward) decides merges"
 QUEUE = Access("mpi.merge-requests", roles=frozenset({"mpi_steward"}), refused_role=ONLY_STEWARDS)
 DECIDE = Access("mpi.merge-decision", roles=frozenset({"mpi_steward"}), refused_role=ONLY_STEWARDS)
-STATUSES = ("pending", "approved", "rejected")
+STATUSES = ("pending", "approved", "rejected", "undone")
+DECISIONS = {"approve": "approved", "reject": "rejected", "undo": "undone"}
 MIN_REASON = 10
 
 
@@ -54,6 +55,13 @@ class Stewardship:
                 "status": r["status"],
                 "survivor": who.get(r["survivor"]),
                 "merged": who.get(r["merged"]),
+                "undone": None
+                if r["undone_at"] is None
+                else {
+                    "steward": r["undone_by"],
+                    "at": _iso(r["undone_at"]),
+                    "reason": r["undo_reason"],
+                },
                 "decided": None
                 if r["decided_at"] is None
                 else {
@@ -88,11 +96,11 @@ class Stewardship:
             body = await call.request.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict) or body.get("decision") not in ("approve", "reject"):
+        if not isinstance(body, dict) or body.get("decision") not in DECISIONS:
             raise Refused(
                 400,
                 "merge.decision",
-                'send {"decision": "approve" | "reject", "reason": "..."}',
+                'send {"decision": "approve" | "reject" | "undo", "reason": "..."}',
                 "invalid",
             )
         reason = str(body.get("reason") or "").strip()
@@ -115,7 +123,7 @@ class Stewardship:
             code = sent.problems[0].code if sent.problems else "merge.refused"
             status = (
                 409
-                if code == "merge.request_not_pending"
+                if code in ("merge.request_not_pending", "merge.request_not_approved")
                 else 503
                 if code == "steward.unanswered"
                 else 422
@@ -132,7 +140,7 @@ class Stewardship:
             json_response(
                 {
                     "id": str(rid),
-                    "status": "approved" if body["decision"] == "approve" else "rejected",
+                    "status": DECISIONS[body["decision"]],
                     **recorded,
                 },
                 call.request_id,

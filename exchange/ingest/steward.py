@@ -4,7 +4,8 @@ A steward reads the queue of pending merge requests over HTTP and approves or re
 with a reason. The decision enters the ledger as a ``merge`` item naming the request, signed
 by the exchange's own desk ``mpi-steward`` (level mpi_steward); the ledger's checks then
 join the two identities in the same commit (approve) or only close the request (reject).
-The item's source id is the request's, so a decision sent twice is recorded once.
+The item's source id is the request's, so a decision sent twice is recorded once. The steward
+may also undo a merge it approved: an ``unmerge`` naming the request.
 """
 
 from __future__ import annotations
@@ -56,23 +57,24 @@ class Steward:
     async def decide(
         self, rid: UUID, decision: str, *, steward: str, reason: str, now: datetime
     ) -> Decided:
-        """Send the steward's decision on the request ``rid``; the ledger refuses one that
-        is not pending any more (``merge.request_not_pending``)."""
+        """Send the steward's decision on the request ``rid``: ``approve`` or ``reject`` a
+        pending one (else the ledger refuses, ``merge.request_not_pending``), or ``undo`` an
+        approved one (``merge.request_not_approved``)."""
         row = await self._queue.request(rid)
         if row is None:
             return Decided(None, Sent(False, [Problem("merge.request_unknown", "no such request")]))
         survivor = await self._residents.resident_id([row["survivor"]])
         if survivor is None:  # the rules only hold merges into a resident
             raise RuntimeError("a pending merge whose survivor has no resident ID")
-        item = {
-            "source_id": f"decision-{rid}",
-            "kind": "merge",
-            "payload": {
-                "patient": {"resident_id": survivor},
-                "request": row["reference"],
-                "decision": decision,
-                "steward": steward,
-                "reason": reason,
-            },
+        payload: dict[str, Any] = {
+            "patient": {"resident_id": survivor},
+            "request": row["reference"],
+            "steward": steward,
+            "reason": reason,
         }
+        if decision == "undo":  # the two are two people again (an approved request only)
+            item = {"source_id": f"undo-{rid}", "kind": "unmerge", "payload": payload}
+        else:
+            payload["decision"] = decision
+            item = {"source_id": f"decision-{rid}", "kind": "merge", "payload": payload}
         return Decided(row, await self.desk.send(item, now=now))

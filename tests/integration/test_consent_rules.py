@@ -24,7 +24,7 @@ from tests.integration.consent_steps import (
     study,
     treat,
 )
-from tests.integration.identity_steps import merged_by_steward
+from tests.integration.identity_steps import decide, merged_by_steward
 from tests.integration.referral_steps import accepted, consortium, refused
 from tests.integration.test_walking_skeleton import submit, token
 
@@ -459,17 +459,8 @@ async def test_a_read_as_it_stood_never_shows_an_identity_unmerged_since(exchang
     await merged_by_steward(exchange, "county", "a40-x", a, b)
     await exchange.settle()
     merged_at = await exchange.rt.pool.fetchval("SELECT max(position) FROM ledger_clock")
-    await accepted(
-        exchange,
-        "county",
-        [
-            {
-                "source_id": "a37-x",
-                "kind": "unmerge",
-                "payload": {"patient": {"resident_id": a}, "unmerged": {"resident_id": b}},
-            }
-        ],
-    )
+    undone = await decide(exchange, "county/a40-x", "undo", "复核发现是两个人，撤销合并")
+    assert undone.status_code == 200, undone.text
     await exchange.settle()
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         # A's record as it stood while merged holds only A's own entries: B never consented.

@@ -97,6 +97,29 @@ async def test_a_members_merge_of_two_residents_waits_for_the_steward(exchange: 
     ) == UUID(pid_a)
     again = await decide(exchange, "thc-east/a40-1", "reject")
     assert again.status_code == 409  # decided once
+    # Nor can a member split what the steward joined; the steward can, naming the request.
+    split = await refused(
+        exchange,
+        "thc-east",
+        [
+            {
+                "source_id": "a37-1",
+                "kind": "unmerge",
+                "payload": {"patient": {"resident_id": a}, "unmerged": {"resident_id": b}},
+            }
+        ],
+    )
+    assert split["code"] == "unmerge.not_yours"
+    undone = await decide(exchange, "thc-east/a40-1", "undo", "复核发现出生日期不一致，撤销合并")
+    assert undone.status_code == 200 and undone.json()["status"] == "undone"
+    await exchange.settle()
+    assert (
+        await exchange.rt.pool.fetchval(
+            "SELECT merged_into FROM patients WHERE patient_id = $1", UUID(pid_b)
+        )
+        is None
+    )
+    assert (await decide(exchange, "thc-east/a40-1", "undo")).status_code == 409
 
 
 async def test_a_rejected_merge_leaves_two_people(exchange: Running) -> None:

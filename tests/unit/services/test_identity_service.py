@@ -110,7 +110,7 @@ def test_merge_joins_two_residents_and_unmerge_parts_them_again() -> None:
     )
     assert all(not ident.pending_events for ident in plan.changes.touched.values())
     # Unmerge: resident 2 is a person of their own again.
-    who(ledger, unmerge("u1", ref(resident(1)), ref(resident(2))), sid="s-5")
+    who(ledger, unmerge("u1", ref(resident(1)), ref(resident(2))), sid="s-5", institution=STEWARD)
     assert root_of(ledger, b) == UUID(b)
     assert ledger.identities[UUID(a)].absorbed == []
 
@@ -125,7 +125,7 @@ def test_unmerge_undoes_the_step_of_the_chain_that_reaches_the_survivor() -> Non
     who(ledger, merge("m2", ref(resident(1)), ref(resident(2))), sid="s-5", institution=STEWARD)
     assert root_of(ledger, c) == UUID(a)
     # Unmerging c from a undoes b's merge into a: c stays with b.
-    who(ledger, unmerge("u1", ref(resident(1)), ref(resident(3))), sid="s-6")
+    who(ledger, unmerge("u1", ref(resident(1)), ref(resident(3))), sid="s-6", institution=STEWARD)
     assert root_of(ledger, c) == UUID(b) and root_of(ledger, b) == UUID(b)
 
 
@@ -250,3 +250,51 @@ def test_a_resident_is_never_merged_into_a_temporary_identity() -> None:
     who(ledger, patient("p2", mrn="T-9"), sid="s-2")
     [problem] = refusal(ledger, merge("m1", ref(mrn="T-9"), ref(resident(1)))).problems
     assert (problem.code, problem.field) == ("merge.into_temporary", "payload.patient")
+
+
+def test_a_merge_is_undone_only_by_whoever_made_it_or_the_steward() -> None:
+    ledger = FakeLedger()
+    [a] = who(ledger, patient("p1", rid=resident(1)))
+    [b] = who(ledger, patient("p2", rid=resident(2)), sid="s-2")
+    who(ledger, merge("m1", ref(resident(1)), ref(resident(2))), sid="s-3", institution="ch-1")
+    who(ledger, decision("d1", "ch-1/m1", ref(resident(1))), sid="s-4", institution=STEWARD)
+    # The requesting hospital (or any other member) cannot split what the steward joined.
+    with pytest.raises(SubmissionRefused) as refused:
+        services(ledger).check(
+            [
+                pending(
+                    "ch-1", unmerge("u1", ref(resident(1)), ref(resident(2))), submission_id="s-5"
+                )
+            ],
+            HeldFacts(),
+        )
+    assert [p.code for p in refused.value.problems] == ["unmerge.not_yours"]
+    assert root_of(ledger, b) == UUID(a)
+    # The steward undoes it by naming the request: two people again, the request undone.
+    undo = {
+        "source_id": "x1",
+        "kind": "unmerge",
+        "payload": {
+            "patient": ref(resident(1)),
+            "request": "ch-1/m1",
+            "steward": "steward-zhao",
+            "reason": "复核发现出生日期不一致，撤销合并",
+        },
+    }
+    who(ledger, undo, sid="s-6", institution=STEWARD)
+    assert root_of(ledger, b) == UUID(b)
+    [request] = ledger.requests.values()
+    assert request.status == "undone"
+    # A member cannot name a request to undo.
+    [problem] = refusal(ledger, {**undo, "source_id": "x2"}).problems
+    assert problem.code == "unmerge.steward_only"
+
+
+def test_an_institution_undoes_its_own_merge_of_its_own_temporary_patient() -> None:
+    ledger = FakeLedger()
+    [a] = who(ledger, patient("p1", rid=resident(1)))
+    [t] = who(ledger, patient("p2", mrn="NB-7"), sid="s-2")
+    who(ledger, merge("m1", ref(resident(1)), ref(mrn="NB-7")), sid="s-3")
+    assert root_of(ledger, t) == UUID(a)
+    who(ledger, unmerge("u1", ref(resident(1)), ref(mrn="NB-7")), sid="s-4")
+    assert root_of(ledger, t) == UUID(t)
