@@ -31,8 +31,17 @@ ALTER TABLE merge_requests ADD COLUMN IF NOT EXISTS undone_by text;
 ALTER TABLE merge_requests ADD COLUMN IF NOT EXISTS undo_reason text;
 CREATE INDEX IF NOT EXISTS merge_requests_status
     ON merge_requests (status, requested_at, request_id);
+CREATE TABLE IF NOT EXISTS merge_request_events (
+    position bigint PRIMARY KEY, request_id uuid NOT NULL, action text NOT NULL,
+    status text NOT NULL, at timestamptz NOT NULL);
 """
-TABLES = ("merge_requests",)
+TABLES = ("merge_requests", "merge_request_events")
+# Each step of a request, by ledger position: what the notifier tells the requesting
+# institution (its request waits; the steward approved, rejected or undid it).
+_STEP = (
+    "INSERT INTO merge_request_events (position, request_id, action, status, at) "
+    "VALUES ($1, $2, $3, $4, $5)"
+)
 
 
 def _requested(changes: Changes, position: int, event: Any) -> None:
@@ -47,6 +56,7 @@ def _requested(changes: Changes, position: int, event: Any) -> None:
         event.timestamp,
         position,
     )
+    changes.op(_STEP, position, event.originator_id, "request", "pending", event.timestamp)
 
 
 def _decided(changes: Changes, position: int, event: Any) -> None:
@@ -61,6 +71,8 @@ def _decided(changes: Changes, position: int, event: Any) -> None:
         position,
         event.reason,
     )
+    status = DECISIONS[event.decision]
+    changes.op(_STEP, position, event.originator_id, event.decision, status, event.timestamp)
 
 
 def _undone(changes: Changes, position: int, event: Any) -> None:
@@ -72,6 +84,7 @@ def _undone(changes: Changes, position: int, event: Any) -> None:
         event.steward,
         event.reason,
     )
+    changes.op(_STEP, position, event.originator_id, "undo", "undone", event.timestamp)
 
 
 HANDLERS: dict[type, Callable[[Changes, int, Any], None]] = {
@@ -79,6 +92,20 @@ HANDLERS: dict[type, Callable[[Changes, int, Any], None]] = {
     MergeRequest.Decided: _decided,  # type: ignore[attr-defined]
     MergeRequest.Undone: _undone,  # type: ignore[attr-defined]
 }
+
+
+async def steps_after(pool: asyncpg.Pool, position: int, limit: int = 200) -> list[asyncpg.Record]:
+    """Requests' steps after a ledger position, in order, with their request."""
+    return list(
+        await pool.fetch(
+            "SELECT e.position, e.action, e.status, e.at, r.request_id, r.reference, "
+            "r.institution, r.survivor, r.merged FROM merge_request_events e "
+            "JOIN merge_requests r USING (request_id) WHERE e.position > $1 "
+            "ORDER BY e.position LIMIT $2",
+            position,
+            limit,
+        )
+    )
 
 
 class MergeRequestReader:

@@ -1,4 +1,5 @@
-"""Notifications on ``hie.<c>.notify.<i>``: each referral step, to the institutions it concerns.
+"""Notifications on ``hie.<c>.notify.<i>``: each referral step, to the institutions it concerns,
+and each step of a merge request, to the institution that asked for the merge.
 
 The notifier follows the referral history (``referral_events``, in ledger order) from its own
 tracked position and publishes to the JetStream stream NOTIFY, whose per-institution durable
@@ -23,6 +24,7 @@ from nats.js import JetStreamContext
 
 from domain.referral import EXCHANGE, RECEIVER, SENDER
 from exchange.servers.nats import ensure_notify_consumer, notify_subject
+from projections.merge_requests import steps_after
 from projections.referral_reader import ReferralReader
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,22 @@ def message(row: Any) -> dict[str, Any]:
     }
 
 
+def merge_message(row: Any) -> dict[str, Any]:
+    """A merge request's step, to the institution that asked for the merge: it waits for the
+    identity steward, or the steward approved, rejected or undid it. Patients by regional id."""
+    return {
+        "type": "merge_request",
+        "event": row["action"],
+        "status": row["status"],
+        "request": row["reference"],
+        "request_id": str(row["request_id"]),
+        "survivor": str(row["survivor"]),
+        "merged": str(row["merged"]),
+        "at": row["at"].isoformat(),
+        "position": row["position"],
+    }
+
+
 class Notifier:
     def __init__(
         self, pool: asyncpg.Pool, js: JetStreamContext, consortium: str, *, idle: float = 0.2
@@ -97,14 +115,28 @@ class Notifier:
                 await ensure_notify_consumer(self.js, self.consortium, row["code"])
                 self._consumers.add(row["code"])
 
+    async def _next(
+        self, start: int, limit: int = 200
+    ) -> list[tuple[int, dict[str, Any], list[str]]]:
+        """The next steps after ``start``, referrals' and merge requests' in one ledger order:
+        (position, message, recipients). When either list is cut at ``limit``, nothing past
+        its last position is taken from the other, so no step is ever skipped."""
+        referral_rows = await self.reader.events_after(start, limit)
+        merge_rows = await steps_after(self.pool, start, limit)
+        steps = [(r["position"], message(r), recipients(r)) for r in referral_rows] + [
+            (r["position"], merge_message(r), [r["institution"]]) for r in merge_rows
+        ]
+        cuts = [rows[-1]["position"] for rows in (referral_rows, merge_rows) if len(rows) == limit]
+        return sorted(s for s in steps if not cuts or s[0] <= min(cuts))
+
     async def send_once(self) -> int:
         """Publish the next steps after the tracked position; return how many."""
         await self._consumers_for_registered()
         start = await self.position()
-        rows = await self.reader.events_after(start)
-        for row in rows:
-            body = json.dumps(message(row), ensure_ascii=False).encode()
-            for institution in recipients(row):
+        steps = await self._next(start)
+        for position, doc, to in steps:
+            body = json.dumps(doc, ensure_ascii=False).encode()
+            for institution in to:
                 if institution not in self._consumers:
                     await ensure_notify_consumer(self.js, self.consortium, institution)
                     self._consumers.add(institution)
@@ -112,15 +144,15 @@ class Notifier:
                     notify_subject(self.consortium, institution),
                     body,
                     timeout=10,
-                    headers={"Nats-Msg-Id": f"{row['position']}-{institution}"},
+                    headers={"Nats-Msg-Id": f"{position}-{institution}"},
                 )
                 self.sent += 1
             await self.pool.execute(
                 "UPDATE projection_position SET position = $2 WHERE name = $1",
                 NAME,
-                row["position"],
+                position,
             )
-        return len(rows)
+        return len(steps)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

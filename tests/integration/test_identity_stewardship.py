@@ -15,7 +15,7 @@ from tests.factories import observation_item, patient_item, record_items, reside
 from tests.integration.conftest import Running
 from tests.integration.consent_steps import depression, match, patient_of, treat
 from tests.integration.identity_steps import decide, merge_item, request_id, steward
-from tests.integration.referral_steps import accepted, consortium, refused
+from tests.integration.referral_steps import accepted, consortium, notes, refused
 from tests.integration.test_walking_skeleton import token
 
 
@@ -120,6 +120,15 @@ async def test_a_members_merge_of_two_residents_waits_for_the_steward(exchange: 
         is None
     )
     assert (await decide(exchange, "thc-east/a40-1", "undo")).status_code == 409
+    # The institution that asked was told each step, by regional ids only.
+    told = await notes(exchange, "thc-east", 3)
+    assert [(n["type"], n["event"], n["status"]) for n in told] == [
+        ("merge_request", "request", "pending"),
+        ("merge_request", "approve", "approved"),
+        ("merge_request", "undo", "undone"),
+    ]
+    assert {(n["survivor"], n["merged"]) for n in told} == {(pid_a, pid_b)}
+    assert b not in json.dumps(told)
 
 
 async def test_a_rejected_merge_leaves_two_people(exchange: Running) -> None:
