@@ -63,6 +63,14 @@ class Steward:
         row = await self._queue.request(rid)
         if row is None:
             return Decided(None, Sent(False, [Problem("merge.request_unknown", "no such request")]))
+        wanted = "approved" if decision == "undo" else "pending"
+        if row["status"] != wanted:  # the ledger would refuse it too; say so plainly
+            code = (
+                "merge.request_not_approved" if decision == "undo" else "merge.request_not_pending"
+            )
+            return Decided(
+                row, Sent(False, [Problem(code, f"the merge request is {row['status']}")])
+            )
         survivor = await self._residents.resident_id([row["survivor"]])
         if survivor is None:  # the rules only hold merges into a resident
             raise RuntimeError("a pending merge whose survivor has no resident ID")
