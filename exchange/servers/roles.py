@@ -16,8 +16,8 @@ What the application role may do, table by table (``grant``):
 - the read models (the projections): owned by the application role, since it rebuilds them
   from the ledger (truncate, drop and build their indexes, for which PostgreSQL also asks
   CREATE on the schema) and they hold nothing the ledger cannot make again;
-- the gate's other tables (break-glass grants, revocations, research projects): read and
-  write rows.
+- the gate's other tables (break-glass grants, revocations, research projects): read, add
+  and update rows, never delete them.
 
 On the embedded default (and any owner allowed to create roles) the role is made here, one
 per database (``hie_app_<database>``), with the password kept in
@@ -96,9 +96,20 @@ async def grant(
         # builds the read models' indexes again after a rebuild. What it creates is its own;
         # the owner's tables stay out of its reach.
         await conn.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {r}")
-        await conn.execute(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}"
-        )
+        # Rows are added and kept, never deleted: nothing the application does deletes a row
+        # outside the read models it owns (a revocation, a break-glass grant, a research
+        # project stay as they were recorded).
+        await conn.execute(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {r}")
+        kept = [
+            t
+            for t in await conn.fetchval(
+                "SELECT coalesce(array_agg(tablename::text), '{}') FROM pg_tables "
+                "WHERE schemaname = 'public'"
+            )
+            if t not in read_models
+        ]
+        if kept:
+            await conn.execute(f"REVOKE DELETE, TRUNCATE ON {_list(kept)} FROM {r}")
         await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}")
         await conn.execute(
             f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON "

@@ -35,6 +35,8 @@ ATTACKS = [
     "DELETE FROM ledger_events",
     "TRUNCATE ledger_events",
     "DELETE FROM ledger_source_records",
+    "DELETE FROM revoked_tokens",
+    "DELETE FROM break_glass_grants",
     "SET session_replication_role = replica",
     "CREATE ROLE intruder SUPERUSER",
 ]
