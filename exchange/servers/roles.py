@@ -127,8 +127,18 @@ async def grant(
             await conn.execute(
                 f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {_list(side)} FROM {r}"
             )
+        # ALTER … OWNER locks its table exclusively even when nothing changes: only for those
+        # the role does not own yet, so a process starting beside running ones blocks nobody.
+        owned = set(
+            await conn.fetchval(
+                "SELECT coalesce(array_agg(tablename::text), '{}') FROM pg_tables "
+                "WHERE schemaname = 'public' AND tableowner = $1",
+                role,
+            )
+        )
         for table in read_models:
-            await conn.execute(f"ALTER TABLE {_ident(table)} OWNER TO {r}")
+            if table not in owned:
+                await conn.execute(f"ALTER TABLE {_ident(table)} OWNER TO {r}")
 
 
 def _ident(name: str) -> str:
