@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit.postgres import AuditStore
 from audit.verify_rows import WORKERS
 from audit.writer import AuditWriter
-from exchange.bootstrap import migrate_stored_tables
+from exchange.database import migrate_stored_tables
 from exchange.servers.audit_heads import HeadSigner, verify_log
 from exchange.servers.embedded import EmbeddedPostgres
 

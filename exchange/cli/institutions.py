@@ -59,8 +59,9 @@ def fingerprint(b64: str) -> str:
 
 async def rotate_key(settings: Settings, code: str, path: Path, reason: str | None) -> int:
     from audit.postgres import AuditStore, AuditWriteError
-    from exchange.bootstrap import migrate_stored_tables, running_endpoints
+    from exchange.bootstrap import running_endpoints
     from exchange.cli.connect import database
+    from exchange.database import migrate_stored_tables
     from exchange.ingest.ledger import Ledger
 
     try:

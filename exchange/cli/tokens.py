@@ -116,8 +116,8 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
     """Revoke one token, or every token a person holds now; committed only once audited."""
     from audit.postgres import AuditStore, AuditWriteError
     from exchange.auth.revocations import Revocations
-    from exchange.bootstrap import migrate_stored_tables
     from exchange.cli.connect import database
+    from exchange.database import migrate_stored_tables
 
     if args.role is not None or args.institution is not None or args.hours != HOURS:
         return usage(
@@ -191,8 +191,8 @@ def _patient_person(settings: Settings, resident_id: str) -> str | None:
 async def _audit_admin(settings: Settings, record: dict[str, Any]) -> bool:
     """Token issue is audited; with no reachable audit log, no token is issued."""
     from audit.postgres import AuditStore, AuditWriteError
-    from exchange.bootstrap import migrate_stored_tables
     from exchange.cli.connect import database
+    from exchange.database import migrate_stored_tables
 
     async with database(settings, connections=1) as pool:
         try:

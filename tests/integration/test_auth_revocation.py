@@ -31,8 +31,8 @@ from exchange.auth.chain import (
 )
 from exchange.auth.hospital_login import InstitutionLogin
 from exchange.auth.tokens import TokenIssuer
-from exchange.bootstrap import migrate_stored_tables
 from exchange.cli.main import hie
+from exchange.database import migrate_stored_tables
 from exchange.settings import Settings
 
 T = datetime.now(UTC).replace(microsecond=0)  # the moment of the revocations in these stories

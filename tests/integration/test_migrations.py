@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from audit.postgres import AuditStore
-from exchange.bootstrap import STORED_TABLES, Endpoints, migrate_stored_tables, open_runtime
+from exchange.bootstrap import Endpoints, open_runtime
+from exchange.database import STORED_TABLES, migrate_stored_tables
 from exchange.servers.audit_heads import HeadSigner, verify_log
 from exchange.servers.migrations import (
     Applied,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange.bootstrap import STORED_TABLES
+from exchange.database import STORED_TABLES
 from exchange.servers.migrations import (
     Component,
     SchemaChanged,
