@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -123,10 +124,10 @@ async def test_rotate_key_refuses_what_cannot_work(
 
 
 async def test_the_ledger_refuses_a_submission_verified_before_a_rotation(
-    exchange: Running, monkeypatch: pytest.MonkeyPatch
+    exchange: Running,
 ) -> None:
     """The gateway verified the envelope with the key at version v; the key is rotated before
-    the append. The ledger refuses it: by its own check, and, should the rotation land after
+    the append. The ledger refuses it: by its own check, and, should the rotation commit after
     that check, in the append's commit itself (nothing is stored)."""
     await exchange.register("thc-race")
     ledger = exchange.rt.ledger
@@ -149,8 +150,34 @@ async def test_the_ledger_refuses_a_submission_verified_before_a_rotation(
     appended = await exchange.rt.sync(ledger.append, [first])
     assert appended.refused == {first.key: [KEY_ROTATED]} and not appended.positions
 
-    # The rotation lands after the ledger's own check read the institution's version.
-    monkeypatch.setattr(ledger, "_key_versions", lambda codes: {"thc-race": version})
-    with pytest.raises(IntegrityError):
-        await exchange.rt.sync(ledger.append, [second])
-    assert await exchange.rt.sync(ledger.positions_of, [second.key]) == {}
+    # The real race: a rotation waits for the ledger's table lock first, then an append that
+    # checked the key before the rotation committed waits behind it. Both wait on a lock the
+    # test holds; PostgreSQL grants it in the order asked.
+    events = ledger.tables[0]
+    third = await exchange.rt.sync(ledger.institution, "thc-race")
+    racing = replace(second, key_version=third.version)
+
+    async def waiting(n: int) -> None:
+        for _ in range(500):
+            found = await exchange.rt.pool.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE relation = $1::regclass AND NOT granted",
+                events,
+            )
+            if found >= n:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("nobody waited for the ledger's lock")
+
+    async with exchange.owner() as holder:
+        async with holder.transaction():
+            await holder.execute(f'LOCK TABLE "{events}" IN EXCLUSIVE MODE')
+            rotation = asyncio.ensure_future(
+                exchange.rt.sync(ledger.rotate_key, "thc-race", public_key_b64(new_private_key()))
+            )
+            await waiting(1)
+            append = asyncio.ensure_future(exchange.rt.sync(ledger.append, [racing]))
+            await waiting(2)  # past its own check (the key was current then), now queued
+        await rotation
+        with pytest.raises(IntegrityError):
+            await append
+    assert await exchange.rt.sync(ledger.positions_of, [racing.key]) == {}
