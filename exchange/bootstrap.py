@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -144,8 +145,9 @@ class Runtime:
     def head_signer(self) -> HeadSigner:
         return HeadSigner(self.settings.consortium, self.settings.secrets.audit_key)
 
-    @property
+    @cached_property
     def fields(self) -> FieldCipher:
+        """The read models' field cipher (one per runtime: its subkeys are derived once)."""
         return FieldCipher(self.settings.secrets.projection_key)
 
     @property

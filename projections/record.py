@@ -287,13 +287,17 @@ def _consent(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> 
     )
 
 
+def _named_consent(item: ValidItem | StoredItem) -> UUID:
+    """The consent a withdrawal or a confirmation names (``<institution>/<source_id>``)."""
+    owner, _, sid = item.payload.consent.partition("/")  # type: ignore[union-attr]
+    return entry_id(owner, sid)
+
+
 def _consent_confirmation(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
-    payload: Any = item.payload
-    owner, _, sid = payload.consent.partition("/")
     s.changes.op(
         "UPDATE consents SET confirmed_position = $2 "
         "WHERE consent_id = $1 AND confirmed_position IS NULL",
-        entry_id(owner, sid),
+        _named_consent(item),
         s.position,
     )
 
@@ -330,12 +334,10 @@ def _entry(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> No
 
 
 def _consent_withdrawal(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
-    payload: Any = item.payload
-    owner, _, sid = payload.consent.partition("/")
     s.changes.op(
         "UPDATE consents SET withdrawn_position = $2, withdrawn_at = $3 "
         "WHERE consent_id = $1 AND withdrawn_position IS NULL",
-        entry_id(owner, sid),
+        _named_consent(item),
         s.position,
         s.at,
     )
