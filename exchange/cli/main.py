@@ -11,6 +11,7 @@ import sys
 import click
 
 from exchange.cli.audit_log import audit_group
+from exchange.cli.deploy import deploy_group
 from exchange.cli.institutions import institution_group
 from exchange.cli.notifications import notifications_command
 from exchange.cli.read_models import projections_group
@@ -31,6 +32,7 @@ for command in (
     submit_command,
     token_command,
     audit_group,
+    deploy_group,
     institution_group,
     notifications_command,
     projections_group,
