@@ -48,6 +48,6 @@ def certs_command(out: Path, county: str, servers: tuple[str, ...]) -> None:
         wanted.append((name, host_list))
     ca = CountyCA(out, county)
     click.echo(f"CA: {ca.cert_path} (keep {out / 'ca.key'} offline once servers are issued)")
-    for name, hosts in wanted:
-        issued = ca.issue(name, hosts, client=True)
-        click.echo(f"{name}: {issued.cert} for {', '.join(hosts)}")
+    for server, names in wanted:
+        issued = ca.issue(server, names, client=True)
+        click.echo(f"{server}: {issued.cert} for {', '.join(names)}")
