@@ -10,6 +10,7 @@ submissions are resent with the same id, which broker de-duplication and the led
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -59,27 +60,20 @@ class SubmitClient:
             return receipts
         arrived = asyncio.Event()
 
-        async def on_msg(msg: Any) -> None:
-            try:
-                receipt = json.loads(msg.data)
-            except ValueError:
-                return
+        def take(receipt: dict[str, Any]) -> bool:
+            """Keep a receipt this call waits for; False: someone else's."""
             sid = receipt.get("submission_id")
-            if sid in by_id and sid not in receipts:
+            if not isinstance(sid, str) or sid not in by_id:
+                return False
+            if sid not in receipts:
                 receipts[sid] = receipt
                 if on_receipt:
                     on_receipt(receipt)
                 if len(receipts) == len(by_id):
                     arrived.set()
+            return True
 
-        since = datetime.now(UTC) - DUPLICATE_WINDOW - timedelta(seconds=30)
-        sub = await self.js.subscribe(
-            f"hie.{self.consortium}.receipt.{self.institution}",
-            cb=on_msg,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            config=ConsumerConfig(opt_start_time=since),
-        )
+        sub = await self._follow_receipts(take)
         try:
             for _ in range(attempts):
                 for sid, envelope in by_id.items():
@@ -91,7 +85,7 @@ class SubmitClient:
                 except TimeoutError:
                     continue
         finally:
-            await sub.unsubscribe()
+            await sub.close()
         missing = len(by_id) - len(receipts)
         if missing:
             raise SubmitError(
@@ -99,6 +93,19 @@ class SubmitClient:
                 f"attempt(s); run the same command again — nothing will be stored twice"
             )
         return receipts
+
+    async def _follow_receipts(self, take: Callable[[dict[str, Any]], bool]) -> _Following:
+        """Receipts as they arrive, each handed to ``take``. Through the institution's own
+        durable consumer when the exchange made one (its NATS user may manage none; see the
+        exchange's NATS accounts), else through a consumer of this call's own that starts
+        far enough back to find a receipt for an earlier send of the same id."""
+        stream = f"HIE_{self.consortium.upper().replace('-', '_')}_RECEIPTS"
+        durable = f"receipts-{self.institution}"
+        try:
+            await self.js.consumer_info(stream, durable, timeout=5)
+        except NatsError:
+            return await _Following.ordered(self.js, self.consortium, self.institution, take)
+        return await _Following.durable(self.js, stream, durable, take)
 
     async def _publish(self, envelope: dict[str, Any]) -> None:
         body = encode(envelope)
@@ -122,6 +129,73 @@ class SubmitClient:
             "the exchange did not acknowledge a publish: check the NATS URL and that this "
             "institution's NATS user may publish to its own submit subject"
         )
+
+
+def _receipt(data: bytes) -> dict[str, Any] | None:
+    try:
+        receipt = json.loads(data)
+    except ValueError:
+        return None
+    return receipt if isinstance(receipt, dict) else None
+
+
+class _Following:
+    """A subscription to an institution's receipts, stopped by ``close``."""
+
+    def __init__(self, sub: Any, task: asyncio.Task[None] | None = None) -> None:
+        self.sub = sub
+        self.task = task
+
+    @classmethod
+    async def ordered(
+        cls, js: Any, consortium: str, institution: str, take: Callable[[dict[str, Any]], bool]
+    ) -> _Following:
+        async def on_msg(msg: Any) -> None:
+            receipt = _receipt(msg.data)
+            if receipt is not None:
+                take(receipt)
+
+        since = datetime.now(UTC) - DUPLICATE_WINDOW - timedelta(seconds=30)
+        sub = await js.subscribe(
+            f"hie.{consortium}.receipt.{institution}",
+            cb=on_msg,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            config=ConsumerConfig(opt_start_time=since),
+        )
+        return cls(sub)
+
+    @classmethod
+    async def durable(
+        cls, js: Any, stream: str, durable: str, take: Callable[[dict[str, Any]], bool]
+    ) -> _Following:
+        sub = await js.pull_subscribe_bind(durable, stream=stream)
+
+        async def pull() -> None:
+            while True:
+                try:
+                    msgs = await sub.fetch(64, timeout=1.0)
+                except TimeoutError:
+                    continue  # nothing waiting (DESIGN.md: an empty batch, not a failure)
+                except NatsError:
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    receipt = _receipt(msg.data)
+                    if receipt is None or take(receipt):
+                        await msg.ack()
+                    else:  # another sender of this institution may be waiting for it
+                        await msg.nak(delay=1.0)
+
+        return cls(sub, asyncio.create_task(pull()))
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        with contextlib.suppress(NatsError):
+            await self.sub.unsubscribe()
 
 
 class NotificationClient:

@@ -52,7 +52,13 @@ from exchange.ingest.steward import DESK as STEWARD_DESK
 from exchange.ingest.steward import Steward
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
-from exchange.servers.nats import PORTAL, connect, ensure_notify_consumer, ensure_streams
+from exchange.servers.nats import (
+    PORTAL,
+    cluster_size,
+    connect,
+    ensure_notify_consumer,
+    ensure_streams,
+)
 from exchange.settings import Settings
 from projections.fields import FieldCipher
 from projections.merge_requests import MergeRequestReader
@@ -302,8 +308,9 @@ async def open_runtime(
         )
         writer = AuditWriter(AuditStore(read_pool))
         revocations = Revocations(pool)
-        nc = await connect(ends.nats_url, name)
-        await ensure_streams(nc.jetstream(), settings.consortium)
+        nc = await connect(ends.nats_url, name, creds=settings.nats_creds, ca=settings.nats_ca)
+        replicas = settings.nats_replicas or (3 if cluster_size(nc) >= 3 else 1)
+        await ensure_streams(nc.jetstream(), settings.consortium, replicas)
         # Patients' notices wait for the patient portal's consumer, however long it is away.
         await ensure_notify_consumer(nc.jetstream(), settings.consortium, PORTAL)
         yield Runtime(

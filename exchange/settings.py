@@ -81,7 +81,21 @@ class Environment(BaseSettings):
         description="must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)",
     )
     database_url: str | None = Field(default=None, description="must be a PostgreSQL URL")
-    nats_url: str | None = Field(default=None, description="must be a NATS URL")
+    nats_url: str | None = Field(
+        default=None, description="must be a NATS URL, or several separated by commas"
+    )
+    # The exchange's NATS user (a .creds file from `hie deploy nats-accounts`) and the CA its
+    # servers' TLS certificates are checked against; unset: no user, plain TCP (embedded).
+    nats_creds: Path | None = Field(default=None, description="must name a .creds file")
+    nats_ca: Path | None = Field(default=None, description="must name a CA certificate (PEM)")
+    # Replicas of each stream: unset, 3 on a cluster of three or more nodes, else 1.
+    nats_replicas: int | None = Field(
+        default=None, ge=1, le=5, description="must be a whole number from 1 to 5"
+    )
+    # HTTPS: the server's certificate chain and key (PEM); unset: plain HTTP (behind a proxy
+    # that terminates TLS, or on loopback).
+    http_cert: Path | None = Field(default=None, description="must name a certificate (PEM)")
+    http_key: Path | None = Field(default=None, description="must name a private key (PEM)")
     http_host: str = Field(default="127.0.0.1", description="must be a host name or address")
     http_port: int = Field(default=8780, ge=0, le=65_535, description="must be a port number")
     audit_retention_days: int | None = Field(
@@ -117,7 +131,17 @@ class Environment(BaseSettings):
     )
 
     @field_validator(
-        "database_url", "nats_url", "app_database_url", "policy_file", *_SECRET_NAMES, mode="before"
+        "database_url",
+        "nats_url",
+        "nats_creds",
+        "nats_ca",
+        "nats_replicas",
+        "http_cert",
+        "http_key",
+        "app_database_url",
+        "policy_file",
+        *_SECRET_NAMES,
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -212,6 +236,11 @@ class Settings:
     consortium: str = "demo"
     database_url: str | None = None
     nats_url: str | None = None
+    nats_creds: Path | None = None
+    nats_ca: Path | None = None
+    nats_replicas: int | None = None
+    http_cert: Path | None = None
+    http_key: Path | None = None
     app_database_url: str | None = None  # the application role's, when a DBA made it
     http_host: str = "127.0.0.1"
     http_port: int = 8780
@@ -251,6 +280,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consortium=given.consortium,
         database_url=given.database_url,
         nats_url=given.nats_url,
+        nats_creds=given.nats_creds,
+        nats_ca=given.nats_ca,
+        nats_replicas=given.nats_replicas,
+        http_cert=given.http_cert,
+        http_key=given.http_key,
         app_database_url=given.app_database_url,
         http_host=given.http_host,
         http_port=given.http_port,

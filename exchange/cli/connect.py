@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 from nats.aio.client import Client
 
 from exchange.bootstrap import running_endpoints
 from exchange.servers.nats import connect
+from exchange.servers.nats_accounts import inbox_prefix
 from exchange.settings import Settings
 
 
@@ -28,10 +30,20 @@ async def database(settings: Settings, *, connections: int = 2) -> AsyncIterator
 
 
 @contextlib.asynccontextmanager
-async def messaging(settings: Settings, name: str) -> AsyncIterator[Client]:
+async def messaging(
+    settings: Settings, name: str, *, creds: Path | None = None, institution: str | None = None
+) -> AsyncIterator[Client]:
     """A NATS connection named ``name`` (seen in the server's connection list), drained
-    when the block ends so that nothing published is lost."""
-    nc = await connect(running_endpoints(settings).nats_url, name)
+    when the block ends so that nothing published is lost: as the user of ``creds`` (else the
+    exchange's own, HIE_NATS_CREDS), with replies under ``institution``'s own inbox prefix
+    (the only one its user may read)."""
+    nc = await connect(
+        running_endpoints(settings).nats_url,
+        name,
+        creds=creds or settings.nats_creds,
+        ca=settings.nats_ca,
+        inbox_prefix=inbox_prefix(institution) if institution and creds else None,
+    )
     try:
         yield nc
     finally:

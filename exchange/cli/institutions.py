@@ -1,5 +1,11 @@
-"""`hie institution rotate-key`: replace a member institution's signing key (audited first;
-every running gateway refuses the old key from the rotation on)."""
+"""`hie institution add | remove | rotate-key`: the consortium's members, by an operator.
+
+Each is audited before it takes effect. ``add`` registers a member's signing key in the
+ledger and, where the exchange's NATS has accounts (`hie deploy nats-accounts`), makes the
+member's NATS user and its durable consumers and writes its credentials file for the
+member's adapter host; ``remove`` revokes that user on the running cluster (its history
+stays in the ledger); ``rotate-key`` replaces a signing key (every running gateway refuses
+the old one from the rotation on)."""
 
 from __future__ import annotations
 
@@ -57,53 +63,178 @@ def fingerprint(b64: str) -> str:
     return hashlib.sha256(base64.b64decode(b64)).hexdigest()
 
 
-async def rotate_key(settings: Settings, code: str, path: Path, reason: str | None) -> int:
+LEVELS = ["county_hospital", "township_health_centre", "village_clinic"]
+
+
+@institution_group.command("add")
+@click.argument("code")
+@click.option("--name", required=True, help="the institution's name, e.g. 城关镇卫生院")
+@click.option("--level", required=True, type=click.Choice(LEVELS))
+@click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="its Ed25519 public key (PEM, or raw 32 bytes in base64); the private key stays "
+    "on its adapter host",
+)
+@click.option(
+    "--creds-out",
+    "creds_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where to write its NATS credentials (default <data dir>/creds/CODE.creds)",
+)
+@click.pass_context
+def add_command(
+    ctx: click.Context, code: str, name: str, level: str, public_key: Path, creds_out: Path | None
+) -> None:
+    """register CODE as a member: its signing key, and its own NATS user"""
+    run(ctx, lambda settings: add(settings, code, name, level, public_key, creds_out))
+
+
+@institution_group.command("remove")
+@click.argument("code")
+@click.option("--reason", required=True, help="why (kept in the audit log)")
+@click.pass_context
+def remove_command(ctx: click.Context, code: str, reason: str) -> None:
+    """revoke CODE's NATS users on the running cluster: it can no longer connect or send"""
+    run(ctx, lambda settings: remove(settings, code, reason))
+
+
+async def _audit_first(settings: Settings, record: dict[str, Any], what: str) -> bool:
+    """Append ``record`` to the audit log; False (and said) when it could not be."""
     from audit.postgres import AuditStore, AuditWriteError
-    from exchange.bootstrap import running_endpoints
     from exchange.cli.connect import database
     from exchange.database import migrate_stored_tables
+
+    record = {"role": "admin", "decision": "permit", "reasons": [], "operator": operator()} | record
+    async with database(settings, connections=1) as pool:
+        try:
+            await migrate_stored_tables(pool)
+            await AuditStore(pool).append(record, datetime.now(UTC))
+        except AuditWriteError:
+            click.echo(
+                f"hie institution {what}: the audit log could not record it, so nothing was "
+                "changed; try again",
+                err=True,
+            )
+            return False
+    return True
+
+
+def _open_ledger(settings: Settings) -> Any:
+    from exchange.bootstrap import running_endpoints
     from exchange.ingest.ledger import Ledger
 
-    try:
-        new_key = read_public_key(path)
-    except (OSError, ValueError) as exc:
-        return usage(f"hie institution rotate-key: --public-key: {exc}")
-    ledger = await asyncio.to_thread(
-        Ledger,
+    return Ledger(
         running_endpoints(settings).database_url,
         settings.secrets.ledger_cipher_key,
         settings.secrets.pseudonym_key,
         settings.referral_policy,
     )
+
+
+async def add(
+    settings: Settings, code: str, name: str, level: str, path: Path, creds_out: Path | None
+) -> int:
+    from domain.institution import CODE_PATTERN
+    from exchange.cli.connect import messaging
+    from exchange.private_files import write_private
+    from exchange.servers.nats import ensure_institution_consumers
+    from exchange.servers.nats_accounts import NatsAuthority, has_authority
+
+    if not CODE_PATTERN.match(code):
+        return usage("hie institution add: CODE is 1-32 letters, digits, '_' or '-'")
+    try:
+        key = read_public_key(path)
+    except (OSError, ValueError) as exc:
+        return usage(f"hie institution add: --public-key: {exc}")
+    ledger = await asyncio.to_thread(_open_ledger, settings)
+    try:
+        if await asyncio.to_thread(ledger.institution, code) is not None:
+            return usage(
+                f"hie institution add: {code} is already a member (a new key: "
+                "`hie institution rotate-key`; new NATS credentials: remove, then add)"
+            )
+        record = {"action": "institution.add", "institution": code, "level": level}
+        if not await _audit_first(settings, record | {"key_sha256": fingerprint(key)}, "add"):
+            return 1
+        await asyncio.to_thread(ledger.register_institution, code, name, level, key)
+    finally:
+        ledger.close()
+    click.echo(f"{code}: registered, signing key {fingerprint(key)[:16]}…")
+    if not has_authority(settings.data_dir):
+        click.echo("this exchange's NATS has no accounts (embedded): no credentials to write")
+        return 0
+    authority = NatsAuthority(settings.data_dir / "nats-auth", settings.consortium)
+    async with messaging(settings, "hie-institution-add") as nc:
+        await ensure_institution_consumers(nc.jetstream(), settings.consortium, code)
+    target = creds_out or settings.data_dir / "creds" / f"{code}.creds"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_private(target, authority.institution_creds(code))
+    click.echo(
+        f"{code}: NATS credentials in {target} — give them to its adapter host only "
+        "(`hie submit --creds`); they may publish only its own submissions"
+    )
+    return 0
+
+
+async def remove(settings: Settings, code: str, reason: str) -> int:
+    from exchange.bootstrap import running_endpoints
+    from exchange.servers.nats import connect
+    from exchange.servers.nats_accounts import NatsAuthority, has_authority, push_account
+
+    if not has_authority(settings.data_dir):
+        return usage("hie institution remove: this exchange's NATS has no accounts to revoke")
+    authority = NatsAuthority(settings.data_dir / "nats-auth", settings.consortium)
+    if not authority.users().get(code):
+        return usage(f"hie institution remove: {code} has no NATS user made here")
+    record = {"action": "institution.remove", "institution": code, "reason": reason}
+    if not await _audit_first(settings, record, "remove"):
+        return 1
+    count = authority.revoke_institution(code)
+    system = settings.data_dir / "nats-auth" / ".system.creds"
+    from exchange.private_files import write_private
+
+    write_private(system, authority.system_creds())
+    try:
+        nc = await connect(
+            running_endpoints(settings).nats_url,
+            "hie-institution-remove",
+            creds=system,
+            ca=settings.nats_ca,
+        )
+        try:
+            await push_account(nc, authority.account_jwt())
+        finally:
+            await nc.close()
+    finally:
+        system.unlink(missing_ok=True)
+    click.echo(f"{code}: {count} NATS user(s) revoked on the running cluster")
+    return 0
+
+
+async def rotate_key(settings: Settings, code: str, path: Path, reason: str | None) -> int:
+    try:
+        new_key = read_public_key(path)
+    except (OSError, ValueError) as exc:
+        return usage(f"hie institution rotate-key: --public-key: {exc}")
+    ledger = await asyncio.to_thread(_open_ledger, settings)
     try:
         existing = await asyncio.to_thread(ledger.institution, code)
         if existing is None:
             return usage(f"hie institution rotate-key: no institution is registered as {code}")
         if existing.public_key == new_key:
             return usage("hie institution rotate-key: that is already the institution's key")
-        record: dict[str, Any] = {
+        record = {
             "action": "institution.rotate_key",
-            "role": "admin",
-            "decision": "permit",
-            "reasons": [],
             "institution": code,
             "old_key_sha256": fingerprint(existing.public_key),
             "new_key_sha256": fingerprint(new_key),
             "reason": reason,
-            "operator": operator(),
         }
-        async with database(settings, connections=1) as pool:
-            try:
-                await migrate_stored_tables(pool)
-                # First the audit record: no rotation without it.
-                await AuditStore(pool).append(record, datetime.now(UTC))
-            except AuditWriteError:
-                click.echo(
-                    "hie institution rotate-key: the audit log could not record the rotation, "
-                    "so the key was not changed; try again",
-                    err=True,
-                )
-                return 1
+        if not await _audit_first(settings, record, "rotate-key"):  # no rotation without it
+            return 1
         position = await asyncio.to_thread(ledger.rotate_key, code, new_key)
     finally:
         ledger.close()

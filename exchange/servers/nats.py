@@ -11,6 +11,9 @@ Subjects (DESIGN.md wire contract), with <c> the consortium and <i> an instituti
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -84,18 +87,82 @@ async def ensure_notify_consumer(js: JetStreamContext, consortium: str, institut
     )
 
 
-async def connect(url: str, name: str) -> Client:
+def receipts_consumer(institution: str) -> str:
+    return f"receipts-{institution}"
+
+
+async def ensure_institution_consumers(
+    js: JetStreamContext, consortium: str, institution: str
+) -> None:
+    """The durable consumers an institution reads through when its NATS user may manage none
+    (exchange/servers/nats_accounts.py): its receipts and its notifications."""
+    await js.add_consumer(
+        stream_name(consortium, "RECEIPTS"),
+        ConsumerConfig(
+            durable_name=receipts_consumer(institution),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30.0,
+            # A receipt another `hie submit` of the same institution waits for is handed back
+            # (nak) for it; one nobody waits for any more is dropped after this many turns.
+            max_deliver=RECEIPT_DELIVERIES,
+            filter_subject=receipt_subject(consortium, institution),
+        ),
+    )
+    await ensure_notify_consumer(js, consortium, institution)
+
+
+RECEIPT_DELIVERIES = 20
+
+
+def server_urls(url: str) -> list[str]:
+    """``HIE_NATS_URL``: one URL, or several separated by commas (the cluster's nodes)."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    creds: Path | None = None,
+    ca: Path | None = None,
+    inbox_prefix: str | None = None,
+) -> Client:
+    """A connection to any of the nodes in ``url``, as the user of ``creds``, checking the
+    servers' certificates against ``ca`` (TLS), replies under ``inbox_prefix`` (a user whose
+    permissions name its own inbox, exchange/servers/nats_accounts.py)."""
+
     async def on_error(exc: Exception) -> None:
         # Permission violations arrive here, not at the publisher (DESIGN.md): say so.
         log.error("NATS error on connection %s: %s", name, exc)
 
+    options: dict[str, Any] = {}
+    if creds is not None:
+        options["user_credentials"] = str(creds)
+    if ca is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(ca))
+    if inbox_prefix is not None:
+        options["inbox_prefix"] = inbox_prefix
     return await nats.connect(
-        url, name=name, error_cb=on_error, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        server_urls(url),
+        name=name,
+        error_cb=on_error,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        **options,
     )
 
 
-async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
-    """Create or update the exchange's streams and the gateway's durable consumer."""
+def cluster_size(nc: Client) -> int:
+    """How many nodes the connected server's cluster has (1: a single server)."""
+    info = getattr(nc, "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    return max(1, len(set(info.get("connect_urls") or [])))
+
+
+async def ensure_streams(js: JetStreamContext, consortium: str, replicas: int = 1) -> None:
+    """Create or update the exchange's streams (``replicas`` copies of each: 3 on a cluster)
+    and the gateway's durable consumer."""
     configs = [
         StreamConfig(
             name=stream_name(consortium, "SUBMIT"),
@@ -117,6 +184,7 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
             name=stream_name(consortium, "AUDIT"),
             subjects=[f"hie.{consortium}.audit.head", alert_subject(consortium)],
             storage=StorageType.FILE,
+            allow_direct=True,  # a witness reads the last head by subject, nothing more
         ),
         StreamConfig(
             name=stream_name(consortium, "DEADLETTER"),
@@ -134,6 +202,7 @@ async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
         ),
     ]
     for config in configs:
+        config.num_replicas = replicas
         try:
             await js.stream_info(config.name)  # type: ignore[arg-type]
             await js.update_stream(config)

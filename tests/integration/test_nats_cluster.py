@@ -1,0 +1,192 @@
+"""The exchange on a 3-node JetStream cluster with TLS and one NATS user per member.
+
+Each member's credentials (from `hie institution add`) publish its own submissions and read
+its own receipts and notifications, and nothing else: each refusal below is the server's
+permission error, which the client sees in its error callback (a refused publish only times
+out at the publisher — DESIGN.md's traps). Without credentials, or without the county CA,
+nothing connects. A member removed on the running cluster is cut off without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import pytest
+from cryptography.hazmat.primitives import serialization
+from nats.errors import Error as NatsError
+
+from adapters.envelope import build_envelope, new_private_key
+from adapters.nats import NotificationClient, SubmitClient
+from exchange.cli.institutions import add, remove
+from exchange.servers.nats import stream_name
+from exchange.servers.nats_accounts import inbox_prefix
+from exchange.settings import Settings
+from tests.factories import encounter_item, resident
+from tests.integration.conftest import running
+from tests.integration.nats_cluster_fixtures import Cluster, cluster, on_cluster
+
+__all__ = ["cluster"]  # the module's fixture
+
+STREAMS = ("SUBMIT", "RECEIPTS", "AUDIT", "DEADLETTER", "NOTIFY")
+
+
+async def add_member(settings: Settings, code: str) -> tuple[object, Path]:
+    """`hie institution add` for ``code``: its signing key and its credentials file."""
+    key = new_private_key()
+    pem = settings.data_dir / f"{code}.pub.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    creds = settings.data_dir / f"{code}.creds"
+    assert await add(settings, code, "测试卫生院", "township_health_centre", pem, creds) == 0
+    return key, creds
+
+
+def envelope(code: str, key: object, n: int) -> dict:
+    rid = resident(n)
+    return build_envelope(
+        institution=code, key=key, sent_at=datetime.now(UTC), items=[encounter_item(rid, f"e-{n}")]
+    )  # type: ignore[arg-type]
+
+
+async def test_streams_are_replicated_and_a_member_submits_with_its_own_user(
+    cluster: Cluster, settings: Settings
+) -> None:
+    async with on_cluster(cluster, settings) as on, running(on) as ex:
+        js = ex.rt.nc.jetstream()
+        for what in STREAMS:
+            info = await js.stream_info(stream_name(on.consortium, what))
+            assert info.config.num_replicas == 3, what
+            assert info.cluster is not None and len(info.cluster.replicas or []) == 2, what
+
+        key, creds = await add_member(on, "thc-a")
+        member = await cluster.client(creds, inbox=inbox_prefix("thc-a"))
+        try:
+            sent = [envelope("thc-a", key, n) for n in range(3)]
+            receipts = await SubmitClient(member, on.consortium, "thc-a").submit(sent, wait=20)
+            assert {r["status"] for r in receipts.values()} == {"accepted"}
+            # Its notifications come through its own durable consumer (none yet).
+            notes = NotificationClient(member, on.consortium, "thc-a")
+            assert await notes.fetch(timeout=0.5) == []
+            await notes.close()
+        finally:
+            await member.close()
+
+
+async def refused(errors: list[str], action: object, subject_part: str) -> None:
+    """``action`` fails (as a timeout or an error) and the server says why: a permission
+    violation naming the subject."""
+    with pytest.raises((TimeoutError, NatsError)):
+        await action  # type: ignore[misc]
+    await violated(errors, subject_part)
+
+
+async def violated(errors: list[str], subject_part: str) -> None:
+    """The server said a permission violation naming ``subject_part``."""
+    for _ in range(20):
+        if any("ermission" in e and subject_part.lower() in e.lower() for e in errors):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no permission violation for {subject_part}: {errors}")
+
+
+async def test_a_members_user_reaches_nothing_beyond_its_own(
+    cluster: Cluster, settings: Settings
+) -> None:
+    async with on_cluster(cluster, settings) as on, running(on):
+        _, creds_a = await add_member(on, "thc-a")
+        await add_member(on, "thc-b")
+        errors: list[str] = []
+        a = await cluster.client(creds_a, inbox=inbox_prefix("thc-a"), errors=errors)
+        js, c = a.jetstream(), on.consortium
+        try:
+            await refused(
+                errors, js.publish(f"hie.{c}.submit.thc-b", b"{}", timeout=2), "submit.thc-b"
+            )
+            # Another member's receipts: neither its consumer, nor the subject itself.
+            receipts = stream_name(c, "RECEIPTS")
+            await refused(
+                errors,
+                a.request(f"$JS.API.CONSUMER.MSG.NEXT.{receipts}.receipts-thc-b", b"1", timeout=2),
+                "receipts-thc-b",
+            )
+            await a.subscribe(f"hie.{c}.receipt.thc-b")
+            await violated(errors, "receipt.thc-b")
+            # The gateway's consumer, and the streams themselves.
+            submit = stream_name(c, "SUBMIT")
+            await refused(
+                errors,
+                a.request(f"$JS.API.CONSUMER.MSG.NEXT.{submit}.gateway", b"1", timeout=2),
+                f"{submit}.gateway",
+            )
+            await refused(errors, js.purge_stream(submit), "STREAM.PURGE")
+            await refused(errors, js.delete_stream(stream_name(c, "AUDIT")), "STREAM.DELETE")
+            await refused(errors, js.add_consumer(receipts, durable_name="mine"), "CONSUMER")
+            # Replies to others: every other inbox is closed to it.
+            await a.subscribe("_INBOX.>")
+            await violated(errors, '"_INBOX.>"')
+        finally:
+            await a.close()
+
+
+async def test_without_credentials_or_the_county_ca_nothing_connects(
+    cluster: Cluster, settings: Settings
+) -> None:
+    async with on_cluster(cluster, settings) as on:
+        errors: list[str] = []
+        with pytest.raises(Exception):  # noqa: B017 - the server closes it: no user
+            await cluster.client(None, errors=errors)
+        assert any("uthorization" in e for e in errors), errors
+        # The right user but a client that does not trust the county's CA: the TLS handshake
+        # fails before any credential is shown.
+        with pytest.raises(Exception):  # noqa: B017
+            await nats.connect(
+                on.nats_url.split(","),  # type: ignore[union-attr]
+                tls=ssl.create_default_context(),
+                user_credentials=str(on.nats_creds),
+                max_reconnect_attempts=0,
+                connect_timeout=2,
+                allow_reconnect=False,
+            )
+
+
+async def test_a_removed_member_is_cut_off_on_the_running_cluster(
+    cluster: Cluster, settings: Settings
+) -> None:
+    async with on_cluster(cluster, settings) as on, running(on):
+        key, creds = await add_member(on, "thc-r")
+        closed = asyncio.Event()
+        member = await cluster.client(creds, inbox=inbox_prefix("thc-r"), closed=closed)
+        receipts = await SubmitClient(member, on.consortium, "thc-r").submit(
+            [envelope("thc-r", key, 1)], wait=20
+        )
+        assert next(iter(receipts.values()))["status"] == "accepted"
+
+        assert await remove(on, "thc-r", "left the consortium") == 0
+        # Its open connection is closed by the cluster (its reconnects are refused) ...
+        await asyncio.wait_for(closed.wait(), 30)
+        # ... and its credentials no longer work anywhere in the cluster.
+        errors: list[str] = []
+        with pytest.raises(Exception):  # noqa: B017
+            await cluster.client(creds, inbox=inbox_prefix("thc-r"), errors=errors)
+        assert any("uthorization" in e or "revoked" in e.lower() for e in errors), errors
+        # The removal is in the audit log.
+        async with running_pool(on) as pool:
+            rows = await pool.fetch(
+                "SELECT record_text FROM audit_log WHERE record_text LIKE '%institution.%'"
+            )
+        actions = [json.loads(r["record_text"])["action"] for r in rows]
+        assert actions.count("institution.add") == 1 and actions.count("institution.remove") == 1
+
+
+def running_pool(settings: Settings):  # type: ignore[no-untyped-def]
+    from exchange.cli.connect import database
+
+    return database(settings, connections=1)
