@@ -387,13 +387,17 @@ async def serve(
                 await desk.ensure_registered()
         sock = bind_http(rt.settings.http_host, rt.settings.http_port)
         host, port = sock.getsockname()[:2]
-        rt.endpoints.http_url = f"http://{host}:{port}"
+        tls = rt.settings.http_cert is not None
+        rt.endpoints.http_url = f"{'https' if tls else 'http'}://{host}:{port}"
         config = uvicorn.Config(
             create_app(rt.api_context(portal, steward, regulator)),
             log_level="warning",
             http="httptools",  # its C parser: a fraction of h11's time
             lifespan="off",
             access_log=False,
+            # HTTPS when the settings name a certificate (else a proxy terminates TLS).
+            ssl_certfile=str(rt.settings.http_cert) if tls else None,
+            ssl_keyfile=str(rt.settings.http_key) if tls and rt.settings.http_key else None,
         )
         server = _Server(config)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name="http"))

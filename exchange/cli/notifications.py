@@ -4,6 +4,7 @@ acknowledging each once printed; what arrived while it was away comes first, in 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -14,20 +15,31 @@ from exchange.settings import Settings
 @click.command("notifications")
 @click.option("--institution", required=True)
 @click.option("--follow", is_flag=True, help="keep waiting for more")
+@click.option(
+    "--creds",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the institution's NATS credentials (from `hie institution add`)",
+)
 @click.pass_context
-def notifications_command(ctx: click.Context, institution: str, follow: bool) -> None:
+def notifications_command(
+    ctx: click.Context, institution: str, follow: bool, creds: Path | None
+) -> None:
     """print an institution's notifications (referral steps), acknowledging them; what it
     missed while away comes first"""
-    run(ctx, lambda settings: notifications(settings, institution, follow=follow))
+    run(ctx, lambda settings: notifications(settings, institution, follow=follow, creds=creds))
 
 
-async def notifications(settings: Settings, institution: str, *, follow: bool) -> int:
+async def notifications(
+    settings: Settings, institution: str, *, follow: bool, creds: Path | None = None
+) -> int:
     """Print the notifications, acknowledging each once printed."""
     from adapters.nats import NotificationClient
     from exchange.cli.connect import messaging
 
     shown = 0
-    async with messaging(settings, f"hie-notifications-{institution}") as nc:
+    async with messaging(
+        settings, f"hie-notifications-{institution}", creds=creds, institution=institution
+    ) as nc:
         client = NotificationClient(nc, settings.consortium, institution)
         try:
             while True:

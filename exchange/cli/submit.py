@@ -27,6 +27,7 @@ class SubmitOptions:
     batch: int
     facility: tuple[str, ...]
     dry_run: bool
+    creds: Path | None = None
 
 
 @click.command("submit")
@@ -44,6 +45,12 @@ class SubmitOptions:
     metavar="HL7_FACILITY=CODE",
     help="an HL7 receiving facility (MSH-6) and the consortium institution it is, "
     "for referrals (REF^I12); repeatable",
+)
+@click.option(
+    "--creds",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the institution's NATS credentials (from `hie institution add`); default: "
+    "HIE_NATS_CREDS, or none on an exchange whose NATS has no users",
 )
 @click.option(
     "--dry-run",
@@ -123,7 +130,7 @@ async def submit(settings: Settings, args: SubmitOptions) -> int:
             f"would be sent; {problems} problem(s) found"
         )
         return 1 if problems else 0
-    sent = await _send(settings, args.institution, results, journal, total)
+    sent = await _send(settings, args, results, journal, total)
     accepted, held, rejected = sent
     print(
         f"{accepted} submission(s) newly accepted, {held} already held, {rejected} rejected; "
@@ -133,7 +140,7 @@ async def submit(settings: Settings, args: SubmitOptions) -> int:
 
 
 async def _send(
-    settings: Settings, institution: str, results: list[FileResult], journal: Journal, total: int
+    settings: Settings, args: SubmitOptions, results: list[FileResult], journal: Journal, total: int
 ) -> tuple[int, int, int]:
     """Send what the journal does not hold yet, file by file, with a progress line; the
     journal keeps each accepted id. Returns (newly accepted, already held, rejected)."""
@@ -141,8 +148,11 @@ async def _send(
     from exchange.cli.connect import messaging
     from exchange.cli.progress import Progress
 
+    institution = args.institution
     accepted = held = rejected = 0
-    async with messaging(settings, f"hie-submit-{institution}") as nc:
+    async with messaging(
+        settings, f"hie-submit-{institution}", creds=args.creds, institution=institution
+    ) as nc:
         client = SubmitClient(nc, settings.consortium, institution)
         with Progress(total) as progress:
             for result in results:

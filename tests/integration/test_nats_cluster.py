@@ -10,11 +10,16 @@ nothing connects. A member removed on the running cluster is cut off without a r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import ssl
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import nats
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,8 +28,9 @@ from nats.errors import Error as NatsError
 from adapters.envelope import build_envelope, new_private_key
 from adapters.nats import NotificationClient, SubmitClient
 from exchange.cli.institutions import add, remove
+from exchange.demo.data import demo_bundles, demo_residents
 from exchange.servers.nats import stream_name
-from exchange.servers.nats_accounts import inbox_prefix
+from exchange.servers.nats_accounts import AUTHORITY_DIR, NatsAuthority, inbox_prefix
 from exchange.settings import Settings
 from tests.factories import encounter_item, resident
 from tests.integration.conftest import running
@@ -190,3 +196,95 @@ def running_pool(settings: Settings):  # type: ignore[no-untyped-def]
     from exchange.cli.connect import database
 
     return database(settings, connections=1)
+
+
+async def test_a_member_submits_with_hie_submit_creds_and_reads_over_https(
+    cluster: Cluster, settings: Settings
+) -> None:
+    server = cluster.ca.issue(f"http-{settings.consortium}", ["127.0.0.1", "localhost"])
+    tls = dataclasses.replace(settings, http_cert=server.cert, http_key=server.key)
+    async with on_cluster(cluster, tls) as on, running(on) as ex:
+        key, creds = await add_member(on, "thc-cli")
+        key_pem = on.data_dir / "thc-cli.pem"
+        key_pem.write_bytes(
+            key.private_bytes(  # type: ignore[attr-defined]
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        bundle = on.data_dir / "visit.json"
+        bundle.write_text(
+            json.dumps(demo_bundles("thc-cli", demo_residents(1))[0], ensure_ascii=False)
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("HIE_")},
+            "HIE_DATA_DIR": str(on.data_dir / "adapter-host"),
+            "HIE_CONSORTIUM": on.consortium,
+            "HIE_NATS_URL": on.nats_url or "",
+            "HIE_NATS_CA": str(cluster.ca.cert_path),
+            "HIE_DATABASE_URL": on.database_url or "",
+        }
+        argv = [sys.executable, "-m", "exchange.cli", "submit", str(bundle)]
+        member = ["--institution", "thc-cli", "--key", str(key_pem), "--creds", str(creds)]
+        sent = await asyncio.to_thread(
+            subprocess.run, argv + member, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "1 submission(s) newly accepted" in sent.stdout
+        # Another member's credentials cannot send as this one.
+        _, other = await add_member(on, "thc-other")
+        member[member.index(str(creds))] = str(other)
+        (on.data_dir / "adapter-host" / "submitted").mkdir(parents=True, exist_ok=True)
+        forged = await asyncio.to_thread(
+            subprocess.run,
+            [*argv, *member],
+            env={**env, "HIE_DATA_DIR": str(on.data_dir / "other-host")},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert forged.returncode != 0
+        assert "permissions violation" in forged.stderr + forged.stdout
+
+        # HTTPS, checked against the county CA; a client without it is refused.
+        assert ex.url.startswith("https://")
+        async with httpx.AsyncClient(verify=str(cluster.ca.cert_path)) as http:
+            assert (await http.get(f"{ex.url}/fhir/metadata")).status_code == 200
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.get(f"{ex.url}/fhir/metadata")
+
+
+async def test_a_witness_follows_the_signed_heads_and_nothing_else(
+    cluster: Cluster, settings: Settings
+) -> None:
+    async with on_cluster(cluster, settings) as on, running(on) as ex:
+        witness = on.data_dir / "witness.creds"
+        authority = NatsAuthority(on.data_dir / AUTHORITY_DIR, on.consortium)
+        witness.write_text(authority.witness_creds())
+        errors: list[str] = []
+        nc = await cluster.client(witness, inbox=inbox_prefix("witness"), errors=errors)
+        try:
+            heads = await nc.subscribe(f"hie.{on.consortium}.audit.head")
+            # Something to sign: an audited start is already in the log; the next head comes.
+            await ex.rt.audit_writer.append(
+                {"action": "config.check", "decision": "permit", "reasons": [], "role": "admin"},
+                datetime.now(UTC),
+            )
+            head = await heads.next_msg(timeout=20)
+            assert on.consortium in head.data.decode()
+            # The last head on request (a replica may answer: it catches up within moments).
+            direct = f"$JS.API.DIRECT.GET.{stream_name(on.consortium, 'AUDIT')}."
+            for _ in range(50):
+                last = await nc.request(f"{direct}hie.{on.consortium}.audit.head", b"", timeout=5)
+                if last.data:
+                    break
+                await asyncio.sleep(0.1)
+            assert last.data.startswith(head.data.split(b"\n")[0])
+            await nc.subscribe(f"hie.{on.consortium}.audit.alert")
+            await violated(errors, "audit.alert")
+            await nc.subscribe(f"hie.{on.consortium}.submit.*")
+            await violated(errors, "submit.*")
+        finally:
+            await nc.close()
