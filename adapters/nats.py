@@ -19,10 +19,14 @@ from typing import Any
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from adapters.envelope import encode
 from domain.errors import AdapterError
 
+# A publish is tried again (same id) for this long: through a cluster's leader election.
+PUBLISH_PATIENCE = 60.0
+FOLLOW_ATTEMPTS = 30  # a second apart: longer than a cluster takes to elect a leader
 DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
 MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 
@@ -101,11 +105,24 @@ class SubmitClient:
         far enough back to find a receipt for an earlier send of the same id."""
         stream = f"HIE_{self.consortium.upper().replace('-', '_')}_RECEIPTS"
         durable = f"receipts-{self.institution}"
-        try:
-            await self.js.consumer_info(stream, durable, timeout=5)
-        except NatsError:
-            return await _Following.ordered(self.js, self.consortium, self.institution, take)
-        return await _Following.durable(self.js, stream, durable, take)
+        for attempt in range(FOLLOW_ATTEMPTS):
+            try:
+                try:
+                    await self.js.consumer_info(stream, durable, timeout=5)
+                except NotFoundError:
+                    return await _Following.ordered(
+                        self.js, self.consortium, self.institution, take
+                    )
+                return await _Following.durable(self.js, stream, durable, take)
+            except (TimeoutError, NatsError):
+                # A cluster electing a new leader for the stream answers nothing for seconds.
+                if attempt == FOLLOW_ATTEMPTS - 1:
+                    raise SubmitError(
+                        "the exchange's receipts could not be followed: check the NATS URL, "
+                        "and that these credentials are the institution's own"
+                    ) from None
+                await asyncio.sleep(1.0)
+        raise AssertionError("unreachable")
 
     async def _publish(self, envelope: dict[str, Any]) -> None:
         body = encode(envelope)
@@ -115,7 +132,9 @@ class SubmitClient:
                 "send its items in several submissions"
             )
         headers = {"Nats-Msg-Id": envelope["submission_id"]}
-        for _ in range(5):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_PATIENCE
+        while True:
             try:
                 # Bounded: a publish answered with an error can leave its future pending.
                 await asyncio.wait_for(
@@ -124,6 +143,8 @@ class SubmitClient:
                 )
                 return
             except (TimeoutError, NatsError):
+                if loop.time() > deadline:
+                    break
                 await asyncio.sleep(0.5)  # same id again: de-duplication makes this safe
         raise SubmitError(
             "the exchange did not acknowledge a publish: check the NATS URL and that this "

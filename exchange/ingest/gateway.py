@@ -24,6 +24,7 @@ from uuid import UUID
 import asyncpg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
 from adapters.envelope import load_public_key
 from audit.writer import AuditWriter
@@ -110,7 +111,14 @@ class Gateway:
 
     async def _consume(self, sub: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            msgs = await self._fetch(sub)
+            try:
+                msgs = await self._fetch(sub)
+            except NatsError as exc:
+                # The link is down or the cluster is electing the stream's leader: nothing
+                # was taken, so nothing is lost; the pull is made again once it answers.
+                log.warning("gateway could not fetch (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
             if msgs:  # else nothing waiting: an empty batch, not a failure
                 await self.handle(msgs)
 

@@ -10,6 +10,7 @@ Subjects (DESIGN.md wire contract), with <c> the consortium and <i> an instituti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -160,9 +162,25 @@ def cluster_size(nc: Client) -> int:
     return max(1, len(set(info.get("connect_urls") or [])))
 
 
-async def ensure_streams(js: JetStreamContext, consortium: str, replicas: int = 1) -> None:
+async def ensure_streams(
+    js: JetStreamContext, consortium: str, replicas: int = 1, *, patience: float = 60.0
+) -> None:
     """Create or update the exchange's streams (``replicas`` copies of each: 3 on a cluster)
-    and the gateway's durable consumer."""
+    and the gateway's durable consumer. A cluster still forming (or electing a leader)
+    refuses for a while ("no suitable peers", timeouts): tried again for ``patience`` s."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            await _ensure_streams(js, consortium, replicas)
+            return
+        except (TimeoutError, NatsError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("NATS streams not ready yet (%s); trying again", exc)
+            await asyncio.sleep(1.0)
+
+
+async def _ensure_streams(js: JetStreamContext, consortium: str, replicas: int) -> None:
     configs = [
         StreamConfig(
             name=stream_name(consortium, "SUBMIT"),
