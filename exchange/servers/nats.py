@@ -89,9 +89,26 @@ async def connect(url: str, name: str) -> Client:
         # Permission violations arrive here, not at the publisher (DESIGN.md): say so.
         log.error("NATS error on connection %s: %s", name, exc)
 
-    return await nats.connect(
-        url, name=name, error_cb=on_error, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+    made: list[Client] = []
+
+    async def on_disconnected() -> None:
+        if not (made and made[0].is_closed):  # closing on purpose is no loss
+            log.warning("NATS connection %s lost; reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.info("NATS connection %s re-established", name)
+
+    nc = await nats.connect(
+        url,
+        name=name,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
     )
+    made.append(nc)
+    return nc
 
 
 async def ensure_streams(js: JetStreamContext, consortium: str) -> None:
