@@ -117,6 +117,7 @@ class PatientRecordProjection:
             appended.set()
 
         listener = await self._listen(wake)
+        log.info("projection %s following the ledger", NAME)
         try:
             while not stop.is_set():
                 try:
