@@ -52,6 +52,21 @@ def bounded_purpose(purpose: str | None) -> str:
     return purpose if purpose in _PURPOSES else "other"
 
 
+class _Children:
+    """A labelled metric's children by their label values, kept at hand: ``labels()`` takes
+    the metric's lock and builds a key on every call."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._known: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._known.get(labels)
+        if child is None:
+            child = self._known[labels] = self.metric.labels(*labels)
+        return child
+
+
 class GatewayMetrics:
     """What one gateway counts. The same names in every gateway process, summed on the
     exchange's /metrics (``exchange.telemetry.shared``); counters and histograms only, so
@@ -102,24 +117,17 @@ class GatewayMetrics:
             buckets=_LAG,
             registry=registry,
         )
-        self._submissions: dict[tuple[str, str], Any] = {}
-        self._items: dict[str, Any] = {}
+        self._submissions = _Children(self.submissions)
+        self._items = _Children(self.items)
 
     def answered(
         self, institution: str | None, outcome: str, kinds: Sequence[str], problems: Iterable[str]
     ) -> None:
         """One submission answered: ``institution`` None when its sender was not
         authenticated; ``kinds`` the kinds of its items newly accepted."""
-        key = (institution or UNAUTHENTICATED, outcome)
-        child = self._submissions.get(key)
-        if child is None:
-            child = self._submissions[key] = self.submissions.labels(*key)
-        child.inc()
+        self._submissions(institution or UNAUTHENTICATED, outcome).inc()
         for kind, n in Tally(kinds).items():
-            counter = self._items.get(kind)
-            if counter is None:
-                counter = self._items[kind] = self.items.labels(bounded_code(kind))
-            counter.inc(n)
+            self._items(bounded_code(kind)).inc(n)
         for code in problems:
             self.problems.labels(bounded_code(code)).inc()
 
@@ -157,24 +165,17 @@ class ReadMetrics:
             buckets=_FAST,
             registry=registry,
         )
-        self._decisions: dict[tuple[str, str, str], Any] = {}
-        self._seconds: dict[str, Any] = {}
+        self._decisions = _Children(self.decisions)
+        self._seconds = _Children(self.seconds)
 
     def decided(self, action: str, permit: bool, purpose: str | None, break_glass: bool) -> None:
-        key = (action, "permit" if permit else "deny", bounded_purpose(purpose))
-        child = self._decisions.get(key)
-        if child is None:
-            child = self._decisions[key] = self.decisions.labels(*key)
-        child.inc()
+        self._decisions(action, "permit" if permit else "deny", bounded_purpose(purpose)).inc()
         if break_glass:
             self.break_glass.labels(action).inc()
 
     def answered(self, action: str, started: float) -> None:
         """A request answered; ``started`` its ``time.perf_counter()`` on arrival."""
-        child = self._seconds.get(action)
-        if child is None:
-            child = self._seconds[action] = self.seconds.labels(action)
-        child.observe(time.perf_counter() - started)
+        self._seconds(action).observe(time.perf_counter() - started)
 
 
 class ProjectionMetrics:
