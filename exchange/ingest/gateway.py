@@ -110,7 +110,7 @@ class Gateway:
             await self._consume(sub, stop)
         finally:
             self.summary.tick(final=True)
-            log.info("gateway stopped")
+            log.info("gateway no longer consuming %s", stream_name(self.consortium, "SUBMIT"))
             done.set()
             await sub.unsubscribe()
             # It gives its connection back to the pool on its way out (the pool cannot close
