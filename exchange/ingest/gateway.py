@@ -437,6 +437,7 @@ def _deliveries(msgs: Sequence[Msg]) -> Iterator[tuple[datetime, int]]:
     for msg in msgs:
         try:
             meta = msg.metadata
-        except Exception:  # not a JetStream message (nothing to time)
+        except Exception:  # not a JetStream message: nothing to time
             continue
-        yield meta.timestamp, meta.num_delivered
+        if meta is not None:
+            yield meta.timestamp, meta.num_delivered
