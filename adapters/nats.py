@@ -26,7 +26,9 @@ from domain.errors import AdapterError
 
 # A publish is tried again (same id) for this long: through a cluster's leader election.
 PUBLISH_PATIENCE = 60.0
-FOLLOW_ATTEMPTS = 30  # a second apart: longer than a cluster takes to elect a leader
+FOLLOW_ATTEMPTS = (
+    10  # a second apart, each waiting up to 5 s: longer than a cluster takes to elect a leader
+)
 DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
 MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 
@@ -115,7 +117,9 @@ class SubmitClient:
                     )
                 return await _Following.durable(self.js, stream, durable, take)
             except (TimeoutError, NatsError):
-                # A cluster electing a new leader for the stream answers nothing for seconds.
+                # A cluster electing a new leader for the stream answers nothing for seconds;
+                # a refusal of these credentials answers nothing either, but says so apart.
+                self._raise_if_refused()
                 if attempt == FOLLOW_ATTEMPTS - 1:
                     raise SubmitError(
                         "the exchange's receipts could not be followed: check the NATS URL, "
@@ -123,6 +127,16 @@ class SubmitClient:
                     ) from None
                 await asyncio.sleep(1.0)
         raise AssertionError("unreachable")
+
+    def _raise_if_refused(self) -> None:
+        """A permission violation reaches the connection, not the request that caused it
+        (DESIGN.md's traps): name it rather than wait on."""
+        err = self.nc.last_error
+        if err is not None and "permissions violation" in str(err).lower():
+            raise SubmitError(
+                f"the exchange's NATS refused these credentials: {err} — use the "
+                "institution's own credentials file (from `hie institution add`)"
+            )
 
     async def _publish(self, envelope: dict[str, Any]) -> None:
         body = encode(envelope)
@@ -143,6 +157,7 @@ class SubmitClient:
                 )
                 return
             except (TimeoutError, NatsError):
+                self._raise_if_refused()
                 if loop.time() > deadline:
                     break
                 await asyncio.sleep(0.5)  # same id again: de-duplication makes this safe

@@ -60,6 +60,9 @@ from exchange.servers.nats import (
     ensure_streams,
 )
 from exchange.settings import Settings
+from exchange.telemetry.exposition import Telemetry
+from exchange.telemetry.probes import Probes
+from exchange.telemetry.shared import metrics_dir
 from projections.fields import FieldCipher
 from projections.merge_requests import MergeRequestReader
 from projections.postgres import (
@@ -115,6 +118,7 @@ class Runtime:
     read_pool: asyncpg.Pool | None = None
     logins: HospitalLogin | None = None  # members' own sign-in (logins.toml)
     revocations: Revocations | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)  # this process's metrics
 
     async def sync(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -129,13 +133,16 @@ class Runtime:
             audit=self.audit_writer,
             keys_pool=self.pool,
             ingest_policy=self.settings.ingest_policy,
+            metrics=self.telemetry.gateway,
         )
 
     def projection(self) -> PatientRecordProjection:
         async def read(after: int, limit: int) -> Sequence[tuple[int, Any]]:
             return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
 
-        return PatientRecordProjection(self.pool, read, fields=self.fields)
+        return PatientRecordProjection(
+            self.pool, read, fields=self.fields, on_applied=self.telemetry.projection.applied
+        )
 
     def scheduler(self) -> ReferralScheduler:
         return ReferralScheduler(
@@ -226,6 +233,22 @@ class Runtime:
             regulator_desk=regulator,
             publish=self._publish,
             consortium=self.settings.consortium,
+            telemetry=self.telemetry,
+            probes=self.probes(),
+        )
+
+    def probes(self) -> Probes:
+        async def ledger_position() -> int:
+            return await self.sync(self.ledger.max_position)  # type: ignore[no-any-return]
+
+        return Probes(
+            pool=self.pool,
+            ledger_position=ledger_position,
+            nc=self.nc,
+            consortium=self.settings.consortium,
+            audit=self.audit_writer.store,
+            revocations=self.revocations,
+            max_behind=self.settings.ready_max_behind,
         )
 
     async def _publish(self, subject: str, doc: dict[str, Any]) -> None:
@@ -325,6 +348,7 @@ async def open_runtime(
             logins=logins,
             revocations=revocations,
             read_pool=read_pool,
+            telemetry=Telemetry(metrics_dir(settings.data_dir)),
         )
     finally:
         if writer is not None:
@@ -389,9 +413,11 @@ async def serve(
         host, port = sock.getsockname()[:2]
         tls = rt.settings.http_cert is not None
         rt.endpoints.http_url = f"{'https' if tls else 'http'}://{host}:{port}"
+        rt.telemetry.forget_the_dead()  # before any gateway process of this run reports
         config = uvicorn.Config(
             create_app(rt.api_context(portal, steward, regulator)),
             log_level="warning",
+            log_config=None,  # its records go through the exchange's JSON lines (telemetry.logs)
             http="httptools",  # its C parser: a fraction of h11's time
             lifespan="off",
             access_log=False,

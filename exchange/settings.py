@@ -114,6 +114,19 @@ class Environment(BaseSettings):
         default=30.0, gt=0, lt=86_400, allow_inf_nan=False, description=_SECONDS
     )
     policy_file: Path | None = Field(default=None, description="must name the policy file (TOML)")
+    log_level: str | None = Field(
+        default=None,
+        pattern=r"^(DEBUG|INFO|WARNING|ERROR)$",
+        description="must be DEBUG, INFO, WARNING or ERROR (unset: INFO for `hie up` and "
+        "`hie gateway`, WARNING for the other commands)",
+    )
+    ready_max_behind: int = Field(
+        default=10_000,
+        ge=0,
+        le=100_000_000,
+        description="must be a whole number of ledger events (how far the read models may "
+        "be behind the ledger while /readyz still says ready)",
+    )
     # Secrets: given here, or generated into <data dir>/secrets/; never a default value.
     ledger_cipher_key: SecretStr | None = Field(default=None, description=_SECRET)
     pseudonym_key: SecretStr | None = Field(default=None, description=_SECRET)
@@ -146,6 +159,11 @@ class Environment(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        return (value.strip().upper() or None) if isinstance(value, str) else value
 
     @field_validator("audit_retention_days", mode="before")
     @classmethod
@@ -254,6 +272,9 @@ class Settings:
     access_policy: AccessPolicy = DEFAULT_POLICY
     ingest_policy: IngestPolicy = field(default_factory=IngestPolicy)
     scheduler_seconds: float = 30.0  # the longest the referral scheduler sleeps
+    log_level: str | None = None  # None: INFO for the services, WARNING for other commands
+    # /readyz says "not ready" while the read models are more ledger events behind than this.
+    ready_max_behind: int = 10_000
     secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
 
     @property
@@ -295,6 +316,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         access_policy=load_access_policy(policy_path),
         ingest_policy=load_ingest_policy(policy_path),
         scheduler_seconds=given.scheduler_seconds,
+        log_level=given.log_level,
+        ready_max_behind=given.ready_max_behind,
         secrets=_load_secrets(data_dir, given),
     )
 

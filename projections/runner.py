@@ -40,8 +40,12 @@ class PatientRecordProjection:
         batch: int = 500,
         items: int = 20_000,
         schema: EnvelopeSchema = CURRENT_SCHEMA,
+        on_applied: Callable[[Sequence[tuple[int, Any]]], None] | None = None,
     ) -> None:
         self.pool = pool
+        # Told each batch of events once its transaction committed (the exchange times
+        # submissions from the gateway to here with it); it must be quick and never raise.
+        self.on_applied = on_applied
         self.read = read
         self.batch = batch  # ledger events per batch at most
         self.items = items  # and about this many items: a batch's rows are held in memory
@@ -65,7 +69,7 @@ class PatientRecordProjection:
             await self._caught_up()
             return 0
         changes = await self._prepare(events)
-        return len(events) if await self._write(start, events[-1][0], changes) else 0
+        return len(events) if await self._write(start, events, changes) else 0
 
     async def _prepare(self, events: Sequence[tuple[int, Any]]) -> Changes:
         """A batch's rows, worked out before any transaction opens."""
@@ -85,9 +89,10 @@ class PatientRecordProjection:
         found = await self.pool.fetchval("SELECT name FROM institutions WHERE code = $1", code)
         return found if isinstance(found, str) else None
 
-    async def _write(self, start: int, end: int, changes: Changes) -> bool:
-        """Write a batch prepared from ``start`` and move the position to ``end``, in one
-        transaction; False (nothing written) if the position is no longer ``start``."""
+    async def _write(self, start: int, events: Sequence[tuple[int, Any]], changes: Changes) -> bool:
+        """Write a batch prepared from ``start`` and move the position to its last event's,
+        in one transaction; False (nothing written) if the position is no longer ``start``."""
+        end = events[-1][0]
         async with self.pool.acquire() as conn, conn.transaction():
             current = await conn.fetchval(
                 "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME
@@ -98,6 +103,8 @@ class PatientRecordProjection:
             await conn.execute(
                 "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, end
             )
+        if self.on_applied is not None:
+            self.on_applied(events)
         async with self._advanced:
             self._advanced.notify_all()
         return True
@@ -110,6 +117,7 @@ class PatientRecordProjection:
             appended.set()
 
         listener = await self._listen(wake)
+        log.info("projection %s following the ledger", NAME)
         try:
             while not stop.is_set():
                 try:
@@ -151,7 +159,7 @@ class PatientRecordProjection:
                 changes = await self._prepare(events)
                 if writing is not None and not await writing:
                     return
-                writing = asyncio.create_task(self._write(start, events[-1][0], changes))
+                writing = asyncio.create_task(self._write(start, events, changes))
                 start = events[-1][0]
             if writing is not None:
                 await writing

@@ -10,6 +10,7 @@ from exchange.api.context import ApiContext
 from exchange.api.gate import Gate
 from exchange.api.mpi import mpi_routes
 from exchange.api.notices import notice_routes
+from exchange.api.operations import operation_routes
 from exchange.api.patients import patient_routes
 from exchange.api.record import record_routes
 from exchange.api.referrals import referral_routes
@@ -29,6 +30,7 @@ def api_routes(ctx: ApiContext) -> list[ApiRoute]:
         *seal_routes(ctx),
         *research_routes(ctx),
         *notice_routes(ctx),
+        *operation_routes(ctx),
     ]
 
 

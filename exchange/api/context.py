@@ -17,6 +17,8 @@ from domain.problems import Problem
 from domain.referral import ReferralPolicy
 from exchange.auth.chain import Authenticator
 from exchange.servers.audit_heads import HeadSigner
+from exchange.telemetry.exposition import Telemetry
+from exchange.telemetry.probes import Probes
 from projections.merge_requests import MergeRequestReader
 from projections.postgres import PatientRecordReader
 from projections.referral_reader import ReferralReader
@@ -84,6 +86,11 @@ class ApiContext:
     publish: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
     consortium: str = ""
     clock: Clock = lambda: datetime.now(UTC)
+    # This process's metrics (the gate counts every decision into them), and the probes of
+    # shared state that /metrics and /readyz read; None: /readyz answers from the process
+    # alone and /metrics has no snapshot of shared state.
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    probes: Probes | None = None
 
     @property
     def audit(self) -> AuditStore:

@@ -11,6 +11,7 @@ audited and sent as an ``OperationOutcome``; if the audit append fails, no data 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ from exchange.api.fhir import operation_outcome
 from exchange.api.responses import AuditUnavailable, Refused, fhir_response
 from exchange.auth.tokens import Identity, TokenError
 from exchange.servers.nats import alert_subject
+from exchange.telemetry.logs import REQUEST_ID
 
 __all__ = ["ApiContext", "Gate"]
 
@@ -62,7 +64,18 @@ class Gate:
         return endpoint
 
     async def serve(self, access: Access, handler: Handler, request: Request) -> Response:
+        started = time.perf_counter()
         request_id = str(uuid.uuid4())
+        logged = REQUEST_ID.set(request_id)  # every log line of this request names it
+        try:
+            return await self._serve(access, handler, request, request_id)
+        finally:
+            REQUEST_ID.reset(logged)
+            self.ctx.telemetry.reads.answered(access.action, started)
+
+    async def _serve(
+        self, access: Access, handler: Handler, request: Request, request_id: str
+    ) -> Response:
         so_far = _Admitted()
         try:
             if access.public:
@@ -312,6 +325,9 @@ class Gate:
         except AuditWriteError:
             log.exception("audit append failed; refusing request %s", request_id)
             raise AuditUnavailable() from None
+        self.ctx.telemetry.reads.decided(
+            action, record["decision"] == "permit", purpose, record["break_glass"]
+        )
         if record["alert"]:
             await self._raise_alert(seq, record)
 

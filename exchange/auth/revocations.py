@@ -126,6 +126,12 @@ class Revocations:
         # the revocation's own second is refused: a wrong refusal, never a wrong permit.
         return before is not None and (identity.issued_at is None or identity.issued_at < before)
 
+    def age(self) -> float | None:
+        """Seconds since the list was last loaded; None: never (not started)."""
+        if self._loaded_at == float("-inf"):
+            return None
+        return time.monotonic() - self._loaded_at
+
     async def refresh(self) -> None:
         """Load the revocations that can still matter (one indexed query)."""
         rows = await self.pool.fetch(_LOAD, WINDOW)

@@ -13,6 +13,7 @@ import click
 
 from exchange.errors import ExchangeError
 from exchange.settings import Settings, load_settings
+from exchange.telemetry import logs
 
 Body = Callable[[Settings], Coroutine[Any, Any, int]]
 
@@ -27,11 +28,15 @@ def settings_of(ctx: click.Context) -> Settings:
     return root.obj
 
 
-def run(ctx: click.Context, body: Body, *, fast: bool = False) -> NoReturn:
+def run(
+    ctx: click.Context, body: Body, *, fast: bool = False, log_level: str = "WARNING"
+) -> NoReturn:
     """Run ``body(settings)`` to its exit code; an exchange error is one line on stderr
-    (``hie: ...``) and exit code 2."""
+    (``hie: ...``) and exit code 2. The log says records from ``log_level`` up, unless
+    HIE_LOG_LEVEL says otherwise."""
     try:
         settings = settings_of(ctx)
+        logs.set_level(settings.log_level or log_level)
         code = _run_fast(body(settings)) if fast else asyncio.run(body(settings))
     except ExchangeError as exc:
         click.echo(f"hie: {exc}", err=True)

@@ -5,7 +5,6 @@ read_models); ``main`` runs them and turns usage errors and Ctrl-C into exit cod
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -18,6 +17,7 @@ from exchange.cli.read_models import projections_group
 from exchange.cli.serve import demo_command, gateway_command, up_command
 from exchange.cli.submit import submit_command
 from exchange.cli.tokens import token_command
+from exchange.telemetry import logs
 
 
 @click.group("hie")
@@ -42,9 +42,7 @@ for command in (
 
 def main(argv: list[str] | None = None) -> int:
     """Run `hie` with ``argv`` (default: the process's arguments); returns the exit code."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logs.configure("WARNING")  # JSON lines on stderr; a command may log more (HIE_LOG_LEVEL)
     try:
         code = hie.main(args=argv, prog_name="hie", standalone_mode=False)
     except click.ClickException as exc:  # usage errors: the message, exit code 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 from datetime import UTC, datetime
@@ -13,13 +14,16 @@ import click
 
 from exchange.cli.common import run
 from exchange.settings import Settings
+from exchange.telemetry.shared import metrics_dir, report_to
+
+log = logging.getLogger("exchange")
 
 
 @click.command("up")
 @click.pass_context
 def up_command(ctx: click.Context) -> None:
     """run the exchange (embedded servers unless HIE_*_URL are set)"""
-    run(ctx, lambda settings: run_exchange(settings, demo=False), fast=True)
+    run(ctx, lambda settings: run_exchange(settings, demo=False), fast=True, log_level="INFO")
 
 
 @click.command("demo")
@@ -37,6 +41,7 @@ def gateway_command(ctx: click.Context) -> None:
         ctx,
         lambda settings: run_exchange(settings, demo=False, http=False, projection=False),
         fast=True,
+        log_level="INFO",
     )
 
 
@@ -69,6 +74,19 @@ async def run_exchange(
     )
     workers = settings.gateway_processes if http else 0
     gateway = gateway and not workers  # with gateway processes, `hie up` runs none itself
+    role = "exchange" if http else "gateway"
+    if not (http or projection):  # its metrics reach Prometheus through `hie up`'s /metrics
+        report_to(metrics_dir(settings.data_dir))
+    log.info(
+        "%s starting",
+        role,
+        extra={
+            "consortium": settings.consortium,
+            "embedded": settings.embedded,
+            "gateway": gateway,
+            "gateway_processes": workers,
+        },
+    )
     async with open_runtime(
         settings, external, name="hie-" + ("gateway" if not http else "up")
     ) as rt:
@@ -102,6 +120,7 @@ async def run_exchange(
 
         def on_ready(url: str) -> None:
             write_run_file(settings, rt.endpoints)
+            log.info("exchange serving HTTP", extra={"http_url": url})
             ready.set()
 
         runner = asyncio.create_task(
@@ -110,6 +129,7 @@ async def run_exchange(
             )
         )
         if not http:
+            log.info("gateway running")
             print("gateway running; Ctrl-C stops it", flush=True)
         else:
             await asyncio.wait(
@@ -139,5 +159,6 @@ async def run_exchange(
         await runner
         if supervisor is not None:
             await supervisor
+    log.info("%s stopped", role)
     print("stopped", flush=True)
     return 0

@@ -15,7 +15,8 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ import asyncpg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from prometheus_client import CollectorRegistry
 
 from adapters.envelope import load_public_key
 from audit.writer import AuditWriter
@@ -32,13 +34,15 @@ from domain.freshness import IngestPolicy
 from domain.problems import Problem
 from exchange.ingest.checks import DEFAULT_INGEST, Checked, EnvelopeChecks, rejection_rows
 from exchange.ingest.keys import Key
-from exchange.ingest.ledger import Appended, IntegrityError, Ledger
+from exchange.ingest.ledger import Appended, IntegrityError, Ledger, Pending
+from exchange.ingest.summary import Summary
 from exchange.servers.nats import (
     GATEWAY_CONSUMER,
     deadletter_subject,
     receipt_subject,
     stream_name,
 )
+from exchange.telemetry.metrics import UNAUTHENTICATED, GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,11 @@ class Gateway:
         progress_every: float = 3.0,
         keys_pool: asyncpg.Pool | None = None,
         ingest_policy: IngestPolicy = DEFAULT_INGEST,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.audit = audit
+        self.metrics = metrics or GatewayMetrics(CollectorRegistry())
+        self.summary = Summary()
         self.ledger = ledger
         self.nc = nc
         self.js = nc.jetstream()
@@ -103,6 +110,8 @@ class Gateway:
         try:
             await self._consume(sub, stop)
         finally:
+            self.summary.tick(final=True)
+            log.info("gateway no longer consuming %s", stream_name(self.consortium, "SUBMIT"))
             done.set()
             await sub.unsubscribe()
             # It gives its connection back to the pool on its way out (the pool cannot close
@@ -121,6 +130,7 @@ class Gateway:
                 continue
             if msgs:  # else nothing waiting: an empty batch, not a failure
                 await self.handle(msgs)
+            self.summary.tick()
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         """One fetched batch, to its acks. While the gateway works on it, the server is told
@@ -129,10 +139,13 @@ class Gateway:
         same submissions to another gateway meanwhile. Only a gateway that stops working
         (a crash, a hang) lets its batch come back."""
         heartbeat = asyncio.create_task(self._in_progress(msgs))
+        started = time.perf_counter()
         try:
             await self._handle(msgs)
         finally:
             heartbeat.cancel()
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.summary.batch()
 
     async def _in_progress(self, msgs: Sequence[Msg]) -> None:
         while True:
@@ -233,6 +246,7 @@ class Gateway:
 
     async def process(self, msgs: Sequence[Msg]) -> list[Checked]:
         received_at = datetime.now(UTC)
+        self.metrics.fetched(received_at, _deliveries(msgs))
         checked = [await self.checks.check(msg, received_at) for msg in msgs]
         await self._append(checked)
         # A refusal of an authenticated submission is final: kept before it is answered, so
@@ -297,7 +311,7 @@ class Gateway:
             held.repeat, held.position = True, position
         for chunk in self._chunks(list(todo.values())):
             try:
-                appended = await self._sync(self.ledger.append, [c.pending for c in chunk])
+                appended = await self._ledger_append([c.pending for c in chunk])
             except IntegrityError:
                 await self._append_one_by_one(chunk)
                 continue
@@ -306,6 +320,13 @@ class Gateway:
             twin.repeat, twin.position = True, first.position
             if first.pending is None:
                 twin.pending, twin.problems = None, first.problems
+
+    async def _ledger_append(self, pending: Sequence[Pending | None]) -> Appended:
+        started = time.perf_counter()
+        try:
+            return await self._sync(self.ledger.append, pending)  # type: ignore[no-any-return]
+        finally:
+            self.metrics.append_seconds.observe(time.perf_counter() - started)
 
     @staticmethod
     def _settle(chunk: list[Checked], appended: Appended) -> None:
@@ -336,7 +357,7 @@ class Gateway:
             assert pending is not None
             for _ in range(3):
                 try:
-                    appended = await self._sync(self.ledger.append, [pending])
+                    appended = await self._ledger_append([pending])
                     self._settle([item], appended)
                     break
                 except IntegrityError:
@@ -374,6 +395,19 @@ class Gateway:
 
     # Answering ------------------------------------------------------------------------------
 
+    def _count(self, item: Checked, accepted: bool) -> None:
+        """One answered submission, in the metrics and the log's summary."""
+        institution = item.institution if item.authenticated else None
+        kinds = (
+            [i.kind for i in item.pending.valid.items]
+            if accepted and not item.repeat and item.pending is not None
+            else []
+        )
+        outcome = ("repeat" if item.repeat else "accepted") if accepted else "rejected"
+        codes = [p.code for p in item.problems]
+        self.metrics.answered(institution, outcome, kinds, codes)
+        self.summary.answered(institution or UNAUTHENTICATED, outcome, len(kinds), codes)
+
     async def _answer(self, item: Checked) -> None:
         accepted = item.pending is not None and item.position is not None
         receipt: dict[str, Any] = {
@@ -403,3 +437,15 @@ class Gateway:
             json.dumps(receipt, ensure_ascii=False).encode(),
             timeout=10,
         )
+        self._count(item, accepted)
+
+
+def _deliveries(msgs: Sequence[Msg]) -> Iterator[tuple[datetime, int]]:
+    """Each message's time of publication into JetStream and its delivery count."""
+    for msg in msgs:
+        try:
+            meta = msg.metadata
+        except Exception:  # not a JetStream message: nothing to time
+            continue
+        if meta is not None:
+            yield meta.timestamp, meta.num_delivered

@@ -23,15 +23,17 @@ class GatewayWorkers:
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "exchange.cli",
             "gateway",
             env=self.env,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,  # its log lines go to the same stderr
             start_new_session=True,
         )
+        log.info("gateway process %d started", proc.pid)
+        return proc
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep ``count`` gateways running until ``stop``."""

@@ -137,6 +137,15 @@ async def connect(
         # Permission violations arrive here, not at the publisher (DESIGN.md): say so.
         log.error("NATS error on connection %s: %s", name, exc)
 
+    made: list[Client] = []
+
+    async def on_disconnected() -> None:
+        if not (made and made[0].is_closed):  # closing on purpose is no loss
+            log.warning("NATS connection %s lost; reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.info("NATS connection %s re-established", name)
+
     options: dict[str, Any] = {}
     if creds is not None:
         options["user_credentials"] = str(creds)
@@ -144,14 +153,18 @@ async def connect(
         options["tls"] = ssl.create_default_context(cafile=str(ca))
     if inbox_prefix is not None:
         options["inbox_prefix"] = inbox_prefix
-    return await nats.connect(
+    nc = await nats.connect(
         server_urls(url),
         name=name,
         error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         **options,
     )
+    made.append(nc)
+    return nc
 
 
 def cluster_size(nc: Client) -> int:

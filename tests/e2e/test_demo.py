@@ -16,6 +16,7 @@ import httpx
 import psutil
 
 from exchange.demo.data import demo_bundles, demo_residents
+from exchange.demo.seed import INSTITUTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "testdata"
@@ -49,15 +50,17 @@ def read_until(stream: IO[str], marker: str, timeout: float = 180) -> str:
 
 
 class Demo:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path) -> None:
         self.env = clean_env(data_dir)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exchange.cli", "demo"],
-            env=self.env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        self.log = log
+        with log.open("w") as sink:  # its log lines (stderr), at INFO: all it says
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "exchange.cli", "demo"],
+                env={**self.env, "HIE_LOG_LEVEL": "INFO"},
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=sink,
+            )
         assert self.proc.stdout
         self.out = read_until(self.proc.stdout, "Ctrl-C stops everything")
         self.url = re.search(r"demo is running at (\S+)", self.out).group(1)  # type: ignore[union-attr]
@@ -75,7 +78,7 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(
     tmp_path: Path,
 ) -> None:
     # First run: the demo county is seeded through NATS and the API is up.
-    demo = Demo(tmp_path)
+    demo = Demo(tmp_path, tmp_path / "first.log")
     try:
         assert re.search(
             r"(\d+) newly accepted, 0 already held \(not sent again\), 0 rejected", demo.out
@@ -202,6 +205,22 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(
             )
             assert audit.status_code == 200
             assert [e["resource"]["outcome"] for e in audit.json()["entry"]] == ["4"]
+
+        # The operator's view: alive, ready, and /metrics for an administrator's token.
+        admin = hie(
+            "token", "--person", "ops-1", "--institution", "bureau", "--role", "admin", env=demo.env
+        )
+        with httpx.Client(base_url=demo.url) as http:
+            assert http.get("/healthz").status_code == 200
+            assert http.get("/readyz").json() == {"status": "ready"}
+            scraped = http.get(
+                "/metrics", headers={"Authorization": f"Bearer {admin.stdout.strip()}"}
+            )
+        assert scraped.status_code == 200
+        assert 'hie_submissions_total{institution="county-hospital",outcome="accepted"}' in (
+            scraped.text
+        )
+        assert not any(p in scraped.text for p in demo.patients)
     finally:
         code = demo.stop()
     # Ctrl-C stops every process the demo started.
@@ -209,7 +228,7 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(
     assert not [p for p in demo.children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
     # Second run: the same data, nothing submitted twice.
-    second = Demo(tmp_path)
+    second = Demo(tmp_path, tmp_path / "second.log")
     try:
         assert re.search(
             r" 0 newly accepted, (\d+) already held \(not sent again\), 0 rejected", second.out
@@ -217,3 +236,42 @@ def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(
         assert second.patients == demo.patients
     finally:
         assert second.stop() == 0
+
+    # Every line both runs logged is JSON; they say what happened; and none of them holds a
+    # seeded patient's identifier, name or clinical value, nor a patient's regional id.
+    records = [json.loads(line) for run in (demo, second) for line in log_lines(run.log)]
+    said = [r["message"] for r in records]
+    assert {r["level"] for r in records} >= {"INFO"}
+    for expected in ("exchange starting", "exchange serving HTTP", "exchange stopped"):
+        assert said.count(expected) == 2, expected
+    assert any(m.startswith("gateway answered") for m in said)
+    words, values = seeded_patient_data()
+    for line in (json.dumps(r, ensure_ascii=False) for r in records):
+        assert not [w for w in [*words, *demo.patients] if w in line], line
+        assert not [v for v in values if v.search(line)], line
+
+
+def log_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def seeded_patient_data() -> tuple[set[str], list[re.Pattern[str]]]:
+    """What the demo's patients are: identifiers, names, diagnoses and measurements (as
+    words), and each measured value beside its unit or as a field's value (as patterns)."""
+    words: set[str] = {"mmHg", "mm[Hg]", "mmol/L"}
+    values: list[re.Pattern[str]] = []
+    residents = demo_residents(count=8)
+    for code, *_ in INSTITUTIONS:
+        for bundle in demo_bundles(code, residents):
+            for entry in bundle["entry"]:
+                resource = entry["resource"]
+                for identifier in resource.get("identifier", []):
+                    words.add(identifier["value"])
+                words |= {name["text"] for name in resource.get("name", [])}
+                words |= {c["display"] for c in resource.get("code", {}).get("coding", [])}
+                if quantity := resource.get("valueQuantity"):
+                    number = re.escape(str(quantity["value"]))
+                    values.append(
+                        re.compile(rf"(?<![\d.]){number}\s*(mm|%)|value\W{{0,4}}{number}(?![\d])")
+                    )
+    return words, values

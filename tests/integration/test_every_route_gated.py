@@ -56,6 +56,9 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("POST", "/research/projects"): (("regulator",), False),
     ("GET", "/mpi/merge-requests"): (("mpi_steward",), False),
     ("POST", "/mpi/merge-requests/{rid}"): (("mpi_steward",), False),
+    ("GET", "/healthz"): (("anyone",), False),
+    ("GET", "/readyz"): (("anyone",), False),
+    ("GET", "/metrics"): (("admin",), False),
 }
 # What would show clinical data of the test patient in an answer.
 MARKERS = (

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import nats
 import psutil
 
 from adapters.envelope import build_envelope, encode, new_private_key, public_key_b64
+from exchange.auth.tokens import TokenIssuer
 from exchange.ingest.ledger import Ledger
 from exchange.servers.nats import receipt_subject, submit_subject
 from exchange.settings import Settings, load_settings
@@ -130,6 +132,18 @@ async def test_gateway_processes_are_supervised_and_carry_the_submissions(
             e["submission_id"] for e in envelopes
         )
         assert {r["status"] for r in receipts} == {"accepted"}
+        # `hie up`'s /metrics counts what its gateway processes did (they report through
+        # the data directory; it runs no gateway of its own).
+        http_url = json.loads((tmp_path / "data" / "run.json").read_text())["http_url"]
+        admin, _ = TokenIssuer(own.secrets.token_key).issue(
+            person="ops", institution="exchange", role="admin", now=datetime.now(UTC)
+        )
+        async with httpx.AsyncClient(base_url=http_url) as http:
+            scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {admin}"})
+        assert scraped.status_code == 200, scraped.text
+        accepted = 'hie_submissions_total{institution="thc-g",outcome="accepted"} 10.0'
+        assert accepted in scraped.text.splitlines()
+        assert "hie_ledger_append_duration_seconds_count" in scraped.text
         # Each start is in the audit log with what it runs: `hie up` no gateway of its own,
         # and the two live gateway processes each theirs (the killed one may not have got
         # that far).

@@ -30,6 +30,7 @@ from exchange.api.access import PATH_PATIENT, Access, Answer, ApiRoute, Call, Ha
 from exchange.api.gate import Gate
 from exchange.api.responses import Refused, json_response
 from exchange.auth.tokens import Identity, TokenError
+from exchange.telemetry.exposition import Telemetry
 
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 PATIENT = UUID("11111111-1111-4111-8111-111111111111")
@@ -93,6 +94,7 @@ def context(facts: Facts | None = None) -> Any:
         records=SimpleNamespace(root=root, position_at=position_at),
         policy=AccessPolicy(),
         clock=lambda: NOW,
+        telemetry=Telemetry(),
     )
 
 
