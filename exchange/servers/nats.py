@@ -161,6 +161,10 @@ async def connect(
         reconnected_cb=on_reconnected,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
+        # A server cut off by the network answers nothing (no reset): pings find out, and
+        # the client moves to another node, within about 15 s.
+        ping_interval=5,
+        max_outstanding_pings=3,
         **options,
     )
     made.append(nc)

@@ -34,6 +34,7 @@ from exchange.errors import EmbeddedServerError
 from exchange.servers.certs import CountyCA, Issued
 from exchange.servers.embedded import NATS_MEMORY_LIMIT, free_port, nats_server_binary
 from exchange.servers.nats_accounts import NatsAuthority
+from exchange.servers.netns import Network
 
 CLUSTER_NAME = "hie"
 
@@ -127,13 +128,21 @@ class NatsCluster:
     ca: CountyCA | None = None
     authority: NatsAuthority | None = None
     host: str = "127.0.0.1"
+    # Each node in a network namespace of its own, so that a test can cut it off (root).
+    network: Network | None = None
     nodes: list[_Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        addresses = [
-            NodeAddress(f"hie-n{i + 1}", self.host, free_port(), free_port(), free_port())
-            for i in range(self.size)
-        ]
+        if self.network is not None:  # its own address: the standard ports are free there
+            addresses = [
+                NodeAddress(f"hie-n{i + 1}", self.network.address(i), 4222, 6222, 8222)
+                for i in range(self.size)
+            ]
+        else:
+            addresses = [
+                NodeAddress(f"hie-n{i + 1}", self.host, free_port(), free_port(), free_port())
+                for i in range(self.size)
+            ]
         self.nodes = [_Node(a, self.root / a.name) for a in addresses]
 
     @property
@@ -171,6 +180,8 @@ class NatsCluster:
 
     def start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.network is not None and not self.network.made:
+            self.network.make()
         self._write_configs()
         for i in range(self.size):
             self.start_node(i)
@@ -180,9 +191,12 @@ class NatsCluster:
         node = self.nodes[i]
         if node.proc is not None and node.proc.poll() is None:
             return
+        argv = [nats_server_binary(), "-c", str(node.config)]
+        if self.network is not None:
+            argv = self.network.command(i, argv)
         with open(node.log, "ab") as log:
             node.proc = subprocess.Popen(
-                [nats_server_binary(), "-c", str(node.config)],
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -196,6 +210,15 @@ class NatsCluster:
         if node.proc is not None and node.proc.poll() is None:
             node.proc.send_signal(signal.SIGKILL)
             node.proc.wait(10)
+
+    def cut(self, i: int) -> None:
+        """Node ``i`` cut off the network (its namespace's link down); it keeps running."""
+        assert self.network is not None, "a cluster on loopback cannot be partitioned"
+        self.network.cut(i)
+
+    def heal(self, i: int) -> None:
+        assert self.network is not None
+        self.network.heal(i)
 
     def index_of(self, server_name: str) -> int:
         for i, node in enumerate(self.nodes):
@@ -214,6 +237,8 @@ class NatsCluster:
                 except subprocess.TimeoutExpired:
                     node.proc.kill()
                     node.proc.wait(10)
+        if self.network is not None:
+            self.network.remove()
 
     def __enter__(self) -> NatsCluster:
         self.start()

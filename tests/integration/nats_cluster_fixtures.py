@@ -18,10 +18,12 @@ import pytest
 from nats.aio.client import Client
 
 from exchange.private_files import write_private
+from exchange.servers import netns
 from exchange.servers.certs import CountyCA
 from exchange.servers.nats import connect
 from exchange.servers.nats_accounts import AUTHORITY_DIR, NatsAuthority, push_account
 from exchange.servers.nats_cluster import NatsCluster, wait_for_jetstream
+from exchange.servers.netns import Network
 from exchange.settings import Settings
 
 
@@ -70,17 +72,29 @@ class Cluster:
         )
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("nats-cluster")
+def _cluster(root: Path, network: Network | None) -> Iterator[Cluster]:
     ca = CountyCA(root / "pki", "testcounty")
     authority = NatsAuthority(root / AUTHORITY_DIR, "base")
-    nodes = NatsCluster(root / "nodes", 3, ca=ca, authority=authority)
-    nodes.start()
+    nodes = NatsCluster(root / "nodes", 3, ca=ca, authority=authority, network=network)
     try:
+        nodes.start()
         yield Cluster(nodes, ca, root / AUTHORITY_DIR)
     finally:
         nodes.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three nodes on loopback."""
+    yield from _cluster(tmp_path_factory.mktemp("nats-cluster"), None)
+
+
+@pytest.fixture(scope="module")
+def isolated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three nodes, each a host of its own (a network namespace), so one can be cut off.
+    Needs root, as CI has; a run without it fails here rather than pass unseen."""
+    assert netns.available(), "partition tests need root and iproute2 (network namespaces)"
+    yield from _cluster(tmp_path_factory.mktemp("nats-hosts"), Network(3))
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,6 @@
 """Faults of the NATS cluster while submissions stream in: the node leading the submit stream
-is SIGKILLed (and later started again). Every submission that got an accepted receipt is then
+is SIGKILLed (and later started again), or cut off from the other two and the exchange (its
+network link down, as a failed switch port) and later healed. Every submission that got an accepted receipt is then
 in the ledger exactly once, every sender got its receipt, the projections equal a rebuild and
 the audit log verifies."""
 
@@ -17,14 +18,14 @@ from exchange.servers.nats import stream_name
 from exchange.settings import Settings
 from tests.factories import encounter_item, observation_item, resident
 from tests.integration.conftest import Running, running
-from tests.integration.nats_cluster_fixtures import Cluster, cluster, on_cluster
+from tests.integration.nats_cluster_fixtures import Cluster, cluster, isolated_cluster, on_cluster
 from tests.integration.recovery_checks import (
     assert_audit_verifies,
     assert_each_accepted_once,
     assert_projection_equals_rebuild,
 )
 
-__all__ = ["cluster"]
+__all__ = ["cluster", "isolated_cluster"]
 
 BATCHES = 30
 PER_BATCH = 10
@@ -74,9 +75,10 @@ async def submit_leader(ex: Running) -> str:
     return str(info.cluster.leader)
 
 
-async def test_the_submit_streams_leader_killed_mid_stream_loses_and_doubles_nothing(
-    cluster: Cluster, settings: Settings
-) -> None:
+async def through_a_fault(cluster: Cluster, settings: Settings, fault: str) -> None:
+    """Submissions stream in from two institutions; the submit stream's leader suffers
+    ``fault`` ("kill" or "cut") until a new leader is elected and a little longer, then comes
+    back; everything is checked once the senders are done."""
     async with on_cluster(cluster, settings) as on, running(on) as ex:
         codes = ["thc-f1", "thc-f2"]
         for code in codes:
@@ -86,12 +88,12 @@ async def test_the_submit_streams_leader_killed_mid_stream_loses_and_doubles_not
         await asyncio.wait_for(senders.first_receipt.wait(), 30)
         leader = await submit_leader(ex)
         victim = cluster.nats.index_of(leader)
-        cluster.nats.kill(victim)
-        killed_at = time.monotonic()
+        (cluster.nats.kill if fault == "kill" else cluster.nats.cut)(victim)
+        since = time.monotonic()
         try:
             # A new leader is elected among the two left, and sending goes on.
             new_leader = None
-            while time.monotonic() - killed_at < 30:
+            while time.monotonic() - since < 60:
                 with contextlib.suppress(Exception):
                     new_leader = await submit_leader(ex)
                     if new_leader != leader:
@@ -100,19 +102,32 @@ async def test_the_submit_streams_leader_killed_mid_stream_loses_and_doubles_not
             assert new_leader and new_leader != leader
             await asyncio.sleep(2)
         finally:
-            cluster.nats.start_node(victim)
+            (cluster.nats.start_node if fault == "kill" else cluster.nats.heal)(victim)
         await asyncio.wait_for(sending, 240)
         assert senders.sent == len(codes) * BATCHES * PER_BATCH
         assert len(senders.accepted) == senders.sent
         await ex.settle()
         await assert_each_accepted_once(ex.rt, senders.accepted)
         await assert_audit_verifies(ex.rt)
-        # The restarted node catches up and holds the streams again.
+        # The node that came back catches up and holds the streams again.
         info: Any = None
-        for _ in range(100):
+        for _ in range(300):
             info = await ex.rt.nc.jetstream().stream_info(stream_name(on.consortium, "RECEIPTS"))
             if info.cluster and all(r.current for r in info.cluster.replicas or []):
                 break
             await asyncio.sleep(0.2)
         assert info.cluster and len(info.cluster.replicas or []) == 2
+        assert all(r.current for r in info.cluster.replicas or [])
     await assert_projection_equals_rebuild(on)
+
+
+async def test_the_submit_streams_leader_killed_mid_stream_loses_and_doubles_nothing(
+    cluster: Cluster, settings: Settings
+) -> None:
+    await through_a_fault(cluster, settings, "kill")
+
+
+async def test_the_submit_streams_leader_cut_off_mid_stream_loses_and_doubles_nothing(
+    isolated_cluster: Cluster, settings: Settings
+) -> None:
+    await through_a_fault(isolated_cluster, settings, "cut")
