@@ -26,6 +26,7 @@ message that tells the user what to do. Each package has one base under it:
         ├── EmbeddedServerError     an embedded PostgreSQL or NATS server did not start
         ├── NotRunning              a CLI command needs a running exchange and found none
         ├── SchemaVersionError      a database newer than the code, or a changed migration step
+        ├── BackupError             a backup that cannot be taken, or restored here
         ├── TokenError              a bearer token refused (exchange.auth.tokens)
         │   └── RevocationUnavailable  the revocation list is stale: fail closed
         └── Refused                 an HTTP answer other than 200 (exchange.api.responses)

@@ -22,3 +22,10 @@ class EmbeddedServerError(ExchangeError):
 
 class NotRunning(ExchangeError):
     code = "exchange.not_running"
+
+
+class BackupError(ExchangeError):
+    """A backup that cannot be taken, or one that cannot be restored here (the message says
+    which file, stream or key, and what to do)."""
+
+    code = "backup.failed"

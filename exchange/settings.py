@@ -44,6 +44,7 @@ __all__ = [
     "load_policy",
     "load_settings",
     "parse_duration",
+    "present_secrets",
 ]
 
 MIN_AUDIT_RETENTION_DAYS = 180
@@ -326,27 +327,14 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
     """The secrets the environment gives, else those kept in ``<data dir>/secrets/``, one
     file each (a deployment can hand each process only the keys it needs); one missing from
     both is generated there (first start, or a secret a newer version added)."""
-    from_env = {
-        n: v.get_secret_value() for n in _SECRET_NAMES if (v := getattr(given, n)) is not None
-    }
+    from_env = _secrets_given(given)
     folder = data_dir / "secrets"
     stored = _stored_secrets(folder, data_dir / "secrets.json")
     for name in [n for n in _SECRET_NAMES if n not in stored and n not in from_env]:
         stored[name] = base64.b64encode(secrets.token_bytes(32)).decode()
         write_private(folder / name, stored[name] + "\n")
-    chosen, keys = stored | from_env, {}
-    for name in _SECRET_NAMES:
-        where = f"HIE_{name.upper()}" if name in from_env else f"secrets/{name}"
-        try:
-            keys[name] = base64.b64decode(chosen[name], validate=True)
-        except ValueError:
-            raise ConfigurationError(
-                f"a secret in HIE_* or secrets/ is not valid base64: {where}"
-            ) from None
-        if name != "pseudonym_key" and len(keys[name]) != 32:
-            raise ConfigurationError(
-                f"every secret but pseudonym_key is 32 bytes (base64): {where} is not"
-            )
+    chosen = stored | from_env
+    keys = _decoded(chosen, from_env)
     return Secrets(
         ledger_cipher_key=chosen["ledger_cipher_key"],
         pseudonym_key=keys["pseudonym_key"],
@@ -360,6 +348,38 @@ def _load_secrets(data_dir: Path, given: Environment) -> Secrets:
     )
 
 
+def _secrets_given(given: Environment) -> dict[str, str]:
+    return {n: v.get_secret_value() for n in _SECRET_NAMES if (v := getattr(given, n)) is not None}
+
+
+def _decoded(chosen: Mapping[str, str], from_env: Mapping[str, str]) -> dict[str, bytes]:
+    """The secrets' bytes, each checked; a refusal names where the bad one came from."""
+    keys = {}
+    for name in [n for n in _SECRET_NAMES if n in chosen]:
+        where = f"HIE_{name.upper()}" if name in from_env else f"secrets/{name}"
+        try:
+            keys[name] = base64.b64decode(chosen[name], validate=True)
+        except ValueError:
+            raise ConfigurationError(
+                f"a secret in HIE_* or secrets/ is not valid base64: {where}"
+            ) from None
+        if name != "pseudonym_key" and len(keys[name]) != 32:
+            raise ConfigurationError(
+                f"every secret but pseudonym_key is 32 bytes (base64): {where} is not"
+            )
+    return keys
+
+
+def present_secrets(env: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """The secrets the environment (``HIE_*``) and ``<data dir>/secrets/`` hold now, by name;
+    none is generated. What `hie restore` checks a backup's fingerprints against before
+    anything starts (which would generate the missing ones)."""
+    given = Environment.read(os.environ if env is None else env)
+    folder = given.data_dir.resolve() / "secrets"
+    from_env = _secrets_given(given)
+    return _decoded(_in_folder(folder) | from_env, from_env)
+
+
 def _stored_secrets(folder: Path, legacy: Path) -> dict[str, str]:
     """The secrets kept in ``folder`` (mode 0700; each file 0600 from its creation). One
     ``secrets.json`` of an older installation is moved there, a file per secret, first."""
@@ -369,4 +389,8 @@ def _stored_secrets(folder: Path, legacy: Path) -> dict[str, str]:
             if name in _SECRET_NAMES and not (folder / name).exists():
                 write_private(folder / name, value + "\n")
         legacy.unlink()
-    return {n: (folder / n).read_text().strip() for n in _SECRET_NAMES if (folder / n).exists()}
+    return _in_folder(folder)
+
+
+def _in_folder(folder: Path) -> dict[str, str]:
+    return {n: (folder / n).read_text().strip() for n in _SECRET_NAMES if (folder / n).is_file()}

@@ -29,12 +29,20 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 def run(
-    ctx: click.Context, body: Body, *, fast: bool = False, log_level: str = "WARNING"
+    ctx: click.Context,
+    body: Body,
+    *,
+    fast: bool = False,
+    log_level: str = "WARNING",
+    first: Callable[[], object] | None = None,
 ) -> NoReturn:
     """Run ``body(settings)`` to its exit code; an exchange error is one line on stderr
     (``hie: ...``) and exit code 2. The log says records from ``log_level`` up, unless
-    HIE_LOG_LEVEL says otherwise."""
+    HIE_LOG_LEVEL says otherwise. ``first`` runs before the settings are loaded (which
+    generates any secret the data directory lacks), and may refuse in the same way."""
     try:
+        if first is not None:
+            first()
         settings = settings_of(ctx)
         logs.set_level(settings.log_level or log_level)
         code = _run_fast(body(settings)) if fast else asyncio.run(body(settings))

@@ -1,7 +1,8 @@
 """`hie`: run the exchange, seed a demo county, submit records, issue tokens.
 
 The commands live one group to a module (serve, submit, tokens, notifications, audit_log,
-read_models); ``main`` runs them and turns usage errors and Ctrl-C into exit codes."""
+read_models, backup, restore); ``main`` runs them and turns usage errors and Ctrl-C into exit
+codes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import sys
 import click
 
 from exchange.cli.audit_log import audit_group
+from exchange.cli.backup import backup_command
 from exchange.cli.deploy import deploy_group
 from exchange.cli.institutions import institution_group
 from exchange.cli.notifications import notifications_command
 from exchange.cli.read_models import projections_group
+from exchange.cli.restore import restore_command
 from exchange.cli.serve import demo_command, gateway_command, up_command
 from exchange.cli.submit import submit_command
 from exchange.cli.tokens import token_command
@@ -36,6 +39,8 @@ for command in (
     institution_group,
     notifications_command,
     projections_group,
+    backup_command,
+    restore_command,
 ):
     hie.add_command(command)
 

