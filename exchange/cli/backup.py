@@ -147,8 +147,14 @@ async def take_backup(settings: Settings, target: Path, *, include_secrets: bool
     snapshots: dict[str, Snapshot] = {}
     (target / "jetstream").mkdir(mode=0o700)
 
+    durables: dict[str, list[str]] = {}
+
     async def snap(what: str) -> None:
         name = stream_name(settings.consortium, what)
+        # The durable consumers before the snapshot: each is in it (the exchange deletes
+        # none); ephemeral ones (a sender waiting for its receipts) come and go.
+        found = await nc.jetstream().consumers_info(name)
+        durables[name] = sorted(c.name for c in found if c.config.durable_name)
         snapshots[name] = await snapshot_stream(nc, name, target / "jetstream" / f"{name}.snapshot")
 
     async with _servers(settings) as endpoints:
@@ -180,7 +186,7 @@ async def take_backup(settings: Settings, target: Path, *, include_secrets: bool
             await nc.close()
             await pool.close()
     size, count = await asyncio.to_thread(
-        _finish, settings, target, snapshots, database, created_at, include_secrets
+        _finish, settings, target, snapshots, durables, database, created_at, include_secrets
     )
     click.echo(
         f"backup of consortium {settings.consortium} in {target}: {count} files, "
@@ -199,6 +205,7 @@ def _finish(
     settings: Settings,
     target: Path,
     snapshots: dict[str, Any],
+    durables: dict[str, list[str]],
     database: dict[str, Any],
     created_at: datetime,
     include_secrets: bool,
@@ -214,6 +221,8 @@ def _finish(
     if include_secrets:
         _copy_secrets(settings, target)
     files = [p for p in target.rglob("*") if p.is_file()]
+    for path in [target, *target.rglob("*")]:  # its clinical data: for the operator alone
+        path.chmod(0o700 if path.is_dir() else 0o600)
     backup_manifest.write(
         target,
         {
@@ -227,7 +236,7 @@ def _finish(
                     "messages": s.state.get("messages", 0),
                     "first_seq": s.state.get("first_seq", 0),
                     "last_seq": s.state.get("last_seq", 0),
-                    "consumers": s.state.get("consumer_count", 0),
+                    "durable_consumers": durables[name],
                     "meta": f"jetstream/{name}.json",
                     "data": f"jetstream/{name}.snapshot",
                 }

@@ -194,10 +194,8 @@ async def restore(settings: Settings, source: Path, checked: dict[str, Any]) -> 
             f"records extending the backed-up tree of {doc['database']['audit']['size']}"
         )
     for name, state in streams.items():
-        click.echo(
-            f"  stream {name}: {state['messages']} messages, {state.get('consumer_count', 0)} "
-            "consumer(s)"
-        )
+        durables = ", ".join(state["durable_consumers"]) or "none"
+        click.echo(f"  stream {name}: {state['messages']} messages; durable consumers: {durables}")
     click.echo("start it with `hie up`; `hie audit verify` then checks the whole log")
     return 0
 
@@ -300,13 +298,13 @@ async def _restore_streams(
                 meta = json.loads((source / entry["meta"]).read_text())
                 info = await restore_stream(nc, meta, source / entry["data"])
                 done[name] = state = info.get("state", {})
-                got = [state.get(k, 0) for k in ("messages", "last_seq", "consumer_count")]
-                want = [entry["messages"], entry["last_seq"], entry["consumers"]]
-                if got != want:
+                got = (state.get("messages", 0), state.get("last_seq", 0))
+                if got != (entry["messages"], entry["last_seq"]):
                     raise BackupError(
-                        f"stream {name} restored with (messages, last sequence, consumers) "
-                        f"{tuple(got)}, its snapshot had {tuple(want)}"
+                        f"stream {name} restored with (messages, last sequence) {got}, its "
+                        f"snapshot had {(entry['messages'], entry['last_seq'])}"
                     )
+                state["durable_consumers"] = await _durables(nc, name, entry)
         except BaseException:
             if nats is None:
                 for name in done:
@@ -318,6 +316,21 @@ async def _restore_streams(
         if nats is not None:
             await asyncio.to_thread(nats.stop)
     return done
+
+
+async def _durables(nc: Any, stream: str, entry: dict[str, Any]) -> list[str]:
+    """The stream's durable consumers as the backup found them, each there again."""
+    from nats.js.errors import NotFoundError
+
+    names = [str(n) for n in entry.get("durable_consumers", [])]
+    for name in names:
+        try:
+            await nc.jetstream().consumer_info(stream, name)
+        except NotFoundError:
+            raise BackupError(
+                f"stream {stream} restored without its durable consumer {name}"
+            ) from None
+    return names
 
 
 def _copy_config(source: Path, data_dir: Path) -> None:

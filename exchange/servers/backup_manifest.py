@@ -99,6 +99,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 def write(root: Path, doc: dict[str, Any]) -> Path:
     write_json(root / NAME, doc)
+    (root / NAME).chmod(0o600)
     return root / NAME
 
 

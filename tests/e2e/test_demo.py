@@ -3,75 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import IO
 
 import httpx
 import psutil
 
 from exchange.demo.data import demo_bundles, demo_residents
 from exchange.demo.seed import INSTITUTIONS
+from tests.e2e.drive import Demo, hie
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "testdata"
-
-
-def clean_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIE_")}
-    return {**env, "HIE_DATA_DIR": str(data_dir), "HIE_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
-
-
-def hie(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exchange.cli", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
-
-
-def read_until(stream: IO[str], marker: str, timeout: float = 180) -> str:
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            break
-        lines.append(line)
-        if marker in line:
-            return "".join(lines)
-    raise AssertionError("demo output ended early:\n" + "".join(lines))
-
-
-class Demo:
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.env = clean_env(data_dir)
-        self.log = log
-        with log.open("w") as sink:  # its log lines (stderr), at INFO: all it says
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "exchange.cli", "demo"],
-                env={**self.env, "HIE_LOG_LEVEL": "INFO"},
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=sink,
-            )
-        assert self.proc.stdout
-        self.out = read_until(self.proc.stdout, "Ctrl-C stops everything")
-        self.url = re.search(r"demo is running at (\S+)", self.out).group(1)  # type: ignore[union-attr]
-        tokens = re.findall(r"token \(.*\):\n\s+(\S+)", self.out)
-        self.physician, self.regulator, self.township = tokens
-        self.patients = re.findall(r"Patient/([0-9a-f-]{36})/", self.out)
-        self.children = psutil.Process(self.proc.pid).children(recursive=True)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(60)
 
 
 def test_demo_serves_a_consented_county_record_and_restarts_without_doubling(
