@@ -73,6 +73,7 @@ def precheck(source: Path, *, streams_only: bool = False) -> dict[str, Any]:
     from exchange.servers import backup_manifest, base_backup
     from exchange.settings import Environment, present_secrets
 
+    began = time.monotonic()
     doc = backup_manifest.read(source)
     size = backup_manifest.check_files(source, doc)
     base_backup.verify(source / "postgres")
@@ -98,6 +99,7 @@ def precheck(source: Path, *, streams_only: bool = False) -> dict[str, Any]:
     copied = _secrets_from_backup(source, doc, data_dir)
     warnings = backup_manifest.check_secrets(doc, present_secrets())
     return {
+        "began": began,
         "doc": doc,
         "size": size,
         "warnings": warnings,
@@ -155,7 +157,7 @@ def _secrets_from_backup(source: Path, doc: dict[str, Any], data_dir: Path) -> l
 async def restore(settings: Settings, source: Path, checked: dict[str, Any]) -> int:
     from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
 
-    doc, began = checked["doc"], time.monotonic()
+    doc, began = checked["doc"], checked["began"]
     for line in checked["warnings"]:
         click.echo(f"warning: {line}", err=True)
     if checked["copied"]:

@@ -1,0 +1,86 @@
+"""JetStream stream snapshots (exchange.servers.jetstream_snapshots) against the real embedded
+nats-server: a stream of many chunks, snapshotted through a window far smaller than the data
+(so the server waits on our flow-control answers), deleted, and restored whole with its
+durable consumer's place; and the refusals an operator sees, naming the stream."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+
+from exchange.errors import BackupError
+from exchange.servers.jetstream_snapshots import restore_stream, snapshot_stream
+from exchange.servers.nats import connect
+
+
+async def test_a_stream_of_many_chunks_comes_back_whole_with_its_consumer(
+    servers: tuple[str, str], tmp_path: Path
+) -> None:
+    nc = await connect(servers[1], "snapshot-test")
+    js = nc.jetstream()
+    name, subject = f"SNAP_{uuid.uuid4().hex[:8].upper()}", f"snap.{uuid.uuid4().hex[:8]}"
+    try:
+        # A stream of 600 random (incompressible) 8 KiB messages, ~5 MB, and a durable
+        # consumer that has acknowledged the first 100 and holds 10 more unacknowledged.
+        await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.FILE))
+        bodies = [os.urandom(8192) for _ in range(600)]
+        for body in bodies:
+            await js.publish(subject, body)
+        await js.add_consumer(
+            name, ConsumerConfig(durable_name="reader", ack_policy=AckPolicy.EXPLICIT)
+        )
+        reader = await js.pull_subscribe_bind("reader", name)
+        fetched = await reader.fetch(110, timeout=5)
+        for msg in fetched[:100]:
+            await msg.ack()
+        await nc.flush()
+        consumer = await js.consumer_info(name, "reader")
+
+        # The snapshot, 16 KiB chunks through a 64 KiB window: hundreds of answers.
+        path = tmp_path / "stream.snapshot"
+        snap = await snapshot_stream(nc, name, path, chunk_size=16 * 1024, window_size=64 * 1024)
+        assert snap.size == path.stat().st_size > 4_000_000
+        assert snap.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert snap.state["messages"] == 600
+
+        # Restoring over a stream that exists is refused, naming it.
+        with pytest.raises(BackupError, match=name):
+            await restore_stream(nc, snap.meta, path)
+
+        # Gone, then restored from the snapshot: every message, and the consumer's place.
+        await js.delete_stream(name)
+        info = await restore_stream(nc, snap.meta, path)
+        assert info["state"]["messages"] == 600
+        got = [(await js.get_msg(name, seq)).data for seq in range(1, 601)]
+        assert got == bodies
+        again = await js.consumer_info(name, "reader")
+        assert (
+            (again.ack_floor.stream_seq, again.delivered.stream_seq, again.num_pending)
+            == (
+                consumer.ack_floor.stream_seq,
+                consumer.delivered.stream_seq,
+                consumer.num_pending,
+            )
+            == (100, 110, 490)
+        )
+    finally:
+        try:
+            await js.delete_stream(name)
+        finally:
+            await nc.close()
+
+
+async def test_a_snapshot_of_a_missing_stream_is_refused_naming_it(
+    servers: tuple[str, str], tmp_path: Path
+) -> None:
+    nc = await connect(servers[1], "snapshot-test")
+    try:
+        with pytest.raises(BackupError, match=r"NO_SUCH_STREAM.*stream not found"):
+            await snapshot_stream(nc, "NO_SUCH_STREAM", tmp_path / "x.snapshot")
+    finally:
+        await nc.close()
