@@ -159,7 +159,9 @@ async def take_backup(settings: Settings, target: Path, *, include_secrets: bool
 
     async with _servers(settings) as endpoints:
         pool = await asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=2)
-        nc = await connect(endpoints.nats_url, "hie-backup")
+        nc = await connect(
+            endpoints.nats_url, "hie-backup", creds=settings.nats_creds, ca=settings.nats_ca
+        )
         try:
             await AuditStore(pool).append(  # an admin action, in the log it backs up
                 {

@@ -287,17 +287,21 @@ async def _restore_streams(
     """Each stream from its snapshot, consumers included, in the backup's order; its state
     must be the snapshot's. On a server of one's own, a failure deletes what it made."""
     from exchange.servers.jetstream_snapshots import exchange_streams, restore_stream
-    from exchange.servers.nats import connect
+    from exchange.servers.nats import cluster_size, connect
 
     url = settings.nats_url if nats is None else await asyncio.to_thread(nats.start)
     assert url is not None
     done: dict[str, dict[str, Any]] = {}
     try:
-        nc = await connect(url, "hie-restore")
+        nc = await connect(url, "hie-restore", creds=settings.nats_creds, ca=settings.nats_ca)
+        # As many copies as the exchange keeps on these servers (as at its start): a stream
+        # of a 3-node cluster comes back on a single server, and the other way round.
+        replicas = settings.nats_replicas or (3 if cluster_size(nc) >= 3 else 1)
         try:
             for name in [n for n in exchange_streams(settings.consortium) if n in doc["streams"]]:
                 entry = doc["streams"][name]
                 meta = json.loads((source / entry["meta"]).read_text())
+                meta["config"]["num_replicas"] = replicas
                 info = await restore_stream(nc, meta, source / entry["data"])
                 done[name] = state = info.get("state", {})
                 got = (state.get("messages", 0), state.get("last_seq", 0))

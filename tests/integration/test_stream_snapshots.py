@@ -1,10 +1,13 @@
-"""JetStream stream snapshots (exchange.servers.jetstream_snapshots) against the real embedded
-nats-server: a stream of many chunks, snapshotted through a window far smaller than the data
-(so the server waits on our flow-control answers), deleted, and restored whole with its
-durable consumer's place; and the refusals an operator sees, naming the stream."""
+"""JetStream stream snapshots (exchange.servers.jetstream_snapshots) against real servers: a
+stream of many chunks, snapshotted through a window far smaller than the data (so the server
+waits on our flow-control answers), deleted, and restored whole with its durable consumer's
+place; a replicated stream of a 3-node TLS cluster, taken as the exchange's own user, back
+on the cluster and on a single server; and the refusals an operator sees, naming the
+stream."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -15,7 +18,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from exchange.errors import BackupError
 from exchange.servers.jetstream_snapshots import restore_stream, snapshot_stream
-from exchange.servers.nats import connect
+from exchange.servers.nats import connect, stream_name
+from exchange.settings import Settings
+from tests.integration.nats_cluster_fixtures import Cluster, cluster, on_cluster
+
+__all__ = ["cluster"]  # the module's fixture
 
 
 async def test_a_stream_of_many_chunks_comes_back_whole_with_its_consumer(
@@ -37,8 +44,7 @@ async def test_a_stream_of_many_chunks_comes_back_whole_with_its_consumer(
         reader = await js.pull_subscribe_bind("reader", name)
         fetched = await reader.fetch(110, timeout=5)
         for msg in fetched[:100]:
-            await msg.ack()
-        await nc.flush()
+            await msg.ack_sync()
         consumer = await js.consumer_info(name, "reader")
 
         # The snapshot, 16 KiB chunks through a 64 KiB window: hundreds of answers.
@@ -84,3 +90,58 @@ async def test_a_snapshot_of_a_missing_stream_is_refused_naming_it(
             await snapshot_stream(nc, "NO_SUCH_STREAM", tmp_path / "x.snapshot")
     finally:
         await nc.close()
+
+
+async def test_a_replicated_stream_comes_back_on_the_cluster_and_on_a_single_server(
+    cluster: Cluster, settings: Settings, servers: tuple[str, str], tmp_path: Path
+) -> None:
+    async with on_cluster(cluster, settings) as on:
+        assert on.nats_url
+        nc = await connect(on.nats_url, "snapshot-test", creds=on.nats_creds, ca=on.nats_ca)
+        single = await connect(servers[1], "snapshot-test")
+        js, name = nc.jetstream(), stream_name(on.consortium, "RECEIPTS")
+        subject = f"hie.{on.consortium}.receipt.thc-a"
+        try:
+            # Three copies of a stream on the cluster, with a durable consumer half way.
+            await js.add_stream(
+                StreamConfig(
+                    name=name, subjects=[subject], num_replicas=3, storage=StorageType.FILE
+                )
+            )
+            bodies = [os.urandom(2048) for _ in range(200)]
+            for body in bodies:
+                await js.publish(subject, body)
+            await js.add_consumer(
+                name, ConsumerConfig(durable_name="receipts-thc-a", ack_policy=AckPolicy.EXPLICIT)
+            )
+            reader = await js.pull_subscribe_bind("receipts-thc-a", name)
+            for msg in await reader.fetch(100, timeout=5):
+                await msg.ack_sync()
+
+            # Taken as the exchange's own user, over TLS, from the stream's leader.
+            path = tmp_path / "receipts.snapshot"
+            snap = await snapshot_stream(nc, name, path, chunk_size=8192, window_size=32768)
+            await js.delete_stream(name)
+
+            # Back on the cluster with its three copies, and on a single server with one.
+            for client, replicas in ((nc, 3), (single, 1)):
+                meta = {**snap.meta, "config": {**snap.config, "num_replicas": replicas}}
+                info = await restore_stream(client, meta, path)
+                assert info["config"]["num_replicas"] == replicas
+                assert info["state"]["messages"] == 200
+                there = client.jetstream()
+                got = [(await there.get_msg(name, seq)).data for seq in (1, 100, 200)]
+                assert got == [bodies[0], bodies[99], bodies[199]]
+                for _ in range(100):  # on the cluster, its consumer elects a leader first
+                    consumer = await there.consumer_info(name, "receipts-thc-a")
+                    if consumer.num_pending == 100:
+                        break
+                    await asyncio.sleep(0.1)
+                assert (consumer.ack_floor.stream_seq, consumer.num_pending) == (100, 100)
+        finally:
+            for client in (nc, single):
+                try:
+                    await client.jetstream().delete_stream(name)
+                except Exception:
+                    pass
+                await client.close()
