@@ -104,9 +104,9 @@ async def _servers(settings: Settings) -> AsyncIterator[Any]:
             await asyncio.to_thread(server.stop)
 
 
-async def _database_state(settings: Settings, database_url: str, pool: Any) -> dict[str, Any]:
-    """What the database holds as the base backup starts: the restore finds at least this."""
-    from audit.postgres import AuditStore
+async def ledger_position(settings: Settings, database_url: str) -> int:
+    """The ledger's last position in the database ``database_url`` names (its tables as
+    they are: nothing is created)."""
     from exchange.ingest.ledger import Ledger
 
     ledger = await asyncio.to_thread(
@@ -117,14 +117,20 @@ async def _database_state(settings: Settings, database_url: str, pool: Any) -> d
         create_tables=False,
     )
     try:
-        position = await asyncio.to_thread(ledger.max_position)
+        return int(await asyncio.to_thread(ledger.max_position))
     finally:
         ledger.close()
+
+
+async def _database_state(settings: Settings, database_url: str, pool: Any) -> dict[str, Any]:
+    """What the database holds as the base backup starts: the restore finds at least this."""
+    from audit.postgres import AuditStore
+
     tree = await AuditStore(pool).tree()
     return {
         "server_version_num": int(await pool.fetchval("SHOW server_version_num")),
         "database": await pool.fetchval("SELECT current_database()"),
-        "ledger_position": position,
+        "ledger_position": await ledger_position(settings, database_url),
         "audit": {"size": tree.size, "root": tree.root.hex()},
     }
 

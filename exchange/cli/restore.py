@@ -228,20 +228,10 @@ async def _check_database(
 
     from audit.merkle import SHA256, verify_consistency
     from audit.postgres import AuditStore
-    from exchange.ingest.ledger import Ledger
+    from exchange.cli.backup import ledger_position
 
     recorded = doc["database"]
-    ledger = await asyncio.to_thread(
-        Ledger,
-        url,
-        settings.secrets.ledger_cipher_key,
-        settings.secrets.pseudonym_key,
-        create_tables=False,
-    )
-    try:
-        position = await asyncio.to_thread(ledger.max_position)
-    finally:
-        ledger.close()
+    position = await ledger_position(settings, url)
     if position < recorded["ledger_position"]:
         raise BackupError(
             f"the restored ledger ends at position {position}, before the backup's "
@@ -325,17 +315,23 @@ async def _restore_streams(
 
 
 async def _durables(nc: Any, stream: str, entry: dict[str, Any]) -> list[str]:
-    """The stream's durable consumers as the backup found them, each there again."""
+    """The stream's durable consumers as the backup found them, each there again (on a
+    cluster, a restored consumer is found once its replicas have formed: a few seconds)."""
     from nats.js.errors import NotFoundError
 
     names = [str(n) for n in entry.get("durable_consumers", [])]
+    deadline = time.monotonic() + 15
     for name in names:
-        try:
-            await nc.jetstream().consumer_info(stream, name)
-        except NotFoundError:
-            raise BackupError(
-                f"stream {stream} restored without its durable consumer {name}"
-            ) from None
+        while True:
+            try:
+                await nc.jetstream().consumer_info(stream, name)
+                break
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise BackupError(
+                        f"stream {stream} restored without its durable consumer {name}"
+                    ) from None
+                await asyncio.sleep(0.2)
     return names
 
 

@@ -8,13 +8,16 @@ stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
 from pathlib import Path
 
 import pytest
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 
 from exchange.errors import BackupError
 from exchange.servers.jetstream_snapshots import restore_stream, snapshot_stream
@@ -23,6 +26,32 @@ from exchange.settings import Settings
 from tests.integration.nats_cluster_fixtures import Cluster, cluster, on_cluster
 
 __all__ = ["cluster"]  # the module's fixture
+
+
+async def fill(
+    js: JetStreamContext,
+    name: str,
+    subject: str,
+    durable: str,
+    *,
+    count: int,
+    size: int,
+    fetched: int,
+    replicas: int = 1,
+) -> list[bytes]:
+    """A stream of ``count`` random (incompressible) messages of ``size`` bytes, and a durable
+    consumer that has fetched ``fetched`` of them and acknowledged the first 100."""
+    await js.add_stream(
+        StreamConfig(name=name, subjects=[subject], num_replicas=replicas, storage=StorageType.FILE)
+    )
+    bodies = [os.urandom(size) for _ in range(count)]
+    for body in bodies:
+        await js.publish(subject, body)
+    await js.add_consumer(name, ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT))
+    reader = await js.pull_subscribe_bind(durable, name)
+    for msg in (await reader.fetch(fetched, timeout=5))[:100]:
+        await msg.ack_sync()
+    return bodies
 
 
 async def test_a_stream_of_many_chunks_comes_back_whole_with_its_consumer(
@@ -34,17 +63,7 @@ async def test_a_stream_of_many_chunks_comes_back_whole_with_its_consumer(
     try:
         # A stream of 600 random (incompressible) 8 KiB messages, ~5 MB, and a durable
         # consumer that has acknowledged the first 100 and holds 10 more unacknowledged.
-        await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.FILE))
-        bodies = [os.urandom(8192) for _ in range(600)]
-        for body in bodies:
-            await js.publish(subject, body)
-        await js.add_consumer(
-            name, ConsumerConfig(durable_name="reader", ack_policy=AckPolicy.EXPLICIT)
-        )
-        reader = await js.pull_subscribe_bind("reader", name)
-        fetched = await reader.fetch(110, timeout=5)
-        for msg in fetched[:100]:
-            await msg.ack_sync()
+        bodies = await fill(js, name, subject, "reader", count=600, size=8192, fetched=110)
         consumer = await js.consumer_info(name, "reader")
 
         # The snapshot, 16 KiB chunks through a 64 KiB window: hundreds of answers.
@@ -103,20 +122,9 @@ async def test_a_replicated_stream_comes_back_on_the_cluster_and_on_a_single_ser
         subject = f"hie.{on.consortium}.receipt.thc-a"
         try:
             # Three copies of a stream on the cluster, with a durable consumer half way.
-            await js.add_stream(
-                StreamConfig(
-                    name=name, subjects=[subject], num_replicas=3, storage=StorageType.FILE
-                )
+            bodies = await fill(
+                js, name, subject, "receipts-thc-a", count=200, size=2048, fetched=100, replicas=3
             )
-            bodies = [os.urandom(2048) for _ in range(200)]
-            for body in bodies:
-                await js.publish(subject, body)
-            await js.add_consumer(
-                name, ConsumerConfig(durable_name="receipts-thc-a", ack_policy=AckPolicy.EXPLICIT)
-            )
-            reader = await js.pull_subscribe_bind("receipts-thc-a", name)
-            for msg in await reader.fetch(100, timeout=5):
-                await msg.ack_sync()
 
             # Taken as the exchange's own user, over TLS, from the stream's leader.
             path = tmp_path / "receipts.snapshot"
@@ -132,10 +140,11 @@ async def test_a_replicated_stream_comes_back_on_the_cluster_and_on_a_single_ser
                 there = client.jetstream()
                 got = [(await there.get_msg(name, seq)).data for seq in (1, 100, 200)]
                 assert got == [bodies[0], bodies[99], bodies[199]]
-                for _ in range(100):  # on the cluster, its consumer elects a leader first
-                    consumer = await there.consumer_info(name, "receipts-thc-a")
-                    if consumer.num_pending == 100:
-                        break
+                for _ in range(100):  # on the cluster, its consumer forms and elects first
+                    with contextlib.suppress(NotFoundError):
+                        consumer = await there.consumer_info(name, "receipts-thc-a")
+                        if consumer.num_pending == 100:
+                            break
                     await asyncio.sleep(0.1)
                 assert (consumer.ack_floor.stream_seq, consumer.num_pending) == (100, 100)
         finally:
