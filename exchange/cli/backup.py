@@ -71,6 +71,10 @@ def backup_command(ctx: click.Context, target: Path, include_secrets: bool) -> N
     run(ctx, lambda settings: take_backup(settings, target, include_secrets=include_secrets))
 
 
+def _holds_files(folder: Path) -> bool:
+    return any(p.is_file() for p in folder.rglob("*"))
+
+
 def _empty_target(target: Path) -> None:
     from exchange.errors import BackupError
 
@@ -136,6 +140,38 @@ async def _database_state(settings: Settings, database_url: str, pool: Any) -> d
 
 
 async def take_backup(settings: Settings, target: Path, *, include_secrets: bool) -> int:
+    _empty_target(target)
+    began, created_at = time.monotonic(), datetime.now(UTC)
+    try:
+        snapshots, durables, database = await _take(settings, target, created_at, include_secrets)
+        size, count = await asyncio.to_thread(
+            _finish, settings, target, snapshots, durables, database, created_at, include_secrets
+        )
+    except BaseException:
+        if _holds_files(target):
+            click.echo(
+                f"hie: the backup in {target} is incomplete (no manifest.json): remove it",
+                err=True,
+            )
+        raise
+    click.echo(
+        f"backup of consortium {settings.consortium} in {target}: {count} files, "
+        f"{size / 1e6:.1f} MB, in {time.monotonic() - began:.1f} s (ledger position "
+        f"{database['ledger_position']}, audit log {database['audit']['size']} records, "
+        f"{len(snapshots)} streams with their consumers)"
+    )
+    if include_secrets:
+        click.echo(SECRETS_WARNING, err=True)
+    else:
+        click.echo(SECRETS_ADVICE.format(folder=settings.data_dir / "secrets"))
+    return 0
+
+
+async def _take(
+    settings: Settings, target: Path, created_at: datetime, include_secrets: bool
+) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, Any]]:
+    """The snapshots and the base backup, in their order; what each stream and the database
+    held."""
     import asyncpg
 
     from audit.postgres import AuditStore
@@ -143,16 +179,11 @@ async def take_backup(settings: Settings, target: Path, *, include_secrets: bool
     from exchange.servers.jetstream_snapshots import (
         AFTER_DATABASE,
         BEFORE_DATABASE,
-        Snapshot,
         snapshot_stream,
     )
     from exchange.servers.nats import connect, stream_name
 
-    _empty_target(target)
-    began, created_at = time.monotonic(), datetime.now(UTC)
-    snapshots: dict[str, Snapshot] = {}
-    (target / "jetstream").mkdir(mode=0o700)
-
+    snapshots: dict[str, Any] = {}
     durables: dict[str, list[str]] = {}
 
     async def snap(what: str) -> None:
@@ -164,6 +195,7 @@ async def take_backup(settings: Settings, target: Path, *, include_secrets: bool
         snapshots[name] = await snapshot_stream(nc, name, target / "jetstream" / f"{name}.snapshot")
 
     async with _servers(settings) as endpoints:
+        (target / "jetstream").mkdir(mode=0o700)
         pool = await asyncpg.create_pool(endpoints.database_url, min_size=1, max_size=2)
         nc = await connect(
             endpoints.nats_url, "hie-backup", creds=settings.nats_creds, ca=settings.nats_ca
@@ -193,20 +225,7 @@ async def take_backup(settings: Settings, target: Path, *, include_secrets: bool
         finally:
             await nc.close()
             await pool.close()
-    size, count = await asyncio.to_thread(
-        _finish, settings, target, snapshots, durables, database, created_at, include_secrets
-    )
-    click.echo(
-        f"backup of consortium {settings.consortium} in {target}: {count} files, "
-        f"{size / 1e6:.1f} MB, in {time.monotonic() - began:.1f} s (ledger position "
-        f"{database['ledger_position']}, audit log {database['audit']['size']} records, "
-        f"{len(snapshots)} streams with their consumers)"
-    )
-    if include_secrets:
-        click.echo(SECRETS_WARNING, err=True)
-    else:
-        click.echo(SECRETS_ADVICE.format(folder=settings.data_dir / "secrets"))
-    return 0
+    return snapshots, durables, database
 
 
 def _finish(
