@@ -4,18 +4,23 @@ database and its streams, dropped so the servers are left as they were found."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import asyncpg
-import nats
+
+from bench.ingest_topology import NatsTarget, with_database
 
 
-async def drop_what_the_run_made(db_url: str, nats_url: str, consortium: str) -> None:
+async def drop_what_the_run_made(db_url: str, nats: str | NatsTarget, consortium: str) -> None:
+    """``nats``: a target, or a URL reached with HIE_NATS_CREDS / HIE_NATS_CA if set."""
+    if isinstance(nats, str):
+        nats = NatsTarget.of_env({**os.environ, "HIE_NATS_URL": nats})
     with contextlib.suppress(Exception):
-        admin = await asyncpg.connect(db_url.rsplit("/", 1)[0] + "/postgres")
+        admin = await asyncpg.connect(with_database(db_url, "postgres"))
         await admin.execute(f'DROP DATABASE IF EXISTS "{consortium}" WITH (FORCE)')
         await admin.close()
     with contextlib.suppress(Exception):
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect("cleanup")
         js = nc.jetstream()
         for stream in await js.streams_info():
             name = stream.config.name or ""

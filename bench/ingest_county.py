@@ -4,8 +4,10 @@ Values are synthetic; resident IDs are valid, made-up GB 11643 numbers."""
 
 from __future__ import annotations
 
+import math
 import re
 import struct
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -138,3 +140,64 @@ def read_envelopes(path: Path) -> list[bytes]:
         out.append(blob[i + 4 : i + 4 + n])
         i += 4 + n
     return out
+
+
+@dataclass
+class County:
+    """The run's county, built once and sent to every topology of the run: each
+    institution's key, its envelopes for the full-speed phase (a file) and its two sets for
+    the fixed-rate windows (fresh residents each: during autovacuum, then after it)."""
+
+    institutions: list[str]
+    keys: dict[str, Any]
+    files: dict[str, Path]
+    rate_during: dict[str, list[bytes]]
+    rate_after: dict[str, list[bytes]]
+    submissions: int
+    events: int
+
+
+def build_county(
+    work: Path,
+    *,
+    events: int,
+    institutions: int,
+    per_submission: int,
+    rate: float,
+    rate_seconds: float,
+    per_resident: int = 75,
+) -> County:
+    from adapters.envelope import new_private_key
+
+    names = ["county-hospital", *[f"thc-{i}" for i in range(1, institutions)]]
+    residents = events // per_resident // len(names)
+    keys = {inst: new_private_key() for inst in names}
+    print(
+        f"building {events:,} events: {len(names)} institutions × {residents:,} residents × "
+        f"{per_resident} events, {per_submission} per submission ...",
+        flush=True,
+    )
+    files, subs, count = {}, 0, 0
+    for n, inst in enumerate(names):
+        files[inst] = work / f"{inst}.envelopes"
+        s, e = write_envelopes(
+            files[inst],
+            inst,
+            keys[inst],
+            range(n * residents, (n + 1) * residents),
+            per_resident,
+            per_submission,
+        )
+        subs, count = subs + s, count + e
+    # Each window sends rate × seconds events, institutions in turn: residents enough for it.
+    window = math.ceil(rate * rate_seconds / len(names) / per_resident) + 2
+    windows: list[dict[str, list[bytes]]] = [{}, {}]
+    for n, inst in enumerate(names):
+        for w, sets in enumerate(windows):
+            path = work / f"{inst}.rate{w}"
+            first = 10**6 + (n * 2 + w) * window
+            write_envelopes(
+                path, inst, keys[inst], range(first, first + window), per_resident, per_submission
+            )
+            sets[inst] = read_envelopes(path)
+    return County(names, keys, files, windows[0], windows[1], subs, count)

@@ -1,7 +1,7 @@
 """The ingest benchmark's load and what it watches: institutions publishing their envelopes
 (each in its own process), receipts counted, the projection followed until every submission
-is visible, a fixed offered rate with its lag per submission, autovacuum waited out, and the
-RSS and CPU of every process of the exchange."""
+is visible, a fixed offered rate with its lag per submission, and the RSS and CPU of every
+process of the exchange."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ import nats
 import psutil
 
 from bench.ingest_county import read_envelopes, submission_id
+from bench.ingest_topology import NatsTarget
 
 
 async def publish_all(
-    nats_url: str, subject: str, envelopes: list[bytes], window: int = 64
+    target: NatsTarget, subject: str, envelopes: list[bytes], window: int = 64
 ) -> None:
-    nc = await nats.connect(nats_url)
+    nc = await target.connect("publisher")
     js = nc.jetstream()
     sem = asyncio.Semaphore(window)
 
@@ -51,7 +52,12 @@ async def publish_all(
 def publisher_main(args: argparse.Namespace) -> None:
     """A child process: one institution publishing its file as fast as JetStream takes it."""
     envelopes = read_envelopes(Path(args.publisher))
-    asyncio.run(publish_all(args.nats_url, args.subject, envelopes))
+    target = NatsTarget(
+        args.nats_url,
+        Path(args.nats_creds) if args.nats_creds else None,
+        Path(args.nats_ca) if args.nats_ca else None,
+    )
+    asyncio.run(publish_all(target, args.subject, envelopes))
 
 
 class Rss:
@@ -138,17 +144,19 @@ async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -
 
 
 async def fixed_rate(
-    nats_url: str,
+    target: NatsTarget,
     consortium: str,
     pool: asyncpg.Pool,
     envelopes: dict[str, list[bytes]],
     rate: float,
     seconds: float,
     per_submission: int,
+    after_receipt: list[float] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Offer ``rate`` events/s for ``seconds``; per submission, publish → visible seconds,
-    and publish → receipt (the gateway's share of it)."""
-    nc = await nats.connect(nats_url)
+    and publish → receipt (the gateway's share of it); receipt → visible (the projection's
+    share) into ``after_receipt`` if given, all three sorted."""
+    nc = await target.connect("fixed rate")
     js = nc.jetstream()
     published: dict[str, float] = {}
     positions: dict[str, int] = {}
@@ -201,28 +209,12 @@ async def fixed_rate(
     await asyncio.wait_for(done.wait(), 120)
     watcher.cancel()
     await nc.close()
+    if after_receipt is not None:
+        after_receipt += sorted(visible[s] - receipted[s] for s in visible)
     return (
         sorted(visible[s] - published[s] for s in visible),
         sorted(receipted[s] - published[s] for s in receipted),
     )
-
-
-async def autovacuum_done(pool: asyncpg.Pool, timeout: float) -> float:
-    """Wait until no autovacuum worker has been busy on this database for two seconds;
-    return how long that took."""
-    start = quiet_since = time.monotonic()
-    while time.monotonic() - start < timeout:
-        busy = await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
-            "AND datname = current_database()"
-        )
-        now = time.monotonic()
-        if busy:
-            quiet_since = now
-        elif now - quiet_since >= 2.0:
-            return quiet_since - start
-        await asyncio.sleep(0.25)
-    return time.monotonic() - start
 
 
 def quantile(sorted_values: list[float], q: float) -> float:

@@ -12,7 +12,8 @@ import uuid
 from typing import Any
 
 import asyncpg
-import nats
+
+from bench.ingest_topology import NatsTarget
 
 
 def raw_ledger_limit(database_url: str, items: list[dict[str, Any]]) -> float:
@@ -64,13 +65,17 @@ async def raw_copy(database_url: str, items: list[dict[str, Any]]) -> float:
 
 
 async def raw_jetstream(
-    nats_url: str, envelopes: list[bytes], events_each: float
+    target: NatsTarget, envelopes: list[bytes], events_each: float
 ) -> dict[str, float]:
-    """Publish the envelopes to a scratch stream and fetch+ack them back: events/s each way."""
-    nc = await nats.connect(nats_url)
+    """Publish the envelopes to a scratch stream and fetch+ack them back: events/s each way.
+    The stream has as many copies as the exchange's own would (3 on a cluster of three)."""
+    from exchange.servers.nats import cluster_size
+
+    nc = await target.connect("raw figures")
     js = nc.jetstream()
     name = f"RAW_{uuid.uuid4().hex[:8].upper()}"
-    await js.add_stream(name=name, subjects=[f"raw.{name}"])
+    replicas = 3 if cluster_size(nc) >= 3 else 1
+    await js.add_stream(name=name, subjects=[f"raw.{name}"], num_replicas=replicas)
     try:
         t = time.perf_counter()
         acks = [await js.publish_async(f"raw.{name}", data, wait_stall=5) for data in envelopes]

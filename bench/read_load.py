@@ -89,7 +89,7 @@ async def start_hie_up(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = re.search(
-            r"exchange ready: (http://\S+?)/fhir/metadata", log.read_text(errors="replace")
+            r"exchange ready: (https?://\S+?)/fhir/metadata", log.read_text(errors="replace")
         )
         if found:
             return proc, found.group(1)

@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 import psutil
 
-from bench.ingest_load import autovacuum_done
+from bench.autovacuum import autovacuum_done, autovacuum_start
 from bench.ingest_raw import raw_copy, raw_jetstream, raw_ledger_limit
+from bench.ingest_topology import NatsTarget
 from bench.read_county import INSTITUTIONS
 from bench.read_load import cpu_seconds
 from bench.read_raw import raw_postgres
@@ -30,7 +31,7 @@ from bench.scale_step import (
     settle,
     spool,
 )
-from bench.scale_watch import Watch, autovacuum_start, free_bytes, store_bytes
+from bench.scale_watch import Watch, free_bytes, store_bytes
 
 PRIOR_BYTES_PER_EVENT = 5000  # database + JetStream, before the first step has measured it
 SPOOL_BYTES_PER_EVENT = 400  # signed envelopes waiting in the spool
@@ -84,7 +85,7 @@ async def raw_figures(base: str, consortium: str, nats_url: str, args: Any) -> d
             await asyncio.to_thread(raw_ledger_limit, url, items[:4000])
         )
         out["raw_copy_rows_per_s"] = round(await raw_copy(url, items))
-        js = await raw_jetstream(nats_url, envelopes, len(items) / len(envelopes))
+        js = await raw_jetstream(NatsTarget(nats_url), envelopes, len(items) / len(envelopes))
         out |= {f"raw_jetstream_{k}": round(v) for k, v in js.items()}
         return out
     finally:

@@ -25,12 +25,13 @@ import asyncpg
 import nats
 import psutil
 
+from bench.autovacuum import Autovacuum
 from bench.ingest_county import submission_id
 from bench.ingest_load import Receipts, fixed_rate, quantile, wait_visible
+from bench.ingest_topology import NatsTarget
 from bench.read_county import INSTITUTIONS
 from bench.read_load import Processes, drive
 from bench.scale_county import read_all, resident_id, spool_chunk
-from bench.scale_watch import Autovacuum
 
 HIE = str(Path(sys.executable).with_name("hie"))
 SCALE = str(Path(__file__).resolve().with_name("scale.py"))
@@ -162,7 +163,7 @@ async def lag_phase(run: Run, spooled: dict[str, Any]) -> dict[str, Any]:
     watcher = asyncio.create_task(watch.run(stop))
     try:
         lags, to_receipt = await fixed_rate(
-            run.nats_url,
+            NatsTarget(run.nats_url),
             run.consortium,
             run.pool,
             envelopes,

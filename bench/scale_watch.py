@@ -1,6 +1,6 @@
 """What the scale benchmark watches: the peak RSS of every process of the exchange and of the
-servers (sampled throughout, per step), autovacuum at work, the database's and JetStream's
-bytes, and the free disk a step needs."""
+servers (sampled throughout, per step), the database's and JetStream's bytes, and the free
+disk a step needs (autovacuum: bench/autovacuum.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import nats
@@ -72,50 +70,6 @@ class Watch:
             await asyncio.to_thread(self.sample_once)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.every)
-
-
-class Autovacuum:
-    """Samples, while a phase runs, whether an autovacuum worker is busy on this database and
-    on which tables (pg_stat_progress_vacuum)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self.samples = self.busy = 0
-        self.tables: set[str] = set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            rows = await self.pool.fetch(
-                "SELECT a.pid, p.relid::regclass::text AS rel FROM pg_stat_activity a "
-                "LEFT JOIN pg_stat_progress_vacuum p ON p.pid = a.pid "
-                "WHERE a.backend_type = 'autovacuum worker' AND a.datname = current_database()"
-            )
-            self.samples += 1
-            if rows:
-                self.busy += 1
-                self.tables |= {r["rel"] for r in rows if r["rel"]}
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "autovacuum_busy_share": round(self.busy / max(1, self.samples), 2),
-            "autovacuum_tables": sorted(self.tables),
-        }
-
-
-async def autovacuum_start(pool: asyncpg.Pool, timeout: float) -> float | None:
-    """Wait until an autovacuum worker is busy on this database (the launcher visits each
-    database once a minute); the seconds it took, or None if none came in ``timeout``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
-            "AND datname = current_database()"
-        ):
-            return time.monotonic() - start
-        await asyncio.sleep(0.25)
-    return None
 
 
 def dir_bytes(path: Path) -> int:

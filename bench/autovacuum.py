@@ -1,0 +1,128 @@
+"""PostgreSQL's autovacuum as the benchmarks see it: waiting for a worker to begin on the
+benchmark's database, or for every worker to be done, and sampling what the workers do while a
+phase runs (which table, vacuum or analyze and in which phase, for how many seconds of the
+phase, with the workers' CPU and I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import asyncpg
+import psutil
+
+# Each autovacuum worker busy on this database: its table (a TOAST table named for the table
+# it belongs to), and what it does (pg_stat_progress_vacuum / _analyze; PostgreSQL 13+).
+_WORKERS = """
+SELECT a.pid,
+       coalesce(o.relname || ' (TOAST)', c.relname, a.query) AS rel,
+       CASE WHEN v.pid IS NOT NULL THEN 'vacuum: ' || v.phase
+            WHEN z.pid IS NOT NULL THEN 'analyze: ' || z.phase
+            ELSE 'starting' END AS doing
+FROM pg_stat_activity a
+LEFT JOIN pg_stat_progress_vacuum v ON v.pid = a.pid
+LEFT JOIN pg_stat_progress_analyze z ON z.pid = a.pid
+LEFT JOIN pg_class c ON c.oid = coalesce(v.relid, z.relid)
+LEFT JOIN pg_class o ON c.relkind = 't' AND o.reltoastrelid = c.oid
+WHERE a.backend_type = 'autovacuum worker' AND a.datname = current_database()
+"""
+_BUSY = (
+    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+    "AND datname = current_database()"
+)
+
+
+class Autovacuum:
+    """Samples, every ``every`` seconds while a phase runs, the autovacuum workers busy on
+    this database: the share of samples with one busy, the seconds of the phase each table
+    had a worker (a sample counts for the time since the one before), the seconds by what
+    the worker was doing, and the workers' CPU seconds and bytes read and written (from
+    /proc: the benchmark runs on the database's machine)."""
+
+    def __init__(self, pool: asyncpg.Pool, every: float = 0.25) -> None:
+        self.pool, self.every = pool, every
+        self.samples = self.busy = 0
+        self.busy_s = 0.0
+        self.tables: set[str] = set()
+        self.by_table: dict[str, float] = {}
+        self.by_phase: dict[str, float] = {}
+        self.workers: dict[int, tuple[float, int, int]] = {}  # pid → last (cpu, read, written)
+        self.first: dict[int, tuple[float, int, int]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            rows = await self.pool.fetch(_WORKERS)
+            now = time.monotonic()
+            span, last = now - last, now
+            self.samples += 1
+            if rows:
+                self.busy += 1
+                self.busy_s += span
+            for row in rows:
+                rel = str(row["rel"]).removeprefix("autovacuum: ")
+                self.tables.add(rel)
+                phase = f"{rel}: {row['doing']}"
+                self.by_table[rel] = self.by_table.get(rel, 0.0) + span
+                self.by_phase[phase] = self.by_phase.get(phase, 0.0) + span
+                self._note(int(row["pid"]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every)
+
+    def _note(self, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            cpu = proc.cpu_times()
+            io = proc.io_counters()
+            now = (cpu.user + cpu.system, io.read_bytes, io.write_bytes)
+            self.first.setdefault(pid, now)
+            self.workers[pid] = now
+
+    def figures(self) -> dict[str, Any]:
+        used = [
+            tuple(b - a for a, b in zip(self.first[pid], self.workers[pid], strict=True))
+            for pid in self.workers
+        ]
+        return {
+            "autovacuum_busy_share": round(self.busy / max(1, self.samples), 2),
+            "autovacuum_tables": sorted(self.tables),
+            "autovacuum_busy_s": round(self.busy_s, 1),
+            "autovacuum_s_by_table": longest_first(self.by_table),
+            "autovacuum_s_by_phase": longest_first(self.by_phase),
+            "autovacuum_workers": len(self.workers),
+            "autovacuum_cpu_s": round(sum(u[0] for u in used), 1),
+            "autovacuum_read_mb": round(sum(u[1] for u in used) / 2**20, 1),
+            "autovacuum_written_mb": round(sum(u[2] for u in used) / 2**20, 1),
+        }
+
+
+def longest_first(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
+
+
+async def autovacuum_start(pool: asyncpg.Pool, timeout: float) -> float | None:
+    """Wait until an autovacuum worker is busy on this database (the launcher visits each
+    database once a minute); the seconds it took, or None if none came in ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if await pool.fetchval(_BUSY):
+            return time.monotonic() - start
+        await asyncio.sleep(0.25)
+    return None
+
+
+async def autovacuum_done(pool: asyncpg.Pool, timeout: float) -> float:
+    """Wait until no autovacuum worker has been busy on this database for two seconds;
+    return how long that took."""
+    start = quiet_since = time.monotonic()
+    while time.monotonic() - start < timeout:
+        busy = await pool.fetchval(_BUSY)
+        now = time.monotonic()
+        if busy:
+            quiet_since = now
+        elif now - quiet_since >= 2.0:
+            return quiet_since - start
+        await asyncio.sleep(0.25)
+    return time.monotonic() - start

@@ -1,0 +1,118 @@
+"""One fixed-rate window of the ingest benchmark, with what shares the machine meanwhile: the
+lag per submission split into the gateway's share (publish → receipt) and the projection's
+(receipt → visible), PostgreSQL's autovacuum sampled throughout (bench/autovacuum.py), each
+process's CPU seconds, the machine's busy share, and the kernel's pressure stall figures
+(/proc/pressure: the share of the window some task waited for a core, or for I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+from bench.autovacuum import Autovacuum
+from bench.ingest_load import cpu_seconds, fixed_rate, quantile
+from bench.ingest_topology import NatsTarget
+from bench.read_load import busy_seconds
+
+PRESSURE = Path("/proc/pressure")
+
+
+def stalled_us() -> dict[str, int]:
+    """Microseconds some task (``some``) or every task (``full``) stalled, since boot, for a
+    core and for I/O; empty where the kernel keeps no pressure figures."""
+    out: dict[str, int] = {}
+    for resource in ("cpu", "io"):
+        try:
+            lines = (PRESSURE / resource).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            kind, *fields = line.split()
+            total = dict(f.split("=") for f in fields)["total"]
+            out[f"{resource}_{kind}"] = int(total)
+    return out
+
+
+class Usage:
+    """CPU seconds per watched process (servers with their children) and the machine's
+    busy and stalled time, read at the start and the end of a window."""
+
+    def __init__(self, watched: dict[str, psutil.Process]) -> None:
+        self.watched = watched
+
+    def read(self) -> dict[str, Any]:
+        return {
+            "at": time.monotonic(),
+            "busy": busy_seconds(),
+            "stalled": stalled_us(),
+            "cpu": {
+                n: cpu_seconds(p, n.startswith("server"))
+                for n, p in self.watched.items()
+                if p.is_running()
+            },
+        }
+
+    @staticmethod
+    def between(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        span = b["at"] - a["at"]
+        return {
+            "window_s": round(span, 1),
+            "machine_busy_share": round((b["busy"] - a["busy"]) / span / (os.cpu_count() or 1), 2),
+            **{
+                f"stall_{k}_share": round((b["stalled"][k] - v) / 1e6 / span, 3)
+                for k, v in a["stalled"].items()
+                if k in b["stalled"]
+            },
+            "cpu_s_by_process": {
+                n: round(b["cpu"][n] - v, 1) for n, v in a["cpu"].items() if n in b["cpu"]
+            },
+        }
+
+
+async def measure_window(
+    target: NatsTarget,
+    consortium: str,
+    pool: asyncpg.Pool,
+    envelopes: dict[str, list[bytes]],
+    args: Any,
+    watched: dict[str, psutil.Process],
+) -> dict[str, Any]:
+    """``args.rate`` events/s offered for ``args.rate_seconds``; the lag figures, what
+    autovacuum did meanwhile, and the window's CPU and stalls."""
+    autovacuum, stop = Autovacuum(pool), asyncio.Event()
+    sampler = asyncio.create_task(autovacuum.run(stop))
+    usage = Usage(watched)
+    before = usage.read()
+    projection: list[float] = []
+    try:
+        lags, to_receipt = await fixed_rate(
+            target,
+            consortium,
+            pool,
+            envelopes,
+            args.rate,
+            args.rate_seconds,
+            args.per_submission,
+            after_receipt=projection,
+        )
+    finally:
+        stop.set()
+        await sampler
+    return {
+        "lag_submissions": len(lags),
+        "lag_p50_s": round(statistics.median(lags), 4),
+        "lag_p99_s": round(quantile(lags, 0.99), 4),
+        "lag_max_s": round(lags[-1], 4),
+        "receipt_p50_s": round(statistics.median(to_receipt), 4),
+        "receipt_p99_s": round(quantile(to_receipt, 0.99), 4),
+        "receipt_to_visible_p99_s": round(quantile(projection, 0.99), 4),
+        **autovacuum.figures(),
+        **Usage.between(before, usage.read()),
+    }
