@@ -39,10 +39,14 @@ class Autovacuum:
     this database: the share of samples with one busy, the seconds of the phase each table
     had a worker (a sample counts for the time since the one before), the seconds by what
     the worker was doing, and the workers' CPU seconds and bytes read and written (from
-    /proc: the benchmark runs on the database's machine)."""
+    /proc: the benchmark runs on the database's machine). ``timeline()``: each table's
+    stretches of work, in seconds since ``since`` (a monotonic time; default: now)."""
 
-    def __init__(self, pool: asyncpg.Pool, every: float = 0.25) -> None:
+    def __init__(self, pool: asyncpg.Pool, every: float = 0.25, since: float | None = None) -> None:
         self.pool, self.every = pool, every
+        self.since = time.monotonic() if since is None else since
+        self.open: dict[tuple[int, str], list[float]] = {}  # (pid, table) → [from, to]
+        self.done: list[tuple[str, float, float]] = []
         self.samples = self.busy = 0
         self.busy_s = 0.0
         self.tables: set[str] = set()
@@ -61,6 +65,12 @@ class Autovacuum:
             if rows:
                 self.busy += 1
                 self.busy_s += span
+            seen = {(int(r["pid"]), str(r["rel"]).removeprefix("autovacuum: ")) for r in rows}
+            for key in [k for k in self.open if k not in seen]:
+                start, end = self.open.pop(key)
+                self.done.append((key[1], start, end))
+            for key in seen:
+                self.open.setdefault(key, [now, now])[1] = now
             for row in rows:
                 rel = str(row["rel"]).removeprefix("autovacuum: ")
                 self.tables.add(rel)
@@ -79,6 +89,12 @@ class Autovacuum:
             now = (cpu.user + cpu.system, io.read_bytes, io.write_bytes)
             self.first.setdefault(pid, now)
             self.workers[pid] = now
+
+    def timeline(self) -> list[str]:
+        """``table from–to s`` for each stretch a worker spent on a table, in order."""
+        stretches = [*self.done, *((k[1], a, b) for k, (a, b) in self.open.items())]
+        stretches.sort(key=lambda t: t[1])
+        return [f"{rel} {a - self.since:.0f}–{b - self.since:.0f} s" for rel, a, b in stretches]
 
     def figures(self) -> dict[str, Any]:
         used = [
@@ -100,6 +116,23 @@ class Autovacuum:
 
 def longest_first(seconds: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
+
+
+# The tables autovacuum has most to do on: rows inserted since their last vacuum, dead rows,
+# and how often autovacuum has vacuumed and analyzed each.
+_DUE = """
+SELECT relname, n_live_tup, n_dead_tup, n_ins_since_vacuum, autovacuum_count, autoanalyze_count
+FROM pg_stat_user_tables WHERE relname NOT LIKE 'raw%'
+ORDER BY n_ins_since_vacuum + n_dead_tup DESC LIMIT $1
+"""
+
+
+async def table_stats(pool: asyncpg.Pool, most: int = 8) -> dict[str, dict[str, int]]:
+    """The ``most`` tables with the most rows inserted or dead since their last vacuum."""
+    return {
+        r["relname"]: {k: int(v) for k, v in r.items() if k != "relname"}
+        for r in await pool.fetch(_DUE, most)
+    }
 
 
 async def autovacuum_start(pool: asyncpg.Pool, timeout: float) -> float | None:

@@ -24,6 +24,7 @@ def build_figures(
     during: dict[str, Any],
     after: dict[str, Any],
     stored: dict[str, int],
+    autovacuum: dict[str, Any],
     peak: dict[str, float],
     cpu: dict[str, float],
 ) -> dict[str, Any]:
@@ -53,6 +54,7 @@ def build_figures(
         "lag_during_autovacuum_p99_s": during["lag_p99_s"],
         "lag_during_autovacuum": during,
         "lag_after_autovacuum": after,
+        **autovacuum,
         **stored,
         "database_bytes_per_event": round(stored["database_bytes"] / stored["stored_events"]),
         "peak_rss_mb": round(exchange_peak, 1),
@@ -127,6 +129,9 @@ def print_topology(f: dict[str, Any]) -> None:
     )
     print(window_line("during autovacuum", f["lag_during_autovacuum"]))
     print(window_line("after autovacuum ", f["lag_after_autovacuum"]))
+    marks = ", ".join(f"{k} {v:g}" for k, v in f["timeline_marks_s"].items())
+    print(f"autovacuum from the start of phase 1 (s; {marks}):")
+    print("  " + ("; ".join(f["autovacuum_timeline"]) or "none"))
     print(
         f"stored: {f['database_bytes'] / 2**20:,.0f} MB database "
         f"({f['database_bytes_per_event']:,} bytes per event), "

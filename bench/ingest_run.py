@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from bench.autovacuum import autovacuum_done, autovacuum_start
+from bench.autovacuum import Autovacuum, autovacuum_done, autovacuum_start, table_stats
 from bench.ingest_county import County, read_envelopes
 from bench.ingest_load import Receipts, Rss, cpu_seconds, wait_visible
 from bench.ingest_raw import raw_copy, raw_jetstream, raw_ledger_limit
@@ -93,7 +93,12 @@ async def run_on(servers: Servers, county: County, args: Any, work: Path) -> dic
         rss = Rss(watched)
         stop = asyncio.Event()
         sampler = asyncio.create_task(rss.sample(stop))
-        pool = await asyncpg.create_pool(servers.database_url, min_size=1, max_size=3)
+        pool = await asyncpg.create_pool(servers.database_url, min_size=1, max_size=5)
+        # Autovacuum throughout, for the timeline: what it worked on, and when.
+        t0 = time.monotonic()
+        whole = Autovacuum(pool, since=t0)
+        whole_task = asyncio.create_task(whole.run(stop))
+        marks: dict[str, float] = {}
         try:
             cpu_before = {n: cpu_seconds(p, n.startswith("server")) for n, p in watched.items()}
 
@@ -104,6 +109,8 @@ async def run_on(servers: Servers, county: County, args: Any, work: Path) -> dic
                 flush=True,
             )
             elapsed = await phase_one(servers, county, pool, consortium)
+            marks["phase1_end"] = time.monotonic() - t0
+            due = await table_stats(pool)
             cpu = {
                 n: cpu_seconds(p, n.startswith("server")) - cpu_before[n]
                 for n, p in watched.items()
@@ -123,23 +130,28 @@ async def run_on(servers: Servers, county: County, args: Any, work: Path) -> dic
                 ),
                 flush=True,
             )
+            marks["during_from"] = time.monotonic() - t0
             during = await measure_window(
                 servers.nats, consortium, pool, county.rate_during, args, watched
             )
+            marks["during_to"] = time.monotonic() - t0
             settled = await autovacuum_done(pool, timeout=1800)
             print(
                 f"{say} phase 2b: {args.rate:,} events/s offered for {args.rate_seconds:g} s "
                 f"(after {settled:.0f} s more of autovacuum) ...",
                 flush=True,
             )
+            marks["after_from"] = time.monotonic() - t0
             after = await measure_window(
                 servers.nats, consortium, pool, county.rate_after, args, watched
             )
+            marks["after_to"] = time.monotonic() - t0
             stored = await stored_bytes(servers, pool, consortium)
             rebuild = await measure_rebuild(pool, servers.env, up) if args.rebuild else None
         finally:
             stop.set()
             await sampler
+            await whole_task
             await pool.close()
     finally:
         started.stop_all()
@@ -157,6 +169,11 @@ async def run_on(servers: Servers, county: County, args: Any, work: Path) -> dic
         during=during,
         after=after,
         stored=stored,
+        autovacuum={
+            "autovacuum_timeline": whole.timeline(),
+            "autovacuum_due_after_phase1": due,
+            "timeline_marks_s": {k: round(v, 1) for k, v in marks.items()},
+        },
         peak=rss.peak,
         cpu=cpu,
     )
