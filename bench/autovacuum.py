@@ -28,6 +28,18 @@ LEFT JOIN pg_class c ON c.oid = coalesce(v.relid, z.relid)
 LEFT JOIN pg_class o ON c.relkind = 't' AND o.reltoastrelid = c.oid
 WHERE a.backend_type = 'autovacuum worker' AND a.datname = current_database()
 """
+# Each backend of this database waiting for a lock, the relation, and whether an autovacuum
+# worker is among those it waits for (a VACUUM or ANALYZE holds SHARE UPDATE EXCLUSIVE on
+# its table, which the ledger's append lock, EXCLUSIVE, conflicts with).
+_WAITS = """
+SELECT a.pid, coalesce(l.relation::regclass::text, l.locktype) AS rel,
+       bool_or(b.backend_type = 'autovacuum worker') AS behind_autovacuum
+FROM pg_stat_activity a
+JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted
+LEFT JOIN pg_stat_activity b ON b.pid = ANY (pg_blocking_pids(a.pid))
+WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
+GROUP BY a.pid, 2
+"""
 _BUSY = (
     "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
     "AND datname = current_database()"
@@ -39,8 +51,11 @@ class Autovacuum:
     this database: the share of samples with one busy, the seconds of the phase each table
     had a worker (a sample counts for the time since the one before), the seconds by what
     the worker was doing, and the workers' CPU seconds and bytes read and written (from
-    /proc: the benchmark runs on the database's machine). ``timeline()``: each table's
-    stretches of work, in seconds since ``since`` (a monotonic time; default: now)."""
+    /proc: the benchmark runs on the database's machine). Also the seconds backends of this
+    database waited for a lock, by relation, and of those the seconds an autovacuum worker
+    was among the holders. ``timeline()``: each table's stretches of work, in seconds since
+    ``since`` (a monotonic time; default: now); ``busy_between()``: whether a worker was
+    seen at work in a stretch of time."""
 
     def __init__(self, pool: asyncpg.Pool, every: float = 0.25, since: float | None = None) -> None:
         self.pool, self.every = pool, every
@@ -54,11 +69,14 @@ class Autovacuum:
         self.by_phase: dict[str, float] = {}
         self.workers: dict[int, tuple[float, int, int]] = {}  # pid → last (cpu, read, written)
         self.first: dict[int, tuple[float, int, int]] = {}
+        self.lock_waits: dict[str, float] = {}  # relation → backend-seconds waiting
+        self.behind_autovacuum: dict[str, float] = {}  # of those, behind a worker
 
     async def run(self, stop: asyncio.Event) -> None:
         last = time.monotonic()
         while not stop.is_set():
             rows = await self.pool.fetch(_WORKERS)
+            waits = await self.pool.fetch(_WAITS)
             now = time.monotonic()
             span, last = now - last, now
             self.samples += 1
@@ -78,6 +96,11 @@ class Autovacuum:
                 self.by_table[rel] = self.by_table.get(rel, 0.0) + span
                 self.by_phase[phase] = self.by_phase.get(phase, 0.0) + span
                 self._note(int(row["pid"]))
+            for wait in waits:
+                rel = str(wait["rel"])
+                self.lock_waits[rel] = self.lock_waits.get(rel, 0.0) + span
+                if wait["behind_autovacuum"]:
+                    self.behind_autovacuum[rel] = self.behind_autovacuum.get(rel, 0.0) + span
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.every)
 
@@ -96,6 +119,12 @@ class Autovacuum:
         stretches.sort(key=lambda t: t[1])
         return [f"{rel} {a - self.since:.0f}–{b - self.since:.0f} s" for rel, a, b in stretches]
 
+    def busy_between(self, start: float, end: float) -> bool:
+        """Whether a worker was seen at work between two monotonic times (a stretch counts
+        from one sample before it was seen to one after)."""
+        stretches = [*((a, b) for _, a, b in self.done), *self.open.values()]
+        return any(a - self.every <= end and start <= b + self.every for a, b in stretches)
+
     def figures(self) -> dict[str, Any]:
         used = [
             tuple(b - a for a, b in zip(self.first[pid], self.workers[pid], strict=True))
@@ -111,6 +140,8 @@ class Autovacuum:
             "autovacuum_cpu_s": round(sum(u[0] for u in used), 1),
             "autovacuum_read_mb": round(sum(u[1] for u in used) / 2**20, 1),
             "autovacuum_written_mb": round(sum(u[2] for u in used) / 2**20, 1),
+            "lock_wait_s_by_relation": longest_first(self.lock_waits),
+            "lock_wait_behind_autovacuum_s_by_relation": longest_first(self.behind_autovacuum),
         }
 
 

@@ -151,11 +151,11 @@ async def fixed_rate(
     rate: float,
     seconds: float,
     per_submission: int,
-    after_receipt: list[float] | None = None,
+    times: list[tuple[float, float, float]] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Offer ``rate`` events/s for ``seconds``; per submission, publish → visible seconds,
-    and publish → receipt (the gateway's share of it); receipt → visible (the projection's
-    share) into ``after_receipt`` if given, all three sorted."""
+    and publish → receipt (the gateway's share of it), both sorted; each submission's
+    (published, receipted, visible) monotonic times into ``times`` if given."""
     nc = await target.connect("fixed rate")
     js = nc.jetstream()
     published: dict[str, float] = {}
@@ -209,8 +209,8 @@ async def fixed_rate(
     await asyncio.wait_for(done.wait(), 120)
     watcher.cancel()
     await nc.close()
-    if after_receipt is not None:
-        after_receipt += sorted(visible[s] - receipted[s] for s in visible)
+    if times is not None:
+        times += [(published[s], receipted[s], visible[s]) for s in visible]
     return (
         sorted(visible[s] - published[s] for s in visible),
         sorted(receipted[s] - published[s] for s in receipted),

@@ -89,12 +89,21 @@ def with_cluster(single: dict[str, Any], cluster: dict[str, Any]) -> dict[str, A
 
 
 def window_line(name: str, w: dict[str, Any]) -> str:
-    """One fixed-rate window: lag, its split, what autovacuum did, the machine meanwhile."""
+    """One fixed-rate window: lag, its split, what autovacuum did and who waited for it, the
+    machine meanwhile."""
     tables = ", ".join(f"{t} {s:g} s" for t, s in w["autovacuum_s_by_table"].items())
     stalls = ", ".join(
         f"{k.removeprefix('stall_').removesuffix('_share').replace('_', ' ')} {v:.0%}"
         for k, v in w.items()
         if k.startswith("stall_")
+    )
+    behind = ", ".join(
+        f"{t} {s:g} s" for t, s in w["lock_wait_behind_autovacuum_s_by_relation"].items()
+    )
+    at_work = (
+        f"{w['lag_submissions_autovacuum_at_work']} submissions with a worker at work: p99 "
+        f"{w['lag_p99_s_autovacuum_at_work']} s, max {w['lag_max_s_autovacuum_at_work']} s; "
+        f"the others p99 {w['lag_p99_s_autovacuum_idle']} s"
     )
     return (
         f"  {name}: p50 {w['lag_p50_s']} s, p99 {w['lag_p99_s']} s, max {w['lag_max_s']} s "
@@ -103,9 +112,13 @@ def window_line(name: str, w: dict[str, Any]) -> str:
         f"    autovacuum busy {w['autovacuum_busy_s']:g} of {w['window_s']:g} s"
         + (f" ({tables}; {w['autovacuum_cpu_s']:g} s CPU, " if tables else " (")
         + f"{w['autovacuum_read_mb']:g} MB read, {w['autovacuum_written_mb']:g} MB written); "
-        f"machine busy {w['machine_busy_share']:.0%}"
+        f"{at_work}\n"
+        f"    lock waits (backend-s): {w['lock_wait_s_by_relation'] or 'none'}"
+        + (f", behind autovacuum: {behind}" if behind else "")
+        + f"; machine busy {w['machine_busy_share']:.0%}"
         + (f", stalled: {stalls}" if stalls else "")
-        + f"\n    CPU s: {w['cpu_s_by_process']}"
+        + f"\n    CPU s: {w['cpu_s_by_process']}; slowest published at "
+        f"{w['slowest_published_at_s']} s into the window"
     )
 
 

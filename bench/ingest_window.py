@@ -90,7 +90,7 @@ async def measure_window(
     sampler = asyncio.create_task(autovacuum.run(stop))
     usage = Usage(watched)
     before = usage.read()
-    projection: list[float] = []
+    times: list[tuple[float, float, float]] = []
     try:
         lags, to_receipt = await fixed_rate(
             target,
@@ -100,11 +100,17 @@ async def measure_window(
             args.rate,
             args.rate_seconds,
             args.per_submission,
-            after_receipt=projection,
+            times=times,
         )
     finally:
         stop.set()
         await sampler
+    projection = sorted(v - r for _, r, v in times)
+    # The submissions a worker was at work for (between publish and visible), and the rest.
+    busy = sorted(v - p for p, _, v in times if autovacuum.busy_between(p, v))
+    idle = sorted(v - p for p, _, v in times if not autovacuum.busy_between(p, v))
+    start = min(p for p, _, _ in times)
+    slowest = sorted(times, key=lambda t: t[2] - t[0])[-10:]
     return {
         "lag_submissions": len(lags),
         "lag_p50_s": round(statistics.median(lags), 4),
@@ -113,6 +119,13 @@ async def measure_window(
         "receipt_p50_s": round(statistics.median(to_receipt), 4),
         "receipt_p99_s": round(quantile(to_receipt, 0.99), 4),
         "receipt_to_visible_p99_s": round(quantile(projection, 0.99), 4),
+        "lag_submissions_autovacuum_at_work": len(busy),
+        "lag_p99_s_autovacuum_at_work": round(quantile(busy, 0.99), 4) if busy else None,
+        "lag_max_s_autovacuum_at_work": round(busy[-1], 4) if busy else None,
+        "lag_p99_s_autovacuum_idle": round(quantile(idle, 0.99), 4) if idle else None,
+        # When the ten slowest were published (s into the window), and their lag.
+        "slowest_published_at_s": [round(p - start, 1) for p, _, _ in slowest],
+        "slowest_lag_s": [round(v - p, 3) for p, _, v in slowest],
         **autovacuum.figures(),
         **Usage.between(before, usage.read()),
     }
