@@ -40,6 +40,14 @@ LEFT JOIN pg_stat_activity b ON b.pid = ANY (pg_blocking_pids(a.pid))
 WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
 GROUP BY a.pid, 2
 """
+# What the checkpointer is doing (writing dirty pages out, spread; syncing them) and how much
+# WAL the database has written, with how many full-page images (a page's first change after a
+# checkpoint, or a hint bit set by vacuum with checksums on, logs the whole page).
+_CHECKPOINTER = (
+    "SELECT coalesce(wait_event, 'working') FROM pg_stat_activity "
+    "WHERE backend_type = 'checkpointer'"
+)
+_WAL = "SELECT wal_fpi, wal_bytes FROM pg_stat_wal"
 _BUSY = (
     "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
     "AND datname = current_database()"
@@ -71,12 +79,19 @@ class Autovacuum:
         self.first: dict[int, tuple[float, int, int]] = {}
         self.lock_waits: dict[str, float] = {}  # relation → backend-seconds waiting
         self.behind_autovacuum: dict[str, float] = {}  # of those, behind a worker
+        self.checkpointer: dict[str, float] = {}  # what it waited on → seconds
+        self.checkpointing: list[float] = []  # when it was seen writing or syncing
+        self.wal_first: Any = None
+        self.wal_last: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
         last = time.monotonic()
         while not stop.is_set():
             rows = await self.pool.fetch(_WORKERS)
             waits = await self.pool.fetch(_WAITS)
+            checkpointer = await self.pool.fetchval(_CHECKPOINTER)
+            self.wal_last = await self.pool.fetchrow(_WAL)
+            self.wal_first = self.wal_first or self.wal_last
             now = time.monotonic()
             span, last = now - last, now
             self.samples += 1
@@ -96,6 +111,9 @@ class Autovacuum:
                 self.by_table[rel] = self.by_table.get(rel, 0.0) + span
                 self.by_phase[phase] = self.by_phase.get(phase, 0.0) + span
                 self._note(int(row["pid"]))
+            if checkpointer and checkpointer != "CheckpointerMain":  # its idle wait
+                self.checkpointer[checkpointer] = self.checkpointer.get(checkpointer, 0.0) + span
+                self.checkpointing.append(now - self.since)
             for wait in waits:
                 rel = str(wait["rel"])
                 self.lock_waits[rel] = self.lock_waits.get(rel, 0.0) + span
@@ -142,6 +160,19 @@ class Autovacuum:
             "autovacuum_written_mb": round(sum(u[2] for u in used) / 2**20, 1),
             "lock_wait_s_by_relation": longest_first(self.lock_waits),
             "lock_wait_behind_autovacuum_s_by_relation": longest_first(self.behind_autovacuum),
+            "checkpointer_s_by_wait": longest_first(self.checkpointer),
+            "checkpointer_seen_from_to_s": [
+                round(min(self.checkpointing), 1),
+                round(max(self.checkpointing), 1),
+            ]
+            if self.checkpointing
+            else None,
+            "wal_mb": round(float(self.wal_last[1] - self.wal_first[1]) / 2**20, 1)
+            if self.wal_first
+            else None,
+            "wal_full_page_images": int(self.wal_last[0] - self.wal_first[0])
+            if self.wal_first
+            else None,
         }
 
 

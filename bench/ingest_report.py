@@ -115,6 +115,8 @@ def window_line(name: str, w: dict[str, Any]) -> str:
         f"{at_work}\n"
         f"    lock waits (backend-s): {w['lock_wait_s_by_relation'] or 'none'}"
         + (f", behind autovacuum: {behind}" if behind else "")
+        + f"; checkpointer {w['checkpointer_s_by_wait'] or 'idle'}"
+        + f"; WAL {w['wal_mb']} MB ({w['wal_full_page_images']} full pages)"
         + f"; machine busy {w['machine_busy_share']:.0%}"
         + (f", stalled: {stalls}" if stalls else "")
         + f"\n    CPU s: {w['cpu_s_by_process']}; slowest published at "
