@@ -181,6 +181,7 @@ class _Following:
     def __init__(self, sub: Any, task: asyncio.Task[None] | None = None) -> None:
         self.sub = sub
         self.task = task
+        self.held: list[Any] = []
 
     @classmethod
     async def ordered(
@@ -206,6 +207,7 @@ class _Following:
         cls, js: Any, stream: str, durable: str, take: Callable[[dict[str, Any]], bool]
     ) -> _Following:
         sub = await js.pull_subscribe_bind(durable, stream=stream)
+        following = cls(sub)
 
         async def pull() -> None:
             while True:
@@ -218,18 +220,26 @@ class _Following:
                     continue
                 for msg in msgs:
                     receipt = _receipt(msg.data)
-                    if receipt is None or take(receipt):
+                    if receipt is None:
                         await msg.ack()
+                    elif take(receipt):
+                        # Acknowledged once the caller has them all (``close``): a sender
+                        # stopped before then finds them again on its next run.
+                        following.held.append(msg)
                     else:  # another sender of this institution may be waiting for it
                         await msg.nak(delay=1.0)
 
-        return cls(sub, asyncio.create_task(pull()))
+        following.task = asyncio.create_task(pull())
+        return following
 
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        for msg in self.held:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await msg.ack()
         with contextlib.suppress(NatsError):
             await self.sub.unsubscribe()
 
