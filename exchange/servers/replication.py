@@ -23,6 +23,7 @@ switch to asynchronous commits while the standby is away, and back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import psutil
 import psycopg
 
 from exchange.errors import EmbeddedServerError
@@ -101,6 +103,13 @@ def tls_binaries() -> Path:
 
 
 _TOOLS = ("postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_config")
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 class _Node(EmbeddedPostgres):
@@ -273,12 +282,21 @@ class ReplicatedPostgres:
     # Faults -----------------------------------------------------------------------------------
 
     def kill_primary(self) -> None:
-        """SIGKILL the primary's postmaster and every backend at once (a lost machine)."""
+        """SIGKILL the primary's postmaster and every process of it at once, as a lost machine
+        (each backend runs in a session of its own, so the process group is not enough; killed
+        with the postmaster alone, they would say goodbye to their clients first)."""
         proc = self.primary.proc
         if proc is None or proc.poll() is not None:
             raise EmbeddedServerError(f"the primary {self.primary.name} is not running")
-        os.killpg(proc.pid, signal.SIGKILL)
+        postmaster = psutil.Process(proc.pid)
+        everyone = [postmaster, *postmaster.children(recursive=True)]
+        for each in everyone:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                each.send_signal(signal.SIGKILL)
         proc.wait(30)
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in everyone[1:]) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def promote(self) -> None:
         """The standby becomes the primary. Its commits wait for a standby again (the
