@@ -240,7 +240,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         topology.start_exchange("up", 300)
         tally, stop = Tally(), asyncio.Event()
         members = [
-            asyncio.create_task(member(topology, f"thc-{i}", i * 10**7, tally, stop))
+            asyncio.create_task(member(topology, f"thc-{i}", i * 200_000, tally, stop))
             for i in range(args.members)
         ]
         while not tally.batches:  # everyone registered and sending
