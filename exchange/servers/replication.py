@@ -171,7 +171,16 @@ class ReplicatedPostgres:
         """Run the pair's own statements on one node. They never wait for a standby: they
         make the standby (its role, its slot) or run while it is away."""
         dsn = self.node_dsn(node, dbname="postgres")
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        deadline = time.monotonic() + 60
+        while True:  # a server that just started listening may still be starting up
+            try:
+                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+                break
+            except psycopg.OperationalError as exc:
+                if "starting up" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with conn:
             conn.execute("SET synchronous_commit = local")
             out = []
             for statement in statements:
