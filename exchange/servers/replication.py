@@ -187,7 +187,7 @@ class ReplicatedPostgres:
         for node in self.nodes:
             node.pgdata.mkdir(parents=True, mode=0o700, exist_ok=True)
             self._as = node._as_user()
-            if not node.port:
+            while not node.port or [n.port for n in self.nodes].count(node.port) > 1:
                 node.port = free_port()
         if (self.nodes[0].pgdata / "PG_VERSION").exists():
             self.primary, self.standby = (
