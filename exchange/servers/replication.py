@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -196,7 +197,7 @@ class ReplicatedPostgres:
         for node in self.nodes:
             node.pgdata.mkdir(parents=True, mode=0o700, exist_ok=True)
             self._as = node._as_user()
-            if not node.port:
+            while not node.port or [n.port for n in self.nodes].count(node.port) > 1:
                 node.port = free_port()
         if (self.nodes[0].pgdata / "PG_VERSION").exists():
             self.primary, self.standby = (
@@ -215,9 +216,10 @@ class ReplicatedPostgres:
         primary, standby = self.primary, self.standby
         primary._initdb(self._as)
         shutil.copyfile(primary.root / "password", self.root / "password")
+        replicator = secrets.token_urlsafe(24)  # its own password: it can only replicate
         write_private(
             self.passfile,
-            "".join(f"127.0.0.1:*:*:{user}:{self.password}\n" for user in ("postgres", REPLICATOR)),
+            f"127.0.0.1:*:*:postgres:{self.password}\n127.0.0.1:*:*:{REPLICATOR}:{replicator}\n",
         )
         self._own(self.passfile)
         issued = CountyCA(self.root / "tls", self.county).issue(
@@ -234,7 +236,7 @@ class ReplicatedPostgres:
         self._launch(primary, follows=None)
         self._sql(
             primary,
-            f"CREATE ROLE {REPLICATOR} LOGIN REPLICATION PASSWORD '{self.password}'",
+            f"CREATE ROLE {REPLICATOR} LOGIN REPLICATION PASSWORD '{replicator}'",
             f"SELECT pg_create_physical_replication_slot('{standby.name}', true)",
             f'CREATE DATABASE "{DB_NAME}"',
         )

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,33 @@ def test_only_clients_that_check_the_servers_certificate_get_in(
             await asyncpg.connect(url)
 
     asyncio.run(asyncpg_with_other_ca())
+
+
+def test_without_its_standby_the_primary_waits_until_an_operator_decides(
+    pair: ReplicatedPostgres,
+) -> None:
+    with psycopg.connect(pair.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE waits (n int)")
+    pair.standby.stop()
+
+    def commit() -> None:
+        with psycopg.connect(pair.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO waits VALUES (1)")
+
+    with ThreadPoolExecutor(1) as threads:
+        # The standby is away: a commit waits for it, neither refused nor made asynchronous.
+        waiting = threads.submit(commit)
+        time.sleep(2)
+        assert not waiting.done()
+        # The operator decides to run on the primary alone: the commit returns.
+        pair.run_alone()
+        waiting.result(timeout=10)
+    # Synchronous again, and the standby back: nothing was lost on the way.
+    pair.resume_synchronous()
+    pair.rejoin()
+    with psycopg.connect(pair.url, autocommit=True) as conn:
+        conn.execute("INSERT INTO waits VALUES (2)")
+        assert conn.execute("SELECT count(*) FROM waits").fetchone() == (2,)
 
 
 def hie(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
