@@ -2,7 +2,9 @@
 
 A JetStream ack alone is not durability (DESIGN.md): a submission counts as delivered only
 when its receipt arrives, and the receipt follows the ledger commit. Receipts are read from
-the exchange's receipts stream, starting a little before this client's first publish, so a
+the exchange's receipts stream: through the institution's own durable consumer where the
+exchange made one (its NATS user manages none), acknowledged once the caller has them all;
+else through a consumer of the call's own starting a little before its first publish, so a
 receipt published for an earlier send of the same id is found as well. Unanswered
 submissions are resent with the same id, which broker de-duplication and the ledger make safe.
 """
@@ -26,9 +28,9 @@ from domain.errors import AdapterError
 
 # A publish is tried again (same id) for this long: through a cluster's leader election.
 PUBLISH_PATIENCE = 60.0
-FOLLOW_ATTEMPTS = (
-    10  # a second apart, each waiting up to 5 s: longer than a cluster takes to elect a leader
-)
+# Following the receipts is tried this often, a second apart, each try waiting up to 5 s:
+# longer than a cluster takes to elect a stream's leader.
+FOLLOW_ATTEMPTS = 10
 DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
 MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 
