@@ -2,7 +2,9 @@
 
 A JetStream ack alone is not durability (DESIGN.md): a submission counts as delivered only
 when its receipt arrives, and the receipt follows the ledger commit. Receipts are read from
-the exchange's receipts stream, starting a little before this client's first publish, so a
+the exchange's receipts stream: through the institution's own durable consumer where the
+exchange made one (its NATS user manages none), acknowledged once the caller has them all;
+else through a consumer of the call's own starting a little before its first publish, so a
 receipt published for an earlier send of the same id is found as well. Unanswered
 submissions are resent with the same id, which broker de-duplication and the ledger make safe.
 """
@@ -26,9 +28,9 @@ from domain.errors import AdapterError
 
 # A publish is tried again (same id) for this long: through a cluster's leader election.
 PUBLISH_PATIENCE = 60.0
-FOLLOW_ATTEMPTS = (
-    10  # a second apart, each waiting up to 5 s: longer than a cluster takes to elect a leader
-)
+# Following the receipts is tried this often, a second apart, each try waiting up to 5 s:
+# longer than a cluster takes to elect a stream's leader.
+FOLLOW_ATTEMPTS = 10
 DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
 MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 
@@ -181,6 +183,7 @@ class _Following:
     def __init__(self, sub: Any, task: asyncio.Task[None] | None = None) -> None:
         self.sub = sub
         self.task = task
+        self.held: list[Any] = []
 
     @classmethod
     async def ordered(
@@ -206,6 +209,7 @@ class _Following:
         cls, js: Any, stream: str, durable: str, take: Callable[[dict[str, Any]], bool]
     ) -> _Following:
         sub = await js.pull_subscribe_bind(durable, stream=stream)
+        following = cls(sub)
 
         async def pull() -> None:
             while True:
@@ -218,18 +222,26 @@ class _Following:
                     continue
                 for msg in msgs:
                     receipt = _receipt(msg.data)
-                    if receipt is None or take(receipt):
+                    if receipt is None:
                         await msg.ack()
+                    elif take(receipt):
+                        # Acknowledged once the caller has them all (``close``): a sender
+                        # stopped before then finds them again on its next run.
+                        following.held.append(msg)
                     else:  # another sender of this institution may be waiting for it
                         await msg.nak(delay=1.0)
 
-        return cls(sub, asyncio.create_task(pull()))
+        following.task = asyncio.create_task(pull())
+        return following
 
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        for msg in self.held:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await msg.ack()
         with contextlib.suppress(NatsError):
             await self.sub.unsubscribe()
 

@@ -12,32 +12,33 @@ import uuid
 from typing import Any
 
 import asyncpg
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
 
 from bench.ingest_topology import NatsTarget
 
 
-def raw_ledger_limit(database_url: str, items: list[dict[str, Any]]) -> float:
-    """The ledger's library on the same PostgreSQL, one aggregate per event, batches of 100,
-    with the exchange's cipher and compressor: events/s."""
-    from eventsourcing.application import Application
-    from eventsourcing.domain import Aggregate
+class Fact(Aggregate):
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
 
+
+class RawLedger(Application[Any]):
+    name = "rawledger"
+
+
+def raw_ledger_limit(database_url: str, items: list[dict[str, Any]], batch: int = 100) -> float:
+    """The ledger's library on the same PostgreSQL, one aggregate per event, in saves of
+    ``batch`` events, with the exchange's cipher and compressor: events/s."""
     from exchange.ingest.ledger import ledger_env
-
-    class Fact(Aggregate):
-        def __init__(self, item: dict[str, Any]) -> None:
-            self.item = item
-
-    class RawLedger(Application[Any]):
-        name = "rawledger"
 
     env = ledger_env(database_url, base64_key())
     env["APPLICATION_RECORDER_TOPIC"] = "eventsourcing.postgres:PostgresApplicationRecorder"
     app = RawLedger(env=env)
     try:
         t = time.perf_counter()
-        for i in range(0, len(items), 100):
-            app.save(*[Fact(item) for item in items[i : i + 100]])
+        for i in range(0, len(items), batch):
+            app.save(*[Fact(item) for item in items[i : i + batch]])
         return len(items) / (time.perf_counter() - t)
     finally:
         app.close()

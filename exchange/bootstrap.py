@@ -431,15 +431,33 @@ async def serve(
             await asyncio.sleep(0.02)
         if on_http_ready:
             on_http_ready(rt.endpoints.http_url)
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        # Every loop runs until ``stop``; one that ends before it (a bug, or a failure it does
+        # not survive) stops the process, so that its supervisor (systemd, `hie up` for its
+        # gateways) starts it whole again rather than leave it running without that loop.
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        ended = [t for t in tasks if t.done()] if not stop.is_set() else []
     finally:
         stop.set()
+        stopping.cancel()
         if server is not None:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         if http and rt.revocations is not None:  # before the pool closes: it holds a listener
             await rt.revocations.close()
+    if ended:
+        failure = ended[0].exception() if not ended[0].cancelled() else None
+        log.error(
+            "the %s loop ended on its own (%s); stopping the process",
+            ended[0].get_name(),
+            type(failure).__name__ if failure else "no error",
+        )
+        raise LoopEnded(ended[0].get_name()) from failure
+
+
+class LoopEnded(RuntimeError):
+    """One of the exchange's loops ended before it was asked to: the process must stop."""
 
 
 def write_run_file(settings: Settings, endpoints: Endpoints) -> None:

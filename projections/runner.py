@@ -99,6 +99,9 @@ class PatientRecordProjection:
             )
             if current != start:
                 return False  # another runner moved on meanwhile; read again from there
+            # Read models need not wait for a synchronous standby: lost with a primary, they
+            # are lost with the position they were at (one commit), and replayed from there.
+            await conn.execute("SET LOCAL synchronous_commit = local")
             await changes.flush(conn)
             await conn.execute(
                 "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, end
@@ -116,33 +119,50 @@ class PatientRecordProjection:
         def wake(*_: Any) -> None:
             appended.set()
 
-        listener = await self._listen(wake)
+        listener: asyncpg.Connection | None = None
         log.info("projection %s following the ledger", NAME)
         try:
             while not stop.is_set():
+                if not _alive(listener):
+                    # Its connection lost (the database restarted, or failed over to its
+                    # standby): LISTEN again on a new one. Polling follows meanwhile.
+                    await self._unlisten(listener, wake)
+                    listener = await self._listen(wake)
                 try:
-                    await self._follow(stop, appended, idle)
+                    await self._follow(stop, appended, idle, listener)
                 except Exception:
                     log.exception(
                         "projection %s failed; restarting from its tracked position", NAME
                     )
                     await asyncio.sleep(1.0)
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener(LEDGER_CHANNEL, wake)
-                with contextlib.suppress(Exception):
-                    await self.pool.release(listener)
+            await self._unlisten(listener, wake)
 
-    async def _follow(self, stop: asyncio.Event, appended: asyncio.Event, idle: float) -> None:
+    async def _unlisten(
+        self, listener: asyncpg.Connection | None, wake: Callable[..., None]
+    ) -> None:
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(LEDGER_CHANNEL, wake)
+            with contextlib.suppress(Exception):
+                await self.pool.release(listener)
+
+    async def _follow(
+        self,
+        stop: asyncio.Event,
+        appended: asyncio.Event,
+        idle: float,
+        listener: asyncpg.Connection | None = None,
+    ) -> None:
         """Catch up in a pipeline: the next batch is read and prepared while the last one is
         being written (PostgreSQL works while Python does). Returns when a rival runner moved
-        the position, so the caller starts again from the tracked one."""
+        the position, or the LISTEN connection was lost, so the caller starts again from the
+        tracked one."""
         start = await self.position()
         self._check_indexes = True
         writing: asyncio.Task[bool] | None = None
         try:
-            while not stop.is_set():
+            while not stop.is_set() and (listener is None or _alive(listener)):
                 appended.clear()  # a commit during this round wakes the next one at once
                 events = await self.read(start, self._limit)
                 if not events:
@@ -171,9 +191,14 @@ class PatientRecordProjection:
     async def _listen(self, wake: Callable[..., None]) -> asyncpg.Connection | None:
         try:
             conn = await self.pool.acquire()
+        except Exception:  # polling alone still follows the ledger
+            log.warning("projection %s cannot LISTEN; polling only", NAME)
+            return None
+        try:
             await conn.add_listener(LEDGER_CHANNEL, wake)
             return conn
-        except Exception:  # polling alone still follows the ledger
+        except Exception:
+            await self._unlisten(conn, wake)
             log.warning("projection %s cannot LISTEN; polling only", NAME)
             return None
 
@@ -222,6 +247,13 @@ class PatientRecordProjection:
                 await conn.execute("RESET maintenance_work_mem")
             log.info("projection %s: indexes built again after its rebuild", NAME)
         self._check_indexes = False
+
+
+def _alive(listener: asyncpg.Connection | None) -> bool:
+    try:
+        return listener is not None and not listener.is_closed()
+    except asyncpg.InterfaceError:  # the pool took it back when its connection was lost
+        return False
 
 
 async def _first(*events: asyncio.Event, timeout: float) -> None:

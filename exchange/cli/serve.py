@@ -59,7 +59,13 @@ async def run_exchange(
     gateway: bool = True,
     projection: bool = True,
 ) -> int:
-    from exchange.bootstrap import open_runtime, running_endpoints, serve, write_run_file
+    from exchange.bootstrap import (
+        LoopEnded,
+        open_runtime,
+        running_endpoints,
+        serve,
+        write_run_file,
+    )
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -156,9 +162,15 @@ async def run_exchange(
                 f"exchange ready: {rt.endpoints.http_url}/fhir/metadata  (Ctrl-C stops it)",
                 flush=True,
             )
-        await runner
-        if supervisor is not None:
-            await supervisor
+        code = 0
+        try:
+            await runner
+        except LoopEnded as ended:
+            print(f"stopped: the {ended} loop ended on its own (see the log)", flush=True)
+            code = 1  # its supervisor (systemd) starts the process again
+        finally:
+            if supervisor is not None:
+                await supervisor
     log.info("%s stopped", role)
     print("stopped", flush=True)
-    return 0
+    return code

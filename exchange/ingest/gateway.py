@@ -42,6 +42,7 @@ from exchange.servers.nats import (
     receipt_subject,
     stream_name,
 )
+from exchange.servers.outage import database_away
 from exchange.telemetry.metrics import UNAUTHENTICATED, GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ class Gateway:
         every few seconds that it does (an in-progress ack): a large batch on a busy ledger may
         take longer than the consumer's ack wait, and the server would otherwise deliver the
         same submissions to another gateway meanwhile. Only a gateway that stops working
-        (a crash, a hang) lets its batch come back."""
+        (a crash, a hang) lets its batch come back, and a batch the servers could not take
+        (the database away) is given back at once, never answered."""
         heartbeat = asyncio.create_task(self._in_progress(msgs))
         started = time.perf_counter()
         try:
@@ -166,9 +168,24 @@ class Gateway:
                 len(msgs),
             )
             await self._one_by_one(msgs)
-        except Exception:
+        except Exception as exc:
+            if database_away(exc):
+                await self._give_back(msgs, exc)
+                return
             log.exception("gateway batch of %d failed; trying its messages one by one", len(msgs))
             await self._one_by_one(msgs)
+
+    async def _give_back(self, msgs: Sequence[Msg], exc: BaseException) -> None:
+        """The servers are away (a failover, a restart): nothing of the batch was answered or
+        acknowledged, so JetStream delivers it again, until they are back."""
+        log.warning(
+            "gateway: the database or broker is unavailable (%s); %d submission(s) wait for it",
+            type(exc).__name__,
+            len(msgs),
+        )
+        for msg in msgs:
+            await _nak(msg, self.retry_delay)
+        await asyncio.sleep(self.retry_delay / 2)
 
     async def _fetch(self, sub: Any) -> list[Msg]:
         """The next batch, as soon as there is one submission.
@@ -202,7 +219,10 @@ class Gateway:
             try:
                 await self.process([msg])
                 continue
-            except Exception:
+            except Exception as exc:
+                if database_away(exc):
+                    await self._give_back(msgs[i:], exc)
+                    return
                 log.exception("gateway failed on one submission")
             if not await self._healthy():
                 for rest in msgs[i:]:

@@ -13,12 +13,14 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from uuid import UUID
 
+import psycopg
 from eventsourcing.compressor import ZlibCompressor
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresFactory
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Composed, Identifier
 
 from exchange.errors import ConfigurationError
@@ -271,19 +273,29 @@ def _unprepared(get_connection: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def ledger_env(database_url: str, cipher_key: str, *, create_tables: bool = True) -> dict[str, str]:
+    """The library's settings for the ledger on ``database_url``, read as libpq reads it: it
+    may name several servers (``host1:port1,host2:port2``, tried in turn) and carry libpq's
+    parameters (``target_session_attrs``, ``sslmode``, ``sslrootcert``, …), which
+    ``LedgerFactory`` passes to every connection."""
     parts = urlsplit(database_url)
-    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+    try:
+        params = conninfo_to_dict(database_url)
+    except psycopg.ProgrammingError:
+        params = {}
+    if parts.scheme not in ("postgresql", "postgres") or not params.get("dbname"):
         raise ConfigurationError(
             "HIE_DATABASE_URL must look like postgresql://user:password@host:port/dbname"
         )
+    named = {k: str(params.pop(k, "")) for k in ("dbname", "host", "port", "user", "password")}
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "exchange.ingest.recorder:LedgerFactory",
         "APPLICATION_RECORDER_TOPIC": "exchange.ingest.recorder:LedgerRecorder",
-        "POSTGRES_DBNAME": parts.path.strip("/"),
-        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_USER": unquote(parts.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_DBNAME": named["dbname"],
+        "POSTGRES_HOST": named["host"] or "127.0.0.1",
+        "POSTGRES_PORT": named["port"] or "5432",
+        "POSTGRES_USER": named["user"] or "postgres",
+        "POSTGRES_PASSWORD": named["password"],
+        LedgerFactory.POSTGRES_OPTIONS: urlencode({k: str(v) for k, v in params.items()}),
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_LOCK_TIMEOUT": "30",
         "CREATE_TABLE": "y" if create_tables else "n",
@@ -292,6 +304,21 @@ def ledger_env(database_url: str, cipher_key: str, *, create_tables: bool = True
         "COMPRESSOR_TOPIC": "exchange.ingest.recorder:FastZlibCompressor",
         "TRANSCODER_TOPIC": "exchange.ingest.transcoder:FastJSONTranscoder",
     }
+
+
+class LedgerFactory(PostgresFactory):
+    """The library's PostgreSQL factory, plus the libpq parameters it has no setting of its own
+    for (``POSTGRES_OPTIONS``, URL-encoded: TLS, ``target_session_attrs``), given to every
+    connection of its pool (opened at first use, after this)."""
+
+    POSTGRES_OPTIONS = "POSTGRES_OPTIONS"
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        if options := self.env.get(self.POSTGRES_OPTIONS):
+            kwargs = self.datastore.pool.kwargs
+            assert isinstance(kwargs, dict)
+            kwargs.update(parse_qsl(options))
 
 
 class FastZlibCompressor(ZlibCompressor):

@@ -23,7 +23,9 @@ switch to asynchronous commits while the standby is away, and back.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import psutil
 import psycopg
 
 from exchange.errors import EmbeddedServerError
@@ -103,6 +106,13 @@ def tls_binaries() -> Path:
 _TOOLS = ("postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_config")
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 class _Node(EmbeddedPostgres):
     """One server of the pair, in ``<root>/<name>/pgdata``, on a port kept across restarts."""
 
@@ -162,7 +172,16 @@ class ReplicatedPostgres:
         """Run the pair's own statements on one node. They never wait for a standby: they
         make the standby (its role, its slot) or run while it is away."""
         dsn = self.node_dsn(node, dbname="postgres")
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        deadline = time.monotonic() + 60
+        while True:  # a server that just started listening may still be starting up
+            try:
+                conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+                break
+            except psycopg.OperationalError as exc:
+                if "starting up" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with conn:
             conn.execute("SET synchronous_commit = local")
             out = []
             for statement in statements:
@@ -178,7 +197,7 @@ class ReplicatedPostgres:
         for node in self.nodes:
             node.pgdata.mkdir(parents=True, mode=0o700, exist_ok=True)
             self._as = node._as_user()
-            if not node.port:
+            while not node.port or [n.port for n in self.nodes].count(node.port) > 1:
                 node.port = free_port()
         if (self.nodes[0].pgdata / "PG_VERSION").exists():
             self.primary, self.standby = (
@@ -197,9 +216,10 @@ class ReplicatedPostgres:
         primary, standby = self.primary, self.standby
         primary._initdb(self._as)
         shutil.copyfile(primary.root / "password", self.root / "password")
+        replicator = secrets.token_urlsafe(24)  # its own password: it can only replicate
         write_private(
             self.passfile,
-            "".join(f"127.0.0.1:*:*:{user}:{self.password}\n" for user in ("postgres", REPLICATOR)),
+            f"127.0.0.1:*:*:postgres:{self.password}\n127.0.0.1:*:*:{REPLICATOR}:{replicator}\n",
         )
         self._own(self.passfile)
         issued = CountyCA(self.root / "tls", self.county).issue(
@@ -216,7 +236,7 @@ class ReplicatedPostgres:
         self._launch(primary, follows=None)
         self._sql(
             primary,
-            f"CREATE ROLE {REPLICATOR} LOGIN REPLICATION PASSWORD '{self.password}'",
+            f"CREATE ROLE {REPLICATOR} LOGIN REPLICATION PASSWORD '{replicator}'",
             f"SELECT pg_create_physical_replication_slot('{standby.name}', true)",
             f'CREATE DATABASE "{DB_NAME}"',
         )
@@ -273,12 +293,21 @@ class ReplicatedPostgres:
     # Faults -----------------------------------------------------------------------------------
 
     def kill_primary(self) -> None:
-        """SIGKILL the primary's postmaster and every backend at once (a lost machine)."""
+        """SIGKILL the primary's postmaster and every process of it at once, as a lost machine
+        (each backend runs in a session of its own, so the process group is not enough; killed
+        with the postmaster alone, they would say goodbye to their clients first)."""
         proc = self.primary.proc
         if proc is None or proc.poll() is not None:
             raise EmbeddedServerError(f"the primary {self.primary.name} is not running")
-        os.killpg(proc.pid, signal.SIGKILL)
+        postmaster = psutil.Process(proc.pid)
+        everyone = [postmaster, *postmaster.children(recursive=True)]
+        for each in everyone:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                each.send_signal(signal.SIGKILL)
         proc.wait(30)
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in everyone[1:]) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def promote(self) -> None:
         """The standby becomes the primary. Its commits wait for a standby again (the

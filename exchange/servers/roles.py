@@ -45,12 +45,11 @@ def app_role_for(owner_url: str) -> str:
 
 
 def app_url(owner_url: str, role: str, password: str) -> str:
-    """``owner_url`` with the application role's credentials in place of the owner's."""
+    """``owner_url`` with the application role's credentials in place of the owner's; its
+    servers (one, or a list such as ``h1:p1,h2:p2``) and parameters stay as they are."""
     parts = urlsplit(owner_url)
-    host = parts.hostname or "127.0.0.1"
-    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
+    servers = parts.netloc.rpartition("@")[2] or "127.0.0.1"
+    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{servers}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

@@ -1,0 +1,97 @@
+"""`hie deploy local`'s topology as an operator and a member's adapter host use it: three NATS
+nodes, a PostgreSQL primary with its synchronous standby, `hie up` with two gateways, all on
+TLS. A member added with `hie institution add` sends with `hie submit --creds`; `hie up` and
+its gateways are SIGKILLed (a lost host) and started again; the member goes on sending, and
+`hie audit verify` passes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from adapters.envelope import new_private_key, private_key_pem
+from exchange.demo.data import demo_bundles, demo_residents
+from exchange.servers.local_topology import LocalTopology
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Iterator[LocalTopology]:
+    local = LocalTopology(tmp_path / "local", consortium="lt", gateways=2)
+    try:
+        local.start_servers()
+        yield local
+    finally:
+        local.stop()
+
+
+def hie(topology: LocalTopology, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", *args],
+        env={**os.environ, **topology.env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_host(
+    topology: LocalTopology, tmp_path: Path
+) -> None:
+    url = topology.start_exchange("up", timeout=300)
+    ca = topology.env["HIE_NATS_CA"]
+    assert url.startswith("https://")
+    assert httpx.get(f"{url}/readyz", verify=ca, timeout=10).status_code == 200
+
+    key = new_private_key()
+    (tmp_path / "m.pub.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (tmp_path / "m.pem").write_bytes(private_key_pem(key))
+    hie(
+        topology,
+        *("institution", "add", "thc-lt", "--name", "测试卫生院"),
+        *("--level", "township_health_centre", "--public-key", str(tmp_path / "m.pub.pem")),
+        *("--creds-out", str(tmp_path / "m.creds")),
+    )
+    bundle, later = tmp_path / "visit.json", tmp_path / "later.json"
+    first, second = demo_bundles("thc-lt", demo_residents(2))
+    bundle.write_text(json.dumps(first, ensure_ascii=False))
+    later.write_text(json.dumps(second, ensure_ascii=False))
+    # The adapter host has only its own credentials, the CA and the NATS addresses.
+    member = {
+        "HIE_DATA_DIR": str(tmp_path / "adapter"),
+        "HIE_NATS_CREDS": "",
+    }
+    send = ("submit", str(bundle), "--institution", "thc-lt", "--key", str(tmp_path / "m.pem"))
+    out = hie(topology, *send, "--creds", str(tmp_path / "m.creds"), env=member)
+    assert "1 submission(s) newly accepted" in out
+
+    # The exchange's host is lost: hie up and its gateways die at once.
+    assert topology.exchange is not None
+    up = psutil.Process(topology.exchange.pid)
+    gateways = [c for c in up.children() if "gateway" in " ".join(c.cmdline())]
+    assert len(gateways) == 2
+    topology.kill_exchange()
+    for g in gateways:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            g.kill()
+    url = topology.start_exchange("up", timeout=300)
+
+    # The member goes on sending; what it sent before is not sent twice.
+    again = hie(topology, *send, str(later), "--creds", str(tmp_path / "m.creds"), env=member)
+    assert "1 submission(s) newly accepted, 1 already held" in again
+    assert "audit log intact" in hie(topology, "audit", "verify")
