@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
+import logging
 import shutil
 import tempfile
 import uuid
@@ -141,6 +142,9 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    # asyncio warns at each TLS connection NATS closes ("returning true from eof_received()
+    # has no effect when using ssl"): noise between the figures.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     arguments = parse()
     if arguments.publisher:
         publisher_main(arguments)
