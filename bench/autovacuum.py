@@ -48,6 +48,17 @@ _CHECKPOINTER = (
     "WHERE backend_type = 'checkpointer'"
 )
 _WAL = "SELECT wal_fpi, wal_bytes FROM pg_stat_wal"
+# The exchange's statements at work (the benchmark's own are left out by their text), what
+# each waits on, and how long it has run.
+_ACTIVE = r"""
+SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS q,
+       coalesce(wait_event_type || ':' || wait_event, 'CPU') AS waiting,
+       extract(epoch FROM clock_timestamp() - query_start) AS running_s
+FROM pg_stat_activity
+WHERE datname = current_database() AND backend_type = 'client backend' AND state = 'active'
+  AND pid <> pg_backend_pid() AND query NOT LIKE '%projection_position WHERE name%'
+  AND query NOT LIKE '%pg_stat_%'
+"""
 _BUSY = (
     "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
     "AND datname = current_database()"
@@ -81,6 +92,8 @@ class Autovacuum:
         self.behind_autovacuum: dict[str, float] = {}  # of those, behind a worker
         self.checkpointer: dict[str, float] = {}  # what it waited on → seconds
         self.checkpointing: list[float] = []  # when it was seen writing or syncing
+        self.active: dict[str, float] = {}  # "waiting" → backend-seconds
+        self.longest: dict[str, float] = {}  # statement → the longest it was seen running
         self.wal_first: Any = None
         self.wal_last: Any = None
 
@@ -90,6 +103,7 @@ class Autovacuum:
             rows = await self.pool.fetch(_WORKERS)
             waits = await self.pool.fetch(_WAITS)
             checkpointer = await self.pool.fetchval(_CHECKPOINTER)
+            active = await self.pool.fetch(_ACTIVE)
             self.wal_last = await self.pool.fetchrow(_WAL)
             self.wal_first = self.wal_first or self.wal_last
             now = time.monotonic()
@@ -114,6 +128,10 @@ class Autovacuum:
             if checkpointer and checkpointer != "CheckpointerMain":  # its idle wait
                 self.checkpointer[checkpointer] = self.checkpointer.get(checkpointer, 0.0) + span
                 self.checkpointing.append(now - self.since)
+            for act in active:
+                self.active[act["waiting"]] = self.active.get(act["waiting"], 0.0) + span
+                running = float(act["running_s"] or 0.0)
+                self.longest[act["q"]] = max(self.longest.get(act["q"], 0.0), running)
             for wait in waits:
                 rel = str(wait["rel"])
                 self.lock_waits[rel] = self.lock_waits.get(rel, 0.0) + span
@@ -161,6 +179,11 @@ class Autovacuum:
             "lock_wait_s_by_relation": longest_first(self.lock_waits),
             "lock_wait_behind_autovacuum_s_by_relation": longest_first(self.behind_autovacuum),
             "checkpointer_s_by_wait": longest_first(self.checkpointer),
+            "statements_s_by_wait": longest_first(self.active),
+            # Statements seen running for over half a second, with the longest time seen.
+            "statements_over_half_a_second": {
+                q: s for q, s in longest_first(self.longest).items() if s > 0.5
+            },
             "checkpointer_seen_from_to_s": [
                 round(min(self.checkpointing), 1),
                 round(max(self.checkpointing), 1),

@@ -119,6 +119,12 @@ def window_line(name: str, w: dict[str, Any]) -> str:
         + f"; WAL {w['wal_mb']} MB ({w['wal_full_page_images']} full pages)"
         + f"; machine busy {w['machine_busy_share']:.0%}"
         + (f", stalled: {stalls}" if stalls else "")
+        + f"\n    statements (backend-s by wait): {w['statements_s_by_wait']}"
+        + (
+            f"; running over 0.5 s: {w['statements_over_half_a_second']}"
+            if w["statements_over_half_a_second"]
+            else ""
+        )
         + f"\n    CPU s: {w['cpu_s_by_process']}; slowest published at "
         f"{w['slowest_published_at_s']} s into the window"
     )
