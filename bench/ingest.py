@@ -58,7 +58,7 @@ from typing import Any
 from bench.cleanup import drop_what_the_run_made
 from bench.ingest_county import build_county
 from bench.ingest_load import publisher_main
-from bench.ingest_report import print_report, with_cluster
+from bench.ingest_report import print_report, print_topology, with_cluster
 from bench.ingest_run import run_on
 from bench.ingest_topology import (
     LOCAL_CLUSTER,
@@ -103,7 +103,9 @@ async def on_topology(
     else:
         servers = await start_single(root, consortium, args.gateways)
     try:
-        return await run_on(servers, county, args, root)
+        figures = await run_on(servers, county, args, root)
+        print_topology(figures)  # now: a later failure leaves these printed
+        return figures
     finally:
         if servers.stop is not None:
             await asyncio.to_thread(servers.stop)

@@ -163,11 +163,9 @@ def print_topology(f: dict[str, Any]) -> None:
 
 
 def print_report(figures: dict[str, Any]) -> None:
-    """The summary lines of each topology (and the cluster's ratios), then the figures as
-    one JSON object on the last line."""
-    print_topology(figures)
+    """The cluster's ratios (each topology's lines were printed as it finished), then the
+    figures as one JSON object on the last line."""
     if "local_cluster" in figures:
-        print_topology(figures["local_cluster"])
         print(
             "cost of replication (3-node R3 cluster, synchronous standby ÷ single node): "
             + ", ".join(f"{k} × {v}" for k, v in figures["cluster_ratios"].items())
