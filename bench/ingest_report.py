@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench import logs
+
 
 def build_figures(
     args: argparse.Namespace,
@@ -174,14 +176,14 @@ def print_report(figures: dict[str, Any]) -> None:
 
 
 def print_errors(log: Path, limit: int = 20) -> None:
-    """The ERROR lines of `hie up`'s log (its gateways' included), each with the first line of
-    the traceback that follows it: a run that met errors says so beside its figures."""
-    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    found = [
-        (line, next((t for t in lines[i + 1 : i + 40] if not t.startswith((" ", "Traceback"))), ""))
-        for i, line in enumerate(lines)
-        if " ERROR " in line
-    ]
-    print(f"errors in hie up's log: {len(found)}")
-    for line, cause in found[:limit]:
-        print(f"  {line}\n    {cause}")
+    """The ERROR records of `hie up`'s log (its gateways' included), each with the last line
+    of its traceback, and its WARNINGs by kind: a run that met errors says so beside its
+    figures."""
+    errors = logs.at_level(log, "ERROR")
+    print(f"errors in hie up's log: {len(errors)}")
+    for record in errors[:limit]:
+        print(f"  {logs.line_of(record)}")
+    if warnings := logs.warnings_by_kind(log):
+        print(f"warnings in hie up's log: {warnings}")
+        for record in logs.at_level(log, "WARNING")[:limit]:
+            print(f"  {logs.line_of(record)}")

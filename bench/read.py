@@ -63,6 +63,7 @@ import asyncpg
 import psutil
 
 from adapters.envelope import new_private_key, public_key_b64
+from bench import logs
 from bench.cleanup import drop_what_the_run_made
 from bench.read_county import (
     INSTITUTIONS,
@@ -218,11 +219,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"record: {verify['error_kinds']}"
             )
         hie_rss = peak_rss_mb(watched["hie up"], rss.get("hie up", 0.0))
-        server_errors = sum(
-            1
-            for line in (work / "hie-up.log").read_text(errors="replace").splitlines()
-            if " ERROR " in line
-        )
+        server_errors = len(logs.at_level(work / "hie-up.log", "ERROR"))
         up.terminate()
         up.wait(30)
 

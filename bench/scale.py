@@ -48,12 +48,10 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import tempfile
 import uuid
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +59,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from bench import logs
 from bench.cleanup import drop_what_the_run_made
 from bench.ingest_report import print_errors
 from bench.read_load import Processes, start_hie_up
@@ -163,14 +162,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         except Exception:
             print_errors(work / "hie-up.log")  # the gateways' side of what went wrong
             raise
-        lines = (work / "hie-up.log").read_text(errors="replace").splitlines()
-        errors = [line for line in lines if " ERROR " in line]
+        errors = [logs.line_of(r) for r in logs.at_level(work / "hie-up.log", "ERROR")]
         # What the exchange warned of, by kind (numbers masked): retries, slow saves ...
-        warnings = Counter(
-            re.sub(r"\d+", "N", line.split(" WARNING ", 1)[1])[:120]
-            for line in lines
-            if " WARNING " in line
-        )
+        warnings = logs.warnings_by_kind(work / "hie-up.log")
         print_errors(work / "hie-up.log")
     finally:
         if pool is not None:
@@ -191,7 +185,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "shared_buffers_mb": shared_buffers_mb,
         "server_errors": len(errors),
         "first_server_error": errors[0][:300] if errors else None,
-        "server_warnings": dict(warnings.most_common(10)),
+        "server_warnings": warnings,
     }
 
 
