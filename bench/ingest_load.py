@@ -130,6 +130,12 @@ async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -
             f"the others' problems: {receipts.refusals()}"
         ) from None
     end = await pool.fetchval("SELECT max(notification_id) FROM ledger_events")
+    await wait_position(pool, end, timeout, every=0.005)
+    return time.monotonic()
+
+
+async def wait_position(pool: asyncpg.Pool, end: int, timeout: float, every: float = 0.02) -> None:
+    """Wait until the projection has applied the ledger up to position ``end``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (
@@ -138,8 +144,8 @@ async def wait_visible(pool: asyncpg.Pool, receipts: Receipts, timeout: float) -
             )
             >= end
         ):
-            return time.monotonic()
-        await asyncio.sleep(0.005)
+            return
+        await asyncio.sleep(every)
     raise RuntimeError("the projection did not catch up in time")
 
 

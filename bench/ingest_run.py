@@ -18,7 +18,7 @@ import psutil
 
 from bench.autovacuum import Autovacuum, autovacuum_done, autovacuum_start, table_stats
 from bench.ingest_county import County, read_envelopes
-from bench.ingest_load import Receipts, Rss, cpu_seconds, wait_visible
+from bench.ingest_load import Receipts, Rss, cpu_seconds, wait_position, wait_visible
 from bench.ingest_raw import raw_copy, raw_jetstream, raw_ledger_limit
 from bench.ingest_report import build_figures, print_errors
 from bench.ingest_topology import Servers
@@ -273,17 +273,3 @@ async def measure_rebuild(
         "rebuild_entries_per_s": round(entries / elapsed),
         "rebuild_up_cpu_us_per_entry": round(cpu * 1e6 / entries, 1),
     }
-
-
-async def wait_position(pool: asyncpg.Pool, end: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (
-            await pool.fetchval(
-                "SELECT position FROM projection_position WHERE name = 'patient_record'"
-            )
-            >= end
-        ):
-            return
-        await asyncio.sleep(0.02)
-    raise RuntimeError("the projection did not catch up in time")
