@@ -119,7 +119,8 @@ def window_line(name: str, w: dict[str, Any]) -> str:
         + (f", behind autovacuum: {behind}" if behind else "")
         + f"; checkpointer {w['checkpointer_s_by_wait'] or 'idle'}"
         + f"; WAL {w['wal_mb']} MB ({w['wal_full_page_images']} full pages)"
-        + f"; machine busy {w['machine_busy_share']:.0%}"
+        + f"; machine busy {w['machine_busy_share']:.0%} ({w['others_cpu_s']:g} CPU-s of it "
+        "not this run's)"
         + (f", stalled: {stalls}" if stalls else "")
         + f"\n    statements (backend-s by wait): {w['statements_s_by_wait']}"
         + (

@@ -41,8 +41,8 @@ def stalled_us() -> dict[str, int]:
 
 
 class Usage:
-    """CPU seconds per watched process (servers with their children) and the machine's
-    busy and stalled time, read at the start and the end of a window."""
+    """CPU seconds per watched process (servers with their children), this process's, and
+    the machine's busy and stalled time, read at the start and the end of a window."""
 
     def __init__(self, watched: dict[str, psutil.Process]) -> None:
         self.watched = watched
@@ -51,6 +51,7 @@ class Usage:
         return {
             "at": time.monotonic(),
             "busy": busy_seconds(),
+            "self": cpu_seconds(psutil.Process(), False),
             "stalled": stalled_us(),
             "cpu": {
                 n: cpu_seconds(p, n.startswith("server"))
@@ -62,9 +63,13 @@ class Usage:
     @staticmethod
     def between(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         span = b["at"] - a["at"]
+        ours = sum(b["cpu"][n] - v for n, v in a["cpu"].items() if n in b["cpu"])
+        ours += b["self"] - a["self"]
         return {
             "window_s": round(span, 1),
             "machine_busy_share": round((b["busy"] - a["busy"]) / span / (os.cpu_count() or 1), 2),
+            # CPU the machine spent on processes that are not this run's (other work on it).
+            "others_cpu_s": round(max(0.0, b["busy"] - a["busy"] - ours), 1),
             **{
                 f"stall_{k}_share": round((b["stalled"][k] - v) / 1e6 / span, 3)
                 for k, v in a["stalled"].items()
@@ -126,6 +131,8 @@ async def measure_window(
         # When the ten slowest were published (s into the window), and their lag.
         "slowest_published_at_s": [round(p - start, 1) for p, _, _ in slowest],
         "slowest_lag_s": [round(v - p, 3) for p, _, v in slowest],
-        **autovacuum.figures(),
-        **Usage.between(before, usage.read()),
+        **(vacuumed := autovacuum.figures()),
+        **(used := Usage.between(before, usage.read())),
+        # An autovacuum worker's CPU is PostgreSQL's, though it exits before the window ends.
+        "others_cpu_s": round(max(0.0, used["others_cpu_s"] - vacuumed["autovacuum_cpu_s"]), 1),
     }
