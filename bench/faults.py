@@ -65,6 +65,7 @@ class Tally:
     # (sent at, answered at) per batch, monotonic clock
     batches: list[tuple[float, float]] = field(default_factory=list)
     faults: list[tuple[str, float]] = field(default_factory=list)
+    waiting: dict[str, float] = field(default_factory=dict)  # member → its batch sent at
 
 
 async def member(
@@ -131,12 +132,14 @@ async def member(
                 )
                 n += 1
             sent = time.monotonic()
+            tally.waiting[code] = sent
             while True:
                 try:
                     receipts = await client.submit(batch, wait=20, attempts=3)
                     break
-                except SubmitError:
-                    continue  # the same ids again: nothing is stored twice
+                except SubmitError as exc:  # the same ids again: nothing is stored twice
+                    print(f"{code}: {exc}", flush=True)
+            del tally.waiting[code]
             tally.batches.append((sent, time.monotonic()))
             tally.submissions += len(batch)
             tally.accepted |= {s for s, r in receipts.items() if r["status"] == "accepted"}
@@ -221,6 +224,8 @@ async def check(topology: LocalTopology, tally: Tally) -> dict[str, Any]:
         capture_output=True,
         text=True,
     )
+    if verify.returncode != 0:
+        print(f"hie audit verify: {verify.stdout}{verify.stderr}", flush=True)
     return {
         "lost": lost,
         "duplicated": duplicated,
@@ -262,7 +267,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.pause)
         await asyncio.sleep(10)  # a last stretch without faults
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*members), 600)
+        finishing = asyncio.gather(*members)
+        deadline = time.monotonic() + 600
+        while not finishing.done():
+            await asyncio.wait([finishing], timeout=30)
+            late = {c: round(time.monotonic() - t) for c, t in tally.waiting.items()}
+            if late:
+                print(f"waiting for the receipts of: {late} (s)", flush=True)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"members still without receipts after 600 s: {late}")
+        await finishing
         topology.stop_exchange()
         result = await check(topology, tally)
         recoveries = recovery_times(tally)
@@ -280,7 +294,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         topology.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("HIE_BENCH_KEEP"):
+            print(f"kept: {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def parse() -> argparse.Namespace:
