@@ -41,19 +41,18 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import psutil
 
-from adapters.envelope import build_envelope, new_private_key, private_key_pem
+from adapters.envelope import new_private_key, private_key_pem
 from adapters.nats import SubmitClient, SubmitError
 from exchange.servers import netns
 from exchange.servers.local_topology import LocalTopology
 from exchange.servers.nats import connect
 from exchange.servers.nats_accounts import inbox_prefix
 from exchange.settings import load_settings
-from tests.factories import encounter_item, observation_item, resident
+from tests.factories import visit_batch
 
 PER_BATCH = 10
 
@@ -119,18 +118,8 @@ async def member(
     n = n0
     try:
         while not stop.is_set():
-            batch = []
-            for _ in range(PER_BATCH):
-                rid = resident(n)
-                batch.append(
-                    build_envelope(
-                        institution=code,
-                        key=key,
-                        sent_at=datetime.now(UTC),
-                        items=[encounter_item(rid, f"e{n}"), observation_item(rid, f"o{n}")],
-                    )
-                )
-                n += 1
+            batch = visit_batch(code, key, n, PER_BATCH)
+            n += PER_BATCH
             sent = time.monotonic()
             tally.waiting[code] = sent
             while True:
