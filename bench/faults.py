@@ -178,12 +178,13 @@ async def inject(topology: LocalTopology, kind: str, tally: Tally) -> None:
         await asyncio.to_thread(pg.rejoin)
 
 
-def recovery_times(tally: Tally) -> list[float]:
+def recovery_times(tally: Tally) -> list[tuple[str, float]]:
+    """Per fault: its kind, and how long until a batch sent after it was answered."""
     out = []
-    for _, at in tally.faults:
+    for kind, at in tally.faults:
         after = [done for sent, done in tally.batches if sent >= at]
         if after:
-            out.append(min(after) - at)
+            out.append((kind, min(after) - at))
     return out
 
 
@@ -268,7 +269,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await finishing
         topology.stop_exchange()
         result = await check(topology, tally)
-        recoveries = recovery_times(tally)
+        by_fault = recovery_times(tally)
+        recoveries = [t for _, t in by_fault]
+        worst: dict[str, float] = {}
+        for kind, t in by_fault:
+            worst[kind] = round(max(t, worst.get(kind, 0.0)), 2)
         return {
             "kills": sum(1 for k, _ in tally.faults if k.startswith("kill")),
             "partitions": sum(1 for k, _ in tally.faults if k == "partition"),
@@ -279,6 +284,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "median_recovery_s": round(sorted(recoveries)[len(recoveries) // 2], 2)
             if recoveries
             else 0.0,
+            "max_recovery_s_by_fault": worst,
             "minutes": round((time.monotonic() - started) / 60, 1),
         }
     finally:
