@@ -41,19 +41,18 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import psutil
 
-from adapters.envelope import build_envelope, new_private_key, private_key_pem
+from adapters.envelope import new_private_key, private_key_pem
 from adapters.nats import SubmitClient, SubmitError
 from exchange.servers import netns
 from exchange.servers.local_topology import LocalTopology
 from exchange.servers.nats import connect
 from exchange.servers.nats_accounts import inbox_prefix
 from exchange.settings import load_settings
-from tests.factories import encounter_item, observation_item, resident
+from tests.factories import visit_batch
 
 PER_BATCH = 10
 
@@ -65,6 +64,7 @@ class Tally:
     # (sent at, answered at) per batch, monotonic clock
     batches: list[tuple[float, float]] = field(default_factory=list)
     faults: list[tuple[str, float]] = field(default_factory=list)
+    waiting: dict[str, float] = field(default_factory=dict)  # member → its batch sent at
 
 
 async def member(
@@ -118,25 +118,17 @@ async def member(
     n = n0
     try:
         while not stop.is_set():
-            batch = []
-            for _ in range(PER_BATCH):
-                rid = resident(n)
-                batch.append(
-                    build_envelope(
-                        institution=code,
-                        key=key,
-                        sent_at=datetime.now(UTC),
-                        items=[encounter_item(rid, f"e{n}"), observation_item(rid, f"o{n}")],
-                    )
-                )
-                n += 1
+            batch = visit_batch(code, key, n, PER_BATCH)
+            n += PER_BATCH
             sent = time.monotonic()
+            tally.waiting[code] = sent
             while True:
                 try:
                     receipts = await client.submit(batch, wait=20, attempts=3)
                     break
-                except SubmitError:
-                    continue  # the same ids again: nothing is stored twice
+                except SubmitError as exc:  # the same ids again: nothing is stored twice
+                    print(f"{code}: {exc}", flush=True)
+            del tally.waiting[code]
             tally.batches.append((sent, time.monotonic()))
             tally.submissions += len(batch)
             tally.accepted |= {s for s, r in receipts.items() if r["status"] == "accepted"}
@@ -186,12 +178,13 @@ async def inject(topology: LocalTopology, kind: str, tally: Tally) -> None:
         await asyncio.to_thread(pg.rejoin)
 
 
-def recovery_times(tally: Tally) -> list[float]:
+def recovery_times(tally: Tally) -> list[tuple[str, float]]:
+    """Per fault: its kind, and how long until a batch sent after it was answered."""
     out = []
-    for _, at in tally.faults:
+    for kind, at in tally.faults:
         after = [done for sent, done in tally.batches if sent >= at]
         if after:
-            out.append(min(after) - at)
+            out.append((kind, min(after) - at))
     return out
 
 
@@ -221,6 +214,8 @@ async def check(topology: LocalTopology, tally: Tally) -> dict[str, Any]:
         capture_output=True,
         text=True,
     )
+    if verify.returncode != 0:
+        print(f"hie audit verify: {verify.stdout}{verify.stderr}", flush=True)
     return {
         "lost": lost,
         "duplicated": duplicated,
@@ -262,10 +257,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(args.pause)
         await asyncio.sleep(10)  # a last stretch without faults
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*members), 600)
+        finishing = asyncio.gather(*members)
+        deadline = time.monotonic() + 600
+        while not finishing.done():
+            await asyncio.wait([finishing], timeout=30)
+            late = {c: round(time.monotonic() - t) for c, t in tally.waiting.items()}
+            if late:
+                print(f"waiting for the receipts of: {late} (s)", flush=True)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"members still without receipts after 600 s: {late}")
+        await finishing
         topology.stop_exchange()
         result = await check(topology, tally)
-        recoveries = recovery_times(tally)
+        by_fault = recovery_times(tally)
+        recoveries = [t for _, t in by_fault]
+        worst: dict[str, float] = {}
+        for kind, t in by_fault:
+            worst[kind] = round(max(t, worst.get(kind, 0.0)), 2)
         return {
             "kills": sum(1 for k, _ in tally.faults if k.startswith("kill")),
             "partitions": sum(1 for k, _ in tally.faults if k == "partition"),
@@ -276,11 +284,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "median_recovery_s": round(sorted(recoveries)[len(recoveries) // 2], 2)
             if recoveries
             else 0.0,
+            "max_recovery_s_by_fault": worst,
             "minutes": round((time.monotonic() - started) / 60, 1),
         }
     finally:
         topology.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("HIE_BENCH_KEEP"):
+            print(f"kept: {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def parse() -> argparse.Namespace:

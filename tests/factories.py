@@ -165,3 +165,24 @@ referral_command = st.tuples(
     st.sampled_from(list(REFERRAL_PARTIES)),
     referral_offsets,
 )
+
+
+def visit_batch(institution: str, key: Any, first: int, count: int) -> list[dict[str, Any]]:
+    """``count`` signed submissions from ``institution``, residents ``first`` onwards: each a
+    visit with one measurement, as an adapter sends them batch after batch."""
+    from datetime import UTC, datetime
+
+    from adapters.envelope import build_envelope
+
+    batch = []
+    for n in range(first, first + count):
+        rid = resident(n)
+        batch.append(
+            build_envelope(
+                institution=institution,
+                key=key,
+                sent_at=datetime.now(UTC),
+                items=[encounter_item(rid, f"e{n}"), observation_item(rid, f"o{n}")],
+            )
+        )
+    return batch

@@ -137,12 +137,20 @@ async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Findin
     """Every accepted submission in the ledger is anchored in the audit log with the same
     content hash, and every anchored one is still in the ledger: none altered, none removed."""
     anchored: dict[int, str] = {}
+    # A submission whose first answer was lost (the database connection dropped while its
+    # commit was being confirmed, as in a failover) is answered again as a repeat: that
+    # answer anchors it, if it names the content the ledger holds.
+    repeats: dict[int, set[str]] = {}
     for row in await pool.fetch(
         "SELECT record_text::jsonb AS r FROM audit_log WHERE action = 'submission' "
         "AND decision = 'accepted'"
     ):
         record = json.loads(row["r"])
-        if not record.get("repeat") and record.get("envelope_sha256"):
+        if not record.get("envelope_sha256"):
+            continue
+        if record.get("repeat"):
+            repeats.setdefault(int(record["position"]), set()).add(record["envelope_sha256"])
+        else:
             anchored[int(record["position"])] = record["envelope_sha256"]
     held: dict[int, str] = {}
     position = 0
@@ -154,6 +162,9 @@ async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Findin
             if isinstance(event, Submission.Accepted):
                 held[pos] = hashlib.sha256(event.envelope.encode()).hexdigest()
         position = events[-1][0]
+    for pos, hashes in repeats.items():
+        if pos not in anchored and held.get(pos) in hashes:
+            anchored[pos] = held[pos]
     findings = []
     for pos in sorted(set(anchored) | set(held)):
         if pos not in held:

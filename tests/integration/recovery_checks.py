@@ -30,7 +30,7 @@ async def assert_each_accepted_once(rt: Runtime, accepted: set[str]) -> None:
     assert not doubled, f"{len(doubled)} submission(s) held more than once"
 
 
-async def _snapshot(rt: Runtime) -> dict[str, list[str]]:
+async def snapshot(rt: Runtime) -> dict[str, list[str]]:
     out = {}
     async with rt.pool.acquire() as conn:
         for table in TABLES:
@@ -51,11 +51,11 @@ async def assert_projection_equals_rebuild(settings: Settings) -> None:
         runner = PatientRecordProjection(rt.pool, read, fields=rt.fields)
         while await runner.catch_up_once():  # where the live runner stopped, to the end
             pass
-        live = await _snapshot(rt)
+        live = await snapshot(rt)
         await runner.rebuild()
         while await runner.catch_up_once():
             pass
-        assert await _snapshot(rt) == live
+        assert await snapshot(rt) == live
 
 
 async def assert_audit_verifies(rt: Runtime) -> None:

@@ -165,6 +165,62 @@ async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -
     assert f"position {c} is no longer in the ledger [ledger.event_missing]" in result.stdout
 
 
+async def test_a_submission_whose_first_answer_was_lost_is_anchored_by_its_repeat(
+    exchange: Running,
+) -> None:
+    """A failover can confirm a ledger commit to nobody: the standby has it, the gateway saw
+    its connection drop and gave the submission back. Redelivered, it is answered as a repeat,
+    and that answer anchors it; a repeat naming other content anchors nothing."""
+    from adapters.envelope import build_envelope, encode
+    from adapters.nats import SubmitClient
+    from domain.submission import validate_envelope
+    from exchange.ingest.ledger import Pending
+    from tests.factories import record_items, resident
+
+    key = await exchange.register("thc-lost")
+    envelope = build_envelope(
+        institution="thc-lost",
+        key=key,
+        sent_at=datetime.now(UTC),
+        items=record_items(resident(7), "lost"),
+    )
+    valid, problems = validate_envelope(envelope)
+    assert valid and not problems
+    # Committed, never answered: no audit record of it yet.
+    # (the bytes the gateway would have kept: those it received)
+    await exchange.rt.sync(
+        exchange.rt.ledger.append, [Pending(valid, encode(envelope).decode(), datetime.now(UTC))]
+    )
+    settings = exchange.rt.settings
+    unanswered = await asyncio.to_thread(verify_cli, settings)
+    assert unanswered.returncode == 1 and "[ledger.not_anchored]" in unanswered.stdout
+    # The sender's resend is answered as a repeat (as the redelivery would be), anchored.
+    client = SubmitClient(exchange.rt.nc, settings.consortium, "thc-lost")
+    receipt = (await client.submit([envelope], wait=20))[envelope["submission_id"]]
+    assert receipt["status"] == "accepted" and receipt["repeat"]
+    answered = await asyncio.to_thread(verify_cli, settings)
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+    # Its content swapped in the ledger afterwards: the repeat's hash no longer names it.
+    other = await exchange.rt.sync(exchange.rt.ledger.max_position)
+    async with exchange.owner() as conn:
+        await conn.execute("SET session_replication_role = replica")
+        first = await conn.fetchval(
+            "SELECT min(notification_id) FROM ledger_events WHERE notification_id < $1 "
+            "AND topic LIKE '%Submission.Accepted%'",
+            other,
+        )
+        if first is not None:
+            await conn.execute(
+                "UPDATE ledger_events SET state = (SELECT state FROM ledger_events "
+                "WHERE notification_id = $1) WHERE notification_id = $2",
+                first,
+                receipt["positions"][0],
+            )
+    if first is not None:
+        swapped = await asyncio.to_thread(verify_cli, settings)
+        assert swapped.returncode == 1
+
+
 async def test_the_exchange_never_signs_a_head_that_does_not_extend_the_last(
     settings: Settings,
 ) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from adapters.envelope import build_envelope
 from adapters.nats import SubmitClient
 from exchange.servers.nats import stream_name
 from exchange.settings import Settings
-from tests.factories import encounter_item, observation_item, resident
+from tests.factories import visit_batch
 from tests.integration.conftest import Running, running
 from tests.integration.nats_cluster_fixtures import Cluster, cluster, isolated_cluster, on_cluster
 from tests.integration.recovery_checks import (
@@ -46,18 +44,7 @@ class Senders:
         key = self.ex.keys[code]
         client = SubmitClient(self.ex.rt.nc, self.ex.rt.settings.consortium, code)
         for b in range(BATCHES):
-            batch = []
-            for i in range(PER_BATCH):
-                n = offset + b * PER_BATCH + i
-                rid = resident(n)
-                batch.append(
-                    build_envelope(
-                        institution=code,
-                        key=key,
-                        sent_at=datetime.now(UTC),
-                        items=[encounter_item(rid, f"e{n}"), observation_item(rid, f"o{n}")],
-                    )
-                )
+            batch = visit_batch(code, key, offset + b * PER_BATCH, PER_BATCH)
             receipts = await client.submit(batch, wait=15, attempts=8)
             self.sent += len(batch)
             self.accepted |= {s for s, r in receipts.items() if r["status"] == "accepted"}

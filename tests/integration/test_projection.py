@@ -15,17 +15,9 @@ from domain.submission import Submission, validate_envelope
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
 from exchange.ingest.ledger import Pending
 from exchange.settings import Settings
-from projections.postgres import TABLES, PatientRecordProjection
+from projections.postgres import PatientRecordProjection
 from tests.factories import record_items, resident
-
-
-async def snapshot(rt: Runtime) -> dict[str, list[Any]]:
-    out = {}
-    async with rt.pool.acquire() as conn:
-        for table in TABLES:
-            rows = await conn.fetch(f"SELECT * FROM {table}")
-            out[table] = sorted(json.dumps(dict(r), default=str, sort_keys=True) for r in rows)
-    return out
+from tests.integration.recovery_checks import snapshot
 
 
 async def append(rt: Runtime, key: Any, start: int, count: int) -> None:
