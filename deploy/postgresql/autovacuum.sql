@@ -17,6 +17,10 @@
 -- ANALYZE likewise at 2% rather than 10%, so plans follow the tables as they grow.
 
 -- The ledger: append-only (the application role may not delete; eventsourcing never updates).
+-- Each append holds the events table's EXCLUSIVE lock, which a VACUUM or ANALYZE of it holds
+-- off while it runs: the exchange itself sets autovacuum_vacuum_cost_delay = 0 and
+-- autovacuum_freeze_min_age = 0 on ledger_events at each start (exchange/ingest/recorder.py),
+-- so that its vacuums are short and the anti-wraparound one finds little left to do.
 -- Its events' state is stored out of line (TOAST, STORAGE EXTERNAL: compressed and encrypted
 -- already), so the TOAST table is the biggest part and gets the same.
 ALTER TABLE IF EXISTS ledger_events SET (

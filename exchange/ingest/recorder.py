@@ -74,6 +74,18 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 schema=schema, table=Identifier(events_table_name)
             )
         )
+        # Each append holds this table's EXCLUSIVE lock (the library's: commits in the order of
+        # their notification ids), which conflicts with the SHARE UPDATE EXCLUSIVE lock a
+        # VACUUM or ANALYZE holds: appends wait while autovacuum works on the table
+        # (bench/ingest.py counts these waits). So its autovacuum is not throttled (done in
+        # the least time) and freezes what it visits: the anti-wraparound vacuum, which an
+        # append cannot cancel, then finds next to nothing left to read.
+        self.sql_create_statements.append(
+            SQL(
+                "ALTER TABLE {schema}.{table} SET (autovacuum_vacuum_cost_delay = 0, "
+                "autovacuum_freeze_min_age = 0)"
+            ).format(schema=schema, table=Identifier(events_table_name))
+        )
         # Submissions refused once they were authenticated: a refusal is final, so that a
         # replay is never accepted once the ledger's state has changed (codes only, no data).
         self.sql_create_statements.append(
