@@ -101,13 +101,14 @@ class LocalTopology:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIE_")}
         run_file = self.data_dir / "run.json"
         run_file.unlink(missing_ok=True)
-        self.exchange = subprocess.Popen(
-            [sys.executable, "-m", "exchange.cli", command],
-            env={**env, **self.env, "PYTHONUNBUFFERED": "1"},
-            stdout=open(self.root / "exchange.log", "ab"),  # noqa: SIM115 - the child keeps it
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.root / "exchange.log", "ab") as log:  # the child keeps its own copy
+            self.exchange = subprocess.Popen(
+                [sys.executable, "-m", "exchange.cli", command],
+                env={**env, **self.env, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.exchange.poll() is not None:
