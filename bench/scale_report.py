@@ -119,6 +119,11 @@ def print_report(figures: dict[str, Any]) -> None:
     )
     for s in steps:
         print(f"  {s['step_millions']:g}M peak RSS MB: {s['peak_rss_mb']}")
+        if "ingest_wal" in s:
+            print(
+                f"  {s['step_millions']:g}M WAL: growth {s.get('growth_wal')}; batch "
+                f"{s['ingest_wal']}, CPU {s['ingest_cpu_ms_per_1000_events']} ms per 1,000 events"
+            )
     for s in out["skipped_steps"]:
         print(f"  skipped {s['step_millions']:g}M: {s['reason']}")
     for key, bound, way in GOALS:

@@ -31,7 +31,7 @@ from bench.scale_step import (
     settle,
     spool,
 )
-from bench.scale_watch import Watch, free_bytes, store_bytes
+from bench.scale_watch import Watch, free_bytes, store_bytes, wal_counters, wal_per_event
 
 PRIOR_BYTES_PER_EVENT = 5000  # database + JetStream, before the first step has measured it
 SPOOL_BYTES_PER_EVENT = 400  # signed envelopes waiting in the spool
@@ -154,13 +154,16 @@ async def run_steps(
             fig["spool_s"] = round(time.monotonic() - started, 1)
             if grow["submissions"]:
                 run.say(f"  growth: {grow['items']:,} events flat out ...")
+                wal = await wal_counters(run.pool)
                 took = await publish_flat(run, grow)
+                fig["growth_wal"] = wal_per_event(wal, await wal_counters(run.pool), grow["items"])
                 fig["growth_events"] = grow["items"]
                 fig["growth_events_per_s"] = round(grow["items"] / took)
             run.say(f"  batch: {batch['items']:,} events flat out ...")
-            cpu = exchange_cpu(run, server_procs)
+            cpu, wal = exchange_cpu(run, server_procs), await wal_counters(run.pool)
             took = await publish_flat(run, batch)
             cpu = exchange_cpu(run, server_procs) - cpu
+            fig["ingest_wal"] = wal_per_event(wal, await wal_counters(run.pool), batch["items"])
             fig["batch_events"] = batch["items"]
             fig["ingest_events_per_s"] = round(batch["items"] / took)
             fig["ingest_cpu_ms_per_1000_events"] = round(1e6 * cpu / batch["items"], 1)

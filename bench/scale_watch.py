@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -106,3 +107,35 @@ async def store_bytes(
 
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+async def wal_counters(pool: asyncpg.Pool) -> dict[str, int]:
+    """The server's WAL written so far (bytes, full-page images) and its checkpoints by
+    cause; a phase's figures are the difference of two readings. Full-page images are what a
+    random-key index costs after each checkpoint, on the first change of each of its pages."""
+    wal = await pool.fetchrow("SELECT wal_bytes, wal_fpi FROM pg_stat_wal")
+    try:
+        cp = await pool.fetchrow(
+            "SELECT num_timed AS timed, num_requested AS requested FROM pg_stat_checkpointer"
+        )
+    except asyncpg.UndefinedTableError:  # before PostgreSQL 17
+        cp = await pool.fetchrow(
+            "SELECT checkpoints_timed AS timed, checkpoints_req AS requested FROM pg_stat_bgwriter"
+        )
+    return {
+        "wal_bytes": int(wal["wal_bytes"]),
+        "wal_fpi": int(wal["wal_fpi"]),
+        "checkpoints_timed": int(cp["timed"]),
+        "checkpoints_requested": int(cp["requested"]),
+    }
+
+
+def wal_per_event(before: dict[str, int], after: dict[str, int], events: int) -> dict[str, Any]:
+    """WAL bytes and full-page images per event between two readings, and the checkpoints."""
+    d = {k: after[k] - before[k] for k in after}
+    return {
+        "wal_bytes_per_event": round(d["wal_bytes"] / events),
+        "wal_fpi_per_1000_events": round(1000 * d["wal_fpi"] / events, 1),
+        "fpi_share_of_wal": round(d["wal_fpi"] * 8192 / max(1, d["wal_bytes"]), 3),
+        "checkpoints": d["checkpoints_timed"] + d["checkpoints_requested"],
+    }

