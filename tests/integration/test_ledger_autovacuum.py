@@ -9,18 +9,8 @@ import asyncio
 import asyncpg
 
 from adapters.envelope import new_private_key, public_key_b64
-from exchange.ingest.ledger import Ledger
 from exchange.settings import Settings
-
-
-async def open_ledger(settings: Settings) -> Ledger:
-    assert settings.database_url
-    return await asyncio.to_thread(
-        Ledger,
-        settings.database_url,
-        settings.secrets.ledger_cipher_key,
-        settings.secrets.pseudonym_key,
-    )
+from tests.integration.ledger_steps import open_ledger
 
 
 async def test_the_events_table_is_vacuumed_unthrottled_and_frozen_as_it_goes(

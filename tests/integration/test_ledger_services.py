@@ -10,9 +10,9 @@ import asyncpg
 
 from adapters.envelope import new_private_key, public_key_b64
 from exchange.bootstrap import Endpoints, open_runtime
-from exchange.ingest.ledger import Ledger
 from exchange.settings import Settings
 from projections.postgres import LEDGER_CHANNEL
+from tests.integration.ledger_steps import open_ledger
 
 
 async def heard(settings: Settings, commit: Callable[[], object]) -> list[str]:
@@ -43,13 +43,7 @@ async def test_the_runtime_ledger_wakes_the_projections_at_each_commit(settings:
 
 
 async def test_a_ledger_without_a_channel_notifies_nobody(settings: Settings) -> None:
-    assert settings.database_url
-    ledger = await asyncio.to_thread(
-        Ledger,
-        settings.database_url,
-        settings.secrets.ledger_cipher_key,
-        settings.secrets.pseudonym_key,
-    )
+    ledger = await open_ledger(settings)
     try:
         key = public_key_b64(new_private_key())
         assert (

@@ -9,8 +9,8 @@ import uuid
 
 import asyncpg
 
-from exchange.ingest.ledger import Ledger
 from exchange.settings import Settings
+from tests.integration.ledger_steps import open_ledger
 
 # (institution, source_id, record): an observation (its record is its source id), a visit's
 # admission and discharge (one record named apart from both), a control item (no record), a
@@ -28,16 +28,6 @@ ASKED = ["obs-1", "visit-7", "adm-7", "dis-7", "consent-3", "obs-1-fix", "obs-2"
 BEFORE = (
     "SELECT DISTINCT record FROM ledger_source_records WHERE institution = $1 AND record = ANY($2)"
 )
-
-
-async def open_ledger(settings: Settings) -> Ledger:
-    assert settings.database_url
-    return await asyncio.to_thread(
-        Ledger,
-        settings.database_url,
-        settings.secrets.ledger_cipher_key,
-        settings.secrets.pseudonym_key,
-    )
 
 
 async def insert(conn: asyncpg.Connection, rows: list[tuple[str, str, str | None]]) -> None:
