@@ -52,6 +52,7 @@ from exchange.ingest.steward import DESK as STEWARD_DESK
 from exchange.ingest.steward import Steward
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
+from exchange.servers.keepalive import keepalive
 from exchange.servers.nats import (
     PORTAL,
     cluster_size,
@@ -319,12 +320,13 @@ async def open_runtime(
         ledger = await loop.run_in_executor(
             executor, lambda: open_ledger(app_url, create_tables=False)
         )
-        pool = await asyncpg.create_pool(app_url, min_size=2, max_size=10)
+        pool = await asyncpg.create_pool(app_url, min_size=2, max_size=10, init=keepalive)
         read_pool = await asyncpg.create_pool(
             app_url,
             min_size=2,
             max_size=24,
             reset=_no_reset,
+            init=keepalive,
             # The read queries are index lookups by patient: a generic plan serves every call,
             # and replanning the gate's query each time cost more than running it.
             server_settings={"plan_cache_mode": "force_generic_plan"},

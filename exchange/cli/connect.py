@@ -12,6 +12,7 @@ import asyncpg
 from nats.aio.client import Client
 
 from exchange.bootstrap import running_endpoints
+from exchange.servers.keepalive import keepalive
 from exchange.servers.nats import connect
 from exchange.servers.nats_accounts import inbox_prefix
 from exchange.settings import Settings
@@ -21,7 +22,10 @@ from exchange.settings import Settings
 async def database(settings: Settings, *, connections: int = 2) -> AsyncIterator[asyncpg.Pool]:
     """A small pool on the exchange's database, closed when the block ends."""
     pool = await asyncpg.create_pool(
-        running_endpoints(settings).database_url, min_size=1, max_size=connections
+        running_endpoints(settings).database_url,
+        min_size=1,
+        max_size=connections,
+        init=keepalive,
     )
     try:
         yield pool

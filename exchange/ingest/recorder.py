@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Composed, Identifier
 
 from exchange.errors import ConfigurationError
+from exchange.servers import keepalive
 
 # The channel a registration or key rotation NOTIFYs in its commit (its payload: the code).
 KEYS_CHANNEL = "hie_institution_keys"
@@ -308,6 +309,7 @@ def ledger_env(database_url: str, cipher_key: str, *, create_tables: bool = True
             "HIE_DATABASE_URL must look like postgresql://user:password@host:port/dbname"
         )
     named = {k: str(params.pop(k, "")) for k in ("dbname", "host", "port", "user", "password")}
+    params = {**keepalive.LIBPQ, **params}  # a server gone silent is an error, not a hang
     return {
         "PERSISTENCE_MODULE": "exchange.ingest.recorder:LedgerFactory",
         "APPLICATION_RECORDER_TOPIC": "exchange.ingest.recorder:LedgerRecorder",

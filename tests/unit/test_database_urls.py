@@ -26,14 +26,15 @@ def test_the_ledger_reaches_every_server_of_the_url_with_its_tls_parameters() ->
     assert env["POSTGRES_PORT"] == "5432,5433"
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("hie", "p@ss")
     assert env["PERSISTENCE_MODULE"].endswith(":LedgerFactory")
-    assert dict(pair.split("=") for pair in env[LedgerFactory.POSTGRES_OPTIONS].split("&")) == {
+    assert options(env) == {
         "target_session_attrs": "read-write",
         "sslmode": "verify-full",
         "sslrootcert": "%2Fetc%2Fhie%2Fca.crt",
+        **KEEPALIVE,
     }
     single = ledger_env("postgresql://u@db.example/hie", "key")
     assert (single["POSTGRES_HOST"], single["POSTGRES_PORT"]) == ("db.example", "5432")
-    assert single[LedgerFactory.POSTGRES_OPTIONS] == ""
+    assert options(single) == KEEPALIVE
     for wrong in ("mysql://u@h/hie", "postgresql://u@h:5432"):
         with pytest.raises(ConfigurationError):
             ledger_env(wrong, "key")
@@ -59,3 +60,24 @@ def test_a_lost_database_is_not_a_wrong_submission() -> None:
     assert not database_away(IntegrityError("duplicate key"))
     assert not database_away(ValueError("bad envelope"))
     assert not database_away(asyncpg.exceptions.UniqueViolationError("duplicate"))
+
+
+KEEPALIVE = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+def options(env: dict[str, str]) -> dict[str, str]:
+    return dict(pair.split("=") for pair in env[LedgerFactory.POSTGRES_OPTIONS].split("&"))
+
+
+def test_the_ledger_gives_up_on_a_silent_server_unless_its_url_says_otherwise() -> None:
+    # Every connection probes an idle server and gives up on unacknowledged data: a primary
+    # lost without closing its sockets is an error in half a minute, not a hang of fifteen.
+    assert options(ledger_env("postgresql://u@db.example/hie", "key")) == KEEPALIVE
+    given = ledger_env("postgresql://u@db.example/hie?keepalives_idle=60&keepalives=0", "key")
+    assert options(given) == {**KEEPALIVE, "keepalives_idle": "60", "keepalives": "0"}
