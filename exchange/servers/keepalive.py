@@ -2,8 +2,9 @@
 
 A PostgreSQL primary whose host is lost (power, a cut cable, a hung kernel) closes nothing: its
 sockets stay open on our side, and a query sent on one waits for TCP's retransmissions to give
-up, about fifteen minutes on Linux, while an idle pooled connection would wait two hours for
-the first keepalive probe. After a failover the exchange's pools would hold such connections.
+up, about fifteen minutes on Linux, while an idle pooled connection notices nothing at all (a
+socket sends no keepalive probe unless asked to). After a failover the exchange's pools would
+hold such connections.
 So every database connection probes an idle peer after ``IDLE_S`` seconds (``COUNT`` probes,
 ``INTERVAL_S`` apart) and gives up on data unacknowledged for ``USER_TIMEOUT_MS``: a dead
 server is an error within about half a minute, and the pool opens a new connection, which the
