@@ -5,6 +5,7 @@ sockets stay open on our side, and a query sent on one waits for TCP's retransmi
 up, about fifteen minutes on Linux, while an idle pooled connection notices nothing at all (a
 socket sends no keepalive probe unless asked to). After a failover the exchange's pools would
 hold such connections.
+
 So every database connection probes an idle peer after ``IDLE_S`` seconds (``COUNT`` probes,
 ``INTERVAL_S`` apart) and gives up on data unacknowledged for ``USER_TIMEOUT_MS``: a dead
 server is an error within about half a minute, and the pool opens a new connection, which the
