@@ -91,7 +91,13 @@ class SubmitClient:
                     await asyncio.wait_for(arrived.wait(), wait)
                     break
                 except TimeoutError:
-                    continue
+                    if sub.task is None:
+                        # An ordered consumer that a cluster fault broke stays broken: the
+                        # client library recreates it once, by sequence with the start time
+                        # still set, which the server refuses (10094). Follow afresh; ``take``
+                        # keeps each receipt once.
+                        await sub.close()
+                        sub = await self._follow_receipts(take)
         finally:
             await sub.close()
         missing = len(by_id) - len(receipts)
