@@ -12,8 +12,9 @@ step, before any clock starts, worker processes sign the step's envelopes into s
 then, measured:
 
 - growth: the envelopes up to the step's size published flat out, one process per
-  institution, timed until the projection has applied the whole ledger; then a fixed-size
-  batch (``--batch`` events, the same at every step) the same way: the ingest figure;
+  institution, timed until the projection has applied the whole ledger; then, once the
+  growth's autovacuum is over, a fixed-size batch (``--batch`` events, the same at every
+  step) the same way: the ingest figure;
 - lag at ``--rate`` events/s for ``--rate-seconds`` right after (autovacuum of what was just
   written usually runs then; sampled, and said when it did not), and again once autovacuum is
   over;
