@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,14 @@ log = logging.getLogger(__name__)
 
 # A message that fails alone this many times while the servers answer is set aside.
 POISON_DELIVERIES = 3
+# Saves of one submission alone that may lose the race for a patient's identity to another
+# gateway, a short random pause apart, before it is given back to be delivered again.
+CONTENDED_TRIES = 6
+
+
+class Contended(Exception):
+    """A submission the ledger refused only because other gateways kept moving the identities
+    it names on: not a defect of the submission (never counted toward POISON_DELIVERIES)."""
 
 
 async def _nak(msg: Msg, delay: float) -> None:
@@ -160,7 +169,7 @@ class Gateway:
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         try:
             await self.process(msgs)
-        except IntegrityError:
+        except (IntegrityError, Contended):
             # Another gateway saved one of the batch's identities or source records first
             # (expected with several gateways at once): each message alone sorts it out.
             log.warning(
@@ -214,10 +223,16 @@ class Gateway:
         """After a failed batch: each message alone, so one poison message cannot hold the
         others back. If the servers are unwell, nothing is rejected: everything comes back
         later. If they are well and one message alone keeps failing, it is rejected (kept in
-        the dead-letter stream, answered with a receipt) after POISON_DELIVERIES tries."""
+        the dead-letter stream, answered with a receipt) after POISON_DELIVERIES tries; one
+        that only kept losing races for identities to other gateways is given back, however
+        often (its data is fine: it is stored once a save wins)."""
         for i, msg in enumerate(msgs):
             try:
                 await self.process([msg])
+                continue
+            except Contended:
+                log.warning("gateway: a submission kept meeting concurrent saves; given back")
+                await _nak(msg, self.retry_delay)
                 continue
             except Exception as exc:
                 if database_away(exc):
@@ -375,7 +390,9 @@ class Gateway:
         for item in chunk:
             pending = item.pending
             assert pending is not None
-            for _ in range(3):
+            for attempt in range(CONTENDED_TRIES):
+                if attempt:  # let the rival's save commit before this one reloads
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
                 try:
                     appended = await self._ledger_append([pending])
                     self._settle([item], appended)
@@ -411,7 +428,7 @@ class Gateway:
                 # Neither held: another writer moved a patient identity on. The ledger's
                 # identity cache was dropped with the failed save, so the next try reloads it.
             else:
-                raise RuntimeError("the ledger kept refusing a submission it does not hold")
+                raise Contended("the ledger kept refusing a submission it does not hold")
 
     # Answering ------------------------------------------------------------------------------
 

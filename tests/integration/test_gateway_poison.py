@@ -3,6 +3,8 @@
 The poison here is a submission the ledger fails on every time while the servers are well
 (as a defect triggered by one message would): the gateway tries it alone a few times, then
 sets it aside in the dead-letter stream with a receipt, while everything around it is stored.
+A submission that only keeps losing the race for a patient's identity to other gateways is
+not poison: it is stored once a save wins, however many deliveries that takes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from hypothesis import strategies as st
 from adapters.envelope import build_envelope, encode
 from domain.submission import submission_key
 from exchange.bootstrap import Endpoints, open_runtime
-from exchange.ingest.gateway import POISON_DELIVERIES, Gateway
+from exchange.ingest.gateway import CONTENDED_TRIES, POISON_DELIVERIES, Gateway
+from exchange.ingest.ledger import IntegrityError
 from exchange.servers.nats import deadletter_subject, receipt_subject, stream_name, submit_subject
 from exchange.settings import Settings
 from tests.factories import json_values, observation_item, resident
@@ -40,12 +43,102 @@ class DefectiveLedger:
         return self._ledger.append(batch)
 
 
+class ContendedLedger(DefectiveLedger):
+    """The real ledger, except that one given submission's saves are refused ``losses``
+    times as if another gateway had just saved an identity it names (neither it nor its
+    source records are held), as under heavy load from several gateways."""
+
+    def __init__(self, ledger: Any, poison_key: Any, losses: int) -> None:
+        super().__init__(ledger, poison_key)
+        self.losses = losses
+
+    def append(self, batch: Any) -> Any:
+        if self.losses and any(p.key == self.poison_key for p in batch):
+            self.losses -= 1
+            raise IntegrityError("a rival gateway saved an identity first")
+        return self._ledger.append(batch)
+
+
+async def deliver(
+    rt: Any, ledger: Any, envelopes: list[dict[str, Any]], institution: str
+) -> dict[str, dict[str, Any]]:
+    """Queue the envelopes, run a gateway on ``ledger`` until every one has its receipt."""
+    c = rt.settings.consortium
+    gateway = Gateway(
+        ledger,
+        rt.nc,
+        c,
+        executor=rt.executor,
+        audit=rt.audit_writer,
+        retry_delay=0.2,
+    )
+    receipts: dict[str, dict[str, Any]] = {}
+    got = asyncio.Event()
+
+    async def on_receipt(msg: Any) -> None:
+        receipt = json.loads(msg.data)
+        receipts[receipt["submission_id"]] = receipt
+        if len(receipts) == len(envelopes):
+            got.set()
+
+    await rt.nc.subscribe(receipt_subject(c, institution), cb=on_receipt)
+    js = rt.nc.jetstream()
+    for env in envelopes:
+        await js.publish(
+            submit_subject(c, institution),
+            encode(env),
+            headers={"Nats-Msg-Id": env["submission_id"]},
+        )
+    stop = asyncio.Event()
+    task = asyncio.create_task(gateway.run(stop))
+    try:
+        await asyncio.wait_for(got.wait(), 60)
+    finally:
+        stop.set()
+        await task
+    return receipts
+
+
+async def test_a_submission_losing_identity_races_is_stored_not_set_aside(
+    settings: Settings,
+) -> None:
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        running = Running(rt)
+        key = await running.register("thc-3")
+        envelopes = [
+            build_envelope(
+                institution="thc-3",
+                key=key,
+                sent_at=datetime.now(UTC),
+                items=[observation_item(resident(200 + n), f"r{n}", str(100 + n))],
+            )
+            for n in range(5)
+        ]
+        contended = envelopes[2]
+        # Twice as many lost races as a batch's save and the tries alone on every delivery up
+        # to the poison limit: a gateway counting them as failures would set it aside.
+        losses = 2 * (1 + CONTENDED_TRIES) * (POISON_DELIVERIES + 1)
+        ledger = ContendedLedger(
+            rt.ledger, submission_key("thc-3", contended["submission_id"]), losses
+        )
+        receipts = await deliver(rt, ledger, envelopes, "thc-3")
+
+        assert ledger.losses == 0
+        assert [receipts[e["submission_id"]]["status"] for e in envelopes] == ["accepted"] * 5
+        held = await rt.sync(
+            rt.ledger.positions_of, [submission_key("thc-3", e["submission_id"]) for e in envelopes]
+        )
+        assert len(held) == 5  # each once: a position per submission
+        info = await rt.nc.jetstream().stream_info(stream_name(rt.settings.consortium, "SUBMIT"))
+        assert info.state.messages == 0
+
+
 async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settings) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         running = Running(rt)
         key = await running.register("thc-1")
-        c = settings.consortium
         envelopes = [
             build_envelope(
                 institution="thc-1",
@@ -57,40 +150,9 @@ async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settin
         ]
         poison = envelopes[5]
         ledger = DefectiveLedger(rt.ledger, submission_key("thc-1", poison["submission_id"]))
-        gateway = Gateway(
-            ledger,
-            rt.nc,
-            c,
-            executor=rt.executor,  # type: ignore[arg-type]
-            audit=rt.audit_writer,
-            retry_delay=0.2,
-        )
-        receipts: dict[str, dict[str, Any]] = {}
-        got = asyncio.Event()
-
-        async def on_receipt(msg: Any) -> None:
-            receipt = json.loads(msg.data)
-            receipts[receipt["submission_id"]] = receipt
-            if len(receipts) == len(envelopes):
-                got.set()
-
-        await rt.nc.subscribe(receipt_subject(c, "thc-1"), cb=on_receipt)
-        js = rt.nc.jetstream()
-
         # Eleven submissions, the poison in the middle, queued before the gateway starts.
-        for env in envelopes:
-            await js.publish(
-                submit_subject(c, "thc-1"),
-                encode(env),
-                headers={"Nats-Msg-Id": env["submission_id"]},
-            )
-        stop = asyncio.Event()
-        task = asyncio.create_task(gateway.run(stop))
-        try:
-            await asyncio.wait_for(got.wait(), 60)
-        finally:
-            stop.set()
-            await task
+        receipts = await deliver(rt, ledger, envelopes, "thc-1")
+        c, js = settings.consortium, rt.nc.jetstream()
 
         # Every other submission is stored; the poison is refused with a reason, not lost.
         assert [receipts[e["submission_id"]]["status"] for e in envelopes] == ["accepted"] * 5 + [
