@@ -59,6 +59,19 @@ class ContendedLedger(DefectiveLedger):
         return self._ledger.append(batch)
 
 
+def signed(key: Any, institution: str, residents: range) -> list[dict[str, Any]]:
+    """One signed submission per resident, each with one observation."""
+    return [
+        build_envelope(
+            institution=institution,
+            key=key,
+            sent_at=datetime.now(UTC),
+            items=[observation_item(resident(n), f"o{n}", str(100 + n % 100))],
+        )
+        for n in residents
+    ]
+
+
 async def deliver(
     rt: Any, ledger: Any, envelopes: list[dict[str, Any]], institution: str
 ) -> dict[str, dict[str, Any]]:
@@ -106,15 +119,7 @@ async def test_a_submission_losing_identity_races_is_stored_not_set_aside(
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         running = Running(rt)
         key = await running.register("thc-3")
-        envelopes = [
-            build_envelope(
-                institution="thc-3",
-                key=key,
-                sent_at=datetime.now(UTC),
-                items=[observation_item(resident(200 + n), f"r{n}", str(100 + n))],
-            )
-            for n in range(5)
-        ]
+        envelopes = signed(key, "thc-3", range(200, 205))
         contended = envelopes[2]
         # Twice as many lost races as a batch's save and the tries alone on every delivery up
         # to the poison limit: a gateway counting them as failures would set it aside.
@@ -139,15 +144,7 @@ async def test_a_poison_message_is_set_aside_and_the_rest_flows(settings: Settin
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         running = Running(rt)
         key = await running.register("thc-1")
-        envelopes = [
-            build_envelope(
-                institution="thc-1",
-                key=key,
-                sent_at=datetime.now(UTC),
-                items=[observation_item(resident(n), f"o{n}", str(100 + n))],
-            )
-            for n in range(11)
-        ]
+        envelopes = signed(key, "thc-1", range(11))
         poison = envelopes[5]
         ledger = DefectiveLedger(rt.ledger, submission_key("thc-1", poison["submission_id"]))
         # Eleven submissions, the poison in the middle, queued before the gateway starts.
