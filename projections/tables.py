@@ -8,8 +8,7 @@ another shape has its read models made again and replayed.
 entries arrive together and are read together, so a batch's inserts fill a few leaves
 instead of touching one leaf per entry at random (an entry id is a hash). Keyed by entry id,
 at 10M entries the key's leaves outgrew the cache and every insert dirtied a different one:
-a full-page image in the WAL for each after every checkpoint (bench/scale.py at 10M: 279 per
-1,000 events, 70% of ingest's WAL; 25 once keyed by patient). Ending a
+a full-page image in the WAL for each after every checkpoint, 70% of ingest's WAL. Ending a
 version finds it by ``(institution, record)`` (the entry id is a hash of the two), whose
 values a member's system gives in its own order, not at random.
 """
