@@ -33,15 +33,14 @@ class Changes:
     so they go first, each kind in one statement; ``ops`` are the rest, in ledger order.
     ``entries`` holds the new entry versions of this batch (the latest per entry id; earlier
     versions of the same batch are in ``done`` with their end already set); ``ends`` the
-    versions from earlier batches that this batch ends, by (institution, record): an entry's
-    versions may name different patients (an amendment filing a result on the right one).
+    versions from earlier batches that this batch ends.
     """
 
     inserts: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     ops: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     entries: dict[UUID, list[Any]] = field(default_factory=dict)
     done: list[list[Any]] = field(default_factory=list)
-    ends: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    ends: dict[UUID, tuple[int, str]] = field(default_factory=dict)
     clock: list[tuple[int, Any]] = field(default_factory=list)
 
     def first(self, sql: str, *args: Any) -> None:
@@ -50,14 +49,13 @@ class Changes:
     def op(self, sql: str, *args: Any) -> None:
         self.ops.append((sql, args))
 
-    def end(self, eid: UUID, institution: str, record: str, position: int, why: str) -> None:
-        """End the current version of entry ``eid`` (the hash of institution and record)."""
+    def end(self, eid: UUID, position: int, why: str) -> None:
         row = self.entries.pop(eid, None)
         if row is not None:  # a version written in this same batch
             row[9], row[10] = position, why
             self.done.append(row)
-        elif (institution, record) not in self.ends:
-            self.ends[(institution, record)] = (position, why)
+        elif eid not in self.ends:
+            self.ends[eid] = (position, why)
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         for sql in dict.fromkeys(sql for sql, _ in self.inserts):
@@ -70,20 +68,18 @@ class Changes:
             await conn.executemany(self.ops[i][0], [args for _, args in self.ops[i:j]])
             i = j
         if self.ends:
-            keys = list(self.ends)
-            # One probe of record_entries_record per record: the planner's costs
-            # (random_page_cost 4) would rather scan the whole table once it holds a few
-            # hundred thousand rows, which then costs each batch in proportion to the table.
+            ids = list(self.ends)
+            # One probe of the primary key per id: the planner's costs (random_page_cost 4)
+            # would rather scan the whole table once it holds a few hundred thousand rows,
+            # which then costs each batch in proportion to the table.
             await conn.execute("SET LOCAL enable_seqscan = off")
             await conn.execute(
                 "UPDATE record_entries SET valid_to = v.pos, ended_by = v.why FROM "
-                "unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) "
-                "AS v(inst, rec, pos, why) "
-                "WHERE institution = v.inst AND record = v.rec AND valid_to IS NULL",
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [self.ends[k][0] for k in keys],
-                [self.ends[k][1] for k in keys],
+                "unnest($1::uuid[], $2::bigint[], $3::text[]) AS v(id, pos, why) "
+                "WHERE entry_id = v.id AND valid_to IS NULL",
+                ids,
+                [self.ends[e][0] for e in ids],
+                [self.ends[e][1] for e in ids],
             )
             await conn.execute("SET LOCAL enable_seqscan = DEFAULT")
         rows = [tuple(r) for r in (*self.done, *self.entries.values())]

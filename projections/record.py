@@ -235,8 +235,7 @@ def _patient(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> 
 
 def _retract(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
-    record = payload.record
-    s.changes.end(entry_id(s.institution, record), s.institution, record, s.position, "retracted")
+    s.changes.end(entry_id(s.institution, payload.record), s.position, "retracted")
 
 
 def _consent(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
@@ -316,8 +315,7 @@ def _entry(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> No
     )
     fhir["meta"]["versionId"] = str(s.position)
     fhir["meta"]["security"] = [{"system": CATEGORY_SYSTEM, "code": c} for c in categories]
-    why = "amended" if item.amends else "superseded"
-    s.changes.end(eid, s.institution, item.record, s.position, why)
+    s.changes.end(eid, s.position, "amended" if item.amends else "superseded")
     s.changes.entries[eid] = [
         eid,
         pid,
