@@ -33,14 +33,25 @@ class Changes:
     so they go first, each kind in one statement; ``ops`` are the rest, in ledger order.
     ``entries`` holds the new entry versions of this batch (the latest per entry id; earlier
     versions of the same batch are in ``done`` with their end already set); ``ends`` the
-    versions from earlier batches that this batch ends.
+    versions from earlier batches that this batch ends, by (institution, record): an entry's
+    versions may name different patients (an amendment filing a result on the right one).
+
+    Most entries are the first version of their record, and probing the record index for
+    each costs the lag (see projections/tables.py). So an entry ends earlier versions by a
+    probe only when it may continue a record: it amends, it names its record apart from its
+    source id, or its source id is a record some earlier entry named (``named_records``; a
+    record first sent under its own source id cannot come again plainly: the ledger refuses
+    a source id twice). ``maybe`` holds the plain entries to look up there; ``named`` the
+    records this batch names.
     """
 
     inserts: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     ops: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     entries: dict[UUID, list[Any]] = field(default_factory=dict)
     done: list[list[Any]] = field(default_factory=list)
-    ends: dict[UUID, tuple[int, str]] = field(default_factory=dict)
+    ends: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    maybe: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    named: set[tuple[str, str]] = field(default_factory=set)
     clock: list[tuple[int, Any]] = field(default_factory=list)
 
     def first(self, sql: str, *args: Any) -> None:
@@ -49,13 +60,19 @@ class Changes:
     def op(self, sql: str, *args: Any) -> None:
         self.ops.append((sql, args))
 
-    def end(self, eid: UUID, position: int, why: str) -> None:
+    def end(
+        self, eid: UUID, institution: str, record: str, position: int, why: str, *, plain: bool
+    ) -> None:
+        """End the current version of entry ``eid`` (the hash of institution and record).
+        ``plain``: the version that ends it is a plain entry (no amends, its record its own
+        source id), which continues a record only if an earlier entry named it."""
         row = self.entries.pop(eid, None)
+        key = (institution, record)
         if row is not None:  # a version written in this same batch
             row[9], row[10] = position, why
             self.done.append(row)
-        elif eid not in self.ends:
-            self.ends[eid] = (position, why)
+        elif key not in self.ends and key not in self.maybe:
+            (self.maybe if plain else self.ends)[key] = (position, why)
 
     async def flush(self, conn: asyncpg.Connection) -> None:
         for sql in dict.fromkeys(sql for sql, _ in self.inserts):
@@ -67,19 +84,38 @@ class Changes:
                 j += 1
             await conn.executemany(self.ops[i][0], [args for _, args in self.ops[i:j]])
             i = j
+        if self.maybe:
+            keys = list(self.maybe)
+            named = await conn.fetch(
+                "SELECT institution, record FROM named_records WHERE (institution, record) "
+                "IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+            )
+            for inst, rec in named:
+                self.ends.setdefault((inst, rec), self.maybe[(inst, rec)])
+        if self.named:
+            await conn.execute(
+                "INSERT INTO named_records (institution, record) "
+                "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                [k[0] for k in self.named],
+                [k[1] for k in self.named],
+            )
         if self.ends:
-            ids = list(self.ends)
-            # One probe of the primary key per id: the planner's costs (random_page_cost 4)
-            # would rather scan the whole table once it holds a few hundred thousand rows,
-            # which then costs each batch in proportion to the table.
+            keys = list(self.ends)
+            # One probe of record_entries_record per record: the planner's costs
+            # (random_page_cost 4) would rather scan the whole table once it holds a few
+            # hundred thousand rows, which then costs each batch in proportion to the table.
             await conn.execute("SET LOCAL enable_seqscan = off")
             await conn.execute(
                 "UPDATE record_entries SET valid_to = v.pos, ended_by = v.why FROM "
-                "unnest($1::uuid[], $2::bigint[], $3::text[]) AS v(id, pos, why) "
-                "WHERE entry_id = v.id AND valid_to IS NULL",
-                ids,
-                [self.ends[e][0] for e in ids],
-                [self.ends[e][1] for e in ids],
+                "unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) "
+                "AS v(inst, rec, pos, why) "
+                "WHERE institution = v.inst AND record = v.rec AND valid_to IS NULL",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [self.ends[k][0] for k in keys],
+                [self.ends[k][1] for k in keys],
             )
             await conn.execute("SET LOCAL enable_seqscan = DEFAULT")
         rows = [tuple(r) for r in (*self.done, *self.entries.values())]

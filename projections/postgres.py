@@ -227,12 +227,14 @@ class PatientRecordReader:
             )
         )
 
-    async def history(self, entry: UUID) -> list[asyncpg.Record]:
-        """Every version of one entry, oldest first, with how each ended (for auditors)."""
+    async def history(self, institution: str, record: str) -> list[asyncpg.Record]:
+        """Every version of one institution's record, oldest first, with how each ended (for
+        auditors)."""
         rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT valid_from, valid_to, ended_by, source_id, resource FROM record_entries "
-            "WHERE entry_id = $1 ORDER BY valid_from",
-            entry,
+            "WHERE institution = $1 AND record = $2 ORDER BY valid_from",
+            institution,
+            record,
         )
         return rows
 
@@ -273,9 +275,9 @@ def _entry_filter(
         # (often filed on the wrong patient): no clinician or patient sees it again; auditors
         # see every version through the entry's history.
         where.append(
-            "NOT EXISTS (SELECT 1 FROM record_entries x WHERE x.entry_id = "
-            "record_entries.entry_id AND x.ended_by = 'retracted' "
-            "AND x.valid_to > record_entries.valid_from)"
+            "NOT EXISTS (SELECT 1 FROM record_entries x WHERE x.institution = "
+            "record_entries.institution AND x.record = record_entries.record "
+            "AND x.ended_by = 'retracted' AND x.valid_to > record_entries.valid_from)"
         )
     if categories is not None:  # every category of the entry among those allowed
         args.append(_ALL_BITS & ~mask_of(categories))

@@ -235,7 +235,10 @@ def _patient(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> 
 
 def _retract(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
     payload: Any = item.payload
-    s.changes.end(entry_id(s.institution, payload.record), s.position, "retracted")
+    record = payload.record
+    s.changes.end(
+        entry_id(s.institution, record), s.institution, record, s.position, "retracted", plain=False
+    )
 
 
 def _consent(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
@@ -315,7 +318,12 @@ def _entry(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> No
     )
     fhir["meta"]["versionId"] = str(s.position)
     fhir["meta"]["security"] = [{"system": CATEGORY_SYSTEM, "code": c} for c in categories]
-    s.changes.end(eid, s.position, "amended" if item.amends else "superseded")
+    why = "amended" if item.amends else "superseded"
+    named = item.record != item.source_id
+    if named and not item.amends:
+        s.changes.named.add((s.institution, item.record))
+    plain = not named and not item.amends
+    s.changes.end(eid, s.institution, item.record, s.position, why, plain=plain)
     s.changes.entries[eid] = [
         eid,
         pid,

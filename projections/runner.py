@@ -5,8 +5,8 @@ tracked position (locked FOR UPDATE), so a restart, or a second runner, never ap
 event twice. Every entry row keeps the ledger position at which it became current
 (``valid_from``) and, later, stopped being current (``valid_to``), for "as it stood then".
 What each event writes is projections/record.py's; the tables are projections/tables.py's.
-A rebuild empties the tables and drops their ``DEFERRED_INDEXES``; the runner builds those
-again (and ANALYZEs) when its replay has caught up with the ledger.
+A rebuild empties the tables; the runner ANALYZEs them when its replay has caught up with the
+ledger (their statistics are those of the emptied tables until then).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from domain.submission import CURRENT_SCHEMA, EnvelopeSchema
 from projections.batch import Changes
 from projections.fields import FieldCipher
 from projections.record import RecordApplier
-from projections.tables import DEFERRED_INDEXES, LEDGER_CHANNEL, NAME, TABLES, ReadLedger
+from projections.tables import LEDGER_CHANNEL, NAME, TABLES, ReadLedger
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class PatientRecordProjection:
         self._limit = batch  # the next read's size, from the items per event lately
         self._advanced = asyncio.Condition()
         self._applier = RecordApplier(self._institution_name, fields, schema)
-        self._check_indexes = True  # once caught up: did a rebuild leave indexes to build?
+        self._analyze = False  # once caught up: a rebuild's replay filled the tables
 
     async def position(self) -> int:
         return int(
@@ -159,7 +159,6 @@ class PatientRecordProjection:
         the position, or the LISTEN connection was lost, so the caller starts again from the
         tracked one."""
         start = await self.position()
-        self._check_indexes = True
         writing: asyncio.Task[bool] | None = None
         try:
             while not stop.is_set() and (listener is None or _alive(listener)):
@@ -222,31 +221,17 @@ class PatientRecordProjection:
                 "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME
             )
             await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
-            for name in DEFERRED_INDEXES:  # built again, in one sort each, once caught up
-                await conn.execute(f"DROP INDEX IF EXISTS {name}")
             await conn.execute("UPDATE projection_position SET position = 0 WHERE name = $1", NAME)
-        self._check_indexes = True
+        self._analyze = True
 
     async def _caught_up(self) -> None:
-        """At the ledger's head: build the indexes a rebuild dropped, then ANALYZE what the
-        replay filled (its statistics are those of the emptied tables). One query when there
-        is nothing to do, and only once per catching up."""
-        if not self._check_indexes:
+        """At the ledger's head after a rebuild: ANALYZE what its replay filled, once
+        (autovacuum would, later; until then the planner sees the emptied tables)."""
+        if not self._analyze:
             return
-        missing = [
-            ddl
-            for name, ddl in DEFERRED_INDEXES.items()
-            if await self.pool.fetchval("SELECT to_regclass($1)", name) is None
-        ]
-        if missing:
-            async with self.pool.acquire() as conn:
-                await conn.execute("SET maintenance_work_mem = '256MB'")
-                for ddl in missing:
-                    await conn.execute(ddl)
-                await conn.execute(f"ANALYZE {', '.join(TABLES)}")
-                await conn.execute("RESET maintenance_work_mem")
-            log.info("projection %s: indexes built again after its rebuild", NAME)
-        self._check_indexes = False
+        await self.pool.execute(f"ANALYZE {', '.join(TABLES)}")
+        log.info("projection %s: rebuilt and analyzed", NAME)
+        self._analyze = False
 
 
 def _alive(listener: asyncpg.Connection | None) -> bool:

@@ -4,13 +4,16 @@ Every table here is rebuilt from the ledger (``hie projections rebuild`` truncat
 and replays), so the DDL is idempotent ``CREATE … IF NOT EXISTS`` rather than versioned; a
 change of shape that adding a column cannot make is a new ``SHAPE``, and a database of
 another shape has its read models made again and replayed.
-``record_entries`` has no index of current versions by entry id: ending a version finds it
-through the primary key (entry_id, valid_from), whose leaf the new version's insert touches
-anyway, so a random entry id costs one btree, not two, as the table grows. That random key
-is what writes full-page images at 10M entries (70% of ingest's WAL there). A key led by
-patient_id, with versions ended through an (institution, record) index, was tried and taken
-back: 25 instead of 279 images per 1,000 events and ingest at 10M 0.94 × its 1M rate, but
-the lag p99 at 5,000 events/s while autovacuum ran was 0.37–0.56 s against 0.09–0.21 s.
+``record_entries`` is keyed by patient first, (patient_id, entry_id, valid_from): a patient's
+entries arrive together and are read together, so a batch's inserts fill a few leaves
+instead of touching one leaf per entry at random (an entry id is a hash). Keyed by entry id,
+at 10M entries the key's leaves outgrew the cache and every insert dirtied a different one:
+a full-page image in the WAL for each after every checkpoint, 70% of ingest's WAL. Ending a
+version finds it by ``(institution, record)`` (the entry id is a hash of the two), whose
+values a member's system gives in its own order, not at random. Only an entry that may
+continue a record probes that index (projections/batch.py): probing it for every entry, as
+the first version of this key did, made the lag p99 at 5,000 events/s while autovacuum ran
+0.37–0.56 s against 0.09–0.21 s on the entry-id key.
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ CREATE TABLE IF NOT EXISTS record_entries (
     entry_id uuid NOT NULL, patient_id uuid NOT NULL, institution text NOT NULL,
     record text NOT NULL, source_id text NOT NULL, kind text NOT NULL,
     submission_id text NOT NULL, resource text NOT NULL, valid_from bigint NOT NULL,
-    valid_to bigint, ended_by text, PRIMARY KEY (entry_id, valid_from));
-CREATE INDEX IF NOT EXISTS record_entries_patient ON record_entries (patient_id, valid_from);
-DROP INDEX IF EXISTS record_entries_current;
+    valid_to bigint, ended_by text, PRIMARY KEY (patient_id, entry_id, valid_from));
+CREATE INDEX IF NOT EXISTS record_entries_record
+    ON record_entries (institution, record, valid_from);
+-- The records an entry named apart from its own source id (projections/batch.py).
+CREATE TABLE IF NOT EXISTS named_records (
+    institution text NOT NULL, record text NOT NULL, PRIMARY KEY (institution, record));
 CREATE TABLE IF NOT EXISTS consents (
     consent_id uuid PRIMARY KEY, patient_id uuid NOT NULL, institution text NOT NULL,
     consent_type text NOT NULL, scope text[] NOT NULL, purposes text[] NOT NULL,
@@ -97,13 +103,6 @@ CREATE INDEX IF NOT EXISTS seals_active ON seals (sealed_at) WHERE unsealed_posi
     + merge_requests.SCHEMA
 )
 
-# Indexes a full rebuild drops after emptying the tables and builds again once the replay has
-# caught up (one sort instead of a random insert per row); the primary keys stay.
-DEFERRED_INDEXES = {
-    "record_entries_patient": "CREATE INDEX IF NOT EXISTS record_entries_patient "
-    "ON record_entries (patient_id, valid_from)",
-}
-
 TABLES = (
     "ledger_clock",
     "institutions",
@@ -111,6 +110,7 @@ TABLES = (
     "identity_merges",
     "patient_identifiers",
     "record_entries",
+    "named_records",
     "consents",
     "guardians",
     "care_contracts",
@@ -148,7 +148,9 @@ _BACKFILL_CONFIRMED = (
 # raises it: a database built to another shape has its read models dropped and made again at
 # the next start, and the runner replays the ledger into them (as ``hie projections rebuild``
 # would). 2: direct identifiers sealed or kept as keyed hashes (projections/fields.py).
-SHAPE = 2
+# 3: record_entries keyed by patient first, found by (institution, record) to be ended;
+# named_records.
+SHAPE = 3
 _SHAPE = "CREATE TABLE IF NOT EXISTS projection_shape (shape integer NOT NULL)"
 
 

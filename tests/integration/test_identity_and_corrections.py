@@ -15,7 +15,6 @@ import httpx
 
 from domain.identity import RESIDENT_ID_SYSTEM, mrn_system
 from projections.postgres import PatientRecordReader
-from projections.render import entry_id
 from tests.factories import (
     condition_item,
     consent_item,
@@ -137,7 +136,7 @@ async def test_newborn_linked_later_then_amended_and_retracted(exchange: Running
     kinds_now = [r["kind"] for r in await reader.entries(person, [person, temp])]
     kinds_then = [r["kind"] for r in await reader.entries(person, [person, temp], before_retract)]
     assert "condition" not in kinds_now and "condition" not in kinds_then
-    versions = await reader.history(entry_id("county", "dx-1"))
+    versions = await reader.history("county", "dx-1")
     assert [v["ended_by"] for v in versions] == ["retracted"]
     # An amendment superseded before a retraction is as much in error as the last version.
     await submit(exchange, "county", [condition_item(rid, "dx-2")])

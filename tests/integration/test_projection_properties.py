@@ -33,6 +33,10 @@ ops = st.lists(
         st.tuples(st.just("merge"), st.integers(0, PATIENTS - 1), st.integers(0, PATIENTS - 1)),
         st.tuples(st.just("unmerge"), st.integers(0, PATIENTS - 1), st.integers(0, 2 * PATIENTS)),
         st.tuples(st.just("project"), st.integers(1, 7), st.just(0)),
+        # A version of a record named apart from its source id (``record``), and a plain
+        # entry whose source id is such a name: both continue a record sent earlier.
+        st.tuples(st.just("name"), st.integers(0, PATIENTS - 1), st.integers(0, 2)),
+        st.tuples(st.just("claim"), st.integers(0, PATIENTS - 1), st.integers(0, 2)),
     ),
     min_size=1,
     max_size=25,
@@ -68,8 +72,8 @@ class Story:
         self.n += 1
         return f"s{self.n}"
 
-    def obs(self, i: int, **extra: Any) -> dict[str, Any]:
-        item = observation_item("x", self.sid(), str(self.n))
+    def obs(self, i: int, source_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        item = observation_item("x", source_id or self.sid(), str(self.n))
         item["payload"]["patient"] = self.ref(i)
         return {**item, **extra}
 
@@ -125,6 +129,17 @@ class Story:
             if done and op == "merge":
                 self.merges.append((a, b))
             event(f"{op} {'accepted' if done else 'refused'}")
+        elif op == "name":
+            if await self.send([self.obs(a, record=f"r{b}")]):
+                self.records.append(f"r{b}")
+        elif op == "claim":
+            try:
+                if await self.send([self.obs(a, source_id=f"r{b}")]):
+                    self.records.append(f"r{b}")
+            except IntegrityError:  # a source id already sent: the ledger holds it once
+                assert (self.code, f"r{b}") in {
+                    (self.code, i.source_id) for p in self.sent for i in p.valid.items
+                }
         elif op == "project":
             projection.batch = a
             await projection.catch_up_once()
@@ -189,3 +204,45 @@ async def test_projection_equals_rebuild_and_holds_each_record_once(
     )
     assert sorted(r["source_id"] for r in versions) == entry_sources
     assert current in (None, 1)  # never two current versions of one entry
+
+
+async def test_an_entry_that_continues_a_record_ends_its_version_from_an_earlier_batch(
+    runtime: Runtime,
+) -> None:
+    """Each way an entry can continue a record sent in an earlier batch of the projection:
+    a version naming the record, a plain entry whose source id an earlier entry named, and
+    a version naming a record first sent plainly. One current version each, every time."""
+    s = Story(runtime)
+    await runtime.sync(
+        runtime.ledger.register_institution,
+        s.code,
+        "测试卫生院",
+        "township_health_centre",
+        public_key_b64(s.key),
+    )
+    live = PatientRecordProjection(
+        runtime.pool,
+        lambda after, limit: runtime.sync(runtime.ledger.read, after, limit),
+        fields=runtime.fields,
+    )
+    sends = [
+        [s.obs(0, record="visit-1"), s.obs(1, source_id="plain-1")],
+        [s.obs(0, record="visit-1"), s.obs(1, record="plain-1")],
+        [s.obs(0, source_id="visit-1")],
+    ]
+    for items in sends:
+        assert await s.send(items)
+        while await live.catch_up_once():
+            pass
+    rows = await runtime.pool.fetch(
+        "SELECT record, source_id, ended_by FROM record_entries WHERE institution = $1 "
+        "ORDER BY record, valid_from",
+        s.code,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("plain-1", "plain-1", "superseded"),
+        ("plain-1", "s3", None),
+        ("visit-1", "s1", "superseded"),
+        ("visit-1", "s2", "superseded"),
+        ("visit-1", "visit-1", None),
+    ]

@@ -41,7 +41,7 @@ REGISTRY: dict[str, str] = {
     "records.members": "cb6c1aee3628",
     "records.members_at": "1f7eea09febc",
     "records.bundle_entries": "78983917f3df",
-    "records.bundle_entries_as_it_stood": "5b4ddfbdba54",
+    "records.bundle_entries_as_it_stood": "c40119064af8",
     "records.resident_id": "f61b1bbc62a5",
     "records.projection_position": "d27295e6e1fb",
     "consents.of_patient": "db27675b9b5d",
