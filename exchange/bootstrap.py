@@ -15,7 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 import asyncpg
@@ -38,10 +38,9 @@ from exchange.auth.chain import (
 )
 from exchange.auth.tokens import TokenIssuer
 from exchange.database import prepare_database
-from exchange.errors import NotRunning
 from exchange.ingest.desk import Desk, DeskName
 from exchange.ingest.gateway import Gateway
-from exchange.ingest.ledger import Ledger
+from exchange.ingest.ledger import Ledger, open_replay_source
 from exchange.ingest.notifier import Notifier
 from exchange.ingest.portal import DESK as PORTAL_DESK
 from exchange.ingest.portal import Portal
@@ -66,6 +65,7 @@ from exchange.telemetry.probes import Probes
 from exchange.telemetry.shared import metrics_dir
 from projections.fields import FieldCipher
 from projections.merge_requests import MergeRequestReader
+from projections.parallel import Replay
 from projections.postgres import (
     LEDGER_CHANNEL,
     PatientRecordProjection,
@@ -120,6 +120,7 @@ class Runtime:
     logins: HospitalLogin | None = None  # members' own sign-in (logins.toml)
     revocations: Revocations | None = None
     telemetry: Telemetry = field(default_factory=Telemetry)  # this process's metrics
+    app_database_url: str | None = None  # as the application role (replay workers use it)
 
     async def sync(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -142,7 +143,33 @@ class Runtime:
             return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
 
         return PatientRecordProjection(
-            self.pool, read, fields=self.fields, on_applied=self.telemetry.projection.applied
+            self.pool,
+            read,
+            fields=self.fields,
+            on_applied=self.telemetry.projection.applied,
+            replay=self._replay(),
+        )
+
+    def _replay(self) -> Replay | None:
+        """Worker processes for a replay far behind the ledger (settings.replay_processes)."""
+        processes = self.settings.replay_processes
+        if not processes or self.app_database_url is None:
+            return None
+        secrets = self.settings.secrets
+
+        async def head() -> int:
+            return await self.sync(self.ledger.max_position)  # type: ignore[no-any-return]
+
+        return Replay(
+            partial(
+                open_replay_source,
+                self.app_database_url,
+                secrets.ledger_cipher_key,
+                secrets.pseudonym_key,
+            ),
+            secrets.projection_key,
+            head,
+            processes=processes,
         )
 
     def scheduler(self) -> ReferralScheduler:
@@ -351,6 +378,7 @@ async def open_runtime(
             revocations=revocations,
             read_pool=read_pool,
             telemetry=Telemetry(metrics_dir(settings.data_dir)),
+            app_database_url=app_url,
         )
     finally:
         if writer is not None:
@@ -460,35 +488,3 @@ async def serve(
 
 class LoopEnded(RuntimeError):
     """One of the exchange's loops ended before it was asked to: the process must stop."""
-
-
-def write_run_file(settings: Settings, endpoints: Endpoints) -> None:
-    doc = {
-        "pid": os.getpid(),
-        "database_url": endpoints.database_url,
-        "nats_url": endpoints.nats_url,
-        "http_url": endpoints.http_url,
-        "consortium": settings.consortium,
-    }
-    fd = os.open(settings.run_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh)
-
-
-def running_endpoints(settings: Settings) -> Endpoints:
-    """The servers to talk to: HIE_* URLs if set, else those of a running `hie up`."""
-    if settings.database_url and settings.nats_url:
-        return Endpoints(settings.database_url, settings.nats_url)
-    try:
-        doc = json.loads(settings.run_file.read_text())
-        os.kill(int(doc["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        raise NotRunning(
-            f"no running exchange found for data directory {settings.data_dir}: start one with "
-            "`hie up` (or `make demo`), or set HIE_DATABASE_URL and HIE_NATS_URL"
-        ) from None
-    return Endpoints(
-        settings.database_url or doc["database_url"],
-        settings.nats_url or doc["nats_url"],
-        doc.get("http_url"),
-    )

@@ -111,6 +111,9 @@ class Environment(BaseSettings):
     gateway_processes: int = Field(
         default=0, ge=0, le=16, description="must be a whole number from 0 to 16"
     )
+    replay_processes: int = Field(
+        default=2, ge=0, le=16, description="must be a whole number from 0 to 16"
+    )
     scheduler_seconds: float = Field(
         default=30.0, gt=0, lt=86_400, allow_inf_nan=False, description=_SECONDS
     )
@@ -269,6 +272,9 @@ class Settings:
     # 0: `hie up` runs the gateway in its own process; N: N `hie gateway` processes beside
     # it (more cores for ingest; the projection and the read API keep `hie up` to themselves).
     gateway_processes: int = 0
+    # Worker processes that prepare a replay's rows while the read models are far behind the
+    # ledger (a rebuild, a restored ledger); 0: `hie up` replays alone. None run otherwise.
+    replay_processes: int = 2
     referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)
     access_policy: AccessPolicy = DEFAULT_POLICY
     ingest_policy: IngestPolicy = field(default_factory=IngestPolicy)
@@ -313,6 +319,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         audit_retention_days=given.audit_retention_days,
         audit_head_seconds=given.audit_head_seconds,
         gateway_processes=given.gateway_processes,
+        replay_processes=given.replay_processes,
         referral_policy=load_policy(policy_path, explicit=given.policy_file is not None),
         access_policy=load_access_policy(policy_path),
         ingest_policy=load_ingest_policy(policy_path),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ import asyncpg
 from domain.submission import CURRENT_SCHEMA, EnvelopeSchema
 from projections.batch import Changes
 from projections.fields import FieldCipher
+from projections.parallel import Prepared, Preparers, Replay
 from projections.record import RecordApplier
 from projections.tables import LEDGER_CHANNEL, NAME, TABLES, ReadLedger
 
@@ -41,8 +43,12 @@ class PatientRecordProjection:
         items: int = 20_000,
         schema: EnvelopeSchema = CURRENT_SCHEMA,
         on_applied: Callable[[Sequence[tuple[int, Any]]], None] | None = None,
+        replay: Replay | None = None,
     ) -> None:
         self.pool = pool
+        # Far behind the ledger, batches are prepared in worker processes (projections/
+        # parallel.py); None: always in this process.
+        self.replay = replay
         # Told each batch of events once its transaction committed (the exchange times
         # submissions from the gateway to here with it); it must be quick and never raise.
         self.on_applied = on_applied
@@ -69,7 +75,7 @@ class PatientRecordProjection:
             await self._caught_up()
             return 0
         changes = await self._prepare(events)
-        return len(events) if await self._write(start, events, changes) else 0
+        return len(events) if await self._write(start, events[-1][0], changes, events) else 0
 
     async def _prepare(self, events: Sequence[tuple[int, Any]]) -> Changes:
         """A batch's rows, worked out before any transaction opens."""
@@ -89,10 +95,12 @@ class PatientRecordProjection:
         found = await self.pool.fetchval("SELECT name FROM institutions WHERE code = $1", code)
         return found if isinstance(found, str) else None
 
-    async def _write(self, start: int, events: Sequence[tuple[int, Any]], changes: Changes) -> bool:
-        """Write a batch prepared from ``start`` and move the position to its last event's,
-        in one transaction; False (nothing written) if the position is no longer ``start``."""
-        end = events[-1][0]
+    async def _write(
+        self, start: int, end: int, changes: Changes, events: Sequence[tuple[int, Any]]
+    ) -> bool:
+        """Write a batch prepared from ``start`` and move the position to ``end``, in one
+        transaction; False (nothing written) if the position is no longer ``start``.
+        ``events``: what ``on_applied`` is told of (the events, or their ``Mark``s)."""
         async with self.pool.acquire() as conn, conn.transaction():
             current = await conn.fetchval(
                 "SELECT position FROM projection_position WHERE name = $1 FOR UPDATE", NAME
@@ -159,6 +167,11 @@ class PatientRecordProjection:
         the position, or the LISTEN connection was lost, so the caller starts again from the
         tracked one."""
         start = await self.position()
+        if self.replay is not None:
+            replayed = await self._replay_behind(start, stop)
+            if replayed is None:
+                return
+            start = replayed
         writing: asyncio.Task[bool] | None = None
         try:
             while not stop.is_set() and (listener is None or _alive(listener)):
@@ -178,7 +191,7 @@ class PatientRecordProjection:
                 changes = await self._prepare(events)
                 if writing is not None and not await writing:
                     return
-                writing = asyncio.create_task(self._write(start, events, changes))
+                writing = asyncio.create_task(self._write(start, events[-1][0], changes, events))
                 start = events[-1][0]
             if writing is not None:
                 await writing
@@ -186,6 +199,46 @@ class PatientRecordProjection:
             if writing is not None and not writing.done():
                 with contextlib.suppress(Exception):
                     await writing
+
+    async def _replay_behind(self, start: int, stop: asyncio.Event) -> int | None:
+        """While more than ``replay.behind`` positions behind the ledger's head, replay in
+        ranges prepared by worker processes, written here in order. The position reached;
+        None if a rival runner moved it (the caller starts again from the tracked one)."""
+        assert self.replay is not None
+        head = await self.replay.head()
+        if head - start <= self.replay.behind or stop.is_set():
+            return start
+        log.info(
+            "projection %s: %d ledger positions behind; replaying in %d processes",
+            NAME,
+            head - start,
+            self.replay.processes,
+        )
+        # Smaller ranges than a batch here: several wait to be written at once.
+        span = max(1, self._limit // 4)
+        with Preparers(self.replay) as workers:
+            while head - start > self.replay.behind and not stop.is_set():
+                pending: deque[tuple[int, int, asyncio.Future[Prepared]]] = deque()
+                handed = start
+                while (pending or handed < head) and not stop.is_set():
+                    while len(pending) < self.replay.ahead and handed < head:
+                        end = min(head, handed + span)
+                        pending.append((handed, end, workers.prepare(handed, end)))
+                        handed = end
+                    after, end, future = pending.popleft()
+                    prepared = await future
+                    if not await self._write(after, end, prepared.changes, prepared.marks):
+                        for *_, waiting in pending:
+                            waiting.cancel()
+                        return None
+                    start = end
+                    per_event = max(1.0, prepared.items / max(1, len(prepared.marks)))
+                    span = max(1, min(self.batch, int(self.items / 4 / per_event)))
+                for *_, waiting in pending:  # stopped: what was handed out is not written
+                    waiting.cancel()
+                head = await self.replay.head()
+        log.info("projection %s: replayed in processes up to position %d", NAME, start)
+        return start
 
     async def _listen(self, wake: Callable[..., None]) -> asyncpg.Connection | None:
         try:

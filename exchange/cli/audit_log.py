@@ -25,9 +25,9 @@ def verify_command(ctx: click.Context) -> None:
 
 
 async def verify(settings: Settings) -> int:
-    from exchange.bootstrap import running_endpoints
     from exchange.cli.connect import database
     from exchange.ingest.ledger import Ledger
+    from exchange.run_file import running_endpoints
     from exchange.servers.audit_heads import HeadSigner, verify_ledger, verify_log
 
     database_url = running_endpoints(settings).database_url

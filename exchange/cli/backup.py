@@ -87,8 +87,9 @@ def _empty_target(target: Path) -> None:
 async def _servers(settings: Settings) -> AsyncIterator[Any]:
     """The running exchange's servers; for a stopped exchange on the embedded servers, those
     servers, started for the backup and stopped after it."""
-    from exchange.bootstrap import running_endpoints, start_embedded
+    from exchange.bootstrap import start_embedded
     from exchange.errors import NotRunning
+    from exchange.run_file import running_endpoints
 
     try:
         endpoints = running_endpoints(settings)

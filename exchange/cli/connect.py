@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 from nats.aio.client import Client
 
-from exchange.bootstrap import running_endpoints
+from exchange.run_file import running_endpoints
 from exchange.servers.keepalive import keepalive
 from exchange.servers.nats import connect
 from exchange.servers.nats_accounts import inbox_prefix

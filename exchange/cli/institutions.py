@@ -123,8 +123,8 @@ async def _audit_first(settings: Settings, record: dict[str, Any], what: str) ->
 
 
 def _open_ledger(settings: Settings) -> Any:
-    from exchange.bootstrap import running_endpoints
     from exchange.ingest.ledger import Ledger
+    from exchange.run_file import running_endpoints
 
     return Ledger(
         running_endpoints(settings).database_url,
@@ -180,7 +180,7 @@ async def add(
 
 
 async def remove(settings: Settings, code: str, reason: str) -> int:
-    from exchange.bootstrap import running_endpoints
+    from exchange.run_file import running_endpoints
     from exchange.servers.nats import connect
     from exchange.servers.nats_accounts import NatsAuthority, has_authority, push_account
 

@@ -109,8 +109,8 @@ def precheck(source: Path, *, streams_only: bool = False) -> dict[str, Any]:
 
 
 def _fresh(data_dir: Path, *, database: bool) -> None:
-    from exchange.bootstrap import running_endpoints
     from exchange.errors import NotRunning
+    from exchange.run_file import running_endpoints
     from exchange.settings import Settings
 
     try:

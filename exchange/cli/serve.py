@@ -59,13 +59,8 @@ async def run_exchange(
     gateway: bool = True,
     projection: bool = True,
 ) -> int:
-    from exchange.bootstrap import (
-        LoopEnded,
-        open_runtime,
-        running_endpoints,
-        serve,
-        write_run_file,
-    )
+    from exchange.bootstrap import LoopEnded, open_runtime, serve
+    from exchange.run_file import running_endpoints, write_run_file
 
     stop = asyncio.Event()
     _stop_on_signals(stop)

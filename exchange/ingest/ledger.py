@@ -353,5 +353,21 @@ class Ledger(Application[UUID]):
         )
         return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
 
+    def read_range(self, after: int, stop: int) -> list[tuple[int, DomainEventProtocol[UUID]]]:
+        """The events at positions after ``after`` up to ``stop``, in ledger order."""
+        notifications = self.recorder.select_notifications(
+            start=after, limit=max(1, stop - after), stop=stop, inclusive_of_start=False
+        )
+        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+
+    def institution_name(self, code: str) -> str | None:
+        found = self.institution(code)
+        return found.name if found is not None else None
+
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+
+def open_replay_source(database_url: str, cipher_key: str, pseudonym_key: bytes) -> Ledger:
+    """The ledger as a replay worker process reads it (projections/parallel.py)."""
+    return Ledger(database_url, cipher_key, pseudonym_key, create_tables=False)

@@ -1,0 +1,148 @@
+"""A long replay's batches prepared in worker processes, written in ledger order by the runner.
+
+Far behind the ledger (a rebuild, a first start on a restored ledger, a long stop), one
+process is the limit of a replay: reading each stored envelope, rendering its FHIR and that
+JSON cost about 47 µs of CPU per entry here, so one process replays at most about 21,000
+entries a second whatever the database can take. Then the runner hands ranges of ledger
+positions to worker processes, several ranges ahead, and writes what each prepared in
+ledger order, one transaction per range, exactly as it writes its own batches.
+
+A range's rows do not depend on the rows of earlier ranges: ending an earlier version, or
+looking up whether a record was named before, are statements of the write
+(projections/batch.py), which runs in order. The one thing a handler looks up, an
+institution's name, the workers read from the ledger (a name never changes).
+
+Each worker opens its own ledger connection (``Replay.open_source``, given by the exchange).
+The workers start when a replay needs them and stop when it is over, so an exchange that is
+caught up holds none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from projections.batch import Changes
+from projections.fields import FieldCipher
+from projections.record import RecordApplier
+
+log = logging.getLogger(__name__)
+
+
+class ReplaySource(Protocol):
+    """The ledger as a worker reads it (opened in the worker by ``Replay.open_source``)."""
+
+    def read_range(self, after: int, stop: int) -> Sequence[tuple[int, Any]]:
+        """The events at positions after ``after`` up to ``stop``, in ledger order."""
+        ...
+
+    def institution_name(self, code: str) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Replay:
+    """How the runner replays far behind the ledger's head in worker processes."""
+
+    # Opens a worker's own ReplaySource: a module-level function, or a functools.partial of
+    # one, so that it reaches a spawned process.
+    open_source: Callable[[], ReplaySource]
+    projection_key: bytes
+    head: Callable[[], Awaitable[int]]  # the ledger's last position, in the runner's process
+    processes: int = 2
+    # Ranges handed out ahead of the one being written (bounds the rows held in memory).
+    ahead: int = 3
+    # Ledger positions behind its head from which a replay goes to the workers.
+    behind: int = 2_000
+
+
+class Mark(NamedTuple):
+    """What the projection's telemetry reads of an applied event (a submission's institution
+    and when the gateway received it; None for other events)."""
+
+    institution: str | None
+    received_at: datetime | None
+
+
+@dataclass
+class Prepared:
+    """One range's rows and what the runner reports of it."""
+
+    changes: Changes
+    marks: list[tuple[int, Mark]]
+    items: int
+
+
+class Preparers:
+    """The worker processes of one replay (a context manager: they stop when it ends)."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Preparers:
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.replay.processes,
+            # Not forked from a process running an event loop, threads and connections.
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.replay.open_source, self.replay.projection_key),
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def prepare(self, after: int, stop: int) -> asyncio.Future[Prepared]:
+        """The rows of the ledger events at positions after ``after`` up to ``stop``."""
+        assert self._pool is not None
+        return asyncio.wrap_future(self._pool.submit(_prepare, after, stop))
+
+
+class _Worker:
+    def __init__(self, open_source: Callable[[], ReplaySource], projection_key: bytes) -> None:
+        self.source = open_source()
+        self.applier = RecordApplier(self._name, FieldCipher(projection_key))
+        self.loop = asyncio.new_event_loop()
+
+    async def _name(self, code: str) -> str | None:
+        return self.source.institution_name(code)
+
+    def prepare(self, after: int, stop: int) -> Prepared:
+        events = self.source.read_range(after, stop)
+        return self.loop.run_until_complete(self._apply(events))
+
+    async def _apply(self, events: Sequence[tuple[int, Any]]) -> Prepared:
+        changes = Changes()
+        items = 0
+        marks = []
+        for position, event in events:
+            await self.applier.apply(changes, position, event)
+            items += len(getattr(event, "patient_ids", ()))
+            marks.append(
+                (
+                    position,
+                    Mark(getattr(event, "institution", None), getattr(event, "received_at", None)),
+                )
+            )
+        return Prepared(changes, marks, items)
+
+
+_worker: _Worker | None = None
+
+
+def _start_worker(open_source: Callable[[], ReplaySource], projection_key: bytes) -> None:
+    global _worker
+    _worker = _Worker(open_source, projection_key)
+
+
+def _prepare(after: int, stop: int) -> Prepared:
+    assert _worker is not None, "the worker was not started"
+    return _worker.prepare(after, stop)
