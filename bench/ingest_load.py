@@ -81,13 +81,16 @@ class Rss:
 
 
 def cpu_seconds(proc: psutil.Process, children: bool) -> float:
-    """User + system CPU of a process, with its children's if asked (PostgreSQL's backends;
-    not `hie up`'s gateways, which are counted on their own)."""
+    """User + system CPU of a process and of the children it has reaped (`hie up`'s replay
+    workers once a replay is over), with its live children's if asked (PostgreSQL's
+    backends; not `hie up`'s gateways, which are counted on their own)."""
     total = 0.0
     for p in [proc, *(proc.children(recursive=True) if children else [])]:
         try:
             times = p.cpu_times()
             total += times.user + times.system
+            if p is proc:
+                total += times.children_user + times.children_system
         except psutil.Error:
             pass
     return total
