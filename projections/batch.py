@@ -74,16 +74,7 @@ class Changes:
         elif key not in self.ends and key not in self.maybe:
             (self.maybe if plain else self.ends)[key] = (position, why)
 
-    async def flush(self, conn: asyncpg.Connection) -> None:
-        for sql in dict.fromkeys(sql for sql, _ in self.inserts):
-            await conn.executemany(sql, [args for s, args in self.inserts if s == sql])
-        i = 0
-        while i < len(self.ops):  # consecutive statements of one kind go as one executemany
-            j = i
-            while j < len(self.ops) and self.ops[j][0] == self.ops[i][0]:
-                j += 1
-            await conn.executemany(self.ops[i][0], [args for _, args in self.ops[i:j]])
-            i = j
+    async def _end_earlier_versions(self, conn: asyncpg.Connection) -> None:
         if self.maybe:
             keys = list(self.maybe)
             named = await conn.fetch(
@@ -94,19 +85,8 @@ class Changes:
             )
             for inst, rec in named:
                 self.ends.setdefault((inst, rec), self.maybe[(inst, rec)])
-        if self.named:
-            await conn.execute(
-                "INSERT INTO named_records (institution, record) "
-                "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-                [k[0] for k in self.named],
-                [k[1] for k in self.named],
-            )
         if self.ends:
             keys = list(self.ends)
-            # One probe of record_entries_record per record: the planner's costs
-            # (random_page_cost 4) would rather scan the whole table once it holds a few
-            # hundred thousand rows, which then costs each batch in proportion to the table.
-            await conn.execute("SET LOCAL enable_seqscan = off")
             await conn.execute(
                 "UPDATE record_entries SET valid_to = v.pos, ended_by = v.why FROM "
                 "unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) "
@@ -117,6 +97,31 @@ class Changes:
                 [self.ends[k][0] for k in keys],
                 [self.ends[k][1] for k in keys],
             )
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        for sql in dict.fromkeys(sql for sql, _ in self.inserts):
+            await conn.executemany(sql, [args for s, args in self.inserts if s == sql])
+        i = 0
+        while i < len(self.ops):  # consecutive statements of one kind go as one executemany
+            j = i
+            while j < len(self.ops) and self.ops[j][0] == self.ops[i][0]:
+                j += 1
+            await conn.executemany(self.ops[i][0], [args for _, args in self.ops[i:j]])
+            i = j
+        if self.named:
+            await conn.execute(
+                "INSERT INTO named_records (institution, record) "
+                "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                [k[0] for k in self.named],
+                [k[1] for k in self.named],
+            )
+        if self.maybe or self.ends:
+            # One probe of an index per record (named_records' key, record_entries_record):
+            # the planner's costs (random_page_cost 4) would rather scan the whole table once
+            # it holds a few hundred thousand rows, which then costs each batch in proportion
+            # to the table.
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            await self._end_earlier_versions(conn)
             await conn.execute("SET LOCAL enable_seqscan = DEFAULT")
         rows = [tuple(r) for r in (*self.done, *self.entries.values())]
         if rows:

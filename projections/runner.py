@@ -167,6 +167,8 @@ class PatientRecordProjection:
         the position, or the LISTEN connection was lost, so the caller starts again from the
         tracked one."""
         start = await self.position()
+        if start == 0:  # rebuilt (here or by `hie projections rebuild`), or a new database
+            self._analyze = True
         if self.replay is not None:
             replayed = await self._replay_behind(start, stop)
             if replayed is None:
@@ -214,6 +216,7 @@ class PatientRecordProjection:
             head - start,
             self.replay.processes,
         )
+        self._analyze = True  # what the replay fills is analyzed once caught up
         # Smaller ranges than a batch here: several wait to be written at once.
         span = max(1, self._limit // 4)
         with Preparers(self.replay) as workers:

@@ -94,7 +94,9 @@ async def test_a_replay_in_worker_processes_equals_one_in_this_process(
             replay=dataclasses.replace(made.replay, behind=4, ahead=3),
             on_applied=lambda events: applied.append(events[-1][0]),
         )
-        await parallel.rebuild()
+        stats = "SELECT reltuples FROM pg_class WHERE relname = 'record_entries'"
+        entries = await rt.pool.fetchval("SELECT count(*) FROM record_entries")
+        await alone.rebuild()  # as `hie projections rebuild` does, beside the running one
 
         # Stopped after its first few ranges are written, then run again to the head.
         stop = asyncio.Event()
@@ -112,9 +114,15 @@ async def test_a_replay_in_worker_processes_equals_one_in_this_process(
             parallel.on_applied = lambda events: applied.append(events[-1][0])
             stop = asyncio.Event()
             runner = asyncio.create_task(parallel.run(stop))
-            await parallel.wait_for(head, timeout=120)
-            stop.set()
-            await runner
+            try:
+                await parallel.wait_for(head, timeout=120)
+                # The replay's tables are analyzed once it has caught up: the planner sees them.
+                async with asyncio.timeout(30):
+                    while await rt.pool.fetchval(stats) != entries:
+                        await asyncio.sleep(0.05)
+            finally:
+                stop.set()
+                await runner
         assert "replaying in 2 processes" in caplog.text
         assert all(a < b for a, b in itertools.pairwise(applied))  # in order, each range once
         assert len(applied) > 6
