@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 class ReplaySource(Protocol):
     """The ledger as a worker reads it (opened in the worker by ``Replay.open_source``)."""
 
-    def read_range(self, after: int, stop: int) -> Sequence[tuple[int, Any]]:
-        """The events at positions after ``after`` up to ``stop``, in ledger order."""
+    def read_range(self, after: int, stop: int, limit: int) -> Sequence[tuple[int, Any]]:
+        """Up to ``limit`` events at positions after ``after`` up to ``stop``, in order."""
         ...
 
     def institution_name(self, code: str) -> str | None: ...
@@ -71,11 +71,18 @@ class Mark(NamedTuple):
 
 @dataclass
 class Prepared:
-    """One range's rows and what the runner reports of it."""
+    """The rows of a range's events up to ``reached`` (``stop``, unless the range held more
+    than the items asked for: the runner hands out the rest again) and what the runner
+    reports of them."""
 
     changes: Changes
     marks: list[tuple[int, Mark]]
     items: int
+    reached: int
+
+
+# Events a worker reads from the ledger at a time (a range's envelopes are not all held).
+READ = 50
 
 
 class Preparers:
@@ -100,10 +107,12 @@ class Preparers:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def prepare(self, after: int, stop: int) -> asyncio.Future[Prepared]:
-        """The rows of the ledger events at positions after ``after`` up to ``stop``."""
+    def prepare(self, after: int, stop: int, items: int) -> asyncio.Future[Prepared]:
+        """The rows of the ledger events at positions after ``after`` up to ``stop``, or up to
+        the first at which they hold ``items`` items or more (memory stays bounded however
+        unevenly the ledger's items lie)."""
         assert self._pool is not None
-        return asyncio.wrap_future(self._pool.submit(_prepare, after, stop))
+        return asyncio.wrap_future(self._pool.submit(_prepare, after, stop, items))
 
 
 class _Worker:
@@ -115,24 +124,34 @@ class _Worker:
     async def _name(self, code: str) -> str | None:
         return self.source.institution_name(code)
 
-    def prepare(self, after: int, stop: int) -> Prepared:
-        events = self.source.read_range(after, stop)
-        return self.loop.run_until_complete(self._apply(events))
+    def prepare(self, after: int, stop: int, items: int) -> Prepared:
+        return self.loop.run_until_complete(self._apply(after, stop, items))
 
-    async def _apply(self, events: Sequence[tuple[int, Any]]) -> Prepared:
+    async def _apply(self, after: int, stop: int, cap: int) -> Prepared:
         changes = Changes()
         items = 0
         marks = []
-        for position, event in events:
-            await self.applier.apply(changes, position, event)
-            items += len(getattr(event, "patient_ids", ()))
-            marks.append(
-                (
-                    position,
-                    Mark(getattr(event, "institution", None), getattr(event, "received_at", None)),
+        reached = after
+        while reached < stop and items < cap:
+            events = self.source.read_range(reached, stop, READ)
+            for position, event in events:
+                await self.applier.apply(changes, position, event)
+                items += len(getattr(event, "patient_ids", ()))
+                marks.append(
+                    (
+                        position,
+                        Mark(
+                            getattr(event, "institution", None), getattr(event, "received_at", None)
+                        ),
+                    )
                 )
-            )
-        return Prepared(changes, marks, items)
+                reached = position
+                if items >= cap:
+                    break
+            else:
+                if len(events) < READ:  # none left in the range
+                    reached = stop
+        return Prepared(changes, marks, items, reached)
 
 
 _worker: _Worker | None = None
@@ -143,6 +162,6 @@ def _start_worker(open_source: Callable[[], ReplaySource], projection_key: bytes
     _worker = _Worker(open_source, projection_key)
 
 
-def _prepare(after: int, stop: int) -> Prepared:
+def _prepare(after: int, stop: int, items: int) -> Prepared:
     assert _worker is not None, "the worker was not started"
-    return _worker.prepare(after, stop)
+    return _worker.prepare(after, stop, items)

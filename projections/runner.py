@@ -218,7 +218,7 @@ class PatientRecordProjection:
         )
         self._analyze = True  # what the replay fills is analyzed once caught up
         # Smaller ranges than a batch here: several wait to be written at once.
-        span = max(1, self._limit // 4)
+        span, items = max(1, self._limit // 4), max(1, self.items // 4)
         with Preparers(self.replay) as workers:
             while head - start > self.replay.behind and not stop.is_set():
                 pending: deque[tuple[int, int, asyncio.Future[Prepared]]] = deque()
@@ -226,17 +226,20 @@ class PatientRecordProjection:
                 while (pending or handed < head) and not stop.is_set():
                     while len(pending) < self.replay.ahead and handed < head:
                         end = min(head, handed + span)
-                        pending.append((handed, end, workers.prepare(handed, end)))
+                        pending.append((handed, end, workers.prepare(handed, end, items)))
                         handed = end
                     after, end, future = pending.popleft()
                     prepared = await future
-                    if not await self._write(after, end, prepared.changes, prepared.marks):
+                    reached = prepared.reached
+                    if not await self._write(after, reached, prepared.changes, prepared.marks):
                         for *_, waiting in pending:
                             waiting.cancel()
                         return None
-                    start = end
+                    if reached < end:  # the range held more items than asked: the rest next
+                        pending.appendleft((reached, end, workers.prepare(reached, end, items)))
+                    start = reached
                     per_event = max(1.0, prepared.items / max(1, len(prepared.marks)))
-                    span = max(1, min(self.batch, int(self.items / 4 / per_event)))
+                    span = max(1, min(self.batch, int(items / per_event)))
                 for *_, waiting in pending:  # stopped: what was handed out is not written
                     waiting.cancel()
                 head = await self.replay.head()

@@ -353,10 +353,12 @@ class Ledger(Application[UUID]):
         )
         return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
 
-    def read_range(self, after: int, stop: int) -> list[tuple[int, DomainEventProtocol[UUID]]]:
-        """The events at positions after ``after`` up to ``stop``, in ledger order."""
+    def read_range(
+        self, after: int, stop: int, limit: int
+    ) -> list[tuple[int, DomainEventProtocol[UUID]]]:
+        """Up to ``limit`` events at positions after ``after`` up to ``stop``, in order."""
         notifications = self.recorder.select_notifications(
-            start=after, limit=max(1, stop - after), stop=stop, inclusive_of_start=False
+            start=after, limit=limit, stop=stop, inclusive_of_start=False
         )
         return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
 
