@@ -79,6 +79,7 @@ class Prepared:
     marks: list[tuple[int, Mark]]
     items: int
     reached: int
+    most: int  # the most items one event of the range held
 
 
 # Events a worker reads from the ledger at a time (a range's envelopes are not all held).
@@ -129,14 +130,15 @@ class _Worker:
 
     async def _apply(self, after: int, stop: int, cap: int) -> Prepared:
         changes = Changes()
-        items = 0
+        items = most = 0
         marks = []
         reached = after
         while reached < stop and items < cap:
             events = self.source.read_range(reached, stop, READ)
             for position, event in events:
                 await self.applier.apply(changes, position, event)
-                items += len(getattr(event, "patient_ids", ()))
+                held = len(getattr(event, "patient_ids", ()))
+                items, most = items + held, max(most, held)
                 marks.append(
                     (
                         position,
@@ -151,7 +153,7 @@ class _Worker:
             else:
                 if len(events) < READ:  # none left in the range
                     reached = stop
-        return Prepared(changes, marks, items, reached)
+        return Prepared(changes, marks, items, reached, most)
 
 
 _worker: _Worker | None = None

@@ -217,8 +217,11 @@ class PatientRecordProjection:
             self.replay.processes,
         )
         self._analyze = True  # what the replay fills is analyzed once caught up
-        # Smaller ranges than a batch here: several wait to be written at once.
-        span, items = max(1, self._limit // 4), max(1, self.items // 4)
+        # Smaller ranges than a batch here: several wait to be written at once. A range spans
+        # as many positions as hold ``items`` if every event held as many as the fullest met
+        # so far: a ledger's items lie unevenly (a gateway's batch appends its identity events,
+        # then its submissions), and a range that ends early stalls the pipeline.
+        span, items, most = self.batch, max(1, self.items // 4), 1
         with Preparers(self.replay) as workers:
             while head - start > self.replay.behind and not stop.is_set():
                 pending: deque[tuple[int, int, asyncio.Future[Prepared]]] = deque()
@@ -238,8 +241,8 @@ class PatientRecordProjection:
                     if reached < end:  # the range held more items than asked: the rest next
                         pending.appendleft((reached, end, workers.prepare(reached, end, items)))
                     start = reached
-                    per_event = max(1.0, prepared.items / max(1, len(prepared.marks)))
-                    span = max(1, min(self.batch, int(items / per_event)))
+                    most = max(most, prepared.most)
+                    span = max(1, min(self.batch, items // most))
                 for *_, waiting in pending:  # stopped: what was handed out is not written
                     waiting.cancel()
                 head = await self.replay.head()
