@@ -114,7 +114,7 @@ class PatientRecordProjection:
             await conn.execute(
                 "UPDATE projection_position SET position = $2 WHERE name = $1", NAME, end
             )
-        if self.on_applied is not None:
+        if self.on_applied is not None and events:
             self.on_applied(events)
         async with self._advanced:
             self._advanced.notify_all()
