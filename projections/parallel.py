@@ -22,7 +22,6 @@ workers against 22,900 alone; with larger ranges 26,500–33,000, but 310–346 
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -33,8 +32,6 @@ from typing import Any, NamedTuple, Protocol
 from projections.batch import Changes
 from projections.fields import FieldCipher
 from projections.record import RecordApplier
-
-log = logging.getLogger(__name__)
 
 
 class ReplaySource(Protocol):

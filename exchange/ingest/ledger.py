@@ -348,15 +348,13 @@ class Ledger(Application[UUID]):
 
     def read(self, after: int, limit: int) -> list[tuple[int, DomainEventProtocol[UUID]]]:
         """Up to ``limit`` events after ledger position ``after``, in ledger order."""
-        notifications = self.recorder.select_notifications(
-            start=after, limit=limit, inclusive_of_start=False
-        )
-        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+        return self.read_range(after, None, limit)
 
     def read_range(
-        self, after: int, stop: int, limit: int
+        self, after: int, stop: int | None, limit: int
     ) -> list[tuple[int, DomainEventProtocol[UUID]]]:
-        """Up to ``limit`` events at positions after ``after`` up to ``stop``, in order."""
+        """Up to ``limit`` events at positions after ``after`` up to ``stop`` (None: to the
+        ledger's head), in order."""
         notifications = self.recorder.select_notifications(
             start=after, limit=limit, stop=stop, inclusive_of_start=False
         )

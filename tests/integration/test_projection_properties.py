@@ -57,6 +57,20 @@ class Story:
         self.merges: list[tuple[int, int]] = []
         self.n = 0
 
+    async def begin(self) -> PatientRecordProjection:
+        """Register the story's institution; a projection of the shared database."""
+        rt = self.rt
+        await rt.sync(
+            rt.ledger.register_institution,
+            self.code,
+            "测试卫生院",
+            "township_health_centre",
+            public_key_b64(self.key),
+        )
+        return PatientRecordProjection(
+            rt.pool, lambda after, limit: rt.sync(rt.ledger.read, after, limit), fields=rt.fields
+        )
+
     def ref(self, i: int) -> dict[str, str]:
         return {"mrn": f"{self.code}-M{i}"}
 
@@ -161,16 +175,7 @@ async def test_projection_equals_rebuild_and_holds_each_record_once(
 ) -> None:
     rt = runtime
     s = Story(rt)
-    await rt.sync(
-        rt.ledger.register_institution,
-        s.code,
-        "测试卫生院",
-        "township_health_centre",
-        public_key_b64(s.key),
-    )
-    live = PatientRecordProjection(
-        rt.pool, lambda after, limit: rt.sync(rt.ledger.read, after, limit), fields=rt.fields
-    )
+    live = await s.begin()
     for op, a, b in story:
         await s.step(op, a, b, live)
     live.batch = 500
@@ -213,18 +218,7 @@ async def test_an_entry_that_continues_a_record_ends_its_version_from_an_earlier
     a version naming the record, a plain entry whose source id an earlier entry named, and
     a version naming a record first sent plainly. One current version each, every time."""
     s = Story(runtime)
-    await runtime.sync(
-        runtime.ledger.register_institution,
-        s.code,
-        "测试卫生院",
-        "township_health_centre",
-        public_key_b64(s.key),
-    )
-    live = PatientRecordProjection(
-        runtime.pool,
-        lambda after, limit: runtime.sync(runtime.ledger.read, after, limit),
-        fields=runtime.fields,
-    )
+    live = await s.begin()
     sends = [
         [s.obs(0, record="visit-1"), s.obs(1, source_id="plain-1")],
         [s.obs(0, record="visit-1"), s.obs(1, record="plain-1")],
