@@ -25,6 +25,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from exchange.errors import ConfigurationError
 from exchange.servers import keepalive
+from exchange.servers.roles import LEDGER_SCHEMA_LOCK
 
 # The channel a registration or key rotation NOTIFYs in its commit (its payload: the code).
 KEYS_CHANNEL = "hie_institution_keys"
@@ -49,10 +50,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
         sources, identifiers = Identifier(self.source_table), Identifier(self.identifier_table)
         # Every process that opens the ledger creates its tables (hie up, each gateway, the
         # CLI): one at a time, or their DDL (functions, ALTER TABLE) deadlocks on each other.
-        # The statements run in one transaction, which holds this lock to its commit.
-        self.sql_create_statements.insert(
-            0, Composed([SQL("SELECT pg_advisory_xact_lock(hashtext('hie-ledger-schema'))")])
-        )
+        # The statements run in one transaction, which holds this lock to its commit; the
+        # owner's grants at a start take it too (they rewrite the same catalog rows).
+        self.sql_create_statements.insert(0, Composed([SQL(LEDGER_SCHEMA_LOCK)]))
         self.sql_create_statements += [
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("

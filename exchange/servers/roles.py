@@ -36,6 +36,7 @@ import asyncpg
 AUDIT_READ_ONLY = ("audit_log", "audit_nodes", "audit_tree", "audit_patients", "schema_versions")
 AUDIT_APPEND_ONLY = ("audit_heads",)
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('hie-roles'))"
+LEDGER_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('hie-ledger-schema'))"
 
 
 def app_role_for(owner_url: str) -> str:
@@ -88,6 +89,10 @@ async def grant(
     r = _ident(role)
     async with conn.transaction():
         await conn.execute(_LOCK)
+        # GRANT and REVOKE rewrite the tables' catalog rows, as the ledger's own DDL does
+        # when a process opens it (exchange/ingest/recorder.py): two such writers at once
+        # fail with "tuple concurrently updated", so this waits for the ledger's lock too.
+        await conn.execute(LEDGER_SCHEMA_LOCK)
         database = await conn.fetchval("SELECT current_database()")
         await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         await conn.execute(f"GRANT CONNECT ON DATABASE {_ident(database)} TO {r}")
