@@ -63,10 +63,7 @@ def chain_link(previous: bytes, text: str) -> bytes:
     return hashlib.sha256(previous + text.encode()).digest()
 
 
-_APPEND_CALL = (
-    "SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-    "$14, $15, $16, $17, $18, $19, $20, $21)"
-)
+_APPEND_CALL = "SELECT audit_append(" + ", ".join(f"${n}" for n in range(1, 21)) + ")"
 
 
 class AuditWriteError(AuditError):
@@ -89,10 +86,13 @@ class AuditStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.hasher = SHA256
-        # The tree as the last committed append left it (None: read it again), and the append
-        # on its way, which the next one waits for.
+        # The tree as the appends sent so far will leave it (None: read it again once they
+        # have landed), and those still on their way.
         self._state: tuple[Frontier, bytes] | None = None
-        self._sent: asyncio.Future[None] | None = None
+        self._on_way: set[asyncio.Future[bool]] = set()
+        # The append whose outcome _state foresees (None: _state was read, it is committed).
+        self._built_on: asyncio.Future[bool] | None = None
+        self._reload = asyncio.Lock()
 
     # Appending --------------------------------------------------------------------------------
 
@@ -102,36 +102,45 @@ class AuditStore:
     async def append_many(self, batch: Sequence[tuple[dict[str, Any], datetime]]) -> list[int]:
         """Append records in ONE transaction; return their sequence numbers (leaf indices).
 
-        One round trip when the tree is as this store last saw it (the usual case: the
-        read API is the main appender); otherwise the state is read again and the append
-        computed again. An append is computed only on a tree that has been committed: one
-        append of this store is on its way at a time, the next waits for it to land. (The
-        function checks the tree's size under its lock, and nothing more: an append computed
-        on top of one still on its way, which then failed because another process appended
-        as many records first, would find the size it expected and commit a broken chain.)
-        Raises AuditWriteError on any failure: the caller must then send no data.
+        One round trip when the tree is as this store expects it (the usual case: the read
+        API is the main appender). An append is computed on the tree as the appends of this
+        store still on their way will leave it, and sent at once, so that the next flush is
+        in the database while this one commits. The database refuses an append that does not
+        extend the tree as it stands (its size, and its first chain link on the stored chain
+        head: audit.schema step 3), and writes nothing of it. Refused while the append it was
+        built on was still on its way (it reached the database first), it is sent again once
+        that one has landed; refused otherwise (that one failed, or another process appended
+        first), it is computed again on the tree as committed, once every append sent before
+        it has landed. Raises AuditWriteError on any failure: the caller must then send no
+        data.
         """
         try:
             for _ in range(20):
-                while self._sent is not None:  # the append on its way lands first
-                    await asyncio.shield(self._sent)
-                sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._sent = sent
+                if self._state is None:
+                    async with self._reload:  # one reads the tree; the others build on it
+                        while self._state is None and self._on_way:  # what was sent lands first
+                            await asyncio.wait(list(self._on_way))
+                        if self._state is None:
+                            self._state, self._built_on = await self._load_state(), None
+                base = self._built_on  # still on its way: this one may reach the database first
+                if base is not None and base.done():
+                    base = None
+                args, seqs, after = self._compute(batch, *self._state)
+                landed = asyncio.get_running_loop().create_future()
+                self._state, self._built_on = after, landed  # the next append builds on this one
+                self._on_way.add(landed)
+                done = False
                 try:
-                    if self._state is None:
-                        self._state = await self._load_state()
-                    args, seqs, after = self._compute(batch, *self._state)
                     done = await self.pool.fetchval(_APPEND_CALL, *args)
-                except BaseException:
-                    self._state = None
-                    raise
+                    if not done and base is not None and await asyncio.shield(base):
+                        done = await self.pool.fetchval(_APPEND_CALL, *args)
                 finally:
-                    self._sent = None
-                    sent.set_result(None)
+                    if not done:
+                        self._state = None
+                    self._on_way.discard(landed)
+                    landed.set_result(bool(done))
                 if done:
-                    self._state = after  # committed: the next append builds on it
                     return seqs
-                self._state = None  # another process appended: read the tree again
             raise AuditWriteError("the audit log kept moving under this writer")
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             self._state = None
@@ -152,22 +161,32 @@ class AuditStore:
         expected = frontier.size
         sha = hashlib.sha256
         nodes: list[tuple[int, int, bytes]] = []
-        texts: list[str] = []
+        texts: list[bytes] = []
         leaves: list[bytes] = []
         chains: list[bytes] = []
         for seq, (record, recorded_at) in enumerate(batch, expected):
             data = canonical_bytes({**record, "seq": seq, "recorded_at": recorded_at.isoformat()})
+            if b"\n" in data:  # never: canonical JSON escapes every control character
+                raise AuditWriteError("an audit record's canonical text holds a line break")
             leaf = sha(b"\x00" + data).digest()
             chain = sha(chain + data).digest()
             nodes += frontier.append(leaf, self.hasher)
-            texts.append(data.decode())
+            texts.append(data)
             leaves.append(leaf)
             chains.append(chain)
         seqs = list(range(expected, frontier.size))
         get = [record.get for record, _ in batch]
         patients = [g("patient_id") for g in get]
-        cols: list[list[Any]] = [
-            seqs,
+        # A record that touched several patients lists them: each is indexed with its seq.
+        links = [
+            (patient, seq)
+            for seq, g in zip(seqs, get, strict=True)
+            if isinstance(many := g("patients"), list)
+            for patient in _patient_ids(many)
+        ]
+        # As audit_append (audit.schema step 6) takes them: texts and hashes packed.
+        args = [
+            expected,
             [at for _, at in batch],
             [UUID(p) if p else None for p in patients],
             [g("person") for g in get],
@@ -176,23 +195,12 @@ class AuditStore:
             [g("decision") for g in get],
             [g("purpose") for g in get],
             [bool(g("break_glass")) for g in get],
-            texts,
-            leaves,
-            chains,
-        ]
-        # A record that touched several patients lists them: each is indexed with its seq.
-        links = [
-            (patient, seq)
-            for seq, g in zip(seqs, get, strict=True)
-            if isinstance(many := g("patients"), list)
-            for patient in _patient_ids(many)
-        ]
-        args = [
-            expected,
-            *cols,
+            b"\n".join(texts).decode(),
+            b"".join(leaves),
+            b"".join(chains),
             [n[0] for n in nodes],
             [n[1] for n in nodes],
-            [n[2] for n in nodes],
+            b"".join(n[2] for n in nodes),
             frontier.size,
             frontier.hashes,
             chain,

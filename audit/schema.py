@@ -115,6 +115,53 @@ audit_log.patient_id.';
     )
 )
 
+# Step 6: the same append, its per-record values sent packed: the canonical texts as one text
+# (one record per line: canonical JSON holds no raw line break), the leaf, chain and node hashes
+# each as one bytea of 32-byte hashes, the seqs counted from ``expected``. Encoding an array
+# element by element cost the writer more than computing the records' hashes.
+_SIGNATURE = f"{_OLD_SIGNATURE}, uuid[], bigint[]"
+_APPEND_PACKED = f"""
+DROP FUNCTION IF EXISTS audit_append({_SIGNATURE});
+CREATE FUNCTION audit_append(
+    expected bigint, ats timestamptz[], patients uuid[], persons text[], institutions text[],
+    actions text[], decisions text[], purposes text[], glass boolean[], texts text,
+    leaves bytea, chains bytea, levels smallint[], idxs bigint[], hashes bytea,
+    new_size bigint, new_frontier bytea[], new_chain bytea, link_patients uuid[],
+    link_seqs bigint[])
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    lines text[] := string_to_array(texts, E'\\n');
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('hie-audit-append'));
+    IF cardinality(lines) <> cardinality(ats) OR length(leaves) <> 32 * cardinality(ats)
+       OR length(chains) <> 32 * cardinality(ats) OR length(hashes) <> 32 * cardinality(levels)
+       OR new_size <> expected + cardinality(ats) THEN
+        RAISE EXCEPTION 'audit_append: the packed values do not match the records';
+    END IF;
+    IF (SELECT size FROM audit_tree WHERE id = 1 FOR UPDATE) <> expected
+       OR sha256((SELECT chain_head FROM audit_tree WHERE id = 1)
+                 || convert_to(lines[1], 'UTF8')) <> substring(chains FROM 1 FOR 32) THEN
+        RETURN false;
+    END IF;
+    INSERT INTO audit_log (seq, recorded_at, patient_id, person, institution, action,
+                           decision, purpose, break_glass, record_text, leaf_hash, chain_hash)
+        SELECT expected + r.i - 1, r.at, r.patient, r.person, r.institution, r.action,
+               r.decision, r.purpose, r.glass, r.line,
+               substring(leaves FROM 32 * r.i::int - 31 FOR 32),
+               substring(chains FROM 32 * r.i::int - 31 FOR 32)
+        FROM unnest(ats, patients, persons, institutions, actions, decisions, purposes, glass,
+                    lines) WITH ORDINALITY
+             AS r(at, patient, person, institution, action, decision, purpose, glass, line, i);
+    INSERT INTO audit_nodes (level, idx, hash)
+        SELECT n.level, n.idx, substring(hashes FROM 32 * n.j::int - 31 FOR 32)
+        FROM unnest(levels, idxs) WITH ORDINALITY AS n(level, idx, j);
+    INSERT INTO audit_patients (patient_id, seq) SELECT * FROM unnest(link_patients, link_seqs);
+    UPDATE audit_tree SET size = new_size, frontier = new_frontier, chain_head = new_chain
+        WHERE id = 1;
+    RETURN true;
+END $$;
+"""
+
 _COMMENTS = """
 COMMENT ON TABLE audit_log IS 'The audit log, one row per record, append-only (triggers refuse
 UPDATE, DELETE and TRUNCATE): leaf_hash is its RFC 9162 leaf, chain_hash links it to the row
@@ -142,5 +189,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "the append runs with its owner's rights: the application role only reads the log",
         f"ALTER FUNCTION audit_append({_OLD_SIGNATURE}, uuid[], bigint[]) SECURITY DEFINER "
         "SET search_path = public, pg_temp;",
+    ),
+    (
+        "the append takes each record's text and hashes packed, not one array element each",
+        _APPEND_PACKED,
     ),
 )

@@ -6,7 +6,7 @@ What the application role may do, table by table (``grant``):
 
 - the audit log (``audit_log``, ``audit_nodes``, ``audit_tree``, ``audit_patients``): read
   only; records are appended through ``audit_append()``, which runs with its owner's rights
-  (``SECURITY DEFINER``, audit schema step 5) and does nothing else. ``audit_heads``: read and
+  (``SECURITY DEFINER``, audit schema steps 5 and 6) and does nothing else. ``audit_heads``: read and
   append (the head signer). It owns none of them, so it can neither drop nor disable their
   append-only triggers, nor ``ALTER`` or ``TRUNCATE`` them;
 - the ledger: read and append, never delete or truncate (``UPDATE`` on the events table stays,

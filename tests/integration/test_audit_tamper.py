@@ -270,54 +270,101 @@ async def test_two_writers_with_flushes_in_flight_keep_one_log(settings: Setting
         assert report.ok and report.records == start + 600
 
 
-async def test_an_append_is_never_computed_on_one_still_on_its_way(settings: Settings) -> None:
-    """One process's append is on its way when another process appends exactly as many
-    records: that append is refused (the tree moved) and computed again, and the next append
-    of the first process is computed on the tree as committed, never on top of the refused
-    one (whose size it would find, committing a broken chain). The log verifies."""
-    from audit.postgres import AuditStore
+class HeldAppends:
+    """One process's connection to the database: its appends wait until each is let go (in
+    the order they were sent, or another), and each one's answer is kept."""
 
-    release = asyncio.Event()
+    def __init__(self, pool: object) -> None:
+        self.pool = pool
+        self.sent: list[asyncio.Event] = []
+        self.answers: list[tuple[int, bool]] = []
 
-    class Held:
-        """The first process's connection to the database: its appends wait to be let go."""
-
-        def __init__(self, pool: object) -> None:
-            self.pool = pool
-            self.waiting = 0
-
-        async def fetchval(self, sql: str, *args: object) -> object:
-            if sql.startswith("SELECT audit_append"):
-                self.waiting += 1
-                await release.wait()
+    async def fetchval(self, sql: str, *args: object) -> object:
+        if not sql.startswith("SELECT audit_append"):
             return await self.pool.fetchval(sql, *args)  # type: ignore[attr-defined]
+        n = len(self.sent)
+        self.sent.append(go := asyncio.Event())
+        await go.wait()
+        value = await self.pool.fetchval(sql, *args)  # type: ignore[attr-defined]
+        self.answers.append((n, bool(value)))
+        return value
 
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.pool, name)
+    async def until_sent(self, count: int) -> None:
+        while len(self.sent) < count:
+            await asyncio.sleep(0.01)
 
-    def records(first: int, n: int) -> list[tuple[dict[str, str], datetime]]:
-        return [
-            ({"action": "read", "decision": "permit", "person": f"doctor-{i}"}, T0)
-            for i in range(first, first + n)
-        ]
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.pool, name)
+
+
+def _records(first: int, n: int) -> list[tuple[dict[str, str], datetime]]:
+    return [
+        ({"action": "read", "decision": "permit", "person": f"doctor-{i}"}, T0)
+        for i in range(first, first + n)
+    ]
+
+
+async def test_an_append_sent_on_one_that_is_then_refused_is_refused_too(
+    settings: Settings,
+) -> None:
+    """One process sends its next append, computed on the one still on its way, at once; then
+    another process appends exactly as many records as the first: the first is refused (the
+    tree moved), and so is the one built on it (its size is right, its chain link is not), and
+    both are computed again on the tree as committed. Nothing is lost, the log verifies."""
+    from audit.postgres import AuditStore
 
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         start = (await rt.audit_writer.store.tree()).size
-        held = Held(rt.pool)
+        held = HeldAppends(rt.pool)
         one, other = AuditStore(held), AuditStore(rt.pool)  # type: ignore[arg-type]
-        a = asyncio.create_task(one.append_many(records(0, 3)))
-        b = asyncio.create_task(one.append_many(records(10, 2)))
-        while not held.waiting:
+        a = asyncio.create_task(one.append_many(_records(0, 3)))
+        b = asyncio.create_task(one.append_many(_records(10, 2)))
+        await held.until_sent(2)  # b went without waiting for a to land
+        await other.append_many(_records(20, 3))  # another process: as many records as a
+        held.sent[0].set()
+        while not held.answers:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)  # b had every chance to be computed and sent behind a
-        assert held.waiting == 1  # it was not: it waits for a to land
-        await other.append_many(records(20, 3))  # another process: as many records as a
-        release.set()
+        held.sent[1].set()
+        while not (a.done() and b.done()):  # both computed again: let every one go
+            for go in held.sent:
+                go.set()
+            await asyncio.sleep(0.01)
         seqs = [*await a, *await b]
         assert sorted(seqs) == list(range(start + 3, start + 8))
+        assert held.answers[:2] == [(0, False), (1, False)]  # a, then b built on it
+        assert len(held.answers) == 4
         report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
         assert report.ok and report.records == start + 8
+
+
+async def test_an_append_that_reaches_the_database_before_the_one_it_builds_on_is_sent_again(
+    settings: Settings,
+) -> None:
+    """The second of two appends sent at once reaches the database first: it is refused (the
+    tree is not yet as it expects), and once the first has landed it is sent again as it was,
+    not computed again, and lands after it. The log verifies."""
+    from audit.postgres import AuditStore
+
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        start = (await rt.audit_writer.store.tree()).size
+        held = HeldAppends(rt.pool)
+        store = AuditStore(held)  # type: ignore[arg-type]
+        a = asyncio.create_task(store.append_many(_records(0, 3)))
+        b = asyncio.create_task(store.append_many(_records(10, 2)))
+        await held.until_sent(2)
+        held.sent[1].set()  # b first
+        while not held.answers:
+            await asyncio.sleep(0.01)
+        held.sent[0].set()
+        await held.until_sent(3)
+        held.sent[2].set()
+        assert await a == [start, start + 1, start + 2]
+        assert await b == [start + 3, start + 4]
+        assert held.answers == [(1, False), (0, True), (2, True)]
+        report = await verify_log(rt.pool, rt.head_signer(), settings.database_url, **SPLIT)
+        assert report.ok and report.records == start + 5
 
 
 async def test_the_database_refuses_an_append_that_does_not_extend_the_chain_head(

@@ -206,10 +206,18 @@ async def previous_append(pool: asyncpg.Pool, batch: list[tuple[dict[str, Any], 
     """An append as the previous code made it: the same rows, through its function (which
     took no list of a record's several patients)."""
     store = AuditStore(pool)
-    args, _, _ = store._compute(batch, *await store._load_state())
+    args, seqs, _ = store._compute(batch, *await store._load_state())
     assert args[-2:] == [[], []]  # none of these records lists several patients
+
+    def hashes(packed: bytes) -> list[bytes]:
+        return [packed[i : i + 32] for i in range(0, len(packed), 32)]
+
+    # This code packs the texts and hashes (audit step 6); the previous one sent lists.
+    texts, leaves, chains, nodes = args[9].split("\n"), args[10], args[11], args[14]
+    previous = [args[0], seqs, *args[1:9], texts, hashes(leaves), hashes(chains), *args[12:14]]
+    previous += [hashes(nodes), *args[15:18]]
     await pool.fetchval(
-        "SELECT audit_append(" + ", ".join(f"${n}" for n in range(1, 20)) + ")", *args[:19]
+        "SELECT audit_append(" + ", ".join(f"${n}" for n in range(1, 20)) + ")", *previous
     )
 
 
@@ -272,6 +280,7 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
         ("audit", 3, False),
         ("audit", 4, False),
         ("audit", 5, False),
+        ("audit", 6, False),
         ("consent", 1, True),
         ("consent", 2, False),
         ("consent", 3, False),
