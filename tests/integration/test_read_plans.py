@@ -66,7 +66,7 @@ REGISTRY: dict[str, str] = {
     "referrals.statistics.statuses": "580a671699df",
     # The audit log (audit/postgres.py)
     "audit.load_state": "8189765b6f06",
-    "audit.append": "0795d27f2466",
+    "audit.append": "81ba873f26a3",
     "audit.last_head": "3f49f43722d0",
     "audit.record": "90343dad75c5",
     "audit.leaf": "74e99f6e9330",
