@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from exchange.errors import BackupError
 from exchange.servers.jetstream_snapshots import restore_stream, snapshot_stream
@@ -48,6 +48,14 @@ async def fill(
     for body in bodies:
         await js.publish(subject, body)
     await js.add_consumer(name, ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT))
+    # On a cluster a new consumer answers once its replicas have elected a leader (until then
+    # a fetch is refused as unavailable).
+    for _ in range(100):
+        with contextlib.suppress(ServiceUnavailableError):
+            info = await js.consumer_info(name, durable)
+            if info.cluster is None or info.cluster.leader:
+                break
+        await asyncio.sleep(0.1)
     reader = await js.pull_subscribe_bind(durable, name)
     for msg in (await reader.fetch(fetched, timeout=5))[:100]:
         await msg.ack_sync()
