@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from projections import copy_binary as pg
 
 ENTRY_COLUMNS = (
     "entry_id",
@@ -23,6 +26,19 @@ ENTRY_COLUMNS = (
     "category_mask",
     "recorded_at",
 )
+# The columns' types, for rows sent in COPY's binary format (``Changes.encode_rows``).
+ENTRY_TYPES: tuple[pg.Encoder, ...] = (
+    pg.uuid,
+    pg.uuid,
+    *[pg.text] * 6,
+    pg.bigint,
+    pg.bigint,
+    pg.text,
+    pg.integer,
+    pg.timestamptz,
+)
+CLOCK_COLUMNS = ("position", "at")
+CLOCK_TYPES: tuple[pg.Encoder, ...] = (pg.bigint, pg.timestamptz)
 
 
 @dataclass
@@ -53,6 +69,19 @@ class Changes:
     maybe: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
     named: set[tuple[str, str]] = field(default_factory=set)
     clock: list[tuple[int, Any]] = field(default_factory=list)
+    # Rows already in COPY's binary format (``encode_rows``): (table, columns, bytes).
+    copies: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
+
+    def encode_rows(self) -> None:
+        """The new entry versions and clock rows as COPY's binary format, so that they travel
+        from a worker process and wait to be written as bytes (projections/copy_binary.py).
+        Nothing more may be applied to these changes after."""
+        rows = [*self.done, *self.entries.values()]
+        if rows:
+            self.copies.append(("record_entries", ENTRY_COLUMNS, pg.encode(rows, ENTRY_TYPES)))
+        if self.clock:
+            self.copies.append(("ledger_clock", CLOCK_COLUMNS, pg.encode(self.clock, CLOCK_TYPES)))
+        self.done, self.entries, self.clock = [], {}, []
 
     def first(self, sql: str, *args: Any) -> None:
         self.inserts.append((sql, args))
@@ -128,5 +157,13 @@ class Changes:
             await conn.copy_records_to_table("record_entries", records=rows, columns=ENTRY_COLUMNS)
         if self.clock:
             await conn.copy_records_to_table(
-                "ledger_clock", records=self.clock, columns=("position", "at")
+                "ledger_clock", records=self.clock, columns=CLOCK_COLUMNS
             )
+        for table, columns, data in self.copies:
+            await conn.copy_to_table(table, source=_once(data), columns=columns, format="binary")
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    """The bytes as the async iterable ``copy_to_table`` sends (given bytes, it would take them
+    for a file's path)."""
+    yield data

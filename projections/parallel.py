@@ -152,6 +152,7 @@ class _Worker:
             else:
                 if len(events) < READ:  # none left in the range
                     reached = stop
+        changes.encode_rows()
         return Prepared(changes, marks, items, reached, most)
 
 
