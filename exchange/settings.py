@@ -112,7 +112,7 @@ class Environment(BaseSettings):
         default=0, ge=0, le=16, description="must be a whole number from 0 to 16"
     )
     replay_processes: int = Field(
-        default=0, ge=0, le=16, description="must be a whole number from 0 to 16"
+        default=2, ge=0, le=16, description="must be a whole number from 0 to 16"
     )
     scheduler_seconds: float = Field(
         default=30.0, gt=0, lt=86_400, allow_inf_nan=False, description=_SECONDS
@@ -274,8 +274,7 @@ class Settings:
     gateway_processes: int = 0
     # Worker processes that prepare a replay's rows while the read models are far behind the
     # ledger (a rebuild, a restored ledger); 0: `hie up` replays alone. None run otherwise.
-    # Off by default: on two cores, with its memory held under 300 MB, it replayed no faster.
-    replay_processes: int = 0
+    replay_processes: int = 2
     referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)
     access_policy: AccessPolicy = DEFAULT_POLICY
     ingest_policy: IngestPolicy = field(default_factory=IngestPolicy)
