@@ -83,10 +83,10 @@ async def test_a_replay_in_worker_processes_equals_one_in_this_process(
         )
         assert current == 24  # each named record once current, whichever way it continued
 
-        assert rt.projection().replay is None  # by default `hie up` replays alone
-        rt.settings = dataclasses.replace(rt.settings, replay_processes=2)
         made = rt.projection()
-        assert made.replay is not None
+        assert made.replay is not None and made.replay.processes == 2  # by default
+        rt.settings = dataclasses.replace(rt.settings, replay_processes=0)
+        assert rt.projection().replay is None  # `hie up` replays alone
         applied: list[int] = []
         parallel = PatientRecordProjection(
             rt.pool,
