@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 # Flushes on their way at once. The store sends an append computed on the one before it while
 # that one commits (AuditStore.append_many), so the database writes one flush while the next
-# is being computed and sent. What waits is shared between the two, in flushes of at least
-# SHARED_FROM records: measured in bench/audit.py with 64 concurrent writers, flushes of 32 two
-# at a time beat flushes of 64 one at a time, and a third flush or flushes of 16 lost to
-# their overhead.
+# is being computed and sent. A second flush goes only once SHARED_FROM records wait (until
+# then they wait for the first, as one flush: at the read API's rates a second transaction
+# for a few records cost PostgreSQL more than it saved), and what waits is shared between
+# the two: measured in bench/audit.py with 64 concurrent writers, flushes of 32 two at a
+# time beat flushes of 64 one at a time, and a third flush or flushes of 16 lost to their
+# overhead.
 IN_FLIGHT = 2
 SHARED_FROM = 32
 
@@ -34,6 +36,7 @@ class AuditWriter:
         self.store = store
         self._waiting: list[_Waiting] = []
         self._arrived = asyncio.Event()
+        self._changed = asyncio.Event()  # a record arrived or a flush ended
         self._task: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -45,6 +48,7 @@ class AuditWriter:
         done: asyncio.Future[int] = loop.create_future()
         self._waiting.append((record, recorded_at, done))
         self._arrived.set()
+        self._changed.set()
         return await done
 
     async def _run(self) -> None:
@@ -53,6 +57,9 @@ class AuditWriter:
         while True:
             await self._arrived.wait()
             await slots.acquire()
+            while self._flushes and len(self._waiting) < SHARED_FROM:  # a second flush waits
+                self._changed.clear()
+                await self._changed.wait()
             # What arrived while the flushes before were committing goes along.
             size = min(MAX_BATCH, max(SHARED_FROM, -(-len(self._waiting) // IN_FLIGHT)))
             batch, self._waiting = self._waiting[:size], self._waiting[size:]
@@ -60,7 +67,11 @@ class AuditWriter:
                 self._arrived.clear()
             flush = loop.create_task(self._flush(batch, slots))
             self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
+            flush.add_done_callback(self._ended)
+
+    def _ended(self, flush: asyncio.Task[None]) -> None:
+        self._flushes.discard(flush)
+        self._changed.set()
 
     async def _flush(self, batch: list[_Waiting], slots: asyncio.Semaphore) -> None:
         try:
