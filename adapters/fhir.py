@@ -17,11 +17,14 @@ that matter only for display but could not be resolved (the item maps without th
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
@@ -37,7 +40,9 @@ DIRECTORY_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole
 RFC3986 = "urn:ietf:rfc:3986"
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
-_NAIVE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:.]+")
+_NAIVE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?")
+# Where an institution's clocks are when a time is sent without its offset (policy).
+DEFAULT_ZONE = "Asia/Shanghai"
 
 Document = dict[str, Any] | str | bytes
 
@@ -48,6 +53,7 @@ def read_fhir(
     institution: str,
     institutions: Mapping[str, str] | None = None,
     directories: Sequence[Document] = (),
+    zone: tzinfo | None = None,
 ) -> IngestReport:
     """Map a FHIR R4 Bundle (or one resource) to canonical items, saying what was refused.
 
@@ -55,11 +61,13 @@ def read_fhir(
     one with no system) to a registered institution code, for references to organisations
     outside the document. ``directories`` are other bundles (Synthea's hospitalInformation and
     practitionerInformation, say) whose Organizations, Locations, Practitioners and Medications
-    resolve references; nothing in them is mapped.
+    resolve references; nothing in them is mapped. ``zone``: the institution's time zone, in
+    which a date and time sent without an offset is read (default Asia/Shanghai).
     """
     report = IngestReport()
     data = _load(doc, report)
-    entries = _entries(data, report) if data is not None else []
+    local = zone if zone is not None else ZoneInfo(DEFAULT_ZONE)
+    entries = _entries(data, report, local) if data is not None else []
     index = Index(institution, institutions or {})
     for entry in entries:
         index.add(entry)
@@ -124,12 +132,12 @@ def _load(doc: object, report: IngestReport, where: str = "") -> dict[str, Any] 
     return doc
 
 
-def _entries(data: dict[str, Any], report: IngestReport) -> list[Entry]:
+def _entries(data: dict[str, Any], report: IngestReport, zone: tzinfo) -> list[Entry]:
     """The resources of a Bundle (or the one resource): mapped types parsed, others as read."""
     if data.get("resourceType") != "Bundle":
         rtype = data.get("resourceType")  # the path of a lone resource starts with its type
         path = rtype if isinstance(rtype, str) and _RESOURCE_TYPE.fullmatch(rtype) else "resource"
-        one = _parse(data, path, None, report)
+        one = _parse(data, path, None, report, zone)
         return [one] if one else []
     raw = data.get("entry") if isinstance(data.get("entry"), list) else None
     # The Bundle is checked without its resources, so that one bad resource fails alone.
@@ -164,12 +172,14 @@ def _entries(data: dict[str, Any], report: IngestReport) -> list[Entry]:
             report.skipped.append(f"Bundle.entry[{i}]: no resource (nothing to map)")
             continue
         full_url = e["fullUrl"] if isinstance(e.get("fullUrl"), str) else None
-        one = _parse(e["resource"], f"Bundle.entry[{i}].resource", full_url, report)
+        one = _parse(e["resource"], f"Bundle.entry[{i}].resource", full_url, report, zone)
         parsed += [one] if one else []
     return parsed
 
 
-def _parse(raw: object, path: str, full_url: str | None, report: IngestReport) -> Entry | None:
+def _parse(
+    raw: object, path: str, full_url: str | None, report: IngestReport, zone: tzinfo
+) -> Entry | None:
     rtype = raw.get("resourceType") if isinstance(raw, dict) else None
     if (
         not isinstance(raw, dict)
@@ -188,7 +198,13 @@ def _parse(raw: object, path: str, full_url: str | None, report: IngestReport) -
         rid = raw.get("id")
         return Entry(path, rtype, raw, f"{rtype}/{rid}" if isinstance(rid, str) else "", full_url)
     try:
-        resource = MAPPERS[rtype][2].model_validate(raw)
+        try:
+            resource = MAPPERS[rtype][2].model_validate(raw)
+        except ValidationError as exc:
+            local = _local_times(raw, exc, zone)
+            if local is None:
+                raise
+            raw, resource = local, MAPPERS[rtype][2].model_validate(local)
     except ValidationError as exc:
         report.problems += _fhir_problems(exc, path)
         return None
@@ -208,6 +224,30 @@ def _parse(raw: object, path: str, full_url: str | None, report: IngestReport) -
         )
         return None
     return Entry(path, rtype, raw, source_id, full_url, resource)
+
+
+def _local_times(raw: dict[str, Any], exc: ValidationError, zone: tzinfo) -> dict[str, Any] | None:
+    """The resource with each date and time sent without an offset read in ``zone`` (FHIR
+    wants the offset; an HIS that leaves it out means its own clocks), or None if the errors
+    are about something else."""
+    fixed: dict[str, Any] | None = None
+    for err in exc.errors(include_url=False, include_context=False):
+        value = err.get("input")
+        if not (isinstance(value, str) and _NAIVE_TIME.fullmatch(value)):
+            continue
+        if "DateTime" not in err["msg"] and "Instant" not in err["msg"]:
+            continue
+        fixed = fixed if fixed is not None else copy.deepcopy(raw)
+        *inner, last = err["loc"]
+        holder: Any = fixed
+        try:
+            for key in inner:
+                holder = holder[key]
+            if holder[last] == value:
+                holder[last] = datetime.fromisoformat(value).replace(tzinfo=zone).isoformat()
+        except (KeyError, IndexError, TypeError, ValueError):  # not that path: leave it be
+            continue
+    return fixed
 
 
 def _directory(doc: Document, n: int, index: Index, report: IngestReport) -> None:

@@ -4,7 +4,7 @@ AllergyIntolerance → canonical payloads (the mappers of adapters/fhir_resource
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
@@ -29,6 +29,7 @@ from adapters.fhir_values import (
     _quantity,
     _text,
 )
+from domain.times import ClinicalTime
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
@@ -73,7 +74,8 @@ def _encounter(e: Encounter, ctx: Context) -> Pairs:
     if klass is None:
         ctx.bad(
             "fhir.encounter_class",
-            f"class must be a v3 ActCode of {', '.join(ENCOUNTER_CLASSES)}",
+            "class must be a code of the v3 ActEncounterCode value set "
+            f"({', '.join(ENCOUNTER_CLASSES)})",
             "class",
         )
     period, stay = e.period, e.hospitalization
@@ -102,10 +104,8 @@ def _encounter(e: Encounter, ctx: Context) -> Pairs:
                     "patient": patient,
                     "encounter_class": klass,
                     "status": ENCOUNTER_STATUSES.get(e.status or "", e.status),
-                    "start": ctx.instant(
-                        period.start if period else None, "period.start", required=True
-                    ),
-                    "end": ctx.instant(period.end if period else None, "period.end"),
+                    "start": ctx.time(period.start if period else None, "period.start"),
+                    "end": ctx.time(period.end if period else None, "period.end"),
                     "department": department or None,
                     "attending": attending,
                     "admit_source": _text(stay.admitSource) if stay else None,
@@ -123,7 +123,13 @@ def _encounter(e: Encounter, ctx: Context) -> Pairs:
 
 
 def _condition(c: Condition, ctx: Context) -> Pairs:
-    onset = c.onsetDateTime  # a calendar date as the sender wrote it; a partial one is left out
+    onset, where = (
+        (c.onsetPeriod.start, "onsetPeriod.start")
+        if c.onsetPeriod is not None
+        else (c.onsetDateTime, "onsetDateTime")
+    )
+    if c.onsetAge is not None or c.onsetRange is not None or c.onsetString is not None:
+        ctx.note("an onset given as an age, a range or text is left out", "onset[x]")
     return [
         (
             ctx.entry.source_id,
@@ -133,12 +139,8 @@ def _condition(c: Condition, ctx: Context) -> Pairs:
                     "code": ctx.first_coding(c.code),
                     "clinical_status": ctx.status_code(c.clinicalStatus),
                     "verification_status": ctx.status_code(c.verificationStatus),
-                    "onset": onset.date().isoformat()
-                    if isinstance(onset, datetime)
-                    else onset.isoformat()
-                    if isinstance(onset, date)
-                    else None,
-                    "recorded": ctx.instant(c.recordedDate, "recordedDate"),
+                    "onset": ctx.time(onset, where),
+                    "recorded": ctx.time(c.recordedDate, "recordedDate"),
                     "encounter": ctx.link(c.encounter, "Encounter", "encounter"),
                 }
             ),
@@ -172,18 +174,46 @@ def _values(ctx: Context, o: Any) -> dict[str, Any]:
     )
 
 
+def _effective(o: Observation, ctx: Context) -> dict[str, Any]:
+    """Every form of effective[x]: a dateTime, an instant, a period; a timing by its first
+    event. Without any, ``issued`` (when the result was released) says when."""
+    period, timing = o.effectivePeriod, o.effectiveTiming
+    if period is not None:
+        if period.start is None:
+            ctx.bad("fhir.required", "a period needs its start", "effectivePeriod.start")
+        return {
+            "effective": ctx.time(period.start, "effectivePeriod.start"),
+            "effective_end": ctx.time(period.end, "effectivePeriod.end"),
+        }
+    if timing is not None:
+        texts = [
+            ctx.time(e, f"effectiveTiming.event[{n}]") for n, e in enumerate(timing.event or [])
+        ]
+        known = [t for t in texts if t is not None]
+        if not known:
+            ctx.bad("fhir.effective_timing", "a timing needs an event", "effectiveTiming.event")
+            return {}
+        return {"effective": min(known, key=lambda t: ClinicalTime.parse(t).earliest)}
+    if o.effectiveDateTime is not None:
+        return {"effective": ctx.time(o.effectiveDateTime, "effectiveDateTime")}
+    if o.effectiveInstant is not None:
+        return {"effective": ctx.instant(o.effectiveInstant, "effectiveInstant")}
+    if o.issued is None:
+        ctx.bad(
+            "fhir.observation_time",
+            "say when: effective[x] (when it was taken) or issued (when it was released)",
+            "effective[x]",
+        )
+    return {}
+
+
 def _observation(o: Observation, ctx: Context) -> Pairs:
-    period = o.effectivePeriod
-    effective = (
-        ctx.instant(period.start, "effectivePeriod.start")
-        if period
-        else ctx.instant(o.effectiveDateTime or o.effectiveInstant, "effectiveDateTime")
-    )
     common = _compact(
         {
             "patient": ctx.patient(),
             "status": o.status,
-            "effective": effective,
+            **_effective(o, ctx),
+            "issued": ctx.instant(o.issued, "issued"),
             "encounter": ctx.link(o.encounter, "Encounter", "encounter"),
         }
     )
@@ -222,7 +252,7 @@ def _procedure(p: Procedure, ctx: Context) -> Pairs:
                     "patient": ctx.patient(),
                     "code": _coded(ctx, p.code, "code"),
                     "status": p.status,
-                    "performed": ctx.instant(performed, where),
+                    "performed": ctx.time(performed, where),
                     "body_site": ctx.first_coding(_first(p.bodySite)),
                     "performer": ctx.display(performer.actor, "performer[0].actor", PEOPLE)
                     if performer
@@ -244,7 +274,7 @@ def _immunization(i: Immunization, ctx: Context) -> Pairs:
                     "patient": ctx.patient("patient"),
                     "vaccine": _coded(ctx, i.vaccineCode, "vaccineCode"),
                     "status": i.status,
-                    "occurrence": ctx.instant(
+                    "occurrence": ctx.time(
                         i.occurrenceDateTime, "occurrenceDateTime", required=True
                     ),
                     "lot_number": i.lotNumber,
@@ -276,7 +306,7 @@ def _allergy(a: AllergyIntolerance, ctx: Context) -> Pairs:
                         for m in r.manifestation or []
                         if (c := ctx.first_coding(m))
                     ],
-                    "recorded": ctx.instant(a.recordedDate, "recordedDate"),
+                    "recorded": ctx.time(a.recordedDate, "recordedDate"),
                 }
             ),
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -203,6 +203,7 @@ class Context:
         )
 
     def instant(self, value: object, where: str, *, required: bool = False) -> str | None:
+        """An instant (a date and a time with its offset) where the exchange needs one."""
         if value is None:
             if required:
                 self.bad("fhir.required", f"{where} is needed for this resource", where)
@@ -210,6 +211,20 @@ class Context:
         if isinstance(value, datetime) and value.tzinfo is not None:
             return value.isoformat()
         self.bad("fhir.datetime_no_timezone", NO_TZ, where)  # a date alone, or partial
+        return None
+
+    def time(self, value: object, where: str, *, required: bool = False) -> str | None:
+        """A FHIR date or dateTime at the precision sent: ``2016``, ``2016-08``,
+        ``2016-08-18`` or an instant (a local time was given its offset on reading)."""
+        if value is None:
+            if required:
+                self.bad("fhir.required", f"{where} is needed for this resource", where)
+            return None
+        if isinstance(value, datetime):  # the FHIR models keep the offset a time must have
+            return value.isoformat()
+        if isinstance(value, (date, str)):  # a day, or a year or month the models keep as text
+            return value.isoformat() if isinstance(value, date) else value
+        self.bad("fhir.time", "is not a FHIR date or dateTime", where)
         return None
 
     # Codes -------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def _document_reference(d: DocumentReference, ctx: Context) -> Pairs:
                     "type": doc_type,
                     "title": att.title or d.description or _text(d.type),
                     **_attachment(att, ctx, f"content[{usable[0]}].attachment"),
-                    "created": ctx.instant(created, "date", required=True),
+                    "created": ctx.time(created, "date", required=True),
                     "author": ctx.display(_first(d.author), "author[0]", PEOPLE),
                     "encounter": ctx.link(
                         _first(context.encounter) if context else None,
@@ -128,7 +128,7 @@ def _diagnostic_report(r: DiagnosticReport, ctx: Context) -> Pairs:
         {
             "patient": patient,
             "type": doc_type,
-            "created": ctx.instant(created, "issued", required=True),
+            "created": ctx.time(created, "issued", required=True),
             "author": ctx.display(_first(r.performer), "performer[0]", PEOPLE),
             "encounter": ctx.link(r.encounter, "Encounter", "encounter"),
         }

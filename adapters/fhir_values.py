@@ -11,12 +11,19 @@ from adapters.fhir_context import Context
 Pairs = list[tuple[str, dict[str, Any]]]
 
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+# The v3 ActEncounterCode value set R4's Encounter.class is bound to, as the exchange's classes.
 ENCOUNTER_CLASSES = {
     "AMB": "outpatient",
     "IMP": "inpatient",
     "ACUTE": "inpatient",
     "NONAC": "inpatient",
     "EMER": "emergency",
+    "HH": "home-health",
+    "FLD": "field",
+    "OBSENC": "observation",
+    "PRENC": "pre-admission",
+    "SS": "short-stay",
+    "VR": "virtual",
 }
 # R4 codes without a canonical twin map to the nearest one; the rest pass through, and the
 # canonical model refuses by name those it does not take (unknown, cancelled, ...).

@@ -27,6 +27,7 @@ from domain.consent_items import (
     UnsealPayload,
 )
 from domain.referral_items import ReferralActionPayload, ReferralPayload
+from domain.times import ClinicalTime
 from domain.values import (  # noqa: F401  (re-exported: the item models build on them)
     PURPOSES,
     Coding,
@@ -102,14 +103,29 @@ class PatientPayload(_PatientItem):
     birth_date: date | None = None
 
 
+# The R4 binding of Encounter.class (v3 ActEncounterCode), as the exchange names its classes.
+ENCOUNTER_CLASSES = (
+    "outpatient",  # AMB
+    "inpatient",  # IMP, ACUTE, NONAC
+    "emergency",  # EMER
+    "home-health",  # HH: a village doctor's home visit
+    "field",  # FLD
+    "observation",  # OBSENC
+    "pre-admission",  # PRENC
+    "short-stay",  # SS
+    "virtual",  # VR: a remote consultation
+)
+
+
 class EncounterPayload(_PatientItem):
     """A visit. An admission (HL7 A01) is an inpatient encounter in progress; its discharge
-    (A03) is a new version of the same record, finished, with ``end`` and a disposition."""
+    (A03) is a new version of the same record, finished, with ``end`` and a disposition. A
+    planned or cancelled visit may have no ``start`` yet; times keep their precision."""
 
-    encounter_class: Literal["outpatient", "inpatient", "emergency"]
-    status: Literal["planned", "arrived", "in-progress", "finished", "cancelled"]
-    start: AwareDatetime
-    end: AwareDatetime | None = None
+    encounter_class: Literal[ENCOUNTER_CLASSES]  # type: ignore[valid-type]
+    status: Literal["planned", "arrived", "in-progress", "finished", "cancelled", "unknown"]
+    start: ClinicalTime | None = None
+    end: ClinicalTime | None = None
     department: Text | None = None
     reason: list[Coding] = Field(default_factory=list, max_length=20)
     admit_source: Text | None = None
@@ -118,8 +134,12 @@ class EncounterPayload(_PatientItem):
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> EncounterPayload:
-        if self.end is not None and self.end < self.start:
+        if self.end is not None and self.start is not None and self.end.before(self.start):
             raise PydanticCustomError("encounter.end_before_start", "end is before start")
+        if self.start is None and self.status in ("in-progress", "finished"):
+            raise PydanticCustomError(
+                "encounter.start_missing", "a visit in progress or finished says when it started"
+            )
         return self
 
 
@@ -131,8 +151,8 @@ class ConditionPayload(_PatientItem):
     verification_status: Literal[
         "unconfirmed", "provisional", "differential", "confirmed", "refuted"
     ] = "confirmed"
-    onset: date | None = None
-    recorded: AwareDatetime | None = None
+    onset: ClinicalTime | None = None
+    recorded: ClinicalTime | None = None
     encounter: ShortText | None = Field(default=None, description="source_id of the encounter")
 
 
@@ -145,7 +165,11 @@ class ObservationPayload(_PatientItem):
         ]
         | None
     )
-    effective: AwareDatetime
+    # FHIR effective[x]: a time (dateTime, instant) or a period (``effective`` to
+    # ``effective_end``); ``issued`` is when the result was released. One of them at least.
+    effective: ClinicalTime | None = None
+    effective_end: ClinicalTime | None = None
+    issued: AwareDatetime | None = None
     value_quantity: Quantity | None = None
     value_string: Text | None = None
     value_coding: Coding | None = None
@@ -160,6 +184,16 @@ class ObservationPayload(_PatientItem):
             raise PydanticCustomError(
                 "observation.values",
                 "give at most one of value_quantity, value_string, value_coding",
+            )
+        if self.effective is None and self.issued is None:
+            raise PydanticCustomError(
+                "observation.no_time", "say when: effective (a time or a period) or issued"
+            )
+        if self.effective_end is not None and (
+            self.effective is None or self.effective_end.before(self.effective)
+        ):
+            raise PydanticCustomError(
+                "observation.period", "effective_end needs an effective start before it"
             )
         return self
 
@@ -208,7 +242,7 @@ class MedicationRequestPayload(_PatientItem):
     medication: Coding
     status: Literal["active", "on-hold", "cancelled", "completed", "stopped", "draft"]
     intent: Literal["proposal", "plan", "order", "original-order", "instance-order"] = "order"
-    authored: AwareDatetime
+    authored: ClinicalTime
     dosage_text: Text | None = None
     dose: Quantity | None = None
     route: Coding | None = None
@@ -222,7 +256,7 @@ class MedicationRequestPayload(_PatientItem):
 class MedicationDispensePayload(_PatientItem):
     medication: Coding
     status: Literal["preparation", "in-progress", "on-hold", "completed", "declined", "stopped"]
-    handed_over: AwareDatetime | None = None
+    handed_over: ClinicalTime | None = None
     quantity: Quantity | None = None
     days_supply: Annotated[int, Field(ge=0, le=3650)] | None = None
     dosage_text: Text | None = None
@@ -232,7 +266,7 @@ class MedicationDispensePayload(_PatientItem):
 class ProcedurePayload(_PatientItem):
     code: Coding
     status: Literal["preparation", "in-progress", "not-done", "on-hold", "stopped", "completed"]
-    performed: AwareDatetime | None = None
+    performed: ClinicalTime | None = None
     body_site: Coding | None = None
     performer: Text | None = None
     encounter: ShortText | None = None
@@ -241,7 +275,7 @@ class ProcedurePayload(_PatientItem):
 class ImmunizationPayload(_PatientItem):
     vaccine: Coding
     status: Literal["completed", "not-done"]
-    occurrence: AwareDatetime
+    occurrence: ClinicalTime
     lot_number: ShortText | None = None
     dose_number: Annotated[int, Field(ge=1, le=50)] | None = None
     site: Coding | None = None
@@ -256,7 +290,7 @@ class AllergyPayload(_PatientItem):
     category: Literal["food", "medication", "environment", "biologic"] | None = None
     criticality: Literal["low", "high", "unable-to-assess"] | None = None
     reactions: list[Coding] = Field(default_factory=list, max_length=20)
-    recorded: AwareDatetime | None = None
+    recorded: ClinicalTime | None = None
 
 
 class DocumentPayload(_PatientItem):
@@ -268,7 +302,7 @@ class DocumentPayload(_PatientItem):
 
     type: Coding
     title: Text
-    created: AwareDatetime
+    created: ClinicalTime
     content_type: Annotated[str, Field(pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=100)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     size: Annotated[int, Field(ge=0)]

@@ -77,8 +77,11 @@ class Coding(_Model):
 
 
 class Quantity(_Model):
+    """A measured amount. ``unit`` may be absent: FHIR allows a unitless quantity (a pH, an
+    INR, a ratio, a count of tablets)."""
+
     value: Decimal
-    unit: ShortText
+    unit: ShortText | None = None
     system: ShortText | None = "http://unitsofmeasure.org"
     code: ShortText | None = None
 

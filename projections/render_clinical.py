@@ -20,12 +20,18 @@ _ENCOUNTER_CLASS = {
     "outpatient": ("AMB", "ambulatory"),
     "inpatient": ("IMP", "inpatient encounter"),
     "emergency": ("EMER", "emergency"),
+    "home-health": ("HH", "home health"),
+    "field": ("FLD", "field"),
+    "observation": ("OBSENC", "observation encounter"),
+    "pre-admission": ("PRENC", "pre-admission"),
+    "short-stay": ("SS", "short stay"),
+    "virtual": ("VR", "virtual"),
 }
 
 
 def _encounter(p: EncounterPayload, subject: Ref, enc: Any) -> dict[str, Any]:
     code, display = _ENCOUNTER_CLASS[p.encounter_class]
-    period = {"start": p.start.isoformat()}
+    period = {"start": p.start.isoformat()} if p.start else {}
     if p.end:
         period["end"] = p.end.isoformat()
     res: dict[str, Any] = {
@@ -37,7 +43,7 @@ def _encounter(p: EncounterPayload, subject: Ref, enc: Any) -> dict[str, Any]:
             "display": display,
         },
         "subject": subject,
-        "period": period,
+        **({"period": period} if period else {}),
     }
     if p.department:
         res["serviceType"] = {"text": p.department}
@@ -116,8 +122,16 @@ def _observation(p: ObservationPayload, subject: Ref, enc: Any) -> dict[str, Any
         "code": _concept(p.code),
         "subject": subject,
         **enc(p.encounter),
-        "effectiveDateTime": p.effective.isoformat(),
     }
+    if p.effective_end and p.effective:
+        res["effectivePeriod"] = {
+            "start": p.effective.isoformat(),
+            "end": p.effective_end.isoformat(),
+        }
+    elif p.effective:
+        res["effectiveDateTime"] = p.effective.isoformat()
+    if p.issued:
+        res["issued"] = p.issued.isoformat()
     if p.value_quantity:
         res["valueQuantity"] = _quantity(p.value_quantity)
     elif p.value_string:

@@ -27,10 +27,13 @@ def _quantity(q: Quantity) -> dict[str, Any]:
     value: float | int = float(q.value) if "." in str(q.value) else int(q.value)
     if not -(2**63) <= value < 2**64:  # orjson writes no integer past 64 bits: 1e+20 stays 1e+20
         value = float(q.value)
-    out: dict[str, Any] = {"value": value, "unit": q.unit}
-    if q.system:
+    out: dict[str, Any] = {"value": value}
+    if q.unit:
+        out["unit"] = q.unit
+    if q.system and (q.code or q.unit):  # a system says what the code is in: none, none
         out["system"] = q.system
-    out["code"] = q.code or q.unit
+    if q.code or q.unit:
+        out["code"] = q.code or q.unit
     return out
 
 

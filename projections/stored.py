@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from domain.clinical import ENTRY_KINDS
 from domain.submission import EnvelopeSchema
+from domain.times import ClinicalTime
 from domain.values import PatientRef, Quantity, _checked_resident_id
 
 Convert = Callable[[Any], Any]
@@ -52,6 +53,15 @@ def _aware_datetime(value: Any) -> datetime:
     if type(value) is not str or _DATETIME.fullmatch(value) is None:
         raise _Unsure
     return datetime.fromisoformat(value)
+
+
+def _clinical_time(value: Any) -> ClinicalTime:
+    if type(value) is not str:
+        raise _Unsure
+    try:  # the very function pydantic calls for this type
+        return ClinicalTime.parse(value)
+    except ValueError:
+        raise _Unsure from None
 
 
 def _date(value: Any) -> date:
@@ -128,6 +138,8 @@ def _converter(tp: Any) -> Convert | None:
         return _aware_datetime
     if tp is date:
         return _date
+    if tp is ClinicalTime:
+        return _clinical_time
     if tp is Decimal:
         return _decimal
     if isinstance(tp, type) and issubclass(tp, BaseModel):

@@ -199,7 +199,7 @@ def test_generated_envelopes_give_the_same_rows_read_either_way(doc: dict[str, A
 
 def test_values_the_reader_is_not_sure_of_are_validated() -> None:
     item = copy.deepcopy(next(i for i in CORPUS if i["kind"] == "observation"))
-    item["payload"]["effective"] = "2026-06-01 08:00:00+08:00"  # pydantic's, not the reader's
+    item["payload"]["issued"] = "2026-06-01 08:00:00+08:00"  # pydantic's, not the reader's
     doc = envelope([item])
     stored = StoredReader(CURRENT_SCHEMA).read(doc)
     assert stored is not None and isinstance(stored.items[0].payload, BaseModel)
