@@ -29,12 +29,28 @@ from zoneinfo import ZoneInfo
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
-from adapters.fhir_context import NO_TZ, Context, Entry, Index
+from adapters.fhir_context import NO_TZ, Context, Entry, Index, Lent
 from adapters.fhir_resources import MAPPERS
 from adapters.report import IngestReport, check_item
 from domain.problems import Problem
 
-BUNDLE_TYPES = ("transaction", "batch", "collection", "searchset")
+# Every Bundle type of R4; what differs is only which entries carry a resource to map.
+BUNDLE_TYPES = (
+    "document",
+    "message",
+    "transaction",
+    "transaction-response",
+    "batch",
+    "batch-response",
+    "history",
+    "searchset",
+    "collection",
+)
+# Resources that frame a Bundle rather than record care: left out by name, their entries map.
+FRAMES = {
+    "Composition": "a document's Composition (its sections list the entries, which are mapped)",
+    "MessageHeader": "a message's header (how it travelled; the entries it carries are mapped)",
+}
 # What a directory bundle (an organisation or practitioner register) may lend for resolving.
 DIRECTORY_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "Medication")
 RFC3986 = "urn:ietf:rfc:3986"
@@ -54,6 +70,7 @@ def read_fhir(
     institutions: Mapping[str, str] | None = None,
     directories: Sequence[Document] = (),
     zone: tzinfo | None = None,
+    lent: Lent | None = None,
 ) -> IngestReport:
     """Map a FHIR R4 Bundle (or one resource) to canonical items, saying what was refused.
 
@@ -62,7 +79,9 @@ def read_fhir(
     outside the document. ``directories`` are other bundles (Synthea's hospitalInformation and
     practitionerInformation, say) whose Organizations, Locations, Practitioners and Medications
     resolve references; nothing in them is mapped. ``zone``: the institution's time zone, in
-    which a date and time sent without an offset is read (default Asia/Shanghai).
+    which a date and time sent without an offset is read (default Asia/Shanghai). ``lent``:
+    the Patients (and directory resources) of the other files of the same directory or
+    export (``lend``), which resolve references as if they were in this document.
     """
     report = IngestReport()
     data = _load(doc, report)
@@ -73,26 +92,35 @@ def read_fhir(
         index.add(entry)
     for n, other in enumerate(directories):
         _directory(other, n, index, report)
+    if lent is not None:
+        lent.lend_to(index)
     index.documented = _documented_reports(entries, index)
     for entry in entries:
-        if entry.rtype not in MAPPERS:
-            where = entry.path.removesuffix(".resource")
-            report.skipped.append(f"{where} {entry.rtype}: resource type not mapped")
-            continue
-        ctx = Context(entry, index)
-        kind, mapper, _ = MAPPERS[entry.rtype]
-        pairs = [] if _entered_in_error(ctx) else mapper(entry.resource, ctx)
-        items: list[dict[str, Any]] = [
-            {"source_id": sid, "kind": kind, "payload": payload} for sid, payload in pairs
-        ]
-        for item in items:
-            if not ctx.problems:
-                ctx.problems += check_item(item, where=entry.path, source_id=item["source_id"])
-        report.problems += ctx.problems
-        if not ctx.problems:
-            report.items += items
-            report.skipped += ctx.notes
+        map_entry(entry, index, report)
     return report
+
+
+def map_entry(entry: Entry, index: Index, report: IngestReport) -> None:
+    """Map one resource of the document, into ``report``: its items when nothing is wrong
+    with it, else its problems (the resource is left out whole)."""
+    if entry.rtype not in MAPPERS:
+        where = entry.path.removesuffix(".resource")
+        why = FRAMES.get(entry.rtype, "resource type not mapped")
+        report.skipped.append(f"{where} {entry.rtype}: {why}")
+        return
+    ctx = Context(entry, index)
+    kind, mapper, _ = MAPPERS[entry.rtype]
+    pairs = [] if _entered_in_error(ctx) else mapper(entry.resource, ctx)
+    items: list[dict[str, Any]] = [
+        {"source_id": sid, "kind": kind, "payload": payload} for sid, payload in pairs
+    ]
+    for item in items:
+        if not ctx.problems:
+            ctx.problems += check_item(item, where=entry.path, source_id=item["source_id"])
+    report.problems += ctx.problems
+    if not ctx.problems:
+        report.items += items
+        report.skipped += ctx.notes
 
 
 def _entered_in_error(ctx: Context) -> bool:
@@ -137,7 +165,7 @@ def _entries(data: dict[str, Any], report: IngestReport, zone: tzinfo) -> list[E
     if data.get("resourceType") != "Bundle":
         rtype = data.get("resourceType")  # the path of a lone resource starts with its type
         path = rtype if isinstance(rtype, str) and _RESOURCE_TYPE.fullmatch(rtype) else "resource"
-        one = _parse(data, path, None, report, zone)
+        one = parse_entry(data, path, None, report, zone)
         return [one] if one else []
     raw = data.get("entry") if isinstance(data.get("entry"), list) else None
     # The Bundle is checked without its resources, so that one bad resource fails alone.
@@ -161,23 +189,43 @@ def _entries(data: dict[str, Any], report: IngestReport, zone: tzinfo) -> list[E
         report.problems.append(
             Problem(
                 "fhir.bundle_type",
-                f"a Bundle of type {', '.join(BUNDLE_TYPES)} is expected",
+                f"Bundle.type must be one of R4's: {', '.join(BUNDLE_TYPES)}",
                 "Bundle.type",
             )
         )
         return []
     parsed: list[Entry] = []
+    newest: set[str] = set()  # a history lists a resource's versions newest first
     for i, e in enumerate(raw or []):
         if not isinstance(e, dict) or e.get("resource") is None:
-            report.skipped.append(f"Bundle.entry[{i}]: no resource (nothing to map)")
+            deleted = isinstance(e, dict) and (e.get("request") or {}).get("method") == "DELETE"
+            report.skipped.append(
+                f"Bundle.entry[{i}]: "
+                + (
+                    "a deletion in the sender's history (to withdraw a record sent before, "
+                    "send a retract item)"
+                    if deleted
+                    else "no resource (nothing to map)"
+                )
+            )
             continue
+        if data.get("type") == "history":
+            res = e["resource"]
+            key = f"{res.get('resourceType')}/{res.get('id')}" if isinstance(res, dict) else ""
+            if key in newest:
+                report.skipped.append(
+                    f"Bundle.entry[{i}]: an older version of {key} in a history (the newest "
+                    "is mapped)"
+                )
+                continue
+            newest.add(key)
         full_url = e["fullUrl"] if isinstance(e.get("fullUrl"), str) else None
-        one = _parse(e["resource"], f"Bundle.entry[{i}].resource", full_url, report, zone)
+        one = parse_entry(e["resource"], f"Bundle.entry[{i}].resource", full_url, report, zone)
         parsed += [one] if one else []
     return parsed
 
 
-def _parse(
+def parse_entry(
     raw: object, path: str, full_url: str | None, report: IngestReport, zone: tzinfo
 ) -> Entry | None:
     rtype = raw.get("resourceType") if isinstance(raw, dict) else None

@@ -172,6 +172,35 @@ def _patient_ref(
     return ref, None
 
 
+@dataclass
+class Lent:
+    """Resources of the other files of a directory or export that resolve references in this
+    one: Patients (each with its ref, or why it has none, worked out once) and directory
+    resources (Organizations, Practitioners, ...). Nothing lent is mapped again."""
+
+    entries: list[tuple[Entry, tuple[dict[str, str] | None, tuple[str, str] | None] | None]] = (
+        field(default_factory=list)
+    )
+
+    def lend_to(self, index: Index) -> None:
+        for entry, patient in self.entries:
+            if any(a in index.by_address for a in (entry.full_url, entry.source_id) if a):
+                continue  # the document's own copy wins
+            index.add(entry)
+            if patient is not None:
+                index.patients[entry.path] = patient
+
+    def add_patient(self, entry: Entry, institution: str) -> None:
+        """A Patient of another file, kept by its identifiers and name only."""
+        ref = _patient_ref(entry.resource, institution)
+        kept: dict[str, Any] = {
+            k: entry.raw[k] for k in ("resourceType", "id", "identifier", "name") if k in entry.raw
+        }
+        self.entries.append(
+            (Entry(entry.path, "Patient", kept, entry.source_id, entry.full_url), ref)
+        )
+
+
 @dataclass(frozen=True)
 class Target:
     """What a reference resolved to: a resource, or a registered institution."""

@@ -281,8 +281,8 @@ def test_malformed_documents_are_problems() -> None:
         read_fhir({"type": "Patient"}, institution=INSTITUTION).problems[0].code
         == "fhir.resource_type"
     )
-    history = read_fhir(bundle(patient(), kind="history"), institution=INSTITUTION)
-    assert [p.code for p in history.problems] == ["fhir.bundle_type"]
+    unknown = read_fhir(bundle(patient(), kind="archive"), institution=INSTITUTION)
+    assert [p.code for p in unknown.problems] == ["fhir.bundle_type"]
     # A structural error in one resource leaves the others alone.
     report = read_fhir(bundle(patient(name="王秀英"), encounter()), institution=INSTITUTION)
     assert [(p.code, p.field) for p in report.problems] == [
