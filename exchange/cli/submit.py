@@ -1,21 +1,54 @@
 """`hie submit`: send HL7 v2, FHIR R4 and CSV files (or directories) through NATS, signed by
 the institution; the validation report first, then a progress line, a line per file and the
-receipts summary. Exit 1 if anything was refused."""
+receipts summary, or (``--report json``) one JSON document. Exit 1 if anything was refused,
+2 if the run could not start (usage, a path or key that cannot be read, no exchange).
+
+Everything the run needs from its arguments is read and checked before the settings are
+loaded (which would generate the data directory's secrets): a dry run needs no key and
+writes nothing at all, and a refused argument leaves no trace either.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from domain.submission import MAX_ITEMS
 from exchange.cli.common import run
-from exchange.settings import Settings
+from exchange.errors import ExchangeError
+from exchange.settings import Environment, Settings
 
-if TYPE_CHECKING:
-    from exchange.cli.submit_files import FileResult, Journal
+if TYPE_CHECKING:  # the adapters load when a submit runs, not with every `hie` command
+    from exchange.cli.submit_files import Journal
+    from exchange.cli.submit_report import RunReport
+
+JSON_HELP = """
+\b
+--report json prints one JSON document on standard output (nothing else; the progress
+line stays on standard error), with these keys:
+  report_version (1), institution, dry_run, exit_code,
+  error (null, or {code, message} when the run stopped early),
+  totals {files, items {...}, submissions {would_be_sent, accepted, already_held,
+    rejected, no_receipt, not_sent}, problems_before_sending, warnings},
+  depends_on_exchange_always [{codes, reason}] (a dry run's checks on every item),
+  files [{path, name, format, directory_bundle, outcome, kinds {kind: n},
+    items {in_submissions, would_be_sent, accepted, already_held, refused,
+      refused_before_sending, no_receipt, not_sent, depends_on_exchange},
+    submissions [{submission_id, items, status, positions, problems}],
+    problems [{code, message, field, source_id}] (refused before sending),
+    warnings [{code, message, source_id, field}],
+    left_out {groups [{what, reason, count}], entries [...]},
+    depends_on_exchange [{source_id, kind, codes, reason}]}]
+outcome: sent, partly refused, refused, nothing to send, not delivered, directory bundle
+(a dry run: would be sent, would be partly refused, would be refused, ...). A submission's
+status: would be sent, not sent again, accepted, already held, rejected, no receipt, not sent.
+"""
 
 
 @dataclass(frozen=True)
@@ -28,17 +61,36 @@ class SubmitOptions:
     facility: tuple[str, ...]
     dry_run: bool
     creds: Path | None = None
+    report: str = "text"
 
 
-@click.command("submit")
+@dataclass
+class Prepared:
+    """A run read and checked: each file's envelopes and what is known of them so far."""
+
+    report: RunReport
+    journal: Journal
+    envelopes: dict[Path, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@click.command("submit", epilog=JSON_HELP)
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--institution", required=True, help="the sending institution's code")
-@click.option("--key", help="its Ed25519 private key (PEM); default <data dir>/keys/<code>.pem")
+@click.option(
+    "--key",
+    help="its Ed25519 private key (PEM); default <data dir>/keys/<code>.pem; a dry run needs none",
+)
 @click.option(
     "--mapping",
     help="the CSV mapping file (TOML); default <institution>.mapping.toml beside the exports",
 )
-@click.option("--batch", type=int, default=500, show_default=True, help="items per submission")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, MAX_ITEMS),
+    default=500,
+    show_default=True,
+    help=f"items per submission, 1 to {MAX_ITEMS} (the most the exchange takes in one)",
+)
 @click.option(
     "--facility",
     multiple=True,
@@ -55,50 +107,81 @@ class SubmitOptions:
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="print the validation report and what would be sent; send nothing",
+    help="print the validation report and what would be sent, with what depends on the "
+    "exchange; send nothing, need no key, write nothing",
+)
+@click.option(
+    "--report",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text lines, or one JSON document on standard output (keys below)",
 )
 @click.pass_context
 def submit_command(ctx: click.Context, /, **options: Any) -> None:
     """submit HL7 v2, FHIR R4 and CSV files (or directories, walked recursively) through
-    NATS; exit 1 if anything was refused"""
-    run(ctx, lambda settings: submit(settings, SubmitOptions(**options)))
+    NATS; exit 1 if anything was refused, 2 if the run could not start"""
+    from exchange.cli.submit_files import InputError, MappingError
+
+    args = SubmitOptions(**options)
+    try:
+        prepared = prepare(args, _data_dir(ctx))
+    except MappingError as exc:
+        for p in exc.problems:
+            click.echo(
+                f"hie submit: mapping file: {p.field or '(file)'}: {p.message} [{p.code}]", err=True
+            )
+        ctx.exit(2)
+    except ExchangeError as exc:
+        for line in exc.problems if isinstance(exc, InputError) else [f"{exc} [{exc.code}]"]:
+            click.echo(f"hie submit: {line}", err=True)
+        ctx.exit(2)
+    if args.dry_run:
+        ctx.exit(dry_run(prepared, args))
+    run(ctx, lambda settings: send(settings, args, prepared))
 
 
-async def submit(settings: Settings, args: SubmitOptions) -> int:
-    from adapters.envelope import load_private_key_pem
+def _data_dir(ctx: click.Context) -> Path:
+    """The data directory, read without loading the settings (which would create it and
+    generate its secrets): the settings given to the root command (tests), else HIE_DATA_DIR."""
+    given = ctx.find_root().obj
+    if isinstance(given, Settings):
+        return given.data_dir
+    return Environment.read(os.environ).data_dir.resolve()
+
+
+def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
+    """Check the arguments, read every file and check what it makes, before anything is sent.
+    Raises InputError (or MappingError) for what stops the run: exit 2."""
     from exchange.cli.submit_files import (
+        INPUT_CODES,
+        InputError,
+        InputProblem,
         Journal,
-        MappingError,
         Reader,
-        describe,
+        check_file,
         expand,
         find_mapping,
         is_directory_bundle,
     )
+    from exchange.cli.submit_report import FileOutcome, RunReport
 
-    key_path = Path(args.key) if args.key else settings.keys_dir / f"{args.institution}.pem"
-    try:
-        key = load_private_key_pem(key_path.read_bytes())
-    except (OSError, ValueError) as exc:
-        click.echo(f"cannot read the institution's signing key {key_path}: {exc}", err=True)
-        return 2
-    files = expand(args.paths)
-    try:
-        mapping = find_mapping(files, args.institution, args.mapping)
-    except (OSError, MappingError) as exc:
-        for problem in getattr(exc, "problems", [exc]):
-            click.echo(f"mapping file: {problem}", err=True)
-        return 2
-    # Directory bundles (organisations, practitioners) resolve references; each is read once.
-    directories = {
-        f: data
-        for f in files
-        if f.suffix.lower() == ".json" and is_directory_bundle(data := f.read_bytes())
-    }
     facilities = dict(f.split("=", 1) for f in args.facility if "=" in f)
     if len(facilities) != len(args.facility):
-        click.echo("--facility takes HL7_FACILITY=institution-code", err=True)
-        return 2
+        raise InputError(["--facility takes HL7_FACILITY=institution-code [option.facility]"])
+    files = expand(args.paths)
+    key = None if args.dry_run else _signing_key(args, data_dir)
+    if not args.dry_run and args.creds is not None and (bad := check_file(args.creds)):
+        raise InputError([bad])
+    mapping = find_mapping(files, args.institution, args.mapping)
+    # Directory bundles (organisations, practitioners) resolve references; each is read once.
+    directories: dict[Path, bytes] = {}
+    for path in (f for f in files if f.suffix.lower() == ".json"):
+        try:
+            if is_directory_bundle(data := path.read_bytes()):
+                directories[path] = data
+        except OSError:
+            pass  # the reader says so, file by file
     reader = Reader(
         args.institution,
         key,
@@ -107,104 +190,120 @@ async def submit(settings: Settings, args: SubmitOptions) -> int:
         directories=list(directories.values()),
         facilities=facilities,
     )
-    journal = Journal(settings.data_dir / "submitted" / f"{args.institution}.ids")
-    files = [f for f in files if f not in directories]
-    for f in directories:
-        print(f"{f.name}: directory bundle (references resolved from it; nothing to send)")
-
-    # The validation report first: every file read, every refusal said, before anything is sent.
-    results, problems = [], 0
-    for path in files:
-        result = reader.read(path)
-        for problem in result.report.problems:
-            problems += 1
-            print(f"{path.name}: not sent: {problem}")
-        results.append(result)
-    total = sum(len(e["events"]) for r in results for e in r.envelopes)
+    results = [reader.read(f) for f in files if f not in directories]
+    unreadable = [
+        InputProblem(str(r.path), p.code, p.message)
+        for r in results
+        for p in r.report.problems
+        if p.code in INPUT_CODES
+    ]
+    if unreadable:
+        raise InputError(unreadable)
+    journal = Journal(data_dir / "submitted" / f"{args.institution}.ids")
+    report = RunReport(args.institution, args.dry_run)
+    report.files += [FileOutcome(f, "fhir", directory=True) for f in directories]
+    prepared = Prepared(report, journal)
+    for result in results:
+        report.files.append(FileOutcome.of(result, journal.ids))
+        prepared.envelopes[result.path] = result.envelopes
     if args.dry_run:
-        for result in results:
-            print(describe(result))
-        print(
-            f"dry run: {len(files)} file(s), "
-            f"{sum(len(r.envelopes) for r in results)} submission(s) with {total} item(s) "
-            f"would be sent; {problems} problem(s) found"
-        )
-        return 1 if problems else 0
-    sent = await _send(settings, args, results, journal, total)
-    accepted, held, rejected = sent
-    print(
-        f"{accepted} submission(s) newly accepted, {held} already held, {rejected} rejected; "
-        f"{problems} problem(s) found before sending"
-    )
-    return 1 if rejected or problems else 0
+        _find_dependences(prepared)
+    return prepared
 
 
-async def _send(
-    settings: Settings, args: SubmitOptions, results: list[FileResult], journal: Journal, total: int
-) -> tuple[int, int, int]:
-    """Send what the journal does not hold yet, file by file, with a progress line; the
-    journal keeps each accepted id. Returns (newly accepted, already held, rejected)."""
-    from adapters.nats import SubmitClient
-    from exchange.cli.connect import messaging
-    from exchange.cli.progress import Progress
+def _signing_key(args: SubmitOptions, data_dir: Path) -> Any:
+    from adapters.envelope import load_private_key_pem
+    from exchange.cli.submit_files import InputError, check_file
 
-    institution = args.institution
-    accepted = held = rejected = 0
-    async with messaging(
-        settings, f"hie-submit-{institution}", creds=args.creds, institution=institution
-    ) as nc:
-        client = SubmitClient(nc, settings.consortium, institution)
-        with Progress(total) as progress:
-            for result in results:
-                todo = [e for e in result.envelopes if e["submission_id"] not in journal.ids]
-                skipped = len(result.envelopes) - len(todo)
-                held += skipped
-                progress.advance(
-                    sum(
-                        len(e["events"])
-                        for e in result.envelopes
-                        if e["submission_id"] in journal.ids
-                    )
+    path = Path(args.key) if args.key else data_dir / "keys" / f"{args.institution}.pem"
+    said = "cannot read the institution's signing key"
+    if (problem := check_file(path)) is not None:
+        raise InputError([f"{said} {problem}"])
+    try:
+        return load_private_key_pem(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        detail = "not an Ed25519 private key in PEM" if isinstance(exc, ValueError) else exc
+        raise InputError([f"{said} {path}: {detail} [key.unreadable]"]) from None
+
+
+def _find_dependences(prepared: Prepared) -> None:
+    """Each item the exchange decides by what it holds, in send order; what an earlier run
+    had accepted (the journal) is known to be held and is taken in without a word."""
+    from exchange.cli.submit_depends import RunState, depends
+    from exchange.cli.submit_report import WOULD_SEND
+
+    state = RunState(prepared.report.institution)
+    for outcome in prepared.report.files:
+        statuses = {s.submission_id: s.status for s in outcome.submissions}
+        for envelope in prepared.envelopes.get(outcome.path, []):
+            for item in envelope["events"]:
+                found = depends(
+                    item, state, submission=envelope["submission_id"], file=outcome.path.name
                 )
-                by_id = {e["submission_id"]: e for e in todo}
+                if found is not None and statuses[envelope["submission_id"]] == WOULD_SEND:
+                    outcome.depends.append(found)
 
-                def on_receipt(receipt: dict[str, Any], by_id: dict[str, Any] = by_id) -> None:
-                    progress.advance(len(by_id[receipt["submission_id"]]["events"]))
 
-                receipts = await client.submit(todo, on_receipt=on_receipt)
-                now_accepted = []
-                for envelope in todo:
-                    receipt = receipts[envelope["submission_id"]]
-                    if receipt["status"] == "accepted":
-                        now_accepted.append(envelope["submission_id"])
-                        if receipt.get("repeat"):
-                            held += 1
-                        else:
-                            accepted += 1
-                    else:
-                        rejected += 1
-                        for problem in receipt["problems"]:
-                            print(
-                                f"\n{result.path.name}: rejected: "
-                                f"{json.dumps(problem, ensure_ascii=False)}"
-                            )
-                journal.add(now_accepted)
-                if result.envelopes:
-                    state = (
-                        "accepted"
-                        if not any(
-                            receipts.get(e["submission_id"], {}).get("status") == "rejected"
-                            for e in todo
-                        )
-                        else "partly rejected"
-                    )
-                    note = (
-                        " (already held: nothing stored twice)"
-                        if skipped or any(receipts[e["submission_id"]].get("repeat") for e in todo)
-                        else ""
-                    )
-                    print(
-                        f"\r{result.path.name}: {state}, {len(result.envelopes)} "
-                        f"submission(s){note}"
-                    )
-    return accepted, held, rejected
+def dry_run(prepared: Prepared, args: SubmitOptions) -> int:
+    report = prepared.report
+    report.exit_code = 1 if report.totals()["problems_before_sending"] else 0
+    if args.report == "json":
+        _print_json(report)
+        return report.exit_code
+    for outcome in report.files:
+        for line in outcome.checked_lines():
+            print(line)
+    for outcome in report.files:
+        print(outcome.described())
+        for line in outcome.depends_lines():
+            print(line)
+    for line in report.dry_run_lines():
+        print(line)
+    return report.exit_code
+
+
+async def send(settings: Settings, args: SubmitOptions, prepared: Prepared) -> int:
+    from exchange.cli.submit_send import send_files
+
+    report = prepared.report
+    text = args.report == "text"
+    if text:
+        for outcome in report.files:
+            if outcome.directory:
+                print(outcome.described())
+            for line in outcome.checked_lines():
+                print(line)
+    attempted = await send_files(
+        settings,
+        report,
+        prepared.envelopes,
+        prepared.journal,
+        creds=args.creds,
+        say=_say if text else None,
+    )
+    totals = report.totals()
+    if report.error is not None:
+        click.echo(f"hie submit: {report.error['message']} [{report.error['code']}]", err=True)
+    if report.error is not None and not attempted:
+        report.exit_code = 2
+    elif (
+        totals["submissions"]["rejected"]
+        or totals["problems_before_sending"]
+        or report.error is not None
+    ):
+        report.exit_code = 1
+    if text:
+        print(report.summary_line())
+    else:
+        _print_json(report)
+    return report.exit_code
+
+
+def _say(line: str) -> None:
+    """A line on standard output after sending began: on a terminal, from the start of the
+    line the progress bar may be drawn on."""
+    print(("\r" if sys.stdout.isatty() else "") + line)
+
+
+def _print_json(report: RunReport) -> None:
+    print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))

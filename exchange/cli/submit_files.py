@@ -1,36 +1,83 @@
 """`hie submit`'s files: HL7 v2, FHIR R4 and CSV files or directories, read into signed envelopes.
 
-Each file's format is detected (content first, then the name); its adapter maps it to
-canonical items with an ingest report; items go out in envelopes of at most ``batch`` items,
-cut the same way every run, so submission ids (derived from content) are the same every run.
-A journal of accepted submission ids in the data directory makes a second run send nothing
-it already had accepted; anything else sent twice is answered by the exchange as a repeat.
-Every file is read and checked before anything is sent (the report comes first), so the
-signed envelopes of one run are held in memory: split a very large export into several runs.
+The paths named are checked first (``expand``): one that is missing, unreadable, not a
+regular file (a FIFO, a device, a socket: never opened, so never waited on) or a directory
+holding no file to read stops the run before anything is read or sent. Each file's format is
+detected (content first, then the name); its adapter maps it to canonical items with an
+ingest report; items go out in envelopes of at most ``batch`` items, cut the same way every
+run, so submission ids (derived from content) are the same every run. An envelope is also cut
+where an item is another version of a record already in it, and a source id that repeats an
+earlier item of the file is refused here: the gateway refuses both within one submission,
+whole. A journal of accepted submission ids in the data directory makes a second run send
+nothing it already had accepted; anything else sent twice is answered by the exchange as a
+repeat. Every file is read and checked before anything is sent (the report comes first), so
+the signed envelopes of one run are held in memory: split a very large export into several
+runs.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from adapters.csv_export import read_csv
 from adapters.csv_mapping import CsvMapping, MappingError, load_mapping
-from adapters.envelope import build_envelope
+from adapters.envelope import build_envelope, new_private_key
 from adapters.fhir import read_fhir
 from adapters.hl7v2 import read_hl7v2
 from adapters.report import IngestReport
+from domain.clinical import ENTRY_KINDS
 from domain.problems import Problem
+from domain.submission import validate_envelope
+from exchange.errors import ExchangeError
 
 FORMATS = ("hl7v2", "fhir", "csv")
 # Bundles holding only these are directories: they resolve references, nothing is sent.
 DIRECTORY_TYPES = {"Organization", "Practitioner", "PractitionerRole", "Location", "Medication"}
 MAX_ENVELOPE_BYTES = 900_000  # under the exchange's 1 MiB message limit
+# A file with one of these problems cannot be read as what it is (not readable, or not text
+# in an encoding its format allows): the run stops before anything is sent, as for a path
+# that cannot be read, rather than sending the other files.
+INPUT_CODES = frozenset({"file.unreadable", "file.not_utf8", "csv.encoding", "hl7.encoding"})
+# What a path that is not a regular file is: such a path is never opened (a FIFO would wait
+# for a writer, a device such as /dev/zero never ends).
+_NOT_A_FILE = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+_LEFT_OUT_OF_WALKS = "hidden files, *.toml, *.md and LICENSE are not read"
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """A path the run cannot read: where, a stable ``code`` and what is wrong."""
+
+    path: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} [{self.code}]"
+
+
+class InputError(ExchangeError):
+    """Paths (or files) that cannot be read; ``problems`` names each, one line apiece."""
+
+    code = "submit.input"
+
+    def __init__(self, problems: Sequence[InputProblem | str]) -> None:
+        self.problems = [str(p) for p in problems]
+        super().__init__("; ".join(self.problems))
 
 
 def detect(path: Path, head: bytes) -> str | None:
@@ -45,22 +92,80 @@ def detect(path: Path, head: bytes) -> str | None:
 
 
 def expand(paths: Sequence[str]) -> list[Path]:
-    """The files named, with directories walked in a stable order (hidden files left out)."""
+    """The files named, with directories walked in a stable order (hidden files, mapping
+    files, notes and licences left out). Raises InputError naming every path that cannot be
+    read: missing, not permitted, not a regular file, or a directory with no file to read."""
     out: list[Path] = []
+    problems: list[InputProblem] = []
     for arg in paths:
-        p = Path(arg)
-        if p.is_dir():
-            out += sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file()
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                and not f.name.endswith((".toml", ".md"))
-                and f.name != "LICENSE"
-            )
-        else:
-            out.append(p)
+        found, trouble = _files_of(Path(arg))
+        out += found
+        problems += trouble
+    if problems:
+        raise InputError(problems)
     return out
+
+
+def _files_of(path: Path) -> tuple[list[Path], list[InputProblem]]:
+    if path.is_dir():
+        return _walk(path)
+    problem = check_file(path)
+    return ([], [problem]) if problem is not None else ([path], [])
+
+
+def check_file(path: Path) -> InputProblem | None:
+    """None when ``path`` is a regular file this process may read, else what is wrong with
+    it. It is opened only once it is known to be a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return _os_problem(path, exc)
+    if stat.S_ISDIR(mode):
+        return InputProblem(str(path), "path.not_a_file", "is a directory, not a file")
+    if (kind := _NOT_A_FILE.get(stat.S_IFMT(mode))) is not None:
+        return InputProblem(str(path), "path.not_a_file", f"is {kind}, not a file")
+    return _unreadable(path)
+
+
+def _walk(directory: Path) -> tuple[list[Path], list[InputProblem]]:
+    try:
+        os.listdir(directory)  # rglob says nothing of a directory it may not list
+    except OSError as exc:
+        return [], [_os_problem(directory, exc)]
+    files = sorted(
+        f
+        for f in directory.rglob("*")
+        if f.is_file()  # follows links; FIFOs, devices and sockets are not files
+        and not any(part.startswith(".") for part in f.relative_to(directory).parts)
+        and not f.name.endswith((".toml", ".md"))
+        and f.name != "LICENSE"
+    )
+    if not files:
+        return [], [
+            InputProblem(
+                str(directory),
+                "path.no_files",
+                f"the directory holds no file to send ({_LEFT_OUT_OF_WALKS})",
+            )
+        ]
+    problems = [p for f in files if (p := _unreadable(f)) is not None]
+    return files, problems
+
+
+def _unreadable(path: Path) -> InputProblem | None:
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as exc:
+        return _os_problem(path, exc)
+
+
+_ERRNO_CODES = {2: "path.missing", 20: "path.missing", 13: "path.unreadable", 1: "path.unreadable"}
+
+
+def _os_problem(path: Path, exc: OSError) -> InputProblem:
+    code = _ERRNO_CODES.get(exc.errno or 0, "path.unreadable")
+    return InputProblem(str(path), code, (exc.strerror or str(exc)).lower())
 
 
 @dataclass
@@ -73,14 +178,19 @@ class FileResult:
 
 @dataclass
 class Reader:
-    """Reads files into envelopes for one institution."""
+    """Reads files into envelopes for one institution. Without a ``key`` (a dry run) the
+    envelopes are signed with a key made for the run and never kept: submission ids derive
+    from content alone, so they are the ids the real send would use."""
 
     institution: str
-    key: Any
+    key: Ed25519PrivateKey | None = None
     batch: int = 500
     mapping: CsvMapping | None = None
     directories: list[bytes] = field(default_factory=list)
     facilities: dict[str, str] = field(default_factory=dict)  # HL7 facility -> institution
+
+    def __post_init__(self) -> None:
+        self._signer = self.key if self.key is not None else new_private_key()
 
     def read(self, path: Path) -> FileResult:
         try:
@@ -92,15 +202,31 @@ class Reader:
             )
             return FileResult(path, None, report)
         fmt = detect(path, data[:64])
+        report = self._report(path, fmt, data)
+        items = _first_of_each_source(report)
+        return FileResult(path, fmt, report, self._checked(list(self.envelopes(items)), report))
+
+    def _report(self, path: Path, fmt: str | None, data: bytes) -> IngestReport:
+        report = IngestReport()
         if fmt == "hl7v2":
-            report = read_hl7v2(
+            return read_hl7v2(
                 data, institution=self.institution, facilities=self.facilities or None
             )
-        elif fmt == "fhir":
-            report = read_fhir(data, institution=self.institution, directories=self.directories)
-        elif fmt == "csv":
+        if fmt == "fhir":
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                report.problems.append(
+                    _problem(
+                        "file.not_utf8",
+                        "the file is not UTF-8 text, which FHIR JSON always is: "
+                        "convert it (or export it again) as UTF-8",
+                    )
+                )
+                return report
+            return read_fhir(data, institution=self.institution, directories=self.directories)
+        if fmt == "csv":
             if self.mapping is None:
-                report = IngestReport()
                 report.problems.append(
                     _problem(
                         "csv.no_mapping",
@@ -108,91 +234,161 @@ class Reader:
                         "pass --mapping FILE (or put <institution>.mapping.toml beside the export)",
                     )
                 )
-            else:
-                report = read_csv(
-                    data, mapping=self.mapping, institution=self.institution, filename=path.name
-                )
-        else:
-            report = IngestReport()
-            report.problems.append(
-                _problem("file.format", "not HL7 v2 (MSH…), FHIR JSON or a .csv export")
+                return report
+            return read_csv(
+                data, mapping=self.mapping, institution=self.institution, filename=path.name
             )
-        return FileResult(path, fmt, report, list(self.envelopes(report.items)))
+        report.problems.append(
+            _problem("file.format", "not HL7 v2 (MSH…), FHIR JSON or a .csv export")
+        )
+        return report
 
     def envelopes(self, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Items cut into envelopes the same way every run (so their ids repeat)."""
+        """Items cut into envelopes the same way every run (so their ids repeat): at
+        ``batch`` items, near the size limit, and before an item that is another version of a
+        record already in the envelope (the exchange takes one version per submission)."""
         now = datetime.now(UTC)
         chunk: list[dict[str, Any]] = []
+        records: set[str] = set()
         size = 0
         for item in items:
             n = len(json.dumps(item, ensure_ascii=False).encode())
-            if chunk and (len(chunk) >= self.batch or size + n > MAX_ENVELOPE_BYTES):
+            record = _record_of(item)
+            if chunk and (
+                len(chunk) >= self.batch
+                or size + n > MAX_ENVELOPE_BYTES
+                or (record is not None and record in records)
+            ):
                 yield build_envelope(
-                    institution=self.institution, items=chunk, key=self.key, sent_at=now
+                    institution=self.institution, items=chunk, key=self._signer, sent_at=now
                 )
-                chunk, size = [], 0
+                chunk, records, size = [], set(), 0
             chunk.append(item)
             size += n
+            if record is not None:
+                records.add(record)
         if chunk:
             yield build_envelope(
-                institution=self.institution, items=chunk, key=self.key, sent_at=now
+                institution=self.institution, items=chunk, key=self._signer, sent_at=now
             )
 
+    @staticmethod
+    def _checked(envelopes: list[dict[str, Any]], report: IngestReport) -> list[dict[str, Any]]:
+        """The envelopes the gateway's own envelope checks pass (domain.submission, the same
+        function): one they refuse is not sent, its problems join the report's."""
+        kept = []
+        for envelope in envelopes:
+            valid, problems = validate_envelope(envelope)
+            if valid is not None:
+                kept.append(envelope)
+                continue
+            held = len(envelope["events"])
+            report.problems += [
+                Problem(
+                    p.code,
+                    f"{p.message} (its submission of {held} item(s) is not sent)",
+                    p.field,
+                    None,
+                    p.source_id,
+                )
+                for p in problems
+            ]
+        return kept
 
-def describe(result: FileResult) -> str:
-    """One line of the validation report: what a file holds and what would go out."""
-    kinds = Counter(item["kind"] for item in result.report.items)
-    what = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "nothing to send"
-    line = (
-        f"{result.path.name}: {result.fmt or 'unknown format'}; {len(result.report.items)} "
-        f"item(s) in {len(result.envelopes)} submission(s) ({what}); "
-        f"{len(result.report.problems)} problem(s)"
-    )
-    if result.report.skipped:
-        skipped = Counter(result.report.skipped)
-        line += "; left out: " + "; ".join(
-            k + (f" (×{n})" if n > 1 else "") for k, n in sorted(skipped.items())
-        )
-    return line
+
+def _record_of(item: dict[str, Any]) -> str | None:
+    """The record a clinical entry is a version of (``Item.record_id``); None otherwise."""
+    if item.get("kind") not in ENTRY_KINDS:
+        return None
+    record = item.get("amends") or item.get("record") or item.get("source_id")
+    return record if isinstance(record, str) else None
+
+
+def _first_of_each_source(report: IngestReport) -> list[dict[str, Any]]:
+    """The report's items but an item whose source id repeats an earlier item of the file,
+    which is refused here: the exchange holds a source id once, for good, and would refuse the
+    whole submission that repeated it."""
+    seen: set[str] = set()
+    kept = []
+    for item in report.items:
+        source_id = item.get("source_id")
+        if isinstance(source_id, str) and source_id in seen:
+            report.problems.append(
+                Problem(
+                    "item.duplicate_source_id",
+                    "source_id repeats an earlier item of this file; the exchange holds a "
+                    "source record once",
+                    "source_id",
+                    None,
+                    source_id,
+                )
+            )
+            continue
+        if isinstance(source_id, str):
+            seen.add(source_id)
+        kept.append(item)
+    if len(kept) != len(report.items):
+        report.items[:] = kept
+    return kept
 
 
 def is_directory_bundle(data: bytes) -> bool:
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     entries = doc.get("entry") if isinstance(doc, dict) else None
     types = {
         e.get("resource", {}).get("resourceType")
-        for e in entries or []
+        for e in (entries if isinstance(entries, list) else [])
         if isinstance(e, dict) and isinstance(e.get("resource"), dict)
     }
     return bool(types) and types <= DIRECTORY_TYPES
 
 
 def find_mapping(paths: Sequence[Path], institution: str, given: str | None) -> CsvMapping | None:
-    """The CSV mapping: the one given, or ``<institution>.mapping.toml`` beside an export."""
-    candidates = (
-        [Path(given)]
-        if given
-        else sorted(
+    """The CSV mapping: the one given (which must be a readable file), or
+    ``<institution>.mapping.toml`` beside an export. Raises InputError for a given path that
+    cannot be read and MappingError for a mapping that is not valid."""
+    if given:
+        if (problem := check_file(Path(given))) is not None:
+            raise InputError([problem])
+        candidates = [Path(given)]
+    else:
+        candidates = sorted(
             {p.parent / f"{institution}.mapping.toml" for p in paths if p.suffix.lower() == ".csv"}
         )
-    )
     for candidate in candidates:
         if candidate.is_file():
-            return load_mapping(candidate.read_text(encoding="utf-8"))
+            try:
+                text = candidate.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise InputError(
+                    [InputProblem(str(candidate), "file.not_utf8", "the mapping file is not UTF-8")]
+                ) from None
+            except OSError as exc:
+                raise InputError([_os_problem(candidate, exc)]) from None
+            return load_mapping(text)
     return None
 
 
 class Journal:
-    """Submission ids the exchange has accepted, kept per institution in the data directory."""
+    """Submission ids the exchange has accepted, kept per institution in the data directory.
+    Reading it writes nothing (a dry run reads it to say what would not be sent again)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.ids: set[str] = set()
-        if path.exists():
-            self.ids = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        try:
+            text = path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a journal of ids"
+            raise InputError(
+                [InputProblem(str(path), "journal.unreadable", f"{reason}".lower())]
+            ) from None
+        self.ids = {line.strip() for line in text.splitlines() if line.strip()}
 
     def add(self, ids: Sequence[str]) -> None:
         new = [i for i in ids if i not in self.ids]
@@ -209,11 +405,14 @@ def _problem(code: str, message: str) -> Problem:
 
 __all__ = [
     "FORMATS",
+    "INPUT_CODES",
     "FileResult",
+    "InputError",
+    "InputProblem",
     "Journal",
     "MappingError",
     "Reader",
-    "describe",
+    "check_file",
     "detect",
     "expand",
     "find_mapping",
