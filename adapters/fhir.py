@@ -29,9 +29,10 @@ from zoneinfo import ZoneInfo
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
-from adapters.fhir_context import NO_TZ, Context, Entry, Index, Lent
+from adapters.fhir_context import Context, Entry, Index, Lent
+from adapters.fhir_paths import item_problems, structure_problems
 from adapters.fhir_resources import MAPPERS
-from adapters.report import IngestReport, check_item
+from adapters.report import IngestReport
 from domain.problems import Problem
 
 # Every Bundle type of R4; what differs is only which entries carry a resource to map.
@@ -116,7 +117,7 @@ def map_entry(entry: Entry, index: Index, report: IngestReport) -> None:
     ]
     for item in items:
         if not ctx.problems:
-            ctx.problems += check_item(item, where=entry.path, source_id=item["source_id"])
+            ctx.problems += item_problems(item, where=entry.path, source_id=item["source_id"])
     report.problems += ctx.problems
     if not ctx.problems:
         report.items += items
@@ -183,7 +184,7 @@ def _entries(data: dict[str, Any], report: IngestReport, zone: tzinfo) -> list[E
     try:
         Bundle.model_validate(shell)
     except ValidationError as exc:
-        report.problems += _fhir_problems(exc, "Bundle")
+        report.problems += structure_problems(exc, "Bundle")
         return []
     if data.get("type") not in BUNDLE_TYPES:
         report.problems.append(
@@ -254,7 +255,7 @@ def parse_entry(
                 raise
             raw, resource = local, MAPPERS[rtype][2].model_validate(local)
     except ValidationError as exc:
-        report.problems += _fhir_problems(exc, path)
+        report.problems += structure_problems(exc, path)
         return None
     except (KeyError, TypeError, AttributeError, RecursionError):
         # fhir.resources lets some malformed input escape unconverted (a contained resource of
@@ -343,17 +344,3 @@ def _documented_reports(entries: list[Entry], index: Index) -> set[str]:
             and target.rtype == "DiagnosticReport"
         }
     return found
-
-
-def _fhir_problems(exc: ValidationError, prefix: str) -> list[Problem]:
-    problems: list[Problem] = []
-    for err in exc.errors(include_url=False, include_context=False):
-        where = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-        naive = isinstance(err.get("input"), str) and _NAIVE_TIME.fullmatch(err["input"])
-        if naive and ("DateTime" in err["msg"] or "Instant" in err["msg"]):
-            problems.append(Problem("fhir.datetime_no_timezone", NO_TZ, where))
-        else:  # the message only: the input may be patient data
-            problems.append(
-                Problem(f"fhir.{err['type']}", err["msg"].removeprefix("Value error, "), where)
-            )
-    return problems

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
+from adapters.fhir_paths import rule_words
 from domain.errors import InvalidResidentId
 from domain.identity import HEALTH_CARD_SYSTEM, RESIDENT_ID_SYSTEM, mrn_system
 from domain.problems import Problem
@@ -167,8 +168,9 @@ def _patient_ref(
         PatientRef.model_validate(ref)
     except ValidationError as exc:
         err = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(map(str, err["loc"]))
-        return None, (err["type"], f"{where}: {err['msg']}")
+        said = rule_words(err) or (err["type"], err["msg"])
+        which = {"mrn": "MRN", "health_card": "health card"}.get(str(err["loc"][0]), "")
+        return None, (said[0], f"the {which} identifier {said[1]}".replace("  ", " "))
     return ref, None
 
 

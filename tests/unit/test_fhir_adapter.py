@@ -214,10 +214,10 @@ def test_a_malformed_health_card_is_refused_like_a_wrong_resident_id() -> None:
     report = read_fhir(doc, institution=INSTITUTION)
     assert report.items == []
     assert [(p.code, p.field) for p in report.problems] == [
-        ("string_pattern_mismatch", "Bundle.entry[0].resource.identifier"),
+        ("value.format", "Bundle.entry[0].resource.identifier"),
         ("fhir.subject_refused", "Bundle.entry[1].resource.subject"),
     ]
-    assert "health_card" in report.problems[0].message
+    assert "health card" in report.problems[0].message
     assert all("HC-12" not in str(p) for p in report.problems)
 
 
@@ -249,7 +249,7 @@ def test_codes_the_canonical_model_does_not_take_are_problems() -> None:
     report = read_fhir(doc, institution=INSTITUTION)
     assert {(p.code, p.field) for p in report.problems} == {
         ("fhir.encounter_class", "Bundle.entry[1].resource.class"),
-        ("literal_error", "Bundle.entry[3].resource.status"),
+        ("value.not_allowed", "Bundle.entry[3].resource.status"),
     }
     assert [i["kind"] for i in report.items] == ["patient", "condition"]
 
@@ -286,7 +286,7 @@ def test_malformed_documents_are_problems() -> None:
     # A structural error in one resource leaves the others alone.
     report = read_fhir(bundle(patient(name="王秀英"), encounter()), institution=INSTITUTION)
     assert [(p.code, p.field) for p in report.problems] == [
-        ("fhir.list_type", "Bundle.entry[0].resource.name"),
+        ("fhir.value.not_list", "Bundle.entry[0].resource.name"),
         ("fhir.subject_unresolved", "Bundle.entry[1].resource.subject"),
     ]
     assert_no_patient_data(report)

@@ -4,12 +4,14 @@ visit or a chart with any one part replaced, give problems or valid items, never
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.fhir import read_fhir
+from adapters.fhir_paths import FHIR_PATHS
 from tests.unit.fhir_builders import (
     CHART_KINDS,
     DISCHARGE_SHA256,
@@ -66,6 +68,39 @@ def mutated(doc: dict[str, Any], where: tuple[Any, ...], value: Any) -> dict[str
     return doc
 
 
+# The element names a problem may use besides the sender's own: the FHIR paths mapped to.
+FHIR_NAMES = {
+    step
+    for paths_of_kind in FHIR_PATHS.values()
+    for path in paths_of_kind.values()
+    for step in re.split(r"[.\[\] ]+", path)
+} | {"x", "period", "effectivePeriod", "value", "identifier", "Bundle", "entry", "resource"}
+
+
+def keys_of(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set(map(str, node)) | {k for v in node.values() for k in keys_of(v)}
+    if isinstance(node, list):
+        return {k for v in node for k in keys_of(v)}
+    return set()
+
+
+TRANSLATED = {k for paths in FHIR_PATHS.values() for k, v in paths.items() if k != v.split()[0]}
+
+
+def assert_in_fhir_terms(report: Any, doc: dict[str, Any]) -> None:
+    """Problems name FHIR paths — the sender's own element names or the FHIR elements the
+    canonical fields come from, never a canonical field name — and the rule in the exchange's
+    words, never a validation library's."""
+    canonical = TRANSLATED - FHIR_NAMES - keys_of(doc)
+    for p in report.problems:
+        leaked = {n for n in canonical if re.search(rf"\.{n}(\.|\[|$)", p.field)}
+        assert not leaked and ".root" not in p.field, p.field
+        assert not any(
+            words in p.message for words in ("Input should", "Field required", "validation error")
+        ), p.message
+
+
 VISIT_PATHS = paths(visit())[1:]
 CHART_PATHS = paths(chart())[1:]
 
@@ -75,10 +110,12 @@ CHART_PATHS = paths(chart())[1:]
 def test_a_visit_with_any_one_part_replaced_never_raises_and_items_stay_valid(
     where: tuple[Any, ...], value: Any
 ) -> None:
-    report = read_fhir(mutated(visit(), where, value), institution=INSTITUTION)
+    doc = mutated(visit(), where, value)
+    report = read_fhir(doc, institution=INSTITUTION)
     assert_valid(report.items)
     assert len(report.items) <= 4
     assert_no_patient_data(report)
+    assert_in_fhir_terms(report, doc)
 
 
 @settings(max_examples=400, deadline=None)
@@ -87,10 +124,10 @@ def test_a_chart_with_any_one_part_replaced_never_raises_and_items_stay_valid(
     where: tuple[Any, ...], value: Any
 ) -> None:
     # Every new resource type, its references, contained resources and document content.
-    report = read_fhir(
-        mutated(chart(), where, value), institution=INSTITUTION, institutions=REGISTERED
-    )
+    doc = mutated(chart(), where, value)
+    report = read_fhir(doc, institution=INSTITUTION, institutions=REGISTERED)
     assert_valid(report.items)
     assert len(report.items) <= len(CHART_KINDS)
     assert_no_patient_data(report)
+    assert_in_fhir_terms(report, doc)
     assert all(DISCHARGE_SHA256 not in str(p) for p in report.problems)
