@@ -105,7 +105,8 @@ _FACTS = (
     + _FACTS_COLUMNS.format(members="$1", root="$2", inst="$3", since="$5", person="$6", at="$7")
 )
 # One round trip for a read of the record now: the surviving identity of the id asked for,
-# every identity merged into it, the patient's demographics and identifiers, and the facts.
+# every identity merged into it, the patient's demographics (with their data-quality flags)
+# and identifiers, and the facts.
 # Each step of the merges looks up one identity's by index (LATERAL, OFFSET 0): joined
 # instead, a planner without statistics (a table just filled) hashed every patient.
 _GATE = (
@@ -116,13 +117,16 @@ _GATE = (
   root AS (SELECT id FROM up ORDER BY depth DESC LIMIT 1),
   m(id) AS (SELECT id FROM root UNION SELECT s.patient_id FROM m CROSS JOIN LATERAL
             (SELECT p.patient_id FROM patients p WHERE p.merged_into = m.id OFFSET 0) s),
-  mem AS (SELECT array_agg(id) AS ids FROM m), """
+  mem AS (SELECT array_agg(id) AS ids FROM m),
+  shown AS (SELECT demographics, quality_flags FROM patients
+            WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[]) AND demographics IS NOT NULL
+            ORDER BY position DESC LIMIT 1), """
     + _POS.format(pos="NULL")
     + """
 SELECT (SELECT id FROM root) AS root, (SELECT ids FROM mem) AS members,
   (SELECT sex FROM patients WHERE patient_id = (SELECT id FROM root)) AS sex,
-  (SELECT demographics FROM patients WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])
-     AND demographics IS NOT NULL ORDER BY position DESC LIMIT 1) AS demographics,
+  (SELECT demographics FROM shown) AS demographics,
+  (SELECT quality_flags FROM shown) AS quality_flags,
   (SELECT coalesce(json_agg(json_build_array(system, value_sealed) ORDER BY position), '[]')
      FROM patient_identifiers WHERE patient_id = ANY((SELECT ids FROM mem)::uuid[])) AS identifiers,
 """
@@ -149,6 +153,8 @@ class RecordView:
     sex: str | None
     demographics: dict[str, Any] | None
     identifiers: list[tuple[str, str]]
+    # Where those demographics contradict their resident ID (domain.resident_id codes).
+    quality_flags: tuple[str, ...] = ()
 
 
 def _t(value: str | None) -> datetime | None:
@@ -221,6 +227,7 @@ class ConsentState:
                 (system, self.fields.open(sealed, IDENTIFIER_CONTEXT))
                 for system, sealed in orjson.loads(row["identifiers"])
             ],
+            tuple(row["quality_flags"] or ()),
         )
 
     async def consents(

@@ -28,6 +28,7 @@ from domain.identity import (
     PatientIdentity,
 )
 from domain.institution import Institution
+from domain.resident_id import discrepancies
 from domain.submission import (
     CURRENT_SCHEMA,
     EnvelopeSchema,
@@ -226,10 +227,17 @@ ItemHandler = Callable[[ApplyingSubmission, ValidItem | StoredItem, UUID], None]
 
 
 def _patient(s: ApplyingSubmission, item: ValidItem | StoredItem, pid: UUID) -> None:
+    """The demographics as the institution sent them, sealed, and with them their data-quality
+    flags: where they contradict the item's resident ID (kept in plain, names no value)."""
+    payload: Any = item.payload
+    flags = discrepancies(
+        payload.patient.resident_id, gender=payload.gender, birth_date=payload.birth_date
+    )
     s.changes.op(
-        "UPDATE patients SET demographics = $2 WHERE patient_id = $1",
+        "UPDATE patients SET demographics = $2, quality_flags = $3 WHERE patient_id = $1",
         pid,
-        s.fields.seal(item.payload.model_dump_json(exclude={"patient"}), DEMOGRAPHICS_CONTEXT),
+        s.fields.seal(payload.model_dump_json(exclude={"patient"}), DEMOGRAPHICS_CONTEXT),
+        [d.code for d in flags] or None,
     )
 
 

@@ -9,13 +9,14 @@ each item kind to its renderer: adding a kind is one line.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, SafeUUID, uuid5
 
 import orjson
 
 from domain.identity import RESIDENT_ID_SYSTEM
+from domain.resident_id import DISCREPANCIES
 from projections.render_clinical import (
     _allergy,
     _condition,
@@ -42,6 +43,8 @@ RESOURCE_TYPES = {
     "document": "DocumentReference",
 }
 SUBMITTED_BY = "urn:county-hie:fhir:StructureDefinition:submitted-by"
+# Data-quality flags on a resource (meta.tag): its codes are domain.resident_id's.
+DATA_QUALITY_SYSTEM = "urn:county-hie:data-quality"
 _ENTRY_NS = uuid5(NAMESPACE_URL, "urn:county-hie:entry")
 
 
@@ -128,9 +131,14 @@ def render_patient(
     demographics: dict[str, Any] | None,
     birth_date: str | None,
     sex: str | None,
+    quality_flags: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The regional Patient: one resident across institutions, with every linked identifier."""
+    """The regional Patient: one resident across institutions, with every linked identifier.
+    ``quality_flags`` (where the demographics contradict their resident ID) become
+    ``meta.tag`` codings, so that whoever reads the record sees them."""
     res: dict[str, Any] = {"resourceType": "Patient", "id": str(patient_id)}
+    if quality_flags:
+        res["meta"] = {"tag": [_quality_tag(code) for code in quality_flags]}
     res["identifier"] = [
         {
             "system": system,
@@ -148,3 +156,12 @@ def render_patient(
     if demographics.get("birth_date") or birth_date:
         res["birthDate"] = demographics.get("birth_date") or birth_date
     return res
+
+
+def _quality_tag(code: str) -> dict[str, str]:
+    known = DISCREPANCIES.get(code)  # a flag of a rule since retired keeps its code
+    return {
+        "system": DATA_QUALITY_SYSTEM,
+        "code": code,
+        **({"display": known.title} if known else {}),
+    }

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS patients (
     patient_id uuid PRIMARY KEY, birth_date date, sex text, temporary boolean NOT NULL,
     merged_into uuid, demographics text, position bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS patients_merged_into ON patients (merged_into);
+-- Where the demographics last sent contradict their resident ID (domain.resident_id
+-- discrepancies): codes, null for none.
+ALTER TABLE patients ADD COLUMN IF NOT EXISTS quality_flags text[];
 CREATE TABLE IF NOT EXISTS identity_merges (
     source uuid NOT NULL, target uuid NOT NULL, valid_from bigint NOT NULL, valid_to bigint,
     PRIMARY KEY (source, valid_from));
@@ -149,8 +152,9 @@ _BACKFILL_CONFIRMED = (
 # the next start, and the runner replays the ledger into them (as ``hie projections rebuild``
 # would). 2: direct identifiers sealed or kept as keyed hashes (projections/fields.py).
 # 3: record_entries keyed by patient first, found by (institution, record) to be ended;
-# named_records.
-SHAPE = 3
+# named_records. 4: patients.quality_flags; adding the column cannot fill it (the comparison
+# needs the sealed demographics and resident IDs, and is Python's), the replay does.
+SHAPE = 4
 _SHAPE = "CREATE TABLE IF NOT EXISTS projection_shape (shape integer NOT NULL)"
 
 

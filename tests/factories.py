@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from domain.referral import URGENCIES
 from domain.referral_items import ACTIONS
-from domain.resident_id import make_resident_id
+from domain.resident_id import PROVINCES, make_resident_id
 
 REGION = "341122"
 NOTICE = hashlib.sha256("测试告知书 v1".encode()).hexdigest()
@@ -27,10 +27,17 @@ def resident(n: int, born: date = date(1958, 3, 14)) -> str:
 
 
 def patient_item(
-    rid: str, source_id: str, name: str = "李建国", mrn: str | None = None
+    rid: str,
+    source_id: str,
+    name: str = "李建国",
+    mrn: str | None = None,
+    gender: str | None = None,
 ) -> dict[str, Any]:
+    """A Patient item. ``gender`` defaults to the sex the ID's sequence code gives (odd: male),
+    so that a synthetic patient carries no data-quality flag unless a test asks for one."""
     ref = {"resident_id": rid, **({"mrn": mrn} if mrn else {})}
-    payload: dict[str, Any] = {"patient": ref, "name": name, "gender": "male"}
+    sex = gender or ("male" if int(rid[16]) % 2 else "female")
+    payload: dict[str, Any] = {"patient": ref, "name": name, "gender": sex}
     return {"source_id": source_id, "kind": "patient", "payload": payload}
 
 
@@ -120,12 +127,22 @@ def record_items(rid: str, prefix: str, *, consent: bool = False) -> list[dict[s
 
 # Hypothesis strategies ------------------------------------------------------------------------
 
+# A region code under any GB/T 2260 province-level division (only those digits are checked).
+regions = st.one_of(
+    st.sampled_from(["110105", "341122", "440300", "510104"]),
+    st.tuples(st.sampled_from(sorted(PROVINCES)), st.integers(0, 9999)).map(
+        lambda pair: f"{pair[0]}{pair[1]:04d}"
+    ),
+)
 resident_ids = st.builds(
     make_resident_id,
-    st.sampled_from(["110105", "341122", "440300", "510104"]),
+    regions,
     st.dates(min_value=date(1900, 1, 1), max_value=date(2025, 12, 31)),
     st.integers(min_value=0, max_value=999),
 )
+# The first two digits of no province-level division: the division rule refuses them.
+invented_provinces = st.integers(0, 99).map("{:02d}".format).filter(lambda p: p not in PROVINCES)
+genders = st.sampled_from(["male", "female", "other", "unknown"])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),

@@ -104,6 +104,7 @@ class RecordRoutes:
                         demographics=view.demographics,
                         birth_date=view.birth_date.isoformat() if view.birth_date else None,
                         sex=view.sex,
+                        quality_flags=view.quality_flags,
                     )
                 ),
             )

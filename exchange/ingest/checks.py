@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 
 from adapters.envelope import loads, verify_signature
 from domain.freshness import IngestPolicy, freshness_problems
+from domain.intake import intake_problems
 from domain.problems import Problem
 from domain.submission import submission_key, validate_envelope
 from exchange.ingest.keys import InstitutionKeys, Key
@@ -125,6 +126,9 @@ class EnvelopeChecks:
         result.authenticated = True
         valid, problems = validate_envelope(doc)
         if valid is None:
+            result.problems = problems
+            return result
+        if problems := intake_problems(valid):  # rules the ledger's stored items predate
             result.problems = problems
             return result
         if problems := freshness_problems(valid.sent_at, received_at, self.ingest_policy):

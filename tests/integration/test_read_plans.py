@@ -31,7 +31,7 @@ from tests.integration.read_plans_traffic import drive, story
 REGISTRY: dict[str, str] = {
     # The gate: every request's token check, and a patient route's facts (consent/postgres.py)
     "revocations.load": "21fac9e4d334",
-    "gate.view": "12bcc723da52",
+    "gate.view": "847d95941ff2",
     "gate.facts": "f58eb471d491",
     "gate.position_at": "8832895c3031",
     # The record (projections/postgres.py)
