@@ -37,7 +37,8 @@ def resident_items(inst: str, n: int, count: int) -> list[dict[str, Any]]:
             "payload": {
                 "patient": ref,
                 "name": "张" + "伟芳秀英敏静丽强磊军"[n % 10],
-                "gender": "female" if n % 2 else "male",
+                # As the ID's sequence code says (odd: male): no data-quality flag.
+                "gender": "male" if int(rid[16]) % 2 else "female",
             },
         }
     ]

@@ -217,7 +217,8 @@ def county_items(patients: int, entries: int, now: datetime) -> dict[str, list[d
                     "payload": {
                         "patient": ref,
                         "name": name,
-                        "gender": "female" if n % 2 else "male",
+                        # As the ID's sequence code says (odd: male): no data-quality flag.
+                        "gender": "male" if int(rid[16]) % 2 else "female",
                         "birth_date": rid[6:10] + "-" + rid[10:12] + "-" + rid[12:14],
                     },
                 }

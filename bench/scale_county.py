@@ -51,7 +51,8 @@ def resident_items(inst_index: int, n: int, entries: int, now: datetime) -> list
             "payload": {
                 "patient": ref,
                 "name": SURNAMES[n % len(SURNAMES)] + GIVEN[n * 7 % len(GIVEN)],
-                "gender": "female" if n % 2 else "male",
+                # As the ID's sequence code says (odd: male): no data-quality flag.
+                "gender": "male" if int(rid[16]) % 2 else "female",
                 "birth_date": rid[6:10] + "-" + rid[10:12] + "-" + rid[12:14],
             },
         }
