@@ -113,6 +113,19 @@ FHIR_PATHS: dict[str, dict[str, str]] = {
         "data": "content[0].attachment.data",
         "author": "author[0]",
     },
+    "consent": {
+        "patient": "patient",
+        "consent_type": "category",
+        "scope": "provision.actor",
+        "purposes": "provision.purpose",
+        "categories": "provision.securityLabel",
+        "valid_from": "provision.period.start",
+        "valid_to": "provision.period.end",
+        "notice_sha256": "policy",
+        "signed_by": "performer",
+        "guardian": "performer",
+        "signed_document": "sourceAttachment",
+    },
     "referral": {
         **_SUBJECT,
         "to_institution": "performer",
@@ -142,6 +155,8 @@ _ABOUT = {
     "observation.values": "value[x]",
     "observation.period": "effectivePeriod",
     "patient.no_identifier": "identifier",
+    "consent.period": "provision.period",
+    "consent.guardian": "performer",
 }
 _ITEM_FIELDS = {"source_id": "id", "record": "id", "amends": "id"}
 _CODING = frozenset({"system", "code", "display", "version"})

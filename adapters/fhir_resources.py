@@ -15,6 +15,7 @@ from typing import Any
 
 from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
 from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.consent import Consent
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.encounter import Encounter
@@ -34,6 +35,7 @@ from adapters.fhir_clinical import (
     _patient,
     _procedure,
 )
+from adapters.fhir_consent import _consent
 from adapters.fhir_context import Context
 from adapters.fhir_documents import _diagnostic_report, _document_reference
 from adapters.fhir_medications import _medication_dispense, _medication_request
@@ -53,5 +55,6 @@ MAPPERS: dict[str, tuple[str, Mapper, Any]] = {
     "AllergyIntolerance": ("allergy", _allergy, AllergyIntolerance),
     "DocumentReference": ("document", _document_reference, DocumentReference),
     "DiagnosticReport": ("document", _diagnostic_report, DiagnosticReport),
+    "Consent": ("consent", _consent, Consent),
     **REFERRAL_MAPPERS,  # ServiceRequest (a referral) and Task (a step of one)
 }
