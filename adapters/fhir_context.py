@@ -131,7 +131,7 @@ def _patient_ref(
     rid = next((i.value for i in ids if i.system == RESIDENT_ID_SYSTEM), None)
     if rid is not None:
         try:  # present but invalid is refused, never dropped: the sender must fix it
-            ref["resident_id"] = parse_resident_id(rid).value
+            ref["resident_id"] = parse_resident_id(rid, divisions=True).value
         except InvalidResidentId as exc:
             return None, (exc.code, exc.message)
     own = mrn_system(institution)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from domain.clinical import Item, parse_payload
+from domain.intake import item_problems as intake_problems
 from domain.problems import Problem
 
 # Where each canonical field of a kind comes from in its FHIR resource. A path marked "cc"
@@ -232,15 +233,25 @@ def item_problems(item: dict[str, Any], *, where: str, source_id: str) -> list[P
             _problem(err, where, source_id, {}, _ITEM_FIELDS)
             for err in exc.errors(include_url=False, include_input=False)
         ]
+    paths = FHIR_PATHS.get(parsed.kind, {})
     try:
-        parse_payload(parsed.kind, parsed.payload)
+        payload = parse_payload(parsed.kind, parsed.payload)
     except ValidationError as exc:
-        paths = FHIR_PATHS.get(parsed.kind, {})
         return [
             _problem(err, where, source_id, paths, None)
             for err in exc.errors(include_url=False, include_input=False)
         ]
-    return []
+    # The rules of what comes in (a resident ID's division), at their FHIR element.
+    return [
+        Problem(
+            p.code,
+            p.message,
+            f"{where}.{_element(p.field.strip('.').split('.'), paths)}",
+            None,
+            source_id,
+        )
+        for p in intake_problems(payload, prefix="", source_id=source_id)
+    ]
 
 
 def structure_problems(exc: ValidationError, prefix: str) -> list[Problem]:

@@ -1,6 +1,7 @@
 """The rules new items meet where they come in (domain/intake.py): a resident ID of an
 invented GB/T 2260 division is refused by the gateway's checks and by the adapters that check
-items through ``adapters.report.check_item`` (HL7 v2, CSV), naming the item, the field and the
+items through ``adapters.report.check_item`` (HL7 v2, CSV) or in FHIR's terms
+(adapters/fhir_paths.py), naming the item, the field and the
 rule, while an envelope the ledger took before the rule still reads as the projections read
 it."""
 
@@ -12,12 +13,15 @@ from typing import Any
 from hypothesis import given
 
 from adapters.envelope import build_envelope, new_private_key
+from adapters.fhir import read_fhir
 from adapters.hl7v2 import read_hl7v2
+from domain.identity import RESIDENT_ID_SYSTEM
 from domain.intake import intake_problems
 from domain.resident_id import make_resident_id
 from domain.submission import validate_envelope
 from tests.factories import encounter_item, observation_item, patient_item, resident, resident_ids
-from tests.unit import csv_samples, hl7v2_messages
+from tests.unit import csv_samples, fhir_builders, hl7v2_messages
+from tests.unit.test_fhir_consent import consent
 
 KEY = new_private_key()
 INVENTED = make_resident_id("990102", date(1956, 4, 2), 124)  # check digit right, province not
@@ -94,3 +98,31 @@ def test_csv_a_resident_row_of_an_invented_division_is_refused_the_rest_sent() -
     assert refused_division(report) == [DIVISION]
     assert len(report.items) == csv_samples.EXPECTED[name]["patient"] - 1
     assert all(INVENTED not in str(p) for p in report.problems)
+
+
+def test_fhir_a_patient_of_an_invented_division_is_refused_with_what_refers_to_it() -> None:
+    invented = fhir_builders.patient(identifier=[{"system": RESIDENT_ID_SYSTEM, "value": INVENTED}])
+    report = read_fhir(
+        fhir_builders.bundle(invented, fhir_builders.encounter()),
+        institution=fhir_builders.INSTITUTION,
+    )
+    assert report.items == [] and DIVISION in refused_division(report)
+    assert all(INVENTED not in str(p) for p in report.problems)
+
+
+def test_fhir_a_guardian_of_an_invented_division_is_refused_at_the_performer() -> None:
+    parent = {
+        "resourceType": "RelatedPerson",
+        "id": "rp1",
+        "patient": {"reference": "urn:uuid:pat-1"},
+        "identifier": [{"system": RESIDENT_ID_SYSTEM, "value": INVENTED}],
+    }
+    signed = consent(performer=[{"reference": "RelatedPerson/rp1"}])
+    report = read_fhir(
+        fhir_builders.bundle(fhir_builders.patient(), parent, signed),
+        institution=fhir_builders.INSTITUTION,
+    )
+    assert [(p.code, p.field) for p in report.problems] == [
+        (DIVISION, "Bundle.entry[2].resource.performer")
+    ]
+    assert [i["kind"] for i in report.items] == ["patient"]
