@@ -51,8 +51,11 @@ def _patient(p: Patient, ctx: Context) -> Pairs:
     ref, fault = ctx.index.patient_ref(ctx.entry)
     if fault is not None:
         ctx.bad(*fault, "identifier")
-    # A partial birthDate (a year or a month) is left out rather than padded.
+    # A partial birthDate (a year or a month) is left out rather than padded: the consent
+    # rules count a child's age in days.
     born = p.birthDate.isoformat() if isinstance(p.birthDate, date) else None
+    if p.birthDate is not None and born is None:
+        ctx.note("a birthDate of a year or a month is left out (a full date is kept)", "birthDate")
     return [
         (
             ctx.entry.source_id,
