@@ -32,6 +32,10 @@ _YEAR = r"(?!0000)[0-9]{4}"
 _PARTIAL = re.compile(rf"({_YEAR})(?:-(0[1-9]|1[0-2])(?:-(0[1-9]|[12][0-9]|3[01]))?)?")
 # The usual instant, which ``fromisoformat`` reads exactly as pydantic does; others go to pydantic.
 _INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
+# An instant exactly as ``isoformat`` writes it (no zero fraction, no "-00:00"): kept as given.
+_CANONICAL = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?(?:\+\d\d:\d\d|-(?!00:00)\d\d:\d\d)"
+)
 _AWARE: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
 
 NO_OFFSET = "a date and time needs its timezone offset (for example 2026-11-01T09:30:00+08:00)"
@@ -45,13 +49,25 @@ class ClinicalTime:
     """A time at its recorded precision: ``text`` as given, ``earliest`` and ``latest`` (the
     first instant of its span and the first one after it), both aware."""
 
-    __slots__ = ("earliest", "latest", "precision", "text")
+    __slots__ = ("_latest", "earliest", "precision", "text")
 
-    def __init__(self, text: str, precision: Precision, earliest: datetime, latest: datetime):
+    def __init__(
+        self,
+        text: str,
+        precision: Precision,
+        earliest: datetime,
+        latest: datetime | None = None,
+    ):
         self.text = text
         self.precision = precision
         self.earliest = earliest
-        self.latest = latest
+        self._latest = latest
+
+    @property
+    def latest(self) -> datetime:
+        if self._latest is None:  # an instant: the next microsecond (worked out when asked)
+            self._latest = self.earliest + timedelta(microseconds=1)
+        return self._latest
 
     @classmethod
     def parse(cls, value: object) -> ClinicalTime:
@@ -59,6 +75,11 @@ class ClinicalTime:
         PydanticCustomError naming the rule (never the value)."""
         if isinstance(value, ClinicalTime):
             return value
+        if type(value) is str and _CANONICAL.fullmatch(value) is not None:
+            try:  # as isoformat writes it: the text is kept as it came (the common case)
+                return cls(value, "instant", datetime.fromisoformat(value))
+            except ValueError:  # 2016-02-30T...: pydantic names it below
+                pass
         if isinstance(value, str):
             found = _PARTIAL.fullmatch(value)
             if found is not None:
@@ -85,7 +106,7 @@ class ClinicalTime:
     def instant(cls, at: datetime) -> ClinicalTime:
         if at.tzinfo is None:
             raise PydanticCustomError("time.no_offset", NO_OFFSET)
-        return cls(at.isoformat(), "instant", at, at + timedelta(microseconds=1))
+        return cls(at.isoformat(), "instant", at)
 
     @classmethod
     def _partial(cls, text: str, year: str, month: str | None, day: str | None) -> ClinicalTime:

@@ -5,12 +5,13 @@ projection as it was sent."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import AwareDatetime, TypeAdapter
 
 from adapters.fhir import read_fhir
 from domain.clinical import parse_payload
@@ -190,3 +191,29 @@ def test_the_clinical_time_orders_spans_by_what_they_cover() -> None:
     assert not month.before(day) and not day.before(month)
     assert ClinicalTime.parse("2016-07").before(day)
     assert ClinicalTime.parse("2016-08-18T10:00:00+08:00").earliest > day.earliest
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
+        ),
+    ),
+    st.sampled_from(["iso", "z", "space", "millis"]),
+)
+def test_an_instant_reads_as_it_read_before_times_kept_their_precision(
+    at: datetime, form: str
+) -> None:
+    # The ledger holds instants read as pydantic's aware datetimes: they must render the same.
+    text = at.isoformat()
+    if form == "z" and at.utcoffset() == timedelta(0):
+        text = text.replace("+00:00", "Z")
+    elif form == "space":
+        text = text.replace("T", " ")
+    elif form == "millis":
+        text = at.isoformat(timespec="milliseconds")
+    before = TypeAdapter(AwareDatetime).validate_python(text)
+    assert ClinicalTime.parse(text).isoformat() == before.isoformat()
+    assert ClinicalTime.parse(text).earliest == before
