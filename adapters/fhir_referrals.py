@@ -3,7 +3,9 @@ a referral (转诊申请) becomes a ``referral``, a Task about one a ``referral_
 
 A ServiceRequest is a referral when its category or code is SNOMED CT 3457005 (patient
 referral) or 306206005 (referral to service), or when its intent is order or plan and a
-performer is an Organization; any other ServiceRequest is reported as not mapped. The
+performer is an Organization, unless its category says it is a laboratory, imaging,
+counselling, education or surgical order or its code is a LOINC test; any other
+ServiceRequest is reported as not mapped, and so is a Task about one. The
 receiving institution is that performer, resolved like any Organization reference
 (adapters/fhir_context.py), or named directly by an identifier of system
 urn:county-hie:institution.
@@ -40,6 +42,17 @@ Pairs = list[tuple[str, dict[str, Any]]]
 
 SNOMED = "http://snomed.info/sct"
 REFERRAL_CODES = {(SNOMED, "3457005"), (SNOMED, "306206005")}
+# Orders that go to another organisation without being a referral of the patient: a lab test
+# sent to the regional laboratory, an imaging study, counselling, education, surgery (the
+# FHIR servicerequest-category examples), or any order coded as a LOINC test.
+NOT_REFERRALS = {
+    (SNOMED, "108252007"),
+    (SNOMED, "363679005"),
+    (SNOMED, "409063005"),
+    (SNOMED, "409073007"),
+    (SNOMED, "387713003"),
+}
+LOINC = "http://loinc.org"
 REFERRAL_SYSTEM = "urn:county-hie:referral"
 ACTION_SYSTEM = "urn:county-hie:referral-action"
 OUTPUT_SYSTEM = "urn:county-hie:referral-output"
@@ -82,8 +95,11 @@ def _joined(texts: list[str], sep: str = "; ") -> str | None:
 
 def is_referral(sr: ServiceRequest, ctx: Context) -> bool:
     concepts = [*(sr.category or []), *([sr.code] if sr.code else [])]
-    if any((c.system, c.code) in REFERRAL_CODES for cc in concepts for c in cc.coding or []):
+    codings = [(c.system, c.code) for cc in concepts for c in cc.coding or []]
+    if any(pair in REFERRAL_CODES for pair in codings):
         return True
+    if any(pair in NOT_REFERRALS or pair[0] == LOINC for pair in codings):
+        return False  # a lab or imaging order to another organisation is not a referral
     return sr.intent in ("order", "plan") and any(
         _institution(ctx, p)[0] is not None
         or p.type == "Organization"

@@ -327,3 +327,17 @@ def test_a_task_that_cannot_be_mapped_is_refused_with_its_path(
     assert [(p.code, p.field) for p in report.problems] == [
         (code, f"Bundle.entry[2].resource.{where}")
     ]
+
+
+def test_a_lab_order_to_the_regional_laboratory_and_its_task_are_no_referral() -> None:
+    # A township centre sends a blood sample to the county's laboratory: an order to another
+    # organisation, but a lab test, not a referral of the patient; its Task is the lab's work.
+    lab = {"coding": [{"system": "http://snomed.info/sct", "code": "108252007"}]}
+    hba1c = {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]}
+    for changes in ({"category": [lab]}, {"category": None, "code": hba1c}):
+        order = service_request(**changes)
+        report = read_fhir(bundle(order, task(status="completed")), institution=COUNTY)
+        assert report.problems == []
+        assert [i["kind"] for i in report.items] == ["patient"]
+        assert any("ServiceRequest that is not a referral" in s for s in report.skipped)
+        assert any("not a referral; not mapped" in s for s in report.skipped)
