@@ -4,69 +4,59 @@ Parser: python-hl7 (``hl7``), not hl7apy. Both are maintained; python-hl7 is the
 names as a model of a pure parser. It is version-agnostic and tolerant: it splits every one of
 the 139 sample messages, and what it builds is the plain tree of segments, fields,
 repetitions, components and subcomponents, so that *this* module decides what a message must
-hold and refuses the rest precisely (``PV1-19``, ``OBX[2]-6``). hl7apy's version-aware
+hold and refuses the rest precisely (``PV1-2``, ``OBX[2]-6``). hl7apy's version-aware
 validation refuses whole messages for segments the exchange never reads (a PRT in an ORU, a
-PRT in a VXU) with reasons a sender cannot act on ("Invalid message"). What is done here
-before the parser: strip a byte-order mark, decode (UTF-8, or the GB 18030 / Latin-1 that
-MSH-18 names), and make every segment separator (CRLF, LF) a CR; the parser then splits
-fields with the message's own encoding characters, and splits a file into messages (FHS/BHS
-batches or consecutive MSH).
+PRT in a VXU) with reasons a sender cannot act on ("Invalid message"). What is done before
+the parser (adapters/hl7v2_framing.py): MLLP frames, batch envelopes, byte-order marks and
+every segment separator (CR, CRLF, LF) are dealt with, the input is cut into its messages, and
+each is decoded in the character set its MSH-18 names or its bytes show
+(adapters/hl7v2_charsets.py). The parser then splits fields with the message's own delimiters
+(MSH-1, MSH-2), checked first; escape sequences are read with them (adapters/hl7v2_escapes.py).
 
 Mapped message types (MSH-9): ADT A01/A03/A04/A08, and A02/A05/A06/A07/A13 as versions of
-the same visit (patient, encounter, DG1 conditions, AL1 allergies), ADT A28/A31 (patient, allergies), ADT A40 (merge), ORU^R01 (the report and its
-results as observations), ORM^O01 and OML^O21 (each ordered test an observation with status
-"registered": FHIR's "exists, no result yet", and the report that later arrives in an ORU is a
-newer version of the same ``ord:<placer number>`` record; a procedure "in preparation" would
-be a different record from its results and wrong for a lab test), RDE^O11 (medication
-requests), VXU^V04 (immunizations), and REF^I12 / REF^I14 (a referral and its cancellation:
-adapters/hl7v2_referrals.py). Every other type is refused as ``hl7.unsupported_type``.
+the same visit (patient, encounter, DG1 conditions, AL1 allergies: adapters/hl7v2_visit.py,
+which also derives a visit's record when PV1-19 is not given), ADT A28/A31 (patient,
+allergies), ADT A40 (merge), ORU^R01 (the report and its results, as observations or
+documents by OBX-2: adapters/hl7v2_values.py), ORM^O01 and OML^O21 (each ordered test an
+observation with status "registered": FHIR's "exists, no result yet", and the report that later
+arrives in an ORU is a newer version of the same ``ord:<placer number>`` record; a procedure
+"in preparation" would be a different record from its results and wrong for a lab test),
+RDE^O11 (medication requests), VXU^V04 (immunizations), and REF^I12 / REF^I14 (a referral and
+its cancellation: adapters/hl7v2_referrals.py). Every other type is refused as
+``hl7.unsupported_type``.
 
 Times without an offset are read in ``tz`` (default Asia/Shanghai, +08:00: the consortium is in
-China); an offset in the message wins. A time must be given to the minute, except a birth date,
-an allergy's date and an immunization's date, which are dates (the latter two are taken as the
-start of that day in ``tz``). Source ids are ``<MSH-10>/<segment>/<n>`` (the n-th segment of
-that type): the same for a resent message, distinct across messages as long as the sender's
-control ids are. Problems name the field and never repeat a value from the message.
+China); an offset in the message wins. Clinical times keep the precision sent: an instant from
+the minute on, else a FHIR date of the year, month or day (an hour without minutes keeps its
+day); a referral's times are instants, to the minute; a birth date is a date from 1880 to
+today. Source ids are ``<MSH-10>/<segment>/<n>`` (the n-th segment of that type): the same for
+a resent message, distinct across messages as long as the sender's control ids are. Problems
+name the field and never repeat a value from the message.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import hl7
 
 from adapters.hl7v2_fields import Msg
+from adapters.hl7v2_framing import Piece, split
 from adapters.hl7v2_orders import immunizations, orders, prescriptions, results
-from adapters.hl7v2_patient import (
-    VISIT_EVENTS,
-    Item,
-    Ref,
-    allergies,
-    conditions,
-    encounter,
-    key,
-    merges,
-    patient,
-    patient_ref,
-)
+from adapters.hl7v2_patient import Item, Ref, allergies, key, merges, patient, patient_ref
 from adapters.hl7v2_referrals import cancellation, facilities_checked, referral
+from adapters.hl7v2_visit import VISIT_EVENTS, conditions, encounter
 from adapters.report import IngestReport, check_item
 from domain.problems import Problem
 
 VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2")
-# MSH-18 character sets read when the bytes are not UTF-8 (HL7 table 0211 and common forms).
-CHARSETS = {
-    "GB18030-2000": "gb18030",
-    "GB18030": "gb18030",
-    "GBK": "gb18030",
-    "GB2312": "gb18030",
-    "8859/1": "latin-1",
-    "ISO-8859-1": "latin-1",
-}
 ENCODING_RULE = "MSH-1 and MSH-2 must be five distinct punctuation characters, as in MSH|^~\\&"
+MAX_DELIMITERS = 200_000
 _TYPE_SHAPE = re.compile(r"[A-Z0-9]{3}(\^[A-Z0-9]{3})?")
 Mapper = Callable[[Msg, Ref], list[Item]]
 
@@ -111,23 +101,33 @@ def read_hl7v2(
     institution: str,
     tz: str = "Asia/Shanghai",
     facilities: Mapping[str, str] | None = None,
+    today: date | None = None,
 ) -> IngestReport:
-    """Map HL7 v2 messages (one, or a batch or file of them) to canonical items.
+    """Map HL7 v2 messages (one, or a batch, file or MLLP stream of them) to canonical items.
 
     ``tz`` is the IANA zone of the sender's clocks, applied to every time given without an
     offset. ``facilities`` maps an HL7 facility (the namespace or universal id of MSH-6) to the
-    consortium institution code a referral goes to. Each message maps on its own: a refused
-    message (or item) leaves the others.
+    consortium institution code a referral goes to. ``today`` (in ``tz`` unless given) is the
+    latest birth date accepted. Each message maps on its own: a refused message (or item)
+    leaves the others.
     """
     zone = ZoneInfo(tz)  # a wrong zone name is the caller's error: it raises
     known = facilities_checked(facilities)  # so is a facility mapped to no institution code
+    latest = today or datetime.now(zone).date()
     report = IngestReport()
-    text = _decode(data, report)
-    messages = _parse(text, report) if text is not None else []
+    pieces, report.problems = split(data)
     control_ids: set[str] = set()
     skipped: set[str] = set()
-    for number, message in enumerate(messages, 1):
-        msg = Msg(message, institution, zone, number, facilities=known)
+    for number, piece in enumerate(pieces, 1):
+        prefix = f"message {number}: " if number > 1 else ""
+        parsed = _parse(piece)
+        if isinstance(parsed, Problem):
+            report.problems.append(replace(parsed, message=prefix + parsed.message))
+            continue
+        msg = Msg(parsed, institution, zone, number, facilities=known)
+        msg.charset, msg.today = piece.charset, latest
+        if piece.note:
+            msg.notes.append(piece.note + (f" (message {number})" if number > 1 else ""))
         items = _message(msg, control_ids)
         for where, item in items:
             found = check_item(item, where=where, source_id=item["source_id"])
@@ -151,80 +151,38 @@ def read_hl7v2(
     return report
 
 
-def _decode(data: bytes | str, report: IngestReport) -> str | None:
-    if isinstance(data, str):
-        text = data
-    else:
-        raw = bytes(data).removeprefix(b"\xef\xbb\xbf")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            charset = _declared_charset(raw)
-            if charset is None:
-                report.problems.append(
-                    Problem(
-                        "hl7.encoding",
-                        "the message is not UTF-8 and MSH-18 names no character "
-                        "set the adapter reads (UNICODE UTF-8, GB 18030-2000, 8859/1)",
-                        "MSH-18",
-                    )
-                )
-                return None
-            text = raw.decode(charset, errors="replace")
-    text = _normalise(text)
-    if text[:3] not in ("MSH", "FHS", "BHS"):
-        report.problems.append(
-            Problem(
-                "hl7.not_hl7",
-                "not an HL7 v2 message: it must start with an MSH segment (or FHS/BHS for a batch)",
-                "MSH",
-            )
+def _parse(piece: Piece) -> Any:
+    """One message's text as python-hl7's tree, its delimiters checked first (the parser
+    trusts them); or the problem."""
+    if piece.text is None:
+        return piece.problem
+    text = piece.text
+    separator = text[3:4]
+    end = text.find(separator, 4) if separator else -1
+    if end == -1:
+        return Problem(
+            "hl7.structure",
+            "the MSH segment ends at its encoding characters: MSH-9 (type), MSH-10 (control "
+            "id) and MSH-12 (version) are needed",
+            "MSH",
         )
-        return None
-    return text
-
-
-def _normalise(text: str) -> str:
-    """One segment separator (CR) whatever the sender used; no BOM or MLLP framing."""
-    text = text.removeprefix("\ufeff").replace("\r\n", "\r").replace("\n", "\r")
-    # Files concatenated into a batch bring their byte-order marks along: one per message.
-    return text.replace("\r\ufeff", "\r").strip(" \t\r\x0b\x0c\x1c\ufeff")
-
-
-def _declared_charset(raw: bytes) -> str | None:
-    """The Python codec for the character set MSH-18 names, read with the parser."""
-    first = _normalise(raw.decode("latin-1")).split("\r", 1)[0]
+    if not _encoding_ok(separator, text[4:end]):
+        return Problem("hl7.encoding_characters", ENCODING_RULE, "MSH-2")
+    # The parser builds an object per field, repetition, component and subcomponent (some
+    # 10 us each): a message of nothing but delimiters would take minutes. No real one nears
+    # the limit (a 500-result lab report holds some 20,000); a large ED is one field.
+    if sum(text.count(c) for c in "\r" + text[3:end]) > MAX_DELIMITERS:
+        return Problem(
+            "hl7.message_too_large",
+            f"the message holds more than {MAX_DELIMITERS:,} segments, fields, components "
+            "and repetitions; send its results in several messages",
+            "MSH",
+        )
     try:
-        msh = hl7.parse(first).segment("MSH")
-        named = str(msh[18]) if len(msh) > 18 else ""
-    except (hl7.HL7Exception, ValueError, IndexError, KeyError, AssertionError, TypeError):
-        return None
-    return CHARSETS.get(named.upper().replace(" ", "").split("^")[0])
-
-
-def _parse(text: str, report: IngestReport) -> list[Any]:
-    try:
-        parsed = hl7.parse_file(text)
-        return [message for batch in parsed for message in batch]
+        return hl7.parse(text)
     except (hl7.HL7Exception, ValueError, IndexError, KeyError, AssertionError, TypeError):
         # The parser's messages quote the offending segment: they are not passed on.
-        headers = [line for line in text.split("\r") if line[:3] in ("MSH", "FHS", "BHS")]
-        if any(
-            not _encoding_ok(line[3:4], line[4:].split(line[3:4])[0] if line[3:4] else "")
-            for line in headers
-        ):
-            report.problems.append(Problem("hl7.encoding_characters", ENCODING_RULE, "MSH-2"))
-            return []
-        report.problems.append(
-            Problem(
-                "hl7.structure",
-                "not readable as HL7 v2: each message must start with MSH (its "
-                "field separator and encoding characters), segments before the first MSH must be "
-                "FHS/BHS, and a file holds one FHS and no nested BHS",
-                "MSH",
-            )
-        )
-        return []
+        return Problem("hl7.structure", "not readable as an HL7 v2 message", "MSH")
 
 
 def _encoding_ok(separator: str, encoding: str) -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 
 import hl7
 
+from adapters.hl7v2_escapes import unescape
 from domain.problems import Problem
 
 UCUM = "http://unitsofmeasure.org"
@@ -59,6 +60,79 @@ NEEDS = {
     "minute": (12, "a date and time to the minute (YYYYMMDDHHMM)"),
     "day": (8, "a full date (YYYYMMDD)"),
 }
+EARLIEST_BIRTH = date(1880, 1, 1)
+
+
+def dtm_parts(text: str) -> tuple[list[int], str | None, str | None] | None:
+    """An HL7 DTM's numbers as given (year, month, ... second: as many as written), its
+    fraction digits and its offset (``+0800``); None when it is not one."""
+    m = _DTM.fullmatch(text)
+    if m is None:
+        return None
+    numbers = [int(g) for g in m.groups()[:6] if g is not None]
+    if m.group(7) and len(numbers) < 6:  # a fraction belongs to the seconds
+        return None
+    offset = m.group(8) + m.group(9) + m.group(10) if m.group(8) else None
+    return numbers, m.group(7), offset
+
+
+def clinical_time(text: str, tz: tzinfo) -> tuple[str, bool] | tuple[str, str]:
+    """An HL7 DTM as a clinical time at the precision sent, and whether an hour given without
+    its minutes was dropped: an instant from the minute on (its offset, else ``tz``), else a
+    FHIR date (``2016``, ``2016-08``, ``2016-08-18``); an hour alone keeps its day, as FHIR
+    has no hour precision. Or the (code, message) of what is wrong with it."""
+    parts = dtm_parts(text)
+    if parts is not None and len(parts[0]) < 5:
+        numbers = parts[0]
+        try:
+            date(
+                numbers[0],
+                numbers[1] if len(numbers) > 1 else 1,
+                numbers[2] if len(numbers) > 2 else 1,
+            )
+            if len(numbers) > 3 and numbers[3] > 23:
+                raise ValueError("hour")
+        except ValueError:
+            return ("hl7.invalid_datetime", "not a valid calendar date/time or offset")
+        shown = numbers[:3]
+        return "-".join([f"{shown[0]:04d}", *(f"{n:02d}" for n in shown[1:])]), len(numbers) > 3
+    read = read_dtm(text, "minute", tz)
+    return read if isinstance(read, tuple) else (read.isoformat(), False)
+
+
+def read_dtm(
+    text: str, need: str, tz: tzinfo, *, local: bool = False
+) -> datetime | tuple[str, str]:
+    """An HL7 DTM as an aware datetime (``tz`` unless it gives an offset; ``local`` ignores an
+    offset, for a date), or the (code, message) of what is wrong with it."""
+    parts = dtm_parts(text)
+    if parts is None:
+        return (
+            "hl7.invalid_datetime",
+            "not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])",
+        )
+    numbers, fraction, offset = parts
+    least, says = NEEDS[need]
+    if len(numbers) * 2 + 2 < least:
+        return (
+            "hl7.imprecise_datetime",
+            f"needs at least {says}; the exchange does not guess the rest",
+        )
+    padded: list[int | None] = [*numbers, *([None] * (6 - len(numbers)))]
+    y, mo, d, h, mi, s = padded
+    try:
+        zone: tzinfo = tz
+        if offset and not local:
+            hours, minutes = int(offset[1:3]), int(offset[3:5])
+            if hours > 14 or minutes > 59:
+                raise ValueError("offset")
+            sign = -1 if offset[0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        micro = int((fraction or "0").ljust(6, "0"))
+        day = (y or 0, 1 if mo is None else mo, 1 if d is None else d)
+        return datetime(*day, h or 0, mi or 0, s or 0, micro, tzinfo=zone)
+    except ValueError:
+        return ("hl7.invalid_datetime", "not a valid calendar date/time or offset")
 
 
 class Segment:
@@ -105,9 +179,13 @@ class Msg:
     facilities: dict[str, str] = field(default_factory=dict)  # HL7 facility → institution
     control_id: str = ""
     type: str = ""  # e.g. "ADT^A01"
+    charset: str = "utf-8"  # the codec of the message's bytes, which \X..\ escapes are in
+    today: date = field(default_factory=date.today)  # the latest birth date accepted
     segments: list[Segment] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    esc: str = ""
+    delimiters: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         seen: dict[str, int] = {}
@@ -115,6 +193,14 @@ class Msg:
             kind = self._text(raw[0]) if len(raw) else ""
             seen[kind] = seen.get(kind, 0) + 1
             self.segments.append(Segment(raw, kind, seen[kind]))
+        # python-hl7's separators: segment, field, repetition, component, subcomponent.
+        seps = str(self.message.separators)
+        self.esc = str(self.message.esc)
+        self.delimiters = dict(zip("FRST", seps[1:5], strict=False))
+        msh = self.segments[0].raw if self.segments else None
+        encoding = self._text(msh[2]) if msh is not None and len(msh) > 2 else ""
+        if len(encoding) > 4:  # v2.7: MSH-2's fifth character truncates a value (\P\)
+            self.delimiters["P"] = encoding[4]
 
     def _text(self, node: Any) -> str:
         return "".join(map(str, node)) if isinstance(node, list) else str(node)
@@ -154,18 +240,7 @@ class Msg:
         return len(seg.reps(n)) if seg is not None else 0
 
     def unescape(self, raw: str) -> str:
-        esc = str(self.message.esc)
-        if not esc or esc not in raw:
-            return raw
-        # python-hl7 logs a malformed escape sequence with the field's text (which may be
-        # patient data) and can raise on some: only well-formed sequences are handed to it.
-        seq = re.compile(
-            re.escape(esc) + r"(?:[FSTREHN]|X(?:[0-9A-Fa-f]{2})+|"
-            r"\.(?:br|sp|fi|nf|in|ti|sk|ce)\d{0,3})" + re.escape(esc)
-        )
-        if esc in seq.sub("", raw):
-            return raw
-        return str(self.message.unescape(raw, app_map={"H": "", "N": ""}))
+        return unescape(raw, self.esc, self.delimiters, self.charset)
 
     # Date/times ---------------------------------------------------------------------------------
 
@@ -193,51 +268,66 @@ class Msg:
         parsed = self.parse_dtm(text, need, where, source_id)
         return parsed.isoformat() if isinstance(parsed, datetime) else None
 
+    def time(
+        self,
+        seg: Segment | None,
+        n: int,
+        comp: int = 1,
+        *,
+        required: str | None = None,
+        source_id: str | None = None,
+    ) -> str | None:
+        """A clinical time at the precision sent (``clinical_time``): an instant, or a date of
+        the year, month or day the sender gave. ``required`` names what needs it, when it
+        does."""
+        where = seg.at(n, comp if comp > 1 else 0) if seg is not None else "?"
+        text = self.value(seg, n, comp)
+        if text is None:
+            if required:
+                self.bad("hl7.required", f"{where} is needed for {required}", where, source_id)
+            return None
+        read = clinical_time(text, self.tz)
+        if isinstance(read[1], str):
+            self.bad(read[0], read[1], where, source_id)
+            return None
+        if read[1]:
+            self.notes.append(f"{where}: an hour without its minutes is sent as its day")
+        return read[0]
+
     def birth_date(self, seg: Segment, n: int) -> str | None:
+        """PID-7 as a date, refused outside 1880-01-01 … ``today`` (a year typed 1013)."""
         text = self.value(seg, n)
         if text is None:
             return None
         parsed = self.parse_dtm(text, "day", seg.at(n), None, local=True)
-        return parsed.date().isoformat() if isinstance(parsed, datetime) else None
+        if parsed is None:
+            return None
+        if not EARLIEST_BIRTH <= parsed.date() <= self.today:
+            self.bad(
+                "hl7.birth_date_out_of_range",
+                f"{seg.at(n)} (birth date) must lie between {EARLIEST_BIRTH.isoformat()} and "
+                "today: a date outside them is a typing error to correct at the source",
+                seg.at(n),
+            )
+            return None
+        return parsed.date().isoformat()
 
     def parse_dtm(
         self, text: str, need: str, where: str, source_id: str | None, *, local: bool = False
     ) -> datetime | None:
-        m = _DTM.fullmatch(text)
-        digits = len("".join(g or "" for g in m.groups()[:6])) if m else 0
-        if m is None or (m.group(7) and digits < 14):
-            self.bad(
-                "hl7.invalid_datetime",
-                "not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])",
-                where,
-                source_id,
-            )
+        """An HL7 DTM of at least ``need`` precision, or None with the problem said."""
+        read = read_dtm(text, need, self.tz, local=local)
+        if isinstance(read, tuple):
+            self.bad(*read, where, source_id)
             return None
-        least, says = NEEDS[need]
-        if digits < least:
-            self.bad(
-                "hl7.imprecise_datetime",
-                f"needs at least {says}; the exchange does not guess the rest",
-                where,
-                source_id,
-            )
-            return None
-        y, mo, d, h, mi, s = (int(g) if g else 0 for g in m.groups()[:6])
-        try:
-            zone: tzinfo = self.tz
-            if m.group(8) and not local:
-                hours, minutes = int(m.group(9)), int(m.group(10))
-                if hours > 14 or minutes > 59:
-                    raise ValueError("offset")
-                sign = -1 if m.group(8) == "-" else 1
-                zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
-            micro = int((m.group(7) or "0").ljust(6, "0"))
-            return datetime(y, mo or 1, d or 1, h, mi, s, micro, tzinfo=zone)
-        except ValueError:
-            self.bad(
-                "hl7.invalid_datetime", "not a valid calendar date/time or offset", where, source_id
-            )
-            return None
+        return read
+
+    def peek_instant(self, seg: Segment | None, n: int) -> datetime | None:
+        """Field n as an instant to the minute, or None; what is wrong with it is not said (the
+        field's own mapper says it)."""
+        text = self.value(seg, n)
+        read = read_dtm(text, "minute", self.tz) if text is not None else None
+        return read if isinstance(read, datetime) else None
 
     # Codes, quantities, names ---------------------------------------------------------------
 

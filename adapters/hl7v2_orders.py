@@ -10,8 +10,9 @@ is superseded by its final one and a corrected result (OBX-11 C) amends it.
 from __future__ import annotations
 
 from adapters.hl7v2_fields import Msg, Segment
-from adapters.hl7v2_patient import Item, Ref, _compact, _entry, key, visit_number
+from adapters.hl7v2_patient import Item, Ref, _compact, _entry, key
 from adapters.hl7v2_results import CATEGORIES, _order, results
+from adapters.hl7v2_visit import visit_record
 
 __all__ = ["immunizations", "orders", "prescriptions", "results"]
 
@@ -58,7 +59,7 @@ def orders(msg: Msg, ref: Ref) -> list[Item]:
                 else (seg, 7)
             )
             before = len(msg.problems)
-            effective = msg.instant(*at, required="an order (OBR-7, OBR-6 or ORC-9)", source_id=sid)
+            effective = msg.time(*at, required="an order (OBR-7, OBR-6 or ORC-9)", source_id=sid)
             code = msg.coding(seg, 4)
             if code is None:
                 msg.bad(
@@ -76,7 +77,7 @@ def orders(msg: Msg, ref: Ref) -> list[Item]:
                 "status": "registered",
                 "category": CATEGORIES.get((msg.value(seg, 24) or "").upper()),
                 "effective": effective,
-                "encounter": visit_number(msg, msg.first("PV1")),
+                "encounter": visit_record(msg, ref),
             }
             payload = _compact(payload)
             payload.setdefault("category", None)
@@ -124,9 +125,7 @@ def prescriptions(msg: Msg, ref: Ref) -> list[Item]:
                 sid,
             )
         authored = (
-            msg.instant(
-                orc, 9, required="a prescription (ORC-9, when it was ordered)", source_id=sid
-            )
+            msg.time(orc, 9, required="a prescription (ORC-9, when it was ordered)", source_id=sid)
             if orc
             else None
         )
@@ -155,7 +154,7 @@ def prescriptions(msg: Msg, ref: Ref) -> list[Item]:
             "frequency": (msg.value(tq1, 3) or msg.value(rxe, 1, 2) or "")[:128] or None,
             "quantity": msg.quantity(amount, rxe, 11) if amount is not None else None,
             "requester": msg.person_name(orc, 12, person=True),
-            "encounter": visit_number(msg, msg.first("PV1")),
+            "encounter": visit_record(msg, ref),
         }
         out.append(
             (
@@ -215,7 +214,7 @@ def immunizations(msg: Msg, ref: Ref) -> list[Item]:
                     rxa.at(5),
                     sid,
                 )
-            occurrence = msg.instant(rxa, 3, need="day", required="an immunization", source_id=sid)
+            occurrence = msg.time(rxa, 3, required="an immunization", source_id=sid)
             if len(msg.problems) > before:
                 continue
             payload = {

@@ -1,6 +1,6 @@
-"""HL7 v2 patient, visit and history segments → canonical payloads (for adapters/hl7v2.py):
-PID (who, and the patient item), PV1/PV2 (the encounter), DG1 (conditions), AL1 (allergies)
-and PID/MRG pairs (ADT^A40 merges). Pure, no IO.
+"""HL7 v2 patient segments → canonical payloads (for adapters/hl7v2.py): PID (who, and the
+patient item), AL1 (allergies) and PID/MRG pairs (ADT^A40 merges), with the helpers every HL7 v2
+mapper builds items with. The visit (PV1/PV2, DG1) is adapters/hl7v2_visit.py. Pure, no IO.
 
 Each mapper returns ``(where, item)`` pairs and reports what is wrong on the message; an item
 with a problem is left out, the rest of the message still maps.
@@ -41,29 +41,6 @@ SEXES = {
     "男": "male",
     "女": "female",
 }
-CLASSES = {"I": "inpatient", "O": "outpatient", "E": "emergency"}
-OTHER_CLASSES = {
-    "P": "preadmit",
-    "R": "recurring patient",
-    "B": "obstetrics",
-    "C": "commercial account",
-    "N": "not applicable",
-    "U": "unknown",
-}
-# The encounter status each ADT event says; "" for the visit as it now stands (an update, a
-# transfer, a change of class, a cancelled discharge): finished when PV1-45 is given.
-VISIT_EVENTS = {
-    "A01": "in-progress",
-    "A03": "finished",
-    "A04": "arrived",
-    "A05": "planned",
-    "A02": "",
-    "A06": "",
-    "A07": "",
-    "A08": "",
-    "A13": "",
-}
-DIAGNOSIS_TYPES = {"A": "provisional", "W": "provisional", "F": "confirmed"}
 ALLERGY_TYPES = {
     "DA": "medication",
     "FA": "food",
@@ -160,118 +137,6 @@ def patient(msg: Msg, pid: Segment, ref: Ref) -> list[Item]:
     return [(pid.label, {"source_id": sid, "kind": "patient", "payload": _compact(payload)})]
 
 
-def visit_number(msg: Msg, pv1: Segment | None) -> str | None:
-    number = msg.value(pv1, 19)
-    return f"enc:{key(number)}" if number else None
-
-
-def encounter(msg: Msg, pv1: Segment | None, ref: Ref, event: str) -> list[Item]:
-    if pv1 is None:
-        msg.bad("hl7.required", f"an ADT^{event} needs a PV1 segment for its visit", "PV1")
-        return []
-    sid = msg.source_id(pv1)
-    code = msg.value(pv1, 2)
-    klass = CLASSES.get((code or "").upper())
-    if klass is None:
-        named = (
-            f"patient class {code} ({OTHER_CLASSES[code]})"
-            if code in OTHER_CLASSES
-            else "a patient class outside HL7 table 0004"
-            if code
-            else "no patient class"
-        )
-        msg.bad(
-            "hl7.encounter_class",
-            f"{named} has no canonical encounter class: only I "
-            "(inpatient), O (outpatient) and E (emergency) are mapped",
-            pv1.at(2),
-            sid,
-        )
-        return []
-    record = visit_number(msg, pv1)
-    if record is None:
-        msg.bad(
-            "hl7.no_visit_number",
-            "PV1-19 (visit number) is needed so that later "
-            "messages about the visit (A03, A08) update the same record",
-            pv1.at(19),
-            sid,
-        )
-        return []
-    before = len(msg.problems)
-    status = VISIT_EVENTS[event]
-    ended = msg.value(pv1, 45) is not None
-    if not status:  # A08: the visit as it now stands
-        status = "finished" if ended else "in-progress"
-    what = f"an ADT^{event} encounter"
-    if status == "planned":  # a pre-admission: the expected admission time (PV2-8)
-        start = (
-            msg.instant(msg.first("PV2"), 8, required=what, source_id=sid)
-            if msg.first("PV2")
-            else msg.instant(pv1, 44, required=what, source_id=sid)
-        )
-    else:
-        start = msg.instant(pv1, 44, required=what, source_id=sid)
-    end = msg.instant(pv1, 45, required=what, source_id=sid) if status == "finished" else None
-    pv2 = msg.first("PV2")
-    reason = msg.coding(pv2, 3)
-    payload = {
-        "patient": ref,
-        "encounter_class": klass,
-        "status": status,
-        "start": start,
-        "end": end,
-        "department": msg.value(pv1, 3) or msg.value(pv1, 10),
-        "reason": [reason] if reason else [],
-        "admit_source": msg.value(pv1, 14),
-        "discharge_disposition": msg.value(pv1, 36) if status == "finished" else None,
-        "attending": msg.person_name(pv1, 7, person=True),
-    }
-    if len(msg.problems) > before:
-        return []
-    return [(pv1.label, _entry(sid, "encounter", record, _compact(payload)))]
-
-
-def conditions(msg: Msg, ref: Ref) -> list[Item]:
-    out: list[Item] = []
-    visit = visit_number(msg, msg.first("PV1"))
-    records: set[str] = set()
-    for dg1 in (s for s in msg.segments if s.kind == "DG1"):
-        sid = msg.source_id(dg1)
-        code = msg.coding(dg1, 3, fallback_system=msg.value(dg1, 2))
-        if code is None:
-            msg.bad(
-                "hl7.required", "DG1-3 (diagnosis code) is needed for a condition", dg1.at(3), sid
-            )
-            continue
-        before = len(msg.problems)
-        kind = (msg.value(dg1, 6) or "").upper()
-        recorded = msg.instant(dg1, 5, source_id=sid)
-        if len(msg.problems) > before:
-            continue
-        identifier = msg.value(dg1, 20)
-        record = (
-            f"dx:{key(identifier)}"
-            if identifier
-            else f"dx:{visit[4:]}/{key(kind or '-')}/{key(code['code'])}"
-            if visit
-            else None
-        )
-        if record in records:  # the same diagnosis twice in one message: one record version
-            msg.notes.append(f"{dg1.label}: repeats an earlier DG1 of the message; sent once")
-            continue
-        records.add(record or sid)
-        payload = {
-            "patient": ref,
-            "code": code,
-            "verification_status": DIAGNOSIS_TYPES.get(kind, "confirmed"),
-            "recorded": recorded,
-            "encounter": visit,
-        }
-        out.append((dg1.label, _entry(sid, "condition", record, _compact(payload))))
-    return out
-
-
 def allergies(msg: Msg, ref: Ref) -> list[Item]:
     out: list[Item] = []
     for al1 in (s for s in msg.segments if s.kind == "AL1"):
@@ -283,7 +148,7 @@ def allergies(msg: Msg, ref: Ref) -> list[Item]:
             )
             continue
         before = len(msg.problems)
-        recorded = msg.instant(al1, 6, need="day", source_id=sid)
+        recorded = msg.time(al1, 6, source_id=sid)
         if len(msg.problems) > before:
             continue
         # Per patient and allergen, so that a resend updates it; by MRN, never a resident ID.

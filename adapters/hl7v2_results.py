@@ -4,15 +4,22 @@ share. Pure, no IO.
 
 Each result is ``obs:<order>/<code>/<sub-id>``, so a preliminary result is superseded by its
 final one and a corrected result (OBX-11 C) amends it; the ORU report (the OBR) is a newer
-version of its order ``ord:<placer number>``.
+version of its order ``ord:<placer number>``. A result is an observation, or a document under
+the same record when its value is one (an ED, or text longer than an observation holds:
+adapters/hl7v2_values.py says how each OBX-2 value type is sent). Consecutive text OBX of one
+order with the same OBX-3 and OBX-4 are the lines of one text (a report written line by
+line), sent as one result.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from adapters.hl7v2_documents import Document, document_fields
 from adapters.hl7v2_fields import Msg, Segment
-from adapters.hl7v2_patient import Item, Ref, _compact, _entry, key, visit_number
+from adapters.hl7v2_patient import Item, Ref, _compact, _entry, key
+from adapters.hl7v2_values import LeftOut, Read, as_text, read_value, text_of
+from adapters.hl7v2_visit import visit_record
 
 RESULT_STATUSES = {
     "F": "final",
@@ -62,9 +69,7 @@ CATEGORIES = {
 }
 
 
-# OBX-2 value types and how each is sent.
-NUMERIC, CODED = {"NM", "SN"}, {"CE", "CWE", "CNE", "CF"}
-TEXT, TIMES = {"ST", "TX", "FT", "ID", "IS"}, {"DT", "DTM", "TS", "TM"}
+TEXT_LINES = {"ST", "TX", "FT"}  # value types whose OBX may continue the one before
 
 
 def _order(msg: Msg, orc: Segment | None, obr: Segment | None) -> str | None:
@@ -78,15 +83,35 @@ def _order(msg: Msg, orc: Segment | None, obr: Segment | None) -> str | None:
 def results(msg: Msg, ref: Ref) -> list[Item]:
     out: list[Item] = []
     orc = obr = None
+    lines = _lines(msg)
     for seg in msg.segments:
         if seg.kind == "ORC":
             orc, obr = seg, None
         elif seg.kind == "OBR":
             obr = seg
             out += _report(msg, orc, seg, ref)
-        elif seg.kind == "OBX":
-            out += _result(msg, orc, obr, seg, ref)
+        elif seg.kind == "OBX" and lines.get(id(seg)) != []:
+            out += _result(msg, orc, obr, seg, ref, lines.get(id(seg)))
     return out
+
+
+def _lines(msg: Msg) -> dict[int, list[Segment]]:
+    """Per text OBX that later ones continue, its continuations; [] for each continuation."""
+    runs: dict[int, list[Segment]] = {}
+    head: Segment | None = None
+    last: tuple[str | None, str | None] | None = None
+    for seg in msg.segments:
+        if seg.kind != "OBX":
+            head = last = None
+            continue
+        kind = (msg.value(seg, 2) or "").upper()
+        this = (msg.value(seg, 3), msg.value(seg, 4))
+        if head is not None and kind in TEXT_LINES and this == last and this[0]:
+            runs.setdefault(id(head), []).append(seg)
+            runs[id(seg)] = []
+        else:
+            head, last = (seg, this) if kind in TEXT_LINES else (None, None)
+    return runs
 
 
 def _report(msg: Msg, orc: Segment | None, obr: Segment, ref: Ref) -> list[Item]:
@@ -110,7 +135,12 @@ def _report(msg: Msg, orc: Segment | None, obr: Segment, ref: Ref) -> list[Item]
 
 
 def _result(
-    msg: Msg, orc: Segment | None, obr: Segment | None, obx: Segment, ref: Ref
+    msg: Msg,
+    orc: Segment | None,
+    obr: Segment | None,
+    obx: Segment,
+    ref: Ref,
+    more: list[Segment] | None,
 ) -> list[Item]:
     sid, status = msg.source_id(obx), (msg.value(obx, 11) or "").upper()
     order = _order(msg, orc, obr)
@@ -153,8 +183,14 @@ def _result(
             sid,
         )
         return []
-    out = _observation(msg, obx, 3, status, order, "obs", ref, obr, sid, record=record)
-    return out
+    if more:
+        msg.notes.append(
+            f"{obx.label}: the {len(more)} OBX after it with the same OBX-3 and OBX-4 are "
+            "lines of its text: sent as one result"
+        )
+    return _observation(
+        msg, obx, 3, status, order, "obs", ref, obr, sid, record=record, more=more or []
+    )
 
 
 def _observation(
@@ -169,6 +205,7 @@ def _observation(
     sid: str,
     *,
     record: str | None = None,
+    more: list[Segment] | None = None,
 ) -> list[Item]:
     code = msg.coding(seg, code_at)
     if code is None:
@@ -180,39 +217,56 @@ def _observation(
         )
         return []
     before = len(msg.problems)
-    what = "an observation"
-    effective = msg.instant(seg, 14, source_id=sid) if seg.kind == "OBX" else None
+    effective = msg.time(seg, 14, source_id=sid) if seg.kind == "OBX" else None
     if effective is None and len(msg.problems) == before:
-        effective = msg.instant(obr, 7, required=what, source_id=sid)
-    if effective is None and len(msg.problems) == before:
+        effective = msg.time(obr, 7, source_id=sid)
+    # OBR-22, when the report was released: FHIR's issued, an instant.
+    issued = msg.peek_instant(obr, 22)
+    if effective is None and issued is None and len(msg.problems) == before:
+        at = seg.at(14) if seg.kind == "OBX" else seg.at(7)
         msg.bad(
             "hl7.required",
-            f"{seg.at(14)} or OBR-7 (observation time) is needed for {what}",
-            seg.at(14),
+            f"{at} or OBR-7 (observation time), or OBR-22 (when the results were reported) "
+            "is needed for an observation",
+            at,
             sid,
         )
     record = record or (f"{prefix}:{order}" if order else None)
-    payload: dict[str, Any] = {
-        "patient": ref,
-        "code": code,
-        "status": RESULT_STATUSES[status],
-        "category": CATEGORIES.get((msg.value(obr, 24) or "").upper()),
-        "effective": effective,
-        "encounter": visit_number(msg, msg.first("PV1")),
-    }
+    encounter = visit_record(msg, ref)
+    value: Read = {}
     if seg.kind == "OBX":
-        payload.update(_value(msg, seg, sid))
-        interpretation = msg.value(seg, 8)
-        if interpretation:
+        value = (
+            as_text("\n".join(text_of(msg, s) for s in [seg, *more]).strip())
+            if more
+            else read_value(msg, seg, sid)
+        )
+    if len(msg.problems) > before or value is None:
+        return []
+    if isinstance(value, LeftOut):
+        msg.notes.append(f"{seg.label}: left out: {value.reason}")
+        return []
+    if isinstance(value, Document):
+        created = effective or (issued.isoformat() if issued else None)
+        item = _document(msg, seg, ref, code, created, encounter, value, sid, record)
+    else:
+        payload: dict[str, Any] = {
+            "patient": ref,
+            "code": code,
+            "status": RESULT_STATUSES[status],
+            "category": CATEGORIES.get((msg.value(obr, 24) or "").upper()),
+            "effective": effective,
+            "issued": issued.isoformat() if issued else None,
+            "encounter": encounter,
+            **value,
+        }
+        if seg.kind == "OBX" and (interpretation := msg.value(seg, 8)):
             payload["interpretation"] = {
                 "system": "http://terminology.hl7.org/CodeSystem/v2-0078",
                 "code": interpretation,
             }
-    if len(msg.problems) > before:
-        return []
-    payload = _compact(payload)
-    payload.setdefault("category", None)  # the canonical model wants it said, even as none
-    item = _entry(sid, "observation", record, payload)
+        payload = _compact(payload)
+        payload.setdefault("category", None)  # the canonical model wants it said, even as none
+        item = _entry(sid, "observation", record, payload)
     if status == "C":  # a correction of a result sent before
         if record is None:
             msg.bad(
@@ -227,76 +281,31 @@ def _observation(
     return [(seg.label, item)]
 
 
-def _value(msg: Msg, obx: Segment, sid: str) -> dict[str, Any]:
-    kind = (msg.value(obx, 2) or "").upper()
-    text = msg.value(obx, 5) or ""
-    if not msg.given(obx, 5):
-        return {}
-    if msg.repeats(obx, 5) > 1 and kind not in TEXT:
-        msg.bad(
-            "hl7.value_repeats",
-            "OBX-5 repeats: one observation holds one value; send each value in its own OBX",
-            obx.at(5),
-            sid,
+def _document(
+    msg: Msg,
+    obx: Segment,
+    ref: Ref,
+    code: dict[str, str],
+    created: str | None,
+    encounter: str | None,
+    doc: Document,
+    sid: str,
+    record: str | None,
+) -> dict[str, Any]:
+    """A result whose value is a document: typed by OBX-3, authored by OBX-16."""
+    fields = document_fields(doc)
+    if "data" not in fields:
+        msg.notes.append(
+            f"{obx.label}: the document is past the exchange's size limit: sent as its "
+            "SHA-256 and size, its content stays with the sender"
         )
-        return {}
-    if kind in NUMERIC:
-        comparator, number = msg.value(obx, 5, 1), msg.value(obx, 5, 2)
-        if kind == "NM":
-            comparator, number = None, text
-        value = msg.decimal(number)
-        if kind == "SN" and (comparator not in (None, "=") or msg.value(obx, 5, 3)):
-            parts = [msg.value(obx, 5, c) or "" for c in range(1, 5)]
-            return {"value_string": "".join(parts)}  # <5, 1:128, 2-5: no single quantity
-        if value is None:
-            msg.bad(
-                "hl7.value_not_numeric",
-                f"OBX-5 is not a number, as OBX-2 {kind} says",
-                obx.at(5),
-                sid,
-            )
-            return {}
-        quantity = msg.quantity(value, obx, 6)
-        if quantity is None:
-            msg.bad("hl7.unit_missing", "a numeric result needs its unit in OBX-6", obx.at(6), sid)
-            return {}
-        out: dict[str, Any] = {"value_quantity": quantity}
-        if rng := _range(msg, obx, quantity):
-            out["reference_range"] = rng
-        return out
-    if kind in CODED:
-        coding = msg.coding(obx, 5)
-        label = msg.value(obx, 5, 2) or msg.value(obx, 5, 9)  # text only, no code
-        return (
-            {"value_coding": coding} if coding else {"value_string": label[:500]} if label else {}
-        )
-    if kind in TEXT:
-        reps = range(1, msg.repeats(obx, 5) + 1)
-        joined = "\n".join(v for r in reps if (v := msg.value(obx, 5, rep=r)))
-        return {"value_string": joined} if joined else {}
-    if kind in TIMES:
-        parsed = msg.parse_dtm(text, "day", obx.at(5), sid)
-        return {"value_string": parsed.isoformat()} if parsed else {}
-    msg.bad(
-        "hl7.value_type",
-        f"OBX-2 value type {kind} is not mapped (numbers, codes, text and times are)"
-        if kind.isalnum() and len(kind) <= 3
-        else "OBX-2 (value type) is needed for a result with a value",
-        obx.at(2),
-        sid,
-    )
-    return {}
-
-
-def _range(msg: Msg, obx: Segment, quantity: dict[str, Any]) -> dict[str, Any] | None:
-    text = msg.value(obx, 7)
-    if text is None:
-        return None
-    for sep in (" to ", "-", "~", "_", "–"):
-        low, found, high = text.partition(sep)
-        if found and low.strip():
-            a, b = msg.decimal(low.strip()), msg.decimal(high.strip())
-            if a is not None and b is not None:
-                unit = {k: v for k, v in quantity.items() if k != "value"}
-                return {"low": {**unit, "value": str(a)}, "high": {**unit, "value": str(b)}}
-    return {"text": text[:500]}
+    payload = {
+        "patient": ref,
+        "type": code,
+        "title": code.get("display") or code["code"],
+        "created": created,
+        **fields,
+        "author": msg.person_name(obx, 16, person=True),
+        "encounter": encounter,
+    }
+    return _entry(sid, "document", record, _compact(payload))

@@ -16,6 +16,7 @@ from tests.unit.hl7v2_messages import (
     assert_no_patient_data,
     by_kind,
     message,
+    pv1,
     result,
 )
 
@@ -143,9 +144,9 @@ def test_a_corrected_result_amends_and_a_deleted_one_is_retracted() -> None:
     ("obx", "code", "field"),
     [
         (
-            "OBX|1|NM|14771-0^空腹血糖^LN||7.2||||||F|||20260302093000",
-            "hl7.unit_missing",
-            "OBX[1]-6",
+            "OBX|1|NM|14771-0^空腹血糖^LN||7.2|mmol/L|||||F|||20260230093000",
+            "hl7.invalid_datetime",
+            "OBX[1]-14",
         ),
         (
             "OBX|1|NM|14771-0^空腹血糖^LN||高|mmol/L|||||F|||20260302093000",
@@ -153,17 +154,12 @@ def test_a_corrected_result_amends_and_a_deleted_one_is_retracted() -> None:
             "OBX[1]-5",
         ),
         (
-            "OBX|1|NM|14771-0^空腹血糖^LN||7.2|mmol/L|||||F|||202603",
-            "hl7.imprecise_datetime",
-            "OBX[1]-14",
-        ),
-        (
             "OBX|1|NM|14771-0^空腹血糖^LN||7.2|mmol/L|||||Q|||20260302093000",
             "hl7.result_status",
             "OBX[1]-11",
         ),
         (
-            "OBX|1|ED|11502-2^报告^LN||^TEXT^^Base64^AAAA||||||F|||20260302093000",
+            "OBX|1|QQ|11502-2^报告^LN||^TEXT^^Base64^AAAA||||||F|||20260302093000",
             "hl7.value_type",
             "OBX[1]-2",
         ),
@@ -241,7 +237,8 @@ def test_a_prescription_and_an_immunization() -> None:
     assert vxu.problems == []
     imm = vxu.items[1]["payload"]
     assert imm["vaccine"]["system"] == "http://hl7.org/fhir/sid/cvx"
-    assert (imm["occurrence"], imm["lot_number"]) == ("2026-03-02T00:00:00+08:00", "L2026A")
+    # RXA-3 gives the day: the day it stays (a FHIR date), not an invented midnight.
+    assert (imm["occurrence"], imm["lot_number"]) == ("2026-03-02", "L2026A")
     assert imm["route"]["code"] == "IM" and imm["site"]["code"] == "LA"
 
 
@@ -267,7 +264,7 @@ def test_a_batch_holds_several_messages_each_mapped_on_its_own() -> None:
     [
         (b"", "hl7.not_hl7", "MSH"),
         (b'{"resourceType": "Patient"}', "hl7.not_hl7", "MSH"),
-        (b"\xff\xfeM\x00S\x00H\x00", "hl7.encoding", "MSH-18"),
+        (admission().replace("王".encode(), b"\xff"), "hl7.encoding", "MSH-18"),
         (admission().replace(b"^~\\&", b"^^^^"), "hl7.encoding_characters", "MSH-2"),
         (
             admission().replace(b"ADT^A01^ADT_A01", b"SIU^S12^SIU_S12"),
@@ -302,31 +299,21 @@ def test_an_unsupported_type_is_named() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pv1", "code", "field"),
+    ("event", "visit", "code", "field"),
     [
-        (
-            "PV1|1|P|||||||||||||||||V1|||||||||||||||||||||||||20260302091000",
-            "hl7.encounter_class",
-            "PV1-2",
-        ),
-        (
-            "PV1|1|I|||||||||||||||||||||||||||||||||||||||||||20260302091000",
-            "hl7.no_visit_number",
-            "PV1-19",
-        ),
-        (
-            "PV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||20260302",
-            "hl7.imprecise_datetime",
-            "PV1-44",
-        ),
-        ("PV1|1|I|||||||||||||||||V1", "hl7.required", "PV1-44"),
+        ("A01", pv1("B", "V1", "20260302091000"), "hl7.encounter_class", "PV1-2"),
+        # No visit number, and an admit time to the day only: no record can be derived.
+        ("A01", pv1("I", "", "20260302"), "hl7.no_visit_number", "PV1-19"),
+        ("A01", pv1("I", "V1", "2026023009"), "hl7.invalid_datetime", "PV1-44"),
+        # A discharge without an admit time: its event's own time is not the visit's start.
+        ("A03", pv1("I", "V1", "", "20260309100000"), "hl7.required", "PV1-44"),
     ],
     ids=lambda v: v if v.startswith("hl7.") else "",
 )
 def test_an_encounter_that_cannot_be_mapped_leaves_the_rest(
-    pv1: str, code: str, field: str
+    event: str, visit: str, code: str, field: str
 ) -> None:
-    report = read_hl7v2(admission(pv1=pv1), institution=INSTITUTION)
+    report = read_hl7v2(admission(event, pv1=visit), institution=INSTITUTION)
     assert [(p.code, p.field) for p in report.problems] == [(code, field)]
     assert "encounter" not in by_kind(report) and "patient" in by_kind(report)
 
