@@ -151,9 +151,9 @@ def encounter(msg: Msg, pv1: Segment | None, ref: Ref, event: str) -> list[Item]
     if record is None:  # no PV1-19, and a start given to the day at most (or not at all)
         msg.bad(
             "hl7.no_visit_number",
-            "PV1-19 (visit number) is needed, or the admit time to the minute (PV1-44) to "
-            "derive the visit's record from, so that later messages about the visit update "
-            "the same record",
+            "PV1-19 (visit number) is needed, or the admit time to the minute (PV1-44; PV2-8 "
+            "for a pre-admission) to derive the visit's record from, so that later messages "
+            "about the visit update the same record",
             pv1.at(19),
             sid,
         )

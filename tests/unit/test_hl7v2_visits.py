@@ -98,6 +98,16 @@ def test_a_visit_number_when_given_names_the_record() -> None:
     assert visit(pv1=pv1("O", "V77", "20260302091000"))["record"] == "enc:V77"
 
 
+def test_a_pre_admission_may_be_undated_but_then_needs_its_visit_number() -> None:
+    # An A05 with PV1-19 and no expected admit time yet: a planned visit without a start.
+    planned = visit("A05", pv1=pv1("P", "V78"))
+    assert planned["payload"]["status"] == "planned" and "start" not in planned["payload"]
+    assert planned["payload"]["encounter_class"] == "pre-admission"
+    # Without PV1-19 nothing names its record: refused, saying what would.
+    report = read_hl7v2(admission("A05", pv1=pv1("P", "")), institution=INSTITUTION)
+    assert [(p.code, p.field) for p in report.problems] == [("hl7.no_visit_number", "PV1-19")]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
