@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adapters.report import IngestWarning, item_warnings
 from domain.problems import Problem
 from exchange.cli.submit_depends import ALWAYS, Dependence
 
@@ -133,7 +134,7 @@ class FileOutcome:
     kinds: dict[str, int] = field(default_factory=dict)
     submissions: list[Sent] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    warnings: list[Any] = field(default_factory=list)  # adapters.report's IngestWarning
+    warnings: list[IngestWarning] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
     depends: list[Dependence] = field(default_factory=list)
     directory: bool = False  # a directory bundle: references resolved from it, nothing sent
@@ -156,8 +157,8 @@ class FileOutcome:
                 for e in result.envelopes
             ],
             problems=list(result.report.problems),
-            # The resident-ID checks' warnings, where this version of the adapters has them.
-            warnings=list(getattr(result.report, "warnings", [])),
+            # Warnings about the items that go out (not those refused before sending).
+            warnings=[w for e in result.envelopes for i in e["events"] for w in item_warnings(i)],
             left_out=list(result.report.skipped),
         )
 
@@ -287,11 +288,16 @@ class FileOutcome:
         if state == "directory bundle":
             return self.described()
         if state == "not delivered":
-            line = (
-                f"{name}: not delivered: {counts['no_receipt']} item(s) sent got no receipt, "
-                f"{counts['not_sent']} not sent; {accepted} accepted"
-                + (f"; {refused}" if refused else "")
-            )
+            parts = [
+                f"{counts['no_receipt']} item(s) sent without a receipt"
+                * bool(counts["no_receipt"]),
+                f"{counts['not_sent']} item(s) not sent" * bool(counts["not_sent"]),
+                f"{accepted} accepted" * bool(accepted),
+                refused,
+            ]
+            line = f"{name}: not delivered: " + "; ".join(p for p in parts if p)
+        elif state == "sent" and held == accepted:
+            line = f"{name}: sent before: its {held} item(s) already held (nothing stored twice)"
         elif state == "sent":
             line = f"{name}: sent: {accepted} item(s) accepted in {len(self.submissions)} " + (
                 "submission(s)" + (f" ({held} already held: nothing stored twice)" if held else "")

@@ -9,6 +9,8 @@ running the same command again stores nothing twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from exchange.settings import Settings
 
 Envelopes = dict[Path, list[dict[str, Any]]]
 TAKEN_NOW = frozenset({ACCEPTED, REPEAT})  # what this run's receipts accepted
+CONNECT_PATIENCE = 15.0  # seconds; a cluster elects a new leader in about 7 (DESIGN.md)
 
 
 async def send_files(
@@ -53,12 +56,20 @@ async def send_files(
     total = sum(f.counts()["in_submissions"] for f in report.files)
     attempted = False
     try:
-        async with messaging(
-            settings,
-            f"hie-submit-{institution}",
-            creds=creds,
-            institution=institution,
-        ) as nc:
+        async with contextlib.AsyncExitStack() as stack:
+            # The exchange's connections retry for ever (a service waits for its broker);
+            # a sender is told instead, and may run the same command again.
+            connecting = messaging(
+                settings, f"hie-submit-{institution}", creds=creds, institution=institution
+            )
+            try:
+                nc = await asyncio.wait_for(stack.enter_async_context(connecting), CONNECT_PATIENCE)
+            except TimeoutError:
+                raise SubmitError(
+                    f"the exchange's NATS did not answer within {CONNECT_PATIENCE:.0f} s: "
+                    "check HIE_NATS_URL (or that `hie up` runs for this data directory)",
+                    code="submit.unreachable",
+                ) from None
             client = SubmitClient(nc, settings.consortium, institution)
             with Progress(total) as progress:
                 for outcome in report.files:
