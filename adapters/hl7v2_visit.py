@@ -11,10 +11,12 @@ pre-admission PV2-8 (expected admit time) first; and for an A01 or A04 that give
 the event's own time (EVN-6, else EVN-2), since that event is the admission. Hence:
 
 - the same visit sent again derives the same id, and so does each later message about it (an
-  A08 update, the A03 discharge) that gives the admit time in PV1-44, as HL7 has every message
-  about a visit do. One that gives neither PV1-19 nor PV1-44 is refused (``hl7.required``
-  PV1-44), never guessed: its own event time (a discharge's) is not the visit's start;
-- two visits of a patient differ in start (or class), two patients in identifier;
+  A08 update, the A03 discharge) that gives the admit time in PV1-44. One that gives neither
+  PV1-19 nor PV1-44 is refused (``hl7.required`` PV1-44), never guessed: its own event time (a
+  discharge's) is not the visit's start; one whose start is given to the day only is refused
+  as ``hl7.no_visit_number``: a day does not tell a patient's visits apart;
+- two visits of a patient differ in start (or class), two patients in identifier; two visits
+  of one patient and class starting in the same minute would be taken as one;
 - to the minute, so a discharge giving the admit time without seconds continues an admission
   that gave them; in UTC, so an offset written and one left to the sender's zone agree;
 - an A06/A07 (a change of class) without PV1-19 starts a record of its own, and so does the
