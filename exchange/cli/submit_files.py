@@ -1,8 +1,7 @@
 """`hie submit`'s files: HL7 v2, FHIR R4 and CSV files or directories, read into signed envelopes.
 
-The paths named are checked first (``expand``): one that is missing, unreadable, not a
-regular file (a FIFO, a device, a socket: never opened, so never waited on) or a directory
-holding no file to read stops the run before anything is read or sent. Each file's format is
+The paths named are checked and walked first (``expand``, exchange/cli/submit_paths.py).
+Each file's format is
 detected (content first, then the name); its adapter maps it to canonical items with an
 ingest report; items go out in envelopes of at most ``batch`` items, cut the same way every
 run, so submission ids (derived from content) are the same every run. An envelope is also cut
@@ -18,9 +17,7 @@ runs.
 from __future__ import annotations
 
 import json
-import os
-import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +34,7 @@ from adapters.report import IngestReport
 from domain.clinical import ENTRY_KINDS
 from domain.problems import Problem
 from domain.submission import validate_envelope
-from exchange.errors import ExchangeError
+from exchange.cli.submit_paths import InputError, InputProblem, check_file, expand, os_problem
 
 FORMATS = ("hl7v2", "fhir", "csv")
 # Bundles holding only these are directories: they resolve references, nothing is sent.
@@ -47,37 +44,6 @@ MAX_ENVELOPE_BYTES = 900_000  # under the exchange's 1 MiB message limit
 # in an encoding its format allows): the run stops before anything is sent, as for a path
 # that cannot be read, rather than sending the other files.
 INPUT_CODES = frozenset({"file.unreadable", "file.not_utf8", "csv.encoding", "hl7.encoding"})
-# What a path that is not a regular file is: such a path is never opened (a FIFO would wait
-# for a writer, a device such as /dev/zero never ends).
-_NOT_A_FILE = {
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-_LEFT_OUT_OF_WALKS = "hidden files, *.toml, *.md and LICENSE are not read"
-
-
-@dataclass(frozen=True)
-class InputProblem:
-    """A path the run cannot read: where, a stable ``code`` and what is wrong."""
-
-    path: str
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message} [{self.code}]"
-
-
-class InputError(ExchangeError):
-    """Paths (or files) that cannot be read; ``problems`` names each, one line apiece."""
-
-    code = "submit.input"
-
-    def __init__(self, problems: Sequence[InputProblem | str]) -> None:
-        self.problems = [str(p) for p in problems]
-        super().__init__("; ".join(self.problems))
 
 
 def detect(path: Path, head: bytes) -> str | None:
@@ -89,83 +55,6 @@ def detect(path: Path, head: bytes) -> str | None:
         return "fhir"
     suffix = path.suffix.lower()
     return {".hl7": "hl7v2", ".txt": None, ".json": "fhir", ".csv": "csv"}.get(suffix)
-
-
-def expand(paths: Sequence[str]) -> list[Path]:
-    """The files named, with directories walked in a stable order (hidden files, mapping
-    files, notes and licences left out). Raises InputError naming every path that cannot be
-    read: missing, not permitted, not a regular file, or a directory with no file to read."""
-    out: list[Path] = []
-    problems: list[InputProblem] = []
-    for arg in paths:
-        found, trouble = _files_of(Path(arg))
-        out += found
-        problems += trouble
-    if problems:
-        raise InputError(problems)
-    return out
-
-
-def _files_of(path: Path) -> tuple[list[Path], list[InputProblem]]:
-    if path.is_dir():
-        return _walk(path)
-    problem = check_file(path)
-    return ([], [problem]) if problem is not None else ([path], [])
-
-
-def check_file(path: Path) -> InputProblem | None:
-    """None when ``path`` is a regular file this process may read, else what is wrong with
-    it. It is opened only once it is known to be a regular file."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        return _os_problem(path, exc)
-    if stat.S_ISDIR(mode):
-        return InputProblem(str(path), "path.not_a_file", "is a directory, not a file")
-    if (kind := _NOT_A_FILE.get(stat.S_IFMT(mode))) is not None:
-        return InputProblem(str(path), "path.not_a_file", f"is {kind}, not a file")
-    return _unreadable(path)
-
-
-def _walk(directory: Path) -> tuple[list[Path], list[InputProblem]]:
-    try:
-        os.listdir(directory)  # rglob says nothing of a directory it may not list
-    except OSError as exc:
-        return [], [_os_problem(directory, exc)]
-    files = sorted(
-        f
-        for f in directory.rglob("*")
-        if f.is_file()  # follows links; FIFOs, devices and sockets are not files
-        and not any(part.startswith(".") for part in f.relative_to(directory).parts)
-        and not f.name.endswith((".toml", ".md"))
-        and f.name != "LICENSE"
-    )
-    if not files:
-        return [], [
-            InputProblem(
-                str(directory),
-                "path.no_files",
-                f"the directory holds no file to send ({_LEFT_OUT_OF_WALKS})",
-            )
-        ]
-    problems = [p for f in files if (p := _unreadable(f)) is not None]
-    return files, problems
-
-
-def _unreadable(path: Path) -> InputProblem | None:
-    try:
-        with path.open("rb"):
-            return None
-    except OSError as exc:
-        return _os_problem(path, exc)
-
-
-_ERRNO_CODES = {2: "path.missing", 20: "path.missing", 13: "path.unreadable", 1: "path.unreadable"}
-
-
-def _os_problem(path: Path, exc: OSError) -> InputProblem:
-    code = _ERRNO_CODES.get(exc.errno or 0, "path.unreadable")
-    return InputProblem(str(path), code, (exc.strerror or str(exc)).lower())
 
 
 @dataclass
@@ -196,52 +85,44 @@ class Reader:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            report = IngestReport()
-            report.problems.append(
-                _problem("file.unreadable", f"cannot read the file: {exc.strerror or exc}")
-            )
-            return FileResult(path, None, report)
+            reason = f"cannot read the file: {exc.strerror or exc}"
+            return FileResult(path, None, _refused("file.unreadable", reason))
         fmt = detect(path, data[:64])
         report = self._report(path, fmt, data)
         items = _first_of_each_source(report)
         return FileResult(path, fmt, report, self._checked(list(self.envelopes(items)), report))
 
     def _report(self, path: Path, fmt: str | None, data: bytes) -> IngestReport:
-        report = IngestReport()
-        if fmt == "hl7v2":
-            return read_hl7v2(
-                data, institution=self.institution, facilities=self.facilities or None
+        """The adapter's report of a file, by its format (``_ADAPTERS``)."""
+        adapter = _ADAPTERS.get(fmt or "")
+        if adapter is None:
+            return _refused("file.format", "not HL7 v2 (MSH…), FHIR JSON or a .csv export")
+        return adapter(self, path, data)
+
+    def _hl7v2(self, path: Path, data: bytes) -> IngestReport:
+        return read_hl7v2(data, institution=self.institution, facilities=self.facilities or None)
+
+    def _fhir(self, path: Path, data: bytes) -> IngestReport:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return _refused(
+                "file.not_utf8",
+                "the file is not UTF-8 text, which FHIR JSON always is: convert it (or export "
+                "it again) as UTF-8",
             )
-        if fmt == "fhir":
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                report.problems.append(
-                    _problem(
-                        "file.not_utf8",
-                        "the file is not UTF-8 text, which FHIR JSON always is: "
-                        "convert it (or export it again) as UTF-8",
-                    )
-                )
-                return report
-            return read_fhir(data, institution=self.institution, directories=self.directories)
-        if fmt == "csv":
-            if self.mapping is None:
-                report.problems.append(
-                    _problem(
-                        "csv.no_mapping",
-                        "a CSV export needs the institution's mapping file: "
-                        "pass --mapping FILE (or put <institution>.mapping.toml beside the export)",
-                    )
-                )
-                return report
-            return read_csv(
-                data, mapping=self.mapping, institution=self.institution, filename=path.name
+        return read_fhir(data, institution=self.institution, directories=self.directories)
+
+    def _csv(self, path: Path, data: bytes) -> IngestReport:
+        if self.mapping is None:
+            return _refused(
+                "csv.no_mapping",
+                "a CSV export needs the institution's mapping file: pass --mapping FILE (or "
+                "put <institution>.mapping.toml beside the export)",
             )
-        report.problems.append(
-            _problem("file.format", "not HL7 v2 (MSH…), FHIR JSON or a .csv export")
+        return read_csv(
+            data, mapping=self.mapping, institution=self.institution, filename=path.name
         )
-        return report
 
     def envelopes(self, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Items cut into envelopes the same way every run (so their ids repeat): at
@@ -294,6 +175,21 @@ class Reader:
                 for p in problems
             ]
         return kept
+
+
+# Each format's adapter (``detect`` names the format).
+_ADAPTERS: dict[str, Callable[[Reader, Path, bytes], IngestReport]] = {
+    "hl7v2": Reader._hl7v2,
+    "fhir": Reader._fhir,
+    "csv": Reader._csv,
+}
+
+
+def _refused(code: str, message: str) -> IngestReport:
+    """A report refusing the whole file."""
+    report = IngestReport()
+    report.problems.append(Problem(code, message))
+    return report
 
 
 def _record_of(item: dict[str, Any]) -> str | None:
@@ -367,7 +263,7 @@ def find_mapping(paths: Sequence[Path], institution: str, given: str | None) -> 
                     [InputProblem(str(candidate), "file.not_utf8", "the mapping file is not UTF-8")]
                 ) from None
             except OSError as exc:
-                raise InputError([_os_problem(candidate, exc)]) from None
+                raise InputError([os_problem(candidate, exc)]) from None
             return load_mapping(text)
     return None
 
@@ -397,10 +293,6 @@ class Journal:
             with self.path.open("a") as f:
                 f.write("".join(f"{i}\n" for i in new))
             self.ids.update(new)
-
-
-def _problem(code: str, message: str) -> Problem:
-    return Problem(code, message)
 
 
 __all__ = [

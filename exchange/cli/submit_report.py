@@ -112,7 +112,7 @@ def where(problem: dict[str, Any]) -> str:
     parts = []
     if problem.get("source_id"):
         parts.append(f"item {problem['source_id']}")
-    elif problem.get("item") is not None:
+    elif isinstance(problem.get("item"), int):  # a receipt's problem: from the network
         parts.append(f"item {problem['item'] + 1} of the submission")
     if problem.get("field"):
         parts.append(str(problem["field"]))
@@ -253,7 +253,11 @@ class FileOutcome:
         its submission took down with it."""
         name, lines = self.path.name, []
         for sent in (s for s in self.submissions if s.status == REJECTED):
-            named = {p.get("source_id") or p.get("item") for p in sent.problems} - {None}
+            named = {  # the items its problems name (a receipt is read as it came)
+                repr(p.get("source_id") or p.get("item"))
+                for p in sent.problems
+                if p.get("source_id") or p.get("item") is not None
+            }
             for problem in sent.problems:
                 place = where(problem)
                 lines.append(

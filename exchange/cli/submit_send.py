@@ -30,6 +30,7 @@ from exchange.cli.submit_report import (
     FileOutcome,
     RunReport,
 )
+from exchange.errors import ExchangeError
 from exchange.settings import Settings
 
 Envelopes = dict[Path, list[dict[str, Any]]]
@@ -84,7 +85,7 @@ async def send_files(
                     if say is not None:
                         for line in [*outcome.refusal_lines(), outcome.outcome_line()]:
                             say(line)
-    except SubmitError as exc:
+    except (SubmitError, ExchangeError) as exc:  # ExchangeError: no running exchange found
         report.error = {"code": exc.code, "message": str(exc)}
     except (NatsError, OSError) as exc:
         report.error = {
@@ -129,7 +130,8 @@ async def _send_file(
             continue
         if receipt.get("status") == "accepted":
             sent.status = REPEAT if receipt.get("repeat") else ACCEPTED
-            sent.positions = [int(p) for p in receipt.get("positions") or []]
+            positions = receipt.get("positions")
+            sent.positions = [p for p in positions or [] if isinstance(p, int)]
         else:
             sent.status = REJECTED
             problems = receipt.get("problems")
