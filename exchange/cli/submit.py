@@ -161,8 +161,10 @@ def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
         Reader,
         check_file,
         expand,
+        exports,
         find_mapping,
         is_directory_bundle,
+        lent_by,
     )
     from exchange.cli.submit_report import FileOutcome, RunReport
 
@@ -189,8 +191,12 @@ def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
         mapping=mapping,
         directories=list(directories.values()),
         facilities=facilities,
+        lent=lent_by(files, args.institution),
     )
-    results = [reader.read(f) for f in files if f not in directories]
+    bulk = exports(files)
+    results = [
+        reader.read(f) for f in files if f not in directories and f.suffix.lower() != ".ndjson"
+    ] + [reader.read_export(where, found) for where, found in bulk.items()]
     unreadable = [
         InputProblem(str(r.path), p.code, p.message)
         for r in results

@@ -1,4 +1,5 @@
-"""`hie submit`'s files: HL7 v2, FHIR R4 and CSV files or directories, read into signed envelopes.
+"""`hie submit`'s files: HL7 v2, FHIR R4 (JSON, or a Bulk Data export's NDJSON) and CSV files or
+directories, read into signed envelopes.
 
 The paths named are checked and walked first (``expand``, exchange/cli/submit_paths.py).
 Each file's format is
@@ -12,6 +13,11 @@ nothing it already had accepted; anything else sent twice is answered by the exc
 repeat. Every file is read and checked before anything is sent (the report comes first), so
 the signed envelopes of one run are held in memory: split a very large export into several
 runs.
+
+The ``.ndjson`` files of one directory are one Bulk Data export, read together line by line
+(adapters/fhir_bulk.py: never a whole file in memory, each patient's items sent together). A
+FHIR JSON file may name a Patient kept in another FHIR file of the run: the run's files lend
+each other their Patients (and organisations, practitioners, ...).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from adapters.csv_export import read_csv
 from adapters.csv_mapping import CsvMapping, MappingError, load_mapping
 from adapters.envelope import build_envelope, new_private_key
 from adapters.fhir import read_fhir
+from adapters.fhir_bulk import MAX_LINE, lend, read_ndjson
+from adapters.fhir_context import Lent
 from adapters.hl7v2 import read_hl7v2
 from adapters.report import IngestReport
 from domain.clinical import ENTRY_KINDS
@@ -36,7 +44,8 @@ from domain.problems import Problem
 from domain.submission import validate_envelope
 from exchange.cli.submit_paths import InputError, InputProblem, check_file, expand, os_problem
 
-FORMATS = ("hl7v2", "fhir", "csv")
+FORMATS = ("hl7v2", "fhir", "ndjson", "csv")
+NDJSON = ".ndjson"
 # Bundles holding only these are directories: they resolve references, nothing is sent.
 DIRECTORY_TYPES = {"Organization", "Practitioner", "PractitionerRole", "Location", "Medication"}
 MAX_ENVELOPE_BYTES = 900_000  # under the exchange's 1 MiB message limit
@@ -48,6 +57,8 @@ INPUT_CODES = frozenset({"file.unreadable", "file.not_utf8", "csv.encoding", "hl
 
 def detect(path: Path, head: bytes) -> str | None:
     """The format of a file from its first bytes (and, failing that, its name)."""
+    if path.suffix.lower() == NDJSON:  # a line per resource: its name says so, not its start
+        return "ndjson"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text[:3] in (b"MSH", b"FHS", b"BHS"):
         return "hl7v2"
@@ -77,11 +88,14 @@ class Reader:
     mapping: CsvMapping | None = None
     directories: list[bytes] = field(default_factory=list)
     facilities: dict[str, str] = field(default_factory=dict)  # HL7 facility -> institution
+    lent: Lent | None = None  # the Patients (...) the run's FHIR files lend each other
 
     def __post_init__(self) -> None:
         self._signer = self.key if self.key is not None else new_private_key()
 
     def read(self, path: Path) -> FileResult:
+        if path.suffix.lower() == NDJSON:  # never read whole
+            return self.read_export(path, [path])
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -111,7 +125,20 @@ class Reader:
                 "the file is not UTF-8 text, which FHIR JSON always is: convert it (or export "
                 "it again) as UTF-8",
             )
-        return read_fhir(data, institution=self.institution, directories=self.directories)
+        return read_fhir(
+            data, institution=self.institution, directories=self.directories, lent=self.lent
+        )
+
+    def read_export(self, where: Path, files: Sequence[Path]) -> FileResult:
+        """One Bulk Data export: its NDJSON files read together, line by line."""
+        try:
+            report = read_ndjson([NdjsonFile(p) for p in files], institution=self.institution)
+        except OSError as exc:
+            reason = f"cannot read the export: {exc.strerror or exc}"
+            return FileResult(where, "ndjson", _refused("file.unreadable", reason))
+        items = _first_of_each_source(report)
+        envelopes = self._checked(list(self.envelopes(items)), report)
+        return FileResult(where, "ndjson", report, envelopes)
 
     def _csv(self, path: Path, data: bytes) -> IngestReport:
         if self.mapping is None:
@@ -175,6 +202,45 @@ class Reader:
                 for p in problems
             ]
         return kept
+
+
+class NdjsonFile:
+    """An NDJSON file's lines, read afresh from its start each time (a line over the adapter's
+    limit is handed over cut there, and the rest of it skipped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+
+    def lines(self) -> Iterator[bytes]:
+        with self.path.open("rb") as f:
+            while line := f.readline(MAX_LINE + 1):
+                yield line
+                while len(line) > MAX_LINE and not line.endswith(b"\n"):
+                    line = f.readline(MAX_LINE + 1)  # the rest of an over-long line
+
+
+def exports(files: Sequence[Path]) -> dict[Path, list[Path]]:
+    """The run's NDJSON files by directory: each directory's are one export."""
+    found: dict[Path, list[Path]] = {}
+    for path in files:
+        if path.suffix.lower() == NDJSON:
+            found.setdefault(path.parent, []).append(path)
+    return found
+
+
+def lent_by(files: Sequence[Path], institution: str) -> Lent:
+    """What the run's FHIR JSON files lend each other to resolve references."""
+
+    def docs() -> Iterator[tuple[str, bytes]]:
+        for path in files:
+            if path.suffix.lower() == ".json":
+                try:
+                    yield str(path), path.read_bytes()
+                except OSError:
+                    continue  # the reader says so, file by file
+
+    return lend(docs(), institution=institution)
 
 
 # Each format's adapter (``detect`` names the format).
@@ -307,6 +373,8 @@ __all__ = [
     "check_file",
     "detect",
     "expand",
+    "exports",
     "find_mapping",
     "is_directory_bundle",
+    "lent_by",
 ]

@@ -25,7 +25,10 @@ _NOT_A_FILE = {
     stat.S_IFBLK: "a block device",
     stat.S_IFSOCK: "a socket",
 }
-_LEFT_OUT_OF_WALKS = "hidden files, *.toml, *.md and LICENSE are not read"
+_LEFT_OUT_OF_WALKS = (
+    "hidden files, *.toml, *.md and licence files (LICENSE*, COPYING*, NOTICE*) are not read"
+)
+_LICENCES = ("LICENSE", "LICENCE", "COPYING", "NOTICE")
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def _walk(directory: Path) -> tuple[list[Path], list[InputProblem]]:
         if f.is_file()  # follows links; FIFOs, devices and sockets are not files
         and not any(part.startswith(".") for part in f.relative_to(directory).parts)
         and not f.name.endswith((".toml", ".md"))
-        and f.name != "LICENSE"
+        and not f.name.upper().startswith(_LICENCES)
     )
     if not files:
         return [], [
