@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
@@ -23,6 +24,8 @@ from domain.submission import MAX_ITEMS
 from exchange.cli.common import run
 from exchange.errors import ExchangeError
 from exchange.settings import Environment, Settings
+
+DEFAULT_ZONE = "Asia/Shanghai"  # China Standard Time: where a consortium's clocks are
 
 if TYPE_CHECKING:  # the adapters load when a submit runs, not with every `hie` command
     from exchange.cli.submit_files import Journal
@@ -62,6 +65,7 @@ class SubmitOptions:
     dry_run: bool
     creds: Path | None = None
     report: str = "text"
+    time_zone: str = DEFAULT_ZONE
 
 
 @dataclass
@@ -97,6 +101,13 @@ class Prepared:
     metavar="HL7_FACILITY=CODE",
     help="an HL7 receiving facility (MSH-6) and the consortium institution it is, "
     "for referrals (REF^I12); repeatable",
+)
+@click.option(
+    "--time-zone",
+    default=DEFAULT_ZONE,
+    show_default=True,
+    help="the IANA time zone of the sender's clocks, for a date and time sent without its "
+    "offset (HL7 v2, FHIR); a CSV mapping names its own",
 )
 @click.option(
     "--creds",
@@ -168,6 +179,14 @@ def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
     )
     from exchange.cli.submit_report import FileOutcome, RunReport
 
+    try:
+        zone = ZoneInfo(args.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            [
+                f"--time-zone {args.time_zone!r} is no IANA time zone (e.g. Asia/Shanghai) [option.time_zone]"
+            ]
+        ) from None
     facilities = dict(f.split("=", 1) for f in args.facility if "=" in f)
     if len(facilities) != len(args.facility):
         raise InputError(["--facility takes HL7_FACILITY=institution-code [option.facility]"])
@@ -192,6 +211,7 @@ def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
         directories=list(directories.values()),
         facilities=facilities,
         lent=lent_by(files, args.institution),
+        zone=zone,
     )
     bulk = exports(files)
     results = [

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -49,10 +50,15 @@ NDJSON = ".ndjson"
 # Bundles holding only these are directories: they resolve references, nothing is sent.
 DIRECTORY_TYPES = {"Organization", "Practitioner", "PractitionerRole", "Location", "Medication"}
 MAX_ENVELOPE_BYTES = 900_000  # under the exchange's 1 MiB message limit
+# A file read whole (HL7 v2, FHIR JSON, CSV) larger than this is refused by name rather than
+# filling the memory: a county's export that large goes as NDJSON, or split.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 # A file with one of these problems cannot be read as what it is (not readable, or not text
 # in an encoding its format allows): the run stops before anything is sent, as for a path
 # that cannot be read, rather than sending the other files.
-INPUT_CODES = frozenset({"file.unreadable", "file.not_utf8", "csv.encoding", "hl7.encoding"})
+INPUT_CODES = frozenset(
+    {"file.unreadable", "file.too_large", "file.not_utf8", "csv.encoding", "hl7.encoding"}
+)
 
 
 def detect(path: Path, head: bytes) -> str | None:
@@ -89,6 +95,7 @@ class Reader:
     directories: list[bytes] = field(default_factory=list)
     facilities: dict[str, str] = field(default_factory=dict)  # HL7 facility -> institution
     lent: Lent | None = None  # the Patients (...) the run's FHIR files lend each other
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))  # senders' clocks
 
     def __post_init__(self) -> None:
         self._signer = self.key if self.key is not None else new_private_key()
@@ -97,6 +104,8 @@ class Reader:
         if path.suffix.lower() == NDJSON:  # never read whole
             return self.read_export(path, [path])
         try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                return FileResult(path, None, _refused("file.too_large", _TOO_LARGE))
             data = path.read_bytes()
         except OSError as exc:
             reason = f"cannot read the file: {exc.strerror or exc}"
@@ -114,7 +123,9 @@ class Reader:
         return adapter(self, path, data)
 
     def _hl7v2(self, path: Path, data: bytes) -> IngestReport:
-        return read_hl7v2(data, institution=self.institution, facilities=self.facilities or None)
+        return read_hl7v2(
+            data, institution=self.institution, tz=self.zone.key, facilities=self.facilities or None
+        )
 
     def _fhir(self, path: Path, data: bytes) -> IngestReport:
         try:
@@ -126,7 +137,11 @@ class Reader:
                 "it again) as UTF-8",
             )
         return read_fhir(
-            data, institution=self.institution, directories=self.directories, lent=self.lent
+            data,
+            institution=self.institution,
+            directories=self.directories,
+            lent=self.lent,
+            zone=self.zone,
         )
 
     def read_export(self, where: Path, files: Sequence[Path]) -> FileResult:
@@ -249,6 +264,12 @@ _ADAPTERS: dict[str, Callable[[Reader, Path, bytes], IngestReport]] = {
     "fhir": Reader._fhir,
     "csv": Reader._csv,
 }
+
+
+_TOO_LARGE = (
+    f"the file is over {MAX_FILE_BYTES // 2**20} MiB, more than is read whole: send a FHIR "
+    "export as NDJSON (one resource per line), or split the file"
+)
 
 
 def _refused(code: str, message: str) -> IngestReport:

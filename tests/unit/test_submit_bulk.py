@@ -6,11 +6,24 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from click.testing import CliRunner
 
 from adapters.fhir_bulk import MAX_LINE
 from domain.submission import validate_envelope
-from exchange.cli.submit_files import NdjsonFile, Reader, detect, expand, exports, lent_by
-from tests.unit.fhir_builders import INSTITUTION, RID, condition, patient
+from exchange.cli.main import hie
+from exchange.cli.submit_files import (
+    INPUT_CODES,
+    MAX_FILE_BYTES,
+    NdjsonFile,
+    Reader,
+    detect,
+    expand,
+    exports,
+    lent_by,
+)
+from tests.unit.fhir_builders import INSTITUTION, RID, bundle, condition, observation, patient
 
 BULK = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "fhir-bulk"
 
@@ -59,3 +72,36 @@ def test_a_file_may_name_a_patient_kept_in_another_file_of_the_run(tmp_path: Pat
     # Without the other file, the condition names no patient and is refused.
     alone = Reader(INSTITUTION).read(tmp_path / "condition.json")
     assert [p.code for p in alone.report.problems] == ["fhir.subject_unresolved"]
+
+
+def test_the_senders_time_zone_reads_a_time_sent_without_its_offset(tmp_path: Path) -> None:
+    # A clinic in Xinjiang keeps its clocks on Urumqi time (UTC+6).
+    doc = bundle(patient(), observation(effectiveDateTime="2026-03-02T09:25:00"))
+    path = tmp_path / "visit.json"
+    path.write_text(json.dumps(doc, default=float), encoding="utf-8")
+    read = Reader(INSTITUTION, zone=ZoneInfo("Asia/Urumqi")).read(path)
+    [_, result] = read.envelopes[0]["events"]
+    assert result["payload"]["effective"] == "2026-03-02T09:25:00+06:00"
+    # The command refuses a zone that is none, before reading anything.
+    refused = CliRunner(env={"HIE_DATA_DIR": str(tmp_path / "data")}).invoke(
+        hie,
+        [
+            "submit",
+            str(path),
+            "--institution",
+            INSTITUTION,
+            "--dry-run",
+            "--time-zone",
+            "Mars/Base",
+        ],
+    )
+    assert refused.exit_code == 2 and "option.time_zone" in refused.stderr
+
+
+def test_a_file_too_large_to_read_whole_is_refused_by_name(tmp_path: Path) -> None:
+    huge = tmp_path / "export.json"
+    with huge.open("wb") as f:  # sparse: its size without its bytes
+        f.truncate(MAX_FILE_BYTES + 1)
+    result = Reader(INSTITUTION).read(huge)
+    assert [p.code for p in result.report.problems] == ["file.too_large"]
+    assert "file.too_large" in INPUT_CODES  # the run stops before anything is sent
