@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from adapters.fhir import read_fhir
-from domain.identity import RESIDENT_ID_SYSTEM
 from tests.integration.conftest import Running
-from tests.integration.test_walking_skeleton import submit, token
+from tests.integration.record_steps import record_by_type
+from tests.integration.test_walking_skeleton import submit
 from tests.unit.fhir_builders import INSTITUTION, RID, bundle, encounter, observation, patient
 from tests.unit.test_fhir_consent import consent
 from tests.unit.test_fhir_times import immunization
@@ -56,22 +54,7 @@ async def test_a_fhir_record_reads_back_as_it_was_sent(exchange: Running) -> Non
     await exchange.settle()
 
     # Its own physician reads the record (the consent covers the centre, the visit is theirs).
-    headers = {
-        **token(exchange, "doctor-li", INSTITUTION, "physician"),
-        "X-Purpose-Of-Use": "TREAT",
-    }
-    async with httpx.AsyncClient(base_url=exchange.url) as http:
-        found = await http.get(
-            "/fhir/Patient", headers=headers, params={"identifier": f"{RESIDENT_ID_SYSTEM}|{RID}"}
-        )
-        assert found.status_code == 200, found.text
-        patient_id = found.json()["entry"][0]["resource"]["id"]
-        record = await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=headers)
-        assert record.status_code == 200, record.text
-    resources = [e["resource"] for e in record.json()["entry"]]
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for r in resources:
-        by_type.setdefault(r["resourceType"], []).append(r)
+    by_type = await record_by_type(exchange, INSTITUTION, "doctor-li", RID)
 
     # The vaccine given "in August 2016" is still August 2016.
     assert [i["occurrenceDateTime"] for i in by_type["Immunization"]] == ["2016-08"]

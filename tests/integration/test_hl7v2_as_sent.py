@@ -8,13 +8,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import httpx
-
 from adapters.hl7v2 import read_hl7v2
-from domain.identity import RESIDENT_ID_SYSTEM
 from tests.factories import consent_item
 from tests.integration.conftest import Running
-from tests.integration.test_walking_skeleton import submit, token
+from tests.integration.record_steps import record_by_type
+from tests.integration.test_walking_skeleton import submit
 from tests.unit.hl7v2_messages import INSTITUTION, NAME, RID, admission, obx, pv1, result
 
 PDF = b"%PDF-1.4\n% a discharge summary\n"
@@ -57,21 +55,7 @@ async def test_an_hl7v2_record_reads_back_as_it_was_sent(exchange: Running) -> N
     await exchange.settle()
 
     # The centre's physician reads the record.
-    headers = {
-        **token(exchange, "doctor-li", INSTITUTION, "physician"),
-        "X-Purpose-Of-Use": "TREAT",
-    }
-    async with httpx.AsyncClient(base_url=exchange.url) as http:
-        found = await http.get(
-            "/fhir/Patient", headers=headers, params={"identifier": f"{RESIDENT_ID_SYSTEM}|{RID}"}
-        )
-        assert found.status_code == 200, found.text
-        patient_id = found.json()["entry"][0]["resource"]["id"]
-        record = await http.get(f"/fhir/Patient/{patient_id}/$everything", headers=headers)
-        assert record.status_code == 200, record.text
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for entry in record.json()["entry"]:
-        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+    by_type = await record_by_type(exchange, INSTITUTION, "doctor-li", RID)
 
     # The name came through GB 18030 as written.
     assert [p["name"][0]["text"] for p in by_type["Patient"]] == [NAME]
