@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -26,7 +28,6 @@ from adapters.nats import SubmitClient
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
 from consent.postgres import ConsentState
-from exchange.api.app import create_app
 from exchange.api.gate import ApiContext
 from exchange.auth.chain import (
     ChainAuthenticator,
@@ -49,6 +50,7 @@ from exchange.ingest.regulator_desk import RegulatorDesk
 from exchange.ingest.scheduler import ReferralScheduler
 from exchange.ingest.steward import DESK as STEWARD_DESK
 from exchange.ingest.steward import Steward
+from exchange.pages.app import create_app
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
 from exchange.servers.keepalive import keepalive
@@ -260,6 +262,9 @@ class Runtime:
             steward=steward,
             regulator_desk=regulator,
             publish=self._publish,
+            page_key=hmac.new(
+                self.settings.secrets.token_key, b"county-hie pages csrf", hashlib.sha256
+            ).digest(),
             consortium=self.settings.consortium,
             telemetry=self.telemetry,
             probes=self.probes(),

@@ -65,6 +65,8 @@ class Access:
     ``redecidable``: record what a regulator needs to decide it again (``/audit/redecide``);
     ``as_of``: the route reads the record as it stood at ``_at=`` (a position or an instant).
     ``public``: anyone, unauthenticated and unaudited (the CapabilityStatement).
+    ``page``: a web page (exchange/pages): its caller may sign in by the session cookie the
+    sign-in page set, and a refusal is rendered as a page; everything else is the same gate.
     """
 
     action: str
@@ -79,6 +81,7 @@ class Access:
     redecidable: bool = False
     as_of: bool = False
     public: bool = False
+    page: bool = False
 
     def __post_init__(self) -> None:
         """A declaration that cannot work fails when the route table is built."""

@@ -85,6 +85,8 @@ class ApiContext:
     # notices for patients. None: nothing is published (the audit log still holds both).
     publish: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
     consortium: str = ""
+    # The key of the pages' CSRF tokens (exchange/pages/session.py), derived from a secret.
+    page_key: bytes = b"\0" * 32
     clock: Clock = lambda: datetime.now(UTC)
     # This process's metrics (the gate counts every decision into them), and the probes of
     # shared state that /metrics and /readyz read; None: /readyz answers from the process

@@ -39,6 +39,10 @@ __all__ = ["ApiContext", "Gate"]
 
 log = logging.getLogger(__name__)
 AT_FORMAT = "_at is a ledger position or an instant with its offset, e.g. 2026-11-01T09:30:00+08:00"
+# The cookie a page's sign-in sets (exchange/pages/session.py): its value is the token.
+SESSION_COOKIE = "hie_session"
+# How a page route's refusal is shown (exchange/pages): (refusal, request id, request).
+RefusalPage = Callable[[Refused, str, Request], Response]
 
 
 @dataclass
@@ -52,11 +56,14 @@ class _Admitted:
 
 
 class Gate:
-    def __init__(self, ctx: ApiContext) -> None:
+    def __init__(self, ctx: ApiContext, refusal_page: RefusalPage | None = None) -> None:
         self.ctx = ctx
+        self.refusal_page = refusal_page
 
     def endpoint(self, route: ApiRoute) -> Callable[[Request], Awaitable[Response]]:
         access, handler = route.access, route.handler
+        if access.page and self.refusal_page is None:
+            raise ValueError(f"{access.action}: a page route needs the gate's refusal page")
 
         async def endpoint(request: Request) -> Response:
             return await self.serve(access, handler, request)
@@ -76,6 +83,19 @@ class Gate:
     async def _serve(
         self, access: Access, handler: Handler, request: Request, request_id: str
     ) -> Response:
+        try:
+            response = await self._served(access, handler, request, request_id)
+        except Refused as refused:
+            if not (access.page and self.refusal_page is not None):
+                return refused.response(request_id)
+            response = self.refusal_page(refused, request_id, request)
+        if "x-request-id" not in response.headers:  # a page's, as every API answer has it
+            response.headers["X-Request-Id"] = request_id
+        return response
+
+    async def _served(
+        self, access: Access, handler: Handler, request: Request, request_id: str
+    ) -> Response:
         so_far = _Admitted()
         try:
             if access.public:
@@ -93,8 +113,8 @@ class Gate:
                 raise
             await self._answer(access, call, so_far, answer)
             return answer.response
-        except Refused as refused:
-            return refused.response(request_id)
+        except Refused:
+            raise
         except Exception:
             log.exception("request %s failed", request_id)
             return fhir_response(
@@ -112,13 +132,15 @@ class Gate:
     async def _admit(
         self, access: Access, request: Request, request_id: str, so_far: _Admitted
     ) -> Call:
-        ident = so_far.ident = await self._authenticate(request)
+        ident = so_far.ident = await self._authenticate(request, access.page)
         if access.patient is not None:
             so_far.patient_id = _patient_id(access.patient, request)
         so_far.purpose = access.purpose
         if access.decide is None and ident.role not in access.roles:
             raise _role_refused(access, ident)
         sent = request.headers.get("x-purpose-of-use", "").strip().upper() or None
+        if sent is None and access.page:  # a page says its purpose in its address or form
+            sent = request.query_params.get("purpose", "").strip().upper()[:16] or None
         if access.purposes is not None:
             purpose = sent or access.defaults.get(ident.role)
             if purpose is None or (access.purposes != "any" and purpose not in access.purposes):
@@ -146,8 +168,10 @@ class Gate:
             then,
         )
 
-    async def _authenticate(self, request: Request) -> Identity:
+    async def _authenticate(self, request: Request, page: bool = False) -> Identity:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if page and not scheme and request.cookies.get(SESSION_COOKIE):
+            scheme, token = "bearer", request.cookies[SESSION_COOKIE]  # a page's signed-in caller
         try:
             if scheme.lower() != "bearer" or not token:
                 raise TokenError("send Authorization: Bearer <token> (issue one with hie token)")

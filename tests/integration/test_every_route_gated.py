@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from exchange.api.access import ApiRoute
-from exchange.api.app import api_routes, create_app
+from exchange.api.app import api_routes
+from exchange.pages.app import create_app, page_routes
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.referral_steps import accepted, consortium, referral
@@ -59,6 +60,18 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/healthz"): (("anyone",), False),
     ("GET", "/readyz"): (("anyone",), False),
     ("GET", "/metrics"): (("admin",), False),
+    # The pages (exchange/pages): each with the access of the API route it answers from.
+    ("GET", "/app/"): (("nurse", "patient", "physician", "regulator"), False),
+    ("POST", "/app/search"): (("physician",), False),
+    ("GET", "/app/patients/{pid}"): (("physician", "nurse", "patient"), True),
+}
+# The pages' sign-in routes: they take a token (and the HIS launch goes through the gate as
+# ``page.launch``, the lookup's access), so no role is listed for them here.
+SIGN_IN = {
+    ("GET", "/app/login"),
+    ("POST", "/app/login"),
+    ("POST", "/app/logout"),
+    ("POST", "/app/launch"),
 }
 # What would show clinical data of the test patient in an answer.
 MARKERS = (
@@ -73,11 +86,11 @@ MARKERS = (
 
 
 # Built without a running exchange: the declarations are all that is looked at.
-NO_EXCHANGE: Any = SimpleNamespace(records=None, referrals=None)
+NO_EXCHANGE: Any = SimpleNamespace(records=None, referrals=None, page_key=b"k" * 32)
 
 
 def declared() -> dict[tuple[str, str], ApiRoute]:
-    return {(r.method, r.path): r for r in api_routes(NO_EXCHANGE)}
+    return {(r.method, r.path): r for r in [*api_routes(NO_EXCHANGE), *page_routes(NO_EXCHANGE)]}
 
 
 def served(route: ApiRoute) -> tuple[str, ...]:
@@ -95,9 +108,12 @@ def test_every_declared_route_is_listed_with_the_roles_it_serves() -> None:
     app = create_app(NO_EXCHANGE)
     found: set[tuple[str, str]] = set()
     for served_route in app.routes:
+        if isinstance(served_route, Mount):  # the pages' static files
+            assert served_route.path == "/app/static"
+            continue
         assert isinstance(served_route, Route)
         found |= {(m, served_route.path) for m in served_route.methods or () if m != "HEAD"}
-    assert found == set(routes)
+    assert found == set(routes) | SIGN_IN
 
 
 def url_for(path: str, ids: dict[str, str]) -> str:
@@ -150,8 +166,8 @@ async def test_only_the_roles_a_route_serves_get_through_and_every_request_is_au
                 continue
             # Whatever the answer, the request is in the audit log (refusals included).
             assert await audited(exchange, answer.headers["x-request-id"]), where
-            if role is None:
-                assert answer.status_code == 401, where
+            if role is None:  # a page sends the caller to sign in
+                assert answer.status_code == (303 if path.startswith("/app/") else 401), where
             elif role not in roles:
                 assert answer.status_code in (403, 404), where
             if answer.status_code != 200 or clinical:
