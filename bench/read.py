@@ -3,7 +3,7 @@ four institutions, consent decision and durable audit append included, beside th
 raw figures for the same kind of work, measured in the same run.
 
     .venv/bin/python bench/read.py [--patients 200] [--entries 200] [--rate 50] [--seconds 20]
-                                   [--connections 8,16,32]
+                                   [--connections 8,16,32] [--page-rate 20] [--page-seconds 15]
     .venv/bin/python bench/read.py --patients 20 --seconds 3        # a quick smoke run
 
 The exchange runs as `hie up` in its own process on the embedded PostgreSQL and NATS (or
@@ -30,6 +30,11 @@ Raw figures of this machine: asyncpg `SELECT 1` round trips (one connection, eig
 through a pool as the exchange queries), single-row INSERT + COMMIT (the durable commit the
 audit append waits for), and a bare Starlette "hello" app on the same uvicorn settings under
 the same load generator (its socket has TCP_NODELAY, so the figure is the framework's).
+
+Last, the physician's record page (issue 15: `/app/patients/<id>`, signed in by the session
+cookie as a browser is) and ``$everything`` beside it, each offered at ``--page-rate`` (20/s)
+for ``--page-seconds``, alternating twice; the worse p50 and p99 of each are reported (goal for
+the page: p99 ≤ 50 ms).
 
 The parts live beside this script: the county and its seeding in ``bench/read_county.py``,
 the raw figures in ``bench/read_raw.py``, the processes and the load in ``bench/read_load.py``,
@@ -218,6 +223,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"the exchange did not answer every patient with their whole "
                 f"record: {verify['error_kinds']}"
             )
+        pages = await page_phases(args, config, token, patient_ids, watched, procs, rss)
         hie_rss = peak_rss_mb(watched["hie up"], rss.get("hie up", 0.0))
         server_errors = len(logs.at_level(work / "hie-up.log", "ERROR"))
         up.terminate()
@@ -284,7 +290,45 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         seeded_s=seeded_s,
         server_errors=server_errors,
         hie_rss=hie_rss,
+        pages=pages,
     )
+
+
+async def page_phases(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    token: str,
+    patient_ids: list[Any],
+    watched: dict[str, psutil.Process],
+    procs: Processes,
+    rss: dict[str, float],
+) -> dict[str, dict[str, Any]]:
+    """The physician's record page (signed in by the session cookie, as a browser is) and the
+    ``$everything`` API beside it, each at ``--page-rate``, alternating twice."""
+    if args.page_rate <= 0:
+        return {}
+    print(
+        f"pages: the record page and $everything at {args.page_rate:g}/s, "
+        f"{args.page_seconds:g} s each, twice ...",
+        flush=True,
+    )
+    page_config = {
+        **config,
+        "headers": {"Cookie": f"hie_session={token}", "Accept": "text/html"},
+        "requests": [[f"/app/patients/{pid}", None] for pid in patient_ids],
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for n in (1, 2):
+        for name, chosen in (("api", config), ("page", page_config)):
+            phase = {
+                "name": f"{name}-{n}",
+                "kind": "rate",
+                "rate": args.page_rate,
+                "seconds": args.page_seconds,
+                "connections": args.rate_connections,
+            }
+            out.update(await drive({**chosen, "phases": [phase]}, watched, procs, rss))
+    return out
 
 
 def connection_counts(text: str) -> list[int]:
@@ -323,6 +367,13 @@ def parse() -> argparse.Namespace:
     p.add_argument(
         "--rate-connections", type=int, default=8, help="phase A's pool of keep-alive connections"
     )
+    p.add_argument(
+        "--page-rate",
+        type=float,
+        default=20.0,
+        help="the record page and the API beside it at this rate (0: no page phases)",
+    )
+    p.add_argument("--page-seconds", type=float, default=15.0, help="each page phase's length")
     p.add_argument("--per-submission", type=int, default=500, help="items per envelope (≤ 500)")
     p.add_argument(
         "--check-every",

@@ -103,7 +103,10 @@ class Connection:
 
 
 def check(body: bytes, expected: int | None) -> str | None:
-    """None if the answer is a Bundle with the expected entries; else what is wrong."""
+    """None if the answer is a Bundle with the expected entries (or, for a page, a whole HTML
+    document); else what is wrong."""
+    if body.lstrip().startswith(b"<!DOCTYPE html"):
+        return None if body.rstrip().endswith(b"</html>") else "an HTML page cut short"
     try:
         doc = json.loads(body)
     except ValueError:

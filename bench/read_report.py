@@ -12,6 +12,7 @@ from typing import Any
 from bench.read_county import INSTITUTIONS
 
 TARGETS = {"p50_ms": 6.0, "p99_ms": 15.0, "peak_rps": 600}
+PAGE_P99_MS = 50.0  # the physician's record page at --page-rate (issue 15)
 
 
 def per_request_ms(cpu: float, result: dict[str, Any]) -> float | None:
@@ -31,6 +32,7 @@ def build_figures(
     seeded_s: float,
     server_errors: int,
     hie_rss: float,
+    pages: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The run's figures from the load generator's phases against the exchange
     (``results``) and against the bare Starlette app (``hello_results``)."""
@@ -114,6 +116,33 @@ def build_figures(
             and peak["rps"] >= TARGETS["peak_rps"]
         ),
         "cores": os.cpu_count(),
+        **page_figures(args, pages or {}),
+    }
+
+
+def page_figures(args: argparse.Namespace, pages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The record page beside ``$everything`` at the same rate, each run twice: the worse
+    p50 and p99 of each, and what each request cost the exchange."""
+    if not pages:
+        return {}
+
+    def worst(kind: str, key: str) -> float | None:
+        found = [pages[f"{kind}-{n}"][key] for n in (1, 2) if pages[f"{kind}-{n}"][key] is not None]
+        return max(found) if found else None
+
+    return {
+        "page_rate_per_s": args.page_rate,
+        "page_p50_ms": worst("page", "p50_ms"),
+        "page_p99_ms": worst("page", "p99_ms"),
+        "page_errors": sum(pages[f"page-{n}"]["errors"] for n in (1, 2)),
+        "api_p50_ms_at_page_rate": worst("api", "p50_ms"),
+        "api_p99_ms_at_page_rate": worst("api", "p99_ms"),
+        "page_kb": round(pages["page-1"]["response_bytes"] / 1024, 1),
+        "hie_up_cpu_ms_per_request": {
+            kind: per_request_ms(pages[f"{kind}-1"]["server_cpu_s"]["hie up"], pages[f"{kind}-1"])
+            for kind in ("api", "page")
+        },
+        "page_p99_target_ms": PAGE_P99_MS,
     }
 
 
@@ -144,4 +173,12 @@ def print_report(figures: dict[str, Any]) -> None:
         f"bare Starlette hello {figures['hello_rps']:,} req/s, p50 {figures['hello_p50_ms']} "
         f"ms at {figures['rate_offered_per_s']:g}/s"
     )
+    if "page_p99_ms" in figures:
+        print(
+            f"record page at {figures['page_rate_per_s']:g} req/s: p50 {figures['page_p50_ms']} "
+            f"ms, p99 {figures['page_p99_ms']} ms, {figures['page_errors']} error(s) "
+            f"[target p99 ≤ {PAGE_P99_MS:g}]; $everything at the same rate: p50 "
+            f"{figures['api_p50_ms_at_page_rate']} ms, p99 {figures['api_p99_ms_at_page_rate']} "
+            f"ms; hie up CPU ms per request {figures['hie_up_cpu_ms_per_request']}"
+        )
     print(json.dumps(figures, ensure_ascii=False))
