@@ -107,3 +107,18 @@ async def test_the_his_launches_onto_a_patients_record(
     assert await page.get_by_role("heading", name="患者健康档案").is_visible()
     assert not [r for r in seen if RESIDENTS[0].resident_id in r.url]
     await checked(page, tmp_path, "launched")
+
+
+async def test_pages_are_chinese_first_with_english_a_click_away(
+    county: Running, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    await page.goto(f"{county.url}/app/login")
+    assert await page.get_attribute("html", "lang") == "zh-CN"
+    assert await page.get_by_role("heading", name="登录").is_visible()
+    # The switch, then the choice kept for the next page.
+    await page.get_by_role("link", name="English").click()
+    await arrive(page, re.compile(r"/app/login\?lang=en$"))
+    assert await page.get_attribute("html", "lang") == "en"
+    await page.goto(f"{county.url}/app/login")
+    assert await page.get_by_role("heading", name="Sign in").is_visible()
