@@ -363,10 +363,13 @@ class AuditStore:
         ]
 
     async def unreviewed_break_glass(self) -> list[tuple[int, dict[str, Any]]]:
+        # Only permitted reviews name a grant: a refused one (a bad form, a stale CSRF token)
+        # has no reviewed_seq, and one NULL in a NOT IN list would empty the whole queue.
         rows = await self.pool.fetch(
             "SELECT seq, record_text FROM audit_log WHERE action = 'break-glass' "
             "AND decision = 'permit' AND seq NOT IN (SELECT (record_text::jsonb->>'reviewed_seq')"
-            "::bigint FROM audit_log WHERE action = 'break-glass.review') ORDER BY seq"
+            "::bigint FROM audit_log WHERE action = 'break-glass.review' "
+            "AND record_text::jsonb ? 'reviewed_seq') ORDER BY seq"
         )
         return [(r["seq"], json.loads(r["record_text"])) for r in rows]
 

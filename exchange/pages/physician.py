@@ -49,6 +49,8 @@ class PhysicianPages:
     async def home(self, call: Call) -> Answer:
         if call.who.role == "patient":  # a patient's start page is their own record
             return Answer(RedirectResponse(f"/app/patients/{call.who.person}", 303))
+        if call.who.role == "regulator":  # a regulator's is the console
+            return Answer(RedirectResponse("/app/audit/", 303))
         found = call.request.query_params.get("found")
         return Answer(
             page(

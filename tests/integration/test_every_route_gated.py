@@ -64,6 +64,13 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/app/"): (("nurse", "patient", "physician", "regulator"), False),
     ("POST", "/app/search"): (("physician",), False),
     ("GET", "/app/patients/{pid}"): (("physician", "nurse", "patient"), True),
+    ("GET", "/app/audit/"): (("regulator",), False),
+    ("GET", "/app/audit/check"): (("regulator",), False),
+    ("GET", "/app/audit/events"): (("regulator",), False),
+    ("GET", "/app/audit/export.csv"): (("regulator",), False),
+    ("GET", "/app/audit/alerts"): (("regulator",), False),
+    ("GET", "/app/audit/break-glass"): (("regulator",), False),
+    ("POST", "/app/audit/break-glass/{seq:int}"): (("regulator",), False),
 }
 # The pages' sign-in routes: they take a token (and the HIS launch goes through the gate as
 # ``page.launch``, the lookup's access), so no role is listed for them here.
