@@ -9,6 +9,7 @@ import base64
 import binascii
 import dataclasses
 import json
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +23,7 @@ from exchange.api.context import ApiContext
 from exchange.api.regulator import (
     ALERTS,
     AUDIT_READ,
+    BREACH,
     EXPORT,
     HEAD,
     PROOF,
@@ -31,7 +33,7 @@ from exchange.api.regulator import (
 )
 from exchange.api.responses import Refused
 from exchange.pages.i18n import N_
-from exchange.pages.render import page
+from exchange.pages.render import SHANGHAI, page
 from exchange.pages.session import CSRF_FIELD, csrf_valid
 from exchange.pages.sign_in import form_of
 
@@ -46,6 +48,7 @@ SEARCH = dataclasses.replace(
     AUDIT_READ, action="page.audit-search", roles=frozenset({"regulator"}), page=True
 )
 CSV = _page(EXPORT, "page.audit-export")
+BREACH_PAGE = _page(BREACH, "page.breach-scope")
 ALERTS_PAGE = _page(ALERTS, "page.audit-alerts")
 QUEUE_PAGE = _page(QUEUE, "page.break-glass-queue")
 # A review from the page is the review itself: recorded under the API's action, which is what
@@ -209,6 +212,25 @@ class RegulatorPages:
         """The API's CSV export with the search form's filters, reachable by the session."""
         return await self.api.export_csv(asking(call, api_query(call.request, paged=False)))
 
+    async def breach(self, call: Call) -> Answer:
+        """Breach scope: every patient and category a person (or one token) was given over
+        whole days in Asia/Shanghai. Before anything is asked, only the form."""
+        q = call.request.query_params
+        who = [(n, q[n].strip()) for n in ("agent", "token") if q.get(n, "").strip()]
+        if not who:
+            html = page(call.request, "regulator_breach.html", self.ctx.page_key, q=q, scope=None)
+            return Answer(
+                html,
+                Decision(True, [Reason("regulator.audit", "the breach-scope form: no data")]),
+                purpose="HOPERAT",
+            )
+        pairs = [*who, ("start", _day(q.get("from", ""), 0)), ("end", _day(q.get("to", ""), 1))]
+        answer = await self.api.breach_scope(asking(call, pairs))
+        html = page(
+            call.request, "regulator_breach.html", self.ctx.page_key, q=q, scope=body_of(answer)
+        )
+        return dataclasses.replace(answer, response=html)
+
     async def alerts(self, call: Call) -> Answer:
         answer = await self.api.alerts(asking(call, []))
         html = page(
@@ -250,6 +272,16 @@ class RegulatorPages:
         )
 
 
+def _day(text: str, after: int) -> str:
+    """The start of a day (``after``: of the day after it) in Asia/Shanghai, as the API's
+    instants take it; a malformed date is passed on for the API to refuse by name."""
+    try:
+        day = date.fromisoformat(text.strip()) + timedelta(days=after)
+    except ValueError:
+        return text
+    return datetime.combine(day, time.min, SHANGHAI).isoformat()
+
+
 def regulator_pages(ctx: ApiContext) -> list[ApiRoute]:
     p = RegulatorPages(ctx)
     return [
@@ -257,6 +289,7 @@ def regulator_pages(ctx: ApiContext) -> list[ApiRoute]:
         ApiRoute("GET", "/app/audit/check", CHECK, p.check),
         ApiRoute("GET", "/app/audit/events", SEARCH, p.search),
         ApiRoute("GET", "/app/audit/export.csv", CSV, p.export),
+        ApiRoute("GET", "/app/audit/breach-scope", BREACH_PAGE, p.breach),
         ApiRoute("GET", "/app/audit/alerts", ALERTS_PAGE, p.alerts),
         ApiRoute("GET", "/app/audit/break-glass", QUEUE_PAGE, p.queue),
         ApiRoute("POST", "/app/audit/break-glass/{seq:int}", REVIEW_PAGE, p.review),

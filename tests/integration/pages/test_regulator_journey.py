@@ -1,13 +1,14 @@
 """The regulator's console, clicked through in Chromium on the seeded demo county: a township
 physician breaks the glass over the API and reads an unconsented resident's record; the
 regulator signs in, finds that grant in the review queue and reviews it, finds the read in the
-audit search and its CSV export, sees the alert, and checks the audit log's consistency proof
+audit search and its CSV export, sees the alert and the physician's breach scope, and checks the audit log's consistency proof
 on the server (which refuses a root the log never had)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ import httpx
 from playwright.async_api import BrowserContext, Page
 
 from exchange.demo.data import demo_residents
+from exchange.pages.render import SHANGHAI
 from tests.integration.conftest import Running
 from tests.integration.pages.conftest import arrive, checked, sign_in, token
 
@@ -115,6 +117,19 @@ async def test_the_regulator_reviews_a_break_glass_read_and_checks_the_log(
     alert = page.locator("tbody tr", has_text="doctor-li")
     assert "已批准紧急授权" in await alert.first.inner_text()
     await checked(page, tmp_path, "regulator-alerts")
+
+    # The breach scope of doctor-li today: the one patient, read under break-glass.
+    await page.get_by_role("link", name="泄露范围排查").click()
+    await arrive(page, re.compile(r"/app/audit/breach-scope$"))
+    today = datetime.now(SHANGHAI).date().isoformat()
+    await page.get_by_label("人员").fill("doctor-li")
+    await page.get_by_label("起始日期").fill(today)
+    await page.get_by_label("截止日期").fill(today)
+    await page.get_by_role("button", name="查询").click()
+    await arrive(page, re.compile(r"/app/audit/breach-scope\?.*agent=doctor-li"))
+    [given] = await page.locator("tbody tr").all_inner_texts()
+    assert pid in given and "紧急授权" in given
+    await checked(page, tmp_path, "regulator-breach")
 
     # Back on the console (after the log has grown), the check proves the head the
     # regulator was first shown is a prefix of the latest signed head.
