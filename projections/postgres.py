@@ -227,6 +227,12 @@ class PatientRecordReader:
             )
         )
 
+    async def institutions(self) -> dict[str, tuple[str, str]]:
+        """Every registered institution's name and level by its code (a county has tens: the
+        pages badge each timeline row with them)."""
+        rows = await self.pool.fetch("SELECT code, name, level FROM institutions")
+        return {r["code"]: (r["name"], r["level"]) for r in rows}
+
     async def history(self, institution: str, record: str) -> list[asyncpg.Record]:
         """Every version of one institution's record, oldest first, with how each ended (for
         auditors)."""

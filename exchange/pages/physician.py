@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.responses import RedirectResponse
 
@@ -19,7 +20,19 @@ from exchange.api.patients import LOOKUP, PatientRoutes
 from exchange.api.record import READ, RecordRoutes
 from exchange.api.responses import Refused
 from exchange.pages.i18n import N_
-from exchange.pages.render import page
+from exchange.pages.physician_break_glass import break_glass_pages
+from exchange.pages.physician_chart import chart
+from exchange.pages.physician_record import (
+    CATEGORY_LABELS,
+    LEVEL_LABELS,
+    Filters,
+    Row,
+    lab_tests,
+    row_of,
+    summary,
+    withheld_categories,
+)
+from exchange.pages.render import local_time, page
 from exchange.pages.session import CSRF_FIELD, csrf_valid
 from exchange.pages.sign_in import form_of
 
@@ -38,6 +51,7 @@ RECORD = dataclasses.replace(
     defaults={"patient": "PATRQT", "physician": "TREAT", "nurse": "TREAT"},
     page=True,
 )
+TREND = dataclasses.replace(RECORD, action="page.trend")
 
 
 class PhysicianPages:
@@ -93,68 +107,84 @@ class PhysicianPages:
         )
 
     async def record(self, call: Call) -> Answer:
-        """The patient's record across institutions, newest first."""
-        answer = await self.record_api(call)
-        bundle = json.loads(bytes(answer.response.body))
-        resources = [e["resource"] for e in bundle.get("entry") or []]
-        patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
-        rows = sorted(
-            (
-                _row(r)
-                for r in resources
-                if r.get("resourceType") not in ("Patient", "OperationOutcome")
-            ),
-            key=lambda row: row["when"] or "",
-            reverse=True,
+        """The patient's summary (IPS sections) and record across institutions, newest
+        first, narrowed by the filters of the page's GET form."""
+        answer, patient, rows, withheld, results_cut = await self._read(call)
+        query = call.request.query_params
+        filters = Filters.of(
+            query, {r.category for r in rows}, {r.institution for r in rows if r.institution}
         )
-        withheld = [r for r in resources if r.get("resourceType") == "OperationOutcome"]
+        shown = [r for r in rows if filters.keep(r, local_time(r.when, False)[:10])]
         html = page(
             call.request,
             "record.html",
             self.ctx.page_key,
             who=call.who,
             patient=patient,
-            rows=rows,
-            withheld=withheld,
+            sections=summary(rows, withheld, results_cut),
+            rows=shown,
+            withheld=sorted(withheld),
+            results_cut=results_cut,
+            filters=filters,
+            category_choices=sorted(
+                {r.category for r in rows}, key=lambda c: list(CATEGORY_LABELS).index(c)
+            ),
+            institution_choices=sorted({(r.institution, r.institution_name) for r in rows}),
+            category_labels=CATEGORY_LABELS,
+            level_labels=LEVEL_LABELS,
+            tests=lab_tests(rows) if filters.category in ("", "lab") else {},
+            keep=_kept(query),
+            pid=call.request.path_params["pid"],
         )
         return dataclasses.replace(answer, response=html)
 
+    async def trend(self, call: Call) -> Answer:
+        """One lab test's results: a table and its trend chart."""
+        answer, patient, rows, _, results_cut = await self._read(call)
+        test = lab_tests(rows).get(call.request.query_params.get("code", ""))
+        html = page(
+            call.request,
+            "trend.html",
+            self.ctx.page_key,
+            404 if test is None else 200,
+            who=call.who,
+            patient=patient,
+            test=test,
+            chart=chart(test) if test else None,
+            results_cut=results_cut,
+            level_labels=LEVEL_LABELS,
+            keep=_kept(call.request.query_params),
+            pid=call.request.path_params["pid"],
+        )
+        return dataclasses.replace(answer, response=html)
 
-def _row(resource: dict[str, Any]) -> dict[str, Any]:
-    """One line of the timeline: when, what kind, what, and which institution sent it."""
-    kind = resource.get("resourceType", "")
-    when = (
-        resource.get("effectiveDateTime")
-        or (resource.get("effectivePeriod") or {}).get("start")
-        or (resource.get("period") or {}).get("start")
-        or resource.get("occurrenceDateTime")
-        or resource.get("performedDateTime")
-        or resource.get("authoredOn")
-        or resource.get("whenHandedOver")
-        or resource.get("recordedDate")
-        or resource.get("date")
-        or resource.get("issued")
-    )
-    concept = (
-        resource.get("code")
-        or resource.get("vaccineCode")
-        or resource.get("medicationCodeableConcept")
-        or resource.get("type")
-        or {}
-    )
-    if isinstance(concept, list):
-        concept = concept[0] if concept else {}
-    codings = concept.get("coding") or [{}]
-    what = concept.get("text") or codings[0].get("display") or codings[0].get("code") or ""
-    sender = next(
-        (
-            e.get("valueReference", {}).get("display")
-            for e in resource.get("extension") or []
-            if str(e.get("url", "")).endswith("submitted-by")
-        ),
-        None,
-    )
-    return {"kind": kind, "when": when, "what": what, "sender": sender or ""}
+    async def _read(
+        self, call: Call
+    ) -> tuple[Answer, dict[str, Any] | None, list[Row], set[str], bool]:
+        """The API's ``$everything`` as this call was decided, as timeline rows."""
+        answer = await self.record_api(call)
+        bundle = json.loads(bytes(answer.response.body))
+        resources = [e["resource"] for e in bundle.get("entry") or []]
+        patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
+        institutions = await self.ctx.records.institutions()
+        rows = sorted(
+            (
+                row_of(r, institutions)
+                for r in resources
+                if r.get("resourceType") not in ("Patient", "OperationOutcome")
+            ),
+            key=lambda row: row.when or "",
+            reverse=True,
+        )
+        withheld, results_cut = withheld_categories(resources)
+        return answer, patient, rows, withheld, results_cut
+
+
+def _kept(query: Any) -> str:
+    """The query the page's links carry on: the purpose (ETREAT after break-glass) and the
+    record's instant, so that a link reads the record as this page did."""
+    kept = {k: query[k] for k in ("purpose", "_at") if query.get(k)}
+    return urlencode(kept)
 
 
 def physician_pages(ctx: ApiContext) -> list[ApiRoute]:
@@ -163,4 +193,6 @@ def physician_pages(ctx: ApiContext) -> list[ApiRoute]:
         ApiRoute("GET", "/app/", HOME, p.home),
         ApiRoute("POST", "/app/search", SEARCH, p.search),
         ApiRoute("GET", "/app/patients/{pid}", RECORD, p.record),
+        ApiRoute("GET", "/app/patients/{pid}/trend", TREND, p.trend),
+        *break_glass_pages(ctx),
     ]

@@ -14,7 +14,7 @@ import httpx
 from audit.postgres import AuditStore
 from audit.writer import AuditWriter
 from domain.identity import RESIDENT_ID_SYSTEM
-from exchange.api.app import create_app
+from exchange.pages.app import create_app
 from tests.factories import consent_item, record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.read_plans_capture import CAPTURING, Captured, uncaptured
@@ -72,6 +72,7 @@ async def _requests(ex: Running, http: httpx.AsyncClient) -> None:
     pid = found.json()["entry"][0]["resource"]["id"]
     everything = f"/fhir/Patient/{pid}/$everything"
     await ok("GET", everything, treat)
+    await ok("GET", f"/app/patients/{pid}", treat)  # the record page: and its institutions
     with uncaptured():
         position = await ex.rt.pool.fetchval("SELECT max(position) FROM ledger_clock")
     await ok("GET", everything, treat, params={"_at": str(position)})

@@ -44,6 +44,7 @@ REGISTRY: dict[str, str] = {
     "records.bundle_entries_as_it_stood": "c40119064af8",
     "records.resident_id": "f61b1bbc62a5",
     "records.projection_position": "d27295e6e1fb",
+    "records.institutions": "408b5918b481",  # the record page's names and levels
     "consents.of_patient": "db27675b9b5d",
     "break_glass.grant": "322ff0bdf9a2",
     "break_glass.lock": "17aa751285d6",  # one person's grants counted and granted in turn
@@ -94,6 +95,7 @@ REGISTRY: dict[str, str] = {
     "mpi.identifiers": "f55ba82c1e59",
 }
 COUNTY_WIDE: dict[str, str] = {
+    "records.institutions": "every registered institution: tens in a county, one row each",
     "referrals.statistics.monthly": "the county's figures: every referral of the window",
     "referrals.statistics.accept": "the county's figures: every referral of the window",
     "referrals.statistics.rejections": "the county's figures: every referral of the window",
