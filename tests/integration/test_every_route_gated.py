@@ -71,6 +71,7 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/app/audit/check"): (("regulator",), False),
     ("GET", "/app/audit/events"): (("regulator",), False),
     ("GET", "/app/audit/export.csv"): (("regulator",), False),
+    ("GET", "/app/audit/breach-scope"): (("regulator",), False),
     ("GET", "/app/audit/alerts"): (("regulator",), False),
     ("GET", "/app/audit/break-glass"): (("regulator",), False),
     ("POST", "/app/audit/break-glass/{seq:int}"): (("regulator",), False),
