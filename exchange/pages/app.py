@@ -11,6 +11,7 @@ from exchange.api.access import ApiRoute
 from exchange.api.app import api_routes
 from exchange.api.context import ApiContext
 from exchange.api.gate import Gate
+from exchange.pages.patient import patient_pages
 from exchange.pages.physician import physician_pages
 from exchange.pages.refusals import refusal_page
 from exchange.pages.regulator import regulator_pages
@@ -19,7 +20,7 @@ from exchange.pages.sign_in import sign_in_routes
 
 def page_routes(ctx: ApiContext) -> list[ApiRoute]:
     """Every page, declared with its access as the API's routes are."""
-    return [*physician_pages(ctx), *regulator_pages(ctx)]
+    return [*physician_pages(ctx), *patient_pages(ctx), *regulator_pages(ctx)]
 
 
 def create_app(ctx: ApiContext) -> Starlette:
