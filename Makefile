@@ -24,14 +24,15 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # The pages' tests click in Debian's Chromium: installed here when missing and we may (root
-# with apt), else one line says what to install.
+# with apt), with a Chinese font for the screenshots they keep; else one line says what to
+# install.
 CHROMIUM := /usr/bin/chromium
 browser:
 	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian's chromium for the page tests" >&2; \
-	    apt-get install -y -q chromium >/dev/null 2>&1 \
-	      || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	    apt-get install -y -q chromium fonts-wqy-microhei >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null && apt-get install -y -q chromium fonts-wqy-microhei >/dev/null; }; \
 	  fi; \
 	  test -x $(CHROMIUM) || { echo "the page tests need Debian's Chromium at $(CHROMIUM): run 'apt-get install chromium' as root" >&2; exit 1; }; }
 
