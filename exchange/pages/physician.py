@@ -32,6 +32,7 @@ from exchange.pages.physician_record import (
     summary,
     withheld_categories,
 )
+from exchange.pages.physician_referrals import referral_pages
 from exchange.pages.render import local_time, page
 from exchange.pages.session import CSRF_FIELD, csrf_valid
 from exchange.pages.sign_in import form_of
@@ -195,4 +196,5 @@ def physician_pages(ctx: ApiContext) -> list[ApiRoute]:
         ApiRoute("GET", "/app/patients/{pid}", RECORD, p.record),
         ApiRoute("GET", "/app/patients/{pid}/trend", TREND, p.trend),
         *break_glass_pages(ctx),
+        *referral_pages(ctx),
     ]

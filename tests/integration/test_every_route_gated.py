@@ -70,6 +70,8 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/app/patients/{pid}/trend"): (("physician", "nurse", "patient"), True),
     ("GET", "/app/patients/{pid}/break-glass"): (("physician",), False),
     ("POST", "/app/patients/{pid}/break-glass"): (("physician",), False),
+    ("GET", "/app/referrals/inbox"): (("physician",), False),
+    ("GET", "/app/referrals/outbox"): (("physician",), False),
     ("GET", "/app/audit/"): (("regulator",), False),
     ("GET", "/app/audit/check"): (("regulator",), False),
     ("GET", "/app/audit/events"): (("regulator",), False),

@@ -110,6 +110,20 @@ async def test_a_physician_reads_filters_trends_and_breaks_the_glass(
     # the refusal offers the break-glass dialog.
     await sign_in(page, county, token(county, "doctor-li", "dongcheng-thc", "physician"))
     await arrive(page, HOME_URL)
+    # The township centre's referrals: the village clinic's upward one waits in its inbox,
+    # its own to the county hospital is in its outbox; each party with its level.
+    await page.get_by_role("link", name="收到的转诊").click()
+    await arrive(page, re.compile(r"/app/referrals/inbox$"))
+    inbox = await page.locator("table.referrals tbody tr").all_inner_texts()
+    assert any("上转" in r and "桃源村卫生室" in r and "村卫生室" in r for r in inbox), inbox
+    await checked(page, tmp_path, "physician-referrals-inbox")
+    await page.get_by_role("link", name="发出的转诊").click()
+    await arrive(page, re.compile(r"/app/referrals/outbox$"))
+    outbox = await page.locator("table.referrals tbody tr").all_inner_texts()
+    assert any("青溪县人民医院" in r and "县级医院" in r for r in outbox), outbox
+    await checked(page, tmp_path, "physician-referrals-outbox")
+    await page.get_by_role("link", name="查找患者").click()
+    await arrive(page, HOME_URL)
     await page.get_by_label("号码").fill(RESIDENTS[-1].resident_id)
     await page.get_by_role("button", name="查找").click()
     await arrive(page, RECORD_URL)
