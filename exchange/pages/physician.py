@@ -20,6 +20,7 @@ from exchange.api.patients import LOOKUP, PatientRoutes
 from exchange.api.record import READ, RecordRoutes
 from exchange.api.responses import Refused
 from exchange.pages.i18n import N_
+from exchange.pages.physician_as_of import as_of_pages
 from exchange.pages.physician_break_glass import break_glass_pages
 from exchange.pages.physician_chart import chart
 from exchange.pages.physician_record import (
@@ -136,6 +137,8 @@ class PhysicianPages:
             tests=lab_tests(rows) if filters.category in ("", "lab") else {},
             keep=_kept(query),
             pid=call.request.path_params["pid"],
+            at=query.get("_at", ""),
+            emergency=query.get("purpose", "").upper() == "ETREAT",
         )
         return dataclasses.replace(answer, response=html)
 
@@ -197,4 +200,5 @@ def physician_pages(ctx: ApiContext) -> list[ApiRoute]:
         ApiRoute("GET", "/app/patients/{pid}/trend", TREND, p.trend),
         *break_glass_pages(ctx),
         *referral_pages(ctx),
+        *as_of_pages(ctx),
     ]

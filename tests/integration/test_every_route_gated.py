@@ -72,6 +72,7 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("POST", "/app/patients/{pid}/break-glass"): (("physician",), False),
     ("GET", "/app/referrals/inbox"): (("physician",), False),
     ("GET", "/app/referrals/outbox"): (("physician",), False),
+    ("GET", "/app/patients/{pid}/as-it-stood"): (("nurse", "patient", "physician"), False),
     ("GET", "/app/audit/"): (("regulator",), False),
     ("GET", "/app/audit/check"): (("regulator",), False),
     ("GET", "/app/audit/events"): (("regulator",), False),

@@ -1,6 +1,7 @@
 """The physician's journey in Chromium on the seeded demo county: launched from the hospital's
 HIS onto a record, the summary and the timeline from two institutions with their level badges,
-filtered to lab results, a test's trend; refused on the unconsented resident, the glass broken
+the record as it stood a moment ago, filtered to lab results, a test's trend; the referrals
+inbox and outbox; refused on the unconsented resident, the glass broken
 with a reason, and the record read for ETREAT. Then the same search and filter by keyboard
 alone. axe-core on every page."""
 
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 from playwright.async_api import BrowserContext, Page
 
 from exchange.demo.data import DemoResident, demo_bundles, demo_residents
+from exchange.pages.render import SHANGHAI
 from tests.integration.conftest import Running
 from tests.integration.pages.conftest import arrive, checked, sign_in, token
 
@@ -86,6 +89,16 @@ async def test_a_physician_reads_filters_trends_and_breaks_the_glass(
     times = await page.locator("table.timeline tbody tr td:first-child").all_inner_texts()
     assert times == sorted(times, reverse=True)
     await checked(page, tmp_path, "physician-record")
+
+    # The record as it stood a moment ago: the same entries, said to be as of then.
+    now = datetime.now(SHANGHAI)
+    await page.get_by_label("日期", exact=True).fill(now.strftime("%Y-%m-%d"))
+    await page.get_by_label("时间（北京时间）").fill(now.strftime("%H:%M:%S"))
+    await page.get_by_role("button", name="查看该时点的档案").click()
+    await arrive(page, re.compile(r"\?_at="))
+    assert await page.get_by_role("status").filter(has_text="截至").is_visible()
+    assert await timeline(page) == rows
+    await checked(page, tmp_path, "physician-record-as-it-stood")
 
     # Filtered to lab results: only lab results are left, and fewer rows than before.
     await page.get_by_label("类别").select_option(label="检验结果")
