@@ -79,7 +79,7 @@ REGISTRY: dict[str, str] = {
     "audit.search_own.page": "49ac2ac73633",
     "audit.records_of": "a4cf932ed06f",
     "audit.alerts": "aa4a724b7243",
-    "audit.unreviewed_break_glass": "8d67f61f0cd9",
+    "audit.unreviewed_break_glass": "c0812441b419",
     # The patient's notices (exchange/api/notices.py over the audit search)
     "notices.count": "1a616ce0f1bc",
     "notices.page": "38bd7cae0d9d",
