@@ -38,8 +38,7 @@ from exchange.pages.patient_views import (
     notice_rows,
 )
 from exchange.pages.render import page
-from exchange.pages.session import CSRF_FIELD, csrf_valid
-from exchange.pages.sign_in import form_of
+from exchange.pages.session import checked_form
 from projections.tables import NAME as PROJECTION
 
 ONLY_THE_PATIENT = frozenset({"patient"})
@@ -52,7 +51,6 @@ READS = dataclasses.replace(AUDIT_READ, action="page.reads", roles=ONLY_THE_PATI
 SHOWN = 1000
 # How long a give or withdraw waits for the shared record to hold it before showing the list.
 SETTLE_SECONDS = 5.0
-STALE = N_("the form is stale or not this site's: sign in again")
 
 
 def _own(call: Call) -> str:
@@ -115,9 +113,7 @@ class PatientPages:
 
     async def change(self, call: Call) -> Answer:
         """Give, withdraw or confirm a consent: the portal's submission, as the API records it."""
-        form = await form_of(call.request)
-        if not csrf_valid(self.ctx.page_key, call.request, form.get(CSRF_FIELD)):
-            raise Refused(403, "page.csrf", STALE)
+        form = await checked_form(self.ctx.page_key, call.request)
         pid = _own(call)
         act = form.get("act", "")
         if act in ("withdraw", "confirm"):

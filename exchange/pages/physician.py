@@ -20,7 +20,6 @@ from exchange.api.access import Access, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.patients import LOOKUP, PatientRoutes
 from exchange.api.record import READ, RecordRoutes
-from exchange.api.responses import Refused
 from exchange.pages.i18n import LANG_COOKIE, N_, chosen, translations
 from exchange.pages.physician_as_of import as_of_pages
 from exchange.pages.physician_break_glass import break_glass_pages
@@ -37,8 +36,8 @@ from exchange.pages.physician_record import (
 )
 from exchange.pages.physician_referrals import referral_pages
 from exchange.pages.render import local_time, page
-from exchange.pages.session import CSRF_FIELD, csrf_valid
-from exchange.pages.sign_in import form_of
+from exchange.pages.session import checked_form
+from exchange.pages.sign_in import to_record
 
 HOME = Access(
     "page.home",
@@ -92,23 +91,11 @@ class PhysicianPages:
     async def search(self, call: Call) -> Answer:
         """The API's lookup by a form posted with the session's CSRF token; the identifier
         never appears in an address."""
-        form = await form_of(call.request)
-        if not csrf_valid(self.ctx.page_key, call.request, form.get(CSRF_FIELD)):
-            raise Refused(
-                403, "page.csrf", N_("the form is stale or not this site's: sign in again")
-            )
+        form = await checked_form(self.ctx.page_key, call.request)
         system, value = form.get("system", ""), form.get("value", "").strip()
         body = f"identifier={system}|{value}".encode()
         call.request._body = body  # the API handler reads the posted form as its own
-        answer = await self.search_api(call)
-        found = json.loads(bytes(answer.response.body)).get("entry") or []
-        target = f"/app/patients/{found[0]['resource']['id']}" if found else "/app/?found=none"
-        return Answer(
-            RedirectResponse(target, 303),
-            answer.decision,
-            patient_id=answer.patient_id,
-            disclosed=answer.disclosed,
-        )
+        return to_record(await self.search_api(call))
 
     async def record(self, call: Call) -> Answer:
         """The patient's summary (IPS sections) and record across institutions, newest

@@ -15,11 +15,9 @@ from consent.decision import BREAK_GLASS_REASONS, BREAK_GLASS_TTL, MIN_REASON_TE
 from exchange.api.access import PATH_PATIENT, Access, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.patients import BREAK_GLASS, PatientRoutes
-from exchange.api.responses import Refused
 from exchange.pages.i18n import N_
 from exchange.pages.render import page
-from exchange.pages.session import CSRF_FIELD, csrf_valid
-from exchange.pages.sign_in import form_of
+from exchange.pages.session import checked_form
 
 # The dialog itself shows nothing of the record: only a physician may open it, as only a
 # physician may break the glass.
@@ -59,11 +57,7 @@ class BreakGlassPages:
         )
 
     async def grant(self, call: Call) -> Answer:
-        form = await form_of(call.request)
-        if not csrf_valid(self.ctx.page_key, call.request, form.get(CSRF_FIELD)):
-            raise Refused(
-                403, "page.csrf", N_("the form is stale or not this site's: sign in again")
-            )
+        form = await checked_form(self.ctx.page_key, call.request)
         body = {"reason_code": form.get("reason_code", ""), "reason": form.get("reason", "")}
         call.request._body = json.dumps(body).encode()  # the API handler reads JSON
         answer = await self.grant_api(call)

@@ -34,8 +34,7 @@ from exchange.api.regulator import (
 from exchange.api.responses import Refused
 from exchange.pages.i18n import N_
 from exchange.pages.render import SHANGHAI, page
-from exchange.pages.session import CSRF_FIELD, csrf_valid
-from exchange.pages.sign_in import form_of
+from exchange.pages.session import checked_form
 
 
 def _page(access: Access, action: str) -> Access:
@@ -258,11 +257,7 @@ class RegulatorPages:
     async def review(self, call: Call) -> Answer:
         """A review posted with the session's CSRF token, given to the API's review handler
         as the JSON it takes."""
-        form = await form_of(call.request)
-        if not csrf_valid(self.ctx.page_key, call.request, form.get(CSRF_FIELD)):
-            raise Refused(
-                403, "page.csrf", N_("the form is stale or not this site's: sign in again")
-            )
+        form = await checked_form(self.ctx.page_key, call.request)
         body = {"outcome": form.get("outcome", ""), "comment": form.get("comment", "")}
         call.request._body = json.dumps(body).encode()  # the API handler reads it as its own
         answer = await self.api.review(call)

@@ -13,13 +13,40 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from exchange.api.gate import SESSION_COOKIE
+from exchange.api.responses import Refused
+from exchange.pages.i18n import N_
 
 CSRF_FIELD = "csrf"
+STALE = N_("the form is stale or not this site's: sign in again")
+MAX_FORM = 16_384  # what a page's form holds; nothing posted to a page is longer
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """A posted form's fields (the first value of each), read within ``MAX_FORM`` bytes."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return {}
+    try:
+        fields = parse_qs(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return {}
+    return {k: v[0] for k, v in fields.items() if v}
+
+
+async def checked_form(key: bytes, request: Request) -> dict[str, str]:
+    """A page's posted form, refused unless it carries its session's CSRF token."""
+    form = await form_of(request)
+    if not csrf_valid(key, request, form.get(CSRF_FIELD)):
+        raise Refused(403, "page.csrf", STALE)
+    return form
 
 
 def csrf_token(key: bytes, session: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -30,9 +30,8 @@ from exchange.api.patients import LOOKUP, PatientRoutes
 from exchange.auth.tokens import TokenError
 from exchange.pages.i18n import LANG_COOKIE, chosen, translations
 from exchange.pages.render import page
-from exchange.pages.session import CSRF_FIELD, csrf_valid, sign_in, sign_out
+from exchange.pages.session import CSRF_FIELD, csrf_valid, form_of, sign_in, sign_out
 
-MAX_FORM = 16_384  # a token and an identifier; nothing a sign-in needs is longer
 LAUNCH = Access(
     "page.launch",
     roles=LOOKUP.roles,
@@ -42,20 +41,6 @@ LAUNCH = Access(
     defaults={"physician": "TREAT"},
     page=True,
 )
-
-
-async def form_of(request: Request) -> dict[str, str]:
-    """A posted form's fields (the first value of each), read within ``MAX_FORM`` bytes."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM:
-            return {}
-    try:
-        fields = parse_qs(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return {}
-    return {k: v[0] for k, v in fields.items() if v}
 
 
 class SignIn:
@@ -110,16 +95,7 @@ class SignIn:
         return arrived
 
     async def _found(self, call: Call) -> Answer:
-        """The API's patient search, answered as a page: to the record, or back to search."""
-        answer = await self.search(call)
-        found = json.loads(bytes(answer.response.body)).get("entry") or []
-        target = f"/app/patients/{found[0]['resource']['id']}" if found else "/app/?found=none"
-        return Answer(
-            RedirectResponse(target, 303),
-            answer.decision,
-            patient_id=answer.patient_id,
-            disclosed=answer.disclosed,
-        )
+        return to_record(await self.search(call))
 
     async def _audit(self, request: Request, ident: Any, decision: str, code: str) -> None:
         record = {
@@ -134,6 +110,19 @@ class SignIn:
             "source": request.client.host if request.client else None,
         }
         await self.ctx.audit_writer.append(record, self.ctx.clock())
+
+
+def to_record(answer: Answer) -> Answer:
+    """The API's patient search answered as a page: on to the record found, or back to the
+    search saying none was (not permitted looks the same; the audit says which)."""
+    found = json.loads(bytes(answer.response.body)).get("entry") or []
+    target = f"/app/patients/{found[0]['resource']['id']}" if found else "/app/?found=none"
+    return Answer(
+        RedirectResponse(target, 303),
+        answer.decision,
+        patient_id=answer.patient_id,
+        disclosed=answer.disclosed,
+    )
 
 
 def _lang(request: Request) -> str:
