@@ -3,6 +3,7 @@ authenticator and the patient portal, as one context the composition root fills 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,8 +86,10 @@ class ApiContext:
     # notices for patients. None: nothing is published (the audit log still holds both).
     publish: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
     consortium: str = ""
-    # The key of the pages' CSRF tokens (exchange/pages/session.py), derived from a secret.
-    page_key: bytes = b"\0" * 32
+    # The key of the pages' CSRF tokens (exchange/pages/session.py): the runtime derives it
+    # from the token key, so that every process of an installation takes the same forms;
+    # a context built without one gets a key of its own.
+    page_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     clock: Clock = lambda: datetime.now(UTC)
     # This process's metrics (the gate counts every decision into them), and the probes of
     # shared state that /metrics and /readyz read; None: /readyz answers from the process
