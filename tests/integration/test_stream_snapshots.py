@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from exchange.errors import BackupError
 from exchange.servers.jetstream_snapshots import restore_stream, snapshot_stream
@@ -41,9 +41,19 @@ async def fill(
 ) -> list[bytes]:
     """A stream of ``count`` random (incompressible) messages of ``size`` bytes, and a durable
     consumer that has fetched ``fetched`` of them and acknowledged the first 100."""
-    await js.add_stream(
-        StreamConfig(name=name, subjects=[subject], num_replicas=replicas, storage=StorageType.FILE)
+    config = StreamConfig(
+        name=name, subjects=[subject], num_replicas=replicas, storage=StorageType.FILE
     )
+    # A cluster whose node an earlier test restarted places three copies once that node is
+    # back among its peers: until then it refuses the stream as "peer offline" (10005).
+    for attempt in range(100):
+        try:
+            await js.add_stream(config)
+            break
+        except BadRequestError as exc:
+            if exc.err_code != 10005 or attempt == 99:
+                raise
+            await asyncio.sleep(0.2)
     bodies = [os.urandom(size) for _ in range(count)]
     for body in bodies:
         await js.publish(subject, body)
