@@ -15,12 +15,13 @@ from exchange.pages.patient import patient_pages
 from exchange.pages.physician import physician_pages
 from exchange.pages.refusals import refusal_page
 from exchange.pages.regulator import regulator_pages
+from exchange.pages.regulator_referrals import statistics_pages
 from exchange.pages.sign_in import sign_in_routes
 
 
 def page_routes(ctx: ApiContext) -> list[ApiRoute]:
     """Every page, declared with its access as the API's routes are."""
-    return [*physician_pages(ctx), *patient_pages(ctx), *regulator_pages(ctx)]
+    return [*physician_pages(ctx), *patient_pages(ctx), *regulator_pages(ctx), *statistics_pages(ctx)]
 
 
 def create_app(ctx: ApiContext) -> Starlette:

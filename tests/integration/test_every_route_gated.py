@@ -81,6 +81,8 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/app/audit/alerts"): (("regulator",), False),
     ("GET", "/app/audit/break-glass"): (("regulator",), False),
     ("POST", "/app/audit/break-glass/{seq:int}"): (("regulator",), False),
+    ("GET", "/app/audit/referrals"): (("regulator",), False),
+    ("GET", "/app/referrals/{rid}"): (("physician",), True),
 }
 # The pages' sign-in routes: they take a token (and the HIS launch goes through the gate as
 # ``page.launch``, the lookup's access), so no role is listed for them here.

@@ -135,6 +135,17 @@ async def test_a_physician_reads_filters_trends_and_breaks_the_glass(
     outbox = await page.locator("table.referrals tbody tr").all_inner_texts()
     assert any("青溪县人民医院" in r and "县级医院" in r for r in outbox), outbox
     await checked(page, tmp_path, "physician-referrals-outbox")
+    # The referral's history: the request, then each step with who took it, newest last.
+    sent = page.locator("table.referrals tbody tr", has_text="青溪县人民医院")
+    await sent.first.get_by_role("link").first.click()
+    await arrive(page, re.compile(r"/app/referrals/[0-9a-f-]{36}$"))
+    steps = await page.locator("table.history tbody tr").all_inner_texts()
+    assert "发起转诊" in steps[0] and "东城镇卫生院" in steps[0], steps
+    assert any("李主任" in s and "青溪县人民医院" in s for s in steps), steps
+    assert "已下转" in steps[-1] and "随访计划" in steps[-1], steps
+    await checked(page, tmp_path, "physician-referral-history")
+    await page.get_by_role("link", name="发出的转诊").click()
+    await arrive(page, re.compile(r"/app/referrals/outbox$"))
     await page.get_by_role("link", name="查找患者").click()
     await arrive(page, HOME_URL)
     await page.get_by_label("号码").fill(RESIDENTS[-1].resident_id)

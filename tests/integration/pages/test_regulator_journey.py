@@ -131,6 +131,32 @@ async def test_the_regulator_reviews_a_break_glass_read_and_checks_the_log(
     assert pid in given and "紧急授权" in given
     await checked(page, tmp_path, "regulator-breach")
 
+    # The referral statistics: the table beside the monthly chart holds the API's figures.
+    async with httpx.AsyncClient(base_url=county.url) as http:
+        figures = (
+            await http.get(
+                "/referrals/statistics",
+                headers={
+                    "Authorization": "Bearer "
+                    + token(county, "inspector-sun", "health-bureau", "regulator")
+                },
+            )
+        ).json()
+    upward: dict[str, int] = {}
+    for row in figures["by_month"]:
+        if row["direction"] == "upward":
+            upward[row["month"]] = upward.get(row["month"], 0) + row["n"]
+    assert upward
+    await page.get_by_role("link", name="转诊统计").click()
+    await arrive(page, re.compile(r"/app/audit/referrals$"))
+    for month, n in upward.items():
+        cells = (
+            await page.locator("#monthly-table tr", has_text=month).locator("td").all_inner_texts()
+        )
+        assert cells[0] == str(n), (month, cells)
+    assert await page.locator("figure.chart svg title").count() >= 2
+    await checked(page, tmp_path, "regulator-referral-statistics")
+
     # Back on the console (after the log has grown), the check proves the head the
     # regulator was first shown is a prefix of the latest signed head.
     await page.get_by_role("link", name="审计日志").click()
