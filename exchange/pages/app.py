@@ -21,7 +21,12 @@ from exchange.pages.sign_in import sign_in_routes
 
 def page_routes(ctx: ApiContext) -> list[ApiRoute]:
     """Every page, declared with its access as the API's routes are."""
-    return [*physician_pages(ctx), *patient_pages(ctx), *regulator_pages(ctx), *statistics_pages(ctx)]
+    return [
+        *physician_pages(ctx),
+        *patient_pages(ctx),
+        *regulator_pages(ctx),
+        *statistics_pages(ctx),
+    ]
 
 
 def create_app(ctx: ApiContext) -> Starlette:
