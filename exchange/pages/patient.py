@@ -28,6 +28,7 @@ from exchange.api.notices import Notices
 from exchange.api.record import CONSENT_GIVE, CONSENT_READ, RecordRoutes
 from exchange.api.regulator import AUDIT_READ, Regulator
 from exchange.api.responses import Refused
+from exchange.pages.calls import body_of
 from exchange.pages.i18n import N_
 from exchange.pages.patient_views import (
     CARE_LEVELS,
@@ -96,7 +97,7 @@ class PatientPages:
     async def consents(self, call: Call) -> Answer:
         """The patient's consents, each in words, and the form to give another."""
         answer = await self.consents_api(call)
-        entries = json.loads(bytes(answer.response.body)).get("entry") or []
+        entries = body_of(answer).get("entry") or []
         institutions = await self._institutions()
         html = page(
             call.request,
@@ -157,12 +158,12 @@ class PatientPages:
         newest page starts), less their own looks, and the notices of emergency access."""
         me = _own(call)
         counted = await self.audit_api(_with(call, {"_count": "1"}))
-        total = int(json.loads(bytes(counted.response.body)).get("total") or 0)
+        total = int(body_of(counted).get("total") or 0)
         offset = max(total - SHOWN, 0)
         answer = await self.audit_api(_with(call, {"_count": str(SHOWN), "_offset": str(offset)}))
-        events = [e["resource"] for e in json.loads(bytes(answer.response.body)).get("entry") or []]
+        events = [e["resource"] for e in body_of(answer).get("entry") or []]
         told = await self.notices_api(_with(call, {}))
-        notices = json.loads(bytes(told.response.body)).get("notices") or []
+        notices = body_of(told).get("notices") or []
         names = await self._names()
         html = page(
             call.request,

@@ -6,7 +6,6 @@ and audited exactly as that route is."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from html import escape as esc
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +19,7 @@ from exchange.api.access import Access, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.patients import LOOKUP, PatientRoutes
 from exchange.api.record import READ, RecordRoutes
+from exchange.pages.calls import body_of
 from exchange.pages.i18n import LANG_COOKIE, N_, chosen, translations
 from exchange.pages.physician_as_of import as_of_pages
 from exchange.pages.physician_break_glass import break_glass_pages
@@ -175,7 +175,7 @@ class PhysicianPages:
     ) -> tuple[Answer, dict[str, Any] | None, list[Row], set[str], bool]:
         """The API's ``$everything`` as this call was decided, as timeline rows."""
         answer = await self.record_api(call)
-        bundle = json.loads(bytes(answer.response.body))
+        bundle = body_of(answer)
         resources = [e["resource"] for e in bundle.get("entry") or []]
         patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
         institutions = await self.ctx.records.institutions()

@@ -5,15 +5,14 @@ follow-ups that are late marked. A referral shows where it stands, never clinica
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from exchange.api.access import Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.referrals import HISTORY, INBOX, OUTBOX, ReferralRoutes
+from exchange.pages.calls import asking, body_of
 from exchange.pages.i18n import N_
 from exchange.pages.physician_record import LEVEL_LABELS
-from exchange.pages.regulator import asking, body_of
 from exchange.pages.render import page
 
 INBOX_PAGE = dataclasses.replace(
@@ -81,7 +80,7 @@ class ReferralPages:
 
     async def _box(self, call: Call, box: str) -> Answer:
         answer = await self.api[box](call)
-        found = json.loads(bytes(answer.response.body))
+        found = body_of(answer)
         institutions = await self.ctx.records.institutions()
         html = page(
             call.request,

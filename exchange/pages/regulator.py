@@ -32,6 +32,7 @@ from exchange.api.regulator import (
     Regulator,
 )
 from exchange.api.responses import Refused
+from exchange.pages.calls import asking, body_of
 from exchange.pages.i18n import N_
 from exchange.pages.render import SHANGHAI, page
 from exchange.pages.session import checked_form
@@ -79,16 +80,6 @@ def api_query(request: Request, *, paged: bool) -> list[tuple[str, str]]:
     if paged:
         pairs += [("_count", str(PAGE_SIZE)), ("_offset", q.get("_offset", "0") or "0")]
     return pairs
-
-
-def asking(call: Call, pairs: list[tuple[str, str]]) -> Call:
-    """The call as the API handler should see it: the same request with these parameters."""
-    scope = {**call.request.scope, "query_string": urlencode(pairs).encode()}
-    return dataclasses.replace(call, request=Request(scope, call.request.receive))
-
-
-def body_of(answer: Answer) -> Any:
-    return json.loads(bytes(answer.response.body))
 
 
 def _event_row(event: dict[str, Any]) -> dict[str, Any]:

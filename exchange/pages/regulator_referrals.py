@@ -13,8 +13,8 @@ from typing import Any
 from exchange.api.access import Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.referrals import STATISTICS, ReferralRoutes
+from exchange.pages.calls import asking, body_of
 from exchange.pages.i18n import N_
-from exchange.pages.regulator import asking, body_of
 from exchange.pages.regulator_charts import bar_chart
 from exchange.pages.render import page
 

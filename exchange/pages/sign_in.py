@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -28,6 +27,7 @@ from exchange.api.context import ApiContext
 from exchange.api.gate import Gate
 from exchange.api.patients import LOOKUP, PatientRoutes
 from exchange.auth.tokens import TokenError
+from exchange.pages.calls import body_of
 from exchange.pages.i18n import LANG_COOKIE, chosen, translations
 from exchange.pages.render import page
 from exchange.pages.session import CSRF_FIELD, csrf_valid, form_of, sign_in, sign_out
@@ -115,7 +115,7 @@ class SignIn:
 def to_record(answer: Answer) -> Answer:
     """The API's patient search answered as a page: on to the record found, or back to the
     search saying none was (not permitted looks the same; the audit says which)."""
-    found = json.loads(bytes(answer.response.body)).get("entry") or []
+    found = body_of(answer).get("entry") or []
     target = f"/app/patients/{found[0]['resource']['id']}" if found else "/app/?found=none"
     return Answer(
         RedirectResponse(target, 303),
