@@ -129,7 +129,8 @@ class ReferralPages:
 
 
 def _tail(url: str) -> str:
-    return url.rsplit("/", 1)[-1]
+    """An extension's name: the last part of its URL or URN (the exchange's are URNs)."""
+    return url.replace("/", ":").rsplit(":", 1)[-1]
 
 
 def _value(extension: dict[str, Any]) -> Any:

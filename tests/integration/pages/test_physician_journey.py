@@ -143,6 +143,9 @@ async def test_a_physician_reads_filters_trends_and_breaks_the_glass(
     assert "发起转诊" in steps[0] and "东城镇卫生院" in steps[0], steps
     assert any("李主任" in s and "青溪县人民医院" in s for s in steps), steps
     assert "已下转" in steps[-1] and "随访计划" in steps[-1], steps
+    # Its direction and state, in words (the FHIR extensions named by their URN).
+    facts = await page.locator("dl.referral").inner_text()
+    assert "上转" in facts and "None" not in facts, facts
     await checked(page, tmp_path, "physician-referral-history")
     await page.get_by_role("link", name="发出的转诊").click()
     await arrive(page, re.compile(r"/app/referrals/outbox$"))
