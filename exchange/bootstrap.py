@@ -66,6 +66,7 @@ from exchange.telemetry.exposition import Telemetry
 from exchange.telemetry.probes import Probes
 from exchange.telemetry.shared import metrics_dir
 from projections.fields import FieldCipher
+from projections.intake import IntakeReader
 from projections.merge_requests import MergeRequestReader
 from projections.parallel import Replay
 from projections.postgres import (
@@ -256,6 +257,7 @@ class Runtime:
             records=PatientRecordReader(reads, self.fields),
             referrals=ReferralReader(reads),
             merge_requests=MergeRequestReader(reads, self.fields),
+            intake=IntakeReader(reads),
             policy=policy,
             referral_policy=self.settings.referral_policy,
             portal=portal,

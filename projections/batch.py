@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from projections import copy_binary as pg
+from projections.intake import Intake
 
 ENTRY_COLUMNS = (
     "entry_id",
@@ -71,6 +72,8 @@ class Changes:
     clock: list[tuple[int, Any]] = field(default_factory=list)
     # Rows already in COPY's binary format (``encode_rows``): (table, columns, bytes).
     copies: list[tuple[str, tuple[str, ...], bytes]] = field(default_factory=list)
+    # The batch's accepted submissions counted per institution and day (projections/intake.py).
+    intake: Intake = field(default_factory=Intake)
 
     def encode_rows(self) -> None:
         """The new entry versions and clock rows as COPY's binary format, so that they travel
@@ -161,6 +164,7 @@ class Changes:
             )
         for table, columns, data in self.copies:
             await conn.copy_to_table(table, source=_once(data), columns=columns, format="binary")
+        await self.intake.flush(conn)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

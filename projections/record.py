@@ -178,6 +178,7 @@ async def _submission(a: RecordApplier, changes: Changes, position: int, event: 
     accepted = ApplyingSubmission(
         changes, position, valid.institution, name, valid.submission_id, event.timestamp, a.fields
     )
+    changes.intake.accepted(valid.institution, event.timestamp, [i.kind for i in valid.items])
     uuids = {p: UUID(p) for p in set(event.patient_ids)}  # a patient's items share one
     for item, patient_id in zip(valid.items, event.patient_ids, strict=True):
         ITEM_HANDLERS[item.kind](accepted, item, uuids[patient_id])

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from domain.categories import SENSITIVE
-from projections import merge_requests, referrals
+from projections import intake, merge_requests, referrals
 
 NAME = "patient_record"
 # The ledger NOTIFYs this channel in each commit that appends: a runner that has caught up
@@ -104,6 +104,7 @@ CREATE INDEX IF NOT EXISTS seals_active ON seals (sealed_at) WHERE unsealed_posi
 """
     + referrals.SCHEMA
     + merge_requests.SCHEMA
+    + intake.SCHEMA
 )
 
 TABLES = (
@@ -120,6 +121,7 @@ TABLES = (
     "seals",
     *referrals.TABLES,
     *merge_requests.TABLES,
+    *intake.TABLES,
 )
 
 ReadLedger = Callable[[int, int], Awaitable[Sequence[tuple[int, Any]]]]
@@ -154,7 +156,8 @@ _BACKFILL_CONFIRMED = (
 # 3: record_entries keyed by patient first, found by (institution, record) to be ended;
 # named_records. 4: patients.quality_flags; adding the column cannot fill it (the comparison
 # needs the sealed demographics and resident IDs, and is Python's), the replay does.
-SHAPE = 4
+# 5: intake_days and intake_kinds (projections/intake.py), counted from every submission.
+SHAPE = 5
 _SHAPE = "CREATE TABLE IF NOT EXISTS projection_shape (shape integer NOT NULL)"
 
 

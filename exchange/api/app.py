@@ -7,6 +7,7 @@ from starlette.routing import Route
 
 from exchange.api.access import ApiRoute
 from exchange.api.context import ApiContext
+from exchange.api.data_quality import data_quality_routes
 from exchange.api.gate import Gate
 from exchange.api.mpi import mpi_routes
 from exchange.api.notices import notice_routes
@@ -25,6 +26,7 @@ def api_routes(ctx: ApiContext) -> list[ApiRoute]:
         *patient_routes(ctx),
         *record_routes(ctx),
         *regulator_routes(ctx),
+        *data_quality_routes(ctx),
         *referral_routes(ctx),
         *mpi_routes(ctx),
         *seal_routes(ctx),

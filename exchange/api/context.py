@@ -20,6 +20,7 @@ from exchange.auth.chain import Authenticator
 from exchange.servers.audit_heads import HeadSigner
 from exchange.telemetry.exposition import Telemetry
 from exchange.telemetry.probes import Probes
+from projections.intake import IntakeReader
 from projections.merge_requests import MergeRequestReader
 from projections.postgres import PatientRecordReader
 from projections.referral_reader import ReferralReader
@@ -76,6 +77,7 @@ class ApiContext:
     records: PatientRecordReader
     referrals: ReferralReader
     merge_requests: MergeRequestReader  # the identity steward's queue
+    intake: IntakeReader  # what each institution sent and was refused (data quality)
     policy: AccessPolicy = DEFAULT_POLICY
     # The referral deadlines: how long a party keeps the referral's care after its part ends.
     referral_policy: ReferralPolicy = field(default_factory=ReferralPolicy)

@@ -102,6 +102,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "rejected_at timestamptz NOT NULL, codes text[] NOT NULL)"
             ).format(schema=schema, table=Identifier(self.rejected_table))
         )
+        # The regulator's data-quality view reads them by institution, a window of days or the
+        # last (projections/intake.py): refusals are few, the index small.
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS ledger_rejected_institution "
+                "ON {schema}.{table} (institution, rejected_at)"
+            ).format(schema=schema, table=Identifier(self.rejected_table))
+        )
         # The key check of an append (see _insert_events): refused as an integrity violation
         # when an institution's record moved on (its key rotated) since the version given.
         self.sql_create_statements.append(

@@ -15,6 +15,7 @@ from exchange.pages.patient import patient_pages
 from exchange.pages.physician import physician_pages
 from exchange.pages.refusals import refusal_page
 from exchange.pages.regulator import regulator_pages
+from exchange.pages.regulator_quality import quality_pages
 from exchange.pages.regulator_referrals import statistics_pages
 from exchange.pages.sign_in import sign_in_routes
 
@@ -26,6 +27,7 @@ def page_routes(ctx: ApiContext) -> list[ApiRoute]:
         *patient_pages(ctx),
         *regulator_pages(ctx),
         *statistics_pages(ctx),
+        *quality_pages(ctx),
     ]
 
 

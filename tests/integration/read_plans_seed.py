@@ -20,6 +20,7 @@ ENTRY_PATIENTS = 1_000
 CLOCK = 60_000
 REFERRALS = 20_000
 AUDIT = 100_000
+DAYS = 3650  # of submissions counted (projections/intake.py)
 
 _PID = "md5('seed-p' || {i})::uuid"
 # The consortium's own institutions (tests' consortium()): a county has a handful.
@@ -137,6 +138,21 @@ SEED = [
     FROM generate_series(10, {AUDIT}, 10) i, generate_series(0, 2) k""",
     f"""INSERT INTO audit_nodes (level, idx, hash)
     SELECT l, -i, '\\x00' FROM generate_series(1, {AUDIT} / 2) i, generate_series(0, 1) l""",
+    # Ten years of what every institution sent, day by day and kind by kind, before the days
+    # the test itself sends in; refusals, one an hour over the same years.
+    f"""INSERT INTO intake_days (day, institution, submissions, items, last_at)
+    SELECT current_date - 30 - d, {_INST.format(i="k")}, 40, 400,
+        (current_date - 30 - d) + time '17:00'
+    FROM generate_series(0, {DAYS}) d, generate_series(0, 3) k""",
+    f"""INSERT INTO intake_kinds (day, institution, kind, items)
+    SELECT current_date - 30 - d, {_INST.format(i="k")},
+        (ARRAY['encounter', 'condition', 'observation', 'medication_request', 'patient'])[j], 80
+    FROM generate_series(0, {DAYS}) d, generate_series(0, 3) k, generate_series(1, 5) j""",
+    f"""INSERT INTO ledger_rejected_submissions (submission, institution, submission_id,
+        rejected_at, codes)
+    SELECT md5('seed-x' || i)::uuid, {_INST.format(i="i")}, 'seed-x' || i,
+        now() - interval '30 days' - i * interval '1 hour', ARRAY['item.invalid']
+    FROM generate_series(1, {DAYS} * 24) i""",
     """INSERT INTO audit_heads (size, root, note, signed_at)
     SELECT -i, '\\x00', 'seed', timestamptz '2024-01-01' + i * interval '1 minute'
     FROM generate_series(1, 5000) i""",

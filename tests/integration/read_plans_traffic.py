@@ -144,6 +144,7 @@ async def _regulator(ex: Running, ok: Any, pid: str) -> None:
     await ok("GET", "/audit/disclosed", reg, params={"seq": str(read)})
     await ok("GET", "/audit/alerts", reg)
     await ok("GET", "/audit/seals", reg)
+    await ok("GET", "/audit/data-quality", reg, params={"days": "7"})
     steward = token(ex, "steward-plan", "county", "mpi_steward")
     await ok("GET", "/mpi/merge-requests", steward)
     await ok("GET", "/mpi/merge-requests", steward, params={"status": "approved"})

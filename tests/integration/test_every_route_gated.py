@@ -44,6 +44,7 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/audit/head"): (("regulator",), False),
     ("GET", "/audit/proof/inclusion"): (("regulator",), False),
     ("GET", "/audit/proof/consistency"): (("regulator",), False),
+    ("GET", "/audit/data-quality"): (("regulator", "admin"), False),
     ("GET", "/fhir/ServiceRequest"): (("physician",), True),
     ("GET", "/fhir/ServiceRequest/{rid}"): (("physician",), True),
     ("GET", "/fhir/Task"): (("physician",), True),
@@ -82,6 +83,7 @@ GATES: dict[tuple[str, str], tuple[tuple[str, ...], bool]] = {
     ("GET", "/app/audit/break-glass"): (("regulator",), False),
     ("POST", "/app/audit/break-glass/{seq:int}"): (("regulator",), False),
     ("GET", "/app/audit/referrals"): (("regulator",), False),
+    ("GET", "/app/audit/data-quality"): (("regulator",), False),
     ("GET", "/app/referrals/{rid}"): (("physician",), True),
 }
 # The pages' sign-in routes: they take a token (and the HIS launch goes through the gate as

@@ -65,6 +65,14 @@ REGISTRY: dict[str, str] = {
     "referrals.statistics.rejections": "7fefdd4cf6c0",
     "referrals.statistics.follow_up": "be53054def47",
     "referrals.statistics.statuses": "580a671699df",
+    # The consortium's data quality (projections/intake.py)
+    "quality.institutions": "e2715937e45e",
+    "quality.accepted": "11d2313ada58",
+    "quality.kinds": "9329f46b4291",
+    "quality.daily": "c20f9763e872",
+    "quality.refused": "574045003361",
+    "quality.codes": "7e66bb2f2ae6",
+    "quality.refused_daily": "82c7a9c759cc",
     # The audit log (audit/postgres.py)
     "audit.load_state": "8189765b6f06",
     "audit.append": "81ba873f26a3",
@@ -112,6 +120,12 @@ COUNTY_WIDE: dict[str, str] = {
 # Range reads whose every row is part of the answer: what can still matter in a time window.
 WINDOWS: dict[str, str] = {
     "revocations.load": "revocations of the last token lifetime (13 h)",
+    "quality.accepted": "the window's days of every institution (a row a day each)",
+    "quality.kinds": "the window's days of every institution, by kind",
+    "quality.daily": "the window's days of every institution",
+    "quality.refused": "the window's refusals",
+    "quality.codes": "the window's refusals",
+    "quality.refused_daily": "the window's refusals",
 }
 
 
