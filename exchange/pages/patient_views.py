@@ -56,14 +56,53 @@ CATEGORIES = {
     "genetic": N_("genetic information"),
 }
 # What an audited action did to the record, as the patient reads it.
+# What each route's action did with the patient's record, in the patient's words: every route
+# that records a patient is here (tests/unit/test_patient_pages.py holds the rest apart), the
+# API's and the page's under one wording.
+_READ = N_("Read your record")
+_GLASS = N_("Emergency access (break-glass) granted")
+_REFERRAL = N_("Read a referral of yours")
+_LISTED = N_("Saw a referral of yours in a list")
+_OVERSIGHT = N_("A regulator checked the use of your record")
 ACTIONS = {
-    "read": N_("Read your record"),
-    "page.record": N_("Read your record"),
-    "break-glass": N_("Emergency access (break-glass) granted"),
+    "read": _READ,
+    "page.record": _READ,
+    "page.trend": N_("Read a test's results over time"),
+    "page.as-it-stood": N_("Read your record as it stood at an earlier time"),
+    "lookup": N_("Looked up your record by an identifier"),
+    "page.search": N_("Looked up your record by an identifier"),
+    "break-glass": _GLASS,
+    "page.break-glass": _GLASS,
+    "page.break-glass-dialog": N_("Opened the emergency access form for your record"),
     "consent-read": N_("Read your consents"),
     "page.consents": N_("Read your consents"),
-    "referral-read": N_("Read a referral of yours"),
+    "referral-read": _REFERRAL,
+    "referral-history": _REFERRAL,
+    "page.referral-history": _REFERRAL,
+    "referral-search": _LISTED,
+    "referral-inbox": _LISTED,
+    "referral-outbox": _LISTED,
+    "page.referral-inbox": _LISTED,
+    "page.referral-outbox": _LISTED,
+    "audit-seal-lift": N_("Lifted a seal on your record"),
+    "mpi.merge-requests": N_("The identity steward checked whether two records are both yours"),
+    "mpi.merge-decision": N_("The identity steward checked whether two records are both yours"),
+    "audit-seals": _OVERSIGHT,
+    "audit-read": _OVERSIGHT,
+    "audit-export": _OVERSIGHT,
+    "audit-redecide": _OVERSIGHT,
+    "audit-disclosed": _OVERSIGHT,
+    "audit-alerts": _OVERSIGHT,
+    "breach-scope": _OVERSIGHT,
+    "break-glass.queue": _OVERSIGHT,
+    "break-glass.review": _OVERSIGHT,
+    "page.audit-search": _OVERSIGHT,
+    "page.audit-export": _OVERSIGHT,
+    "page.audit-alerts": _OVERSIGHT,
+    "page.breach-scope": _OVERSIGHT,
+    "page.break-glass-queue": _OVERSIGHT,
 }
+EMERGENCY_ACTIONS = frozenset({"break-glass", "page.break-glass"})
 OTHER_ACTION = N_("Another use of your record")
 BREAK_GLASS_URL = "urn:county-hie:fhir:StructureDefinition:break-glass"
 
@@ -138,7 +177,7 @@ def access_rows(
                 "what": ACTIONS.get(action, OTHER_ACTION),
                 "purpose": PURPOSES.get(purpose, purpose),
                 "permitted": event.get("outcome") == "0",
-                "emergency": action == "break-glass"
+                "emergency": action in EMERGENCY_ACTIONS
                 or purpose == "ETREAT"
                 or any(e.get("url") == BREAK_GLASS_URL for e in event.get("extension") or []),
             }
