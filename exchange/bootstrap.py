@@ -268,6 +268,7 @@ class Runtime:
                 self.settings.secrets.token_key, b"county-hie pages csrf", hashlib.sha256
             ).digest(),
             consortium=self.settings.consortium,
+            consent_notice=self.settings.consent_notice,
             telemetry=self.telemetry,
             probes=self.probes(),
         )

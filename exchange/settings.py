@@ -118,6 +118,9 @@ class Environment(BaseSettings):
         default=30.0, gt=0, lt=86_400, allow_inf_nan=False, description=_SECONDS
     )
     policy_file: Path | None = Field(default=None, description="must name the policy file (TOML)")
+    consent_notice: Path | None = Field(
+        default=None, description="must name the consortium's consent notice (UTF-8 text)"
+    )
     log_level: str | None = Field(
         default=None,
         pattern=r"^(DEBUG|INFO|WARNING|ERROR)$",
@@ -157,6 +160,7 @@ class Environment(BaseSettings):
         "http_key",
         "app_database_url",
         "policy_file",
+        "consent_notice",
         *_SECRET_NAMES,
         mode="before",
     )
@@ -282,6 +286,8 @@ class Settings:
     log_level: str | None = None  # None: INFO for the services, WARNING for other commands
     # /readyz says "not ready" while the read models are more ledger events behind than this.
     ready_max_behind: int = 10_000
+    # The consortium's consent notice the patients' pages show (exchange/pages/notice.py).
+    consent_notice: Path | None = None
     secrets: Secrets = field(default=None, repr=False)  # type: ignore[assignment]
 
     @property
@@ -326,8 +332,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         scheduler_seconds=given.scheduler_seconds,
         log_level=given.log_level,
         ready_max_behind=given.ready_max_behind,
+        consent_notice=_notice_path(given, data_dir),
         secrets=_load_secrets(data_dir, given),
     )
+
+
+def _notice_path(given: Environment, data_dir: Path) -> Path:
+    """Where the consent notice is: ``HIE_CONSENT_NOTICE`` (which must name a file), else
+    ``<data dir>/consent_notice.txt`` (which may not exist yet: the portal's pages then take
+    no new consent until it does)."""
+    if given.consent_notice is None:
+        return data_dir / "consent_notice.txt"
+    if not given.consent_notice.is_file():
+        raise ConfigurationError(
+            f"HIE_CONSENT_NOTICE must name the consortium's consent notice: "
+            f"{given.consent_notice} is not a file"
+        )
+    return given.consent_notice.resolve()
 
 
 def _load_secrets(data_dir: Path, given: Environment) -> Secrets:

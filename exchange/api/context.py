@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -92,6 +93,8 @@ class ApiContext:
     # from the token key, so that every process of an installation takes the same forms;
     # a context built without one gets a key of its own.
     page_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    # The consortium's consent notice the patients' pages show (exchange/pages/notice.py).
+    consent_notice: Path | None = None
     clock: Clock = lambda: datetime.now(UTC)
     # This process's metrics (the gate counts every decision into them), and the probes of
     # shared state that /metrics and /readyz read; None: /readyz answers from the process

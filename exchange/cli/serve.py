@@ -62,6 +62,10 @@ async def run_exchange(
     from exchange.bootstrap import LoopEnded, open_runtime, serve
     from exchange.run_file import running_endpoints, write_run_file
 
+    if http:  # a consent notice that cannot be shown refuses the start, not a patient later
+        from exchange.pages.notice import NoticeFile
+
+        NoticeFile(settings.consent_notice).current()
     stop = asyncio.Event()
     _stop_on_signals(stop)
     external = running_endpoints(settings) if not settings.embedded else None

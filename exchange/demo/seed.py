@@ -11,6 +11,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from adapters.envelope import (
@@ -35,7 +36,10 @@ INSTITUTIONS = [
     ("xishan-thc", "西山乡卫生院", "township_health_centre"),
     ("taoyuan-vc", "桃源村卫生室", "village_clinic"),
 ]
-CONSENT_NOTICE = "青溪县医共体健康信息共享告知书 v1 (2026)"
+# The consortium's consent notice (告知书): the clinics showed it on paper, and the patients'
+# pages show it (written into the data directory unless one is there already).
+CONSENT_NOTICE = (Path(__file__).with_name("consent_notice.txt")).read_bytes()
+NOTICE_TITLE = CONSENT_NOTICE.decode().partition("\n")[0]
 CONSENT_FROM = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -63,12 +67,12 @@ def consent_item(institution: str, resident: DemoResident, n: int) -> dict[str, 
             "purposes": ["TREAT"],
             "valid_from": CONSENT_FROM.isoformat(),
             "valid_to": (CONSENT_FROM + timedelta(days=5 * 365)).isoformat(),
-            "notice_sha256": hashlib.sha256(CONSENT_NOTICE.encode()).hexdigest(),
+            "notice_sha256": hashlib.sha256(CONSENT_NOTICE).hexdigest(),
             "signed_by": "patient",
             # The signed paper form, scanned at the township centre: what lets a consent
             # for the whole consortium count at once (else the patient confirms it).
             "signed_document": {
-                "sha256": hashlib.sha256(f"{CONSENT_NOTICE} 签字 {n}".encode()).hexdigest(),
+                "sha256": hashlib.sha256(f"{NOTICE_TITLE} 签字 {n}".encode()).hexdigest(),
                 "method": "handwritten-scan",
             },
         },
@@ -101,6 +105,9 @@ async def submit_records(
 
 async def seed_demo(rt: Runtime) -> str:
     """Register the demo county, submit its records through NATS, and say how to look."""
+    notice = rt.settings.consent_notice
+    if notice is not None and not notice.exists():
+        notice.write_bytes(CONSENT_NOTICE)
     keys = {code: _key(rt, code) for code, _, _ in INSTITUTIONS}
     for code, name, level in INSTITUTIONS:
         changed = await rt.sync(

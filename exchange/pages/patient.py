@@ -30,10 +30,10 @@ from exchange.api.regulator import AUDIT_READ, Regulator
 from exchange.api.responses import Refused
 from exchange.pages.calls import body_of
 from exchange.pages.i18n import N_
+from exchange.pages.notice import NoticeFile
 from exchange.pages.patient_views import (
     CARE_LEVELS,
     EVERY_INSTITUTION,
-    NOTICE,
     access_rows,
     consent_rows,
     notice_rows,
@@ -81,6 +81,7 @@ class PatientPages:
         self.consents_api, self.give_api = record.consents, record.give_consent
         self.audit_api = Regulator(ctx).audit_events
         self.notices_api = Notices(ctx).notices
+        self.notice = NoticeFile(ctx.consent_notice)
 
     async def _institutions(self) -> list[tuple[str, str]]:
         """(code, name) of the consortium's institutions that treat patients."""
@@ -99,15 +100,16 @@ class PatientPages:
         answer = await self.consents_api(call)
         entries = body_of(answer).get("entry") or []
         institutions = await self._institutions()
+        notice = self.notice.current()
         html = page(
             call.request,
             "patient_consents.html",
             self.ctx.page_key,
             who=call.who,
             here="consents",
-            consents=consent_rows([e["resource"] for e in entries], dict(institutions)),
+            consents=consent_rows([e["resource"] for e in entries], dict(institutions), notice),
             institutions=institutions,
-            notice=NOTICE,
+            notice=notice,
             done=call.request.query_params.get("done", ""),
         )
         return dataclasses.replace(answer, response=html)
@@ -120,6 +122,21 @@ class PatientPages:
         if act in ("withdraw", "confirm"):
             body: dict[str, Any] = {act: form.get("consent", "")}
         elif act == "give":
+            notice = self.notice.current()
+            if notice is None:
+                raise Refused(
+                    503,
+                    "page.consent_no_notice",
+                    N_("the consortium has not published its notice: give the consent at a clinic"),
+                    "transient",
+                )
+            if form.get("notice_sha256") != notice.sha256:
+                raise Refused(
+                    409,
+                    "page.consent_notice_changed",
+                    N_("the notice has changed since this page was shown: read it again"),
+                    "conflict",
+                )
             if form.get("read_notice") != "yes":
                 raise Refused(
                     400, "page.consent_notice", N_("read the notice and tick that you have")
@@ -128,7 +145,7 @@ class PatientPages:
             codes = {code for code, _ in await self._institutions()}
             if asked != EVERY_INSTITUTION and asked not in codes:
                 raise Refused(400, "page.consent_scope", N_("choose who may read your record"))
-            body = {"scope": [asked], "purposes": ["TREAT"], "notice": NOTICE}
+            body = {"scope": [asked], "purposes": ["TREAT"], "notice_sha256": notice.sha256}
         else:
             raise Refused(400, "page.consent_act", N_("the form asked for nothing this page does"))
         answer = await self.give_api(_with(call, {}, json.dumps(body).encode()))

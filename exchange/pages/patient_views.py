@@ -5,16 +5,12 @@ API answered in, the names of the institutions, out the rows a template lays out
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from exchange.pages.i18n import N_
+from exchange.pages.notice import Notice
 
-# The consortium's notice the portal's consents are given under; the exchange records the
-# SHA-256 of exactly this text, as an institution records the hash of the form it showed.
-NOTICE = "青溪县医共体健康信息共享告知书 v1 (2026)"
-NOTICE_SHA256 = hashlib.sha256(NOTICE.encode()).hexdigest()
 EVERY_INSTITUTION = "*"
 # The levels of the institutions that treat patients (the others: the portal, a regulator).
 CARE_LEVELS = ("county_hospital", "township_health_centre", "village_clinic")
@@ -107,8 +103,11 @@ OTHER_ACTION = N_("Another use of your record")
 BREAK_GLASS_URL = "urn:county-hie:fhir:StructureDefinition:break-glass"
 
 
-def consent_rows(resources: list[dict[str, Any]], names: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Each consent as the patient reads it, newest first (the API lists them oldest first)."""
+def consent_rows(
+    resources: list[dict[str, Any]], names: Mapping[str, str], notice: Notice | None
+) -> list[dict[str, Any]]:
+    """Each consent as the patient reads it, newest first (the API lists them oldest first);
+    ``our_notice``: given under the consortium's notice as it stands now."""
     rows = []
     for consent in reversed(resources):
         provision = consent.get("provision") or {}
@@ -116,7 +115,7 @@ def consent_rows(resources: list[dict[str, Any]], names: Mapping[str, str]) -> l
             str((a.get("reference") or {}).get("identifier", {}).get("value", ""))
             for a in provision.get("actor") or []
         ]
-        notice = next(
+        shown = next(
             (
                 str(p.get("uri", "")).removeprefix("urn:sha256:")
                 for p in consent.get("policy") or []
@@ -139,8 +138,8 @@ def consent_rows(resources: list[dict[str, Any]], names: Mapping[str, str]) -> l
                 "categories": [CATEGORIES.get(c, c) for c in labels],
                 "start": period.get("start"),
                 "end": period.get("end"),
-                "our_notice": notice == NOTICE_SHA256,
-                "notice": notice[:12],
+                "our_notice": notice is not None and shown == notice.sha256,
+                "notice": shown[:12],
             }
         )
     return rows

@@ -59,6 +59,7 @@ def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Set
         nats_url=servers[1],
         http_port=0,
         audit_head_seconds=0.2,
+        consent_notice=tmp_path / "consent_notice.txt",  # as load_settings makes it
         secrets=Secrets(
             ledger_cipher_key=base64.b64encode(secrets.token_bytes(32)).decode(),
             pseudonym_key=secrets.token_bytes(32),
