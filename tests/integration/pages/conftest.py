@@ -7,6 +7,7 @@ into the test's directory."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -23,6 +24,10 @@ from exchange.settings import Settings
 from tests.integration.conftest import Running, running
 
 CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = (
+    Path(os.environ.get("HIE_TEST_ARTIFACTS") or Path(__file__).parents[3] / "test-artifacts")
+    / "pages"
+)
 AXE = Path(__file__).with_name("vendor") / "axe.min.js"
 # WCAG 2.2 AA, as axe-core tags its rules.
 WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
@@ -99,7 +104,12 @@ async def axe_violations(page: Page) -> list[dict[str, Any]]:
 
 
 async def checked(page: Page, shots: Path, name: str) -> None:
-    """The page passes axe-core, and its screenshot is kept."""
+    """The page passes axe-core, and its screenshot is kept: in the test's directory, and as
+    the run's artifact in ``test-artifacts/pages/`` of the checkout (or ``HIE_TEST_ARTIFACTS``),
+    where a CI job collects them."""
     assert await axe_violations(page) == [], name
     shots.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    shot = shots / f"{name}.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / shot.name)
