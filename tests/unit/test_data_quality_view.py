@@ -149,3 +149,59 @@ def test_the_daily_chart_labels_a_day_in_every_few() -> None:
     assert labelled[0] == "09-08" and 9 <= len(labelled) <= 11
     assert len(daily_chart(days[:7]).groups) == 7  # type: ignore[union-attr]
     assert all(g.label for g in daily_chart(days[:7]).groups)  # type: ignore[union-attr]
+
+
+def test_the_page_is_freed_as_it_is_rendered_without_the_cycle_collector() -> None:
+    """Its template defines macros and imports the chart's with its context (each closes over
+    the render context, which holds it): ``render`` drops the context's variables once done,
+    so the page's rows go by reference counting, not at the collector's next pause."""
+    import gc
+
+    from exchange.pages.physician_record import LEVEL_LABELS
+    from exchange.pages.regulator_quality import ATTENTION, KIND_LABELS
+    from exchange.pages.render import environment, render
+
+    rows = view(
+        {
+            "institutions": [
+                row(
+                    accepted=90,
+                    rejected=10,
+                    items_by_kind={"encounter": 3},
+                    rejection_codes=[{"code": "resident_id.check_digit", "submissions": 10}],
+                    last_submission_at=ago(hours=30),
+                )
+            ]
+        },
+        NOW,
+    )
+    days = [{"day": f"2026-12-0{n}", "accepted": n, "rejected": 1} for n in range(1, 8)]
+    template = environment("zh-CN").get_template("regulator_quality.html")
+    values = {
+        "lang": "zh-CN",
+        "csrf": "",
+        "path": "/app/audit/data-quality",
+        "days": 7,
+        "first_day": "2026-12-01",
+        "windows": [(7, "Last 7 days")],
+        "rows": rows,
+        "desks": [],
+        "needing": rows,
+        "attention_labels": ATTENTION,
+        "level_labels": LEVEL_LABELS,
+        "kind_labels": KIND_LABELS,
+        "daily": days,
+        "daily_chart": daily_chart(days),
+        "totals": {"accepted": 90, "rejected": 10, "items": 3},
+    }
+    render(template, **values)  # templates compiled and cached before the count
+    gc.collect()
+    gc.disable()
+    try:
+        html = render(template, **values)
+        del values, rows
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert "resident_id.check_digit" in html and "超过一天未上报" in html
+    assert "<svg" in html
