@@ -107,7 +107,9 @@ MARKERS = (
 
 
 # Built without a running exchange: the declarations are all that is looked at.
-NO_EXCHANGE: Any = SimpleNamespace(records=None, referrals=None, page_key=b"k" * 32)
+NO_EXCHANGE: Any = SimpleNamespace(
+    records=None, referrals=None, page_key=b"k" * 32, consent_notice=None
+)
 
 
 def declared() -> dict[tuple[str, str], ApiRoute]:
