@@ -239,10 +239,15 @@ async def _ensure_streams(js: JetStreamContext, consortium: str, replicas: int) 
     for config in configs:
         config.num_replicas = replicas
         try:
-            await js.stream_info(config.name)  # type: ignore[arg-type]
-            await js.update_stream(config)
+            held = await js.stream_info(config.name)  # type: ignore[arg-type]
         except NotFoundError:
             await js.add_stream(config)
+            continue
+        # The sources a running exchange added (a village clinic's edge node, whose queued
+        # submissions the submit stream sources) are kept: an update without them would cut
+        # every edge off at each start.
+        config.sources = held.config.sources
+        await js.update_stream(config)
     await js.add_consumer(
         stream_name(consortium, "SUBMIT"),
         ConsumerConfig(
