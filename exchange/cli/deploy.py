@@ -177,7 +177,7 @@ def nats_config_command(out: Path, nodes: tuple[str, ...], pki: str, store: str)
         name, _, host = spec.partition("=")
         if not name or not host:
             raise click.BadParameter(f"{spec!r}: expected NAME=HOST", param_hint="--node")
-        addresses.append(NodeAddress(name, host, 4222, 6222, 8222))
+        addresses.append(NodeAddress(name, host, 4222, 6222, 8222, 7422))
     out.mkdir(parents=True, exist_ok=True)
     for node in addresses:
         text = node_config(

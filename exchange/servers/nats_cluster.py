@@ -2,7 +2,8 @@
 
 ``node_config`` writes one node's configuration — the same text a county installs on its
 three NATS hosts (deploy/nats/) and the local topology runs on loopback (deploy/local/):
-JetStream, the cluster routes, TLS on client and route links, and the accounts of
+JetStream (in the hub's domain), the cluster routes, the leaf port the village clinics' edge
+nodes connect to, TLS on client, route and leaf links, and the accounts of
 exchange/servers/nats_accounts.py (included from ``accounts.conf``).
 
 JetStream's file store syncs to disk every two minutes by default (``sync_interval``), so an
@@ -32,6 +33,7 @@ from nats.aio.client import Client
 
 from exchange.errors import EmbeddedServerError
 from exchange.servers.certs import CountyCA, Issued
+from exchange.servers.edge import HUB_DOMAIN
 from exchange.servers.embedded import NATS_MEMORY_LIMIT, free_port, nats_server_binary
 from exchange.servers.nats_accounts import NatsAuthority
 from exchange.servers.netns import Network
@@ -46,6 +48,7 @@ class NodeAddress:
     client_port: int
     route_port: int
     monitor_port: int
+    leaf_port: int = 7422  # village clinics' edge nodes connect here (exchange/servers/edge.py)
 
 
 def node_config(
@@ -73,6 +76,9 @@ def node_config(
         "  # replicated) PostgreSQL commit; it resends otherwise. `always` would cost most of",
         "  # the stream's throughput; it belongs on a village clinic's single edge node.",
         f'  sync_interval: "{sync_interval or "2m"}"',
+        "  # The hub's domain: a clinic's edge node (a leaf node with a domain of its own) and",
+        "  # the hub reach each other's streams by it (exchange/servers/edge.py).",
+        f"  domain: {HUB_DOMAIN}",
         "}",
     ]
     if tls is not None and ca is not None:
@@ -100,6 +106,20 @@ def node_config(
             f'    key_file: "{tls.key}"',
             f'    ca_file: "{ca}"',
             "    verify: true",
+            "    timeout: 5",
+            "  }",
+        ]
+    lines.append("}")
+    lines += [
+        "leafnodes {  # village clinics' edge nodes, each logged in as a user made for it",
+        f"  listen: {node.host}:{node.leaf_port}",
+    ]
+    if tls is not None and ca is not None:
+        lines += [
+            "  tls {  # the node's certificate, checked by the edges against the county CA",
+            f'    cert_file: "{tls.cert}"',
+            f'    key_file: "{tls.key}"',
+            f'    ca_file: "{ca}"',
             "    timeout: 5",
             "  }",
         ]
@@ -141,12 +161,14 @@ class NatsCluster:
     def __post_init__(self) -> None:
         if self.network is not None:  # its own address: the standard ports are free there
             addresses = [
-                NodeAddress(f"hie-n{i + 1}", self.network.address(i), 4222, 6222, 8222)
+                NodeAddress(f"hie-n{i + 1}", self.network.address(i), 4222, 6222, 8222, 7422)
                 for i in range(self.size)
             ]
         else:
             addresses = [
-                NodeAddress(f"hie-n{i + 1}", self.host, free_port(), free_port(), free_port())
+                NodeAddress(
+                    f"hie-n{i + 1}", self.host, free_port(), free_port(), free_port(), free_port()
+                )
                 for i in range(self.size)
             ]
         self.nodes = [_Node(a, self.root / a.name) for a in addresses]
@@ -160,6 +182,12 @@ class NatsCluster:
         """Every node's client URL, comma-separated (``HIE_NATS_URL``)."""
         scheme = "tls" if self.tls else "nats"
         return ",".join(f"{scheme}://{n.address.host}:{n.address.client_port}" for n in self.nodes)
+
+    @property
+    def leaf_urls(self) -> list[str]:
+        """Every node's leaf port, as an edge node's remote names them."""
+        scheme = "tls" if self.tls else "nats-leaf"
+        return [f"{scheme}://{n.address.host}:{n.address.leaf_port}" for n in self.nodes]
 
     def _write_configs(self) -> None:
         for node in self.nodes:

@@ -19,6 +19,7 @@ import nats
 import nkeys
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from exchange.private_files import write_private
 from exchange.servers.edge import (
@@ -36,6 +37,7 @@ from exchange.servers.edge import (
 from exchange.servers.embedded import free_port, nats_server_binary
 from exchange.servers.nats import GATEWAY_CONSUMER, ensure_streams, stream_name
 from exchange.servers.nats_accounts import NatsAuthority, new_seed, public_key
+from exchange.servers.nats_cluster import NatsCluster
 
 CLINIC = "taoyuan-vc"
 QUEUED = 300
@@ -43,7 +45,8 @@ QUEUED = 300
 
 class Server:
     def __init__(self, root: Path, config: str, port: int) -> None:
-        self.root, self.port, self.proc = root, port, None
+        self.root, self.port = root, port
+        self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
         (root / "nats.conf").write_text(config)
 
@@ -69,32 +72,24 @@ class Server:
         log = self.root / "nats.log"
         log.write_text("")  # the next start's readiness is read from a fresh log
 
-    def violations(self) -> list[str]:
-        text = (self.root / "nats.log").read_text(errors="replace")
-        return [line for line in text.splitlines() if "iolation" in line]
-
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
 
+def violations(log: Path) -> list[str]:
+    """Permission violations a server logged (a subject a user was not allowed)."""
+    return [line for line in log.read_text(errors="replace").splitlines() if "iolation" in line]
+
+
 @pytest.fixture
-def topology(tmp_path: Path) -> Iterator[tuple[str, Server, Server, Path, Path]]:
+def topology(tmp_path: Path) -> Iterator[tuple[str, NatsCluster, Server, Path, Path]]:
     consortium = f"e{uuid.uuid4().hex[:6]}"
     authority = NatsAuthority(tmp_path / "auth", consortium)
-    hub_port, leaf_port, edge_port = free_port(), free_port(), free_port()
-    (tmp_path / "hub").mkdir()
-    (tmp_path / "hub" / "accounts.conf").write_text(
-        authority.server_config(tmp_path / "hub" / "jwt")
-    )
-    hub = Server(
-        tmp_path / "hub",
-        f"server_name: hub\nlisten: 127.0.0.1:{hub_port}\n"
-        f'jetstream {{\n  store_dir: "{tmp_path / "hub" / "js"}"\n  domain: hub\n}}\n'
-        f"leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n}}\n"
-        'include "accounts.conf"\n',
-        hub_port,
-    )
+    # The hub as a county deploys it: three nodes configured as exchange/servers/
+    # nats_cluster.py writes them (JetStream in the hub's domain, the leaf port, accounts).
+    hub = NatsCluster(tmp_path / "hub", size=3, authority=authority)
+    edge_port = free_port()
     service = tmp_path / "service.creds"
     write_private(service, authority.service_creds())
     leaf = tmp_path / "edge" / "leaf.creds"
@@ -112,7 +107,7 @@ def topology(tmp_path: Path) -> Iterator[tuple[str, Server, Server, Path, Path]]
             institution=CLINIC,
             store_dir=tmp_path / "edge" / "js",
             port=edge_port,
-            hub_leaf_urls=[f"nats-leaf://127.0.0.1:{leaf_port}"],
+            hub_leaf_urls=hub.leaf_urls,
             leaf_creds=leaf,
             client_nkey=public_key(client_seed),
         ),
@@ -135,18 +130,18 @@ async def wait_for(check: object, seconds: float = 30.0) -> None:
 
 
 async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
-    topology: tuple[str, Server, Server, Path, Path],
+    topology: tuple[str, NatsCluster, Server, Path, Path],
 ) -> None:
     consortium, hub, edge, service, client = topology
     submit = stream_name(consortium, "SUBMIT")
 
     async def at_hub() -> Client:
-        return await nats.connect(hub.url, user_credentials=str(service))
+        return await nats.connect(hub.url.split(","), user_credentials=str(service))
 
     # The exchange registers the edge: its consumers for the clinic, and the source.
     hnc = await at_hub()
     hjs = hnc.jetstream()
-    await ensure_streams(hjs, consortium)
+    await ensure_streams(hjs, consortium, replicas=3)
     for stream, consumer in hub_down_consumers(consortium, CLINIC):
         await hjs.add_consumer(stream, consumer)
     config = (await hjs.stream_info(submit)).config
@@ -161,7 +156,8 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
 
     # The hub goes away; the clinic goes on submitting, each acknowledged by its edge.
     await hnc.close()
-    hub.stop(signal.SIGKILL)
+    for node in range(3):
+        hub.kill(node)
     for n in range(QUEUED):
         ack = await ejs.publish(
             edge_subject(consortium, CLINIC),
@@ -172,10 +168,11 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     assert (await ejs.stream_info(EDGE_SUBMIT)).state.messages == QUEUED
 
     # Back: the exchange starts again (updating every stream), and the queue comes up.
-    hub.start()
+    for node in range(3):
+        hub.start_node(node)
     hnc = await at_hub()
     hjs = hnc.jetstream()
-    await ensure_streams(hjs, consortium)
+    await ensure_streams(hjs, consortium, replicas=3)
     assert [s.name for s in (await hjs.stream_info(submit)).config.sources or []] == [EDGE_SUBMIT]
 
     async def all_up() -> bool:
@@ -184,16 +181,16 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     await wait_for(all_up, 60)
     await asyncio.sleep(1)
     assert (await hjs.stream_info(submit)).state.messages == QUEUED  # none twice
-    got = []
+    got: list[Msg] = []
     # Read as the gateway reads (a work queue takes one consumer per subject).
     sub = await hjs.pull_subscribe_bind(GATEWAY_CONSUMER, stream=submit)
     while len(got) < QUEUED:
         for msg in await sub.fetch(100, timeout=5):
             got.append(msg)
             await msg.ack()
-    assert [m.headers["Nats-Msg-Id"] for m in got] == [f"sub-{n}" for n in range(QUEUED)]
+    assert [(m.headers or {})["Nats-Msg-Id"] for m in got] == [f"sub-{n}" for n in range(QUEUED)]
     assert {m.subject for m in got} == {f"hie.{consortium}.submit.{CLINIC}"}
-    assert all(m.headers[EDGE_RECEIVED] == "2026-12-06T09:00:00+08:00" for m in got)
+    assert all((m.headers or {})[EDGE_RECEIVED] == "2026-12-06T09:00:00+08:00" for m in got)
 
     async def queue_empty() -> bool:
         return (await ejs.stream_info(EDGE_SUBMIT)).state.messages == 0
@@ -213,4 +210,6 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     assert (await ejs.stream_info(EDGE_RECEIPTS)).state.messages == 3
     await enc.close()
     await hnc.close()
-    assert hub.violations() == [] and edge.violations() == []
+    assert (
+        all(violations(n.log) == [] for n in hub.nodes) and violations(edge.root / "nats.log") == []
+    )

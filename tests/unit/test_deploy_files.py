@@ -29,3 +29,7 @@ def test_the_nats_configurations_in_deploy_are_what_the_command_writes(tmp_path:
     assert "nats-route://10.0.0.12:6222" not in text
     assert "verify: true" in text and 'include "accounts.conf"' in text
     assert 'sync_interval: "2m"' in text
+    # The hub's JetStream domain, and the leaf port the clinics' edge nodes reach over TLS.
+    assert "domain: hub" in text
+    leaf = text[text.index("leafnodes {") :]
+    assert "listen: 10.0.0.12:7422" in leaf and 'ca_file: "/etc/hie/pki/ca.crt"' in leaf
