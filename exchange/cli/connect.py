@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import click
 from nats.aio.client import Client
 
+from exchange.cli.common import operator
 from exchange.run_file import running_endpoints
 from exchange.servers.keepalive import keepalive
 from exchange.servers.nats import connect
@@ -52,3 +56,23 @@ async def messaging(
         yield nc
     finally:
         await nc.drain()
+
+
+async def audit_first(settings: Settings, record: dict[str, Any], command: str) -> bool:
+    """Append an operator's ``record`` to the audit log before it takes effect; False (and
+    said) when it could not be, so that ``command`` changes nothing."""
+    from audit.postgres import AuditStore, AuditWriteError
+    from exchange.database import migrate_stored_tables
+
+    record = {"role": "admin", "decision": "permit", "reasons": [], "operator": operator()} | record
+    async with database(settings, connections=1) as pool:
+        try:
+            await migrate_stored_tables(pool)
+            await AuditStore(pool).append(record, datetime.now(UTC))
+        except AuditWriteError:
+            click.echo(
+                f"{command}: the audit log could not record it, so nothing was changed; try again",
+                err=True,
+            )
+            return False
+    return True

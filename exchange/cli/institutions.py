@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from exchange.cli.common import operator, run, usage
+from exchange.cli.common import run, usage
+from exchange.cli.connect import audit_first
 from exchange.settings import Settings
 
 
@@ -101,27 +101,6 @@ def remove_command(ctx: click.Context, code: str, reason: str) -> None:
     run(ctx, lambda settings: remove(settings, code, reason))
 
 
-async def _audit_first(settings: Settings, record: dict[str, Any], what: str) -> bool:
-    """Append ``record`` to the audit log; False (and said) when it could not be."""
-    from audit.postgres import AuditStore, AuditWriteError
-    from exchange.cli.connect import database
-    from exchange.database import migrate_stored_tables
-
-    record = {"role": "admin", "decision": "permit", "reasons": [], "operator": operator()} | record
-    async with database(settings, connections=1) as pool:
-        try:
-            await migrate_stored_tables(pool)
-            await AuditStore(pool).append(record, datetime.now(UTC))
-        except AuditWriteError:
-            click.echo(
-                f"hie institution {what}: the audit log could not record it, so nothing was "
-                "changed; try again",
-                err=True,
-            )
-            return False
-    return True
-
-
 def _open_ledger(settings: Settings) -> Any:
     from exchange.ingest.ledger import Ledger
     from exchange.run_file import running_endpoints
@@ -157,7 +136,9 @@ async def add(
                 "`hie institution rotate-key`; new NATS credentials: remove, then add)"
             )
         record = {"action": "institution.add", "institution": code, "level": level}
-        if not await _audit_first(settings, record | {"key_sha256": fingerprint(key)}, "add"):
+        if not await audit_first(
+            settings, record | {"key_sha256": fingerprint(key)}, "hie institution add"
+        ):
             return 1
         await asyncio.to_thread(ledger.register_institution, code, name, level, key)
     finally:
@@ -190,7 +171,7 @@ async def remove(settings: Settings, code: str, reason: str) -> int:
     if not authority.users().get(code):
         return usage(f"hie institution remove: {code} has no NATS user made here")
     record = {"action": "institution.remove", "institution": code, "reason": reason}
-    if not await _audit_first(settings, record, "remove"):
+    if not await audit_first(settings, record, "hie institution remove"):
         return 1
     count = authority.revoke_institution(code)
     system = settings.data_dir / "nats-auth" / ".system.creds"
@@ -233,7 +214,9 @@ async def rotate_key(settings: Settings, code: str, path: Path, reason: str | No
             "new_key_sha256": fingerprint(new_key),
             "reason": reason,
         }
-        if not await _audit_first(settings, record, "rotate-key"):  # no rotation without it
+        if not await audit_first(
+            settings, record, "hie institution rotate-key"
+        ):  # no rotation without it
             return 1
         position = await asyncio.to_thread(ledger.rotate_key, code, new_key)
     finally:

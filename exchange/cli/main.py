@@ -13,6 +13,7 @@ import click
 from exchange.cli.audit_log import audit_group
 from exchange.cli.backup import backup_command
 from exchange.cli.deploy import deploy_group
+from exchange.cli.edge import edge_group
 from exchange.cli.institutions import institution_group
 from exchange.cli.notifications import notifications_command
 from exchange.cli.read_models import projections_group
@@ -37,6 +38,7 @@ for command in (
     audit_group,
     deploy_group,
     institution_group,
+    edge_group,
     notifications_command,
     projections_group,
     backup_command,

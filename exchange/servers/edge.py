@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -51,7 +52,7 @@ from nats.js.api import (
 )
 
 from exchange.servers.nats import MAX_SUBMISSION_BYTES, stream_name, submit_subject
-from exchange.servers.nats_accounts import Permissions
+from exchange.servers.nats_accounts import NatsAuthority, Permissions
 
 HUB_DOMAIN = "hub"
 EDGE_SUBMIT, EDGE_RECEIPTS, EDGE_NOTIFY = "EDGE_SUBMIT", "EDGE_RECEIPTS", "EDGE_NOTIFY"
@@ -182,6 +183,28 @@ def with_edge_source(
     api = f"$JS.{edge_domain(institution)}.API"
     kept = [s for s in sources or [] if s.external is None or s.external.api != api]
     return [*kept, hub_source(consortium, institution)]
+
+
+def edge_creds(authority: NatsAuthority, consortium: str, institution: str) -> str:
+    """A new user for the institution's edge node's leaf connection (its .creds text), kept
+    with the institution's other users so that removing the institution revokes it too."""
+    key, creds = authority.user_creds(
+        f"edge-{institution}", leaf_permissions(consortium, institution)
+    )
+    authority.remember(institution, key)
+    return creds
+
+
+async def register_edge(js: JetStreamContext, consortium: str, institution: str) -> None:
+    """The hub's side of an edge node (run by `hie edge add` as the exchange's user): the
+    consumers its receipts and notifications come down through, and the submit stream's
+    source of its queue. Running it again changes nothing."""
+    for stream, consumer in hub_down_consumers(consortium, institution):
+        await js.add_consumer(stream, consumer)
+    submit = stream_name(consortium, "SUBMIT")
+    config = (await js.stream_info(submit)).config
+    config.sources = with_edge_source(config.sources, consortium, institution)
+    await js.update_stream(config)
 
 
 # The edge's side -----------------------------------------------------------------------------

@@ -286,10 +286,15 @@ class NatsAuthority:
         key, creds = self.user_creds(
             f"institution-{institution}", institution_permissions(self.consortium, institution)
         )
+        self.remember(institution, key)
+        return creds
+
+    def remember(self, institution: str, key: str) -> None:
+        """Keep a user made for ``institution`` (its adapter's, its edge node's), so that
+        removing the institution revokes every one of them."""
         users = self.users()
         users.setdefault(institution, []).append(key)
         write_private(self.folder / "users.json", json.dumps(users, indent=1) + "\n")
-        return creds
 
     def users(self) -> dict[str, list[str]]:
         path = self.folder / "users.json"

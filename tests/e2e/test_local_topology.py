@@ -6,6 +6,7 @@ its gateways are SIGKILLed (a lost host) and started again; the member goes on s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from adapters.envelope import new_private_key, private_key_pem
 from exchange.demo.data import demo_bundles, demo_residents
 from exchange.servers.local_topology import LocalTopology
+from exchange.servers.nats import connect, stream_name
 
 
 @pytest.fixture
@@ -46,6 +48,19 @@ def hie(topology: LocalTopology, *args: str, env: dict[str, str] | None = None) 
     return done.stdout
 
 
+async def submit_sources(topology: LocalTopology) -> list[str]:
+    """The external APIs the exchange's submit stream sources from (one per edge node)."""
+    env = topology.env
+    nc = await connect(
+        env["HIE_NATS_URL"], "test", creds=Path(env["HIE_NATS_CREDS"]), ca=Path(env["HIE_NATS_CA"])
+    )
+    try:
+        info = await nc.jetstream().stream_info(stream_name("lt", "SUBMIT"))
+        return [s.external.api for s in info.config.sources or [] if s.external]
+    finally:
+        await nc.close()
+
+
 def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_host(
     topology: LocalTopology, tmp_path: Path
 ) -> None:
@@ -67,6 +82,12 @@ def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_
         *("--level", "township_health_centre", "--public-key", str(tmp_path / "m.pub.pem")),
         *("--creds-out", str(tmp_path / "m.creds")),
     )
+    # Its village edge node is made known: the submit stream sources the edge's queue, and
+    # the edge's leaf credentials are written for the clinic's machine alone.
+    edge = hie(topology, "edge", "add", "thc-lt", "--creds-out", str(tmp_path / "edge.creds"))
+    assert str(tmp_path / "edge.creds") in edge
+    assert (tmp_path / "edge.creds").stat().st_mode & 0o777 == 0o600
+    assert asyncio.run(submit_sources(topology)) == ["$JS.edge-thc-lt.API"]
     bundle, later = tmp_path / "visit.json", tmp_path / "later.json"
     first, second = demo_bundles("thc-lt", demo_residents(2))
     bundle.write_text(json.dumps(first, ensure_ascii=False))

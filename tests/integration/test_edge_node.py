@@ -27,12 +27,11 @@ from exchange.servers.edge import (
     EDGE_RECEIVED,
     EDGE_SUBMIT,
     edge_config,
+    edge_creds,
     edge_streams,
     edge_subject,
     edge_submit_consumer,
-    hub_down_consumers,
-    leaf_permissions,
-    with_edge_source,
+    register_edge,
 )
 from exchange.servers.embedded import free_port, nats_server_binary
 from exchange.servers.nats import GATEWAY_CONSUMER, ensure_streams, stream_name
@@ -94,9 +93,9 @@ def topology(tmp_path: Path) -> Iterator[tuple[str, NatsCluster, Server, Path, P
     write_private(service, authority.service_creds())
     leaf = tmp_path / "edge" / "leaf.creds"
     (tmp_path / "edge").mkdir()
-    write_private(
-        leaf, authority.user_creds(f"edge-{CLINIC}", leaf_permissions(consortium, CLINIC))[1]
-    )
+    write_private(leaf, edge_creds(authority, consortium, CLINIC))
+    # Kept with the clinic's users: removing the clinic revokes its edge's user too.
+    assert len(authority.users()[CLINIC]) == 1
     client_seed = new_seed(nkeys.PREFIX_BYTE_USER)
     client = tmp_path / "edge" / "client.nk"
     write_private(client, client_seed.decode())
@@ -142,11 +141,8 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     hnc = await at_hub()
     hjs = hnc.jetstream()
     await ensure_streams(hjs, consortium, replicas=3)
-    for stream, consumer in hub_down_consumers(consortium, CLINIC):
-        await hjs.add_consumer(stream, consumer)
-    config = (await hjs.stream_info(submit)).config
-    config.sources = with_edge_source(config.sources, consortium, CLINIC)
-    await hjs.update_stream(config)
+    await register_edge(hjs, consortium, CLINIC)
+    await register_edge(hjs, consortium, CLINIC)  # again (as a repeated `hie edge add`)
     # The edge makes its streams (`hie edge up`).
     enc = await nats.connect(edge.url, nkeys_seed=str(client))
     ejs = enc.jetstream()
