@@ -70,3 +70,119 @@ async def add(settings: Settings, code: str, creds_out: Path | None) -> int:
         "(`hie edge up --creds`); removing the institution revokes them."
     )
     return 0
+
+
+@edge_group.command("up")
+@click.option("--institution", required=True, help="the clinic's institution code")
+@click.option(
+    "--hub",
+    required=True,
+    help="the exchange's leaf ports, comma-separated (e.g. tls://nats-1:7422,tls://nats-2:7422)",
+)
+@click.option(
+    "--creds",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the edge's leaf credentials (`hie edge add` wrote them)",
+)
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the county CA's certificate, to check the hub's (its leaf ports speak TLS)",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the edge's folder: its store, configuration and keys (default: <data dir>/edge)",
+)
+@click.pass_context
+def up_command(
+    ctx: click.Context,
+    institution: str,
+    hub: str,
+    creds: Path,
+    ca: Path | None,
+    folder: Path | None,
+) -> None:
+    """run the clinic's edge node: submissions are kept here while the link is down"""
+    run(ctx, lambda settings: up(settings, institution, hub, creds, ca, folder))
+
+
+async def up(
+    settings: Settings,
+    institution: str,
+    hub: str,
+    creds: Path,
+    ca: Path | None,
+    folder: Path | None,
+) -> int:
+    import signal
+
+    from exchange.servers.edge_node import EdgeNode, running_edge
+
+    where = folder or settings.data_dir / "edge"
+    if running_edge(where) is not None:
+        return usage(f"hie edge up: an edge already runs from {where} (`hie edge status`)")
+    urls = [u.strip() for u in hub.split(",") if u.strip()]
+    edge = EdgeNode(where, settings.consortium, institution, urls, creds, ca)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.to_thread(edge.start)
+    try:
+        await edge.prepare()
+        click.echo(
+            f"edge of {institution} running at {edge.url} (its queue in {where}); "
+            "`hie submit` on this machine sends through it; Ctrl-C stops it",
+        )
+        waiting = asyncio.create_task(stop.wait())
+        while not stop.is_set():
+            await asyncio.wait([waiting], timeout=1.0)
+            if edge.proc is not None and edge.proc.poll() is not None:
+                click.echo(
+                    f"hie edge up: the edge's nats-server stopped (see {edge.log})", err=True
+                )
+                return 1
+    finally:
+        await asyncio.to_thread(edge.stop)
+    return 0
+
+
+@edge_group.command("status")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the edge's folder (default: <data dir>/edge)",
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+@click.pass_context
+def status_command(ctx: click.Context, folder: Path | None, as_json: bool) -> None:
+    """the edge's link, what it holds for the exchange, and its last receipt"""
+    run(ctx, lambda settings: status(settings, folder, as_json))
+
+
+async def status(settings: Settings, folder: Path | None, as_json: bool) -> int:
+    import json
+
+    from exchange.servers.edge_node import edge_status, running_edge
+
+    where = folder or settings.data_dir / "edge"
+    doc = running_edge(where)
+    if doc is None:
+        click.echo(f"no edge runs from {where} (`hie edge up`)", err=True)
+        return 1
+    state = await edge_status(doc)
+    if as_json:
+        click.echo(json.dumps(state))
+        return 0
+    oldest = state["oldest_queued_s"]
+    click.echo(
+        f"edge of {state['institution']}: link {state['link']}; "
+        f"{state['queued']} submission(s) waiting for the exchange"
+        + (f", the oldest {oldest:.0f} s" if oldest is not None else "")
+        + f"; last receipt {state['last_receipt_at'] or 'none yet'}"
+    )
+    return 0

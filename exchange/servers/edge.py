@@ -264,11 +264,14 @@ def edge_config(
     client_nkey: str,
     monitor_port: int | None = None,
     host: str = "127.0.0.1",
+    ca: Path | None = None,
 ) -> str:
     """The edge's nats-server configuration: JetStream in its own domain, writing with an
     fsync per message; the clinic's client (``client_nkey``'s user) in a local account that
     the leaf connection binds to the consortium's account on the hub."""
     urls = ", ".join(f'"{u}"' for u in hub_leaf_urls)
+    # The hub's certificate checked against the county CA (its leaf port speaks TLS).
+    tls = f' tls: {{ ca_file: "{ca}" }},' if ca else ""
     monitor = f"http: 127.0.0.1:{monitor_port}\n" if monitor_port else ""
     return (
         f"# A village clinic's edge node of consortium {consortium} (made by `hie edge up`).\n"
@@ -291,7 +294,7 @@ def edge_config(
         "leafnodes {\n"
         '  reconnect: "1s"\n'
         "  remotes: [\n"
-        f'    {{ urls: [{urls}], account: CLINIC, credentials: "{leaf_creds}" }}\n'
+        f'    {{ urls: [{urls}], account: CLINIC, credentials: "{leaf_creds}",{tls} }}\n'
         "  ]\n"
         "}\n"
     )

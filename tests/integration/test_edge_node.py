@@ -1,79 +1,47 @@
-"""A village clinic's edge node against a real hub (exchange/servers/edge.py), on loopback: the
-hub in the exchange's operator/JWT mode with its JetStream domain and a leaf port, the edge a
-leaf node logged in as a user made for it alone. With the hub down, the clinic's submissions
-are acknowledged by its edge; once the hub is back they reach the hub's submit stream once
-each and in order, the edge's queue empties, the hub's receipts for the clinic come down to
-the edge, and a restart of the exchange (which updates every stream) keeps the edge's source."""
+"""A village clinic's edge node against a real hub (exchange/servers/edge.py, edge_node.py),
+on loopback: the hub three nodes in the exchange's operator/JWT mode with the hub's domain and
+leaf port, as `hie deploy nats-config` writes them; the edge a leaf node logged in as the
+user `hie edge add` makes for it. With the hub down the clinic's submissions are acknowledged
+by its edge, which is SIGKILLed half way and started again without losing one; once the hub is
+back (and has updated its streams, as every start does) they reach the submit stream once
+each and in order, the edge's queue empties, the clinic's receipts (not another's) come down,
+and `hie edge status` says so at each step."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import nats
-import nkeys
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from exchange.private_files import write_private
 from exchange.servers.edge import (
-    EDGE_RECEIPTS,
     EDGE_RECEIVED,
     EDGE_SUBMIT,
-    edge_config,
     edge_creds,
-    edge_streams,
     edge_subject,
-    edge_submit_consumer,
     register_edge,
 )
-from exchange.servers.embedded import free_port, nats_server_binary
+from exchange.servers.edge_node import EdgeNode, edge_status, running_edge
 from exchange.servers.nats import GATEWAY_CONSUMER, ensure_streams, stream_name
-from exchange.servers.nats_accounts import NatsAuthority, new_seed, public_key
+from exchange.servers.nats_accounts import NatsAuthority
 from exchange.servers.nats_cluster import NatsCluster
 
 CLINIC = "taoyuan-vc"
 QUEUED = 300
-
-
-class Server:
-    def __init__(self, root: Path, config: str, port: int) -> None:
-        self.root, self.port = root, port
-        self.proc: subprocess.Popen[bytes] | None = None
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "nats.conf").write_text(config)
-
-    def start(self) -> None:
-        with open(self.root / "nats.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [nats_server_binary(), "-c", str(self.root / "nats.conf")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while "Server is ready" not in (self.root / "nats.log").read_text(errors="replace"):
-            assert self.proc.poll() is None, (self.root / "nats.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "nats-server did not start"
-            time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(20)
-        self.proc = None
-        log = self.root / "nats.log"
-        log.write_text("")  # the next start's readiness is read from a fresh log
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+STAMP = "2026-12-06T09:00:00+08:00"
 
 
 def violations(log: Path) -> list[str]:
@@ -82,40 +50,21 @@ def violations(log: Path) -> list[str]:
 
 
 @pytest.fixture
-def topology(tmp_path: Path) -> Iterator[tuple[str, NatsCluster, Server, Path, Path]]:
+async def topology(tmp_path: Path) -> AsyncIterator[tuple[str, NatsCluster, EdgeNode, Path]]:
     consortium = f"e{uuid.uuid4().hex[:6]}"
     authority = NatsAuthority(tmp_path / "auth", consortium)
-    # The hub as a county deploys it: three nodes configured as exchange/servers/
-    # nats_cluster.py writes them (JetStream in the hub's domain, the leaf port, accounts).
     hub = NatsCluster(tmp_path / "hub", size=3, authority=authority)
-    edge_port = free_port()
     service = tmp_path / "service.creds"
     write_private(service, authority.service_creds())
-    leaf = tmp_path / "edge" / "leaf.creds"
-    (tmp_path / "edge").mkdir()
+    (tmp_path / "clinic").mkdir()
+    leaf = tmp_path / "clinic" / "leaf.creds"
     write_private(leaf, edge_creds(authority, consortium, CLINIC))
     # Kept with the clinic's users: removing the clinic revokes its edge's user too.
     assert len(authority.users()[CLINIC]) == 1
-    client_seed = new_seed(nkeys.PREFIX_BYTE_USER)
-    client = tmp_path / "edge" / "client.nk"
-    write_private(client, client_seed.decode())
-    edge = Server(
-        tmp_path / "edge",
-        edge_config(
-            consortium=consortium,
-            institution=CLINIC,
-            store_dir=tmp_path / "edge" / "js",
-            port=edge_port,
-            hub_leaf_urls=hub.leaf_urls,
-            leaf_creds=leaf,
-            client_nkey=public_key(client_seed),
-        ),
-        edge_port,
-    )
+    edge = EdgeNode(tmp_path / "clinic" / "edge", consortium, CLINIC, hub.leaf_urls, leaf)
     hub.start()
-    edge.start()
     try:
-        yield consortium, hub, edge, service, client
+        yield consortium, hub, edge, service
     finally:
         edge.stop()
         hub.stop()
@@ -129,39 +78,63 @@ async def wait_for(check: object, seconds: float = 30.0) -> None:
 
 
 async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
-    topology: tuple[str, NatsCluster, Server, Path, Path],
+    topology: tuple[str, NatsCluster, EdgeNode, Path],
 ) -> None:
-    consortium, hub, edge, service, client = topology
+    consortium, hub, edge, service = topology
     submit = stream_name(consortium, "SUBMIT")
 
     async def at_hub() -> Client:
         return await nats.connect(hub.url.split(","), user_credentials=str(service))
 
-    # The exchange registers the edge: its consumers for the clinic, and the source.
+    # The exchange makes the edge known (`hie edge add`, twice: it changes nothing the second
+    # time); the clinic starts its edge (`hie edge up`).
     hnc = await at_hub()
     hjs = hnc.jetstream()
     await ensure_streams(hjs, consortium, replicas=3)
     await register_edge(hjs, consortium, CLINIC)
-    await register_edge(hjs, consortium, CLINIC)  # again (as a repeated `hie edge add`)
-    # The edge makes its streams (`hie edge up`).
-    enc = await nats.connect(edge.url, nkeys_seed=str(client))
-    ejs = enc.jetstream()
-    for stream_config in edge_streams(consortium, CLINIC):
-        await ejs.add_stream(stream_config)
-    await ejs.add_consumer(EDGE_SUBMIT, edge_submit_consumer(consortium, CLINIC))
+    await register_edge(hjs, consortium, CLINIC)
+    edge.start()
+    await edge.prepare()
+    found = running_edge(edge.folder)
+    assert found is not None and found["institution"] == CLINIC
+    doc: dict[str, Any] = found
 
-    # The hub goes away; the clinic goes on submitting, each acknowledged by its edge.
+    async def link(state: str) -> bool:
+        return (await edge_status(doc))["link"] == state
+
+    await wait_for(lambda: link("up"))
+
+    # The hub goes away; the clinic goes on submitting, each acknowledged by its edge, whose
+    # process is SIGKILLed half way (as a power cut) and started again.
     await hnc.close()
     for node in range(3):
         hub.kill(node)
-    for n in range(QUEUED):
-        ack = await ejs.publish(
-            edge_subject(consortium, CLINIC),
-            f"signed submission {n}".encode(),
-            headers={"Nats-Msg-Id": f"sub-{n}", EDGE_RECEIVED: "2026-12-06T09:00:00+08:00"},
-        )
-        assert ack.stream == EDGE_SUBMIT
-    assert (await ejs.stream_info(EDGE_SUBMIT)).state.messages == QUEUED
+    await wait_for(lambda: link("down"))
+
+    async def send(numbers: range) -> None:
+        enc = await edge.connect()
+        ejs = enc.jetstream()
+        for n in numbers:
+            ack = await ejs.publish(
+                edge_subject(consortium, CLINIC),
+                f"signed submission {n}".encode(),
+                headers={"Nats-Msg-Id": f"sub-{n}", EDGE_RECEIVED: STAMP},
+            )
+            assert ack.stream == EDGE_SUBMIT
+        await enc.close()
+
+    await send(range(QUEUED // 2))
+    edge.stop(signal.SIGKILL)
+    edge.start()
+    await edge.prepare()
+    found = running_edge(edge.folder)
+    assert found is not None
+    doc = found
+    await send(range(QUEUED // 2, QUEUED))
+    offline = await edge_status(doc)
+    assert offline["link"] == "down" and offline["queued"] == QUEUED
+    assert offline["oldest_queued_s"] is not None and offline["oldest_queued_s"] >= 0
+    assert offline["receipts"] == 0 and offline["last_receipt_at"] is None
 
     # Back: the exchange starts again (updating every stream), and the queue comes up.
     for node in range(3):
@@ -169,7 +142,8 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     hnc = await at_hub()
     hjs = hnc.jetstream()
     await ensure_streams(hjs, consortium, replicas=3)
-    assert [s.name for s in (await hjs.stream_info(submit)).config.sources or []] == [EDGE_SUBMIT]
+    sources = (await hjs.stream_info(submit)).config.sources or []
+    assert [s.name for s in sources] == [EDGE_SUBMIT]
 
     async def all_up() -> bool:
         return (await hjs.stream_info(submit)).state.messages >= QUEUED
@@ -186,12 +160,7 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
             await msg.ack()
     assert [(m.headers or {})["Nats-Msg-Id"] for m in got] == [f"sub-{n}" for n in range(QUEUED)]
     assert {m.subject for m in got} == {f"hie.{consortium}.submit.{CLINIC}"}
-    assert all((m.headers or {})[EDGE_RECEIVED] == "2026-12-06T09:00:00+08:00" for m in got)
-
-    async def queue_empty() -> bool:
-        return (await ejs.stream_info(EDGE_SUBMIT)).state.messages == 0
-
-    await wait_for(queue_empty)
+    assert all((m.headers or {})[EDGE_RECEIVED] == STAMP for m in got)
 
     # The exchange's receipts for the clinic come down to the edge (and another's do not).
     for n in range(3):
@@ -199,13 +168,86 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     await hjs.publish(f"hie.{consortium}.receipt.dongcheng-thc", b"not the clinic's")
 
     async def receipts_down() -> bool:
-        return (await ejs.stream_info(EDGE_RECEIPTS)).state.messages == 3
+        state = await edge_status(doc)
+        return bool(state["receipts"] == 3 and state["queued"] == 0)
 
     await wait_for(receipts_down)
     await asyncio.sleep(1)
-    assert (await ejs.stream_info(EDGE_RECEIPTS)).state.messages == 3
-    await enc.close()
+    settled = await edge_status(doc)
+    assert settled["link"] == "up" and settled["receipts"] == 3 and settled["queued"] == 0
+    assert settled["last_receipt_at"] is not None and settled["oldest_queued_s"] is None
     await hnc.close()
-    assert (
-        all(violations(n.log) == [] for n in hub.nodes) and violations(edge.root / "nats.log") == []
+    assert all(violations(n.log) == [] for n in hub.nodes) and violations(edge.log) == []
+
+
+def edge_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`hie edge ARGS` as the clinic's operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "edge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+
+
+async def test_hie_edge_up_and_status_as_a_clinic_runs_them(
+    topology: tuple[str, NatsCluster, EdgeNode, Path], tmp_path: Path
+) -> None:
+    consortium, hub, edge, service = topology
+    hnc = await nats.connect(hub.url.split(","), user_credentials=str(service))
+    await ensure_streams(hnc.jetstream(), consortium, replicas=3)
+    await register_edge(hnc.jetstream(), consortium, CLINIC)
+    await hnc.close()
+    env = {**os.environ, "HIE_DATA_DIR": str(tmp_path / "clinic"), "HIE_CONSORTIUM": consortium}
+    command = [sys.executable, "-m", "exchange.cli", "edge"]
+    up = subprocess.Popen(
+        [
+            *command,
+            "up",
+            "--institution",
+            CLINIC,
+            "--hub",
+            ",".join(hub.leaf_urls),
+            "--creds",
+            str(edge.leaf_creds),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        status: dict[str, Any] = {}
+        for _ in range(300):
+            done = await asyncio.to_thread(edge_command, env, "status", "--json")
+            if done.returncode == 0:
+                status = json.loads(done.stdout)
+                if status["link"] == "up":
+                    break
+            await asyncio.sleep(0.2)
+        assert status.get("link") == "up", status
+        assert status["institution"] == CLINIC and status["queued"] == 0
+        words = await asyncio.to_thread(edge_command, env, "status")
+        assert f"edge of {CLINIC}: link up; 0 submission(s) waiting" in words.stdout
+        # A second edge from the same folder is refused.
+        again = await asyncio.to_thread(
+            edge_command,
+            env,
+            "up",
+            "--institution",
+            CLINIC,
+            "--hub",
+            hub.leaf_urls[0],
+            "--creds",
+            str(edge.leaf_creds),
+        )
+        assert again.returncode != 0 and "already runs" in again.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.to_thread(up.communicate, timeout=60)
+    assert up.returncode == 0, out
+    assert f"edge of {CLINIC} running at nats://127.0.0.1:" in out
+    assert running_edge(tmp_path / "clinic" / "edge") is None
+    gone = await asyncio.to_thread(edge_command, env, "status")
+    assert gone.returncode == 1 and "no edge runs" in gone.stderr

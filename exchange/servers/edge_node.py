@@ -1,0 +1,230 @@
+"""A village clinic's edge node as a process on the clinic's machine (`hie edge up`): its
+folder, its nats-server, its streams, and what `hie edge status` reports.
+
+The folder (``<data dir>/edge`` by default) holds the server's configuration, its JetStream
+store, the nkey seed of the clinic's own client (0600: `hie submit` on the same machine logs
+in with it) and ``edge.json``, which says where the running edge listens, so that `hie submit`
+publishes to it rather than to the exchange.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nkeys
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from exchange.errors import EmbeddedServerError
+from exchange.private_files import write_private
+from exchange.servers.edge import (
+    EDGE_NOTIFY,
+    EDGE_RECEIPTS,
+    EDGE_SUBMIT,
+    edge_config,
+    edge_streams,
+    edge_submit_consumer,
+    hub_consumer,
+)
+from exchange.servers.embedded import free_port, nats_server_binary
+from exchange.servers.nats_accounts import new_seed, public_key
+
+RUN_FILE = "edge.json"
+
+
+@dataclass
+class EdgeNode:
+    """The edge of ``institution`` (of ``consortium``) in ``folder``, linked to the hub's leaf
+    ports ``hub_leaf_urls`` as the user of ``leaf_creds`` (TLS checked against ``ca``)."""
+
+    folder: Path
+    consortium: str
+    institution: str
+    hub_leaf_urls: list[str]
+    leaf_creds: Path
+    ca: Path | None = None
+    port: int = 0
+    monitor_port: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def seed_file(self) -> Path:
+        return self.folder / "client.nk"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "nats.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _client_key(self) -> str:
+        if not self.seed_file.exists():
+            write_private(self.seed_file, new_seed(nkeys.PREFIX_BYTE_USER).decode())
+        return public_key(self.seed_file.read_bytes().strip())
+
+    def start(self) -> None:
+        """Write the configuration and start nats-server; returns once it is ready (its
+        store is read back first: a restart after a power cut loses nothing it acknowledged)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.monitor_port = self.monitor_port or free_port()
+        config = self.folder / "nats.conf"
+        config.write_text(
+            edge_config(
+                consortium=self.consortium,
+                institution=self.institution,
+                store_dir=self.folder / "jetstream",
+                port=self.port,
+                hub_leaf_urls=self.hub_leaf_urls,
+                leaf_creds=self.leaf_creds.resolve(),
+                client_nkey=self._client_key(),
+                monitor_port=self.monitor_port,
+                ca=self.ca.resolve() if self.ca else None,
+            )
+        )
+        mark = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [nats_server_binary(), "-c", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            with open(self.log, "rb") as log:
+                log.seek(mark)
+                if b"Server is ready" in log.read():
+                    break
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise EmbeddedServerError(f"the edge's nats-server exited; its log ends:\n{tail}")
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError("the edge's nats-server was not ready within 60 s")
+            time.sleep(0.1)
+        write_private(
+            self.folder / RUN_FILE,
+            json.dumps(
+                {
+                    "pid": self.proc.pid,
+                    "url": self.url,
+                    "monitor": f"http://127.0.0.1:{self.monitor_port}",
+                    "consortium": self.consortium,
+                    "institution": self.institution,
+                    "seed": str(self.seed_file),
+                }
+            ),
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        if sig != signal.SIGKILL:
+            (self.folder / RUN_FILE).unlink(missing_ok=True)
+
+    async def connect(self) -> Client:
+        return await connect_local(self.url, self.seed_file)
+
+    async def prepare(self) -> None:
+        """The edge's streams and the hub's consumer on its queue (made, or left as they
+        are: a restart keeps what the queue holds)."""
+        nc = await self.connect()
+        try:
+            js = nc.jetstream()
+            for config in edge_streams(self.consortium, self.institution):
+                try:
+                    await js.stream_info(config.name)  # type: ignore[arg-type]
+                except NotFoundError:
+                    await js.add_stream(config)
+            try:
+                await js.consumer_info(EDGE_SUBMIT, hub_consumer(self.institution))
+            except NotFoundError:
+                await js.add_consumer(
+                    EDGE_SUBMIT, edge_submit_consumer(self.consortium, self.institution)
+                )
+        finally:
+            await nc.close()
+
+
+async def connect_local(url: str, seed_file: Path) -> Client:
+    """The clinic's own client of its edge (on the same machine)."""
+    import nats
+
+    return await nats.connect(url, nkeys_seed=str(seed_file), allow_reconnect=False)
+
+
+def running_edge(folder: Path) -> dict[str, Any] | None:
+    """What ``edge.json`` says of the edge running from ``folder``; None if none runs."""
+    try:
+        doc: dict[str, Any] = json.loads((folder / RUN_FILE).read_text())
+        os.kill(int(doc["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return doc
+
+
+async def edge_status(doc: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """The edge's state: whether its link to the hub is up, how many submissions it holds
+    and the oldest one's age, and when the last receipt came down."""
+    now = now or datetime.now(UTC)
+    async with httpx.AsyncClient(timeout=5) as http:  # the edge's monitor, on loopback
+        leafz = (await http.get(f"{doc['monitor']}/leafz")).json()
+    nc = await connect_local(doc["url"], Path(doc["seed"]))
+    try:
+        js = nc.jetstream()
+        queue = (await js.stream_info(EDGE_SUBMIT)).state
+        oldest = None
+        if queue.messages:
+            first = _instant((await js.get_msg(EDGE_SUBMIT, seq=queue.first_seq)).time)
+            oldest = (now - first).total_seconds() if first else None
+        receipts = (await js.stream_info(EDGE_RECEIPTS)).state
+        last_receipt = None
+        if receipts.messages:
+            last_receipt = _instant((await js.get_msg(EDGE_RECEIPTS, seq=receipts.last_seq)).time)
+        notify = (await js.stream_info(EDGE_NOTIFY)).state
+    finally:
+        await nc.close()
+    return {
+        "institution": doc["institution"],
+        "link": "up" if leafz.get("leafnodes") else "down",
+        "queued": queue.messages,
+        "oldest_queued_s": round(oldest, 1) if oldest is not None else None,
+        "receipts": receipts.messages,
+        "last_receipt_at": last_receipt.isoformat() if last_receipt else None,
+        "notifications": notify.messages,
+    }
+
+
+def _instant(value: Any) -> datetime | None:
+    """A stored message's time as the server gives it (RFC 3339, nanoseconds)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    if "." in text:  # Python reads at most six digits of a second's fraction
+        whole, _, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{whole}.{digits[:6]}{zone}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
