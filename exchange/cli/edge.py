@@ -134,8 +134,7 @@ async def up(
     try:
         await edge.prepare()
         click.echo(
-            f"edge of {institution} running at {edge.url} (its queue in {where}); "
-            "`hie submit` on this machine sends through it; Ctrl-C stops it",
+            f"edge of {institution} running at {edge.url} (its queue in {where}); Ctrl-C stops it",
         )
         waiting = asyncio.create_task(stop.wait())
         while not stop.is_set():

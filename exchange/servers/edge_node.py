@@ -2,9 +2,9 @@
 folder, its nats-server, its streams, and what `hie edge status` reports.
 
 The folder (``<data dir>/edge`` by default) holds the server's configuration, its JetStream
-store, the nkey seed of the clinic's own client (0600: `hie submit` on the same machine logs
-in with it) and ``edge.json``, which says where the running edge listens, so that `hie submit`
-publishes to it rather than to the exchange.
+store, the nkey seed of the clinic's own client (0600: a sender on the same machine logs in
+with it) and ``edge.json``, which says where the running edge listens. (`hie submit` does not
+publish through the edge yet: issue 16's next step.)
 """
 
 from __future__ import annotations
