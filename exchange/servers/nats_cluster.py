@@ -82,14 +82,9 @@ def node_config(
         "}",
     ]
     if tls is not None and ca is not None:
-        lines += [
-            "tls {  # clients: the node's certificate, checked by clients against the county CA",
-            f'  cert_file: "{tls.cert}"',
-            f'  key_file: "{tls.key}"',
-            f'  ca_file: "{ca}"',
-            "  timeout: 5",
-            "}",
-        ]
+        lines += _tls(
+            "", "clients: the node's certificate, checked by clients against the county CA", tls, ca
+        )
     route = "nats-route"
     lines += [
         "cluster {",
@@ -100,33 +95,39 @@ def node_config(
         "  ]",
     ]
     if tls is not None and ca is not None:
-        lines += [
-            "  tls {  # routes: both ends show a certificate of the county CA (mutual TLS)",
-            f'    cert_file: "{tls.cert}"',
-            f'    key_file: "{tls.key}"',
-            f'    ca_file: "{ca}"',
-            "    verify: true",
-            "    timeout: 5",
-            "  }",
-        ]
+        lines += _tls(
+            "  ",
+            "routes: both ends show a certificate of the county CA (mutual TLS)",
+            tls,
+            ca,
+            verify=True,
+        )
     lines.append("}")
     lines += [
         "leafnodes {  # village clinics' edge nodes, each logged in as a user made for it",
         f"  listen: {node.host}:{node.leaf_port}",
     ]
     if tls is not None and ca is not None:
-        lines += [
-            "  tls {  # the node's certificate, checked by the edges against the county CA",
-            f'    cert_file: "{tls.cert}"',
-            f'    key_file: "{tls.key}"',
-            f'    ca_file: "{ca}"',
-            "    timeout: 5",
-            "  }",
-        ]
+        lines += _tls(
+            "  ", "the node's certificate, checked by the edges against the county CA", tls, ca
+        )
     lines.append("}")
     if accounts is not None:
         lines.append(f'include "{accounts.name}"  # operator, system account, resolver')
     return "\n".join(lines) + "\n"
+
+
+def _tls(indent: str, why: str, tls: Issued, ca: Path, *, verify: bool = False) -> list[str]:
+    """A ``tls`` block at ``indent``: the node's certificate and key, the county CA."""
+    return [
+        f"{indent}tls {{  # {why}",
+        f'{indent}  cert_file: "{tls.cert}"',
+        f'{indent}  key_file: "{tls.key}"',
+        f'{indent}  ca_file: "{ca}"',
+        *([f"{indent}  verify: true"] if verify else []),
+        f"{indent}  timeout: 5",
+        f"{indent}}}",
+    ]
 
 
 @dataclass
