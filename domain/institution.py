@@ -30,6 +30,15 @@ class Level(str, Enum):
     REGULATOR = "regulator"
 
 
+# The member institutions, which treat patients and send every day; the other levels are the
+# exchange's own desks, which send only when a person acts there.
+CARE_LEVELS = (
+    Level.COUNTY_HOSPITAL.value,
+    Level.TOWNSHIP_HEALTH_CENTRE.value,
+    Level.VILLAGE_CLINIC.value,
+)
+
+
 class InvalidInstitution(DomainError):
     code = "institution.invalid"
 

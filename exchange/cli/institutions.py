@@ -19,6 +19,7 @@ import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from domain.institution import CARE_LEVELS
 from exchange.cli.common import run, usage
 from exchange.cli.connect import audit_first
 from exchange.settings import Settings
@@ -63,7 +64,7 @@ def fingerprint(b64: str) -> str:
     return hashlib.sha256(base64.b64decode(b64)).hexdigest()
 
 
-LEVELS = ["county_hospital", "township_health_centre", "village_clinic"]
+LEVELS = list(CARE_LEVELS)
 
 
 @institution_group.command("add")

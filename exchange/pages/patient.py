@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
 from consent.decision import own_audit_only
+from domain.institution import CARE_LEVELS
 from exchange.api.access import PATH_PATIENT, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.notices import Notices
@@ -32,7 +33,6 @@ from exchange.pages.calls import body_of
 from exchange.pages.i18n import N_
 from exchange.pages.notice import NoticeFile
 from exchange.pages.patient_views import (
-    CARE_LEVELS,
     EVERY_INSTITUTION,
     access_rows,
     consent_rows,

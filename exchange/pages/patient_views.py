@@ -12,8 +12,6 @@ from exchange.pages.i18n import N_
 from exchange.pages.notice import Notice
 
 EVERY_INSTITUTION = "*"
-# The levels of the institutions that treat patients (the others: the portal, a regulator).
-CARE_LEVELS = ("county_hospital", "township_health_centre", "village_clinic")
 
 STATES = {
     "active": N_("In force"),

@@ -11,6 +11,7 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
+from domain.institution import CARE_LEVELS
 from exchange.api.access import Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
 from exchange.api.data_quality import DATA_QUALITY, WINDOWS, DataQuality
@@ -27,10 +28,10 @@ QUALITY_PAGE = dataclasses.replace(
 SILENT_AFTER = timedelta(hours=24)
 # A share of refused submissions above which someone should call the institution's IT.
 HIGH_REFUSALS = 0.05
-# The member institutions, which send every day; the exchange's own desks (the patients'
-# portal, the identity steward's, the regulator's) send only when a person acts there, so
-# their silence says nothing and they are listed apart.
-MEMBERS = frozenset(LEVEL_LABELS)
+# The member institutions send every day; the exchange's own desks (the patients' portal, the
+# identity steward's, the regulator's) only when a person acts there, so their silence says
+# nothing and they are listed apart.
+MEMBERS = frozenset(CARE_LEVELS)
 TOP_CODES = 3
 WINDOW_LABELS = {
     1: N_("Today"),
