@@ -58,6 +58,18 @@ async def messaging(
         await nc.drain()
 
 
+def open_ledger(settings: Settings) -> Any:
+    """The running exchange's ledger (blocking: call it in a thread), closed by the caller."""
+    from exchange.ingest.ledger import Ledger
+
+    return Ledger(
+        running_endpoints(settings).database_url,
+        settings.secrets.ledger_cipher_key,
+        settings.secrets.pseudonym_key,
+        settings.referral_policy,
+    )
+
+
 async def audit_first(settings: Settings, record: dict[str, Any], command: str) -> bool:
     """Append an operator's ``record`` to the audit log before it takes effect; False (and
     said) when it could not be, so that ``command`` changes nothing."""

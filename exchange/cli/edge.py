@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from exchange.cli.common import run, usage
-from exchange.cli.connect import audit_first, messaging
+from exchange.cli.connect import audit_first, messaging, open_ledger
 from exchange.settings import Settings
 
 
@@ -39,7 +39,6 @@ def add_command(ctx: click.Context, code: str, creds_out: Path | None) -> None:
 
 
 async def add(settings: Settings, code: str, creds_out: Path | None) -> int:
-    from exchange.cli.institutions import _open_ledger
     from exchange.private_files import write_private
     from exchange.servers.edge import edge_creds, register_edge
     from exchange.servers.nats_accounts import AUTHORITY_DIR, NatsAuthority, has_authority
@@ -49,7 +48,7 @@ async def add(settings: Settings, code: str, creds_out: Path | None) -> int:
             "hie edge add: this exchange's NATS has no accounts (the embedded default): an edge "
             "node needs a deployed hub (`hie deploy nats-accounts`, `hie deploy nats-config`)"
         )
-    ledger = await asyncio.to_thread(_open_ledger, settings)
+    ledger = await asyncio.to_thread(open_ledger, settings)
     try:
         member = await asyncio.to_thread(ledger.institution, code)
     finally:

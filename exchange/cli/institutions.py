@@ -13,7 +13,6 @@ import asyncio
 import base64
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from domain.institution import CARE_LEVELS
 from exchange.cli.common import run, usage
-from exchange.cli.connect import audit_first
+from exchange.cli.connect import audit_first, open_ledger
 from exchange.settings import Settings
 
 
@@ -102,18 +101,6 @@ def remove_command(ctx: click.Context, code: str, reason: str) -> None:
     run(ctx, lambda settings: remove(settings, code, reason))
 
 
-def _open_ledger(settings: Settings) -> Any:
-    from exchange.ingest.ledger import Ledger
-    from exchange.run_file import running_endpoints
-
-    return Ledger(
-        running_endpoints(settings).database_url,
-        settings.secrets.ledger_cipher_key,
-        settings.secrets.pseudonym_key,
-        settings.referral_policy,
-    )
-
-
 async def add(
     settings: Settings, code: str, name: str, level: str, path: Path, creds_out: Path | None
 ) -> int:
@@ -129,7 +116,7 @@ async def add(
         key = read_public_key(path)
     except (OSError, ValueError) as exc:
         return usage(f"hie institution add: --public-key: {exc}")
-    ledger = await asyncio.to_thread(_open_ledger, settings)
+    ledger = await asyncio.to_thread(open_ledger, settings)
     try:
         if await asyncio.to_thread(ledger.institution, code) is not None:
             return usage(
@@ -201,7 +188,7 @@ async def rotate_key(settings: Settings, code: str, path: Path, reason: str | No
         new_key = read_public_key(path)
     except (OSError, ValueError) as exc:
         return usage(f"hie institution rotate-key: --public-key: {exc}")
-    ledger = await asyncio.to_thread(_open_ledger, settings)
+    ledger = await asyncio.to_thread(open_ledger, settings)
     try:
         existing = await asyncio.to_thread(ledger.institution, code)
         if existing is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import nkeys
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
@@ -165,8 +166,6 @@ class EdgeNode:
 
 async def connect_local(url: str, seed_file: Path) -> Client:
     """The clinic's own client of its edge (on the same machine)."""
-    import nats
-
     return await nats.connect(url, nkeys_seed=str(seed_file), allow_reconnect=False)
 
 
