@@ -67,6 +67,8 @@ def refusal_page(key: bytes) -> Callable[[Refused, str, Request], Response]:
                 (f"/app/patients/{pid}/break-glass", _("In an emergency: break the glass")),
                 ("/app/", _("Find another patient")),
             ]
+        elif refused.code.startswith("page.consent") and pid:  # the consent form, shown again
+            actions.append((f"/app/patients/{pid}/consents", _("Back to my consents")))
         # A message the catalogs hold (the gate's, the pages' own) is shown translated; else
         # what its code means, with the exchange's message as the detail (English).
         message, detail = _(refused.message), None
