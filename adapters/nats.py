@@ -33,6 +33,10 @@ PUBLISH_PATIENCE = 60.0
 FOLLOW_ATTEMPTS = 10
 DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
 MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
+# The header a submission sent through a village clinic's edge node carries: when the edge
+# took it, on the clinic's clock (an ISO 8601 instant with its offset). The exchange counts a
+# submission's age from it and compares it with its own clock (issue 16; DESIGN.md).
+EDGE_RECEIVED = "Hie-Edge-Received"
 
 
 class SubmitError(AdapterError):

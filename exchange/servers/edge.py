@@ -56,9 +56,6 @@ from exchange.servers.nats_accounts import NatsAuthority, Permissions
 
 HUB_DOMAIN = "hub"
 EDGE_SUBMIT, EDGE_RECEIPTS, EDGE_NOTIFY = "EDGE_SUBMIT", "EDGE_RECEIPTS", "EDGE_NOTIFY"
-# The header the edge's client stamps each submission with: when the clinic's edge took it
-# (an instant with its offset, on the clinic's clock).
-EDGE_RECEIVED = "Hie-Edge-Received"
 # How much a clinic's edge keeps while offline before it refuses more (discard new): a
 # village clinic sends tens of submissions a day; this is months of them.
 EDGE_MAX_BYTES = 2 * 1024**3

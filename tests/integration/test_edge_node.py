@@ -26,9 +26,9 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from adapters.nats import EDGE_RECEIVED
 from exchange.private_files import write_private
 from exchange.servers.edge import (
-    EDGE_RECEIVED,
     EDGE_SUBMIT,
     edge_creds,
     edge_subject,
