@@ -37,6 +37,15 @@ MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 # took it, on the clinic's clock (an ISO 8601 instant with its offset). The exchange counts a
 # submission's age from it and compares it with its own clock (issue 16; DESIGN.md).
 EDGE_RECEIVED = "Hie-Edge-Received"
+# The edge's streams a clinic's sender uses: its queue of submissions for the exchange, and
+# its copy of the exchange's receipts for the clinic (exchange/servers/edge.py makes them).
+EDGE_SUBMIT, EDGE_RECEIPTS = "EDGE_SUBMIT", "EDGE_RECEIPTS"
+EDGE_ACK_PATIENCE = 10.0  # seconds: the edge is on the clinic's own machine
+
+
+def edge_subject(consortium: str, institution: str) -> str:
+    """Where a clinic publishes its submissions on its own edge node."""
+    return f"hie.{consortium}.edge.{institution}"
 
 
 class SubmitError(AdapterError):
@@ -179,6 +188,110 @@ class SubmitClient:
         )
 
 
+class EdgeSubmitClient:
+    """Submissions through the clinic's own edge node (issue 16): each is published to the
+    edge, whose acknowledgement means the clinic's machine has stored it (with an fsync), and
+    the edge forwards it whenever its link to the exchange is up. Each carries the edge's stamp
+    (``EDGE_RECEIVED``), on this machine's clock. Receipts are read back from the edge's copy
+    of them, which it keeps: a receipt that came down while no sender ran is found later.
+
+    An acknowledgement by the edge is not delivery: only a receipt is (DESIGN.md). Nothing here
+    sends an id twice; the caller keeps the ids queued and their stamps (``hie submit``'s
+    journal) and never re-signs them under new ids.
+    """
+
+    def __init__(self, nc: Client, consortium: str, institution: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.consortium = consortium
+        self.institution = institution
+
+    async def queue(self, envelope: dict[str, Any]) -> str:
+        """Keep ``envelope`` at the edge; returns the edge's stamp (when it took it)."""
+        body = encode(envelope)
+        if len(body) > MAX_SUBMISSION_BYTES:
+            raise SubmitError(
+                f"a submission of {len(body)} bytes is over the {MAX_SUBMISSION_BYTES}-byte limit: "
+                "send its items in several submissions"
+            )
+        stamp = datetime.now(UTC).astimezone().isoformat()
+        headers = {"Nats-Msg-Id": envelope["submission_id"], EDGE_RECEIVED: stamp}
+        try:
+            ack = await asyncio.wait_for(
+                self.js.publish(
+                    edge_subject(self.consortium, self.institution),
+                    body,
+                    headers=headers,
+                    timeout=EDGE_ACK_PATIENCE,
+                ),
+                EDGE_ACK_PATIENCE * 2,
+            )
+        except (TimeoutError, NatsError) as exc:
+            raise SubmitError(
+                f"the clinic's edge node did not keep a submission ({exc or 'no answer'}): check "
+                "that `hie edge up` runs and `hie edge status`",
+                code="submit.edge_unavailable",
+            ) from None
+        if ack.stream != EDGE_SUBMIT:
+            raise SubmitError(
+                f"the edge node stored the submission in {ack.stream}, not its queue "
+                f"{EDGE_SUBMIT}: this edge was not made by `hie edge up` for {self.institution}",
+                code="submit.edge_unavailable",
+            )
+        return stamp
+
+    async def follow(self, since: datetime, take: Callable[[dict[str, Any]], object]) -> _Following:
+        """Every receipt the edge holds from ``since`` (on this machine's clock) on, and each
+        that comes down later, handed to ``take`` until the subscription is closed; the
+        subscription's ``seen`` is the edge stream's sequence of the last one handed."""
+        following: _Following | None = None
+
+        async def on_msg(msg: Any) -> None:
+            receipt = _receipt(msg.data)
+            if receipt is not None:
+                take(receipt)
+            if following is not None:
+                following.seen = msg.metadata.sequence.stream
+
+        sub = await self.js.subscribe(
+            f"hie.{self.consortium}.receipt.{self.institution}",
+            cb=on_msg,
+            stream=EDGE_RECEIPTS,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            config=ConsumerConfig(opt_start_time=since.astimezone(UTC)),
+        )
+        following = _Following(sub)
+        return following
+
+    async def held_since(self, since: datetime) -> int:
+        """The edge stream's sequence of the last receipt it holds stored at ``since`` or
+        later (0: none): what ``follow(since, ...)`` will have handed over once caught up."""
+        state = (await self.js.stream_info(EDGE_RECEIPTS)).state
+        if not state.messages:
+            return 0
+        last = await self.js.get_msg(EDGE_RECEIPTS, seq=state.last_seq)
+        stored = stored_at(last.time)
+        return state.last_seq if stored is None or stored >= since else 0
+
+
+def stored_at(value: Any) -> datetime | None:
+    """A stored message's time as the server gives it (RFC 3339 with nanoseconds)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    if "." in text:  # Python reads at most six digits of a second's fraction
+        whole, _, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        text = f"{whole}.{digits[:6]}{rest[len(digits) :]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def _receipt(data: bytes) -> dict[str, Any] | None:
     try:
         receipt = json.loads(data)
@@ -194,6 +307,7 @@ class _Following:
         self.sub = sub
         self.task = task
         self.held: list[Any] = []
+        self.seen = 0  # an edge's receipts: the stream sequence of the last one handed over
 
     @classmethod
     async def ordered(

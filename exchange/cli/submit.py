@@ -38,19 +38,20 @@ line stays on standard error), with these keys:
   report_version (1), institution, dry_run, exit_code,
   error (null, or {code, message} when the run stopped early),
   totals {files, items {...}, submissions {would_be_sent, accepted, already_held,
-    rejected, no_receipt, not_sent}, problems_before_sending, warnings},
+    rejected, no_receipt, not_sent, queued_at_edge}, problems_before_sending, warnings},
   depends_on_exchange_always [{codes, reason}] (a dry run's checks on every item),
   files [{path, name, format, directory_bundle, outcome, kinds {kind: n},
     items {in_submissions, would_be_sent, accepted, already_held, refused,
-      refused_before_sending, no_receipt, not_sent, depends_on_exchange},
+      refused_before_sending, no_receipt, not_sent, queued_at_edge, depends_on_exchange},
     submissions [{submission_id, items, status, positions, problems}],
     problems [{code, message, field, source_id}] (refused before sending),
     warnings [{code, message, source_id, field}],
     left_out {groups [{what, reason, count}], entries [...]},
     depends_on_exchange [{source_id, kind, codes, reason}]}]
-outcome: sent, partly refused, refused, nothing to send, not delivered, directory bundle
-(a dry run: would be sent, would be partly refused, would be refused, ...). A submission's
-status: would be sent, not sent again, accepted, already held, rejected, no receipt, not sent.
+outcome: sent, partly refused, refused, nothing to send, not delivered, queued at the edge,
+directory bundle (a dry run: would be sent, would be partly refused, would be refused, ...).
+A submission's status: would be sent, not sent again, accepted, already held, rejected,
+no receipt, not sent, queued at the edge.
 """
 
 
@@ -66,6 +67,8 @@ class SubmitOptions:
     creds: Path | None = None
     report: str = "text"
     time_zone: str = DEFAULT_ZONE
+    edge: Path | None = None
+    wait: float = 30.0
 
 
 @dataclass
@@ -116,6 +119,21 @@ class Prepared:
     "HIE_NATS_CREDS, or none on an exchange whose NATS has no users",
 )
 @click.option(
+    "--edge",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="the folder of the clinic's edge node (`hie edge up --dir`); default <data dir>/edge. "
+    "When an edge runs there, submissions go through it: kept at the clinic while its link is "
+    "down, sent when it is up",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    help="seconds to wait for receipts after sending; through an edge, what has none by then "
+    "is reported as queued at the edge (exit 3)",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="print the validation report and what would be sent, with what depends on the "
@@ -131,7 +149,8 @@ class Prepared:
 @click.pass_context
 def submit_command(ctx: click.Context, /, **options: Any) -> None:
     """submit HL7 v2, FHIR R4 and CSV files (or directories, walked recursively) through
-    NATS; exit 1 if anything was refused, 2 if the run could not start"""
+    NATS; exit 1 if anything was refused, 2 if the run could not start, 3 if submissions wait
+    at the clinic's edge node for its link"""
     from exchange.cli.submit_files import InputError, MappingError
 
     args = SubmitOptions(**options)
@@ -230,7 +249,7 @@ def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
     report.files += [FileOutcome(f, "fhir", directory=True) for f in directories]
     prepared = Prepared(report, journal)
     for result in results:
-        report.files.append(FileOutcome.of(result, journal.ids))
+        report.files.append(FileOutcome.of(result, journal.ids, journal.pending))
         prepared.envelopes[result.path] = result.envelopes
     if args.dry_run:
         _find_dependences(prepared)
@@ -305,6 +324,8 @@ async def send(settings: Settings, args: SubmitOptions, prepared: Prepared) -> i
         prepared.envelopes,
         prepared.journal,
         creds=args.creds,
+        edge=args.edge or settings.data_dir / "edge",
+        wait=args.wait,
         say=_say if text else None,
     )
     totals = report.totals()
@@ -318,6 +339,8 @@ async def send(settings: Settings, args: SubmitOptions, prepared: Prepared) -> i
         or report.error is not None
     ):
         report.exit_code = 1
+    elif totals["submissions"]["queued_at_edge"]:
+        report.exit_code = 3  # kept at the clinic, not yet delivered: no receipt
     if text:
         print(report.summary_line())
     else:

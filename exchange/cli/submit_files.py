@@ -356,30 +356,64 @@ def find_mapping(paths: Sequence[Path], institution: str, given: str | None) -> 
 
 
 class Journal:
-    """Submission ids the exchange has accepted, kept per institution in the data directory.
-    Reading it writes nothing (a dry run reads it to say what would not be sent again)."""
+    """What became of the institution's submission ids, kept in the data directory: the ids
+    the exchange has accepted (``<code>.ids``), and those a clinic's edge node holds for the
+    exchange that have no receipt yet (``<code>.pending``, each with the edge's stamp). A
+    pending id is never sent again: its receipt settles it. Reading the journal writes nothing
+    (a dry run reads it to say what would not be sent again)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.ids: set[str] = set()
+        self.pending_path = path.with_suffix(".pending")
+        self.ids: set[str] = set(self._lines(path))
+        self.pending: dict[str, str] = {}
+        for line in self._lines(self.pending_path):
+            sid, _, stamp = line.partition("\t")
+            if sid not in self.ids:
+                self.pending[sid] = stamp
+
+    @staticmethod
+    def _lines(path: Path) -> list[str]:
         try:
-            text = path.read_text(encoding="ascii")
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return
+            return []
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not a journal of ids"
             raise InputError(
                 [InputProblem(str(path), "journal.unreadable", f"{reason}".lower())]
             ) from None
-        self.ids = {line.strip() for line in text.splitlines() if line.strip()}
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def add(self, ids: Sequence[str]) -> None:
+        """``ids`` accepted by the exchange (their receipts say so)."""
         new = [i for i in ids if i not in self.ids]
         if new:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write("".join(f"{i}\n" for i in new))
             self.ids.update(new)
+        self.settle(ids)
+
+    def queue(self, stamps: dict[str, str]) -> None:
+        """Ids the clinic's edge node now holds for the exchange, with its stamps."""
+        new = {i: s for i, s in stamps.items() if i not in self.pending and i not in self.ids}
+        if new:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.pending_path.open("a") as f:
+                f.write("".join(f"{i}\t{s}\n" for i, s in new.items()))
+            self.pending.update(new)
+
+    def settle(self, ids: Sequence[str]) -> None:
+        """``ids`` answered by the exchange (accepted or refused): no longer pending."""
+        gone = [i for i in ids if i in self.pending]
+        if not gone:
+            return
+        for i in gone:
+            del self.pending[i]
+        fresh = self.pending_path.with_suffix(".pending.new")
+        fresh.write_text("".join(f"{i}\t{s}\n" for i, s in self.pending.items()))
+        fresh.replace(self.pending_path)  # all at once: a crash leaves the old file or the new
 
 
 __all__ = [

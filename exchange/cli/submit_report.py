@@ -35,6 +35,7 @@ REPEAT = "already held"  # sent, and answered as a repeat of one the ledger hold
 REJECTED = "rejected"
 NO_RECEIPT = "no receipt"  # sent when the run stopped without its receipt
 NOT_SENT = "not sent"  # due to be sent when the run stopped
+QUEUED = "queued at the edge"  # kept by the clinic's edge node for the exchange; no receipt yet
 TAKEN = frozenset({ACCEPTED, REPEAT, HELD_BEFORE})
 HELD = frozenset({REPEAT, HELD_BEFORE})
 # How the reasons adapters give for what they leave out read on a file's one line.
@@ -140,9 +141,12 @@ class FileOutcome:
     directory: bool = False  # a directory bundle: references resolved from it, nothing sent
 
     @classmethod
-    def of(cls, result: FileResult, held: Collection[str] = ()) -> FileOutcome:
+    def of(
+        cls, result: FileResult, held: Collection[str] = (), queued: Collection[str] = ()
+    ) -> FileOutcome:
         """A file as read: its submissions due to be sent, but those ``held`` (the ids the
-        journal holds as accepted by an earlier run)."""
+        journal holds as accepted by an earlier run) and those ``queued`` (the ids an edge
+        node holds for the exchange: never sent again)."""
         kinds = Counter(item["kind"] for e in result.envelopes for item in e["events"])
         return cls(
             result.path,
@@ -152,7 +156,11 @@ class FileOutcome:
                 Sent(
                     e["submission_id"],
                     len(e["events"]),
-                    HELD_BEFORE if e["submission_id"] in held else WOULD_SEND,
+                    HELD_BEFORE
+                    if e["submission_id"] in held
+                    else QUEUED
+                    if e["submission_id"] in queued
+                    else WOULD_SEND,
                 )
                 for e in result.envelopes
             ],
@@ -178,6 +186,8 @@ class FileOutcome:
             return "directory bundle"
         if self.items(frozenset({NO_RECEIPT, NOT_SENT})):
             return "not delivered"
+        if self.items(QUEUED) and not dry_run:
+            return "queued at the edge"
         refused = self.items(REJECTED) + self.refused_before
         taken = self.items(TAKEN | {WOULD_SEND})
         if not refused:
@@ -196,6 +206,7 @@ class FileOutcome:
             "refused_before_sending": self.refused_before,
             "no_receipt": self.items(NO_RECEIPT),
             "not_sent": self.items(NOT_SENT),
+            "queued_at_edge": self.items(QUEUED),
             "depends_on_exchange": len({d.source_id for d in self.depends}),
         }
 
@@ -241,6 +252,8 @@ class FileOutcome:
         )
         if held := sum(1 for s in self.submissions if s.status == HELD_BEFORE):
             line += f"; {held} submission(s) accepted before (not sent again)"
+        if queued := sum(1 for s in self.submissions if s.status == QUEUED):
+            line += f"; {queued} submission(s) queued at the edge (not sent again)"
         if depends := self.counts()["depends_on_exchange"]:
             line += f"; {depends} item(s) depend on the exchange"
         return line + self._tail()
@@ -291,7 +304,15 @@ class FileOutcome:
         )
         if state == "directory bundle":
             return self.described()
-        if state == "not delivered":
+        if state == "queued at the edge":
+            parts = [
+                f"{counts['queued_at_edge']} item(s) kept by the clinic's edge node for the "
+                "exchange, without a receipt yet",
+                f"{accepted} accepted" * bool(accepted),
+                refused,
+            ]
+            line = f"{name}: queued at the edge: " + "; ".join(p for p in parts if p)
+        elif state == "not delivered":
             parts = [
                 f"{counts['no_receipt']} item(s) sent without a receipt"
                 * bool(counts["no_receipt"]),
@@ -348,6 +369,7 @@ class RunReport:
                 "rejected": statuses[REJECTED],
                 "no_receipt": statuses[NO_RECEIPT],
                 "not_sent": statuses[NOT_SENT],
+                "queued_at_edge": statuses[QUEUED],
             },
             "problems_before_sending": sum(len(f.problems) for f in self.files),
             "warnings": sum(len(f.warnings) for f in self.files),
@@ -382,8 +404,14 @@ class RunReport:
     def summary_line(self) -> str:
         totals = self.totals()
         sub = totals["submissions"]
-        return (
+        line = (
             f"{sub['accepted']} submission(s) newly accepted, {sub['already_held']} already "
             f"held, {sub['rejected']} rejected; {totals['problems_before_sending']} problem(s) "
             "found before sending"
         )
+        if queued := sub["queued_at_edge"]:
+            line += (
+                f"; {queued} queued at the clinic's edge node, to be sent when its link is up "
+                "(run the same command again later for their receipts: nothing is sent twice)"
+            )
+        return line

@@ -5,6 +5,12 @@ A submission counts as delivered only when its receipt arrives (DESIGN.md): when
 stops without one (the exchange's NATS cannot be reached, refuses these credentials, or does
 not answer), what was sent is reported as *no receipt* and what was not yet as *not sent*;
 running the same command again stores nothing twice.
+
+On a village clinic's machine with an edge node running (`hie edge up`), everything goes
+through the edge instead: each submission is kept there (the edge's acknowledgement) and
+recorded in the journal as pending; the run waits ``wait`` seconds for receipts and reports
+what has none as *queued at the edge*. A later run reads the receipts the edge kept for the
+pending ids and settles them; a pending id is never sent again, nor re-signed under a new id.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.nats import SubmitClient, SubmitError
+from adapters.nats import EdgeSubmitClient, SubmitClient, SubmitError
 from exchange.cli.connect import messaging
 from exchange.cli.progress import Progress
 from exchange.cli.submit_files import Journal
@@ -24,11 +31,13 @@ from exchange.cli.submit_report import (
     HELD_BEFORE,
     NO_RECEIPT,
     NOT_SENT,
+    QUEUED,
     REJECTED,
     REPEAT,
     WOULD_SEND,
     FileOutcome,
     RunReport,
+    Sent,
 )
 from exchange.errors import ExchangeError
 from exchange.settings import Settings
@@ -36,6 +45,8 @@ from exchange.settings import Settings
 Envelopes = dict[Path, list[dict[str, Any]]]
 TAKEN_NOW = frozenset({ACCEPTED, REPEAT})  # what this run's receipts accepted
 CONNECT_PATIENCE = 15.0  # seconds; a cluster elects a new leader in about 7 (DESIGN.md)
+CATCH_UP_PATIENCE = 60.0  # seconds to read the receipts an edge already holds
+JOURNAL_EVERY = 200  # submissions kept at the edge between two writes of the journal
 
 
 async def send_files(
@@ -45,15 +56,33 @@ async def send_files(
     journal: Journal,
     *,
     creds: Path | None,
+    edge: Path | None = None,
+    wait: float = 30.0,
     say: Callable[[str], None] | None,
 ) -> bool:
     """Send each file's ``envelopes`` that the journal does not hold yet, file by file, as
-    ``report.institution`` (with ``creds``, if given); ``say`` (if given) prints each file's
-    refusals and outcome line as its receipts arrive. Returns whether anything was sent; a
-    run that stopped early has ``report.error``."""
+    ``report.institution`` (with ``creds``, if given), through the edge node running from
+    the folder ``edge`` if one does; ``say`` (if given) prints each file's refusals and
+    outcome line as its receipts arrive. Returns whether anything was sent; a run that
+    stopped early has ``report.error``."""
     from nats.errors import Error as NatsError
 
+    from exchange.servers.edge_node import running_edge
+
     institution = report.institution
+    if edge is not None and (doc := running_edge(edge)) is not None:
+        try:
+            return await _through_edge(settings, doc, report, envelopes, journal, wait, say)
+        except (SubmitError, NatsError, OSError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, SubmitError) else "submit.edge_unavailable"
+            report.error = {
+                "code": code,
+                "message": str(exc)
+                if isinstance(exc, SubmitError)
+                else f"the edge node failed: {exc or type(exc).__name__}",
+            }
+            _stopped(report, say)
+            return True
     total = sum(f.counts()["in_submissions"] for f in report.files)
     attempted = False
     try:
@@ -78,7 +107,9 @@ async def send_files(
                         continue
                     progress.advance(outcome.items(HELD_BEFORE))
                     attempted = attempted or bool(outcome.items(WOULD_SEND))
-                    await _send_file(client, outcome, envelopes[outcome.path], progress)
+                    await _send_file(
+                        client, outcome, envelopes[outcome.path], progress, max(wait, 1.0)
+                    )
                     journal.add(
                         [s.submission_id for s in outcome.submissions if s.status in TAKEN_NOW]
                     )
@@ -93,15 +124,127 @@ async def send_files(
             "message": f"the exchange's NATS could not be reached or failed: {exc}",
         }
     if report.error is not None:
-        for outcome in report.files:
-            for sent in outcome.submissions:
-                if sent.status == WOULD_SEND:
-                    sent.status = NOT_SENT
-        if say is not None:
-            for outcome in report.files:
-                if outcome.outcome(dry_run=False) == "not delivered":
-                    say(outcome.outcome_line())
+        _stopped(report, say)
     return attempted
+
+
+def _stopped(report: RunReport, say: Callable[[str], None] | None) -> None:
+    """A run that stopped early: what was due to be sent was not."""
+    for outcome in report.files:
+        for sent in outcome.submissions:
+            if sent.status == WOULD_SEND:
+                sent.status = NOT_SENT
+    if say is not None:
+        for outcome in report.files:
+            if outcome.outcome(dry_run=False) in ("not delivered", "queued at the edge"):
+                say(outcome.outcome_line())
+
+
+async def _through_edge(
+    settings: Settings,
+    doc: dict[str, Any],
+    report: RunReport,
+    envelopes: Envelopes,
+    journal: Journal,
+    wait: float,
+    say: Callable[[str], None] | None,
+) -> bool:
+    """The run through the clinic's edge node (``doc``: its ``edge.json``): the pending ids'
+    receipts read back, then each file's new submissions kept at the edge, then up to
+    ``wait`` seconds for their receipts."""
+    from exchange.servers.edge_node import connect_local
+
+    institution = report.institution
+    if (doc.get("institution"), doc.get("consortium")) != (institution, settings.consortium):
+        raise SubmitError(
+            f"the edge node running here is {doc.get('institution')}'s of consortium "
+            f"{doc.get('consortium')}, not {institution}'s of {settings.consortium}",
+            code="submit.edge_mismatch",
+        )
+    loop = asyncio.get_running_loop()
+    answered: dict[str, dict[str, Any]] = {}
+    wanted = set(journal.pending)
+    news = asyncio.Event()
+
+    def take(receipt: dict[str, Any]) -> None:
+        sid = receipt.get("submission_id")
+        if isinstance(sid, str) and sid in wanted and sid not in answered:
+            answered[sid] = receipt
+            news.set()
+
+    async def until(done: Callable[[], bool], seconds: float) -> None:
+        deadline = loop.time() + seconds
+        while not done() and (left := deadline - loop.time()) > 0:
+            news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), left)
+
+    # From a little before the oldest pending submission was kept: its receipt is later.
+    stamps = [_instant(s) for s in journal.pending.values()]
+    now = datetime.now(UTC)
+    since = min([s for s in stamps if s is not None] + [now]) - timedelta(minutes=5)
+    total = sum(f.counts()["in_submissions"] for f in report.files)
+    attempted = False
+    nc = await asyncio.wait_for(connect_local(str(doc["url"]), Path(doc["seed"])), 10)
+    try:
+        client = EdgeSubmitClient(nc, settings.consortium, institution)
+        held = await client.held_since(since)
+        following = await client.follow(since, take)
+        try:
+            with Progress(total) as progress:
+                for outcome in report.files:
+                    if outcome.directory:
+                        continue
+                    progress.advance(outcome.items(frozenset({HELD_BEFORE, QUEUED})))
+                    by_id = {e["submission_id"]: e for e in envelopes[outcome.path]}
+                    kept: dict[str, str] = {}
+                    for sent in outcome.submissions:
+                        if sent.status != WOULD_SEND:
+                            continue
+                        attempted = True
+                        kept[sent.submission_id] = await client.queue(by_id[sent.submission_id])
+                        sent.status = QUEUED
+                        wanted.add(sent.submission_id)
+                        progress.advance(sent.items)
+                        if len(kept) >= JOURNAL_EVERY:
+                            journal.queue(kept)
+                            kept = {}
+                    journal.queue(kept)
+            # What the edge held already is read whatever ``wait`` says; then the rest.
+            await until(lambda: following.seen >= held, CATCH_UP_PATIENCE)
+            await until(lambda: wanted <= answered.keys(), wait)
+        finally:
+            await following.close()
+    finally:
+        await nc.close()
+    _settle(report, journal, answered)
+    if say is not None:
+        for outcome in report.files:
+            if not outcome.directory:
+                for line in [*outcome.refusal_lines(), outcome.outcome_line()]:
+                    say(line)
+    return attempted
+
+
+def _settle(report: RunReport, journal: Journal, answered: dict[str, dict[str, Any]]) -> None:
+    """The receipts an edge run found: each queued submission of the run's files answered,
+    and every answered id out of the journal's pending (accepted ones into its ids)."""
+    for outcome in report.files:
+        for sent in outcome.submissions:
+            if sent.status == QUEUED and sent.submission_id in answered:
+                sent.status = NO_RECEIPT
+                _read_receipt(sent, answered[sent.submission_id])
+    accepted = [sid for sid, r in answered.items() if r.get("status") == "accepted"]
+    journal.add(accepted)
+    journal.settle([sid for sid in answered if sid not in set(accepted)])
+
+
+def _instant(text: str) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
 
 
 async def _send_file(
@@ -109,6 +252,7 @@ async def _send_file(
     outcome: FileOutcome,
     envelopes: list[dict[str, Any]],
     progress: Progress,
+    wait: float,
 ) -> None:
     """One file's submissions sent and their receipts taken into its outcome."""
     todo_ids = {s.submission_id for s in outcome.submissions if s.status == WOULD_SEND}
@@ -123,16 +267,20 @@ async def _send_file(
     def on_receipt(receipt: dict[str, Any]) -> None:
         progress.advance(sizes.get(receipt["submission_id"], 0))
 
-    receipts = await client.submit(todo, on_receipt=on_receipt)
+    receipts = await client.submit(todo, wait=wait, on_receipt=on_receipt)
     for sent in outcome.submissions:
         receipt = receipts.get(sent.submission_id)
-        if sent.status != NO_RECEIPT or receipt is None:
-            continue
-        if receipt.get("status") == "accepted":
-            sent.status = REPEAT if receipt.get("repeat") else ACCEPTED
-            positions = receipt.get("positions")
-            sent.positions = [p for p in positions or [] if isinstance(p, int)]
-        else:
-            sent.status = REJECTED
-            problems = receipt.get("problems")
-            sent.problems = [p for p in problems or [] if isinstance(p, dict)]
+        if sent.status == NO_RECEIPT and receipt is not None:
+            _read_receipt(sent, receipt)
+
+
+def _read_receipt(sent: Sent, receipt: dict[str, Any]) -> None:
+    """What a submission's receipt says of it."""
+    if receipt.get("status") == "accepted":
+        sent.status = REPEAT if receipt.get("repeat") else ACCEPTED
+        positions = receipt.get("positions")
+        sent.positions = [p for p in positions or [] if isinstance(p, int)]
+    else:
+        sent.status = REJECTED
+        problems = receipt.get("problems")
+        sent.problems = [p for p in problems or [] if isinstance(p, dict)]

@@ -51,11 +51,12 @@ from nats.js.api import (
     SubjectTransform,
 )
 
+from adapters.nats import EDGE_RECEIPTS, EDGE_SUBMIT, edge_subject
 from exchange.servers.nats import MAX_SUBMISSION_BYTES, stream_name, submit_subject
 from exchange.servers.nats_accounts import NatsAuthority, Permissions
 
 HUB_DOMAIN = "hub"
-EDGE_SUBMIT, EDGE_RECEIPTS, EDGE_NOTIFY = "EDGE_SUBMIT", "EDGE_RECEIPTS", "EDGE_NOTIFY"
+EDGE_NOTIFY = "EDGE_NOTIFY"
 # How much a clinic's edge keeps while offline before it refuses more (discard new): a
 # village clinic sends tens of submissions a day; this is months of them.
 EDGE_MAX_BYTES = 2 * 1024**3
@@ -63,11 +64,6 @@ EDGE_MAX_BYTES = 2 * 1024**3
 
 def edge_domain(institution: str) -> str:
     return f"edge-{institution}"
-
-
-def edge_subject(consortium: str, institution: str) -> str:
-    """Where the clinic publishes its submissions on its own edge."""
-    return f"hie.{consortium}.edge.{institution}"
 
 
 def up_subject(consortium: str, institution: str) -> str:

@@ -3,8 +3,8 @@ folder, its nats-server, its streams, and what `hie edge status` reports.
 
 The folder (``<data dir>/edge`` by default) holds the server's configuration, its JetStream
 store, the nkey seed of the clinic's own client (0600: a sender on the same machine logs in
-with it) and ``edge.json``, which says where the running edge listens. (`hie submit` does not
-publish through the edge yet: issue 16's next step.)
+with it) and ``edge.json``, which says where the running edge listens: `hie submit` on the
+same machine finds the edge there and sends through it.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import nkeys
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from adapters.nats import EDGE_RECEIPTS, EDGE_SUBMIT, stored_at
 from exchange.errors import EmbeddedServerError
 from exchange.private_files import write_private
 from exchange.servers.edge import (
     EDGE_NOTIFY,
-    EDGE_RECEIPTS,
-    EDGE_SUBMIT,
     edge_config,
     edge_streams,
     edge_submit_consumer,
@@ -191,12 +190,12 @@ async def edge_status(doc: dict[str, Any], now: datetime | None = None) -> dict[
         queue = (await js.stream_info(EDGE_SUBMIT)).state
         oldest = None
         if queue.messages:
-            first = _instant((await js.get_msg(EDGE_SUBMIT, seq=queue.first_seq)).time)
+            first = stored_at((await js.get_msg(EDGE_SUBMIT, seq=queue.first_seq)).time)
             oldest = (now - first).total_seconds() if first else None
         receipts = (await js.stream_info(EDGE_RECEIPTS)).state
         last_receipt = None
         if receipts.messages:
-            last_receipt = _instant((await js.get_msg(EDGE_RECEIPTS, seq=receipts.last_seq)).time)
+            last_receipt = stored_at((await js.get_msg(EDGE_RECEIPTS, seq=receipts.last_seq)).time)
         notify = (await js.stream_info(EDGE_NOTIFY)).state
     finally:
         await nc.close()
@@ -209,21 +208,3 @@ async def edge_status(doc: dict[str, Any], now: datetime | None = None) -> dict[
         "last_receipt_at": last_receipt.isoformat() if last_receipt else None,
         "notifications": notify.messages,
     }
-
-
-def _instant(value: Any) -> datetime | None:
-    """A stored message's time as the server gives it (RFC 3339, nanoseconds)."""
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.replace("Z", "+00:00")
-    if "." in text:  # Python reads at most six digits of a second's fraction
-        whole, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{whole}.{digits[:6]}{zone}"
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None

@@ -1,8 +1,10 @@
 """`hie deploy local`'s topology as an operator and a member's adapter host use it: three NATS
 nodes, a PostgreSQL primary with its synchronous standby, `hie up` with two gateways, all on
-TLS. A member added with `hie institution add` sends with `hie submit --creds`; `hie up` and
-its gateways are SIGKILLed (a lost host) and started again; the member goes on sending, and
-`hie audit verify` passes."""
+TLS. A member added with `hie institution add` sends with `hie submit --creds`, and through its
+village edge node (`hie edge add`, `hie edge up`); `hie up` and its gateways are SIGKILLed (a
+lost host) and started again; what the member sent through its edge meanwhile is kept there
+and reported as queued, and settled by the next run once the exchange is back; `hie audit
+verify` passes."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +39,9 @@ def topology(tmp_path: Path) -> Iterator[LocalTopology]:
         local.stop()
 
 
-def hie(topology: LocalTopology, *args: str, env: dict[str, str] | None = None) -> str:
+def hie(
+    topology: LocalTopology, *args: str, env: dict[str, str] | None = None, code: int = 0
+) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "exchange.cli", *args],
         env={**os.environ, **topology.env, **(env or {})},
@@ -44,8 +49,27 @@ def hie(topology: LocalTopology, *args: str, env: dict[str, str] | None = None) 
         text=True,
         timeout=180,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == code, done.stdout + done.stderr
     return done.stdout
+
+
+@contextlib.contextmanager
+def edge_up(topology: LocalTopology, env: dict[str, str], *args: str) -> Iterator[None]:
+    """`hie edge up` on the clinic's machine, until the block ends (SIGTERM)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exchange.cli", "edge", "up", *args],
+        env={**os.environ, **topology.env, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "running at" in proc.stdout.readline()
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 async def submit_sources(topology: LocalTopology) -> list[str]:
@@ -101,6 +125,28 @@ def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_
     out = hie(topology, *send, "--creds", str(tmp_path / "m.creds"), env=member)
     assert "1 submission(s) newly accepted" in out
 
+    # The clinic's edge node runs on its machine; `hie submit` there goes through it, and the
+    # receipt comes back down through it.
+    clinic = {"HIE_DATA_DIR": str(tmp_path / "clinic"), "HIE_NATS_CREDS": "", "HIE_NATS_URL": ""}
+    hub = ",".join(topology.nats.leaf_urls) if topology.nats else ""
+    residents = demo_residents(4)[2:]
+    through = [tmp_path / "edge-1.json", tmp_path / "edge-2.json"]
+    for path, doc in zip(through, demo_bundles("thc-lt", residents), strict=True):
+        path.write_text(json.dumps(doc, ensure_ascii=False))
+    clinic_send = ("submit", "--institution", "thc-lt", "--key", str(tmp_path / "m.pem"))
+    edge_args = ("--institution", "thc-lt", "--hub", hub, "--creds", str(tmp_path / "edge.creds"))
+    with edge_up(topology, clinic, *edge_args, "--ca", topology.env["HIE_NATS_CA"]):
+        out = hie(topology, *clinic_send, str(through[0]), env=clinic)
+        assert "1 submission(s) newly accepted" in out
+        # The edge's queue empties once the hub's acknowledgement (flow control) reaches it.
+        deadline = time.monotonic() + 30
+        while (status := json.loads(hie(topology, "edge", "status", "--json", env=clinic)))[
+            "queued"
+        ] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # Every receipt of the clinic's since `hie edge add`: its direct send's too.
+        assert status["queued"] == 0 and status["receipts"] == 2
+
     # The exchange's host is lost: hie up and its gateways die at once.
     assert topology.exchange is not None
     up = psutil.Process(topology.exchange.pid)
@@ -110,7 +156,22 @@ def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_
     for g in gateways:
         with contextlib.suppress(psutil.NoSuchProcess):
             g.kill()
-    url = topology.start_exchange("up", timeout=300)
+    # Meanwhile the clinic sends through its edge: kept there, reported as queued (exit 3).
+    with edge_up(topology, clinic, *edge_args, "--ca", topology.env["HIE_NATS_CA"]):
+        both = (str(through[0]), str(through[1]))
+        queued = hie(topology, *clinic_send, *both, "--wait", "2", env=clinic, code=3)
+        assert "1 queued at the clinic's edge node" in queued
+        assert "edge-2.json: queued at the edge" in queued
+        pending = (tmp_path / "clinic" / "submitted" / "thc-lt.pending").read_text()
+        assert len(pending.splitlines()) == 1
+        url = topology.start_exchange("up", timeout=300)
+        # The next run sends nothing again: it reads the receipt the edge kept.
+        settled = hie(topology, *clinic_send, *both, "--report", "json", env=clinic)
+        report = json.loads(settled)
+        assert report["exit_code"] == 0
+        statuses = [s["status"] for f in report["files"] for s in f["submissions"]]
+        assert statuses == ["not sent again", "accepted"]
+        assert (tmp_path / "clinic" / "submitted" / "thc-lt.pending").read_text() == ""
 
     # The member goes on sending; what it sent before is not sent twice.
     again = hie(topology, *send, str(later), "--creds", str(tmp_path / "m.creds"), env=member)

@@ -26,14 +26,9 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.nats import EDGE_RECEIVED
+from adapters.nats import EDGE_RECEIVED, EDGE_SUBMIT, edge_subject
 from exchange.private_files import write_private
-from exchange.servers.edge import (
-    EDGE_SUBMIT,
-    edge_creds,
-    edge_subject,
-    register_edge,
-)
+from exchange.servers.edge import edge_creds, register_edge
 from exchange.servers.edge_node import EdgeNode, edge_status, running_edge
 from exchange.servers.nats import GATEWAY_CONSUMER, ensure_streams, stream_name
 from exchange.servers.nats_accounts import NatsAuthority

@@ -134,6 +134,24 @@ def test_the_journal_remembers_accepted_ids_across_runs(tmp_path: Path) -> None:
     assert path.read_text().count("sha256-b") == 1
 
 
+def test_the_journal_keeps_what_an_edge_holds_until_its_receipt_settles_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "submitted" / "taoyuan-vc.ids"
+    journal = Journal(path)
+    stamp = "2026-12-06T09:00:00+08:00"
+    journal.queue({"sha256-a": stamp, "sha256-b": stamp, "sha256-c": stamp})
+    journal.queue({"sha256-a": "2026-12-07T09:00:00+08:00"})  # kept once, with its first stamp
+    assert Journal(path).pending == {"sha256-a": stamp, "sha256-b": stamp, "sha256-c": stamp}
+    journal.add(["sha256-a"])  # accepted: into the ids, out of pending
+    journal.settle(["sha256-b"])  # refused: out of pending only
+    again = Journal(path)
+    assert again.ids == {"sha256-a"} and again.pending == {"sha256-c": stamp}
+    assert path.with_suffix(".pending").read_text() == f"sha256-c\t{stamp}\n"
+    again.queue({"sha256-a": stamp})  # accepted already: never pending again
+    assert Journal(path).pending == {"sha256-c": stamp}
+
+
 def test_progress_shows_a_bar_items_and_rate() -> None:
     out = io.StringIO()  # not a terminal: the line is written once, when the run ends
     with Progress(200, out=out) as progress:

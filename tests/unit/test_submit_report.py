@@ -20,6 +20,7 @@ from exchange.cli.submit_report import (
     HELD_BEFORE,
     NO_RECEIPT,
     NOT_SENT,
+    QUEUED,
     REJECTED,
     REPEAT,
     WOULD_SEND,
@@ -69,6 +70,9 @@ def outcome(*submissions: tuple[int, str], problems: int = 0) -> FileOutcome:
         ([], 0, "nothing to send", None),
         ([(3, ACCEPTED), (2, NO_RECEIPT)], 0, "not delivered", None),
         ([(2, NOT_SENT)], 0, "not delivered", None),
+        ([(3, ACCEPTED), (2, QUEUED)], 0, "queued at the edge", None),
+        ([(2, QUEUED), (1, NO_RECEIPT)], 0, "not delivered", None),
+        ([(2, QUEUED)], 0, None, "nothing to send"),
         ([(3, WOULD_SEND), (1, HELD_BEFORE)], 0, None, "would be sent"),
         ([(3, WOULD_SEND)], 1, None, "would be partly refused"),
         ([], 1, None, "would be refused"),
@@ -83,6 +87,23 @@ def test_a_files_outcome_says_what_became_of_its_items(
         assert file.outcome(dry_run=False) == sent
     if dry is not None:
         assert file.outcome(dry_run=True) == dry
+
+
+def test_what_waits_at_a_clinics_edge_is_told_apart_from_what_was_delivered() -> None:
+    file = outcome((3, ACCEPTED), (2, QUEUED), (4, REJECTED))
+    assert file.outcome_line() == (
+        "visits.hl7: queued at the edge: 2 item(s) kept by the clinic's edge node for the "
+        "exchange, "
+        "without a receipt yet; 3 accepted; 4 item(s) refused by the exchange"
+    )
+    assert file.counts()["queued_at_edge"] == 2 and file.counts()["accepted"] == 3
+    report = RunReport("taoyuan-vc", dry_run=False, files=[file])
+    assert report.totals()["submissions"]["queued_at_edge"] == 1
+    assert report.summary_line().endswith(
+        "; 1 queued at the clinic's edge node, to be sent when its link is up (run the same "
+        "command again later for their receipts: nothing is sent twice)"
+    )
+    assert "queued" not in RunReport("taoyuan-vc", False, [outcome((3, ACCEPTED))]).summary_line()
 
 
 def test_the_line_of_a_file_whose_only_submission_was_refused_names_the_item() -> None:
@@ -238,6 +259,7 @@ ITEM_KEYS = {
     "refused_before_sending",
     "no_receipt",
     "not_sent",
+    "queued_at_edge",
     "depends_on_exchange",
 }
 
@@ -273,6 +295,7 @@ def test_the_json_report_has_its_documented_keys_whatever_happened() -> None:
         "rejected",
         "no_receipt",
         "not_sent",
+        "queued_at_edge",
     }
     for file in doc["files"]:
         assert set(file) == FILE_KEYS and set(file["items"]) == ITEM_KEYS
