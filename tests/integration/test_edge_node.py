@@ -95,7 +95,7 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     doc: dict[str, Any] = found
 
     async def link(state: str) -> bool:
-        return (await edge_status(doc))["link"] == state
+        return bool((await edge_status(doc))["link"] == state)
 
     await wait_for(lambda: link("up"))
 
