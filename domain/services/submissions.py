@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from domain.clinical import (
+    ENTRY_KINDS,
     REFERRAL_KINDS,
     ConsentPayload,
     MergePayload,
@@ -109,6 +110,22 @@ def correction_target(item: ValidItem) -> str | None:
     if isinstance(item.payload, RetractPayload):
         return item.payload.record
     return item.record if item.amends else None
+
+
+# Items that stand alone: a new record, a new consent, a new referral. Any other item (a
+# correction, a merge, a withdrawal, a referral's next step, a seal, ...) acts on something
+# an earlier submission may bring, so its place in the sender's order matters.
+STANDALONE_KINDS = frozenset({*ENTRY_KINDS, "patient", "consent", "referral"})
+
+
+def follows_earlier(valid: ValidSubmission) -> bool:
+    """Whether the submission must not be applied before the institution's earlier ones: it
+    holds an item that acts on what an earlier submission may bring (a correction must never
+    overtake the record it corrects)."""
+    return any(
+        item.kind not in STANDALONE_KINDS or correction_target(item) is not None
+        for item in valid.items
+    )
 
 
 def records_wanted(batch: Sequence[Pending]) -> dict[str, set[str]]:

@@ -15,6 +15,7 @@ from domain.services.submissions import (
     consent_owner,
     consents_wanted,
     correction_target,
+    follows_earlier,
     records_wanted,
 )
 from domain.submission import Submission
@@ -93,6 +94,23 @@ def test_a_correction_of_a_record_sent_earlier_in_the_same_batch_passes() -> Non
     assert [s.submission_id for s in plan.submissions] == ["s-1", "s-2"]
     # The source rows name the record each item is a version of.
     assert [(row[1], row[3]) for row in plan.source_rows] == [("o1", "o1"), ("o1-v2", "o1")]
+
+
+def test_what_acts_on_an_earlier_submission_keeps_its_place_in_the_senders_order() -> None:
+    rid = resident(1)
+    alone = [
+        observation_item(rid, "o1"),
+        consent_item(rid, "c1"),
+    ]
+    after = [
+        amend(rid, "o1-v2", "o1"),
+        retract(rid, "o1-x", "o1"),
+        withdrawal(rid, "c1-w", "thc-1/c1"),
+        seal(rid, "s1"),
+    ]
+    assert not follows_earlier(pending("thc-1", *alone).valid)
+    for item in after:
+        assert follows_earlier(pending("thc-1", consent_item(rid, "c2"), item).valid), item["kind"]
 
 
 def test_what_a_batch_needs_from_the_ledger_is_asked_per_institution() -> None:
