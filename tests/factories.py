@@ -152,6 +152,14 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
+# A village clinic's edge node: how long a submission waited in it (up to twice the 30 days a
+# submission may age), and how far the clinic's clock is off the exchange's (either way).
+_US_PER_DAY = 86_400 * 10**6
+edge_outages = st.integers(0, 60 * _US_PER_DAY).map(lambda us: timedelta(microseconds=us))
+clock_offsets = st.integers(-_US_PER_DAY // 2, _US_PER_DAY // 2).map(
+    lambda us: timedelta(microseconds=us)
+)
+
 # A referral command: (action, acting party, time since the previous command). The parties are
 # roles, mapped to institution codes by REFERRAL_PARTIES; "mark_overdue" ignores its party.
 REFERRAL_SENDER, REFERRAL_RECEIVER = "THC-01", "CH-01"

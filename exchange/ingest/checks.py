@@ -1,20 +1,29 @@
 """The gateway's checks of one message, before anything of it reaches the ledger: sender,
-signature (with the institution's key as the ledger holds it), envelope, items, and when it
-was sent. What an authenticated submission is refused for is final (``rejection_rows``)."""
+signature (with the institution's key as the ledger holds it), the stamp of the clinic's edge
+node when it came through one, envelope, items, and when it was sent. What an authenticated
+submission is refused for is final (``rejection_rows``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 from nats.aio.msg import Msg
 
 from adapters.envelope import loads, verify_signature
-from domain.freshness import IngestPolicy, freshness_problems
+from adapters.nats import EDGE_RECEIVED
+from domain.freshness import (
+    IngestPolicy,
+    clock_ahead,
+    freshness_problems,
+    held_at_edge,
+    parse_stamp,
+    stamp_problem,
+)
 from domain.intake import intake_problems
 from domain.problems import Problem
 from domain.submission import submission_key, validate_envelope
@@ -58,6 +67,26 @@ def rejection_rows(
     ]
 
 
+def edge_clock_rows(
+    items: Sequence[Checked], at: datetime
+) -> list[tuple[str, str, str, float, bool]]:
+    """Each institution's edge clock as the batch (received ``at``) last measured it: its last
+    stamped submission's stamp, the time received, how far the stamp was ahead in seconds,
+    and whether that is flagged (``Ledger.record_edge_clocks``)."""
+    latest = {c.institution: c for c in items if c.stamp is not None}
+    return [
+        (
+            code,
+            c.stamp.isoformat(),
+            at.isoformat(),
+            (c.stamp - at).total_seconds(),
+            c.skew is not None,
+        )
+        for code, c in latest.items()
+        if c.stamp is not None
+    ]
+
+
 @dataclass
 class Checked:
     msg: Msg
@@ -68,6 +97,13 @@ class Checked:
     position: int | None = None
     repeat: bool = False
     authenticated: bool = False  # signed by the subject's institution with its key
+    # Sent through a clinic's edge node (read once its sender is authenticated: the stamp is
+    # the institution's statement): when the edge took it, on the clinic's clock; how far
+    # that clock is ahead of the exchange's when flagged (domain.freshness.clock_ahead); how
+    # long it waited at the edge, as far as the clocks agree.
+    stamp: datetime | None = None
+    skew: timedelta | None = None
+    held: timedelta | None = None
 
 
 class EnvelopeChecks:
@@ -124,6 +160,13 @@ class EnvelopeChecks:
         if result.problems:
             return result  # an unauthenticated envelope gets no further reading
         result.authenticated = True
+        if (raw := (msg.headers or {}).get(EDGE_RECEIVED)) is not None:
+            if (stamp := parse_stamp(raw)) is None:
+                result.problems = [stamp_problem(EDGE_RECEIVED)]
+                return result
+            result.stamp = stamp
+            result.skew = clock_ahead(stamp, received_at)
+            result.held = held_at_edge(stamp, received_at)
         valid, problems = validate_envelope(doc)
         if valid is None:
             result.problems = problems
@@ -131,7 +174,9 @@ class EnvelopeChecks:
         if problems := intake_problems(valid):  # rules the ledger's stored items predate
             result.problems = problems
             return result
-        if problems := freshness_problems(valid.sent_at, received_at, self.ingest_policy):
+        if problems := freshness_problems(
+            valid.sent_at, received_at, self.ingest_policy, result.stamp
+        ):
             result.problems = problems
             return result
         assert key is not None

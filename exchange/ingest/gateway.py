@@ -3,9 +3,11 @@
 For each fetched batch: check every message (sender, signature, envelope, items, time; see
 ``exchange.ingest.checks``); look up
 which are already in the ledger (a repeat gets its original receipt); append the new ones in
-commits of at most ``batch_max_bytes``; publish receipts (and dead letters for rejected
-ones); only then ack. A crash anywhere before the ack means redelivery, and the ledger's
-uniqueness makes the redelivery append nothing twice.
+commits of at most ``batch_max_bytes``; keep the final refusals and, for submissions relayed by
+a clinic's edge node, each institution's latest edge clock measurement (one statement each per
+batch); publish receipts (and dead letters for rejected ones); only then ack. A crash anywhere
+before the ack means redelivery, and the ledger's uniqueness makes the redelivery append
+nothing twice.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ from prometheus_client import CollectorRegistry
 
 from adapters.envelope import load_public_key
 from audit.writer import AuditWriter
-from domain.freshness import IngestPolicy
+from domain.freshness import IngestPolicy, clock_warning
 from domain.problems import Problem
-from exchange.ingest.checks import DEFAULT_INGEST, Checked, EnvelopeChecks, rejection_rows
+from exchange.ingest.checks import (
+    DEFAULT_INGEST,
+    Checked,
+    EnvelopeChecks,
+    edge_clock_rows,
+    rejection_rows,
+)
 from exchange.ingest.keys import Key
 from exchange.ingest.ledger import Appended, IntegrityError, Ledger, Pending
 from exchange.ingest.summary import Summary
@@ -288,6 +296,10 @@ class Gateway:
         # that no replay of the same id is accepted later, whatever the ledger holds by then.
         if final := [c for c in checked if c.authenticated and c.problems]:
             await self._sync(self.ledger.record_rejections, rejection_rows(final, received_at))
+        # The clinics' edge clocks as this batch found them, for /metrics and the regulator,
+        # whichever gateway process measured them.
+        if clocks := edge_clock_rows(checked, received_at):
+            await self._sync(self.ledger.record_edge_clocks, clocks)
         # Receipts (and dead letters) published and the audit records committed, all at
         # once; only then the acks, confirmed by one round trip for the whole batch.
         answers: list[Awaitable[Any]] = [self._answer(item) for item in checked]
@@ -443,6 +455,8 @@ class Gateway:
         outcome = ("repeat" if item.repeat else "accepted") if accepted else "rejected"
         codes = [p.code for p in item.problems]
         self.metrics.answered(institution, outcome, kinds, codes)
+        if item.stamp is not None and item.held is not None:  # relayed by a clinic's edge
+            self.metrics.relayed(item.institution, item.skew is not None, item.held)
         self.summary.answered(institution or UNAUTHENTICATED, outcome, len(kinds), codes)
 
     async def _answer(self, item: Checked) -> None:
@@ -453,6 +467,11 @@ class Gateway:
             "status": "accepted" if accepted else "rejected",
             "received_at": datetime.now(UTC).isoformat(),
         }
+        if item.stamp is not None:  # relayed by the clinic's edge node
+            receipt["edge_received_at"] = item.stamp.isoformat()
+            if item.skew is not None:
+                receipt["clock_skew_s"] = round(item.skew.total_seconds(), 3)
+                receipt["warnings"] = [clock_warning(item.skew).as_dict()]
         if accepted:
             receipt["positions"] = [item.position]
             receipt["repeat"] = item.repeat

@@ -127,7 +127,9 @@ class Ledger(Application[UUID]):
 
     @property
     def tables(self) -> tuple[str, str, str, str]:
-        """The ledger's tables, its events table first."""
+        """The ledger's tables, its events table first: appended to, never updated. The edge
+        clocks beside them (``LedgerRecorder.edge_clock_table``) are a measurement that each
+        batch overwrites, and are not among them."""
         r = self.ledger_recorder
         return (r.events_table_name, r.source_table, r.rejected_table, r.identifier_table)
 
@@ -157,6 +159,11 @@ class Ledger(Application[UUID]):
     def record_rejections(self, rows: Sequence[tuple[UUID, str, str, str, list[str]]]) -> None:
         """Keep these refusals for good (see ``rejected_before``)."""
         self.ledger_recorder.record_rejections(rows)
+
+    def record_edge_clocks(self, rows: Sequence[tuple[str, str, str, float, bool]]) -> None:
+        """Keep each institution's latest edge clock measurement (beside the ledger, not in
+        it: a measurement, overwritten; see ``LedgerRecorder.record_edge_clocks``)."""
+        self.ledger_recorder.record_edge_clocks(rows)
 
     def rotate_key(self, code: str, public_key: str) -> int:
         """Replace a registered institution's key; the ledger position it is in force from."""

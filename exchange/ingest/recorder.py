@@ -43,6 +43,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
     source_table = "ledger_source_records"
     rejected_table = "ledger_rejected_submissions"
     identifier_table = "ledger_identifiers"
+    edge_clock_table = "ledger_edge_clocks"
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
@@ -109,6 +110,20 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 "CREATE INDEX IF NOT EXISTS ledger_rejected_institution "
                 "ON {schema}.{table} (institution, rejected_at)"
             ).format(schema=schema, table=Identifier(self.rejected_table))
+        )
+        # Each institution's edge clock as the gateways last measured it (domain/freshness.py):
+        # when the edge took its latest submission (the clinic's clock), when the exchange
+        # received it, how far the first was ahead of the second in seconds, since when it has
+        # been flagged (NULL: in step) and when it was last flagged. A row per institution
+        # that sends through an edge, overwritten: read by /metrics and the regulator's
+        # data-quality view, whichever process measured it. No clinical data.
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{table} (institution text PRIMARY KEY, "
+                "stamp timestamptz NOT NULL, received_at timestamptz NOT NULL, "
+                "ahead_s double precision NOT NULL, flagged_since timestamptz, "
+                "last_flagged_at timestamptz)"
+            ).format(schema=schema, table=Identifier(self.edge_clock_table))
         )
         # The key check of an append (see _insert_events): refused as an integrity violation
         # when an institution's record moved on (its key rotated) since the version given.
@@ -226,6 +241,32 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     self.rejected_table,
                 ),
                 [_rows_json(rows)],
+            )
+
+    def record_edge_clocks(self, rows: Sequence[tuple[str, str, str, float, bool]]) -> None:
+        """Keep each institution's latest edge clock measurement: (institution, stamp,
+        received at, seconds ahead, flagged), one row per institution, in one statement. A
+        measurement older than the one kept (another gateway's, committed first) changes
+        nothing; a flagged one keeps the time the flag was first raised until one in step
+        clears it."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                self._sql(
+                    "INSERT INTO {schema}.{table} AS c (institution, stamp, received_at, ahead_s, "
+                    "flagged_since, last_flagged_at) SELECT r->>0, (r->>1)::timestamptz, "
+                    "(r->>2)::timestamptz, (r->>3)::float8, "
+                    "CASE WHEN (r->>4)::boolean THEN (r->>2)::timestamptz END, "
+                    "CASE WHEN (r->>4)::boolean THEN (r->>2)::timestamptz END "
+                    "FROM json_array_elements(%s::json) r ON CONFLICT (institution) DO UPDATE "
+                    "SET stamp = excluded.stamp, received_at = excluded.received_at, "
+                    "ahead_s = excluded.ahead_s, flagged_since = CASE WHEN "
+                    "excluded.flagged_since IS NULL THEN NULL ELSE "
+                    "coalesce(c.flagged_since, excluded.flagged_since) END, "
+                    "last_flagged_at = coalesce(excluded.last_flagged_at, c.last_flagged_at) "
+                    "WHERE excluded.received_at >= c.received_at",
+                    self.edge_clock_table,
+                ),
+                [_rows_json(sorted(rows))],  # one order for every gateway: no deadlock
             )
 
     def versions_of(self, originator_ids: Sequence[UUID]) -> dict[UUID, int]:

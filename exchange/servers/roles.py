@@ -16,8 +16,9 @@ What the application role may do, table by table (``grant``):
 - the read models (the projections): owned by the application role, since it rebuilds them
   from the ledger (truncate, drop and build their indexes, for which PostgreSQL also asks
   CREATE on the schema) and they hold nothing the ledger cannot make again;
-- the gate's other tables (break-glass grants, revocations, research projects): read, add
-  and update rows, never delete them.
+- the gate's other tables (break-glass grants, revocations, research projects) and the
+  gateways' measurements of village edge clocks: read, add and update rows, never delete
+  them.
 
 On the embedded default (and any owner allowed to create roles) the role is made here, one
 per database (``hie_app_<database>``), with the password kept in

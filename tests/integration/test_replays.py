@@ -19,9 +19,15 @@ from tests.factories import condition_item, record_items, resident
 from tests.integration.conftest import Running
 
 
-async def send(exchange: Running, institution: str, envelope: dict[str, Any]) -> dict[str, Any]:
+async def send(
+    exchange: Running,
+    institution: str,
+    envelope: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Publish these bytes as a new message (a fresh Nats-Msg-Id, so JetStream's duplicate
-    window does not swallow a replay) and return the receipt it gets."""
+    window does not swallow a replay), with these headers besides, and return the receipt it
+    gets."""
     consortium = exchange.rt.settings.consortium
     got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
@@ -35,7 +41,7 @@ async def send(exchange: Running, institution: str, envelope: dict[str, Any]) ->
         await exchange.rt.nc.jetstream().publish(
             f"hie.{consortium}.submit.{institution}",
             encode(envelope),
-            headers={"Nats-Msg-Id": uuid.uuid4().hex},
+            headers={**(headers or {}), "Nats-Msg-Id": uuid.uuid4().hex},
         )
         return await asyncio.wait_for(got, 20)
     finally:
