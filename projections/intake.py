@@ -8,7 +8,10 @@ rebuild makes them again), keyed by the county's day (Asia/Shanghai) first, so t
 days reads only its own rows however many years the exchange has run. The refused side is the
 ledger's own record of final refusals (``ledger_rejected_submissions``: institution, submission
 id, when, problem codes; no clinical data), which the gateway keeps in the commit that refuses
-(exchange/ingest/recorder.py) and indexes by institution and time for these reads.
+(exchange/ingest/recorder.py) and indexes by institution and time for these reads. Beside them,
+each institution's edge clock as the gateways last measured it (``ledger_edge_clocks``, a row
+per institution that sends through a village clinic's edge node): in step, or ahead of the
+exchange's clock by more than 5 minutes since when, and whether it was flagged in the window.
 
 Only authenticated senders are counted against an institution: a submission whose signature
 fails, or that names an institution the ledger does not know, is not its doing (the gateway's
@@ -28,6 +31,8 @@ import asyncpg
 COUNTY_ZONE = ZoneInfo("Asia/Shanghai")
 # The ledger's table of final refusals (exchange/ingest/recorder.py names it).
 REJECTED = "ledger_rejected_submissions"
+# The gateways' latest measurement of each institution's edge clock (the same file names it).
+EDGE_CLOCKS = "ledger_edge_clocks"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intake_days (
@@ -145,6 +150,10 @@ _CODES = (
     "AND r.rejected_at < $2 "
     "GROUP BY r.institution, c.code"
 )
+_EDGE_CLOCKS = (
+    "SELECT institution, stamp, received_at, ahead_s, flagged_since, last_flagged_at "
+    f"FROM {EDGE_CLOCKS} WHERE institution = ANY($1)"
+)
 _REFUSED_DAILY = (
     f"SELECT (rejected_at AT TIME ZONE '{COUNTY_ZONE.key}')::date AS day, count(*) AS submissions "
     f"FROM {REJECTED} WHERE institution = ANY($3) AND rejected_at >= $1 AND rejected_at < $2 "
@@ -161,6 +170,26 @@ def window_start(today: date, days: int) -> tuple[date, datetime]:
 
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
+
+
+def _edge_clock(row: asyncpg.Record | None, since: datetime) -> dict[str, Any] | None:
+    """An institution's edge clock at the gateways' last measurement (None: it never sent
+    through an edge node): when the edge took its latest submission (``edge_received_at``,
+    the clinic's clock) and the exchange received it (``measured_at``); ``clock_skew_s`` how
+    far the first was ahead, when flagged (null: in step), since when; whether it was flagged
+    at any time in the window."""
+    if row is None:
+        return None
+    flagged = row["flagged_since"] is not None
+    last = row["last_flagged_at"]
+    return {
+        "edge_received_at": _iso(row["stamp"]),
+        "measured_at": _iso(row["received_at"]),
+        "clock_skew_s": row["ahead_s"] if flagged else None,
+        "flagged_since": _iso(row["flagged_since"]),
+        "last_flagged_at": _iso(last),
+        "flagged_in_window": last is not None and last >= since,
+    }
 
 
 class IntakeReader:
@@ -189,6 +218,7 @@ class IntakeReader:
                 r["day"]: r["submissions"]
                 for r in await conn.fetch(_REFUSED_DAILY, since, until, senders)
             }
+            clocks = {r["institution"]: r for r in await conn.fetch(_EDGE_CLOCKS, senders)}
         by_kind: dict[str, dict[str, int]] = {}
         for r in kinds:
             by_kind.setdefault(r["institution"], {})[r["kind"]] = r["items"]
@@ -216,6 +246,7 @@ class IntakeReader:
                     "last_accepted_at": _iso(i["last_submission_at"]),
                     "last_rejected_at": _iso(i["last_rejected_at"]),
                     "last_submission_at": _iso(max(last)) if last else None,
+                    "edge_clock": _edge_clock(clocks.get(code), since),
                 }
             )
         span = [first + timedelta(days=n) for n in range(days)]

@@ -1,6 +1,7 @@
 """The consortium's data quality, institution by institution: what each sent and the exchange
-accepted (submissions, items by kind), what it refused and for which problem codes, and how
-long since each last sent, over a window of days (projections/intake.py). What a county's
+accepted (submissions, items by kind), what it refused and for which problem codes, how
+long since each last sent, over a window of days, and the clock of its village edge node as
+the gateways last measured it (projections/intake.py). What a county's
 information centre checks every morning; counts and codes only, no patient and no submission
 id, so it reads no clinical data and is decided as county statistics are."""
 

@@ -1,8 +1,9 @@
 """The consortium's data quality, institution by institution, as a county's information centre
 checks it every morning: who needs attention first (an institution silent for a day, one whose
-refusals run high, one that never sent), then a table of every institution — submissions
-accepted and refused, the top problem codes, items by kind, time since its last submission —
-and the county's submissions day by day as a chart. Answered from the API's
+refusals run high, one that never sent, one whose village edge node's clock runs ahead of the
+exchange's), then a table of every institution — submissions accepted and refused, the top
+problem codes, items by kind, time since its last submission, its edge clock — and the
+county's submissions day by day as a chart. Answered from the API's
 ``/audit/data-quality`` handler under its access, so decided and audited as it is."""
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ ATTENTION = {
     "never": N_("Has never sent a submission"),
     "silent": N_("Nothing sent for more than a day"),
     "refusals": N_("More than 5%% of its submissions refused"),
+    "clock": N_("Its edge node's clock is more than 5 minutes ahead: set the clinic's clock right"),
+    "clock_was": N_("Its edge node's clock ran more than 5 minutes ahead in this window"),
 }
 
 
@@ -87,7 +90,22 @@ def attention(row: dict[str, Any], now: datetime) -> list[str]:
     answered = row["accepted"] + row["rejected"]
     if answered and row["rejected"] / answered > HIGH_REFUSALS:
         why.append("refusals")
+    if (clock := row["edge_clock"]) is not None:
+        if clock["clock_skew_s"] is not None:
+            why.append("clock")
+        elif clock["flagged_in_window"]:
+            why.append("clock_was")
     return why
+
+
+def clock_state(clock: dict[str, Any] | None) -> tuple[str, dict[str, int]] | None:
+    """An edge clock at its last measurement, as a message id and its numbers: ahead by so
+    many minutes when flagged, else in step; None without an edge node."""
+    if clock is None:
+        return None
+    if clock["clock_skew_s"] is None:
+        return N_("in step"), {}
+    return N_("%(minutes)d min ahead"), {"minutes": round(clock["clock_skew_s"] / 60)}
 
 
 def quiet_for(gap: timedelta | None) -> tuple[str, dict[str, int]] | None:
@@ -120,6 +138,7 @@ def view(figures: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
                 "kinds": sorted(row["items_by_kind"].items(), key=lambda kv: (-kv[1], kv[0])),
                 "quiet": quiet_for(since(row["last_submission_at"], now)),
                 "attention": attention(row, now),
+                "clock": clock_state(row["edge_clock"]),
             }
         )
     return rows

@@ -1,7 +1,8 @@
 """What is read from shared state when Prometheus scrapes, or a load balancer asks whether
 the exchange is ready: the ledger's head against each projection's position, the gateways'
 JetStream consumer, the audit tree and its last signed head, the revocation list's age, the
-NATS connection's reconnects.
+NATS connection's reconnects, and each village clinic's edge clock as a gateway last measured
+it.
 
 These are gauges of state that several processes share (any gateway appends to the ledger,
 any process may sign a head), so they are asked of the state itself at scrape time, not
@@ -29,9 +30,15 @@ from prometheus_client.metrics_core import Metric
 
 from audit.postgres import AuditStore
 from exchange.servers.nats import GATEWAY_CONSUMER, stream_name
+from projections.intake import EDGE_CLOCKS
 from projections.tables import NAME as READ_MODELS
 
 TIMEOUT = 2.0  # seconds a source has to answer a scrape or a readiness check
+# A row per institution that sends through an edge node (tens in a county).
+_EDGE_CLOCKS = (
+    "SELECT institution, CASE WHEN flagged_since IS NULL THEN 0 ELSE ahead_s END AS ahead "
+    f"FROM {EDGE_CLOCKS}"
+)
 
 
 class Freshness(Protocol):
@@ -55,6 +62,8 @@ class Snapshot:
     head_age: float | None = None
     revocation_age: float | None = None
     reconnects: int = 0
+    # institution -> seconds its edge clock was ahead at the last measurement, 0 in step
+    edge_clocks: dict[str, float] = field(default_factory=dict)
 
 
 class Probes:
@@ -91,6 +100,9 @@ class Probes:
         head = await self.audit.last_head()
         if head is not None:
             snap.head_age = max(0.0, (datetime.now(UTC) - head["signed_at"]).total_seconds())
+        snap.edge_clocks = {
+            r["institution"]: r["ahead"] for r in await self.pool.fetch(_EDGE_CLOCKS)
+        }
 
     async def _broker(self, snap: Snapshot) -> None:
         if not self.nc.is_connected:
@@ -194,3 +206,13 @@ class SnapshotCollector:
         for name, text, value in figures:
             if value is not None:
                 yield GaugeMetricFamily(name, text, value=value)
+        if snap.edge_clocks:
+            clocks = GaugeMetricFamily(
+                "hie_edge_clock_ahead_seconds",
+                "How far each institution's edge clock was ahead of the exchange's at its last "
+                "relayed submission, when more than 5 minutes (flagged); 0 when in step",
+                labels=["institution"],
+            )
+            for code, ahead in sorted(snap.edge_clocks.items()):
+                clocks.add_metric([code], ahead)
+            yield clocks

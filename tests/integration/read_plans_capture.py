@@ -26,8 +26,11 @@ CAPTURING: contextvars.ContextVar[list[Captured] | None] = contextvars.ContextVa
     "capturing", default=None
 )
 PLAN_MODES = ("force_generic_plan", "force_custom_plan")
-# Tables that do not grow with the county: a full read of one is as cheap tomorrow as today.
-FIXED_TABLES = frozenset({"institutions", "projection_position", "audit_tree"})
+# Tables that do not grow with the county: a full read of one is as cheap tomorrow as today
+# (the edge clocks: a row per institution, overwritten, which a planner reads whole when small).
+FIXED_TABLES = frozenset(
+    {"institutions", "projection_position", "audit_tree", "ledger_edge_clocks"}
+)
 _PLANNABLE = re.compile(r"^\s*\(?\s*(SELECT|WITH|INSERT|UPDATE|DELETE|VALUES)\b", re.IGNORECASE)
 _EQUALITY = re.compile(r"[^<>!=]=[^>]|= ANY")
 

@@ -73,6 +73,7 @@ REGISTRY: dict[str, str] = {
     "quality.refused": "574045003361",
     "quality.codes": "7e66bb2f2ae6",
     "quality.refused_daily": "82c7a9c759cc",
+    "quality.edge_clocks": "062ac54d9cd0",  # a row per institution (FIXED_TABLES)
     # The audit log (audit/postgres.py)
     "audit.load_state": "8189765b6f06",
     "audit.append": "81ba873f26a3",

@@ -9,7 +9,7 @@ import pytest
 
 from exchange.api.data_quality import DEFAULT_WINDOW, WINDOWS, window_of
 from exchange.api.responses import Refused
-from exchange.pages.regulator_quality import attention, daily_chart, quiet_for, view
+from exchange.pages.regulator_quality import attention, clock_state, daily_chart, quiet_for, view
 from projections.intake import COUNTY_ZONE, Intake, county_day, window_start
 
 NOW = datetime(2026, 12, 6, 1, 30, tzinfo=UTC)  # 09:30 in the county
@@ -71,6 +71,7 @@ def row(level: str = "township_health_centre", **values: object) -> dict[str, ob
         "last_accepted_at": None,
         "last_rejected_at": None,
         "last_submission_at": None,
+        "edge_clock": None,
         **values,
     }
 
@@ -97,6 +98,30 @@ def test_who_needs_attention_first() -> None:
     assert attention(row("patient_portal", rejected=1, last_submission_at=ago(days=9)), NOW) == [
         "refusals"
     ]
+
+
+def edge_clock(skew: float | None, flagged_in_window: bool) -> dict[str, object]:
+    """An edge clock as the API gives it: ``skew`` seconds ahead now (None: in step)."""
+    return {
+        "edge_received_at": ago(minutes=10),
+        "measured_at": ago(minutes=10),
+        "clock_skew_s": skew,
+        "flagged_since": ago(hours=2) if skew is not None else None,
+        "last_flagged_at": ago(minutes=10) if flagged_in_window else None,
+        "flagged_in_window": flagged_in_window,
+    }
+
+
+def test_a_clinic_whose_edge_clock_runs_ahead_needs_attention() -> None:
+    sending = {"accepted": 10, "last_submission_at": ago(minutes=10)}
+    level = "village_clinic"
+    assert attention(row(level, **sending, edge_clock=edge_clock(None, False)), NOW) == []
+    assert attention(row(level, **sending, edge_clock=edge_clock(3600.0, True)), NOW) == ["clock"]
+    # Set right since, but it ran ahead within the window: still worth a look.
+    assert attention(row(level, **sending, edge_clock=edge_clock(None, True)), NOW) == ["clock_was"]
+    assert clock_state(None) is None
+    assert clock_state(edge_clock(None, True)) == ("in step", {})
+    assert clock_state(edge_clock(3599.6, True)) == ("%(minutes)d min ahead", {"minutes": 60})
 
 
 def test_how_long_an_institution_has_been_quiet() -> None:
@@ -170,6 +195,7 @@ def test_the_page_is_freed_as_it_is_rendered_without_the_cycle_collector() -> No
                     items_by_kind={"encounter": 3},
                     rejection_codes=[{"code": "resident_id.check_digit", "submissions": 10}],
                     last_submission_at=ago(hours=30),
+                    edge_clock=edge_clock(3600.0, True),
                 )
             ]
         },
@@ -204,4 +230,5 @@ def test_the_page_is_freed_as_it_is_rendered_without_the_cycle_collector() -> No
     finally:
         gc.enable()
     assert "resident_id.check_digit" in html and "超过一天未上报" in html
+    assert "快 60 分钟" in html and "边缘节点时钟快了 5 分钟以上" in html
     assert "<svg" in html

@@ -23,7 +23,7 @@ from domain.errors import InvalidResidentId
 from exchange.telemetry import logs
 from exchange.telemetry.exposition import Telemetry
 from exchange.telemetry.metrics import GatewayMetrics, bounded_code, bounded_purpose
-from exchange.telemetry.probes import Probes, Snapshot
+from exchange.telemetry.probes import Probes, Snapshot, SnapshotCollector
 from exchange.telemetry.shared import ENVIRONMENT, Summed, forget_the_dead
 
 SECRET = "110105195803140012 李建国"
@@ -207,3 +207,44 @@ def test_ready_means_servers_answer_read_models_keep_up_and_revocations_are_fres
     ]
     down = Snapshot(up={"postgresql": False, "nats": True})
     assert probes(5).not_ready(down) == ["postgresql: does not answer"]
+
+
+def test_edge_relayed_submissions_are_counted_by_clock_and_their_wait_timed(
+    other_process: Path,
+) -> None:
+    # Another gateway process: a clinic's submission that waited three days at its edge ...
+    theirs = GatewayMetrics(CollectorRegistry())
+    theirs.relayed("vc-peach", False, timedelta(days=3))
+    # ... and this one: one that came at once, and one from a clock flagged ahead (not timed).
+    values.ValueClass = values.MutexValue
+    own = CollectorRegistry()
+    ours = GatewayMetrics(own)
+    ours.relayed("vc-peach", False, timedelta(seconds=0.2))
+    ours.relayed("vc-plum", True, timedelta(0))
+    text = generate_latest(Summed(own, other_process))  # type: ignore[arg-type]
+    edge = "hie_edge_submissions_total"
+    assert figure(text, edge, institution="vc-peach", clock="in_step") == 2
+    assert figure(text, edge, institution="vc-plum", clock="ahead") == 1
+    assert figure(text, "hie_edge_held_seconds_count") == 2
+    assert figure(text, "hie_edge_held_seconds_bucket", le="1.0") == 1
+    assert figure(text, "hie_edge_held_seconds_bucket", le="86400.0") == 1
+    assert figure(text, "hie_edge_held_seconds_bucket", le="259200.0") == 2
+
+
+def scraped(snap: Snapshot) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(snap))
+    return generate_latest(registry)
+
+
+def test_each_edge_clock_is_a_gauge_of_seconds_ahead_when_flagged() -> None:
+    text = scraped(Snapshot(edge_clocks={"vc-plum": 3600.5, "vc-peach": 0.0}))
+    name = "hie_edge_clock_ahead_seconds"
+    assert figure(text, name, institution="vc-plum") == 3600.5
+    assert (name, "vc-peach") in {
+        (s.name, s.labels.get("institution"))
+        for f in text_string_to_metric_families(text.decode())
+        for s in f.samples
+    }
+    # No measurement yet: no family at all, rather than a gauge that says "in step".
+    assert name.encode() not in scraped(Snapshot())

@@ -1,13 +1,15 @@
 """The information centre's morning check, clicked through in Chromium on the seeded demo
 county: the village clinic's HIS sends a visit whose resident ID has a mistyped check digit,
-which the exchange refuses; the regulator opens the data-quality page from the console and
-finds each institution's figures as the API gives them, the refusal's problem code on the
-village clinic's row, the clinic among those needing attention, and narrows the window."""
+which the exchange refuses, and its edge node relays another visit stamped on a clock an hour
+fast, which the exchange accepts and flags; the regulator opens the data-quality page from the
+console and finds each institution's figures as the API gives them, the refusal's problem code
+and the clock an hour ahead on the village clinic's row, the clinic among those needing
+attention for both, and narrows the window."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,13 @@ import httpx
 from playwright.async_api import BrowserContext
 
 from adapters.envelope import build_envelope, load_private_key_pem
-from adapters.nats import SubmitClient
+from adapters.nats import EDGE_RECEIVED, SubmitClient
 from exchange.demo.data import demo_residents
 from exchange.demo.seed import INSTITUTIONS
 from tests.factories import record_items
 from tests.integration.conftest import Running
 from tests.integration.pages.conftest import arrive, checked, sign_in, token
+from tests.integration.test_replays import send
 
 CLINIC = "taoyuan-vc"
 
@@ -43,6 +46,22 @@ async def mistyped_visit(county: Running) -> str:
     return str(receipt["problems"][0]["code"])
 
 
+async def hour_fast_visit(county: Running) -> None:
+    """The village clinic's clock runs an hour fast: it signs a visit, and its edge node takes
+    it, on that clock; the exchange accepts it, flagged."""
+    key = load_private_key_pem((county.rt.settings.keys_dir / f"{CLINIC}.pem").read_bytes())
+    fast = datetime.now(UTC) + timedelta(hours=1)
+    envelope = build_envelope(
+        institution=CLINIC,
+        items=record_items(demo_residents()[1].resident_id, "tyvc-0413"),
+        key=key,
+        sent_at=fast,
+    )
+    receipt = await send(county, CLINIC, envelope, {EDGE_RECEIVED: fast.isoformat()})
+    assert receipt["status"] == "accepted", receipt.get("problems")
+    assert receipt["warnings"][0]["code"] == "edge.clock_ahead"
+
+
 async def api_figures(county: Running, tok: str, days: int) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=county.url) as http:
         answer = await http.get(
@@ -58,6 +77,7 @@ async def test_the_morning_check_of_every_institution(
     county: Running, context: BrowserContext, tmp_path: Path
 ) -> None:
     code = await mistyped_visit(county)
+    await hour_fast_visit(county)
     await county.settle()
     regulator = token(county, "inspector-sun", "health-bureau", "regulator")
     figures = {
@@ -89,6 +109,13 @@ async def test_the_morning_check_of_every_institution(
     assert code in await clinic.locator("td.codes").inner_text()
     needing = page.locator("#attention-list li", has_text="桃源村卫生室")
     assert "拒收率超过 5%" in await needing.inner_text()
+    # Its edge node's clock an hour ahead: on its row, and why it needs attention too; the
+    # other institutions send without an edge node.
+    assert figures[CLINIC]["edge_clock"]["clock_skew_s"] > 3500
+    assert "快 60 分钟" in await clinic.locator("td.clock").inner_text()
+    assert "边缘节点时钟快了 5 分钟以上" in await needing.inner_text()
+    hospital_clock = await hospital.locator("td.clock").inner_text()
+    assert hospital_clock == "无边缘节点"
     # Institutions that sent nothing are listed as never having sent.
     for inst, name, _level in INSTITUTIONS:
         if figures[inst]["last_submission_at"] is None:
