@@ -296,13 +296,14 @@ class Gateway:
         # that no replay of the same id is accepted later, whatever the ledger holds by then.
         if final := [c for c in checked if c.authenticated and c.problems]:
             await self._sync(self.ledger.record_rejections, rejection_rows(final, received_at))
-        # The clinics' edge clocks as this batch found them, for /metrics and the regulator,
-        # whichever gateway process measured them.
-        if clocks := edge_clock_rows(checked, received_at):
-            await self._sync(self.ledger.record_edge_clocks, clocks)
         # Receipts (and dead letters) published and the audit records committed, all at
         # once; only then the acks, confirmed by one round trip for the whole batch.
         answers: list[Awaitable[Any]] = [self._answer(item) for item in checked]
+        # With them, the clinics' edge clocks as this batch found them, for /metrics and the
+        # regulator whichever gateway process measured them: a measurement, not a decision,
+        # so it need not be kept before the answers (its round trip overlaps theirs).
+        if clocks := edge_clock_rows(checked, received_at):
+            answers.append(self._sync(self.ledger.record_edge_clocks, clocks))
         if self.audit is not None:  # every submission, accepted or rejected, in the audit
             now = datetime.now(UTC)
             answers += [self.audit.append(self._audit_record(c), now) for c in checked]

@@ -18,6 +18,7 @@ import pytest
 from adapters.nats import EDGE_RECEIVED
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
+from tests.integration.referral_steps import until
 from tests.integration.test_data_quality import by_code, figures
 from tests.integration.test_operations import scrape, value
 from tests.integration.test_replays import codes, envelope, send
@@ -35,6 +36,19 @@ async def clock_row(exchange: Running, institution: str) -> dict[str, Any] | Non
         "SELECT * FROM ledger_edge_clocks WHERE institution = $1", institution
     )
     return dict(row) if row is not None else None
+
+
+async def measured(exchange: Running, institution: str, stamp: datetime) -> dict[str, Any]:
+    """The institution's edge clock once the gateway has kept the measurement of its
+    submission stamped ``stamp`` (kept while its receipt is sent, not before it)."""
+
+    async def kept() -> dict[str, Any] | None:
+        row = await clock_row(exchange, institution)
+        return row if row is not None and row["stamp"] == stamp else None
+
+    row = await until(kept)
+    assert row is not None, f"no measurement of {institution}'s edge clock was kept"
+    return row  # type: ignore[no-any-return]
 
 
 async def test_a_week_offline_or_longer_is_not_stale_from_the_edges_stamp(
@@ -74,9 +88,8 @@ async def test_a_week_offline_or_longer_is_not_stale_from_the_edges_stamp(
     ]
     # The last measurement is kept: the stamp six weeks before the exchange received it, a
     # clock not flagged (time held at the edge is not a fast clock).
-    row = await clock_row(exchange, "vc-week")
-    assert row is not None
-    assert row["stamp"] == long_ago and row["flagged_since"] is None
+    row = await measured(exchange, "vc-week", long_ago)
+    assert row["flagged_since"] is None
     assert row["last_flagged_at"] is None
     assert row["ahead_s"] == pytest.approx(-timedelta(weeks=6).total_seconds(), abs=60)
 
@@ -92,6 +105,7 @@ async def test_an_hour_fast_clinic_is_accepted_and_flagged_everywhere(exchange: 
     [warning] = receipt["warnings"]
     assert warning["code"] == "edge.clock_ahead"
     assert "60 minutes ahead" in warning["message"] and "clock right" in warning["message"]
+    await measured(exchange, "vc-fast", fast)
     # Without the stamp, the same clock's submission is from the future.
     later = envelope(exchange, "vc-fast", record_items(resident(312), "f2"), sent_at=fast)
     assert codes(await send(exchange, "vc-fast", later)) == ["envelope.sent_at_future"]
@@ -128,6 +142,7 @@ async def test_an_hour_fast_clinic_is_accepted_and_flagged_everywhere(exchange: 
     right = envelope(exchange, "vc-fast", record_items(resident(313), "f3"), sent_at=now)
     receipt = await send(exchange, "vc-fast", right, stamped(now))
     assert receipt["status"] == "accepted" and "clock_skew_s" not in receipt
+    await measured(exchange, "vc-fast", now)
     async with httpx.AsyncClient(base_url=exchange.url) as http:
         _, found = await scrape(exchange, http)
     assert value(found, "hie_edge_clock_ahead_seconds", institution="vc-fast") == 0
@@ -154,12 +169,12 @@ async def test_an_unreadable_stamp_is_refused_for_good(exchange: Running) -> Non
         visit["submission_id"],
     )
     assert row is not None and row["codes"] == ["envelope.edge_stamp"]
-    again = await send(exchange, "vc-stamp", visit, stamped(datetime.now(UTC)))
+    good = datetime.now(UTC)
+    again = await send(exchange, "vc-stamp", visit, stamped(good))
     assert codes(again) == ["submission.rejected_before"]
     assert "edge_received_at" in again  # its stamp read this time, and answered
     # Nothing was measured of the unreadable stamps; the good one was.
-    row = await clock_row(exchange, "vc-stamp")
-    assert row is not None and row["flagged_since"] is None
+    assert (await measured(exchange, "vc-stamp", good))["flagged_since"] is None
 
 
 async def test_without_a_stamp_nothing_changes(exchange: Running) -> None:
