@@ -3,11 +3,11 @@
 For each fetched batch: check every message (sender, signature, envelope, items, time; see
 ``exchange.ingest.checks``); look up
 which are already in the ledger (a repeat gets its original receipt); append the new ones in
-commits of at most ``batch_max_bytes``; keep the final refusals and, for submissions relayed by
-a clinic's edge node, each institution's latest edge clock measurement (one statement each per
-batch); publish receipts (and dead letters for rejected ones); only then ack. A crash anywhere
-before the ack means redelivery, and the ledger's uniqueness makes the redelivery append
-nothing twice.
+commits of at most ``batch_max_bytes``; keep the final refusals; publish receipts (and dead
+letters for rejected ones) while keeping, for submissions a clinic's edge node relayed, each
+institution's latest edge clock measurement (one statement per batch); only then ack. A crash
+anywhere before the ack means redelivery, and the ledger's uniqueness makes the redelivery
+append nothing twice.
 """
 
 from __future__ import annotations
