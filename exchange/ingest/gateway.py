@@ -35,6 +35,7 @@ from adapters.envelope import load_public_key
 from audit.writer import AuditWriter
 from domain.freshness import IngestPolicy, clock_warning
 from domain.problems import Problem
+from domain.services.submissions import follows_earlier
 from exchange.ingest.checks import (
     DEFAULT_INGEST,
     Checked,
@@ -290,7 +291,17 @@ class Gateway:
     async def process(self, msgs: Sequence[Msg]) -> list[Checked]:
         received_at = datetime.now(UTC)
         self.metrics.fetched(received_at, _deliveries(msgs))
+        # In the stream's order: a submission given back and delivered again takes its place
+        # before those behind it in the same batch.
+        msgs = sorted(msgs, key=_sequence)
         checked = [await self.checks.check(msg, received_at) for msg in msgs]
+        if waiting := await self._overtaking(checked):
+            log.info(
+                "gateway: %d submission(s) wait for earlier ones still on their way", len(waiting)
+            )
+            for item in waiting:
+                await _nak(item.msg, self.retry_delay)
+            checked = [c for c in checked if not any(c is w for w in waiting)]
         await self._append(checked)
         # A refusal of an authenticated submission is final: kept before it is answered, so
         # that no replay of the same id is accepted later, whatever the ledger holds by then.
@@ -312,6 +323,41 @@ class Gateway:
             await item.msg.ack()
         await self.nc.flush(timeout=10)  # the acks reached the server
         return checked
+
+    async def _overtaking(self, checked: Sequence[Checked]) -> list[Checked]:
+        """The submissions (in stream order) that would overtake an earlier one: each acts on
+        what an earlier submission may bring (``follows_earlier``: a correction, a withdrawal,
+        a referral's next step) while a message before it in the stream is not yet answered —
+        delivered to another gateway, given back to come round again, or given back by this
+        batch. They are given back to wait (never refused: the record a correction points at
+        may be in that earlier message). The gateways' consumer's acknowledgement floor says
+        what is answered: every message up to it. One question to the server, and only for a
+        batch holding such a submission; one with nothing unanswered before it goes ahead, and
+        is refused as ever if what it acts on never came."""
+        candidates = [
+            c for c in checked if c.pending is not None and follows_earlier(c.pending.valid)
+        ]
+        if not candidates or any(_sequence(c.msg) == 0 for c in checked):
+            return []  # not JetStream deliveries (a test's): nothing to order by
+        try:
+            info = await self.js.consumer_info(
+                stream_name(self.consortium, "SUBMIT"), GATEWAY_CONSUMER, timeout=5
+            )
+            floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
+        except (NatsError, TimeoutError):
+            return candidates  # cannot tell: they wait, and come round again
+        waiting: list[Checked] = []
+        answered_here = 0  # messages of this batch after the floor, answered with it
+        for item in checked:
+            seq = _sequence(item.msg)
+            if seq <= floor:
+                continue  # a redelivery of one answered meanwhile: the ledger knows it
+            unanswered_before = seq - 1 - floor - answered_here
+            if any(item is c for c in candidates) and unanswered_before > 0:
+                waiting.append(item)
+            else:
+                answered_here += 1
+        return waiting
 
     @staticmethod
     def _audit_record(item: Checked) -> dict[str, Any]:
@@ -495,6 +541,15 @@ class Gateway:
             timeout=10,
         )
         self._count(item, accepted)
+
+
+def _sequence(msg: Msg) -> int:
+    """A delivered message's sequence in the submit stream (0: not a JetStream delivery)."""
+    try:
+        meta = msg.metadata
+    except Exception:
+        return 0
+    return int(meta.sequence.stream) if meta is not None and meta.sequence else 0
 
 
 def _deliveries(msgs: Sequence[Msg]) -> Iterator[tuple[datetime, int]]:

@@ -1,0 +1,135 @@
+"""An institution's submissions are applied in the order it made them, even when they reach
+the gateways out of it: a catch-up from a clinic's edge node ends in the middle of a run, two
+gateways take neighbouring batches of one burst, a submission given back comes round again
+after those behind it. A correction that reaches a gateway before the record it corrects is
+not refused for good while an earlier submission is still on its way (the gateways'
+consumer has not acknowledged everything before it): it is given back, and taken once the
+record is stored. A correction of a record nobody sent is refused as before."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.envelope import build_envelope, encode
+from domain.submission import submission_key
+from exchange.bootstrap import Endpoints, open_runtime
+from exchange.ingest.gateway import Gateway
+from exchange.servers.nats import GATEWAY_CONSUMER, receipt_subject, stream_name, submit_subject
+from exchange.settings import Settings
+from tests.factories import condition_item, resident
+from tests.integration.conftest import Running
+
+
+def retract(rid: str, source_id: str, record: str) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "kind": "retract",
+        "payload": {"patient": {"resident_id": rid}, "record": record, "reason": "录入错误"},
+    }
+
+
+async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Settings) -> None:
+    assert settings.database_url and settings.nats_url
+    async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
+        key = await Running(rt).register("vc-order")
+        c, rid = settings.consortium, resident(61)
+        js = rt.nc.jetstream()
+        got: list[dict[str, Any]] = []
+
+        async def on_receipt(msg: Any) -> None:
+            got.append(json.loads(msg.data))
+
+        await rt.nc.subscribe(receipt_subject(c, "vc-order"), cb=on_receipt)
+
+        def signed(items: list[dict[str, Any]]) -> dict[str, Any]:
+            return build_envelope(
+                institution="vc-order", key=key, sent_at=datetime.now(UTC), items=items
+            )
+
+        record = signed([condition_item(rid, "dx-o")])
+        correction = signed([retract(rid, "dx-o-x", "dx-o")])
+        for e in (record, correction):
+            await js.publish(
+                submit_subject(c, "vc-order"),
+                encode(e),
+                headers={"Nats-Msg-Id": e["submission_id"]},
+            )
+        # Two gateways have taken one each; the one with the correction works first.
+        sub = await js.pull_subscribe_bind(GATEWAY_CONSUMER, stream=stream_name(c, "SUBMIT"))
+        [first] = await sub.fetch(1, timeout=5)
+        [second] = await sub.fetch(1, timeout=5)
+        assert first.headers and first.headers["Nats-Msg-Id"] == record["submission_id"]
+        gateway = Gateway(rt.ledger, rt.nc, c, executor=rt.executor, retry_delay=0.5)
+        await gateway.handle([second])
+        await rt.nc.flush()
+        await asyncio.sleep(0.5)
+        assert got == []  # not answered: given back, not refused
+        held = await rt.pool.fetchval(
+            "SELECT count(*) FROM ledger_rejected_submissions WHERE institution = 'vc-order'"
+        )
+        assert held == 0
+        # The record is stored; the correction comes round again and is taken after it.
+        await gateway.handle([first])
+        deadline = time.monotonic() + 15
+        while len(got) < 2 and time.monotonic() < deadline:
+            for msg in await _fetch(sub):
+                await gateway.handle([msg])
+        assert [(r["submission_id"], r["status"]) for r in got] == [
+            (record["submission_id"], "accepted"),
+            (correction["submission_id"], "accepted"),
+        ], [p["code"] for r in got for p in r.get("problems", [])]
+        positions = await rt.sync(
+            rt.ledger.positions_of,
+            [submission_key("vc-order", e["submission_id"]) for e in (record, correction)],
+        )
+        order = [
+            positions[submission_key("vc-order", e["submission_id"])] for e in (record, correction)
+        ]
+        assert order == sorted(order)
+
+        # In one batch behind the record it corrects (a redelivery): put back in order.
+        record2 = signed([condition_item(rid, "dx-p")])
+        correction2 = signed([retract(rid, "dx-p-x", "dx-p")])
+        for e in (record2, correction2):
+            await js.publish(
+                submit_subject(c, "vc-order"),
+                encode(e),
+                headers={"Nats-Msg-Id": e["submission_id"]},
+            )
+        pair = await sub.fetch(2, timeout=5)
+        await gateway.handle(list(reversed(pair)))
+        deadline = time.monotonic() + 10
+        while len(got) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert [(r["submission_id"], r["status"]) for r in got[2:]] == [
+            (record2["submission_id"], "accepted"),
+            (correction2["submission_id"], "accepted"),
+        ]
+
+        # A correction of a record this institution never sent, with nothing before it on
+        # its way: refused for good, as ever.
+        stray = signed([retract(rid, "dx-q-x", "dx-never")])
+        await js.publish(
+            submit_subject(c, "vc-order"),
+            encode(stray),
+            headers={"Nats-Msg-Id": stray["submission_id"]},
+        )
+        [msg] = await sub.fetch(1, timeout=5)
+        await gateway.handle([msg])
+        deadline = time.monotonic() + 10
+        while len(got) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert got[4]["status"] == "rejected"
+        assert [p["code"] for p in got[4]["problems"]] == ["correction.unknown_record"]
+        await sub.unsubscribe()
+
+
+async def _fetch(sub: Any) -> list[Any]:
+    try:
+        return list(await sub.fetch(1, timeout=1))
+    except TimeoutError:
+        return []
