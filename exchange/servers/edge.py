@@ -66,6 +66,15 @@ def edge_domain(institution: str) -> str:
     return f"edge-{institution}"
 
 
+def edge_of_api(api: str) -> str | None:
+    """The institution whose edge a source's external API prefix (``$JS.edge-<i>.API``)
+    names; None for any other."""
+    head, tail = "$JS.edge-", ".API"
+    if api.startswith(head) and api.endswith(tail) and len(api) > len(head) + len(tail):
+        return api[len(head) : -len(tail)]
+    return None
+
+
 def up_subject(consortium: str, institution: str) -> str:
     """Where the edge delivers its queued submissions to the hub's source."""
     return f"hie.{consortium}.edgeup.{institution}.submit"
@@ -258,10 +267,12 @@ def edge_config(
     monitor_port: int | None = None,
     host: str = "127.0.0.1",
     ca: Path | None = None,
+    sync_interval: str = "always",
 ) -> str:
     """The edge's nats-server configuration: JetStream in its own domain, writing with an
     fsync per message; the clinic's client (``client_nkey``'s user) in a local account that
-    the leaf connection binds to the consortium's account on the hub."""
+    the leaf connection binds to the consortium's account on the hub. (``sync_interval``
+    other than "always" is for bench/edge.py's measure of what the fsync costs.)"""
     urls = ", ".join(f'"{u}"' for u in hub_leaf_urls)
     # The hub's certificate checked against the county CA (its leaf port speaks TLS).
     tls = f' tls: {{ ca_file: "{ca}" }},' if ca else ""
@@ -274,8 +285,13 @@ def edge_config(
         "jetstream {\n"
         f'  store_dir: "{store_dir}"\n'
         f"  domain: {edge_domain(institution)}\n"
-        '  sync_interval: "always"\n'
+        f'  sync_interval: "{sync_interval}"\n'
         "}\n"
+        "# A cut line says nothing (packets just vanish): a ping every 5 s, the link given up\n"
+        "# after two unanswered, so the edge notices within about 15 s (NATS's default, 2\n"
+        "# minutes, left `hie edge status` saying the link was up for 4 to 6 minutes).\n"
+        'ping_interval: "5s"\n'
+        "ping_max: 2\n"
         "accounts {\n"
         "  CLINIC: {\n"
         "    jetstream: enabled\n"

@@ -54,6 +54,7 @@ class EdgeNode:
     ca: Path | None = None
     port: int = 0
     monitor_port: int = 0
+    sync_interval: str = "always"  # another only for measuring what "always" costs
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -91,6 +92,7 @@ class EdgeNode:
                 client_nkey=self._client_key(),
                 monitor_port=self.monitor_port,
                 ca=self.ca.resolve() if self.ca else None,
+                sync_interval=self.sync_interval,
             )
         )
         mark = self.log.stat().st_size if self.log.exists() else 0

@@ -42,6 +42,9 @@ class LocalTopology:
     consortium: str = "demo"
     gateways: int = 2
     isolated: bool = False  # each NATS node in a network namespace of its own (root)
+    # Where the NATS nodes' leaf ports listen, if not on loopback: the bridge of the village
+    # clinics' network namespaces (exchange/servers/edge_lab.py).
+    leaf_host: str | None = None
     nats: NatsCluster | None = None
     postgres: Any = None
     exchange: subprocess.Popen[bytes] | None = None
@@ -65,6 +68,7 @@ class LocalTopology:
             ca=ca,
             authority=authority,
             network=Network(3) if self.isolated else None,
+            leaf_host=self.leaf_host,
         )
         self.postgres = ReplicatedPostgres(self.root / "postgres", self.consortium)
         try:

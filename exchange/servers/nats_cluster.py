@@ -49,6 +49,13 @@ class NodeAddress:
     route_port: int
     monitor_port: int
     leaf_port: int = 7422  # village clinics' edge nodes connect here (exchange/servers/edge.py)
+    # Where the leaf port listens, when not on ``host``: the clinics' edges reach the hub over
+    # another network than the one its clients and routes use.
+    leaf_host: str = ""
+
+    @property
+    def leaf_address(self) -> str:
+        return self.leaf_host or self.host
 
 
 def node_config(
@@ -105,7 +112,7 @@ def node_config(
     lines.append("}")
     lines += [
         "leafnodes {  # village clinics' edge nodes, each logged in as a user made for it",
-        f"  listen: {node.host}:{node.leaf_port}",
+        f"  listen: {node.leaf_address}:{node.leaf_port}",
     ]
     if tls is not None and ca is not None:
         lines += _tls(
@@ -157,6 +164,9 @@ class NatsCluster:
     host: str = "127.0.0.1"
     # Each node in a network namespace of its own, so that a test can cut it off (root).
     network: Network | None = None
+    # Where the nodes' leaf ports listen when not on ``host`` (on loopback): the address of the
+    # bridge the village clinics' network namespaces hang off (exchange/servers/edge_lab.py).
+    leaf_host: str | None = None
     nodes: list[_Node] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -168,7 +178,13 @@ class NatsCluster:
         else:
             addresses = [
                 NodeAddress(
-                    f"hie-n{i + 1}", self.host, free_port(), free_port(), free_port(), free_port()
+                    f"hie-n{i + 1}",
+                    self.host,
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    self.leaf_host or "",
                 )
                 for i in range(self.size)
             ]
@@ -188,16 +204,17 @@ class NatsCluster:
     def leaf_urls(self) -> list[str]:
         """Every node's leaf port, as an edge node's remote names them."""
         scheme = "tls" if self.tls else "nats-leaf"
-        return [f"{scheme}://{n.address.host}:{n.address.leaf_port}" for n in self.nodes]
+        return [f"{scheme}://{n.address.leaf_address}:{n.address.leaf_port}" for n in self.nodes]
 
     def _write_configs(self) -> None:
         for node in self.nodes:
             node.root.mkdir(parents=True, exist_ok=True)
             tls = None
             if self.ca is not None:
-                tls = self.ca.issue(
-                    f"{node.address.name}", [node.address.host, "localhost"], client=True
-                )
+                names = [node.address.host, "localhost"]
+                if node.address.leaf_address not in names:  # the edges check it by this name
+                    names.append(node.address.leaf_address)
+                tls = self.ca.issue(f"{node.address.name}", names, client=True)
             node_accounts = None
             if self.authority is not None:
                 node_accounts = node.root / "accounts.conf"
