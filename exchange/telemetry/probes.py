@@ -18,6 +18,7 @@ fresh (a stale one refuses every token).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,11 +30,29 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from audit.postgres import AuditStore
+from exchange.servers.edge import down_consumer, edge_of_api
 from exchange.servers.nats import GATEWAY_CONSUMER, stream_name
 from projections.intake import EDGE_CLOCKS
 from projections.tables import NAME as READ_MODELS
 
 TIMEOUT = 2.0  # seconds a source has to answer a scrape or a readiness check
+# An edge node's link is taken for down when the hub has not heard from it for this long
+# (its consumer's heartbeat comes every second while the link is up).
+EDGE_SILENT = 10.0
+
+
+@dataclass(frozen=True)
+class EdgeLink:
+    """What the hub knows of a village clinic's edge node (issue 16): when it last heard from
+    it and what the edge then said it held, and the clinic's receipts on their way down.
+    How old the edge's oldest submission is only the edge knows (`hie edge status`)."""
+
+    heard_s: float | None  # seconds since the hub's source last heard from it; None: never
+    queued: int | None  # submissions the edge held for the exchange at that moment
+    receipts_waiting: int | None  # receipts not yet taken down to the edge
+    last_receipt_at: datetime | None  # when the edge last took one down
+
+
 # A row per institution that sends through an edge node (tens in a county).
 _EDGE_CLOCKS = (
     "SELECT institution, CASE WHEN flagged_since IS NULL THEN 0 ELSE ahead_s END AS ahead "
@@ -64,6 +83,7 @@ class Snapshot:
     reconnects: int = 0
     # institution -> seconds its edge clock was ahead at the last measurement, 0 in step
     edge_clocks: dict[str, float] = field(default_factory=dict)
+    edges: dict[str, EdgeLink] = field(default_factory=dict)
 
 
 class Probes:
@@ -115,6 +135,41 @@ class Probes:
             int(info.num_ack_pending or 0),
             int(info.num_redelivered or 0),
         )
+        snap.edges = await self._edges()
+
+    async def _edges(self) -> dict[str, EdgeLink]:
+        """Each edge node the submit stream sources from: its source's state, read from the
+        server's own answer (the client library's reading of it drops which edge a source
+        is), and its receipts consumer's."""
+        submit = stream_name(self.consortium, "SUBMIT")
+        answer = await self.nc.request(f"$JS.API.STREAM.INFO.{submit}", b"", timeout=TIMEOUT)
+        sources = {
+            code: source
+            for source in json.loads(answer.data).get("sources") or []
+            if (code := edge_of_api(str((source.get("external") or {}).get("api", ""))))
+        }
+        if not sources:
+            return {}
+        js, receipts = self.nc.jetstream(), stream_name(self.consortium, "RECEIPTS")
+        consumers: dict[str, Any] = {}
+        while page := await js.consumers_info(receipts, offset=len(consumers)):
+            consumers.update({c.name: c for c in page})
+            if len(page) < 256:  # the server's page: a shorter one is the last
+                break
+        edges = {}
+        for code, source in sources.items():
+            active = source.get("active")
+            down = consumers.get(down_consumer(code, "rcpt"))
+            floor = down.ack_floor if down is not None else None
+            edges[code] = EdgeLink(
+                heard_s=active / 1e9 if isinstance(active, int) and active >= 0 else None,
+                queued=source.get("lag") if isinstance(source.get("lag"), int) else None,
+                receipts_waiting=int(down.num_pending or 0) + int(down.num_ack_pending or 0)
+                if down is not None
+                else None,
+                last_receipt_at=floor.last_active if floor is not None else None,
+            )
+        return edges
 
     def not_ready(self, snap: Snapshot) -> list[str]:
         """What keeps the exchange from serving reads it can stand behind; empty: ready."""
@@ -216,3 +271,49 @@ class SnapshotCollector:
             for code, ahead in sorted(snap.edge_clocks.items()):
                 clocks.add_metric([code], ahead)
             yield clocks
+        if snap.edges:
+            yield from _edge_metrics(snap.edges)
+
+
+def _edge_metrics(edges: dict[str, EdgeLink]) -> Iterator[Metric]:
+    """Each village clinic's edge node as the hub sees it: one series per institution."""
+    families = {
+        "up": GaugeMetricFamily(
+            "hie_edge_link_up",
+            f"Whether the hub heard from the institution's edge node in the last "
+            f"{EDGE_SILENT:.0f} seconds (1) or not (0)",
+            labels=["institution"],
+        ),
+        "heard": GaugeMetricFamily(
+            "hie_edge_last_heard_seconds",
+            "Time since the hub last heard from the institution's edge node",
+            labels=["institution"],
+        ),
+        "queued": GaugeMetricFamily(
+            "hie_edge_queued_messages",
+            "Submissions the institution's edge node held for the exchange when last heard",
+            labels=["institution"],
+        ),
+        "waiting": GaugeMetricFamily(
+            "hie_edge_receipts_waiting_messages",
+            "The institution's receipts not yet taken down to its edge node",
+            labels=["institution"],
+        ),
+        "receipt": GaugeMetricFamily(
+            "hie_edge_last_receipt_timestamp_seconds",
+            "When the institution's edge node last took a receipt down (Unix time)",
+            labels=["institution"],
+        ),
+    }
+    for code, link in sorted(edges.items()):
+        up = link.heard_s is not None and link.heard_s < EDGE_SILENT
+        families["up"].add_metric([code], 1.0 if up else 0.0)
+        if link.heard_s is not None:
+            families["heard"].add_metric([code], link.heard_s)
+        if link.queued is not None:
+            families["queued"].add_metric([code], link.queued)
+        if link.receipts_waiting is not None:
+            families["waiting"].add_metric([code], link.receipts_waiting)
+        if link.last_receipt_at is not None:
+            families["receipt"].add_metric([code], link.last_receipt_at.timestamp())
+    yield from families.values()

@@ -146,6 +146,19 @@ def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_
             time.sleep(0.5)
         # Every receipt of the clinic's since `hie edge add`: its direct send's too.
         assert status["queued"] == 0 and status["receipts"] == 2
+        # The hub's operators see the same in /metrics.
+        admin = hie(
+            topology, "token", "--person", "ops-1", "--institution", "thc-lt", "--role", "admin"
+        )
+        scraped = httpx.get(
+            f"{url}/metrics",
+            headers={"Authorization": f"Bearer {admin.strip()}"},
+            verify=ca,
+            timeout=10,
+        ).text
+        assert 'hie_edge_link_up{institution="thc-lt"} 1.0' in scraped
+        assert 'hie_edge_queued_messages{institution="thc-lt"} 0.0' in scraped
+        assert 'hie_edge_receipts_waiting_messages{institution="thc-lt"} 0.0' in scraped
 
     # The exchange's host is lost: hie up and its gateways die at once.
     assert topology.exchange is not None

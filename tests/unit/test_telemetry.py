@@ -23,7 +23,7 @@ from domain.errors import InvalidResidentId
 from exchange.telemetry import logs
 from exchange.telemetry.exposition import Telemetry
 from exchange.telemetry.metrics import GatewayMetrics, bounded_code, bounded_purpose
-from exchange.telemetry.probes import Probes, Snapshot, SnapshotCollector
+from exchange.telemetry.probes import EdgeLink, Probes, Snapshot, SnapshotCollector
 from exchange.telemetry.shared import ENVIRONMENT, Summed, forget_the_dead
 
 SECRET = "110105195803140012 李建国"
@@ -248,3 +248,36 @@ def test_each_edge_clock_is_a_gauge_of_seconds_ahead_when_flagged() -> None:
     }
     # No measurement yet: no family at all, rather than a gauge that says "in step".
     assert name.encode() not in scraped(Snapshot())
+
+
+def test_each_edge_node_is_seen_from_the_hub_by_its_link_queue_and_receipts() -> None:
+    took = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    text = scraped(
+        Snapshot(
+            edges={
+                "vc-plum": EdgeLink(0.4, 0, 0, took),
+                "vc-peach": EdgeLink(3 * 86400.0, 37, 12, None),
+                "vc-pear": EdgeLink(None, None, None, None),  # made known, never linked
+            }
+        )
+    )
+    up = "hie_edge_link_up"
+    assert [figure(text, up, institution=c) for c in ("vc-plum", "vc-peach", "vc-pear")] == [
+        1.0,
+        0.0,
+        0.0,
+    ]
+    assert figure(text, "hie_edge_last_heard_seconds", institution="vc-peach") == 3 * 86400.0
+    assert figure(text, "hie_edge_queued_messages", institution="vc-peach") == 37
+    assert figure(text, "hie_edge_receipts_waiting_messages", institution="vc-peach") == 12
+    assert (
+        figure(text, "hie_edge_last_receipt_timestamp_seconds", institution="vc-plum")
+        == took.timestamp()
+    )
+    named = {
+        (s.name, s.labels.get("institution"))
+        for f in text_string_to_metric_families(text.decode())
+        for s in f.samples
+    }
+    assert ("hie_edge_last_heard_seconds", "vc-pear") not in named  # never: no figure
+    assert not any(n.startswith("hie_edge_link") for n, _ in named if _ is None)
