@@ -353,6 +353,18 @@ class RunReport:
     files: list[FileOutcome] = field(default_factory=list)
     exit_code: int = 0
     error: dict[str, str] | None = None  # why the run stopped early (no receipt, ...)
+    # What the exchange's receipts warned of (a clinic's clock ahead, ...): the latest of
+    # each code, told once for the run rather than once per submission.
+    exchange_warnings: dict[str, str] = field(default_factory=dict)
+
+    def receipt_warnings(self, receipt: dict[str, Any]) -> None:
+        """Keep the warnings a receipt carries (each ``{code, message}``)."""
+        for warning in receipt.get("warnings") or []:
+            if isinstance(warning, dict) and isinstance(warning.get("code"), str):
+                self.exchange_warnings[warning["code"]] = str(warning.get("message", ""))
+
+    def warning_lines(self) -> list[str]:
+        return [f"the exchange warns: {m} [{c}]" for c, m in self.exchange_warnings.items()]
 
     def totals(self) -> dict[str, Any]:
         items: Counter[str] = Counter()
@@ -382,6 +394,9 @@ class RunReport:
             "dry_run": self.dry_run,
             "exit_code": self.exit_code,
             "error": self.error,
+            "exchange_warnings": [
+                {"code": c, "message": m} for c, m in self.exchange_warnings.items()
+            ],
             "totals": self.totals(),
             "depends_on_exchange_always": [s.as_dict() for s in ALWAYS] if self.dry_run else [],
             "files": [f.as_dict(self.dry_run) for f in self.files],

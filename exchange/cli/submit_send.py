@@ -108,7 +108,7 @@ async def send_files(
                     progress.advance(outcome.items(HELD_BEFORE))
                     attempted = attempted or bool(outcome.items(WOULD_SEND))
                     await _send_file(
-                        client, outcome, envelopes[outcome.path], progress, max(wait, 1.0)
+                        client, report, outcome, envelopes[outcome.path], progress, max(wait, 1.0)
                     )
                     journal.add(
                         [s.submission_id for s in outcome.submissions if s.status in TAKEN_NOW]
@@ -234,6 +234,8 @@ def _settle(report: RunReport, journal: Journal, answered: dict[str, dict[str, A
             if sent.status == QUEUED and sent.submission_id in answered:
                 sent.status = NO_RECEIPT
                 _read_receipt(sent, answered[sent.submission_id])
+    for receipt in answered.values():
+        report.receipt_warnings(receipt)
     accepted = [sid for sid, r in answered.items() if r.get("status") == "accepted"]
     journal.add(accepted)
     journal.settle([sid for sid in answered if sid not in set(accepted)])
@@ -249,6 +251,7 @@ def _instant(text: str) -> datetime | None:
 
 async def _send_file(
     client: SubmitClient,
+    report: RunReport,
     outcome: FileOutcome,
     envelopes: list[dict[str, Any]],
     progress: Progress,
@@ -272,6 +275,7 @@ async def _send_file(
         receipt = receipts.get(sent.submission_id)
         if sent.status == NO_RECEIPT and receipt is not None:
             _read_receipt(sent, receipt)
+            report.receipt_warnings(receipt)
 
 
 def _read_receipt(sent: Sent, receipt: dict[str, Any]) -> None:

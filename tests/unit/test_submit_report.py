@@ -106,6 +106,27 @@ def test_what_waits_at_a_clinics_edge_is_told_apart_from_what_was_delivered() ->
     assert "queued" not in RunReport("taoyuan-vc", False, [outcome((3, ACCEPTED))]).summary_line()
 
 
+def test_what_the_exchanges_receipts_warn_of_is_told_once_per_code() -> None:
+    report = RunReport("taoyuan-vc", dry_run=False)
+    for minutes in (59, 60):
+        report.receipt_warnings(
+            {
+                "status": "accepted",
+                "warnings": [
+                    {"code": "edge.clock_ahead", "message": f"about {minutes} minutes ahead"}
+                ],
+            }
+        )
+    report.receipt_warnings({"status": "accepted"})
+    report.receipt_warnings({"warnings": ["not a warning", {"message": "no code"}]})
+    assert report.warning_lines() == [
+        "the exchange warns: about 60 minutes ahead [edge.clock_ahead]"
+    ]
+    assert report.as_dict()["exchange_warnings"] == [
+        {"code": "edge.clock_ahead", "message": "about 60 minutes ahead"}
+    ]
+
+
 def test_the_line_of_a_file_whose_only_submission_was_refused_names_the_item() -> None:
     file = outcome((3, REJECTED))
     assert file.outcome_line() == (
@@ -275,6 +296,7 @@ def test_the_json_report_has_its_documented_keys_whatever_happened() -> None:
         "dry_run",
         "exit_code",
         "error",
+        "exchange_warnings",
         "totals",
         "depends_on_exchange_always",
         "files",
