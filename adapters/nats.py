@@ -20,6 +20,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -37,6 +38,10 @@ MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 # took it, on the clinic's clock (an ISO 8601 instant with its offset). The exchange counts a
 # submission's age from it and compares it with its own clock (issue 16; DESIGN.md).
 EDGE_RECEIVED = "Hie-Edge-Received"
+# What the clinic's sender measured of its clock against the exchange's, from the receipts its
+# edge keeps (seconds, negative when behind; ``edge_clock_offset``): sent with each submission
+# through the edge, so that the exchange can flag a slow clinic clock too.
+EDGE_CLOCK_OFFSET = "Hie-Edge-Clock-Offset"
 # The edge's streams a clinic's sender uses: its queue of submissions for the exchange, and
 # its copy of the exchange's receipts for the clinic (exchange/servers/edge.py makes them).
 EDGE_SUBMIT, EDGE_RECEIPTS = "EDGE_SUBMIT", "EDGE_RECEIPTS"
@@ -205,6 +210,13 @@ class EdgeSubmitClient:
         self.js = nc.jetstream()
         self.consortium = consortium
         self.institution = institution
+        self.clock_offset: float | None = None  # ``measure_clock``'s, sent with each
+
+    async def measure_clock(self) -> float | None:
+        """This machine's clock against the exchange's, from the receipts the edge holds
+        (``edge_clock_offset``); sent with each submission from now on."""
+        self.clock_offset = await edge_clock_offset(self.js)
+        return self.clock_offset
 
     async def queue(self, envelope: dict[str, Any]) -> str:
         """Keep ``envelope`` at the edge; returns the edge's stamp (when it took it)."""
@@ -216,6 +228,8 @@ class EdgeSubmitClient:
             )
         stamp = datetime.now(UTC).astimezone().isoformat()
         headers = {"Nats-Msg-Id": envelope["submission_id"], EDGE_RECEIVED: stamp}
+        if self.clock_offset is not None:
+            headers[EDGE_CLOCK_OFFSET] = f"{self.clock_offset:.3f}"
         try:
             ack = await asyncio.wait_for(
                 self.js.publish(
@@ -275,6 +289,33 @@ class EdgeSubmitClient:
         return state.last_seq if stored is None or stored >= since else 0
 
 
+async def edge_clock_offset(js: JetStreamContext, last: int = 20) -> float | None:
+    """What the edge's copies of the exchange's receipts say of this machine's clock against
+    the exchange's, in seconds (negative: behind); None before any receipt came down.
+
+    Each receipt says when the exchange wrote it (``received_at``, its clock), and the edge
+    stored it when it came down (this machine's clock), never before it was written: the
+    difference is the offset plus the time it took to come down. The least over the ``last``
+    receipts is thus an upper bound of the offset, close to it once one came down promptly
+    (the exchange takes a lower bound from each submission's stamp; domain/freshness.py)."""
+    state = (await js.stream_info(EDGE_RECEIPTS)).state
+    best: float | None = None
+    for seq in range(state.last_seq, max(state.first_seq, state.last_seq - last + 1) - 1, -1):
+        if not seq:
+            break
+        try:
+            msg = await js.get_msg(EDGE_RECEIPTS, seq=seq)
+        except NotFoundError:
+            continue
+        receipt = _receipt(msg.data or b"") or {}
+        written = stored_at(receipt.get("received_at"))
+        stored = stored_at(msg.time)
+        if written is not None and stored is not None and written.tzinfo is not None:
+            difference = (stored - written).total_seconds()
+            best = difference if best is None else min(best, difference)
+    return best
+
+
 def stored_at(value: Any) -> datetime | None:
     """A stored message's time as the server gives it (RFC 3339 with nanoseconds)."""
     if isinstance(value, datetime):
@@ -284,7 +325,7 @@ def stored_at(value: Any) -> datetime | None:
     text = value.replace("Z", "+00:00")
     if "." in text:  # Python reads at most six digits of a second's fraction
         whole, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]  # the fraction's alone
         text = f"{whole}.{digits[:6]}{rest[len(digits) :]}"
     try:
         return datetime.fromisoformat(text)

@@ -17,11 +17,19 @@ its edge node relaying under the hub's link, can publish on its submit subject. 
 under the signature, so whoever holds those credentials could stamp a copy of an old envelope
 to look fresh; the ledger still refuses any submission id it has accepted or refused before.
 
-What one stamp says of the clinic's clock (``clock_ahead``): the stamp cannot honestly be
+What one stamp says of the clinic's clock (``clock_skew``): the stamp cannot honestly be
 later than the moment the exchange received the submission, and time queued at the edge only
 makes it earlier, so a stamp more than ``SKEW_LIMIT`` ahead of the exchange's clock means the
-clinic's clock is fast by at least that much. A slow clock cannot be told apart from time the
-submission waited at the edge: ``held_at_edge`` is that wait, as far as the clocks agree.
+clinic's clock is fast by at least that much: the stamp bounds the clinic's clock offset from
+below. A slow clock cannot be told apart from time the submission waited at the edge by the
+stamp alone (``held_at_edge`` is that wait, as far as the clocks agree). The other bound comes
+the other way: the edge keeps the exchange's receipts, each saying when the exchange answered
+(its clock), stored by the edge when it came down (the clinic's clock), and a receipt can only
+come down after it was written, so the least difference over recent receipts bounds the offset
+from above. The clinic's sender measures it and sends it with each submission
+(``Hie-Edge-Clock-Offset``, seconds); one below ``-SKEW_LIMIT`` means the clinic's clock is slow
+by at least that much. A reported bound below the stamp's own (impossible for true clocks) is
+not believed.
 """
 
 from __future__ import annotations
@@ -105,20 +113,47 @@ def stamp_problem(header: str) -> Problem:
     )
 
 
-def clock_ahead(stamp: datetime, received_at: datetime) -> timedelta | None:
-    """How far the clinic's clock is at least ahead of the exchange's, when more than
-    ``SKEW_LIMIT``; None when one stamp cannot tell them apart (see the module docstring)."""
+# How far below the stamp's lower bound an edge's reported upper bound may fall and still be
+# believed: the two are measured a little apart in time, by clocks that tick apart.
+REPORT_TOLERANCE = timedelta(seconds=5)
+MAX_REPORTED = timedelta(days=3650)  # beyond this an offset header is nonsense, not a clock
+
+
+def clock_skew(
+    stamp: datetime, received_at: datetime, reported: timedelta | None = None
+) -> timedelta | None:
+    """How far the clinic's clock is off the exchange's, when more than ``SKEW_LIMIT``:
+    positive when ahead (at least this much, from the stamp), negative when behind (at least
+    this much, from the edge's ``reported`` upper bound); None when in step as far as can be
+    told (see the module docstring)."""
     ahead = stamp - received_at
-    return ahead if ahead > SKEW_LIMIT else None
+    if ahead > SKEW_LIMIT:
+        return ahead
+    if reported is not None and ahead - REPORT_TOLERANCE <= reported < -SKEW_LIMIT:
+        return reported
+    return None
+
+
+def parse_offset(raw: str) -> timedelta | None:
+    """An edge's reported clock offset (seconds, a decimal number); None when unreadable.
+    It only ever raises a flag, so an unreadable one is ignored rather than refused."""
+    if len(raw) > 24 or not raw.isascii():
+        return None
+    try:
+        offset = timedelta(seconds=float(raw))
+    except (ValueError, OverflowError):
+        return None
+    return offset if abs(offset) <= MAX_REPORTED else None
 
 
 def clock_warning(skew: timedelta) -> Problem:
-    """What a receipt tells a clinic whose clock ``clock_ahead`` flagged (the submission is
+    """What a receipt tells a clinic whose clock ``clock_skew`` flagged (the submission is
     taken all the same)."""
-    minutes = round(skew.total_seconds() / 60)
+    minutes = round(abs(skew.total_seconds()) / 60)
+    way = "ahead of" if skew > timedelta(0) else "behind"
     return Problem(
-        "edge.clock_ahead",
-        f"the clinic's clock was about {minutes} minutes ahead of the exchange's when its edge "
+        "edge.clock_ahead" if skew > timedelta(0) else "edge.clock_behind",
+        f"the clinic's clock was about {minutes} minutes {way} the exchange's when its edge "
         "node took this submission: it is accepted, but set the clinic's clock right (let it "
         "take the time from the network) so that the times its records carry are true",
     )

@@ -176,11 +176,22 @@ async def status(settings: Settings, folder: Path | None, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(state))
         return 0
-    oldest = state["oldest_queued_s"]
+    oldest, clock = state["oldest_queued_s"], state["clock_offset_s"]
     click.echo(
         f"edge of {state['institution']}: link {state['link']}; "
         f"{state['queued']} submission(s) waiting for the exchange"
         + (f", the oldest {oldest:.0f} s" if oldest is not None else "")
         + f"; last receipt {state['last_receipt_at'] or 'none yet'}"
+        + (f"; {clock_words(clock)}" if clock is not None else "")
     )
     return 0
+
+
+def clock_words(offset: float) -> str:
+    """The clinic's clock as its receipts tell it: an upper bound of its offset, so a slow
+    clock is certain and a fast one only "at most" (the exchange flags a fast one itself)."""
+    if offset < -300:
+        return f"this clock is at least {-offset / 60:.0f} min behind the exchange's: set it right"
+    if offset < 0:
+        return f"this clock is at least {-offset:.0f} s behind the exchange's"
+    return f"this clock is at most {offset:.0f} s ahead of the exchange's"

@@ -188,6 +188,7 @@ async def _through_edge(
     nc = await asyncio.wait_for(connect_local(str(doc["url"]), Path(doc["seed"])), 10)
     try:
         client = EdgeSubmitClient(nc, settings.consortium, institution)
+        await client.measure_clock()  # sent with each submission: a slow clock is flagged
         held = await client.held_since(since)
         following = await client.follow(since, take)
         try:

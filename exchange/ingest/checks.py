@@ -15,12 +15,13 @@ import asyncpg
 from nats.aio.msg import Msg
 
 from adapters.envelope import loads, verify_signature
-from adapters.nats import EDGE_RECEIVED
+from adapters.nats import EDGE_CLOCK_OFFSET, EDGE_RECEIVED
 from domain.freshness import (
     IngestPolicy,
-    clock_ahead,
+    clock_skew,
     freshness_problems,
     held_at_edge,
+    parse_offset,
     parse_stamp,
     stamp_problem,
 )
@@ -71,15 +72,16 @@ def edge_clock_rows(
     items: Sequence[Checked], at: datetime
 ) -> list[tuple[str, str, str, float, bool]]:
     """Each institution's edge clock as the batch (received ``at``) last measured it: its last
-    stamped submission's stamp, the time received, how far the stamp was ahead in seconds,
-    and whether that is flagged (``Ledger.record_edge_clocks``)."""
+    stamped submission's stamp, the time received, how far the clinic's clock was off in
+    seconds (when flagged: ahead or, negative, behind; else how far the stamp was ahead), and
+    whether that is flagged (``Ledger.record_edge_clocks``)."""
     latest = {c.institution: c for c in items if c.stamp is not None}
     return [
         (
             code,
             c.stamp.isoformat(),
             at.isoformat(),
-            (c.stamp - at).total_seconds(),
+            (c.skew if c.skew is not None else c.stamp - at).total_seconds(),
             c.skew is not None,
         )
         for code, c in latest.items()
@@ -99,8 +101,8 @@ class Checked:
     authenticated: bool = False  # signed by the subject's institution with its key
     # Sent through a clinic's edge node (read once its sender is authenticated: the stamp is
     # the institution's statement): when the edge took it, on the clinic's clock; how far
-    # that clock is ahead of the exchange's when flagged (domain.freshness.clock_ahead); how
-    # long it waited at the edge, as far as the clocks agree.
+    # that clock is off the exchange's when flagged (domain.freshness.clock_skew: positive
+    # ahead, negative behind); how long it waited at the edge, as far as the clocks agree.
     stamp: datetime | None = None
     skew: timedelta | None = None
     held: timedelta | None = None
@@ -160,12 +162,14 @@ class EnvelopeChecks:
         if result.problems:
             return result  # an unauthenticated envelope gets no further reading
         result.authenticated = True
-        if (raw := (msg.headers or {}).get(EDGE_RECEIVED)) is not None:
+        headers = msg.headers or {}
+        if (raw := headers.get(EDGE_RECEIVED)) is not None:
             if (stamp := parse_stamp(raw)) is None:
                 result.problems = [stamp_problem(EDGE_RECEIVED)]
                 return result
             result.stamp = stamp
-            result.skew = clock_ahead(stamp, received_at)
+            reported = parse_offset(headers.get(EDGE_CLOCK_OFFSET) or "")
+            result.skew = clock_skew(stamp, received_at, reported)
             result.held = held_at_edge(stamp, received_at)
         valid, problems = validate_envelope(doc)
         if valid is None:

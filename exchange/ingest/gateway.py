@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -33,9 +32,9 @@ from prometheus_client import CollectorRegistry
 
 from adapters.envelope import load_public_key
 from audit.writer import AuditWriter
-from domain.freshness import IngestPolicy, clock_warning
+from domain.freshness import IngestPolicy
 from domain.problems import Problem
-from domain.services.submissions import follows_earlier
+from exchange.ingest.answers import audit_record, receipt_of
 from exchange.ingest.checks import (
     DEFAULT_INGEST,
     Checked,
@@ -45,6 +44,7 @@ from exchange.ingest.checks import (
 )
 from exchange.ingest.keys import Key
 from exchange.ingest.ledger import Appended, IntegrityError, Ledger, Pending
+from exchange.ingest.order import candidates, deliveries, sequence, waiting
 from exchange.ingest.summary import Summary
 from exchange.servers.nats import (
     GATEWAY_CONSUMER,
@@ -284,16 +284,16 @@ class Gateway:
             )
         ]
         if self.audit is not None:  # first: if the audit cannot record it, nothing is said
-            await self.audit.append(self._audit_record(item), datetime.now(UTC))
+            await self.audit.append(audit_record(item), datetime.now(UTC))
         await self._answer(item)
         await msg.ack_sync()
 
     async def process(self, msgs: Sequence[Msg]) -> list[Checked]:
         received_at = datetime.now(UTC)
-        self.metrics.fetched(received_at, _deliveries(msgs))
+        self.metrics.fetched(received_at, deliveries(msgs))
         # In the stream's order: a submission given back and delivered again takes its place
         # before those behind it in the same batch.
-        msgs = sorted(msgs, key=_sequence)
+        msgs = sorted(msgs, key=sequence)
         checked = [await self.checks.check(msg, received_at) for msg in msgs]
         if waiting := await self._overtaking(checked):
             log.info(
@@ -317,7 +317,7 @@ class Gateway:
             answers.append(self._sync(self.ledger.record_edge_clocks, clocks))
         if self.audit is not None:  # every submission, accepted or rejected, in the audit
             now = datetime.now(UTC)
-            answers += [self.audit.append(self._audit_record(c), now) for c in checked]
+            answers += [self.audit.append(audit_record(c), now) for c in checked]
         await asyncio.gather(*answers)
         for item in checked:
             await item.msg.ack()
@@ -325,57 +325,18 @@ class Gateway:
         return checked
 
     async def _overtaking(self, checked: Sequence[Checked]) -> list[Checked]:
-        """The submissions (in stream order) that would overtake an earlier one: each acts on
-        what an earlier submission may bring (``follows_earlier``: a correction, a withdrawal,
-        a referral's next step) while a message before it in the stream is not yet answered —
-        delivered to another gateway, given back to come round again, or given back by this
-        batch. They are given back to wait (never refused: the record a correction points at
-        may be in that earlier message). The gateways' consumer's acknowledgement floor says
-        what is answered: every message up to it. One question to the server, and only for a
-        batch holding such a submission; one with nothing unanswered before it goes ahead, and
-        is refused as ever if what it acts on never came."""
-        candidates = [
-            c for c in checked if c.pending is not None and follows_earlier(c.pending.valid)
-        ]
-        if not candidates or any(_sequence(c.msg) == 0 for c in checked):
-            return []  # not JetStream deliveries (a test's): nothing to order by
+        """The batch's submissions that would overtake an earlier one (``order.waiting``),
+        by the gateways' consumer's acknowledgement floor: one question to the server, and
+        only for a batch holding a submission that acts on an earlier one."""
+        if not candidates(checked):
+            return []
         try:
             info = await self.js.consumer_info(
                 stream_name(self.consortium, "SUBMIT"), GATEWAY_CONSUMER, timeout=5
             )
-            floor = int(info.ack_floor.stream_seq if info.ack_floor else 0)
         except (NatsError, TimeoutError):
-            return candidates  # cannot tell: they wait, and come round again
-        waiting: list[Checked] = []
-        answered_here = 0  # messages of this batch after the floor, answered with it
-        for item in checked:
-            seq = _sequence(item.msg)
-            if seq <= floor:
-                continue  # a redelivery of one answered meanwhile: the ledger knows it
-            unanswered_before = seq - 1 - floor - answered_here
-            if any(item is c for c in candidates) and unanswered_before > 0:
-                waiting.append(item)
-            else:
-                answered_here += 1
-        return waiting
-
-    @staticmethod
-    def _audit_record(item: Checked) -> dict[str, Any]:
-        accepted = item.pending is not None and item.position is not None
-        return {
-            "action": "submission",
-            "institution": item.institution,
-            "submission_id": item.submission_id,
-            "decision": "accepted" if accepted else "rejected",
-            "position": item.position,
-            "repeat": item.repeat,
-            "items": len(item.pending.valid.items) if item.pending else None,
-            # The ledger event's content enters the Merkle log: the clinical record is anchored.
-            "envelope_sha256": hashlib.sha256(item.pending.envelope_text.encode()).hexdigest()
-            if accepted and item.pending
-            else None,
-            "reasons": [{"code": p.code, "message": p.message} for p in item.problems],
-        }
+            return candidates(checked)  # cannot tell: they wait, and come round again
+        return waiting(checked, int(info.ack_floor.stream_seq if info.ack_floor else 0))
 
     # Checking ---------------------------------------------------------------------------------
 
@@ -503,28 +464,15 @@ class Gateway:
         codes = [p.code for p in item.problems]
         self.metrics.answered(institution, outcome, kinds, codes)
         if item.stamp is not None and item.held is not None:  # relayed by a clinic's edge
-            self.metrics.relayed(item.institution, item.skew is not None, item.held)
+            self.metrics.relayed(item.institution, item.skew, item.held)
         self.summary.answered(institution or UNAUTHENTICATED, outcome, len(kinds), codes)
 
     async def _answer(self, item: Checked) -> None:
         accepted = item.pending is not None and item.position is not None
-        receipt: dict[str, Any] = {
-            "submission_id": item.submission_id,
-            "institution": item.institution,
-            "status": "accepted" if accepted else "rejected",
-            "received_at": datetime.now(UTC).isoformat(),
-        }
-        if item.stamp is not None:  # relayed by the clinic's edge node
-            receipt["edge_received_at"] = item.stamp.isoformat()
-            if item.skew is not None:
-                receipt["clock_skew_s"] = round(item.skew.total_seconds(), 3)
-                receipt["warnings"] = [clock_warning(item.skew).as_dict()]
+        receipt = receipt_of(item, datetime.now(UTC))
         if accepted:
-            receipt["positions"] = [item.position]
-            receipt["repeat"] = item.repeat
             self.accepted += not item.repeat
         else:
-            receipt["problems"] = [p.as_dict() for p in item.problems]
             self.rejected += 1
             await self.js.publish(
                 deadletter_subject(self.consortium, item.institution),
@@ -541,23 +489,3 @@ class Gateway:
             timeout=10,
         )
         self._count(item, accepted)
-
-
-def _sequence(msg: Msg) -> int:
-    """A delivered message's sequence in the submit stream (0: not a JetStream delivery)."""
-    try:
-        meta = msg.metadata
-    except Exception:
-        return 0
-    return int(meta.sequence.stream) if meta is not None and meta.sequence else 0
-
-
-def _deliveries(msgs: Sequence[Msg]) -> Iterator[tuple[datetime, int]]:
-    """Each message's time of publication into JetStream and its delivery count."""
-    for msg in msgs:
-        try:
-            meta = msg.metadata
-        except Exception:  # not a JetStream message: nothing to time
-            continue
-        if meta is not None:
-            yield meta.timestamp, meta.num_delivered

@@ -68,8 +68,8 @@ ATTENTION = {
     "never": N_("Has never sent a submission"),
     "silent": N_("Nothing sent for more than a day"),
     "refusals": N_("More than 5%% of its submissions refused"),
-    "clock": N_("Its edge node's clock is more than 5 minutes ahead: set the clinic's clock right"),
-    "clock_was": N_("Its edge node's clock ran more than 5 minutes ahead in this window"),
+    "clock": N_("Its edge node's clock is more than 5 minutes off: set the clinic's clock right"),
+    "clock_was": N_("Its edge node's clock was more than 5 minutes off in this window"),
 }
 
 
@@ -99,13 +99,14 @@ def attention(row: dict[str, Any], now: datetime) -> list[str]:
 
 
 def clock_state(clock: dict[str, Any] | None) -> tuple[str, dict[str, int]] | None:
-    """An edge clock at its last measurement, as a message id and its numbers: ahead by so
-    many minutes when flagged, else in step; None without an edge node."""
+    """An edge clock at its last measurement, as a message id and its numbers: ahead or
+    behind by so many minutes when flagged, else in step; None without an edge node."""
     if clock is None:
         return None
-    if clock["clock_skew_s"] is None:
+    if (skew := clock["clock_skew_s"]) is None:
         return N_("in step"), {}
-    return N_("%(minutes)d min ahead"), {"minutes": round(clock["clock_skew_s"] / 60)}
+    minutes = {"minutes": round(abs(skew) / 60)}
+    return (N_("%(minutes)d min ahead") if skew > 0 else N_("%(minutes)d min behind")), minutes
 
 
 def quiet_for(gap: timedelta | None) -> tuple[str, dict[str, int]] | None:

@@ -25,7 +25,7 @@ import nkeys
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from adapters.nats import EDGE_RECEIPTS, EDGE_SUBMIT, stored_at
+from adapters.nats import EDGE_RECEIPTS, EDGE_SUBMIT, edge_clock_offset, stored_at
 from exchange.errors import EmbeddedServerError
 from exchange.private_files import write_private
 from exchange.servers.edge import (
@@ -182,7 +182,8 @@ def running_edge(folder: Path) -> dict[str, Any] | None:
 
 async def edge_status(doc: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """The edge's state: whether its link to the hub is up, how many submissions it holds
-    and the oldest one's age, and when the last receipt came down."""
+    and the oldest one's age, when the last receipt came down, and what the receipts say of
+    the clinic's clock."""
     now = now or datetime.now(UTC)
     async with httpx.AsyncClient(timeout=5) as http:  # the edge's monitor, on loopback
         leafz = (await http.get(f"{doc['monitor']}/leafz")).json()
@@ -199,6 +200,7 @@ async def edge_status(doc: dict[str, Any], now: datetime | None = None) -> dict[
         if receipts.messages:
             last_receipt = stored_at((await js.get_msg(EDGE_RECEIPTS, seq=receipts.last_seq)).time)
         notify = (await js.stream_info(EDGE_NOTIFY)).state
+        clock = await edge_clock_offset(js)
     finally:
         await nc.close()
     return {
@@ -209,4 +211,7 @@ async def edge_status(doc: dict[str, Any], now: datetime | None = None) -> dict[
         "receipts": receipts.messages,
         "last_receipt_at": last_receipt.isoformat() if last_receipt else None,
         "notifications": notify.messages,
+        # This machine's clock against the exchange's, at most (from the receipts; negative:
+        # behind by at least that much); None before the first receipt came down.
+        "clock_offset_s": round(clock, 1) if clock is not None else None,
     }

@@ -124,15 +124,15 @@ class GatewayMetrics:
         self.edge_submissions = Counter(
             "hie_edge_submissions",
             "Submissions a village clinic's edge node relayed, by sender institution and its "
-            "clock against the exchange's: in_step, or ahead (by more than 5 minutes)",
+            "clock against the exchange's: in_step, ahead or behind (by more than 5 minutes)",
             ["institution", "clock"],
             registry=registry,
         )
         self.edge_held_seconds = Histogram(
             "hie_edge_held_seconds",
             "Time a submission waited at a clinic's edge node before a gateway received it, "
-            "from the edge's stamp (as far as the clocks agree; a clock flagged ahead is not "
-            "timed)",
+            "from the edge's stamp (as far as the clocks agree; a clock flagged ahead or behind "
+            "is not timed)",
             buckets=_HELD,
             registry=registry,
         )
@@ -151,12 +151,15 @@ class GatewayMetrics:
         for code in problems:
             self.problems.labels(bounded_code(code)).inc()
 
-    def relayed(self, institution: str, ahead: bool, held: timedelta) -> None:
-        """One submission relayed by an (authenticated) institution's edge node: whether its
-        clock was flagged ahead, and how long it waited there (timed only if not)."""
-        self._edge(institution, "ahead" if ahead else "in_step").inc()
-        if not ahead:
+    def relayed(self, institution: str, skew: timedelta | None, held: timedelta) -> None:
+        """One submission relayed by an (authenticated) institution's edge node: its clock
+        flagged ahead or behind (``skew``, negative behind; None in step), and how long it
+        waited there (timed only in step: a wrong clock would make the wait wrong)."""
+        if skew is None:
+            self._edge(institution, "in_step").inc()
             self.edge_held_seconds.observe(held.total_seconds())
+        else:
+            self._edge(institution, "ahead" if skew > timedelta(0) else "behind").inc()
 
     def fetched(self, received_at: datetime, messages: Iterable[tuple[datetime, int]]) -> None:
         """A batch taken from JetStream: each message's time of publication (JetStream's

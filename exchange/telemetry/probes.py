@@ -265,7 +265,8 @@ class SnapshotCollector:
             clocks = GaugeMetricFamily(
                 "hie_edge_clock_ahead_seconds",
                 "How far each institution's edge clock was ahead of the exchange's at its last "
-                "relayed submission, when more than 5 minutes (flagged); 0 when in step",
+                "relayed submission, when more than 5 minutes off (flagged; negative: behind); "
+                "0 when in step",
                 labels=["institution"],
             )
             for code, ahead in sorted(snap.edge_clocks.items()):

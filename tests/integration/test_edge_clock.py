@@ -1,7 +1,8 @@
 """Time through a village clinic's edge node, on the real gateway: a submission relayed by the
 edge carries its stamp (when the edge took it, on the clinic's clock), from which the age and
 the clock limits count; a clinic whose clock runs ahead is accepted and flagged in its receipt,
-in /metrics and in the regulator's data-quality view; a stamp that cannot be read is refused
+in /metrics and in the regulator's data-quality view, and so is one whose clock runs behind, by
+what its edge measured from its receipts; a stamp that cannot be read is refused
 for good; and a submission without one is decided as it always was.
 
 The submissions are published straight to the hub's submit subject with the header, as the
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.nats import EDGE_RECEIVED
+from adapters.nats import EDGE_CLOCK_OFFSET, EDGE_RECEIVED
 from tests.factories import record_items, resident
 from tests.integration.conftest import Running
 from tests.integration.referral_steps import until
@@ -92,6 +93,41 @@ async def test_a_week_offline_or_longer_is_not_stale_from_the_edges_stamp(
     assert row["flagged_since"] is None
     assert row["last_flagged_at"] is None
     assert row["ahead_s"] == pytest.approx(-timedelta(weeks=6).total_seconds(), abs=60)
+
+
+async def test_a_slow_clinic_clock_is_flagged_by_what_its_edge_measured(
+    exchange: Running,
+) -> None:
+    await exchange.register("vc-slow", "village_clinic", "柳村卫生室")
+    # The clinic's clock runs 20 minutes slow; its submission waited an hour at the edge. The
+    # stamp alone cannot tell the two apart; the edge's measure from its receipts can.
+    slow = datetime.now(UTC) - timedelta(minutes=20) - timedelta(hours=1)
+    visit = envelope(exchange, "vc-slow", record_items(resident(321), "s1"), sent_at=slow)
+    receipt = await send(
+        exchange, "vc-slow", visit, stamped(slow) | {EDGE_CLOCK_OFFSET: "-1199.700"}
+    )
+    assert receipt["status"] == "accepted", receipt.get("problems")
+    assert receipt["clock_skew_s"] == pytest.approx(-1199.7, abs=0.01)
+    [warning] = receipt["warnings"]
+    assert warning["code"] == "edge.clock_behind" and "20 minutes behind" in warning["message"]
+    row = await measured(exchange, "vc-slow", slow)
+    assert row["flagged_since"] is not None and row["ahead_s"] == pytest.approx(-1199.7)
+    clock = by_code(await figures(exchange))["vc-slow"]["edge_clock"]
+    assert clock["clock_skew_s"] == pytest.approx(-1199.7) and clock["flagged_in_window"]
+    async with httpx.AsyncClient(base_url=exchange.url) as http:
+        _, found = await scrape(exchange, http)
+    assert value(found, "hie_edge_clock_ahead_seconds", institution="vc-slow") == pytest.approx(
+        -1199.7
+    )
+    edge = "hie_edge_submissions_total"
+    assert value(found, edge, institution="vc-slow", clock="behind") == 1
+    # An edge's measure the stamp disproves (it says an hour slow; the stamp is in step) is
+    # not believed, and an unreadable one is ignored: in step, never refused for it.
+    now = datetime.now(UTC)
+    for n, offset in enumerate(("-3600", "soon")):
+        later = envelope(exchange, "vc-slow", record_items(resident(322 + n), f"s{n + 2}"))
+        receipt = await send(exchange, "vc-slow", later, stamped(now) | {EDGE_CLOCK_OFFSET: offset})
+        assert receipt["status"] == "accepted" and "clock_skew_s" not in receipt
 
 
 async def test_an_hour_fast_clinic_is_accepted_and_flagged_everywhere(exchange: Running) -> None:

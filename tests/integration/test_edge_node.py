@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,20 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     settled = await edge_status(doc)
     assert settled["link"] == "up" and settled["receipts"] == 3 and settled["queued"] == 0
     assert settled["last_receipt_at"] is not None and settled["oldest_queued_s"] is None
+    assert settled["clock_offset_s"] is None  # no receipt says when it was written
+
+    # A receipt written, by the exchange's clock, an hour after the clinic's clock says it
+    # came down: the clinic's clock is (at least) an hour behind.
+    written = datetime.now(UTC) + timedelta(hours=1)
+    receipt = {"submission_id": "sub-0", "status": "accepted", "received_at": written.isoformat()}
+    await hjs.publish(f"hie.{consortium}.receipt.{CLINIC}", json.dumps(receipt).encode())
+
+    async def measured() -> bool:
+        return (await edge_status(doc))["receipts"] == 4
+
+    await wait_for(measured)
+    offset = (await edge_status(doc))["clock_offset_s"]
+    assert offset is not None and -3600 <= offset < -3590
     await hnc.close()
     assert all(violations(n.log) == [] for n in hub.nodes) and violations(edge.log) == []
 

@@ -112,7 +112,7 @@ def edge_clock(skew: float | None, flagged_in_window: bool) -> dict[str, object]
     }
 
 
-def test_a_clinic_whose_edge_clock_runs_ahead_needs_attention() -> None:
+def test_a_clinic_whose_edge_clock_runs_ahead_or_behind_needs_attention() -> None:
     sending = {"accepted": 10, "last_submission_at": ago(minutes=10)}
     level = "village_clinic"
     assert attention(row(level, **sending, edge_clock=edge_clock(None, False)), NOW) == []
@@ -122,6 +122,10 @@ def test_a_clinic_whose_edge_clock_runs_ahead_needs_attention() -> None:
     assert clock_state(None) is None
     assert clock_state(edge_clock(None, True)) == ("in step", {})
     assert clock_state(edge_clock(3599.6, True)) == ("%(minutes)d min ahead", {"minutes": 60})
+    # A slow clock, as the clinic's edge measured it from its receipts: behind.
+    behind = edge_clock(-1260.0, True)
+    assert attention(row(level, **sending, edge_clock=behind), NOW) == ["clock"]
+    assert clock_state(behind) == ("%(minutes)d min behind", {"minutes": 21})
 
 
 def test_how_long_an_institution_has_been_quiet() -> None:
@@ -230,5 +234,5 @@ def test_the_page_is_freed_as_it_is_rendered_without_the_cycle_collector() -> No
     finally:
         gc.enable()
     assert "resident_id.check_digit" in html and "超过一天未上报" in html
-    assert "快 60 分钟" in html and "边缘节点时钟快了 5 分钟以上" in html
+    assert "快 60 分钟" in html and "边缘节点时钟偏差超过 5 分钟" in html
     assert "<svg" in html

@@ -1,6 +1,6 @@
 """When a submission may arrive: its sent_at against the exchange's clock and the policy, or,
 sent through a village clinic's edge node, against the edge's stamp (the clinic's clock); and
-what one stamp says of the clinic's clock."""
+what the stamp, and the edge's own measurement from its receipts, say of the clinic's clock."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from domain.freshness import (
     SKEW_LIMIT,
     IngestPolicy,
-    clock_ahead,
+    clock_skew,
     clock_warning,
     freshness_problems,
     held_at_edge,
+    parse_offset,
     parse_stamp,
     stamp_problem,
 )
@@ -116,33 +117,70 @@ def test_an_outage_of_any_length_with_a_right_clock_is_accepted_and_not_flagged(
     stamp = NOW - outage
     sent_at = stamp - timedelta(seconds=signed_before)
     assert freshness_problems(sent_at, NOW, IngestPolicy(), stamp) == []
-    assert clock_ahead(stamp, NOW) is None
+    assert clock_skew(stamp, NOW) is None
+    # The edge's receipts came down at once while linked: its measure of its clock is ~0.
+    assert clock_skew(stamp, NOW, timedelta(seconds=0.3)) is None
     assert held_at_edge(stamp, NOW) == outage
 
 
-@given(offset=clock_offsets, latency=st.integers(0, 2_000_000), signed_before=st.integers(0, 600))
-def test_a_clinic_clock_off_either_way_is_accepted_and_flagged_only_when_ahead(
-    offset: timedelta, latency: int, signed_before: int
+@given(
+    offset=clock_offsets,
+    latency=st.integers(0, 2_000_000),
+    signed_before=st.integers(0, 600),
+    queued=st.integers(0, 7 * 86_400),
+    down=st.integers(0, 2_000_000),
+)
+def test_a_clinic_clock_off_either_way_is_accepted_and_flagged_when_off(
+    offset: timedelta, latency: int, signed_before: int, queued: int, down: int
 ) -> None:
-    """A linked clinic whose clock is off by up to half a day either way: it signs and its
-    edge stamps on that clock, and the exchange receives the submission a moment later."""
+    """A clinic whose clock is off by up to half a day either way: it signs and its edge
+    stamps on that clock; the submission may wait at the edge, and the exchange receives it a
+    moment after the link returns. The edge's own measure, from a receipt that came down
+    ``down`` microseconds after the exchange wrote it, is the clock's offset plus that."""
     received = NOW + timedelta(microseconds=latency)
-    stamp = NOW + offset
+    stamp = NOW + offset - timedelta(seconds=queued)
     sent_at = stamp - timedelta(seconds=signed_before)
     assert freshness_problems(sent_at, received, IngestPolicy(), stamp) == []
-    ahead = clock_ahead(stamp, received)
-    if offset - timedelta(microseconds=latency) > SKEW_LIMIT:
-        assert ahead == stamp - received and ahead > SKEW_LIMIT
+    # From the stamp alone: flagged only when it is ahead (queued time hides a slow clock).
+    alone = clock_skew(stamp, received)
+    if stamp - received > SKEW_LIMIT:
+        assert alone == stamp - received and alone > SKEW_LIMIT
     else:
-        assert ahead is None  # in step, or slow: one stamp cannot tell slow from queued
+        assert alone is None
+    # With the edge's measure: a slow clock is flagged too, never by more than it is off.
+    reported = offset + timedelta(microseconds=down)
+    both = clock_skew(stamp, received, reported)
+    if alone is not None:
+        assert both == alone
+    elif reported < -SKEW_LIMIT:
+        assert both == reported and offset <= both < -SKEW_LIMIT
+    else:
+        assert both is None
+
+
+def test_a_reported_offset_the_stamp_disproves_is_not_believed() -> None:
+    # The stamp says the clinic's clock is at least in step; the edge says an hour slow.
+    assert clock_skew(NOW, NOW, -timedelta(hours=1)) is None
+    assert clock_skew(NOW - timedelta(hours=1), NOW, -timedelta(hours=1)) == -timedelta(hours=1)
+    assert [parse_offset(r) for r in ("-3600.5", "12", "", "nan?", "1e400", "9" * 30)] == [
+        timedelta(seconds=-3600.5),
+        timedelta(seconds=12),
+        None,
+        None,
+        None,
+        None,
+    ]
+    warning = clock_warning(-timedelta(minutes=21))
+    assert warning.code == "edge.clock_behind"
+    assert "21 minutes behind" in warning.message
 
 
 def test_an_hour_fast_clinic_is_accepted_and_flagged_an_hour_ahead() -> None:
     stamp = sent_at = NOW + timedelta(hours=1)
     assert freshness_problems(sent_at, NOW, IngestPolicy(), stamp) == []
     assert freshness_problems(sent_at, NOW, IngestPolicy()) != []  # without the stamp: refused
-    assert clock_ahead(stamp, NOW) == timedelta(hours=1)
-    assert clock_ahead(NOW + SKEW_LIMIT, NOW) is None  # at the limit: in step
+    assert clock_skew(stamp, NOW) == timedelta(hours=1)
+    assert clock_skew(NOW + SKEW_LIMIT, NOW) is None  # at the limit: in step
     assert held_at_edge(stamp, NOW) == timedelta(0)
     warning = clock_warning(timedelta(seconds=3599.9))
     assert warning.code == "edge.clock_ahead"

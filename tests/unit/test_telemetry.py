@@ -214,17 +214,20 @@ def test_edge_relayed_submissions_are_counted_by_clock_and_their_wait_timed(
 ) -> None:
     # Another gateway process: a clinic's submission that waited three days at its edge ...
     theirs = GatewayMetrics(CollectorRegistry())
-    theirs.relayed("vc-peach", False, timedelta(days=3))
-    # ... and this one: one that came at once, and one from a clock flagged ahead (not timed).
+    theirs.relayed("vc-peach", None, timedelta(days=3))
+    # ... and this one: one that came at once, and one each from a clock flagged ahead and one
+    # flagged behind (neither timed).
     values.ValueClass = values.MutexValue
     own = CollectorRegistry()
     ours = GatewayMetrics(own)
-    ours.relayed("vc-peach", False, timedelta(seconds=0.2))
-    ours.relayed("vc-plum", True, timedelta(0))
+    ours.relayed("vc-peach", None, timedelta(seconds=0.2))
+    ours.relayed("vc-plum", timedelta(hours=1), timedelta(0))
+    ours.relayed("vc-pear", timedelta(minutes=-20), timedelta(minutes=20))
     text = generate_latest(Summed(own, other_process))  # type: ignore[arg-type]
     edge = "hie_edge_submissions_total"
     assert figure(text, edge, institution="vc-peach", clock="in_step") == 2
     assert figure(text, edge, institution="vc-plum", clock="ahead") == 1
+    assert figure(text, edge, institution="vc-pear", clock="behind") == 1
     assert figure(text, "hie_edge_held_seconds_count") == 2
     assert figure(text, "hie_edge_held_seconds_bucket", le="1.0") == 1
     assert figure(text, "hie_edge_held_seconds_bucket", le="86400.0") == 1
