@@ -45,6 +45,9 @@ EDGE_CLOCK_OFFSET = "Hie-Edge-Clock-Offset"
 # The edge's streams a clinic's sender uses: its queue of submissions for the exchange, and
 # its copy of the exchange's receipts for the clinic (exchange/servers/edge.py makes them).
 EDGE_SUBMIT, EDGE_RECEIPTS = "EDGE_SUBMIT", "EDGE_RECEIPTS"
+# The edge's copy of the exchange's notifications for the clinic, and the clinic's own durable
+# consumer of it (``hie notifications`` on the clinic's machine reads through it).
+EDGE_NOTIFY, EDGE_NOTIFY_CONSUMER = "EDGE_NOTIFY", "clinic"
 EDGE_ACK_PATIENCE = 10.0  # seconds: the edge is on the clinic's own machine
 
 
@@ -423,6 +426,14 @@ class NotificationClient:
         self.stream = f"HIE_{consortium.upper().replace('-', '_')}_NOTIFY"
         self.durable = f"notify-{institution}"
         self._sub: Any = None
+
+    @classmethod
+    def at_edge(cls, nc: Client, consortium: str, institution: str) -> NotificationClient:
+        """The clinic's notifications as its edge node keeps them (``nc`` connected to the
+        edge): what came down while the link was up, read whether or not it is up now."""
+        client = cls(nc, consortium, institution)
+        client.stream, client.durable = EDGE_NOTIFY, EDGE_NOTIFY_CONSUMER
+        return client
 
     async def fetch(
         self,

@@ -51,12 +51,17 @@ from nats.js.api import (
     SubjectTransform,
 )
 
-from adapters.nats import EDGE_RECEIPTS, EDGE_SUBMIT, edge_subject
+from adapters.nats import (
+    EDGE_NOTIFY,
+    EDGE_NOTIFY_CONSUMER,
+    EDGE_RECEIPTS,
+    EDGE_SUBMIT,
+    edge_subject,
+)
 from exchange.servers.nats import MAX_SUBMISSION_BYTES, stream_name, submit_subject
 from exchange.servers.nats_accounts import NatsAuthority, Permissions
 
 HUB_DOMAIN = "hub"
-EDGE_NOTIFY = "EDGE_NOTIFY"
 # How much a clinic's edge keeps while offline before it refuses more (discard new): a
 # village clinic sends tens of submissions a day; this is months of them.
 EDGE_MAX_BYTES = 2 * 1024**3
@@ -248,6 +253,17 @@ def edge_streams(consortium: str, institution: str) -> list[StreamConfig]:
         down(EDGE_RECEIPTS, receipts, "rcpt"),
         down(EDGE_NOTIFY, notify, "ntfy"),
     ]
+
+
+def edge_notify_consumer() -> ConsumerConfig:
+    """The clinic's own consumer of the notifications its edge keeps: each acknowledged once
+    `hie notifications` printed it; what it has not read waits there, in order."""
+    return ConsumerConfig(
+        durable_name=EDGE_NOTIFY_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        max_deliver=-1,
+    )
 
 
 def edge_submit_consumer(consortium: str, institution: str) -> ConsumerConfig:

@@ -25,15 +25,20 @@ import nkeys
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from adapters.nats import EDGE_RECEIPTS, EDGE_SUBMIT, edge_clock_offset, stored_at
+from adapters.nats import (
+    EDGE_NOTIFY,
+    EDGE_RECEIPTS,
+    EDGE_SUBMIT,
+    edge_clock_offset,
+    stored_at,
+)
 from exchange.errors import EmbeddedServerError
 from exchange.private_files import write_private
 from exchange.servers.edge import (
-    EDGE_NOTIFY,
     edge_config,
+    edge_notify_consumer,
     edge_streams,
     edge_submit_consumer,
-    hub_consumer,
 )
 from exchange.servers.embedded import free_port, nats_server_binary
 from exchange.servers.nats_accounts import new_seed, public_key
@@ -145,8 +150,8 @@ class EdgeNode:
         return await connect_local(self.url, self.seed_file)
 
     async def prepare(self) -> None:
-        """The edge's streams and the hub's consumer on its queue (made, or left as they
-        are: a restart keeps what the queue holds)."""
+        """The edge's streams, the hub's consumer on its queue and the clinic's on its
+        notifications (made, or left as they are: a restart keeps what they hold)."""
         nc = await self.connect()
         try:
             js = nc.jetstream()
@@ -155,12 +160,15 @@ class EdgeNode:
                     await js.stream_info(config.name)  # type: ignore[arg-type]
                 except NotFoundError:
                     await js.add_stream(config)
-            try:
-                await js.consumer_info(EDGE_SUBMIT, hub_consumer(self.institution))
-            except NotFoundError:
-                await js.add_consumer(
-                    EDGE_SUBMIT, edge_submit_consumer(self.consortium, self.institution)
-                )
+            consumers = [
+                (EDGE_SUBMIT, edge_submit_consumer(self.consortium, self.institution)),
+                (EDGE_NOTIFY, edge_notify_consumer()),
+            ]
+            for stream, consumer in consumers:
+                try:
+                    await js.consumer_info(stream, str(consumer.durable_name))
+                except NotFoundError:
+                    await js.add_consumer(stream, consumer)
         finally:
             await nc.close()
 

@@ -241,6 +241,31 @@ async def test_hie_edge_up_and_status_as_a_clinic_runs_them(
         assert status["institution"] == CLINIC and status["queued"] == 0
         words = await asyncio.to_thread(edge_command, env, "status")
         assert f"edge of {CLINIC}: link up; 0 submission(s) waiting" in words.stdout
+
+        # A notification for the clinic comes down to its edge; `hie notifications` on the
+        # clinic's machine reads it from there (it names no exchange to connect to), once.
+        hnc = await nats.connect(hub.url.split(","), user_credentials=str(service))
+        note = {"kind": "referral.accepted", "referral": "r-1"}
+        await hnc.jetstream().publish(
+            f"hie.{consortium}.notify.{CLINIC}", json.dumps(note).encode()
+        )
+        await hnc.close()
+
+        async def came_down() -> bool:
+            done = await asyncio.to_thread(edge_command, env, "status", "--json")
+            return bool(done.returncode == 0 and json.loads(done.stdout)["notifications"] == 1)
+
+        await wait_for(came_down)
+        read = [sys.executable, "-m", "exchange.cli", "notifications", "--institution", CLINIC]
+        first = await asyncio.to_thread(
+            subprocess.run, read, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert first.returncode == 0, first.stderr
+        assert [json.loads(line) for line in first.stdout.splitlines()] == [note]
+        again = await asyncio.to_thread(
+            subprocess.run, read, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert again.stdout == "" and "0 notification(s)" in again.stderr
         # A second edge from the same folder is refused.
         again = await asyncio.to_thread(
             edge_command,
