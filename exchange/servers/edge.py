@@ -58,7 +58,12 @@ from adapters.nats import (
     EDGE_SUBMIT,
     edge_subject,
 )
-from exchange.servers.nats import MAX_SUBMISSION_BYTES, stream_name, submit_subject
+from exchange.servers.nats import (
+    MAX_SUBMISSION_BYTES,
+    NOTIFY_DAYS,
+    stream_name,
+    submit_subject,
+)
 from exchange.servers.nats_accounts import NatsAuthority, Permissions
 
 HUB_DOMAIN = "hub"
@@ -222,10 +227,11 @@ def edge_streams(consortium: str, institution: str) -> list[StreamConfig]:
     notifications for the clinic (kept: the clinic sees what was accepted after an outage)."""
     receipts, notify = stream_name(consortium, "RECEIPTS"), stream_name(consortium, "NOTIFY")
 
-    def down(name: str, origin: str, what: str) -> StreamConfig:
+    def down(name: str, origin: str, what: str, days: int) -> StreamConfig:
         return StreamConfig(
             name=name,
             storage=StorageType.FILE,
+            max_age=days * 86_400.0,
             sources=[
                 StreamSource(
                     name=origin,
@@ -250,8 +256,10 @@ def edge_streams(consortium: str, institution: str) -> list[StreamConfig]:
             max_msg_size=MAX_SUBMISSION_BYTES,
             duplicate_window=120.0,  # a client's resend of the same id while online
         ),
-        down(EDGE_RECEIPTS, receipts, "rcpt"),
-        down(EDGE_NOTIFY, notify, "ntfy"),
+        # A year of receipts (a clinic's sender settles what it queued from them, however
+        # long it stayed offline); notifications as long as the hub keeps them for the clinic.
+        down(EDGE_RECEIPTS, receipts, "rcpt", 365),
+        down(EDGE_NOTIFY, notify, "ntfy", NOTIFY_DAYS),
     ]
 
 
