@@ -199,18 +199,21 @@ async def _through_edge(
                     progress.advance(outcome.items(frozenset({HELD_BEFORE, QUEUED})))
                     by_id = {e["submission_id"]: e for e in envelopes[outcome.path]}
                     kept: dict[str, str] = {}
-                    for sent in outcome.submissions:
-                        if sent.status != WOULD_SEND:
-                            continue
-                        attempted = True
-                        kept[sent.submission_id] = await client.queue(by_id[sent.submission_id])
-                        sent.status = QUEUED
-                        wanted.add(sent.submission_id)
-                        progress.advance(sent.items)
-                        if len(kept) >= JOURNAL_EVERY:
-                            journal.queue(kept)
-                            kept = {}
-                    journal.queue(kept)
+                    try:
+                        for sent in outcome.submissions:
+                            if sent.status != WOULD_SEND:
+                                continue
+                            attempted = True
+                            envelope = by_id[sent.submission_id]
+                            kept[sent.submission_id] = await client.queue(envelope)
+                            sent.status = QUEUED
+                            wanted.add(sent.submission_id)
+                            progress.advance(sent.items)
+                            if len(kept) >= JOURNAL_EVERY:
+                                journal.queue(kept)
+                                kept = {}
+                    finally:  # what the edge took is pending, however the run ends
+                        journal.queue(kept)
             # What the edge held already is read whatever ``wait`` says; then the rest.
             await until(lambda: following.seen >= held, CATCH_UP_PATIENCE)
             await until(lambda: wanted <= answered.keys(), wait)
