@@ -38,6 +38,9 @@ line stays on standard error), with these keys:
   report_version (1), institution, dry_run, exit_code,
   error (null, or {code, message} when the run stopped early),
   exchange_warnings [{code, message}] (what the receipts warned of, once per code),
+  earlier_submissions [{submission_id, items, status, positions, problems}] (submissions an
+    earlier run left queued at the clinic's edge node, not among this run's files, whose
+    receipts this run found),
   totals {files, items {...}, submissions {would_be_sent, accepted, already_held,
     rejected, no_receipt, not_sent, queued_at_edge}, problems_before_sending, warnings},
   depends_on_exchange_always [{codes, reason}] (a dry run's checks on every item),
@@ -343,7 +346,7 @@ async def send(settings: Settings, args: SubmitOptions, prepared: Prepared) -> i
     elif totals["submissions"]["queued_at_edge"]:
         report.exit_code = 3  # kept at the clinic, not yet delivered: no receipt
     if text:
-        for line in report.warning_lines():
+        for line in [*report.earlier_lines(), *report.warning_lines()]:
             print(line)
         print(report.summary_line())
     else:

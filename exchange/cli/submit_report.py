@@ -356,6 +356,20 @@ class RunReport:
     # What the exchange's receipts warned of (a clinic's clock ahead, ...): the latest of
     # each code, told once for the run rather than once per submission.
     exchange_warnings: dict[str, str] = field(default_factory=dict)
+    # Submissions an earlier run left queued at the clinic's edge node, not among this run's
+    # files, whose receipts this run found: accepted, or rejected with the exchange's reasons.
+    earlier: list[Sent] = field(default_factory=list)
+
+    def earlier_lines(self) -> list[str]:
+        """One line per earlier submission settled, and each refusal's reasons."""
+        lines = []
+        for sent in self.earlier:
+            lines.append(f"earlier submission {sent.submission_id}: {sent.status}")
+            lines += [
+                f"earlier submission {sent.submission_id}: refused: {problem_text(p)}"
+                for p in sent.problems
+            ]
+        return lines
 
     def receipt_warnings(self, receipt: dict[str, Any]) -> None:
         """Keep the warnings a receipt carries (each ``{code, message}``)."""
@@ -397,6 +411,7 @@ class RunReport:
             "exchange_warnings": [
                 {"code": c, "message": m} for c, m in self.exchange_warnings.items()
             ],
+            "earlier_submissions": [s.as_dict() for s in self.earlier],
             "totals": self.totals(),
             "depends_on_exchange_always": [s.as_dict() for s in ALWAYS] if self.dry_run else [],
             "files": [f.as_dict(self.dry_run) for f in self.files],

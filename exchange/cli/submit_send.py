@@ -231,13 +231,22 @@ async def _through_edge(
 
 
 def _settle(report: RunReport, journal: Journal, answered: dict[str, dict[str, Any]]) -> None:
-    """The receipts an edge run found: each queued submission of the run's files answered,
-    and every answered id out of the journal's pending (accepted ones into its ids)."""
+    """The receipts an edge run found: each queued submission of the run's files answered;
+    those of submissions an earlier run left queued that are not among this run's files told
+    apart (``report.earlier``: a refusal must reach the clinic whatever it sends today); and
+    every answered id out of the journal's pending (accepted ones into its ids)."""
+    in_files = set()
     for outcome in report.files:
         for sent in outcome.submissions:
+            in_files.add(sent.submission_id)
             if sent.status == QUEUED and sent.submission_id in answered:
                 sent.status = NO_RECEIPT
                 _read_receipt(sent, answered[sent.submission_id])
+    for sid, receipt in answered.items():
+        if sid not in in_files:
+            earlier = Sent(sid, 0, NO_RECEIPT)
+            _read_receipt(earlier, receipt)
+            report.earlier.append(earlier)
     for receipt in answered.values():
         report.receipt_warnings(receipt)
     accepted = [sid for sid, r in answered.items() if r.get("status") == "accepted"]

@@ -178,13 +178,23 @@ def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_
         pending = (tmp_path / "clinic" / "submitted" / "thc-lt.pending").read_text()
         assert len(pending.splitlines()) == 1
         url = topology.start_exchange("up", timeout=300)
-        # The next run sends nothing again: it reads the receipt the edge kept.
-        settled = hie(topology, *clinic_send, *both, "--report", "json", env=clinic)
+        # The next run (of the first file alone: the next day's export) sends nothing again;
+        # it reads the receipt the edge kept for the second and tells it apart.
+        settled = hie(topology, *clinic_send, both[0], "--report", "json", env=clinic)
         report = json.loads(settled)
         assert report["exit_code"] == 0
-        statuses = [s["status"] for f in report["files"] for s in f["submissions"]]
-        assert statuses == ["not sent again", "accepted"]
+        assert [s["status"] for f in report["files"] for s in f["submissions"]] == [
+            "not sent again"
+        ]
+        assert [(s["status"], s["items"]) for s in report["earlier_submissions"]] == [
+            ("accepted", 0)
+        ]
         assert (tmp_path / "clinic" / "submitted" / "thc-lt.pending").read_text() == ""
+        again = json.loads(hie(topology, *clinic_send, *both, "--report", "json", env=clinic))
+        assert [s["status"] for f in again["files"] for s in f["submissions"]] == [
+            "not sent again",
+            "not sent again",
+        ]
 
     # The member goes on sending; what it sent before is not sent twice.
     again = hie(topology, *send, str(later), "--creds", str(tmp_path / "m.creds"), env=member)

@@ -29,6 +29,7 @@ from exchange.cli.submit_report import (
     Sent,
     group_left_out,
     left_out_line,
+    problem_text,
 )
 from tests.unit import csv_samples
 
@@ -104,6 +105,23 @@ def test_what_waits_at_a_clinics_edge_is_told_apart_from_what_was_delivered() ->
         "command again later for their receipts: nothing is sent twice)"
     )
     assert "queued" not in RunReport("taoyuan-vc", False, [outcome((3, ACCEPTED))]).summary_line()
+
+
+def test_an_earlier_runs_queued_submission_settled_now_is_told_with_its_reasons() -> None:
+    report = RunReport("taoyuan-vc", dry_run=False)
+    report.earlier = [
+        Sent("sha256-e1", 0, ACCEPTED, positions=[41]),
+        Sent("sha256-e2", 0, REJECTED, problems=[REFUSED]),
+    ]
+    assert report.earlier_lines() == [
+        "earlier submission sha256-e1: accepted",
+        "earlier submission sha256-e2: rejected",
+        f"earlier submission sha256-e2: refused: {problem_text(REFUSED)}",
+    ]
+    assert [s["status"] for s in report.as_dict()["earlier_submissions"]] == [
+        "accepted",
+        "rejected",
+    ]
 
 
 def test_what_the_exchanges_receipts_warn_of_is_told_once_per_code() -> None:
@@ -297,6 +315,7 @@ def test_the_json_report_has_its_documented_keys_whatever_happened() -> None:
         "exit_code",
         "error",
         "exchange_warnings",
+        "earlier_submissions",
         "totals",
         "depends_on_exchange_always",
         "files",
