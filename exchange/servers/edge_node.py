@@ -23,6 +23,7 @@ import httpx
 import nats
 import nkeys
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from adapters.nats import (
@@ -30,6 +31,7 @@ from adapters.nats import (
     EDGE_RECEIPTS,
     EDGE_SUBMIT,
     edge_clock_offset,
+    edge_subject,
     stored_at,
 )
 from exchange.errors import EmbeddedServerError
@@ -178,6 +180,17 @@ async def connect_local(url: str, seed_file: Path) -> Client:
     return await nats.connect(url, nkeys_seed=str(seed_file), allow_reconnect=False)
 
 
+async def first_queued_at(js: JetStreamContext, first_seq: int, subject: str) -> datetime | None:
+    """When the oldest submission the edge still holds was stored: the first at or after
+    ``first_seq``, where the stream's state said its queue began; by the time it is asked for,
+    the hub may have taken that one (the queue is a work queue). None: the queue is empty."""
+    try:
+        msg = await js.get_msg(EDGE_SUBMIT, seq=first_seq, subject=subject, next=True)
+    except NotFoundError:
+        return None
+    return stored_at(msg.time)
+
+
 def running_edge(folder: Path) -> dict[str, Any] | None:
     """What ``edge.json`` says of the edge running from ``folder``; None if none runs."""
     try:
@@ -201,7 +214,8 @@ async def edge_status(doc: dict[str, Any], now: datetime | None = None) -> dict[
         queue = (await js.stream_info(EDGE_SUBMIT)).state
         oldest = None
         if queue.messages:
-            first = stored_at((await js.get_msg(EDGE_SUBMIT, seq=queue.first_seq)).time)
+            subject = edge_subject(doc["consortium"], doc["institution"])
+            first = await first_queued_at(js, queue.first_seq, subject)
             oldest = (now - first).total_seconds() if first else None
         receipts = (await js.stream_info(EDGE_RECEIPTS)).state
         last_receipt = None

@@ -27,10 +27,11 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from adapters.nats import EDGE_RECEIVED, EDGE_SUBMIT, edge_subject
+from adapters.nats import EDGE_RECEIVED, EDGE_SUBMIT, edge_subject, stored_at
 from exchange.private_files import write_private
 from exchange.servers.edge import edge_creds, register_edge
-from exchange.servers.edge_node import EdgeNode, edge_status, running_edge
+from exchange.servers.edge_node import EdgeNode, edge_status, first_queued_at, running_edge
+from exchange.servers.embedded import free_port
 from exchange.servers.nats import GATEWAY_CONSUMER, ensure_streams, stream_name
 from exchange.servers.nats_accounts import NatsAuthority
 from exchange.servers.nats_cluster import NatsCluster
@@ -287,3 +288,38 @@ async def test_hie_edge_up_and_status_as_a_clinic_runs_them(
     assert running_edge(tmp_path / "clinic" / "edge") is None
     gone = await asyncio.to_thread(edge_command, env, "status")
     assert gone.returncode == 1 and "no edge runs" in gone.stderr
+
+
+async def test_the_oldest_queued_is_found_though_the_hub_takes_the_first_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """`hie edge status` reads the queue's state, then its first message: by then the hub may
+    have taken that one (the queue is a work queue), and the status must not fail for it."""
+    consortium = f"e{uuid.uuid4().hex[:6]}"
+    leaf = tmp_path / "leaf.creds"
+    write_private(
+        leaf, edge_creds(NatsAuthority(tmp_path / "auth", consortium), consortium, CLINIC)
+    )
+    nowhere = [f"nats-leaf://127.0.0.1:{free_port()}"]  # no hub needed: the edge works alone
+    edge = EdgeNode(tmp_path / "edge", consortium, CLINIC, nowhere, leaf)
+    edge.start()
+    try:
+        await edge.prepare()
+        nc = await edge.connect()
+        js, subject = nc.jetstream(), edge_subject(consortium, CLINIC)
+        for n in range(3):
+            await js.publish(
+                subject, f"signed submission {n}".encode(), headers={"Nats-Msg-Id": f"s{n}"}
+            )
+        first = (await js.stream_info(EDGE_SUBMIT)).state.first_seq
+        # The hub takes the first after the state was read: the next one is the oldest.
+        await js.delete_msg(EDGE_SUBMIT, first)
+        second = stored_at((await js.get_msg(EDGE_SUBMIT, seq=first + 1)).time)
+        assert second is not None and await first_queued_at(js, first, subject) == second
+        # And then all of them: nothing is queued.
+        for seq in (first + 1, first + 2):
+            await js.delete_msg(EDGE_SUBMIT, seq)
+        assert await first_queued_at(js, first, subject) is None
+        await nc.close()
+    finally:
+        edge.stop()
