@@ -121,9 +121,13 @@ STANDALONE_KINDS = frozenset({*ENTRY_KINDS, "patient", "consent", "referral"})
 def follows_earlier(valid: ValidSubmission) -> bool:
     """Whether the submission must not be applied before the institution's earlier ones: it
     holds an item that acts on what an earlier submission may bring (a correction must never
-    overtake the record it corrects)."""
+    overtake the record it corrects), or a version of a record it names (``record``: an
+    order's report sent again as its results come, a result marked corrected), whose versions
+    count in the order they were made."""
     return any(
-        item.kind not in STANDALONE_KINDS or correction_target(item) is not None
+        item.kind not in STANDALONE_KINDS
+        or correction_target(item) is not None
+        or (item.record and item.record != item.source_id)
         for item in valid.items
     )
 

@@ -28,6 +28,7 @@ import asyncpg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
 from adapters.envelope import load_public_key
@@ -325,18 +326,23 @@ class Gateway:
         return checked
 
     async def _overtaking(self, checked: Sequence[Checked]) -> list[Checked]:
-        """The batch's submissions that would overtake an earlier one (``order.waiting``),
-        by the gateways' consumer's acknowledgement floor: one question to the server, and
-        only for a batch holding a submission that acts on an earlier one."""
-        if not candidates(checked):
-            return []
+        """The batch's submissions that would overtake an earlier one of their institution
+        (``order.waiting``), by what the submit stream still holds: a question to the server
+        only for a batch holding a submission that acts on an earlier one. If it cannot be
+        asked, they wait (given back, they come round again)."""
+        stream = stream_name(self.consortium, "SUBMIT")
+
+        async def first_held(subject: str, seq: int) -> int | None:
+            try:
+                found = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                return None
+            return int(found.seq or 0)
+
         try:
-            info = await self.js.consumer_info(
-                stream_name(self.consortium, "SUBMIT"), GATEWAY_CONSUMER, timeout=5
-            )
+            return await waiting(checked, first_held)
         except (NatsError, TimeoutError):
-            return candidates(checked)  # cannot tell: they wait, and come round again
-        return waiting(checked, int(info.ack_floor.stream_seq if info.ack_floor else 0))
+            return candidates(checked)
 
     # Checking ---------------------------------------------------------------------------------
 

@@ -11,16 +11,20 @@ good (``correction.unknown_record``), and two corrections of one record applied 
 round would leave the older standing.
 
 So each batch is taken in the submit stream's order (``sequence``), and such a submission
-waits, given back, while a message before it in the stream is not yet answered — delivered to
-another gateway, given back to come round again, or given back by this batch (``waiting``).
-The gateways' consumer's acknowledgement floor says what is answered: every message up to it.
-One with nothing unanswered before it goes ahead, and is refused as ever if what it acts on
-never came.
+waits, given back, while a message of the same institution before it in the stream is not yet
+answered — delivered to another gateway, given back to come round again, or given back by this
+batch (``waiting``). The submit stream is a work queue: a message answered (acknowledged) is
+gone from it, so what is unanswered is what the stream still holds, less this batch's own
+answered with it. The stream is asked for the institution's first message at or after a
+sequence (one small request, skipping each run of the batch's own at once); another
+institution's messages never hold a submission back (what it depends on is its own: another
+institution acts on what it has seen, which was stored first). One with nothing unanswered
+before it goes ahead, and is refused as ever if what it acts on never came.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 
 from nats.aio.msg import Msg
@@ -57,20 +61,49 @@ def candidates(checked: Sequence[Checked]) -> list[Checked]:
     return [c for c in checked if c.pending is not None and follows_earlier(c.pending.valid)]
 
 
-def waiting(checked: Sequence[Checked], floor: int) -> list[Checked]:
+FirstHeld = Callable[[str, int], Awaitable[int | None]]
+
+
+async def waiting(checked: Sequence[Checked], first_held: FirstHeld) -> list[Checked]:
     """Of a batch in stream order, the submissions that act on an earlier one while a message
-    before them is unanswered, given the consumer's acknowledgement ``floor`` (every message
-    up to it answered); the batch's others before them count as answered with it, but those
-    that wait themselves."""
+    of the same institution before them is unanswered. ``first_held(subject, seq)`` is the
+    sequence of the first message the submit stream still holds on ``subject`` at or after
+    ``seq`` (None: none). The batch's others before a submission count as answered with it,
+    but those that wait themselves."""
     acting = candidates(checked)
+    if not acting:
+        return []
+    answered: set[int] = set()  # sequences of this batch answered with it, so far
+    clear: dict[str, int] = {}  # per subject: nothing unanswered before this sequence
+    blocked: set[str] = set()  # subjects with a submission of this batch waiting
     found: list[Checked] = []
-    answered_here = 0  # messages of this batch after the floor, answered with it
     for item in checked:
-        seq = sequence(item.msg)
-        if seq <= floor:
-            continue  # a redelivery of one answered meanwhile: the ledger knows it
-        if any(item is c for c in acting) and seq - 1 - floor - answered_here > 0:
-            found.append(item)
-        else:
-            answered_here += 1
+        seq, subject = sequence(item.msg), str(item.msg.subject)
+        if any(item is c for c in acting):
+            if subject in blocked or await _unanswered_before(
+                subject, seq, clear.get(subject, 1), answered, first_held
+            ):
+                found.append(item)
+                blocked.add(subject)
+                continue
+            clear[subject] = seq
+        answered.add(seq)
     return found
+
+
+async def _unanswered_before(
+    subject: str, seq: int, start: int, answered: set[int], first_held: FirstHeld
+) -> bool:
+    """Whether the stream holds a message on ``subject`` before ``seq`` (from ``start``)
+    that is not among the batch's ``answered``."""
+    at = start
+    while at < seq:
+        held = await first_held(subject, at)
+        if held is None or held >= seq:
+            return False
+        if held not in answered:
+            return True
+        while held + 1 in answered:  # the batch's own run: no other message is in it
+            held += 1
+        at = held + 1
+    return False

@@ -2,9 +2,10 @@
 the gateways out of it: a catch-up from a clinic's edge node ends in the middle of a run, two
 gateways take neighbouring batches of one burst, a submission given back comes round again
 after those behind it. A correction that reaches a gateway before the record it corrects is
-not refused for good while an earlier submission is still on its way (the gateways'
-consumer has not acknowledged everything before it): it is given back, and taken once the
-record is stored. A correction of a record nobody sent is refused as before."""
+not refused for good while an earlier submission of its institution is still on its way (the
+submit stream, a work queue, still holds it): it is given back, and taken once the record is
+stored. Another institution's message in flight holds nothing back; a correction of a record
+nobody sent is refused as before."""
 
 from __future__ import annotations
 
@@ -110,14 +111,22 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Set
             (correction2["submission_id"], "accepted"),
         ]
 
-        # A correction of a record this institution never sent, with nothing before it on
-        # its way: refused for good, as ever.
-        stray = signed([retract(rid, "dx-q-x", "dx-never")])
-        await js.publish(
-            submit_subject(c, "vc-order"),
-            encode(stray),
-            headers={"Nats-Msg-Id": stray["submission_id"]},
+        # A correction of a record this institution never sent, with nothing of its own
+        # before it on its way (another institution's message in flight at another gateway
+        # holds nothing back): refused for good, as ever.
+        other_key = await Running(rt).register("vc-other")
+        other = build_envelope(
+            institution="vc-other",
+            key=other_key,
+            sent_at=datetime.now(UTC),
+            items=[condition_item(resident(62), "dx-z")],
         )
+        stray = signed([retract(rid, "dx-q-x", "dx-never")])
+        for code, e in (("vc-other", other), ("vc-order", stray)):
+            await js.publish(
+                submit_subject(c, code), encode(e), headers={"Nats-Msg-Id": e["submission_id"]}
+            )
+        [elsewhere] = await sub.fetch(1, timeout=5)  # held by another gateway, unanswered
         [msg] = await sub.fetch(1, timeout=5)
         await gateway.handle([msg])
         deadline = time.monotonic() + 10
@@ -125,6 +134,7 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Set
             await asyncio.sleep(0.05)
         assert got[4]["status"] == "rejected"
         assert [p["code"] for p in got[4]["problems"]] == ["correction.unknown_record"]
+        await elsewhere.ack()
         await sub.unsubscribe()
 
 

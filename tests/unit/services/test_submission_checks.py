@@ -107,8 +107,14 @@ def test_what_acts_on_an_earlier_submission_keeps_its_place_in_the_senders_order
         retract(rid, "o1-x", "o1"),
         withdrawal(rid, "c1-w", "thc-1/c1"),
         seal(rid, "s1"),
+        # A version of a record it names: an order's report sent again as results come.
+        observation_item(rid, "A000019/OBR/1") | {"record": "ord:AP000012"},
     ]
     assert not follows_earlier(pending("thc-1", *alone).valid)
+    # Naming its own source id as its record is no version of another.
+    assert not follows_earlier(
+        pending("thc-1", observation_item(rid, "o3") | {"record": "o3"}).valid
+    )
     for item in after:
         assert follows_earlier(pending("thc-1", consent_item(rid, "c2"), item).valid), item["kind"]
 
