@@ -28,7 +28,6 @@ import asyncpg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
 from adapters.envelope import load_public_key
@@ -45,7 +44,7 @@ from exchange.ingest.checks import (
 )
 from exchange.ingest.keys import Key
 from exchange.ingest.ledger import Appended, IntegrityError, Ledger, Pending
-from exchange.ingest.order import candidates, deliveries, sequence, waiting
+from exchange.ingest.order import deliveries, overtaking, sequence, without
 from exchange.ingest.summary import Summary
 from exchange.servers.nats import (
     GATEWAY_CONSUMER,
@@ -58,6 +57,9 @@ from exchange.telemetry.metrics import UNAUTHENTICATED, GatewayMetrics
 
 log = logging.getLogger(__name__)
 
+# A submission that waits for an earlier one of its institution (exchange/ingest/order.py):
+# how often the stream is asked again, for how long, and when it comes round if given back.
+HOLD_POLL, HOLD_FOR, ORDER_WAIT = 0.02, 5.0, 0.25
 # A message that fails alone this many times while the servers answer is set aside.
 POISON_DELIVERIES = 3
 # Saves of one submission alone that may lose the race for a patient's identity to another
@@ -211,13 +213,16 @@ class Gateway:
 
         nats-py's fetch(n), once a waiting pull has brought one message, waits for the other
         n - 1 until its timeout: an idle gateway would hold a lone submission back for up to
-        that long. So: wait for one; then, if the stream says more are pending, take those.
+        that long. So: wait for one; then, if the stream says more are pending (or the first
+        came again: others due again are not counted pending), take those, so that they are
+        ordered among themselves in one batch rather than each alone (``order.waiting``).
         """
         try:
             first = await sub.fetch(1, timeout=0.5)
         except TimeoutError:
             return []
-        pending = first[0].metadata.num_pending if first[0].metadata else 0
+        meta = first[0].metadata
+        pending = (meta.num_pending if meta.num_delivered <= 1 else self.fetch_batch) if meta else 0
         # As many more as fit the byte budget if they are the size of the first.
         room = self.fetch_bytes // max(1, len(first[0].data)) - 1
         wanted = min(self.fetch_batch - 1, pending, room)
@@ -296,13 +301,29 @@ class Gateway:
         # before those behind it in the same batch.
         msgs = sorted(msgs, key=sequence)
         checked = [await self.checks.check(msg, received_at) for msg in msgs]
-        if waiting := await self._overtaking(checked):
-            log.info(
-                "gateway: %d submission(s) wait for earlier ones still on their way", len(waiting)
-            )
-            for item in waiting:
-                await _nak(item.msg, self.retry_delay)
-            checked = [c for c in checked if not any(c is w for w in waiting)]
+        stream = stream_name(self.consortium, "SUBMIT")
+        held = await overtaking(self.js, stream, checked)
+        answered = await self._complete(without(checked, held), received_at)
+        # Those that would overtake an earlier submission of their institution wait here
+        # while the gateway holding it answers it, then are answered in order; given back
+        # if that takes longer (handle's in-progress acks keep them this gateway's meanwhile).
+        deadline = time.monotonic() + HOLD_FOR
+        while held:
+            if time.monotonic() > deadline:
+                log.info("gateway: %d submission(s) given back to wait for earlier ones", len(held))
+                for item in held:
+                    await _nak(item.msg, ORDER_WAIT)
+                break
+            await asyncio.sleep(HOLD_POLL)
+            still = await overtaking(self.js, stream, held)
+            answered += await self._complete(without(held, still), received_at)
+            held = still
+        return answered
+
+    async def _complete(self, checked: list[Checked], received_at: datetime) -> list[Checked]:
+        """Checked submissions appended (those that pass), answered and acknowledged."""
+        if not checked:
+            return checked
         await self._append(checked)
         # A refusal of an authenticated submission is final: kept before it is answered, so
         # that no replay of the same id is accepted later, whatever the ledger holds by then.
@@ -324,25 +345,6 @@ class Gateway:
             await item.msg.ack()
         await self.nc.flush(timeout=10)  # the acks reached the server
         return checked
-
-    async def _overtaking(self, checked: Sequence[Checked]) -> list[Checked]:
-        """The batch's submissions that would overtake an earlier one of their institution
-        (``order.waiting``), by what the submit stream still holds: a question to the server
-        only for a batch holding a submission that acts on an earlier one. If it cannot be
-        asked, they wait (given back, they come round again)."""
-        stream = stream_name(self.consortium, "SUBMIT")
-
-        async def first_held(subject: str, seq: int) -> int | None:
-            try:
-                found = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
-            except NotFoundError:
-                return None
-            return int(found.seq or 0)
-
-        try:
-            return await waiting(checked, first_held)
-        except (NatsError, TimeoutError):
-            return candidates(checked)
 
     # Checking ---------------------------------------------------------------------------------
 

@@ -28,6 +28,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from domain.services.submissions import follows_earlier
 from exchange.ingest.checks import Checked
@@ -62,6 +65,27 @@ def candidates(checked: Sequence[Checked]) -> list[Checked]:
 
 
 FirstHeld = Callable[[str, int], Awaitable[int | None]]
+
+
+async def overtaking(
+    js: JetStreamContext, stream: str, checked: Sequence[Checked]
+) -> list[Checked]:
+    """The batch's submissions that would overtake an earlier one of their institution
+    (``waiting``), by what the submit ``stream`` still holds: a question to the server only
+    for a batch holding a submission that acts on an earlier one. If it cannot be asked, they
+    wait (given back, they come round again)."""
+
+    async def first_held(subject: str, seq: int) -> int | None:
+        try:
+            found = await js.get_msg(stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return None
+        return int(found.seq or 0)
+
+    try:
+        return await waiting(checked, first_held)
+    except (NatsError, TimeoutError):
+        return candidates(checked)
 
 
 async def waiting(checked: Sequence[Checked], first_held: FirstHeld) -> list[Checked]:
@@ -107,3 +131,8 @@ async def _unanswered_before(
             held += 1
         at = held + 1
     return False
+
+
+def without(items: Sequence[Checked], gone: Sequence[Checked]) -> list[Checked]:
+    """``items`` but those in ``gone`` (the same objects)."""
+    return [c for c in items if not any(c is g for g in gone)]
