@@ -168,12 +168,7 @@ class SubmitClient:
             )
 
     async def _publish(self, envelope: dict[str, Any]) -> None:
-        body = encode(envelope)
-        if len(body) > MAX_SUBMISSION_BYTES:
-            raise SubmitError(
-                f"a submission of {len(body)} bytes is over the {MAX_SUBMISSION_BYTES}-byte limit: "
-                "send its items in several submissions"
-            )
+        body = _encoded(envelope)
         headers = {"Nats-Msg-Id": envelope["submission_id"]}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_PATIENCE
@@ -223,12 +218,7 @@ class EdgeSubmitClient:
 
     async def queue(self, envelope: dict[str, Any]) -> str:
         """Keep ``envelope`` at the edge; returns the edge's stamp (when it took it)."""
-        body = encode(envelope)
-        if len(body) > MAX_SUBMISSION_BYTES:
-            raise SubmitError(
-                f"a submission of {len(body)} bytes is over the {MAX_SUBMISSION_BYTES}-byte limit: "
-                "send its items in several submissions"
-            )
+        body = _encoded(envelope)
         stamp = datetime.now(UTC).astimezone().isoformat()
         headers = {"Nats-Msg-Id": envelope["submission_id"], EDGE_RECEIVED: stamp}
         if self.clock_offset is not None:
@@ -334,6 +324,17 @@ def stored_at(value: Any) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _encoded(envelope: dict[str, Any]) -> bytes:
+    """The envelope as it is sent; SubmitError if it is over the exchange's message limit."""
+    body = encode(envelope)
+    if len(body) > MAX_SUBMISSION_BYTES:
+        raise SubmitError(
+            f"a submission of {len(body)} bytes is over the {MAX_SUBMISSION_BYTES}-byte limit: "
+            "send its items in several submissions"
+        )
+    return body
 
 
 def _receipt(data: bytes) -> dict[str, Any] | None:

@@ -278,33 +278,32 @@ class SnapshotCollector:
 
 def _edge_metrics(edges: dict[str, EdgeLink]) -> Iterator[Metric]:
     """Each village clinic's edge node as the hub sees it: one series per institution."""
-    families = {
-        "up": GaugeMetricFamily(
+    described = {
+        "up": (
             "hie_edge_link_up",
             f"Whether the hub heard from the institution's edge node in the last "
             f"{EDGE_SILENT:.0f} seconds (1) or not (0)",
-            labels=["institution"],
         ),
-        "heard": GaugeMetricFamily(
+        "heard": (
             "hie_edge_last_heard_seconds",
             "Time since the hub last heard from the institution's edge node",
-            labels=["institution"],
         ),
-        "queued": GaugeMetricFamily(
+        "queued": (
             "hie_edge_queued_messages",
             "Submissions the institution's edge node held for the exchange when last heard",
-            labels=["institution"],
         ),
-        "waiting": GaugeMetricFamily(
+        "waiting": (
             "hie_edge_receipts_waiting_messages",
             "The institution's receipts not yet taken down to its edge node",
-            labels=["institution"],
         ),
-        "receipt": GaugeMetricFamily(
+        "receipt": (
             "hie_edge_last_receipt_timestamp_seconds",
             "When the institution's edge node last took a receipt down (Unix time)",
-            labels=["institution"],
         ),
+    }
+    families = {
+        key: GaugeMetricFamily(name, text, labels=["institution"])
+        for key, (name, text) in described.items()
     }
     for code, link in sorted(edges.items()):
         up = link.heard_s is not None and link.heard_s < EDGE_SILENT

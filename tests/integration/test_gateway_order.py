@@ -15,9 +15,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from adapters.envelope import build_envelope, encode
 from domain.submission import submission_key
 from exchange.bootstrap import Endpoints, open_runtime
+from exchange.ingest import gateway as gateway_module
 from exchange.ingest.gateway import Gateway
 from exchange.servers.nats import GATEWAY_CONSUMER, receipt_subject, stream_name, submit_subject
 from exchange.settings import Settings
@@ -33,7 +36,9 @@ def retract(rid: str, source_id: str, record: str) -> dict[str, Any]:
     }
 
 
-async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Settings) -> None:
+async def test_a_correction_that_overtakes_its_record_waits_for_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         key = await Running(rt).register("vc-order")
@@ -51,56 +56,51 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Set
                 institution="vc-order", key=key, sent_at=datetime.now(UTC), items=items
             )
 
+        async def publish(*envelopes: dict[str, Any]) -> None:
+            for e in envelopes:
+                await js.publish(
+                    submit_subject(c, e["institution"]),
+                    encode(e),
+                    headers={"Nats-Msg-Id": e["submission_id"]},
+                )
+
+        async def stored_in_order(*envelopes: dict[str, Any]) -> None:
+            keys = [submission_key(e["institution"], e["submission_id"]) for e in envelopes]
+            positions = await rt.sync(rt.ledger.positions_of, keys)
+            order = [positions[k] for k in keys]
+            assert order == sorted(order)
+
         record = signed([condition_item(rid, "dx-o")])
         correction = signed([retract(rid, "dx-o-x", "dx-o")])
-        for e in (record, correction):
-            await js.publish(
-                submit_subject(c, "vc-order"),
-                encode(e),
-                headers={"Nats-Msg-Id": e["submission_id"]},
-            )
+        await publish(record, correction)
         # Two gateways have taken one each; the one with the correction works first.
         sub = await js.pull_subscribe_bind(GATEWAY_CONSUMER, stream=stream_name(c, "SUBMIT"))
         [first] = await sub.fetch(1, timeout=5)
         [second] = await sub.fetch(1, timeout=5)
         assert first.headers and first.headers["Nats-Msg-Id"] == record["submission_id"]
-        gateway = Gateway(rt.ledger, rt.nc, c, executor=rt.executor, retry_delay=0.5)
-        await gateway.handle([second])
-        await rt.nc.flush()
+        gateway, other = (
+            Gateway(rt.ledger, rt.nc, c, executor=rt.executor, retry_delay=0.5) for _ in range(2)
+        )
+        holding = asyncio.create_task(gateway.handle([second]))
         await asyncio.sleep(0.5)
-        assert got == []  # not answered: given back, not refused
+        assert got == [] and not holding.done()  # held: neither answered nor refused
         held = await rt.pool.fetchval(
             "SELECT count(*) FROM ledger_rejected_submissions WHERE institution = 'vc-order'"
         )
         assert held == 0
-        # The record is stored; the correction comes round again and is taken after it.
-        await gateway.handle([first])
-        deadline = time.monotonic() + 15
-        while len(got) < 2 and time.monotonic() < deadline:
-            for msg in await _fetch(sub):
-                await gateway.handle([msg])
+        # The other gateway stores the record; the held correction is taken right after it.
+        await other.handle([first])
+        await asyncio.wait_for(holding, 5)
         assert [(r["submission_id"], r["status"]) for r in got] == [
             (record["submission_id"], "accepted"),
             (correction["submission_id"], "accepted"),
         ], [p["code"] for r in got for p in r.get("problems", [])]
-        positions = await rt.sync(
-            rt.ledger.positions_of,
-            [submission_key("vc-order", e["submission_id"]) for e in (record, correction)],
-        )
-        order = [
-            positions[submission_key("vc-order", e["submission_id"])] for e in (record, correction)
-        ]
-        assert order == sorted(order)
+        await stored_in_order(record, correction)
 
         # In one batch behind the record it corrects (a redelivery): put back in order.
         record2 = signed([condition_item(rid, "dx-p")])
         correction2 = signed([retract(rid, "dx-p-x", "dx-p")])
-        for e in (record2, correction2):
-            await js.publish(
-                submit_subject(c, "vc-order"),
-                encode(e),
-                headers={"Nats-Msg-Id": e["submission_id"]},
-            )
+        await publish(record2, correction2)
         pair = await sub.fetch(2, timeout=5)
         await gateway.handle(list(reversed(pair)))
         deadline = time.monotonic() + 10
@@ -115,17 +115,14 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Set
         # before it on its way (another institution's message in flight at another gateway
         # holds nothing back): refused for good, as ever.
         other_key = await Running(rt).register("vc-other")
-        other = build_envelope(
+        elsewhere_envelope = build_envelope(
             institution="vc-other",
             key=other_key,
             sent_at=datetime.now(UTC),
             items=[condition_item(resident(62), "dx-z")],
         )
         stray = signed([retract(rid, "dx-q-x", "dx-never")])
-        for code, e in (("vc-other", other), ("vc-order", stray)):
-            await js.publish(
-                submit_subject(c, code), encode(e), headers={"Nats-Msg-Id": e["submission_id"]}
-            )
+        await publish(elsewhere_envelope, stray)
         [elsewhere] = await sub.fetch(1, timeout=5)  # held by another gateway, unanswered
         [msg] = await sub.fetch(1, timeout=5)
         await gateway.handle([msg])
@@ -135,11 +132,26 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Set
         assert got[4]["status"] == "rejected"
         assert [p["code"] for p in got[4]["problems"]] == ["correction.unknown_record"]
         await elsewhere.ack()
+
+        # Held longer than a gateway holds one (shortened here): given back, it comes round
+        # again and is taken once its record is stored.
+        monkeypatch.setattr(gateway_module, "HOLD_FOR", 0.3)
+        record3 = signed([condition_item(rid, "dx-r")])
+        correction3 = signed([retract(rid, "dx-r-x", "dx-r")])
+        await publish(record3, correction3)
+        [late_record] = await sub.fetch(1, timeout=5)
+        [late_correction] = await sub.fetch(1, timeout=5)
+        await gateway.handle([late_correction])
+        assert len(got) == 5  # given back unanswered
+        await other.handle([late_record])
+        again = await sub.fetch(1, timeout=5)
+        assert [(m.headers or {}).get("Nats-Msg-Id") for m in again] == [
+            correction3["submission_id"]
+        ]
+        await gateway.handle(again)
+        deadline = time.monotonic() + 10
+        while len(got) < 7 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert [r["status"] for r in got[5:]] == ["accepted", "accepted"]
+        await stored_in_order(record3, correction3)
         await sub.unsubscribe()
-
-
-async def _fetch(sub: Any) -> list[Any]:
-    try:
-        return list(await sub.fetch(1, timeout=1))
-    except TimeoutError:
-        return []
