@@ -57,9 +57,10 @@ from exchange.telemetry.metrics import UNAUTHENTICATED, GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-# A submission that waits for an earlier one of its institution (exchange/ingest/order.py):
-# how often the stream is asked again, for how long, and when it comes round if given back.
-HOLD_POLL, HOLD_FOR, ORDER_WAIT = 0.02, 5.0, 0.25
+# A submission waiting for an earlier one of its institution (exchange/ingest/order.py): how
+# often the stream is asked again, for how long (briefly: a gateway holding fetches nothing,
+# and the earlier one may be given back, for a fetch to bring), when it comes round again.
+HOLD_POLL, HOLD_FOR, ORDER_WAIT = 0.02, 0.5, 0.25
 # A message that fails alone this many times while the servers answer is set aside.
 POISON_DELIVERIES = 3
 # Saves of one submission alone that may lose the race for a patient's identity to another

@@ -199,8 +199,8 @@ def test_an_edge_that_loses_power_offline_loses_nothing_it_acknowledged(
     lab: EdgeLab, tmp_path: Path
 ) -> None:
     start = linked(lab, WEST)
-    morning = lab_results(tmp_path / "morning.hl7", "W", 900, correct_every=50)
-    afternoon = lab_results(tmp_path / "afternoon.hl7", "X", 3000, correct_every=50)
+    morning = lab_results(tmp_path / "morning.hl7", "W", 300, correct_every=20)
+    afternoon = lab_results(tmp_path / "afternoon.hl7", "X", 1200, correct_every=20)
     total = morning.submissions + afternoon.submissions
     lab.offline(WEST)
     wait_status(lab, WEST, lambda s: s["link"] == "down", 60)
@@ -214,7 +214,7 @@ def test_an_edge_that_loses_power_offline_loses_nothing_it_acknowledged(
     # The power fails half way through the afternoon's: the edge's processes die at once.
     sending = ("submit", str(afternoon.path), "--institution", WEST, "--batch", "1")
     with running(lab, WEST, *sending) as run:
-        until_pending(run, queue, morning.submissions + 600)
+        until_pending(run, queue, morning.submissions + 300)
         lab.power_cut(WEST)
         run.communicate(timeout=120)
     assert run.returncode not in (0, 3)  # it says its edge failed
@@ -249,11 +249,11 @@ def test_two_clinics_offline_at_once_with_the_same_patients_land_without_doubles
 ) -> None:
     clinics = {EAST: "M", WEST: "N"}
     start = {code: linked(lab, code) for code in clinics}
-    # The same 300 residents seen at both clinics (e.g. a family doctor's round, and the
+    # The same 150 residents seen at both clinics (e.g. a family doctor's round, and the
     # village next door's clinic on market day).
-    residents = range(7000, 7300)
+    residents = range(7000, 7150)
     files = {
-        code: lab_results(tmp_path / f"{code}.hl7", tag, 900, residents=residents, correct_every=20)
+        code: lab_results(tmp_path / f"{code}.hl7", tag, 450, residents=residents, correct_every=10)
         for code, tag in clinics.items()
     }
     for code in clinics:

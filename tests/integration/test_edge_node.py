@@ -182,7 +182,7 @@ async def test_submissions_queued_at_the_edge_reach_the_hub_once_in_order(
     await hjs.publish(f"hie.{consortium}.receipt.{CLINIC}", json.dumps(receipt).encode())
 
     async def measured() -> bool:
-        return (await edge_status(doc))["receipts"] == 4
+        return bool((await edge_status(doc))["receipts"] == 4)
 
     await wait_for(measured)
     offset = (await edge_status(doc))["clock_offset_s"]
@@ -230,15 +230,26 @@ async def test_hie_edge_up_and_status_as_a_clinic_runs_them(
     )
     try:
         status: dict[str, Any] = {}
-        deadline = time.monotonic() + 60
+        said = ""
+        deadline = time.monotonic() + 120  # each status command starts a Python: seconds
         while time.monotonic() < deadline:  # until its link to the hub is up
             done = await asyncio.to_thread(edge_command, env, "status", "--json")
             if done.returncode == 0:
                 status = json.loads(done.stdout)
                 if status["link"] == "up":
                     break
+            said = done.stderr[-1000:]
+            if up.poll() is not None:
+                break  # `hie edge up` stopped: its output says why
             await asyncio.sleep(0.2)
-        assert status.get("link") == "up", status
+        if status.get("link") != "up":
+            up.terminate()
+            out, _ = await asyncio.to_thread(up.communicate, timeout=60)
+            raise AssertionError(
+                f"the edge's link never came up: {status}; status said {said!r}; "
+                f"`hie edge up` said {out[-2000:]!r}; its nats log ends "
+                f"{(tmp_path / 'clinic' / 'edge' / 'nats.log').read_text(errors='replace')[-2000:]!r}"
+            )
         assert status["institution"] == CLINIC and status["queued"] == 0
         words = await asyncio.to_thread(edge_command, env, "status")
         assert f"edge of {CLINIC}: link up; 0 submission(s) waiting" in words.stdout

@@ -81,6 +81,7 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(
         gateway, other = (
             Gateway(rt.ledger, rt.nc, c, executor=rt.executor, retry_delay=0.5) for _ in range(2)
         )
+        monkeypatch.setattr(gateway_module, "HOLD_FOR", 10.0)  # as long as this test needs
         holding = asyncio.create_task(gateway.handle([second]))
         await asyncio.sleep(0.5)
         assert got == [] and not holding.done()  # held: neither answered nor refused
