@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.nats import EdgeSubmitClient, SubmitClient, SubmitError
+from domain.freshness import parse_stamp
 from exchange.cli.connect import messaging
 from exchange.cli.progress import Progress
 from exchange.cli.submit_files import Journal
@@ -180,7 +181,7 @@ async def _through_edge(
                 await asyncio.wait_for(news.wait(), left)
 
     # From a little before the oldest pending submission was kept: its receipt is later.
-    stamps = [_instant(s) for s in journal.pending.values()]
+    stamps = [parse_stamp(s) for s in journal.pending.values()]
     now = datetime.now(UTC)
     since = min([s for s in stamps if s is not None] + [now]) - timedelta(minutes=5)
     total = sum(f.counts()["in_submissions"] for f in report.files)
@@ -252,14 +253,6 @@ def _settle(report: RunReport, journal: Journal, answered: dict[str, dict[str, A
     accepted = [sid for sid, r in answered.items() if r.get("status") == "accepted"]
     journal.add(accepted)
     journal.settle([sid for sid in answered if sid not in set(accepted)])
-
-
-def _instant(text: str) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return at if at.tzinfo is not None else None
 
 
 async def _send_file(

@@ -57,9 +57,8 @@ from exchange.telemetry.metrics import UNAUTHENTICATED, GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-# A submission waiting for an earlier one of its institution (exchange/ingest/order.py): how
-# often the stream is asked again, for how long (briefly: a gateway holding fetches nothing,
-# and the earlier one may be given back, for a fetch to bring), when it comes round again.
+# A submission waiting for an earlier one of its institution (order.py): how often the stream is
+# asked again, how long (briefly: a gateway holding fetches nothing), when it comes round again.
 HOLD_POLL, HOLD_FOR, ORDER_WAIT = 0.02, 0.5, 0.25
 # A message that fails alone this many times while the servers answer is set aside.
 POISON_DELIVERIES = 3
@@ -93,6 +92,7 @@ class Gateway:
         fetch_bytes: int = 4_000_000,
         audit: AuditWriter | None = None,
         retry_delay: float = 2.0,
+        hold_for: float = HOLD_FOR,
         progress_every: float = 3.0,
         keys_pool: asyncpg.Pool | None = None,
         ingest_policy: IngestPolicy = DEFAULT_INGEST,
@@ -113,7 +113,7 @@ class Gateway:
         # max_ack_pending bounds what waits).
         self.fetch_batch = fetch_batch
         self.fetch_bytes = fetch_bytes
-        self.retry_delay = retry_delay
+        self.retry_delay, self.hold_for = retry_delay, hold_for
         self.progress_every = progress_every  # well inside the consumer's ack wait (10 s)
         # Institution keys are cached while the checks LISTEN on keys_pool for rotations.
         self.checks = EnvelopeChecks(self._load_key, keys_pool, ingest_policy)
@@ -308,7 +308,7 @@ class Gateway:
         # Those that would overtake an earlier submission of their institution wait here
         # while the gateway holding it answers it, then are answered in order; given back
         # if that takes longer (handle's in-progress acks keep them this gateway's meanwhile).
-        deadline = time.monotonic() + HOLD_FOR
+        deadline = time.monotonic() + self.hold_for
         while held:
             if time.monotonic() > deadline:
                 log.info("gateway: %d submission(s) given back to wait for earlier ones", len(held))

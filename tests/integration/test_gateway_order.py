@@ -15,12 +15,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from adapters.envelope import build_envelope, encode
 from domain.submission import submission_key
 from exchange.bootstrap import Endpoints, open_runtime
-from exchange.ingest import gateway as gateway_module
 from exchange.ingest.gateway import Gateway
 from exchange.servers.nats import GATEWAY_CONSUMER, receipt_subject, stream_name, submit_subject
 from exchange.settings import Settings
@@ -36,9 +33,7 @@ def retract(rid: str, source_id: str, record: str) -> dict[str, Any]:
     }
 
 
-async def test_a_correction_that_overtakes_its_record_waits_for_it(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_correction_that_overtakes_its_record_waits_for_it(settings: Settings) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         key = await Running(rt).register("vc-order")
@@ -78,10 +73,11 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(
         [first] = await sub.fetch(1, timeout=5)
         [second] = await sub.fetch(1, timeout=5)
         assert first.headers and first.headers["Nats-Msg-Id"] == record["submission_id"]
+        # Gateways that hold a waiting submission as long as this test needs.
         gateway, other = (
-            Gateway(rt.ledger, rt.nc, c, executor=rt.executor, retry_delay=0.5) for _ in range(2)
+            Gateway(rt.ledger, rt.nc, c, executor=rt.executor, retry_delay=0.5, hold_for=10.0)
+            for _ in range(2)
         )
-        monkeypatch.setattr(gateway_module, "HOLD_FOR", 10.0)  # as long as this test needs
         holding = asyncio.create_task(gateway.handle([second]))
         await asyncio.sleep(0.5)
         assert got == [] and not holding.done()  # held: neither answered nor refused
@@ -136,7 +132,7 @@ async def test_a_correction_that_overtakes_its_record_waits_for_it(
 
         # Held longer than a gateway holds one (shortened here): given back, it comes round
         # again and is taken once its record is stored.
-        monkeypatch.setattr(gateway_module, "HOLD_FOR", 0.3)
+        gateway.hold_for = 0.3
         record3 = signed([condition_item(rid, "dx-r")])
         correction3 = signed([retract(rid, "dx-r-x", "dx-r")])
         await publish(record3, correction3)
