@@ -25,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from consent.decision import DEFAULT_POLICY, AccessPolicy
+from cryptoprofile import NAMES, Profile, by_name
 from domain.freshness import IngestPolicy
 from domain.referral import ReferralPolicy
 from exchange.errors import ConfigurationError
@@ -80,6 +81,11 @@ class Environment(BaseSettings):
         default="demo",
         pattern=r"^[a-z0-9_-]{1,32}$",
         description="must be 1-32 lower-case letters, digits, '_' or '-' (a NATS subject token)",
+    )
+    # The consortium's crypto profile (cryptoprofile/): chosen when its exchange is first set
+    # up, recorded in <data dir>/crypto_profile, and never changed after.
+    crypto_profile: str | None = Field(
+        default=None, pattern=r"^(intl|gm)$", description="must be intl or gm"
     )
     database_url: str | None = Field(default=None, description="must be a PostgreSQL URL")
     nats_url: str | None = Field(
@@ -151,6 +157,7 @@ class Environment(BaseSettings):
     )
 
     @field_validator(
+        "crypto_profile",
         "database_url",
         "nats_url",
         "nats_creds",
@@ -260,6 +267,7 @@ class Settings:
 
     data_dir: Path
     consortium: str = "demo"
+    crypto_profile: str = "intl"  # fixed for the consortium's lifetime (cryptoprofile/)
     database_url: str | None = None
     nats_url: str | None = None
     nats_creds: Path | None = None
@@ -295,6 +303,11 @@ class Settings:
         return self.database_url is None or self.nats_url is None
 
     @property
+    def profile(self) -> Profile:
+        """The crypto profile's algorithms (the ``gm`` profile's known-answer tests have run)."""
+        return by_name(self.crypto_profile)
+
+    @property
     def run_file(self) -> Path:
         return self.data_dir / "run.json"
 
@@ -312,6 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         data_dir=data_dir,
         consortium=given.consortium,
+        crypto_profile=fixed_profile(data_dir, given.crypto_profile),
         database_url=given.database_url,
         nats_url=given.nats_url,
         nats_creds=given.nats_creds,
@@ -335,6 +349,38 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consent_notice=_notice_path(given, data_dir),
         secrets=_load_secrets(data_dir, given),
     )
+
+
+PROFILE_FILE = "crypto_profile"
+
+
+def fixed_profile(data_dir: Path, given: str | None) -> str:
+    """The data directory's crypto profile: the one recorded in ``<data dir>/crypto_profile``
+    when the exchange was first set up here, else ``given`` (``HIE_CRYPTO_PROFILE``; unset:
+    ``intl``), recorded now. Asking for the other profile than the recorded one is refused:
+    keys, signatures, the audit log's hashes and the encrypted ledger all depend on it."""
+    path = data_dir / PROFILE_FILE
+    try:
+        recorded = path.read_text().strip()
+    except FileNotFoundError:
+        recorded = None
+    if recorded is not None and recorded not in NAMES:
+        raise ConfigurationError(
+            f"{path} must say intl or gm (the crypto profile this exchange was set up with)"
+        )
+    if recorded is not None and given is not None and given != recorded:
+        raise ConfigurationError(
+            f"HIE_CRYPTO_PROFILE={given}, but the exchange in {data_dir} was set up with the "
+            f"{recorded} crypto profile, which is fixed for the consortium's lifetime (its "
+            "keys, signatures, audit log and encrypted ledger depend on it): unset "
+            f"HIE_CRYPTO_PROFILE or set it to {recorded}"
+        )
+    chosen = recorded or given or "intl"
+    if recorded is None:
+        tmp = path.with_name(f".{PROFILE_FILE}.{os.getpid()}")
+        tmp.write_text(chosen + "\n")
+        os.replace(tmp, path)
+    return chosen
 
 
 def _notice_path(given: Environment, data_dir: Path) -> Path:

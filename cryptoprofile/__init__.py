@@ -1,0 +1,277 @@
+"""The consortium's cryptographic profile: every hash, signature and cipher of the exchange
+behind one small interface.
+
+Two profiles, one fixed for a consortium's lifetime when its exchange is first set up:
+
+========  ==========================  ===========  =====================================
+profile   signatures (submissions,    hash (audit  encryption at rest (ledger, read-model
+          tokens, audit tree heads)   log, HMACs)  fields)
+========  ==========================  ===========  =====================================
+``intl``  Ed25519                     SHA-256      AES-256-GCM (ledger), AES-GCM-SIV
+``gm``    SM2 with SM3, id            SM3          SM4-GCM
+          ``1234567812345678``, DER
+========  ==========================  ===========  =====================================
+
+Keys say what they are (a 32-byte Ed25519 key, a 65-byte SM2 point), so a key of the other
+profile is refused by name (``key.profile``) wherever one is loaded, never silently used.
+
+This package imports nothing of the exchange's own; the SM2 module (libcrypto through ctypes)
+is loaded only when the ``gm`` profile is used, and runs its known-answer test as it loads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac as _hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+if TYPE_CHECKING:
+    from cryptoprofile.sm2 import SM2PrivateKey, SM2PublicKey
+
+    PrivateKey: TypeAlias = Ed25519PrivateKey | SM2PrivateKey
+    PublicKey: TypeAlias = Ed25519PublicKey | SM2PublicKey
+else:
+    PrivateKey = PublicKey = Any
+
+__all__ = [
+    "GM",
+    "INTL",
+    "NAMES",
+    "KeyProfileError",
+    "PrivateKey",
+    "Profile",
+    "PublicKey",
+    "by_name",
+    "key_algorithm",
+    "load_private_key_pem",
+    "load_public_key",
+]
+
+NAMES = ("intl", "gm")
+ED25519 = "Ed25519"
+SM2 = "SM2"
+
+
+class KeyProfileError(ValueError):
+    """A key that is not the profile's, or not a key at all; ``code`` is stable."""
+
+    def __init__(self, message: str, code: str = "key.profile") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AEAD(Protocol):
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+
+def _sm2() -> Any:
+    from cryptoprofile import sm2
+
+    return sm2
+
+
+def key_algorithm(key: object) -> str:
+    """``Ed25519`` or ``SM2``: the algorithm of a private or public key of either profile."""
+    if isinstance(key, Ed25519PrivateKey | Ed25519PublicKey):
+        return ED25519
+    name = type(key).__name__
+    if name in ("SM2PrivateKey", "SM2PublicKey"):
+        return SM2
+    raise KeyProfileError("not an Ed25519 or SM2 key", "key.unsupported")
+
+
+def load_public_key(b64: str) -> Any:
+    """A registered public key from its base64: 32 bytes are Ed25519, a 65-byte point from
+    04 is SM2."""
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise KeyProfileError("the public key is not base64", "key.malformed") from None
+    try:
+        if len(raw) == 32:
+            return Ed25519PublicKey.from_public_bytes(raw)
+        if len(raw) == 65 and raw[0] == 4:
+            return _sm2().SM2PublicKey(raw)
+    except ValueError:
+        raise KeyProfileError(
+            "the public key is not a point of its curve", "key.malformed"
+        ) from None
+    raise KeyProfileError(
+        "a public key is 32 bytes (Ed25519) or a 65-byte point from 04 (SM2)", "key.malformed"
+    )
+
+
+def public_key_b64(key: Any) -> str:
+    """The base64 a key is registered by (of a private key: its public key's)."""
+    public = key.public_key() if hasattr(key, "public_key") else key
+    if isinstance(public, Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = public.point()
+    return base64.b64encode(raw).decode()
+
+
+def _pem_body(data: bytes, label: str) -> bytes | None:
+    text = data.decode("ascii", "replace")
+    begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
+    if begin not in text or end not in text:
+        return None
+    body = text.split(begin, 1)[1].split(end, 1)[0]
+    try:
+        return base64.b64decode("".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def load_private_key_pem(data: bytes) -> Any:
+    """An Ed25519 or SM2 private key from PEM (PKCS#8, as ``openssl genpkey`` writes it)."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        key = None
+    except Exception:  # cryptography's UnsupportedAlgorithm: an SM2 key, perhaps
+        key = None
+    if isinstance(key, Ed25519PrivateKey):
+        return key
+    der = _pem_body(data, "PRIVATE KEY") or _pem_body(data, "EC PRIVATE KEY")
+    if der is not None:
+        try:
+            return _sm2().SM2PrivateKey.from_der(der)
+        except ValueError:
+            pass
+    raise KeyProfileError(
+        "the key file does not hold an Ed25519 or SM2 private key (PEM)", "key.malformed"
+    )
+
+
+def load_public_key_pem(data: bytes) -> Any:
+    """An Ed25519 or SM2 public key from PEM (SubjectPublicKeyInfo)."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except Exception:
+        key = None
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    der = _pem_body(data, "PUBLIC KEY")
+    if der is not None:
+        try:
+            return _sm2().SM2PublicKey.from_der(der)
+        except ValueError:
+            pass
+    raise KeyProfileError(
+        "the PEM file does not hold an Ed25519 or SM2 public key", "key.malformed"
+    )
+
+
+def private_key_pem(key: Any) -> bytes:
+    if isinstance(key, Ed25519PrivateKey):
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    return key.pem()  # type: ignore[no-any-return]
+
+
+def public_key_pem(key: Any) -> bytes:
+    public = key.public_key() if hasattr(key, "public_key") else key
+    if isinstance(public, Ed25519PublicKey):
+        return public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return public.pem()  # type: ignore[no-any-return]
+
+
+def verify(public_key: Any, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is ``public_key``'s over ``data`` (never raises for bad input)."""
+    try:
+        public_key.verify(signature, data)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One profile's algorithms. ``hash_name`` is hashlib's name of its hash."""
+
+    name: str
+    signature: str  # ED25519 or SM2
+    hash_name: str  # "sha256" or "sm3"
+    cipher: str  # what encrypts at rest, for people
+    digest: Callable[[bytes], bytes]
+
+    def new_private_key(self) -> Any:
+        if self.signature == ED25519:
+            return Ed25519PrivateKey.generate()
+        return _sm2().SM2PrivateKey.generate()
+
+    def key_from_seed(self, seed: bytes) -> Any:
+        """The private key a 32-byte secret of the exchange's own stands for."""
+        if self.signature == ED25519:
+            return Ed25519PrivateKey.from_private_bytes(seed)
+        return _sm2().SM2PrivateKey.from_seed(seed)
+
+    def check_key(self, key: Any, what: str = "the key") -> Any:
+        """``key``, if it is this profile's; else ``KeyProfileError`` (``key.profile``)."""
+        algorithm = key_algorithm(key)
+        if algorithm != self.signature:
+            raise KeyProfileError(
+                f"{what} is an {algorithm} key, and this consortium's {self.name} profile "
+                f"signs with {self.signature}"
+            )
+        return key
+
+    def load_public_key(self, b64: str, what: str = "the public key") -> Any:
+        return self.check_key(load_public_key(b64), what)
+
+    def load_private_key_pem(self, data: bytes, what: str = "the key file") -> Any:
+        return self.check_key(load_private_key_pem(data), what)
+
+    def hmac(self, key: bytes, data: bytes) -> bytes:
+        return _hmac.new(key, data, self.hash_name).digest()
+
+    def hasher(self) -> Any:
+        """A new hashlib object of this profile's hash."""
+        return hashlib.new(self.hash_name)
+
+    def aead(self, key: bytes) -> AEAD:
+        """The profile's AEAD for data at rest under ``key`` (its size is the profile's:
+        32 bytes for AES-256-GCM, 16 for SM4; a longer secret is cut, after a KDF)."""
+        if self.name == "intl":
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            return AESGCM(key)
+        from cryptoprofile.sm4gcm import SM4GCM
+
+        return SM4GCM(key)
+
+
+def _sm3(data: bytes) -> bytes:
+    return hashlib.new("sm3", data).digest()
+
+
+INTL = Profile("intl", ED25519, "sha256", "AES-256-GCM", lambda data: hashlib.sha256(data).digest())
+GM = Profile("gm", SM2, "sm3", "SM4-GCM", _sm3)
+
+
+def by_name(name: str) -> Profile:
+    """The profile called ``name``; the ``gm`` profile's known-answer tests run first."""
+    if name == "intl":
+        return INTL
+    if name == "gm":
+        from cryptoprofile import selftest
+
+        selftest.run()
+        return GM
+    raise ValueError(f"the crypto profile must be one of {', '.join(NAMES)}")
