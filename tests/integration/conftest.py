@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from adapters.envelope import new_private_key, public_key_b64
+from cryptoprofile import public_key_b64
 from exchange.bootstrap import Endpoints, Runtime, open_runtime, serve
 from exchange.servers.embedded import EmbeddedServers
 from exchange.settings import Secrets, Settings
@@ -50,11 +50,26 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The crypto profiles a scenario runs under, as a pytest parameter:
+# ``@pytest.mark.parametrize("crypto_profile", PROFILES)`` on a test runs it under each.
+PROFILES = ("intl", "gm")
+
+
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, servers: tuple[str, str]) -> Settings:
+def crypto_profile() -> str:
+    """The consortium's crypto profile: ``HIE_TEST_CRYPTO_PROFILE`` (to run every test under
+    ``gm``), else ``intl``; a test parametrized over ``PROFILES`` runs under each."""
+    return os.environ.get("HIE_TEST_CRYPTO_PROFILE") or "intl"
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, database_url: str, servers: tuple[str, str], crypto_profile: str
+) -> Settings:
     return Settings(
         data_dir=tmp_path,
         consortium=f"t{uuid.uuid4().hex[:8]}",
+        crypto_profile=crypto_profile,
         database_url=database_url,
         nats_url=servers[1],
         http_port=0,
@@ -89,7 +104,7 @@ class Running:
     async def register(
         self, code: str, level: str = "township_health_centre", name: str = "测试卫生院"
     ) -> Any:
-        key = new_private_key()
+        key = self.rt.settings.profile.new_private_key()
         await self.rt.sync(
             self.rt.ledger.register_institution, code, name, level, public_key_b64(key)
         )
