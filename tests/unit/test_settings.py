@@ -165,3 +165,32 @@ def test_an_older_secrets_json_is_split_into_a_file_per_key_keeping_every_key(
         assert (tmp_path / "secrets" / name).read_text().strip() == value
     # The key the old file lacked is generated beside them; the next start reads the same.
     assert load_settings({"HIE_DATA_DIR": str(tmp_path)}).secrets == settings.secrets
+
+
+def test_the_crypto_profile_is_chosen_once_and_the_other_one_refused_after(
+    tmp_path: Path,
+) -> None:
+    gm = load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_CRYPTO_PROFILE": "gm"})
+    assert gm.crypto_profile == "gm" and gm.profile.hash_name == "sm3"
+    assert (tmp_path / "crypto_profile").read_text() == "gm\n"
+    # Unset, the recorded one is used; asked for again, it is the same.
+    assert load_settings({"HIE_DATA_DIR": str(tmp_path)}).crypto_profile == "gm"
+    assert load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_CRYPTO_PROFILE": "gm"})
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_CRYPTO_PROFILE": "intl"})
+    message = str(refused.value)
+    assert "set up with the gm crypto profile" in message and "HIE_CRYPTO_PROFILE=intl" in message
+    assert (tmp_path / "crypto_profile").read_text() == "gm\n"
+
+
+def test_a_new_data_directory_runs_the_intl_profile_unless_told_and_nonsense_is_refused(
+    tmp_path: Path,
+) -> None:
+    fresh = load_settings({"HIE_DATA_DIR": str(tmp_path / "a")})
+    assert fresh.crypto_profile == "intl" and fresh.profile.hash_name == "sha256"
+    with pytest.raises(ConfigurationError, match="HIE_CRYPTO_PROFILE must be intl or gm"):
+        load_settings({"HIE_DATA_DIR": str(tmp_path / "b"), "HIE_CRYPTO_PROFILE": "sm2"})
+    assert not (tmp_path / "b" / "crypto_profile").exists()
+    (tmp_path / "a" / "crypto_profile").write_text("rot13\n")
+    with pytest.raises(ConfigurationError, match="must say intl or gm"):
+        load_settings({"HIE_DATA_DIR": str(tmp_path / "a")})
