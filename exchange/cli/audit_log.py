@@ -33,7 +33,11 @@ async def verify(settings: Settings) -> int:
     database_url = running_endpoints(settings).database_url
     async with database(settings) as pool:
         ledger = await asyncio.to_thread(
-            Ledger, database_url, settings.secrets.ledger_cipher_key, settings.secrets.pseudonym_key
+            Ledger,
+            database_url,
+            settings.secrets.ledger_cipher_key,
+            settings.secrets.pseudonym_key,
+            crypto_profile=settings.crypto_profile,
         )
         try:
             report = await verify_log(

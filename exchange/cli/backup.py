@@ -120,6 +120,7 @@ async def ledger_position(settings: Settings, database_url: str) -> int:
         settings.secrets.ledger_cipher_key,
         settings.secrets.pseudonym_key,
         create_tables=False,
+        crypto_profile=settings.crypto_profile,
     )
     try:
         return int(await asyncio.to_thread(ledger.max_position))

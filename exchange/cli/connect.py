@@ -67,6 +67,7 @@ def open_ledger(settings: Settings) -> Any:
         settings.secrets.ledger_cipher_key,
         settings.secrets.pseudonym_key,
         settings.referral_policy,
+        crypto_profile=settings.crypto_profile,
     )
 
 

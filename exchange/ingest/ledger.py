@@ -93,7 +93,9 @@ class Ledger(Application[UUID]):
     ``notify_channel``, when given, is the PostgreSQL channel each commit NOTIFYs, so that a
     follower of the ledger wakes at once instead of at its next poll. ``create_tables``:
     make the ledger's tables if missing (the owner role's part; the application role's
-    ledger only uses them).
+    ledger only uses them). ``crypto_profile``: the consortium's (``settings.crypto_profile``),
+    which chooses the cipher of stored events (AES-256-GCM under ``intl``, SM4-GCM under
+    ``gm``); every exchange site passes it.
     """
 
     name = "ledger"
@@ -107,10 +109,14 @@ class Ledger(Application[UUID]):
         *,
         notify_channel: str | None = None,
         create_tables: bool = True,
+        crypto_profile: str = "intl",
     ) -> None:
+        env = ledger_env(
+            database_url, cipher_key, create_tables=create_tables, crypto_profile=crypto_profile
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            super().__init__(env=ledger_env(database_url, cipher_key, create_tables=create_tables))
+            super().__init__(env=env)
         self._pseudonym_key = pseudonym_key
         if notify_channel is not None:
             self.ledger_recorder.notify_on(notify_channel)
@@ -375,6 +381,14 @@ class Ledger(Application[UUID]):
         return self.recorder.max_notification_id() or 0
 
 
-def open_replay_source(database_url: str, cipher_key: str, pseudonym_key: bytes) -> Ledger:
+def open_replay_source(
+    database_url: str, cipher_key: str, pseudonym_key: bytes, crypto_profile: str
+) -> Ledger:
     """The ledger as a replay worker process reads it (projections/parallel.py)."""
-    return Ledger(database_url, cipher_key, pseudonym_key, create_tables=False)
+    return Ledger(
+        database_url,
+        cipher_key,
+        pseudonym_key,
+        create_tables=False,
+        crypto_profile=crypto_profile,
+    )

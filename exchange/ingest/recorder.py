@@ -3,7 +3,9 @@ and the environment that configures the library for it.
 
 ``LedgerRecorder`` writes two side tables in the same commit as the events: the source records
 (so the ledger refuses an (institution, source_id) it holds) and the regional index. Stored
-events are compressed (zlib level 1) and then encrypted (AES-GCM).
+events are compressed (zlib level 1) and then encrypted with the consortium's crypto profile:
+AES-256-GCM (the library's ``AESCipher``) under ``intl``, SM4-GCM
+(``exchange.ingest.ledger_cipher.SM4Cipher``) under ``gm``.
 """
 
 from __future__ import annotations
@@ -343,11 +345,29 @@ def _unprepared(get_connection: Callable[[], Any]) -> Callable[[], Any]:
     return wrapped
 
 
-def ledger_env(database_url: str, cipher_key: str, *, create_tables: bool = True) -> dict[str, str]:
+# The cipher of stored events, by crypto profile (cryptoprofile.NAMES).
+CIPHER_TOPICS = {
+    "intl": "eventsourcing.cryptography:AESCipher",
+    "gm": "exchange.ingest.ledger_cipher:SM4Cipher",
+}
+
+
+def ledger_env(
+    database_url: str,
+    cipher_key: str,
+    *,
+    create_tables: bool = True,
+    crypto_profile: str = "intl",
+) -> dict[str, str]:
     """The library's settings for the ledger on ``database_url``, read as libpq reads it: it
     may name several servers (``host1:port1,host2:port2``, tried in turn) and carry libpq's
     parameters (``target_session_attrs``, ``sslmode``, ``sslrootcert``, …), which
-    ``LedgerFactory`` passes to every connection."""
+    ``LedgerFactory`` passes to every connection. ``crypto_profile`` (``intl`` or ``gm``, the
+    consortium's, ``settings.crypto_profile``) chooses the cipher of stored events."""
+    if crypto_profile not in CIPHER_TOPICS:
+        raise ConfigurationError(
+            f"the crypto profile must be one of {', '.join(CIPHER_TOPICS)}, not {crypto_profile!r}"
+        )
     parts = urlsplit(database_url)
     try:
         params = conninfo_to_dict(database_url)
@@ -371,7 +391,7 @@ def ledger_env(database_url: str, cipher_key: str, *, create_tables: bool = True
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_LOCK_TIMEOUT": "30",
         "CREATE_TABLE": "y" if create_tables else "n",
-        "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
+        "CIPHER_TOPIC": CIPHER_TOPICS[crypto_profile],
         "CIPHER_KEY": cipher_key,
         "COMPRESSOR_TOPIC": "exchange.ingest.recorder:FastZlibCompressor",
         "TRANSCODER_TOPIC": "exchange.ingest.transcoder:FastJSONTranscoder",

@@ -15,4 +15,5 @@ async def open_ledger(settings: Settings) -> Ledger:
         settings.database_url,
         settings.secrets.ledger_cipher_key,
         settings.secrets.pseudonym_key,
+        crypto_profile=settings.crypto_profile,
     )

@@ -103,6 +103,7 @@ async def test_the_same_batch_at_two_gateways_is_stored_once_and_accepted_by_bot
                 settings.database_url,
                 settings.secrets.ledger_cipher_key,
                 settings.secrets.pseudonym_key,
+                crypto_profile=settings.crypto_profile,
             )
             for _ in range(2)
         ]
