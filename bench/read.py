@@ -165,7 +165,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await settle(db_url)
 
         # The reading physician, and what each patient's answer must hold.
-        token, _ = TokenIssuer(settings.secrets.token_key).issue(
+        token, _ = TokenIssuer(settings.secrets.token_key, settings.profile).issue(
             person="bench-doctor-chen",
             institution=READER,
             role="physician",

@@ -124,7 +124,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         shared_buffers_mb = await pool.fetchval(
             "SELECT setting::bigint * 8192 / 1048576 FROM pg_settings WHERE name = 'shared_buffers'"
         )
-        token, _ = TokenIssuer(settings.secrets.token_key).issue(
+        token, _ = TokenIssuer(settings.secrets.token_key, settings.profile).issue(
             person="bench-doctor-chen",
             institution=args.institutions[0],
             role="physician",

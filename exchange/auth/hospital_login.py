@@ -1,9 +1,13 @@
 """Bearer tokens issued by a member hospital's own login system (which does its own second factor).
 
 The format is a signed JWT (JWS compact, RFC 7515/7519: ``header.payload.signature``,
-base64url), signed with ``EdDSA`` (Ed25519, RFC 8037) or ``ES256`` (ECDSA P-256, raw r||s),
-which standard JWT libraries and ``openssl`` produce; the exchange checks it with the same JOSE
-library as its own tokens (``exchange.auth.jose``). The exchange holds each institution's
+base64url), signed with ``EdDSA`` (Ed25519, RFC 8037), ``ES256`` (ECDSA P-256, raw r||s) or
+``SM2`` (SM2 with SM3 and the user id ``1234567812345678``, raw r||s: see
+``exchange.auth.jose``), which standard JWT libraries and ``openssl`` produce; the exchange
+checks it with the same JOSE library as its own tokens. A hospital's login keeps its own
+algorithm whatever the consortium's crypto profile: its key decides. A signature made under
+another SM2 user id, or given as DER rather than r||s, does not verify
+(``token.bad_signature``). The exchange holds each institution's
 public key in ``logins.toml``; the key decides the algorithm, so a header claiming ``none``,
 ``HS256`` or any algorithm other than the key's own is refused (no algorithm confusion), and
 keys offered in the header (``jwk``, ``jku``, ``x5c``) are never used.
@@ -33,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import cryptoprofile
 from exchange.auth import jose
 from exchange.auth.tokens import MAX_TTL, Identity, TokenError
 from exchange.errors import ConfigurationError
@@ -243,13 +248,31 @@ def _public_key(pem: object, where: str, base: Path) -> _PublicKey:
         if not isinstance(pem, str):
             raise TypeError('a PEM string or {file = "..."}')
         key = serialization.load_pem_public_key(pem.encode())
-    except (OSError, TypeError, ValueError, UnsupportedAlgorithm) as exc:
+    except UnsupportedAlgorithm:  # an SM2 key: cryptography does not know its curve
+        return _sm2_public_key(str(pem), where)
+    except (OSError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"{where}: not a readable PEM public key ({exc})") from None
     if isinstance(key, Ed25519PublicKey) or (
         isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
     ):
         return key
-    raise ConfigurationError(f"{where}: the key must be Ed25519 or ECDSA P-256")
+    raise ConfigurationError(f"{where}: the key must be Ed25519, ECDSA P-256 or SM2")
+
+
+def _sm2_public_key(pem: str, where: str) -> _PublicKey:
+    """An SM2 public key (SubjectPublicKeyInfo on the sm2p256v1 curve, as ``openssl pkey
+    -pubout`` writes it), or ConfigurationError: a key on another curve cryptography does
+    not know, or DER that is not a whole SM2 key."""
+    try:
+        key = cryptoprofile.load_public_key_pem(pem.encode())
+    except cryptoprofile.KeyProfileError:
+        raise ConfigurationError(
+            f"{where}: the key must be Ed25519, ECDSA P-256 or SM2 (this one's curve is "
+            "none of them, or its DER is malformed)"
+        ) from None
+    if cryptoprofile.key_algorithm(key) != cryptoprofile.SM2:
+        raise ConfigurationError(f"{where}: the key must be Ed25519, ECDSA P-256 or SM2")
+    return key  # type: ignore[no-any-return]
 
 
 def parse_logins(doc: dict[str, Any], *, base: Path = Path(".")) -> dict[str, InstitutionLogin]:

@@ -1,14 +1,18 @@
-"""The exchange's own bearer tokens (`hie token`): standard JWTs signed EdDSA (Ed25519),
-expiring, bound to a person, an institution and a role.
+"""The exchange's own bearer tokens (`hie token`): standard JWTs signed with the consortium's
+crypto profile (``intl``: EdDSA, Ed25519; ``gm``: SM2 with SM3), expiring, bound to a person,
+an institution and a role.
 
-Header ``{"alg": "EdDSA", "kid": <RFC 7638 thumbprint of the exchange's key>, "typ":
-"hie+jwt"}`` — the explicit type (RFC 8725 §3.11) tells these tokens from a hospital login's
+Header ``{"alg": "EdDSA" or "SM2", "kid": <RFC 7638 thumbprint of the exchange's key>, "typ":
+"hie+jwt"}`` (SM2's JWS form, and its thumbprint, are in ``exchange.auth.jose``) — the
+explicit type (RFC 8725 §3.11) tells these tokens from a hospital login's
 (``exchange.auth.hospital_login``), and ``exchange.auth.chain`` routes by it. Claims: ``sub``
 (the person), ``inst`` (the institution), ``role``, ``iat``, ``exp`` (at most 12 hours later)
 and ``jti``. No ``aud``: the key is the consortium's own, so no other exchange accepts them.
 
 The exchange's earlier ``hie1.<claims>.<signature>`` tokens are refused with
-``token.old_format``, telling the holder to get a new one.
+``token.old_format``, telling the holder to get a new one. A token signed under the other
+profile (an EdDSA token at a ``gm`` exchange, or SM2 at an ``intl`` one) is not this
+exchange's: ``token.invalid``, and the message names both algorithms.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+from cryptoprofile import Profile
 from exchange.auth import jose
 from exchange.errors import ExchangeError
 
@@ -29,6 +32,7 @@ TOKEN_TYPE = "hie+jwt"
 OLD_PREFIX = "hie1."
 MAX_LENGTH = 8192
 _CLAIMS = ("sub", "inst", "role", "iat", "exp", "jti")
+_PROFILE_ALGORITHMS = ("EdDSA", jose.SM2)
 _NOT_OURS = "the bearer token is not one this exchange issued; get a new one with hie token"
 
 
@@ -72,9 +76,14 @@ def _seconds(value: Any) -> int:
 
 
 class TokenIssuer:
-    def __init__(self, seed: bytes) -> None:
-        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+    """Issues and checks the exchange's own tokens with the key its 32-byte secret ``seed``
+    stands for under ``profile`` (required: the profile decides the algorithm)."""
+
+    def __init__(self, seed: bytes, profile: Profile) -> None:
+        self.profile = profile
+        self._key = profile.key_from_seed(seed)
         self._public = self._key.public_key()
+        self.algorithm = jose.algorithm_of(self._key)
         self.key_id = jose.key_id(self._public)
 
     def issue(
@@ -132,7 +141,7 @@ class TokenIssuer:
                 datetime.fromtimestamp(_seconds(claims["iat"]), now.tzinfo),
             )
         except (jose.JoseError, TypeError, ValueError, OverflowError, OSError):
-            raise TokenError(_NOT_OURS) from None
+            raise TokenError(self._not_ours(token)) from None
         if ident.role not in ROLES:
             raise TokenError("the bearer token names an unknown role", code="token.unknown_role")
         if now >= ident.expires_at:
@@ -140,3 +149,16 @@ class TokenIssuer:
                 "the bearer token has expired; ask for a new one (hie token)", code="token.expired"
             )
         return ident
+
+    def _not_ours(self, token: str) -> str:
+        """Why a token was refused: not this exchange's; and, when its header says it was
+        signed with the other profile's algorithm, which (the header is not believed, only
+        repeated)."""
+        header = jose.unverified_header(token) if len(token) <= MAX_LENGTH else None
+        alg = header.get("alg") if header is not None else None
+        if alg in _PROFILE_ALGORITHMS and alg != self.algorithm:
+            return (
+                f"the bearer token is signed {alg}, and this exchange's {self.profile.name} "
+                f"crypto profile signs its tokens {self.algorithm}: {_NOT_OURS}"
+            )
+        return _NOT_OURS

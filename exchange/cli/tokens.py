@@ -86,7 +86,7 @@ async def token(settings: Settings, args: TokenOptions) -> int:
         if not args.person or not args.institution:
             return usage("hie token: --person and --institution are required")
         person, institution = args.person, args.institution
-    issuer = TokenIssuer(settings.secrets.token_key)
+    issuer = TokenIssuer(settings.secrets.token_key, settings.profile)
     token, ident = issuer.issue(
         person=person,
         institution=institution,

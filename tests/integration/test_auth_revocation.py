@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cryptoprofile import by_name
 from domain.identity import patient_id_for
 from domain.resident_id import ResidentId
 from exchange.auth.chain import (
@@ -97,9 +98,9 @@ async def until_refused(
 
 
 async def test_revoked_tokens_and_cut_off_people_are_refused(
-    pool: asyncpg.Pool, watching: Revocations
+    pool: asyncpg.Pool, watching: Revocations, crypto_profile: str
 ) -> None:
-    issuer = TokenIssuer(secrets.token_bytes(32))
+    issuer = TokenIssuer(secrets.token_bytes(32), by_name(crypto_profile))
     auth = RevokingAuthenticator(
         ChainAuthenticator(
             [
@@ -161,9 +162,9 @@ async def test_revoked_tokens_and_cut_off_people_are_refused(
 
 
 async def test_a_lost_listening_connection_is_replaced(
-    pool: asyncpg.Pool, watching: Revocations
+    pool: asyncpg.Pool, watching: Revocations, crypto_profile: str
 ) -> None:
-    issuer = TokenIssuer(secrets.token_bytes(32))
+    issuer = TokenIssuer(secrets.token_bytes(32), by_name(crypto_profile))
     auth = RevokingAuthenticator(ExchangeTokens(issuer), watching)
     token, ident = issuer.issue(person="doctor-li", institution="thc", role="physician", now=T)
     # The listening connection is killed (a restarted server, a network cut) ...
@@ -178,10 +179,12 @@ async def test_a_lost_listening_connection_is_replaced(
     await until_refused(auth, token, T)
 
 
-async def test_an_unloaded_or_stale_list_refuses_rather_than_trusts(pool: asyncpg.Pool) -> None:
+async def test_an_unloaded_or_stale_list_refuses_rather_than_trusts(
+    pool: asyncpg.Pool, crypto_profile: str
+) -> None:
     revocations = Revocations(pool, stale_after=0.2)
     await migrate_stored_tables(pool)
-    ident = TokenIssuer(secrets.token_bytes(32)).issue(
+    ident = TokenIssuer(secrets.token_bytes(32), by_name(crypto_profile)).issue(
         person="p", institution="i", role="nurse", now=T
     )[1]
     with pytest.raises(RevocationUnavailable):  # never loaded
@@ -246,7 +249,7 @@ async def test_hie_token_for_a_patient_names_the_regional_id(settings: Settings)
     # A patient's token is bound to the regional id, and to no institution but "patient".
     out = await hie_token(settings, "--role", "patient", "--patient", RESIDENT)
     assert out.exit_code == 0, out.stderr
-    ident = TokenIssuer(settings.secrets.token_key).verify(
+    ident = TokenIssuer(settings.secrets.token_key, settings.profile).verify(
         out.stdout.strip(), now=datetime.now(UTC)
     )
     expected = str(patient_id_for(ResidentId(RESIDENT), settings.secrets.pseudonym_key))

@@ -19,7 +19,7 @@ from tests.integration.conftest import Running, refused_for
 
 
 def token(running: Running, person: str, institution: str, role: str) -> dict[str, str]:
-    issuer = TokenIssuer(running.rt.settings.secrets.token_key)
+    issuer = TokenIssuer(running.rt.settings.secrets.token_key, running.rt.settings.profile)
     value, _ = issuer.issue(
         person=person, institution=institution, role=role, now=datetime.now(UTC)
     )

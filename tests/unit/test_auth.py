@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cryptoprofile import Profile, by_name
 from exchange.auth.chain import (
     ChainAuthenticator,
     ExchangeTokens,
@@ -42,6 +43,14 @@ NOW = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 AUDIENCE = "hie:test"
 COUNTY_KEY = Ed25519PrivateKey.generate()
 TOWNSHIP_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(params=["intl", "gm"])
+def profile(request: pytest.FixtureRequest) -> Profile:
+    """The consortium's crypto profile the exchange's own tokens are signed under."""
+    return by_name(request.param)
+
+
 LOGINS = {
     "county": InstitutionLogin((COUNTY_KEY.public_key(),)),
     "thc-east": InstitutionLogin((TOWNSHIP_KEY.public_key(),), frozenset({"physician"})),
@@ -322,8 +331,8 @@ def test_two_keys_while_a_hospital_rotates() -> None:
 # Routing and revocation -------------------------------------------------------------------------
 
 
-async def test_the_chain_routes_by_shape() -> None:
-    issuer = TokenIssuer(secrets.token_bytes(32))
+async def test_the_chain_routes_by_shape(profile: Profile) -> None:
+    issuer = TokenIssuer(secrets.token_bytes(32), profile)
     chain = ChainAuthenticator([ExchangeTokens(issuer), HospitalLogin(LOGINS, audience=AUDIENCE)])
     own, ident = issuer.issue(person="inspector-1", institution="bureau", role="regulator", now=NOW)
     assert await chain.authenticate(own, now=NOW) == ident
@@ -381,8 +390,8 @@ async def test_a_revoked_token_is_refused_with_its_code() -> None:
 # The issue time on every identity ------------------------------------------------------------
 
 
-def test_exchange_tokens_carry_their_issue_time_to_the_second() -> None:
-    issuer = TokenIssuer(secrets.token_bytes(32))
+def test_exchange_tokens_carry_their_issue_time_to_the_second(profile: Profile) -> None:
+    issuer = TokenIssuer(secrets.token_bytes(32), profile)
     token, ident = issuer.issue(
         person="p", institution="i", role="nurse", now=NOW + timedelta(microseconds=700_000)
     )
@@ -396,21 +405,21 @@ def test_identities_built_without_a_token_still_work() -> None:
     assert Identity("p", "i", "physician", NOW, "t1", issued_at=NOW).issued_at == NOW
 
 
-def test_exchange_token_refusals_have_codes() -> None:
-    issuer = TokenIssuer(secrets.token_bytes(32))
+def test_exchange_token_refusals_have_codes(profile: Profile) -> None:
+    issuer = TokenIssuer(secrets.token_bytes(32), profile)
     token, _ = issuer.issue(person="p", institution="i", role="nurse", now=NOW)
     with pytest.raises(TokenError) as caught:
         issuer.verify(token, now=NOW + timedelta(hours=9))
     assert caught.value.code == "token.expired"
     with pytest.raises(TokenError) as caught:
-        TokenIssuer(secrets.token_bytes(32)).verify(token, now=NOW)
+        TokenIssuer(secrets.token_bytes(32), profile).verify(token, now=NOW)
     assert caught.value.code == "token.invalid"
 
 
-async def test_a_remembered_token_is_still_refused_once_it_expires() -> None:
+async def test_a_remembered_token_is_still_refused_once_it_expires(profile: Profile) -> None:
     from exchange.auth.chain import ExchangeTokens
 
-    issuer = TokenIssuer(bytes(range(32)))
+    issuer = TokenIssuer(bytes(range(32)), profile)
     now = datetime(2026, 11, 29, 9, tzinfo=UTC)
     token, _ = issuer.issue(
         person="dr-li", institution="county", role="physician", now=now, ttl=timedelta(minutes=5)

@@ -65,7 +65,8 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
 
 
 def token(running: Running, person: str, institution: str, role: str) -> str:
-    value, _ = TokenIssuer(running.rt.settings.secrets.token_key).issue(
+    settings = running.rt.settings
+    value, _ = TokenIssuer(settings.secrets.token_key, settings.profile).issue(
         person=person, institution=institution, role=role, now=datetime.now(UTC)
     )
     return value
