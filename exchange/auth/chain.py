@@ -4,7 +4,7 @@
     ├── ExchangeTokens      the exchange's own JWTs (`hie token`; header ``typ`` hie+jwt),
     │                       remembered once verified; old ``hie1.`` tokens refused
     ├── HospitalLogin       a member hospital's own login, with its second factor
-    │                       (exchange.auth.hospital_login: a JWT signed EdDSA or ES256,
+    │                       (exchange.auth.hospital_login: a JWT signed EdDSA, ES256 or SM2,
     │                       its key chosen by ``iss``)
     ├── ChainAuthenticator  picks one of the above by the token's header
     └── RevokingAuthenticator  any of them, refusing revoked tokens (exchange.auth.revocations)
@@ -66,7 +66,8 @@ class ExchangeTokens:
     def __init__(self, issuer: TokenIssuer, *, remembered: int = 4096) -> None:
         self.issuer = issuer
         # A token whose signature verified once is the same bytes next time: only its expiry
-        # needs checking again (an Ed25519 verify is most of authentication's cost).
+        # needs checking again (a signature check, Ed25519 or SM2, is most of authentication's
+        # cost).
         self._verified: OrderedDict[str, Identity] = OrderedDict()
         self._remembered = remembered
 
