@@ -1,9 +1,12 @@
-"""Submission envelopes: canonical bytes, Ed25519 signatures, content-derived ids.
+"""Submission envelopes: canonical bytes, signatures of the consortium's crypto profile,
+content-derived ids.
 
 The signature covers the RFC 8785 (JSON Canonicalization Scheme) bytes of the envelope without
 its ``signature`` member, so any sending system that implements JCS can sign the same bytes.
-Hashing and signing sit behind this module's few functions so that an SM2/SM3 profile can be
-added in one place. ``build_envelope`` writes the schema version of each item kind (and of the
+Its form is the crypto profile's (cryptoprofile/): under ``intl`` the base64 of a raw 64-byte
+Ed25519 signature, under ``gm`` the base64 of a DER SM2 signature (SM3, with the signer's Z
+value over the user id ``1234567812345678``, GM/T 0009). The key says which: an envelope is
+signed with whatever private key it is given, and verified with whatever public key. ``build_envelope`` writes the schema version of each item kind (and of the
 envelope) that is not 1 (domain/upcasting.py): what the adapters produce is today's shape.
 """
 
@@ -20,9 +23,9 @@ from typing import Any
 import orjson
 import rfc8785
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+import cryptoprofile
+from cryptoprofile import INTL, PrivateKey, Profile, PublicKey
 from domain.upcasting import ENVELOPE_VERSION, ITEM_VERSIONS, VERSION_FIELD
 
 # Integers of up to 15 digits print the same in JavaScript as in Python; longer ones, and
@@ -101,7 +104,7 @@ def build_envelope(
     *,
     institution: str,
     items: Sequence[dict[str, Any]],
-    key: Ed25519PrivateKey,
+    key: PrivateKey,
     sent_at: datetime,
     submission_id: str | None = None,
     versions: Mapping[str, int] = ITEM_VERSIONS,
@@ -109,7 +112,8 @@ def build_envelope(
 ) -> dict[str, Any]:
     """A signed envelope of ``items``. An item that states no schema version is given its
     kind's current one in ``versions`` (version 1 is never written: absent means 1, so
-    today's envelopes are the bytes they always were)."""
+    today's envelopes are the bytes they always were). ``key`` is an Ed25519 or SM2 private
+    key: the signature is of its kind (raw 64 bytes, or DER)."""
     items = [_versioned(item, versions) for item in items]
     doc: dict[str, Any] = {
         "submission_id": submission_id or content_submission_id(institution, items),
@@ -131,7 +135,10 @@ def _versioned(item: Any, versions: Mapping[str, int]) -> Any:
     return {**item, VERSION_FIELD: version}
 
 
-def verify_signature(doc: dict[str, Any], public_key: Ed25519PublicKey) -> bool:
+def verify_signature(doc: dict[str, Any], public_key: PublicKey) -> bool:
+    """Whether ``doc``'s signature is ``public_key``'s (Ed25519 or SM2) over its canonical
+    bytes; anything else (no signature, not base64, a signature of the other kind, malformed
+    DER) is False, never an exception. ``exchange.ingest.signatures`` says which it was."""
     try:
         signature = base64.b64decode(doc["signature"], validate=True)
         public_key.verify(signature, canonical_bytes(doc))
@@ -144,30 +151,40 @@ def encode(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-# Keys: raw 32-byte Ed25519 keys, base64 for registration and PEM (PKCS#8) on disk.
+# Keys (cryptoprofile's, which say what they are): raw 32-byte Ed25519 or 65-byte SM2 point
+# public keys, base64 for registration; private keys PKCS#8 PEM on disk.
 
 
-def new_private_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
+def new_private_key(profile: Profile = INTL) -> PrivateKey:
+    """A new private key of ``profile`` (Ed25519 under ``intl``, SM2 under ``gm``)."""
+    key: PrivateKey = profile.new_private_key()
+    return key
 
 
-def public_key_b64(key: Ed25519PrivateKey) -> str:
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
+def public_key_b64(key: PrivateKey | PublicKey) -> str:
+    """The base64 a key is registered by (of a private key, its public key's)."""
+    return cryptoprofile.public_key_b64(key)
 
 
-def load_public_key(b64: str) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
+def load_public_key(b64: str) -> PublicKey:
+    """A registered key from its base64, Ed25519 or SM2 by its size; a key that is neither
+    raises ``cryptoprofile.KeyProfileError`` (a ValueError, code ``key.malformed``)."""
+    key: PublicKey = cryptoprofile.load_public_key(b64)
+    return key
 
 
-def private_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+def private_key_pem(key: PrivateKey) -> bytes:
+    """PKCS#8 PEM of an Ed25519 or SM2 private key (as ``openssl genpkey`` writes them)."""
+    return cryptoprofile.private_key_pem(key)
+
+
+def load_private_key_pem(data: bytes, profile: Profile | None = None) -> PrivateKey:
+    """An Ed25519 or SM2 private key from PEM; with ``profile``, only that profile's (else
+    ``KeyProfileError``, code ``key.profile``). Not a key: ``KeyProfileError``, code
+    ``key.malformed``; both are ValueErrors."""
+    key: PrivateKey = (
+        cryptoprofile.load_private_key_pem(data)
+        if profile is None
+        else profile.load_private_key_pem(data)
     )
-
-
-def load_private_key_pem(data: bytes) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("the key file does not hold an Ed25519 private key")
     return key

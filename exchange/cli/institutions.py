@@ -15,9 +15,8 @@ import hashlib
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from cryptoprofile import KeyProfileError, Profile, load_public_key_pem, public_key_b64
 from domain.institution import CARE_LEVELS
 from exchange.cli.common import run, usage
 from exchange.cli.connect import audit_first, open_ledger
@@ -36,7 +35,8 @@ def institution_group() -> None:
     "public_key",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="the institution's new Ed25519 public key: a PEM file, or its raw 32 bytes in base64",
+    help="the institution's new public key of the consortium's crypto profile (Ed25519 under "
+    "intl, SM2 under gm): a PEM file, or its raw bytes in base64 (32 bytes; an SM2 point, 65)",
 )
 @click.option("--reason", help="why (kept in the audit log), e.g. a key that may have leaked")
 @click.pass_context
@@ -45,18 +45,34 @@ def rotate_key_command(ctx: click.Context, code: str, public_key: Path, reason: 
     run(ctx, lambda settings: rotate_key(settings, code, public_key, reason))
 
 
-def read_public_key(path: Path) -> str:
-    """The key of a PEM file or of a base64 line, as the ledger keeps it (raw, base64)."""
+def read_public_key(path: Path, profile: Profile) -> str:
+    """The key of a PEM file or of a base64 line, as the ledger keeps it (raw, base64), if it
+    is a key of the consortium's ``profile``: an Ed25519 key under ``intl`` (32 bytes), an
+    SM2 key under ``gm`` (the point 04 || x || y, 65 bytes; PEM as ``openssl pkey -pubout``
+    writes it of a key from ``openssl genpkey -algorithm SM2``). Raises ``KeyProfileError``
+    (a ValueError): ``key.profile`` for the other profile's key, ``key.malformed`` for what is
+    not a key."""
     data = path.read_bytes().strip()
     if data.startswith(b"-----BEGIN"):
-        key = serialization.load_pem_public_key(data)
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("the PEM file does not hold an Ed25519 public key")
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    else:
-        raw = base64.b64decode(data, validate=True)
-        Ed25519PublicKey.from_public_bytes(raw)  # 32 bytes of a valid point, or ValueError
-    return base64.b64encode(raw).decode()
+        if b"PRIVATE KEY" in data.split(b"\n", 1)[0]:
+            raise KeyProfileError(
+                "the file holds a private key: give the public key only (the private key "
+                "stays on the institution's adapter host)",
+                "key.private",
+            )
+        key = profile.check_key(load_public_key_pem(data), "the public key")
+        return public_key_b64(key)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyProfileError("the file is neither a PEM key nor base64", "key.malformed") from None
+    return public_key_b64(profile.load_public_key(text))
+
+
+def key_problem(command: str, exc: Exception) -> int:
+    """Exit 2 with what is wrong with --public-key, and its code."""
+    code = exc.code if isinstance(exc, KeyProfileError) else "key.unreadable"
+    return usage(f"{command}: --public-key: {exc} [{code}]")
 
 
 def fingerprint(b64: str) -> str:
@@ -75,8 +91,8 @@ LEVELS = list(CARE_LEVELS)
     "public_key",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="its Ed25519 public key (PEM, or raw 32 bytes in base64); the private key stays "
-    "on its adapter host",
+    help="its public key of the consortium's crypto profile, Ed25519 (intl) or SM2 (gm): PEM, "
+    "or its raw bytes in base64; the private key stays on its adapter host",
 )
 @click.option(
     "--creds-out",
@@ -113,9 +129,9 @@ async def add(
     if not CODE_PATTERN.match(code):
         return usage("hie institution add: CODE is 1-32 letters, digits, '_' or '-'")
     try:
-        key = read_public_key(path)
+        key = read_public_key(path, settings.profile)
     except (OSError, ValueError) as exc:
-        return usage(f"hie institution add: --public-key: {exc}")
+        return key_problem("hie institution add", exc)
     ledger = await asyncio.to_thread(open_ledger, settings)
     try:
         if await asyncio.to_thread(ledger.institution, code) is not None:
@@ -185,9 +201,9 @@ async def remove(settings: Settings, code: str, reason: str) -> int:
 
 async def rotate_key(settings: Settings, code: str, path: Path, reason: str | None) -> int:
     try:
-        new_key = read_public_key(path)
+        new_key = read_public_key(path, settings.profile)
     except (OSError, ValueError) as exc:
-        return usage(f"hie institution rotate-key: --public-key: {exc}")
+        return key_problem("hie institution rotate-key", exc)
     ledger = await asyncio.to_thread(open_ledger, settings)
     try:
         existing = await asyncio.to_thread(ledger.institution, code)

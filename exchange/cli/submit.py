@@ -23,7 +23,7 @@ import click
 from domain.submission import MAX_ITEMS
 from exchange.cli.common import run
 from exchange.errors import ExchangeError
-from exchange.settings import Environment, Settings
+from exchange.settings import PROFILE_FILE, Environment, Settings
 
 DEFAULT_ZONE = "Asia/Shanghai"  # China Standard Time: where a consortium's clocks are
 
@@ -89,7 +89,8 @@ class Prepared:
 @click.option("--institution", required=True, help="the sending institution's code")
 @click.option(
     "--key",
-    help="its Ed25519 private key (PEM); default <data dir>/keys/<code>.pem; a dry run needs none",
+    help="its private key (PEM, PKCS#8 as `openssl genpkey` writes it): Ed25519 under the "
+    "intl crypto profile, SM2 under gm; default <data dir>/keys/<code>.pem; a dry run needs none",
 )
 @click.option(
     "--mapping",
@@ -159,7 +160,8 @@ def submit_command(ctx: click.Context, /, **options: Any) -> None:
 
     args = SubmitOptions(**options)
     try:
-        prepared = prepare(args, _data_dir(ctx))
+        data_dir = _data_dir(ctx)
+        prepared = prepare(args, data_dir, profile=_known_profile(ctx, data_dir))
     except MappingError as exc:
         for p in exc.problems:
             click.echo(
@@ -184,8 +186,24 @@ def _data_dir(ctx: click.Context) -> Path:
     return Environment.read(os.environ).data_dir.resolve()
 
 
-def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
+def _known_profile(ctx: click.Context, data_dir: Path) -> str | None:
+    """The consortium's crypto profile where this machine knows it: the settings given to the
+    root command (tests), else the one the data directory recorded when an exchange (or an
+    edge) was set up in it; None on an adapter host that has none (the exchange then says,
+    ``signature.profile``, if the key is of the other profile)."""
+    given = ctx.find_root().obj
+    if isinstance(given, Settings):
+        return given.crypto_profile
+    try:
+        recorded = (data_dir / PROFILE_FILE).read_text().strip()
+    except OSError:
+        return None
+    return recorded or None
+
+
+def prepare(args: SubmitOptions, data_dir: Path, *, profile: str | None = None) -> Prepared:
     """Check the arguments, read every file and check what it makes, before anything is sent.
+    ``profile`` (``intl``/``gm``), when known, is the only one whose signing key is taken.
     Raises InputError (or MappingError) for what stops the run: exit 2."""
     from exchange.cli.submit_files import (
         INPUT_CODES,
@@ -214,7 +232,7 @@ def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
     if len(facilities) != len(args.facility):
         raise InputError(["--facility takes HL7_FACILITY=institution-code [option.facility]"])
     files = expand(args.paths)
-    key = None if args.dry_run else _signing_key(args, data_dir)
+    key = None if args.dry_run else _signing_key(args, data_dir, profile)
     if not args.dry_run and args.creds is not None and (bad := check_file(args.creds)):
         raise InputError([bad])
     mapping = find_mapping(files, args.institution, args.mapping)
@@ -260,8 +278,10 @@ def prepare(args: SubmitOptions, data_dir: Path) -> Prepared:
     return prepared
 
 
-def _signing_key(args: SubmitOptions, data_dir: Path) -> Any:
-    from adapters.envelope import load_private_key_pem
+def _signing_key(args: SubmitOptions, data_dir: Path, profile: str | None) -> Any:
+    """The institution's private key, of ``profile`` when it is known (an SM2 key under
+    ``intl``, or an Ed25519 one under ``gm``, is refused here, ``key.profile``)."""
+    from cryptoprofile import KeyProfileError, by_name, load_private_key_pem
     from exchange.cli.submit_files import InputError, check_file
 
     path = Path(args.key) if args.key else data_dir / "keys" / f"{args.institution}.pem"
@@ -269,10 +289,19 @@ def _signing_key(args: SubmitOptions, data_dir: Path) -> Any:
     if (problem := check_file(path)) is not None:
         raise InputError([f"{said} {problem}"])
     try:
-        return load_private_key_pem(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        detail = "not an Ed25519 private key in PEM" if isinstance(exc, ValueError) else exc
+        data = path.read_bytes()
+        if profile is None:
+            return load_private_key_pem(data)
+        return by_name(profile).load_private_key_pem(data, f"the key file {path}")
+    except KeyProfileError as exc:
+        if exc.code == "key.profile":
+            raise InputError([f"{said}: {exc} [key.profile]"]) from None
+        detail = "not an Ed25519 or SM2 private key in PEM (PKCS#8)"
         raise InputError([f"{said} {path}: {detail} [key.unreadable]"]) from None
+    except (OSError, ValueError) as exc:
+        raise InputError([f"{said} {path}: {exc} [key.unreadable]"]) from None
+    except RuntimeError as exc:  # the gm profile's self-test failed on this platform
+        raise InputError([f"{said}: {exc} [profile.unavailable]"]) from None
 
 
 def _find_dependences(prepared: Prepared) -> None:

@@ -62,8 +62,15 @@ class Standing:
 
 ALWAYS = (
     Standing(
-        ("institution.unknown", "signature.invalid", "signature.key_rotated"),
-        "the institution must be registered at the exchange with the key the send signs with",
+        (
+            "institution.unknown",
+            "signature.invalid",
+            "signature.key_rotated",
+            "signature.profile",
+            "signature.malformed",
+        ),
+        "the institution must be registered at the exchange with the key the send signs with, "
+        "a key of the consortium's crypto profile (Ed25519 under intl, SM2 under gm)",
     ),
     Standing(
         ("item.source_id_held", "submission.rejected_before"),

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from adapters.csv_export import read_csv
 from adapters.csv_mapping import CsvMapping, MappingError, load_mapping
 from adapters.envelope import build_envelope, new_private_key
@@ -40,6 +38,7 @@ from adapters.fhir_bulk import MAX_LINE, lend, read_ndjson
 from adapters.fhir_context import Lent
 from adapters.hl7v2 import read_hl7v2
 from adapters.report import IngestReport
+from cryptoprofile import PrivateKey
 from domain.clinical import ENTRY_KINDS
 from domain.problems import Problem
 from domain.submission import validate_envelope
@@ -89,7 +88,7 @@ class Reader:
     from content alone, so they are the ids the real send would use."""
 
     institution: str
-    key: Ed25519PrivateKey | None = None
+    key: PrivateKey | None = None  # Ed25519 or SM2: the consortium's profile's
     batch: int = 500
     mapping: CsvMapping | None = None
     directories: list[bytes] = field(default_factory=list)

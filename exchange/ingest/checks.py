@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 from nats.aio.msg import Msg
 
-from adapters.envelope import loads, verify_signature
+from adapters.envelope import loads
 from adapters.nats import EDGE_CLOCK_OFFSET, EDGE_RECEIVED
 from domain.freshness import (
     IngestPolicy,
@@ -30,15 +30,10 @@ from domain.problems import Problem
 from domain.submission import submission_key, validate_envelope
 from exchange.ingest.keys import InstitutionKeys, Key
 from exchange.ingest.ledger import Pending
+from exchange.ingest.signatures import signature_problem
 
 UNKNOWN_INSTITUTION = Problem(
     "institution.unknown", "no institution is registered with the subject's code", "institution"
-)
-BAD_SIGNATURE = Problem(
-    "signature.invalid",
-    "the signature does not verify with the institution's registered key over the RFC 8785 "
-    "bytes of the envelope",
-    "signature",
 )
 DEFAULT_INGEST = IngestPolicy()
 _SUBMISSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -151,12 +146,14 @@ class EnvelopeChecks:
                 )
             )
         key = await self.keys.get(institution)
-        if key is not None and not verify_signature(doc, key.public):
+        if key is not None and signature_problem(doc, key.public) is not None:
             # Perhaps signed with a key registered a moment ago, which this gateway has not
-            # heard of yet: the ledger's own answer decides.
+            # heard of yet: the ledger's own answer decides. What is wrong is said by the
+            # profile's form (exchange.ingest.signatures): the other profile's algorithm,
+            # a malformed signature, or one that does not verify.
             key = await self.keys.get(institution, fresh=True)
-            if key is not None and not verify_signature(doc, key.public):
-                result.problems.append(BAD_SIGNATURE)
+            if key is not None and (problem := signature_problem(doc, key.public)):
+                result.problems.append(problem)
         if key is None:
             result.problems.append(UNKNOWN_INSTITUTION)
         if result.problems:

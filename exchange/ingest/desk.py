@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from adapters.envelope import build_envelope, public_key_b64
 from adapters.nats import SubmitError
+from cryptoprofile import INTL, PrivateKey, Profile
 from domain.problems import Problem
 
 Register = Callable[[str, str, str, str], Awaitable[bool]]  # code, name, level, public key
@@ -55,6 +54,8 @@ class Sent:
 class Desk:
     """Signs one item at a time as the desk ``which`` names and waits until it is applied.
 
+    ``seed`` is the exchange's 32-byte secret for the desk, its signing key under the
+    consortium's ``profile`` (an Ed25519 key under ``intl``, an SM2 key under ``gm``);
     ``register`` registers the desk in the ledger; ``submitter`` publishes as ``code`` and
     waits for the receipt; ``projection_wait`` returns once the projection has applied a
     ledger position.
@@ -68,8 +69,9 @@ class Desk:
         register: Register,
         submitter: Submitter,
         projection_wait: Callable[[int], Awaitable[None]],
+        profile: Profile = INTL,
     ) -> None:
-        self.key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.key: PrivateKey = profile.key_from_seed(seed)
         self.which = which
         self._register = register
         self._submitter = submitter

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from cryptoprofile import PublicKey
 from exchange.ingest.recorder import KEYS_CHANNEL
 from exchange.listening import Listener
 
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Key:
     """An institution's registered key, and the version of the institution's record in the
-    ledger it was read at (each rotation moves it on)."""
+    ledger it was read at (each rotation moves it on). ``public`` is of the consortium's
+    profile: Ed25519 (``intl``) or SM2 (``gm``)."""
 
-    public: Ed25519PublicKey
+    public: PublicKey
     version: int
 
 

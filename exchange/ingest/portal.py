@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
+from cryptoprofile import PrivateKey
 from domain.problems import Problem
 from exchange.ingest.desk import Desk, DeskName
 from exchange.servers.nats import PORTAL
@@ -63,7 +62,7 @@ class Portal:
         self._rows = rows
 
     @property
-    def key(self) -> Ed25519PrivateKey:
+    def key(self) -> PrivateKey:
         return self.desk.key
 
     async def ensure_registered(self) -> None:

@@ -30,14 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from cryptography.hazmat.primitives import serialization
 
 from adapters.envelope import new_private_key, private_key_pem
+from cryptoprofile import Profile, by_name, public_key_pem
 from exchange.errors import EmbeddedServerError
 from exchange.private_files import write_private
 from exchange.servers.edge_node import running_edge
 from exchange.servers.local_topology import LocalTopology
 from exchange.servers.netns import Network
+from exchange.settings import PROFILE_FILE
 
 CLINIC_NAME = "测试村卫生室"
 
@@ -104,18 +105,21 @@ class EdgeLab:
             self.stop()
             raise
 
+    def profile(self) -> Profile:
+        """The crypto profile the hub's exchange was set up with (recorded in its data
+        directory by `hie up`)."""
+        assert self.hub is not None
+        return by_name((self.hub.data_dir / PROFILE_FILE).read_text().strip())
+
     def _join(self, clinic: Clinic) -> None:
         """What the exchange's operator does for a new village clinic: its public key made
-        a member's, its edge's leaf credentials written; the clinic keeps its private key."""
-        key = new_private_key()
+        a member's, its edge's leaf credentials written; the clinic keeps its private key (of
+        the hub's crypto profile: Ed25519 under intl, SM2 under gm)."""
+        key = new_private_key(self.profile())
         clinic.key.parent.mkdir(parents=True, exist_ok=True)
         write_private(clinic.key, private_key_pem(key).decode())
         public = self.root / f"{clinic.code}.pub.pem"
-        public.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        public.write_bytes(public_key_pem(key))
         self.operator(
             *("institution", "add", clinic.code, "--name", CLINIC_NAME),
             *("--level", "village_clinic", "--public-key", str(public)),
@@ -157,13 +161,15 @@ class EdgeLab:
     # A clinic's side -------------------------------------------------------------------------
 
     def clinic_env(self, code: str) -> dict[str, str]:
-        """The clinic machine's settings: its data directory and consortium, nothing of the
-        hub's (no database, no NATS credentials but its edge's)."""
+        """The clinic machine's settings: its data directory, consortium and the consortium's
+        crypto profile (which its key and `hie submit` follow), nothing else of the hub's (no
+        database, no NATS credentials but its edge's)."""
         clinic = self.members[code]
         return {
             **_without_hie(os.environ),
             "HIE_DATA_DIR": str(clinic.home),
             "HIE_CONSORTIUM": self.consortium,
+            "HIE_CRYPTO_PROFILE": self.profile().name,
             "PYTHONUNBUFFERED": "1",
         }
 
