@@ -265,6 +265,8 @@ def _sm2_public_key(pem: str, where: str) -> _PublicKey:
     not know, or DER that is not a whole SM2 key."""
     try:
         key = cryptoprofile.load_public_key_pem(pem.encode())
+    except RuntimeError as exc:  # cryptoprofile.sm2.SM2Unavailable: no SM2 in this OpenSSL
+        raise ConfigurationError(f"{where}: an SM2 key cannot be checked here: {exc}") from None
     except cryptoprofile.KeyProfileError:
         raise ConfigurationError(
             f"{where}: the key must be Ed25519, ECDSA P-256 or SM2 (this one's curve is "
