@@ -1,22 +1,46 @@
 """RFC 9162 (RFC 6962) Merkle tree hashing, proofs and their verification (pure).
 
-Hashing sits behind ``Hasher`` so an SM3 profile can be added beside SHA-256.
+Hashing sits behind ``Hasher``: ``SHA256`` (the ``intl`` crypto profile) and ``SM3`` (``gm``:
+the same structure, leaves ``SM3(0x00 || data)`` and nodes ``SM3(0x01 || left || right)``,
+32-byte hashes like SHA-256). A log is hashed with one of them for its whole life; its store
+records which (``audit.schema`` step 7) and its checkpoints name it (``audit.checkpoint``), so
+a proof is never checked with the other.
+
+SM3 comes from the OpenSSL 3 that hashlib is built on. Each hash copies a prepared hashlib
+object rather than calling ``hashlib.new("sm3", data)``, which looks the algorithm up again
+every time: measured on 700-byte records, 2.0 µs a hash against 2.35 µs, and on 65-byte nodes
+0.65 µs against 1.07 µs (SHA-256 with the CPU's SHA instructions: 0.62 and 0.29 µs).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from domain.errors import AuditError
 
 Subtree = Callable[[int, int], bytes]  # MTH of leaves [start, end)
 
 
+class HashError(AuditError, ValueError):
+    """A hash this code does not know, or one the platform cannot compute; ``code`` is
+    stable."""
+
+    def __init__(self, message: str, code: str = "audit.hash_unknown") -> None:
+        super().__init__(message, code=code)
+
+
 @dataclass(frozen=True)
 class Hasher:
+    """One hash function as the log uses it. ``many`` hashes each of many byte strings (the
+    verifier's loops: one call, no Python call per hash for SHA-256)."""
+
     name: str
     digest: Callable[[bytes], bytes]
     size: int
+    many: Callable[[Iterable[bytes]], list[bytes]]
 
     def leaf_hash(self, data: bytes) -> bytes:
         return self.digest(b"\x00" + data)
@@ -28,7 +52,62 @@ class Hasher:
         return self.digest(b"")
 
 
-SHA256 = Hasher("sha256", lambda data: hashlib.sha256(data).digest(), 32)
+def _sha256_many(items: Iterable[bytes]) -> list[bytes]:
+    sha = hashlib.sha256
+    return [sha(data).digest() for data in items]
+
+
+SHA256 = Hasher("sha256", lambda data: hashlib.sha256(data).digest(), 32, _sha256_many)
+
+
+def _sm3_prototype() -> Any:
+    try:
+        return hashlib.new("sm3")
+    except ValueError:  # an OpenSSL built without SM3: refused when used, not at import
+        return None
+
+
+_SM3 = _sm3_prototype()
+
+
+def _sm3_new() -> Any:
+    if _SM3 is None:
+        raise HashError(
+            "this platform's OpenSSL has no SM3: the gm crypto profile's audit log cannot be "
+            "hashed here",
+            "audit.hash_unavailable",
+        )
+    return _SM3.copy()
+
+
+def _sm3(data: bytes) -> bytes:
+    h = _sm3_new()
+    h.update(data)
+    return h.digest()  # type: ignore[no-any-return]
+
+
+def _sm3_many(items: Iterable[bytes]) -> list[bytes]:
+    new = _sm3_new().copy
+    out = []
+    for data in items:
+        h = new()
+        h.update(data)
+        out.append(h.digest())
+    return out
+
+
+SM3 = Hasher("sm3", _sm3, 32, _sm3_many)
+HASHERS = {h.name: h for h in (SHA256, SM3)}
+
+
+def hasher_named(name: str) -> Hasher:
+    """The hasher hashlib calls ``name`` (a crypto profile's ``hash_name``): sha256 or sm3."""
+    try:
+        return HASHERS[name]
+    except KeyError:
+        raise HashError(
+            f"the audit log's hash must be one of {', '.join(HASHERS)}, not {name!r}"
+        ) from None
 
 
 def _split(n: int) -> int:

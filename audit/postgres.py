@@ -1,7 +1,11 @@
 """The audit log's PostgreSQL store: an RFC 9162 Merkle log over append-only rows.
 
-Each record is one leaf (SHA-256 of 0x00 || its canonical JSON); each row also carries a hash
-chain link so that a verifier can name the first bad row, whatever was done to it. Appends
+Each record is one leaf (H(0x00 || its canonical JSON)); each row also carries a hash chain link
+(H(previous link || canonical JSON)) so that a verifier can name the first bad row, whatever was
+done to it. H is the log's hash, recorded in the log (``audit_tree.hash``, ``audit.schema``
+step 7): SHA-256 under the intl crypto profile, SM3 under gm. A store learns it from the log;
+one given a profile also refuses a log of the other's hash (``audit.hash_mismatch``), and a
+log with no hash recorded yet takes its profile's. Appends
 are group-committed: many records, one transaction, one WAL flush. The store keeps every
 complete tree node (``audit_nodes``) so inclusion and consistency proofs are a few lookups,
 and the tree's right edge (``audit_tree``) so the root at the current size is O(log n).
@@ -12,21 +16,30 @@ tables are made by the versioned steps of ``audit.schema`` (run by exchange.serv
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
 import orjson
 
 from audit.frontier import Frontier, fold, perfect_pieces
-from audit.merkle import SHA256, consistency_proof, inclusion_proof, verify_consistency
+from audit.merkle import (
+    Hasher,
+    HashError,
+    consistency_proof,
+    hasher_named,
+    inclusion_proof,
+    verify_consistency,
+)
 from audit.search import Query
 from domain.errors import AuditError
+
+if TYPE_CHECKING:
+    from cryptoprofile import Profile
 
 GENESIS = b"\x00" * 32
 
@@ -59,11 +72,13 @@ def _patient_ids(values: list[Any]) -> list[UUID]:
     return list(out)
 
 
-def chain_link(previous: bytes, text: str) -> bytes:
-    return hashlib.sha256(previous + text.encode()).digest()
+def chain_link(previous: bytes, text: str, hasher: Hasher) -> bytes:
+    return hasher.digest(previous + text.encode())
 
 
-_APPEND_CALL = "SELECT audit_append(" + ", ".join(f"${n}" for n in range(1, 21)) + ")"
+_APPEND_CALL = "SELECT audit_append(" + ", ".join(f"${n}" for n in range(1, 23)) + ")"
+# What audit_append raises when the append's hash is not the log's (audit.schema step 7).
+_HASH_REFUSED = "HA001"
 
 
 class AuditWriteError(AuditError):
@@ -82,13 +97,56 @@ class TreeState:
     root: bytes
 
 
+def log_hasher(recorded: str | None, size: int, expected: str | None) -> Hasher:
+    """The hasher of a log that records ``recorded`` (None: nothing yet) and holds ``size``
+    records, for a store that expects ``expected`` (its profile's hash; None: any)."""
+    if recorded is None:
+        if size:  # audit.schema step 7 recorded sha256 for every log that held records
+            raise HashError(
+                f"the audit log holds {size} records and records no hash", "audit.hash_unknown"
+            )
+        if expected is None:
+            raise HashError(
+                "the audit log records no hash yet, and this process was not given the "
+                "consortium's crypto profile: start the exchange once (it records its "
+                "profile's hash)",
+                "audit.hash_unknown",
+            )
+        return hasher_named(expected)
+    if expected is not None and recorded != expected:
+        raise HashError(
+            f"the audit log is hashed with {recorded}, and this consortium's crypto profile "
+            f"hashes with {expected}: the database belongs to another consortium's exchange",
+            "audit.hash_mismatch",
+        )
+    return hasher_named(recorded)
+
+
+async def record_hash(conn: asyncpg.Pool | asyncpg.Connection, hash_name: str) -> None:
+    """As the tables' owner, when the exchange starts: an empty log with no hash recorded
+    takes ``hash_name`` (its crypto profile's); a log of another hash is refused
+    (``audit.hash_mismatch``), before anything is appended to it or signed."""
+    hasher_named(hash_name)
+    await conn.execute(
+        "UPDATE audit_tree SET hash = $1 WHERE id = 1 AND hash IS NULL AND size = 0", hash_name
+    )
+    row = await conn.fetchrow("SELECT size, hash FROM audit_tree WHERE id = 1")
+    log_hasher(row["hash"], row["size"], hash_name)
+
+
 class AuditStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """The log's store. It hashes with the hash the log records; ``profile`` (the
+    consortium's crypto profile), when given, must agree with it, and is what an empty log
+    with no hash recorded yet is hashed with (refused without one: never SHA-256 by
+    default)."""
+
+    def __init__(self, pool: asyncpg.Pool, profile: Profile | None = None) -> None:
         self.pool = pool
-        self.hasher = SHA256
+        self._expected = None if profile is None else profile.hash_name
+        self._hasher: Hasher | None = None  # once the log has recorded its hash
         # The tree as the appends sent so far will leave it (None: read it again once they
         # have landed), and those still on their way.
-        self._state: tuple[Frontier, bytes] | None = None
+        self._state: tuple[Frontier, bytes, Hasher] | None = None
         self._on_way: set[asyncio.Future[bool]] = set()
         # The append whose outcome _state foresees (None: _state was read, it is committed).
         self._built_on: asyncio.Future[bool] | None = None
@@ -142,24 +200,50 @@ class AuditStore:
                 if done:
                     return seqs
             raise AuditWriteError("the audit log kept moving under this writer")
+        except HashError as exc:
+            self._state = None
+            raise AuditWriteError(str(exc), code=exc.code) from exc
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             self._state = None
+            if getattr(exc, "sqlstate", None) == _HASH_REFUSED:
+                self._hasher = None
+                raise AuditWriteError(str(exc), code="audit.hash_mismatch") from exc
             raise AuditWriteError("the audit record could not be written") from exc
 
-    async def _load_state(self) -> tuple[Frontier, bytes]:
+    async def hasher(self, conn: asyncpg.Connection | None = None) -> Hasher:
+        """The log's hash (read once it is recorded)."""
+        if self._hasher is None:
+            row = await (conn or self.pool).fetchrow(
+                "SELECT size, hash FROM audit_tree WHERE id = 1"
+            )
+            return self._learn(row["hash"], row["size"])
+        return self._hasher
+
+    def _learn(self, recorded: str | None, size: int) -> Hasher:
+        hasher = log_hasher(recorded, size, self._expected)
+        if recorded is not None:
+            self._hasher = hasher
+        return hasher
+
+    async def _load_state(self) -> tuple[Frontier, bytes, Hasher]:
         tree = await self.pool.fetchrow(
-            "SELECT size, frontier, chain_head FROM audit_tree WHERE id = 1"
+            "SELECT size, frontier, chain_head, hash FROM audit_tree WHERE id = 1"
         )
-        return Frontier(tree["size"], [bytes(h) for h in tree["frontier"]]), bytes(
-            tree["chain_head"]
-        )
+        hasher = self._learn(tree["hash"], tree["size"])
+        frontier = Frontier(tree["size"], [bytes(h) for h in tree["frontier"]])
+        return frontier, bytes(tree["chain_head"]), hasher
 
     def _compute(
-        self, batch: Sequence[tuple[dict[str, Any], datetime]], frontier: Frontier, chain: bytes
-    ) -> tuple[list[Any], list[int], tuple[Frontier, bytes]]:
+        self,
+        batch: Sequence[tuple[dict[str, Any], datetime]],
+        frontier: Frontier,
+        chain: bytes,
+        hasher: Hasher,
+    ) -> tuple[list[Any], list[int], tuple[Frontier, bytes, Hasher]]:
+        previous = chain
         frontier = Frontier(frontier.size, list(frontier.hashes))
         expected = frontier.size
-        sha = hashlib.sha256
+        digest = hasher.digest
         nodes: list[tuple[int, int, bytes]] = []
         texts: list[bytes] = []
         leaves: list[bytes] = []
@@ -168,9 +252,9 @@ class AuditStore:
             data = canonical_bytes({**record, "seq": seq, "recorded_at": recorded_at.isoformat()})
             if b"\n" in data:  # never: canonical JSON escapes every control character
                 raise AuditWriteError("an audit record's canonical text holds a line break")
-            leaf = sha(b"\x00" + data).digest()
-            chain = sha(chain + data).digest()
-            nodes += frontier.append(leaf, self.hasher)
+            leaf = digest(b"\x00" + data)
+            chain = digest(chain + data)
+            nodes += frontier.append(leaf, hasher)
             texts.append(data)
             leaves.append(leaf)
             chains.append(chain)
@@ -184,7 +268,7 @@ class AuditStore:
             if isinstance(many := g("patients"), list)
             for patient in _patient_ids(many)
         ]
-        # As audit_append (audit.schema step 6) takes them: texts and hashes packed.
+        # As audit_append (audit.schema steps 6 and 7) takes them: texts and hashes packed.
         args = [
             expected,
             [at for _, at in batch],
@@ -206,20 +290,23 @@ class AuditStore:
             chain,
             [p for p, _ in links],
             [seq for _, seq in links],
+            previous,
+            hasher.name,
         ]
-        return args, seqs, (frontier, chain)
+        return args, seqs, (frontier, chain, hasher)
 
     # The tree ---------------------------------------------------------------------------------
 
     async def tree(self, conn: asyncpg.Connection | None = None) -> TreeState:
         row = await (conn or self.pool).fetchrow(
-            "SELECT size, frontier FROM audit_tree WHERE id = 1"
+            "SELECT size, frontier, hash FROM audit_tree WHERE id = 1"
         )
+        hasher = self._learn(row["hash"], row["size"])
         frontier = Frontier(row["size"], [bytes(h) for h in row["frontier"]])
-        return TreeState(frontier.size, frontier.root(self.hasher))
+        return TreeState(frontier.size, frontier.root(hasher))
 
     async def _subtree_source(
-        self, conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]]
+        self, conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]], hasher: Hasher
     ) -> Callable[[int, int], bytes]:
         """One query for every node the given leaf ranges need; a lookup for each range."""
         pieces = {p for start, end in ranges for p in perfect_pieces(start, end)}
@@ -240,7 +327,7 @@ class AuditStore:
                 known[(r["level"], r["idx"])] = bytes(r["hash"])
 
         def subtree(start: int, end: int) -> bytes:
-            return fold([known[p] for p in perfect_pieces(start, end)], self.hasher)
+            return fold([known[p] for p in perfect_pieces(start, end)], hasher)
 
         return subtree
 
@@ -248,13 +335,14 @@ class AuditStore:
         self, conn: asyncpg.Connection, make: Callable[..., list[bytes]], *args: int
     ) -> list[bytes]:
         asked: list[tuple[int, int]] = []
+        hasher = await self.hasher(conn)
 
         def record(start: int, end: int) -> bytes:
             asked.append((start, end))
-            return b"\x00" * self.hasher.size
+            return b"\x00" * hasher.size
 
         make(*args, record)  # the shape of a proof does not depend on hash values
-        return make(*args, await self._subtree_source(conn, asked))
+        return make(*args, await self._subtree_source(conn, asked, hasher))
 
     async def inclusion(self, seq: int, size: int) -> tuple[bytes, list[bytes]]:
         """The leaf hash of record ``seq`` and its inclusion proof in the tree of ``size``."""
@@ -288,7 +376,12 @@ class AuditStore:
             if last is not None:
                 proof = await self._proof(conn, consistency_proof, last["size"], state.size)
                 if not verify_consistency(
-                    self.hasher, last["size"], state.size, proof, bytes(last["root"]), state.root
+                    await self.hasher(conn),
+                    last["size"],
+                    state.size,
+                    proof,
+                    bytes(last["root"]),
+                    state.root,
                 ):
                     raise AuditIntegrityError(
                         f"the audit tree at size {state.size} does not extend the signed head "

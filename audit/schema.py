@@ -174,6 +174,79 @@ COMMENT ON TABLE audit_heads IS 'Signed tree heads (C2SP tlog-checkpoint notes),
 each extends the one before.';
 """
 
+# Step 7: the hash the log is made with, recorded in the log itself: ``sha256`` (the intl crypto
+# profile) or ``sm3`` (gm), never changed once set (a trigger refuses it). A log that already
+# holds records was made with SHA-256 and says so now; an empty one takes the hash of its
+# exchange's profile when the exchange first starts on it (audit.postgres.record_hash), or its
+# first append's. The append names the hash it computed with and is refused (SQLSTATE HA001,
+# nothing written) on a log of the other; it names the chain head it built on, compared as it
+# is rather than recomputed here, since PostgreSQL has no SM3.
+_STEP6_SIGNATURE = (
+    "bigint, timestamptz[], uuid[], text[], text[], text[], text[], text[], boolean[], text, "
+    "bytea, bytea, smallint[], bigint[], bytea, bigint, bytea[], bytea, uuid[], bigint[]"
+)
+_HASHED = f"""
+ALTER TABLE audit_tree ADD COLUMN hash text CHECK (hash IN ('sha256', 'sm3'));
+UPDATE audit_tree SET hash = 'sha256' WHERE size > 0;
+COMMENT ON COLUMN audit_tree.hash IS 'The hash the log is made with (sha256: the intl crypto
+profile, sm3: gm), set once: leaves, nodes, chain links and signed heads all use it.';
+CREATE FUNCTION audit_hash_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.hash IS NOT NULL AND NEW.hash IS DISTINCT FROM OLD.hash THEN
+        RAISE EXCEPTION 'the audit log is hashed with %, and that never changes', OLD.hash;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER audit_tree_hash_fixed BEFORE UPDATE ON audit_tree
+    FOR EACH ROW EXECUTE FUNCTION audit_hash_fixed();
+DROP FUNCTION audit_append({_STEP6_SIGNATURE});
+CREATE FUNCTION audit_append(
+    expected bigint, ats timestamptz[], patients uuid[], persons text[], institutions text[],
+    actions text[], decisions text[], purposes text[], glass boolean[], texts text,
+    leaves bytea, chains bytea, levels smallint[], idxs bigint[], hashes bytea,
+    new_size bigint, new_frontier bytea[], new_chain bytea, link_patients uuid[],
+    link_seqs bigint[], previous_chain bytea, tree_hash text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    lines text[] := string_to_array(texts, E'\\n');
+    tree_size bigint;
+    head bytea;
+    recorded text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('hie-audit-append'));
+    IF cardinality(lines) <> cardinality(ats) OR length(leaves) <> 32 * cardinality(ats)
+       OR length(chains) <> 32 * cardinality(ats) OR length(hashes) <> 32 * cardinality(levels)
+       OR new_size <> expected + cardinality(ats) THEN
+        RAISE EXCEPTION 'audit_append: the packed values do not match the records';
+    END IF;
+    SELECT size, chain_head, hash INTO tree_size, head, recorded FROM audit_tree WHERE id = 1
+        FOR UPDATE;
+    IF recorded IS DISTINCT FROM tree_hash AND NOT (recorded IS NULL AND tree_size = 0) THEN
+        RAISE EXCEPTION 'audit_append: the audit log is hashed with %, the append with %',
+            coalesce(recorded, 'no recorded hash'), tree_hash USING ERRCODE = 'HA001';
+    END IF;
+    IF tree_size <> expected OR head <> previous_chain THEN
+        RETURN false;
+    END IF;
+    INSERT INTO audit_log (seq, recorded_at, patient_id, person, institution, action,
+                           decision, purpose, break_glass, record_text, leaf_hash, chain_hash)
+        SELECT expected + r.i - 1, r.at, r.patient, r.person, r.institution, r.action,
+               r.decision, r.purpose, r.glass, r.line,
+               substring(leaves FROM 32 * r.i::int - 31 FOR 32),
+               substring(chains FROM 32 * r.i::int - 31 FOR 32)
+        FROM unnest(ats, patients, persons, institutions, actions, decisions, purposes, glass,
+                    lines) WITH ORDINALITY
+             AS r(at, patient, person, institution, action, decision, purpose, glass, line, i);
+    INSERT INTO audit_nodes (level, idx, hash)
+        SELECT n.level, n.idx, substring(hashes FROM 32 * n.j::int - 31 FOR 32)
+        FROM unnest(levels, idxs) WITH ORDINALITY AS n(level, idx, j);
+    INSERT INTO audit_patients (patient_id, seq) SELECT * FROM unnest(link_patients, link_seqs);
+    UPDATE audit_tree SET size = new_size, frontier = new_frontier, chain_head = new_chain,
+        hash = tree_hash WHERE id = 1;
+    RETURN true;
+END $$;
+"""
+
 # The schema in versioned steps (exchange.servers.migrations runs them): step N is version N.
 # Never edit, reorder or remove a released step; a change is a new step at the end.
 BASELINE_TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads")
@@ -193,5 +266,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         "the append takes each record's text and hashes packed, not one array element each",
         _APPEND_PACKED,
+    ),
+    (
+        "the log records the hash it is made with (sha256 or sm3); an append names its hash "
+        "and the chain head it built on",
+        _HASHED,
     ),
 )

@@ -4,17 +4,18 @@ and the Merkle tree, compare with every signed head, and name the first bad reco
 It catches a changed byte (the leaf no longer matches), a deleted row (a gap in the
 sequence), a reordered or replaced row (the chain breaks there), a rewritten tail (a signed
 head's root no longer matches) and a truncated log (a head, or the tree, is larger than the
-rows). Head signatures are checked by the caller, which holds the public key.
+rows). Head signatures are checked by the caller, which holds the public key. Every function
+takes the log's ``Hasher`` (``audit.merkle.SHA256`` or ``SM3``: the one the log records), so
+a log is never checked with another hash than it was made with.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from audit.frontier import Frontier, fold
-from audit.merkle import SHA256
+from audit.merkle import Hasher
 from audit.postgres import GENESIS, chain_link
 
 
@@ -39,8 +40,9 @@ class Report:
 class LogVerifier:
     """Feed rows in sequence order, then ``finish``; the first finding names the bad record."""
 
-    def __init__(self, heads: dict[int, bytes]) -> None:
+    def __init__(self, heads: dict[int, bytes], hasher: Hasher) -> None:
         self.heads = heads  # size -> root of each signed head (signatures already checked)
+        self.hasher = hasher
         self.frontier = Frontier()
         self.chain = GENESIS
         self.report = Report()
@@ -61,13 +63,13 @@ class LogVerifier:
             )
             return False
         data = text.encode()
-        leaf = SHA256.leaf_hash(data)
+        leaf = self.hasher.leaf_hash(data)
         if leaf != leaf_hash:
             self._find(
                 "audit.record_changed", f"record {seq} was changed after it was written", seq
             )
             return False
-        self.chain = chain_link(self.chain, text)
+        self.chain = chain_link(self.chain, text, self.hasher)
         # The record names its own place (canonical JSON: '"seq":N' then ',' or the end).
         in_place = f'"seq":{seq},' in text or text.endswith(f'"seq":{seq}}}')
         if self.chain != chain_hash or not in_place:
@@ -77,12 +79,12 @@ class LogVerifier:
                 seq,
             )
             return False
-        self.frontier.append(leaf, SHA256)
+        self.frontier.append(leaf, self.hasher)
         self.report.records += 1
         root = self.heads.get(self.frontier.size)
         if root is not None:
             self.report.heads_checked += 1
-            if self.frontier.root(SHA256) != root:
+            if self.frontier.root(self.hasher) != root:
                 self._find(
                     "audit.head_mismatch",
                     f"the records up to {seq} do not match the head signed at size "
@@ -129,16 +131,14 @@ class Span:
     edges: dict[int, list[bytes]] = field(default_factory=dict)  # head size -> pieces in chunk
 
 
-def levels_of(leaves: list[bytes]) -> list[list[bytes]]:
+def levels_of(leaves: list[bytes], hasher: Hasher) -> list[list[bytes]]:
     """Every complete node above ``leaves`` (one aligned chunk), level by level."""
-    sha = hashlib.sha256
+    many = hasher.many
     out = [leaves]
     level = leaves
     while len(level) > 1:
         pairs = iter(level)
-        level = [
-            sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)
-        ]
+        level = many([b"\x01" + left + right for left, right in zip(pairs, pairs, strict=False)])
         out.append(level)
     return out
 
@@ -161,20 +161,20 @@ def _in_place(seq: int, data: bytes) -> bool:
     return b'"seq":%d,' % seq in data or data.endswith(b'"seq":%d}' % seq)
 
 
-def _all_good(rows: Sequence[Row], start: int, previous: bytes) -> list[bytes] | None:
+def _all_good(
+    rows: Sequence[Row], start: int, previous: bytes, hasher: Hasher
+) -> list[bytes] | None:
     """The rows' leaves if every row passes (the usual case, checked list by list), else None."""
-    sha = hashlib.sha256
+    many = hasher.many
     seqs = [r[0] for r in rows]
     texts = [r[1].encode() for r in rows]
     chains = [r[3] for r in rows]
     if seqs != list(range(start, start + len(rows))):
         return None
-    leaves = [sha(b"\x00" + data).digest() for data in texts]
+    leaves = many([b"\x00" + data for data in texts])
     if leaves != [r[2] for r in rows]:
         return None
-    links = [
-        sha(p + data).digest() for p, data in zip([previous, *chains[:-1]], texts, strict=True)
-    ]
+    links = many([p + data for p, data in zip([previous, *chains[:-1]], texts, strict=True)])
     if links != chains:
         return None
     # Most records have keys after "seq" (sorted, near the end): one search from the end,
@@ -185,9 +185,11 @@ def _all_good(rows: Sequence[Row], start: int, previous: bytes) -> list[bytes] |
     return leaves
 
 
-def _first_bad(rows: Sequence[Row], start: int, previous: bytes) -> tuple[list[bytes], Finding]:
+def _first_bad(
+    rows: Sequence[Row], start: int, previous: bytes, hasher: Hasher
+) -> tuple[list[bytes], Finding]:
     """Row by row: the leaves of the rows before the first bad one, and what is wrong with it."""
-    sha = hashlib.sha256
+    digest = hasher.digest
     leaves: list[bytes] = []
     for expected, (seq, text, leaf_hash, chain_hash) in enumerate(rows, start):
         data = text.encode()
@@ -197,12 +199,12 @@ def _first_bad(rows: Sequence[Row], start: int, previous: bytes) -> tuple[list[b
                 f"record {expected} is missing: the next stored record is {seq}",
                 expected,
             )
-        leaf = sha(b"\x00" + data).digest()
+        leaf = digest(b"\x00" + data)
         if leaf != leaf_hash:
             return leaves, Finding(
                 "audit.record_changed", f"record {seq} was changed after it was written", seq
             )
-        if sha(previous + data).digest() != chain_hash or not _in_place(seq, data):
+        if digest(previous + data) != chain_hash or not _in_place(seq, data):
             return leaves, _moved(seq)
         previous = chain_hash
         leaves.append(leaf)
@@ -210,22 +212,28 @@ def _first_bad(rows: Sequence[Row], start: int, previous: bytes) -> tuple[list[b
 
 
 def verify_span(
-    rows: Sequence[Row], start: int, previous: bytes, sizes: Collection[int], chunk: int
+    rows: Sequence[Row],
+    start: int,
+    previous: bytes,
+    sizes: Collection[int],
+    chunk: int,
+    hasher: Hasher,
 ) -> Span:
     """Check rows that should be leaves ``start``, ``start + 1``, ...; ``previous`` is the
     stored chain link before ``start``, ``sizes`` the signed heads' sizes; ``start`` is a
-    multiple of ``chunk`` (a power of two). Stops at the first bad row."""
+    multiple of ``chunk`` (a power of two); ``hasher`` the log's hash. Stops at the first bad
+    row."""
     assert chunk & (chunk - 1) == 0 and start % chunk == 0
     span = Span(start, first=rows[0][0] if rows else None)
     for at in range(0, len(rows), chunk):
         part = rows[at : at + chunk]
         base = start + at
-        leaves = _all_good(part, base, previous)
+        leaves = _all_good(part, base, previous, hasher)
         if leaves is None:
-            leaves, span.finding = _first_bad(part, base, previous)
+            leaves, span.finding = _first_bad(part, base, previous, hasher)
         span.passed += len(leaves)
         if leaves:
-            levels = levels_of(leaves)
+            levels = levels_of(leaves, hasher)
             for size in sizes:
                 if base < size <= base + len(leaves) and size % chunk:
                     span.edges[size] = _pieces(levels, size - base)
@@ -245,7 +253,9 @@ def _moved(seq: int) -> Finding:
     )
 
 
-def combine(spans: Sequence[Span], heads: dict[int, bytes], tree_size: int, chunk: int) -> Report:
+def combine(
+    spans: Sequence[Span], heads: dict[int, bytes], tree_size: int, chunk: int, hasher: Hasher
+) -> Report:
     """The report ``LogVerifier`` gives for the same rows: ``spans`` cover the log's leaves in
     order, each from where the one before was to end (its range may be cut short by a gap)."""
     report = Report()
@@ -270,9 +280,9 @@ def combine(spans: Sequence[Span], heads: dict[int, bytes], tree_size: int, chun
     edges = {size: e for s in spans for size, e in s.edges.items()}
     for size in sorted(s for s in heads if 0 < s <= passed):
         while upper.size < size // chunk:
-            upper.append(next(roots), SHA256)
+            upper.append(next(roots), hasher)
         report.heads_checked += 1
-        if fold([*upper.hashes, *edges.get(size, [])], SHA256) != heads[size]:
+        if fold([*upper.hashes, *edges.get(size, [])], hasher) != heads[size]:
             report.records = size
             report.findings.append(
                 Finding(

@@ -1,7 +1,8 @@
 """Reading the audit log's rows for verification, in ranges side by side.
 
-A log of a million records is ~700 MB of record text and three SHA-256 per record: one
-process cannot read and hash it in a few seconds. The verifier exports its snapshot and
+A log of a million records is ~700 MB of record text and three hashes per record (SHA-256, or
+SM3 under the gm crypto profile: the hash the log records in ``audit_tree.hash``, never
+another): one process cannot read and hash it in a few seconds. The verifier exports its snapshot and
 splits the leaves into chunk-aligned ranges; each range is read and checked by its own worker
 process (``python -m audit.verify_rows``) on its own connection, in that same snapshot, so
 every worker sees the very rows the others see. While a worker hashes one chunk of rows, the
@@ -20,7 +21,8 @@ from typing import Any
 
 import asyncpg
 
-from audit.postgres import GENESIS
+from audit.merkle import Hasher, hasher_named
+from audit.postgres import GENESIS, log_hasher
 from audit.verify import Finding, Report, Span, combine, verify_span
 
 CHUNK = 1 << 13  # leaves hashed and built into a subtree at a time: a power of two
@@ -33,7 +35,12 @@ _ROWS = (
 
 
 async def verify_range(
-    conn: asyncpg.Connection, lo: int, hi: int | None, sizes: Sequence[int], chunk: int
+    conn: asyncpg.Connection,
+    lo: int,
+    hi: int | None,
+    sizes: Sequence[int],
+    chunk: int,
+    hasher: Hasher,
 ) -> Span:
     """Check the rows with ``lo <= seq < hi`` (any seq below ``hi`` when ``lo`` is 0, any
     above ``lo`` when ``hi`` is None), a chunk of rows per query."""
@@ -58,7 +65,7 @@ async def verify_range(
         if more:
             pending = asyncio.ensure_future(fetch(rows[-1][0] + 1))
             await asyncio.sleep(0)  # let it send the query
-        span = verify_span(rows, total.start + total.passed, previous, sizes, chunk)
+        span = verify_span(rows, total.start + total.passed, previous, sizes, chunk, hasher)
         if total.first is None:
             total.first = span.first
         total.passed += span.passed
@@ -97,7 +104,13 @@ def _from_json(data: dict[str, Any]) -> Span:
 
 
 async def _in_worker(
-    url: str, snapshot: str, lo: int, hi: int | None, sizes: Sequence[int], chunk: int
+    url: str,
+    snapshot: str,
+    lo: int,
+    hi: int | None,
+    sizes: Sequence[int],
+    chunk: int,
+    hasher: Hasher,
 ) -> Span:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = await asyncio.create_subprocess_exec(
@@ -108,7 +121,14 @@ async def _in_worker(
         stdout=asyncio.subprocess.PIPE,
         env=env,
     )
-    job = {"url": url, "snapshot": snapshot, "lo": lo, "hi": hi, "sizes": list(sizes)}
+    job = {
+        "url": url,
+        "snapshot": snapshot,
+        "lo": lo,
+        "hi": hi,
+        "sizes": list(sizes),
+        "hash": hasher.name,
+    }
     out, _ = await proc.communicate(json.dumps({**job, "chunk": chunk}).encode())
     if proc.returncode != 0:
         raise RuntimeError(f"an audit verification worker exited with code {proc.returncode}")
@@ -122,27 +142,34 @@ async def verify_rows(
     *,
     workers: int = WORKERS,
     chunk: int = CHUNK,
+    expected_hash: str | None = None,
 ) -> Report:
-    """Verify every row of the log against ``heads`` (size -> root, signatures checked).
-    ``conn`` must be in a REPEATABLE READ transaction; with ``url`` and more than a chunk per
-    worker, ``workers`` processes share the rows."""
-    tree_size = await conn.fetchval("SELECT size FROM audit_tree WHERE id = 1")
+    """Verify every row of the log against ``heads`` (size -> root, signatures checked),
+    with the hash the log records (which must be ``expected_hash`` when that is given:
+    else ``HashError``, ``audit.hash_mismatch``). ``conn`` must be in a REPEATABLE READ
+    transaction; with ``url`` and more than a chunk per worker, ``workers`` processes share
+    the rows."""
+    tree = await conn.fetchrow("SELECT size, hash FROM audit_tree WHERE id = 1")
+    tree_size = tree["size"]
+    hasher = log_hasher(tree["hash"], tree_size, expected_hash)
     last = await conn.fetchval("SELECT max(seq) FROM audit_log")
     leaves = max(tree_size, -1 if last is None else last + 1)
     per = -(-leaves // (workers * chunk)) * chunk  # whole chunks per worker
     sizes = sorted(heads)
     if url is None or workers < 2 or per <= chunk:
-        span = await verify_range(conn, 0, None, sizes, chunk)
-        return combine([span], heads, tree_size, chunk)
+        span = await verify_range(conn, 0, None, sizes, chunk, hasher)
+        return combine([span], heads, tree_size, chunk, hasher)
     snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
     bounds = [i * per for i in range(workers)]
     spans = await asyncio.gather(
         *(
-            _in_worker(url, snapshot, lo, bounds[i + 1] if i + 1 < workers else None, sizes, chunk)
+            _in_worker(
+                url, snapshot, lo, bounds[i + 1] if i + 1 < workers else None, sizes, chunk, hasher
+            )
             for i, lo in enumerate(bounds)
         )
     )
-    return combine(spans, heads, tree_size, chunk)
+    return combine(spans, heads, tree_size, chunk, hasher)
 
 
 async def _work() -> None:
@@ -151,7 +178,14 @@ async def _work() -> None:
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{job['snapshot']}'")
-            span = await verify_range(conn, job["lo"], job["hi"], job["sizes"], job["chunk"])
+            span = await verify_range(
+                conn,
+                job["lo"],
+                job["hi"],
+                job["sizes"],
+                job["chunk"],
+                hasher_named(job["hash"]),
+            )
     finally:
         await conn.close()
     sys.stdout.write(json.dumps(_to_json(span)))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from audit import schema as audit_tables
+from audit.postgres import record_hash
 from consent import postgres as consent_tables
 from exchange.auth import revocations as revocation_tables
 from exchange.errors import ConfigurationError
@@ -43,6 +44,8 @@ async def prepare_database(settings: Settings, owner_url: str, ledger_tables: Se
     try:
         await create_schema(owner)
         await migrate_stored_tables(owner)
+        # An empty audit log takes the crypto profile's hash; one of another hash is refused.
+        await record_hash(owner, settings.profile.hash_name)
         async with owner.acquire() as conn:
             if settings.app_database_url:
                 url = settings.app_database_url

@@ -41,7 +41,9 @@ async def verify(settings: Settings) -> int:
         )
         try:
             report = await verify_log(
-                pool, HeadSigner(settings.consortium, settings.secrets.audit_key), database_url
+                pool,
+                HeadSigner(settings.consortium, settings.secrets.audit_key, settings.profile),
+                database_url,
             )
             if report.ok:  # the log holds together: now check the ledger against its anchors
                 report.findings += await verify_ledger(pool, ledger)

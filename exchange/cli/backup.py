@@ -132,12 +132,14 @@ async def _database_state(settings: Settings, database_url: str, pool: Any) -> d
     """What the database holds as the base backup starts: the restore finds at least this."""
     from audit.postgres import AuditStore
 
-    tree = await AuditStore(pool).tree()
+    store = AuditStore(pool, settings.profile)
+    tree = await store.tree()
     return {
         "server_version_num": int(await pool.fetchval("SHOW server_version_num")),
         "database": await pool.fetchval("SELECT current_database()"),
         "ledger_position": await ledger_position(settings, database_url),
-        "audit": {"size": tree.size, "root": tree.root.hex()},
+        # The hash the log is made with: the restore checks its root with that one.
+        "audit": {"size": tree.size, "root": tree.root.hex(), "hash": (await store.hasher()).name},
     }
 
 
@@ -203,7 +205,7 @@ async def _take(
             endpoints.nats_url, "hie-backup", creds=settings.nats_creds, ca=settings.nats_ca
         )
         try:
-            await AuditStore(pool).append(  # an admin action, in the log it backs up
+            await AuditStore(pool, settings.profile).append(  # an admin action, in its log
                 {
                     "action": "admin.backup",
                     "role": "admin",

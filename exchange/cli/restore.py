@@ -226,7 +226,7 @@ async def _check_database(
 
     import asyncpg
 
-    from audit.merkle import SHA256, verify_consistency
+    from audit.merkle import HashError, verify_consistency
     from audit.postgres import AuditStore
     from exchange.cli.backup import ledger_position
 
@@ -239,13 +239,22 @@ async def _check_database(
         )
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     try:
-        store = AuditStore(pool)
-        tree, size = await store.tree(), int(recorded["audit"]["size"])
-        root = bytes.fromhex(recorded["audit"]["root"])
+        store = AuditStore(pool, settings.profile)
+        try:
+            tree, hasher = await store.tree(), await store.hasher()
+        except HashError as exc:  # a log of another profile's hash
+            raise BackupError(f"the restored audit log: {exc}") from None
+        size, root = int(recorded["audit"]["size"]), bytes.fromhex(recorded["audit"]["root"])
+        backed_up = recorded["audit"].get("hash", "sha256")  # a manifest from before gm: sha256
+        if backed_up != hasher.name:
+            raise BackupError(
+                f"the backup's audit tree was hashed with {backed_up}, the restored log with "
+                f"{hasher.name}: they are not the same log"
+            )
         if size and not (
             tree.size >= size
             and verify_consistency(
-                SHA256, size, tree.size, await store.consistency(size, tree.size), root, tree.root
+                hasher, size, tree.size, await store.consistency(size, tree.size), root, tree.root
             )
         ):
             raise BackupError(

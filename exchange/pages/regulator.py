@@ -16,7 +16,8 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from audit.merkle import SHA256, verify_consistency
+from audit.checkpoint import hash_of
+from audit.merkle import hasher_named, verify_consistency
 from consent.decision import Decision, Reason
 from exchange.api.access import Access, Answer, ApiRoute, Call
 from exchange.api.context import ApiContext
@@ -161,7 +162,9 @@ class RegulatorPages:
         )
         proof = [base64.b64decode(h) for h in body_of(proved)["proof"]]
         latest_root = base64.b64decode(head["root"])
-        consistent = verify_consistency(SHA256, first, latest, proof, root, latest_root)
+        # With the hash the signed head names (its origin): SHA-256, or SM3 under gm.
+        hasher = hasher_named(hash_of(str(head["checkpoint"]).split("\n", 1)[0]))
+        consistent = verify_consistency(hasher, first, latest, proof, root, latest_root)
         html = page(
             call.request,
             "regulator_console.html",

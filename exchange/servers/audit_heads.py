@@ -1,9 +1,13 @@
 """The exchange's side of the audit log: signing tree heads with its key, publishing them on
-``hie.<c>.audit.head``, and verifying the whole log (`hie audit verify`)."""
+``hie.<c>.audit.head``, and verifying the whole log (`hie audit verify`).
+
+Heads are signed as the consortium's crypto profile says: Ed25519 over SHA-256 trees (intl), or
+SM2 over SM3 trees (gm), the checkpoint's origin naming the hash (audit.checkpoint)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -11,12 +15,19 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import JetStreamContext
 
-from audit.checkpoint import Checkpoint, CheckpointError, sign_note, verify_note
+import cryptoprofile
+from audit.checkpoint import (
+    ED25519,
+    SM2_TYPE,
+    Checkpoint,
+    CheckpointError,
+    origin_for,
+    sign_note,
+    verify_note,
+)
+from audit.merkle import Hasher, HashError, hasher_named
 from audit.postgres import AuditStore
 from audit.verify import Finding, Report
 from audit.verify_rows import CHUNK, WORKERS, verify_rows
@@ -36,29 +47,38 @@ def head_subject(consortium: str) -> str:
 
 
 class HeadSigner:
-    """Signs checkpoints as ``county-hie/<consortium>/audit`` with the exchange's audit key."""
+    """Signs checkpoints of the consortium's audit log with the exchange's audit key, as its
+    crypto profile says: origin ``county-hie/<consortium>/audit`` and Ed25519 (intl), or
+    ``county-hie/<consortium>/audit/sm3`` and SM2 (gm), the key made from the same 32-byte
+    audit secret (``Profile.key_from_seed``)."""
 
-    def __init__(self, consortium: str, seed: bytes) -> None:
-        self.origin = f"county-hie/{consortium}/audit"
-        self._key = Ed25519PrivateKey.from_private_bytes(seed)
-        self.public_raw = self._key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+    def __init__(self, consortium: str, seed: bytes, profile: cryptoprofile.Profile) -> None:
+        self.profile = profile
+        self.hasher: Hasher = hasher_named(profile.hash_name)
+        self.origin = origin_for(f"county-hie/{consortium}/audit", profile.hash_name)
+        self._key = profile.key_from_seed(seed)
+        self._public = self._key.public_key()
+        self.key_type = ED25519 if profile.signature == cryptoprofile.ED25519 else SM2_TYPE
+        self.public_raw = base64.b64decode(cryptoprofile.public_key_b64(self._public))
 
     def note(self, size: int, root: bytes) -> str:
         return sign_note(
-            Checkpoint(self.origin, size, root), self.origin, self.public_raw, self._key.sign
+            Checkpoint(self.origin, size, root),
+            self.origin,
+            self.public_raw,
+            self._key.sign,
+            self.key_type,
         )
 
     def verify(self, text: str) -> Checkpoint:
-        def check(message: bytes, signature: bytes) -> bool:
-            try:
-                self._key.public_key().verify(signature, message)
-            except InvalidSignature:
-                return False
-            return True
-
-        checkpoint = verify_note(text, self.origin, self.public_raw, check)
+        checkpoint = verify_note(
+            text,
+            self.origin,
+            self.public_raw,
+            lambda message, signature: cryptoprofile.verify(self._public, signature, message),
+            self.key_type,
+            self.hasher.name,
+        )
         if checkpoint.origin != self.origin:
             raise CheckpointError("the checkpoint names another log's origin")
         return checkpoint
@@ -102,9 +122,23 @@ async def verify_log(
     chunk: int = CHUNK,
 ) -> Report:
     """Recompute the whole log from its rows and check it against every signed head; with
-    the database's URL, a large log is read and hashed by worker processes side by side."""
+    the database's URL, a large log is read and hashed by worker processes side by side. The
+    log is hashed as it records (``audit_tree.hash``), which must be the signer's profile's
+    hash: else the one finding ``audit.hash_mismatch`` and nothing else is checked."""
     heads: dict[int, bytes] = {}
     bad_heads: list[Finding] = []
+    recorded = await pool.fetchval("SELECT hash FROM audit_tree WHERE id = 1")
+    if recorded is not None and recorded != signer.hasher.name:
+        report = Report()
+        report.findings.append(
+            Finding(
+                "audit.hash_mismatch",
+                f"the audit log is hashed with {recorded}, and this consortium's crypto profile "
+                f"({signer.profile.name}) hashes with {signer.hasher.name}",
+                None,
+            )
+        )
+        return report
     for row in await pool.fetch("SELECT size, root, note FROM audit_heads ORDER BY size"):
         try:
             checkpoint = signer.verify(row["note"])
@@ -128,7 +162,17 @@ async def verify_log(
             continue
         heads[checkpoint.size] = checkpoint.root
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        report = await verify_rows(conn, heads, database_url, workers=workers, chunk=chunk)
+        try:
+            report = await verify_rows(
+                conn,
+                heads,
+                database_url,
+                workers=workers,
+                chunk=chunk,
+                expected_hash=signer.hasher.name,
+            )
+        except HashError as exc:
+            report = Report(findings=[Finding(exc.code, str(exc), None)])
     report.findings[:0] = bad_heads
     return report
 

@@ -1,5 +1,6 @@
 """`hie audit verify` against a tampered log: a changed byte, a deleted row, a reordered row
-and a truncated log are each caught, and the first bad record is named."""
+and a truncated log are each caught, and the first bad record is named. Every test runs under
+both crypto profiles: intl (SHA-256 tree, Ed25519 heads) and gm (SM3 tree, SM2 heads)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pytest
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
 from exchange.servers.audit_heads import verify_log
 from exchange.settings import Settings
-from tests.integration.conftest import Running
+from tests.integration.conftest import PROFILES, Running
 
+pytestmark = pytest.mark.parametrize("crypto_profile", PROFILES)
 T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
 SPLIT = {"workers": 3, "chunk": 16}  # worker processes even for a log of 260 records
 
@@ -27,6 +29,7 @@ def verify_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
         **os.environ,
         "HIE_DATA_DIR": str(settings.data_dir),
         "HIE_CONSORTIUM": settings.consortium,
+        "HIE_CRYPTO_PROFILE": settings.crypto_profile,
         "HIE_DATABASE_URL": settings.database_url or "",
         "HIE_NATS_URL": settings.nats_url or "",
         "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
@@ -105,6 +108,13 @@ async def test_verify_names_the_first_bad_record(settings: Settings, case: str) 
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
         await fill(rt)
+        # The log is made with the profile's hash, and its heads name it.
+        assert await rt.pool.fetchval("SELECT hash FROM audit_tree") == settings.profile.hash_name
+        note = (await rt.audit_writer.store.last_head())["note"]
+        assert note.startswith(
+            f"county-hie/{settings.consortium}/audit"
+            + ("/sm3\n" if settings.crypto_profile == "gm" else "\n")
+        )
         # Intact, the log verifies against both signed heads.
         intact = await asyncio.to_thread(verify_cli, settings)
         assert intact.returncode == 0, intact.stdout + intact.stderr
@@ -396,7 +406,8 @@ async def test_the_database_refuses_an_append_that_does_not_extend_the_chain_hea
         store = AuditStore(Counted(rt.pool))  # type: ignore[arg-type]
         await store.append(record, T0)
         assert store._state is not None
-        store._state = (store._state[0], bytes(32))  # the right size, a chain head that never was
+        # The right size, a chain head that never was.
+        store._state = (store._state[0], bytes(32), store._state[2])
         seq = await store.append(record, T0)
         assert calls == [True, False, True]  # refused once, then computed again and written
         assert (await rt.audit_writer.store.tree()).size == seq + 1

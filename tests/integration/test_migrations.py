@@ -16,7 +16,10 @@ import asyncpg
 import psycopg
 import pytest
 
+from audit.frontier import Frontier
+from audit.merkle import SHA256
 from audit.postgres import AuditStore
+from cryptoprofile import INTL
 from exchange.bootstrap import Endpoints, open_runtime
 from exchange.database import STORED_TABLES, migrate_stored_tables
 from exchange.servers.audit_heads import HeadSigner, verify_log
@@ -191,14 +194,25 @@ async def catalog(pool: asyncpg.Pool) -> dict[str, list[Any]]:
 
 
 def _but_append(described: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """The catalog less what the later steps changed: the append function (audit steps 3 and
-    4), the table of a record's several patients (audit step 4) and the index of a person's
-    break-glass grants (consent step 2)."""
+    """The catalog less what the later steps changed: the append function (audit steps 3, 4,
+    6 and 7), the table of a record's several patients (audit step 4), the log's recorded hash
+    and the trigger that keeps it (audit step 7) and the index of a person's break-glass
+    grants (consent step 2)."""
     return {
         **described,
+        "columns": [c for c in described["columns"] if c[:2] != ("audit_tree", "hash")],
+        "constraints": [c for c in described["constraints"] if "hash" not in c[1]],
         "indexes": [i for i in described["indexes"] if "break_glass_grants_person" not in i],
-        "functions": [f for f in described["functions"] if "audit_append(" not in f],
-        "triggers": [t for t in described["triggers"] if " ON public.audit_patients " not in t],
+        "functions": [
+            f
+            for f in described["functions"]
+            if "audit_append(" not in f and "audit_hash_fixed(" not in f
+        ],
+        "triggers": [
+            t
+            for t in described["triggers"]
+            if " ON public.audit_patients " not in t and "audit_tree_hash_fixed" not in t
+        ],
     }
 
 
@@ -206,8 +220,11 @@ async def previous_append(pool: asyncpg.Pool, batch: list[tuple[dict[str, Any], 
     """An append as the previous code made it: the same rows, through its function (which
     took no list of a record's several patients)."""
     store = AuditStore(pool)
-    args, seqs, _ = store._compute(batch, *await store._load_state())
-    assert args[-2:] == [[], []]  # none of these records lists several patients
+    # The previous code's tables record no hash (audit step 7 adds it): SHA-256, as it was.
+    tree = await pool.fetchrow("SELECT size, frontier, chain_head FROM audit_tree WHERE id = 1")
+    frontier = Frontier(tree["size"], [bytes(h) for h in tree["frontier"]])
+    args, seqs, _ = store._compute(batch, frontier, bytes(tree["chain_head"]), SHA256)
+    assert args[18:20] == [[], []]  # none of these records lists several patients
 
     def hashes(packed: bytes) -> list[bytes]:
         return [packed[i : i + 32] for i in range(0, len(packed), 32)]
@@ -221,10 +238,19 @@ async def previous_append(pool: asyncpg.Pool, batch: list[tuple[dict[str, Any], 
     )
 
 
+async def previous_head(pool: asyncpg.Pool, signer: HeadSigner, at: datetime) -> None:
+    """A head signed as the previous code signed it (its tables record no hash)."""
+    tree = await pool.fetchrow("SELECT size, frontier FROM audit_tree WHERE id = 1")
+    root = Frontier(tree["size"], [bytes(h) for h in tree["frontier"]]).root(SHA256)
+    note = signer.note(tree["size"], root)
+    await pool.execute(
+        "INSERT INTO audit_heads VALUES ($1, $2, $3, $4)", tree["size"], root, note, at
+    )
+
+
 async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
     """What the previous code left: audited reads with two signed heads, a revoked token, a
     person cut off, a break-glass grant."""
-    store = AuditStore(pool)
     for batch, size in enumerate((5, 1, 7)):
         await previous_append(
             pool,
@@ -246,7 +272,7 @@ async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
             ],
         )
         if batch != 1:  # heads at sizes 5 and 13
-            assert await store.record_head(signer.note, T0 + timedelta(minutes=10 * batch + 5))
+            await previous_head(pool, signer, T0 + timedelta(minutes=10 * batch + 5))
     await pool.execute("INSERT INTO revoked_tokens VALUES ($1, $2, $3)", "tok-1", T0, "lost phone")
     await pool.execute("INSERT INTO revoked_persons VALUES ($1, $2)", "doctor-9", T0)
     await pool.execute(
@@ -265,12 +291,12 @@ async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
 async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
     pool: asyncpg.Pool,
 ) -> None:
-    signer = HeadSigner("t", secrets.token_bytes(32))
-    # The previous code made its tables and used them.
+    signer = HeadSigner("t", secrets.token_bytes(32), INTL)
+    # The previous code made its tables and used them. (This code's verifier reads the hash the
+    # log records, which audit step 7 adds: it runs once the migrations have.)
     await pool.execute(PREVIOUS_SCHEMA)
     await fill_previous(pool, signer)
     before = await rows(pool)
-    assert (await verify_log(pool, signer)).ok
 
     # The new code starts: each component's baseline is adopted, the audit comments applied.
     applied = await migrate_stored_tables(pool)
@@ -281,14 +307,18 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
         ("audit", 4, False),
         ("audit", 5, False),
         ("audit", 6, False),
+        ("audit", 7, False),
         ("consent", 1, True),
         ("consent", 2, False),
         ("consent", 3, False),
         ("revocations", 1, True),
     ]
 
-    # Nothing was lost: the same rows, and `hie audit verify`'s checks of the log still pass.
-    assert await rows(pool) == before
+    # Nothing was lost: the same rows (audit_tree now saying the log is SHA-256's, as it is),
+    # and `hie audit verify`'s checks of the log pass.
+    after = await rows(pool)
+    assert after["audit_tree"] == [r.replace(")", ",sha256)") for r in before["audit_tree"]]
+    assert {**after, "audit_tree": []} == {**before, "audit_tree": []}
     report = await verify_log(pool, signer)
     assert report.ok and report.records == 13 and report.heads_checked == 2
 
@@ -331,7 +361,7 @@ async def test_an_adopted_database_has_the_schema_a_fresh_one_gets(
         assert await catalog(pool) == migrated
         assert _but_append(migrated) == _but_append(previous)
         [append] = [f for f in migrated["functions"] if "audit_append(" in f]
-        assert "sha256((SELECT chain_head FROM audit_tree" in append
+        assert "head <> previous_chain" in append and "USING ERRCODE = 'HA001'" in append
         assert "INSERT INTO audit_patients" in append
         assert len([t for t in migrated["triggers"] if "audit_patients" in t]) == 2
         assert await rows(fresh) == await rows(pool)  # audit_tree's one empty-tree row
