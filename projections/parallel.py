@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from cryptoprofile import by_name
 from projections.batch import Changes
 from projections.fields import FieldCipher
 from projections.record import RecordApplier
@@ -55,6 +56,9 @@ class Replay:
     open_source: Callable[[], ReplaySource]
     projection_key: bytes
     head: Callable[[], Awaitable[int]]  # the ledger's last position, in the runner's process
+    # The consortium's crypto profile by name (cryptoprofile.NAMES): a name reaches a spawned
+    # worker, which seals fields with it as the runner does.
+    crypto_profile: str
     processes: int = 2
     # Ranges handed out ahead of the one being written (bounds the rows held in memory).
     ahead: int = 3
@@ -100,7 +104,11 @@ class Preparers:
             # Not forked from a process running an event loop, threads and connections.
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self.replay.open_source, self.replay.projection_key),
+            initargs=(
+                self.replay.open_source,
+                self.replay.projection_key,
+                self.replay.crypto_profile,
+            ),
         )
         return self
 
@@ -118,9 +126,12 @@ class Preparers:
 
 
 class _Worker:
-    def __init__(self, open_source: Callable[[], ReplaySource], projection_key: bytes) -> None:
+    def __init__(
+        self, open_source: Callable[[], ReplaySource], projection_key: bytes, crypto_profile: str
+    ) -> None:
         self.source = open_source()
-        self.applier = RecordApplier(self._name, FieldCipher(projection_key))
+        fields = FieldCipher(projection_key, by_name(crypto_profile))
+        self.applier = RecordApplier(self._name, fields)
         self.loop = asyncio.new_event_loop()
 
     async def _name(self, code: str) -> str | None:
@@ -161,9 +172,11 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def _start_worker(open_source: Callable[[], ReplaySource], projection_key: bytes) -> None:
+def _start_worker(
+    open_source: Callable[[], ReplaySource], projection_key: bytes, crypto_profile: str
+) -> None:
     global _worker
-    _worker = _Worker(open_source, projection_key)
+    _worker = _Worker(open_source, projection_key, crypto_profile)
 
 
 def _prepare(after: int, stop: int, items: int) -> Prepared:

@@ -42,7 +42,7 @@ async def rebuild(settings: Settings) -> int:
             datetime.now(UTC),
         )
         await PatientRecordProjection(
-            pool, _no_read, fields=FieldCipher(settings.secrets.projection_key)
+            pool, _no_read, fields=FieldCipher(settings.secrets.projection_key, settings.profile)
         ).rebuild()
     click.echo(
         "read models emptied; the running exchange is replaying the ledger into them "

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from adapters.envelope import build_envelope, new_private_key
+from cryptoprofile import INTL
 from domain.clinical import ENTRY_KINDS, PAYLOAD_MODELS
 from domain.submission import CURRENT_SCHEMA, Submission, validate_envelope
 from projections.batch import Changes
@@ -28,7 +29,7 @@ from projections.render import _ENTRY_NS, entry_id
 from projections.stored import FAST_KINDS, StoredReader, payload_reader
 from tests.unit.test_validation_paths import CORPUS, KINDS, envelope, mutated, paths
 
-FIELDS = FieldCipher(b"unit-test-projection-key-32bytes")
+FIELDS = FieldCipher(b"unit-test-projection-key-32bytes", INTL)
 
 KEY = new_private_key()
 

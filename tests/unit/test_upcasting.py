@@ -15,6 +15,7 @@ import pytest
 
 from adapters.envelope import build_envelope, load_public_key, new_private_key, public_key_b64
 from adapters.envelope import verify_signature as verify
+from cryptoprofile import INTL
 from domain.clinical import ENTRY_KINDS, KINDS, PAYLOAD_MODELS
 from domain.identity import PatientIdentity
 from domain.institution import Institution
@@ -33,7 +34,7 @@ from tests.upcasting_story import (
     v1_items,
 )
 
-FIELDS = FieldCipher(b"unit-test-projection-key-32bytes")
+FIELDS = FieldCipher(b"unit-test-projection-key-32bytes", INTL)
 
 KEY = new_private_key()
 PUBLIC = load_public_key(public_key_b64(KEY))
