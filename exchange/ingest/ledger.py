@@ -29,6 +29,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, proje
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, OperationalError
 
+from cryptoprofile import by_name
 from domain.errors import UnknownInstitution
 from domain.identity import PatientIdentity, patient_id_for
 from domain.institution import Institution
@@ -118,6 +119,7 @@ class Ledger(Application[UUID]):
             warnings.simplefilter("ignore", DeprecationWarning)
             super().__init__(env=env)
         self._pseudonym_key = pseudonym_key
+        self._profile = by_name(crypto_profile)  # the kind of key an institution may have
         if notify_channel is not None:
             self.ledger_recorder.notify_on(notify_channel)
         self.identities = LedgerIdentities(
@@ -147,8 +149,18 @@ class Ledger(Application[UUID]):
 
     # Institutions (admin actions) ----------------------------------------------------------
 
+    def _profile_key(self, public_key: str) -> str:
+        """``public_key`` (base64) if it is a key of the consortium's crypto profile, else
+        ``cryptoprofile.KeyProfileError`` (``key.profile``, ``key.malformed``): the gateway
+        reads the form a signature must have from the kind of the registered key, so the
+        ledger holds no other kind."""
+        self._profile.load_public_key(public_key, "the institution's public key")
+        return public_key
+
     def register_institution(self, code: str, name: str, level: str, public_key: str) -> bool:
-        """Register an institution; False when it is already registered with this key."""
+        """Register an institution; False when it is already registered with this key. A key
+        of the other crypto profile is refused (``KeyProfileError``)."""
+        self._profile_key(public_key)
         existing = self.institution(code)
         if existing is not None:
             if existing.public_key != public_key:
@@ -174,7 +186,7 @@ class Ledger(Application[UUID]):
     def rotate_key(self, code: str, public_key: str) -> int:
         """Replace a registered institution's key; the ledger position it is in force from."""
         institution = self.require_institution(code)
-        institution.rotate_key(public_key)
+        institution.rotate_key(self._profile_key(public_key))
         recordings = self.save(institution, key_changed=code)
         return int(recordings[-1].notification.id)
 

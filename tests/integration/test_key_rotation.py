@@ -13,29 +13,27 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from cryptography.hazmat.primitives import serialization
 
 from adapters.envelope import build_envelope, new_private_key, public_key_b64
+from cryptoprofile import GM, INTL, public_key_pem
 from domain.submission import validate_envelope
 from exchange.cli.main import hie
 from exchange.ingest.ledger import KEY_ROTATED, IntegrityError, Pending
 from exchange.settings import Settings
 from tests.factories import record_items, resident
-from tests.integration.conftest import Running
+from tests.integration.conftest import PROFILES, Running
 from tests.integration.test_replays import send
 from tests.integration.test_walking_skeleton import submit
 
 
-def pem_file(tmp_path: Path, key: object) -> Path:
-    path = tmp_path / "new.pub.pem"
-    path.write_bytes(
-        key.public_key().public_bytes(  # type: ignore[attr-defined]
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+def pem_file(tmp_path: Path, key: object, name: str = "new") -> Path:
+    """The public key's PEM (SubjectPublicKeyInfo, Ed25519 or SM2) in a file."""
+    path = tmp_path / f"{name}.pub.pem"
+    path.write_bytes(public_key_pem(key))
     return path
 
 
+@pytest.mark.parametrize("crypto_profile", PROFILES)
 async def test_a_rotated_key_is_refused_at_once_and_the_new_one_works(
     exchange: Running, settings: Settings, tmp_path: Path
 ) -> None:
@@ -46,7 +44,7 @@ async def test_a_rotated_key_is_refused_at_once_and_the_new_one_works(
         "status"
     ] == "accepted"
 
-    new = new_private_key()
+    new = new_private_key(settings.profile)
     result = await asyncio.to_thread(
         CliRunner().invoke,
         hie,
@@ -100,23 +98,30 @@ async def test_a_rotated_key_is_refused_at_once_and_the_new_one_works(
     assert record["old_key_sha256"] != record["new_key_sha256"]
 
 
+@pytest.mark.parametrize("crypto_profile", PROFILES)
 async def test_rotate_key_refuses_what_cannot_work(
-    exchange: Running, settings: Settings, tmp_path: Path
+    exchange: Running, settings: Settings, tmp_path: Path, crypto_profile: str
 ) -> None:
     await exchange.register("thc-same")
     same = pem_file(tmp_path, exchange.keys["thc-same"])
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
+    # A key of the other profile: an SM2 key under intl, an Ed25519 key under gm.
+    other_profile = GM if crypto_profile == "intl" else INTL
+    other = pem_file(tmp_path, new_private_key(other_profile), "other")
 
-    async def rotate(*argv: str) -> int:
+    async def rotate(*argv: str) -> tuple[int, str]:
         result = await asyncio.to_thread(
             CliRunner().invoke, hie, ["institution", "rotate-key", *argv], obj=settings
         )
-        return int(result.exit_code)
+        return int(result.exit_code), str(result.output)
 
-    assert await rotate("thc-same", "--public-key", str(same)) == 2  # already its key
-    assert await rotate("thc-same", "--public-key", str(bad)) == 2
-    assert await rotate("nobody", "--public-key", str(same)) == 2
+    assert (await rotate("thc-same", "--public-key", str(same)))[0] == 2  # already its key
+    code, said = await rotate("thc-same", "--public-key", str(bad))
+    assert code == 2 and "[key.malformed]" in said
+    code, said = await rotate("thc-same", "--public-key", str(other))
+    assert code == 2 and "[key.profile]" in said and crypto_profile in said
+    assert (await rotate("nobody", "--public-key", str(same)))[0] == 2
     rows = await exchange.rt.pool.fetch(
         "SELECT 1 FROM audit_log WHERE action = 'institution.rotate_key'"
     )
@@ -145,7 +150,8 @@ async def test_the_ledger_refuses_a_submission_verified_before_a_rotation(
         return Pending(valid, json.dumps(envelope), datetime.now(UTC), version)
 
     first, second = pending(1), pending(2)
-    await exchange.rt.sync(ledger.rotate_key, "thc-race", public_key_b64(new_private_key()))
+    profile = exchange.rt.settings.profile
+    await exchange.rt.sync(ledger.rotate_key, "thc-race", public_key_b64(new_private_key(profile)))
 
     appended = await exchange.rt.sync(ledger.append, [first])
     assert appended.refused == {first.key: [KEY_ROTATED]} and not appended.positions
@@ -172,7 +178,9 @@ async def test_the_ledger_refuses_a_submission_verified_before_a_rotation(
         async with holder.transaction():
             await holder.execute(f'LOCK TABLE "{events}" IN EXCLUSIVE MODE')
             rotation = asyncio.ensure_future(
-                exchange.rt.sync(ledger.rotate_key, "thc-race", public_key_b64(new_private_key()))
+                exchange.rt.sync(
+                    ledger.rotate_key, "thc-race", public_key_b64(new_private_key(profile))
+                )
             )
             await waiting(1)
             append = asyncio.ensure_future(exchange.rt.sync(ledger.append, [racing]))

@@ -128,7 +128,7 @@ async def test_a_forgery_cannot_spend_a_genuine_submission_id(exchange: Running)
     forged = build_envelope(
         institution="thc-victim",
         items=record_items(resident(57), "x"),
-        key=new_private_key(),
+        key=new_private_key(exchange.rt.settings.profile),  # the profile's kind, not its key
         sent_at=datetime.now(UTC),
         submission_id=genuine["submission_id"],
     )

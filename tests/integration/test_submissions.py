@@ -94,7 +94,7 @@ async def test_bad_submissions_are_rejected_with_reasons_and_kept(exchange: Runn
     good = record_items(resident(7), "ok")
 
     # A bad signature: signed with a key that is not the registered one.
-    forged = envelope(exchange, "thc-b", good, key=new_private_key())
+    forged = envelope(exchange, "thc-b", good, key=new_private_key(exchange.rt.settings.profile))
     # A sender naming another institution than its subject.
     impostor = envelope(exchange, "thc-c", good)
     # A bad resident ID (wrong check digit) in one item, and a malformed payload in another.
