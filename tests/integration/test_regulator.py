@@ -1,6 +1,7 @@
 """A regulator's day over HTTP: who saw this patient, why and under what consent; a CSV for the
 file; the scope of a suspected breach; the break-glass review queue; and proof — from signed
-tree heads — that the answers come from a log that was neither changed nor cut."""
+tree heads — that the answers come from a log that was neither changed nor cut (under either
+crypto profile: a SHA-256 tree with Ed25519 heads, or an SM3 tree with SM2 heads)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+import pytest
 
+import cryptoprofile
 from audit.checkpoint import verify_note
-from audit.merkle import SHA256, verify_consistency, verify_inclusion
+from audit.merkle import SHA256, SM3, hasher_named, verify_consistency, verify_inclusion
 from exchange.servers.nats import stream_name
 from tests.factories import record_items, resident
-from tests.integration.conftest import Running
+from tests.integration.conftest import PROFILES, Running
 from tests.integration.referral_steps import accepted, consortium, referral
 from tests.integration.test_walking_skeleton import submit, token
 
@@ -27,7 +29,8 @@ def b64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-async def test_regulator_questions_and_proofs(exchange: Running) -> None:
+@pytest.mark.parametrize("crypto_profile", PROFILES)
+async def test_regulator_questions_and_proofs(exchange: Running, crypto_profile: str) -> None:
     # A township centre sends two residents' records; one has a separate consent.
     await exchange.register("thc-east")
     consented, other = resident(11), resident(12)
@@ -154,14 +157,17 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
         # Proofs: the latest signed head, a record's inclusion in it, and that it extends an
         # earlier head — all checked here with the exchange's public key only.
         signer = exchange.rt.head_signer()
-        public = Ed25519PublicKey.from_public_bytes(signer.public_raw)
+        public = cryptoprofile.load_public_key(base64.b64encode(signer.public_raw).decode())
+        assert cryptoprofile.key_algorithm(public) == exchange.rt.settings.profile.signature
+        hash_name = exchange.rt.settings.profile.hash_name
 
         def verify(message: bytes, signature: bytes) -> bool:
-            try:
-                public.verify(signature, message)
-                return True
-            except Exception:
-                return False
+            return cryptoprofile.verify(public, signature, message)
+
+        def verified(note: str):  # type: ignore[no-untyped-def]
+            return verify_note(
+                note, signer.origin, signer.public_raw, verify, signer.key_type, hash_name
+            )
 
         async def signed_head() -> dict:
             for _ in range(100):
@@ -172,13 +178,16 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
             raise AssertionError("no head was signed")
 
         first = await signed_head()
-        first_cp = verify_note(first["checkpoint"], signer.origin, signer.public_raw, verify)
+        first_cp = verified(first["checkpoint"])
+        # The head names its tree's hash: the proofs are checked with that one.
+        hasher = hasher_named(first_cp.hash_name)
+        assert hasher is (SM3 if crypto_profile == "gm" else SHA256)
         for _ in range(100):  # the head signer runs every 0.2 s in tests; the log keeps growing
             second = (await http.get("/audit/head", headers=regulator)).json()
             if second["size"] > first["size"]:
                 break
             await asyncio.sleep(0.1)
-        second_cp = verify_note(second["checkpoint"], signer.origin, signer.public_raw, verify)
+        second_cp = verified(second["checkpoint"])
         assert second_cp.size > first_cp.size
 
         seq = reads[0]["id"]
@@ -189,14 +198,17 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
                 params={"seq": seq, "size": second_cp.size},
             )
         ).json()
-        leaf = SHA256.leaf_hash(inclusion["record"].encode())
+        leaf = hasher.leaf_hash(inclusion["record"].encode())
         assert leaf == b64(inclusion["leaf_hash"])
-        assert verify_inclusion(
-            SHA256,
+        path = [b64(h) for h in inclusion["proof"]]
+        assert verify_inclusion(hasher, int(seq), second_cp.size, leaf, path, second_cp.root)
+        other = SHA256 if hasher is SM3 else SM3  # checked with the other profile's hash: never
+        assert not verify_inclusion(
+            other,
             int(seq),
             second_cp.size,
-            leaf,
-            [b64(h) for h in inclusion["proof"]],
+            other.leaf_hash(inclusion["record"].encode()),
+            path,
             second_cp.root,
         )
         consistency = (
@@ -208,10 +220,13 @@ async def test_regulator_questions_and_proofs(exchange: Running) -> None:
         ).json()
         proof = [b64(h) for h in consistency["proof"]]
         assert verify_consistency(
-            SHA256, first_cp.size, second_cp.size, proof, first_cp.root, second_cp.root
+            hasher, first_cp.size, second_cp.size, proof, first_cp.root, second_cp.root
         )
         assert not verify_consistency(
-            SHA256, first_cp.size, second_cp.size, proof, first_cp.root, SHA256.leaf_hash(b"forged")
+            hasher, first_cp.size, second_cp.size, proof, first_cp.root, hasher.leaf_hash(b"forged")
+        )
+        assert not verify_consistency(
+            other, first_cp.size, second_cp.size, proof, first_cp.root, second_cp.root
         )
         beyond = await http.get(
             "/audit/proof/inclusion",
