@@ -6,6 +6,7 @@ this machine's raw figures for the same events, measured in the same run.
                                      [--per-submission 100] [--rate 5000] [--rate-seconds 20]
                                      [--autovacuum-wait 90] [--rebuild]
                                      [--topology embedded|local-cluster]
+                                     [--profile intl|gm|both]
 
 The exchange runs as it does in production: `hie up` (projection, read API) with
 ``--gateways`` gateway processes beside it (HIE_GATEWAY_PROCESSES; 0 runs the gateway inside
@@ -28,6 +29,13 @@ JetStream publish and fetch+ack of the same envelopes (to a stream with as many 
 exchange's). With ``--rebuild``, last, a `hie projections rebuild` of everything the run
 stored, timed until replayed.
 
+``--profile`` is the consortium's crypto profile (HIE_CRYPTO_PROFILE of the exchange the run
+sets up, and the keys the county signs with): ``intl`` (Ed25519), ``gm`` (SM2 with SM3, the
+ledger in SM4-GCM, the audit log in SM3), or ``both``: the same county's events (each
+profile's own keys and signatures) through an exchange under each in turn, in one run, then
+the two side by side with the gm ÷ intl ratios, and each profile's signature verification
+per core (``bench/signatures.py``) beside them.
+
 The parts live beside this script: the synthetic county in ``bench/ingest_county.py``, the
 servers in ``bench/ingest_topology.py``, one topology's run in ``bench/ingest_run.py``, the
 raw figures in ``bench/ingest_raw.py``, the load in ``bench/ingest_load.py``, a fixed-rate
@@ -35,7 +43,9 @@ window in ``bench/ingest_window.py`` (autovacuum: ``bench/autovacuum.py``), the 
 the printed summary in ``bench/ingest_report.py``.
 
 The last line is one JSON object: the single node's figures, and with ``--topology
-local-cluster`` the cluster's under ``local_cluster`` and the ratios under ``cluster_ratios``.
+local-cluster`` the cluster's under ``local_cluster`` and the ratios under ``cluster_ratios``;
+with ``--profile both``, each profile's figures under its name, ``gm_ratios`` and
+``signatures``.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import argparse
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -58,6 +69,7 @@ from typing import Any
 from bench.cleanup import drop_what_the_run_made
 from bench.ingest_county import build_county
 from bench.ingest_load import publisher_main
+from bench.ingest_profiles import BOTH, PROFILES, print_profiles, side_by_side
 from bench.ingest_report import print_report, print_topology, with_cluster
 from bench.ingest_run import run_on
 from bench.ingest_topology import (
@@ -66,11 +78,25 @@ from bench.ingest_topology import (
     start_local_cluster,
     start_single,
 )
+from bench.signatures import signature_rates
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="hie-bench-"))
+    if args.profile != BOTH:
+        return await under_profile(args, args.profile)
+    figures = {name: await under_profile(args, name) for name in PROFILES}
+    return side_by_side(figures, signature_rates(args.per_submission, 20_000, 2.0))
+
+
+async def under_profile(args: argparse.Namespace, profile: str) -> dict[str, Any]:
+    """The whole run with the exchange set up under the crypto ``profile`` and the county's
+    envelopes signed with keys of it."""
+    # The exchange's processes and the run's own settings take it from the environment (the
+    # topologies pass the environment on); each run's data directory records it afresh.
+    os.environ["HIE_CRYPTO_PROFILE"] = profile
+    work = Path(tempfile.mkdtemp(prefix=f"hie-bench-{profile}-"))
     consortium = f"b{uuid.uuid4().hex[:8]}"
+    print(f"== crypto profile {profile}", flush=True)
     try:
         county = build_county(
             work,
@@ -79,8 +105,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             per_submission=args.per_submission,
             rate=args.rate,
             rate_seconds=args.rate_seconds,
+            profile=profile,
         )
         single = await on_topology("single", county, args, work, consortium)
+        single["crypto_profile"] = profile
         if args.topology != LOCAL_CLUSTER:
             return single
         cluster = await on_topology(LOCAL_CLUSTER, county, args, work, consortium)
@@ -135,6 +163,12 @@ def parse() -> argparse.Namespace:
         default="embedded",
         help="local-cluster: the single node, then the 3-node cluster, same events",
     )
+    p.add_argument(
+        "--profile",
+        choices=[*PROFILES, BOTH],
+        default="intl",
+        help="the consortium's crypto profile; both: intl, then gm, side by side",
+    )
     p.add_argument("--publisher", help=argparse.SUPPRESS)
     p.add_argument("--nats-url", help=argparse.SUPPRESS)
     p.add_argument("--nats-creds", help=argparse.SUPPRESS)
@@ -151,4 +185,8 @@ if __name__ == "__main__":
     if arguments.publisher:
         publisher_main(arguments)
         sys.exit(0)
-    print_report(asyncio.run(main(arguments)))
+    result = asyncio.run(main(arguments))
+    if arguments.profile == BOTH:
+        print_profiles(result)
+    else:
+        print_report(result)

@@ -167,12 +167,16 @@ def build_county(
     rate: float,
     rate_seconds: float,
     per_resident: int = 75,
+    profile: str = "intl",
 ) -> County:
+    """The county's envelopes, signed with keys of the crypto ``profile`` (Ed25519 under
+    intl, SM2 under gm)."""
     from adapters.envelope import new_private_key
+    from cryptoprofile import by_name
 
     names = ["county-hospital", *[f"thc-{i}" for i in range(1, institutions)]]
     residents = events // per_resident // len(names)
-    keys = {inst: new_private_key() for inst in names}
+    keys = {inst: new_private_key(by_name(profile)) for inst in names}
     print(
         f"building {events:,} events: {len(names)} institutions × {residents:,} residents × "
         f"{per_resident} events, {per_submission} per submission ...",

@@ -42,6 +42,7 @@ async def register(servers: Servers, county: County) -> None:
         servers.database_url,
         settings.secrets.ledger_cipher_key,
         settings.secrets.pseudonym_key,
+        crypto_profile=settings.crypto_profile,
     )
     try:
         for inst in county.institutions:
