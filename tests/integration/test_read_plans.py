@@ -75,8 +75,8 @@ REGISTRY: dict[str, str] = {
     "quality.refused_daily": "82c7a9c759cc",
     "quality.edge_clocks": "062ac54d9cd0",  # a row per institution (FIXED_TABLES)
     # The audit log (audit/postgres.py)
-    "audit.load_state": "8189765b6f06",
-    "audit.append": "81ba873f26a3",
+    "audit.load_state": "5d1390c48629",
+    "audit.append": "e0687e357d16",
     "audit.last_head": "3f49f43722d0",
     "audit.record": "90343dad75c5",
     "audit.leaf": "74e99f6e9330",
