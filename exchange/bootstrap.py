@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from exchange.ingest.steward import Steward
 from exchange.pages.app import create_app
 from exchange.servers.audit_heads import HeadSigner, sign_heads
 from exchange.servers.embedded import EmbeddedNats, EmbeddedPostgres
+from exchange.servers.http_socket import bind_http
 from exchange.servers.keepalive import keepalive
 from exchange.servers.nats import (
     PORTAL,
@@ -90,21 +90,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[no-untyped-def]
         yield  # the CLI owns signal handling and stops every part in order
-
-
-def bind_http(host: str, port: int) -> socket.socket:
-    """Bind the HTTP port; if it is taken, a free one (never assume a port is free)."""
-    for candidate in (port, 0):
-        # IPPROTO_TCP named: asyncio then turns Nagle off on accepted connections (without
-        # it, small answers on a keep-alive connection waited ~40 ms for a delayed ACK).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, candidate))
-            return sock
-        except OSError:
-            sock.close()
-    raise OSError(f"could not bind an HTTP port on {host}")
 
 
 @dataclass
@@ -169,9 +154,11 @@ class Runtime:
                 self.app_database_url,
                 secrets.ledger_cipher_key,
                 secrets.pseudonym_key,
+                self.settings.crypto_profile,
             ),
             secrets.projection_key,
             head,
+            crypto_profile=self.settings.crypto_profile,
             processes=processes,
         )
 
@@ -187,12 +174,14 @@ class Runtime:
         return Notifier(self.pool, self.nc.jetstream(), self.settings.consortium)
 
     def head_signer(self) -> HeadSigner:
-        return HeadSigner(self.settings.consortium, self.settings.secrets.audit_key)
+        return HeadSigner(
+            self.settings.consortium, self.settings.secrets.audit_key, self.settings.profile
+        )
 
     @cached_property
     def fields(self) -> FieldCipher:
         """The read models' field cipher (one per runtime: its subkeys are derived once)."""
-        return FieldCipher(self.settings.secrets.projection_key)
+        return FieldCipher(self.settings.secrets.projection_key, self.settings.profile)
 
     @property
     def records(self) -> PatientRecordReader:
@@ -208,6 +197,7 @@ class Runtime:
             register=self._register,
             submitter=SubmitClient(self.nc, self.settings.consortium, which.code),
             projection_wait=self.projection_wait,
+            profile=self.settings.profile,
         )
 
     def portal(self) -> Portal | None:
@@ -245,7 +235,8 @@ class Runtime:
     ) -> ApiContext:
         policy = self.settings.access_policy
         assert self.revocations is not None
-        members: list[Any] = [ExchangeTokens(TokenIssuer(self.settings.secrets.token_key))]
+        issuer = TokenIssuer(self.settings.secrets.token_key, self.settings.profile)
+        members: list[Any] = [ExchangeTokens(issuer)]
         if self.logins is not None:
             members.append(self.logins)
         reads = self.read_pool or self.pool
@@ -339,6 +330,7 @@ async def open_runtime(
             settings.referral_policy,
             notify_channel=LEDGER_CHANNEL,
             create_tables=create_tables,
+            crypto_profile=settings.crypto_profile,
         )
 
     try:

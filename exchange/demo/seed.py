@@ -46,9 +46,9 @@ CONSENT_FROM = datetime(2026, 1, 1, tzinfo=UTC)
 def _key(rt: Runtime, code: str) -> Any:
     path = rt.settings.keys_dir / f"{code}.pem"
     if path.exists():
-        return load_private_key_pem(path.read_bytes())
+        return load_private_key_pem(path.read_bytes(), rt.settings.profile)
     rt.settings.keys_dir.mkdir(mode=0o700, exist_ok=True)
-    key = new_private_key()
+    key = new_private_key(rt.settings.profile)  # Ed25519 under intl, SM2 under gm
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_key_pem(key))
@@ -144,7 +144,7 @@ async def seed_demo(rt: Runtime) -> str:
     new = sum(1 for r in receipts if r["status"] == "accepted" and not r.get("repeat"))
     repeats = sum(1 for r in receipts if r["status"] == "held" or r.get("repeat"))
     rejected = [r for r in receipts if r["status"] == "rejected"]
-    issuer = TokenIssuer(rt.settings.secrets.token_key)
+    issuer = TokenIssuer(rt.settings.secrets.token_key, rt.settings.profile)
     now = datetime.now(UTC)
     physician, _ = issuer.issue(
         person="demo-doctor-li", institution="county-hospital", role="physician", now=now

@@ -98,7 +98,11 @@ async def test_gateway_processes_are_supervised_and_carry_the_submissions(
         key = new_private_key()
         own = load_settings(env)
         ledger = await asyncio.to_thread(
-            Ledger, settings.database_url, own.secrets.ledger_cipher_key, own.secrets.pseudonym_key
+            Ledger,
+            settings.database_url,
+            own.secrets.ledger_cipher_key,
+            own.secrets.pseudonym_key,
+            crypto_profile=own.crypto_profile,
         )
         await asyncio.to_thread(
             ledger.register_institution,
@@ -135,7 +139,7 @@ async def test_gateway_processes_are_supervised_and_carry_the_submissions(
         # `hie up`'s /metrics counts what its gateway processes did (they report through
         # the data directory; it runs no gateway of its own).
         http_url = json.loads((tmp_path / "data" / "run.json").read_text())["http_url"]
-        admin, _ = TokenIssuer(own.secrets.token_key).issue(
+        admin, _ = TokenIssuer(own.secrets.token_key, own.profile).issue(
             person="ops", institution="exchange", role="admin", now=datetime.now(UTC)
         )
         async with httpx.AsyncClient(base_url=http_url) as http:

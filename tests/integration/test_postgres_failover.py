@@ -196,7 +196,11 @@ async def test_the_exchange_survives_the_primarys_loss(
             await asyncio.sleep(0.1)
         own = load_settings(env)
         ledger = await asyncio.to_thread(
-            Ledger, pair.url, own.secrets.ledger_cipher_key, own.secrets.pseudonym_key
+            Ledger,
+            pair.url,
+            own.secrets.ledger_cipher_key,
+            own.secrets.pseudonym_key,
+            crypto_profile=own.crypto_profile,
         )
         keys = {code: new_private_key() for code in INSTITUTIONS}
         for code, key in keys.items():
