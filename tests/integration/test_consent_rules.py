@@ -9,11 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from domain.resident_id import make_resident_id
 from projections.render import entry_id
 from tests.factories import T0, consent_item, observation_item, record_items, resident
-from tests.integration.conftest import Running, refused_for
+from tests.integration.conftest import PROFILES, Running, refused_for
 from tests.integration.consent_steps import (
     depression,
     disclosed,
@@ -27,6 +28,9 @@ from tests.integration.consent_steps import (
 from tests.integration.identity_steps import decide, merged_by_steward
 from tests.integration.referral_steps import accepted, consortium, refused
 from tests.integration.test_walking_skeleton import submit, token
+
+# The scenario runs under each crypto profile (issue 17).
+pytestmark = pytest.mark.parametrize("crypto_profile", PROFILES)
 
 
 async def test_separate_consent_scope_purpose_and_withdrawal(exchange: Running) -> None:

@@ -5,12 +5,16 @@ or its sensitive categories."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.factories import consent_item, record_items, resident
-from tests.integration.conftest import Running
+from tests.integration.conftest import PROFILES, Running
 from tests.integration.consent_steps import match, patient_of, treat
 from tests.integration.referral_steps import accepted, consortium
 from tests.integration.test_walking_skeleton import token
+
+# The scenario runs under each crypto profile (issue 17).
+pytestmark = pytest.mark.parametrize("crypto_profile", PROFILES)
 
 
 async def test_a_clinician_sees_the_consents_that_bear_on_their_institution_only(

@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 
 from domain.identity import RESIDENT_ID_SYSTEM
 from exchange.servers.nats import NOTIFY_DAYS, stream_name
 from tests.factories import record_items, resident
-from tests.integration.conftest import Running, refused_for
+from tests.integration.conftest import PROFILES, Running, refused_for
 from tests.integration.referral_steps import (
     BACK,
     accepted,
@@ -25,6 +26,7 @@ from tests.integration.referral_steps import (
 from tests.integration.test_walking_skeleton import token
 
 
+@pytest.mark.parametrize("crypto_profile", PROFILES)
 async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> None:
     await consortium(exchange)
     rid = resident(41)
@@ -161,6 +163,7 @@ async def test_the_closed_loop_up_and_back_with_follow_up(exchange: Running) -> 
     assert await referral_rows(exchange) == before and len(before[1]) == 6
 
 
+@pytest.mark.parametrize("crypto_profile", PROFILES)
 async def test_every_refused_step_says_the_state_and_what_is_allowed(exchange: Running) -> None:
     await consortium(exchange)
     rid, other = resident(42), resident(43)
@@ -269,6 +272,7 @@ async def test_an_institution_offline_catches_up_in_order(exchange: Running) -> 
     assert [n["event"] for n in await notes(exchange, "county", 3)] == ["request"] * 3
 
 
+@pytest.mark.parametrize("crypto_profile", PROFILES)
 async def test_lookup_by_resident_id_finds_the_referred_patient(exchange: Running) -> None:
     await consortium(exchange)
     rid = resident(47)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from adapters.envelope import build_envelope
 from adapters.nats import SubmitClient
@@ -15,7 +16,10 @@ from domain.identity import RESIDENT_ID_SYSTEM
 from exchange.auth.tokens import TokenIssuer
 from exchange.servers.audit_heads import verify_log
 from tests.factories import record_items, resident
-from tests.integration.conftest import Running, refused_for
+from tests.integration.conftest import PROFILES, Running, refused_for
+
+# The scenario runs under each crypto profile (issue 17).
+pytestmark = pytest.mark.parametrize("crypto_profile", PROFILES)
 
 
 def token(running: Running, person: str, institution: str, role: str) -> dict[str, str]:
@@ -200,8 +204,15 @@ async def test_consented_read_refusal_break_glass_and_audit(exchange: Running) -
             ("read", "patient.not_found"),
         ]
 
-    # The audit chain holds over everything recorded.
+    # The audit chain holds over everything recorded, hashed and signed under the profile:
+    # the log records its hash and the signed heads name it (the submissions were accepted,
+    # so signed as the profile's gateway requires: Ed25519, or DER SM2).
     assert (await verify_log(exchange.rt.pool, exchange.rt.head_signer())).ok
+    profile = exchange.rt.settings.profile
+    assert await exchange.rt.pool.fetchval("SELECT hash FROM audit_tree") == profile.hash_name
+    head = await exchange.rt.pool.fetchval("SELECT note FROM audit_heads ORDER BY size DESC")
+    assert head.startswith(f"county-hie/{exchange.rt.settings.consortium}/audit")
+    assert head.split("\n", 1)[0].endswith("/sm3") == (profile.name == "gm")
 
 
 async def test_no_data_leaves_when_the_audit_cannot_record_the_read(exchange: Running) -> None:
