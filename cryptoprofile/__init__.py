@@ -27,7 +27,7 @@ import hashlib
 import hmac as _hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -66,12 +66,6 @@ class KeyProfileError(ValueError):
     def __init__(self, message: str, code: str = "key.profile") -> None:
         super().__init__(message)
         self.code = code
-
-
-class AEAD(Protocol):
-    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
-
-    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
 
 
 def _sm2() -> Any:
@@ -208,7 +202,6 @@ class Profile:
     name: str
     signature: str  # ED25519 or SM2
     hash_name: str  # "sha256" or "sm3"
-    cipher: str  # what encrypts at rest, for people
     digest: Callable[[bytes], bytes]
 
     def new_private_key(self) -> Any:
@@ -245,24 +238,13 @@ class Profile:
         """A new hashlib object of this profile's hash."""
         return hashlib.new(self.hash_name)
 
-    def aead(self, key: bytes) -> AEAD:
-        """The profile's AEAD for data at rest under ``key`` (its size is the profile's:
-        32 bytes for AES-256-GCM, 16 for SM4; a longer secret is cut, after a KDF)."""
-        if self.name == "intl":
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-            return AESGCM(key)
-        from cryptoprofile.sm4gcm import SM4GCM
-
-        return SM4GCM(key)
-
 
 def _sm3(data: bytes) -> bytes:
     return hashlib.new("sm3", data).digest()
 
 
-INTL = Profile("intl", ED25519, "sha256", "AES-256-GCM", lambda data: hashlib.sha256(data).digest())
-GM = Profile("gm", SM2, "sm3", "SM4-GCM", _sm3)
+INTL = Profile("intl", ED25519, "sha256", lambda data: hashlib.sha256(data).digest())
+GM = Profile("gm", SM2, "sm3", _sm3)
 
 
 def by_name(name: str) -> Profile:
