@@ -105,3 +105,10 @@ class ApiContext:
     @property
     def audit(self) -> AuditStore:
         return self.audit_writer.store
+
+    @property
+    def hash_name(self) -> str:
+        """The audit log's hash (sha256 or sm3): the crypto profile's, as the heads are
+        signed over, which the runtime saw the log records before it served. Records' digests
+        (``disclosed_<hash>``) are made and checked with it."""
+        return self.heads.hasher.name

@@ -279,7 +279,7 @@ class Gate:
             purpose=answer.purpose or call.purpose,
             decision=decision,
             reasons=decision.reasons if decision else [],
-            disclosure=answer.disclosure or summary(answer.disclosed),
+            disclosure=answer.disclosure or summary(answer.disclosed, self.ctx.hash_name),
             categories=answer.categories,
             extra={**so_far.facts, **(answer.extra or {})},
         )
@@ -298,7 +298,7 @@ class Gate:
             purpose=refused.purpose or so_far.purpose,
             decision=refused.decision,
             reasons=refused.decision.reasons if refused.decision else [refused.reason],
-            disclosure=summary(()),
+            disclosure=summary((), self.ctx.hash_name),
             categories=(),
             extra={**so_far.facts, **(refused.extra or {})},
         )

@@ -142,7 +142,7 @@ class RecordRoutes:
             ),
             patient_id=view.root,
             categories=sorted(touched),
-            disclosure=summary(page.lines),
+            disclosure=summary(page.lines, self.ctx.hash_name),
         )
 
     async def consents(self, call: Call) -> Answer:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from starlette.responses import Response
 
-from audit.disclosure import agrees
+from audit.disclosure import check_rebuilt
 from audit.search import SearchError, parse_search
 from consent.decision import Decision, Reason, own_audit_only
 from exchange.api.access import Access, Answer, ApiRoute, Call
@@ -347,7 +347,8 @@ class Regulator:
 
     async def disclosed(self, call: Call) -> Answer:
         """``/audit/disclosed?seq=``: the resources a recorded read disclosed, rebuilt from the
-        ledger as of its position under its decision, checked against the record's digest."""
+        ledger as of its position under its decision, checked against the record's digest with
+        the hash its field names (a digest naming another hash than the log's: ``finding``)."""
         raw = call.request.query_params.get("seq", "")
         record = await self.ctx.audit.record(int(raw)) if raw.isdigit() else None
         if (
@@ -370,7 +371,7 @@ class Regulator:
                     "seq": int(raw),
                     "disclosed": rebuilt,
                     "count": len(rebuilt),
-                    "matches_record": agrees(record, rebuilt),
+                    **check_rebuilt(record, rebuilt, self.ctx.hash_name),
                 },
                 call.request_id,
             ),

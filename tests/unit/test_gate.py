@@ -80,7 +80,7 @@ class Consent:
         return RecordView(PATIENT, [PATIENT, MERGED], 42, self.facts, None, None, None, [])
 
 
-def context(facts: Facts | None = None) -> Any:
+def context(facts: Facts | None = None, hash_name: str = "sha256") -> Any:
     async def root(patient_id: UUID, at: int | None = None) -> UUID | None:
         return PATIENT if at is None or at >= 10 else None
 
@@ -95,6 +95,7 @@ def context(facts: Facts | None = None) -> Any:
         policy=AccessPolicy(),
         clock=lambda: NOW,
         telemetry=Telemetry(),
+        hash_name=hash_name,  # the audit log's: sha256 (intl) or sm3 (gm)
     )
 
 
@@ -196,8 +197,11 @@ async def test_a_purpose_the_route_does_not_accept_is_refused_and_recorded_as_se
     assert last(ctx)["purpose"] == purpose
 
 
-async def test_the_handler_gets_the_call_and_its_answer_is_recorded_before_it_is_sent() -> None:
-    ctx = context()
+@pytest.mark.parametrize("hash_name", ["sha256", "sm3"])
+async def test_the_handler_gets_the_call_and_its_answer_is_recorded_before_it_is_sent(
+    hash_name: str,
+) -> None:
+    ctx = context(hash_name=hash_name)
     seen = Seen(
         {
             "decision": Decision(True, [Reason("thing.ok", "fine")], legal_basis="x"),
@@ -212,9 +216,13 @@ async def test_the_handler_gets_the_call_and_its_answer_is_recorded_before_it_is
     record = last(ctx)
     assert record["decision"] == "permit" and record["legal_basis"] == "x"
     assert record["purpose"] == "TREAT" and record["note"] == "n"
-    # More than LISTED resources: counted, typed and digested by audit/disclosure.py.
+    # More than LISTED resources: counted, typed and digested by audit/disclosure.py with the
+    # audit log's hash, in the field that names it.
     assert record["disclosed"] == [] and record["disclosed_count"] == LISTED + 1
-    assert record["disclosed_sha256"] == digest([f"Thing/{i}" for i in range(LISTED + 1)])
+    disclosed = [f"Thing/{i}" for i in range(LISTED + 1)]
+    assert record[f"disclosed_{hash_name}"] == digest(disclosed, hash_name)
+    other = {"sha256": "sm3", "sm3": "sha256"}[hash_name]
+    assert f"disclosed_{other}" not in record  # never a hash it was not made with
 
 
 async def test_a_refusal_a_handler_raises_is_audited_with_the_calls_patient_and_purpose() -> None:
