@@ -46,7 +46,7 @@ async def verify(settings: Settings) -> int:
                 database_url,
             )
             if report.ok:  # the log holds together: now check the ledger against its anchors
-                report.findings += await verify_ledger(pool, ledger)
+                report.findings += await verify_ledger(pool, ledger, settings.profile.hash_name)
         finally:
             ledger.close()
     if report.ok:

@@ -3,10 +3,10 @@ institution (the wire contract: README's receipts), and its record in the audit 
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
+from audit.digests import ENVELOPE, field, hex_digest
 from domain.freshness import clock_warning
 from exchange.ingest.checks import Checked
 
@@ -35,10 +35,12 @@ def receipt_of(item: Checked, now: datetime) -> dict[str, Any]:
     return receipt
 
 
-def audit_record(item: Checked) -> dict[str, Any]:
+def audit_record(item: Checked, hash_name: str) -> dict[str, Any]:
     """The audit log's record of a submission answered: who sent it, the decision and why,
-    and for one accepted the hash of the envelope the ledger keeps (the clinical record is
-    anchored in the Merkle log)."""
+    and for one accepted the digest of the envelope the ledger keeps, made with the audit
+    log's hash ``hash_name`` and named by it (``envelope_sha256`` under the intl crypto
+    profile, ``envelope_sm3`` under gm): the clinical record is anchored in the Merkle log,
+    and ``hie audit verify`` checks the ledger against these anchors."""
     accepted = item.pending is not None and item.position is not None
     return {
         "action": "submission",
@@ -48,7 +50,7 @@ def audit_record(item: Checked) -> dict[str, Any]:
         "position": item.position,
         "repeat": item.repeat,
         "items": len(item.pending.valid.items) if item.pending else None,
-        "envelope_sha256": hashlib.sha256(item.pending.envelope_text.encode()).hexdigest()
+        field(ENVELOPE, hash_name): hex_digest(item.pending.envelope_text.encode(), hash_name)
         if accepted and item.pending
         else None,
         "reasons": [{"code": p.code, "message": p.message} for p in item.problems],

@@ -1,13 +1,12 @@
 """The gateway: submissions off JetStream, checked, appended to the ledger, acknowledged.
 
 For each fetched batch: check every message (sender, signature, envelope, items, time; see
-``exchange.ingest.checks``); look up
-which are already in the ledger (a repeat gets its original receipt); append the new ones in
-commits of at most ``batch_max_bytes``; keep the final refusals; publish receipts (and dead
-letters for rejected ones) while keeping, for submissions a clinic's edge node relayed, each
-institution's latest edge clock measurement (one statement per batch); only then ack. A crash
-anywhere before the ack means redelivery, and the ledger's uniqueness makes the redelivery
-append nothing twice.
+``exchange.ingest.checks``); look up which are already in the ledger (a repeat gets its
+original receipt); append the new ones in commits of at most ``batch_max_bytes``; keep the
+final refusals; publish receipts (and dead letters for rejected ones) while keeping, for
+submissions a clinic's edge node relayed, each institution's latest edge clock measurement
+(one statement per batch); only then ack. A crash anywhere before the ack means redelivery,
+and the ledger's uniqueness makes the redelivery append nothing twice.
 """
 
 from __future__ import annotations
@@ -291,7 +290,8 @@ class Gateway:
             )
         ]
         if self.audit is not None:  # first: if the audit cannot record it, nothing is said
-            await self.audit.append(audit_record(item), datetime.now(UTC))
+            record = audit_record(item, self.ledger.profile.hash_name)  # the audit log's hash
+            await self.audit.append(record, datetime.now(UTC))
         await self._answer(item)
         await msg.ack_sync()
 
@@ -339,8 +339,8 @@ class Gateway:
         if clocks := edge_clock_rows(checked, received_at):
             answers.append(self._sync(self.ledger.record_edge_clocks, clocks))
         if self.audit is not None:  # every submission, accepted or rejected, in the audit
-            now = datetime.now(UTC)
-            answers += [self.audit.append(audit_record(c), now) for c in checked]
+            now, hash_name = datetime.now(UTC), self.ledger.profile.hash_name  # the log's
+            answers += [self.audit.append(audit_record(c, hash_name), now) for c in checked]
         await asyncio.gather(*answers)
         for item in checked:
             await item.msg.ack()

@@ -119,7 +119,9 @@ class Ledger(Application[UUID]):
             warnings.simplefilter("ignore", DeprecationWarning)
             super().__init__(env=env)
         self._pseudonym_key = pseudonym_key
-        self._profile = by_name(crypto_profile)  # the kind of key an institution may have
+        # The consortium's crypto profile: the kind of key an institution may have, and the
+        # hash the gateway's audit records anchor submissions with.
+        self.profile = by_name(crypto_profile)
         if notify_channel is not None:
             self.ledger_recorder.notify_on(notify_channel)
         self.identities = LedgerIdentities(
@@ -154,7 +156,7 @@ class Ledger(Application[UUID]):
         ``cryptoprofile.KeyProfileError`` (``key.profile``, ``key.malformed``): the gateway
         reads the form a signature must have from the kind of the registered key, so the
         ledger holds no other kind."""
-        self._profile.load_public_key(public_key, "the institution's public key")
+        self.profile.load_public_key(public_key, "the institution's public key")
         return public_key
 
     def register_institution(self, code: str, name: str, level: str, public_key: str) -> bool:

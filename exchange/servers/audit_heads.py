@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from audit.checkpoint import (
     sign_note,
     verify_note,
 )
+from audit.digests import ENVELOPE, FOREIGN, Digest, hex_digest, recorded
 from audit.merkle import Hasher, HashError, hasher_named
 from audit.postgres import AuditStore
 from audit.verify import Finding, Report
@@ -177,26 +177,50 @@ async def verify_log(
     return report
 
 
-async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Finding]:
+async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader, hash_name: str) -> list[Finding]:
     """Every accepted submission in the ledger is anchored in the audit log with the same
-    content hash, and every anchored one is still in the ledger: none altered, none removed."""
-    anchored: dict[int, str] = {}
+    content digest, and every anchored one is still in the ledger: none altered, none removed.
+
+    ``hash_name`` is the log's hash (``audit_tree.hash``, the consortium's crypto profile's,
+    which ``verify_log`` has checked it is): an anchor is ``envelope_sha256`` under intl and
+    ``envelope_sm3`` under gm (``audit.digests``). Each anchor is checked with the hash its
+    field names; one that names another hash than the log's is a finding besides
+    (``audit.digest_hash``)."""
+    findings: list[Finding] = []
+    anchored: dict[int, Digest] = {}
     # A submission whose first answer was lost (the database connection dropped while its
     # commit was being confirmed, as in a failover) is answered again as a repeat: that
     # answer anchors it, if it names the content the ledger holds.
-    repeats: dict[int, set[str]] = {}
+    repeats: dict[int, list[Digest]] = {}
     for row in await pool.fetch(
         "SELECT record_text::jsonb AS r FROM audit_log WHERE action = 'submission' "
         "AND decision = 'accepted'"
     ):
         record = json.loads(row["r"])
-        if not record.get("envelope_sha256"):
+        anchor = recorded(record, ENVELOPE, hash_name)
+        if anchor is None:
             continue
+        position = int(record["position"])
+        if anchor.foreign:
+            findings.append(
+                Finding(
+                    FOREIGN,
+                    anchor.foreign_message(f"the anchor of ledger position {position}"),
+                    None,
+                )
+            )
         if record.get("repeat"):
-            repeats.setdefault(int(record["position"]), set()).add(record["envelope_sha256"])
+            repeats.setdefault(position, []).append(anchor)
         else:
-            anchored[int(record["position"])] = record["envelope_sha256"]
+            anchored[position] = anchor
+    # Each held submission's digest with the log's hash, and with another hash where an
+    # anchor of it names one (only then: a log's anchors are of its own hash).
+    others: dict[int, set[str]] = {}
+    for pos, anchor in [*anchored.items(), *((p, d) for p, ds in repeats.items() for d in ds)]:
+        if anchor.foreign:
+            others.setdefault(pos, set()).add(anchor.hash_name)
     held: dict[int, str] = {}
+    held_other: dict[tuple[int, str], str] = {}
     position = 0
     while True:
         events = await asyncio.to_thread(ledger.read, position, 1000)
@@ -204,12 +228,21 @@ async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Findin
             break
         for pos, event in events:
             if isinstance(event, Submission.Accepted):
-                held[pos] = hashlib.sha256(event.envelope.encode()).hexdigest()
+                text = event.envelope.encode()
+                held[pos] = hex_digest(text, hash_name)
+                for name in others.get(pos, ()):
+                    held_other[pos, name] = hex_digest(text, name)
         position = events[-1][0]
-    for pos, hashes in repeats.items():
-        if pos not in anchored and held.get(pos) in hashes:
-            anchored[pos] = held[pos]
-    findings = []
+
+    def holds(pos: int, anchor: Digest) -> bool:
+        """Whether the ledger holds at ``pos`` the content ``anchor`` names, by its hash."""
+        if anchor.foreign:
+            return held_other.get((pos, anchor.hash_name)) == anchor.value
+        return held.get(pos) == anchor.value
+
+    for pos, candidates in repeats.items():
+        if pos not in anchored and (found := [d for d in candidates if holds(pos, d)]):
+            anchored[pos] = found[0]
     for pos in sorted(set(anchored) | set(held)):
         if pos not in held:
             findings.append(
@@ -227,7 +260,7 @@ async def verify_ledger(pool: asyncpg.Pool, ledger: LedgerReader) -> list[Findin
                     None,
                 )
             )
-        elif anchored[pos] != held[pos]:
+        elif not holds(pos, anchored[pos]):
             findings.append(
                 Finding(
                     "ledger.event_changed",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from tests.integration.conftest import PROFILES, Running
 pytestmark = pytest.mark.parametrize("crypto_profile", PROFILES)
 T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)
 SPLIT = {"workers": 3, "chunk": 16}  # worker processes even for a log of 260 records
+OTHER_HASH = {"sha256": "sm3", "sm3": "sha256"}  # the other profile's hash
 
 
 def verify_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
@@ -156,8 +159,43 @@ async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -
     ]
     a, b, c = (r["positions"][0] for r in receipts)
     settings = exchange.rt.settings
+    # Each anchor is the envelope's digest with the log's hash, in the field naming it:
+    # envelope_sha256 under intl, envelope_sm3 under gm, never the other.
+    hash_name, other = settings.profile.hash_name, OTHER_HASH[settings.profile.hash_name]
+    envelopes = {
+        pos: event.envelope
+        for pos, event in await exchange.rt.sync(exchange.rt.ledger.read, 0, 1000)
+        if pos in (a, b, c)
+    }
+    rows = await exchange.rt.pool.fetch(
+        "SELECT record_text FROM audit_log WHERE action = 'submission'"
+    )
+    anchors = [json.loads(r["record_text"]) for r in rows]
+    assert {r["position"]: r[f"envelope_{hash_name}"] for r in anchors} == {
+        pos: hashlib.new(hash_name, envelope.encode()).hexdigest()
+        for pos, envelope in envelopes.items()
+    }
+    assert not any(f"envelope_{other}" in r for r in anchors)
     intact = await asyncio.to_thread(verify_cli, settings)
     assert intact.returncode == 0, intact.stdout + intact.stderr
+
+    # An anchor in the other profile's field (appended as the log appends, so the log holds
+    # together): checked with the hash it names, and reported.
+    await exchange.rt.audit_writer.append(
+        {
+            "action": "submission",
+            "decision": "accepted",
+            "institution": "thc-x",
+            "position": a,
+            "repeat": False,
+            f"envelope_{other}": hashlib.new(other, envelopes[a].encode()).hexdigest(),
+        },
+        datetime.now(UTC),
+    )
+    foreign = await asyncio.to_thread(verify_cli, settings)
+    assert foreign.returncode == 1
+    assert f"ledger position {a} carries envelope_{other}" in foreign.stdout
+    assert "[audit.digest_hash]" in foreign.stdout and "ledger.event_changed" not in foreign.stdout
 
     async with exchange.owner() as conn:
         await conn.execute("SET session_replication_role = replica")
