@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 from pathlib import Path
 
 import click
 
+from audit.digests import field, hex_digest
 from cryptoprofile import KeyProfileError, Profile, load_public_key_pem, public_key_b64
 from domain.institution import CARE_LEVELS
 from exchange.cli.common import run, usage
@@ -75,8 +75,17 @@ def key_problem(command: str, exc: Exception) -> int:
     return usage(f"{command}: --public-key: {exc} [{code}]")
 
 
-def fingerprint(b64: str) -> str:
-    return hashlib.sha256(base64.b64decode(b64)).hexdigest()
+def fingerprint(b64: str, hash_name: str) -> str:
+    """A registered key's fingerprint: the digest of its raw bytes with the consortium's hash
+    (the audit log's: sha256 under intl, sm3 under gm), in hex."""
+    return hex_digest(base64.b64decode(b64), hash_name)
+
+
+def fingerprints(hash_name: str, **keys: str) -> dict[str, str]:
+    """The audit record's fields of these keys' fingerprints, each named by its hash (the
+    keyword its stem): ``key=`` gives ``key_sha256`` under intl and ``key_sm3`` under gm,
+    ``old_key=`` ``old_key_sha256`` or ``old_key_sm3`` (``audit.digests``)."""
+    return {field(stem, hash_name): fingerprint(b64, hash_name) for stem, b64 in keys.items()}
 
 
 LEVELS = list(CARE_LEVELS)
@@ -140,14 +149,15 @@ async def add(
                 "`hie institution rotate-key`; new NATS credentials: remove, then add)"
             )
         record = {"action": "institution.add", "institution": code, "level": level}
+        hash_name = settings.profile.hash_name
         if not await audit_first(
-            settings, record | {"key_sha256": fingerprint(key)}, "hie institution add"
+            settings, record | fingerprints(hash_name, key=key), "hie institution add"
         ):
             return 1
         await asyncio.to_thread(ledger.register_institution, code, name, level, key)
     finally:
         ledger.close()
-    click.echo(f"{code}: registered, signing key {fingerprint(key)[:16]}…")
+    click.echo(f"{code}: registered, signing key {fingerprint(key, hash_name)[:16]}…")
     if not has_authority(settings.data_dir):
         click.echo("this exchange's NATS has no accounts (embedded): no credentials to write")
         return 0
@@ -211,11 +221,11 @@ async def rotate_key(settings: Settings, code: str, path: Path, reason: str | No
             return usage(f"hie institution rotate-key: no institution is registered as {code}")
         if existing.public_key == new_key:
             return usage("hie institution rotate-key: that is already the institution's key")
+        hash_name = settings.profile.hash_name
         record = {
             "action": "institution.rotate_key",
             "institution": code,
-            "old_key_sha256": fingerprint(existing.public_key),
-            "new_key_sha256": fingerprint(new_key),
+            **fingerprints(hash_name, old_key=existing.public_key, new_key=new_key),
             "reason": reason,
         }
         if not await audit_first(
@@ -226,7 +236,7 @@ async def rotate_key(settings: Settings, code: str, path: Path, reason: str | No
     finally:
         ledger.close()
     click.echo(
-        f"{code}: new key {fingerprint(new_key)[:16]}… in force from ledger position {position}; "
-        "running gateways refuse the old one from now on"
+        f"{code}: new key {fingerprint(new_key, hash_name)[:16]}… in force from ledger position "
+        f"{position}; running gateways refuse the old one from now on"
     )
     return 0

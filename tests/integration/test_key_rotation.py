@@ -6,6 +6,8 @@ rotated between the gateway's check and the append."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -24,6 +26,11 @@ from tests.factories import record_items, resident
 from tests.integration.conftest import PROFILES, Running
 from tests.integration.test_replays import send
 from tests.integration.test_walking_skeleton import submit
+
+
+def fingerprint_of(key: object, hash_name: str) -> str:
+    """The registered public key's raw bytes, hashed: the audit record's fingerprint."""
+    return hashlib.new(hash_name, base64.b64decode(public_key_b64(key))).hexdigest()
 
 
 def pem_file(tmp_path: Path, key: object, name: str = "new") -> Path:
@@ -95,7 +102,12 @@ async def test_a_rotated_key_is_refused_at_once_and_the_new_one_works(
     [record] = [json.loads(r["record_text"]) for r in rows]
     assert record["institution"] == "thc-rot" and record["operator"]
     assert record["reason"] == "the old key may have leaked"
-    assert record["old_key_sha256"] != record["new_key_sha256"]
+    # Fingerprinted with the audit log's hash, in fields naming it (key_sha256 under intl,
+    # key_sm3 under gm).
+    hash_name = settings.profile.hash_name
+    assert record[f"old_key_{hash_name}"] == fingerprint_of(old, hash_name)
+    assert record[f"new_key_{hash_name}"] == fingerprint_of(new, hash_name)
+    assert not [f for f in record if f.endswith("_sha256" if hash_name == "sm3" else "_sm3")]
 
 
 @pytest.mark.parametrize("crypto_profile", PROFILES)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +115,15 @@ async def test_institution_add_takes_only_a_key_of_the_profile(
     assert added.exit_code == 0, added.output
     institution = await exchange.rt.sync(exchange.rt.ledger.institution, "thc-own")
     assert institution.public_key == public_key_b64(own)
+    # Audited first, its fingerprint made with the audit log's hash and named by it.
+    [text] = await exchange.rt.pool.fetch(
+        "SELECT record_text FROM audit_log WHERE action = 'institution.add' "
+        "AND record_text::jsonb->>'institution' = 'thc-own'"
+    )
+    record, hash_name = json.loads(text["record_text"]), settings.profile.hash_name
+    raw = base64.b64decode(public_key_b64(own))
+    assert record[f"key_{hash_name}"] == hashlib.new(hash_name, raw).hexdigest()
+    assert f"key_{OTHER[crypto_profile].hash_name}" not in record
     assert await exchange.rt.sync(exchange.rt.ledger.institution, "thc-other-pem") is None
     exchange.keys["thc-own"] = own
     receipt = await send(exchange, "thc-own", signed("thc-own", own, 66))
