@@ -81,7 +81,7 @@ async def audit_first(settings: Settings, record: dict[str, Any], command: str) 
     async with database(settings, connections=1) as pool:
         try:
             await migrate_stored_tables(pool)
-            await AuditStore(pool).append(record, datetime.now(UTC))
+            await AuditStore(pool, settings.profile).append(record, datetime.now(UTC))
         except AuditWriteError:
             click.echo(
                 f"{command}: the audit log could not record it, so nothing was changed; try again",

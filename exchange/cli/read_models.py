@@ -32,7 +32,7 @@ async def rebuild(settings: Settings) -> int:
     from projections.postgres import PatientRecordProjection
 
     async with database(settings) as pool:
-        await AuditStore(pool).append(
+        await AuditStore(pool, settings.profile).append(
             {
                 "action": "admin.projections.rebuild",
                 "role": "admin",

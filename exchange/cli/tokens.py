@@ -143,7 +143,7 @@ async def revoke(settings: Settings, args: TokenOptions) -> int:
     }
     async with database(settings) as pool:
         try:
-            revocations, store = Revocations(pool), AuditStore(pool)
+            revocations, store = Revocations(pool), AuditStore(pool, settings.profile)
             await migrate_stored_tables(pool)
             async with pool.acquire() as conn, conn.transaction():
                 if args.token_id is not None:
@@ -196,7 +196,7 @@ async def _audit_admin(settings: Settings, record: dict[str, Any]) -> bool:
 
     async with database(settings, connections=1) as pool:
         try:
-            store = AuditStore(pool)
+            store = AuditStore(pool, settings.profile)
             await migrate_stored_tables(pool)
             await store.append(
                 record | {"decision": "permit", "reasons": [], "operator": operator()},
