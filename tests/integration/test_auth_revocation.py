@@ -37,6 +37,8 @@ from exchange.database import migrate_stored_tables
 from exchange.settings import Settings
 
 T = datetime.now(UTC).replace(microsecond=0)  # the moment of the revocations in these stories
+# The hospital's own sign-in key: Ed25519 under either crypto profile, since a hospital's
+# login keys are its own choice (exchange/auth/hospital_login.py), not the consortium's profile.
 HOSPITAL_KEY = Ed25519PrivateKey.generate()
 RESIDENT = "11010519491231002X"  # a synthetic, valid resident ID
 
