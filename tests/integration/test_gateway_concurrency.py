@@ -6,6 +6,7 @@ holds each submission once — never a refusal of what the other stored."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from datetime import UTC, datetime
@@ -99,11 +100,13 @@ async def test_the_same_batch_at_two_gateways_is_stored_once_and_accepted_by_bot
         # Two gateways as two processes have them: a ledger (and identity cache) each.
         ledgers = [
             await rt.sync(
-                Ledger,
-                settings.database_url,
-                settings.secrets.ledger_cipher_key,
-                settings.secrets.pseudonym_key,
-                crypto_profile=settings.crypto_profile,
+                functools.partial(
+                    Ledger,
+                    settings.database_url,
+                    settings.secrets.ledger_cipher_key,
+                    settings.secrets.pseudonym_key,
+                    crypto_profile=settings.crypto_profile,
+                )
             )
             for _ in range(2)
         ]
