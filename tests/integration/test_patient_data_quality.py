@@ -150,7 +150,7 @@ async def test_an_invented_division_the_ledger_took_before_the_rule_still_replay
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key()
+        key = new_private_key(rt.settings.profile)
         await rt.sync(
             rt.ledger.register_institution,
             "thc-old",

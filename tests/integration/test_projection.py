@@ -42,7 +42,7 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key()
+        key = new_private_key(rt.settings.profile)
         await rt.sync(
             rt.ledger.register_institution,
             "thc-p",
@@ -110,7 +110,7 @@ async def test_runners_wake_on_the_ledgers_commit_and_race_without_doubling(
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key()
+        key = new_private_key(rt.settings.profile)
         await rt.sync(
             rt.ledger.register_institution,
             "thc-p",
@@ -154,7 +154,7 @@ async def test_a_batch_holds_about_the_items_asked_for_whatever_the_envelopes_ho
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key()
+        key = new_private_key(rt.settings.profile)
         await rt.sync(
             rt.ledger.register_institution,
             "thc-p",

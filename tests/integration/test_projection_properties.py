@@ -51,7 +51,7 @@ class Story:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.code = f"p{next(self.counter)}"
-        self.key = new_private_key()
+        self.key = new_private_key(rt.settings.profile)
         self.sent: list[Pending] = []
         self.records: list[str] = []  # entry records sent, for amend / retract to aim at
         self.merges: list[tuple[int, int]] = []

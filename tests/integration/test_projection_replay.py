@@ -36,7 +36,7 @@ async def fill(rt: Runtime) -> None:
     """Visits of 24 residents, then versions that continue records of earlier ranges: an
     amendment, a version naming a record, a plain entry whose source id was named, a
     retraction."""
-    key = new_private_key()
+    key = new_private_key(rt.settings.profile)
     await rt.sync(
         rt.ledger.register_institution,
         INSTITUTION,

@@ -48,7 +48,7 @@ async def test_an_envelope_of_the_previous_shape_projects_after_the_model_change
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key()
+        key = new_private_key(rt.settings.profile)
         await rt.sync(
             rt.ledger.register_institution,
             "thc-u",
@@ -124,7 +124,7 @@ async def test_a_ledger_event_class_bumped_with_class_version_reads_old_events_u
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key()
+        key = new_private_key(rt.settings.profile)
         await rt.sync(
             rt.ledger.register_institution,
             "thc-v",
