@@ -41,7 +41,7 @@ async def test_an_append_waits_while_an_analyze_of_the_events_table_holds_its_lo
         analyze = conn.transaction()
         await analyze.start()
         await conn.execute("ANALYZE ledger_events")
-        key = public_key_b64(new_private_key())
+        key = public_key_b64(new_private_key(settings.profile))
         append = asyncio.create_task(
             asyncio.to_thread(
                 ledger.register_institution, "thc-n", "测试卫生院", "township_health_centre", key

@@ -32,7 +32,7 @@ async def heard(settings: Settings, commit: Callable[[], object]) -> list[str]:
 async def test_the_runtime_ledger_wakes_the_projections_at_each_commit(settings: Settings) -> None:
     endpoints = Endpoints(settings.database_url or "", settings.nats_url or "")
     async with open_runtime(settings, endpoints) as rt:
-        key = public_key_b64(new_private_key())
+        key = public_key_b64(new_private_key(settings.profile))
         # Registering an institution is a commit: the projections' channel hears of it.
         assert await heard(
             settings,
@@ -45,7 +45,7 @@ async def test_the_runtime_ledger_wakes_the_projections_at_each_commit(settings:
 async def test_a_ledger_without_a_channel_notifies_nobody(settings: Settings) -> None:
     ledger = await open_ledger(settings)
     try:
-        key = public_key_b64(new_private_key())
+        key = public_key_b64(new_private_key(settings.profile))
         assert (
             await heard(
                 settings,
