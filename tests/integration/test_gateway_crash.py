@@ -33,6 +33,7 @@ def gateway_process(settings: Settings) -> subprocess.Popen[bytes]:
         **os.environ,
         "HIE_DATA_DIR": str(settings.data_dir),
         "HIE_CONSORTIUM": settings.consortium,
+        "HIE_CRYPTO_PROFILE": settings.crypto_profile,
         "HIE_DATABASE_URL": settings.database_url or "",
         "HIE_NATS_URL": settings.nats_url or "",
         "HIE_LEDGER_CIPHER_KEY": settings.secrets.ledger_cipher_key,
@@ -84,7 +85,7 @@ async def test_gateway_killed_mid_stream_loses_and_doubles_nothing(settings: Set
     assert settings.database_url
     endpoints = Endpoints(settings.database_url, settings.nats_url or "")
     async with open_runtime(settings, endpoints) as rt:
-        key = new_private_key()
+        key = new_private_key(rt.settings.profile)
         await rt.sync(
             rt.ledger.register_institution,
             "thc-k",

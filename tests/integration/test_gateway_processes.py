@@ -65,6 +65,7 @@ async def test_gateway_processes_are_supervised_and_carry_the_submissions(
         "HIE_DATABASE_URL": settings.database_url,
         "HIE_NATS_URL": settings.nats_url,
         "HIE_CONSORTIUM": settings.consortium,
+        "HIE_CRYPTO_PROFILE": settings.crypto_profile,
         "HIE_HTTP_PORT": "0",
         "HIE_GATEWAY_PROCESSES": "2",
         "PYTHONUNBUFFERED": "1",
@@ -95,8 +96,8 @@ async def test_gateway_processes_are_supervised_and_carry_the_submissions(
 
         # An institution submits through NATS: every submission is accepted, by the gateways
         # (the `hie up` process runs none of its own).
-        key = new_private_key()
         own = load_settings(env)
+        key = new_private_key(own.profile)
         ledger = await asyncio.to_thread(
             Ledger,
             settings.database_url,

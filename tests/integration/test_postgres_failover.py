@@ -164,7 +164,7 @@ async def settled(url: str, within: float = 30) -> None:
 
 
 async def test_the_exchange_survives_the_primarys_loss(
-    pair: ReplicatedPostgres, servers: tuple[str, str], tmp_path: Path
+    pair: ReplicatedPostgres, servers: tuple[str, str], tmp_path: Path, crypto_profile: str
 ) -> None:
     consortium = f"t{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIE_")}
@@ -173,6 +173,7 @@ async def test_the_exchange_survives_the_primarys_loss(
         "HIE_DATABASE_URL": pair.url,
         "HIE_NATS_URL": servers[1],
         "HIE_CONSORTIUM": consortium,
+        "HIE_CRYPTO_PROFILE": crypto_profile,
         "HIE_HTTP_PORT": "0",
         "HIE_GATEWAY_PROCESSES": "1",
         "PYTHONUNBUFFERED": "1",
@@ -202,7 +203,7 @@ async def test_the_exchange_survives_the_primarys_loss(
             own.secrets.pseudonym_key,
             crypto_profile=own.crypto_profile,
         )
-        keys = {code: new_private_key() for code in INSTITUTIONS}
+        keys = {code: new_private_key(own.profile) for code in INSTITUTIONS}
         for code, key in keys.items():
             await asyncio.to_thread(
                 ledger.register_institution,
