@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from cryptography.hazmat.primitives import serialization
 from nats.errors import Error as NatsError
 
-from adapters.envelope import build_envelope, new_private_key
+from adapters.envelope import build_envelope, new_private_key, private_key_pem
 from adapters.nats import NotificationClient, SubmitClient
+from cryptoprofile import public_key_pem
 from exchange.cli.institutions import add, remove
 from exchange.demo.data import demo_bundles, demo_residents
 from exchange.servers.nats import stream_name
@@ -43,13 +43,9 @@ STREAMS = ("SUBMIT", "RECEIPTS", "AUDIT", "DEADLETTER", "NOTIFY")
 
 async def add_member(settings: Settings, code: str) -> tuple[object, Path]:
     """`hie institution add` for ``code``: its signing key and its credentials file."""
-    key = new_private_key()
+    key = new_private_key(settings.profile)
     pem = settings.data_dir / f"{code}.pub.pem"
-    pem.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    pem.write_bytes(public_key_pem(key))
     creds = settings.data_dir / f"{code}.creds"
     assert await add(settings, code, "测试卫生院", "township_health_centre", pem, creds) == 0
     return key, creds
@@ -206,13 +202,7 @@ async def test_a_member_submits_with_hie_submit_creds_and_reads_over_https(
     async with on_cluster(cluster, tls) as on, running(on) as ex:
         key, creds = await add_member(on, "thc-cli")
         key_pem = on.data_dir / "thc-cli.pem"
-        key_pem.write_bytes(
-            key.private_bytes(  # type: ignore[attr-defined]
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        key_pem.write_bytes(private_key_pem(key))
         bundle = on.data_dir / "visit.json"
         bundle.write_text(
             json.dumps(demo_bundles("thc-cli", demo_residents(1))[0], ensure_ascii=False)

@@ -65,7 +65,7 @@ async def test_metrics_count_what_happened_by_bounded_labels_and_only_for_an_adm
     # ... and one with an item of a kind nobody knows (refused), and someone unregistered
     # signs a submission with a key of its own (refused, unauthenticated).
     await refused(exchange, "thc-east", [{"source_id": "x-1", "kind": "bogus", "payload": {}}])
-    exchange.keys["intruder"] = new_private_key()
+    exchange.keys["intruder"] = new_private_key(exchange.rt.settings.profile)
     stranger = await submit(exchange, "intruder", [observation_item(other, "i-1")])
     assert stranger["problems"][0]["code"] == "institution.unknown"
     await exchange.settle()
