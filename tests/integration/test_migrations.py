@@ -291,6 +291,8 @@ async def fill_previous(pool: asyncpg.Pool, signer: HeadSigner) -> None:
 async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
     pool: asyncpg.Pool,
 ) -> None:
+    # Pinned to intl whatever profile the tests run under: the previous code knew only SHA-256
+    # and Ed25519, so a database it made is an intl exchange's.
     signer = HeadSigner("t", secrets.token_bytes(32), INTL)
     # The previous code made its tables and used them. (This code's verifier reads the hash the
     # log records, which audit step 7 adds: it runs once the migrations have.)
