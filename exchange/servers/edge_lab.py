@@ -79,6 +79,7 @@ class EdgeLab:
     clinics: list[str]
     consortium: str = "lab"
     gateways: int = 2
+    crypto_profile: str | None = None  # the hub's (intl or gm); unset: as LocalTopology's
     hub: LocalTopology | None = None
     network: Network | None = None
     members: dict[str, Clinic] = field(default_factory=dict)
@@ -96,6 +97,7 @@ class EdgeLab:
                 consortium=self.consortium,
                 gateways=self.gateways,
                 leaf_host=self.network.gateway,
+                crypto_profile=self.crypto_profile or os.environ.get("HIE_CRYPTO_PROFILE"),
             )
             self.hub.start_servers()
             self.hub.start_exchange("up", timeout=300)

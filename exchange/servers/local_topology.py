@@ -45,6 +45,11 @@ class LocalTopology:
     # Where the NATS nodes' leaf ports listen, if not on loopback: the bridge of the village
     # clinics' network namespaces (exchange/servers/edge_lab.py).
     leaf_host: str | None = None
+    # The consortium's crypto profile (intl or gm) for the exchange set up here; by default
+    # HIE_CRYPTO_PROFILE of this process, since `hie up` below runs without this process's
+    # HIE_ settings (unset: the exchange's default, intl). It is recorded in the exchange's
+    # data directory by its first start, and kept.
+    crypto_profile: str | None = field(default_factory=lambda: os.environ.get("HIE_CRYPTO_PROFILE"))
     nats: NatsCluster | None = None
     postgres: Any = None
     exchange: subprocess.Popen[bytes] | None = None
@@ -93,6 +98,8 @@ class LocalTopology:
             "HIE_HTTP_PORT": "0",
             "HIE_GATEWAY_PROCESSES": str(self.gateways),
         }
+        if self.crypto_profile:
+            self.env["HIE_CRYPTO_PROFILE"] = self.crypto_profile
         write_private(
             self.root / "env",
             "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items()),
