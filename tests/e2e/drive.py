@@ -16,8 +16,15 @@ import psutil
 
 
 def clean_env(data_dir: Path) -> dict[str, str]:
+    """The environment a user's `hie` runs in: none of this process's HIE_ settings, only the
+    data directory, any free HTTP port and, when the tests run under a crypto profile
+    (``HIE_TEST_CRYPTO_PROFILE``, as the integration tests do), that profile, which an exchange
+    set up in ``data_dir`` records and keeps."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIE_")}
-    return {**env, "HIE_DATA_DIR": str(data_dir), "HIE_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    env |= {"HIE_DATA_DIR": str(data_dir), "HIE_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
+    if profile := os.environ.get("HIE_TEST_CRYPTO_PROFILE"):
+        env["HIE_CRYPTO_PROFILE"] = profile
+    return env
 
 
 def hie(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +41,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeLab]:
     """The hub and both clinics, for the module. Needs root, as CI has; a run without it
     fails here rather than pass unseen."""
     assert netns.available(), "the edge outage tests need root and iproute2 (namespaces)"
-    county = EdgeLab(tmp_path_factory.mktemp("edge-lab"), [EAST, WEST], consortium="lab")
+    # Under the tests' crypto profile (HIE_TEST_CRYPTO_PROFILE, else the exchange's default).
+    profile = os.environ.get("HIE_TEST_CRYPTO_PROFILE")
+    root = tmp_path_factory.mktemp("edge-lab")
+    county = EdgeLab(root, [EAST, WEST], consortium="lab", crypto_profile=profile)
     try:
         county.start()
         yield county

@@ -21,17 +21,20 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from adapters.envelope import new_private_key, private_key_pem
+from cryptoprofile import by_name, public_key_pem
 from exchange.demo.data import demo_bundles, demo_residents
 from exchange.servers.local_topology import LocalTopology
 from exchange.servers.nats import connect, stream_name
+from exchange.settings import PROFILE_FILE
 
 
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[LocalTopology]:
-    local = LocalTopology(tmp_path / "local", consortium="lt", gateways=2)
+    # Under the tests' crypto profile (HIE_TEST_CRYPTO_PROFILE, else the exchange's default).
+    profile = os.environ.get("HIE_TEST_CRYPTO_PROFILE")
+    local = LocalTopology(tmp_path / "local", consortium="lt", gateways=2, crypto_profile=profile)
     try:
         local.start_servers()
         yield local
@@ -93,12 +96,11 @@ def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_
     assert url.startswith("https://")
     assert httpx.get(f"{url}/readyz", verify=ca, timeout=10).status_code == 200
 
-    key = new_private_key()
-    (tmp_path / "m.pub.pem").write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    # The member's key, of the profile the exchange recorded when it was first set up.
+    profile = by_name((topology.data_dir / PROFILE_FILE).read_text().strip())
+    assert profile.name == (os.environ.get("HIE_TEST_CRYPTO_PROFILE") or "intl")
+    key = new_private_key(profile)
+    (tmp_path / "m.pub.pem").write_bytes(public_key_pem(key))
     (tmp_path / "m.pem").write_bytes(private_key_pem(key))
     hie(
         topology,
