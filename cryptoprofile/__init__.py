@@ -1,5 +1,5 @@
-"""The consortium's cryptographic profile: every hash, signature and cipher of the exchange
-behind one small interface.
+"""The consortium's cryptographic profile: the signatures, hashes and ciphers that protect the
+exchange's data, chosen behind one small interface.
 
 Two profiles, one fixed for a consortium's lifetime when its exchange is first set up:
 
@@ -14,6 +14,10 @@ profile   signatures (submissions,    hash (audit  encryption at rest (ledger, r
 
 Keys say what they are (a 32-byte Ed25519 key, a 65-byte SM2 point), so a key of the other
 profile is refused by name (``key.profile``) wherever one is loaded, never silently used.
+
+The ledger's cipher (``exchange/ingest/ledger_cipher.py``) and the read models' field cipher
+(``projections/fields.py``) choose theirs by the profile's name; ``docs/crypto-profile.md`` says
+what stays SHA-256 under both profiles (names, not protection) and why.
 
 This package imports nothing of the exchange's own; the SM2 module (libcrypto through ctypes)
 is loaded only when the ``gm`` profile is used, and runs its known-answer test as it loads.
@@ -131,9 +135,7 @@ def load_private_key_pem(data: bytes) -> Any:
     """An Ed25519 or SM2 private key from PEM (PKCS#8, as ``openssl genpkey`` writes it)."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        key = None
-    except Exception:  # cryptography's UnsupportedAlgorithm: an SM2 key, perhaps
+    except Exception:  # ValueError, TypeError, or UnsupportedAlgorithm (an SM2 key, perhaps)
         key = None
     if isinstance(key, Ed25519PrivateKey):
         return key
