@@ -27,6 +27,7 @@ from exchange.auth import jose
 from exchange.auth.hospital_login import parse_logins, verify_hospital_token
 from exchange.auth.tokens import TokenError, TokenIssuer
 from exchange.errors import ConfigurationError
+from tests.unit.test_auth import claims
 
 NOW = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 SEED = bytes(range(32))
@@ -199,18 +200,8 @@ def sm2_login(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def hospital_claims(**changes: Any) -> dict[str, Any]:
-    base = {
-        "iss": "county",
-        "sub": "doctor-0042",
-        "role": "physician",
-        "aud": AUDIENCE,
-        "iat": int(NOW.timestamp()) - 600,
-        "exp": int(NOW.timestamp()) + 3600,
-        "jti": "9f1c2e",
-        "amr": ["pwd", "otp"],
-    }
-    base.update(changes)
-    return base
+    """The hospital login's claims the Ed25519 and P-256 tests use (tests/unit/test_auth.py)."""
+    return claims(**changes)
 
 
 def openssl_signed(
