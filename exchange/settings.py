@@ -325,7 +325,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         data_dir=data_dir,
         consortium=given.consortium,
-        crypto_profile=fixed_profile(data_dir, given.crypto_profile),
+        crypto_profile=_runnable(fixed_profile(data_dir, given.crypto_profile)),
         database_url=given.database_url,
         nats_url=given.nats_url,
         nats_creds=given.nats_creds,
@@ -381,6 +381,19 @@ def fixed_profile(data_dir: Path, given: str | None) -> str:
         tmp.write_text(chosen + "\n")
         os.replace(tmp, path)
     return chosen
+
+
+def _runnable(profile: str) -> str:
+    """``profile``, once its algorithms have passed their known-answer tests on this platform
+    (the ``gm`` profile needs OpenSSL 3 with SM2 and SM3): else a ``ConfigurationError`` at
+    start-up that says so, never a failure mid-submission."""
+    try:
+        by_name(profile)
+    except RuntimeError as exc:  # SelfTestFailed, SM2Unavailable
+        raise ConfigurationError(
+            f"the {profile} crypto profile cannot run on this platform: {exc}"
+        ) from None
+    return profile
 
 
 def _notice_path(given: Environment, data_dir: Path) -> Path:

@@ -194,3 +194,20 @@ def test_a_new_data_directory_runs_the_intl_profile_unless_told_and_nonsense_is_
     (tmp_path / "a" / "crypto_profile").write_text("rot13\n")
     with pytest.raises(ConfigurationError, match="must say intl or gm"):
         load_settings({"HIE_DATA_DIR": str(tmp_path / "a")})
+
+
+def test_a_platform_that_fails_the_gm_known_answer_tests_is_refused_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptoprofile import selftest
+
+    def no_sm3() -> None:
+        raise selftest.SelfTestFailed("SM3 known-answer test failed: no SM3 here")
+
+    monkeypatch.setattr(selftest, "run", no_sm3)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings({"HIE_DATA_DIR": str(tmp_path), "HIE_CRYPTO_PROFILE": "gm"})
+    assert "gm crypto profile cannot run on this platform" in str(refused.value)
+    assert "SM3 known-answer test failed" in str(refused.value)
+    # The intl profile needs nothing of it.
+    assert load_settings({"HIE_DATA_DIR": str(tmp_path / "b")}).crypto_profile == "intl"
