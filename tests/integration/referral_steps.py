@@ -85,11 +85,15 @@ async def refused(running: Running, institution: str, items: list[dict[str, Any]
     return receipt["problems"][0]  # type: ignore[no-any-return]
 
 
-async def notes(running: Running, institution: str, want: int) -> list[dict[str, Any]]:
+async def notes(
+    running: Running, institution: str, want: int, *, fetches: int = 100
+) -> list[dict[str, Any]]:
+    """The institution's next notifications: until ``want`` came, or ``fetches`` fetches of
+    0.3 s each found no more (few fetches: that nothing more is waiting)."""
     client = NotificationClient(running.rt.nc, running.rt.settings.consortium, institution)
     got: list[dict[str, Any]] = []
     try:
-        for _ in range(100):
+        for _ in range(fetches):
             got += await client.fetch(batch=50, timeout=0.3)
             if len(got) >= want:
                 break
