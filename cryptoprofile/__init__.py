@@ -131,41 +131,53 @@ def _pem_body(data: bytes, label: str) -> bytes | None:
         return None
 
 
-def load_private_key_pem(data: bytes) -> Any:
-    """An Ed25519 or SM2 private key from PEM (PKCS#8, as ``openssl genpkey`` writes it)."""
+def _load_pem(
+    data: bytes,
+    load_ed25519: Callable[[bytes], object],
+    ed25519_type: type,
+    labels: tuple[str, ...],
+    sm2_from_der: Callable[[bytes], Any],
+    refusal: str,
+) -> Any:
+    """An Ed25519 key as ``cryptography`` reads it, else an SM2 key from the DER under one of
+    ``labels``, else ``KeyProfileError`` (``key.malformed``) saying ``refusal``."""
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = load_ed25519(data)
     except Exception:  # ValueError, TypeError, or UnsupportedAlgorithm (an SM2 key, perhaps)
         key = None
-    if isinstance(key, Ed25519PrivateKey):
+    if isinstance(key, ed25519_type):
         return key
-    der = _pem_body(data, "PRIVATE KEY") or _pem_body(data, "EC PRIVATE KEY")
-    if der is not None:
-        try:
-            return _sm2().SM2PrivateKey.from_der(der)
-        except ValueError:
-            pass
-    raise KeyProfileError(
-        "the key file does not hold an Ed25519 or SM2 private key (PEM)", "key.malformed"
+    for label in labels:
+        der = _pem_body(data, label)
+        if der is not None:
+            try:
+                return sm2_from_der(der)
+            except ValueError:
+                break
+    raise KeyProfileError(refusal, "key.malformed")
+
+
+def load_private_key_pem(data: bytes) -> Any:
+    """An Ed25519 or SM2 private key from PEM (PKCS#8, as ``openssl genpkey`` writes it)."""
+    return _load_pem(
+        data,
+        lambda pem: serialization.load_pem_private_key(pem, password=None),
+        Ed25519PrivateKey,
+        ("PRIVATE KEY", "EC PRIVATE KEY"),
+        lambda der: _sm2().SM2PrivateKey.from_der(der),
+        "the key file does not hold an Ed25519 or SM2 private key (PEM)",
     )
 
 
 def load_public_key_pem(data: bytes) -> Any:
     """An Ed25519 or SM2 public key from PEM (SubjectPublicKeyInfo)."""
-    try:
-        key = serialization.load_pem_public_key(data)
-    except Exception:
-        key = None
-    if isinstance(key, Ed25519PublicKey):
-        return key
-    der = _pem_body(data, "PUBLIC KEY")
-    if der is not None:
-        try:
-            return _sm2().SM2PublicKey.from_der(der)
-        except ValueError:
-            pass
-    raise KeyProfileError(
-        "the PEM file does not hold an Ed25519 or SM2 public key", "key.malformed"
+    return _load_pem(
+        data,
+        serialization.load_pem_public_key,
+        Ed25519PublicKey,
+        ("PUBLIC KEY",),
+        lambda der: _sm2().SM2PublicKey.from_der(der),
+        "the PEM file does not hold an Ed25519 or SM2 public key",
     )
 
 
@@ -235,10 +247,6 @@ class Profile:
 
     def hmac(self, key: bytes, data: bytes) -> bytes:
         return _hmac.new(key, data, self.hash_name).digest()
-
-    def hasher(self) -> Any:
-        """A new hashlib object of this profile's hash."""
-        return hashlib.new(self.hash_name)
 
 
 def _sm3(data: bytes) -> bytes:

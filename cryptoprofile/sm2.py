@@ -40,7 +40,6 @@ _PKCS8_PREFIX = (
     bytes.fromhex("3041020100") + _ALGORITHM + bytes.fromhex("0427302502010104") + b"\x20"
 )
 _EVP_PKEY_SM2 = 1172
-_EVP_PKEY_EC = 408
 
 
 class SM2Unavailable(RuntimeError):
@@ -84,7 +83,6 @@ def _bind(lib: ctypes.CDLL) -> None:
         "i2d_PUBKEY": (i, [p, ctypes.POINTER(ctypes.c_char_p)]),
         "i2d_PrivateKey": (i, [p, ctypes.POINTER(ctypes.c_char_p)]),
         "EVP_PKEY_free": (None, [p]),
-        "EVP_PKEY_get_id": (i, [p]),
         "EVP_PKEY_is_a": (i, [p, ctypes.c_char_p]),
         "EVP_PKEY_set_type": (i, [p, i]),
         "EVP_MD_CTX_new": (p, []),
