@@ -4,6 +4,8 @@ database is away is told apart from one that says a submission is wrong."""
 
 from __future__ import annotations
 
+import socket
+
 import asyncpg
 import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError
@@ -11,6 +13,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 from audit.postgres import AuditWriteError
 from exchange.errors import ConfigurationError
 from exchange.ingest.recorder import LedgerFactory, ledger_env
+from exchange.servers.keepalive import set_keepalive
 from exchange.servers.outage import database_away
 from exchange.servers.roles import app_url
 
@@ -81,3 +84,17 @@ def test_the_ledger_gives_up_on_a_silent_server_unless_its_url_says_otherwise() 
     assert options(ledger_env("postgresql://u@db.example/hie", "key")) == KEEPALIVE
     given = ledger_env("postgresql://u@db.example/hie?keepalives_idle=60&keepalives=0", "key")
     assert options(given) == {**KEEPALIVE, "keepalives_idle": "60", "keepalives": "0"}
+
+
+def test_the_pools_sockets_give_up_as_the_ledgers_connections_do() -> None:
+    # The asyncpg pools' sockets get the same probes and user timeout as the ledger's libpq
+    # connections (the integration test waits out a shorter one of its own).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        set_keepalive(sock)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert {
+            "keepalives_idle": str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)),
+            "keepalives_interval": str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)),
+            "keepalives_count": str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)),
+            "tcp_user_timeout": str(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)),
+        } == {k: v for k, v in KEEPALIVE.items() if k != "keepalives"}
