@@ -171,7 +171,9 @@ async def _through_edge(
         sid = receipt.get("submission_id")
         if isinstance(sid, str) and sid in wanted and sid not in answered:
             answered[sid] = receipt
-            news.set()
+        # Any receipt is news: the last of those the edge held ends the catch-up below, wanted
+        # or not (a run with nothing pending waited out CATCH_UP_PATIENCE for want of it).
+        news.set()
 
     async def until(done: Callable[[], bool], seconds: float) -> None:
         deadline = loop.time() + seconds
