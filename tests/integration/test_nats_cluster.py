@@ -39,6 +39,9 @@ from tests.integration.nats_cluster_fixtures import Cluster, cluster, on_cluster
 __all__ = ["cluster"]  # the module's fixture
 
 STREAMS = ("SUBMIT", "RECEIPTS", "AUDIT", "DEADLETTER", "NOTIFY")
+# How long a refused action waits for the answer that never comes: what shows the refusal is
+# the server's permission error naming the subject, so the client's default 5 s proves no more.
+UNANSWERED = 0.5
 
 
 async def add_member(settings: Settings, code: str) -> tuple[object, Path]:
@@ -107,16 +110,20 @@ async def test_a_members_user_reaches_nothing_beyond_its_own(
         await add_member(on, "thc-b")
         errors: list[str] = []
         a = await cluster.client(creds_a, inbox=inbox_prefix("thc-a"), errors=errors)
-        js, c = a.jetstream(), on.consortium
+        js, c = a.jetstream(timeout=UNANSWERED), on.consortium
         try:
             await refused(
-                errors, js.publish(f"hie.{c}.submit.thc-b", b"{}", timeout=2), "submit.thc-b"
+                errors,
+                js.publish(f"hie.{c}.submit.thc-b", b"{}", timeout=UNANSWERED),
+                "submit.thc-b",
             )
             # Another member's receipts: neither its consumer, nor the subject itself.
             receipts = stream_name(c, "RECEIPTS")
             await refused(
                 errors,
-                a.request(f"$JS.API.CONSUMER.MSG.NEXT.{receipts}.receipts-thc-b", b"1", timeout=2),
+                a.request(
+                    f"$JS.API.CONSUMER.MSG.NEXT.{receipts}.receipts-thc-b", b"1", timeout=UNANSWERED
+                ),
                 "receipts-thc-b",
             )
             await a.subscribe(f"hie.{c}.receipt.thc-b")
@@ -125,7 +132,7 @@ async def test_a_members_user_reaches_nothing_beyond_its_own(
             submit = stream_name(c, "SUBMIT")
             await refused(
                 errors,
-                a.request(f"$JS.API.CONSUMER.MSG.NEXT.{submit}.gateway", b"1", timeout=2),
+                a.request(f"$JS.API.CONSUMER.MSG.NEXT.{submit}.gateway", b"1", timeout=UNANSWERED),
                 f"{submit}.gateway",
             )
             await refused(errors, js.purge_stream(submit), "STREAM.PURGE")
