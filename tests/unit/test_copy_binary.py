@@ -48,3 +48,21 @@ def test_a_row_of_the_wrong_width_or_a_naive_time_is_refused() -> None:
         pg.encode([(ID, "x", 1, 2)], TYPES)
     with pytest.raises(ValueError, match="aware"):
         pg.encode([(ID, "x", 1, 2, datetime(2026, 1, 1))], TYPES)
+
+
+def test_no_rows_is_the_header_and_the_trailer_and_another_encoder_is_called_per_value() -> None:
+    assert pg.encode([], TYPES) == b"PGCOPY\n\xff\r\n\x00" + bytes(8) + b"\xff\xff"
+
+    def boolean(value: bool) -> bytes:
+        return struct.pack(">ib", 1, value)
+
+    data = pg.encode([(ID, True), (ID, None), (ID, False)], (pg.uuid, boolean))
+    field = struct.pack(">h", 2) + struct.pack(">i", 16) + ID.bytes
+    assert data[19:-2] == (
+        field
+        + struct.pack(">ib", 1, 1)
+        + field
+        + struct.pack(">i", -1)
+        + field
+        + struct.pack(">ib", 1, 0)
+    )
