@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from adapters.envelope import new_private_key
 from cryptoprofile import public_key_b64
 from exchange.bootstrap import Endpoints, Runtime, open_runtime, serve
 from exchange.servers.embedded import EmbeddedServers
@@ -160,3 +161,13 @@ async def refused_for(running: Running, response: httpx.Response) -> str:
         response.headers["x-request-id"],
     )
     return str(json.loads(record)["reasons"][0]["code"])
+
+
+async def registered_sender(
+    rt: Runtime, code: str, name: str = "测试卫生院", level: str = "township_health_centre"
+) -> Any:
+    """A new signing key of the runtime's crypto profile, registered in its ledger for the
+    institution ``code``: what a test sends submissions with."""
+    key = new_private_key(rt.settings.profile)
+    await rt.sync(rt.ledger.register_institution, code, name, level, public_key_b64(key))
+    return key
