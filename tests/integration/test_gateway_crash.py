@@ -18,12 +18,13 @@ from typing import Any
 import psycopg
 from nats.js.api import DeliverPolicy
 
-from adapters.envelope import build_envelope, encode, new_private_key, public_key_b64
+from adapters.envelope import build_envelope, encode
 from domain.submission import Submission
 from exchange.bootstrap import Endpoints, open_runtime
 from exchange.servers.nats import stream_name
 from exchange.settings import Settings
 from tests.factories import encounter_item, observation_item, resident
+from tests.integration.conftest import registered_sender
 
 N = 1500
 
@@ -85,14 +86,7 @@ async def test_gateway_killed_mid_stream_loses_and_doubles_nothing(settings: Set
     assert settings.database_url
     endpoints = Endpoints(settings.database_url, settings.nats_url or "")
     async with open_runtime(settings, endpoints) as rt:
-        key = new_private_key(rt.settings.profile)
-        await rt.sync(
-            rt.ledger.register_institution,
-            "thc-k",
-            "测试卫生院",
-            "township_health_centre",
-            public_key_b64(key),
-        )
+        key = await registered_sender(rt, "thc-k")
         # A backlog of submissions waits in JetStream before any gateway runs.
         js = rt.nc.jetstream()
         ids = []

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from adapters.envelope import build_envelope, new_private_key, public_key_b64
+from adapters.envelope import build_envelope
 from adapters.fhir import read_fhir
 from domain.identity import RESIDENT_ID_SYSTEM
 from domain.resident_id import (
@@ -37,7 +37,7 @@ from tests.factories import (
     patient_item,
     resident,
 )
-from tests.integration.conftest import Running
+from tests.integration.conftest import Running, registered_sender
 from tests.integration.test_submissions import envelope, send
 from tests.integration.test_walking_skeleton import token
 
@@ -150,14 +150,7 @@ async def test_an_invented_division_the_ledger_took_before_the_rule_still_replay
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key(rt.settings.profile)
-        await rt.sync(
-            rt.ledger.register_institution,
-            "thc-old",
-            "老卫生院",
-            "township_health_centre",
-            public_key_b64(key),
-        )
+        key = await registered_sender(rt, "thc-old", "老卫生院")
         # Appended as the gateway did before it checked divisions (the models take it): a
         # man's ID (odd sequence code) on a Patient sent as a woman's.
         items = [patient_item(INVENTED, "p-old", gender="female"), observation_item(INVENTED, "o")]

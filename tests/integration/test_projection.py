@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from adapters.envelope import build_envelope, new_private_key, public_key_b64
+from adapters.envelope import build_envelope
 from domain.submission import Submission, validate_envelope
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
 from exchange.ingest.ledger import Pending
 from exchange.settings import Settings
 from projections.postgres import PatientRecordProjection
 from tests.factories import record_items, resident
+from tests.integration.conftest import registered_sender
 from tests.integration.recovery_checks import snapshot
 
 
@@ -42,14 +43,7 @@ async def test_restart_crash_and_rivals_never_double_and_equal_a_rebuild(
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key(rt.settings.profile)
-        await rt.sync(
-            rt.ledger.register_institution,
-            "thc-p",
-            "测试卫生院",
-            "township_health_centre",
-            public_key_b64(key),
-        )
+        key = await registered_sender(rt, "thc-p")
         await append(rt, key, 0, 10)
         end = await rt.sync(rt.ledger.max_position)
 
@@ -110,14 +104,7 @@ async def test_runners_wake_on_the_ledgers_commit_and_race_without_doubling(
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key(rt.settings.profile)
-        await rt.sync(
-            rt.ledger.register_institution,
-            "thc-p",
-            "测试卫生院",
-            "township_health_centre",
-            public_key_b64(key),
-        )
+        key = await registered_sender(rt, "thc-p")
 
         async def read(after: int, limit: int) -> list[tuple[int, Any]]:
             return await rt.sync(rt.ledger.read, after, limit)
@@ -154,14 +141,7 @@ async def test_a_batch_holds_about_the_items_asked_for_whatever_the_envelopes_ho
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key(rt.settings.profile)
-        await rt.sync(
-            rt.ledger.register_institution,
-            "thc-p",
-            "测试卫生院",
-            "township_health_centre",
-            public_key_b64(key),
-        )
+        key = await registered_sender(rt, "thc-p")
         await append(rt, key, 100, 6)  # envelopes of 4 items (3 entries and a consent or not)
         end = await rt.sync(rt.ledger.max_position)
 

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from adapters.envelope import build_envelope, new_private_key, public_key_b64
+from adapters.envelope import build_envelope
 from domain.submission import validate_envelope
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
 from exchange.ingest.ledger import Pending
 from exchange.settings import Settings
 from projections.postgres import PatientRecordProjection
 from tests.factories import observation_item, record_items, resident
+from tests.integration.conftest import registered_sender
 from tests.integration.recovery_checks import snapshot
 
 INSTITUTION = "thc-r"
@@ -36,14 +37,7 @@ async def fill(rt: Runtime) -> None:
     """Visits of 24 residents, then versions that continue records of earlier ranges: an
     amendment, a version naming a record, a plain entry whose source id was named, a
     retraction."""
-    key = new_private_key(rt.settings.profile)
-    await rt.sync(
-        rt.ledger.register_institution,
-        INSTITUTION,
-        "测试卫生院",
-        "township_health_centre",
-        public_key_b64(key),
-    )
+    key = await registered_sender(rt, INSTITUTION)
     for n in range(24):
         items = record_items(resident(n), f"v{n}", consent=n % 3 == 0)
         items.append({**observation_item(resident(n), f"v{n}-bp2", "131"), "record": f"bp-{n}"})

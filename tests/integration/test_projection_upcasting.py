@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.envelope import build_envelope, load_public_key, new_private_key, public_key_b64
+from adapters.envelope import build_envelope, load_public_key, public_key_b64
 from adapters.envelope import verify_signature as verify
 from domain.submission import CURRENT_SCHEMA, EnvelopeSchema, Submission, validate_envelope
 from exchange.bootstrap import Endpoints, Runtime, open_runtime
@@ -20,6 +20,7 @@ from exchange.ingest.ledger import Pending
 from exchange.settings import Settings
 from projections.postgres import PatientRecordProjection
 from tests.factories import record_items, resident
+from tests.integration.conftest import registered_sender
 from tests.integration.test_projection import snapshot
 from tests.upcasting_story import PAST_SCHEMA, PRESENT_SCHEMA, PRESENT_VERSIONS, v1_items
 
@@ -48,14 +49,7 @@ async def test_an_envelope_of_the_previous_shape_projects_after_the_model_change
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key(rt.settings.profile)
-        await rt.sync(
-            rt.ledger.register_institution,
-            "thc-u",
-            "测试卫生院",
-            "township_health_centre",
-            public_key_b64(key),
-        )
+        key = await registered_sender(rt, "thc-u")
 
         # Years ago: a version-1 sender's observation, with no category, was accepted.
         old = build_envelope(
@@ -124,14 +118,7 @@ async def test_a_ledger_event_class_bumped_with_class_version_reads_old_events_u
 ) -> None:
     assert settings.database_url and settings.nats_url
     async with open_runtime(settings, Endpoints(settings.database_url, settings.nats_url)) as rt:
-        key = new_private_key(rt.settings.profile)
-        await rt.sync(
-            rt.ledger.register_institution,
-            "thc-v",
-            "测试卫生院",
-            "township_health_centre",
-            public_key_b64(key),
-        )
+        key = await registered_sender(rt, "thc-v")
         env = build_envelope(
             institution="thc-v",
             key=key,
