@@ -61,6 +61,7 @@ from exchange.servers.nats import (
     ensure_notify_consumer,
     ensure_streams,
 )
+from exchange.servers.replanning import Replanning
 from exchange.settings import Settings
 from exchange.telemetry.exposition import Telemetry
 from exchange.telemetry.probes import Probes
@@ -103,7 +104,8 @@ class Runtime:
     audit_writer: AuditWriter
     embedded: list[Any] = field(default_factory=list)
     # The read API's own connections: no LISTEN, no session state, so nothing to reset when
-    # one goes back to the pool (asyncpg's reset is a round trip per query otherwise).
+    # one goes back to the pool (asyncpg's reset is a round trip per query otherwise) but
+    # the generic plans they keep, made again once a minute (exchange/servers/replanning.py).
     read_pool: asyncpg.Pool | None = None
     logins: HospitalLogin | None = None  # members' own sign-in (logins.toml)
     revocations: Revocations | None = None
@@ -282,10 +284,6 @@ class Runtime:
         await self.nc.jetstream().publish(subject, json.dumps(doc).encode(), timeout=5)
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Read connections keep no session state (see Runtime.read_pool)."""
-
-
 def start_embedded(settings: Settings) -> tuple[Endpoints, list[Any]]:
     started: list[Any] = []
     try:
@@ -352,7 +350,7 @@ async def open_runtime(
             app_url,
             min_size=2,
             max_size=24,
-            reset=_no_reset,
+            reset=Replanning(),
             init=keepalive,
             # The read queries are index lookups by patient: a generic plan serves every call,
             # and replanning the gate's query each time cost more than running it.

@@ -57,10 +57,12 @@ def fingerprint(sql: str) -> str:
     return hashlib.sha256(normalized(sql).encode()).hexdigest()[:12]
 
 
-# The driver's own statements (type introspection, its JIT switch, a pool's reset): the same
-# on every database, and run whenever a connection first meets a type, not per request.
+# The driver's own statements (type introspection, its JIT switch, a pool's reset, the read
+# pool's replanning): the same on every database, and run whenever a connection first meets a
+# type or goes back to its pool, not per request.
 _DRIVER = re.compile(
     r"typeinfo_tree|set_config\('jit'|current_setting\('jit'\)|pg_advisory_unlock_all"
+    r"|^DISCARD PLANS$"
 )
 
 

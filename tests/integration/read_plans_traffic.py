@@ -37,8 +37,10 @@ async def story(ex: Running) -> None:
     await ex.settle()
 
 
-async def drive(ex: Running) -> list[Captured]:
-    """Every reading route, as the roles that may use it; the statements their pools ran."""
+async def drive(ex: Running, project: str = "PLAN-STUDY") -> list[Captured]:
+    """Every reading route, as the roles that may use it; the statements their pools ran.
+    ``project``: the research project's code the regulator registers (a new one each time
+    the routes are driven again on the same database)."""
     rt = ex.rt
     # The app as the exchange composes it, with an audit writer of its own on the same pool,
     # whose group-commit task starts inside the capture (so its appends are captured too).
@@ -52,14 +54,14 @@ async def drive(ex: Running) -> list[Captured]:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://plans"
         ) as http:
-            await _requests(ex, http)
+            await _requests(ex, http, project)
     finally:
         CAPTURING.reset(capture)
         await writer.close()
     return seen
 
 
-async def _requests(ex: Running, http: httpx.AsyncClient) -> None:
+async def _requests(ex: Running, http: httpx.AsyncClient, code: str) -> None:
     async def ok(method: str, url: str, headers: dict[str, str], **kw: Any) -> httpx.Response:
         answer = await http.request(method, url, headers=headers, **kw)
         assert answer.status_code in (200, 201), (method, url, answer.text[:300])
@@ -81,7 +83,7 @@ async def _requests(ex: Running, http: httpx.AsyncClient) -> None:
     # A research read, under a project the regulator registers.
     now = datetime.now(UTC)
     project = {
-        "code": "PLAN-STUDY",
+        "code": code,
         "title": "读取计划研究",
         "ethics_approval": "伦审 2026-001",
         "institutions": ["thc-east"],
@@ -92,7 +94,7 @@ async def _requests(ex: Running, http: httpx.AsyncClient) -> None:
     reg = token(ex, "reg-plan", "county", "regulator")
     await ok("POST", "/research/projects", reg, json=project)
     await ok("GET", "/research/projects", treat)
-    study = {**treat, "X-Purpose-Of-Use": "HRESCH", "X-Research-Project": "PLAN-STUDY"}
+    study = {**treat, "X-Purpose-Of-Use": "HRESCH", "X-Research-Project": code}
     await ok("GET", everything, study)
 
     # Emergency access by a physician with no care relationship.
