@@ -139,7 +139,8 @@ class Changes:
             # plan, until the table is next analyzed; the projection's UPDATE of a patient's
             # demographics was seen scanning all of them, 0.22 ms at 1,340 patients and
             # growing with the county. Planned (custom and generic) with scans ruled out here,
-            # they stay key lookups however the statistics stand.
+            # they stay key lookups however the statistics stand. It holds to the end of the
+            # transaction: what follows is COPY, inserts and the position's key.
             await conn.execute("SET LOCAL enable_seqscan = off")
         for sql in dict.fromkeys(sql for sql, _ in self.inserts):
             await conn.executemany(sql, [args for s, args in self.inserts if s == sql])
@@ -163,8 +164,6 @@ class Changes:
             # it holds a few hundred thousand rows, which then costs each batch in proportion
             # to the table.
             await self._end_earlier_versions(conn)
-        if keyed:
-            await conn.execute("SET LOCAL enable_seqscan = DEFAULT")
         rows = [tuple(r) for r in (*self.done, *self.entries.values())]
         if rows:
             await conn.copy_records_to_table("record_entries", records=rows, columns=ENTRY_COLUMNS)
