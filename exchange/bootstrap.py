@@ -345,7 +345,9 @@ async def open_runtime(
         ledger = await loop.run_in_executor(
             executor, lambda: open_ledger(app_url, create_tables=False)
         )
-        pool = await asyncpg.create_pool(app_url, min_size=2, max_size=10, init=keepalive)
+        pool = await asyncpg.create_pool(
+            app_url, min_size=2, max_size=10, init=keepalive, reset=Replanning(session=True)
+        )
         read_pool = await asyncpg.create_pool(
             app_url,
             min_size=2,

@@ -62,7 +62,7 @@ def fingerprint(sql: str) -> str:
 # type or goes back to its pool, not per request.
 _DRIVER = re.compile(
     r"typeinfo_tree|set_config\('jit'|current_setting\('jit'\)|pg_advisory_unlock_all"
-    r"|^DISCARD PLANS$"
+    r"|^DISCARD PLANS"
 )
 
 

@@ -107,3 +107,56 @@ async def test_read_connections_plan_again_for_the_county_as_it_has_grown(
             assert not scans, "kept plans that scan a growing table whole:\n" + "\n".join(scans)
         finally:
             await owner.close()
+
+
+async def test_a_pooled_connection_goes_back_with_its_session_undone_and_plans_made_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange's other pools (exchange/bootstrap.py): asyncpg's reset of what a user may
+    leave on a connection, and the plans given up once a minute, in one round trip."""
+    assert settings.database_url
+    monkeypatch.setattr(replanning, "REPLAN_SECONDS", 3600.0)
+    url = settings.database_url
+    pool = await asyncpg.create_pool(
+        url, min_size=1, max_size=1, reset=replanning.Replanning(session=True)
+    )
+    other = await asyncpg.connect(url)
+    query = "SELECT v FROM replan_scratch WHERE id = $1"
+
+    async def kept_plan() -> list[str]:
+        async with pool.acquire() as conn:
+            name = await (
+                await conn.prepare("SELECT name FROM pg_prepared_statements WHERE statement = $1")
+            ).fetchval(query)
+            assert name is not None
+            look = await conn.prepare(f'EXPLAIN (FORMAT JSON) EXECUTE "{name}"(7)')
+            return full_reads(_json(await look.fetchval())[0]["Plan"])
+
+    try:
+        await other.execute(
+            "CREATE TABLE replan_scratch (id int PRIMARY KEY, v text) "
+            "WITH (autovacuum_enabled = false); "
+            "INSERT INTO replan_scratch SELECT g, 'x' FROM generate_series(1, 20) g; "
+            "ANALYZE replan_scratch"
+        )
+        async with pool.acquire() as conn:
+            for n in range(8):  # long enough for a generic plan, made on a page
+                await conn.fetchval(query, n)
+            await conn.execute("LISTEN replan_channel")
+            await conn.execute("SET work_mem = '7MB'")
+        await other.execute(
+            "INSERT INTO replan_scratch SELECT g, 'x' FROM generate_series(21, 50000) g"
+        )
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+            assert await conn.fetchval("SHOW work_mem") != "7MB"
+        assert await kept_plan() == ["Seq Scan on replan_scratch"]
+
+        monkeypatch.setattr(replanning, "REPLAN_SECONDS", 0.0)
+        async with pool.acquire():
+            pass  # goes back: its plans given up
+        assert await kept_plan() == []
+    finally:
+        await other.execute("DROP TABLE IF EXISTS replan_scratch")
+        await other.close()
+        await pool.close()
