@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
@@ -158,8 +159,10 @@ async def test_a_replicated_stream_comes_back_on_the_cluster_and_on_a_single_ser
                 there = client.jetstream()
                 got = [(await there.get_msg(name, seq)).data for seq in (1, 100, 200)]
                 assert got == [bodies[0], bodies[99], bodies[199]]
-                for _ in range(100):  # on the cluster, its consumer forms and elects first
-                    with contextlib.suppress(NotFoundError):
+                # On the cluster, its consumer forms and elects first: until then the request
+                # finds no consumer, or goes unanswered (a timeout) on a busy machine.
+                for _ in range(100):
+                    with contextlib.suppress(NotFoundError, NatsTimeoutError):
                         consumer = await there.consumer_info(name, "receipts-thc-a")
                         if consumer.num_pending == 100:
                             break
