@@ -39,5 +39,6 @@ class Replanning:
         if now - since >= REPLAN_SECONDS:
             self._planned[conn] = now
             statements.append("DISCARD PLANS;")
-        if any(statements):
-            await conn.execute("\n".join(s for s in statements if s))
+        query = "\n".join(filter(None, statements))
+        if query:
+            await conn.execute(query)

@@ -65,29 +65,28 @@ async def test_a_patients_demographics_stay_a_key_lookup_as_the_patients_table_g
                 return await rt.sync(rt.ledger.read, after, limit)
 
             projection = PatientRecordProjection(one, read, fields=rt.fields)
-            await send_demographics(rt, key, range(10), "first")
-            while await projection.catch_up_once():
-                pass
+
+            async def projected(residents: range, tag: str) -> None:
+                await send_demographics(rt, key, residents, tag)
+                while await projection.catch_up_once():
+                    pass
+
+            await projected(range(10), "first")
             # Analyzed while it is a page (as autovacuum does a young table), then ten new
             # demographics: one statement run ten times on the one connection, long enough
             # for PostgreSQL to keep a generic plan made on those statistics.
             await observer.execute("VACUUM ANALYZE patients")
-            await send_demographics(rt, key, range(10), "second")
-            while await projection.catch_up_once():
-                pass
+            await projected(range(10), "second")
             # The county grows under that plan: thousands of patients, never analyzed.
             await observer.execute(
                 "INSERT INTO patients (patient_id, temporary, position) "
                 "SELECT p, true, 0 FROM unnest($1::uuid[]) p",
                 [uuid.uuid4() for _ in range(5000)],
             )
-            await observer.execute("SELECT pg_stat_force_next_flush()")
             before = await scans(observer, "patients")
 
             # Three of the residents send new demographics again.
-            await send_demographics(rt, key, range(3), "third")
-            while await projection.catch_up_once():
-                pass
+            await projected(range(3), "third")
             await one.execute("SELECT pg_stat_force_next_flush()")  # its counts, reported now
             for _ in range(50):
                 after = await scans(observer, "patients")
