@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -93,7 +94,7 @@ def test_a_member_sends_through_the_local_topology_and_survives_a_lost_exchange_
     topology: LocalTopology, tmp_path: Path
 ) -> None:
     url = topology.start_exchange("up", timeout=300)
-    ca = topology.env["HIE_NATS_CA"]
+    ca = ssl.create_default_context(cafile=topology.env["HIE_NATS_CA"])
     assert url.startswith("https://")
     assert httpx.get(f"{url}/readyz", verify=ca, timeout=10).status_code == 200
 

@@ -246,7 +246,9 @@ async def test_a_member_submits_with_hie_submit_creds_and_reads_over_https(
 
         # HTTPS, checked against the county CA; a client without it is refused.
         assert ex.url.startswith("https://")
-        async with httpx.AsyncClient(verify=str(cluster.ca.cert_path)) as http:
+        async with httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=str(cluster.ca.cert_path))
+        ) as http:
             assert (await http.get(f"{ex.url}/fhir/metadata")).status_code == 200
         async with httpx.AsyncClient() as http:
             with pytest.raises(httpx.ConnectError):
