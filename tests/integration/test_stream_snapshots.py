@@ -55,6 +55,14 @@ async def fill(
             if exc.err_code != 10005 or attempt == 99:
                 raise
             await asyncio.sleep(0.2)
+    # A new replicated stream takes its messages once its replicas have elected a leader:
+    # until then a publish finds no responder (NoStreamResponseError), as one here once did.
+    for _ in range(100):
+        with contextlib.suppress(ServiceUnavailableError, NatsTimeoutError):
+            stream = await js.stream_info(name)
+            if stream.cluster is None or stream.cluster.leader:
+                break
+        await asyncio.sleep(0.1)
     bodies = [os.urandom(size) for _ in range(count)]
     for body in bodies:
         await js.publish(subject, body)
