@@ -436,6 +436,18 @@ class NotificationClient:
         client.stream, client.durable = EDGE_NOTIFY, EDGE_NOTIFY_CONSUMER
         return client
 
+    async def waiting(self, timeout: float = 2.0) -> int | None:
+        """How many notifications wait, not yet delivered (the consumer's pending count): 0
+        when the consumer does not exist yet (nothing was ever sent here), None when the
+        server did not say (a caller that must know fetches)."""
+        try:
+            info = await self.js.consumer_info(self.stream, self.durable, timeout=timeout)
+        except NotFoundError:
+            return 0
+        except NatsError:
+            return None
+        return int(info.num_pending or 0)
+
     async def fetch(
         self,
         batch: int = 100,

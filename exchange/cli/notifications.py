@@ -78,6 +78,10 @@ async def notifications(
             client = NotificationClient(nc, settings.consortium, institution)
         try:
             while True:
+                # Without --follow it ends once nothing waits, rather than after a fetch that
+                # waited its second for nothing.
+                if not follow and await client.waiting() == 0:
+                    break
                 got = await client.fetch(
                     batch=100,
                     timeout=1.0,

@@ -86,9 +86,16 @@ async def test_break_glass_alerts_notifies_and_stops_at_the_rate(exchange: Runni
     assert all(isinstance(a["seq"], int) for a in heard)
 
     # Each patient granted over is told, through the portal's durable notifications.
-    notices = await NotificationClient(
-        exchange.rt.nc, exchange.rt.settings.consortium, PORTAL
-    ).fetch(batch=20, timeout=2)
+    portal = NotificationClient(exchange.rt.nc, exchange.rt.settings.consortium, PORTAL)
+    # They are counted as waiting before anyone fetches them (`hie notifications` ends when
+    # none waits), and none waits once fetched.
+    for _ in range(100):
+        if (await portal.waiting() or 0) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    notices = await portal.fetch(batch=20, timeout=2)
+    assert await portal.waiting() == 0
+    await portal.close()
     told = sorted(
         (n["patient_id"], n["institution"]) for n in notices if n["kind"] == "break_glass"
     )

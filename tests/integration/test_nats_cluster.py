@@ -79,6 +79,7 @@ async def test_streams_are_replicated_and_a_member_submits_with_its_own_user(
             assert {r["status"] for r in receipts.values()} == {"accepted"}
             # Its notifications come through its own durable consumer (none yet).
             notes = NotificationClient(member, on.consortium, "thc-a")
+            assert await notes.waiting() == 0  # its user may ask its consumer's count
             assert await notes.fetch(timeout=0.5) == []
             await notes.close()
         finally:
