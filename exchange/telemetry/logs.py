@@ -84,10 +84,28 @@ def describe_exception(ei: _ExcInfo | tuple[None, None, None]) -> str:
     return "\n\nwhich led to:\n\n".join(parts)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record comes, not as it was when logging was
+    configured (whoever replaced it since, a test's capture or a service manager, gets the
+    lines; the old one may be closed), or to the stream given with ``setStream``."""
+
+    def __init__(self) -> None:
+        self._given: Any = None
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:
+        return self._given or sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        self._given = None if value is sys.stderr else value
+
+
 def configure(level: str = "WARNING") -> None:
     """Send every logger's records to stderr as JSON lines (replacing any handler), from
     ``level`` up."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(JsonLines())
     handler.addFilter(_RequestId())
     root = logging.getLogger()

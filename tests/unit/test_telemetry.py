@@ -97,6 +97,27 @@ def test_warnings_come_out_as_json_lines_too(logged: io.StringIO) -> None:
     assert line["logger"] == "py.warnings" and "old call" in line["message"]
 
 
+def test_lines_go_to_stderr_as_it_is_when_they_are_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Configured while one stderr was in place (a test's capture, since closed), the lines
+    go to the one in place when they are written, and nothing fails."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr("sys.stderr", first)
+        logs.configure("INFO")
+        first.close()
+        monkeypatch.setattr("sys.stderr", second)
+        logging.getLogger("hie.test").info("after the swap")
+        assert json.loads(second.getvalue())["message"] == "after the swap"
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+
+
 def test_label_values_are_bounded_whatever_a_caller_sends() -> None:
     assert bounded_purpose("TREAT") == "TREAT"
     assert bounded_purpose(None) == "none"
