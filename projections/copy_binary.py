@@ -67,7 +67,7 @@ def encode(rows: Iterable[Sequence[Any]], types: Sequence[Encoder]) -> bytes:
             raise ValueError(f"a row of {len(row)} values for {len(types)} columns")
     columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [() for _ in types]
     fields = [
-        _COLUMNS.get(enc, _by_value(enc))(column)
+        (_COLUMNS.get(enc) or _by_value(enc))(column)
         for column, enc in zip(columns, types, strict=True)
     ]
     out = [_HEADER]

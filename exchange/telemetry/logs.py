@@ -95,7 +95,7 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
 
     @property
     def stream(self) -> Any:
-        return self._given or sys.stderr
+        return sys.stderr if self._given is None else self._given
 
     @stream.setter
     def stream(self, value: Any) -> None:
