@@ -45,10 +45,44 @@ def shared_buffers_mb(total_bytes: int | None = None) -> int:
     return max(128, min(2048, total_bytes // 4 // 2**20))
 
 
+_HANDED_OUT: set[int] = set()  # ports this process has given a server to start on
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (and bind to port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port nothing listens on, for a server about to start.
+
+    Chosen at random below the kernel's ephemeral range: a port from bind(0) lies inside it,
+    where any outgoing connection may take it as its local port before the server binds, and
+    two bind(0) calls in a row may return the same port (a clinic's edge node got one port
+    for its clients and its monitor, and could not start). A port is never handed out twice
+    by one process."""
+    low = 20000
+    high = _ephemeral_range()[0] - 1
+    if high - low < 1000:  # an unusual range: fall back on the kernel's choice
+        low, high = 0, 0
+    for _ in range(200):
+        candidate = secrets.choice(range(low, high + 1)) if high else 0
+        if candidate in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise EmbeddedServerError("found no free loopback TCP port to start a server on")
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
