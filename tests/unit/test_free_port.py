@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 from collections.abc import Iterator
 
@@ -27,6 +28,6 @@ def test_a_port_something_listens_on_or_already_given_is_passed_over(
         busy = taken.getsockname()[1]
         monkeypatch.setattr(embedded, "_ephemeral_range", lambda: (busy + 1, 65535))
         order: Iterator[int] = iter([given, busy, busy - 1, busy - 2])
-        monkeypatch.setattr(embedded.secrets, "choice", lambda _: next(order))
+        monkeypatch.setattr(secrets, "choice", lambda _: next(order))
         port = embedded.free_port()
     assert port in (busy - 1, busy - 2)  # (busy - 1 could be in use elsewhere on the machine)
