@@ -7,8 +7,10 @@ step 7): SHA-256 under the intl crypto profile, SM3 under gm. A store learns it 
 one given a profile also refuses a log of the other's hash (``audit.hash_mismatch``), and a
 log with no hash recorded yet takes its profile's. Appends
 are group-committed: many records, one transaction, one WAL flush. The store keeps every
-complete tree node (``audit_nodes``) so inclusion and consistency proofs are a few lookups,
-and the tree's right edge (``audit_tree``) so the root at the current size is O(log n).
+complete tree node from level ``STORED_FROM`` up (``audit_nodes``), so that inclusion and
+consistency proofs are a few lookups (the lower ones are computed from at most a few
+aligned leaf hashes), and the tree's right edge (``audit_tree``) so the root at the current
+size is O(log n).
 Triggers refuse UPDATE, DELETE and TRUNCATE on the log, its nodes and its signed heads. The
 tables are made by the versioned steps of ``audit.schema`` (run by exchange.servers.migrations).
 """
@@ -33,6 +35,7 @@ from audit.merkle import (
     consistency_proof,
     hasher_named,
     inclusion_proof,
+    root,
     verify_consistency,
 )
 from audit.search import Query
@@ -42,6 +45,12 @@ if TYPE_CHECKING:
     from cryptoprofile import Profile
 
 GENESIS = b"\x00" * 32
+# The lowest level of tree node an append stores. The levels below hold seven nodes of every
+# eight (one per record in all): a row and an index entry each, written inside the lock that
+# orders the appends. A proof computes such a node from the leaf hashes under it (at most
+# 2**STORED_FROM - 1 for one proof's lower pieces, one aligned range of the log). A log
+# written before keeps its lower nodes; nothing reads them.
+STORED_FROM = 4
 
 
 def canonical_text(record: dict[str, Any]) -> str:
@@ -254,7 +263,8 @@ class AuditStore:
                 raise AuditWriteError("an audit record's canonical text holds a line break")
             leaf = digest(b"\x00" + data)
             chain = digest(chain + data)
-            nodes += frontier.append(leaf, hasher)
+            if completed := frontier.append(leaf, hasher):
+                nodes += [n for n in completed if n[0] >= STORED_FROM]
             texts.append(data)
             leaves.append(leaf)
             chains.append(chain)
@@ -308,15 +318,27 @@ class AuditStore:
     async def _subtree_source(
         self, conn: asyncpg.Connection, ranges: Sequence[tuple[int, int]], hasher: Hasher
     ) -> Callable[[int, int], bytes]:
-        """One query for every node the given leaf ranges need; a lookup for each range."""
+        """One query for the leaf hashes and one for the stored nodes the given leaf ranges
+        need; a lookup for each range (a node below ``STORED_FROM`` computed from its leaves)."""
         pieces = {p for start, end in ranges for p in perfect_pieces(start, end)}
-        leaves = [idx for level, idx in pieces if level == 0]
-        inner = [(level, idx) for level, idx in pieces if level > 0]
+        leaves = sorted(
+            {
+                seq
+                for level, idx in pieces
+                if level < STORED_FROM
+                for seq in range(idx << level, (idx + 1) << level)
+            }
+        )
+        inner = [(level, idx) for level, idx in pieces if level >= STORED_FROM]
         known: dict[tuple[int, int], bytes] = {}
         for r in await conn.fetch(
             "SELECT seq, leaf_hash FROM audit_log WHERE seq = ANY($1)", leaves
         ):
             known[(0, r["seq"])] = bytes(r["leaf_hash"])
+        for level, idx in pieces:
+            if 0 < level < STORED_FROM:
+                under = range(idx << level, (idx + 1) << level)
+                known[(level, idx)] = root([known[(0, seq)] for seq in under], hasher)
         if inner:
             for r in await conn.fetch(
                 "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN "
