@@ -247,6 +247,15 @@ BEGIN
 END $$;
 """
 
+# From this step on an append stores the complete nodes of level 4 and above only
+# (audit.postgres.STORED_FROM); a proof computes a lower one from the leaf hashes under it.
+_NODES_FROM_LEVEL_4 = """
+COMMENT ON TABLE audit_nodes IS 'Complete Merkle subtree hashes of audit_log by (level, idx),
+append-only: proofs are a few lookups. Appends store the levels from 4 up (a log written before
+schema version 8 holds the lower ones too, unread); a proof computes a node below level 4 from
+the leaf hashes of audit_log under it.';
+"""
+
 # The schema in versioned steps (exchange.servers.migrations runs them): step N is version N.
 # Never edit, reorder or remove a released step; a change is a new step at the end.
 BASELINE_TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads")
@@ -271,5 +280,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "the log records the hash it is made with (sha256 or sm3); an append names its hash "
         "and the chain head it built on",
         _HASHED,
+    ),
+    (
+        "audit_nodes says what it holds: appends store the nodes from level 4 up",
+        _NODES_FROM_LEVEL_4,
     ),
 )
