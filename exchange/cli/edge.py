@@ -15,7 +15,6 @@ from pathlib import Path
 import click
 
 from exchange.cli.common import run, usage
-from exchange.cli.connect import audit_first, messaging, open_ledger
 from exchange.settings import Settings
 
 
@@ -39,6 +38,7 @@ def add_command(ctx: click.Context, code: str, creds_out: Path | None) -> None:
 
 
 async def add(settings: Settings, code: str, creds_out: Path | None) -> int:
+    from exchange.cli.connect import audit_first, messaging, open_ledger  # (the ledger: heavy)
     from exchange.private_files import write_private
     from exchange.servers.edge import edge_creds, register_edge
     from exchange.servers.nats_accounts import AUTHORITY_DIR, NatsAuthority, has_authority
