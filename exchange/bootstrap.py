@@ -111,6 +111,8 @@ class Runtime:
     revocations: Revocations | None = None
     telemetry: Telemetry = field(default_factory=Telemetry)  # this process's metrics
     app_database_url: str | None = None  # as the application role (replay workers use it)
+    # Set by this process's projection at each commit; the notifier wakes on it.
+    projection_applied: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def sync(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -132,11 +134,15 @@ class Runtime:
         async def read(after: int, limit: int) -> Sequence[tuple[int, Any]]:
             return await self.sync(self.ledger.read, after, limit)  # type: ignore[no-any-return]
 
+        def applied(events: Sequence[tuple[int, Any]]) -> None:
+            self.telemetry.projection.applied(events)
+            self.projection_applied.set()  # the notifier's steps may have moved
+
         return PatientRecordProjection(
             self.pool,
             read,
             fields=self.fields,
-            on_applied=self.telemetry.projection.applied,
+            on_applied=applied,
             replay=self._replay(),
         )
 
@@ -173,7 +179,12 @@ class Runtime:
         )
 
     def notifier(self) -> Notifier:
-        return Notifier(self.pool, self.nc.jetstream(), self.settings.consortium)
+        return Notifier(
+            self.pool,
+            self.nc.jetstream(),
+            self.settings.consortium,
+            applied=self.projection_applied,
+        )
 
     def head_signer(self) -> HeadSigner:
         return HeadSigner(

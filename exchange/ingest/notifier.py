@@ -83,15 +83,32 @@ def merge_message(row: Any) -> dict[str, Any]:
     }
 
 
+# With the projection's commits to wake it, the notifier reads the steps again this often for
+# those a projection of another process wrote (polling every 0.2 s was five rounds of five
+# queries a second, idle or not).
+APPLIED_IDLE = 2.0
+
+
 class Notifier:
     def __init__(
-        self, pool: asyncpg.Pool, js: JetStreamContext, consortium: str, *, idle: float = 0.2
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        consortium: str,
+        *,
+        idle: float = 0.2,
+        applied: asyncio.Event | None = None,
     ) -> None:
+        """``applied``: set by the projection of the same process each time it commits (the
+        steps are its rows). Given, a round runs as soon as it is set, and otherwise every
+        ``APPLIED_IDLE`` s (for steps another process's projection wrote); without it, every
+        ``idle`` s."""
         self.pool = pool
         self.js = js
         self.consortium = consortium
         self.reader = ReferralReader(pool)
         self.idle = idle
+        self.applied = applied
         self._consumers: set[str] = set()
         self.sent = 0
 
@@ -156,12 +173,21 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self.applied is not None:
+                self.applied.clear()  # a commit during this round wakes the next one at once
             try:
                 if await self.send_once():
                     continue
             except Exception:
                 log.exception("notifier round failed; trying again from its tracked position")
+            woken = [stop] if self.applied is None else [stop, self.applied]
+            waits = [asyncio.ensure_future(e.wait()) for e in woken]
             try:
-                await asyncio.wait_for(stop.wait(), self.idle)
-            except TimeoutError:
-                pass
+                await asyncio.wait(
+                    waits,
+                    timeout=self.idle if self.applied is None else APPLIED_IDLE,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for w in waits:
+                    w.cancel()

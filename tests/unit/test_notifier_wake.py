@@ -1,0 +1,60 @@
+"""The notifier runs a round as soon as the projection of its process commits, rather than
+polling: with ``applied`` given, nothing runs between commits until ``APPLIED_IDLE``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from exchange.ingest import notifier as module
+from exchange.ingest.notifier import Notifier
+
+
+async def test_a_round_runs_when_the_projection_commits_and_not_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(module, "APPLIED_IDLE", 3600.0)  # no round from the fallback here
+    applied, stop = asyncio.Event(), asyncio.Event()
+    n = Notifier.__new__(Notifier)
+    n.applied, n.idle = applied, 0.2
+    rounds: list[int] = []
+
+    async def send_once() -> int:
+        rounds.append(len(rounds))
+        return 0
+
+    n.send_once = send_once  # type: ignore[method-assign]
+    running = asyncio.create_task(n.run(stop))
+    while not rounds:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # more than the polling interval of old: still one round
+    assert rounds == [0]
+    applied.set()  # the projection committed
+    async with asyncio.timeout(10):
+        while len(rounds) < 2:
+            await asyncio.sleep(0.01)
+    assert not applied.is_set()  # cleared for the round it started
+    stop.set()
+    async with asyncio.timeout(10):
+        await running
+
+
+async def test_without_a_projection_beside_it_the_notifier_polls() -> None:
+    stop = asyncio.Event()
+    n = Notifier.__new__(Notifier)
+    n.applied, n.idle = None, 0.05
+    rounds: list[int] = []
+
+    async def send_once() -> int:
+        rounds.append(len(rounds))
+        return 0
+
+    n.send_once = send_once  # type: ignore[method-assign]
+    running = asyncio.create_task(n.run(stop))
+    async with asyncio.timeout(10):
+        while len(rounds) < 3:
+            await asyncio.sleep(0.01)
+    stop.set()
+    async with asyncio.timeout(10):
+        await running
