@@ -11,13 +11,10 @@ from exchange.ingest import notifier as module
 from exchange.ingest.notifier import Notifier
 
 
-async def test_a_round_runs_when_the_projection_commits_and_not_before(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(module, "APPLIED_IDLE", 3600.0)  # no round from the fallback here
-    applied, stop = asyncio.Event(), asyncio.Event()
+def counting(applied: asyncio.Event | None, idle: float) -> tuple[Notifier, list[int]]:
+    """A notifier whose rounds only count themselves."""
     n = Notifier.__new__(Notifier)
-    n.applied, n.idle = applied, 0.2
+    n.applied, n.idle = applied, idle
     rounds: list[int] = []
 
     async def send_once() -> int:
@@ -25,15 +22,27 @@ async def test_a_round_runs_when_the_projection_commits_and_not_before(
         return 0
 
     n.send_once = send_once  # type: ignore[method-assign]
+    return n, rounds
+
+
+async def until(rounds: list[int], count: int) -> None:
+    async with asyncio.timeout(10):
+        while len(rounds) < count:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_round_runs_when_the_projection_commits_and_not_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(module, "APPLIED_IDLE", 3600.0)  # no round from the fallback here
+    applied, stop = asyncio.Event(), asyncio.Event()
+    n, rounds = counting(applied, 0.2)
     running = asyncio.create_task(n.run(stop))
-    while not rounds:
-        await asyncio.sleep(0.01)
+    await until(rounds, 1)
     await asyncio.sleep(0.5)  # more than the polling interval of old: still one round
     assert rounds == [0]
     applied.set()  # the projection committed
-    async with asyncio.timeout(10):
-        while len(rounds) < 2:
-            await asyncio.sleep(0.01)
+    await until(rounds, 2)
     assert not applied.is_set()  # cleared for the round it started
     stop.set()
     async with asyncio.timeout(10):
@@ -42,19 +51,9 @@ async def test_a_round_runs_when_the_projection_commits_and_not_before(
 
 async def test_without_a_projection_beside_it_the_notifier_polls() -> None:
     stop = asyncio.Event()
-    n = Notifier.__new__(Notifier)
-    n.applied, n.idle = None, 0.05
-    rounds: list[int] = []
-
-    async def send_once() -> int:
-        rounds.append(len(rounds))
-        return 0
-
-    n.send_once = send_once  # type: ignore[method-assign]
+    n, rounds = counting(None, 0.05)
     running = asyncio.create_task(n.run(stop))
-    async with asyncio.timeout(10):
-        while len(rounds) < 3:
-            await asyncio.sleep(0.01)
+    await until(rounds, 3)
     stop.set()
     async with asyncio.timeout(10):
         await running
