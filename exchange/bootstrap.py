@@ -179,12 +179,8 @@ class Runtime:
         )
 
     def notifier(self) -> Notifier:
-        return Notifier(
-            self.pool,
-            self.nc.jetstream(),
-            self.settings.consortium,
-            applied=self.projection_applied,
-        )
+        js, consortium = self.nc.jetstream(), self.settings.consortium
+        return Notifier(self.pool, js, consortium, applied=self.projection_applied)
 
     def head_signer(self) -> HeadSigner:
         return HeadSigner(

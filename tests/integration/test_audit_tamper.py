@@ -167,9 +167,16 @@ async def test_verify_proves_the_ledger_against_its_anchors(exchange: Running) -
         for pos, event in await exchange.rt.sync(exchange.rt.ledger.read, 0, 1000)
         if pos in (a, b, c)
     }
-    rows = await exchange.rt.pool.fetch(
-        "SELECT record_text FROM audit_log WHERE action = 'submission'"
-    )
+    # The gateway commits a submission's audit record while it sends the receipt (together,
+    # then the ack): the last receipt may arrive just before its record is committed.
+    async with asyncio.timeout(10):
+        while True:
+            rows = await exchange.rt.pool.fetch(
+                "SELECT record_text FROM audit_log WHERE action = 'submission'"
+            )
+            if len(rows) >= 3:
+                break
+            await asyncio.sleep(0.05)
     anchors = [json.loads(r["record_text"]) for r in rows]
     assert {r["position"]: r[f"envelope_{hash_name}"] for r in anchors} == {
         pos: hashlib.new(hash_name, envelope.encode()).hexdigest()
