@@ -186,7 +186,7 @@ class PatientRecordProjection:
                             return
                         continue
                     await self._caught_up()
-                    await _first(stop, appended, timeout=idle)
+                    await first_set(stop, appended, timeout=idle)
                     if not appended.is_set() and await self.position() != start:
                         return  # rebuilt (or moved by a rival) while idle: start from there
                     continue
@@ -303,7 +303,7 @@ def _alive(listener: asyncpg.Connection | None) -> bool:
         return False
 
 
-async def _first(*events: asyncio.Event, timeout: float) -> None:
+async def first_set(*events: asyncio.Event, timeout: float) -> None:
     """Wait until any of the events is set, or the timeout passes."""
     waits = [asyncio.create_task(e.wait()) for e in events]
     try:

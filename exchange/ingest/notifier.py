@@ -26,6 +26,7 @@ from domain.referral import EXCHANGE, RECEIVER, SENDER
 from exchange.servers.nats import ensure_notify_consumer, notify_subject
 from projections.merge_requests import steps_after
 from projections.referral_reader import ReferralReader
+from projections.runner import first_set
 
 log = logging.getLogger(__name__)
 NAME = "referral_notifier"
@@ -100,9 +101,9 @@ class Notifier:
         applied: asyncio.Event | None = None,
     ) -> None:
         """``applied``: set by the projection of the same process each time it commits (the
-        steps are its rows). Given, a round runs as soon as it is set, and otherwise every
-        ``APPLIED_IDLE`` s (for steps another process's projection wrote); without it, every
-        ``idle`` s."""
+        steps are its rows). Given, a round runs as soon as it is set (but rounds start at
+        most every ``idle`` s), and otherwise every ``APPLIED_IDLE`` s (for steps another
+        process's projection wrote); without it, every ``idle`` s."""
         self.pool = pool
         self.js = js
         self.consortium = consortium
@@ -172,7 +173,9 @@ class Notifier:
         return len(steps)
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            began = loop.time()
             if self.applied is not None:
                 self.applied.clear()  # a commit during this round wakes the next one at once
             try:
@@ -180,14 +183,10 @@ class Notifier:
                     continue
             except Exception:
                 log.exception("notifier round failed; trying again from its tracked position")
-            woken = [stop] if self.applied is None else [stop, self.applied]
-            waits = [asyncio.ensure_future(e.wait()) for e in woken]
-            try:
-                await asyncio.wait(
-                    waits,
-                    timeout=self.idle if self.applied is None else APPLIED_IDLE,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                for w in waits:
-                    w.cancel()
+            if self.applied is None:
+                await first_set(stop, timeout=self.idle)
+                continue
+            await first_set(stop, self.applied, timeout=APPLIED_IDLE)
+            # No oftener than every `idle` s: under load the projection commits far oftener.
+            if (rest := began + self.idle - loop.time()) > 0:
+                await first_set(stop, timeout=rest)

@@ -57,3 +57,20 @@ async def test_without_a_projection_beside_it_the_notifier_polls() -> None:
     stop.set()
     async with asyncio.timeout(10):
         await running
+
+
+async def test_commits_in_quick_succession_start_a_round_at_most_every_idle_interval() -> None:
+    applied, stop = asyncio.Event(), asyncio.Event()
+    n, rounds = counting(applied, 0.2)
+    running = asyncio.create_task(n.run(stop))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while loop.time() - began < 1.0:  # the projection commits every 10 ms for a second
+        applied.set()
+        await asyncio.sleep(0.01)
+    elapsed = loop.time() - began
+    await until(rounds, 2)
+    stop.set()
+    async with asyncio.timeout(10):
+        await running
+    assert len(rounds) <= 2 + elapsed / 0.2  # not one round per commit (a hundred)
