@@ -51,6 +51,18 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+async def stored_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's own database, with the versioned tables (audit log, consent,
+    revocations) made by their migrations and nothing else of the exchange."""
+    from exchange.database import migrate_stored_tables
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    await migrate_stored_tables(pool)
+    yield pool
+    await pool.close()
+
+
 # The crypto profiles a scenario runs under, as a pytest parameter:
 # ``@pytest.mark.parametrize("crypto_profile", PROFILES)`` on a test runs it under each.
 PROFILES = ("intl", "gm")

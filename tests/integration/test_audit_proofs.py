@@ -4,7 +4,6 @@ ones from leaf hashes, and a log written when every level was stored answers the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -12,19 +11,10 @@ import pytest
 
 from audit.merkle import SHA256, SM3, Hasher, root, verify_consistency, verify_inclusion
 from audit.postgres import STORED_FROM, AuditStore, record_hash
-from exchange.database import migrate_stored_tables
 
 T0 = datetime(2026, 12, 7, 8, tzinfo=UTC)
 # Uneven batches, so that flushes end inside and on the edges of the lower levels' nodes.
 BATCHES = (1, 2, 3, 5, 8, 13, 21, 34, 55, 1, 16, 32, 7, 100)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    await migrate_stored_tables(pool)
-    yield pool
-    await pool.close()
 
 
 async def _fill(store: AuditStore) -> int:
@@ -69,23 +59,23 @@ async def _check_every_proof(store: AuditStore, leaves: list[bytes], hasher: Has
 
 @pytest.mark.parametrize("hasher", [SHA256, SM3], ids=["sha256", "sm3"])
 async def test_every_proof_checks_against_the_tree_of_every_leaf(
-    pool: asyncpg.Pool, hasher: Hasher
+    stored_pool: asyncpg.Pool, hasher: Hasher
 ) -> None:
-    await record_hash(pool, hasher.name)
-    store = AuditStore(pool)
+    await record_hash(stored_pool, hasher.name)
+    store = AuditStore(stored_pool)
     size = await _fill(store)
-    leaves = await _leaves(pool)
+    leaves = await _leaves(stored_pool)
     assert len(leaves) == size == sum(BATCHES)
     # Only the nodes from STORED_FROM up are written: one per 2**STORED_FROM records and
     # fewer above, where every level would have made size - 1 of them.
-    levels = await pool.fetch("SELECT level, count(*) AS n FROM audit_nodes GROUP BY level")
+    levels = await stored_pool.fetch("SELECT level, count(*) AS n FROM audit_nodes GROUP BY level")
     stored = {r["level"]: r["n"] for r in levels}
     assert min(stored) == STORED_FROM
     assert stored == {level: size >> level for level in range(STORED_FROM, size.bit_length())}
     assert await _check_every_proof(store, leaves, hasher) > 1000
     # A wrong leaf hash under a computed node makes the proofs that use it fail: record 0's
     # path holds the node over records 4-7, computed from their leaf hashes.
-    async with pool.acquire() as conn:
+    async with stored_pool.acquire() as conn:
         await conn.execute("SET session_replication_role = replica")  # past the triggers
         await conn.execute("UPDATE audit_log SET leaf_hash = $1 WHERE seq = 5", bytes(32))
     _, path = await store.inclusion(0, size)
@@ -93,14 +83,14 @@ async def test_every_proof_checks_against_the_tree_of_every_leaf(
     assert not verify_inclusion(hasher, 0, size, leaves[0], path, root(leaves, hasher))
 
 
-async def test_a_log_written_with_every_node_answers_the_same(pool: asyncpg.Pool) -> None:
+async def test_a_log_written_with_every_node_answers_the_same(stored_pool: asyncpg.Pool) -> None:
     """Nodes below STORED_FROM that an earlier version stored are still there and unread: a
     wrong one among them changes no proof."""
-    await record_hash(pool, "sha256")
-    store = AuditStore(pool)
+    await record_hash(stored_pool, "sha256")
+    store = AuditStore(stored_pool)
     size = await _fill(store)
-    leaves = await _leaves(pool)
-    async with pool.acquire() as conn:
+    leaves = await _leaves(stored_pool)
+    async with stored_pool.acquire() as conn:
         await conn.execute("SET session_replication_role = replica")
         await conn.execute(
             "INSERT INTO audit_nodes (level, idx, hash) SELECT level, idx, $1 FROM "
