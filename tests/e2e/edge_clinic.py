@@ -22,6 +22,8 @@ from typing import Any
 
 from domain.submission import Submission
 from exchange.bootstrap import Endpoints, open_runtime
+from exchange.servers.edge import down_consumer
+from exchange.servers.nats import stream_name
 from exchange.settings import load_settings
 from tests.factories import resident
 from tests.unit.hl7v2_messages import message, obx
@@ -196,3 +198,34 @@ async def entries(env: dict[str, str], institution: str, tag: str) -> list[dict[
             tag,
         )
     return [dict(r) for r in rows]
+
+
+async def receipts_way(env: dict[str, str], consortium: str, institution: str) -> dict[str, Any]:
+    """Where the hub stands in sending ``institution``'s receipts down to its edge: its
+    receipts consumer's counts and leader, and how many receipts the hub holds for it (what
+    a test that waited for them in vain says)."""
+    settings = load_settings({**os.environ, **env})
+    ends = Endpoints(env["HIE_DATABASE_URL"], env["HIE_NATS_URL"])
+    async with open_runtime(settings, ends) as rt:
+        js = rt.nc.jetstream()
+        stream = stream_name(consortium, "RECEIPTS")
+        info = await js.consumer_info(stream, down_consumer(institution, "rcpt"))
+        held = await js.stream_info(stream, subjects_filter=f"hie.{consortium}.receipt.>")
+    return {
+        "delivered": info.delivered.stream_seq if info.delivered else None,
+        "ack_floor": info.ack_floor.stream_seq if info.ack_floor else None,
+        "pending": info.num_pending,
+        "ack_pending": info.num_ack_pending,
+        "redelivered": info.num_redelivered,
+        "leader": info.cluster.leader if info.cluster else None,
+        "push_bound": info.push_bound,
+        "held_at_hub": (held.state.subjects or {}).get(f"hie.{consortium}.receipt.{institution}"),
+    }
+
+
+def log_warnings(log: Path, last: int = 15) -> list[str]:
+    """The last ``last`` warning and error lines of a nats-server's log."""
+    if not log.exists():
+        return []
+    lines = log.read_text(errors="replace").splitlines()
+    return [line for line in lines if "[WRN]" in line or "[ERR]" in line][-last:]

@@ -31,7 +31,15 @@ import pytest
 
 from exchange.servers import netns
 from exchange.servers.edge_lab import EdgeLab
-from tests.e2e.edge_clinic import entries, lab_results, landed, ledger_events, pending
+from tests.e2e.edge_clinic import (
+    entries,
+    lab_results,
+    landed,
+    ledger_events,
+    log_warnings,
+    pending,
+    receipts_way,
+)
 
 EAST, WEST = "vc-east", "vc-west"
 
@@ -58,9 +66,24 @@ def wait_status(
     """`hie edge status` at the clinic until ``done`` says so (each run takes seconds)."""
     deadline = time.monotonic() + seconds
     while not done(status := lab.edge_status(code)):
-        assert time.monotonic() < deadline, f"{code}'s edge never got there: {status}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"{code}'s edge never got there: {status}\n{way_down(lab, code)}")
         time.sleep(0.5)
     return status
+
+
+def way_down(lab: EdgeLab, code: str) -> str:
+    """What the hub's receipts consumer for the clinic and the servers' logs say (a wait
+    that failed tells why)."""
+    try:
+        hub = asyncio.run(receipts_way(lab.topology.env, lab.consortium, code))
+    except Exception as exc:  # a report, whatever the hub's state
+        hub = {"unreadable": repr(exc)}
+    logs = {"edge": log_warnings(lab.members[code].edge_dir / "nats.log")}
+    nats = lab.topology.nats
+    for node in nats.nodes if nats else []:
+        logs[node.address.name] = log_warnings(node.log)
+    return json.dumps({"hub_receipts_consumer": hub, "warnings": logs}, indent=1)
 
 
 def linked(lab: EdgeLab, code: str) -> dict[str, Any]:
