@@ -174,7 +174,9 @@ class AuditStore:
         store still on their way will leave it, and sent at once, so that the next flush is
         in the database while this one commits. The database refuses an append that does not
         extend the tree as it stands (its size, and its first chain link on the stored chain
-        head: audit.schema step 3), and writes nothing of it. Refused while the append it was
+        head: audit.schema step 3), and writes nothing of it; it writes an append's rows before
+        it takes the lock that orders the appends (step 9), so one flush's rows go in while
+        the one before commits. Refused while the append it was
         built on was still on its way (it reached the database first), it is sent again once
         that one has landed; refused otherwise (that one failed, or another process appended
         first), it is computed again on the tree as committed, once every append sent before

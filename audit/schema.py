@@ -256,6 +256,30 @@ schema version 8 holds the lower ones too, unread); a proof computes a node belo
 the leaf hashes of audit_log under it.';
 """
 
+# Step 9: the append writes its rows before it takes the lock that orders the appends, and holds
+# the lock only to check the tree and move it: the next append's rows go in while the one
+# before it commits, and the appends' serial part is the tree's row and the commit. A refused
+# append (the tree moved on, or its rows are already there: another writer's append of the
+# same places) is undone with the block it ran in, so it still writes nothing. Writers append
+# in seq order, so two that overlap wait on each other's index entries in one direction only.
+_LOCK = "    PERFORM pg_advisory_xact_lock(hashtext('hie-audit-append'));\n"
+_STEP7_FUNCTION = _HASHED[_HASHED.index("CREATE FUNCTION audit_append(") :]
+_CHECK_AT = _STEP7_FUNCTION.index("    SELECT size, chain_head")
+_STEP7_CHECK = _STEP7_FUNCTION[_CHECK_AT : _STEP7_FUNCTION.index("    INSERT INTO audit_log")]
+_MOVED_ON = "RAISE EXCEPTION 'audit_append: the tree moved on' USING ERRCODE = 'HA002';"
+_CHECK_AFTER_ROWS = _LOCK + _STEP7_CHECK.replace("RETURN false;", _MOVED_ON)
+_REFUSED = (
+    "    EXCEPTION WHEN SQLSTATE 'HA002' OR unique_violation OR deadlock_detected THEN\n"
+    "        RETURN false;\n    END;\n"
+)
+_APPEND_BEFORE_LOCK = "CREATE OR REPLACE " + (
+    _STEP7_FUNCTION.removeprefix("CREATE ")
+    .replace(_LOCK, "")
+    .replace(_STEP7_CHECK, "    BEGIN\n")
+    .replace("    UPDATE audit_tree SET", _CHECK_AFTER_ROWS + "    UPDATE audit_tree SET")
+    .replace("    RETURN true;", _REFUSED + "    RETURN true;")
+)
+
 # The schema in versioned steps (exchange.servers.migrations runs them): step N is version N.
 # Never edit, reorder or remove a released step; a change is a new step at the end.
 BASELINE_TABLES = ("audit_log", "audit_nodes", "audit_tree", "audit_heads")
@@ -284,5 +308,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         "audit_nodes says what it holds: appends store the nodes from level 4 up",
         _NODES_FROM_LEVEL_4,
+    ),
+    (
+        "the append writes its rows before it takes the lock, which it holds only to check "
+        "and move the tree",
+        _APPEND_BEFORE_LOCK,
     ),
 )

@@ -23,7 +23,7 @@ from typing import Any
 from domain.submission import Submission
 from exchange.bootstrap import Endpoints, open_runtime
 from exchange.servers.edge import down_consumer
-from exchange.servers.nats import stream_name
+from exchange.servers.nats import connect, stream_name
 from exchange.settings import load_settings
 from tests.factories import resident
 from tests.unit.hl7v2_messages import message, obx
@@ -204,13 +204,15 @@ async def receipts_way(env: dict[str, str], consortium: str, institution: str) -
     """Where the hub stands in sending ``institution``'s receipts down to its edge: its
     receipts consumer's counts and leader, and how many receipts the hub holds for it (what
     a test that waited for them in vain says)."""
-    settings = load_settings({**os.environ, **env})
-    ends = Endpoints(env["HIE_DATABASE_URL"], env["HIE_NATS_URL"])
-    async with open_runtime(settings, ends) as rt:
-        js = rt.nc.jetstream()
+    creds, ca = Path(env["HIE_NATS_CREDS"]), Path(env["HIE_NATS_CA"])
+    nc = await connect(env["HIE_NATS_URL"], "edge-test-report", creds=creds, ca=ca)
+    try:  # NATS alone: a report must not wait on, or change, the database
+        js = nc.jetstream()
         stream = stream_name(consortium, "RECEIPTS")
         info = await js.consumer_info(stream, down_consumer(institution, "rcpt"))
         held = await js.stream_info(stream, subjects_filter=f"hie.{consortium}.receipt.>")
+    finally:
+        await nc.close()
     return {
         "delivered": info.delivered.stream_seq if info.delivered else None,
         "ack_floor": info.ack_floor.stream_seq if info.ack_floor else None,

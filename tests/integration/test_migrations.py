@@ -311,6 +311,7 @@ async def test_a_database_made_before_versions_is_adopted_and_loses_nothing(
         ("audit", 6, False),
         ("audit", 7, False),
         ("audit", 8, False),
+        ("audit", 9, False),
         ("consent", 1, True),
         ("consent", 2, False),
         ("consent", 3, False),
