@@ -20,6 +20,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from nats.js.errors import NotFoundError
+
 from domain.submission import Submission
 from exchange.bootstrap import Endpoints, open_runtime
 from exchange.servers.edge import down_consumer
@@ -211,6 +213,14 @@ async def receipts_way(env: dict[str, str], consortium: str, institution: str) -
         stream = stream_name(consortium, "RECEIPTS")
         info = await js.consumer_info(stream, down_consumer(institution, "rcpt"))
         held = await js.stream_info(stream, subjects_filter=f"hie.{consortium}.receipt.>")
+        subject, seqs, seq = f"hie.{consortium}.receipt.{institution}", [], 0
+        while True:  # the clinic's receipts at the hub, each by its stream sequence
+            try:
+                msg = await js.get_msg(stream, seq=seq + 1, subject=subject, next=True)
+            except NotFoundError:
+                break
+            seq = msg.seq
+            seqs.append(seq)
     finally:
         await nc.close()
     return {
@@ -221,8 +231,20 @@ async def receipts_way(env: dict[str, str], consortium: str, institution: str) -
         "redelivered": info.num_redelivered,
         "leader": info.cluster.leader if info.cluster else None,
         "push_bound": info.push_bound,
-        "held_at_hub": (held.state.subjects or {}).get(f"hie.{consortium}.receipt.{institution}"),
+        "held_at_hub": (held.state.subjects or {}).get(subject),
+        "seqs": seqs,
     }
+
+
+def runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted sequence numbers as (first, last) runs of consecutive ones."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
 
 
 def log_warnings(log: Path, last: int = 15) -> list[str]:

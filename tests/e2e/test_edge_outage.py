@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from tests.e2e.edge_clinic import (
     log_warnings,
     pending,
     receipts_way,
+    runs,
 )
 
 EAST, WEST = "vc-east", "vc-west"
@@ -79,11 +81,29 @@ def way_down(lab: EdgeLab, code: str) -> str:
         hub = asyncio.run(receipts_way(lab.topology.env, lab.consortium, code))
     except Exception as exc:  # a report, whatever the hub's state
         hub = {"unreadable": repr(exc)}
+    probe = [sys.executable, "-m", "tests.e2e.edge_receipts_probe", str(lab.members[code].edge_dir)]
+    done = subprocess.run(
+        lab.in_clinic(code, probe), env=lab.clinic_env(code), capture_output=True, text=True
+    )
+    at_hub = hub.pop("seqs", [])
+    try:
+        at_edge = json.loads(done.stdout)
+        edge = {
+            "held": len(at_edge),
+            "twice": len(at_edge) - len(set(at_edge)),
+            # The hub's receipts for the clinic the edge lacks, as runs of stream sequences.
+            "missing": runs(sorted(set(at_hub) - set(at_edge)))[:20],
+            "last": max(at_edge, default=None),
+        }
+    except ValueError:
+        edge = {"unreadable": done.stderr[-1000:]}
     logs = {"edge": log_warnings(lab.members[code].edge_dir / "nats.log")}
     nats = lab.topology.nats
     for node in nats.nodes if nats else []:
         logs[node.address.name] = log_warnings(node.log)
-    return json.dumps({"hub_receipts_consumer": hub, "warnings": logs}, indent=1)
+    return json.dumps(
+        {"hub_receipts_consumer": hub, "edge_receipts": edge, "warnings": logs}, indent=1
+    )
 
 
 def linked(lab: EdgeLab, code: str) -> dict[str, Any]:
