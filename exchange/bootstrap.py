@@ -58,7 +58,6 @@ from exchange.servers.nats import (
     PORTAL,
     cluster_size,
     connect,
-    ensure_notify_consumer,
     ensure_streams,
 )
 from exchange.servers.replanning import Replanning
@@ -369,9 +368,8 @@ async def open_runtime(
         revocations = Revocations(pool)
         nc = await connect(ends.nats_url, name, creds=settings.nats_creds, ca=settings.nats_ca)
         replicas = settings.nats_replicas or (3 if cluster_size(nc) >= 3 else 1)
-        await ensure_streams(nc.jetstream(), settings.consortium, replicas)
         # Patients' notices wait for the patient portal's consumer, however long it is away.
-        await ensure_notify_consumer(nc.jetstream(), settings.consortium, PORTAL)
+        await ensure_streams(nc.jetstream(), settings.consortium, replicas, notify_for=[PORTAL])
         yield Runtime(
             settings,
             ends,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,15 +181,23 @@ def cluster_size(nc: Client) -> int:
 
 
 async def ensure_streams(
-    js: JetStreamContext, consortium: str, replicas: int = 1, *, patience: float = 60.0
+    js: JetStreamContext,
+    consortium: str,
+    replicas: int = 1,
+    *,
+    patience: float = 60.0,
+    notify_for: Sequence[str] = (),
 ) -> None:
-    """Create or update the exchange's streams (``replicas`` copies of each: 3 on a cluster)
-    and the gateway's durable consumer. A cluster still forming (or electing a leader)
-    refuses for a while ("no suitable peers", timeouts): tried again for ``patience`` s."""
+    """Create or update the exchange's streams (``replicas`` copies of each: 3 on a cluster),
+    the gateway's durable consumer, and the notification consumers of ``notify_for``. A
+    cluster still forming (or electing a leader: just started, or a node just lost) refuses
+    for a while ("no suitable peers", timeouts): tried again for ``patience`` s."""
     deadline = asyncio.get_running_loop().time() + patience
     while True:
         try:
             await _ensure_streams(js, consortium, replicas)
+            for institution in notify_for:
+                await ensure_notify_consumer(js, consortium, institution)
             return
         except (TimeoutError, NatsError) as exc:
             if asyncio.get_running_loop().time() > deadline:
