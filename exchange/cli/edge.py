@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from exchange.cli.common import run, usage
 from exchange.settings import Settings
-
-if TYPE_CHECKING:
-    from exchange.servers.edge_node import EdgeNode
 
 
 @click.group("edge")
@@ -140,12 +136,8 @@ async def up(
             f"edge of {institution} running at {edge.url} (its queue in {where}); Ctrl-C stops it",
         )
         waiting = asyncio.create_task(stop.wait())
-        looked = loop.time()
         while not stop.is_set():
             await asyncio.wait([waiting], timeout=1.0)
-            if loop.time() - looked >= WATCH_EVERY and edge.proc and edge.proc.poll() is None:
-                looked = loop.time()
-                await watch(edge)
             if edge.proc is not None and edge.proc.poll() is not None:
                 click.echo(
                     f"hie edge up: the edge's nats-server stopped (see {edge.log})", err=True
@@ -154,27 +146,6 @@ async def up(
     finally:
         await asyncio.to_thread(edge.stop)
     return 0
-
-
-# How often the edge looks for receipts and notifications lost on their way down.
-WATCH_EVERY = 20.0
-
-
-async def watch(edge: EdgeNode) -> None:
-    """One look over what comes down from the hub (exchange/servers/edge_heal.py); a failure
-    is said and the edge goes on."""
-    from exchange.servers.edge_heal import INBOX_PREFIX, heal
-    from exchange.servers.edge_node import connect_local
-
-    try:
-        nc = await connect_local(edge.url, edge.seed_file, INBOX_PREFIX)
-        try:
-            for stream in await heal(nc, edge.consortium, edge.institution):
-                click.echo(f"hie edge up: {stream}: asked the hub again for what it lost", err=True)
-        finally:
-            await nc.close()
-    except Exception as exc:  # the edge keeps running; the next look tries again
-        click.echo(f"hie edge up: the watch over what comes down failed: {exc!r}", err=True)
 
 
 @edge_group.command("status")

@@ -125,9 +125,6 @@ def leaf_permissions(consortium: str, institution: str) -> Permissions:
             up_subject(consortium, institution),  # queued submissions, heartbeats, flow control
             f"$JS.{HUB_DOMAIN}.API.CONSUMER.RESET.{receipts}.{rcpt}",
             f"$JS.{HUB_DOMAIN}.API.CONSUMER.RESET.{notify}.{ntfy}",
-            # Its own two consumers' state, for the edge's watch (edge_heal.py).
-            f"$JS.{HUB_DOMAIN}.API.CONSUMER.INFO.{receipts}.{rcpt}",
-            f"$JS.{HUB_DOMAIN}.API.CONSUMER.INFO.{notify}.{ntfy}",
             f"$JS.FC.{receipts}.{rcpt}.>",  # flow-control replies: the edge's acknowledgements
             f"$JS.FC.{notify}.{ntfy}.>",
         ],

@@ -26,19 +26,11 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from adapters.nats import EDGE_RECEIPTS, EDGE_RECEIVED, EDGE_SUBMIT, edge_subject, stored_at
+from adapters.nats import EDGE_RECEIVED, EDGE_SUBMIT, edge_subject, stored_at
 from exchange.private_files import write_private
-from exchange.servers.edge import down_consumer, edge_creds, register_edge
-from exchange.servers.edge_heal import INBOX_PREFIX, heal, last_stored, lost
-from exchange.servers.edge_node import (
-    EdgeNode,
-    connect_local,
-    edge_status,
-    first_queued_at,
-    running_edge,
-)
+from exchange.servers.edge import edge_creds, register_edge
+from exchange.servers.edge_node import EdgeNode, edge_status, first_queued_at, running_edge
 from exchange.servers.embedded import free_port
 from exchange.servers.nats import GATEWAY_CONSUMER, ensure_streams, stream_name
 from exchange.servers.nats_accounts import NatsAuthority
@@ -342,79 +334,3 @@ async def test_the_oldest_queued_is_found_though_the_hub_takes_the_first_meanwhi
         await nc.close()
     finally:
         edge.stop()
-
-
-# The edge's watch over what comes down from the hub (exchange/servers/edge_heal.py): receipts
-# the hub's consumer counts as delivered and acknowledged but the edge never stored -- the state
-# nats-server's source reset race leaves -- are asked for again and come down, each once.
-
-
-def test_lost_only_when_the_hub_acknowledged_past_what_the_edge_holds() -> None:
-    assert lost(12, 11) and not lost(11, 11) and not lost(10, 11)
-    assert lost(3, 0) and not lost(0, 0)
-    assert not lost(99, None)  # the edge cannot tell (its messages expired)
-
-
-async def _receipts(js: JetStreamContext) -> list[bytes]:
-    state = (await js.stream_info(EDGE_RECEIPTS)).state
-    return [
-        (await js.get_msg(EDGE_RECEIPTS, seq)).data or b""
-        for seq in range(state.first_seq, state.last_seq + 1)
-        if state.messages
-    ]
-
-
-async def test_receipts_the_hub_counts_as_down_but_the_edge_lacks_come_down_again(
-    topology: tuple[str, NatsCluster, EdgeNode, Path],
-) -> None:
-    consortium, hub, edge, service = topology
-    hnc = await nats.connect(hub.url.split(","), user_credentials=str(service))
-    hjs = hnc.jetstream()
-    await ensure_streams(hjs, consortium, replicas=3)
-    await register_edge(hjs, consortium, CLINIC)
-    edge.start()
-    await edge.prepare()
-    enc = await connect_local(edge.url, edge.seed_file, INBOX_PREFIX)
-    ejs = enc.jetstream()
-    subject = f"hie.{consortium}.receipt.{CLINIC}"
-    receipts = stream_name(consortium, "RECEIPTS")
-    try:
-        for n in range(20):
-            await hjs.publish(subject, f"receipt {n}".encode())
-        await wait_for(lambda: _count(ejs, 20))
-
-        # Nothing lost: the watch looks and changes nothing.
-        assert await heal(enc, consortium, CLINIC) == []
-        before = await hjs.consumer_info(receipts, down_consumer(CLINIC, "rcpt"))
-
-        # The race's state: 30 more receipts the hub's consumer counts as delivered and
-        # acknowledged (here: set past them while the edge's source was off), none at the edge.
-        config = (await ejs.stream_info(EDGE_RECEIPTS)).config
-        sources, config.sources = config.sources, []
-        await ejs.update_stream(config)
-        for n in range(20, 50):
-            last = await hjs.publish(subject, f"receipt {n}".encode())
-        reset = f"$JS.API.CONSUMER.RESET.{receipts}.{down_consumer(CLINIC, 'rcpt')}"
-        await hnc.request(reset, f'{{"seq": {last.seq + 1}}}'.encode(), timeout=5)
-        config.sources = sources
-        await ejs.update_stream(config)
-        await asyncio.sleep(3)
-        assert len(await _receipts(ejs)) == 20  # the 30 never come down by themselves
-        info = await hjs.consumer_info(receipts, down_consumer(CLINIC, "rcpt"))
-        assert info.ack_floor.stream_seq == last.seq > before.ack_floor.stream_seq
-        assert lost(info.ack_floor.stream_seq, await last_stored(ejs, EDGE_RECEIPTS))
-
-        # The watch sees it and asks again: all 50 at the edge, each once, in order.
-        assert await heal(enc, consortium, CLINIC) == [EDGE_RECEIPTS]
-        await wait_for(lambda: _count(ejs, 50))
-        await asyncio.sleep(2)
-        assert await _receipts(ejs) == [f"receipt {n}".encode() for n in range(50)]
-        assert await heal(enc, consortium, CLINIC) == []
-    finally:
-        await enc.close()
-        await hnc.close()
-    assert violations(edge.log) == []
-
-
-async def _count(js: JetStreamContext, n: int) -> bool:
-    return bool((await js.stream_info(EDGE_RECEIPTS)).state.messages >= n)
