@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from exchange.cli.common import run, usage
 from exchange.settings import Settings
+
+if TYPE_CHECKING:
+    from exchange.servers.edge_heal import Watch
+    from exchange.servers.edge_node import EdgeNode
 
 
 @click.group("edge")
@@ -135,9 +140,16 @@ async def up(
         click.echo(
             f"edge of {institution} running at {edge.url} (its queue in {where}); Ctrl-C stops it",
         )
+        from exchange.servers.edge_heal import Watch
+
         waiting = asyncio.create_task(stop.wait())
+        watching, looked = Watch(settings.consortium, institution), loop.time()
+        look: asyncio.Task[None] | None = None  # beside the loop: a look may wait on the hub
         while not stop.is_set():
             await asyncio.wait([waiting], timeout=1.0)
+            if loop.time() - looked >= WATCH_EVERY and (look is None or look.done()):
+                looked = loop.time()
+                look = asyncio.create_task(watch(edge, watching))
             if edge.proc is not None and edge.proc.poll() is not None:
                 click.echo(
                     f"hie edge up: the edge's nats-server stopped (see {edge.log})", err=True
@@ -146,6 +158,27 @@ async def up(
     finally:
         await asyncio.to_thread(edge.stop)
     return 0
+
+
+# How often the edge looks for receipts and notifications that stopped coming down.
+WATCH_EVERY = 20.0
+
+
+async def watch(edge: EdgeNode, watching: Watch) -> None:
+    """One look over what comes down from the hub (exchange/servers/edge_heal.py); a failure
+    is said and the edge goes on."""
+    from exchange.servers.edge_heal import INBOX_PREFIX
+    from exchange.servers.edge_node import connect_local
+
+    try:
+        nc = await connect_local(edge.url, edge.seed_file, INBOX_PREFIX)
+        try:
+            for stream in await watching.look(nc):
+                click.echo(f"hie edge up: {stream}: asked the hub again for what it lost", err=True)
+        finally:
+            await nc.close()
+    except Exception as exc:  # the edge keeps running; the next look tries again
+        click.echo(f"hie edge up: the watch over what comes down failed: {exc!r}", err=True)
 
 
 @edge_group.command("status")

@@ -125,6 +125,10 @@ def leaf_permissions(consortium: str, institution: str) -> Permissions:
             up_subject(consortium, institution),  # queued submissions, heartbeats, flow control
             f"$JS.{HUB_DOMAIN}.API.CONSUMER.RESET.{receipts}.{rcpt}",
             f"$JS.{HUB_DOMAIN}.API.CONSUMER.RESET.{notify}.{ntfy}",
+            # The last of its own receipts and notifications, for the edge's watch
+            # (edge_heal.py): the subject is in the request's subject, so no other's.
+            f"$JS.{HUB_DOMAIN}.API.DIRECT.GET.{receipts}.hie.{consortium}.receipt.{institution}",
+            f"$JS.{HUB_DOMAIN}.API.DIRECT.GET.{notify}.hie.{consortium}.notify.{institution}",
             f"$JS.FC.{receipts}.{rcpt}.>",  # flow-control replies: the edge's acknowledgements
             f"$JS.FC.{notify}.{ntfy}.>",
         ],

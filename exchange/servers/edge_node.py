@@ -175,9 +175,12 @@ class EdgeNode:
             await nc.close()
 
 
-async def connect_local(url: str, seed_file: Path) -> Client:
-    """The clinic's own client of its edge (on the same machine)."""
-    return await nats.connect(url, nkeys_seed=str(seed_file), allow_reconnect=False)
+async def connect_local(url: str, seed_file: Path, inbox_prefix: str = "_INBOX") -> Client:
+    """The clinic's own client of its edge (on the same machine); ``inbox_prefix``: where
+    answers come, for requests that go on to the hub (exchange/servers/edge_heal.py)."""
+    return await nats.connect(
+        url, nkeys_seed=str(seed_file), allow_reconnect=False, inbox_prefix=inbox_prefix
+    )
 
 
 async def first_queued_at(js: JetStreamContext, first_seq: int, subject: str) -> datetime | None:

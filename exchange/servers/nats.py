@@ -223,6 +223,7 @@ async def _ensure_streams(js: JetStreamContext, consortium: str, replicas: int) 
             storage=StorageType.FILE,
             max_age=30 * _DAY,
             duplicate_window=DUPLICATE_WINDOW_S,
+            allow_direct=True,  # an edge reads the last of its clinic's (edge_heal.py)
         ),
         StreamConfig(  # signed audit tree heads, for witnesses and regulators to follow
             name=stream_name(consortium, "AUDIT"),
@@ -243,6 +244,7 @@ async def _ensure_streams(js: JetStreamContext, consortium: str, replicas: int) 
             storage=StorageType.FILE,
             max_age=NOTIFY_DAYS * _DAY,
             duplicate_window=_DAY,  # few messages: repeats after a notifier restart are dropped
+            allow_direct=True,  # an edge reads the last of its clinic's (edge_heal.py)
         ),
     ]
     for config in configs:

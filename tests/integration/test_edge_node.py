@@ -26,11 +26,19 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
-from adapters.nats import EDGE_RECEIVED, EDGE_SUBMIT, edge_subject, stored_at
+from adapters.nats import EDGE_RECEIPTS, EDGE_RECEIVED, EDGE_SUBMIT, edge_subject, stored_at
 from exchange.private_files import write_private
-from exchange.servers.edge import edge_creds, register_edge
-from exchange.servers.edge_node import EdgeNode, edge_status, first_queued_at, running_edge
+from exchange.servers.edge import down_consumer, edge_creds, register_edge
+from exchange.servers.edge_heal import INBOX_PREFIX, Look, Watch, stalled
+from exchange.servers.edge_node import (
+    EdgeNode,
+    connect_local,
+    edge_status,
+    first_queued_at,
+    running_edge,
+)
 from exchange.servers.embedded import free_port
 from exchange.servers.nats import GATEWAY_CONSUMER, ensure_streams, stream_name
 from exchange.servers.nats_accounts import NatsAuthority
@@ -334,3 +342,84 @@ async def test_the_oldest_queued_is_found_though_the_hub_takes_the_first_meanwhi
         await nc.close()
     finally:
         edge.stop()
+
+
+# The edge's watch over what comes down from the hub (exchange/servers/edge_heal.py): receipts
+# the hub's consumer counts as delivered and acknowledged but the edge never stored -- the state
+# nats-server's source reset race leaves -- are asked for again and come down, each once.
+
+
+def test_stalled_only_when_the_hubs_last_stays_missing_and_nothing_comes() -> None:
+    assert stalled(Look(at_hub=12, stored=11), Look(at_hub=12, stored=11))
+    assert not stalled(Look(12, 11), Look(12, 12))  # it came
+    assert not stalled(Look(12, 9), Look(12, 11))  # coming: more came meanwhile
+    assert not stalled(Look(11, 11), Look(14, 11))  # new at the hub since: give it time
+    assert not stalled(None, Look(12, 11))
+
+
+async def _receipts(js: JetStreamContext) -> list[bytes]:
+    state = (await js.stream_info(EDGE_RECEIPTS)).state
+    return [
+        (await js.get_msg(EDGE_RECEIPTS, seq)).data or b""
+        for seq in range(state.first_seq, state.last_seq + 1)
+        if state.messages
+    ]
+
+
+async def _count(js: JetStreamContext, n: int) -> bool:
+    return bool((await js.stream_info(EDGE_RECEIPTS)).state.messages >= n)
+
+
+async def test_receipts_that_stopped_coming_down_are_asked_for_again(
+    topology: tuple[str, NatsCluster, EdgeNode, Path],
+) -> None:
+    consortium, hub, edge, service = topology
+    hnc = await nats.connect(hub.url.split(","), user_credentials=str(service))
+    hjs = hnc.jetstream()
+    await ensure_streams(hjs, consortium, replicas=3)
+    await register_edge(hjs, consortium, CLINIC)
+    edge.start()
+    await edge.prepare()
+    enc = await connect_local(edge.url, edge.seed_file, INBOX_PREFIX)
+    ejs = enc.jetstream()
+    subject = f"hie.{consortium}.receipt.{CLINIC}"
+    receipts, consumer = stream_name(consortium, "RECEIPTS"), down_consumer(CLINIC, "rcpt")
+    watch = Watch(consortium, CLINIC)
+    try:
+        for n in range(20):
+            await hjs.publish(subject, f"receipt {n}".encode())
+        for n in range(5):  # another clinic's, after the clinic's last
+            await hjs.publish(f"hie.{consortium}.receipt.dongcheng-thc", b"not the clinic's")
+        await wait_for(lambda: _count(ejs, 20))
+
+        # Nothing lost: two looks change nothing.
+        assert await watch.look(enc) == [] and await watch.look(enc) == []
+
+        # The race's state: 30 more receipts the hub's consumer counts as delivered and
+        # acknowledged (here: set past them while the edge's source was off), none at the edge.
+        config = (await ejs.stream_info(EDGE_RECEIPTS)).config
+        sources, config.sources = config.sources, []
+        await ejs.update_stream(config)
+        for n in range(20, 50):
+            last = await hjs.publish(subject, f"receipt {n}".encode())
+        reset = f"$JS.API.CONSUMER.RESET.{receipts}.{consumer}"
+        await hnc.request(reset, f'{{"seq": {last.seq + 1}}}'.encode(), timeout=5)
+        config.sources = sources
+        await ejs.update_stream(config)
+        await asyncio.sleep(3)
+        assert len(await _receipts(ejs)) == 20  # the 30 never come down by themselves
+        info = await hjs.consumer_info(receipts, consumer)
+        assert info.ack_floor.stream_seq == last.seq and info.num_pending == 0
+
+        # The first look sees the hub's last missing; the next, that nothing came: it asks
+        # again, and all 50 are at the edge, each once, in order, and no other clinic's.
+        assert await watch.look(enc) == []
+        assert await watch.look(enc) == [EDGE_RECEIPTS]
+        await wait_for(lambda: _count(ejs, 50))
+        await asyncio.sleep(2)
+        assert await _receipts(ejs) == [f"receipt {n}".encode() for n in range(50)]
+        assert await watch.look(enc) == [] and await watch.look(enc) == []
+    finally:
+        await enc.close()
+        await hnc.close()
+    assert all(violations(n.log) == [] for n in hub.nodes) and violations(edge.log) == []
