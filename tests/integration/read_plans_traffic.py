@@ -5,6 +5,7 @@ collected as tests."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -150,7 +151,11 @@ async def _regulator(ex: Running, ok: Any, pid: str) -> None:
     steward = token(ex, "steward-plan", "county", "mpi_steward")
     await ok("GET", "/mpi/merge-requests", steward)
     await ok("GET", "/mpi/merge-requests", steward, params={"status": "approved"})
-    head = (await ok("GET", "/audit/head", reg)).json()
-    size = int(head["size"])
+    # A proof reads stored nodes (audit.proof_nodes) only in a tree of 32 records or more:
+    # each look at the head is itself a record, and a head is signed every 0.2 s here.
+    waited = asyncio.get_running_loop().time() + 20
+    while (size := int((await ok("GET", "/audit/head", reg)).json()["size"])) < 48:
+        assert asyncio.get_running_loop().time() < waited, f"no head past {size} records"
+        await asyncio.sleep(0.1)
     await ok("GET", "/audit/proof/inclusion", reg, params={"seq": "0", "size": str(size)})
     await ok("GET", "/audit/proof/consistency", reg, params={"first": "1", "second": str(size)})
