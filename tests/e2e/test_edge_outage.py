@@ -82,9 +82,16 @@ def way_down(lab: EdgeLab, code: str) -> str:
     except Exception as exc:  # a report, whatever the hub's state
         hub = {"unreadable": repr(exc)}
     probe = [sys.executable, "-m", "tests.e2e.edge_receipts_probe", str(lab.members[code].edge_dir)]
-    done = subprocess.run(
-        lab.in_clinic(code, probe), env=lab.clinic_env(code), capture_output=True, text=True
-    )
+    try:
+        done = subprocess.run(
+            lab.in_clinic(code, probe),
+            env=lab.clinic_env(code),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as exc:
+        done = subprocess.CompletedProcess(exc.cmd, -1, "", "the probe took over 120 s")
     at_hub = hub.pop("seqs", [])
     try:
         at_edge = json.loads(done.stdout)
