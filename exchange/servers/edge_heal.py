@@ -107,7 +107,12 @@ async def last_stored(js: JetStreamContext, stream: str) -> int | None:
         msg = await js.get_msg(stream, seq=state.last_seq)
     except NotFoundError:
         return None
-    parts = (msg.headers or {}).get(SOURCE_HEADER, "").split()
+    return hub_sequence(msg.headers)
+
+
+def hub_sequence(headers: dict[str, str] | None) -> int | None:
+    """The hub stream sequence a sourced message's header names (None: no such header)."""
+    parts = (headers or {}).get(SOURCE_HEADER, "").split()
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from nats.js.errors import NotFoundError
 
 from adapters.nats import EDGE_RECEIPTS
+from exchange.servers.edge_heal import hub_sequence
 from exchange.servers.edge_node import connect_local, running_edge
 
 
@@ -34,8 +35,8 @@ async def hub_sequences(folder: Path) -> list[int]:
                 msg = await js.get_msg(EDGE_RECEIPTS, seq)
             except NotFoundError:
                 continue
-            source = (msg.headers or {}).get("Nats-Stream-Source", "").split()
-            out.append(int(source[1]) if len(source) > 1 and source[1].isdigit() else -1)
+            hub = hub_sequence(msg.headers)
+            out.append(-1 if hub is None else hub)
         return out
     finally:
         await nc.close()
