@@ -12,10 +12,9 @@ submissions are resent with the same id, which broker de-duplication and the led
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client
@@ -25,6 +24,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from adapters.envelope import encode
+from adapters.receipts import Following, receipt_from
 from domain.errors import AdapterError
 
 # A publish is tried again (same id) for this long: through a cluster's leader election.
@@ -32,7 +32,6 @@ PUBLISH_PATIENCE = 60.0
 # Following the receipts is tried this often, a second apart, each try waiting up to 5 s:
 # longer than a cluster takes to elect a stream's leader.
 FOLLOW_ATTEMPTS = 10
-DUPLICATE_WINDOW = timedelta(seconds=120)  # the exchange's stream setting
 MAX_SUBMISSION_BYTES = 1024 * 1024  # the exchange's stream setting
 # The header a submission sent through a village clinic's edge node carries: when the edge
 # took it, on the clinic's clock (an ISO 8601 instant with its offset). The exchange counts a
@@ -129,7 +128,7 @@ class SubmitClient:
             )
         return receipts
 
-    async def _follow_receipts(self, take: Callable[[dict[str, Any]], bool]) -> _Following:
+    async def _follow_receipts(self, take: Callable[[dict[str, Any]], bool]) -> Following:
         """Receipts as they arrive, each handed to ``take``. Through the institution's own
         durable consumer when the exchange made one (its NATS user may manage none; see the
         exchange's NATS accounts), else through a consumer of this call's own that starts
@@ -141,10 +140,8 @@ class SubmitClient:
                 try:
                     await self.js.consumer_info(stream, durable, timeout=5)
                 except NotFoundError:
-                    return await _Following.ordered(
-                        self.js, self.consortium, self.institution, take
-                    )
-                return await _Following.durable(self.js, stream, durable, take)
+                    return await Following.ordered(self.js, self.consortium, self.institution, take)
+                return await Following.durable(self.js, stream, durable, take)
             except (TimeoutError, NatsError):
                 # A cluster electing a new leader for the stream answers nothing for seconds;
                 # a refusal of these credentials answers nothing either, but says so apart.
@@ -247,14 +244,14 @@ class EdgeSubmitClient:
             )
         return stamp
 
-    async def follow(self, since: datetime, take: Callable[[dict[str, Any]], object]) -> _Following:
+    async def follow(self, since: datetime, take: Callable[[dict[str, Any]], object]) -> Following:
         """Every receipt the edge holds from ``since`` (on this machine's clock) on, and each
         that comes down later, handed to ``take`` until the subscription is closed; the
         subscription's ``seen`` is the edge stream's sequence of the last one handed."""
-        following: _Following | None = None
+        following: Following | None = None
 
         async def on_msg(msg: Any) -> None:
-            receipt = _receipt(msg.data)
+            receipt = receipt_from(msg.data)
             if receipt is not None:
                 take(receipt)
             if following is not None:
@@ -268,7 +265,7 @@ class EdgeSubmitClient:
             deliver_policy=DeliverPolicy.BY_START_TIME,
             config=ConsumerConfig(opt_start_time=since.astimezone(UTC)),
         )
-        following = _Following(sub)
+        following = Following(sub)
         return following
 
     async def held_since(self, since: datetime) -> int:
@@ -300,7 +297,7 @@ async def edge_clock_offset(js: JetStreamContext, last: int = 20) -> float | Non
             msg = await js.get_msg(EDGE_RECEIPTS, seq=seq)
         except NotFoundError:
             continue
-        receipt = _receipt(msg.data or b"") or {}
+        receipt = receipt_from(msg.data or b"") or {}
         written = stored_at(receipt.get("received_at"))
         stored = stored_at(msg.time)
         if written is not None and stored is not None and written.tzinfo is not None:
@@ -335,84 +332,6 @@ def _encoded(envelope: dict[str, Any]) -> bytes:
             "send its items in several submissions"
         )
     return body
-
-
-def _receipt(data: bytes) -> dict[str, Any] | None:
-    try:
-        receipt = json.loads(data)
-    except ValueError:
-        return None
-    return receipt if isinstance(receipt, dict) else None
-
-
-class _Following:
-    """A subscription to an institution's receipts, stopped by ``close``."""
-
-    def __init__(self, sub: Any, task: asyncio.Task[None] | None = None) -> None:
-        self.sub = sub
-        self.task = task
-        self.held: list[Any] = []
-        self.seen = 0  # an edge's receipts: the stream sequence of the last one handed over
-
-    @classmethod
-    async def ordered(
-        cls, js: Any, consortium: str, institution: str, take: Callable[[dict[str, Any]], bool]
-    ) -> _Following:
-        async def on_msg(msg: Any) -> None:
-            receipt = _receipt(msg.data)
-            if receipt is not None:
-                take(receipt)
-
-        since = datetime.now(UTC) - DUPLICATE_WINDOW - timedelta(seconds=30)
-        sub = await js.subscribe(
-            f"hie.{consortium}.receipt.{institution}",
-            cb=on_msg,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            config=ConsumerConfig(opt_start_time=since),
-        )
-        return cls(sub)
-
-    @classmethod
-    async def durable(
-        cls, js: Any, stream: str, durable: str, take: Callable[[dict[str, Any]], bool]
-    ) -> _Following:
-        sub = await js.pull_subscribe_bind(durable, stream=stream)
-        following = cls(sub)
-
-        async def pull() -> None:
-            while True:
-                try:
-                    msgs = await sub.fetch(64, timeout=1.0)
-                except TimeoutError:
-                    continue  # nothing waiting (DESIGN.md: an empty batch, not a failure)
-                except NatsError:
-                    await asyncio.sleep(0.5)
-                    continue
-                for msg in msgs:
-                    receipt = _receipt(msg.data)
-                    if receipt is None:
-                        await msg.ack()
-                    elif take(receipt):
-                        # Acknowledged once the caller has them all (``close``): a sender
-                        # stopped before then finds them again on its next run.
-                        following.held.append(msg)
-                    else:  # another sender of this institution may be waiting for it
-                        await msg.nak(delay=1.0)
-
-        following.task = asyncio.create_task(pull())
-        return following
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        for msg in self.held:
-            with contextlib.suppress(NatsError, TimeoutError):
-                await msg.ack()
-        with contextlib.suppress(NatsError):
-            await self.sub.unsubscribe()
 
 
 class NotificationClient:

@@ -178,6 +178,22 @@ async def inject(topology: LocalTopology, kind: str, tally: Tally) -> None:
         await asyncio.to_thread(pg.rejoin)
 
 
+def awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """Where a task waits: each coroutine of its chain of awaits, outermost first."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            chain.append(type(coro).__name__)
+            break
+        chain.append(
+            f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})"
+        )
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
 def recovery_times(tally: Tally) -> list[tuple[str, float]]:
     """Per fault: its kind, and how long until a batch sent after it was answered."""
     out = []
@@ -264,6 +280,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             late = {c: round(time.monotonic() - t) for c, t in tally.waiting.items()}
             if late:
                 print(f"waiting for the receipts of: {late} (s)", flush=True)
+            if max(late.values(), default=0) > 120:  # where a stalled member waits
+                for task in asyncio.all_tasks():
+                    print(f"task {task.get_name()}: {' <- '.join(awaiting(task))}", flush=True)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"members still without receipts after 600 s: {late}")
         await finishing

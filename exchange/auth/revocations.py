@@ -68,6 +68,7 @@ class Revocations:
         # A notification, or the listening connection lost: reload either way.
         self._listener = Listener(pool, CHANNEL, self._changed)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # Revoking: each one notifies every running exchange when its transaction commits ---------
 
@@ -144,10 +145,14 @@ class Revocations:
     async def start(self) -> None:
         """Load once (raising if that fails), then follow changes until ``close``."""
         await self.refresh()
+        self._stopping = False
         self._task = asyncio.create_task(self._follow(), name="revocations")
 
     async def close(self) -> None:
         if self._task is not None:
+            # A cancellation can be lost in Python 3.11's wait_for (a wake in the same moment):
+            # the loop also stops on the flag, at its next turn.
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -156,7 +161,7 @@ class Revocations:
 
     async def _follow(self) -> None:
         retry = 0.1
-        while True:
+        while not self._stopping:
             self._wake.clear()  # before loading: a change notified during the load reloads
             try:
                 # Bounded: a pool busy with requests must not keep the list from reloading.
