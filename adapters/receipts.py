@@ -33,9 +33,9 @@ def receipt_from(data: bytes) -> dict[str, Any] | None:
 class Following:
     """A subscription to an institution's receipts, stopped by ``close``."""
 
-    def __init__(self, sub: Any, task: asyncio.Task[None] | None = None) -> None:
+    def __init__(self, sub: Any) -> None:
         self.sub = sub
-        self.task = task
+        self.task: asyncio.Task[None] | None = None  # a durable consumer's pull loop
         self.held: list[Any] = []
         self.seen = 0  # an edge's receipts: the stream sequence of the last one handed over
         self.stopping = False
